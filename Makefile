@@ -1,0 +1,47 @@
+# Two commands set everything up on a fresh machine:
+#   make run    build and start the homeserver on 127.0.0.1:8008 (SQLite, generated config and keys)
+#   make test   run every test: Go (with -race), lint, and the matrix-js-sdk end-to-end test
+GO       ?= go
+BIN      := bin
+CONFIG   ?= homeserver.yaml
+STATICCHECK_VERSION := 2025.1.1
+
+.PHONY: build run test gotest lint e2e bench fuzz clean
+
+build:
+	$(GO) build -o $(BIN)/homeserver ./cmd/homeserver
+	$(GO) build -o $(BIN)/loadtest ./cmd/loadtest
+
+# The first run writes homeserver.yaml (open registration: it binds loopback)
+# and the data directory with the signing key and database.
+run: build
+	@test -f $(CONFIG) || $(BIN)/homeserver generate-config --server-name localhost:8008 \
+		--listen 127.0.0.1:8008 --data-dir ./data --registration open > $(CONFIG)
+	$(BIN)/homeserver serve --config $(CONFIG)
+
+test: lint gotest e2e
+
+gotest:
+	$(GO) test -race -count=1 ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+# The matrix-js-sdk end-to-end test, against a real server process.
+e2e: build
+	cd e2e && npm ci --no-audit --no-fund && HOMESERVER_BIN=$(CURDIR)/$(BIN)/homeserver node --test --test-reporter=spec
+
+# Go benchmarks of the hot paths, then the load tool against a fresh server.
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+	./scripts/loadbench.sh
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzCanonicalJSON -fuzztime 30s ./roomdag/
+	$(GO) test -run '^$$' -fuzz FuzzParseFilter -fuzztime 30s ./sync/
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,507 @@
+package api
+
+import (
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
+)
+
+func (s *Server) accountRoutes() []route {
+	return []route{
+		{"POST", v3 + "/register", s.register, authNone, rateRegistration},
+		{"GET", v3 + "/register/available", s.registerAvailable, authNone, rateRegistration},
+		{"GET", v1 + "/register/m.login.registration_token/validity", s.tokenValidity, authNone, rateRegistration},
+		{"GET", v3 + "/login", s.loginFlows, authNone, rateNone},
+		{"POST", v3 + "/login", s.login, authNone, rateLogin},
+		{"POST", v3 + "/refresh", s.refresh, authNone, rateLogin},
+		{"POST", v3 + "/logout", s.logout, authRequired, rateNone},
+		{"POST", v3 + "/logout/all", s.logoutAll, authRequired, rateNone},
+		{"GET", v3 + "/account/whoami", s.whoami, authRequired, rateNone},
+		{"POST", v3 + "/account/password", s.changePassword, authRequired, rateLogin},
+		{"GET", v3 + "/devices", s.listDevices, authRequired, rateNone},
+		{"GET", v3 + "/devices/{deviceId}", s.getDevice, authRequired, rateNone},
+		{"PUT", v3 + "/devices/{deviceId}", s.putDevice, authRequired, rateNone},
+		{"DELETE", v3 + "/devices/{deviceId}", s.deleteDevice, authRequired, rateNone},
+		{"POST", v3 + "/delete_devices", s.deleteDevices, authRequired, rateNone},
+		{"GET", "/_synapse/admin/v1/register", s.adminRegisterNonce, authNone, rateRegistration},
+		{"POST", "/_synapse/admin/v1/register", s.adminRegister, authNone, rateRegistration},
+	}
+}
+
+type registerRequest struct {
+	Username                 string   `json:"username"`
+	Password                 string   `json:"password"`
+	DeviceID                 string   `json:"device_id"`
+	InitialDeviceDisplayName *string  `json:"initial_device_display_name"`
+	InhibitLogin             bool     `json:"inhibit_login"`
+	RefreshToken             bool     `json:"refresh_token"`
+	Auth                     *uiaAuth `json:"auth"`
+}
+
+func (s *Server) registerFlows() [][]string {
+	if s.cfg.RequiresToken {
+		return [][]string{{stageRegistrationToken}}
+	}
+	return [][]string{{stageDummy}}
+}
+
+func (s *Server) register(r *http.Request) (any, error) {
+	switch kind := r.URL.Query().Get("kind"); kind {
+	case "", "user":
+	case "guest":
+		return nil, errorf(http.StatusForbidden, CodeGuestAccessForbidden, "guest access is disabled")
+	default:
+		return nil, invalidParam("unknown kind %q", kind)
+	}
+	if !s.cfg.EnableRegistration {
+		return nil, forbidden("registration is disabled")
+	}
+	var req registerRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	var user roomdag.UserID
+	if req.Username != "" {
+		u, err := s.checkNewUsername(r, req.Username)
+		if err != nil {
+			return nil, err
+		}
+		user = u
+	}
+	if err := checkPasswordStrength(req.Password); err != nil {
+		return nil, err
+	}
+	err := s.uia.require(r, req.Auth, s.registerFlows(), map[string]any{}, func() string { return s.newID(24) },
+		func(stage string, a *uiaAuth, _ *uiaSession) error {
+			if stage == stageRegistrationToken && !contains(s.cfg.Tokens, a.Token) {
+				return forbidden("invalid registration token")
+			}
+			return nil
+		})
+	if err != nil {
+		return nil, err
+	}
+	if user == "" {
+		user = roomdag.NewUserID(strings.ToLower(s.newID(12)), s.cfg.ServerName)
+	}
+	hash, err := s.hashPassword(req.Password)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.store.CreateUser(r.Context(), storage.User{ID: user, PasswordHash: hash}, s.clock.Now().UnixMilli()); err != nil {
+		if errors.Is(err, storage.ErrConflict) {
+			return nil, errorf(http.StatusBadRequest, CodeUserInUse, "user ID already taken")
+		}
+		return nil, err
+	}
+	resp := map[string]any{"user_id": user}
+	if req.InhibitLogin {
+		return resp, nil
+	}
+	return s.startSession(r, user, req.DeviceID, req.InitialDeviceDisplayName, req.RefreshToken)
+}
+
+// checkNewUsername validates a requested localpart and that it is free.
+func (s *Server) checkNewUsername(r *http.Request, username string) (roomdag.UserID, error) {
+	local := strings.ToLower(username)
+	if !roomdag.ValidLocalpart(local) || local != username && strings.ToLower(local) != local {
+		return "", errorf(http.StatusBadRequest, CodeInvalidUsername, "user ID may contain only a-z, 0-9, and . _ = - / +")
+	}
+	if local != username {
+		return "", errorf(http.StatusBadRequest, CodeInvalidUsername, "user ID must be lower case")
+	}
+	user := roomdag.NewUserID(local, s.cfg.ServerName)
+	if len(user) > 255 {
+		return "", errorf(http.StatusBadRequest, CodeInvalidUsername, "user ID is too long")
+	}
+	if _, err := s.store.User(r.Context(), user); err == nil {
+		return "", errorf(http.StatusBadRequest, CodeUserInUse, "user ID already taken")
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return "", err
+	}
+	return user, nil
+}
+
+func (s *Server) registerAvailable(r *http.Request) (any, error) {
+	if !s.cfg.EnableRegistration {
+		return nil, forbidden("registration is disabled")
+	}
+	name := r.URL.Query().Get("username")
+	if name == "" {
+		return nil, missingParam("username is required")
+	}
+	if _, err := s.checkNewUsername(r, name); err != nil {
+		return nil, err
+	}
+	return map[string]bool{"available": true}, nil
+}
+
+func (s *Server) tokenValidity(r *http.Request) (any, error) {
+	if !s.cfg.EnableRegistration || !s.cfg.RequiresToken {
+		return nil, forbidden("registration tokens are not in use")
+	}
+	t := r.URL.Query().Get("token")
+	if t == "" {
+		return nil, missingParam("token is required")
+	}
+	return map[string]bool{"valid": contains(s.cfg.Tokens, t)}, nil
+}
+
+// startSession creates (or reuses) a device and issues tokens for it.
+func (s *Server) startSession(r *http.Request, user roomdag.UserID, deviceID string, name *string, wantRefresh bool) (any, error) {
+	if deviceID == "" {
+		deviceID = s.newID(10)
+	}
+	if len(deviceID) > 255 {
+		return nil, invalidParam("device_id is too long")
+	}
+	access, err := s.newToken("mat_")
+	if err != nil {
+		return nil, err
+	}
+	sess := storage.Session{UserID: user, DeviceID: deviceID, DisplayName: name, TokenHash: hashToken(access)}
+	resp := map[string]any{"user_id": user, "access_token": access, "device_id": deviceID,
+		"home_server": s.cfg.ServerName, "well_known": map[string]any{"m.homeserver": map[string]string{"base_url": s.cfg.BaseURL}}}
+	if wantRefresh {
+		refresh, err := s.newToken("mar_")
+		if err != nil {
+			return nil, err
+		}
+		sess.RefreshHash = hashToken(refresh)
+		resp["refresh_token"] = refresh
+		if s.cfg.AccessTokenLifetime > 0 {
+			sess.ExpiresMS = s.clock.Now().Add(s.cfg.AccessTokenLifetime).UnixMilli()
+			resp["expires_in_ms"] = s.cfg.AccessTokenLifetime.Milliseconds()
+		}
+	}
+	if err := s.store.CreateSession(r.Context(), sess); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+func (s *Server) loginFlows(r *http.Request) (any, error) {
+	return map[string]any{"flows": []map[string]string{{"type": "m.login.password"}}}, nil
+}
+
+type loginRequest struct {
+	Type                     string          `json:"type"`
+	Identifier               json.RawMessage `json:"identifier"`
+	User                     string          `json:"user"`
+	Password                 string          `json:"password"`
+	DeviceID                 string          `json:"device_id"`
+	InitialDeviceDisplayName *string         `json:"initial_device_display_name"`
+	RefreshToken             bool            `json:"refresh_token"`
+}
+
+// loginUser resolves the user of a password login: identifier m.id.user
+// (or the deprecated top-level user), as a localpart or a full user ID.
+func (s *Server) loginUser(identifier json.RawMessage, legacyUser string) (roomdag.UserID, error) {
+	name := legacyUser
+	if len(identifier) > 0 {
+		var id struct {
+			Type string `json:"type"`
+			User string `json:"user"`
+		}
+		if err := json.Unmarshal(identifier, &id); err != nil {
+			return "", badJSON("identifier must be an object")
+		}
+		if id.Type != "m.id.user" {
+			return "", errorf(http.StatusBadRequest, CodeUnknown, "identifier type %q is not supported", id.Type)
+		}
+		name = id.User
+	}
+	if name == "" {
+		return "", missingParam("no user given")
+	}
+	if strings.HasPrefix(name, "@") {
+		u, err := roomdag.ParseUserID(strings.ToLower(name))
+		if err != nil || u.Server() != s.cfg.ServerName {
+			return "", forbidden("invalid username or password")
+		}
+		return u, nil
+	}
+	return roomdag.NewUserID(strings.ToLower(name), s.cfg.ServerName), nil
+}
+
+// checkUserPassword returns M_FORBIDDEN for any unknown user or wrong
+// password, so the answer does not tell which it was.
+func (s *Server) checkUserPassword(r *http.Request, user roomdag.UserID, pw string) error {
+	u, err := s.store.User(r.Context(), user)
+	if errors.Is(err, storage.ErrNotFound) {
+		return forbidden("invalid username or password")
+	}
+	if err != nil {
+		return err
+	}
+	if !checkPassword(u.PasswordHash, pw) {
+		return forbidden("invalid username or password")
+	}
+	if u.Deactivated {
+		return errorf(http.StatusForbidden, CodeUserDeactivated, "this account has been deactivated")
+	}
+	return nil
+}
+
+func (s *Server) login(r *http.Request) (any, error) {
+	var req loginRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	if req.Type != "m.login.password" {
+		return nil, errorf(http.StatusBadRequest, CodeUnknown, "login type %q is not supported", req.Type)
+	}
+	user, err := s.loginUser(req.Identifier, req.User)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.checkUserPassword(r, user, req.Password); err != nil {
+		return nil, err
+	}
+	return s.startSession(r, user, req.DeviceID, req.InitialDeviceDisplayName, req.RefreshToken)
+}
+
+func (s *Server) refresh(r *http.Request) (any, error) {
+	var req struct {
+		RefreshToken string `json:"refresh_token"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	if req.RefreshToken == "" {
+		return nil, missingParam("refresh_token is required")
+	}
+	access, err := s.newToken("mat_")
+	if err != nil {
+		return nil, err
+	}
+	refresh, err := s.newToken("mar_")
+	if err != nil {
+		return nil, err
+	}
+	next := storage.Session{TokenHash: hashToken(access), RefreshHash: hashToken(refresh)}
+	resp := map[string]any{"access_token": access, "refresh_token": refresh}
+	if s.cfg.AccessTokenLifetime > 0 {
+		next.ExpiresMS = s.clock.Now().Add(s.cfg.AccessTokenLifetime).UnixMilli()
+		resp["expires_in_ms"] = s.cfg.AccessTokenLifetime.Milliseconds()
+	}
+	if _, _, err := s.store.Refresh(r.Context(), hashToken(req.RefreshToken), next); err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, errorf(http.StatusUnauthorized, CodeUnknownToken, "unknown refresh token")
+		}
+		return nil, err
+	}
+	return resp, nil
+}
+
+// logout deletes the device, and with it every token it had.
+func (s *Server) logout(r *http.Request) (any, error) {
+	rq := requester(r)
+	return struct{}{}, s.store.DeleteDevices(r.Context(), rq.UserID, []string{rq.DeviceID}, "")
+}
+
+func (s *Server) logoutAll(r *http.Request) (any, error) {
+	return struct{}{}, s.store.DeleteDevices(r.Context(), requester(r).UserID, nil, "")
+}
+
+func (s *Server) whoami(r *http.Request) (any, error) {
+	rq := requester(r)
+	return map[string]any{"user_id": rq.UserID, "device_id": rq.DeviceID, "is_guest": false}, nil
+}
+
+// requirePassword runs user-interactive auth with the m.login.password
+// stage for the requester's own account.
+func (s *Server) requirePassword(r *http.Request, auth *uiaAuth) error {
+	rq := requester(r)
+	return s.uia.require(r, auth, [][]string{{stagePassword}}, map[string]any{}, func() string { return s.newID(24) },
+		func(stage string, a *uiaAuth, _ *uiaSession) error {
+			user, err := s.loginUser(a.Identifier, a.User)
+			if err != nil {
+				return err
+			}
+			if user != rq.UserID {
+				return forbidden("you can only authenticate as yourself")
+			}
+			return s.checkUserPassword(r, user, a.Password)
+		})
+}
+
+func (s *Server) changePassword(r *http.Request) (any, error) {
+	var req struct {
+		NewPassword   string   `json:"new_password"`
+		LogoutDevices *bool    `json:"logout_devices"`
+		Auth          *uiaAuth `json:"auth"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	if err := checkPasswordStrength(req.NewPassword); err != nil {
+		return nil, err
+	}
+	if err := s.requirePassword(r, req.Auth); err != nil {
+		return nil, err
+	}
+	rq := requester(r)
+	hash, err := s.hashPassword(req.NewPassword)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.store.SetPasswordHash(r.Context(), rq.UserID, hash); err != nil {
+		return nil, err
+	}
+	if req.LogoutDevices == nil || *req.LogoutDevices {
+		if err := s.store.DeleteDevices(r.Context(), rq.UserID, nil, rq.DeviceID); err != nil {
+			return nil, err
+		}
+	}
+	return struct{}{}, nil
+}
+
+func (s *Server) listDevices(r *http.Request) (any, error) {
+	devs, err := s.store.Devices(r.Context(), requester(r).UserID)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"devices": devs}, nil
+}
+
+func (s *Server) findDevice(r *http.Request, id string) (*storage.Device, error) {
+	devs, err := s.store.Devices(r.Context(), requester(r).UserID)
+	if err != nil {
+		return nil, err
+	}
+	for i := range devs {
+		if devs[i].DeviceID == id {
+			return &devs[i], nil
+		}
+	}
+	return nil, notFoundErr("unknown device")
+}
+
+func (s *Server) getDevice(r *http.Request) (any, error) {
+	return s.findDevice(r, pathParam(r, "deviceId"))
+}
+
+func (s *Server) putDevice(r *http.Request) (any, error) {
+	var req struct {
+		DisplayName *string `json:"display_name"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	id := pathParam(r, "deviceId")
+	if _, err := s.findDevice(r, id); err != nil {
+		return nil, err
+	}
+	if req.DisplayName != nil {
+		if err := s.store.SetDeviceName(r.Context(), requester(r).UserID, id, *req.DisplayName); err != nil {
+			return nil, err
+		}
+	}
+	return struct{}{}, nil
+}
+
+func (s *Server) deleteDevice(r *http.Request) (any, error) {
+	var req struct {
+		Auth *uiaAuth `json:"auth"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	id := pathParam(r, "deviceId")
+	if _, err := s.findDevice(r, id); err != nil {
+		return nil, err
+	}
+	if err := s.requirePassword(r, req.Auth); err != nil {
+		return nil, err
+	}
+	return struct{}{}, s.store.DeleteDevices(r.Context(), requester(r).UserID, []string{id}, "")
+}
+
+func (s *Server) deleteDevices(r *http.Request) (any, error) {
+	var req struct {
+		Devices []string `json:"devices"`
+		Auth    *uiaAuth `json:"auth"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	if req.Devices == nil {
+		return nil, missingParam("devices is required")
+	}
+	if err := s.requirePassword(r, req.Auth); err != nil {
+		return nil, err
+	}
+	return struct{}{}, s.store.DeleteDevices(r.Context(), requester(r).UserID, req.Devices, "")
+}
+
+// Synapse's shared-secret registration (/_synapse/admin/v1/register): not
+// in the spec, but operators' tools and Complement use it.
+
+func (s *Server) adminRegisterNonce(r *http.Request) (any, error) {
+	if s.cfg.SharedSecret == "" {
+		return nil, errorf(http.StatusNotFound, CodeUnrecognized, "shared-secret registration is disabled")
+	}
+	nonce := s.newID(32)
+	s.uia.mu.Lock()
+	s.uia.m["nonce:"+nonce] = &uiaSession{id: nonce, endpoint: "nonce", expires: s.clock.Now().Add(uiaSessionLifetime)}
+	s.uia.mu.Unlock()
+	return map[string]string{"nonce": nonce}, nil
+}
+
+func (s *Server) adminRegister(r *http.Request) (any, error) {
+	if s.cfg.SharedSecret == "" {
+		return nil, errorf(http.StatusNotFound, CodeUnrecognized, "shared-secret registration is disabled")
+	}
+	var req struct {
+		Nonce       string  `json:"nonce"`
+		Username    string  `json:"username"`
+		Password    string  `json:"password"`
+		Admin       bool    `json:"admin"`
+		MAC         string  `json:"mac"`
+		Displayname *string `json:"displayname"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	s.uia.mu.Lock()
+	sess := s.uia.m["nonce:"+req.Nonce]
+	delete(s.uia.m, "nonce:"+req.Nonce)
+	s.uia.mu.Unlock()
+	if sess == nil || s.clock.Now().After(sess.expires) {
+		return nil, errorf(http.StatusBadRequest, CodeUnknown, "unrecognised nonce")
+	}
+	mac := hmac.New(sha1.New, []byte(s.cfg.SharedSecret))
+	admin := "notadmin"
+	if req.Admin {
+		admin = "admin"
+	}
+	mac.Write([]byte(req.Nonce + "\x00" + req.Username + "\x00" + req.Password + "\x00" + admin))
+	want := mac.Sum(nil)
+	got, err := hex.DecodeString(req.MAC)
+	if err != nil || !hmac.Equal(want, got) {
+		return nil, forbidden("HMAC incorrect")
+	}
+	user, err := s.checkNewUsername(r, req.Username)
+	if err != nil {
+		return nil, err
+	}
+	hash, err := s.hashPassword(req.Password)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.store.CreateUser(r.Context(), storage.User{ID: user, PasswordHash: hash, Admin: req.Admin, DisplayName: req.Displayname}, s.clock.Now().UnixMilli()); err != nil {
+		if errors.Is(err, storage.ErrConflict) {
+			return nil, errorf(http.StatusBadRequest, CodeUserInUse, "user ID already taken")
+		}
+		return nil, err
+	}
+	return s.startSession(r, user, "", nil, false)
+}

@@ -1,0 +1,70 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
+)
+
+func (s *Server) accountDataRoutes() []route {
+	return []route{
+		{"PUT", v3 + "/user/{userId}/account_data/{type}", s.putAccountData, authRequired, rateNone},
+		{"GET", v3 + "/user/{userId}/account_data/{type}", s.getAccountData, authRequired, rateNone},
+		{"PUT", v3 + "/user/{userId}/rooms/{roomId}/account_data/{type}", s.putAccountData, authRequired, rateNone},
+		{"GET", v3 + "/user/{userId}/rooms/{roomId}/account_data/{type}", s.getAccountData, authRequired, rateNone},
+	}
+}
+
+// accountDataTarget reads {userId}, {roomId} (optional) and {type}.
+func accountDataTarget(r *http.Request) (roomdag.UserID, roomdag.RoomID, string, error) {
+	user, err := ownUser(r)
+	if err != nil {
+		return "", "", "", err
+	}
+	var room roomdag.RoomID
+	if pathParam(r, "roomId") != "" {
+		if room, err = roomParam(r); err != nil {
+			return "", "", "", err
+		}
+	}
+	typ := pathParam(r, "type")
+	if typ == "" || len(typ) > roomdag.MaxFieldBytes {
+		return "", "", "", invalidParam("bad account data type")
+	}
+	return user, room, typ, nil
+}
+
+func (s *Server) putAccountData(r *http.Request) (any, error) {
+	user, room, typ, err := accountDataTarget(r)
+	if err != nil {
+		return nil, err
+	}
+	// The server manages these itself (spec: "Server-side behaviour").
+	if typ == "m.fully_read" && room != "" || typ == "m.push_rules" {
+		return nil, errorf(http.StatusMethodNotAllowed, CodeBadJSON, "%s cannot be set through this endpoint", typ)
+	}
+	content, err := readObject(r)
+	if err != nil {
+		return nil, err
+	}
+	pos, err := s.store.PutAccountData(r.Context(), user, room, typ, content)
+	if err != nil {
+		return nil, err
+	}
+	s.sync.Notifier().AccountDataChanged(user, pos)
+	return struct{}{}, nil
+}
+
+func (s *Server) getAccountData(r *http.Request) (any, error) {
+	user, room, typ, err := accountDataTarget(r)
+	if err != nil {
+		return nil, err
+	}
+	c, err := s.store.AccountData(r.Context(), user, room, typ)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, notFoundErr("no account data of that type")
+	}
+	return c, err
+}

@@ -1,0 +1,267 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
+)
+
+type createRoomRequest struct {
+	Visibility                string            `json:"visibility"`
+	RoomAliasName             string            `json:"room_alias_name"`
+	Name                      *string           `json:"name"`
+	Topic                     *string           `json:"topic"`
+	Invite                    []string          `json:"invite"`
+	Invite3PID                []json.RawMessage `json:"invite_3pid"`
+	RoomVersion               string            `json:"room_version"`
+	CreationContent           json.RawMessage   `json:"creation_content"`
+	InitialState              []stateEvent      `json:"initial_state"`
+	Preset                    string            `json:"preset"`
+	IsDirect                  bool              `json:"is_direct"`
+	PowerLevelContentOverride json.RawMessage   `json:"power_level_content_override"`
+}
+
+type stateEvent struct {
+	Type     string          `json:"type"`
+	StateKey string          `json:"state_key"`
+	Content  json.RawMessage `json:"content"`
+}
+
+// createRoom builds the room's first events in the order the spec fixes
+// (client-server API, "Creation"): create, creator join, power levels,
+// canonical alias, preset rules, initial_state, name, topic, invites.
+func (s *Server) createRoom(r *http.Request) (any, error) {
+	var req createRoomRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	user := requester(r).UserID
+	verID := req.RoomVersion
+	if verID == "" {
+		verID = s.cfg.DefaultRoomVersion
+	}
+	v, ok := roomdag.LookupRoomVersion(verID)
+	if !ok {
+		return nil, errorf(http.StatusBadRequest, CodeUnsupportedRoomVersion, "room version %q is not supported", verID)
+	}
+	if len(req.Invite3PID) > 0 {
+		return nil, errorf(http.StatusBadRequest, CodeUnknown, "third-party invites are not supported")
+	}
+	preset := req.Preset
+	switch preset {
+	case "":
+		preset = "private_chat"
+		if req.Visibility == "public" {
+			preset = "public_chat"
+		}
+	case "private_chat", "public_chat", "trusted_private_chat":
+	default:
+		return nil, invalidParam("unknown preset %q", preset)
+	}
+	switch req.Visibility {
+	case "", "private", "public":
+	default:
+		return nil, invalidParam("visibility must be public or private")
+	}
+	invites := make([]roomdag.UserID, 0, len(req.Invite))
+	for _, i := range req.Invite {
+		u, err := roomdag.ParseUserID(i)
+		if err != nil {
+			return nil, invalidParam("malformed user ID %q in invite", i)
+		}
+		if u.Server() != s.cfg.ServerName {
+			return nil, forbidden("inviting users of other servers needs federation, which is not built yet")
+		}
+		invites = append(invites, u)
+	}
+	var alias roomdag.RoomAlias
+	if req.RoomAliasName != "" {
+		a, err := roomdag.ParseRoomAlias("#" + req.RoomAliasName + ":" + string(s.cfg.ServerName))
+		if err != nil {
+			return nil, invalidParam("invalid room_alias_name")
+		}
+		if _, _, err := s.store.Alias(r.Context(), a); err == nil {
+			return nil, errorf(http.StatusBadRequest, CodeRoomInUse, "room alias %s is taken", a)
+		} else if !errors.Is(err, storage.ErrNotFound) {
+			return nil, err
+		}
+		alias = a
+	}
+
+	// 1. m.room.create
+	create := map[string]any{}
+	if len(req.CreationContent) > 0 && string(req.CreationContent) != "null" {
+		if err := json.Unmarshal(req.CreationContent, &create); err != nil {
+			return nil, badJSON("creation_content must be an object")
+		}
+	}
+	create["room_version"] = v.ID
+	if !v.CreatorFromSender {
+		create["creator"] = user
+	}
+	createContent, _ := json.Marshal(create)
+	empty := ""
+	createEv := roomdag.ProtoEvent{Type: roomdag.TypeCreate, StateKey: &empty, Sender: user, Content: createContent}
+
+	var rest []roomdag.ProtoEvent
+	state := func(typ, key string, content any) error {
+		b, err := json.Marshal(content)
+		if err != nil {
+			return badJSON("bad content for %s", typ)
+		}
+		k := key
+		rest = append(rest, roomdag.ProtoEvent{Type: typ, StateKey: &k, Sender: user, Content: b})
+		return nil
+	}
+	// 2. the creator joins
+	join, err := s.memberEvent(r.Context(), user, user, roomdag.MembershipJoin, "")
+	if err != nil {
+		return nil, err
+	}
+	rest = append(rest, join)
+	// 3. power levels, with the override merged over our defaults
+	pl := defaultPowerLevels(v, user, preset, invites)
+	if len(req.PowerLevelContentOverride) > 0 && string(req.PowerLevelContentOverride) != "null" {
+		var over map[string]json.RawMessage
+		if err := json.Unmarshal(req.PowerLevelContentOverride, &over); err != nil {
+			return nil, badJSON("power_level_content_override must be an object")
+		}
+		for k, val := range over {
+			pl[k] = val
+		}
+	}
+	if err := state(roomdag.TypePowerLevels, "", pl); err != nil {
+		return nil, err
+	}
+	// 4. canonical alias
+	if alias != "" {
+		if err := state(roomdag.TypeCanonicalAlias, "", map[string]any{"alias": alias}); err != nil {
+			return nil, err
+		}
+	}
+	// 5. preset rules
+	joinRule, guest := "invite", "can_join"
+	if preset == "public_chat" {
+		joinRule, guest = "public", "forbidden"
+	}
+	initial := map[roomdag.StateKey]bool{}
+	for _, ev := range req.InitialState {
+		initial[roomdag.StateKey{Type: ev.Type, StateKey: ev.StateKey}] = true
+	}
+	presetState := []struct {
+		typ     string
+		content map[string]string
+	}{
+		{roomdag.TypeJoinRules, map[string]string{"join_rule": joinRule}},
+		{roomdag.TypeHistoryVisibility, map[string]string{"history_visibility": "shared"}},
+	}
+	if preset != "public_chat" {
+		presetState = append(presetState, struct {
+			typ     string
+			content map[string]string
+		}{roomdag.TypeGuestAccess, map[string]string{"guest_access": guest}})
+	}
+	for _, ps := range presetState {
+		if !initial[roomdag.StateKey{Type: ps.typ}] {
+			if err := state(ps.typ, "", ps.content); err != nil {
+				return nil, err
+			}
+		}
+	}
+	// 6. initial_state
+	for _, ev := range req.InitialState {
+		if ev.Type == "" || ev.Type == roomdag.TypeCreate || ev.Type == roomdag.TypeMember {
+			return nil, badJSON("initial_state may not hold %q events", ev.Type)
+		}
+		if len(ev.Content) == 0 || ev.Content[0] != '{' {
+			return nil, badJSON("initial_state content must be an object")
+		}
+		k := ev.StateKey
+		rest = append(rest, roomdag.ProtoEvent{Type: ev.Type, StateKey: &k, Sender: user, Content: ev.Content})
+	}
+	// 7. name and topic
+	if req.Name != nil {
+		if err := state(roomdag.TypeName, "", map[string]string{"name": *req.Name}); err != nil {
+			return nil, err
+		}
+	}
+	if req.Topic != nil {
+		if err := state(roomdag.TypeTopic, "", map[string]string{"topic": *req.Topic}); err != nil {
+			return nil, err
+		}
+	}
+	// 8. invites
+	for _, u := range invites {
+		p, err := s.memberEvent(r.Context(), user, u, roomdag.MembershipInvite, "")
+		if err != nil {
+			return nil, err
+		}
+		if req.IsDirect {
+			var c map[string]any
+			_ = json.Unmarshal(p.Content, &c)
+			c["is_direct"] = true
+			p.Content, _ = json.Marshal(c)
+		}
+		rest = append(rest, p)
+	}
+
+	var roomID roomdag.RoomID
+	if !v.DomainlessRoomIDs {
+		roomID = roomdag.RoomID("!" + s.newID(18) + ":" + string(s.cfg.ServerName))
+		if alias != "" {
+			if err := s.store.PutAlias(r.Context(), alias, roomID, user); errors.Is(err, storage.ErrConflict) {
+				return nil, errorf(http.StatusBadRequest, CodeRoomInUse, "room alias %s is taken", alias)
+			} else if err != nil {
+				return nil, err
+			}
+		}
+	}
+	roomID, err = s.rooms.CreateRoom(r.Context(), v, roomID, createEv, rest)
+	if err != nil {
+		return nil, err
+	}
+	if alias != "" && v.DomainlessRoomIDs {
+		// The ID is known only now; the alias was checked free above.
+		if err := s.store.PutAlias(r.Context(), alias, roomID, user); err != nil {
+			return nil, err
+		}
+	}
+	if req.Visibility == "public" {
+		if err := s.store.SetPublished(r.Context(), roomID, true); err != nil {
+			return nil, err
+		}
+	}
+	return map[string]any{"room_id": roomID}, nil
+}
+
+// defaultPowerLevels are Synapse's defaults, so rooms behave as users of
+// Element expect. In v12 the creator has infinite power and is not listed.
+func defaultPowerLevels(v *roomdag.RoomVersion, creator roomdag.UserID, preset string, invites []roomdag.UserID) map[string]json.RawMessage {
+	users := map[roomdag.UserID]int{}
+	if !v.PrivilegedCreators {
+		users[creator] = 100
+	}
+	if preset == "trusted_private_chat" {
+		for _, u := range invites {
+			users[u] = 100
+		}
+	}
+	m := map[string]any{
+		"users": users, "users_default": 0,
+		"events": map[string]int{
+			roomdag.TypeName: 50, roomdag.TypePowerLevels: 100, roomdag.TypeHistoryVisibility: 100,
+			roomdag.TypeCanonicalAlias: 50, roomdag.TypeAvatar: 50, roomdag.TypeTombstone: 100,
+			roomdag.TypeServerACL: 100, roomdag.TypeEncryption: 100, roomdag.TypeBackchat: 50,
+		},
+		"events_default": 0, "state_default": 50, "ban": 50, "kick": 50, "redact": 50, "invite": 0,
+		"notifications": map[string]int{"room": 50},
+	}
+	out := map[string]json.RawMessage{}
+	for k, val := range m {
+		out[k], _ = json.Marshal(val)
+	}
+	return out
+}

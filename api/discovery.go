@@ -1,0 +1,59 @@
+package api
+
+import (
+	"net/http"
+
+	"github.com/persistentchat/homeserver/roomdag"
+)
+
+func (s *Server) discoveryRoutes() []route {
+	return []route{
+		{"GET", "/_matrix/client/versions", s.versions, authOptional, rateNone},
+		{"GET", "/.well-known/matrix/client", s.wellKnown, authNone, rateNone},
+		{"GET", v3 + "/capabilities", s.capabilities, authRequired, rateNone},
+		{"GET", v1 + "/auth_metadata", s.authMetadata, authNone, rateNone},
+	}
+}
+
+// supportedVersions are the spec versions whose client-server API we serve.
+// matrix-js-sdk needs one of v1.1–v1.9 and treats v1.11 as a promise of
+// authenticated media, which is not served yet, so we stop at v1.10.
+var supportedVersions = []string{
+	"r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10",
+}
+
+func (s *Server) versions(r *http.Request) (any, error) {
+	return map[string]any{
+		"versions":          supportedVersions,
+		"unstable_features": map[string]bool{},
+	}, nil
+}
+
+func (s *Server) wellKnown(r *http.Request) (any, error) {
+	return map[string]any{"m.homeserver": map[string]string{"base_url": s.cfg.BaseURL}}, nil
+}
+
+func (s *Server) capabilities(r *http.Request) (any, error) {
+	available := map[string]string{}
+	for _, v := range roomdag.RoomVersions() {
+		if v.Stable {
+			available[v.ID] = "stable"
+		} else {
+			available[v.ID] = "unstable"
+		}
+	}
+	return map[string]any{"capabilities": map[string]any{
+		"m.room_versions":   map[string]any{"default": s.cfg.DefaultRoomVersion, "available": available},
+		"m.change_password": map[string]bool{"enabled": true},
+		"m.set_displayname": map[string]bool{"enabled": true},
+		"m.set_avatar_url":  map[string]bool{"enabled": true},
+		"m.3pid_changes":    map[string]bool{"enabled": false},
+		"m.get_login_token": map[string]bool{"enabled": false},
+	}}, nil
+}
+
+// authMetadata: we do not run the OAuth 2.0 API, and clients probe this
+// endpoint to choose legacy login, so it must answer 404 M_UNRECOGNIZED.
+func (s *Server) authMetadata(r *http.Request) (any, error) {
+	return nil, errorf(http.StatusNotFound, CodeUnrecognized, "OAuth 2.0 is not supported by this server")
+}

@@ -1,0 +1,62 @@
+package api
+
+import (
+	"fmt"
+	"net/http"
+)
+
+// Error is a Matrix error: what handlers return for anything a client did
+// wrong. Any other error becomes M_UNKNOWN with status 500.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+	// Extra fields merged into the body (retry_after_ms, soft_logout, ...).
+	Extra map[string]any
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s (%d): %s", e.Code, e.Status, e.Message) }
+
+func errorf(status int, code, format string, a ...any) *Error {
+	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, a...)}
+}
+
+// Error codes, in one place (spec: client-server API, "Standard error response").
+const (
+	CodeForbidden              = "M_FORBIDDEN"
+	CodeUnknownToken           = "M_UNKNOWN_TOKEN"
+	CodeMissingToken           = "M_MISSING_TOKEN"
+	CodeBadJSON                = "M_BAD_JSON"
+	CodeNotJSON                = "M_NOT_JSON"
+	CodeNotFound               = "M_NOT_FOUND"
+	CodeLimitExceeded          = "M_LIMIT_EXCEEDED"
+	CodeUnrecognized           = "M_UNRECOGNIZED"
+	CodeUnknown                = "M_UNKNOWN"
+	CodeUserInUse              = "M_USER_IN_USE"
+	CodeInvalidUsername        = "M_INVALID_USERNAME"
+	CodeRoomInUse              = "M_ROOM_IN_USE"
+	CodeInvalidParam           = "M_INVALID_PARAM"
+	CodeTooLarge               = "M_TOO_LARGE"
+	CodeMissingParam           = "M_MISSING_PARAM"
+	CodeWeakPassword           = "M_WEAK_PASSWORD"
+	CodeUserDeactivated        = "M_USER_DEACTIVATED"
+	CodeUnsupportedRoomVersion = "M_UNSUPPORTED_ROOM_VERSION"
+	CodeGuestAccessForbidden   = "M_GUEST_ACCESS_FORBIDDEN"
+	CodeInvalidRoomState       = "M_INVALID_ROOM_STATE"
+)
+
+func forbidden(format string, a ...any) *Error {
+	return errorf(http.StatusForbidden, CodeForbidden, format, a...)
+}
+func badJSON(format string, a ...any) *Error {
+	return errorf(http.StatusBadRequest, CodeBadJSON, format, a...)
+}
+func notFoundErr(format string, a ...any) *Error {
+	return errorf(http.StatusNotFound, CodeNotFound, format, a...)
+}
+func invalidParam(format string, a ...any) *Error {
+	return errorf(http.StatusBadRequest, CodeInvalidParam, format, a...)
+}
+func missingParam(format string, a ...any) *Error {
+	return errorf(http.StatusBadRequest, CodeMissingParam, format, a...)
+}

@@ -1,0 +1,272 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"runtime/debug"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/persistentchat/homeserver/roomdag"
+)
+
+// handlerFunc is every endpoint's shape: return a value to send as JSON
+// with status 200, or an error.
+type handlerFunc func(r *http.Request) (any, error)
+
+// withStatus wraps a response that needs a status other than 200.
+type withStatus struct {
+	status int
+	body   any
+}
+
+// authMode says what credentials a route needs.
+type authMode int
+
+const (
+	authNone     authMode = iota // public
+	authRequired                 // a valid access token
+	authOptional                 // used if present
+)
+
+// rateClass picks the rate limit bucket of a route.
+type rateClass int
+
+const (
+	rateNone rateClass = iota
+	rateMessage
+	rateLogin
+	rateRegistration
+)
+
+// route is one row of a route table.
+type route struct {
+	method  string
+	path    string
+	handler handlerFunc
+	auth    authMode
+	rate    rateClass
+}
+
+type ctxKey int
+
+const (
+	ctxRequester ctxKey = iota
+	ctxRequestID
+)
+
+// Requester is who made an authenticated request.
+type Requester struct {
+	UserID   roomdag.UserID
+	DeviceID string
+	// TokenHash identifies the access token used (for logout).
+	TokenHash []byte
+}
+
+func requester(r *http.Request) *Requester {
+	rq, _ := r.Context().Value(ctxRequester).(*Requester)
+	return rq
+}
+
+var requestCounter atomic.Uint64
+
+// wrap adapts a handlerFunc: authentication, rate limits, panics, errors.
+func (s *Server) wrap(rt route) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		reqID := requestCounter.Add(1)
+		ctx := context.WithValue(r.Context(), ctxRequestID, reqID)
+		r = r.WithContext(ctx)
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error("panic in handler", "req", reqID, "path", rt.path, "panic", p, "stack", string(debug.Stack()))
+				writeJSON(w, http.StatusInternalServerError, map[string]string{"errcode": CodeUnknown, "error": fmt.Sprintf("internal error (request %d)", reqID)})
+			}
+		}()
+		if rt.auth != authNone {
+			rq, err := s.authenticate(r)
+			if errors.Is(err, errNoToken) && rt.auth == authRequired {
+				err = errorf(http.StatusUnauthorized, CodeMissingToken, "missing access token")
+			}
+			if err != nil && !errors.Is(err, errNoToken) {
+				s.writeError(w, r, err)
+				return
+			}
+			if rq != nil {
+				r = r.WithContext(context.WithValue(r.Context(), ctxRequester, rq))
+			}
+		}
+		if rt.rate != rateNone {
+			if err := s.limits.allow(rt.rate, rateKey(r)); err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxRequestSize)
+		out, err := rt.handler(r)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if ws, ok := out.(withStatus); ok {
+			writeJSON(w, ws.status, ws.body)
+			return
+		}
+		writeJSON(w, http.StatusOK, out)
+	}
+}
+
+// rateKey is the authenticated user, else the client address.
+func rateKey(r *http.Request) string {
+	if rq := requester(r); rq != nil {
+		return string(rq.UserID)
+	}
+	host := r.RemoteAddr
+	if i := len(host) - 1; i > 0 {
+		for ; i >= 0 && host[i] != ':'; i-- {
+		}
+		if i > 0 {
+			host = host[:i]
+		}
+	}
+	return host
+}
+
+// writeError renders any error as a Matrix error.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var me *Error
+	if !errors.As(err, &me) {
+		me = s.mapError(r, err)
+	}
+	body := map[string]any{}
+	if me.Code != "" { // a user-interactive auth challenge has only Extra
+		body["errcode"], body["error"] = me.Code, me.Message
+	}
+	for k, v := range me.Extra {
+		body[k] = v
+	}
+	if me.Code == CodeLimitExceeded {
+		if ms, ok := me.Extra["retry_after_ms"].(int64); ok {
+			w.Header().Set("Retry-After", strconv.FormatInt((ms+999)/1000, 10))
+		}
+	}
+	writeJSON(w, me.Status, body)
+}
+
+// mapError turns errors from the core into Matrix errors; anything unknown
+// is logged and answered with M_UNKNOWN.
+func (s *Server) mapError(r *http.Request, err error) *Error {
+	var ae *roomdag.AuthError
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &ae):
+		return forbidden("%s", ae.Error())
+	case errors.As(err, &mbe):
+		return errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "request body is larger than %d bytes", mbe.Limit)
+	case errors.Is(err, roomdag.ErrTooLarge):
+		return errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "event is larger than %d bytes", roomdag.MaxEventBytes)
+	case errors.Is(err, roomdag.ErrEventFormat):
+		return badJSON("%v", err)
+	case errors.Is(err, roomdag.ErrUnknownRoom):
+		return notFoundErr("unknown room")
+	case errors.Is(err, context.Canceled):
+		return errorf(499, CodeUnknown, "request cancelled")
+	}
+	id, _ := r.Context().Value(ctxRequestID).(uint64)
+	s.log.Error("request failed", "req", id, "method", r.Method, "path", r.URL.Path, "err", err)
+	return errorf(http.StatusInternalServerError, CodeUnknown, "internal error (request %d)", id)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b = []byte(`{"errcode":"M_UNKNOWN","error":"could not encode response"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(status)
+	w.Write(b)
+}
+
+// decodeJSON reads a JSON object body into v: M_NOT_JSON when it is not
+// JSON, M_BAD_JSON when it does not fit v, M_TOO_LARGE past the limit.
+func decodeJSON(r *http.Request, v any) error {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		return badJSON("could not read body: %v", err)
+	}
+	return decodeBytes(body, v)
+}
+
+func decodeBytes(body []byte, v any) error {
+	if len(body) == 0 {
+		body = []byte("{}")
+	}
+	if !json.Valid(body) {
+		return errorf(http.StatusBadRequest, CodeNotJSON, "body is not valid JSON")
+	}
+	if body[0] != '{' {
+		return errorf(http.StatusBadRequest, CodeBadJSON, "body must be a JSON object")
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return badJSON("field %q has the wrong type: expected %s", te.Field, te.Type)
+		}
+		return badJSON("%v", err)
+	}
+	return nil
+}
+
+// readObject reads a body that must be a JSON object (event content).
+func readObject(r *http.Request) (json.RawMessage, error) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, err
+		}
+		return nil, badJSON("could not read body: %v", err)
+	}
+	if len(body) == 0 {
+		return nil, errorf(http.StatusBadRequest, CodeNotJSON, "body is empty")
+	}
+	if !json.Valid(body) {
+		return nil, errorf(http.StatusBadRequest, CodeNotJSON, "body is not valid JSON")
+	}
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(body, &obj) != nil || obj == nil {
+		return nil, badJSON("body must be a JSON object")
+	}
+	return body, nil
+}
+
+// Path parameters are URL-decoded by chi for the raw path; Matrix IDs carry
+// characters such as '#' and ':' that clients escape.
+func pathParam(r *http.Request, name string) string {
+	v := chi.URLParam(r, name)
+	if r.URL.RawPath != "" {
+		// chi routed on the escaped path, so the parameter is still escaped.
+		if u, err := url.PathUnescape(v); err == nil {
+			return u
+		}
+	}
+	return v
+}
+
+func logger(r *http.Request, l *slog.Logger) *slog.Logger {
+	id, _ := r.Context().Value(ctxRequestID).(uint64)
+	return l.With("req", id)
+}

@@ -1,0 +1,530 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
+	"github.com/persistentchat/homeserver/sync"
+)
+
+func (s *Server) historyRoutes() []route {
+	return []route{
+		{"GET", v3 + "/rooms/{roomId}/event/{eventId}", s.getEvent, authRequired, rateNone},
+		{"GET", v3 + "/rooms/{roomId}/context/{eventId}", s.getContext, authRequired, rateNone},
+		{"GET", v3 + "/rooms/{roomId}/messages", s.messages, authRequired, rateNone},
+		{"GET", v3 + "/rooms/{roomId}/members", s.members, authRequired, rateNone},
+		{"GET", v3 + "/rooms/{roomId}/joined_members", s.joinedMembers, authRequired, rateNone},
+		{"GET", v3 + "/rooms/{roomId}/state", s.getState, authRequired, rateNone},
+		{"GET", v3 + "/rooms/{roomId}/state/{eventType}", s.getStateEvent, authRequired, rateNone},
+		{"GET", v3 + "/rooms/{roomId}/state/{eventType}/{stateKey}", s.getStateEvent, authRequired, rateNone},
+	}
+}
+
+// roomAccess is what a user may read of a room.
+type roomAccess struct {
+	st *roomdag.RoomState
+	// membership is the user's current membership ("" if none).
+	membership string
+	// stateSnap is the snapshot of the state the user may see: the current
+	// state if joined (or the room is world readable), else the state when
+	// they left. 0 means "current".
+	stateSnap int64
+}
+
+// access decides whether the user may read the room at all: members, past
+// members (up to when they left) and anyone if it is world readable.
+func (s *Server) access(ctx context.Context, room roomdag.RoomID, user roomdag.UserID) (*roomAccess, error) {
+	st, err := s.rooms.State(ctx, room)
+	if errors.Is(err, roomdag.ErrUnknownRoom) {
+		return nil, forbidden("you are not in room %s", room)
+	}
+	if err != nil {
+		return nil, err
+	}
+	a := &roomAccess{st: st, membership: st.Membership(user)}
+	switch {
+	case a.membership == roomdag.MembershipJoin:
+		return a, nil
+	case roomdag.HistoryVisibility(st.State) == roomdag.VisibilityWorldReadable:
+		return a, nil
+	case a.membership == roomdag.MembershipLeave || a.membership == roomdag.MembershipBan:
+		ev := st.State.Get(roomdag.TypeMember, string(user))
+		place, err := s.store.EventPlace(ctx, ev.ID())
+		if err != nil {
+			return nil, err
+		}
+		a.stateSnap = place.StateAfter
+		return a, nil
+	}
+	return nil, forbidden("you are not in room %s", room)
+}
+
+// state returns the state the user may see.
+func (s *Server) visibleState(ctx context.Context, a *roomAccess) (roomdag.StateMap, error) {
+	if a.stateSnap == 0 {
+		return a.st.State, nil
+	}
+	return s.store.StateEvents(ctx, a.stateSnap)
+}
+
+func (s *Server) view(r *http.Request) roomdag.ClientView {
+	rq := requester(r)
+	return roomdag.ClientView{NowMS: s.clock.Now().UnixMilli(), UserID: rq.UserID, DeviceID: rq.DeviceID}
+}
+
+func (s *Server) getEvent(r *http.Request) (any, error) {
+	room, err := roomParam(r)
+	if err != nil {
+		return nil, err
+	}
+	id, err := roomdag.ParseEventID(pathParam(r, "eventId"))
+	if err != nil {
+		return nil, invalidParam("malformed event ID")
+	}
+	a, err := s.access(r.Context(), room, requester(r).UserID)
+	if err != nil {
+		return nil, err
+	}
+	ev, err := s.visibleEvent(r, a, room, id)
+	if err != nil {
+		return nil, err
+	}
+	return ev.ClientJSON(s.view(r)), nil
+}
+
+// visibleEvent loads an event of the room the user may see, else 404.
+func (s *Server) visibleEvent(r *http.Request, a *roomAccess, room roomdag.RoomID, id roomdag.EventID) (*roomdag.StoredEvent, error) {
+	ev, err := s.store.Event(r.Context(), id)
+	if errors.Is(err, storage.ErrNotFound) || err == nil && ev.RoomID() != room {
+		return nil, notFoundErr("event not found")
+	}
+	if err != nil {
+		return nil, err
+	}
+	ok, err := sync.FilterVisible(r.Context(), s.store, requester(r).UserID, a.membership, []*roomdag.StoredEvent{ev})
+	if err != nil {
+		return nil, err
+	}
+	if len(ok) == 0 {
+		return nil, notFoundErr("event not found")
+	}
+	return ev, nil
+}
+
+// maxPageLimit bounds /messages and /context pages.
+const maxPageLimit = 1000
+
+func queryLimit(r *http.Request, def int) (int, error) {
+	l := r.URL.Query().Get("limit")
+	if l == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(l)
+	if err != nil || n < 0 {
+		return 0, invalidParam("limit must be a non-negative integer")
+	}
+	return min(n, maxPageLimit), nil
+}
+
+func queryFilter(r *http.Request) (*sync.RoomEventFilter, error) {
+	f := &sync.RoomEventFilter{}
+	if raw := r.URL.Query().Get("filter"); raw != "" {
+		if len(raw) > sync.MaxFilterBytes {
+			return nil, badJSON("filter is too large")
+		}
+		if err := json.Unmarshal([]byte(raw), f); err != nil {
+			return nil, badJSON("invalid filter: %v", err)
+		}
+	}
+	return f, nil
+}
+
+// topoFrom parses a /messages token: our topological token, or a sync
+// token (next_batch), which points just after the room's newest event at
+// that position.
+func (s *Server) topoFrom(ctx context.Context, room roomdag.RoomID, tok string) (storage.TopoPos, error) {
+	if strings.HasPrefix(tok, "t") {
+		t, err := sync.ParseTopoToken(tok)
+		if err != nil {
+			return storage.TopoPos{}, invalidParam("malformed pagination token")
+		}
+		return storage.TopoPos{Depth: t.Depth, Pos: t.Pos}, nil
+	}
+	st, err := sync.ParseToken(tok)
+	if err != nil {
+		return storage.TopoPos{}, invalidParam("malformed pagination token")
+	}
+	t, err := s.store.TopoAtStream(ctx, room, st.Events)
+	if errors.Is(err, storage.ErrNotFound) {
+		return storage.TopoPos{}, nil
+	}
+	return t, err
+}
+
+func topoString(t storage.TopoPos) string {
+	return sync.TopoToken{Depth: t.Depth, Pos: t.Pos}.String()
+}
+
+// maxScan bounds how many events one /messages call reads while skipping
+// events the user may not see; the client continues from `end`.
+const maxScan = 5000
+
+func (s *Server) messages(r *http.Request) (any, error) {
+	room, err := roomParam(r)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	dir := q.Get("dir")
+	if dir != "b" && dir != "f" {
+		return nil, invalidParam("dir must be b or f")
+	}
+	backwards := dir == "b"
+	limit, err := queryLimit(r, 10)
+	if err != nil {
+		return nil, err
+	}
+	filter, err := queryFilter(r)
+	if err != nil {
+		return nil, err
+	}
+	if filter.Limit > 0 {
+		limit = min(filter.Limit, maxPageLimit)
+	}
+	user := requester(r).UserID
+	a, err := s.access(r.Context(), room, user)
+	if err != nil {
+		return nil, err
+	}
+	var from storage.TopoPos
+	switch {
+	case q.Get("from") != "":
+		if from, err = s.topoFrom(r.Context(), room, q.Get("from")); err != nil {
+			return nil, err
+		}
+	case backwards:
+		from = storage.TopoPos{Depth: math.MaxInt64, Pos: math.MaxInt64}
+	}
+	var to *storage.TopoPos
+	if q.Get("to") != "" {
+		t, err := s.topoFrom(r.Context(), room, q.Get("to"))
+		if err != nil {
+			return nil, err
+		}
+		to = &t
+	}
+	startTok := q.Get("from")
+	if startTok == "" {
+		startTok = topoString(from)
+	}
+	chunk := []json.RawMessage{}
+	view := s.view(r)
+	senders := map[roomdag.UserID]bool{}
+	cursor, scanned, more := from, 0, true
+	for len(chunk) < limit && more && scanned < maxScan {
+		var batch []*roomdag.StoredEvent
+		batch, more, err = s.store.RoomEventsTopo(r.Context(), room, cursor, backwards, min(limit-len(chunk), 200)+1)
+		if err != nil {
+			return nil, err
+		}
+		if to != nil {
+			batch, more = cutAt(batch, *to, backwards, more)
+		}
+		scanned += len(batch)
+		if len(batch) > 0 {
+			last := batch[len(batch)-1]
+			cursor = storage.TopoPos{Depth: last.Depth(), Pos: last.Pos}
+		}
+		visible, err := sync.FilterVisible(r.Context(), s.store, user, a.membership, batch)
+		if err != nil {
+			return nil, err
+		}
+		for _, ev := range visible {
+			if len(chunk) == limit {
+				more = true
+				break
+			}
+			if filter.AllowsEvent(ev.Event) {
+				chunk = append(chunk, ev.ClientJSON(view))
+				senders[ev.Sender()] = true
+			}
+			cursor = storage.TopoPos{Depth: ev.Depth(), Pos: ev.Pos}
+		}
+	}
+	resp := map[string]any{"start": startTok, "chunk": chunk}
+	if more {
+		resp["end"] = topoString(cursor)
+	}
+	if filter.LazyLoadMembers {
+		state := []json.RawMessage{}
+		cur, err := s.visibleState(r.Context(), a)
+		if err != nil {
+			return nil, err
+		}
+		for u := range senders {
+			if ev := cur.Get(roomdag.TypeMember, string(u)); ev != nil {
+				state = append(state, (&roomdag.StoredEvent{Event: ev}).ClientJSON(view))
+			}
+		}
+		resp["state"] = state
+	}
+	return resp, nil
+}
+
+// cutAt drops the events of batch beyond the `to` token.
+func cutAt(batch []*roomdag.StoredEvent, to storage.TopoPos, backwards, more bool) ([]*roomdag.StoredEvent, bool) {
+	for i, ev := range batch {
+		p := storage.TopoPos{Depth: ev.Depth(), Pos: ev.Pos}
+		beyond := backwards && topoLess(p, to) || !backwards && !topoLess(p, to)
+		if beyond {
+			return batch[:i], false
+		}
+	}
+	return batch, more
+}
+
+func topoLess(a, b storage.TopoPos) bool {
+	return a.Depth < b.Depth || a.Depth == b.Depth && a.Pos < b.Pos
+}
+
+func (s *Server) getContext(r *http.Request) (any, error) {
+	room, err := roomParam(r)
+	if err != nil {
+		return nil, err
+	}
+	id, err := roomdag.ParseEventID(pathParam(r, "eventId"))
+	if err != nil {
+		return nil, invalidParam("malformed event ID")
+	}
+	limit, err := queryLimit(r, 10)
+	if err != nil {
+		return nil, err
+	}
+	filter, err := queryFilter(r)
+	if err != nil {
+		return nil, err
+	}
+	user := requester(r).UserID
+	a, err := s.access(r.Context(), room, user)
+	if err != nil {
+		return nil, err
+	}
+	ev, err := s.visibleEvent(r, a, room, id)
+	if err != nil {
+		return nil, err
+	}
+	at := storage.TopoPos{Depth: ev.Depth(), Pos: ev.Pos}
+	view := s.view(r)
+	page := func(backwards bool, n int) ([]json.RawMessage, storage.TopoPos, []*roomdag.StoredEvent, error) {
+		out := []json.RawMessage{}
+		var kept []*roomdag.StoredEvent
+		cursor := at
+		if n == 0 {
+			return out, cursor, nil, nil
+		}
+		evs, _, err := s.store.RoomEventsTopo(r.Context(), room, at, backwards, n)
+		if err != nil {
+			return nil, cursor, nil, err
+		}
+		vis, err := sync.FilterVisible(r.Context(), s.store, user, a.membership, evs)
+		if err != nil {
+			return nil, cursor, nil, err
+		}
+		for _, e := range evs {
+			cursor = storage.TopoPos{Depth: e.Depth(), Pos: e.Pos}
+		}
+		for _, e := range vis {
+			if filter.AllowsEvent(e.Event) {
+				out = append(out, e.ClientJSON(view))
+				kept = append(kept, e)
+			}
+		}
+		return out, cursor, kept, nil
+	}
+	before, start, _, err := page(true, limit/2)
+	if err != nil {
+		return nil, err
+	}
+	after, end, afterEvs, err := page(false, limit-limit/2)
+	if err != nil {
+		return nil, err
+	}
+	// The state at the last event returned.
+	last := ev
+	if len(afterEvs) > 0 {
+		last = afterEvs[len(afterEvs)-1]
+	}
+	place, err := s.store.EventPlace(r.Context(), last.ID())
+	if err != nil {
+		return nil, err
+	}
+	stateEvs, err := s.store.StateEvents(r.Context(), place.StateAfter)
+	if err != nil {
+		return nil, err
+	}
+	state := []json.RawMessage{}
+	for _, se := range sortedState(stateEvs) {
+		if filter.LazyLoadMembers && se.Type() == roomdag.TypeMember && se.Sender() != user && !sentBy(se, ev, afterEvs) {
+			continue
+		}
+		state = append(state, (&roomdag.StoredEvent{Event: se}).ClientJSON(view))
+	}
+	// Tokens sit just beyond the returned events, so paging from them
+	// continues without repeating.
+	return map[string]any{
+		"event": ev.ClientJSON(view), "events_before": before, "events_after": after,
+		"start": topoString(start), "end": topoString(end), "state": state,
+	}, nil
+}
+
+func sentBy(member *roomdag.Event, ev *roomdag.StoredEvent, others []*roomdag.StoredEvent) bool {
+	key := *member.StateKey()
+	if string(ev.Sender()) == key {
+		return true
+	}
+	for _, o := range others {
+		if string(o.Sender()) == key {
+			return true
+		}
+	}
+	return false
+}
+
+func sortedState(m roomdag.StateMap) []*roomdag.Event {
+	out := make([]*roomdag.Event, 0, len(m))
+	for _, ev := range m {
+		out = append(out, ev)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Type() != out[j].Type() {
+			return out[i].Type() < out[j].Type()
+		}
+		return *out[i].StateKey() < *out[j].StateKey()
+	})
+	return out
+}
+
+func (s *Server) getState(r *http.Request) (any, error) {
+	room, err := roomParam(r)
+	if err != nil {
+		return nil, err
+	}
+	a, err := s.access(r.Context(), room, requester(r).UserID)
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.visibleState(r.Context(), a)
+	if err != nil {
+		return nil, err
+	}
+	view := s.view(r)
+	out := []json.RawMessage{}
+	for _, ev := range sortedState(st) {
+		out = append(out, (&roomdag.StoredEvent{Event: ev}).ClientJSON(view))
+	}
+	return out, nil
+}
+
+func (s *Server) getStateEvent(r *http.Request) (any, error) {
+	room, err := roomParam(r)
+	if err != nil {
+		return nil, err
+	}
+	a, err := s.access(r.Context(), room, requester(r).UserID)
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.visibleState(r.Context(), a)
+	if err != nil {
+		return nil, err
+	}
+	ev := st.Get(pathParam(r, "eventType"), pathParam(r, "stateKey"))
+	if ev == nil {
+		return nil, notFoundErr("no such state event")
+	}
+	// format=event (v1.16) returns the whole event instead of its content.
+	if r.URL.Query().Get("format") == "event" {
+		return (&roomdag.StoredEvent{Event: ev}).ClientJSON(s.view(r)), nil
+	}
+	return ev.Content(), nil
+}
+
+func (s *Server) members(r *http.Request) (any, error) {
+	room, err := roomParam(r)
+	if err != nil {
+		return nil, err
+	}
+	a, err := s.access(r.Context(), room, requester(r).UserID)
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.visibleState(r.Context(), a)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	if at := q.Get("at"); at != "" {
+		tok, err := sync.ParseToken(at)
+		if err != nil {
+			return nil, invalidParam("malformed at token")
+		}
+		snap, err := s.store.StateAtStream(r.Context(), room, tok.Events)
+		if err != nil {
+			return nil, err
+		}
+		if a.stateSnap == 0 || snap < a.stateSnap {
+			if st, err = s.store.StateEvents(r.Context(), snap); err != nil {
+				return nil, err
+			}
+		}
+	}
+	want, notWant := q.Get("membership"), q.Get("not_membership")
+	view := s.view(r)
+	chunk := []json.RawMessage{}
+	for _, ev := range sortedState(st) {
+		if ev.Type() != roomdag.TypeMember {
+			continue
+		}
+		m := ev.Membership()
+		if want != "" && m != want || notWant != "" && m == notWant {
+			continue
+		}
+		chunk = append(chunk, (&roomdag.StoredEvent{Event: ev}).ClientJSON(view))
+	}
+	return map[string]any{"chunk": chunk}, nil
+}
+
+func (s *Server) joinedMembers(r *http.Request) (any, error) {
+	room, err := roomParam(r)
+	if err != nil {
+		return nil, err
+	}
+	a, err := s.access(r.Context(), room, requester(r).UserID)
+	if err != nil {
+		return nil, err
+	}
+	if a.membership != roomdag.MembershipJoin && roomdag.HistoryVisibility(a.st.State) != roomdag.VisibilityWorldReadable {
+		return nil, forbidden("you are not joined to this room")
+	}
+	joined := map[string]any{}
+	for k, ev := range a.st.State {
+		if k.Type != roomdag.TypeMember || ev.Membership() != roomdag.MembershipJoin {
+			continue
+		}
+		var c struct {
+			DisplayName *string `json:"displayname"`
+			AvatarURL   *string `json:"avatar_url"`
+		}
+		_ = json.Unmarshal(ev.Content(), &c)
+		joined[k.StateKey] = map[string]any{"display_name": c.DisplayName, "avatar_url": c.AvatarURL}
+	}
+	return map[string]any{"joined": joined}, nil
+}

@@ -1,0 +1,444 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
+)
+
+func (s *Server) roomRoutes() []route {
+	return []route{
+		{"POST", v3 + "/createRoom", s.createRoom, authRequired, rateMessage},
+		{"POST", v3 + "/join/{roomIdOrAlias}", s.joinByIDOrAlias, authRequired, rateMessage},
+		{"POST", v3 + "/rooms/{roomId}/join", s.joinRoom, authRequired, rateMessage},
+		{"POST", v3 + "/rooms/{roomId}/invite", s.membershipOf(roomdag.MembershipInvite), authRequired, rateMessage},
+		{"POST", v3 + "/rooms/{roomId}/leave", s.leave, authRequired, rateMessage},
+		{"POST", v3 + "/rooms/{roomId}/kick", s.membershipOf(roomdag.MembershipLeave), authRequired, rateMessage},
+		{"POST", v3 + "/rooms/{roomId}/ban", s.membershipOf(roomdag.MembershipBan), authRequired, rateMessage},
+		{"POST", v3 + "/rooms/{roomId}/unban", s.unban, authRequired, rateMessage},
+		{"POST", v3 + "/rooms/{roomId}/forget", s.forget, authRequired, rateNone},
+		{"GET", v3 + "/joined_rooms", s.joinedRooms, authRequired, rateNone},
+		{"PUT", v3 + "/rooms/{roomId}/send/{eventType}/{txnId}", s.sendMessage, authRequired, rateMessage},
+		{"PUT", v3 + "/rooms/{roomId}/state/{eventType}", s.putState, authRequired, rateMessage},
+		{"PUT", v3 + "/rooms/{roomId}/state/{eventType}/{stateKey}", s.putState, authRequired, rateMessage},
+		{"PUT", v3 + "/rooms/{roomId}/redact/{eventId}/{txnId}", s.redact, authRequired, rateMessage},
+	}
+}
+
+// roomParam parses the {roomId} path parameter.
+func roomParam(r *http.Request) (roomdag.RoomID, error) {
+	id, err := roomdag.ParseRoomID(pathParam(r, "roomId"))
+	if err != nil {
+		return "", invalidParam("malformed room ID")
+	}
+	return id, nil
+}
+
+// memberContent is the content of a membership event.
+type memberContent struct {
+	Membership  string  `json:"membership"`
+	DisplayName *string `json:"displayname,omitempty"`
+	AvatarURL   *string `json:"avatar_url,omitempty"`
+	Reason      string  `json:"reason,omitempty"`
+	IsDirect    bool    `json:"is_direct,omitempty"`
+}
+
+// memberEvent makes a membership event; joins carry the user's profile.
+func (s *Server) memberEvent(ctx context.Context, sender, target roomdag.UserID, membership, reason string) (roomdag.ProtoEvent, error) {
+	c := memberContent{Membership: membership, Reason: reason}
+	if membership == roomdag.MembershipJoin || membership == roomdag.MembershipInvite {
+		u, err := s.store.User(ctx, target)
+		if err == nil {
+			c.DisplayName, c.AvatarURL = u.DisplayName, u.AvatarURL
+		} else if !errors.Is(err, storage.ErrNotFound) {
+			return roomdag.ProtoEvent{}, err
+		}
+	}
+	b, _ := json.Marshal(c)
+	key := string(target)
+	return roomdag.ProtoEvent{Type: roomdag.TypeMember, StateKey: &key, Sender: sender, Content: b}, nil
+}
+
+func (s *Server) appendMember(r *http.Request, room roomdag.RoomID, target roomdag.UserID, membership, reason string) (*roomdag.Event, error) {
+	p, err := s.memberEvent(r.Context(), requester(r).UserID, target, membership, reason)
+	if err != nil {
+		return nil, err
+	}
+	ev, _, err := s.rooms.Append(r.Context(), room, p)
+	return ev, err
+}
+
+func (s *Server) joinByIDOrAlias(r *http.Request) (any, error) {
+	target := pathParam(r, "roomIdOrAlias")
+	var room roomdag.RoomID
+	switch {
+	case strings.HasPrefix(target, "#"):
+		alias, err := roomdag.ParseRoomAlias(target)
+		if err != nil {
+			return nil, invalidParam("malformed room alias")
+		}
+		if room, err = s.resolveAlias(r.Context(), alias); err != nil {
+			return nil, err
+		}
+	case strings.HasPrefix(target, "!"):
+		id, err := roomdag.ParseRoomID(target)
+		if err != nil {
+			return nil, invalidParam("malformed room ID")
+		}
+		room = id
+	default:
+		return nil, invalidParam("expected a room ID or alias")
+	}
+	return s.join(r, room)
+}
+
+func (s *Server) joinRoom(r *http.Request) (any, error) {
+	room, err := roomParam(r)
+	if err != nil {
+		return nil, err
+	}
+	return s.join(r, room)
+}
+
+func (s *Server) join(r *http.Request, room roomdag.RoomID) (any, error) {
+	var req struct {
+		Reason string `json:"reason"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	st, err := s.rooms.State(r.Context(), room)
+	if errors.Is(err, roomdag.ErrUnknownRoom) {
+		// Joining rooms on other servers needs federation (not built yet).
+		return nil, notFoundErr("no known room %s on this server", room)
+	}
+	if err != nil {
+		return nil, err
+	}
+	// Joining again is a no-op, as in Synapse: no new event.
+	if st.Membership(requester(r).UserID) == roomdag.MembershipJoin {
+		return map[string]any{"room_id": room}, nil
+	}
+	if _, err := s.appendMember(r, room, requester(r).UserID, roomdag.MembershipJoin, req.Reason); err != nil {
+		return nil, err
+	}
+	return map[string]any{"room_id": room}, nil
+}
+
+type targetRequest struct {
+	UserID string `json:"user_id"`
+	Reason string `json:"reason"`
+}
+
+func (s *Server) readTarget(r *http.Request) (roomdag.RoomID, roomdag.UserID, string, error) {
+	room, err := roomParam(r)
+	if err != nil {
+		return "", "", "", err
+	}
+	var req targetRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return "", "", "", err
+	}
+	if req.UserID == "" {
+		return "", "", "", missingParam("user_id is required")
+	}
+	user, err := roomdag.ParseUserID(req.UserID)
+	if err != nil {
+		return "", "", "", invalidParam("malformed user_id")
+	}
+	return room, user, req.Reason, nil
+}
+
+// membershipOf handles invite, kick (leave of another user) and ban.
+func (s *Server) membershipOf(membership string) handlerFunc {
+	return func(r *http.Request) (any, error) {
+		room, target, reason, err := s.readTarget(r)
+		if err != nil {
+			return nil, err
+		}
+		st, err := s.rooms.State(r.Context(), room)
+		if err != nil {
+			return nil, err
+		}
+		if st.Membership(requester(r).UserID) != roomdag.MembershipJoin {
+			return nil, forbidden("you are not joined to this room")
+		}
+		if membership == roomdag.MembershipInvite {
+			if target.Server() != s.cfg.ServerName {
+				return nil, forbidden("inviting users of other servers needs federation, which this server does not offer yet")
+			}
+			if _, err := s.store.User(r.Context(), target); errors.Is(err, storage.ErrNotFound) {
+				return nil, notFoundErr("unknown user %s", target)
+			}
+			switch st.Membership(target) {
+			case roomdag.MembershipJoin:
+				return nil, forbidden("%s is already in the room", target)
+			case roomdag.MembershipBan:
+				return nil, forbidden("%s is banned from the room", target)
+			}
+		}
+		if membership == roomdag.MembershipLeave {
+			switch st.Membership(target) {
+			case roomdag.MembershipJoin, roomdag.MembershipInvite, roomdag.MembershipKnock:
+			default:
+				return nil, forbidden("%s is not in the room", target)
+			}
+		}
+		if _, err := s.appendMember(r, room, target, membership, reason); err != nil {
+			return nil, err
+		}
+		return struct{}{}, nil
+	}
+}
+
+func (s *Server) unban(r *http.Request) (any, error) {
+	room, target, reason, err := s.readTarget(r)
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.rooms.State(r.Context(), room)
+	if err != nil {
+		return nil, err
+	}
+	if st.Membership(target) != roomdag.MembershipBan {
+		return nil, forbidden("%s is not banned", target)
+	}
+	if _, err := s.appendMember(r, room, target, roomdag.MembershipLeave, reason); err != nil {
+		return nil, err
+	}
+	return struct{}{}, nil
+}
+
+func (s *Server) leave(r *http.Request) (any, error) {
+	room, err := roomParam(r)
+	if err != nil {
+		return nil, err
+	}
+	var req struct {
+		Reason string `json:"reason"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	st, err := s.rooms.State(r.Context(), room)
+	if errors.Is(err, roomdag.ErrUnknownRoom) {
+		return nil, notFoundErr("unknown room")
+	}
+	if err != nil {
+		return nil, err
+	}
+	switch st.Membership(requester(r).UserID) {
+	case roomdag.MembershipJoin, roomdag.MembershipInvite, roomdag.MembershipKnock:
+	case roomdag.MembershipLeave:
+		return struct{}{}, nil // already left: nothing to do
+	default:
+		return nil, forbidden("you are not in this room")
+	}
+	if _, err := s.appendMember(r, room, requester(r).UserID, roomdag.MembershipLeave, req.Reason); err != nil {
+		return nil, err
+	}
+	return struct{}{}, nil
+}
+
+func (s *Server) forget(r *http.Request) (any, error) {
+	room, err := roomParam(r)
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.rooms.State(r.Context(), room)
+	if err != nil {
+		return nil, err
+	}
+	switch st.Membership(requester(r).UserID) {
+	case roomdag.MembershipJoin, roomdag.MembershipInvite, roomdag.MembershipKnock:
+		return nil, errorf(http.StatusBadRequest, CodeUnknown, "leave the room before forgetting it")
+	case "":
+		return nil, notFoundErr("you were never in this room")
+	}
+	return struct{}{}, s.store.Forget(r.Context(), requester(r).UserID, room)
+}
+
+func (s *Server) joinedRooms(r *http.Request) (any, error) {
+	rooms, err := s.store.JoinedRooms(r.Context(), requester(r).UserID)
+	if err != nil {
+		return nil, err
+	}
+	if rooms == nil {
+		rooms = []roomdag.RoomID{}
+	}
+	return map[string]any{"joined_rooms": rooms}, nil
+}
+
+// checkEventType enforces the spec's size limit on event types.
+func checkEventType(t string) error {
+	if t == "" || len(t) > roomdag.MaxFieldBytes {
+		return invalidParam("event type must be 1 to %d bytes", roomdag.MaxFieldBytes)
+	}
+	return nil
+}
+
+func (s *Server) sendMessage(r *http.Request) (any, error) {
+	room, err := roomParam(r)
+	if err != nil {
+		return nil, err
+	}
+	evType, txnID := pathParam(r, "eventType"), pathParam(r, "txnId")
+	if err := checkEventType(evType); err != nil {
+		return nil, err
+	}
+	rq := requester(r)
+	if id, err := s.store.TxnEvent(r.Context(), rq.UserID, rq.DeviceID, txnID); err == nil {
+		return map[string]any{"event_id": id}, nil
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
+	}
+	content, err := readObject(r)
+	if err != nil {
+		return nil, err
+	}
+	p := roomdag.ProtoEvent{Type: evType, Sender: rq.UserID, Content: content,
+		Txn: &roomdag.Txn{DeviceID: rq.DeviceID, TxnID: txnID}}
+	if evType == roomdag.TypeRedaction {
+		// v1.18 (MSC4169): redactions may be sent like any event.
+		var c struct {
+			Redacts string `json:"redacts"`
+		}
+		_ = json.Unmarshal(content, &c)
+		target, err := roomdag.ParseEventID(c.Redacts)
+		if err != nil {
+			return nil, badJSON("content.redacts must be an event ID")
+		}
+		return s.sendRedaction(r, room, target, p)
+	}
+	ev, _, err := s.rooms.Append(r.Context(), room, p)
+	if errors.Is(err, storage.ErrConflict) {
+		// The same transaction raced itself: answer with the winner.
+		if id, err := s.store.TxnEvent(r.Context(), rq.UserID, rq.DeviceID, txnID); err == nil {
+			return map[string]any{"event_id": id}, nil
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"event_id": ev.ID()}, nil
+}
+
+func (s *Server) putState(r *http.Request) (any, error) {
+	room, err := roomParam(r)
+	if err != nil {
+		return nil, err
+	}
+	evType, stateKey := pathParam(r, "eventType"), pathParam(r, "stateKey")
+	if err := checkEventType(evType); err != nil {
+		return nil, err
+	}
+	if len(stateKey) > roomdag.MaxFieldBytes {
+		return nil, invalidParam("state key is longer than %d bytes", roomdag.MaxFieldBytes)
+	}
+	content, err := readObject(r)
+	if err != nil {
+		return nil, err
+	}
+	rq := requester(r)
+	st, err := s.rooms.State(r.Context(), room)
+	if err != nil {
+		return nil, err
+	}
+	// Setting state to what it already is makes no new event (as Synapse
+	// and Dendrite do), so clients can retry freely.
+	if cur := st.State.Get(evType, stateKey); cur != nil && cur.Sender() == rq.UserID && jsonEqual(cur.Content(), content) {
+		return map[string]any{"event_id": cur.ID()}, nil
+	}
+	if evType == roomdag.TypeCanonicalAlias {
+		if err := s.checkCanonicalAlias(r.Context(), room, content); err != nil {
+			return nil, err
+		}
+	}
+	p := roomdag.ProtoEvent{Type: evType, StateKey: &stateKey, Sender: rq.UserID, Content: content}
+	ev, _, err := s.rooms.Append(r.Context(), room, p)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"event_id": ev.ID()}, nil
+}
+
+func jsonEqual(a, b []byte) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	xa, _ := json.Marshal(x)
+	ya, _ := json.Marshal(y)
+	return string(xa) == string(ya)
+}
+
+func (s *Server) redact(r *http.Request) (any, error) {
+	room, err := roomParam(r)
+	if err != nil {
+		return nil, err
+	}
+	target, err := roomdag.ParseEventID(pathParam(r, "eventId"))
+	if err != nil {
+		return nil, invalidParam("malformed event ID")
+	}
+	rq := requester(r)
+	txnID := pathParam(r, "txnId")
+	if id, err := s.store.TxnEvent(r.Context(), rq.UserID, rq.DeviceID, txnID); err == nil {
+		return map[string]any{"event_id": id}, nil
+	}
+	var req struct {
+		Reason string `json:"reason,omitempty"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	content, _ := json.Marshal(req)
+	p := roomdag.ProtoEvent{Type: roomdag.TypeRedaction, Sender: rq.UserID, Content: content, Redacts: target,
+		Txn: &roomdag.Txn{DeviceID: rq.DeviceID, TxnID: txnID}}
+	return s.sendRedaction(r, room, target, p)
+}
+
+// sendRedaction appends a redaction and then redacts the stored copy of its
+// target. Since room v3 the auth rules cannot see the target, so the server
+// checks here that the sender may redact it (spec: "Redactions").
+func (s *Server) sendRedaction(r *http.Request, room roomdag.RoomID, target roomdag.EventID, p roomdag.ProtoEvent) (any, error) {
+	p.Redacts = target
+	st, err := s.rooms.State(r.Context(), room)
+	if err != nil {
+		return nil, err
+	}
+	orig, err := s.store.Event(r.Context(), target)
+	if errors.Is(err, storage.ErrNotFound) || err == nil && orig.RoomID() != room {
+		return nil, notFoundErr("unknown event")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if orig.Sender() != p.Sender {
+		pl, err := roomdag.PowerLevelsFromState(st.State)
+		if err != nil {
+			return nil, err
+		}
+		if roomdag.UserLevelIn(st.Version, pl, st.Create(), p.Sender) < pl.Redact {
+			return nil, forbidden("you may not redact other users' events")
+		}
+	}
+	ev, _, err := s.rooms.Append(r.Context(), room, p)
+	if err != nil {
+		return nil, err
+	}
+	redacted, err := roomdag.Redact(orig.Version(), orig.JSON())
+	if err != nil {
+		return nil, err
+	}
+	because := (&roomdag.StoredEvent{Event: ev}).ClientJSON(roomdag.ClientView{NowMS: s.clock.Now().UnixMilli()})
+	if err := s.store.Redact(r.Context(), target, redacted, because); err != nil {
+		return nil, err
+	}
+	return map[string]any{"event_id": ev.ID()}, nil
+}

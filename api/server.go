@@ -1,0 +1,113 @@
+// Package api is the client-server API: routes, authentication,
+// user-interactive auth and one file of handlers per area of the spec.
+package api
+
+import (
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/persistentchat/homeserver/clock"
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/sync"
+)
+
+// Config is what the API needs from the homeserver's configuration.
+type Config struct {
+	ServerName roomdag.ServerName
+	// BaseURL is the client API's public URL, for /.well-known/matrix/client.
+	BaseURL string
+	// Registration: open (EnableRegistration), by token (RequiresToken with
+	// Tokens), or neither. SharedSecret enables /_synapse/admin/v1/register.
+	EnableRegistration bool
+	RequiresToken      bool
+	Tokens             []string
+	SharedSecret       string
+	BcryptCost         int
+	DefaultRoomVersion string
+	MaxRequestSize     int64
+	// AccessTokenLifetime applies to sessions that asked for a refresh
+	// token; 0 means their access tokens do not expire.
+	AccessTokenLifetime time.Duration
+	RateLimited         bool
+	RateLimits          map[string]RateLimit // "message", "login", "registration"
+}
+
+// Server serves the client-server API.
+type Server struct {
+	cfg    Config
+	store  Store
+	rooms  *roomdag.Rooms
+	sync   *sync.Syncer
+	clock  clock.Clock
+	log    *slog.Logger
+	limits *limiter
+	uia    *uiaSessions
+	random randomSource
+}
+
+// NewServer wires the API. random supplies IDs and tokens.
+func NewServer(cfg Config, store Store, rooms *roomdag.Rooms, syncer *sync.Syncer, clk clock.Clock, log *slog.Logger, random randomSource) *Server {
+	classes := map[rateClass]RateLimit{
+		rateMessage:      cfg.RateLimits["message"],
+		rateLogin:        cfg.RateLimits["login"],
+		rateRegistration: cfg.RateLimits["registration"],
+	}
+	return &Server{
+		cfg: cfg, store: store, rooms: rooms, sync: syncer, clock: clk, log: log, random: random,
+		limits: newLimiter(cfg.RateLimited, clk, classes),
+		uia:    newUIASessions(clk),
+	}
+}
+
+// Handler returns the HTTP handler for every client-server route.
+func (s *Server) Handler() http.Handler {
+	r := chi.NewRouter()
+	r.Use(cors)
+	tables := [][]route{
+		s.discoveryRoutes(), s.accountRoutes(), s.roomRoutes(), s.historyRoutes(),
+		s.profileRoutes(), s.accountDataRoutes(), s.directoryRoutes(), s.syncRoutes(),
+	}
+	for _, table := range tables {
+		for _, rt := range table {
+			h := s.wrap(rt)
+			r.Method(rt.method, rt.path, h)
+			// Older bots still use the r0 prefix; it is the same API.
+			if strings.HasPrefix(rt.path, v3+"/") {
+				r.Method(rt.method, r0+strings.TrimPrefix(rt.path, v3), h)
+			}
+		}
+	}
+	r.NotFound(func(w http.ResponseWriter, req *http.Request) {
+		s.writeError(w, req, errorf(http.StatusNotFound, CodeUnrecognized, "unrecognized request"))
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, req *http.Request) {
+		s.writeError(w, req, errorf(http.StatusMethodNotAllowed, CodeUnrecognized, "method not allowed"))
+	})
+	return r
+}
+
+// cors lets browser clients (Element Web) call the API from any origin, as
+// the spec requires ("Web Browser Clients").
+func cors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", "*")
+		h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", "X-Requested-With, Content-Type, Authorization")
+		if r.Method == http.MethodOptions && strings.HasPrefix(r.URL.Path, "/_matrix") || r.Method == http.MethodOptions && strings.HasPrefix(r.URL.Path, "/.well-known") {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+const (
+	v3 = "/_matrix/client/v3"
+	v1 = "/_matrix/client/v1"
+	r0 = "/_matrix/client/r0"
+)

@@ -1,0 +1,49 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
+	"github.com/persistentchat/homeserver/sync"
+)
+
+// Store is what the client-server API reads and writes beyond the room
+// write path. It includes what sync reads, for history visibility checks.
+type Store interface {
+	sync.Store
+
+	CreateUser(ctx context.Context, u storage.User, createdMS int64) error
+	User(ctx context.Context, id roomdag.UserID) (*storage.User, error)
+	SetPasswordHash(ctx context.Context, id roomdag.UserID, hash string) error
+	SetProfile(ctx context.Context, id roomdag.UserID, displayName, avatarURL *string) error
+
+	CreateSession(ctx context.Context, s storage.Session) error
+	TokenOwner(ctx context.Context, hash []byte) (storage.TokenOwner, error)
+	Refresh(ctx context.Context, oldRefresh []byte, next storage.Session) (roomdag.UserID, string, error)
+	DeleteDevices(ctx context.Context, user roomdag.UserID, devices []string, keep string) error
+	Devices(ctx context.Context, user roomdag.UserID) ([]storage.Device, error)
+	SetDeviceName(ctx context.Context, user roomdag.UserID, device, name string) error
+
+	PutAccountData(ctx context.Context, user roomdag.UserID, room roomdag.RoomID, typ string, content json.RawMessage) (int64, error)
+	AccountData(ctx context.Context, user roomdag.UserID, room roomdag.RoomID, typ string) (json.RawMessage, error)
+	PutFilter(ctx context.Context, user roomdag.UserID, filter json.RawMessage) (int64, error)
+	Filter(ctx context.Context, user roomdag.UserID, id int64) (json.RawMessage, error)
+
+	PutAlias(ctx context.Context, alias roomdag.RoomAlias, room roomdag.RoomID, creator roomdag.UserID) error
+	Alias(ctx context.Context, alias roomdag.RoomAlias) (roomdag.RoomID, roomdag.UserID, error)
+	DeleteAlias(ctx context.Context, alias roomdag.RoomAlias) error
+	RoomAliases(ctx context.Context, room roomdag.RoomID) ([]string, error)
+	SetPublished(ctx context.Context, room roomdag.RoomID, published bool) error
+
+	JoinedRooms(ctx context.Context, user roomdag.UserID) ([]roomdag.RoomID, error)
+	Forget(ctx context.Context, user roomdag.UserID, room roomdag.RoomID) error
+	TxnEvent(ctx context.Context, user roomdag.UserID, device, txnID string) (roomdag.EventID, error)
+	Event(ctx context.Context, id roomdag.EventID) (*roomdag.StoredEvent, error)
+	EventPlace(ctx context.Context, id roomdag.EventID) (storage.EventPlace, error)
+	StateEvents(ctx context.Context, snapshot int64) (roomdag.StateMap, error)
+	TopoAtStream(ctx context.Context, room roomdag.RoomID, pos roomdag.StreamPos) (storage.TopoPos, error)
+	RoomEventsTopo(ctx context.Context, room roomdag.RoomID, from storage.TopoPos, backwards bool, limit int) ([]*roomdag.StoredEvent, bool, error)
+	Redact(ctx context.Context, id roomdag.EventID, redacted, because []byte) error
+}

@@ -1,0 +1,125 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
+	"github.com/persistentchat/homeserver/sync"
+)
+
+func (s *Server) syncRoutes() []route {
+	return []route{
+		{"GET", v3 + "/sync", s.syncHandler, authRequired, rateNone},
+		{"POST", v3 + "/user/{userId}/filter", s.putFilter, authRequired, rateNone},
+		{"GET", v3 + "/user/{userId}/filter/{filterId}", s.getFilter, authRequired, rateNone},
+	}
+}
+
+// maxSyncTimeout caps how long one long-poll may wait.
+const maxSyncTimeout = 5 * time.Minute
+
+func (s *Server) syncHandler(r *http.Request) (any, error) {
+	rq := requester(r)
+	q := r.URL.Query()
+	req := sync.Request{User: rq.UserID, Device: rq.DeviceID, FullState: q.Get("full_state") == "true"}
+	if since := q.Get("since"); since != "" {
+		tok, err := sync.ParseToken(since)
+		if err != nil {
+			return nil, invalidParam("malformed since token")
+		}
+		if cur := s.sync.Notifier().Current(); tok.Events > cur.Events || tok.AccountData > cur.AccountData {
+			return nil, invalidParam("since token is from the future")
+		}
+		req.Since = &tok
+	}
+	if t := q.Get("timeout"); t != "" {
+		ms, err := strconv.ParseInt(t, 10, 64)
+		if err != nil || ms < 0 {
+			return nil, invalidParam("timeout must be a non-negative integer")
+		}
+		req.Timeout = min(time.Duration(ms)*time.Millisecond, maxSyncTimeout)
+	}
+	switch p := q.Get("set_presence"); p {
+	case "", "online", "offline", "unavailable":
+	default:
+		return nil, invalidParam("set_presence must be online, offline or unavailable")
+	}
+	if f := q.Get("filter"); f != "" {
+		var raw []byte
+		if strings.HasPrefix(f, "{") {
+			raw = []byte(f)
+		} else {
+			id, err := strconv.ParseInt(f, 10, 64)
+			if err != nil {
+				return nil, invalidParam("filter must be a filter ID or a JSON object")
+			}
+			if raw, err = s.store.Filter(r.Context(), rq.UserID, id); errors.Is(err, storage.ErrNotFound) {
+				return nil, notFoundErr("unknown filter")
+			} else if err != nil {
+				return nil, err
+			}
+		}
+		filter, err := sync.ParseFilter(raw)
+		if err != nil {
+			return nil, badJSON("%v", err)
+		}
+		req.Filter = filter
+	}
+	return s.sync.Sync(r.Context(), req)
+}
+
+// ownUser checks that {userId} is the requester.
+func ownUser(r *http.Request) (roomdag.UserID, error) {
+	u, err := roomdag.ParseUserID(pathParam(r, "userId"))
+	if err != nil {
+		return "", invalidParam("malformed user ID")
+	}
+	if u != requester(r).UserID {
+		return "", forbidden("you can only do that for your own account")
+	}
+	return u, nil
+}
+
+func (s *Server) putFilter(r *http.Request) (any, error) {
+	user, err := ownUser(r)
+	if err != nil {
+		return nil, err
+	}
+	body, err := readObject(r)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := sync.ParseFilter(body); err != nil {
+		return nil, badJSON("%v", err)
+	}
+	id, err := s.store.PutFilter(r.Context(), user, json.RawMessage(body))
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"filter_id": strconv.FormatInt(id, 10)}, nil
+}
+
+func (s *Server) getFilter(r *http.Request) (any, error) {
+	user, err := ownUser(r)
+	if err != nil {
+		return nil, err
+	}
+	id, err := strconv.ParseInt(pathParam(r, "filterId"), 10, 64)
+	if err != nil {
+		return nil, notFoundErr("unknown filter")
+	}
+	f, err := s.store.Filter(r.Context(), user, id)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, notFoundErr("unknown filter")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}

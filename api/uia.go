@@ -1,0 +1,156 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+	gosync "sync"
+	"time"
+
+	"github.com/persistentchat/homeserver/clock"
+)
+
+// User-interactive authentication (spec: client-server API, "User-Interactive
+// Authentication API"). Sessions live in memory: they last minutes, and a
+// restart only makes a client start the flow again.
+
+const uiaSessionLifetime = 15 * time.Minute
+
+// Stage types.
+const (
+	stageDummy             = "m.login.dummy"
+	stagePassword          = "m.login.password"
+	stageRegistrationToken = "m.login.registration_token"
+)
+
+type uiaSession struct {
+	id        string
+	endpoint  string // method and path: a session is bound to one request
+	completed []string
+	expires   time.Time
+	// userID is who passed m.login.password, if anyone.
+	userID string
+}
+
+type uiaSessions struct {
+	clock clock.Clock
+	mu    gosync.Mutex
+	m     map[string]*uiaSession
+}
+
+func newUIASessions(clk clock.Clock) *uiaSessions {
+	return &uiaSessions{clock: clk, m: map[string]*uiaSession{}}
+}
+
+// uiaAuth is the "auth" object of a request.
+type uiaAuth struct {
+	Type       string          `json:"type"`
+	Session    string          `json:"session"`
+	Identifier json.RawMessage `json:"identifier"`
+	User       string          `json:"user"`
+	Password   string          `json:"password"`
+	Token      string          `json:"token"`
+}
+
+// stageCheck runs one stage; it returns an error for a failed attempt.
+type stageCheck func(stage string, a *uiaAuth, sess *uiaSession) error
+
+// require runs user-interactive auth for a request. It returns nil once a
+// whole flow is complete (and forgets the session); otherwise the 401
+// response to send, or the error of a failed stage.
+func (u *uiaSessions) require(r *http.Request, auth *uiaAuth, flows [][]string, params map[string]any, newID func() string, check stageCheck) error {
+	now := u.clock.Now()
+	u.mu.Lock()
+	for id, s := range u.m {
+		if now.After(s.expires) {
+			delete(u.m, id)
+		}
+	}
+	endpoint := r.Method + " " + r.URL.Path
+	var sess *uiaSession
+	if auth != nil && auth.Session != "" {
+		sess = u.m[auth.Session]
+		if sess == nil {
+			u.mu.Unlock()
+			return errorf(http.StatusBadRequest, CodeUnknown, "unknown or expired user-interactive auth session")
+		}
+		if sess.endpoint != endpoint {
+			u.mu.Unlock()
+			return forbidden("this auth session belongs to another request")
+		}
+	} else {
+		sess = &uiaSession{id: newID(), endpoint: endpoint}
+		u.m[sess.id] = sess
+	}
+	sess.expires = now.Add(uiaSessionLifetime)
+	u.mu.Unlock()
+
+	var stageErr *Error
+	if auth != nil && auth.Type != "" {
+		if !stageOffered(flows, auth.Type) {
+			stageErr = errorf(http.StatusBadRequest, CodeUnrecognized, "auth type %q is not offered", auth.Type)
+		} else if err := check(auth.Type, auth, sess); err != nil {
+			if me, ok := err.(*Error); ok {
+				stageErr = me
+			} else {
+				return err
+			}
+		} else {
+			u.mu.Lock()
+			if !contains(sess.completed, auth.Type) {
+				sess.completed = append(sess.completed, auth.Type)
+			}
+			u.mu.Unlock()
+		}
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, f := range flows {
+		if flowDone(f, sess.completed) {
+			delete(u.m, sess.id)
+			return nil
+		}
+	}
+	body := map[string]any{"flows": flowList(flows), "params": params, "session": sess.id}
+	if len(sess.completed) > 0 {
+		body["completed"] = append([]string(nil), sess.completed...)
+	}
+	if stageErr != nil {
+		body["errcode"], body["error"] = stageErr.Code, stageErr.Message
+	}
+	return &Error{Status: http.StatusUnauthorized, Code: "", Extra: body}
+}
+
+func stageOffered(flows [][]string, stage string) bool {
+	for _, f := range flows {
+		if contains(f, stage) {
+			return true
+		}
+	}
+	return false
+}
+
+func flowDone(flow, completed []string) bool {
+	for _, st := range flow {
+		if !contains(completed, st) {
+			return false
+		}
+	}
+	return true
+}
+
+func flowList(flows [][]string) []map[string][]string {
+	out := make([]map[string][]string, len(flows))
+	for i, f := range flows {
+		out[i] = map[string][]string{"stages": f}
+	}
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

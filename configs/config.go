@@ -1,0 +1,289 @@
+// Package configs holds the homeserver's configuration: one struct, Config,
+// whose every field is documented where it is declared together with its
+// default, and the documented sample homeserver.yaml that lists every key.
+// A test keeps the two in step: every field appears in the sample, the
+// sample decodes strictly into the struct, and it decodes to exactly
+// Default().
+//
+// Key names follow Synapse's where Synapse has the same setting, so that
+// administrators moving from Synapse can carry their values over.
+package configs
+
+import (
+	_ "embed"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+)
+
+//go:embed homeserver.yaml
+var sample []byte
+
+// Sample returns the documented sample configuration: every key with a
+// comment explaining it and its default value. Decoding it gives Default().
+func Sample() []byte {
+	return append([]byte(nil), sample...)
+}
+
+// Config is the whole homeserver configuration. Use Default for a valid
+// starting point, Load to read a file, and Validate after changing fields
+// by hand.
+//
+// After Load, every path field is absolute: relative paths in the file are
+// resolved against the directory that holds the file.
+type Config struct {
+	// ServerName is the Matrix server name: the part after the colon in
+	// user IDs and room aliases. A DNS name, IPv4 literal or bracketed IPv6
+	// literal, optionally followed by ":port" (spec appendix "Server
+	// Name"). It cannot change once users and rooms exist.
+	// Default: "localhost:8008".
+	ServerName string `yaml:"server_name"`
+
+	// PublicBaseURL is the absolute http(s) URL at which clients reach the
+	// client-server API, advertised in /.well-known/matrix/client. Read it
+	// through BaseURL, which fills in the default.
+	// Default: "" (http://<Listen>/, see BaseURL).
+	PublicBaseURL string `yaml:"public_baseurl"`
+
+	// Listen is the host:port of the plain-HTTP client-server API
+	// listener. Port 0 picks a free port (tests); then set PublicBaseURL.
+	// Default: "127.0.0.1:8008".
+	Listen string `yaml:"listen"`
+
+	// DataDir holds the database, the signing key and media, unless their
+	// own settings say otherwise. The server creates it on first start.
+	// Default: "./data" (relative to the config file).
+	DataDir string `yaml:"data_dir"`
+
+	// Database configures storage.
+	// Default: see Database.
+	Database Database `yaml:"database"`
+
+	// SigningKeyFile is the ed25519 signing key file, in Synapse's format
+	// ("ed25519 <key id> <unpadded base64 seed>"), generated on first start
+	// if missing. Read it through SigningKeyPath, which fills in the
+	// default. (The field is not called SigningKeyPath because that is the
+	// getter's name; the YAML key is Synapse's signing_key_path.)
+	// Default: "" (<DataDir>/signing.key).
+	SigningKeyFile string `yaml:"signing_key_path"`
+
+	// EnableRegistration lets anyone register through the client-server
+	// API. Accounts can always be made with RegistrationSharedSecret.
+	// Default: false.
+	EnableRegistration bool `yaml:"enable_registration"`
+
+	// RegistrationRequiresToken adds the m.login.registration_token stage
+	// to registration; a token from RegistrationTokens must be given.
+	// Requires EnableRegistration.
+	// Default: false.
+	RegistrationRequiresToken bool `yaml:"registration_requires_token"`
+
+	// RegistrationTokens are the tokens accepted by the
+	// m.login.registration_token stage, each usable any number of times.
+	// Each is 1 to 64 characters from [A-Za-z0-9._~-] (spec, "Token-authenticated
+	// registration"). Non-empty exactly when RegistrationRequiresToken is set.
+	// Default: empty.
+	RegistrationTokens []Secret `yaml:"registration_tokens"`
+
+	// RegistrationSharedSecret enables Synapse's admin registration
+	// endpoint /_synapse/admin/v1/register when set: whoever knows it can
+	// create accounts, admins included, whatever EnableRegistration says.
+	// Default: "" (the endpoint is disabled).
+	RegistrationSharedSecret Secret `yaml:"registration_shared_secret"`
+
+	// BcryptRounds is the bcrypt cost for new password hashes, 4 to 31.
+	// Default: 12.
+	BcryptRounds int `yaml:"bcrypt_rounds"`
+
+	// DefaultRoomVersion is the version of rooms created without an
+	// explicit room_version. Only its grammar is checked here; the server
+	// refuses to start if it does not implement the version.
+	// Default: "11".
+	DefaultRoomVersion string `yaml:"default_room_version"`
+
+	// BackchatDefault is how many recent events a member gets in /sync for
+	// a room it has just joined or is catching up on after a gap, when
+	// neither its filter nor the room sets a number. At least 1 and at most
+	// BackchatMax.
+	// Default: 50.
+	BackchatDefault int `yaml:"backchat_default"`
+
+	// BackchatMax caps the recent events /sync returns for one room in one
+	// response, whether the number comes from the filter, the room or
+	// BackchatDefault. At least 1.
+	// Default: 1000.
+	BackchatMax int `yaml:"backchat_max"`
+
+	// MaxRequestSize is the largest JSON request body accepted. At least 1.
+	// Default: 1 MiB ("1M").
+	MaxRequestSize ByteSize `yaml:"max_request_size"`
+
+	// MaxUploadSize is the largest media upload accepted, advertised as
+	// m.upload.size. At least 1.
+	// Default: 50 MiB ("50M").
+	MaxUploadSize ByteSize `yaml:"max_upload_size"`
+
+	// RateLimiting configures the rate limits.
+	// Default: see RateLimiting.
+	RateLimiting RateLimiting `yaml:"rate_limiting"`
+
+	// RefreshableAccessTokenLifetime is how long an access token stays
+	// valid when the client asked for a refresh token. Zero means access
+	// tokens never expire: a refresh token is still issued when asked for
+	// (and using it rotates both tokens), but no expires_in_ms is returned.
+	// Clients that do not ask for a refresh token always get an access
+	// token that never expires.
+	// Default: 0.
+	RefreshableAccessTokenLifetime Duration `yaml:"refreshable_access_token_lifetime"`
+
+	// AppServiceConfigFiles are the registration files of application
+	// services.
+	// Default: empty.
+	AppServiceConfigFiles []string `yaml:"app_service_config_files"`
+
+	// LogLevel is the least severe level logged: "debug", "info", "warn"
+	// or "error". Read it as a slog.Level through SlogLevel.
+	// Default: "info".
+	LogLevel string `yaml:"log_level"`
+}
+
+// Database configures storage.
+type Database struct {
+	// Path is the SQLite database file. Read it through
+	// Config.DatabasePath, which fills in the default.
+	// Default: "" (<DataDir>/homeserver.db).
+	Path string `yaml:"path"`
+}
+
+// RateLimiting configures the rate limits. Each limit is a token bucket.
+type RateLimiting struct {
+	// Enabled is the one switch for every rate limit; turn it off only for
+	// load tests.
+	// Default: true.
+	Enabled bool `yaml:"enabled"`
+
+	// Message limits sending events, per user.
+	// Default: 10 per second, burst 50.
+	Message RateLimit `yaml:"message"`
+
+	// Login limits login attempts, per client IP address.
+	// Default: 1 per second, burst 10.
+	Login RateLimit `yaml:"login"`
+
+	// Registration limits registration attempts, per client IP address.
+	// Default: 1 per second, burst 10.
+	Registration RateLimit `yaml:"registration"`
+}
+
+// RateLimit is one token bucket, in Synapse's terms.
+type RateLimit struct {
+	// PerSecond is the steady rate at which the bucket refills; finite and
+	// greater than 0.
+	// Default: depends on the limit, see RateLimiting.
+	PerSecond float64 `yaml:"per_second"`
+
+	// BurstCount is the bucket's size: how many actions may be taken at
+	// once after a quiet spell. At least 1.
+	// Default: depends on the limit, see RateLimiting.
+	BurstCount int `yaml:"burst_count"`
+}
+
+// Default returns the default configuration, which is also what the
+// sample homeserver.yaml decodes to. It is valid as it is.
+func Default() Config {
+	return Config{
+		ServerName:                     "localhost:8008",
+		PublicBaseURL:                  "",
+		Listen:                         "127.0.0.1:8008",
+		DataDir:                        "./data",
+		Database:                       Database{Path: ""},
+		SigningKeyFile:                 "",
+		EnableRegistration:             false,
+		RegistrationRequiresToken:      false,
+		RegistrationTokens:             []Secret{},
+		RegistrationSharedSecret:       Secret{},
+		BcryptRounds:                   12,
+		DefaultRoomVersion:             "11",
+		BackchatDefault:                50,
+		BackchatMax:                    1000,
+		MaxRequestSize:                 1 * MiB,
+		MaxUploadSize:                  50 * MiB,
+		RefreshableAccessTokenLifetime: 0,
+		RateLimiting: RateLimiting{
+			Enabled:      true,
+			Message:      RateLimit{PerSecond: 10, BurstCount: 50},
+			Login:        RateLimit{PerSecond: 1, BurstCount: 10},
+			Registration: RateLimit{PerSecond: 1, BurstCount: 10},
+		},
+		AppServiceConfigFiles: []string{},
+		LogLevel:              "info",
+	}
+}
+
+// DatabasePath returns the SQLite database file: Database.Path, or
+// <DataDir>/homeserver.db when that is empty.
+func (c *Config) DatabasePath() string {
+	if c.Database.Path != "" {
+		return c.Database.Path
+	}
+	return filepath.Join(c.DataDir, "homeserver.db")
+}
+
+// SigningKeyPath returns the signing key file: SigningKeyFile, or
+// <DataDir>/signing.key when that is empty.
+func (c *Config) SigningKeyPath() string {
+	if c.SigningKeyFile != "" {
+		return c.SigningKeyFile
+	}
+	return filepath.Join(c.DataDir, "signing.key")
+}
+
+// MediaDir returns the directory for uploaded media, <DataDir>/media.
+func (c *Config) MediaDir() string {
+	return filepath.Join(c.DataDir, "media")
+}
+
+// BaseURL returns the client-server API's public URL, always ending in
+// "/": PublicBaseURL, or "http://<Listen>/" when that is empty. An
+// unspecified listen host (empty, 0.0.0.0 or ::) becomes "localhost",
+// since clients cannot connect to it.
+func (c *Config) BaseURL() string {
+	if c.PublicBaseURL != "" {
+		if strings.HasSuffix(c.PublicBaseURL, "/") {
+			return c.PublicBaseURL
+		}
+		return c.PublicBaseURL + "/"
+	}
+	host, port, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		// Only an invalid config gets here; Validate reports it.
+		return "http://" + c.Listen + "/"
+	}
+	if a, err := netip.ParseAddr(host); host == "" || (err == nil && a.IsUnspecified()) {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/"
+}
+
+// SlogLevel returns LogLevel as a slog.Level; an unknown level (which
+// Validate rejects) gives slog.LevelInfo.
+func (c *Config) SlogLevel() slog.Level {
+	l, _ := parseLogLevel(c.LogLevel)
+	return l
+}
+
+func parseLogLevel(s string) (slog.Level, bool) {
+	switch s {
+	case "debug":
+		return slog.LevelDebug, true
+	case "info":
+		return slog.LevelInfo, true
+	case "warn":
+		return slog.LevelWarn, true
+	case "error":
+		return slog.LevelError, true
+	}
+	return slog.LevelInfo, false
+}

@@ -1,0 +1,280 @@
+// Test harness for the end-to-end test: starts a real homeserver process on
+// a free loopback port with a generated config, records the HTTP traffic of
+// the matrix-js-sdk clients, and keeps the logs of both sides so they can be
+// printed when a step fails (and only then).
+
+import { spawn, execFile } from "node:child_process";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+
+const execFileP = promisify(execFile);
+
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// A free TCP port on 127.0.0.1: listen on port 0, note the port the kernel
+// picked, close, and hand it to the server.
+export function freePort() {
+    return new Promise((resolve, reject) => {
+        const srv = net.createServer();
+        srv.unref();
+        srv.on("error", reject);
+        srv.listen(0, "127.0.0.1", () => {
+            const { port } = srv.address();
+            srv.close(() => resolve(port));
+        });
+    });
+}
+
+// Polls cond() (sync or async) until it returns a truthy value, which is
+// returned. On timeout it throws, naming what was awaited and, if given,
+// describing the state it ended in.
+export async function until(cond, { timeout = 15000, interval = 25, what = "condition", state } = {}) {
+    const deadline = Date.now() + timeout;
+    for (;;) {
+        const v = await cond();
+        if (v) return v;
+        if (Date.now() > deadline) {
+            let msg = `timed out after ${timeout} ms waiting for ${what}`;
+            if (state) msg += `\n  state: ${typeof state === "function" ? state() : state}`;
+            throw new Error(msg);
+        }
+        await sleep(interval);
+    }
+}
+
+// Races a promise against a timer.
+export function withTimeout(promise, ms, what) {
+    let timer;
+    const t = new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+    });
+    return Promise.race([promise, t]).finally(() => clearTimeout(timer));
+}
+
+// A bounded list of log lines.
+export class Ring {
+    constructor(max = 2000) {
+        this.max = max;
+        this.lines = [];
+        this.dropped = 0;
+    }
+    push(line) {
+        this.lines.push(line);
+        if (this.lines.length > this.max) {
+            this.lines.shift();
+            this.dropped++;
+        }
+    }
+    text() {
+        const head = this.dropped ? `[... ${this.dropped} earlier lines dropped ...]\n` : "";
+        return head + this.lines.join("\n");
+    }
+}
+
+// The matrix-js-sdk logs through console.* (looked up at call time), and it
+// is chatty. Its output goes to a ring buffer instead, printed on failure;
+// E2E_VERBOSE=1 lets it through as well. The test itself writes its own
+// diagnostics with process.stderr.write, which this does not touch.
+export const sdkLog = new Ring(3000);
+export function captureConsole() {
+    const verbose = !!process.env.E2E_VERBOSE;
+    for (const level of ["log", "debug", "info", "warn", "error", "trace"]) {
+        const orig = console[level].bind(console);
+        console[level] = (...args) => {
+            const line = args
+                .map((a) => {
+                    if (typeof a === "string") return a;
+                    if (a instanceof Error) return a.stack || String(a);
+                    try {
+                        return JSON.stringify(a);
+                    } catch {
+                        return String(a);
+                    }
+                })
+                .join(" ");
+            sdkLog.push(`${new Date().toISOString()} ${level}: ${line}`);
+            if (verbose) orig(...args);
+        };
+    }
+}
+
+// Every HTTP exchange the clients make, in order: who, method, path, status,
+// and for an error status the start of the response body.
+export const httpLog = [];
+
+// Raw JSON bodies of the /sync and /messages responses, per client name, so
+// the test can check what went over the wire: the SDK papers over some
+// server mistakes (it fills in a missing transaction_id from its pending
+// events, and silently drops events it already holds).
+export const rawResponses = new Map();
+
+// A fetch function for createClient({fetchFn}) that records the traffic of
+// the client named who.
+export function recordingFetch(who) {
+    rawResponses.set(who, []);
+    return async (input, init = {}) => {
+        const url = new URL(typeof input === "string" || input instanceof URL ? input : input.url);
+        const method = (init.method || "GET").toUpperCase();
+        const entry = { who, method, path: url.pathname + redactQuery(url.search), status: 0, started: Date.now() };
+        httpLog.push(entry);
+        let res;
+        try {
+            res = await fetch(input, init);
+        } catch (e) {
+            entry.status = e.name === "AbortError" ? "aborted" : `network error: ${e.message}`;
+            throw e;
+        }
+        entry.status = res.status;
+        entry.ms = Date.now() - entry.started;
+        if (res.status >= 400) {
+            try {
+                entry.body = (await res.clone().text()).slice(0, 600);
+            } catch {
+                entry.body = "(unreadable)";
+            }
+        } else if (method === "GET") {
+            const kind = url.pathname.endsWith("/sync") ? "sync" : /\/rooms\/[^/]+\/messages$/.test(url.pathname) ? "messages" : null;
+            if (kind) {
+                try {
+                    const body = await res.clone().json();
+                    rawResponses.get(who).push({ kind, query: Object.fromEntries(url.searchParams), body });
+                } catch (e) {
+                    entry.body = `(response is not JSON: ${e.message})`;
+                }
+            }
+        }
+        return res;
+    };
+}
+
+function redactQuery(search) {
+    return search.replace(/(access_token=)[^&]*/g, "$1<redacted>");
+}
+
+export function formatHttpLog(entries = httpLog) {
+    return entries
+        .map((e) => {
+            let s = `${e.who.padEnd(6)} ${e.method.padEnd(6)} ${e.path} -> ${e.status}`;
+            if (e.ms !== undefined) s += ` (${e.ms} ms)`;
+            if (e.body) s += `\n         body: ${e.body}`;
+            return s;
+        })
+        .join("\n");
+}
+
+// Raw /sync bodies received by who.
+export function rawSyncs(who) {
+    return (rawResponses.get(who) || []).filter((r) => r.kind === "sync").map((r) => r.body);
+}
+
+// Raw /messages responses received by who: {query, body}.
+export function rawMessages(who) {
+    return (rawResponses.get(who) || []).filter((r) => r.kind === "messages");
+}
+
+// Every event of who's raw /sync joined-room timelines for roomId.
+export function rawTimelineEvents(who, roomId) {
+    const out = [];
+    for (const body of rawSyncs(who)) {
+        const evs = body?.rooms?.join?.[roomId]?.timeline?.events;
+        if (Array.isArray(evs)) out.push(...evs);
+    }
+    return out;
+}
+
+// A homeserver process with its own temporary data directory.
+export class Homeserver {
+    constructor(bin) {
+        this.bin = bin;
+        this.log = new Ring(5000);
+        this.proc = null;
+        this.exit = null; // {code, signal} once it has exited
+        this.exited = null; // promise of this.exit
+    }
+
+    async start({ timeout = 30000 } = {}) {
+        if (!this.bin) throw new Error("HOMESERVER_BIN is not set: point it at the built homeserver binary");
+        if (!path.isAbsolute(this.bin)) this.bin = path.resolve(this.bin);
+        if (!fs.existsSync(this.bin)) throw new Error(`HOMESERVER_BIN ${this.bin} does not exist (run go build first)`);
+        this.port = await freePort();
+        this.serverName = `127.0.0.1:${this.port}`;
+        this.baseUrl = `http://127.0.0.1:${this.port}`;
+        this.dir = fs.mkdtempSync(path.join(os.tmpdir(), "homeserver-e2e-"));
+        this.configPath = path.join(this.dir, "homeserver.yaml");
+        const { stdout } = await execFileP(this.bin, [
+            "generate-config",
+            "--server-name", this.serverName,
+            "--listen", this.serverName,
+            "--data-dir", path.join(this.dir, "data"),
+            "--registration", "open",
+        ]);
+        // The generated config keeps rate limiting on (message 10/s, burst
+        // 50; registration and login 1/s, burst 10), and this test leaves it
+        // on: the SDK's scheduler retries sends answered with M_LIMIT_EXCEEDED
+        // after retry_after_ms, so the backchat burst exercises that path.
+        fs.writeFileSync(this.configPath, stdout);
+
+        this.proc = spawn(this.bin, ["serve", "--config", this.configPath], {
+            stdio: ["ignore", "pipe", "pipe"],
+        });
+        for (const [name, stream] of [["out", this.proc.stdout], ["err", this.proc.stderr]]) {
+            let partial = "";
+            stream.setEncoding("utf8");
+            stream.on("data", (chunk) => {
+                const lines = (partial + chunk).split("\n");
+                partial = lines.pop();
+                for (const l of lines) this.log.push(name === "err" ? l : `[stdout] ${l}`);
+                if (process.env.E2E_VERBOSE) process.stderr.write(chunk);
+            });
+        }
+        this.exited = new Promise((resolve) => {
+            this.proc.on("exit", (code, signal) => {
+                this.exit = { code, signal };
+                resolve(this.exit);
+            });
+        });
+        // Do not leave a server behind if the test process dies abruptly.
+        this._killOnExit = () => this.proc?.exitCode === null && this.proc.kill("SIGKILL");
+        process.on("exit", this._killOnExit);
+
+        await until(
+            async () => {
+                if (this.exit) {
+                    throw new Error(`homeserver exited before answering (code ${this.exit.code}, signal ${this.exit.signal})`);
+                }
+                try {
+                    const res = await fetch(`${this.baseUrl}/_matrix/client/versions`);
+                    return res.status === 200;
+                } catch {
+                    return false;
+                }
+            },
+            { timeout, interval: 50, what: `GET ${this.baseUrl}/_matrix/client/versions to answer 200` },
+        );
+    }
+
+    // SIGTERM, then waits for the exit; SIGKILL if it takes over killAfter.
+    async stop({ killAfter = 20000 } = {}) {
+        if (!this.proc) return null;
+        if (!this.exit) {
+            this.proc.kill("SIGTERM");
+            const timer = setTimeout(() => {
+                if (!this.exit) {
+                    this.log.push(`[e2e] no exit ${killAfter} ms after SIGTERM: sending SIGKILL`);
+                    this.proc.kill("SIGKILL");
+                }
+            }, killAfter);
+            await this.exited;
+            clearTimeout(timer);
+        }
+        process.off("exit", this._killOnExit);
+        return this.exit;
+    }
+
+    removeDataDir() {
+        if (this.dir) fs.rmSync(this.dir, { recursive: true, force: true });
+    }
+}

@@ -1,0 +1,287 @@
+package roomdag
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// Size limits from the spec ("Size limits", server-server API): a whole PDU,
+// and the type, state_key, sender and room_id fields.
+const (
+	MaxEventBytes = 65536
+	MaxFieldBytes = 255
+)
+
+// Event is one immutable PDU of a room. It keeps the exact JSON that was
+// hashed and signed (without "unsigned"), plus the fields the core reads.
+// Build one with NewEventFromJSON (received or stored events) or
+// ProtoEvent.Build (our own events).
+type Event struct {
+	raw     []byte
+	id      EventID
+	version *RoomVersion
+
+	roomID         RoomID
+	sender         UserID
+	typ            string
+	stateKey       *string
+	content        json.RawMessage
+	prevEvents     []EventID
+	authEvents     []EventID
+	depth          int64
+	originServerTS int64
+	redacts        EventID
+}
+
+// eventFields is the wire shape of a PDU for room versions 3 and later.
+type eventFields struct {
+	RoomID         string          `json:"room_id"`
+	Sender         string          `json:"sender"`
+	Type           *string         `json:"type"`
+	StateKey       *string         `json:"state_key"`
+	Content        json.RawMessage `json:"content"`
+	PrevEvents     []string        `json:"prev_events"`
+	AuthEvents     []string        `json:"auth_events"`
+	Depth          int64           `json:"depth"`
+	OriginServerTS int64           `json:"origin_server_ts"`
+	Redacts        string          `json:"redacts"`
+}
+
+// ErrEventFormat wraps every reason an event's JSON is not a valid PDU.
+var ErrEventFormat = errors.New("invalid event")
+
+func formatErr(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", ErrEventFormat, fmt.Sprintf(format, a...))
+}
+
+// NewEventFromJSON parses an event of room version v. The "unsigned" key, if
+// any, is dropped. The event ID is computed from the reference hash, so it is
+// never taken on trust. It does not check hashes or signatures.
+func NewEventFromJSON(v *RoomVersion, data []byte) (*Event, error) {
+	if len(data) > MaxEventBytes {
+		return nil, formatErr("event is larger than %d bytes", MaxEventBytes)
+	}
+	var f eventFields
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, formatErr("%v", err)
+	}
+	if f.Type == nil {
+		return nil, formatErr("missing type")
+	}
+	if len(*f.Type) > MaxFieldBytes || len(f.Sender) > MaxFieldBytes || len(f.RoomID) > MaxFieldBytes ||
+		(f.StateKey != nil && len(*f.StateKey) > MaxFieldBytes) {
+		return nil, formatErr("type, state_key, sender or room_id longer than %d bytes", MaxFieldBytes)
+	}
+	if len(f.Content) == 0 || f.Content[0] != '{' {
+		return nil, formatErr("content must be an object")
+	}
+	sender, err := ParseUserID(f.Sender)
+	if err != nil {
+		return nil, formatErr("bad sender %q", f.Sender)
+	}
+	e := &Event{
+		version: v, sender: sender, typ: *f.Type, stateKey: f.StateKey,
+		content: f.Content, depth: f.Depth, originServerTS: f.OriginServerTS,
+	}
+	if v.DomainlessRoomIDs && e.typ == TypeCreate && e.stateKey != nil && *e.stateKey == "" {
+		if f.RoomID != "" {
+			return nil, formatErr("a v12 create event has no room_id")
+		}
+	} else if e.roomID, err = ParseRoomID(f.RoomID); err != nil {
+		return nil, formatErr("bad room_id %q", f.RoomID)
+	}
+	if e.prevEvents, err = parseEventIDs(f.PrevEvents); err != nil {
+		return nil, err
+	}
+	if e.authEvents, err = parseEventIDs(f.AuthEvents); err != nil {
+		return nil, err
+	}
+	if f.Depth < 0 || f.Depth > maxCanonicalInt {
+		return nil, formatErr("depth out of range")
+	}
+	e.redacts = EventID(f.Redacts)
+	if e.typ == TypeRedaction && v.UpdatedRedaction {
+		// v11 moved redacts into content; the top-level copy is for old clients.
+		var c struct {
+			Redacts string `json:"redacts"`
+		}
+		_ = json.Unmarshal(e.content, &c)
+		if c.Redacts != "" {
+			e.redacts = EventID(c.Redacts)
+		}
+	}
+	raw, err := stripUnsigned(data)
+	if err != nil {
+		return nil, err
+	}
+	e.raw = raw
+	id, err := EventIDFromJSON(v, raw)
+	if err != nil {
+		return nil, err
+	}
+	e.id = id
+	if v.DomainlessRoomIDs && e.IsCreate() {
+		e.roomID = RoomID("!" + string(id[1:]))
+	}
+	return e, nil
+}
+
+// EventFromTrustedJSON rebuilds an event this server already checked and
+// stored: raw must be the canonical JSON NewEventFromJSON produced and id
+// its ID. It skips re-hashing, which dominates the cost of reading events.
+func EventFromTrustedJSON(v *RoomVersion, id EventID, raw []byte) (*Event, error) {
+	var f eventFields
+	if err := json.Unmarshal(raw, &f); err != nil || f.Type == nil {
+		return nil, formatErr("stored event %s is corrupt", id)
+	}
+	e := &Event{
+		raw: raw, id: id, version: v, roomID: RoomID(f.RoomID), sender: UserID(f.Sender), typ: *f.Type,
+		stateKey: f.StateKey, content: f.Content, depth: f.Depth, originServerTS: f.OriginServerTS,
+		redacts: EventID(f.Redacts),
+	}
+	for _, p := range f.PrevEvents {
+		e.prevEvents = append(e.prevEvents, EventID(p))
+	}
+	for _, a := range f.AuthEvents {
+		e.authEvents = append(e.authEvents, EventID(a))
+	}
+	if e.typ == TypeRedaction && v.UpdatedRedaction {
+		var c struct {
+			Redacts string `json:"redacts"`
+		}
+		_ = json.Unmarshal(e.content, &c)
+		if c.Redacts != "" {
+			e.redacts = EventID(c.Redacts)
+		}
+	}
+	if v.DomainlessRoomIDs && e.IsCreate() {
+		e.roomID = RoomID("!" + string(id[1:]))
+	}
+	if len(e.content) == 0 {
+		e.content = json.RawMessage("{}")
+	}
+	return e, nil
+}
+
+// maxCanonicalInt is the largest integer canonical JSON allows (2^53 - 1).
+const maxCanonicalInt = 1<<53 - 1
+
+func parseEventIDs(ids []string) ([]EventID, error) {
+	out := make([]EventID, len(ids))
+	for i, s := range ids {
+		id, err := ParseEventID(s)
+		if err != nil {
+			return nil, formatErr("bad event ID %q", s)
+		}
+		out[i] = id
+	}
+	return out, nil
+}
+
+// stripUnsigned returns the event's canonical JSON without "unsigned".
+func stripUnsigned(data []byte) ([]byte, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, formatErr("%v", err)
+	}
+	if _, ok := m["unsigned"]; ok {
+		delete(m, "unsigned")
+		b, err := json.Marshal(m)
+		if err != nil {
+			return nil, formatErr("%v", err)
+		}
+		data = b
+	}
+	out, err := CanonicalJSON(data)
+	if err != nil {
+		return nil, formatErr("%v", err)
+	}
+	return out, nil
+}
+
+func (e *Event) ID() EventID              { return e.id }
+func (e *Event) Version() *RoomVersion    { return e.version }
+func (e *Event) RoomID() RoomID           { return e.roomID }
+func (e *Event) Sender() UserID           { return e.sender }
+func (e *Event) Type() string             { return e.typ }
+func (e *Event) Content() json.RawMessage { return e.content }
+func (e *Event) PrevEvents() []EventID    { return e.prevEvents }
+func (e *Event) AuthEvents() []EventID    { return e.authEvents }
+func (e *Event) Depth() int64             { return e.depth }
+func (e *Event) OriginServerTS() int64    { return e.originServerTS }
+func (e *Event) Redacts() EventID         { return e.redacts }
+
+// JSON is the event as hashed and signed: canonical, without "unsigned".
+// Callers must not modify it.
+func (e *Event) JSON() []byte { return e.raw }
+
+// StateKey is nil for non-state events.
+func (e *Event) StateKey() *string { return e.stateKey }
+
+// IsState reports whether the event has a state key.
+func (e *Event) IsState() bool { return e.stateKey != nil }
+
+// StateKeyIs reports whether the event is a state event with that key.
+func (e *Event) StateKeyIs(k string) bool { return e.stateKey != nil && *e.stateKey == k }
+
+// IsCreate reports whether this is the room's m.room.create event.
+func (e *Event) IsCreate() bool { return e.typ == TypeCreate && e.StateKeyIs("") }
+
+// Tuple is the (type, state_key) pair of a state event.
+func (e *Event) Tuple() StateKey {
+	if e.stateKey == nil {
+		return StateKey{}
+	}
+	return StateKey{Type: e.typ, StateKey: *e.stateKey}
+}
+
+// Membership returns content.membership of an m.room.member event.
+func (e *Event) Membership() string {
+	if e.typ != TypeMember {
+		return ""
+	}
+	var c struct {
+		Membership string `json:"membership"`
+	}
+	_ = json.Unmarshal(e.content, &c)
+	return c.Membership
+}
+
+// StateKey names one piece of room state.
+type StateKey struct {
+	Type     string
+	StateKey string
+}
+
+// Event types the core reads. Every other package uses these constants.
+const (
+	TypeCreate            = "m.room.create"
+	TypeMember            = "m.room.member"
+	TypePowerLevels       = "m.room.power_levels"
+	TypeJoinRules         = "m.room.join_rules"
+	TypeHistoryVisibility = "m.room.history_visibility"
+	TypeThirdPartyInvite  = "m.room.third_party_invite"
+	TypeRedaction         = "m.room.redaction"
+	TypeName              = "m.room.name"
+	TypeTopic             = "m.room.topic"
+	TypeAvatar            = "m.room.avatar"
+	TypeCanonicalAlias    = "m.room.canonical_alias"
+	TypeGuestAccess       = "m.room.guest_access"
+	TypeEncryption        = "m.room.encryption"
+	TypeServerACL         = "m.room.server_acl"
+	TypeTombstone         = "m.room.tombstone"
+	TypeMessage           = "m.room.message"
+	// TypeBackchat is our room state event that sets how many recent events
+	// a joining or reconnecting member gets. Content: {"limit": N}.
+	TypeBackchat = "org.persistentchat.backchat"
+)
+
+// Membership values.
+const (
+	MembershipJoin   = "join"
+	MembershipInvite = "invite"
+	MembershipLeave  = "leave"
+	MembershipBan    = "ban"
+	MembershipKnock  = "knock"
+)

@@ -1,0 +1,338 @@
+package roomdag
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/persistentchat/homeserver/clock"
+)
+
+// StreamPos is an event's position in the server-wide event stream: the
+// order in which events were committed.
+type StreamPos int64
+
+// Store is what the write path needs from storage.
+type Store interface {
+	// LoadRoom returns the room as last persisted, or ErrUnknownRoom.
+	LoadRoom(ctx context.Context, id RoomID) (*RoomState, error)
+	// NewSnapshotID allocates a state snapshot ID. Safe for concurrent use.
+	NewSnapshotID() int64
+	// EnqueueEvent queues a write. Writes are committed in the order they
+	// are queued; the channel yields the result once the write is durable
+	// (or has failed). p.Committed, if set, runs after the commit, in commit
+	// order, before the result is sent.
+	EnqueueEvent(p *Persist) <-chan error
+}
+
+// Persist is one event to store with everything the store must write
+// in the same transaction.
+type Persist struct {
+	Event   *Event
+	NewRoom bool
+	// Generation of the room's in-memory state the event was built on; if an
+	// earlier event of that generation failed, the store must fail this one
+	// too, since it may reference the failed event.
+	Generation uint64
+	// StateBefore is the snapshot of the state before the event;
+	// StateAfter equals it unless the event is a state event, in which case
+	// a new snapshot StateAfter is written: a delta of Snapshot entries on
+	// StateBefore, or, when SnapshotParent is 0, a full copy.
+	StateBefore    int64
+	StateAfter     int64
+	SnapshotParent int64
+	ChainLen       int
+	Snapshot       map[StateKey]EventID
+	// Extremities are the room's forward extremities after the event.
+	Extremities []EventID
+	// Unsigned holds the server-added fields kept with the event for clients
+	// (replaces_state, prev_content, prev_sender).
+	Unsigned json.RawMessage
+	// Txn is the client transaction that sent the event, if any.
+	Txn *Txn
+	// InviteState is the stripped state shown to the invitee of an invite.
+	InviteState json.RawMessage
+	Committed   func(pos StreamPos)
+}
+
+// Txn identifies a client's send request for idempotency and local echo.
+type Txn struct {
+	DeviceID string
+	TxnID    string
+}
+
+// RoomState is the state of a room after its newest event. It is immutable:
+// the write path replaces it, never changes it, so readers need no lock.
+type RoomState struct {
+	Version     *RoomVersion
+	State       StateMap
+	Extremities []EventID
+	Depth       int64
+	Snapshot    int64
+	ChainLen    int
+}
+
+// Create returns the room's m.room.create event.
+func (s *RoomState) Create() *Event { return s.State.Get(TypeCreate, "") }
+
+// Membership returns the user's current membership ("" if none).
+func (s *RoomState) Membership(u UserID) string {
+	if ev := s.State.Get(TypeMember, string(u)); ev != nil {
+		return ev.Membership()
+	}
+	return ""
+}
+
+// Listener hears of every committed event, in commit order, on the storage
+// writer's goroutine: it must return quickly and never block.
+type Listener interface {
+	EventCommitted(ev *Event, pos StreamPos)
+}
+
+// Errors the write path returns; api maps them to Matrix errors.
+var (
+	ErrUnknownRoom = errors.New("unknown room")
+	ErrRoomExists  = errors.New("room already exists")
+	ErrTooLarge    = errors.New("event too large")
+)
+
+// snapshotFullEvery bounds the delta chain a state lookup walks.
+const snapshotFullEvery = 64
+
+// Rooms is the one door into every room: all events are appended here.
+type Rooms struct {
+	store     Store
+	key       SigningKey
+	clock     clock.Clock
+	listeners []Listener
+
+	mu    sync.Mutex
+	rooms map[RoomID]*room
+}
+
+type room struct {
+	mu  sync.Mutex // serialises appends; held while building and queueing
+	gen uint64
+	cur *RoomState // nil until loaded; replaced atomically under mu
+	// stale is set when a write failed: the next user reloads from storage.
+	stale bool
+}
+
+// NewRooms makes the write path. Listeners hear of committed events.
+func NewRooms(store Store, key SigningKey, clk clock.Clock, listeners ...Listener) *Rooms {
+	return &Rooms{store: store, key: key, clock: clk, listeners: listeners, rooms: map[RoomID]*room{}}
+}
+
+// ServerName is the name of the server whose key signs local events.
+func (rs *Rooms) ServerName() ServerName { return rs.key.ServerName }
+
+func (rs *Rooms) get(id RoomID) *room {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	r := rs.rooms[id]
+	if r == nil {
+		r = &room{}
+		rs.rooms[id] = r
+	}
+	return r
+}
+
+// load fills r.cur from storage. Caller holds r.mu.
+func (rs *Rooms) load(ctx context.Context, id RoomID, r *room) error {
+	if r.cur != nil && !r.stale {
+		return nil
+	}
+	st, err := rs.store.LoadRoom(ctx, id)
+	if err != nil {
+		return err
+	}
+	r.cur, r.stale = st, false
+	return nil
+}
+
+// State returns the current state of a room, or ErrUnknownRoom.
+func (rs *Rooms) State(ctx context.Context, id RoomID) (*RoomState, error) {
+	r := rs.get(id)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := rs.load(ctx, id, r); err != nil {
+		return nil, err
+	}
+	return r.cur, nil
+}
+
+// ProtoEvent is an event a local user wants to send, before the server
+// fills in prev_events, auth_events, depth, hashes and signatures.
+type ProtoEvent struct {
+	Type     string
+	StateKey *string
+	Sender   UserID
+	Content  json.RawMessage
+	// Redacts is the redacted event, for m.room.redaction.
+	Redacts EventID
+	// TS overrides origin_server_ts (application services' timestamp
+	// massaging); 0 means now.
+	TS int64
+	// Txn, if set, records the client transaction for idempotency.
+	Txn *Txn
+}
+
+// Append authorises and appends a local event to an existing room, and
+// returns once it is durable. An *AuthError means the event was not allowed.
+func (rs *Rooms) Append(ctx context.Context, id RoomID, p ProtoEvent) (*Event, StreamPos, error) {
+	r := rs.get(id)
+	r.mu.Lock()
+	if err := rs.load(ctx, id, r); err != nil {
+		r.mu.Unlock()
+		return nil, 0, err
+	}
+	q, err := rs.appendLocked(id, r, p, false)
+	r.mu.Unlock()
+	if err != nil {
+		return nil, 0, err
+	}
+	return q.wait(rs, r)
+}
+
+// CreateRoom creates a room from its create event and the events that
+// follow it (creator join, power levels, presets...), all appended in order.
+// For versions with domainless room IDs, id is ignored and the ID derives
+// from the create event. It returns the room ID once every event is durable;
+// if any event is rejected, the error names it and the room holds the
+// events before it.
+func (rs *Rooms) CreateRoom(ctx context.Context, v *RoomVersion, id RoomID, create ProtoEvent, rest []ProtoEvent) (RoomID, error) {
+	ev, err := rs.build(v, id, create, nil, 1, nil)
+	if err != nil {
+		return "", err
+	}
+	id = ev.RoomID()
+	r := rs.get(id)
+	r.mu.Lock()
+	if r.cur != nil {
+		r.mu.Unlock()
+		return "", ErrRoomExists
+	}
+	empty := &RoomState{Version: v, State: StateMap{}}
+	r.cur = empty
+	queued := make([]*queuedEvent, 0, len(rest)+1)
+	q, err := rs.queue(id, r, ev, create, true)
+	if err == nil {
+		queued = append(queued, q)
+		for _, p := range rest {
+			if q, err = rs.appendLocked(id, r, p, false); err != nil {
+				err = fmt.Errorf("%s event: %w", p.Type, err)
+				break
+			}
+			queued = append(queued, q)
+		}
+	}
+	if err != nil && len(queued) == 0 {
+		r.cur = nil
+	}
+	r.mu.Unlock()
+	for _, q := range queued {
+		if _, _, werr := q.wait(rs, r); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	return id, err
+}
+
+// appendLocked builds, authorises and queues an event. Caller holds r.mu
+// and r.cur is loaded.
+func (rs *Rooms) appendLocked(id RoomID, r *room, p ProtoEvent, newRoom bool) (*queuedEvent, error) {
+	cur := r.cur
+	if p.Type == TypeCreate && p.StateKey != nil && *p.StateKey == "" {
+		return nil, &AuthError{Rule: "1", Reason: "the room already has a create event"}
+	}
+	authTuples := AuthEventTuples(cur.Version, p.Type, p.StateKey, p.Sender, p.Content)
+	auth := make([]EventID, 0, len(authTuples))
+	for _, t := range authTuples {
+		if ev := cur.State.Get(t.Type, t.StateKey); ev != nil {
+			auth = append(auth, ev.ID())
+		}
+	}
+	depth := cur.Depth + 1
+	if depth > maxCanonicalInt {
+		depth = maxCanonicalInt
+	}
+	ev, err := rs.build(cur.Version, id, p, cur.Extremities, depth, auth)
+	if err != nil {
+		return nil, err
+	}
+	if err := Authorise(ev, cur.State); err != nil {
+		return nil, err
+	}
+	return rs.queue(id, r, ev, p, newRoom)
+}
+
+// queue computes the state after ev, queues its write and publishes the new
+// room state. Caller holds r.mu.
+func (rs *Rooms) queue(id RoomID, r *room, ev *Event, p ProtoEvent, newRoom bool) (*queuedEvent, error) {
+	cur := r.cur
+	next := &RoomState{
+		Version: cur.Version, State: cur.State, Extremities: []EventID{ev.ID()},
+		Depth: ev.Depth(), Snapshot: cur.Snapshot, ChainLen: cur.ChainLen,
+	}
+	per := &Persist{
+		Event: ev, NewRoom: newRoom, Generation: r.gen, Txn: p.Txn,
+		StateBefore: cur.Snapshot, StateAfter: cur.Snapshot, Extremities: next.Extremities,
+	}
+	if ev.IsState() {
+		k := ev.Tuple()
+		if old := cur.State[k]; old != nil {
+			per.Unsigned, _ = json.Marshal(map[string]any{
+				"replaces_state": old.ID(), "prev_content": old.Content(), "prev_sender": old.Sender(),
+			})
+		}
+		next.State = cur.State.With(ev)
+		next.Snapshot = rs.store.NewSnapshotID()
+		per.StateAfter = next.Snapshot
+		if cur.Snapshot == 0 || cur.ChainLen+1 >= snapshotFullEvery {
+			next.ChainLen = 0
+			per.Snapshot = next.State.IDs()
+		} else {
+			next.ChainLen = cur.ChainLen + 1
+			per.SnapshotParent = cur.Snapshot
+			per.Snapshot = map[StateKey]EventID{k: ev.ID()}
+		}
+		per.ChainLen = next.ChainLen
+		if ev.Type() == TypeMember && ev.Membership() == MembershipInvite {
+			per.InviteState = StrippedState(next.State, ev)
+		}
+	}
+	q := &queuedEvent{ev: ev, gen: r.gen}
+	per.Committed = func(pos StreamPos) {
+		q.pos = pos // read by wait after the result arrives on done
+		for _, l := range rs.listeners {
+			l.EventCommitted(ev, pos)
+		}
+	}
+	q.done = rs.store.EnqueueEvent(per)
+	r.cur = next
+	return q, nil
+}
+
+type queuedEvent struct {
+	ev   *Event
+	gen  uint64
+	done <-chan error
+	pos  StreamPos
+}
+
+// wait blocks until the event is durable. On failure it marks the room's
+// in-memory state stale so the next append reloads it from storage.
+func (q *queuedEvent) wait(rs *Rooms, r *room) (*Event, StreamPos, error) {
+	if err := <-q.done; err != nil {
+		r.mu.Lock()
+		if r.gen == q.gen {
+			r.gen++
+			r.stale = true
+		}
+		r.mu.Unlock()
+		return nil, 0, err
+	}
+	return q.ev, q.pos, nil
+}

@@ -1,0 +1,181 @@
+// Package server assembles a homeserver from its configuration: storage,
+// the room write path, sync, the client API and the key server. The binary
+// (cmd/homeserver) and the test helper (testserver) both start it here, so
+// tests run exactly what operators run.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/persistentchat/homeserver/api"
+	"github.com/persistentchat/homeserver/clock"
+	"github.com/persistentchat/homeserver/configs"
+	"github.com/persistentchat/homeserver/federation"
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage/sqlite"
+	"github.com/persistentchat/homeserver/sync"
+)
+
+// Version is reported by the federation version endpoint.
+const Version = "0.1.0"
+
+// Homeserver is a running server's parts.
+type Homeserver struct {
+	cfg      *configs.Config
+	db       *sqlite.DB
+	http     *http.Server
+	listener net.Listener
+	log      *slog.Logger
+	// Rooms is the write path, exposed for benchmarks and tests.
+	Rooms *roomdag.Rooms
+}
+
+// New opens storage and builds every part, listening on cfg.Listen.
+func New(cfg *configs.Config, log *slog.Logger, clk clock.Clock) (*Homeserver, error) {
+	v, ok := roomdag.LookupRoomVersion(cfg.DefaultRoomVersion)
+	if !ok {
+		return nil, fmt.Errorf("default_room_version %q is not supported by this server", cfg.DefaultRoomVersion)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	key, err := LoadOrCreateKey(cfg.SigningKeyPath(), roomdag.ServerName(cfg.ServerName))
+	if err != nil {
+		return nil, err
+	}
+	db, err := sqlite.Open(cfg.DatabasePath(), log)
+	if err != nil {
+		return nil, err
+	}
+	hs := &Homeserver{cfg: cfg, db: db, log: log}
+	if err := hs.build(key, v, clk); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return hs, nil
+}
+
+func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk clock.Clock) error {
+	ctx := context.Background()
+	cfg, db, log := hs.cfg, hs.db, hs.log
+	evPos, err := db.EventPos(ctx)
+	if err != nil {
+		return err
+	}
+	adPos, err := db.AccountDataPos(ctx)
+	if err != nil {
+		return err
+	}
+	members, err := db.Members(ctx, roomdag.MembershipJoin, roomdag.MembershipInvite, roomdag.MembershipKnock)
+	if err != nil {
+		return err
+	}
+	server := roomdag.ServerName(cfg.ServerName)
+	notifier := sync.NewNotifier(server, sync.Token{Events: evPos, AccountData: adPos}, members)
+	hs.Rooms = roomdag.NewRooms(db, key, clk, notifier)
+	syncer := sync.NewSyncer(db, hs.Rooms, notifier, clk, log, cfg.BackchatDefault, cfg.BackchatMax)
+	tokens := make([]string, len(cfg.RegistrationTokens))
+	for i, t := range cfg.RegistrationTokens {
+		tokens[i] = t.Reveal()
+	}
+	rl := cfg.RateLimiting
+	apiCfg := api.Config{
+		ServerName: server, BaseURL: strings.TrimSuffix(cfg.BaseURL(), "/"),
+		EnableRegistration: cfg.EnableRegistration, RequiresToken: cfg.RegistrationRequiresToken,
+		Tokens: tokens, SharedSecret: cfg.RegistrationSharedSecret.Reveal(), BcryptCost: cfg.BcryptRounds,
+		DefaultRoomVersion: v.ID, MaxRequestSize: int64(cfg.MaxRequestSize),
+		AccessTokenLifetime: cfg.RefreshableAccessTokenLifetime.Std(),
+		RateLimited:         rl.Enabled,
+		RateLimits: map[string]api.RateLimit{
+			"message":      {PerSecond: rl.Message.PerSecond, BurstCount: rl.Message.BurstCount},
+			"login":        {PerSecond: rl.Login.PerSecond, BurstCount: rl.Login.BurstCount},
+			"registration": {PerSecond: rl.Registration.PerSecond, BurstCount: rl.Registration.BurstCount},
+		},
+	}
+	client := api.NewServer(apiCfg, db, hs.Rooms, syncer, clk, log, rand.Reader)
+	mux := http.NewServeMux()
+	federation.NewKeyServer(key, clk, Version).Register(mux)
+	mux.Handle("/", client.Handler())
+	hs.http = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	return nil
+}
+
+// Listen binds the client API listener; Addr is known after it returns.
+func (hs *Homeserver) Listen() error {
+	l, err := net.Listen("tcp", hs.cfg.Listen)
+	if err != nil {
+		return err
+	}
+	hs.listener = l
+	return nil
+}
+
+// Addr is the bound listener address.
+func (hs *Homeserver) Addr() net.Addr { return hs.listener.Addr() }
+
+// Serve serves until Shutdown; it returns nil after a clean shutdown.
+func (hs *Homeserver) Serve() error {
+	hs.log.Info("serving client API", "addr", hs.listener.Addr().String(), "server_name", hs.cfg.ServerName)
+	err := hs.http.Serve(hs.listener)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting requests, lets running ones finish (long-polls
+// are cut at the deadline), then waits for every accepted write to commit
+// and closes the database.
+func (hs *Homeserver) Shutdown(ctx context.Context) error {
+	err := hs.http.Shutdown(ctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = hs.http.Close()
+	}
+	return errors.Join(err, hs.db.Close())
+}
+
+// DB is the storage, for tests and operator commands.
+func (hs *Homeserver) DB() *sqlite.DB { return hs.db }
+
+// LoadOrCreateKey reads the signing key, generating and saving one (mode
+// 0600) if the file does not exist.
+func LoadOrCreateKey(path string, server roomdag.ServerName) (roomdag.SigningKey, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		k, err := roomdag.ParseSigningKey(server, b)
+		if err != nil {
+			return roomdag.SigningKey{}, fmt.Errorf("signing key %s: %w", path, err)
+		}
+		return k, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return roomdag.SigningKey{}, err
+	}
+	k, err := roomdag.GenerateSigningKey(server, rand.Reader)
+	if err != nil {
+		return roomdag.SigningKey{}, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return roomdag.SigningKey{}, err
+	}
+	if err := os.WriteFile(path, []byte(k.Marshal()), 0o600); err != nil {
+		return roomdag.SigningKey{}, err
+	}
+	return k, nil
+}

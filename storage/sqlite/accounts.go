@@ -1,0 +1,372 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
+)
+
+// CreateUser inserts a new account; storage.ErrConflict if the ID is taken.
+func (db *DB) CreateUser(ctx context.Context, u storage.User, createdMS int64) error {
+	return db.write(func(tx *sql.Tx) error {
+		_, err := tx.Exec(`INSERT INTO users (user_id, password_hash, is_admin, displayname, created_ts) VALUES (?,?,?,?,?)`,
+			string(u.ID), u.PasswordHash, u.Admin, u.DisplayName, createdMS)
+		if isUniqueViolation(err) {
+			return storage.ErrConflict
+		}
+		return err
+	}, nil)
+}
+
+// User returns an account or storage.ErrNotFound.
+func (db *DB) User(ctx context.Context, id roomdag.UserID) (*storage.User, error) {
+	u := &storage.User{ID: id}
+	err := db.r.QueryRowContext(ctx, `SELECT password_hash, is_admin, deactivated, displayname, avatar_url FROM users WHERE user_id = ?`,
+		string(id)).Scan(&u.PasswordHash, &u.Admin, &u.Deactivated, &u.DisplayName, &u.AvatarURL)
+	if err != nil {
+		return nil, notFound(err)
+	}
+	return u, nil
+}
+
+// SetPasswordHash replaces a user's password hash.
+func (db *DB) SetPasswordHash(ctx context.Context, id roomdag.UserID, hash string) error {
+	return db.write(func(tx *sql.Tx) error {
+		_, err := tx.Exec(`UPDATE users SET password_hash = ? WHERE user_id = ?`, hash, string(id))
+		return err
+	}, nil)
+}
+
+// SetProfile sets the display name and avatar URL (nil clears).
+func (db *DB) SetProfile(ctx context.Context, id roomdag.UserID, displayName, avatarURL *string) error {
+	return db.write(func(tx *sql.Tx) error {
+		_, err := tx.Exec(`UPDATE users SET displayname = ?, avatar_url = ? WHERE user_id = ?`, displayName, avatarURL, string(id))
+		return err
+	}, nil)
+}
+
+// CreateSession creates the device if new and stores its token(s).
+func (db *DB) CreateSession(ctx context.Context, s storage.Session) error {
+	return db.write(func(tx *sql.Tx) error { return insertSession(tx, s) }, nil)
+}
+
+func insertSession(tx *sql.Tx, s storage.Session) error {
+	if _, err := tx.Exec(`INSERT INTO devices (user_id, device_id, display_name) VALUES (?,?,?)
+		ON CONFLICT (user_id, device_id) DO UPDATE SET display_name = COALESCE(excluded.display_name, display_name)`,
+		string(s.UserID), s.DeviceID, s.DisplayName); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(`INSERT INTO access_tokens (token_hash, user_id, device_id, expires_ts, refresh_hash) VALUES (?,?,?,?,?)`,
+		s.TokenHash, string(s.UserID), s.DeviceID, s.ExpiresMS, s.RefreshHash); err != nil {
+		return err
+	}
+	if s.RefreshHash != nil {
+		if _, err := tx.Exec(`INSERT INTO refresh_tokens (token_hash, user_id, device_id) VALUES (?,?,?)`,
+			s.RefreshHash, string(s.UserID), s.DeviceID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TokenOwner looks up an access token by its hash.
+func (db *DB) TokenOwner(ctx context.Context, hash []byte) (storage.TokenOwner, error) {
+	var o storage.TokenOwner
+	err := db.r.QueryRowContext(ctx, `SELECT user_id, device_id, expires_ts FROM access_tokens WHERE token_hash = ?`, hash).
+		Scan(&o.UserID, &o.DeviceID, &o.ExpiresMS)
+	return o, notFound(err)
+}
+
+// Refresh swaps a refresh token for a new session on the same device: the
+// old refresh token and the access tokens issued with it stop working.
+func (db *DB) Refresh(ctx context.Context, oldRefresh []byte, next storage.Session) (roomdag.UserID, string, error) {
+	var user, device string
+	err := db.write(func(tx *sql.Tx) error {
+		if err := tx.QueryRow(`SELECT user_id, device_id FROM refresh_tokens WHERE token_hash = ?`, oldRefresh).Scan(&user, &device); err != nil {
+			return notFound(err)
+		}
+		if _, err := tx.Exec(`DELETE FROM refresh_tokens WHERE token_hash = ?`, oldRefresh); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(`DELETE FROM access_tokens WHERE refresh_hash = ?`, oldRefresh); err != nil {
+			return err
+		}
+		next.UserID, next.DeviceID = roomdag.UserID(user), device
+		return insertSession(tx, next)
+	}, nil)
+	return roomdag.UserID(user), device, err
+}
+
+// DeleteAccessToken removes one access token (logout).
+func (db *DB) DeleteAccessToken(ctx context.Context, hash []byte) error {
+	return db.write(func(tx *sql.Tx) error {
+		_, err := tx.Exec(`DELETE FROM access_tokens WHERE token_hash = ?`, hash)
+		return err
+	}, nil)
+}
+
+// DeleteDevices removes devices and all their tokens. With no device IDs
+// it removes every device of the user except keep ("" keeps none).
+func (db *DB) DeleteDevices(ctx context.Context, user roomdag.UserID, devices []string, keep string) error {
+	return db.write(func(tx *sql.Tx) error {
+		if devices == nil {
+			var err error
+			if devices, err = queryStrings(ctx, tx, `SELECT device_id FROM devices WHERE user_id = ? AND device_id != ?`, string(user), keep); err != nil {
+				return err
+			}
+		}
+		for _, d := range devices {
+			for _, q := range []string{
+				`DELETE FROM devices WHERE user_id = ? AND device_id = ?`,
+				`DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?`,
+				`DELETE FROM refresh_tokens WHERE user_id = ? AND device_id = ?`,
+			} {
+				if _, err := tx.Exec(q, string(user), d); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}, nil)
+}
+
+// Devices lists a user's devices.
+func (db *DB) Devices(ctx context.Context, user roomdag.UserID) ([]storage.Device, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT device_id, display_name, last_seen_ts, last_seen_ip FROM devices WHERE user_id = ? ORDER BY device_id`, string(user))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []storage.Device{}
+	for rows.Next() {
+		var d storage.Device
+		if err := rows.Scan(&d.DeviceID, &d.DisplayName, &d.LastSeenTS, &d.LastSeenIP); err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// SetDeviceName renames a device; storage.ErrNotFound if it does not exist.
+func (db *DB) SetDeviceName(ctx context.Context, user roomdag.UserID, device string, name string) error {
+	return db.write(func(tx *sql.Tx) error {
+		res, err := tx.Exec(`UPDATE devices SET display_name = ? WHERE user_id = ? AND device_id = ?`, name, string(user), device)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return storage.ErrNotFound
+		}
+		return nil
+	}, nil)
+}
+
+// SeenDevice records a device's last use.
+func (db *DB) SeenDevice(ctx context.Context, user roomdag.UserID, device, ip string, ms int64) error {
+	return db.write(func(tx *sql.Tx) error {
+		_, err := tx.Exec(`UPDATE devices SET last_seen_ts = ?, last_seen_ip = ? WHERE user_id = ? AND device_id = ?`, ms, ip, string(user), device)
+		return err
+	}, nil)
+}
+
+// PutAccountData stores global (room "") or per-room account data and
+// returns its position in the account data stream, once durable.
+func (db *DB) PutAccountData(ctx context.Context, user roomdag.UserID, room roomdag.RoomID, typ string, content json.RawMessage) (int64, error) {
+	var pos int64
+	err := db.write(func(tx *sql.Tx) error {
+		pos = db.accountDataPos + 1
+		if _, err := tx.Exec(`INSERT OR REPLACE INTO account_data (user_id, room_id, type, content, stream_pos) VALUES (?,?,?,?,?)`,
+			string(user), string(room), typ, string(content), pos); err != nil {
+			return err
+		}
+		db.accountDataPos = pos // writer goroutine only; a failed commit leaves a harmless gap
+		return nil
+	}, nil)
+	return pos, err
+}
+
+// AccountData returns one account data item or storage.ErrNotFound.
+func (db *DB) AccountData(ctx context.Context, user roomdag.UserID, room roomdag.RoomID, typ string) (json.RawMessage, error) {
+	var c string
+	err := db.r.QueryRowContext(ctx, `SELECT content FROM account_data WHERE user_id = ? AND room_id = ? AND type = ?`,
+		string(user), string(room), typ).Scan(&c)
+	return json.RawMessage(c), notFound(err)
+}
+
+// AccountDataSince lists a user's account data changed in (after, upTo].
+func (db *DB) AccountDataSince(ctx context.Context, user roomdag.UserID, after, upTo int64) ([]storage.AccountDataItem, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT room_id, type, content FROM account_data WHERE user_id = ? AND stream_pos > ? AND stream_pos <= ?
+		ORDER BY stream_pos`, string(user), after, upTo)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []storage.AccountDataItem
+	for rows.Next() {
+		var it storage.AccountDataItem
+		var c string
+		if err := rows.Scan(&it.RoomID, &it.Type, &c); err != nil {
+			return nil, err
+		}
+		it.Content = json.RawMessage(c)
+		out = append(out, it)
+	}
+	return out, rows.Err()
+}
+
+// AccountDataPos is the newest committed account data position.
+func (db *DB) AccountDataPos(ctx context.Context) (int64, error) {
+	var p int64
+	err := db.r.QueryRowContext(ctx, `SELECT COALESCE(MAX(stream_pos), 0) FROM account_data`).Scan(&p)
+	return p, err
+}
+
+// EventPos is the newest committed event stream position.
+func (db *DB) EventPos(ctx context.Context) (roomdag.StreamPos, error) {
+	var p int64
+	err := db.r.QueryRowContext(ctx, `SELECT COALESCE(MAX(stream_pos), 0) FROM events`).Scan(&p)
+	return roomdag.StreamPos(p), err
+}
+
+// PutFilter stores a filter and returns its ID (per user, from 0).
+func (db *DB) PutFilter(ctx context.Context, user roomdag.UserID, filter json.RawMessage) (int64, error) {
+	var id int64
+	err := db.write(func(tx *sql.Tx) error {
+		if err := tx.QueryRow(`SELECT COALESCE(MAX(filter_id) + 1, 0) FROM filters WHERE user_id = ?`, string(user)).Scan(&id); err != nil {
+			return err
+		}
+		_, err := tx.Exec(`INSERT INTO filters (user_id, filter_id, filter) VALUES (?,?,?)`, string(user), id, string(filter))
+		return err
+	}, nil)
+	return id, err
+}
+
+// Filter returns a stored filter or storage.ErrNotFound.
+func (db *DB) Filter(ctx context.Context, user roomdag.UserID, id int64) (json.RawMessage, error) {
+	var f string
+	err := db.r.QueryRowContext(ctx, `SELECT filter FROM filters WHERE user_id = ? AND filter_id = ?`, string(user), id).Scan(&f)
+	return json.RawMessage(f), notFound(err)
+}
+
+// PutAlias maps an alias to a room; storage.ErrConflict if it exists.
+func (db *DB) PutAlias(ctx context.Context, alias roomdag.RoomAlias, room roomdag.RoomID, creator roomdag.UserID) error {
+	return db.write(func(tx *sql.Tx) error {
+		_, err := tx.Exec(`INSERT INTO room_aliases (alias, room_id, creator) VALUES (?,?,?)`, string(alias), string(room), string(creator))
+		if isUniqueViolation(err) {
+			return storage.ErrConflict
+		}
+		return err
+	}, nil)
+}
+
+// Alias resolves an alias, returning the room and who created the alias.
+func (db *DB) Alias(ctx context.Context, alias roomdag.RoomAlias) (roomdag.RoomID, roomdag.UserID, error) {
+	var room, creator string
+	err := db.r.QueryRowContext(ctx, `SELECT room_id, creator FROM room_aliases WHERE alias = ?`, string(alias)).Scan(&room, &creator)
+	return roomdag.RoomID(room), roomdag.UserID(creator), notFound(err)
+}
+
+// DeleteAlias removes an alias.
+func (db *DB) DeleteAlias(ctx context.Context, alias roomdag.RoomAlias) error {
+	return db.write(func(tx *sql.Tx) error {
+		_, err := tx.Exec(`DELETE FROM room_aliases WHERE alias = ?`, string(alias))
+		return err
+	}, nil)
+}
+
+// RoomAliases lists the local aliases of a room.
+func (db *DB) RoomAliases(ctx context.Context, room roomdag.RoomID) ([]string, error) {
+	out, err := queryStrings(ctx, db.r, `SELECT alias FROM room_aliases WHERE room_id = ? ORDER BY alias`, string(room))
+	if out == nil {
+		out = []string{}
+	}
+	return out, err
+}
+
+// UserRooms lists every room the user has a membership in.
+func (db *DB) UserRooms(ctx context.Context, user roomdag.UserID) ([]storage.RoomMembership, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT r.room_id, m.membership, m.event_pos, m.forgotten FROM memberships m
+		JOIN rooms r ON r.room_nid = m.room_nid WHERE m.user_id = ?`, string(user))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []storage.RoomMembership
+	for rows.Next() {
+		var m storage.RoomMembership
+		if err := rows.Scan(&m.RoomID, &m.Membership, &m.Pos, &m.Forgotten); err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// JoinedRooms lists the rooms the user is joined to.
+func (db *DB) JoinedRooms(ctx context.Context, user roomdag.UserID) ([]roomdag.RoomID, error) {
+	ids, err := queryStrings(ctx, db.r, `SELECT r.room_id FROM memberships m JOIN rooms r ON r.room_nid = m.room_nid
+		WHERE m.user_id = ? AND m.membership = 'join'`, string(user))
+	out := make([]roomdag.RoomID, len(ids))
+	for i, id := range ids {
+		out[i] = roomdag.RoomID(id)
+	}
+	return out, err
+}
+
+// RoomsWithEventsSince returns the rooms the user has any membership in
+// whose newest event is after the given position.
+func (db *DB) RoomsWithEventsSince(ctx context.Context, user roomdag.UserID, after roomdag.StreamPos) (map[roomdag.RoomID]bool, error) {
+	ids, err := queryStrings(ctx, db.r, `SELECT r.room_id FROM memberships m JOIN rooms r ON r.room_nid = m.room_nid
+		WHERE m.user_id = ? AND r.last_pos > ?`, string(user), int64(after))
+	out := make(map[roomdag.RoomID]bool, len(ids))
+	for _, id := range ids {
+		out[roomdag.RoomID(id)] = true
+	}
+	return out, err
+}
+
+// InviteState returns the stripped state kept with an invite event.
+func (db *DB) InviteState(ctx context.Context, pos roomdag.StreamPos) (json.RawMessage, error) {
+	var s string
+	err := db.r.QueryRowContext(ctx, `SELECT stripped FROM invite_state WHERE event_pos = ?`, int64(pos)).Scan(&s)
+	return json.RawMessage(s), notFound(err)
+}
+
+// Forget hides a left room from the user's sync.
+func (db *DB) Forget(ctx context.Context, user roomdag.UserID, room roomdag.RoomID) error {
+	nid, _, err := db.roomNID(ctx, db.r, room)
+	if err != nil {
+		return err
+	}
+	return db.write(func(tx *sql.Tx) error {
+		_, err := tx.Exec(`UPDATE memberships SET forgotten = 1 WHERE room_nid = ? AND user_id = ?`, nid, string(user))
+		return err
+	}, nil)
+}
+
+// Members returns, per room, the users whose membership is one of the given
+// values, for the notifier's start-up state.
+func (db *DB) Members(ctx context.Context, memberships ...string) (map[roomdag.RoomID][]roomdag.UserID, error) {
+	out := map[roomdag.RoomID][]roomdag.UserID{}
+	rows, err := db.r.QueryContext(ctx, `SELECT r.room_id, m.user_id, m.membership FROM memberships m JOIN rooms r ON r.room_nid = m.room_nid`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var room, user, m string
+		if err := rows.Scan(&room, &user, &m); err != nil {
+			return nil, err
+		}
+		for _, want := range memberships {
+			if m == want {
+				out[roomdag.RoomID(room)] = append(out[roomdag.RoomID(room)], roomdag.UserID(user))
+			}
+		}
+	}
+	return out, rows.Err()
+}

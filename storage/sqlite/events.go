@@ -1,0 +1,323 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"strings"
+
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
+)
+
+const eventCols = `e.stream_pos, e.event_id, e.room_nid, e.json, e.unsigned, e.txn_device, e.txn_id, e.state_before`
+
+type rowScanner interface{ Scan(dest ...any) error }
+
+// scanEvent reads one event row; epoch is the event cache's epoch read
+// before the query ran.
+func (db *DB) scanEvent(row rowScanner, epoch uint64) (*roomdag.StoredEvent, error) {
+	var (
+		pos                  int64
+		id                   string
+		nid                  int64
+		raw                  []byte
+		unsigned, dev, txnID sql.NullString
+		before               int64
+	)
+	if err := row.Scan(&pos, &id, &nid, &raw, &unsigned, &dev, &txnID, &before); err != nil {
+		return nil, err
+	}
+	if ev, ok := db.events.get(roomdag.EventID(id)); ok {
+		return ev, nil
+	}
+	v := db.rooms.version(nid)
+	if v == nil {
+		var ver, rid string
+		if err := db.r.QueryRow(`SELECT version, room_id FROM rooms WHERE room_nid = ?`, nid).Scan(&ver, &rid); err != nil {
+			return nil, err
+		}
+		var ok bool
+		if v, ok = roomdag.LookupRoomVersion(ver); !ok {
+			return nil, storage.ErrNotFound
+		}
+		db.rooms.put(roomdag.RoomID(rid), nid, v)
+	}
+	ev, err := roomdag.EventFromTrustedJSON(v, roomdag.EventID(id), raw)
+	if err != nil {
+		return nil, err
+	}
+	se := &roomdag.StoredEvent{Event: ev, Pos: roomdag.StreamPos(pos), TxnDevice: dev.String, TxnID: txnID.String, StateBefore: before}
+	if unsigned.Valid {
+		se.Unsigned = []byte(unsigned.String)
+	}
+	db.events.putIfEpoch(se.ID(), se, epoch)
+	return se, nil
+}
+
+// queryEvents runs an event query and scans its rows.
+func (db *DB) queryEvents(ctx context.Context, q querier, query string, args ...any) ([]*roomdag.StoredEvent, error) {
+	epoch := db.events.currentEpoch()
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*roomdag.StoredEvent
+	for rows.Next() {
+		ev, err := db.scanEvent(rows, epoch)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ev)
+	}
+	return out, rows.Err()
+}
+
+// eventsByID returns the events that exist among ids, cache first.
+func (db *DB) eventsByID(ctx context.Context, q querier, ids []roomdag.EventID) ([]*roomdag.StoredEvent, error) {
+	out := make([]*roomdag.StoredEvent, 0, len(ids))
+	var missing []any
+	for _, id := range ids {
+		if ev, ok := db.events.get(id); ok {
+			out = append(out, ev)
+		} else {
+			missing = append(missing, string(id))
+		}
+	}
+	// SQLite allows 32766 variables; stay well below.
+	for len(missing) > 0 {
+		n := min(len(missing), 500)
+		chunk := missing[:n]
+		missing = missing[n:]
+		evs, err := db.queryEvents(ctx, q, `SELECT `+eventCols+` FROM events e WHERE e.event_id IN (?`+
+			strings.Repeat(",?", len(chunk)-1)+`)`, chunk...)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, evs...)
+	}
+	return out, nil
+}
+
+// Events returns the stored events among ids (unknown ones are skipped).
+func (db *DB) Events(ctx context.Context, ids []roomdag.EventID) ([]*roomdag.StoredEvent, error) {
+	return db.eventsByID(ctx, db.r, ids)
+}
+
+// Event returns one stored event or storage.ErrNotFound.
+func (db *DB) Event(ctx context.Context, id roomdag.EventID) (*roomdag.StoredEvent, error) {
+	evs, err := db.eventsByID(ctx, db.r, []roomdag.EventID{id})
+	if err != nil {
+		return nil, err
+	}
+	if len(evs) == 0 {
+		return nil, storage.ErrNotFound
+	}
+	return evs[0], nil
+}
+
+// EventPlace returns where an event sits, or storage.ErrNotFound.
+func (db *DB) EventPlace(ctx context.Context, id roomdag.EventID) (storage.EventPlace, error) {
+	var p storage.EventPlace
+	err := db.r.QueryRowContext(ctx, `SELECT stream_pos, depth, state_before, state_after FROM events WHERE event_id = ?`, string(id)).
+		Scan(&p.Pos, &p.Depth, &p.StateBefore, &p.StateAfter)
+	return p, notFound(err)
+}
+
+// RecentEvents returns up to limit of a room's newest events with stream
+// positions in (after, upTo], oldest first, and whether older ones in the
+// range were left out.
+func (db *DB) RecentEvents(ctx context.Context, room roomdag.RoomID, after, upTo roomdag.StreamPos, limit int) ([]*roomdag.StoredEvent, bool, error) {
+	nid, _, err := db.roomNID(ctx, db.r, room)
+	if err != nil {
+		return nil, false, err
+	}
+	evs, err := db.queryEvents(ctx, db.r, `SELECT `+eventCols+` FROM events e
+		WHERE e.room_nid = ? AND e.stream_pos > ? AND e.stream_pos <= ? ORDER BY e.stream_pos DESC LIMIT ?`,
+		nid, int64(after), int64(upTo), limit+1)
+	if err != nil {
+		return nil, false, err
+	}
+	limited := len(evs) > limit
+	if limited {
+		evs = evs[:limit]
+	}
+	reverse(evs)
+	return evs, limited, nil
+}
+
+// RoomEventsTopo pages a room's events in topological order. Backwards
+// returns events strictly before from, newest first; forwards strictly
+// after from, oldest first. Events beyond limit are not returned; more tells
+// whether any exist.
+func (db *DB) RoomEventsTopo(ctx context.Context, room roomdag.RoomID, from storage.TopoPos, backwards bool, limit int) ([]*roomdag.StoredEvent, bool, error) {
+	nid, _, err := db.roomNID(ctx, db.r, room)
+	if err != nil {
+		return nil, false, err
+	}
+	q := `SELECT ` + eventCols + ` FROM events e WHERE e.room_nid = ? AND (e.depth, e.stream_pos) > (?, ?)
+		ORDER BY e.depth, e.stream_pos LIMIT ?`
+	if backwards {
+		q = `SELECT ` + eventCols + ` FROM events e WHERE e.room_nid = ? AND (e.depth, e.stream_pos) < (?, ?)
+		ORDER BY e.depth DESC, e.stream_pos DESC LIMIT ?`
+	}
+	evs, err := db.queryEvents(ctx, db.r, q, nid, from.Depth, int64(from.Pos), limit+1)
+	if err != nil {
+		return nil, false, err
+	}
+	more := len(evs) > limit
+	if more {
+		evs = evs[:limit]
+	}
+	return evs, more, nil
+}
+
+// TopoOf returns the topological position of an event.
+func (db *DB) TopoOf(ctx context.Context, id roomdag.EventID) (storage.TopoPos, error) {
+	var t storage.TopoPos
+	err := db.r.QueryRowContext(ctx, `SELECT depth, stream_pos FROM events WHERE event_id = ?`, string(id)).Scan(&t.Depth, &t.Pos)
+	return t, notFound(err)
+}
+
+// TopoAtStream returns the topological position just after the newest
+// event of the room at or before stream position pos: where backwards
+// pagination from a sync token starts.
+func (db *DB) TopoAtStream(ctx context.Context, room roomdag.RoomID, pos roomdag.StreamPos) (storage.TopoPos, error) {
+	nid, _, err := db.roomNID(ctx, db.r, room)
+	if err != nil {
+		return storage.TopoPos{}, err
+	}
+	var t storage.TopoPos
+	err = db.r.QueryRowContext(ctx, `SELECT depth, stream_pos FROM events WHERE room_nid = ? AND stream_pos <= ?
+		ORDER BY stream_pos DESC LIMIT 1`, nid, int64(pos)).Scan(&t.Depth, &t.Pos)
+	if err != nil {
+		return storage.TopoPos{}, notFound(err)
+	}
+	t.Pos++ // exclusive bound: the event itself is included when paging back
+	return t, nil
+}
+
+// StateAtStream returns the snapshot of the room's state after its newest
+// event at or before pos (0 if the room had no events then).
+func (db *DB) StateAtStream(ctx context.Context, room roomdag.RoomID, pos roomdag.StreamPos) (int64, error) {
+	nid, _, err := db.roomNID(ctx, db.r, room)
+	if err != nil {
+		return 0, err
+	}
+	var snap int64
+	err = db.r.QueryRowContext(ctx, `SELECT state_after FROM events WHERE room_nid = ? AND stream_pos <= ?
+		ORDER BY stream_pos DESC LIMIT 1`, nid, int64(pos)).Scan(&snap)
+	if err == sql.ErrNoRows {
+		return 0, nil
+	}
+	return snap, err
+}
+
+// Snapshot returns the state of a snapshot as event IDs.
+func (db *DB) Snapshot(ctx context.Context, id int64) (map[roomdag.StateKey]roomdag.EventID, error) {
+	if id == 0 {
+		return map[roomdag.StateKey]roomdag.EventID{}, nil
+	}
+	epoch := db.snapshots.currentEpoch() // snapshots are never removed; kept for the API
+	if m, ok := db.snapshots.get(id); ok {
+		return m, nil
+	}
+	// Walk to the nearest full copy, then apply the deltas oldest first.
+	var chain []int64
+	for cur := id; ; {
+		chain = append(chain, cur)
+		var parent sql.NullInt64
+		if err := db.r.QueryRowContext(ctx, `SELECT parent_id FROM state_snapshots WHERE snapshot_id = ?`, cur).Scan(&parent); err != nil {
+			return nil, notFound(err)
+		}
+		if !parent.Valid {
+			break
+		}
+		if base, ok := db.snapshots.get(parent.Int64); ok {
+			m, err := db.applyDeltas(ctx, base, chain)
+			if err == nil {
+				db.snapshots.putIfEpoch(id, m, epoch)
+			}
+			return m, err
+		}
+		cur = parent.Int64
+	}
+	m, err := db.applyDeltas(ctx, nil, chain)
+	if err == nil {
+		db.snapshots.putIfEpoch(id, m, epoch)
+	}
+	return m, err
+}
+
+// applyDeltas applies chain (newest first) on top of base.
+func (db *DB) applyDeltas(ctx context.Context, base map[roomdag.StateKey]roomdag.EventID, chain []int64) (map[roomdag.StateKey]roomdag.EventID, error) {
+	m := make(map[roomdag.StateKey]roomdag.EventID, len(base)+len(chain))
+	for k, v := range base {
+		m[k] = v
+	}
+	for i := len(chain) - 1; i >= 0; i-- {
+		rows, err := db.r.QueryContext(ctx, `SELECT type, state_key, event_id FROM state_snapshot_entries WHERE snapshot_id = ?`, chain[i])
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var k roomdag.StateKey
+			var id string
+			if err := rows.Scan(&k.Type, &k.StateKey, &id); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			m[k] = roomdag.EventID(id)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// StateEvents loads the events of a snapshot.
+func (db *DB) StateEvents(ctx context.Context, snapshot int64) (roomdag.StateMap, error) {
+	ids, err := db.Snapshot(ctx, snapshot)
+	if err != nil {
+		return nil, err
+	}
+	list := make([]roomdag.EventID, 0, len(ids))
+	for _, id := range ids {
+		list = append(list, id)
+	}
+	evs, err := db.eventsByID(ctx, db.r, list)
+	if err != nil {
+		return nil, err
+	}
+	m := make(roomdag.StateMap, len(evs))
+	for _, ev := range evs {
+		m[ev.Tuple()] = ev.Event
+	}
+	return m, nil
+}
+
+// TxnEvent returns the event a client transaction created, if any.
+func (db *DB) TxnEvent(ctx context.Context, user roomdag.UserID, device, txnID string) (roomdag.EventID, error) {
+	var id string
+	err := db.r.QueryRowContext(ctx, `SELECT event_id FROM events WHERE sender = ? AND txn_device = ? AND txn_id = ?`,
+		string(user), device, txnID).Scan(&id)
+	return roomdag.EventID(id), notFound(err)
+}
+
+// Redact replaces an event's stored JSON with its redacted form and records
+// the redaction for clients (unsigned.redacted_because).
+func (db *DB) Redact(ctx context.Context, id roomdag.EventID, redacted []byte, because []byte) error {
+	return db.write(func(tx *sql.Tx) error {
+		_, err := tx.Exec(`UPDATE events SET json = ?, redacted = 1, unsigned = json_object('redacted_because', json(?)) WHERE event_id = ?`,
+			redacted, string(because), string(id))
+		return err
+	}, func() { db.events.remove(id) })
+}
+
+func reverse[T any](s []T) {
+	for i, j := 0, len(s)-1; i < j; i, j = i+1, j-1 {
+		s[i], s[j] = s[j], s[i]
+	}
+}

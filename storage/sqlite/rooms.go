@@ -1,0 +1,280 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
+)
+
+// roomIndex caches room_id ↔ room_nid and each room's version; rooms are
+// never deleted, so entries never go stale.
+type roomIndex struct {
+	mu       sync.RWMutex
+	nids     map[roomdag.RoomID]int64
+	versions map[int64]*roomdag.RoomVersion
+}
+
+func (ri *roomIndex) get(id roomdag.RoomID) (int64, bool) {
+	ri.mu.RLock()
+	defer ri.mu.RUnlock()
+	nid, ok := ri.nids[id]
+	return nid, ok
+}
+
+func (ri *roomIndex) version(nid int64) *roomdag.RoomVersion {
+	ri.mu.RLock()
+	defer ri.mu.RUnlock()
+	return ri.versions[nid]
+}
+
+func (ri *roomIndex) put(id roomdag.RoomID, nid int64, v *roomdag.RoomVersion) {
+	ri.mu.Lock()
+	defer ri.mu.Unlock()
+	ri.nids[id] = nid
+	ri.versions[nid] = v
+}
+
+// roomNID resolves a room ID, reading the database on a cache miss.
+func (db *DB) roomNID(ctx context.Context, q querier, id roomdag.RoomID) (int64, *roomdag.RoomVersion, error) {
+	if nid, ok := db.rooms.get(id); ok {
+		return nid, db.rooms.version(nid), nil
+	}
+	var nid int64
+	var ver string
+	err := q.QueryRowContext(ctx, `SELECT room_nid, version FROM rooms WHERE room_id = ?`, string(id)).Scan(&nid, &ver)
+	if err != nil {
+		return 0, nil, notFound(err)
+	}
+	v, ok := roomdag.LookupRoomVersion(ver)
+	if !ok {
+		return 0, nil, fmt.Errorf("room %s has unsupported version %q", id, ver)
+	}
+	db.rooms.put(id, nid, v)
+	return nid, v, nil
+}
+
+// querier is what *sql.DB and *sql.Tx share.
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// NewSnapshotID allocates a state snapshot ID.
+func (db *DB) NewSnapshotID() int64 {
+	db.snapshotMu.Lock()
+	defer db.snapshotMu.Unlock()
+	db.nextSnapshotID++
+	return db.nextSnapshotID
+}
+
+// LoadRoom reads a room's current state for the write path.
+func (db *DB) LoadRoom(ctx context.Context, id roomdag.RoomID) (*roomdag.RoomState, error) {
+	nid, v, err := db.roomNID(ctx, db.r, id)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, roomdag.ErrUnknownRoom
+	}
+	if err != nil {
+		return nil, err
+	}
+	st := &roomdag.RoomState{Version: v}
+	err = db.readTx(ctx, func(tx *sql.Tx) error {
+		if err := tx.QueryRowContext(ctx, `SELECT cur_snapshot, chain_len, max_depth FROM rooms WHERE room_nid = ?`, nid).
+			Scan(&st.Snapshot, &st.ChainLen, &st.Depth); err != nil {
+			return err
+		}
+		ids, err := queryStrings(ctx, tx, `SELECT event_id FROM current_state WHERE room_nid = ?`, nid)
+		if err != nil {
+			return err
+		}
+		evs, err := db.eventsByID(ctx, tx, toEventIDs(ids))
+		if err != nil {
+			return err
+		}
+		st.State = make(roomdag.StateMap, len(evs))
+		for _, ev := range evs {
+			st.State[ev.Tuple()] = ev.Event
+		}
+		ext, err := queryStrings(ctx, tx, `SELECT event_id FROM forward_extremities WHERE room_nid = ?`, nid)
+		st.Extremities = toEventIDs(ext)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+var errStaleGeneration = errors.New("an earlier event of this room failed to persist")
+
+// EnqueueEvent queues an event and everything that goes with it.
+func (db *DB) EnqueueEvent(p *roomdag.Persist) <-chan error {
+	ev := p.Event
+	room := string(ev.RoomID())
+	var pos roomdag.StreamPos
+	j := &job{
+		fn: func(tx *sql.Tx) error {
+			if db.failedGen[room] > p.Generation {
+				return errStaleGeneration
+			}
+			var err error
+			pos, err = db.insertEvent(tx, p)
+			return err
+		},
+		after: func() {
+			if p.Committed != nil {
+				p.Committed(pos)
+			}
+		},
+		failed: func() {
+			if db.failedGen[room] < p.Generation+1 {
+				db.failedGen[room] = p.Generation + 1
+			}
+		},
+	}
+	return db.enqueueJob(j)
+}
+
+// insertEvent runs on the writer goroutine.
+func (db *DB) insertEvent(tx *sql.Tx, p *roomdag.Persist) (roomdag.StreamPos, error) {
+	ctx := context.Background()
+	ev := p.Event
+	var nid int64
+	if p.NewRoom {
+		res, err := tx.Exec(`INSERT INTO rooms (room_id, version) VALUES (?, ?)`, string(ev.RoomID()), ev.Version().ID)
+		if err != nil {
+			if isUniqueViolation(err) {
+				return 0, roomdag.ErrRoomExists
+			}
+			return 0, err
+		}
+		if nid, err = res.LastInsertId(); err != nil {
+			return 0, err
+		}
+	} else {
+		var err error
+		if nid, _, err = db.roomNID(ctx, tx, ev.RoomID()); err != nil {
+			return 0, err
+		}
+	}
+	var txnDevice, txnID, unsigned any
+	if p.Txn != nil {
+		txnDevice, txnID = p.Txn.DeviceID, p.Txn.TxnID
+	}
+	if len(p.Unsigned) > 0 {
+		unsigned = string(p.Unsigned)
+	}
+	res, err := tx.Exec(`INSERT INTO events (event_id, room_nid, type, state_key, sender, depth, origin_ts, json,
+		state_before, state_after, unsigned, txn_device, txn_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		string(ev.ID()), nid, ev.Type(), ev.StateKey(), string(ev.Sender()), ev.Depth(), ev.OriginServerTS(),
+		ev.JSON(), p.StateBefore, p.StateAfter, unsigned, txnDevice, txnID)
+	if err != nil {
+		if isUniqueViolation(err) {
+			return 0, storage.ErrConflict
+		}
+		return 0, err
+	}
+	rowid, err := res.LastInsertId()
+	if err != nil {
+		return 0, err
+	}
+	pos := roomdag.StreamPos(rowid)
+	if ev.IsState() {
+		if err := db.insertState(tx, nid, p, pos); err != nil {
+			return 0, err
+		}
+	}
+	if _, err := tx.Exec(`DELETE FROM forward_extremities WHERE room_nid = ?`, nid); err != nil {
+		return 0, err
+	}
+	for _, id := range p.Extremities {
+		if _, err := tx.Exec(`INSERT INTO forward_extremities (room_nid, event_id) VALUES (?, ?)`, nid, string(id)); err != nil {
+			return 0, err
+		}
+	}
+	if _, err := tx.Exec(`UPDATE rooms SET last_pos = ?, cur_snapshot = ?, chain_len = ?, max_depth = MAX(max_depth, ?) WHERE room_nid = ?`,
+		rowid, p.StateAfter, p.ChainLen, ev.Depth(), nid); err != nil {
+		return 0, err
+	}
+	if p.NewRoom {
+		db.rooms.put(ev.RoomID(), nid, ev.Version())
+	}
+	return pos, nil
+}
+
+func (db *DB) insertState(tx *sql.Tx, nid int64, p *roomdag.Persist, pos roomdag.StreamPos) error {
+	ev := p.Event
+	var parent any
+	if p.SnapshotParent != 0 {
+		parent = p.SnapshotParent
+	}
+	if _, err := tx.Exec(`INSERT INTO state_snapshots (snapshot_id, room_nid, parent_id, chain_len) VALUES (?,?,?,?)`,
+		p.StateAfter, nid, parent, p.ChainLen); err != nil {
+		return err
+	}
+	for k, id := range p.Snapshot {
+		if _, err := tx.Exec(`INSERT INTO state_snapshot_entries (snapshot_id, type, state_key, event_id) VALUES (?,?,?,?)`,
+			p.StateAfter, k.Type, k.StateKey, string(id)); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.Exec(`INSERT OR REPLACE INTO current_state (room_nid, type, state_key, event_id) VALUES (?,?,?,?)`,
+		nid, ev.Type(), *ev.StateKey(), string(ev.ID())); err != nil {
+		return err
+	}
+	if ev.Type() == roomdag.TypeMember {
+		if _, err := tx.Exec(`INSERT INTO memberships (room_nid, user_id, membership, event_pos, forgotten) VALUES (?,?,?,?,0)
+			ON CONFLICT (room_nid, user_id) DO UPDATE SET membership = excluded.membership, event_pos = excluded.event_pos, forgotten = 0`,
+			nid, *ev.StateKey(), ev.Membership(), int64(pos)); err != nil {
+			return err
+		}
+		if len(p.InviteState) > 0 {
+			if _, err := tx.Exec(`INSERT INTO invite_state (event_pos, stripped) VALUES (?, ?)`, int64(pos), string(p.InviteState)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func queryStrings(ctx context.Context, q querier, query string, args ...any) ([]string, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+func toEventIDs(ss []string) []roomdag.EventID {
+	out := make([]roomdag.EventID, len(ss))
+	for i, s := range ss {
+		out[i] = roomdag.EventID(s)
+	}
+	return out
+}
+
+// SetPublished lists or unlists a room in the public room directory.
+func (db *DB) SetPublished(ctx context.Context, room roomdag.RoomID, published bool) error {
+	nid, _, err := db.roomNID(ctx, db.r, room)
+	if err != nil {
+		return err
+	}
+	return db.write(func(tx *sql.Tx) error {
+		_, err := tx.Exec(`UPDATE rooms SET published = ? WHERE room_nid = ?`, published, nid)
+		return err
+	}, nil)
+}

@@ -1,0 +1,141 @@
+package sqlite
+
+// migrations are numbered and forward-only: the database records how many
+// have run (PRAGMA user_version) and runs the rest in order at start.
+var migrations = []string{
+	// 1: accounts, rooms, events and state.
+	`
+CREATE TABLE users (
+	user_id       TEXT PRIMARY KEY,
+	password_hash TEXT NOT NULL DEFAULT '',
+	is_admin      INTEGER NOT NULL DEFAULT 0,
+	deactivated   INTEGER NOT NULL DEFAULT 0,
+	displayname   TEXT,
+	avatar_url    TEXT,
+	created_ts    INTEGER NOT NULL
+);
+CREATE TABLE devices (
+	user_id       TEXT NOT NULL,
+	device_id     TEXT NOT NULL,
+	display_name  TEXT,
+	last_seen_ts  INTEGER,
+	last_seen_ip  TEXT,
+	PRIMARY KEY (user_id, device_id)
+);
+-- Tokens are stored as SHA-256 hashes: they are 256-bit random values, so a
+-- fast hash is enough and a stolen database yields no usable token.
+CREATE TABLE access_tokens (
+	token_hash    BLOB PRIMARY KEY,
+	user_id       TEXT NOT NULL,
+	device_id     TEXT NOT NULL,
+	expires_ts    INTEGER NOT NULL DEFAULT 0,
+	refresh_hash  BLOB
+);
+CREATE INDEX access_tokens_device ON access_tokens(user_id, device_id);
+CREATE TABLE refresh_tokens (
+	token_hash    BLOB PRIMARY KEY,
+	user_id       TEXT NOT NULL,
+	device_id     TEXT NOT NULL
+);
+CREATE INDEX refresh_tokens_device ON refresh_tokens(user_id, device_id);
+CREATE TABLE account_data (
+	user_id    TEXT NOT NULL,
+	room_id    TEXT NOT NULL, -- '' for global account data
+	type       TEXT NOT NULL,
+	content    TEXT NOT NULL,
+	stream_pos INTEGER NOT NULL,
+	PRIMARY KEY (user_id, room_id, type)
+);
+CREATE INDEX account_data_pos ON account_data(user_id, stream_pos);
+CREATE TABLE filters (
+	user_id   TEXT NOT NULL,
+	filter_id INTEGER NOT NULL,
+	filter    TEXT NOT NULL,
+	PRIMARY KEY (user_id, filter_id)
+);
+
+CREATE TABLE rooms (
+	room_nid     INTEGER PRIMARY KEY,
+	room_id      TEXT NOT NULL UNIQUE,
+	version      TEXT NOT NULL,
+	last_pos     INTEGER NOT NULL DEFAULT 0, -- stream position of its newest event
+	cur_snapshot INTEGER NOT NULL DEFAULT 0, -- state snapshot after its newest event
+	chain_len    INTEGER NOT NULL DEFAULT 0, -- delta chain length of cur_snapshot
+	max_depth    INTEGER NOT NULL DEFAULT 0,
+	published    INTEGER NOT NULL DEFAULT 0
+);
+-- stream_pos is the event's position in the server-wide event stream,
+-- assigned in commit order by the single writer.
+CREATE TABLE events (
+	stream_pos     INTEGER PRIMARY KEY,
+	event_id       TEXT NOT NULL UNIQUE,
+	room_nid       INTEGER NOT NULL,
+	type           TEXT NOT NULL,
+	state_key      TEXT,
+	sender         TEXT NOT NULL,
+	depth          INTEGER NOT NULL,
+	origin_ts      INTEGER NOT NULL,
+	json           BLOB NOT NULL,
+	state_before   INTEGER NOT NULL, -- snapshot id of the room state before this event
+	state_after    INTEGER NOT NULL, -- and after it (differs only for state events)
+	unsigned       TEXT,             -- server-kept unsigned fields for clients
+	redacted       INTEGER NOT NULL DEFAULT 0,
+	txn_device     TEXT,
+	txn_id         TEXT
+);
+CREATE INDEX events_room_topo ON events(room_nid, depth, stream_pos);
+CREATE INDEX events_room_pos ON events(room_nid, stream_pos);
+CREATE UNIQUE INDEX events_txn ON events(sender, txn_device, txn_id) WHERE txn_id IS NOT NULL;
+CREATE INDEX events_membership ON events(state_key, stream_pos) WHERE type = 'm.room.member';
+
+-- State snapshots: each is a delta on its parent; every so often a full copy
+-- (parent NULL) bounds the chain a lookup walks.
+CREATE TABLE state_snapshots (
+	snapshot_id INTEGER PRIMARY KEY,
+	room_nid    INTEGER NOT NULL,
+	parent_id   INTEGER,
+	chain_len   INTEGER NOT NULL
+);
+CREATE TABLE state_snapshot_entries (
+	snapshot_id INTEGER NOT NULL,
+	type        TEXT NOT NULL,
+	state_key   TEXT NOT NULL,
+	event_id    TEXT NOT NULL,
+	PRIMARY KEY (snapshot_id, type, state_key)
+) WITHOUT ROWID;
+CREATE TABLE current_state (
+	room_nid    INTEGER NOT NULL,
+	type        TEXT NOT NULL,
+	state_key   TEXT NOT NULL,
+	event_id    TEXT NOT NULL,
+	PRIMARY KEY (room_nid, type, state_key)
+) WITHOUT ROWID;
+CREATE TABLE forward_extremities (
+	room_nid INTEGER NOT NULL,
+	event_id TEXT NOT NULL,
+	PRIMARY KEY (room_nid, event_id)
+) WITHOUT ROWID;
+-- Current membership of every user in every room, for /joined_rooms, /sync
+-- and member lists.
+CREATE TABLE memberships (
+	room_nid   INTEGER NOT NULL,
+	user_id    TEXT NOT NULL,
+	membership TEXT NOT NULL,
+	event_pos  INTEGER NOT NULL,
+	forgotten  INTEGER NOT NULL DEFAULT 0,
+	PRIMARY KEY (room_nid, user_id)
+) WITHOUT ROWID;
+CREATE INDEX memberships_user ON memberships(user_id, membership);
+-- Stripped state shown to invitees, kept with the invite event.
+CREATE TABLE invite_state (
+	event_pos INTEGER PRIMARY KEY,
+	stripped  TEXT NOT NULL
+);
+CREATE TABLE room_aliases (
+	alias      TEXT PRIMARY KEY,
+	room_id    TEXT NOT NULL,
+	creator    TEXT NOT NULL
+);
+CREATE INDEX room_aliases_room ON room_aliases(room_id);
+`,
+}

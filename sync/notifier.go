@@ -1,0 +1,114 @@
+package sync
+
+import (
+	gosync "sync"
+
+	"github.com/persistentchat/homeserver/roomdag"
+)
+
+// Notifier wakes the long-polling /sync requests of the users a change
+// concerns. It learns room membership from the events it hears, so it
+// never reads the database on the write path.
+type Notifier struct {
+	mu  gosync.Mutex
+	cur Token
+	// members holds, per room, the local users with a membership that
+	// makes them see its events (join, invite, knock).
+	members map[roomdag.RoomID]map[roomdag.UserID]struct{}
+	// waiting holds a channel per user with a pending sync; closing it
+	// wakes all of that user's requests.
+	waiting map[roomdag.UserID]chan struct{}
+	server  roomdag.ServerName
+}
+
+// NewNotifier starts at the given positions with the given memberships
+// (from storage at start-up).
+func NewNotifier(server roomdag.ServerName, cur Token, members map[roomdag.RoomID][]roomdag.UserID) *Notifier {
+	n := &Notifier{cur: cur, server: server, members: map[roomdag.RoomID]map[roomdag.UserID]struct{}{},
+		waiting: map[roomdag.UserID]chan struct{}{}}
+	for room, users := range members {
+		set := map[roomdag.UserID]struct{}{}
+		for _, u := range users {
+			set[u] = struct{}{}
+		}
+		n.members[room] = set
+	}
+	return n
+}
+
+// Current is the newest position every stream has committed.
+func (n *Notifier) Current() Token {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cur
+}
+
+// EventCommitted implements roomdag.Listener: it runs on the storage
+// writer's goroutine, in commit order.
+func (n *Notifier) EventCommitted(ev *roomdag.Event, pos roomdag.StreamPos) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if pos > n.cur.Events {
+		n.cur.Events = pos
+	}
+	room := ev.RoomID()
+	set := n.members[room]
+	if ev.Type() == roomdag.TypeMember && ev.StateKey() != nil {
+		target := roomdag.UserID(*ev.StateKey())
+		if target.Server() == n.server {
+			switch ev.Membership() {
+			case roomdag.MembershipJoin, roomdag.MembershipInvite, roomdag.MembershipKnock:
+				if set == nil {
+					set = map[roomdag.UserID]struct{}{}
+					n.members[room] = set
+				}
+				set[target] = struct{}{}
+			default:
+				delete(set, target)
+			}
+			n.wakeLocked(target) // a user who left still hears of it
+		}
+	}
+	if len(n.waiting) < len(set) {
+		for u := range n.waiting {
+			if _, ok := set[u]; ok {
+				n.wakeLocked(u)
+			}
+		}
+	} else {
+		for u := range set {
+			n.wakeLocked(u)
+		}
+	}
+}
+
+// AccountDataChanged wakes the user after an account data write at pos.
+func (n *Notifier) AccountDataChanged(user roomdag.UserID, pos int64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if pos > n.cur.AccountData {
+		n.cur.AccountData = pos
+	}
+	n.wakeLocked(user)
+}
+
+func (n *Notifier) wakeLocked(u roomdag.UserID) {
+	if ch, ok := n.waiting[u]; ok {
+		close(ch)
+		delete(n.waiting, u)
+	}
+}
+
+// wakeup returns a channel closed at the user's next relevant change, and
+// the current position. Taking both under one lock means a change that
+// lands after the position was read always closes the channel.
+func (n *Notifier) wakeup(u roomdag.UserID) (<-chan struct{}, Token) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ch, ok := n.waiting[u]
+	if !ok {
+		ch = make(chan struct{})
+		n.waiting[u] = ch
+	}
+	return ch, n.cur
+}

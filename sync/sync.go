@@ -1,0 +1,517 @@
+package sync
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sort"
+	"time"
+
+	"github.com/persistentchat/homeserver/clock"
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
+)
+
+// Store is what /sync reads.
+type Store interface {
+	UserRooms(ctx context.Context, user roomdag.UserID) ([]storage.RoomMembership, error)
+	RoomsWithEventsSince(ctx context.Context, user roomdag.UserID, after roomdag.StreamPos) (map[roomdag.RoomID]bool, error)
+	RecentEvents(ctx context.Context, room roomdag.RoomID, after, upTo roomdag.StreamPos, limit int) ([]*roomdag.StoredEvent, bool, error)
+	Snapshot(ctx context.Context, id int64) (map[roomdag.StateKey]roomdag.EventID, error)
+	StateAtStream(ctx context.Context, room roomdag.RoomID, pos roomdag.StreamPos) (int64, error)
+	Events(ctx context.Context, ids []roomdag.EventID) ([]*roomdag.StoredEvent, error)
+	AccountDataSince(ctx context.Context, user roomdag.UserID, after, upTo int64) ([]storage.AccountDataItem, error)
+	InviteState(ctx context.Context, pos roomdag.StreamPos) (json.RawMessage, error)
+}
+
+// Syncer answers /sync requests.
+type Syncer struct {
+	store    Store
+	rooms    *roomdag.Rooms
+	notifier *Notifier
+	clock    clock.Clock
+	log      *slog.Logger
+	// Backchat bounds: the server default and the most any filter or room
+	// may ask for.
+	backchatDefault, backchatMax int
+}
+
+// NewSyncer makes a Syncer.
+func NewSyncer(store Store, rooms *roomdag.Rooms, n *Notifier, clk clock.Clock, log *slog.Logger, backchatDefault, backchatMax int) *Syncer {
+	return &Syncer{store: store, rooms: rooms, notifier: n, clock: clk, log: log,
+		backchatDefault: backchatDefault, backchatMax: backchatMax}
+}
+
+// Notifier returns the notifier the syncer waits on.
+func (s *Syncer) Notifier() *Notifier { return s.notifier }
+
+// Request is one /sync call.
+type Request struct {
+	User      roomdag.UserID
+	Device    string
+	Since     *Token // nil for an initial sync
+	Timeout   time.Duration
+	Filter    *Filter
+	FullState bool
+}
+
+// Response is the /sync body.
+type Response struct {
+	NextBatch   string    `json:"next_batch"`
+	Rooms       Rooms     `json:"rooms"`
+	AccountData EventList `json:"account_data"`
+	Presence    EventList `json:"presence"`
+}
+
+// Rooms holds the per-membership sections.
+type Rooms struct {
+	Join   map[roomdag.RoomID]*JoinedRoom  `json:"join"`
+	Invite map[roomdag.RoomID]*InvitedRoom `json:"invite"`
+	Leave  map[roomdag.RoomID]*LeftRoom    `json:"leave"`
+	Knock  map[roomdag.RoomID]*InvitedRoom `json:"knock"`
+}
+
+// EventList is {"events": [...]}.
+type EventList struct {
+	Events []json.RawMessage `json:"events"`
+}
+
+// Timeline is a room's timeline section.
+type Timeline struct {
+	Events    []json.RawMessage `json:"events"`
+	Limited   bool              `json:"limited"`
+	PrevBatch string            `json:"prev_batch,omitempty"`
+}
+
+// JoinedRoom is a room in rooms.join.
+type JoinedRoom struct {
+	Timeline            Timeline       `json:"timeline"`
+	State               EventList      `json:"state"`
+	AccountData         EventList      `json:"account_data"`
+	Ephemeral           EventList      `json:"ephemeral"`
+	Summary             map[string]any `json:"summary"`
+	UnreadNotifications Unread         `json:"unread_notifications"`
+}
+
+// Unread holds a room's notification counts.
+type Unread struct {
+	NotificationCount int64 `json:"notification_count"`
+	HighlightCount    int64 `json:"highlight_count"`
+}
+
+// InvitedRoom is a room in rooms.invite (and rooms.knock).
+type InvitedRoom struct {
+	InviteState EventList `json:"invite_state"`
+}
+
+// LeftRoom is a room in rooms.leave.
+type LeftRoom struct {
+	Timeline    Timeline  `json:"timeline"`
+	State       EventList `json:"state"`
+	AccountData EventList `json:"account_data"`
+}
+
+func (r *Response) empty() bool {
+	return len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Leave) == 0 &&
+		len(r.AccountData.Events) == 0
+}
+
+// Sync answers a sync request, long-polling up to req.Timeout when an
+// incremental sync has nothing new.
+func (s *Syncer) Sync(ctx context.Context, req Request) (*Response, error) {
+	if req.Filter == nil {
+		req.Filter = &Filter{}
+	}
+	var deadline <-chan time.Time
+	for {
+		wake, cur := s.notifier.wakeup(req.User)
+		if req.Since != nil && !cur.after(*req.Since) && !req.FullState {
+			// Nothing new at all: wait without touching the database.
+		} else {
+			resp, err := s.build(ctx, req, cur)
+			if err != nil {
+				return nil, err
+			}
+			if req.Since == nil || req.FullState || !resp.empty() || req.Timeout <= 0 {
+				return resp, nil
+			}
+		}
+		if req.Timeout <= 0 {
+			return s.emptyResponse(cur), nil
+		}
+		if deadline == nil {
+			deadline = s.clock.After(req.Timeout)
+		}
+		select {
+		case <-wake:
+		case <-deadline:
+			return s.emptyResponse(s.notifier.Current()), nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (s *Syncer) emptyResponse(cur Token) *Response {
+	return &Response{NextBatch: cur.String(), Rooms: emptyRooms(), AccountData: EventList{Events: []json.RawMessage{}},
+		Presence: EventList{Events: []json.RawMessage{}}}
+}
+
+func emptyRooms() Rooms {
+	return Rooms{Join: map[roomdag.RoomID]*JoinedRoom{}, Invite: map[roomdag.RoomID]*InvitedRoom{},
+		Leave: map[roomdag.RoomID]*LeftRoom{}, Knock: map[roomdag.RoomID]*InvitedRoom{}}
+}
+
+// build assembles everything between req.Since and cur.
+func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, error) {
+	resp := s.emptyResponse(cur)
+	var since Token
+	if req.Since != nil {
+		since = *req.Since
+	}
+	memberships, err := s.store.UserRooms(ctx, req.User)
+	if err != nil {
+		return nil, err
+	}
+	var changed map[roomdag.RoomID]bool
+	if req.Since != nil && !req.FullState {
+		if changed, err = s.store.RoomsWithEventsSince(ctx, req.User, since.Events); err != nil {
+			return nil, err
+		}
+	}
+	accountData, err := s.store.AccountDataSince(ctx, req.User, since.AccountData, cur.AccountData)
+	if err != nil {
+		return nil, err
+	}
+	roomData := map[roomdag.RoomID][]json.RawMessage{}
+	for _, it := range accountData {
+		ev, _ := json.Marshal(map[string]any{"type": it.Type, "content": it.Content})
+		if it.RoomID == "" {
+			if req.Filter.AccountData.Allows(it.Type, "") {
+				resp.AccountData.Events = append(resp.AccountData.Events, ev)
+			}
+		} else if req.Filter.Room.AccountData.Allows(it.Type, "") {
+			roomData[it.RoomID] = append(roomData[it.RoomID], ev)
+		}
+	}
+	rf := &req.Filter.Room
+	for _, m := range memberships {
+		if m.Pos > cur.Events || !rf.AllowsRoom(m.RoomID) {
+			continue // a membership newer than this sync: the next one has it
+		}
+		newHere := req.Since == nil || m.Pos > since.Events
+		switch m.Membership {
+		case roomdag.MembershipJoin:
+			if !newHere && !req.FullState && !changed[m.RoomID] && roomData[m.RoomID] == nil {
+				continue
+			}
+			jr, err := s.joinedRoom(ctx, req, m, since, cur, newHere)
+			if err != nil {
+				return nil, err
+			}
+			if jr == nil {
+				continue
+			}
+			if d := roomData[m.RoomID]; d != nil {
+				jr.AccountData.Events = d
+			}
+			resp.Rooms.Join[m.RoomID] = jr
+		case roomdag.MembershipInvite, roomdag.MembershipKnock:
+			if !newHere {
+				continue
+			}
+			ir, err := s.invitedRoom(ctx, m)
+			if err != nil {
+				return nil, err
+			}
+			if m.Membership == roomdag.MembershipInvite {
+				resp.Rooms.Invite[m.RoomID] = ir
+			} else {
+				resp.Rooms.Knock[m.RoomID] = ir
+			}
+		case roomdag.MembershipLeave, roomdag.MembershipBan:
+			if m.Forgotten || (req.Since == nil && !rf.IncludeLeave) || (req.Since != nil && !newHere) {
+				continue
+			}
+			lr, err := s.leftRoom(ctx, req, m, since)
+			if err != nil {
+				return nil, err
+			}
+			resp.Rooms.Leave[m.RoomID] = lr
+		}
+	}
+	return resp, nil
+}
+
+// backchat is how many recent events a room's timeline holds when a member
+// joins or reconnects: the filter's limit, else the room's backchat state
+// event, else the server default; never more than the server maximum.
+func (s *Syncer) backchat(f *Filter, st *roomdag.RoomState) int {
+	n := s.backchatDefault
+	if f.Room.Timeline.Limit > 0 {
+		n = f.Room.Timeline.Limit
+	} else if ev := st.State.Get(roomdag.TypeBackchat, ""); ev != nil {
+		var c struct {
+			Limit int `json:"limit"`
+		}
+		if json.Unmarshal(ev.Content(), &c) == nil && c.Limit > 0 {
+			n = c.Limit
+		}
+	}
+	return min(n, s.backchatMax)
+}
+
+func (s *Syncer) joinedRoom(ctx context.Context, req Request, m storage.RoomMembership, since, cur Token, newHere bool) (*JoinedRoom, error) {
+	st, err := s.rooms.State(ctx, m.RoomID)
+	if err != nil {
+		return nil, err
+	}
+	limit := s.backchat(req.Filter, st)
+	after := since.Events
+	full := newHere || req.FullState
+	if newHere {
+		after = 0
+	}
+	// Visibility needs checking only where the user was not joined for the
+	// whole range: on a first sync or a fresh join, for earlier history.
+	tl, limited, err := s.timeline(ctx, req, m.RoomID, after, cur.Events, limit, full, roomdag.MembershipJoin)
+	if err != nil {
+		return nil, err
+	}
+	jr := &JoinedRoom{
+		Timeline:    Timeline{Events: []json.RawMessage{}, Limited: limited},
+		State:       EventList{Events: []json.RawMessage{}},
+		AccountData: EventList{Events: []json.RawMessage{}},
+		Ephemeral:   EventList{Events: []json.RawMessage{}},
+		Summary:     summary(st, req.User),
+	}
+	view := roomdag.ClientView{NowMS: s.clock.Now().UnixMilli(), UserID: req.User, DeviceID: req.Device}
+	for _, ev := range tl {
+		jr.Timeline.Events = append(jr.Timeline.Events, ev.ClientJSON(view))
+	}
+	// State before the timeline: in full for a new room, otherwise what
+	// changed in a gap the timeline does not cover.
+	var stateBefore int64
+	if len(tl) > 0 {
+		stateBefore = tl[0].StateBefore
+		jr.Timeline.PrevBatch = TopoToken{Depth: tl[0].Depth(), Pos: tl[0].Pos}.String()
+	} else if stateBefore, err = s.store.StateAtStream(ctx, m.RoomID, cur.Events); err != nil {
+		return nil, err
+	}
+	if len(tl) == 0 {
+		jr.Timeline.PrevBatch = TopoToken{Depth: st.Depth + 1, Pos: cur.Events + 1}.String()
+	}
+	if full || limited {
+		var sinceSnap int64
+		if !full {
+			if sinceSnap, err = s.store.StateAtStream(ctx, m.RoomID, since.Events); err != nil {
+				return nil, err
+			}
+		}
+		state, err := s.stateDelta(ctx, req, sinceSnap, stateBefore, tl)
+		if err != nil {
+			return nil, err
+		}
+		for _, ev := range state {
+			jr.State.Events = append(jr.State.Events, ev.ClientJSON(view))
+		}
+	}
+	if !full && len(tl) == 0 && len(jr.State.Events) == 0 {
+		return nil, nil
+	}
+	return jr, nil
+}
+
+// timeline returns up to limit events of the room in (after, upTo] that
+// pass the filter (and, if check, history visibility), oldest first, and
+// whether more matching ones were left out.
+func (s *Syncer) timeline(ctx context.Context, req Request, room roomdag.RoomID, after, upTo roomdag.StreamPos, limit int, check bool, current string) ([]*roomdag.StoredEvent, bool, error) {
+	f := &req.Filter.Room.Timeline
+	var out []*roomdag.StoredEvent
+	top := upTo
+	vis := newVisibility(s.store, req.User, current)
+	for len(out) < limit {
+		batch, more, err := s.store.RecentEvents(ctx, room, after, top, limit)
+		if err != nil {
+			return nil, false, err
+		}
+		for i := len(batch) - 1; i >= 0 && len(out) <= limit; i-- {
+			ev := batch[i]
+			if !f.AllowsEvent(ev.Event) {
+				continue
+			}
+			if check {
+				ok, err := vis.canSee(ctx, ev)
+				if err != nil {
+					return nil, false, err
+				}
+				if !ok {
+					// Older events are hidden too unless the user was
+					// joined before: stop at the visibility boundary.
+					more = false
+					break
+				}
+			}
+			out = append(out, ev)
+		}
+		if !more || len(batch) == 0 || len(out) > limit {
+			break
+		}
+		top = batch[0].Pos - 1
+	}
+	limited := len(out) > limit
+	if limited {
+		out = out[:limit]
+	} else if len(out) == limit {
+		// Exactly limit found: limited if anything older in range exists.
+		_, more, err := s.store.RecentEvents(ctx, room, after, out[len(out)-1].Pos-1, 0)
+		if err != nil {
+			return nil, false, err
+		}
+		limited = more
+	}
+	reverseEvents(out)
+	return out, limited, nil
+}
+
+func reverseEvents(s []*roomdag.StoredEvent) {
+	for i, j := 0, len(s)-1; i < j; i, j = i+1, j-1 {
+		s[i], s[j] = s[j], s[i]
+	}
+}
+
+// stateDelta returns the state at snapshot `to` that differs from `from`
+// (0 = empty), after the state filter and lazy loading of members.
+func (s *Syncer) stateDelta(ctx context.Context, req Request, from, to int64, tl []*roomdag.StoredEvent) ([]*roomdag.StoredEvent, error) {
+	toIDs, err := s.store.Snapshot(ctx, to)
+	if err != nil {
+		return nil, err
+	}
+	fromIDs, err := s.store.Snapshot(ctx, from)
+	if err != nil {
+		return nil, err
+	}
+	sf := &req.Filter.Room.State
+	lazy := sf.LazyLoadMembers
+	senders := map[string]bool{string(req.User): true}
+	for _, ev := range tl {
+		senders[string(ev.Sender())] = true
+	}
+	var ids []roomdag.EventID
+	for k, id := range toIDs {
+		if fromIDs[k] == id {
+			continue
+		}
+		if lazy && k.Type == roomdag.TypeMember && !senders[k.StateKey] {
+			continue
+		}
+		ids = append(ids, id)
+	}
+	evs, err := s.store.Events(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := evs[:0]
+	for _, ev := range evs {
+		if sf.AllowsEvent(ev.Event) {
+			out = append(out, ev)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Pos < out[j].Pos })
+	if sf.Limit > 0 && len(out) > sf.Limit {
+		out = out[len(out)-sf.Limit:]
+	}
+	return out, nil
+}
+
+// summary is the room summary clients name rooms with (spec: m.heroes).
+func summary(st *roomdag.RoomState, user roomdag.UserID) map[string]any {
+	joined, invited := 0, 0
+	var heroes []string
+	for k, ev := range st.State {
+		if k.Type != roomdag.TypeMember {
+			continue
+		}
+		switch ev.Membership() {
+		case roomdag.MembershipJoin:
+			joined++
+		case roomdag.MembershipInvite:
+			invited++
+		default:
+			continue
+		}
+		if k.StateKey != string(user) {
+			heroes = append(heroes, k.StateKey)
+		}
+	}
+	sort.Strings(heroes)
+	if len(heroes) > 5 {
+		heroes = heroes[:5]
+	}
+	if heroes == nil {
+		heroes = []string{}
+	}
+	return map[string]any{"m.heroes": heroes, "m.joined_member_count": joined, "m.invited_member_count": invited}
+}
+
+func (s *Syncer) invitedRoom(ctx context.Context, m storage.RoomMembership) (*InvitedRoom, error) {
+	ir := &InvitedRoom{InviteState: EventList{Events: []json.RawMessage{}}}
+	stripped, err := s.store.InviteState(ctx, m.Pos)
+	if err == nil {
+		var evs []json.RawMessage
+		_ = json.Unmarshal(stripped, &evs)
+		ir.InviteState.Events = append(ir.InviteState.Events, evs...)
+	}
+	// The invite event itself, stripped, so clients know who invited whom.
+	evs, _, err := s.store.RecentEvents(ctx, m.RoomID, m.Pos-1, m.Pos, 1)
+	if err != nil {
+		return nil, err
+	}
+	for _, ev := range evs {
+		b, _ := json.Marshal(map[string]any{"type": ev.Type(), "state_key": ev.StateKey(), "sender": ev.Sender(),
+			"content": ev.Content(), "event_id": ev.ID(), "origin_server_ts": ev.OriginServerTS()})
+		ir.InviteState.Events = append(ir.InviteState.Events, b)
+	}
+	return ir, nil
+}
+
+func (s *Syncer) leftRoom(ctx context.Context, req Request, m storage.RoomMembership, since Token) (*LeftRoom, error) {
+	st, err := s.rooms.State(ctx, m.RoomID)
+	if err != nil {
+		return nil, err
+	}
+	after := since.Events
+	if req.Since == nil {
+		after = 0
+	}
+	// The user sees up to their leave event, and no further.
+	tl, limited, err := s.timeline(ctx, req, m.RoomID, after, m.Pos, s.backchat(req.Filter, st), true, m.Membership)
+	if err != nil {
+		return nil, err
+	}
+	lr := &LeftRoom{Timeline: Timeline{Events: []json.RawMessage{}, Limited: limited},
+		State: EventList{Events: []json.RawMessage{}}, AccountData: EventList{Events: []json.RawMessage{}}}
+	view := roomdag.ClientView{NowMS: s.clock.Now().UnixMilli(), UserID: req.User, DeviceID: req.Device}
+	for _, ev := range tl {
+		lr.Timeline.Events = append(lr.Timeline.Events, ev.ClientJSON(view))
+	}
+	if len(tl) > 0 {
+		lr.Timeline.PrevBatch = TopoToken{Depth: tl[0].Depth(), Pos: tl[0].Pos}.String()
+		if limited || req.Since == nil {
+			var sinceSnap int64
+			if req.Since != nil {
+				if sinceSnap, err = s.store.StateAtStream(ctx, m.RoomID, since.Events); err != nil {
+					return nil, err
+				}
+			}
+			state, err := s.stateDelta(ctx, req, sinceSnap, tl[0].StateBefore, tl)
+			if err != nil {
+				return nil, err
+			}
+			for _, ev := range state {
+				lr.State.Events = append(lr.State.Events, ev.ClientJSON(view))
+			}
+		}
+	}
+	return lr, nil
+}
