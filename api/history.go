@@ -24,6 +24,7 @@ func (s *Server) historyRoutes() []route {
 		{"GET", v3 + "/rooms/{roomId}/joined_members", s.joinedMembers, authRequired, rateNone},
 		{"GET", v3 + "/rooms/{roomId}/state", s.getState, authRequired, rateNone},
 		{"GET", v3 + "/rooms/{roomId}/state/{eventType}", s.getStateEvent, authRequired, rateNone},
+		{"GET", v3 + "/rooms/{roomId}/state/{eventType}/", s.getStateEvent, authRequired, rateNone},
 		{"GET", v3 + "/rooms/{roomId}/state/{eventType}/{stateKey}", s.getStateEvent, authRequired, rateNone},
 	}
 }

@@ -25,6 +25,7 @@ func (s *Server) roomRoutes() []route {
 		{"GET", v3 + "/joined_rooms", s.joinedRooms, authRequired, rateNone},
 		{"PUT", v3 + "/rooms/{roomId}/send/{eventType}/{txnId}", s.sendMessage, authRequired, rateMessage},
 		{"PUT", v3 + "/rooms/{roomId}/state/{eventType}", s.putState, authRequired, rateMessage},
+		{"PUT", v3 + "/rooms/{roomId}/state/{eventType}/", s.putState, authRequired, rateMessage},
 		{"PUT", v3 + "/rooms/{roomId}/state/{eventType}/{stateKey}", s.putState, authRequired, rateMessage},
 		{"PUT", v3 + "/rooms/{roomId}/redact/{eventId}/{txnId}", s.redact, authRequired, rateMessage},
 	}

@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
+
+	"github.com/tidwall/gjson"
 )
 
 // Size limits from the spec ("Size limits", server-server API): a whole PDU,
@@ -103,12 +106,8 @@ func NewEventFromJSON(v *RoomVersion, data []byte) (*Event, error) {
 	e.redacts = EventID(f.Redacts)
 	if e.typ == TypeRedaction && v.UpdatedRedaction {
 		// v11 moved redacts into content; the top-level copy is for old clients.
-		var c struct {
-			Redacts string `json:"redacts"`
-		}
-		_ = json.Unmarshal(e.content, &c)
-		if c.Redacts != "" {
-			e.redacts = EventID(c.Redacts)
+		if r := exactString(e.content, "redacts"); r != "" {
+			e.redacts = EventID(r)
 		}
 	}
 	raw, err := stripUnsigned(data)
@@ -147,12 +146,8 @@ func EventFromTrustedJSON(v *RoomVersion, id EventID, raw []byte) (*Event, error
 		e.authEvents = append(e.authEvents, EventID(a))
 	}
 	if e.typ == TypeRedaction && v.UpdatedRedaction {
-		var c struct {
-			Redacts string `json:"redacts"`
-		}
-		_ = json.Unmarshal(e.content, &c)
-		if c.Redacts != "" {
-			e.redacts = EventID(c.Redacts)
+		if r := exactString(e.content, "redacts"); r != "" {
+			e.redacts = EventID(r)
 		}
 	}
 	if v.DomainlessRoomIDs && e.IsCreate() {
@@ -180,24 +175,13 @@ func parseEventIDs(ids []string) ([]EventID, error) {
 }
 
 // stripUnsigned returns the event's canonical JSON without "unsigned".
+// Canonicalising first rejects duplicate keys and invalid UTF-8.
 func stripUnsigned(data []byte) ([]byte, error) {
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, formatErr("%v", err)
-	}
-	if _, ok := m["unsigned"]; ok {
-		delete(m, "unsigned")
-		b, err := json.Marshal(m)
-		if err != nil {
-			return nil, formatErr("%v", err)
-		}
-		data = b
-	}
-	out, err := CanonicalJSON(data)
+	c, err := CanonicalJSON(data)
 	if err != nil {
 		return nil, formatErr("%v", err)
 	}
-	return out, nil
+	return cjWithout(c, "unsigned"), nil
 }
 
 func (e *Event) ID() EventID              { return e.id }
@@ -241,11 +225,29 @@ func (e *Event) Membership() string {
 	if e.typ != TypeMember {
 		return ""
 	}
-	var c struct {
-		Membership string `json:"membership"`
+	return exactString(e.content, "membership")
+}
+
+// exactString reads a top-level string field by its exact key, as the auth
+// rules do; encoding/json would also match "Membership".
+func exactString(obj []byte, key string) string {
+	r := gjson.GetBytes(obj, gjsonEscape(key))
+	if r.Type != gjson.String {
+		return ""
 	}
-	_ = json.Unmarshal(e.content, &c)
-	return c.Membership
+	return r.Str
+}
+
+// gjsonEscape escapes gjson's path syntax in a literal key.
+func gjsonEscape(key string) string {
+	var b strings.Builder
+	for _, c := range key {
+		if strings.ContainsRune(`.*?|#@\!=<>%`, c) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
 }
 
 // StateKey names one piece of room state.

@@ -2,6 +2,8 @@ package roomdag
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -350,12 +352,11 @@ func CheckAuthEvents(ev *Event, authEvents []*Event) error {
 // state must hold the create event (the auth events do not). A rejection is
 // an *AuthError naming the rule.
 //
-// Not checked here: signatures and hashes (the caller verifies those before,
-// including, for rule 4.2.1, the signature of the server of
+// Not checked here: the event's signatures and hashes (the caller verifies
+// those before, including, for rule 4.2.1, the signature of the server of
 // join_authorised_via_users_server; Authorise only checks that one is
-// present), the auth_events list (CheckAuthEvents) and, for third-party
-// invites, the signatures in content.third_party_invite.signed (not
-// supported yet: such invites are rejected under rule 4.4.1.8).
+// present) and the auth_events list (CheckAuthEvents). The signatures in
+// content.third_party_invite.signed (rule 4.4.1.7) are verified here.
 //
 // m.room.redaction has no rule of its own in v10-v12: it needs its event
 // level like any event, and whether it is applied is RedactionApplies's
@@ -689,10 +690,73 @@ func (a *authoriser) thirdPartyInvite(c memberContent, target UserID, targetM st
 	if tpi.Sender() != a.ev.Sender() {
 		return reject(v, ruleTPISender, "sender is not %s, who sent the m.room.third_party_invite", tpi.Sender())
 	}
-	// Rule 4.4.1.7 needs the ed25519 verification of signed against the
-	// public keys of the m.room.third_party_invite event; it is not wired in
-	// yet, so no third-party invite can be allowed.
-	return reject(v, ruleTPISignature, "third-party invite signatures are not supported yet")
+	// 4.4.1.7: allow if any signature in signed verifies with any public key
+	// of the m.room.third_party_invite (public_key, public_keys[].public_key).
+	sigs := signatureIDs(signed)
+	for _, pub := range thirdPartyInviteKeys(tpi.Content()) {
+		for _, sig := range sigs {
+			if VerifyJSON(sig.server, sig.keyID, pub, signed) == nil {
+				return nil
+			}
+		}
+	}
+	return reject(v, ruleTPISignature, "no signature in third_party_invite.signed verifies with a public key of the m.room.third_party_invite")
+}
+
+type signatureID struct {
+	server ServerName
+	keyID  string
+}
+
+// signatureIDs lists the (server, key ID) pairs under obj.signatures.
+func signatureIDs(obj []byte) []signatureID {
+	sigs, ok := objectField(obj, "signatures")
+	if !ok {
+		return nil
+	}
+	var out []signatureID
+	s := jsonScanner{b: sigs}
+	s.objectEach(func(server []byte) {
+		byServer := s.value()
+		name := ServerName(server)
+		inner := jsonScanner{b: byServer}
+		inner.objectEach(func(keyID []byte) {
+			inner.value()
+			out = append(out, signatureID{server: name, keyID: string(keyID)})
+		})
+	})
+	return out
+}
+
+// thirdPartyInviteKeys decodes the ed25519 public keys of an
+// m.room.third_party_invite: public_key and each public_keys[].public_key,
+// in base64 with or without padding, standard or URL-safe (identity servers
+// use both).
+func thirdPartyInviteKeys(content []byte) []ed25519.PublicKey {
+	var texts []string
+	if k, ok := stringField(content, "public_key"); ok {
+		texts = append(texts, k)
+	}
+	if raw, ok := objectField(content, "public_keys"); ok {
+		var list []json.RawMessage
+		_ = json.Unmarshal(raw, &list)
+		for _, item := range list {
+			if k, ok := stringField(item, "public_key"); ok {
+				texts = append(texts, k)
+			}
+		}
+	}
+	var out []ed25519.PublicKey
+	for _, t := range texts {
+		b, err := decodeBase64(t)
+		if err != nil {
+			b, err = base64.RawURLEncoding.DecodeString(strings.TrimRight(t, "="))
+		}
+		if err == nil && len(b) == ed25519.PublicKeySize {
+			out = append(out, ed25519.PublicKey(b))
+		}
+	}
+	return out
 }
 
 // powerLevels is rule 9 (v12: 10), changes to m.room.power_levels. cur holds

@@ -252,7 +252,8 @@ func SignEvent(v *RoomVersion, k SigningKey, eventJSON []byte) ([]byte, error) {
 }
 
 // VerifyEventSignature checks server's signature with keyID on an event,
-// which is over its redacted form. It does not check the content hash.
+// which is over its redacted form. It does not check the content hash. The
+// error wraps ErrSignature, or ErrEventFormat for JSON that is not an event.
 func VerifyEventSignature(v *RoomVersion, server ServerName, keyID string, pub ed25519.PublicKey, eventJSON []byte) error {
 	red, err := Redact(v, eventJSON)
 	if err != nil {

@@ -37,8 +37,10 @@ type Homeserver struct {
 	http     *http.Server
 	listener net.Listener
 	log      *slog.Logger
-	// Rooms is the write path, exposed for benchmarks and tests.
-	Rooms *roomdag.Rooms
+	// Rooms is the write path and Syncer the /sync assembly, exposed for
+	// benchmarks and tests.
+	Rooms  *roomdag.Rooms
+	Syncer *sync.Syncer
 }
 
 // New opens storage and builds every part, listening on cfg.Listen.
@@ -85,6 +87,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	notifier := sync.NewNotifier(server, sync.Token{Events: evPos, AccountData: adPos}, members)
 	hs.Rooms = roomdag.NewRooms(db, key, clk, notifier)
 	syncer := sync.NewSyncer(db, hs.Rooms, notifier, clk, log, cfg.BackchatDefault, cfg.BackchatMax)
+	hs.Syncer = syncer
 	tokens := make([]string, len(cfg.RegistrationTokens))
 	for i, t := range cfg.RegistrationTokens {
 		tokens[i] = t.Reveal()

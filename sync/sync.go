@@ -209,13 +209,14 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 			if err != nil {
 				return nil, err
 			}
-			if jr == nil {
-				continue
-			}
-			if d := roomData[m.RoomID]; d != nil {
+			d := roomData[m.RoomID]
+			if d != nil {
 				jr.AccountData.Events = d
 			}
-			resp.Rooms.Join[m.RoomID] = jr
+			// An incremental sync lists a room only if something changed.
+			if newHere || req.FullState || len(jr.Timeline.Events) > 0 || len(jr.State.Events) > 0 || d != nil {
+				resp.Rooms.Join[m.RoomID] = jr
+			}
 		case roomdag.MembershipInvite, roomdag.MembershipKnock:
 			if !newHere {
 				continue
@@ -315,9 +316,6 @@ func (s *Syncer) joinedRoom(ctx context.Context, req Request, m storage.RoomMemb
 		for _, ev := range state {
 			jr.State.Events = append(jr.State.Events, ev.ClientJSON(view))
 		}
-	}
-	if !full && len(tl) == 0 && len(jr.State.Events) == 0 {
-		return nil, nil
 	}
 	return jr, nil
 }
