@@ -4,7 +4,7 @@
 GO       ?= go
 BIN      := bin
 CONFIG   ?= homeserver.yaml
-STATICCHECK_VERSION := 2025.1.1
+STATICCHECK_VERSION := v0.8.2
 
 .PHONY: build run test gotest lint e2e bench fuzz clean
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"runtime/debug"
@@ -264,9 +263,4 @@ func pathParam(r *http.Request, name string) string {
 		}
 	}
 	return v
-}
-
-func logger(r *http.Request, l *slog.Logger) *slog.Logger {
-	id, _ := r.Context().Value(ctxRequestID).(uint64)
-	return l.With("req", id)
 }

@@ -27,8 +27,6 @@ type uiaSession struct {
 	endpoint  string // method and path: a session is bound to one request
 	completed []string
 	expires   time.Time
-	// userID is who passed m.login.password, if anyone.
-	userID string
 }
 
 type uiaSessions struct {

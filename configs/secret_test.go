@@ -29,9 +29,10 @@ func TestSecretDoesNotLeak(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, out := range map[string]string{
-		"%v":   fmt.Sprintf("%v", c),
-		"%+v":  fmt.Sprintf("%+v", c),
-		"%#v":  fmt.Sprintf("%#v", c),
+		"%v":  fmt.Sprintf("%v", c),
+		"%+v": fmt.Sprintf("%+v", c),
+		"%#v": fmt.Sprintf("%#v", c),
+		//lint:ignore S1025 the test is about what the %s verb prints
 		"%s":   fmt.Sprintf("%s", c.RegistrationSharedSecret),
 		"%q":   fmt.Sprintf("%q", c.RegistrationTokens),
 		"slog": logged.String(),

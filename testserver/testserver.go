@@ -265,4 +265,3 @@ func (c *Client) Sync(query string) map[string]any {
 
 // DataFile is a path inside the server's data directory.
 func (s *Server) DataFile(name string) string { return filepath.Join(s.DataDir, name) }
-

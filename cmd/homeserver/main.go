@@ -144,6 +144,9 @@ func registerUser(args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return err
+	}
 	db, err := sqlite.Open(cfg.DatabasePath(), slog.Default())
 	if err != nil {
 		return err

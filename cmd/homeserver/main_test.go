@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/persistentchat/homeserver/configs"
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage/sqlite"
+)
+
+// TestOperatorCommands runs the built binary's subcommands the way an
+// operator does: generate a config, generate a key, register a user.
+func TestOperatorCommands(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "homeserver")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	run := func(args ...string) (string, error) {
+		out, err := exec.Command(bin, args...).CombinedOutput()
+		return string(out), err
+	}
+	cfgText, err := run("generate-config", "--server-name", "127.0.0.1:9999", "--listen", "127.0.0.1:9999",
+		"--data-dir", filepath.Join(dir, "data"), "--registration", "token")
+	if err != nil {
+		t.Fatalf("generate-config: %v\n%s", err, cfgText)
+	}
+	cfgPath := filepath.Join(dir, "homeserver.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := configs.Load(cfgPath)
+	if err != nil {
+		t.Fatalf("generated config does not load: %v", err)
+	}
+	if !cfg.EnableRegistration || !cfg.RegistrationRequiresToken || len(cfg.RegistrationTokens) != 1 {
+		t.Errorf("token registration not configured: %+v", cfg)
+	}
+	if out, err := run("generate-config", "--registration", "sometimes"); err == nil {
+		t.Errorf("bad registration mode accepted: %s", out)
+	}
+
+	keyPath := filepath.Join(dir, "k.key")
+	if out, err := run("generate-keys", "--server-name", "127.0.0.1:9999", "--out", keyPath); err != nil {
+		t.Fatalf("generate-keys: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := roomdag.ParseSigningKey("127.0.0.1:9999", b); err != nil {
+		t.Errorf("generated key does not parse: %v", err)
+	}
+	if out, err := run("generate-keys", "--out", keyPath); err == nil || !strings.Contains(out, "refusing") {
+		t.Errorf("generate-keys overwrote a key: %s", out)
+	}
+
+	if out, err := run("register-user", "--config", cfgPath, "--user", "admin", "--password", "long enough pw", "--admin"); err != nil {
+		t.Fatalf("register-user: %v\n%s", err, out)
+	}
+	if out, err := run("register-user", "--config", cfgPath, "--user", "admin", "--password", "long enough pw"); err == nil {
+		t.Errorf("registering a taken user succeeded: %s", out)
+	}
+	if out, err := run("register-user", "--config", cfgPath, "--user", "Bad Name", "--password", "long enough pw"); err == nil {
+		t.Errorf("bad localpart accepted: %s", out)
+	}
+	db, err := sqlite.Open(cfg.DatabasePath(), slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	u, err := db.User(context.Background(), "@admin:127.0.0.1:9999")
+	if err != nil || !u.Admin || u.PasswordHash == "" {
+		t.Errorf("registered admin = %+v, %v", u, err)
+	}
+	if out, err := run("frobnicate"); err == nil {
+		t.Errorf("unknown command accepted: %s", out)
+	}
+}
