@@ -96,7 +96,14 @@ var (
 	ErrUnknownRoom = errors.New("unknown room")
 	ErrRoomExists  = errors.New("room already exists")
 	ErrTooLarge    = errors.New("event too large")
+	// ErrStale is what a store returns for an event built on an earlier
+	// event that failed to persist (see Persist.Generation).
+	ErrStale = errors.New("event was built on an event that failed to persist")
 )
+
+// staleRetries bounds how often Append rebuilds an event whose predecessor
+// failed to persist.
+const staleRetries = 3
 
 // snapshotFullEvery bounds the delta chain a state lookup walks.
 const snapshotFullEvery = 64
@@ -181,19 +188,28 @@ type ProtoEvent struct {
 
 // Append authorises and appends a local event to an existing room, and
 // returns once it is durable. An *AuthError means the event was not allowed.
+// If the event was built on one that then failed to persist, it is rebuilt
+// on the stored state: the caller has not been answered yet, so nothing
+// was promised about the first attempt.
 func (rs *Rooms) Append(ctx context.Context, id RoomID, p ProtoEvent) (*Event, StreamPos, error) {
 	r := rs.get(id)
-	r.mu.Lock()
-	if err := rs.load(ctx, id, r); err != nil {
+	for attempt := 0; ; attempt++ {
+		r.mu.Lock()
+		if err := rs.load(ctx, id, r); err != nil {
+			r.mu.Unlock()
+			return nil, 0, err
+		}
+		q, err := rs.appendLocked(id, r, p, false)
 		r.mu.Unlock()
-		return nil, 0, err
+		if err != nil {
+			return nil, 0, err
+		}
+		ev, pos, err := q.wait(rs, r)
+		if errors.Is(err, ErrStale) && attempt < staleRetries {
+			continue
+		}
+		return ev, pos, err
 	}
-	q, err := rs.appendLocked(id, r, p, false)
-	r.mu.Unlock()
-	if err != nil {
-		return nil, 0, err
-	}
-	return q.wait(rs, r)
 }
 
 // CreateRoom creates a room from its create event and the events that

@@ -110,7 +110,8 @@ func (db *DB) LoadRoom(ctx context.Context, id roomdag.RoomID) (*roomdag.RoomSta
 	return st, nil
 }
 
-var errStaleGeneration = errors.New("an earlier event of this room failed to persist")
+// errStaleGeneration: an earlier event of this room's generation failed.
+var errStaleGeneration = roomdag.ErrStale
 
 // EnqueueEvent queues an event and everything that goes with it.
 func (db *DB) EnqueueEvent(p *roomdag.Persist) <-chan error {
