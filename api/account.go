@@ -75,18 +75,27 @@ func (s *Server) register(r *http.Request) (any, error) {
 		}
 		user = u
 	}
-	if err := checkPasswordStrength(req.Password); err != nil {
-		return nil, err
+	// The password is optional in the spec's request schema, and clients
+	// (and Complement's "POST {} returns a set of flows") start with an
+	// empty body to learn the flows: so a password is checked here only if
+	// given, and required once auth is complete.
+	if req.Password != "" {
+		if err := checkPasswordStrength(req.Password); err != nil {
+			return nil, err
+		}
 	}
 	err := s.uia.require(r, req.Auth, s.registerFlows(), map[string]any{}, func() string { return s.newID(24) },
 		func(stage string, a *uiaAuth, _ *uiaSession) error {
-			if stage == stageRegistrationToken && !contains(s.cfg.Tokens, a.Token) {
+			if stage == stageRegistrationToken && !validToken(s.cfg.Tokens, a.Token) {
 				return forbidden("invalid registration token")
 			}
 			return nil
 		})
 	if err != nil {
 		return nil, err
+	}
+	if req.Password == "" {
+		return nil, missingParam("password is required")
 	}
 	if user == "" {
 		user = roomdag.NewUserID(strings.ToLower(s.newID(12)), s.cfg.ServerName)
@@ -110,12 +119,11 @@ func (s *Server) register(r *http.Request) (any, error) {
 
 // checkNewUsername validates a requested localpart and that it is free.
 func (s *Server) checkNewUsername(r *http.Request, username string) (roomdag.UserID, error) {
+	// Capitals are folded to lower case, as Synapse does and Complement
+	// expects ("POST /register downcases capitals in usernames").
 	local := strings.ToLower(username)
-	if !roomdag.ValidLocalpart(local) || local != username && strings.ToLower(local) != local {
+	if !roomdag.ValidLocalpart(local) {
 		return "", errorf(http.StatusBadRequest, CodeInvalidUsername, "user ID may contain only a-z, 0-9, and . _ = - / +")
-	}
-	if local != username {
-		return "", errorf(http.StatusBadRequest, CodeInvalidUsername, "user ID must be lower case")
 	}
 	user := roomdag.NewUserID(local, s.cfg.ServerName)
 	if len(user) > 255 {
@@ -151,7 +159,7 @@ func (s *Server) tokenValidity(r *http.Request) (any, error) {
 	if t == "" {
 		return nil, missingParam("token is required")
 	}
-	return map[string]bool{"valid": contains(s.cfg.Tokens, t)}, nil
+	return map[string]bool{"valid": validToken(s.cfg.Tokens, t)}, nil
 }
 
 // startSession creates (or reuses) a device and issues tokens for it.
@@ -236,6 +244,9 @@ func (s *Server) loginUser(identifier json.RawMessage, legacyUser string) (roomd
 func (s *Server) checkUserPassword(r *http.Request, user roomdag.UserID, pw string) error {
 	u, err := s.store.User(r.Context(), user)
 	if errors.Is(err, storage.ErrNotFound) {
+		// Spend the same time as a real check, so timing does not tell
+		// whether the account exists.
+		checkPassword(s.dummyHash(), pw)
 		return forbidden("invalid username or password")
 	}
 	if err != nil {
@@ -415,10 +426,10 @@ func (s *Server) deleteDevice(r *http.Request) (any, error) {
 	if err := decodeJSON(r, &req); err != nil {
 		return nil, err
 	}
+	// No 404 for an unknown device: the spec (device_management.yaml)
+	// answers 200 for a device that "had been removed previously", so a
+	// retried DELETE succeeds, as delete_devices does.
 	id := pathParam(r, "deviceId")
-	if _, err := s.findDevice(r, id); err != nil {
-		return nil, err
-	}
 	if err := s.requirePassword(r, req.Auth); err != nil {
 		return nil, err
 	}
@@ -489,7 +500,10 @@ func (s *Server) adminRegister(r *http.Request) (any, error) {
 	if err != nil || !hmac.Equal(want, got) {
 		return nil, forbidden("HMAC incorrect")
 	}
-	user, err := s.checkNewUsername(r, req.Username)
+	// Synapse lower-cases the name here (after checking the MAC, which
+	// covers it as sent); operators' scripts and Complement's "with shared
+	// secret downcases capitals" rely on it.
+	user, err := s.checkNewUsername(r, strings.ToLower(req.Username))
 	if err != nil {
 		return nil, err
 	}

@@ -1,12 +1,16 @@
 package api
 
 import (
+	"context"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -46,7 +50,9 @@ func (s *Server) authenticate(r *http.Request) (*Requester, error) {
 		e.Extra = map[string]any{"soft_logout": true}
 		return nil, e
 	}
-	return &Requester{UserID: owner.UserID, DeviceID: owner.DeviceID, TokenHash: hash}, nil
+	rq := &Requester{UserID: owner.UserID, DeviceID: owner.DeviceID, TokenHash: hash}
+	s.noteSeen(r, rq)
+	return rq, nil
 }
 
 // hashToken: tokens are 256-bit random values, so SHA-256 is enough to make
@@ -102,6 +108,51 @@ func bcryptInput(pw string) []byte {
 	}
 	h := sha256.Sum256([]byte(pw))
 	return []byte(base64.StdEncoding.EncodeToString(h[:]))
+}
+
+// validToken compares a registration token with each configured one in
+// constant time.
+func validToken(tokens []string, t string) bool {
+	ok := false
+	for _, want := range tokens {
+		ok = subtle.ConstantTimeCompare([]byte(want), []byte(t)) == 1 || ok
+	}
+	return ok
+}
+
+// dummyHash is a hash of a random password at the configured cost, made
+// once, for timing-safe failed logins.
+func (s *Server) dummyHash() string {
+	s.dummyOnce.Do(func() {
+		h, err := HashPassword(s.newID(16), s.cfg.BcryptCost)
+		if err == nil {
+			s.dummy = h
+		}
+	})
+	return s.dummy
+}
+
+// seenEvery throttles last-seen writes: once per device per interval.
+const seenEvery = 5 * time.Minute
+
+// noteSeen records a device's last use, at most once per seenEvery, off the
+// request path.
+func (s *Server) noteSeen(r *http.Request, rq *Requester) {
+	now := s.clock.Now()
+	key := string(rq.UserID) + "|" + rq.DeviceID
+	if last, ok := s.seen.Load(key); ok && now.Sub(last.(time.Time)) < seenEvery {
+		return
+	}
+	s.seen.Store(key, now)
+	ip := r.RemoteAddr
+	if host, _, err := net.SplitHostPort(ip); err == nil {
+		ip = host
+	}
+	go func() {
+		if err := s.store.SeenDevice(context.Background(), rq.UserID, rq.DeviceID, ip, now.UnixMilli()); err != nil {
+			s.log.Warn("recording device last seen", "err", err)
+		}
+	}()
 }
 
 // minPasswordLength: anything shorter is refused with M_WEAK_PASSWORD.

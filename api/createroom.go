@@ -189,7 +189,12 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 		}
 	}
 	if req.Topic != nil {
-		if err := state(roomdag.TypeTopic, "", map[string]string{"topic": *req.Topic}); err != nil {
+		// spec: "an m.room.topic event with a text/plain mimetype", which
+		// since v1.15 (MSC3765) means an m.topic block beside the plain topic.
+		topic := map[string]any{"topic": *req.Topic, "m.topic": map[string]any{
+			"m.text": []map[string]string{{"body": *req.Topic, "mimetype": "text/plain"}},
+		}}
+		if err := state(roomdag.TypeTopic, "", topic); err != nil {
 			return nil, err
 		}
 	}
@@ -221,6 +226,17 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 	}
 	roomID, err = s.rooms.CreateRoom(r.Context(), v, roomID, createEv, rest)
 	if err != nil {
+		if alias != "" && !v.DomainlessRoomIDs {
+			// The alias must not point to a room that failed to be made.
+			_ = s.store.DeleteAlias(r.Context(), alias)
+		}
+		var ae *roomdag.AuthError
+		if errors.As(err, &ae) {
+			// spec: initial state the auth rules refuse (say, power levels
+			// that leave the creator unable to set the name) is a bad
+			// request, M_INVALID_ROOM_STATE, not a 403.
+			return nil, errorf(http.StatusBadRequest, CodeInvalidRoomState, "%v", err)
+		}
 		return nil, err
 	}
 	if alias != "" && v.DomainlessRoomIDs {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -210,6 +211,7 @@ func decodeJSON(r *http.Request, v any) error {
 }
 
 func decodeBytes(body []byte, v any) error {
+	body = bytes.TrimLeft(body, " \t\r\n")
 	if len(body) == 0 {
 		body = []byte("{}")
 	}
@@ -246,7 +248,7 @@ func readObject(r *http.Request) (json.RawMessage, error) {
 		return nil, errorf(http.StatusBadRequest, CodeNotJSON, "body is not valid JSON")
 	}
 	var obj map[string]json.RawMessage
-	if json.Unmarshal(body, &obj) != nil || obj == nil {
+	if json.Unmarshal(body, &obj) != nil || obj == nil { // also skips leading white space
 		return nil, badJSON("body must be a JSON object")
 	}
 	return body, nil

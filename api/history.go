@@ -57,6 +57,13 @@ func (s *Server) access(ctx context.Context, room roomdag.RoomID, user roomdag.U
 	case roomdag.HistoryVisibility(st.State) == roomdag.VisibilityWorldReadable:
 		return a, nil
 	case a.membership == roomdag.MembershipLeave || a.membership == roomdag.MembershipBan:
+		// spec (forget): "After this API is called, however, a user will no
+		// longer be able to retrieve history for this room."
+		if forgot, err := s.forgotten(ctx, room, user); err != nil {
+			return nil, err
+		} else if forgot {
+			return nil, forbidden("you are not in room %s", room)
+		}
 		ev := st.State.Get(roomdag.TypeMember, string(user))
 		place, err := s.store.EventPlace(ctx, ev.ID())
 		if err != nil {
@@ -66,6 +73,20 @@ func (s *Server) access(ctx context.Context, room roomdag.RoomID, user roomdag.U
 		return a, nil
 	}
 	return nil, forbidden("you are not in room %s", room)
+}
+
+// forgotten reports whether the user has forgotten the room.
+func (s *Server) forgotten(ctx context.Context, room roomdag.RoomID, user roomdag.UserID) (bool, error) {
+	rooms, err := s.store.UserRooms(ctx, user)
+	if err != nil {
+		return false, err
+	}
+	for _, m := range rooms {
+		if m.RoomID == room {
+			return m.Forgotten, nil
+		}
+	}
+	return false, nil
 }
 
 // state returns the state the user may see.
@@ -92,13 +113,24 @@ func (s *Server) getEvent(r *http.Request) (any, error) {
 	}
 	a, err := s.access(r.Context(), room, requester(r).UserID)
 	if err != nil {
-		return nil, err
+		return nil, hideForbidden(err)
 	}
 	ev, err := s.visibleEvent(r, a, room, id)
 	if err != nil {
 		return nil, err
 	}
 	return ev.ClientJSON(s.view(r)), nil
+}
+
+// hideForbidden turns a refusal to read a room into 404: /event and
+// /context answer "The event was not found or you do not have permission
+// to read this event" alike (spec; Complement TestFetchEventNonWorldReadable).
+func hideForbidden(err error) error {
+	var me *Error
+	if errors.As(err, &me) && me.Status == http.StatusForbidden {
+		return notFoundErr("event not found")
+	}
+	return err
 }
 
 // visibleEvent loads an event of the room the user may see, else 404.
@@ -230,6 +262,14 @@ func (s *Server) messages(r *http.Request) (any, error) {
 	view := s.view(r)
 	senders := map[roomdag.UserID]bool{}
 	cursor, scanned, more := from, 0, true
+	// A token names the place just before the event at its position (a
+	// sync prev_batch is the position of the timeline's first event), in
+	// both directions: dir=b returns the events before it, dir=f the events
+	// from it on. The store pages strictly after a position, so forwards
+	// starts one short of the token.
+	if !backwards && q.Get("from") != "" {
+		cursor.Pos--
+	}
 	for len(chunk) < limit && more && scanned < maxScan {
 		var batch []*roomdag.StoredEvent
 		batch, more, err = s.store.RoomEventsTopo(r.Context(), room, cursor, backwards, min(limit-len(chunk), 200)+1)
@@ -262,7 +302,11 @@ func (s *Server) messages(r *http.Request) (any, error) {
 	}
 	resp := map[string]any{"start": startTok, "chunk": chunk}
 	if more {
-		resp["end"] = topoString(cursor)
+		end := cursor
+		if !backwards {
+			end.Pos++ // the place just after the last event read
+		}
+		resp["end"] = topoString(end)
 	}
 	if filter.LazyLoadMembers {
 		state := []json.RawMessage{}
@@ -316,7 +360,7 @@ func (s *Server) getContext(r *http.Request) (any, error) {
 	user := requester(r).UserID
 	a, err := s.access(r.Context(), room, user)
 	if err != nil {
-		return nil, err
+		return nil, hideForbidden(err)
 	}
 	ev, err := s.visibleEvent(r, a, room, id)
 	if err != nil {
@@ -350,7 +394,7 @@ func (s *Server) getContext(r *http.Request) (any, error) {
 		}
 		return out, cursor, kept, nil
 	}
-	before, start, _, err := page(true, limit/2)
+	before, start, beforeEvs, err := page(true, limit/2)
 	if err != nil {
 		return nil, err
 	}
@@ -371,32 +415,29 @@ func (s *Server) getContext(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Lazy loading keeps the members who sent the returned events (all
+	// three parts of the reply) and the requester.
+	senders := map[string]bool{string(ev.Sender()): true, string(user): true}
+	for _, evs := range [][]*roomdag.StoredEvent{beforeEvs, afterEvs} {
+		for _, e := range evs {
+			senders[string(e.Sender())] = true
+		}
+	}
 	state := []json.RawMessage{}
 	for _, se := range sortedState(stateEvs) {
-		if filter.LazyLoadMembers && se.Type() == roomdag.TypeMember && se.Sender() != user && !sentBy(se, ev, afterEvs) {
+		if filter.LazyLoadMembers && se.Type() == roomdag.TypeMember && !senders[*se.StateKey()] {
 			continue
 		}
 		state = append(state, (&roomdag.StoredEvent{Event: se}).ClientJSON(view))
 	}
 	// Tokens sit just beyond the returned events, so paging from them
-	// continues without repeating.
+	// continues without repeating: start is the place before the oldest
+	// event, end the place after the newest (see messages).
+	end.Pos++
 	return map[string]any{
 		"event": ev.ClientJSON(view), "events_before": before, "events_after": after,
 		"start": topoString(start), "end": topoString(end), "state": state,
 	}, nil
-}
-
-func sentBy(member *roomdag.Event, ev *roomdag.StoredEvent, others []*roomdag.StoredEvent) bool {
-	key := *member.StateKey()
-	if string(ev.Sender()) == key {
-		return true
-	}
-	for _, o := range others {
-		if string(o.Sender()) == key {
-			return true
-		}
-	}
-	return false
 }
 
 func sortedState(m roomdag.StateMap) []*roomdag.Event {
@@ -473,11 +514,14 @@ func (s *Server) members(r *http.Request) (any, error) {
 	}
 	q := r.URL.Query()
 	if at := q.Get("at"); at != "" {
-		tok, err := sync.ParseToken(at)
+		// spec: at is "obtained from a prev_batch token returned for each
+		// room by the sync API", so it is a place in the room's history;
+		// a next_batch is accepted too, as by /messages.
+		place, err := s.topoFrom(r.Context(), room, at)
 		if err != nil {
-			return nil, invalidParam("malformed at token")
+			return nil, err
 		}
-		snap, err := s.store.StateAtStream(r.Context(), room, tok.Events)
+		snap, err := s.stateBeforePlace(r.Context(), room, place)
 		if err != nil {
 			return nil, err
 		}
@@ -501,6 +545,17 @@ func (s *Server) members(r *http.Request) (any, error) {
 		chunk = append(chunk, (&roomdag.StoredEvent{Event: ev}).ClientJSON(view))
 	}
 	return map[string]any{"chunk": chunk}, nil
+}
+
+// stateBeforePlace is the snapshot of the state after the newest event
+// before a pagination token's place (0 if there is none).
+func (s *Server) stateBeforePlace(ctx context.Context, room roomdag.RoomID, place storage.TopoPos) (int64, error) {
+	evs, _, err := s.store.RoomEventsTopo(ctx, room, place, true, 1)
+	if err != nil || len(evs) == 0 {
+		return 0, err
+	}
+	p, err := s.store.EventPlace(ctx, evs[0].ID())
+	return p.StateAfter, err
 }
 
 func (s *Server) joinedMembers(r *http.Request) (any, error) {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	gosync "sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -47,6 +48,10 @@ type Server struct {
 	limits *limiter
 	uia    *uiaSessions
 	random randomSource
+
+	seen      gosync.Map // user|device -> time.Time of the last last-seen write
+	dummyOnce gosync.Once
+	dummy     string
 }
 
 // NewServer wires the API. random supplies IDs and tokens.

@@ -25,6 +25,7 @@ type Store interface {
 	DeleteDevices(ctx context.Context, user roomdag.UserID, devices []string, keep string) error
 	Devices(ctx context.Context, user roomdag.UserID) ([]storage.Device, error)
 	SetDeviceName(ctx context.Context, user roomdag.UserID, device, name string) error
+	SeenDevice(ctx context.Context, user roomdag.UserID, device, ip string, ms int64) error
 
 	PutAccountData(ctx context.Context, user roomdag.UserID, room roomdag.RoomID, typ string, content json.RawMessage) (int64, error)
 	AccountData(ctx context.Context, user roomdag.UserID, room roomdag.RoomID, typ string) (json.RawMessage, error)

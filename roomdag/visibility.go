@@ -28,12 +28,35 @@ func HistoryVisibility(state AuthState) string {
 	return VisibilityShared
 }
 
+// visibilityOrder ranks history visibility from least to most restrictive.
+var visibilityOrder = []string{VisibilityWorldReadable, VisibilityShared, VisibilityInvited, VisibilityJoined}
+
+// membershipOrder ranks memberships from most to least joined.
+var membershipOrder = []string{MembershipJoin, MembershipInvite, MembershipKnock, MembershipLeave, MembershipBan}
+
+func rank(order []string, v string) int {
+	for i, x := range order {
+		if x == v {
+			return i
+		}
+	}
+	return len(order)
+}
+
 // CanSee reports whether user may see ev, given the room state before ev
 // and the user's current membership (spec: client-server API, "History
-// visibility"). A user's own membership events count with their new
-// membership, so a joiner sees their own join.
+// visibility"). At the boundaries it is generous, as Synapse is: a change
+// of history visibility is seen under the less restrictive of the old and
+// new setting, and a user's own membership event under the more joined of
+// their old and new membership, so joiners see their join and leavers
+// their leave.
 func CanSee(ev *Event, before AuthState, user UserID, current string) bool {
 	vis := HistoryVisibility(before)
+	if ev.Type() == TypeHistoryVisibility && ev.StateKeyIs("") {
+		if next := HistoryVisibility(StateMap{ev.Tuple(): ev}); rank(visibilityOrder, next) < rank(visibilityOrder, vis) {
+			vis = next
+		}
+	}
 	if vis == VisibilityWorldReadable {
 		return true
 	}
@@ -42,7 +65,9 @@ func CanSee(ev *Event, before AuthState, user UserID, current string) bool {
 		atEvent = m.Membership()
 	}
 	if ev.Type() == TypeMember && ev.StateKeyIs(string(user)) {
-		atEvent = ev.Membership()
+		if next := ev.Membership(); rank(membershipOrder, next) < rank(membershipOrder, atEvent) {
+			atEvent = next
+		}
 	}
 	switch {
 	case atEvent == MembershipJoin:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Starts a fresh homeserver on a loopback port with rate limits off, runs the
 # load tool against it (all scenarios), prints the figures and stops it.
-# Usage: scripts/loadbench.sh [extra loadtest flags]
+# Usage: [RUNS=n] scripts/loadbench.sh [extra loadtest flags]
+# RUNS > 1 repeats the whole load against the same server, to show whether
+# its memory (the rss columns) stays flat across runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${PORT:-18448}
@@ -18,4 +20,7 @@ for _ in $(seq 100); do
 	curl -sf "http://127.0.0.1:$port/_matrix/client/versions" >/dev/null && break
 	sleep 0.1
 done
-bin/loadtest -url "http://127.0.0.1:$port" -pid "$pid" "$@"
+for run in $(seq "${RUNS:-1}"); do
+	echo "== run $run"
+	bin/loadtest -url "http://127.0.0.1:$port" -pid "$pid" "$@"
+done

@@ -41,6 +41,10 @@ type Server struct {
 	DataDir string
 	Config  *configs.Config
 	stopped bool
+	// transport is shared by every client of this server, so Stop can
+	// close their idle connections: http.Server.Shutdown otherwise waits
+	// seconds for connections that were opened but never used.
+	transport *http.Transport
 }
 
 // Start boots a homeserver with open registration and rate limits off. It
@@ -72,7 +76,8 @@ func Start(t testing.TB, opts Options) *Server {
 	if err != nil {
 		t.Fatalf("starting homeserver: %v", err)
 	}
-	s := &Server{t: t, HS: hs, URL: "http://" + hs.Addr().String(), DataDir: dir, Config: &cfg}
+	s := &Server{t: t, HS: hs, URL: "http://" + hs.Addr().String(), DataDir: dir, Config: &cfg,
+		transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 	t.Cleanup(s.Stop)
 	return s
 }
@@ -105,6 +110,7 @@ func (s *Server) Stop() {
 		return
 	}
 	s.stopped = true
+	s.transport.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := s.HS.Shutdown(ctx); err != nil {
@@ -131,7 +137,7 @@ type Client struct {
 
 // Anonymous returns a client without a token.
 func (s *Server) Anonymous() *Client {
-	return &Client{t: s.t, Base: s.URL, HTTP: &http.Client{Timeout: 60 * time.Second}}
+	return &Client{t: s.t, Base: s.URL, HTTP: &http.Client{Timeout: 60 * time.Second, Transport: s.transport}}
 }
 
 var userCounter atomic.Int64

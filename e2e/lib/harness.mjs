@@ -54,6 +54,20 @@ export function withTimeout(promise, ms, what) {
     return Promise.race([promise, t]).finally(() => clearTimeout(timer));
 }
 
+// matrix-js-sdk 37's timeoutSignal() (http-api/utils.js) starts a timer for
+// each request with a local timeout and never clears it: 110 s for every
+// /sync long-poll. Those timers would keep this process alive for about two
+// minutes after the last test. Long timers are therefore unref'd: they still
+// fire while the process is busy, but do not hold it open on their own.
+export function unrefLongTimers(thresholdMs = 30000) {
+    const orig = globalThis.setTimeout;
+    globalThis.setTimeout = function setTimeoutUnrefLong(fn, ms, ...args) {
+        const timer = orig(fn, ms, ...args);
+        if (ms >= thresholdMs && typeof timer?.unref === "function") timer.unref();
+        return timer;
+    };
+}
+
 // A bounded list of log lines.
 export class Ring {
     constructor(max = 2000) {
@@ -240,6 +254,7 @@ export class Homeserver {
         this._killOnExit = () => this.proc?.exitCode === null && this.proc.kill("SIGKILL");
         process.on("exit", this._killOnExit);
 
+        let last = "no answer yet";
         await until(
             async () => {
                 if (this.exit) {
@@ -247,12 +262,19 @@ export class Homeserver {
                 }
                 try {
                     const res = await fetch(`${this.baseUrl}/_matrix/client/versions`);
+                    last = `HTTP ${res.status} ${(await res.text()).slice(0, 300)}`;
                     return res.status === 200;
-                } catch {
+                } catch (e) {
+                    last = `${e.message}${e.cause ? `: ${e.cause.message ?? e.cause}` : ""}`;
                     return false;
                 }
             },
-            { timeout, interval: 50, what: `GET ${this.baseUrl}/_matrix/client/versions to answer 200` },
+            {
+                timeout,
+                interval: 50,
+                what: `GET ${this.baseUrl}/_matrix/client/versions (no access token) to answer 200`,
+                state: () => `last answer: ${last}`,
+            },
         );
     }
 

@@ -54,8 +54,10 @@ func (db *DB) CreateSession(ctx context.Context, s storage.Session) error {
 }
 
 func insertSession(tx *sql.Tx, s storage.Session) error {
+	// A known device keeps its name: the spec ignores
+	// initial_device_display_name when the device exists.
 	if _, err := tx.Exec(`INSERT INTO devices (user_id, device_id, display_name) VALUES (?,?,?)
-		ON CONFLICT (user_id, device_id) DO UPDATE SET display_name = COALESCE(excluded.display_name, display_name)`,
+		ON CONFLICT (user_id, device_id) DO NOTHING`,
 		string(s.UserID), s.DeviceID, s.DisplayName); err != nil {
 		return err
 	}
