@@ -102,6 +102,13 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 	if !v.CreatorFromSender {
 		create["creator"] = user
 	}
+	// v12: trusted private chats make the invitees co-creators instead of
+	// listing them at 100 in power levels (spec: createRoom, MSC4289).
+	if v.PrivilegedCreators && preset == "trusted_private_chat" && len(invites) > 0 {
+		if _, set := create["additional_creators"]; !set {
+			create["additional_creators"] = invites
+		}
+	}
 	createContent, _ := json.Marshal(create)
 	empty := ""
 	createEv := roomdag.ProtoEvent{Type: roomdag.TypeCreate, StateKey: &empty, Sender: user, Content: createContent}
@@ -260,7 +267,7 @@ func defaultPowerLevels(v *roomdag.RoomVersion, creator roomdag.UserID, preset s
 	if !v.PrivilegedCreators {
 		users[creator] = 100
 	}
-	if preset == "trusted_private_chat" {
+	if preset == "trusted_private_chat" && !v.PrivilegedCreators {
 		for _, u := range invites {
 			users[u] = 100
 		}

@@ -316,7 +316,7 @@ func (s *Server) messages(r *http.Request) (any, error) {
 		}
 		for u := range senders {
 			if ev := cur.Get(roomdag.TypeMember, string(u)); ev != nil {
-				state = append(state, (&roomdag.StoredEvent{Event: ev}).ClientJSON(view))
+				state = append(state, s.clientState(r, ev, view))
 			}
 		}
 		resp["state"] = state
@@ -428,7 +428,7 @@ func (s *Server) getContext(r *http.Request) (any, error) {
 		if filter.LazyLoadMembers && se.Type() == roomdag.TypeMember && !senders[*se.StateKey()] {
 			continue
 		}
-		state = append(state, (&roomdag.StoredEvent{Event: se}).ClientJSON(view))
+		state = append(state, s.clientState(r, se, view))
 	}
 	// Tokens sit just beyond the returned events, so paging from them
 	// continues without repeating: start is the place before the oldest
@@ -470,7 +470,7 @@ func (s *Server) getState(r *http.Request) (any, error) {
 	view := s.view(r)
 	out := []json.RawMessage{}
 	for _, ev := range sortedState(st) {
-		out = append(out, (&roomdag.StoredEvent{Event: ev}).ClientJSON(view))
+		out = append(out, s.clientState(r, ev, view))
 	}
 	return out, nil
 }
@@ -494,7 +494,7 @@ func (s *Server) getStateEvent(r *http.Request) (any, error) {
 	}
 	// format=event (v1.16) returns the whole event instead of its content.
 	if r.URL.Query().Get("format") == "event" {
-		return (&roomdag.StoredEvent{Event: ev}).ClientJSON(s.view(r)), nil
+		return s.clientState(r, ev, s.view(r)), nil
 	}
 	return ev.Content(), nil
 }
@@ -542,7 +542,7 @@ func (s *Server) members(r *http.Request) (any, error) {
 		if want != "" && m != want || notWant != "" && m == notWant {
 			continue
 		}
-		chunk = append(chunk, (&roomdag.StoredEvent{Event: ev}).ClientJSON(view))
+		chunk = append(chunk, s.clientState(r, ev, view))
 	}
 	return map[string]any{"chunk": chunk}, nil
 }
@@ -583,4 +583,15 @@ func (s *Server) joinedMembers(r *http.Request) (any, error) {
 		joined[k.StateKey] = map[string]any{"display_name": c.DisplayName, "avatar_url": c.AvatarURL}
 	}
 	return map[string]any{"joined": joined}, nil
+}
+
+// clientState renders a state event from its stored copy, which carries
+// the server-kept unsigned fields (prev_content, replaces_state,
+// redacted_because) that the in-memory state does not. Stored events are
+// cached, so this costs no query for the state of busy rooms.
+func (s *Server) clientState(r *http.Request, ev *roomdag.Event, view roomdag.ClientView) json.RawMessage {
+	if st, err := s.store.Event(r.Context(), ev.ID()); err == nil {
+		return st.ClientJSON(view)
+	}
+	return (&roomdag.StoredEvent{Event: ev}).ClientJSON(view)
 }

@@ -151,6 +151,10 @@ func TestMessagesPaging(t *testing.T) {
 				if p.End == nil {
 					break
 				}
+				if len(got) == len(ids) {
+					// spec: end is omitted once no further events are available.
+					t.Errorf("end %q on the page that reached the edge of the room", *p.End)
+				}
 				if len(p.Chunk) == 0 {
 					t.Fatalf("empty page with end %q after %d events, though events remain", *p.End, len(got))
 				}

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/tidwall/gjson"
+
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
 )
@@ -283,6 +285,33 @@ func checkEventType(t string) error {
 	return nil
 }
 
+// txn is a client transaction: scoped, like Synapse's transaction cache,
+// to the device and the request path without the transaction ID.
+func txn(rq *Requester, scope, id string) *roomdag.Txn {
+	return &roomdag.Txn{DeviceID: rq.DeviceID, Scope: scope, TxnID: id}
+}
+
+// sendOnce appends the event of a client transaction unless it was sent
+// already, and answers with its event ID either way.
+func (s *Server) sendOnce(r *http.Request, room roomdag.RoomID, p roomdag.ProtoEvent) (any, error) {
+	if id, err := s.store.TxnEvent(r.Context(), p.Sender, *p.Txn); err == nil {
+		return map[string]any{"event_id": id}, nil
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
+	}
+	ev, _, err := s.rooms.Append(r.Context(), room, p)
+	if errors.Is(err, storage.ErrConflict) {
+		// The same transaction raced itself: answer with the winner.
+		if id, err := s.store.TxnEvent(r.Context(), p.Sender, *p.Txn); err == nil {
+			return map[string]any{"event_id": id}, nil
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"event_id": ev.ID()}, nil
+}
+
 func (s *Server) sendMessage(r *http.Request) (any, error) {
 	room, err := roomParam(r)
 	if err != nil {
@@ -293,40 +322,24 @@ func (s *Server) sendMessage(r *http.Request) (any, error) {
 		return nil, err
 	}
 	rq := requester(r)
-	if id, err := s.store.TxnEvent(r.Context(), rq.UserID, rq.DeviceID, txnID); err == nil {
-		return map[string]any{"event_id": id}, nil
-	} else if !errors.Is(err, storage.ErrNotFound) {
-		return nil, err
+	t := txn(rq, "send/"+string(room)+"/"+evType, txnID)
+	if id, err := s.store.TxnEvent(r.Context(), rq.UserID, *t); err == nil {
+		return map[string]any{"event_id": id}, nil // retried: the body may differ, the answer may not
 	}
 	content, err := readObject(r)
 	if err != nil {
 		return nil, err
 	}
-	p := roomdag.ProtoEvent{Type: evType, Sender: rq.UserID, Content: content,
-		Txn: &roomdag.Txn{DeviceID: rq.DeviceID, TxnID: txnID}}
+	p := roomdag.ProtoEvent{Type: evType, Sender: rq.UserID, Content: content, Txn: t}
 	if evType == roomdag.TypeRedaction {
 		// v1.18 (MSC4169): redactions may be sent like any event.
-		var c struct {
-			Redacts string `json:"redacts"`
-		}
-		_ = json.Unmarshal(content, &c)
-		target, err := roomdag.ParseEventID(c.Redacts)
+		target, err := roomdag.ParseEventID(gjson.GetBytes(content, "redacts").String())
 		if err != nil {
 			return nil, badJSON("content.redacts must be an event ID")
 		}
 		return s.sendRedaction(r, room, target, p)
 	}
-	ev, _, err := s.rooms.Append(r.Context(), room, p)
-	if errors.Is(err, storage.ErrConflict) {
-		// The same transaction raced itself: answer with the winner.
-		if id, err := s.store.TxnEvent(r.Context(), rq.UserID, rq.DeviceID, txnID); err == nil {
-			return map[string]any{"event_id": id}, nil
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	return map[string]any{"event_id": ev.ID()}, nil
+	return s.sendOnce(r, room, p)
 }
 
 func (s *Server) putState(r *http.Request) (any, error) {
@@ -388,8 +401,8 @@ func (s *Server) redact(r *http.Request) (any, error) {
 		return nil, invalidParam("malformed event ID")
 	}
 	rq := requester(r)
-	txnID := pathParam(r, "txnId")
-	if id, err := s.store.TxnEvent(r.Context(), rq.UserID, rq.DeviceID, txnID); err == nil {
+	t := txn(rq, "redact/"+string(room)+"/"+string(target), pathParam(r, "txnId"))
+	if id, err := s.store.TxnEvent(r.Context(), rq.UserID, *t); err == nil {
 		return map[string]any{"event_id": id}, nil
 	}
 	var req struct {
@@ -399,14 +412,14 @@ func (s *Server) redact(r *http.Request) (any, error) {
 		return nil, err
 	}
 	content, _ := json.Marshal(req)
-	p := roomdag.ProtoEvent{Type: roomdag.TypeRedaction, Sender: rq.UserID, Content: content, Redacts: target,
-		Txn: &roomdag.Txn{DeviceID: rq.DeviceID, TxnID: txnID}}
+	p := roomdag.ProtoEvent{Type: roomdag.TypeRedaction, Sender: rq.UserID, Content: content, Txn: t}
 	return s.sendRedaction(r, room, target, p)
 }
 
-// sendRedaction appends a redaction and then redacts the stored copy of its
-// target. Since room v3 the auth rules cannot see the target, so the server
-// checks here that the sender may redact it (spec: "Redactions").
+// sendRedaction checks that the sender may redact the target, then
+// appends the redaction; the write path redacts the stored copy in the same
+// transaction. Since room v3 the auth rules cannot see the target, so the
+// server checks here (spec: "Redactions").
 func (s *Server) sendRedaction(r *http.Request, room roomdag.RoomID, target roomdag.EventID, p roomdag.ProtoEvent) (any, error) {
 	p.Redacts = target
 	st, err := s.rooms.State(r.Context(), room)
@@ -429,17 +442,6 @@ func (s *Server) sendRedaction(r *http.Request, room roomdag.RoomID, target room
 			return nil, forbidden("you may not redact other users' events")
 		}
 	}
-	ev, _, err := s.rooms.Append(r.Context(), room, p)
-	if err != nil {
-		return nil, err
-	}
-	redacted, err := roomdag.Redact(orig.Version(), orig.JSON())
-	if err != nil {
-		return nil, err
-	}
-	because := (&roomdag.StoredEvent{Event: ev}).ClientJSON(roomdag.ClientView{NowMS: s.clock.Now().UnixMilli()})
-	if err := s.store.Redact(r.Context(), target, redacted, because); err != nil {
-		return nil, err
-	}
-	return map[string]any{"event_id": ev.ID()}, nil
+	p.RedactTarget = orig.Event
+	return s.sendOnce(r, room, p)
 }

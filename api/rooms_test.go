@@ -534,7 +534,7 @@ func TestCreateRoomRejects(t *testing.T) {
 	t.Parallel()
 	srv := testserver.Start(t, testserver.Options{})
 	alice := srv.Register("alice")
-	createRoom(t, alice, map[string]any{"room_alias_name": "taken"})
+	first := createRoom(t, alice, map[string]any{"room_alias_name": "taken"})
 	server := srv.Config.ServerName
 	tests := []struct {
 		name    string
@@ -552,6 +552,7 @@ func TestCreateRoomRejects(t *testing.T) {
 		// the room name (errcode set to M_INVALID_ROOM_STATE)".
 		{"initial state the creator may not send", map[string]any{
 			"name":                         "Nope",
+			"room_alias_name":              "halfmade",
 			"power_level_content_override": map[string]any{"users": map[string]any{"@someone:" + server: 100}},
 		}, http.StatusBadRequest, "M_INVALID_ROOM_STATE"},
 	}
@@ -567,13 +568,16 @@ func TestCreateRoomRejects(t *testing.T) {
 			}
 		})
 	}
+	// A refused room does not keep its alias.
+	wantErr(t, alice.Do("GET", csAPI+"/directory/room/"+url.PathEscape("#halfmade:"+server), nil), http.StatusNotFound, "M_NOT_FOUND")
+	createRoom(t, alice, map[string]any{"room_alias_name": "halfmade"})
 	// The taken alias still points to the first room.
 	var out struct {
 		RoomID string `json:"room_id"`
 	}
 	wantOK(t, alice.Do("GET", csAPI+"/directory/room/"+url.PathEscape("#taken:"+server), nil), &out)
-	if out.RoomID == "" {
-		t.Error("alias lost")
+	if out.RoomID != first {
+		t.Errorf("#taken resolves to %q, want the first room %s", out.RoomID, first)
 	}
 }
 
@@ -972,8 +976,7 @@ func TestStateEvents(t *testing.T) {
 		wantErr(t, bob.Do("PUT", roomPath(room, "state", "m.room.member", alice.UserID), map[string]any{"membership": "leave"}), http.StatusForbidden, "M_FORBIDDEN")
 	})
 	t.Run("canonical alias", func(t *testing.T) {
-		other := createRoom(t, alice, map[string]any{"room_alias_name": "elsewhere"})
-		_ = other
+		createRoom(t, alice, map[string]any{"room_alias_name": "elsewhere"})
 		wantOK(t, alice.Do("PUT", csAPI+"/directory/room/"+url.PathEscape("#here:"+server), map[string]any{"room_id": room}), nil)
 		tests := []struct {
 			name    string

@@ -40,11 +40,10 @@ type Store interface {
 
 	JoinedRooms(ctx context.Context, user roomdag.UserID) ([]roomdag.RoomID, error)
 	Forget(ctx context.Context, user roomdag.UserID, room roomdag.RoomID) error
-	TxnEvent(ctx context.Context, user roomdag.UserID, device, txnID string) (roomdag.EventID, error)
+	TxnEvent(ctx context.Context, user roomdag.UserID, txn roomdag.Txn) (roomdag.EventID, error)
 	Event(ctx context.Context, id roomdag.EventID) (*roomdag.StoredEvent, error)
 	EventPlace(ctx context.Context, id roomdag.EventID) (storage.EventPlace, error)
 	StateEvents(ctx context.Context, snapshot int64) (roomdag.StateMap, error)
 	TopoAtStream(ctx context.Context, room roomdag.RoomID, pos roomdag.StreamPos) (storage.TopoPos, error)
 	RoomEventsTopo(ctx context.Context, room roomdag.RoomID, from storage.TopoPos, backwards bool, limit int) ([]*roomdag.StoredEvent, bool, error)
-	Redact(ctx context.Context, id roomdag.EventID, redacted, because []byte) error
 }

@@ -54,12 +54,26 @@ type Persist struct {
 	Txn *Txn
 	// InviteState is the stripped state shown to the invitee of an invite.
 	InviteState json.RawMessage
-	Committed   func(pos StreamPos)
+	// Redaction, for a redaction event that applies, is the redacted copy
+	// of its target to store in the same transaction.
+	Redaction *Redaction
+	Committed func(pos StreamPos)
+}
+
+// Redaction replaces the stored copy of Target with JSON and records the
+// redaction event (client format) as unsigned.redacted_because.
+type Redaction struct {
+	Target  EventID
+	JSON    []byte
+	Because json.RawMessage
 }
 
 // Txn identifies a client's send request for idempotency and local echo.
+// Transaction IDs are scoped per device and per endpoint (spec:
+// "Transaction identifiers"): Scope names the endpoint and room.
 type Txn struct {
 	DeviceID string
+	Scope    string
 	TxnID    string
 }
 
@@ -184,6 +198,10 @@ type ProtoEvent struct {
 	TS int64
 	// Txn, if set, records the client transaction for idempotency.
 	Txn *Txn
+	// RedactTarget is the event an m.room.redaction redacts, when the
+	// caller has checked that the redaction applies to it (since room v3
+	// the auth rules cannot see the target).
+	RedactTarget *Event
 }
 
 // Append authorises and appends a local event to an existing room, and
@@ -199,7 +217,11 @@ func (rs *Rooms) Append(ctx context.Context, id RoomID, p ProtoEvent) (*Event, S
 			r.mu.Unlock()
 			return nil, 0, err
 		}
-		q, err := rs.appendLocked(id, r, p, false)
+		pr, err := rs.prepareProto(id, r.cur, p)
+		var q *queuedEvent
+		if err == nil {
+			q = rs.enqueue(r, pr)
+		}
 		r.mu.Unlock()
 		if err != nil {
 			return nil, 0, err
@@ -216,11 +238,13 @@ func (rs *Rooms) Append(ctx context.Context, id RoomID, p ProtoEvent) (*Event, S
 // follow it (creator join, power levels, presets...), all appended in order.
 // For versions with domainless room IDs, id is ignored and the ID derives
 // from the create event. It returns the room ID once every event is durable;
-// if any event is rejected, the error names it and the room holds the
-// events before it.
+// if any event is rejected, the error names it and nothing is stored.
 func (rs *Rooms) CreateRoom(ctx context.Context, v *RoomVersion, id RoomID, create ProtoEvent, rest []ProtoEvent) (RoomID, error) {
 	ev, err := rs.build(v, id, create, nil, 1, nil)
 	if err != nil {
+		return "", err
+	}
+	if err := Authorise(ev, StateMap{}); err != nil {
 		return "", err
 	}
 	id = ev.RoomID()
@@ -230,22 +254,22 @@ func (rs *Rooms) CreateRoom(ctx context.Context, v *RoomVersion, id RoomID, crea
 		r.mu.Unlock()
 		return "", ErrRoomExists
 	}
-	empty := &RoomState{Version: v, State: StateMap{}}
-	r.cur = empty
-	queued := make([]*queuedEvent, 0, len(rest)+1)
-	q, err := rs.queue(id, r, ev, create, true)
-	if err == nil {
-		queued = append(queued, q)
-		for _, p := range rest {
-			if q, err = rs.appendLocked(id, r, p, false); err != nil {
-				err = fmt.Errorf("%s event: %w", p.Type, err)
-				break
-			}
-			queued = append(queued, q)
+	// Every event is built and authorised before any is stored, so a
+	// rejected event leaves no half-made room behind.
+	cur := &RoomState{Version: v, State: StateMap{}}
+	all := make([]*prepared, 0, len(rest)+1)
+	pr := rs.prepare(r, cur, ev, create, true)
+	all = append(all, pr)
+	for _, p := range rest {
+		if pr, err = rs.prepareProto(id, pr.next, p); err != nil {
+			r.mu.Unlock()
+			return "", fmt.Errorf("%s event: %w", p.Type, err)
 		}
+		all = append(all, pr)
 	}
-	if err != nil && len(queued) == 0 {
-		r.cur = nil
+	queued := make([]*queuedEvent, len(all))
+	for i, pr := range all {
+		queued[i] = rs.enqueue(r, pr)
 	}
 	r.mu.Unlock()
 	for _, q := range queued {
@@ -256,10 +280,14 @@ func (rs *Rooms) CreateRoom(ctx context.Context, v *RoomVersion, id RoomID, crea
 	return id, err
 }
 
-// appendLocked builds, authorises and queues an event. Caller holds r.mu
-// and r.cur is loaded.
-func (rs *Rooms) appendLocked(id RoomID, r *room, p ProtoEvent, newRoom bool) (*queuedEvent, error) {
-	cur := r.cur
+// prepared is an event ready to queue, with the room state after it.
+type prepared struct {
+	per  *Persist
+	next *RoomState
+}
+
+// prepareProto builds and authorises a local event on top of cur.
+func (rs *Rooms) prepareProto(id RoomID, cur *RoomState, p ProtoEvent) (*prepared, error) {
 	if p.Type == TypeCreate && p.StateKey != nil && *p.StateKey == "" {
 		return nil, &AuthError{Rule: "1", Reason: "the room already has a create event"}
 	}
@@ -270,10 +298,7 @@ func (rs *Rooms) appendLocked(id RoomID, r *room, p ProtoEvent, newRoom bool) (*
 			auth = append(auth, ev.ID())
 		}
 	}
-	depth := cur.Depth + 1
-	if depth > maxCanonicalInt {
-		depth = maxCanonicalInt
-	}
+	depth := min(cur.Depth+1, maxCanonicalInt)
 	ev, err := rs.build(cur.Version, id, p, cur.Extremities, depth, auth)
 	if err != nil {
 		return nil, err
@@ -281,19 +306,19 @@ func (rs *Rooms) appendLocked(id RoomID, r *room, p ProtoEvent, newRoom bool) (*
 	if err := Authorise(ev, cur.State); err != nil {
 		return nil, err
 	}
-	return rs.queue(id, r, ev, p, newRoom)
+	return rs.prepare(nil, cur, ev, p, false), nil
 }
 
-// queue computes the state after ev, queues its write and publishes the new
-// room state. Caller holds r.mu.
-func (rs *Rooms) queue(id RoomID, r *room, ev *Event, p ProtoEvent, newRoom bool) (*queuedEvent, error) {
-	cur := r.cur
+// prepare computes the state after ev and what to persist. It changes
+// nothing but allocating a snapshot ID; r is only read for the generation
+// when not nil (enqueue sets it otherwise).
+func (rs *Rooms) prepare(r *room, cur *RoomState, ev *Event, p ProtoEvent, newRoom bool) *prepared {
 	next := &RoomState{
 		Version: cur.Version, State: cur.State, Extremities: []EventID{ev.ID()},
 		Depth: ev.Depth(), Snapshot: cur.Snapshot, ChainLen: cur.ChainLen,
 	}
 	per := &Persist{
-		Event: ev, NewRoom: newRoom, Generation: r.gen, Txn: p.Txn,
+		Event: ev, NewRoom: newRoom, Txn: p.Txn,
 		StateBefore: cur.Snapshot, StateAfter: cur.Snapshot, Extremities: next.Extremities,
 	}
 	if ev.IsState() {
@@ -319,6 +344,26 @@ func (rs *Rooms) queue(id RoomID, r *room, ev *Event, p ProtoEvent, newRoom bool
 			per.InviteState = StrippedState(next.State, ev)
 		}
 	}
+	if t := p.RedactTarget; ev.Type() == TypeRedaction && t != nil && t.ID() == ev.Redacts() {
+		if redacted, err := Redact(t.Version(), t.JSON()); err == nil {
+			because := (&StoredEvent{Event: ev}).ClientJSON(ClientView{NowMS: ev.OriginServerTS()})
+			per.Redaction = &Redaction{Target: t.ID(), JSON: redacted, Because: because}
+			// A redacted state event stays in the state, stripped.
+			if t.IsState() && cur.State[t.Tuple()] != nil && cur.State[t.Tuple()].ID() == t.ID() {
+				if rev, err := EventFromTrustedJSON(t.Version(), t.ID(), redacted); err == nil {
+					next.State = next.State.With(rev)
+				}
+			}
+		}
+	}
+	return &prepared{per: per, next: next}
+}
+
+// enqueue queues a prepared event and publishes the state after it.
+// Caller holds r.mu.
+func (rs *Rooms) enqueue(r *room, pr *prepared) *queuedEvent {
+	per, ev := pr.per, pr.per.Event
+	per.Generation = r.gen
 	q := &queuedEvent{ev: ev, gen: r.gen}
 	per.Committed = func(pos StreamPos) {
 		q.pos = pos // read by wait after the result arrives on done
@@ -327,8 +372,8 @@ func (rs *Rooms) queue(id RoomID, r *room, ev *Event, p ProtoEvent, newRoom bool
 		}
 	}
 	q.done = rs.store.EnqueueEvent(per)
-	r.cur = next
-	return q, nil
+	r.cur = pr.next
+	return q
 }
 
 type queuedEvent struct {

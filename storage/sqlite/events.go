@@ -299,21 +299,11 @@ func (db *DB) StateEvents(ctx context.Context, snapshot int64) (roomdag.StateMap
 }
 
 // TxnEvent returns the event a client transaction created, if any.
-func (db *DB) TxnEvent(ctx context.Context, user roomdag.UserID, device, txnID string) (roomdag.EventID, error) {
+func (db *DB) TxnEvent(ctx context.Context, user roomdag.UserID, txn roomdag.Txn) (roomdag.EventID, error) {
 	var id string
-	err := db.r.QueryRowContext(ctx, `SELECT event_id FROM events WHERE sender = ? AND txn_device = ? AND txn_id = ?`,
-		string(user), device, txnID).Scan(&id)
+	err := db.r.QueryRowContext(ctx, `SELECT event_id FROM events WHERE sender = ? AND txn_device = ? AND txn_scope = ? AND txn_id = ?`,
+		string(user), txn.DeviceID, txn.Scope, txn.TxnID).Scan(&id)
 	return roomdag.EventID(id), notFound(err)
-}
-
-// Redact replaces an event's stored JSON with its redacted form and records
-// the redaction for clients (unsigned.redacted_because).
-func (db *DB) Redact(ctx context.Context, id roomdag.EventID, redacted []byte, because []byte) error {
-	return db.write(func(tx *sql.Tx) error {
-		_, err := tx.Exec(`UPDATE events SET json = ?, redacted = 1, unsigned = json_object('redacted_because', json(?)) WHERE event_id = ?`,
-			redacted, string(because), string(id))
-		return err
-	}, func() { db.events.remove(id) })
 }
 
 func reverse[T any](s []T) {

@@ -128,6 +128,9 @@ func (db *DB) EnqueueEvent(p *roomdag.Persist) <-chan error {
 			return err
 		},
 		after: func() {
+			if p.Redaction != nil {
+				db.events.remove(p.Redaction.Target)
+			}
 			if p.Committed != nil {
 				p.Committed(pos)
 			}
@@ -163,17 +166,17 @@ func (db *DB) insertEvent(tx *sql.Tx, p *roomdag.Persist) (roomdag.StreamPos, er
 			return 0, err
 		}
 	}
-	var txnDevice, txnID, unsigned any
+	var txnDevice, txnScope, txnID, unsigned any
 	if p.Txn != nil {
-		txnDevice, txnID = p.Txn.DeviceID, p.Txn.TxnID
+		txnDevice, txnScope, txnID = p.Txn.DeviceID, p.Txn.Scope, p.Txn.TxnID
 	}
 	if len(p.Unsigned) > 0 {
 		unsigned = string(p.Unsigned)
 	}
 	res, err := tx.Exec(`INSERT INTO events (event_id, room_nid, type, state_key, sender, depth, origin_ts, json,
-		state_before, state_after, unsigned, txn_device, txn_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		state_before, state_after, unsigned, txn_device, txn_scope, txn_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		string(ev.ID()), nid, ev.Type(), ev.StateKey(), string(ev.Sender()), ev.Depth(), ev.OriginServerTS(),
-		ev.JSON(), p.StateBefore, p.StateAfter, unsigned, txnDevice, txnID)
+		ev.JSON(), p.StateBefore, p.StateAfter, unsigned, txnDevice, txnScope, txnID)
 	if err != nil {
 		if isUniqueViolation(err) {
 			return 0, storage.ErrConflict
@@ -187,6 +190,12 @@ func (db *DB) insertEvent(tx *sql.Tx, p *roomdag.Persist) (roomdag.StreamPos, er
 	pos := roomdag.StreamPos(rowid)
 	if ev.IsState() {
 		if err := db.insertState(tx, nid, p, pos); err != nil {
+			return 0, err
+		}
+	}
+	if rd := p.Redaction; rd != nil {
+		if _, err := tx.Exec(`UPDATE events SET json = ?, redacted = 1, unsigned = json_object('redacted_because', json(?))
+			WHERE event_id = ?`, rd.JSON, string(rd.Because), string(rd.Target)); err != nil {
 			return 0, err
 		}
 	}

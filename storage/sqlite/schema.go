@@ -81,11 +81,12 @@ CREATE TABLE events (
 	unsigned       TEXT,             -- server-kept unsigned fields for clients
 	redacted       INTEGER NOT NULL DEFAULT 0,
 	txn_device     TEXT,
+	txn_scope      TEXT, -- the endpoint and room a transaction ID belongs to
 	txn_id         TEXT
 );
 CREATE INDEX events_room_topo ON events(room_nid, depth, stream_pos);
 CREATE INDEX events_room_pos ON events(room_nid, stream_pos);
-CREATE UNIQUE INDEX events_txn ON events(sender, txn_device, txn_id) WHERE txn_id IS NOT NULL;
+CREATE UNIQUE INDEX events_txn ON events(sender, txn_device, txn_scope, txn_id) WHERE txn_id IS NOT NULL;
 CREATE INDEX events_membership ON events(state_key, stream_pos) WHERE type = 'm.room.member';
 
 -- State snapshots: each is a delta on its parent; every so often a full copy
