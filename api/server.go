@@ -74,7 +74,7 @@ func (s *Server) Handler() http.Handler {
 	r.Use(cors)
 	tables := [][]route{
 		s.discoveryRoutes(), s.accountRoutes(), s.roomRoutes(), s.historyRoutes(),
-		s.profileRoutes(), s.accountDataRoutes(), s.directoryRoutes(), s.syncRoutes(),
+		s.profileRoutes(), s.accountDataRoutes(), s.directoryRoutes(), s.syncRoutes(), s.pushRuleRoutes(),
 	}
 	for _, table := range tables {
 		for _, rt := range table {
