@@ -381,3 +381,72 @@ func TestRestartKeepsEverything(t *testing.T) {
 		t.Errorf("history after restart has %d events", len(msgs.Chunk))
 	}
 }
+
+func TestSyncFilterOptions(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	alice, bob, carol := srv.Register("alice"), srv.Register("bob"), srv.Register("carol")
+	room := alice.CreateRoom(map[string]any{"preset": "public_chat"})
+	bob.Join(room)
+	carol.Join(room)
+	for i := 0; i < 5; i++ {
+		bob.SendText(room, fmt.Sprint("b", i))
+	}
+
+	// lazy_load_members: only the members of timeline senders (and the
+	// syncing user) are in state.
+	out := doSync(t, alice, filterQuery(`{"room":{"timeline":{"limit":3},"state":{"lazy_load_members":true}}}`))
+	members := map[string]bool{}
+	for _, e := range out.Rooms.Join[room].State.Events {
+		if e.Type == roomdag.TypeMember {
+			members[*e.StateKey] = true
+		}
+	}
+	if !members[bob.UserID] || !members[alice.UserID] || members[carol.UserID] {
+		t.Errorf("lazy-loaded members = %v, want bob and alice but not carol", members)
+	}
+	full := doSync(t, alice, "")
+	if n := countType(full.Rooms.Join[room].State.Events, roomdag.TypeMember) +
+		countType(full.Rooms.Join[room].Timeline.Events, roomdag.TypeMember); n < 3 {
+		t.Errorf("without lazy loading, %d member events; want all three", n)
+	}
+
+	// full_state: an incremental sync with nothing new still returns the
+	// room with its whole state.
+	since := full.NextBatch
+	fs := doSync(t, alice, "full_state=true&since="+since)
+	jr, ok := fs.Rooms.Join[room]
+	if !ok || len(jr.State.Events)+len(jr.Timeline.Events) == 0 {
+		t.Fatalf("full_state sync lacks the room's state: %+v", fs.Rooms.Join)
+	}
+
+	// include_leave: an initial sync lists left rooms only when asked.
+	carol.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/leave", map[string]any{}, nil)
+	if _, ok := doSync(t, carol, "").Rooms.Leave[room]; ok {
+		t.Errorf("left room listed in an initial sync without include_leave")
+	}
+	left := doSync(t, carol, filterQuery(`{"room":{"include_leave":true}}`))
+	lr, ok := left.Rooms.Leave[room]
+	if !ok {
+		t.Fatalf("left room missing with include_leave")
+	}
+	last := lr.Timeline.Events[len(lr.Timeline.Events)-1]
+	if last.Type != roomdag.TypeMember || last.StateKey == nil || *last.StateKey != carol.UserID {
+		t.Errorf("left room's timeline does not end at carol's leave: %+v", last)
+	}
+	// After forgetting, the room is gone even with include_leave.
+	carol.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/forget", map[string]any{}, nil)
+	if _, ok := doSync(t, carol, filterQuery(`{"room":{"include_leave":true}}`)).Rooms.Leave[room]; ok {
+		t.Errorf("forgotten room still listed")
+	}
+}
+
+func countType(evs []event, typ string) int {
+	n := 0
+	for _, e := range evs {
+		if e.Type == typ {
+			n++
+		}
+	}
+	return n
+}
