@@ -89,7 +89,22 @@ func (s *Server) forgotten(ctx context.Context, room roomdag.RoomID, user roomda
 	return false, nil
 }
 
-// state returns the state the user may see.
+// readableState parses {roomId} and returns the room, the requester's
+// access and the state they may see.
+func (s *Server) readableState(r *http.Request) (roomdag.RoomID, *roomAccess, roomdag.StateMap, error) {
+	room, err := roomParam(r)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	a, err := s.access(r.Context(), room, requester(r).UserID)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	st, err := s.visibleState(r.Context(), a)
+	return room, a, st, err
+}
+
+// visibleState returns the state the user may see.
 func (s *Server) visibleState(ctx context.Context, a *roomAccess) (roomdag.StateMap, error) {
 	if a.stateSnap == 0 {
 		return a.st.State, nil
@@ -455,15 +470,7 @@ func sortedState(m roomdag.StateMap) []*roomdag.Event {
 }
 
 func (s *Server) getState(r *http.Request) (any, error) {
-	room, err := roomParam(r)
-	if err != nil {
-		return nil, err
-	}
-	a, err := s.access(r.Context(), room, requester(r).UserID)
-	if err != nil {
-		return nil, err
-	}
-	st, err := s.visibleState(r.Context(), a)
+	_, _, st, err := s.readableState(r)
 	if err != nil {
 		return nil, err
 	}
@@ -476,15 +483,7 @@ func (s *Server) getState(r *http.Request) (any, error) {
 }
 
 func (s *Server) getStateEvent(r *http.Request) (any, error) {
-	room, err := roomParam(r)
-	if err != nil {
-		return nil, err
-	}
-	a, err := s.access(r.Context(), room, requester(r).UserID)
-	if err != nil {
-		return nil, err
-	}
-	st, err := s.visibleState(r.Context(), a)
+	_, _, st, err := s.readableState(r)
 	if err != nil {
 		return nil, err
 	}
@@ -500,15 +499,7 @@ func (s *Server) getStateEvent(r *http.Request) (any, error) {
 }
 
 func (s *Server) members(r *http.Request) (any, error) {
-	room, err := roomParam(r)
-	if err != nil {
-		return nil, err
-	}
-	a, err := s.access(r.Context(), room, requester(r).UserID)
-	if err != nil {
-		return nil, err
-	}
-	st, err := s.visibleState(r.Context(), a)
+	room, a, st, err := s.readableState(r)
 	if err != nil {
 		return nil, err
 	}
