@@ -160,12 +160,40 @@ func (rs *Rooms) get(id RoomID) *room {
 	return r
 }
 
-// load fills r.cur from storage. Caller holds r.mu.
+// lock returns the room's entry, locked. Entries of rooms that turn out
+// not to exist are dropped, so after locking it checks that the entry is
+// still the one in the map: two entries for one room would mean two
+// writers. Lock order: r.mu before rs.mu.
+func (rs *Rooms) lock(id RoomID) *room {
+	for {
+		r := rs.get(id)
+		r.mu.Lock()
+		rs.mu.Lock()
+		current := rs.rooms[id] == r
+		rs.mu.Unlock()
+		if current {
+			return r
+		}
+		r.mu.Unlock()
+	}
+}
+
+// load fills r.cur from storage. For a room that does not exist it drops
+// the entry, so requests naming made-up rooms do not grow the map. Caller
+// holds r.mu (from lock).
 func (rs *Rooms) load(ctx context.Context, id RoomID, r *room) error {
 	if r.cur != nil && !r.stale {
 		return nil
 	}
 	st, err := rs.store.LoadRoom(ctx, id)
+	if errors.Is(err, ErrUnknownRoom) {
+		r.cur = nil
+		rs.mu.Lock()
+		if rs.rooms[id] == r {
+			delete(rs.rooms, id)
+		}
+		rs.mu.Unlock()
+	}
 	if err != nil {
 		return err
 	}
@@ -175,13 +203,19 @@ func (rs *Rooms) load(ctx context.Context, id RoomID, r *room) error {
 
 // State returns the current state of a room, or ErrUnknownRoom.
 func (rs *Rooms) State(ctx context.Context, id RoomID) (*RoomState, error) {
-	r := rs.get(id)
-	r.mu.Lock()
+	r := rs.lock(id)
 	defer r.mu.Unlock()
 	if err := rs.load(ctx, id, r); err != nil {
 		return nil, err
 	}
 	return r.cur, nil
+}
+
+// loaded reports how many rooms have an in-memory entry (for tests).
+func (rs *Rooms) loaded() int {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return len(rs.rooms)
 }
 
 // ProtoEvent is an event a local user wants to send, before the server
@@ -210,9 +244,8 @@ type ProtoEvent struct {
 // on the stored state: the caller has not been answered yet, so nothing
 // was promised about the first attempt.
 func (rs *Rooms) Append(ctx context.Context, id RoomID, p ProtoEvent) (*Event, StreamPos, error) {
-	r := rs.get(id)
 	for attempt := 0; ; attempt++ {
-		r.mu.Lock()
+		r := rs.lock(id)
 		if err := rs.load(ctx, id, r); err != nil {
 			r.mu.Unlock()
 			return nil, 0, err
@@ -248,8 +281,7 @@ func (rs *Rooms) CreateRoom(ctx context.Context, v *RoomVersion, id RoomID, crea
 		return "", err
 	}
 	id = ev.RoomID()
-	r := rs.get(id)
-	r.mu.Lock()
+	r := rs.lock(id)
 	if r.cur != nil {
 		r.mu.Unlock()
 		return "", ErrRoomExists
