@@ -1,35 +1,77 @@
 package api
 
 import (
+	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/persistentchat/homeserver/push"
+	"github.com/persistentchat/homeserver/roomdag"
 )
 
-// Reading push rules. Every client reads them at start-up (matrix-js-sdk
-// will not finish its first sync without them); writing rules comes with
-// notifications, so until then a user's rules are the server defaults.
+// Push rules (spec: client-server API, "Push Rules: API"). A user's rules
+// are the server defaults merged with what they changed (push.UserRules);
+// every change also rewrites the m.push_rules account data, in the same
+// transaction, so /sync carries it and long-polls wake.
 func (s *Server) pushRuleRoutes() []route {
+	const one = v3 + "/pushrules/global/{kind}/{ruleId}"
 	return []route{
 		{"GET", v3 + "/pushrules/", s.getPushRules, authRequired, rateNone},
 		{"GET", v3 + "/pushrules/global/", s.getGlobalPushRules, authRequired, rateNone},
-		{"GET", v3 + "/pushrules/global/{kind}/{ruleId}", s.getPushRule(""), authRequired, rateNone},
-		{"GET", v3 + "/pushrules/global/{kind}/{ruleId}/enabled", s.getPushRule("enabled"), authRequired, rateNone},
-		{"GET", v3 + "/pushrules/global/{kind}/{ruleId}/actions", s.getPushRule("actions"), authRequired, rateNone},
+		{"GET", one, s.getPushRule(""), authRequired, rateNone},
+		{"GET", one + "/enabled", s.getPushRule("enabled"), authRequired, rateNone},
+		{"GET", one + "/actions", s.getPushRule("actions"), authRequired, rateNone},
+		{"PUT", one, s.putPushRule, authRequired, rateMessage},
+		{"DELETE", one, s.deletePushRule, authRequired, rateNone},
+		{"PUT", one + "/enabled", s.putPushRuleEnabled, authRequired, rateNone},
+		{"PUT", one + "/actions", s.putPushRuleActions, authRequired, rateNone},
 	}
 }
 
+// maxRuleIDBytes bounds rule IDs; room and user IDs are at most 255 bytes.
+const maxRuleIDBytes = 255
+
+// userRules reads what the user changed; the zero value if nothing.
+func (s *Server) userRules(r *http.Request) (push.UserRules, error) {
+	var u push.UserRules
+	doc, err := s.store.PushRules(r.Context(), requester(r).UserID)
+	if err != nil || doc == nil {
+		return u, err
+	}
+	if err := json.Unmarshal(doc, &u); err != nil {
+		return u, fmt.Errorf("stored push rules of %s: %w", requester(r).UserID, err)
+	}
+	return u, nil
+}
+
+func (s *Server) ruleset(r *http.Request) (push.Ruleset, error) {
+	u, err := s.userRules(r)
+	if err != nil {
+		return push.Ruleset{}, err
+	}
+	return u.Ruleset(requester(r).UserID), nil
+}
+
 func (s *Server) getPushRules(r *http.Request) (any, error) {
-	return map[string]any{"global": push.Defaults(requester(r).UserID)}, nil
+	rs, err := s.ruleset(r)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"global": rs}, nil
 }
 
 func (s *Server) getGlobalPushRules(r *http.Request) (any, error) {
-	return push.Defaults(requester(r).UserID), nil
+	return s.ruleset(r)
 }
 
 func (s *Server) getPushRule(part string) handlerFunc {
 	return func(r *http.Request) (any, error) {
-		rules := push.Defaults(requester(r).UserID)
+		rules, err := s.ruleset(r)
+		if err != nil {
+			return nil, err
+		}
 		list, ok := rules.ByKind(pathParam(r, "kind"))
 		if !ok {
 			return nil, invalidParam("unknown push rule kind")
@@ -49,4 +91,177 @@ func (s *Server) getPushRule(part string) handlerFunc {
 		}
 		return nil, notFoundErr("the push rule was not found")
 	}
+}
+
+// updateRules applies change to the user's rules and stores the result with
+// its m.push_rules account data, then wakes the user's /sync.
+func (s *Server) updateRules(r *http.Request, change func(u *push.UserRules) error) (any, error) {
+	user := requester(r).UserID
+	pos, err := s.store.UpdatePushRules(r.Context(), user, func(cur json.RawMessage) (json.RawMessage, json.RawMessage, error) {
+		var u push.UserRules
+		if cur != nil {
+			if err := json.Unmarshal(cur, &u); err != nil {
+				return nil, nil, fmt.Errorf("stored push rules of %s: %w", user, err)
+			}
+		}
+		if err := change(&u); err != nil {
+			return nil, nil, err
+		}
+		next, err := json.Marshal(u)
+		if err != nil {
+			return nil, nil, err
+		}
+		content, err := json.Marshal(map[string]any{"global": u.Ruleset(user)})
+		return next, content, err
+	})
+	if err != nil {
+		return nil, pushRuleError(err)
+	}
+	s.sync.Notifier().AccountDataChanged(user, pos)
+	return struct{}{}, nil
+}
+
+// pushRuleError maps the push package's errors to Matrix errors.
+func pushRuleError(err error) error {
+	var rel *push.RelativeError
+	switch {
+	case errors.As(err, &rel):
+		// The spec's example answers M_UNKNOWN, as Synapse does.
+		return errorf(http.StatusBadRequest, CodeUnknown, "%s", rel.Error())
+	case errors.Is(err, push.ErrNotFound):
+		return notFoundErr("the push rule was not found")
+	case errors.Is(err, push.ErrUnknownKind):
+		return invalidParam("unknown push rule kind")
+	case errors.Is(err, push.ErrServerDefault):
+		return invalidParam("server-default push rules cannot be deleted or replaced; enable, disable or change their actions instead")
+	case errors.Is(err, push.ErrTooMany):
+		return invalidParam("%v", err)
+	}
+	return err
+}
+
+// ruleTarget reads and checks the kind and rule ID of the path.
+func ruleTarget(r *http.Request) (kind, id string, err error) {
+	kind, id = pathParam(r, "kind"), pathParam(r, "ruleId")
+	if _, ok := (&push.Ruleset{}).ByKind(kind); !ok {
+		return "", "", invalidParam("unknown push rule kind %q", kind)
+	}
+	if id == "" || len(id) > maxRuleIDBytes {
+		return "", "", invalidParam("bad rule ID")
+	}
+	return kind, id, nil
+}
+
+// pushRuleBody is the body of PUT /pushrules/global/{kind}/{ruleId}.
+type pushRuleBody struct {
+	Actions    *[]any            `json:"actions"`
+	Conditions *[]push.Condition `json:"conditions"`
+	Pattern    *string           `json:"pattern"`
+}
+
+func (s *Server) putPushRule(r *http.Request) (any, error) {
+	kind, id, err := ruleTarget(r)
+	if err != nil {
+		return nil, err
+	}
+	// Spec: IDs starting with "." are the server's; "/" and "\" are refused.
+	if push.IsServerDefaultID(id) {
+		return nil, invalidParam("rule IDs starting with '.' are reserved for server-default rules")
+	}
+	if strings.ContainsAny(id, `/\`) {
+		return nil, invalidParam("rule IDs may not contain '/' or '\\'")
+	}
+	switch kind {
+	case "room":
+		if _, err := roomdag.ParseRoomID(id); err != nil {
+			return nil, invalidParam("the rule ID of a room rule is the room ID")
+		}
+	case "sender":
+		if _, err := roomdag.ParseUserID(id); err != nil {
+			return nil, invalidParam("the rule ID of a sender rule is the user ID")
+		}
+	}
+	var body pushRuleBody
+	if err := decodeJSON(r, &body); err != nil {
+		return nil, err
+	}
+	if body.Actions == nil {
+		return nil, missingParam("actions is required")
+	}
+	if err := push.CheckActions(*body.Actions); err != nil {
+		return nil, badJSON("actions: %v", err)
+	}
+	rule := push.Rule{RuleID: id, Actions: *body.Actions}
+	switch kind {
+	case "override", "underride":
+		rule.Conditions = []push.Condition{}
+		if body.Conditions != nil {
+			rule.Conditions = *body.Conditions
+		}
+		if err := push.CheckConditions(rule.Conditions); err != nil {
+			return nil, badJSON("conditions: %v", err)
+		}
+	case "content":
+		if body.Pattern == nil {
+			return nil, missingParam("a content rule needs a pattern")
+		}
+		if *body.Pattern == "" {
+			return nil, badJSON("the pattern of a content rule may not be empty")
+		}
+		if len(*body.Pattern) > push.MaxPatternBytes {
+			return nil, badJSON("pattern is longer than %d bytes", push.MaxPatternBytes)
+		}
+		rule.Pattern = *body.Pattern
+	}
+	q := r.URL.Query()
+	before, after := q.Get("before"), q.Get("after")
+	return s.updateRules(r, func(u *push.UserRules) error { return u.Put(kind, rule, before, after) })
+}
+
+func (s *Server) deletePushRule(r *http.Request) (any, error) {
+	kind, id, err := ruleTarget(r)
+	if err != nil {
+		return nil, err
+	}
+	user := requester(r).UserID
+	return s.updateRules(r, func(u *push.UserRules) error { return u.Delete(user, kind, id) })
+}
+
+func (s *Server) putPushRuleEnabled(r *http.Request) (any, error) {
+	kind, id, err := ruleTarget(r)
+	if err != nil {
+		return nil, err
+	}
+	var body struct {
+		Enabled *bool `json:"enabled"`
+	}
+	if err := decodeJSON(r, &body); err != nil {
+		return nil, err
+	}
+	if body.Enabled == nil {
+		return nil, missingParam("enabled is required")
+	}
+	user := requester(r).UserID
+	return s.updateRules(r, func(u *push.UserRules) error { return u.SetEnabled(user, kind, id, *body.Enabled) })
+}
+
+func (s *Server) putPushRuleActions(r *http.Request) (any, error) {
+	kind, id, err := ruleTarget(r)
+	if err != nil {
+		return nil, err
+	}
+	var body struct {
+		Actions *[]any `json:"actions"`
+	}
+	if err := decodeJSON(r, &body); err != nil {
+		return nil, err
+	}
+	if body.Actions == nil {
+		return nil, missingParam("actions is required")
+	}
+	if err := push.CheckActions(*body.Actions); err != nil {
+		return nil, badJSON("actions: %v", err)
+	}
+	user := requester(r).UserID
+	return s.updateRules(r, func(u *push.UserRules) error { return u.SetActions(user, kind, id, *body.Actions) })
 }

@@ -75,6 +75,7 @@ func (s *Server) Handler() http.Handler {
 	tables := [][]route{
 		s.discoveryRoutes(), s.accountRoutes(), s.roomRoutes(), s.historyRoutes(),
 		s.profileRoutes(), s.accountDataRoutes(), s.directoryRoutes(), s.syncRoutes(), s.pushRuleRoutes(),
+		s.receiptRoutes(),
 	}
 	for _, table := range tables {
 		for _, rt := range table {

@@ -46,4 +46,15 @@ type Store interface {
 	StateEvents(ctx context.Context, snapshot int64) (roomdag.StateMap, error)
 	TopoAtStream(ctx context.Context, room roomdag.RoomID, pos roomdag.StreamPos) (storage.TopoPos, error)
 	RoomEventsTopo(ctx context.Context, room roomdag.RoomID, from storage.TopoPos, backwards bool, limit int) ([]*roomdag.StoredEvent, bool, error)
+
+	// PutReceipt and PutFullyRead only move forward: they return position 0
+	// when the stored receipt or marker is already at or after eventPos.
+	PutReceipt(ctx context.Context, room roomdag.RoomID, typ string, user roomdag.UserID, thread string,
+		event roomdag.EventID, eventPos roomdag.StreamPos, tsMS int64) (int64, error)
+	PutFullyRead(ctx context.Context, user roomdag.UserID, room roomdag.RoomID, event roomdag.EventID, eventPos roomdag.StreamPos) (int64, error)
+
+	// Push rules (push.UserRules documents); UpdatePushRules also stores
+	// the m.push_rules account data and returns its stream position.
+	PushRules(ctx context.Context, user roomdag.UserID) (json.RawMessage, error)
+	UpdatePushRules(ctx context.Context, user roomdag.UserID, fn func(cur json.RawMessage) (next, accountData json.RawMessage, err error)) (int64, error)
 }

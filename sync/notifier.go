@@ -69,6 +69,12 @@ func (n *Notifier) EventCommitted(ev *roomdag.Event, pos roomdag.StreamPos) {
 			n.wakeLocked(target) // a user who left still hears of it
 		}
 	}
+	n.wakeRoomLocked(room)
+}
+
+// wakeRoomLocked wakes every local member of the room.
+func (n *Notifier) wakeRoomLocked(room roomdag.RoomID) {
+	set := n.members[room]
 	if len(n.waiting) < len(set) {
 		for u := range n.waiting {
 			if _, ok := set[u]; ok {
@@ -80,6 +86,43 @@ func (n *Notifier) EventCommitted(ev *roomdag.Event, pos roomdag.StreamPos) {
 			n.wakeLocked(u)
 		}
 	}
+}
+
+// ReceiptAdded is called after a receipt at pos in the receipt stream
+// commits, in commit order. A public receipt wakes the room's members; a
+// private one (m.read.private) only its owner, the only user who sees it.
+func (n *Notifier) ReceiptAdded(room roomdag.RoomID, user roomdag.UserID, private bool, pos int64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if pos > n.cur.Receipts {
+		n.cur.Receipts = pos
+	}
+	if private {
+		n.wakeLocked(user)
+		return
+	}
+	n.wakeRoomLocked(room)
+}
+
+// receiptsAt raises the receipt position to pos (at start-up, from
+// storage).
+func (n *Notifier) receiptsAt(pos int64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if pos > n.cur.Receipts {
+		n.cur.Receipts = pos
+	}
+}
+
+// typingChanged advances the in-memory typing stream for a change of who
+// is typing in room, wakes the room's members and returns the new
+// position.
+func (n *Notifier) typingChanged(room roomdag.RoomID) int64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.cur.Typing++
+	n.wakeRoomLocked(room)
+	return n.cur.Typing
 }
 
 // AccountDataChanged wakes the user after an account data write at pos.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"maps"
 	"sort"
 	"time"
 
@@ -22,6 +23,15 @@ type Store interface {
 	Events(ctx context.Context, ids []roomdag.EventID) ([]*roomdag.StoredEvent, error)
 	AccountDataSince(ctx context.Context, user roomdag.UserID, after, upTo int64) ([]storage.AccountDataItem, error)
 	InviteState(ctx context.Context, pos roomdag.StreamPos) (json.RawMessage, error)
+
+	// Receipts returns, per room of rooms, the contents of m.receipt
+	// events (spec: m.receipt) holding the receipts whose receipt stream
+	// position is in (after, upTo]: the newest per user, receipt type and
+	// thread. viewer sees their own m.read.private receipts and nobody
+	// else's. Rooms without receipts are absent.
+	Receipts(ctx context.Context, viewer roomdag.UserID, rooms []roomdag.RoomID, after, upTo int64) (map[roomdag.RoomID][]json.RawMessage, error)
+	// ReceiptPos is the newest committed receipt stream position.
+	ReceiptPos(ctx context.Context) (int64, error)
 }
 
 // Syncer answers /sync requests.
@@ -29,6 +39,7 @@ type Syncer struct {
 	store    Store
 	rooms    *roomdag.Rooms
 	notifier *Notifier
+	typing   *typing
 	clock    clock.Clock
 	log      *slog.Logger
 	// Backchat bounds: the server default and the most any filter or room
@@ -36,10 +47,24 @@ type Syncer struct {
 	backchatDefault, backchatMax int
 }
 
-// NewSyncer makes a Syncer.
+// NewSyncer makes a Syncer. It raises the notifier's receipt position to
+// the newest stored receipt, so tokens handed out before a restart stay
+// valid.
 func NewSyncer(store Store, rooms *roomdag.Rooms, n *Notifier, clk clock.Clock, log *slog.Logger, backchatDefault, backchatMax int) *Syncer {
-	return &Syncer{store: store, rooms: rooms, notifier: n, clock: clk, log: log,
+	if pos, err := store.ReceiptPos(context.Background()); err != nil {
+		log.Error("reading the receipt stream position", "err", err)
+	} else {
+		n.receiptsAt(pos)
+	}
+	return &Syncer{store: store, rooms: rooms, notifier: n, typing: newTyping(clk, n), clock: clk, log: log,
 		backchatDefault: backchatDefault, backchatMax: backchatMax}
+}
+
+// SetTyping marks user as typing in room for timeout (capped at
+// MaxTypingTimeout), or, with on false, as having stopped; it wakes the
+// room's members. The caller has checked that the user is joined.
+func (s *Syncer) SetTyping(room roomdag.RoomID, user roomdag.UserID, on bool, timeout time.Duration) {
+	s.typing.set(room, user, on, timeout)
 }
 
 // Notifier returns the notifier the syncer waits on.
@@ -122,8 +147,18 @@ func (s *Syncer) Sync(ctx context.Context, req Request) (*Response, error) {
 	if req.Filter == nil {
 		req.Filter = &Filter{}
 	}
+	if req.Since != nil {
+		// Typing positions live in memory and restart at zero with the
+		// server: a token from before a restart may be ahead of now.
+		since := *req.Since
+		if since.Typing > s.notifier.Current().Typing {
+			since.Typing = 0
+		}
+		req.Since = &since
+	}
 	var deadline <-chan time.Time
 	for {
+		s.typing.expire() // so that cur includes notifications that ran out
 		wake, cur := s.notifier.wakeup(req.User)
 		if req.Since != nil && !cur.after(*req.Since) && !req.FullState {
 			// Nothing new at all: wait without touching the database.
@@ -195,6 +230,10 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 		}
 	}
 	rf := &req.Filter.Room
+	ephemeral, err := s.ephemeral(ctx, req, memberships, since, cur)
+	if err != nil {
+		return nil, err
+	}
 	for _, m := range memberships {
 		if m.Pos > cur.Events || !rf.AllowsRoom(m.RoomID) {
 			continue // a membership newer than this sync: the next one has it
@@ -202,7 +241,7 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 		newHere := req.Since == nil || m.Pos > since.Events
 		switch m.Membership {
 		case roomdag.MembershipJoin:
-			if !newHere && !req.FullState && !changed[m.RoomID] && roomData[m.RoomID] == nil {
+			if !newHere && !req.FullState && !changed[m.RoomID] && roomData[m.RoomID] == nil && ephemeral[m.RoomID] == nil {
 				continue
 			}
 			jr, err := s.joinedRoom(ctx, req, m, since, cur, newHere)
@@ -213,8 +252,12 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 			if d != nil {
 				jr.AccountData.Events = d
 			}
+			eph := ephemeral[m.RoomID]
+			if eph != nil {
+				jr.Ephemeral.Events = eph
+			}
 			// An incremental sync lists a room only if something changed.
-			if newHere || req.FullState || len(jr.Timeline.Events) > 0 || len(jr.State.Events) > 0 || d != nil {
+			if newHere || req.FullState || len(jr.Timeline.Events) > 0 || len(jr.State.Events) > 0 || d != nil || eph != nil {
 				resp.Rooms.Join[m.RoomID] = jr
 			}
 		case roomdag.MembershipInvite, roomdag.MembershipKnock:
@@ -243,6 +286,76 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 	}
 	return resp, nil
 }
+
+// ephemeral returns the ephemeral events (receipts, typing) of the joined
+// rooms between since and cur. A room new to this sync (an initial sync
+// or a fresh join) gets every current receipt and who is typing now.
+func (s *Syncer) ephemeral(ctx context.Context, req Request, memberships []storage.RoomMembership, since, cur Token) (map[roomdag.RoomID][]json.RawMessage, error) {
+	ef := &req.Filter.Room.Ephemeral
+	wantReceipts, wantTyping := ef.Allows(TypeReceipt, ""), ef.Allows(TypeTyping, "")
+	if !wantReceipts && !wantTyping {
+		return nil, nil
+	}
+	var fresh, old []roomdag.RoomID
+	for _, m := range memberships {
+		if m.Membership != roomdag.MembershipJoin || m.Pos > cur.Events || !req.Filter.Room.AllowsRoom(m.RoomID) || !ef.AllowsRoom(m.RoomID) {
+			continue
+		}
+		if req.Since == nil || m.Pos > since.Events {
+			fresh = append(fresh, m.RoomID)
+		} else {
+			old = append(old, m.RoomID)
+		}
+	}
+	out := map[roomdag.RoomID][]json.RawMessage{}
+	add := func(room roomdag.RoomID, typ string, content any) {
+		ev, _ := json.Marshal(map[string]any{"type": typ, "content": content})
+		out[room] = append(out[room], ev)
+	}
+	if wantReceipts {
+		receipts := map[roomdag.RoomID][]json.RawMessage{}
+		if len(fresh) > 0 && cur.Receipts > 0 {
+			r, err := s.store.Receipts(ctx, req.User, fresh, 0, cur.Receipts)
+			if err != nil {
+				return nil, err
+			}
+			maps.Copy(receipts, r)
+		}
+		if len(old) > 0 && cur.Receipts > since.Receipts {
+			r, err := s.store.Receipts(ctx, req.User, old, since.Receipts, cur.Receipts)
+			if err != nil {
+				return nil, err
+			}
+			maps.Copy(receipts, r)
+		}
+		for room, contents := range receipts {
+			for _, c := range contents {
+				add(room, TypeReceipt, c)
+			}
+		}
+	}
+	if wantTyping {
+		for _, room := range fresh {
+			if users, ok := s.typing.changedSince(room, 0, true); ok {
+				add(room, TypeTyping, map[string]any{"user_ids": users})
+			}
+		}
+		if cur.Typing > since.Typing {
+			for _, room := range old {
+				if users, ok := s.typing.changedSince(room, since.Typing, false); ok {
+					add(room, TypeTyping, map[string]any{"user_ids": users})
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// Ephemeral event types in /sync (spec: m.receipt, m.typing).
+const (
+	TypeReceipt = "m.receipt"
+	TypeTyping  = "m.typing"
+)
 
 // backchat is how many recent events a room's timeline holds when a member
 // joins or reconnects: the filter's limit, else the room's backchat state

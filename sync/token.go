@@ -11,16 +11,24 @@ import (
 )
 
 // Token is a position in every stream a client syncs: the vector of
-// positions it has seen. Its string form is "s<events>_<account data>";
-// clients treat it as opaque. Parse accepts tokens with more fields, for
-// streams added later, and fills missing ones with zero.
+// positions it has seen. Its string form is
+// "s<events>_<account data>_<receipts>_<typing>"; clients treat it as
+// opaque. Parse accepts tokens with fewer fields (older servers wrote
+// "s<events>_<account data>") and fills the missing ones with zero, and
+// tokens with more fields, for streams added later.
 type Token struct {
 	Events      roomdag.StreamPos
 	AccountData int64
+	// Receipts is the durable receipt stream (m.read, m.read.private).
+	Receipts int64
+	// Typing is an in-memory counter: it restarts at zero with the
+	// server, so a client may present one ahead of the current position
+	// (see Syncer.Sync).
+	Typing int64
 }
 
 func (t Token) String() string {
-	return fmt.Sprintf("s%d_%d", t.Events, t.AccountData)
+	return fmt.Sprintf("s%d_%d_%d_%d", t.Events, t.AccountData, t.Receipts, t.Typing)
 }
 
 // ParseToken parses a sync token.
@@ -30,7 +38,7 @@ func ParseToken(s string) (Token, error) {
 		return Token{}, fmt.Errorf("malformed sync token")
 	}
 	parts := strings.Split(rest, "_")
-	nums := make([]int64, 2)
+	nums := make([]int64, 4)
 	for i, p := range parts {
 		n, err := strconv.ParseInt(p, 10, 64)
 		if err != nil || n < 0 {
@@ -40,12 +48,13 @@ func ParseToken(s string) (Token, error) {
 			nums[i] = n
 		}
 	}
-	return Token{Events: roomdag.StreamPos(nums[0]), AccountData: nums[1]}, nil
+	return Token{Events: roomdag.StreamPos(nums[0]), AccountData: nums[1], Receipts: nums[2], Typing: nums[3]}, nil
 }
 
 // after reports whether t has anything beyond since in any stream.
 func (t Token) after(since Token) bool {
-	return t.Events > since.Events || t.AccountData > since.AccountData
+	return t.Events > since.Events || t.AccountData > since.AccountData ||
+		t.Receipts > since.Receipts || t.Typing > since.Typing
 }
 
 // TopoToken is a position in one room's history for /messages: events are

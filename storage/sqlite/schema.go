@@ -139,4 +139,33 @@ CREATE TABLE room_aliases (
 );
 CREATE INDEX room_aliases_room ON room_aliases(room_id);
 `,
+	// Receipts (m.read, m.read.private): the newest per room, type, user and
+	// thread ('' for an unthreaded receipt). stream_pos is the receipt
+	// stream position of the last change; event_pos orders the receipted
+	// events, so receipts only move forward.
+	`
+CREATE TABLE receipts (
+	room_id      TEXT NOT NULL,
+	receipt_type TEXT NOT NULL,
+	user_id      TEXT NOT NULL,
+	thread_id    TEXT NOT NULL,
+	event_id     TEXT NOT NULL,
+	event_pos    INTEGER NOT NULL,
+	ts           INTEGER NOT NULL,
+	stream_pos   INTEGER NOT NULL,
+	PRIMARY KEY (room_id, receipt_type, user_id, thread_id)
+) WITHOUT ROWID;
+CREATE INDEX receipts_pos ON receipts(stream_pos);
+CREATE INDEX receipts_room_pos ON receipts(room_id, stream_pos);
+`,
+	// Push rules a user changed (their own rules, their changes to the
+	// server defaults) as one push.UserRules JSON document per user: rules
+	// are few, always read and written whole, and merged with the server
+	// defaults when read.
+	`
+CREATE TABLE push_rules (
+	user_id TEXT PRIMARY KEY,
+	rules   TEXT NOT NULL
+) WITHOUT ROWID;
+`,
 }

@@ -1,0 +1,37 @@
+package sync_test
+
+import (
+	"testing"
+
+	"github.com/persistentchat/homeserver/sync"
+)
+
+func TestParseToken(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want sync.Token
+	}{
+		{"s72_4", sync.Token{Events: 72, AccountData: 4}}, // written before receipts and typing
+		{"s72_4_9", sync.Token{Events: 72, AccountData: 4, Receipts: 9}},
+		{"s72_4_9_3", sync.Token{Events: 72, AccountData: 4, Receipts: 9, Typing: 3}},
+		{"s72_4_9_3_8", sync.Token{Events: 72, AccountData: 4, Receipts: 9, Typing: 3}}, // a later stream
+		{"s5", sync.Token{Events: 5}},
+	} {
+		got, err := sync.ParseToken(tc.in)
+		if err != nil || got != tc.want {
+			t.Errorf("ParseToken(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
+		}
+	}
+	tok := sync.Token{Events: 1, AccountData: 2, Receipts: 3, Typing: 4}
+	if s := tok.String(); s != "s1_2_3_4" {
+		t.Errorf("String() = %q", s)
+	}
+	if back, err := sync.ParseToken(tok.String()); err != nil || back != tok {
+		t.Errorf("round trip: %+v, %v", back, err)
+	}
+	for _, bad := range []string{"", "s", "x1_2", "s1__2", "s1_-2", "s1_2_x"} {
+		if _, err := sync.ParseToken(bad); err == nil {
+			t.Errorf("ParseToken(%q) accepted", bad)
+		}
+	}
+}

@@ -1,0 +1,174 @@
+package sync
+
+import (
+	"slices"
+	gosync "sync"
+	"time"
+
+	"github.com/persistentchat/homeserver/clock"
+	"github.com/persistentchat/homeserver/roomdag"
+)
+
+// MaxTypingTimeout caps how long one typing notification lasts; clients
+// renew it while the user keeps typing (spec: "Typing Notifications",
+// client behaviour).
+const MaxTypingTimeout = 120 * time.Second
+
+// typing tracks who is typing in which room. It lives in memory only:
+// typing notifications are ephemeral, and a restart forgets them (the
+// typing position in tokens restarts at zero; Sync copes with tokens from
+// before the restart).
+type typing struct {
+	clock    clock.Clock
+	notifier *Notifier
+
+	mu    gosync.Mutex
+	rooms map[roomdag.RoomID]*roomTyping
+	// sweeping is set while a goroutine waits for the next expiry, so
+	// that a timeout wakes long-polls without anyone asking. next is the
+	// deadline it waits for; timers hands it the timer of an earlier one.
+	sweeping bool
+	next     time.Time
+	timers   chan (<-chan time.Time)
+}
+
+type roomTyping struct {
+	users map[roomdag.UserID]time.Time // when each user's notification expires
+	// pos is the typing position of the room's last change. A room whose
+	// set became empty keeps its entry, so syncs from before the change
+	// learn that nobody types any more.
+	pos int64
+}
+
+func newTyping(clk clock.Clock, n *Notifier) *typing {
+	return &typing{clock: clk, notifier: n, rooms: map[roomdag.RoomID]*roomTyping{}, timers: make(chan (<-chan time.Time), 1)}
+}
+
+// set marks user as typing in room for timeout (capped at
+// MaxTypingTimeout), or as no longer typing. The caller has checked that
+// the user may (is joined).
+func (t *typing) set(room roomdag.RoomID, user roomdag.UserID, on bool, timeout time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.clock.Now()
+	t.expireLocked(now)
+	rt := t.rooms[room]
+	if !on {
+		if rt == nil {
+			return
+		}
+		if _, ok := rt.users[user]; ok {
+			delete(rt.users, user)
+			rt.pos = t.notifier.typingChanged(room)
+		}
+		return
+	}
+	timeout = min(max(timeout, 0), MaxTypingTimeout)
+	if rt == nil {
+		rt = &roomTyping{users: map[roomdag.UserID]time.Time{}}
+		t.rooms[room] = rt
+	}
+	_, was := rt.users[user]
+	until := now.Add(timeout)
+	rt.users[user] = until
+	if !was {
+		rt.pos = t.notifier.typingChanged(room)
+	}
+	t.scheduleLocked(now, until)
+}
+
+// expire drops the notifications that have run out, now.
+func (t *typing) expire() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.expireLocked(t.clock.Now())
+}
+
+func (t *typing) expireLocked(now time.Time) {
+	for room, rt := range t.rooms {
+		changed := false
+		for u, until := range rt.users {
+			if !until.After(now) {
+				delete(rt.users, u)
+				changed = true
+			}
+		}
+		if changed {
+			rt.pos = t.notifier.typingChanged(room)
+		}
+	}
+}
+
+// scheduleLocked makes sure a sweeper wakes by the deadline. Timers are
+// made while t.mu is held, before the typing request is answered, so a
+// test's fake clock never advances past a timer not yet made.
+func (t *typing) scheduleLocked(now, deadline time.Time) {
+	if t.sweeping && !deadline.Before(t.next) {
+		return
+	}
+	timer := t.clock.After(deadline.Sub(now))
+	t.next = deadline
+	if !t.sweeping {
+		t.sweeping = true
+		go t.sweep(timer)
+		return
+	}
+	select { // replace a timer the sweeper has not taken yet
+	case <-t.timers:
+	default:
+	}
+	t.timers <- timer
+}
+
+// sweep expires notifications as they run out, so that their end reaches
+// long-polling clients; it exits once nobody is typing.
+func (t *typing) sweep(timer <-chan time.Time) {
+	for {
+		select {
+		case <-timer:
+		case timer = <-t.timers:
+			continue
+		}
+		t.mu.Lock()
+		now := t.clock.Now()
+		t.expireLocked(now)
+		var next time.Time
+		for _, rt := range t.rooms {
+			for _, until := range rt.users {
+				if next.IsZero() || until.Before(next) {
+					next = until
+				}
+			}
+		}
+		if next.IsZero() {
+			t.sweeping = false
+			select { // a later sweeper must not inherit a stale timer
+			case <-t.timers:
+			default:
+			}
+			t.mu.Unlock()
+			return
+		}
+		t.next = next
+		timer = t.clock.After(next.Sub(now))
+		t.mu.Unlock()
+	}
+}
+
+// changedSince returns who is typing in room and whether a sync from
+// typing position since should hear of it: when the set changed after
+// since, or, for a full sync (all), when anyone is typing.
+func (t *typing) changedSince(room roomdag.RoomID, since int64, all bool) ([]roomdag.UserID, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	rt := t.rooms[room]
+	if rt == nil || (all && len(rt.users) == 0) || (!all && rt.pos <= since) {
+		return nil, false
+	}
+	users := make([]roomdag.UserID, 0, len(rt.users))
+	for u := range rt.users {
+		users = append(users, u)
+	}
+	slices.Sort(users)
+	return users, true
+}
