@@ -109,7 +109,7 @@ func (v *EventView) lookup(key string) (any, bool) {
 	if val, ok := v.props[key]; ok {
 		return val, true
 	}
-	if !strings.Contains(key, `\`) {
+	if canonical(key) {
 		return nil, false
 	}
 	c, ok := CanonicalPath(key)
@@ -118,6 +118,20 @@ func (v *EventView) lookup(key string) (any, bool) {
 	}
 	val, ok := v.props[c]
 	return val, ok
+}
+
+// canonical reports, without allocating, whether CanonicalPath would leave
+// key as it is: every backslash starts a `\.` or `\\` escape.
+func canonical(key string) bool {
+	for i := 0; i < len(key); i++ {
+		if key[i] == '\\' {
+			if i+1 == len(key) || key[i+1] != '.' && key[i+1] != '\\' {
+				return false
+			}
+			i++
+		}
+	}
+	return true
 }
 
 // EvalContext is what the conditions need beyond the event, for one member.

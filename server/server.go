@@ -146,6 +146,7 @@ func (hs *Homeserver) Serve() error {
 // are cut at the deadline), then waits for every accepted write to commit
 // and closes the database.
 func (hs *Homeserver) Shutdown(ctx context.Context) error {
+	hs.Syncer.Close() // long-polls answer now instead of at their timeout
 	err := hs.http.Shutdown(ctx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = hs.http.Close()

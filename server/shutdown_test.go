@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"runtime"
 	stdsync "sync"
 	"testing"
 
@@ -69,4 +70,34 @@ func TestShutdownLosesNoAcknowledgedWrite(t *testing.T) {
 		}
 	}
 	t.Logf("%d acknowledged sends all present after restart", len(acked))
+}
+
+// A long-poll pending at shutdown is answered (an empty sync), not cut off:
+// the server does not wait out the poll's timeout, nor drop the connection.
+func TestShutdownAnswersLongPolls(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	alice := srv.Register("alice")
+	alice.CreateRoom(map[string]any{})
+	var first struct {
+		NextBatch string `json:"next_batch"`
+	}
+	alice.MustDo("GET", "/_matrix/client/v3/sync", nil, &first)
+	got := make(chan quietResp, 1)
+	c := *alice
+	c.HTTP = &http.Client{}
+	go func() {
+		r, err := doQuiet(&c, "GET", "/_matrix/client/v3/sync?timeout=600000&since="+first.NextBatch, "")
+		if err != nil {
+			r.status = -1
+		}
+		got <- r
+	}()
+	// Wait until the poll is parked.
+	for srv.HS.Syncer.Parked() == 0 {
+		runtime.Gosched()
+	}
+	srv.Stop()
+	if r := <-got; r.status != 200 {
+		t.Fatalf("pending long-poll got status %d at shutdown, want an empty 200", r.status)
+	}
 }

@@ -155,3 +155,4 @@ func (n *Notifier) wakeup(u roomdag.UserID) (<-chan struct{}, Token) {
 	}
 	return ch, n.cur
 }
+

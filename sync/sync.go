@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"maps"
 	"sort"
+	gosync "sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/persistentchat/homeserver/clock"
@@ -45,7 +47,19 @@ type Syncer struct {
 	// Backchat bounds: the server default and the most any filter or room
 	// may ask for.
 	backchatDefault, backchatMax int
+	// closing is closed at shutdown: long-polls answer at once instead of
+	// holding the shutdown for their whole timeout.
+	closing   chan struct{}
+	closeOnce gosync.Once
+	parked    atomic.Int64 // long-polls waiting right now
 }
+
+// Parked is how many long-polls are waiting for news right now.
+func (s *Syncer) Parked() int64 { return s.parked.Load() }
+
+// Close makes pending and later long-polls return at once. Called when
+// the server shuts down.
+func (s *Syncer) Close() { s.closeOnce.Do(func() { close(s.closing) }) }
 
 // NewSyncer makes a Syncer. It raises the notifier's receipt position to
 // the newest stored receipt, so tokens handed out before a restart stay
@@ -57,7 +71,7 @@ func NewSyncer(store Store, rooms *roomdag.Rooms, n *Notifier, clk clock.Clock, 
 		n.receiptsAt(pos)
 	}
 	return &Syncer{store: store, rooms: rooms, notifier: n, typing: newTyping(clk, n), clock: clk, log: log,
-		backchatDefault: backchatDefault, backchatMax: backchatMax}
+		backchatDefault: backchatDefault, backchatMax: backchatMax, closing: make(chan struct{})}
 }
 
 // SetTyping marks user as typing in room for timeout (capped at
@@ -177,13 +191,20 @@ func (s *Syncer) Sync(ctx context.Context, req Request) (*Response, error) {
 		if deadline == nil {
 			deadline = s.clock.After(req.Timeout)
 		}
+		s.parked.Add(1)
 		select {
 		case <-wake:
 		case <-deadline:
+			s.parked.Add(-1)
+			return s.emptyResponse(s.notifier.Current()), nil
+		case <-s.closing:
+			s.parked.Add(-1)
 			return s.emptyResponse(s.notifier.Current()), nil
 		case <-ctx.Done():
+			s.parked.Add(-1)
 			return nil, ctx.Err()
 		}
+		s.parked.Add(-1)
 	}
 }
 
