@@ -1,7 +1,10 @@
 package api_test
 
 import (
+	"net/url"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/persistentchat/homeserver/testserver"
 )
@@ -47,4 +50,168 @@ func TestDefaultPushRules(t *testing.T) {
 	wantErr(t, alice.Do("GET", "/_matrix/client/v3/pushrules/global/override/nope", nil), 404, "M_NOT_FOUND")
 	wantErr(t, alice.Do("GET", "/_matrix/client/v3/pushrules/global/sideways/x", nil), 400, "M_INVALID_PARAM")
 	wantErr(t, srv.Anonymous().Do("GET", "/_matrix/client/v3/pushrules/", nil), 401, "M_MISSING_TOKEN")
+}
+
+func TestPushRuleWrites(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	alice := srv.Register("alice")
+	const rules = "/_matrix/client/v3/pushrules/global/"
+	put := func(kind, id, query string, body any) *testserver.Response {
+		p := rules + kind + "/" + url.PathEscape(id)
+		if query != "" {
+			p += "?" + query
+		}
+		return alice.Do("PUT", p, body)
+	}
+	notify := map[string]any{"actions": []any{"notify"}}
+	type rule struct {
+		RuleID  string `json:"rule_id"`
+		Default bool   `json:"default"`
+		Enabled bool   `json:"enabled"`
+		Pattern string `json:"pattern"`
+		Actions []any  `json:"actions"`
+	}
+	ids := func(kind string) []string {
+		t.Helper()
+		var all struct{ Global map[string][]rule }
+		wantOK(t, alice.Do("GET", "/_matrix/client/v3/pushrules/", nil), &all)
+		var out []string
+		for _, r := range all.Global[kind] {
+			out = append(out, r.RuleID)
+		}
+		return out
+	}
+
+	// Keyword rules, ordered with before and after, ahead of the defaults.
+	wantOK(t, put("content", "cake", "", map[string]any{"pattern": "cake", "actions": []any{"notify"}}), nil)
+	wantOK(t, put("content", "tea", "", map[string]any{"pattern": "tea", "actions": []any{"notify"}}), nil)
+	wantOK(t, put("content", "lie", "after=cake", map[string]any{"pattern": "cake*lie", "actions": []any{"notify"}}), nil)
+	wantOK(t, put("content", "first", "before=tea", map[string]any{"pattern": "x", "actions": []any{}}), nil)
+	if got := strings.Join(ids("content"), ","); got != "first,tea,cake,lie" {
+		t.Errorf("content rules %s", got)
+	}
+	var one rule
+	wantOK(t, alice.Do("GET", rules+"content/lie", nil), &one)
+	if one.Pattern != "cake*lie" || one.Default || !one.Enabled {
+		t.Errorf("GET content/lie: %+v", one)
+	}
+
+	// An override rule goes after the master rule, before the other defaults.
+	wantOK(t, put("override", "beer", "", map[string]any{"actions": []any{"notify"},
+		"conditions": []any{map[string]any{"kind": "event_match", "key": "content.body", "pattern": "beer"},
+			map[string]any{"kind": "room_member_count", "is": "<=10"}}}), nil)
+	if got := ids("override"); len(got) < 3 || got[0] != ".m.rule.master" || got[1] != "beer" {
+		t.Errorf("override rules %v", got)
+	}
+
+	// Sender and room rules are keyed by IDs; dont_notify is kept as sent.
+	wantOK(t, put("sender", alice.UserID, "", map[string]any{"actions": []any{"dont_notify"}}), nil)
+	var acts struct{ Actions []any }
+	wantOK(t, alice.Do("GET", rules+"sender/"+url.PathEscape(alice.UserID)+"/actions", nil), &acts)
+	if len(acts.Actions) != 1 || acts.Actions[0] != "dont_notify" {
+		t.Errorf("sender rule actions %v", acts.Actions)
+	}
+	wantOK(t, put("room", "!foo:example.com", "", notify), nil)
+
+	// Enable, disable and new actions, on a user rule and a default rule.
+	wantOK(t, alice.Do("PUT", rules+"room/"+url.PathEscape("!foo:example.com")+"/enabled", map[string]any{"enabled": false}), nil)
+	var en struct{ Enabled bool }
+	wantOK(t, alice.Do("GET", rules+"room/"+url.PathEscape("!foo:example.com")+"/enabled", nil), &en)
+	if en.Enabled {
+		t.Error("room rule still enabled")
+	}
+	wantOK(t, alice.Do("PUT", rules+"override/.m.rule.master/enabled", map[string]any{"enabled": true}), nil)
+	wantOK(t, alice.Do("GET", rules+"override/.m.rule.master/enabled", nil), &en)
+	if !en.Enabled {
+		t.Error("master rule not enabled")
+	}
+	wantOK(t, alice.Do("PUT", rules+"underride/.m.rule.message/actions", map[string]any{"actions": []any{}}), nil)
+	wantOK(t, alice.Do("GET", rules+"underride/.m.rule.message/actions", nil), &acts)
+	if len(acts.Actions) != 0 {
+		t.Errorf(".m.rule.message actions %v", acts.Actions)
+	}
+
+	// Updating a rule keeps its enabled flag and its place.
+	wantOK(t, alice.Do("PUT", rules+"content/tea/enabled", map[string]any{"enabled": false}), nil)
+	wantOK(t, put("content", "tea", "", map[string]any{"pattern": "tea", "actions": []any{"notify"}}), nil)
+	wantOK(t, alice.Do("GET", rules+"content/tea", nil), &one)
+	if one.Enabled {
+		t.Error("updating re-enabled the rule")
+	}
+	if got := strings.Join(ids("content"), ","); got != "first,tea,cake,lie" {
+		t.Errorf("content rules after update %s", got)
+	}
+
+	// Delete.
+	wantOK(t, alice.Do("DELETE", rules+"content/cake", nil), nil)
+	wantErr(t, alice.Do("GET", rules+"content/cake", nil), 404, "M_NOT_FOUND")
+	wantErr(t, alice.Do("DELETE", rules+"content/cake", nil), 404, "M_NOT_FOUND")
+	wantErr(t, alice.Do("DELETE", rules+"override/.m.rule.master", nil), 400, "M_INVALID_PARAM")
+
+	// Bad input.
+	wantErr(t, put("sideways", "x", "", notify), 400, "M_INVALID_PARAM")
+	wantErr(t, put("override", ".m.rule.mine", "", notify), 400, "M_INVALID_PARAM")
+	wantErr(t, put("content", `a\b`, "", map[string]any{"pattern": "x", "actions": []any{}}), 400, "M_INVALID_PARAM")
+	wantErr(t, put("room", "not-a-room", "", notify), 400, "M_INVALID_PARAM")
+	wantErr(t, put("sender", "bob", "", notify), 400, "M_INVALID_PARAM")
+	wantErr(t, put("content", "nopattern", "", notify), 400, "M_MISSING_PARAM")
+	wantErr(t, put("override", "noactions", "", map[string]any{}), 400, "M_MISSING_PARAM")
+	wantErr(t, put("override", "badaction", "", map[string]any{"actions": []any{"explode"}}), 400, "M_BAD_JSON")
+	wantErr(t, put("override", "badactions", "", map[string]any{"actions": "notify"}), 400, "M_BAD_JSON")
+	wantErr(t, put("override", "badcond", "", map[string]any{"actions": []any{},
+		"conditions": []any{map[string]any{"kind": "room_member_count", "is": "lots"}}}), 400, "M_BAD_JSON")
+	wantErr(t, put("override", "nokind", "", map[string]any{"actions": []any{}, "conditions": []any{map[string]any{}}}), 400, "M_BAD_JSON")
+	wantErr(t, put("override", "x", "", "not json"), 400, "M_NOT_JSON")
+	wantErr(t, put("content", "z", "before=nope", map[string]any{"pattern": "z", "actions": []any{}}), 400, "M_UNKNOWN")
+	wantErr(t, put("override", "z", "after=.m.rule.master", notify), 400, "M_UNKNOWN")
+	wantErr(t, alice.Do("PUT", rules+"override/nope/enabled", map[string]any{"enabled": true}), 404, "M_NOT_FOUND")
+	wantErr(t, alice.Do("PUT", rules+"override/.m.rule.nope/actions", notify), 404, "M_NOT_FOUND")
+	wantErr(t, alice.Do("PUT", rules+"override/.m.rule.master/enabled", map[string]any{}), 400, "M_MISSING_PARAM")
+
+	// Rules are per user.
+	bob := srv.Register("bob")
+	var bobs struct{ Global map[string][]rule }
+	wantOK(t, bob.Do("GET", "/_matrix/client/v3/pushrules/", nil), &bobs)
+	if len(bobs.Global["content"]) != 0 || bobs.Global["override"][0].Enabled {
+		t.Errorf("bob sees alice's rules: %+v", bobs.Global)
+	}
+}
+
+// Every change is m.push_rules account data in /sync and reaches a
+// long-poll, whether it started before the change (woken) or after
+// (Complement TestPushSync).
+func TestPushRulesInSync(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	alice := srv.Register("alice")
+	since := alice.Sync("timeout=0")["next_batch"].(string)
+	done := make(chan map[string]any, 1)
+	go func() {
+		var out map[string]any
+		r := alice.Do("GET", "/_matrix/client/v3/sync?timeout=10000&since="+url.QueryEscape(since), nil)
+		_ = r.JSON(&out)
+		done <- out
+	}()
+	wantOK(t, alice.Do("PUT", "/_matrix/client/v3/pushrules/global/room/"+url.PathEscape("!foo:example.com"),
+		map[string]any{"actions": []any{"notify"}}), nil)
+	select {
+	case out := <-done:
+		ad, _ := out["account_data"].(map[string]any)
+		evs, _ := ad["events"].([]any)
+		found := false
+		for _, e := range evs {
+			e, _ := e.(map[string]any)
+			if e["type"] == "m.push_rules" {
+				global, _ := e["content"].(map[string]any)["global"].(map[string]any)
+				room, _ := global["room"].([]any)
+				found = len(room) == 1
+			}
+		}
+		if !found {
+			t.Errorf("no m.push_rules with the room rule in %v", out["account_data"])
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("sync did not return")
+	}
 }

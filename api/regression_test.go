@@ -99,3 +99,17 @@ func TestTrustedPrivateChatV12Creators(t *testing.T) {
 		t.Errorf("v12 creator listed in power levels: %v", users)
 	}
 }
+
+// Extra fields of a /join body go into the join event, as Synapse does.
+func TestJoinWithCustomContent(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	alice, bob := srv.Register("alice"), srv.Register("bob")
+	room := createRoom(t, alice, map[string]any{"preset": "public_chat"})
+	wantOK(t, bob.Do("POST", "/_matrix/client/v3/join/"+room, map[string]any{"foo": "bar", "membership": "leave", "reason": "hi"}), nil)
+	c := stateContent(t, alice, room, "m.room.member", bob.UserID)
+	if c["foo"] != "bar" || c["membership"] != "join" || c["reason"] != "hi" {
+		t.Errorf("join content = %v, want foo=bar, membership=join, reason=hi", c)
+	}
+	wantErr(t, bob.Do("POST", "/_matrix/client/v3/join/"+room, map[string]any{"reason": 5}), 400, "M_BAD_JSON")
+}

@@ -109,11 +109,16 @@ func (s *Server) joinRoom(r *http.Request) (any, error) {
 }
 
 func (s *Server) join(r *http.Request, room roomdag.RoomID) (any, error) {
-	var req struct {
-		Reason string `json:"reason"`
-	}
-	if err := decodeJSON(r, &req); err != nil {
+	// Other fields of the body go into the join event's content, as
+	// Synapse does ("POST /join/:room_id can join a room with custom
+	// content"); membership is always "join".
+	var body map[string]json.RawMessage
+	if err := decodeJSON(r, &body); err != nil {
 		return nil, err
+	}
+	var reason string
+	if raw, ok := body["reason"]; ok && json.Unmarshal(raw, &reason) != nil {
+		return nil, badJSON("reason must be a string")
 	}
 	st, err := s.rooms.State(r.Context(), room)
 	if errors.Is(err, roomdag.ErrUnknownRoom) {
@@ -127,7 +132,21 @@ func (s *Server) join(r *http.Request, room roomdag.RoomID) (any, error) {
 	if st.Membership(requester(r).UserID) == roomdag.MembershipJoin {
 		return map[string]any{"room_id": room}, nil
 	}
-	if _, err := s.appendMember(r, room, requester(r).UserID, roomdag.MembershipJoin, req.Reason); err != nil {
+	p, err := s.memberEvent(r.Context(), requester(r).UserID, requester(r).UserID, roomdag.MembershipJoin, reason)
+	if err != nil {
+		return nil, err
+	}
+	if len(body) > 0 {
+		var content map[string]json.RawMessage
+		_ = json.Unmarshal(p.Content, &content)
+		for k, v := range body {
+			if k != "membership" {
+				content[k] = v
+			}
+		}
+		p.Content, _ = json.Marshal(content)
+	}
+	if _, _, err := s.rooms.Append(r.Context(), room, p); err != nil {
 		return nil, err
 	}
 	return map[string]any{"room_id": room}, nil

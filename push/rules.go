@@ -1,7 +1,8 @@
-// Package push holds push rules: the types, and the server-default rule
-// set every user starts with (spec: client-server API, "Push Rules",
-// "Predefined Rules"). Evaluation and pushers come with the notifications
-// work; until a user changes a rule, these defaults are their rules.
+// Package push holds push rules (spec: client-server API, "Push Rules"):
+// the types, the server-default rule set (Defaults), a user's changes to it
+// (UserRules, merged with the defaults on every read), and evaluation
+// (Evaluate). It is pure: no I/O, no clock. Pushers come with the
+// notifications work.
 package push
 
 import (

@@ -155,4 +155,3 @@ func (n *Notifier) wakeup(u roomdag.UserID) (<-chan struct{}, Token) {
 	}
 	return ch, n.cur
 }
-
