@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"runtime/debug"
@@ -128,15 +129,10 @@ func rateKey(r *http.Request) string {
 	if rq := requester(r); rq != nil {
 		return string(rq.UserID)
 	}
-	host := r.RemoteAddr
-	if i := len(host) - 1; i > 0 {
-		for ; i >= 0 && host[i] != ':'; i-- {
-		}
-		if i > 0 {
-			host = host[:i]
-		}
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
 	}
-	return host
+	return r.RemoteAddr
 }
 
 // writeError renders any error as a Matrix error.
