@@ -43,6 +43,8 @@ const (
 	CodeUnsupportedRoomVersion = "M_UNSUPPORTED_ROOM_VERSION"
 	CodeGuestAccessForbidden   = "M_GUEST_ACCESS_FORBIDDEN"
 	CodeInvalidRoomState       = "M_INVALID_ROOM_STATE"
+	CodeCannotOverwriteMedia   = "M_CANNOT_OVERWRITE_MEDIA"
+	CodeNotYetUploaded         = "M_NOT_YET_UPLOADED"
 )
 
 func forbidden(format string, a ...any) *Error {

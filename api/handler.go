@@ -29,6 +29,12 @@ type withStatus struct {
 	body   any
 }
 
+// rawBody is a response that is not JSON (media downloads): wrap hands it
+// the ResponseWriter instead of encoding it.
+type rawBody interface {
+	writeBody(w http.ResponseWriter, r *http.Request)
+}
+
 // authMode says what credentials a route needs.
 type authMode int
 
@@ -110,10 +116,14 @@ func (s *Server) wrap(rt route) http.HandlerFunc {
 				return
 			}
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxRequestSize)
+		r.Body = http.MaxBytesReader(w, r.Body, s.bodyLimit(rt.path))
 		out, err := rt.handler(r)
 		if err != nil {
 			s.writeError(w, r, err)
+			return
+		}
+		if rb, ok := out.(rawBody); ok {
+			rb.writeBody(w, r)
 			return
 		}
 		if ws, ok := out.(withStatus); ok {

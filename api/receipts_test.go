@@ -358,6 +358,7 @@ func TestLongPollWokenByEphemeral(t *testing.T) {
 	room := createRoom(t, alice, map[string]any{"preset": "public_chat"})
 	joinRoom(t, bob, room)
 	ev := sendText(t, alice, room, "hello")
+	srv.Settle() // bob's notification for "hello" must not be what wakes the poll
 	since := syncEph(t, bob, "").NextBatch
 
 	// The long-poll may not be parked yet when the change lands; either

@@ -35,6 +35,10 @@ type Config struct {
 	AccessTokenLifetime time.Duration
 	RateLimited         bool
 	RateLimits          map[string]RateLimit // "message", "login", "registration"
+	// MediaDir is the media repository's directory; "" turns the media
+	// endpoints off. MaxUploadSize bounds one upload, in bytes.
+	MediaDir      string
+	MaxUploadSize int64
 }
 
 // Server serves the client-server API.
@@ -76,6 +80,9 @@ func (s *Server) Handler() http.Handler {
 		s.discoveryRoutes(), s.accountRoutes(), s.roomRoutes(), s.historyRoutes(),
 		s.profileRoutes(), s.accountDataRoutes(), s.directoryRoutes(), s.syncRoutes(), s.pushRuleRoutes(),
 		s.receiptRoutes(),
+		s.publicRoomRoutes(), s.tagRoutes(), s.userDirectoryRoutes(), s.summaryRoutes(),
+		s.notificationRoutes(),
+		s.mediaRoutes(),
 	}
 	for _, table := range tables {
 		for _, rt := range table {

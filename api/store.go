@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 
+	"github.com/persistentchat/homeserver/media"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
 	"github.com/persistentchat/homeserver/sync"
@@ -57,4 +58,19 @@ type Store interface {
 	// the m.push_rules account data and returns its stream position.
 	PushRules(ctx context.Context, user roomdag.UserID) (json.RawMessage, error)
 	UpdatePushRules(ctx context.Context, user roomdag.UserID, fn func(cur json.RawMessage) (next, accountData json.RawMessage, err error)) (int64, error)
+
+	// Directories and room tags (storage/sqlite/directory.go documents).
+	Published(ctx context.Context, room roomdag.RoomID) (bool, error)
+	PublishedRooms(ctx context.Context) ([]roomdag.RoomID, error)
+	UpdateAccountData(ctx context.Context, user roomdag.UserID, room roomdag.RoomID, typ string,
+		fn func(cur json.RawMessage) (json.RawMessage, error)) (int64, error)
+	SearchUserDirectory(ctx context.Context, searcher roomdag.UserID, term string, limit int) ([]storage.User, bool, error)
+
+	// Notifications lists the user's notifications for events before
+	// position before (0: from the newest), newest first
+	// (storage/sqlite/notifications.go).
+	Notifications(ctx context.Context, user roomdag.UserID, before roomdag.StreamPos, limit int, onlyHighlight bool) ([]storage.Notification, error)
+
+	// Media metadata, for the media repository (media.Store documents).
+	media.Store
 }

@@ -1,8 +1,10 @@
 // Package push holds push rules (spec: client-server API, "Push Rules"):
 // the types, the server-default rule set (Defaults), a user's changes to it
-// (UserRules, merged with the defaults on every read), and evaluation
-// (Evaluate). It is pure: no I/O, no clock. Pushers come with the
-// notifications work.
+// (UserRules, merged with the defaults on every read), evaluation
+// (Evaluate), and the notification worker (Worker) that runs it for every
+// committed event. Everything but the worker is pure: no I/O, no clock; the
+// worker reaches storage through the small Store interface it declares.
+// Pushers (HTTP push gateways) are still to come.
 package push
 
 import (

@@ -22,6 +22,7 @@ import (
 	"github.com/persistentchat/homeserver/clock"
 	"github.com/persistentchat/homeserver/configs"
 	"github.com/persistentchat/homeserver/federation"
+	"github.com/persistentchat/homeserver/push"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage/sqlite"
 	"github.com/persistentchat/homeserver/sync"
@@ -41,6 +42,9 @@ type Homeserver struct {
 	// benchmarks and tests.
 	Rooms  *roomdag.Rooms
 	Syncer *sync.Syncer
+	// Notifications is the push rule worker; tests wait on it with
+	// Wait(ctx, pos) instead of sleeping.
+	Notifications *push.Worker
 }
 
 // New opens storage and builds every part, listening on cfg.Listen.
@@ -83,9 +87,16 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	if err != nil {
 		return err
 	}
+	notifyPos, err := db.NotifyPos(ctx)
+	if err != nil {
+		return err
+	}
 	server := roomdag.ServerName(cfg.ServerName)
-	notifier := sync.NewNotifier(server, sync.Token{Events: evPos, AccountData: adPos}, members)
-	hs.Rooms = roomdag.NewRooms(db, key, clk, notifier)
+	notifier := sync.NewNotifier(server, sync.Token{Events: evPos, AccountData: adPos, Notifications: notifyPos}, members)
+	// The worker hears of commits only as a wake-up signal; it reads the
+	// events back from storage, so none is lost across a restart.
+	hs.Notifications = push.NewWorker(db, notifier, server, clk, log)
+	hs.Rooms = roomdag.NewRooms(db, key, clk, notifier, hs.Notifications)
 	syncer := sync.NewSyncer(db, hs.Rooms, notifier, clk, log, cfg.BackchatDefault, cfg.BackchatMax)
 	hs.Syncer = syncer
 	tokens := make([]string, len(cfg.RegistrationTokens))
@@ -98,6 +109,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		EnableRegistration: cfg.EnableRegistration, RequiresToken: cfg.RegistrationRequiresToken,
 		Tokens: tokens, SharedSecret: cfg.RegistrationSharedSecret.Reveal(), BcryptCost: cfg.BcryptRounds,
 		DefaultRoomVersion: v.ID, MaxRequestSize: int64(cfg.MaxRequestSize),
+		MediaDir: cfg.MediaDir(), MaxUploadSize: int64(cfg.MaxUploadSize),
 		AccessTokenLifetime: cfg.RefreshableAccessTokenLifetime.Std(),
 		RateLimited:         rl.Enabled,
 		RateLimits: map[string]api.RateLimit{
@@ -116,7 +128,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	return nil
+	return hs.Notifications.Start(ctx)
 }
 
 // Listen binds the client API listener; Addr is known after it returns.
@@ -143,14 +155,17 @@ func (hs *Homeserver) Serve() error {
 }
 
 // Shutdown stops accepting requests, lets running ones finish (long-polls
-// are cut at the deadline), then waits for every accepted write to commit
-// and closes the database.
+// are cut at the deadline), stops the notification worker after its
+// current step, then waits for every accepted write to commit and closes
+// the database. Events the worker has not reached are processed at the
+// next start.
 func (hs *Homeserver) Shutdown(ctx context.Context) error {
 	hs.Syncer.Close() // long-polls answer now instead of at their timeout
 	err := hs.http.Shutdown(ctx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = hs.http.Close()
 	}
+	hs.Notifications.Stop()
 	return errors.Join(err, hs.db.Close())
 }
 

@@ -125,6 +125,20 @@ func (n *Notifier) typingChanged(room roomdag.RoomID) int64 {
 	return n.cur.Typing
 }
 
+// NotificationsAdded implements push.Waker: the notification worker has
+// committed everything up to event position pos, and users got new
+// notifications. Called in order, after the commit.
+func (n *Notifier) NotificationsAdded(pos roomdag.StreamPos, users []roomdag.UserID) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if pos > n.cur.Notifications {
+		n.cur.Notifications = pos
+	}
+	for _, u := range users {
+		n.wakeLocked(u)
+	}
+}
+
 // AccountDataChanged wakes the user after an account data write at pos.
 func (n *Notifier) AccountDataChanged(user roomdag.UserID, pos int64) {
 	n.mu.Lock()

@@ -34,6 +34,13 @@ type Store interface {
 	Receipts(ctx context.Context, viewer roomdag.UserID, rooms []roomdag.RoomID, after, upTo int64) (map[roomdag.RoomID][]json.RawMessage, error)
 	// ReceiptPos is the newest committed receipt stream position.
 	ReceiptPos(ctx context.Context) (int64, error)
+
+	// UnreadCounts returns the user's notifications in each of rooms that
+	// are after their read receipt there; rooms with none are absent.
+	UnreadCounts(ctx context.Context, user roomdag.UserID, rooms []roomdag.RoomID) (map[roomdag.RoomID]storage.UnreadCount, error)
+	// RoomsNotifiedSince returns the rooms where the user got
+	// notifications for events in (after, upTo].
+	RoomsNotifiedSince(ctx context.Context, user roomdag.UserID, after, upTo roomdag.StreamPos) (map[roomdag.RoomID]bool, error)
 }
 
 // Syncer answers /sync requests.
@@ -229,9 +236,16 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 	if err != nil {
 		return nil, err
 	}
-	var changed map[roomdag.RoomID]bool
+	var changed, notified map[roomdag.RoomID]bool
 	if req.Since != nil && !req.FullState {
 		if changed, err = s.store.RoomsWithEventsSince(ctx, req.User, since.Events); err != nil {
+			return nil, err
+		}
+	}
+	if req.Since != nil && cur.Notifications > since.Notifications {
+		// Counts changed where the worker added notifications, even for
+		// events an earlier sync already returned.
+		if notified, err = s.store.RoomsNotifiedSince(ctx, req.User, since.Notifications, cur.Notifications); err != nil {
 			return nil, err
 		}
 	}
@@ -262,7 +276,7 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 		newHere := req.Since == nil || m.Pos > since.Events
 		switch m.Membership {
 		case roomdag.MembershipJoin:
-			if !newHere && !req.FullState && !changed[m.RoomID] && roomData[m.RoomID] == nil && ephemeral[m.RoomID] == nil {
+			if !newHere && !req.FullState && !changed[m.RoomID] && !notified[m.RoomID] && roomData[m.RoomID] == nil && ephemeral[m.RoomID] == nil {
 				continue
 			}
 			jr, err := s.joinedRoom(ctx, req, m, since, cur, newHere)
@@ -278,7 +292,7 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 				jr.Ephemeral.Events = eph
 			}
 			// An incremental sync lists a room only if something changed.
-			if newHere || req.FullState || len(jr.Timeline.Events) > 0 || len(jr.State.Events) > 0 || d != nil || eph != nil {
+			if newHere || req.FullState || len(jr.Timeline.Events) > 0 || len(jr.State.Events) > 0 || d != nil || eph != nil || notified[m.RoomID] {
 				resp.Rooms.Join[m.RoomID] = jr
 			}
 		case roomdag.MembershipInvite, roomdag.MembershipKnock:
@@ -305,7 +319,32 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 			resp.Rooms.Leave[m.RoomID] = lr
 		}
 	}
+	if err := s.unread(ctx, req.User, resp.Rooms.Join); err != nil {
+		return nil, err
+	}
 	return resp, nil
+}
+
+// unread fills in the joined rooms' notification counts: the user's
+// notifications after their read receipt (spec: "Receiving
+// notifications"). Thread-aware counts (unread_thread_notifications) are
+// not kept yet: every notification counts for the room.
+func (s *Syncer) unread(ctx context.Context, user roomdag.UserID, join map[roomdag.RoomID]*JoinedRoom) error {
+	if len(join) == 0 {
+		return nil
+	}
+	rooms := make([]roomdag.RoomID, 0, len(join))
+	for id := range join {
+		rooms = append(rooms, id)
+	}
+	counts, err := s.store.UnreadCounts(ctx, user, rooms)
+	if err != nil {
+		return err
+	}
+	for id, c := range counts {
+		join[id].UnreadNotifications = Unread{NotificationCount: c.Notifications, HighlightCount: c.Highlights}
+	}
+	return nil
 }
 
 // ephemeral returns the ephemeral events (receipts, typing) of the joined

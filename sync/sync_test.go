@@ -1,6 +1,7 @@
 package sync_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -92,6 +93,7 @@ func TestInitialAndIncrementalSync(t *testing.T) {
 		t.Errorf("timeline does not start with the create event: %+v", jr.Timeline.Events)
 	}
 	id := alice.SendText(room, "hello")
+	srv.Settle() // the notification worker's progress would otherwise move next_batch on
 	next := doSync(t, alice, "since="+first.NextBatch+"&timeout=0")
 	tl := next.Rooms.Join[room].Timeline
 	if len(tl.Events) != 1 || tl.Events[0].EventID != id || tl.Limited {
@@ -144,6 +146,13 @@ func TestLongPollTimesOutEmpty(t *testing.T) {
 	srv := testserver.Start(t, testserver.Options{})
 	alice := srv.Register("alice")
 	alice.CreateRoom(map[string]any{})
+	// The token carries the notification worker's position: let it catch
+	// up first, or its progress is (rightly) news to the second sync.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := srv.HS.Notifications.Wait(ctx, srv.HS.Syncer.Notifier().Current().Events); err != nil {
+		t.Fatal(err)
+	}
 	since := doSync(t, alice, "").NextBatch
 	out := doSync(t, alice, "timeout=50&since="+since)
 	if len(out.Rooms.Join) != 0 || out.NextBatch != since {

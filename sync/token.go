@@ -12,7 +12,7 @@ import (
 
 // Token is a position in every stream a client syncs: the vector of
 // positions it has seen. Its string form is
-// "s<events>_<account data>_<receipts>_<typing>"; clients treat it as
+// "s<events>_<account data>_<receipts>_<typing>_<notifications>"; clients treat it as
 // opaque. Parse accepts tokens with fewer fields (older servers wrote
 // "s<events>_<account data>") and fills the missing ones with zero, and
 // tokens with more fields, for streams added later.
@@ -25,10 +25,14 @@ type Token struct {
 	// server, so a client may present one ahead of the current position
 	// (see Syncer.Sync).
 	Typing int64
+	// Notifications is the notification worker's position: the newest
+	// event stream position whose push rules it has evaluated and whose
+	// notifications are durable (push.Worker). It trails Events.
+	Notifications roomdag.StreamPos
 }
 
 func (t Token) String() string {
-	return fmt.Sprintf("s%d_%d_%d_%d", t.Events, t.AccountData, t.Receipts, t.Typing)
+	return fmt.Sprintf("s%d_%d_%d_%d_%d", t.Events, t.AccountData, t.Receipts, t.Typing, t.Notifications)
 }
 
 // ParseToken parses a sync token.
@@ -38,7 +42,7 @@ func ParseToken(s string) (Token, error) {
 		return Token{}, fmt.Errorf("malformed sync token")
 	}
 	parts := strings.Split(rest, "_")
-	nums := make([]int64, 4)
+	nums := make([]int64, 5)
 	for i, p := range parts {
 		n, err := strconv.ParseInt(p, 10, 64)
 		if err != nil || n < 0 {
@@ -48,13 +52,14 @@ func ParseToken(s string) (Token, error) {
 			nums[i] = n
 		}
 	}
-	return Token{Events: roomdag.StreamPos(nums[0]), AccountData: nums[1], Receipts: nums[2], Typing: nums[3]}, nil
+	return Token{Events: roomdag.StreamPos(nums[0]), AccountData: nums[1], Receipts: nums[2], Typing: nums[3],
+		Notifications: roomdag.StreamPos(nums[4])}, nil
 }
 
 // after reports whether t has anything beyond since in any stream.
 func (t Token) after(since Token) bool {
 	return t.Events > since.Events || t.AccountData > since.AccountData ||
-		t.Receipts > since.Receipts || t.Typing > since.Typing
+		t.Receipts > since.Receipts || t.Typing > since.Typing || t.Notifications > since.Notifications
 }
 
 // TopoToken is a position in one room's history for /messages: events are

@@ -13,8 +13,9 @@ func TestParseToken(t *testing.T) {
 	}{
 		{"s72_4", sync.Token{Events: 72, AccountData: 4}}, // written before receipts and typing
 		{"s72_4_9", sync.Token{Events: 72, AccountData: 4, Receipts: 9}},
-		{"s72_4_9_3", sync.Token{Events: 72, AccountData: 4, Receipts: 9, Typing: 3}},
-		{"s72_4_9_3_8", sync.Token{Events: 72, AccountData: 4, Receipts: 9, Typing: 3}}, // a later stream
+		{"s72_4_9_3", sync.Token{Events: 72, AccountData: 4, Receipts: 9, Typing: 3}}, // written before notifications
+		{"s72_4_9_3_8", sync.Token{Events: 72, AccountData: 4, Receipts: 9, Typing: 3, Notifications: 8}},
+		{"s72_4_9_3_8_6", sync.Token{Events: 72, AccountData: 4, Receipts: 9, Typing: 3, Notifications: 8}}, // a later stream
 		{"s5", sync.Token{Events: 5}},
 	} {
 		got, err := sync.ParseToken(tc.in)
@@ -22,8 +23,8 @@ func TestParseToken(t *testing.T) {
 			t.Errorf("ParseToken(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
 		}
 	}
-	tok := sync.Token{Events: 1, AccountData: 2, Receipts: 3, Typing: 4}
-	if s := tok.String(); s != "s1_2_3_4" {
+	tok := sync.Token{Events: 1, AccountData: 2, Receipts: 3, Typing: 4, Notifications: 5}
+	if s := tok.String(); s != "s1_2_3_4_5" {
 		t.Errorf("String() = %q", s)
 	}
 	if back, err := sync.ParseToken(tok.String()); err != nil || back != tok {

@@ -271,3 +271,15 @@ func (c *Client) Sync(query string) map[string]any {
 
 // DataFile is a path inside the server's data directory.
 func (s *Server) DataFile(name string) string { return filepath.Join(s.DataDir, name) }
+
+// Settle waits until background work (the notification worker) has caught
+// up with every committed event, so the positions a test reads next are
+// final: a later sync does not see the worker move on.
+func (s *Server) Settle() {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.HS.Notifications.Wait(ctx, s.HS.Syncer.Notifier().Current().Events); err != nil {
+		s.t.Fatalf("waiting for the notification worker: %v", err)
+	}
+}

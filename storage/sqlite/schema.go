@@ -168,4 +168,51 @@ CREATE TABLE push_rules (
 	rules   TEXT NOT NULL
 ) WITHOUT ROWID;
 `,
+	// Notifications: push rule results per user and event, written by the
+	// notification worker (push.Worker) together with its position in the
+	// event stream, in one transaction, so a restart resumes exactly where
+	// it stopped. An existing database starts at its newest event: history
+	// from before the upgrade raises no notifications.
+	`
+CREATE TABLE notifications (
+	user_id   TEXT NOT NULL,
+	event_pos INTEGER NOT NULL,
+	room_id   TEXT NOT NULL,
+	actions   TEXT NOT NULL,
+	highlight INTEGER NOT NULL,
+	ts        INTEGER NOT NULL,
+	PRIMARY KEY (user_id, event_pos)
+) WITHOUT ROWID;
+CREATE INDEX notifications_room ON notifications(user_id, room_id, event_pos, highlight);
+CREATE TABLE notify_position (
+	id        INTEGER PRIMARY KEY CHECK (id = 1),
+	event_pos INTEGER NOT NULL
+);
+INSERT INTO notify_position (id, event_pos) SELECT 1, COALESCE(MAX(stream_pos), 0) FROM events;
+CREATE INDEX account_data_type_pos ON account_data(type, stream_pos);
+`,
+	// Directories: the public room list reads published rooms; the user
+	// directory finds public rooms by their current m.room.join_rules
+	// without scanning every room's member entries.
+	`
+CREATE INDEX rooms_published ON rooms(room_id) WHERE published = 1;
+CREATE INDEX current_state_type ON current_state(type, state_key);
+`,
+	// Media metadata (media.Record). Content lives on disk under its
+	// SHA-256, so several rows may share one file; sha256 is '' while a
+	// media ID from /create awaits its upload, until expires_ts.
+	`
+CREATE TABLE media (
+	media_id     TEXT PRIMARY KEY,
+	uploader     TEXT NOT NULL,
+	sha256       TEXT NOT NULL DEFAULT '',
+	content_type TEXT NOT NULL DEFAULT '',
+	file_name    TEXT NOT NULL DEFAULT '',
+	size         INTEGER NOT NULL DEFAULT 0,
+	created_ts   INTEGER NOT NULL,
+	expires_ts   INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX media_pending ON media(uploader, expires_ts) WHERE sha256 = '';
+CREATE INDEX media_sha256 ON media(sha256);
+`,
 }

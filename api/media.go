@@ -1,0 +1,330 @@
+package api
+
+import (
+	"errors"
+	"mime"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/persistentchat/homeserver/media"
+	"github.com/persistentchat/homeserver/roomdag"
+)
+
+// Content repository (spec: client-server API, "Content repository"):
+// uploads under /_matrix/media/v3 and /v1, authenticated downloads,
+// thumbnails and the upload limit under /_matrix/client/v1/media.
+//
+// The deprecated unauthenticated /_matrix/media/v3/download and
+// /thumbnail are frozen for all media, as the spec asks servers to do by
+// v1.12 for media uploaded after the freeze: this server never stored
+// media before it, so they always answer 404 M_NOT_FOUND, as Synapse does
+// for media uploaded once authenticated media is on.
+
+const (
+	mediaV3 = "/_matrix/media/v3"
+	mediaV1 = "/_matrix/media/v1"
+
+	// Download waits for a created item's upload this long unless the
+	// client says otherwise, and never longer than the maximum (spec:
+	// timeout_ms).
+	defaultMediaWait = 20 * time.Second
+	maxMediaWait     = 120 * time.Second
+
+	// mediaCSP is the spec's recommended policy for served content.
+	mediaCSP = "sandbox; default-src 'none'; script-src 'none'; plugin-types application/pdf; style-src 'unsafe-inline'; object-src 'self';"
+)
+
+// inlineTypes may be served with Content-Disposition: inline; anything
+// else is served as application/octet-stream, as an attachment (spec
+// v1.12: "Serving inline content").
+var inlineTypes = map[string]bool{
+	"text/css": true, "text/plain": true, "text/csv": true,
+	"application/json": true, "application/ld+json": true,
+	"image/jpeg": true, "image/gif": true, "image/png": true, "image/apng": true, "image/webp": true, "image/avif": true,
+	"video/mp4": true, "video/webm": true, "video/ogg": true, "video/quicktime": true,
+	"audio/mp4": true, "audio/webm": true, "audio/aac": true, "audio/mpeg": true, "audio/ogg": true,
+	"audio/wave": true, "audio/wav": true, "audio/x-wav": true, "audio/x-pn-wav": true, "audio/flac": true, "audio/x-flac": true,
+}
+
+// mediaAPI serves the media routes from one repository.
+type mediaAPI struct {
+	s    *Server
+	repo *media.Repository
+}
+
+func (s *Server) mediaRoutes() []route {
+	if s.cfg.MediaDir == "" {
+		return nil
+	}
+	m := &mediaAPI{s: s, repo: media.New(media.Config{Dir: s.cfg.MediaDir, MaxUploadSize: s.cfg.MaxUploadSize},
+		s.store, s.clock, s.random)}
+	const id = "/{serverName}/{mediaId}"
+	return []route{
+		{method: http.MethodPost, path: mediaV3 + "/upload", handler: m.upload, auth: authRequired},
+		{method: http.MethodPost, path: mediaV1 + "/create", handler: m.create, auth: authRequired},
+		{method: http.MethodPut, path: mediaV3 + "/upload" + id, handler: m.uploadTo, auth: authRequired},
+		{method: http.MethodGet, path: v1 + "/media/config", handler: m.config, auth: authRequired},
+		{method: http.MethodGet, path: mediaV3 + "/config", handler: m.config, auth: authRequired},
+		{method: http.MethodGet, path: v1 + "/media/download" + id, handler: m.download, auth: authRequired},
+		{method: http.MethodGet, path: v1 + "/media/download" + id + "/{fileName}", handler: m.download, auth: authRequired},
+		{method: http.MethodGet, path: v1 + "/media/thumbnail" + id, handler: m.thumbnail, auth: authRequired},
+		{method: http.MethodGet, path: mediaV3 + "/download" + id, handler: frozenMedia},
+		{method: http.MethodGet, path: mediaV3 + "/download" + id + "/{fileName}", handler: frozenMedia},
+		{method: http.MethodGet, path: mediaV3 + "/thumbnail" + id, handler: frozenMedia},
+	}
+}
+
+// bodyLimit is the request body limit of a route: MaxUploadSize for
+// uploads, MaxRequestSize (JSON) for everything else. The MaxBytesReader
+// that wrap puts in place cuts an upload at the limit even when the
+// client sent no Content-Length; the repository checks again as it
+// streams.
+func (s *Server) bodyLimit(path string) int64 {
+	if strings.HasPrefix(path, mediaV3+"/upload") && s.cfg.MaxUploadSize > 0 {
+		return s.cfg.MaxUploadSize
+	}
+	return s.cfg.MaxRequestSize
+}
+
+// frozenMedia answers the deprecated unauthenticated endpoints.
+func frozenMedia(r *http.Request) (any, error) {
+	return nil, notFoundErr("unauthenticated media is not served; use /_matrix/client/v1/media")
+}
+
+// POST /_matrix/media/v3/upload?filename=
+func (m *mediaAPI) upload(r *http.Request) (any, error) {
+	ctype, name, err := uploadMeta(r)
+	if err != nil {
+		return nil, err
+	}
+	id, err := m.repo.Upload(r.Context(), requester(r).UserID, ctype, name, r.Body, r.ContentLength)
+	if err != nil {
+		return nil, mediaError(err)
+	}
+	return map[string]string{"content_uri": media.URI(m.s.cfg.ServerName, id)}, nil
+}
+
+// POST /_matrix/media/v1/create
+func (m *mediaAPI) create(r *http.Request) (any, error) {
+	id, expires, err := m.repo.Create(r.Context(), requester(r).UserID)
+	if err != nil {
+		return nil, mediaError(err)
+	}
+	return map[string]any{"content_uri": media.URI(m.s.cfg.ServerName, id), "unused_expires_at": expires}, nil
+}
+
+// PUT /_matrix/media/v3/upload/{serverName}/{mediaId}
+func (m *mediaAPI) uploadTo(r *http.Request) (any, error) {
+	id, err := m.localID(r)
+	if err != nil {
+		return nil, err
+	}
+	ctype, name, err := uploadMeta(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.repo.Fill(r.Context(), id, requester(r).UserID, ctype, name, r.Body, r.ContentLength); err != nil {
+		return nil, mediaError(err)
+	}
+	return struct{}{}, nil
+}
+
+// GET /_matrix/client/v1/media/config
+func (m *mediaAPI) config(r *http.Request) (any, error) {
+	return map[string]int64{"m.upload.size": m.repo.MaxUploadSize()}, nil
+}
+
+// GET /_matrix/client/v1/media/download/{serverName}/{mediaId}[/{fileName}]
+func (m *mediaAPI) download(r *http.Request) (any, error) {
+	id, err := m.localID(r)
+	if err != nil {
+		return nil, err
+	}
+	wait, err := mediaWait(r)
+	if err != nil {
+		return nil, err
+	}
+	rec, f, err := m.repo.Open(r.Context(), id, wait)
+	if err != nil {
+		return nil, mediaError(err)
+	}
+	name := rec.FileName
+	if n := pathParam(r, "fileName"); n != "" {
+		name = n
+	}
+	return &mediaFile{f: f, ctype: rec.ContentType, name: name, modTime: time.UnixMilli(rec.CreatedMS)}, nil
+}
+
+// GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}?width&height&method
+// (animated is accepted and ignored: thumbnails are still images).
+func (m *mediaAPI) thumbnail(r *http.Request) (any, error) {
+	id, err := m.localID(r)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	width, err := thumbDimension(q.Get("width"), "width")
+	if err != nil {
+		return nil, err
+	}
+	height, err := thumbDimension(q.Get("height"), "height")
+	if err != nil {
+		return nil, err
+	}
+	method := media.Scale
+	switch q.Get("method") {
+	case "", "scale":
+	case "crop":
+		method = media.Crop
+	default:
+		return nil, invalidParam("method must be crop or scale")
+	}
+	wait, err := mediaWait(r)
+	if err != nil {
+		return nil, err
+	}
+	th, err := m.repo.Thumbnail(r.Context(), id, width, height, method, wait)
+	if err != nil {
+		return nil, mediaError(err)
+	}
+	ext := strings.TrimPrefix(th.ContentType, "image/")
+	st, err := th.File.Stat()
+	if err != nil {
+		th.File.Close()
+		return nil, err
+	}
+	return &mediaFile{f: th.File, ctype: th.ContentType, name: "thumbnail." + ext, modTime: st.ModTime()}, nil
+}
+
+// thumbDimension parses width or height: required, a positive integer.
+// Very large values are clamped; nothing is ever upscaled anyway.
+func thumbDimension(v, name string) (int, error) {
+	if v == "" {
+		return 0, missingParam("%s is required", name)
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 1 {
+		return 0, invalidParam("%s must be a positive integer", name)
+	}
+	return int(min(n, 1<<16)), nil
+}
+
+// localID takes the media ID of a request for local media. Media of
+// other servers is not fetched yet (no federation), so it is not found.
+func (m *mediaAPI) localID(r *http.Request) (media.ID, error) {
+	id, err := media.ParseID(pathParam(r, "mediaId"))
+	if err != nil {
+		return "", invalidParam("media IDs contain only A-Z, a-z, 0-9, '_' and '-'")
+	}
+	if roomdag.ServerName(pathParam(r, "serverName")) != m.s.cfg.ServerName {
+		return "", notFoundErr("media not found")
+	}
+	return id, nil
+}
+
+// mediaWait reads timeout_ms: how long to wait for an upload that has not
+// happened yet.
+func mediaWait(r *http.Request) (time.Duration, error) {
+	v := r.URL.Query().Get("timeout_ms")
+	if v == "" {
+		return defaultMediaWait, nil
+	}
+	ms, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || ms < 0 {
+		return 0, invalidParam("timeout_ms must be a non-negative integer")
+	}
+	return min(time.Duration(ms)*time.Millisecond, maxMediaWait), nil
+}
+
+// uploadMeta reads an upload's content type and file name.
+func uploadMeta(r *http.Request) (ctype, name string, err error) {
+	ctype = r.Header.Get("Content-Type")
+	if ctype == "" {
+		ctype = "application/octet-stream"
+	}
+	if len(ctype) > 255 {
+		return "", "", invalidParam("Content-Type is too long")
+	}
+	name = r.URL.Query().Get("filename")
+	if len(name) > 255 || strings.ContainsAny(name, "\x00\r\n") {
+		return "", "", invalidParam("filename must be at most 255 bytes without control characters")
+	}
+	return ctype, name, nil
+}
+
+// mediaError maps the repository's errors to Matrix errors.
+func mediaError(err error) error {
+	switch {
+	case errors.Is(err, media.ErrNotFound):
+		return notFoundErr("media not found")
+	case errors.Is(err, media.ErrTooLarge):
+		return errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "media is too large")
+	case errors.Is(err, media.ErrForbidden):
+		return forbidden("only the user who created this media ID may upload to it")
+	case errors.Is(err, media.ErrCannotOverwrite):
+		return errorf(http.StatusConflict, CodeCannotOverwriteMedia, "media already uploaded")
+	case errors.Is(err, media.ErrNotYetUploaded):
+		return errorf(http.StatusGatewayTimeout, CodeNotYetUploaded, "media has not been uploaded yet")
+	case errors.Is(err, media.ErrTooManyPending):
+		return &Error{Status: http.StatusTooManyRequests, Code: CodeLimitExceeded,
+			Message: "too many media IDs awaiting upload", Extra: map[string]any{"retry_after_ms": int64(60_000)}}
+	case errors.Is(err, media.ErrNotImage):
+		return errorf(http.StatusBadRequest, CodeUnknown, "cannot generate a thumbnail of this content")
+	}
+	return err
+}
+
+// mediaFile is a download: the file with safe headers.
+type mediaFile struct {
+	f       *os.File
+	ctype   string
+	name    string
+	modTime time.Time
+}
+
+func (m *mediaFile) writeBody(w http.ResponseWriter, r *http.Request) {
+	defer m.f.Close()
+	h := w.Header()
+	ctype, disposition := servedType(m.ctype)
+	h.Set("Content-Type", ctype)
+	h.Set("Content-Disposition", contentDisposition(disposition, m.name))
+	h.Set("Content-Security-Policy", mediaCSP)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cross-Origin-Resource-Policy", "cross-origin")
+	// Content under a media ID never changes; private because it was
+	// served to an authenticated user.
+	h.Set("Cache-Control", "private, max-age=31536000, immutable")
+	// ServeContent answers Range and conditional requests (seeking in
+	// video) and sets Content-Length.
+	http.ServeContent(w, r, "", m.modTime, m.f)
+}
+
+// servedType is the Content-Type to serve for an uploaded one, and the
+// disposition: the uploaded type, inline, when it is on the allow-list;
+// application/octet-stream as an attachment otherwise, so a browser never
+// renders uploaded HTML or SVG on the server's origin.
+func servedType(uploaded string) (ctype, disposition string) {
+	mt, params, err := mime.ParseMediaType(uploaded)
+	if err != nil || !inlineTypes[mt] {
+		return "application/octet-stream", "attachment"
+	}
+	if cs, ok := params["charset"]; ok {
+		return mime.FormatMediaType(mt, map[string]string{"charset": cs}), "inline"
+	}
+	return mt, "inline"
+}
+
+// contentDisposition formats the header with the file name (RFC 6266):
+// a quoted filename for ASCII names, filename* (RFC 5987) otherwise.
+func contentDisposition(disposition, name string) string {
+	if name == "" {
+		return disposition
+	}
+	if v := mime.FormatMediaType(disposition, map[string]string{"filename": name}); v != "" {
+		return v
+	}
+	return disposition
+}

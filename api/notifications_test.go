@@ -1,0 +1,261 @@
+package api_test
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/persistentchat/homeserver/sync"
+	"github.com/persistentchat/homeserver/testserver"
+)
+
+// waitNotified waits until the notification worker has processed every
+// committed event: no sleeping, the worker reports its position.
+func waitNotified(t testing.TB, srv *testserver.Server) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := srv.HS.Notifications.Wait(ctx, srv.HS.Syncer.Notifier().Current().Events); err != nil {
+		t.Fatalf("waiting for the notification worker: %v", err)
+	}
+}
+
+type unreadCounts struct {
+	NotificationCount int64 `json:"notification_count"`
+	HighlightCount    int64 `json:"highlight_count"`
+}
+
+type unreadSync struct {
+	NextBatch string `json:"next_batch"`
+	Rooms     struct {
+		Join map[string]struct {
+			Timeline struct {
+				Events []clientEvent `json:"events"`
+			} `json:"timeline"`
+			Unread *unreadCounts `json:"unread_notifications"`
+		} `json:"join"`
+	} `json:"rooms"`
+}
+
+func syncUnread(t testing.TB, c *testserver.Client, since string) unreadSync {
+	t.Helper()
+	q := "timeout=0"
+	if since != "" {
+		q += "&since=" + url.QueryEscape(since)
+	}
+	var out unreadSync
+	wantOK(t, c.Do("GET", csAPI+"/sync?"+q, nil), &out)
+	return out
+}
+
+// unread is the room's counts in an initial sync.
+func unread(t testing.TB, c *testserver.Client, room string) unreadCounts {
+	t.Helper()
+	jr, ok := syncUnread(t, c, "").Rooms.Join[room]
+	if !ok || jr.Unread == nil {
+		t.Fatalf("room %s without unread_notifications in sync", room)
+	}
+	return *jr.Unread
+}
+
+func wantUnread(t testing.TB, c *testserver.Client, room string, notifications, highlights int64) {
+	t.Helper()
+	got := unread(t, c, room)
+	if got != (unreadCounts{notifications, highlights}) {
+		t.Fatalf("%s unread = %+v, want %d notifications, %d highlights", c.UserID, got, notifications, highlights)
+	}
+}
+
+type notificationsPage struct {
+	Notifications []struct {
+		Actions []any       `json:"actions"`
+		Event   clientEvent `json:"event"`
+		Read    bool        `json:"read"`
+		RoomID  string      `json:"room_id"`
+		TS      int64       `json:"ts"`
+	} `json:"notifications"`
+	NextToken string `json:"next_token"`
+}
+
+func getNotifications(t testing.TB, c *testserver.Client, query string) notificationsPage {
+	t.Helper()
+	var out notificationsPage
+	wantOK(t, c.Do("GET", csAPI+"/notifications?"+query, nil), &out)
+	return out
+}
+
+func (p notificationsPage) eventIDs() []string {
+	var ids []string
+	for _, n := range p.Notifications {
+		ids = append(ids, n.Event.EventID)
+	}
+	return ids
+}
+
+func putRule(t testing.TB, c *testserver.Client, kind, id string, body any) {
+	t.Helper()
+	wantOK(t, c.Do("PUT", csAPI+"/pushrules/global/"+kind+"/"+url.PathEscape(id), body), nil)
+}
+
+// TestNotifications: keyword (content) and sender rules, a mention
+// highlight, counts in /sync, clearing by a read receipt, and
+// /notifications with paging and only=highlight.
+func TestNotifications(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	alice, bob, carol := srv.Register("alice"), srv.Register("bob"), srv.Register("carol")
+	room := createRoom(t, alice, map[string]any{"preset": "public_chat"})
+	joinRoom(t, bob, room)
+	joinRoom(t, carol, room)
+
+	// Bob mutes room chatter but wants a keyword, and everything carol says.
+	wantOK(t, bob.Do("PUT", csAPI+"/pushrules/global/underride/.m.rule.message/enabled", map[string]any{"enabled": false}), nil)
+	putRule(t, bob, "content", "deploys", map[string]any{"pattern": "deploy", "actions": []any{"notify", map[string]any{"set_tweak": "sound", "value": "default"}}})
+	putRule(t, bob, "sender", carol.UserID, map[string]any{"actions": []any{"notify"}})
+
+	sendText(t, alice, room, "good morning")
+	waitNotified(t, srv)
+	wantUnread(t, bob, room, 0, 0)
+	wantUnread(t, carol, room, 1, 0) // default rules: every message
+	wantUnread(t, alice, room, 0, 0) // never for one's own events
+
+	kw := sendText(t, alice, room, "we deploy at noon")
+	sendText(t, alice, room, "redeployment is not a word match")
+	waitNotified(t, srv)
+	wantUnread(t, bob, room, 1, 0)
+
+	fromCarol := sendText(t, carol, room, "hi all")
+	waitNotified(t, srv)
+	wantUnread(t, bob, room, 2, 0)
+
+	mention := sendEvent(t, alice, room, "m.room.message", map[string]any{"msgtype": "m.text", "body": "bob: look",
+		"m.mentions": map[string]any{"user_ids": []string{bob.UserID}}})
+	waitNotified(t, srv)
+	wantUnread(t, bob, room, 3, 1)
+
+	all := getNotifications(t, bob, "")
+	if got, want := all.eventIDs(), []string{mention, fromCarol, kw}; !slices.Equal(got, want) {
+		t.Fatalf("notifications = %q, want %q", got, want)
+	}
+	n := all.Notifications[0]
+	if n.RoomID != room || n.Read || n.TS <= 0 || n.Event.Sender != alice.UserID || n.Event.Content["body"] != "bob: look" ||
+		!slices.ContainsFunc(n.Actions, func(a any) bool { m, ok := a.(map[string]any); return ok && m["set_tweak"] == "highlight" }) {
+		t.Errorf("mention notification = %+v", n)
+	}
+	hl := getNotifications(t, bob, "only=highlight")
+	if got := hl.eventIDs(); !slices.Equal(got, []string{mention}) {
+		t.Fatalf("only=highlight = %q", got)
+	}
+
+	// Paging: newest first, next_token continues, absent at the end.
+	p1 := getNotifications(t, bob, "limit=2")
+	if got := p1.eventIDs(); !slices.Equal(got, []string{mention, fromCarol}) || p1.NextToken == "" {
+		t.Fatalf("page 1 = %q, next %q", got, p1.NextToken)
+	}
+	p2 := getNotifications(t, bob, "limit=2&from="+url.QueryEscape(p1.NextToken))
+	if got := p2.eventIDs(); !slices.Equal(got, []string{kw}) || p2.NextToken != "" {
+		t.Fatalf("page 2 = %q, next %q", got, p2.NextToken)
+	}
+
+	// A read receipt at fromCarol reads it and what came before.
+	wantOK(t, receipt(bob, room, "m.read", fromCarol, map[string]any{}), nil)
+	wantUnread(t, bob, room, 1, 1)
+	reads := map[string]bool{}
+	for _, n := range getNotifications(t, bob, "").Notifications {
+		reads[n.Event.EventID] = n.Read
+	}
+	if !reads[kw] || !reads[fromCarol] || reads[mention] {
+		t.Errorf("read flags = %v", reads)
+	}
+	wantOK(t, receipt(bob, room, "m.read", mention, map[string]any{}), nil)
+	wantUnread(t, bob, room, 0, 0)
+
+	wantErr(t, bob.Do("GET", csAPI+"/notifications?only=everything", nil), http.StatusBadRequest, "M_INVALID_PARAM")
+	wantErr(t, bob.Do("GET", csAPI+"/notifications?from=x", nil), http.StatusBadRequest, "M_INVALID_PARAM")
+	wantErr(t, srv.Anonymous().Do("GET", csAPI+"/notifications", nil), http.StatusUnauthorized, "M_MISSING_TOKEN")
+}
+
+// TestNotificationsReachEarlierSync: a sync whose token was handed out
+// after an event committed but before the worker processed it still gets
+// the new counts, because the token carries the worker's position.
+func TestNotificationsReachEarlierSync(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	alice, bob := srv.Register("alice"), srv.Register("bob")
+	room := createRoom(t, alice, map[string]any{"preset": "public_chat"})
+	joinRoom(t, bob, room)
+	sendText(t, alice, room, "settle")
+	waitNotified(t, srv)
+	before := syncUnread(t, bob, "").NextBatch
+	sendEvent(t, alice, room, "m.room.message", map[string]any{"msgtype": "m.text", "body": "hey",
+		"m.mentions": map[string]any{"user_ids": []string{bob.UserID}}})
+	waitNotified(t, srv)
+
+	// The token a sync would have returned between the commit and the
+	// worker: events at now, notifications at before.
+	old, err := sync.ParseToken(before)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := srv.HS.Syncer.Notifier().Current()
+	tok.Notifications = old.Notifications
+	s := syncUnread(t, bob, tok.String())
+	jr, ok := s.Rooms.Join[room]
+	if !ok || jr.Unread == nil || *jr.Unread != (unreadCounts{2, 1}) {
+		t.Fatalf("incremental sync after the worker: room %v, counts %+v", ok, jr.Unread)
+	}
+	if len(jr.Timeline.Events) != 0 {
+		t.Errorf("timeline repeated events the earlier sync had: %v", jr.Timeline.Events)
+	}
+	// And nothing new after that.
+	if s2 := syncUnread(t, bob, s.NextBatch); len(s2.Rooms.Join) != 0 {
+		t.Errorf("second incremental sync returned rooms: %+v", s2.Rooms.Join)
+	}
+}
+
+// reconnect points a client at a restarted server.
+func reconnect(srv *testserver.Server, c *testserver.Client) *testserver.Client {
+	n := srv.Anonymous()
+	n.UserID, n.DeviceID, n.Token = c.UserID, c.DeviceID, c.Token
+	return n
+}
+
+// TestNotificationsSurviveRestart: events committed while the worker was
+// down are processed after a restart, and none is processed twice.
+func TestNotificationsSurviveRestart(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	alice, bob := srv.Register("alice"), srv.Register("bob")
+	room := createRoom(t, alice, map[string]any{"preset": "public_chat"})
+	joinRoom(t, bob, room)
+	var sent []string
+	for _, body := range []string{"one", "two"} {
+		sent = append(sent, sendText(t, alice, room, body))
+	}
+	waitNotified(t, srv)
+	wantUnread(t, bob, room, 2, 0)
+
+	// The worker stops (as in a crash) while events keep committing.
+	srv.HS.Notifications.Stop()
+	for _, body := range []string{"three", "four"} {
+		sent = append(sent, sendText(t, alice, room, body))
+	}
+	wantUnread(t, bob, room, 2, 0)
+	srv.Stop()
+
+	for restart := 0; restart < 2; restart++ {
+		srv = testserver.Start(t, testserver.Options{DataDir: srv.DataDir})
+		bob := reconnect(srv, bob)
+		waitNotified(t, srv)
+		wantUnread(t, bob, room, 4, 0)
+		got := getNotifications(t, bob, "").eventIDs()
+		slices.Reverse(got)
+		if !slices.Equal(got, sent) {
+			t.Fatalf("after restart %d: notifications %q, want %q", restart+1, got, sent)
+		}
+		srv.Stop()
+	}
+}

@@ -1,0 +1,130 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/persistentchat/homeserver/roomdag"
+)
+
+// Room summaries (spec v1.15: GET /_matrix/client/v1/room_summary).
+
+func (s *Server) summaryRoutes() []route {
+	return []route{
+		{method: "GET", path: v1 + "/room_summary/{roomIdOrAlias}", handler: s.roomSummary, auth: authOptional, rate: rateNone},
+	}
+}
+
+type roomSummary struct {
+	roomInfo
+	RoomVersion    string   `json:"room_version"`
+	Encryption     string   `json:"encryption,omitempty"`
+	Membership     string   `json:"membership,omitempty"`
+	AllowedRoomIDs []string `json:"allowed_room_ids,omitempty"`
+}
+
+// roomSummary shows a room to whoever could see or join it: members (joined,
+// invited or knocking), anyone if it is world readable or its join rule is
+// public or knock, and, for restricted rooms, members of an allowed room.
+// Everyone else gets 404, as for a room that does not exist, so the
+// endpoint does not reveal which private rooms exist.
+func (s *Server) roomSummary(r *http.Request) (any, error) {
+	target := pathParam(r, "roomIdOrAlias")
+	var room roomdag.RoomID
+	switch {
+	case strings.HasPrefix(target, "#"):
+		alias, err := roomdag.ParseRoomAlias(target)
+		if err != nil {
+			return nil, invalidParam("malformed room alias")
+		}
+		if room, err = s.resolveAlias(r.Context(), alias); err != nil {
+			return nil, err
+		}
+	case strings.HasPrefix(target, "!"):
+		id, err := roomdag.ParseRoomID(target)
+		if err != nil {
+			return nil, invalidParam("malformed room ID")
+		}
+		room = id
+	default:
+		return nil, invalidParam("expected a room ID or alias")
+	}
+	notFound := notFoundErr("room not found, or you may not see its summary")
+	st, err := s.rooms.State(r.Context(), room)
+	if errors.Is(err, roomdag.ErrUnknownRoom) {
+		return nil, notFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := roomSummary{
+		roomInfo:    describeRoom(room, st),
+		RoomVersion: st.Version.ID,
+		Encryption:  contentString(st.State, roomdag.TypeEncryption, "algorithm"),
+	}
+	if strings.HasSuffix(out.JoinRule, "restricted") {
+		out.AllowedRoomIDs = allowedRooms(st.State)
+	}
+	var user roomdag.UserID
+	if rq := requester(r); rq != nil {
+		user = rq.UserID
+		out.Membership = st.Membership(user)
+		if out.Membership == "" {
+			out.Membership = roomdag.MembershipLeave // as Synapse answers
+		}
+	}
+	if !s.maySeeSummary(r, st, out, user) {
+		return nil, notFound
+	}
+	return out, nil
+}
+
+func (s *Server) maySeeSummary(r *http.Request, st *roomdag.RoomState, out roomSummary, user roomdag.UserID) bool {
+	switch {
+	case out.WorldReadable, out.JoinRule == "public", out.JoinRule == "knock", out.JoinRule == "knock_restricted":
+		return true
+	case user == "":
+		return false
+	}
+	switch st.Membership(user) {
+	case roomdag.MembershipJoin, roomdag.MembershipInvite, roomdag.MembershipKnock:
+		return true
+	}
+	for _, id := range out.AllowedRoomIDs {
+		other, err := roomdag.ParseRoomID(id)
+		if err != nil {
+			continue
+		}
+		if ost, err := s.rooms.State(r.Context(), other); err == nil && ost.Membership(user) == roomdag.MembershipJoin {
+			return true
+		}
+	}
+	return false
+}
+
+// allowedRooms lists the rooms of m.room_membership conditions in a
+// restricted join rule.
+func allowedRooms(state roomdag.StateMap) []string {
+	ev := state.Get(roomdag.TypeJoinRules, "")
+	if ev == nil {
+		return nil
+	}
+	var c struct {
+		Allow []struct {
+			Type   string `json:"type"`
+			RoomID string `json:"room_id"`
+		} `json:"allow"`
+	}
+	if json.Unmarshal(ev.Content(), &c) != nil {
+		return nil
+	}
+	var out []string
+	for _, a := range c.Allow {
+		if a.Type == "m.room_membership" && a.RoomID != "" {
+			out = append(out, a.RoomID)
+		}
+	}
+	return out
+}

@@ -1,0 +1,59 @@
+package api
+
+import (
+	"net/http"
+)
+
+// User directory (spec: client-server API, "User directory"). As in
+// Synapse's default, a searcher finds local users who share a joined room
+// with them or are joined to a public room.
+
+func (s *Server) userDirectoryRoutes() []route {
+	return []route{
+		{method: "POST", path: v3 + "/user_directory/search", handler: s.searchUserDirectory, auth: authRequired, rate: rateNone},
+	}
+}
+
+const (
+	defaultUserDirectoryLimit = 10 // spec: "Defaults to 10."
+	maxUserDirectoryLimit     = 100
+	maxSearchTermBytes        = 256
+)
+
+type directoryUser struct {
+	UserID      string  `json:"user_id"`
+	DisplayName *string `json:"display_name,omitempty"`
+	AvatarURL   *string `json:"avatar_url,omitempty"`
+}
+
+func (s *Server) searchUserDirectory(r *http.Request) (any, error) {
+	var req struct {
+		SearchTerm *string `json:"search_term"`
+		Limit      *int    `json:"limit"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	if req.SearchTerm == nil {
+		return nil, missingParam("search_term is required")
+	}
+	if len(*req.SearchTerm) > maxSearchTermBytes {
+		return nil, invalidParam("search_term is longer than %d bytes", maxSearchTermBytes)
+	}
+	limit := defaultUserDirectoryLimit
+	if req.Limit != nil {
+		if *req.Limit < 0 {
+			return nil, invalidParam("limit must not be negative")
+		}
+		limit = min(*req.Limit, maxUserDirectoryLimit)
+	}
+	users, limited, err := s.store.SearchUserDirectory(r.Context(), requester(r).UserID, *req.SearchTerm, limit)
+	if err != nil {
+		return nil, err
+	}
+	results := make([]directoryUser, len(users))
+	for i, u := range users {
+		results[i] = directoryUser{UserID: string(u.ID), DisplayName: u.DisplayName, AvatarURL: u.AvatarURL}
+	}
+	return map[string]any{"results": results, "limited": limited}, nil
+}

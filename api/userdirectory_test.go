@@ -1,0 +1,117 @@
+package api_test
+
+import (
+	"net/http"
+	"slices"
+	"testing"
+
+	"github.com/persistentchat/homeserver/testserver"
+)
+
+type userSearch struct {
+	Results []struct {
+		UserID      string  `json:"user_id"`
+		DisplayName *string `json:"display_name"`
+		AvatarURL   *string `json:"avatar_url"`
+	} `json:"results"`
+	Limited *bool `json:"limited"`
+}
+
+func (s userSearch) ids() []string {
+	var out []string
+	for _, r := range s.Results {
+		out = append(out, r.UserID)
+	}
+	return out
+}
+
+func searchUsers(t testing.TB, c *testserver.Client, body any) userSearch {
+	t.Helper()
+	var out userSearch
+	wantOK(t, c.Do("POST", csAPI+"/user_directory/search", body), &out)
+	if out.Results == nil || out.Limited == nil {
+		t.Fatalf("results or limited missing")
+	}
+	return out
+}
+
+func TestUserDirectory(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	server := srv.Config.ServerName
+	alice, bob, carol := srv.Register("alice"), srv.Register("bob"), srv.Register("carol")
+	dave, erin := srv.Register("dave"), srv.Register("erin")
+	// alice and bob share a private room; carol is in a public room alice
+	// is not in; dave is alone in a private room; erin is in no room.
+	private := createRoom(t, alice, map[string]any{"preset": "private_chat"})
+	inviteUser(t, alice, private, bob.UserID)
+	joinRoom(t, bob, private)
+	public := createRoom(t, carol, map[string]any{"preset": "public_chat"})
+	createRoom(t, dave, map[string]any{"preset": "private_chat"})
+	_ = erin
+	wantOK(t, bob.Do("PUT", profilePath(bob.UserID, "displayname"), map[string]any{"displayname": "Bobby Tables"}), nil)
+
+	tests := []struct {
+		name string
+		term string
+		want []string
+	}{
+		{"shares a room", bob.UserID[1:4], []string{bob.UserID}},
+		{"display name, any case", "TABLES", []string{bob.UserID}},
+		{"in a public room", "carol", []string{carol.UserID}},
+		{"private room, not shared", "dave", nil},
+		{"in no room", "erin", nil},
+		{"themselves", alice.UserID, []string{alice.UserID}},
+		{"LIKE wildcards are literal", "%", nil},
+		{"underscore is literal", "_", nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := searchUsers(t, alice, map[string]any{"search_term": tc.term})
+			if !slices.Equal(got.ids(), tc.want) || *got.Limited {
+				t.Errorf("search %q = %v (limited %v), want %v", tc.term, got.ids(), *got.Limited, tc.want)
+			}
+		})
+	}
+
+	got := searchUsers(t, alice, map[string]any{"search_term": "tables"})
+	if len(got.Results) != 1 || got.Results[0].DisplayName == nil || *got.Results[0].DisplayName != "Bobby Tables" {
+		t.Errorf("result for bob = %+v", got.Results)
+	}
+	// Everyone alice may see has the server name in their ID.
+	all := searchUsers(t, alice, map[string]any{"search_term": server, "limit": 50})
+	if len(all.Results) != 3 || *all.Limited {
+		t.Errorf("all visible = %v (limited %v), want alice, bob and carol", all.ids(), *all.Limited)
+	}
+	page := searchUsers(t, alice, map[string]any{"search_term": server, "limit": 2})
+	if len(page.Results) != 2 || !*page.Limited {
+		t.Errorf("limit 2 = %v (limited %v)", page.ids(), *page.Limited)
+	}
+	// Once carol leaves the public room, alice no longer finds her.
+	leaveRoom(t, carol, public)
+	if got := searchUsers(t, alice, map[string]any{"search_term": "carol"}); len(got.Results) != 0 {
+		t.Errorf("after carol left: %v", got.ids())
+	}
+
+	t.Run("rejects", func(t *testing.T) {
+		tests := []struct {
+			name    string
+			c       *testserver.Client
+			body    any
+			status  int
+			errcode string
+		}{
+			{"no search_term", alice, map[string]any{}, http.StatusBadRequest, "M_MISSING_PARAM"},
+			{"search_term not a string", alice, map[string]any{"search_term": 5}, http.StatusBadRequest, "M_BAD_JSON"},
+			{"negative limit", alice, map[string]any{"search_term": "a", "limit": -1}, http.StatusBadRequest, "M_INVALID_PARAM"},
+			{"limit not a number", alice, map[string]any{"search_term": "a", "limit": "2"}, http.StatusBadRequest, "M_BAD_JSON"},
+			{"not JSON", alice, "{", http.StatusBadRequest, "M_NOT_JSON"},
+			{"no token", srv.Anonymous(), map[string]any{"search_term": "a"}, http.StatusUnauthorized, "M_MISSING_TOKEN"},
+		}
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				wantErr(t, tc.c.Do("POST", csAPI+"/user_directory/search", tc.body), tc.status, tc.errcode)
+			})
+		}
+	})
+}

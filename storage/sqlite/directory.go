@@ -1,0 +1,114 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"strings"
+
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
+)
+
+// Published reports whether a room is listed in the public room directory;
+// storage.ErrNotFound for a room this server does not know.
+func (db *DB) Published(ctx context.Context, room roomdag.RoomID) (bool, error) {
+	var p bool
+	err := db.r.QueryRowContext(ctx, `SELECT published FROM rooms WHERE room_id = ?`, string(room)).Scan(&p)
+	return p, notFound(err)
+}
+
+// PublishedRooms lists the rooms in the public room directory, in no
+// particular order: callers sort by what they read from each room's state.
+func (db *DB) PublishedRooms(ctx context.Context) ([]roomdag.RoomID, error) {
+	ids, err := queryStrings(ctx, db.r, `SELECT room_id FROM rooms WHERE published = 1`)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]roomdag.RoomID, len(ids))
+	for i, id := range ids {
+		out[i] = roomdag.RoomID(id)
+	}
+	return out, nil
+}
+
+// UpdateAccountData reads, changes and writes one account data item on the
+// writer, so concurrent read-modify-write updates (room tags) cannot lose
+// each other's changes. fn gets nil when the item does not exist; when fn
+// returns nil content nothing is written and the position is 0. Otherwise it
+// returns the item's new account data stream position.
+func (db *DB) UpdateAccountData(ctx context.Context, user roomdag.UserID, room roomdag.RoomID, typ string,
+	fn func(cur json.RawMessage) (json.RawMessage, error)) (int64, error) {
+	var pos int64
+	err := db.write(func(tx *sql.Tx) error {
+		var cur json.RawMessage
+		var c string
+		switch err := tx.QueryRow(`SELECT content FROM account_data WHERE user_id = ? AND room_id = ? AND type = ?`,
+			string(user), string(room), typ).Scan(&c); {
+		case err == nil:
+			cur = json.RawMessage(c)
+		case !errors.Is(err, sql.ErrNoRows):
+			return err
+		}
+		next, err := fn(cur)
+		if err != nil || next == nil {
+			return err
+		}
+		p := db.accountDataPos + 1
+		if _, err := tx.Exec(`INSERT OR REPLACE INTO account_data (user_id, room_id, type, content, stream_pos) VALUES (?,?,?,?,?)`,
+			string(user), string(room), typ, string(next), p); err != nil {
+			return err
+		}
+		db.accountDataPos, pos = p, p // writer goroutine only, as in PutAccountData
+		return nil
+	}, nil)
+	return pos, err
+}
+
+// SearchUserDirectory finds local, active users whose user ID or display
+// name contains term (case-insensitively for ASCII: SQLite's lower() folds
+// only ASCII) and who are joined to a room the searcher is joined to or to
+// a room whose join rule is public (spec: "User directory"). It returns at
+// most limit users, ordered by user ID, and whether more matched.
+func (db *DB) SearchUserDirectory(ctx context.Context, searcher roomdag.UserID, term string, limit int) ([]storage.User, bool, error) {
+	like := "%" + likeEscaper.Replace(strings.ToLower(term)) + "%"
+	// events.json is a BLOB, which json_extract would read as JSONB: cast it.
+	rows, err := db.r.QueryContext(ctx, `
+WITH visible_rooms AS (
+	SELECT room_nid FROM memberships WHERE user_id = ?1 AND membership = 'join'
+	UNION
+	SELECT cs.room_nid FROM current_state cs JOIN events e ON e.event_id = cs.event_id
+	WHERE cs.type = 'm.room.join_rules' AND cs.state_key = ''
+	  AND json_extract(CAST(e.json AS TEXT), '$.content.join_rule') = 'public'
+)
+SELECT u.user_id, u.displayname, u.avatar_url FROM users u
+WHERE u.deactivated = 0
+  AND (lower(u.user_id) LIKE ?2 ESCAPE '\' OR lower(COALESCE(u.displayname, '')) LIKE ?2 ESCAPE '\')
+  AND EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = u.user_id AND m.membership = 'join'
+              AND m.room_nid IN visible_rooms)
+ORDER BY u.user_id
+LIMIT ?3`, string(searcher), like, limit+1)
+	if err != nil {
+		return nil, false, err
+	}
+	defer rows.Close()
+	var out []storage.User
+	for rows.Next() {
+		var u storage.User
+		if err := rows.Scan(&u.ID, &u.DisplayName, &u.AvatarURL); err != nil {
+			return nil, false, err
+		}
+		out = append(out, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, err
+	}
+	if len(out) > limit {
+		return out[:limit], true, nil
+	}
+	return out, false, nil
+}
+
+// likeEscaper escapes LIKE's wildcards (ESCAPE '\').
+var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
