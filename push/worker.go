@@ -159,6 +159,10 @@ func (w *Worker) setPos(pos roomdag.StreamPos) {
 	}
 }
 
+// coalesceDelay is how long the worker lets commits gather after a
+// signal. Counts appear this much later; under load, steps batch events.
+const coalesceDelay = 50 * time.Millisecond
+
 func (w *Worker) run() {
 	defer close(w.done)
 	ctx := context.Background()
@@ -167,6 +171,17 @@ func (w *Worker) run() {
 		case <-w.quit:
 			return
 		case <-w.signal:
+		}
+		// Let a burst of commits gather before stepping: one step (and one
+		// fsync) then covers many events, and the work stays out of the few
+		// milliseconds in which senders and long-polls are being answered.
+		// A scheduling delay, not protocol time, so it uses the real clock.
+		coalesce := time.NewTimer(coalesceDelay)
+		select {
+		case <-w.quit:
+			coalesce.Stop()
+			return
+		case <-coalesce.C:
 		}
 		for {
 			n, err := w.Step(ctx)

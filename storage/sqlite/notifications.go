@@ -94,16 +94,20 @@ func (db *DB) PutNotifications(ctx context.Context, from, to roomdag.StreamPos, 
 		if cur != int64(from) {
 			return fmt.Errorf("%w: at %d, expected %d", errNotifyMoved, cur, from)
 		}
-		if len(ns) > 0 {
-			stmt, err := tx.Prepare(`INSERT INTO notifications (user_id, event_pos, room_id, actions, highlight, ts) VALUES (?,?,?,?,?,?)`)
-			if err != nil {
-				return err
+		// Many rows per statement: in a big room an event notifies every
+		// member, and the per-statement cost (cgo, bind, step) dominates.
+		const perInsert = 100
+		for len(ns) > 0 {
+			chunk := ns[:min(len(ns), perInsert)]
+			ns = ns[len(chunk):]
+			args := make([]any, 0, 6*len(chunk))
+			for _, n := range chunk {
+				args = append(args, string(n.User), int64(n.EventPos), string(n.Room), string(n.Actions), n.Highlight, n.TS)
 			}
-			defer stmt.Close()
-			for _, n := range ns {
-				if _, err := stmt.Exec(string(n.User), int64(n.EventPos), string(n.Room), string(n.Actions), n.Highlight, n.TS); err != nil {
-					return err
-				}
+			q := `INSERT INTO notifications (user_id, event_pos, room_id, actions, highlight, ts) VALUES (?,?,?,?,?,?)` +
+				strings.Repeat(`,(?,?,?,?,?,?)`, len(chunk)-1)
+			if _, err := tx.Exec(q, args...); err != nil {
+				return err
 			}
 		}
 		_, err := tx.Exec(`UPDATE notify_position SET event_pos = ? WHERE id = 1`, int64(to))
