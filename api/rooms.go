@@ -76,26 +76,30 @@ func (s *Server) appendMember(r *http.Request, room roomdag.RoomID, target roomd
 	return ev, err
 }
 
-func (s *Server) joinByIDOrAlias(r *http.Request) (any, error) {
+// roomIDOrAlias resolves the {roomIdOrAlias} path parameter to a room ID.
+func (s *Server) roomIDOrAlias(r *http.Request) (roomdag.RoomID, error) {
 	target := pathParam(r, "roomIdOrAlias")
-	var room roomdag.RoomID
 	switch {
 	case strings.HasPrefix(target, "#"):
 		alias, err := roomdag.ParseRoomAlias(target)
 		if err != nil {
-			return nil, invalidParam("malformed room alias")
+			return "", invalidParam("malformed room alias")
 		}
-		if room, err = s.resolveAlias(r.Context(), alias); err != nil {
-			return nil, err
-		}
+		return s.resolveAlias(r.Context(), alias)
 	case strings.HasPrefix(target, "!"):
 		id, err := roomdag.ParseRoomID(target)
 		if err != nil {
-			return nil, invalidParam("malformed room ID")
+			return "", invalidParam("malformed room ID")
 		}
-		room = id
-	default:
-		return nil, invalidParam("expected a room ID or alias")
+		return id, nil
+	}
+	return "", invalidParam("expected a room ID or alias")
+}
+
+func (s *Server) joinByIDOrAlias(r *http.Request) (any, error) {
+	room, err := s.roomIDOrAlias(r)
+	if err != nil {
+		return nil, err
 	}
 	return s.join(r, room)
 }

@@ -31,25 +31,9 @@ type roomSummary struct {
 // Everyone else gets 404, as for a room that does not exist, so the
 // endpoint does not reveal which private rooms exist.
 func (s *Server) roomSummary(r *http.Request) (any, error) {
-	target := pathParam(r, "roomIdOrAlias")
-	var room roomdag.RoomID
-	switch {
-	case strings.HasPrefix(target, "#"):
-		alias, err := roomdag.ParseRoomAlias(target)
-		if err != nil {
-			return nil, invalidParam("malformed room alias")
-		}
-		if room, err = s.resolveAlias(r.Context(), alias); err != nil {
-			return nil, err
-		}
-	case strings.HasPrefix(target, "!"):
-		id, err := roomdag.ParseRoomID(target)
-		if err != nil {
-			return nil, invalidParam("malformed room ID")
-		}
-		room = id
-	default:
-		return nil, invalidParam("expected a room ID or alias")
+	room, err := s.roomIDOrAlias(r)
+	if err != nil {
+		return nil, err
 	}
 	notFound := notFoundErr("room not found, or you may not see its summary")
 	st, err := s.rooms.State(r.Context(), room)
