@@ -102,14 +102,6 @@ func (db *DB) Refresh(ctx context.Context, oldRefresh []byte, next storage.Sessi
 	return roomdag.UserID(user), device, err
 }
 
-// DeleteAccessToken removes one access token (logout).
-func (db *DB) DeleteAccessToken(ctx context.Context, hash []byte) error {
-	return db.write(func(tx *sql.Tx) error {
-		_, err := tx.Exec(`DELETE FROM access_tokens WHERE token_hash = ?`, hash)
-		return err
-	}, nil)
-}
-
 // DeleteDevices removes devices and all their tokens. With no device IDs
 // it removes every device of the user except keep ("" keeps none).
 func (db *DB) DeleteDevices(ctx context.Context, user roomdag.UserID, devices []string, keep string) error {

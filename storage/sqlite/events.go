@@ -172,13 +172,6 @@ func (db *DB) RoomEventsTopo(ctx context.Context, room roomdag.RoomID, from stor
 	return evs, more, nil
 }
 
-// TopoOf returns the topological position of an event.
-func (db *DB) TopoOf(ctx context.Context, id roomdag.EventID) (storage.TopoPos, error) {
-	var t storage.TopoPos
-	err := db.r.QueryRowContext(ctx, `SELECT depth, stream_pos FROM events WHERE event_id = ?`, string(id)).Scan(&t.Depth, &t.Pos)
-	return t, notFound(err)
-}
-
 // TopoAtStream returns the topological position just after the newest
 // event of the room at or before stream position pos: where backwards
 // pagination from a sync token starts.
