@@ -178,6 +178,58 @@ func TestNotifications(t *testing.T) {
 	wantErr(t, srv.Anonymous().Do("GET", csAPI+"/notifications", nil), http.StatusUnauthorized, "M_MISSING_TOKEN")
 }
 
+// TestNotificationsFollowMembership: a member with the default rules gets
+// the room's default outcome only while joined: nothing for their own
+// messages or for what was said while they were away, a highlight when
+// mentioned, and counts that start again from their rejoin.
+func TestNotificationsFollowMembership(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	alice, carol := srv.Register("alice"), srv.Register("carol")
+	room := createRoom(t, alice, map[string]any{"preset": "public_chat"})
+	joinRoom(t, carol, room)
+
+	first := sendText(t, alice, room, "one")
+	sendText(t, carol, room, "carol's own")
+	mention := sendEvent(t, alice, room, "m.room.message", map[string]any{"msgtype": "m.text", "body": "carol?",
+		"m.mentions": map[string]any{"user_ids": []string{carol.UserID}}})
+	waitNotified(t, srv)
+	wantUnread(t, carol, room, 2, 1)
+	wantUnread(t, alice, room, 1, 0) // carol's message; not her own two
+
+	leaveRoom(t, carol, room)
+	sendText(t, alice, room, "while carol is away")
+	sendEvent(t, alice, room, "m.room.message", map[string]any{"msgtype": "m.text", "body": "away mention",
+		"m.mentions": map[string]any{"user_ids": []string{carol.UserID}}})
+	joinRoom(t, carol, room)
+	back := sendText(t, alice, room, "welcome back")
+	waitNotified(t, srv)
+	wantUnread(t, carol, room, 1, 0)
+
+	got := getNotifications(t, carol, "")
+	if ids, want := got.eventIDs(), []string{back, mention, first}; !slices.Equal(ids, want) {
+		t.Fatalf("notifications = %q, want %q", ids, want)
+	}
+	if hl := getNotifications(t, carol, "only=highlight").eventIDs(); !slices.Equal(hl, []string{mention}) {
+		t.Fatalf("only=highlight = %q", hl)
+	}
+	for _, page := range []string{"limit=1", "limit=2"} {
+		var ids []string
+		q := page
+		for {
+			p := getNotifications(t, carol, q)
+			ids = append(ids, p.eventIDs()...)
+			if p.NextToken == "" {
+				break
+			}
+			q = page + "&from=" + url.QueryEscape(p.NextToken)
+		}
+		if want := []string{back, mention, first}; !slices.Equal(ids, want) {
+			t.Fatalf("paging with %s = %q, want %q", page, ids, want)
+		}
+	}
+}
+
 // TestNotificationsReachEarlierSync: a sync whose token was handed out
 // after an event committed but before the worker processed it still gets
 // the new counts, because the token carries the worker's position.
@@ -213,6 +265,10 @@ func TestNotificationsReachEarlierSync(t *testing.T) {
 	// And nothing new after that.
 	if s2 := syncUnread(t, bob, s.NextBatch); len(s2.Rooms.Join) != 0 {
 		t.Errorf("second incremental sync returned rooms: %+v", s2.Rooms.Join)
+	}
+	// The sender's counts did not move: the same token gives alice nothing.
+	if s3 := syncUnread(t, alice, tok.String()); len(s3.Rooms.Join) != 0 {
+		t.Errorf("the sender's incremental sync returned rooms: %+v", s3.Rooms.Join)
 	}
 }
 

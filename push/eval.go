@@ -55,6 +55,23 @@ func (v *EventView) flatten(prefix string, obj map[string]any) {
 	}
 }
 
+// mentionedUsers is the set of user IDs in content.m.mentions.user_ids:
+// the only members the default rules treat differently (spec:
+// .m.rule.is_user_mention). Nil when there are none.
+func (v *EventView) mentionedUsers() map[string]bool {
+	ids, _ := v.props[`content.m\.mentions.user_ids`].([]any)
+	var out map[string]bool
+	for _, id := range ids {
+		if s, ok := id.(string); ok {
+			if out == nil {
+				out = make(map[string]bool, len(ids))
+			}
+			out[s] = true
+		}
+	}
+	return out
+}
+
 // escapeKey escapes one path segment: '\' as `\\` and '.' as `\.`.
 func escapeKey(k string) string {
 	if !strings.ContainsAny(k, `.\`) {

@@ -1,6 +1,7 @@
 package push
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,6 +21,12 @@ import (
 // position, and stores the notifications together with its new position
 // in one transaction: a restart resumes exactly where it stopped, with no
 // notification lost or written twice.
+//
+// What it stores is compact (storage.NotifyBatch): an event's outcome
+// under the default rules, for a member neither mentioned nor invited,
+// is stored once for all members; only members whose outcome differs
+// get a row. Members without rules of their own are not evaluated at
+// all unless the event names them.
 
 // Store is what the worker reads and writes.
 type Store interface {
@@ -33,9 +40,12 @@ type Store interface {
 	// PushRulesChangedSince lists users whose rules changed after account
 	// data position after, and the newest such position.
 	PushRulesChangedSince(ctx context.Context, after int64) ([]roomdag.UserID, int64, error)
-	// PutNotifications stores ns and moves the position from from to to
-	// in one transaction; it fails if the position is not from.
-	PutNotifications(ctx context.Context, from, to roomdag.StreamPos, ns []storage.Notification) error
+	// NotifyTotals returns the running totals of the room's newest
+	// default notification row (zeros when it has none).
+	NotifyTotals(ctx context.Context, room roomdag.RoomID) (notify, highlight int64, err error)
+	// PutNotifications stores a step and moves the position from b.From
+	// to b.To in one transaction; it fails if the position is not b.From.
+	PutNotifications(ctx context.Context, b storage.NotifyBatch) error
 }
 
 // Waker hears of new notifications after they commit, in order: pos is
@@ -72,8 +82,10 @@ type Worker struct {
 
 	// Owned by the goroutine running Step.
 	rooms    map[roomdag.RoomID]*roomCache
-	rules    map[roomdag.UserID]*Ruleset
-	rulesPos int64 // account data position the rules cache reflects
+	rules    map[roomdag.UserID]*userRules
+	rulesPos int64                        // account data position the rules cache reflects
+	totals   map[roomdag.RoomID]*[2]int64 // running default totals: notify, highlight
+	defaults Ruleset                      // the defaults, for a member the event does not name
 
 	mu       gosync.Mutex
 	pos      roomdag.StreamPos
@@ -85,7 +97,8 @@ type Worker struct {
 func NewWorker(store Store, waker Waker, server roomdag.ServerName, clk clock.Clock, log *slog.Logger) *Worker {
 	w := &Worker{store: store, waker: waker, server: server, clock: clk, log: log,
 		signal: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
-		rooms: map[roomdag.RoomID]*roomCache{}, rules: map[roomdag.UserID]*Ruleset{}, rulesPos: -1,
+		rooms: map[roomdag.RoomID]*roomCache{}, rules: map[roomdag.UserID]*userRules{}, rulesPos: -1,
+		totals: map[roomdag.RoomID]*[2]int64{}, defaults: Defaults(nobody),
 		advanced: make(chan struct{})}
 	w.signal <- struct{}{} // catch up on whatever committed while it was down
 	return w
@@ -228,25 +241,24 @@ func (w *Worker) Step(ctx context.Context) (int, error) {
 	if err := w.refreshRules(ctx); err != nil {
 		return 0, err
 	}
-	var ns []storage.Notification
+	b := storage.NotifyBatch{From: from, To: evs[len(evs)-1].Pos}
+	wake := map[roomdag.UserID]struct{}{}
+	woken := map[roomdag.RoomID]bool{} // rooms whose members are in wake
 	for _, ev := range evs {
-		if ns, err = w.evaluate(ctx, ev, ns); err != nil {
+		if err := w.evaluate(ctx, ev, &b, wake, woken); err != nil {
 			return 0, err
 		}
 	}
-	to := evs[len(evs)-1].Pos
-	if err := w.store.PutNotifications(ctx, from, to, ns); err != nil {
-		w.rooms = map[roomdag.RoomID]*roomCache{} // the caches may be ahead of storage
+	to := b.To
+	if err := w.store.PutNotifications(ctx, b); err != nil {
+		// The caches may be ahead of storage.
+		w.rooms, w.totals = map[roomdag.RoomID]*roomCache{}, map[roomdag.RoomID]*[2]int64{}
 		return 0, err
 	}
 	if w.waker != nil {
-		seen := map[roomdag.UserID]bool{}
-		var users []roomdag.UserID
-		for _, n := range ns {
-			if !seen[n.User] {
-				seen[n.User] = true
-				users = append(users, n.User)
-			}
+		users := make([]roomdag.UserID, 0, len(wake))
+		for u := range wake {
+			users = append(users, u)
 		}
 		w.waker.NotificationsAdded(to, users)
 	}
@@ -268,10 +280,21 @@ func (w *Worker) refreshRules(ctx context.Context) error {
 	return nil
 }
 
+// nobody is a user ID no member has: the default rules for it are the
+// outcome for any member an event does not name.
+const nobody = roomdag.UserID("@\x00:\x00")
+
+// userRules is a user's merged rules; custom says the user has rules or
+// changes of their own, so the defaults' outcome may not be theirs.
+type userRules struct {
+	rs     Ruleset
+	custom bool
+}
+
 // ruleset returns the user's merged rules, cached.
-func (w *Worker) ruleset(ctx context.Context, user roomdag.UserID) (*Ruleset, error) {
-	if rs, ok := w.rules[user]; ok {
-		return rs, nil
+func (w *Worker) ruleset(ctx context.Context, user roomdag.UserID) (*userRules, error) {
+	if ur, ok := w.rules[user]; ok {
+		return ur, nil
 	}
 	doc, err := w.store.PushRules(ctx, user)
 	if err != nil {
@@ -286,12 +309,26 @@ func (w *Worker) ruleset(ctx context.Context, user roomdag.UserID) (*Ruleset, er
 			u = UserRules{}
 		}
 	}
-	rs := u.Ruleset(user)
+	ur := &userRules{rs: u.Ruleset(user), custom: u.count() > 0 || len(u.Changed) > 0}
 	if len(w.rules) >= maxCachedRules {
-		w.rules = map[roomdag.UserID]*Ruleset{}
+		w.rules = map[roomdag.UserID]*userRules{}
 	}
-	w.rules[user] = &rs
-	return &rs, nil
+	w.rules[user] = ur
+	return ur, nil
+}
+
+// roomTotals returns the room's running default totals, cached.
+func (w *Worker) roomTotals(ctx context.Context, room roomdag.RoomID) (*[2]int64, error) {
+	if t, ok := w.totals[room]; ok {
+		return t, nil
+	}
+	n, h, err := w.store.NotifyTotals(ctx, room)
+	if err != nil {
+		return nil, err
+	}
+	t := &[2]int64{n, h}
+	w.totals[room] = t
+	return t, nil
 }
 
 // roomCache is what evaluation needs of a room's state at one snapshot:
@@ -369,49 +406,108 @@ func (w *Worker) advance(rc *roomCache, ev storage.NotifyEvent) {
 	rc.snapshot = ev.StateAfter
 }
 
-// evaluate appends the notifications for one event.
-func (w *Worker) evaluate(ctx context.Context, ev storage.NotifyEvent, ns []storage.Notification) ([]storage.Notification, error) {
-	rc, err := w.room(ctx, ev.RoomID(), ev.StateBefore)
+// outcome is one member's result for an event.
+type outcome struct {
+	notify, highlight bool
+	actions           []byte // JSON, when notify
+}
+
+func newOutcome(actions []any, matched bool) (outcome, error) {
+	if !matched || !Notify(actions) {
+		return outcome{}, nil
+	}
+	b, err := json.Marshal(actions)
+	return outcome{notify: true, highlight: Highlight(actions), actions: b}, err
+}
+
+func (o outcome) equal(p outcome) bool {
+	return o.notify == p.notify && o.highlight == p.highlight && bytes.Equal(o.actions, p.actions)
+}
+
+func delta(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
+}
+
+// evaluate adds one event's default row, exceptions and join changes to
+// b, and the users to wake to wake.
+func (w *Worker) evaluate(ctx context.Context, ev storage.NotifyEvent, b *storage.NotifyBatch, wake map[roomdag.UserID]struct{}, woken map[roomdag.RoomID]bool) error {
+	room := ev.RoomID()
+	rc, err := w.room(ctx, room, ev.StateBefore)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if ev.StateAfter != ev.StateBefore {
 		defer w.advance(rc, ev)
 	}
+	sender := ev.Sender()
+	if ev.Type() == roomdag.TypeMember && ev.StateKey() != nil {
+		// rc is the state before the event: a local user's join span opens
+		// or closes here.
+		if u := roomdag.UserID(*ev.StateKey()); u.Server() == w.server {
+			_, was := rc.members[u]
+			if now := ev.Membership() == roomdag.MembershipJoin; now != was {
+				b.Joins = append(b.Joins, storage.JoinChange{User: u, Room: room, Pos: ev.Pos, Joined: now})
+			}
+		}
+	}
 	view, err := NewEventView(ev.JSON())
 	if err != nil {
-		return ns, nil // stored events are valid JSON; nothing to match otherwise
+		return nil // stored events are valid JSON; nothing to match otherwise
 	}
-	sender := ev.Sender()
 	ectx := EvalContext{MemberCount: rc.joined}
 	if rc.pl != nil {
 		ectx.SenderLevel = rc.pl.UserLevel(sender)
 		ectx.NotificationLevel = rc.pl.NotificationLevel
 	}
-	add := func(user roomdag.UserID, name string) error {
-		rs, err := w.ruleset(ctx, user)
+	def, err := newOutcome(Evaluate(&w.defaults, view, &ectx))
+	if err != nil {
+		return err
+	}
+	except := func(user roomdag.UserID, o outcome, against outcome) {
+		b.Exceptions = append(b.Exceptions, storage.Notification{User: user, Room: room, EventPos: ev.Pos,
+			Actions: o.actions, Highlight: o.highlight, TS: ev.OriginServerTS(),
+			NotifyDelta: delta(o.notify, against.notify), HighlightDelta: delta(o.highlight, against.highlight)})
+		if o.notify {
+			wake[user] = struct{}{}
+		}
+	}
+	// evalFor is a member's own outcome, where it may differ from def.
+	evalFor := func(user roomdag.UserID, name string) (outcome, error) {
+		ur, err := w.ruleset(ctx, user)
 		if err != nil {
-			return err
+			return outcome{}, err
 		}
 		ectx.DisplayName = name
-		actions, ok := Evaluate(rs, view, &ectx)
-		if !ok || !Notify(actions) {
-			return nil
+		return newOutcome(Evaluate(&ur.rs, view, &ectx))
+	}
+	mentioned := view.mentionedUsers()
+	for user, name := range rc.members {
+		if user == sender {
+			// Spec: never notify a user of their own events.
+			if def.notify {
+				except(user, outcome{}, def)
+			}
+			continue
 		}
-		b, err := json.Marshal(actions)
+		ur, err := w.ruleset(ctx, user)
 		if err != nil {
 			return err
 		}
-		ns = append(ns, storage.Notification{User: user, Room: ev.RoomID(), EventPos: ev.Pos, Actions: b,
-			Highlight: Highlight(actions), TS: ev.OriginServerTS()})
-		return nil
-	}
-	for user, name := range rc.members {
-		if user == sender {
-			continue // spec: never notify a user of their own events
+		if !ur.custom && !mentioned[string(user)] {
+			continue // the defaults, and the event does not name them: def
 		}
-		if err := add(user, name); err != nil {
-			return nil, err
+		o, err := evalFor(user, name)
+		if err != nil {
+			return err
+		}
+		if !o.equal(def) {
+			except(user, o, def)
 		}
 	}
 	// The invitee of an invite is not a member yet, but is who
@@ -419,13 +515,38 @@ func (w *Worker) evaluate(ctx context.Context, ev storage.NotifyEvent, ns []stor
 	if ev.Type() == roomdag.TypeMember && ev.Membership() == roomdag.MembershipInvite {
 		if u := roomdag.UserID(*ev.StateKey()); u != sender && u.Server() == w.server {
 			if _, joined := rc.members[u]; !joined {
-				if err := add(u, ""); err != nil {
-					return nil, err
+				o, err := evalFor(u, "")
+				if err != nil {
+					return err
+				}
+				if o.notify {
+					except(u, o, outcome{})
 				}
 			}
 		}
 	}
-	return ns, nil
+	if !def.notify {
+		return nil
+	}
+	t, err := w.roomTotals(ctx, room)
+	if err != nil {
+		return err
+	}
+	t[0]++
+	if def.highlight {
+		t[1]++
+	}
+	b.Events = append(b.Events, storage.EventNotification{Room: room, EventPos: ev.Pos, Actions: def.actions,
+		Highlight: def.highlight, TS: ev.OriginServerTS(), NotifyTotal: t[0], HighlightTotal: t[1]})
+	if !woken[room] {
+		woken[room] = true
+		for u := range rc.members {
+			if u != sender {
+				wake[u] = struct{}{}
+			}
+		}
+	}
+	return nil
 }
 
 // Interface guard.

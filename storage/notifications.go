@@ -8,6 +8,14 @@ import (
 
 // Row types of the notification pipeline (push.Worker writes them, /sync
 // and /notifications read them).
+//
+// The layout is compact, because in a big room nearly every member gets
+// the same outcome for an event: one EventNotification per event carries
+// that default outcome for every local member joined at the event, and a
+// Notification row exists only where a user's outcome differs (the
+// sender, a mention, the user's own rules). Which members the default
+// covers is kept as join spans, and a running per-room total on the
+// default rows makes a count one subtraction.
 
 // NotifyEvent is a committed event as the notification worker reads it:
 // with the snapshots of the room state before and after it.
@@ -16,7 +24,23 @@ type NotifyEvent struct {
 	StateAfter int64
 }
 
-// Notification is one user's notification for one event.
+// EventNotification is the default outcome of an event that notifies: it
+// applies to every local member whose join span covers the event and who
+// has no Notification row (an exception) for it.
+type EventNotification struct {
+	Room      roomdag.RoomID
+	EventPos  roomdag.StreamPos
+	Actions   json.RawMessage
+	Highlight bool
+	TS        int64 // ms
+	// Running totals of the room's default notifications and highlights,
+	// this event included.
+	NotifyTotal, HighlightTotal int64
+}
+
+// Notification is one user's notification for one event. As an exception
+// row, Actions is nil when the user is not notified, and the deltas say
+// how the user's outcome differs from the event's default (-1, 0 or 1).
 type Notification struct {
 	User      roomdag.UserID
 	Room      roomdag.RoomID
@@ -25,9 +49,30 @@ type Notification struct {
 	Actions   json.RawMessage
 	Highlight bool
 	TS        int64 // ms
+	// NotifyDelta and HighlightDelta: exception rows only.
+	NotifyDelta, HighlightDelta int
 	// Read is filled when read back: the user's read receipt in the room
 	// is at or after the event.
 	Read bool
+}
+
+// JoinChange opens (Joined) or closes a local user's join span in a room
+// at an event position: the span covers the events after its opening
+// event up to and including its closing event.
+type JoinChange struct {
+	User   roomdag.UserID
+	Room   roomdag.RoomID
+	Pos    roomdag.StreamPos
+	Joined bool
+}
+
+// NotifyBatch is what one step of the notification worker stores, with
+// its position moving from From to To, in one transaction.
+type NotifyBatch struct {
+	From, To   roomdag.StreamPos
+	Events     []EventNotification
+	Exceptions []Notification
+	Joins      []JoinChange
 }
 
 // UnreadCount is a user's unread notification counts in one room.

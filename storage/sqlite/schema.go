@@ -215,4 +215,45 @@ CREATE TABLE media (
 CREATE INDEX media_pending ON media(uploader, expires_ts) WHERE sha256 = '';
 CREATE INDEX media_sha256 ON media(sha256);
 `,
+	// Compact notifications (storage.NotifyBatch): one row per notifying
+	// event with its default outcome and running room totals, per-user
+	// exception rows, and local users' join spans. Old per-user rows
+	// become exceptions, so counts and lists carry over; current joins
+	// become open spans.
+	`
+CREATE TABLE event_notifications (
+	room_id         TEXT NOT NULL,
+	event_pos       INTEGER NOT NULL,
+	actions         TEXT NOT NULL,
+	highlight       INTEGER NOT NULL,
+	ts              INTEGER NOT NULL,
+	notify_total    INTEGER NOT NULL,
+	highlight_total INTEGER NOT NULL,
+	PRIMARY KEY (room_id, event_pos)
+) WITHOUT ROWID;
+CREATE TABLE notification_exceptions (
+	user_id         TEXT NOT NULL,
+	event_pos       INTEGER NOT NULL,
+	room_id         TEXT NOT NULL,
+	actions         TEXT, -- NULL: the user is not notified
+	highlight       INTEGER NOT NULL,
+	ts              INTEGER NOT NULL,
+	notify_delta    INTEGER NOT NULL,
+	highlight_delta INTEGER NOT NULL,
+	PRIMARY KEY (user_id, event_pos)
+) WITHOUT ROWID;
+CREATE INDEX notification_exceptions_room ON notification_exceptions(user_id, room_id, event_pos);
+CREATE TABLE notify_spans (
+	user_id    TEXT NOT NULL,
+	room_id    TEXT NOT NULL,
+	joined_pos INTEGER NOT NULL,
+	left_pos   INTEGER, -- NULL while joined
+	PRIMARY KEY (user_id, room_id, joined_pos)
+) WITHOUT ROWID;
+INSERT INTO notification_exceptions (user_id, event_pos, room_id, actions, highlight, ts, notify_delta, highlight_delta)
+	SELECT user_id, event_pos, room_id, actions, highlight, ts, 1, highlight FROM notifications;
+INSERT INTO notify_spans (user_id, room_id, joined_pos)
+	SELECT m.user_id, r.room_id, m.event_pos FROM memberships m JOIN rooms r ON r.room_nid = m.room_nid WHERE m.membership = 'join';
+DROP TABLE notifications;
+`,
 }
