@@ -182,6 +182,8 @@ func totalAt(col, pos string) string {
 // index seeks per room, however much is unread.
 func (db *DB) UnreadCounts(ctx context.Context, user roomdag.UserID, rooms []roomdag.RoomID) (map[roomdag.RoomID]storage.UnreadCount, error) {
 	out := map[roomdag.RoomID]storage.UnreadCount{}
+	// u is materialised: each room's since is then computed once, not once
+	// per subquery that reads it.
 	for len(rooms) > 0 {
 		chunk := rooms[:min(len(rooms), 500)]
 		rooms = rooms[len(chunk):]
@@ -190,7 +192,7 @@ func (db *DB) UnreadCounts(ctx context.Context, user roomdag.UserID, rooms []roo
 		for _, r := range chunk {
 			args = append(args, string(r))
 		}
-		rows, err := db.r.QueryContext(ctx, `WITH u AS (
+		rows, err := db.r.QueryContext(ctx, `WITH u AS MATERIALIZED (
 				SELECT s.user_id, s.room_id, MAX(s.joined_pos, `+readUpTo+`) AS since
 				FROM notify_spans s WHERE s.user_id = ? AND s.left_pos IS NULL
 				AND s.room_id IN (?`+strings.Repeat(",?", len(chunk)-1)+`))
