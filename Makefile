@@ -11,6 +11,7 @@ STATICCHECK_VERSION := v0.8.2
 build:
 	$(GO) build -o $(BIN)/homeserver ./cmd/homeserver
 	$(GO) build -o $(BIN)/loadtest ./cmd/loadtest
+	$(GO) build -o $(BIN)/webhook-bridge ./cmd/webhook-bridge
 
 # The first run writes homeserver.yaml (open registration: it binds loopback)
 # and the data directory with the signing key and database.
@@ -30,7 +31,8 @@ lint:
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
-# The matrix-js-sdk end-to-end test, against a real server process.
+# The end-to-end tests against a real server process: matrix-js-sdk as a
+# client, matrix-bot-sdk as an application service.
 e2e: build
 	cd e2e && npm ci --no-audit --no-fund && HOMESERVER_BIN=$(CURDIR)/$(BIN)/homeserver node --test --test-reporter=spec
 

@@ -36,6 +36,7 @@ func (s *Server) accountRoutes() []route {
 }
 
 type registerRequest struct {
+	Type                     string   `json:"type"` // only m.login.application_service
 	Username                 string   `json:"username"`
 	Password                 string   `json:"password"`
 	DeviceID                 string   `json:"device_id"`
@@ -60,6 +61,9 @@ func (s *Server) register(r *http.Request) (any, error) {
 	default:
 		return nil, invalidParam("unknown kind %q", kind)
 	}
+	if reg := s.appServiceOf(r); reg != nil {
+		return s.registerAppServiceUser(r, reg)
+	}
 	if !s.cfg.EnableRegistration {
 		return nil, forbidden("registration is disabled")
 	}
@@ -67,8 +71,19 @@ func (s *Server) register(r *http.Request) (any, error) {
 	if err := decodeJSON(r, &req); err != nil {
 		return nil, err
 	}
+	if req.Type == loginTypeAppService {
+		if bearer(r) == "" {
+			return nil, errorf(http.StatusUnauthorized, CodeMissingToken, "%s needs the application service's as_token", loginTypeAppService)
+		}
+		return nil, errorf(http.StatusUnauthorized, CodeUnknownToken, "unknown application service token")
+	}
 	var user roomdag.UserID
 	if req.Username != "" {
+		// A name an application service holds is refused as such, even
+		// when the service has registered it already.
+		if err := s.checkUserClaim(nil, roomdag.NewUserID(strings.ToLower(req.Username), s.cfg.ServerName)); err != nil {
+			return nil, err
+		}
 		u, err := s.checkNewUsername(r, req.Username)
 		if err != nil {
 			return nil, err
@@ -145,6 +160,9 @@ func (s *Server) registerAvailable(r *http.Request) (any, error) {
 	if name == "" {
 		return nil, missingParam("username is required")
 	}
+	if err := s.checkUserClaim(nil, roomdag.NewUserID(strings.ToLower(name), s.cfg.ServerName)); err != nil {
+		return nil, err
+	}
 	if _, err := s.checkNewUsername(r, name); err != nil {
 		return nil, err
 	}
@@ -196,7 +214,11 @@ func (s *Server) startSession(r *http.Request, user roomdag.UserID, deviceID str
 }
 
 func (s *Server) loginFlows(r *http.Request) (any, error) {
-	return map[string]any{"flows": []map[string]string{{"type": "m.login.password"}}}, nil
+	flows := []map[string]string{{"type": "m.login.password"}}
+	if len(s.registry().All()) > 0 {
+		flows = append(flows, map[string]string{"type": loginTypeAppService})
+	}
+	return map[string]any{"flows": flows}, nil
 }
 
 type loginRequest struct {
@@ -266,6 +288,9 @@ func (s *Server) login(r *http.Request) (any, error) {
 	if err := decodeJSON(r, &req); err != nil {
 		return nil, err
 	}
+	if req.Type == loginTypeAppService {
+		return s.loginAppService(r, req)
+	}
 	if req.Type != "m.login.password" {
 		return nil, errorf(http.StatusBadRequest, CodeUnknown, "login type %q is not supported", req.Type)
 	}
@@ -324,7 +349,11 @@ func (s *Server) logoutAll(r *http.Request) (any, error) {
 
 func (s *Server) whoami(r *http.Request) (any, error) {
 	rq := requester(r)
-	return map[string]any{"user_id": rq.UserID, "device_id": rq.DeviceID, "is_guest": false}, nil
+	out := map[string]any{"user_id": rq.UserID, "is_guest": false}
+	if rq.DeviceID != "" || rq.AppService == nil {
+		out["device_id"] = rq.DeviceID // a service acting without a device has none
+	}
+	return out, nil
 }
 
 // requirePassword runs user-interactive auth with the m.login.password

@@ -49,6 +49,9 @@ func (s *Server) putAccountData(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkFeedData(room, typ, content); err != nil {
+		return nil, err
+	}
 	pos, err := s.store.PutAccountData(r.Context(), user, room, typ, content)
 	if err != nil {
 		return nil, err

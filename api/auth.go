@@ -37,6 +37,9 @@ func (s *Server) authenticate(r *http.Request) (*Requester, error) {
 	if !ok || token == "" {
 		return nil, errorf(http.StatusUnauthorized, CodeMissingToken, "Authorization header must be 'Bearer <token>'")
 	}
+	if reg := s.registry().ByASToken(token); reg != nil {
+		return s.assertIdentity(r, reg)
+	}
 	hash := hashToken(token)
 	owner, err := s.store.TokenOwner(r.Context(), hash)
 	if errors.Is(err, storage.ErrNotFound) {

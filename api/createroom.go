@@ -83,6 +83,9 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 		if err != nil {
 			return nil, invalidParam("invalid room_alias_name")
 		}
+		if err := s.checkAliasClaim(r, a); err != nil {
+			return nil, err
+		}
 		if _, _, err := s.store.Alias(r.Context(), a); err == nil {
 			return nil, errorf(http.StatusBadRequest, CodeRoomInUse, "room alias %s is taken", a)
 		} else if !errors.Is(err, storage.ErrNotFound) {
@@ -185,6 +188,11 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 		}
 		if len(ev.Content) == 0 || ev.Content[0] != '{' {
 			return nil, badJSON("initial_state content must be an object")
+		}
+		if ev.Type == roomdag.TypeCanonicalAlias {
+			if err := s.checkCanonicalAliasClaim(r, ev.Content); err != nil {
+				return nil, err
+			}
 		}
 		k := ev.StateKey
 		rest = append(rest, roomdag.ProtoEvent{Type: ev.Type, StateKey: &k, Sender: user, Content: ev.Content})

@@ -34,6 +34,10 @@ func (s *Server) resolveAlias(ctx context.Context, alias roomdag.RoomAlias) (roo
 	}
 	room, _, err := s.store.Alias(ctx, alias)
 	if errors.Is(err, storage.ErrNotFound) {
+		// An application service may host it (spec: "Querying").
+		room, err = s.queryAliasRoom(ctx, alias)
+	}
+	if errors.Is(err, storage.ErrNotFound) {
 		return "", notFoundErr("room alias %s not found", alias)
 	}
 	return room, err
@@ -46,6 +50,9 @@ func (s *Server) putAlias(r *http.Request) (any, error) {
 	}
 	if alias.Server() != s.cfg.ServerName {
 		return nil, invalidParam("alias must be on this server")
+	}
+	if err := s.checkAliasClaim(r, alias); err != nil {
+		return nil, err
 	}
 	var req struct {
 		RoomID string `json:"room_id"`
@@ -94,6 +101,9 @@ func (s *Server) deleteAlias(r *http.Request) (any, error) {
 		return nil, notFoundErr("room alias %s not found", alias)
 	}
 	if err != nil {
+		return nil, err
+	}
+	if err := s.checkAliasOwner(r, alias); err != nil {
 		return nil, err
 	}
 	user := requester(r).UserID

@@ -45,6 +45,18 @@ const (
 	CodeInvalidRoomState       = "M_INVALID_ROOM_STATE"
 	CodeCannotOverwriteMedia   = "M_CANNOT_OVERWRITE_MEDIA"
 	CodeNotYetUploaded         = "M_NOT_YET_UPLOADED"
+	CodeDuplicateAnnotation    = "M_DUPLICATE_ANNOTATION"
+)
+
+// Error codes of the application service extensions (spec: application
+// service API, "Client-Server API Extensions").
+const (
+	CodeExclusive         = "M_EXCLUSIVE"
+	CodeUnknownDevice     = "M_UNKNOWN_DEVICE"
+	CodeURLNotSet         = "M_URL_NOT_SET"
+	CodeBadStatus         = "M_BAD_STATUS"
+	CodeConnectionFailed  = "M_CONNECTION_FAILED"
+	CodeConnectionTimeout = "M_CONNECTION_TIMEOUT"
 )
 
 func forbidden(format string, a ...any) *Error {

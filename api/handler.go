@@ -16,6 +16,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/persistentchat/homeserver/appservice"
 	"github.com/persistentchat/homeserver/roomdag"
 )
 
@@ -76,6 +77,9 @@ type Requester struct {
 	DeviceID string
 	// TokenHash identifies the access token used (for logout).
 	TokenHash []byte
+	// AppService is the application service whose as_token made the
+	// request, acting as UserID (nil for a user's own token).
+	AppService *appservice.Registration
 }
 
 func requester(r *http.Request) *Requester {
@@ -110,7 +114,7 @@ func (s *Server) wrap(rt route) http.HandlerFunc {
 				r = r.WithContext(context.WithValue(r.Context(), ctxRequester, rq))
 			}
 		}
-		if rt.rate != rateNone {
+		if rt.rate != rateNone && !s.rateExempt(r) {
 			if err := s.limits.allow(rt.rate, rateKey(r)); err != nil {
 				s.writeError(w, r, err)
 				return

@@ -134,7 +134,21 @@ func (s *Server) getEvent(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ev.ClientJSON(s.view(r)), nil
+	view, err := s.bundle(r, []*roomdag.StoredEvent{ev})
+	if err != nil {
+		return nil, err
+	}
+	return ev.ClientJSON(view), nil
+}
+
+// bundle returns the requester's view of evs with their bundled
+// aggregations (sync.Bundle).
+func (s *Server) bundle(r *http.Request, evs []*roomdag.StoredEvent) (roomdag.ClientView, error) {
+	ignored, err := sync.IgnoredUsers(r.Context(), s.store, requester(r).UserID)
+	if err != nil {
+		return roomdag.ClientView{}, err
+	}
+	return sync.Bundle(r.Context(), s.store, s.view(r), ignored, evs)
 }
 
 // hideForbidden turns a refusal to read a room into 404: /event and
@@ -273,8 +287,13 @@ func (s *Server) messages(r *http.Request) (any, error) {
 	if startTok == "" {
 		startTok = topoString(from)
 	}
-	chunk := []json.RawMessage{}
-	view := s.view(r)
+	// Events of ignored users are left out, as from /sync (spec: "Ignoring
+	// Users"), except state events.
+	ignored, err := sync.IgnoredUsers(r.Context(), s.store, user)
+	if err != nil {
+		return nil, err
+	}
+	var kept []*roomdag.StoredEvent
 	senders := map[roomdag.UserID]bool{}
 	cursor, scanned, more := from, 0, true
 	// A token names the place just before the event at its position (a
@@ -285,9 +304,9 @@ func (s *Server) messages(r *http.Request) (any, error) {
 	if !backwards && q.Get("from") != "" {
 		cursor.Pos--
 	}
-	for len(chunk) < limit && more && scanned < maxScan {
+	for len(kept) < limit && more && scanned < maxScan {
 		var batch []*roomdag.StoredEvent
-		batch, more, err = s.store.RoomEventsTopo(r.Context(), room, cursor, backwards, min(limit-len(chunk), 200)+1)
+		batch, more, err = s.store.RoomEventsTopo(r.Context(), room, cursor, backwards, min(limit-len(kept), 200)+1)
 		if err != nil {
 			return nil, err
 		}
@@ -304,16 +323,24 @@ func (s *Server) messages(r *http.Request) (any, error) {
 			return nil, err
 		}
 		for _, ev := range visible {
-			if len(chunk) == limit {
+			if len(kept) == limit {
 				more = true
 				break
 			}
-			if filter.AllowsEvent(ev.Event) {
-				chunk = append(chunk, ev.ClientJSON(view))
+			if filter.AllowsEvent(ev.Event) && !ignored.Hides(ev.Event) {
+				kept = append(kept, ev)
 				senders[ev.Sender()] = true
 			}
 			cursor = storage.TopoPos{Depth: ev.Depth(), Pos: ev.Pos}
 		}
+	}
+	view, err := sync.Bundle(r.Context(), s.store, s.view(r), ignored, kept)
+	if err != nil {
+		return nil, err
+	}
+	chunk := make([]json.RawMessage, 0, len(kept))
+	for _, ev := range kept {
+		chunk = append(chunk, ev.ClientJSON(view))
 	}
 	resp := map[string]any{"start": startTok, "chunk": chunk}
 	if more {
@@ -382,40 +409,54 @@ func (s *Server) getContext(r *http.Request) (any, error) {
 		return nil, err
 	}
 	at := storage.TopoPos{Depth: ev.Depth(), Pos: ev.Pos}
-	view := s.view(r)
-	page := func(backwards bool, n int) ([]json.RawMessage, storage.TopoPos, []*roomdag.StoredEvent, error) {
-		out := []json.RawMessage{}
+	// The events around are the timeline: ignored users' are left out.
+	ignored, err := sync.IgnoredUsers(r.Context(), s.store, user)
+	if err != nil {
+		return nil, err
+	}
+	page := func(backwards bool, n int) (storage.TopoPos, []*roomdag.StoredEvent, error) {
 		var kept []*roomdag.StoredEvent
 		cursor := at
 		if n == 0 {
-			return out, cursor, nil, nil
+			return cursor, nil, nil
 		}
 		evs, _, err := s.store.RoomEventsTopo(r.Context(), room, at, backwards, n)
 		if err != nil {
-			return nil, cursor, nil, err
+			return cursor, nil, err
 		}
 		vis, err := sync.FilterVisible(r.Context(), s.store, user, a.membership, evs)
 		if err != nil {
-			return nil, cursor, nil, err
+			return cursor, nil, err
 		}
 		for _, e := range evs {
 			cursor = storage.TopoPos{Depth: e.Depth(), Pos: e.Pos}
 		}
 		for _, e := range vis {
-			if filter.AllowsEvent(e.Event) {
-				out = append(out, e.ClientJSON(view))
+			if filter.AllowsEvent(e.Event) && !ignored.Hides(e.Event) {
 				kept = append(kept, e)
 			}
 		}
-		return out, cursor, kept, nil
+		return cursor, kept, nil
 	}
-	before, start, beforeEvs, err := page(true, limit/2)
+	start, beforeEvs, err := page(true, limit/2)
 	if err != nil {
 		return nil, err
 	}
-	after, end, afterEvs, err := page(false, limit-limit/2)
+	end, afterEvs, err := page(false, limit-limit/2)
 	if err != nil {
 		return nil, err
+	}
+	view, err := sync.Bundle(r.Context(), s.store, s.view(r), ignored,
+		append(append([]*roomdag.StoredEvent{ev}, beforeEvs...), afterEvs...))
+	if err != nil {
+		return nil, err
+	}
+	before, after := make([]json.RawMessage, 0, len(beforeEvs)), make([]json.RawMessage, 0, len(afterEvs))
+	for _, e := range beforeEvs {
+		before = append(before, e.ClientJSON(view))
+	}
+	for _, e := range afterEvs {
+		after = append(after, e.ClientJSON(view))
 	}
 	// The state at the last event returned.
 	last := ev

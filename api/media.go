@@ -62,7 +62,7 @@ func (s *Server) mediaRoutes() []route {
 	m := &mediaAPI{s: s, repo: media.New(media.Config{Dir: s.cfg.MediaDir, MaxUploadSize: s.cfg.MaxUploadSize},
 		s.store, s.clock, s.random)}
 	const id = "/{serverName}/{mediaId}"
-	return []route{
+	return append([]route{
 		{method: http.MethodPost, path: mediaV3 + "/upload", handler: m.upload, auth: authRequired},
 		{method: http.MethodPost, path: mediaV1 + "/create", handler: m.create, auth: authRequired},
 		{method: http.MethodPut, path: mediaV3 + "/upload" + id, handler: m.uploadTo, auth: authRequired},
@@ -74,7 +74,7 @@ func (s *Server) mediaRoutes() []route {
 		{method: http.MethodGet, path: mediaV3 + "/download" + id, handler: frozenMedia},
 		{method: http.MethodGet, path: mediaV3 + "/download" + id + "/{fileName}", handler: frozenMedia},
 		{method: http.MethodGet, path: mediaV3 + "/thumbnail" + id, handler: frozenMedia},
-	}
+	}, s.previewRoutes(m.repo)...)
 }
 
 // bodyLimit is the request body limit of a route: MaxUploadSize for

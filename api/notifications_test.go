@@ -230,6 +230,40 @@ func TestNotificationsFollowMembership(t *testing.T) {
 	}
 }
 
+// TestNotificationsIgnoreUsers: an ignored user's messages raise no
+// notification, even a mention; after un-ignoring, they do again.
+func TestNotificationsIgnoreUsers(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	alice, bob := srv.Register("alice"), srv.Register("bob")
+	room := createRoom(t, alice, map[string]any{"preset": "public_chat"})
+	joinRoom(t, bob, room)
+	ignore := func(users ...string) {
+		m := map[string]any{}
+		for _, u := range users {
+			m[u] = map[string]any{}
+		}
+		wantOK(t, alice.Do("PUT", csAPI+"/user/"+url.PathEscape(alice.UserID)+"/account_data/m.ignored_user_list",
+			map[string]any{"ignored_users": m}), nil)
+	}
+	ignore(bob.UserID)
+	sendText(t, bob, room, "ignored")
+	sendEvent(t, bob, room, "m.room.message", map[string]any{"msgtype": "m.text", "body": "alice!",
+		"m.mentions": map[string]any{"user_ids": []string{alice.UserID}}})
+	waitNotified(t, srv)
+	wantUnread(t, alice, room, 0, 0)
+	if got := getNotifications(t, alice, "").eventIDs(); len(got) != 0 {
+		t.Fatalf("notifications from an ignored user: %q", got)
+	}
+	ignore()
+	heard := sendText(t, bob, room, "heard")
+	waitNotified(t, srv)
+	wantUnread(t, alice, room, 1, 0)
+	if got := getNotifications(t, alice, "").eventIDs(); !slices.Equal(got, []string{heard}) {
+		t.Fatalf("notifications after un-ignoring = %q", got)
+	}
+}
+
 // TestNotificationsReachEarlierSync: a sync whose token was handed out
 // after an event committed but before the worker processed it still gets
 // the new counts, because the token carries the worker's position.

@@ -31,6 +31,14 @@ func (s *Server) profileOf(r *http.Request) (*storage.User, error) {
 	}
 	user, err := s.store.User(r.Context(), u)
 	if errors.Is(err, storage.ErrNotFound) {
+		// An application service may host it (spec: "Querying").
+		if ok, qerr := s.localUserExists(r.Context(), u); qerr != nil {
+			return nil, qerr
+		} else if ok {
+			user, err = s.store.User(r.Context(), u)
+		}
+	}
+	if errors.Is(err, storage.ErrNotFound) {
 		return nil, notFoundErr("unknown user")
 	}
 	return user, err

@@ -125,6 +125,7 @@ func (s *Server) setReceipt(r *http.Request, room roomdag.RoomID, typ, thread st
 	}
 	if pos > 0 {
 		s.sync.Notifier().ReceiptAdded(room, user, typ == receiptReadPrivate, pos)
+		s.noteReceipt(room, user, typ, thread, ev.ID(), s.clock.Now().UnixMilli())
 	}
 	return nil
 }
@@ -214,5 +215,6 @@ func (s *Server) putTyping(r *http.Request) (any, error) {
 		return nil, err
 	}
 	s.sync.SetTyping(room, user, *body.Typing, timeout)
+	s.noteTyping(room, user, *body.Typing, timeout)
 	return struct{}{}, nil
 }

@@ -198,7 +198,11 @@ func (s *Server) membershipOf(membership string) handlerFunc {
 			if target.Server() != s.cfg.ServerName {
 				return nil, forbidden("inviting users of other servers needs federation, which this server does not offer yet")
 			}
-			if _, err := s.store.User(r.Context(), target); errors.Is(err, storage.ErrNotFound) {
+			// An application service may host an unknown user: it is
+			// asked, and may create it (spec: "Querying").
+			if ok, err := s.localUserExists(r.Context(), target); err != nil {
+				return nil, err
+			} else if !ok {
 				return nil, notFoundErr("unknown user %s", target)
 			}
 			switch st.Membership(target) {
@@ -353,7 +357,11 @@ func (s *Server) sendMessage(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := roomdag.ProtoEvent{Type: evType, Sender: rq.UserID, Content: content, Txn: t}
+	ts, err := massagedTS(r)
+	if err != nil {
+		return nil, err
+	}
+	p := roomdag.ProtoEvent{Type: evType, Sender: rq.UserID, Content: content, Txn: t, TS: ts}
 	if evType == roomdag.TypeRedaction {
 		// v1.18 (MSC4169): redactions may be sent like any event.
 		target, err := roomdag.ParseEventID(gjson.GetBytes(content, "redacts").String())
@@ -361,6 +369,9 @@ func (s *Server) sendMessage(r *http.Request) (any, error) {
 			return nil, badJSON("content.redacts must be an event ID")
 		}
 		return s.sendRedaction(r, room, target, p)
+	}
+	if err := s.checkRelation(r.Context(), room, rq.UserID, evType, content); err != nil {
+		return nil, err
 	}
 	return s.sendOnce(r, room, p)
 }
@@ -392,11 +403,18 @@ func (s *Server) putState(r *http.Request) (any, error) {
 		return map[string]any{"event_id": cur.ID()}, nil
 	}
 	if evType == roomdag.TypeCanonicalAlias {
+		if err := s.checkCanonicalAliasClaim(r, content); err != nil {
+			return nil, err
+		}
 		if err := s.checkCanonicalAlias(r.Context(), room, content); err != nil {
 			return nil, err
 		}
 	}
-	p := roomdag.ProtoEvent{Type: evType, StateKey: &stateKey, Sender: rq.UserID, Content: content}
+	ts, err := massagedTS(r)
+	if err != nil {
+		return nil, err
+	}
+	p := roomdag.ProtoEvent{Type: evType, StateKey: &stateKey, Sender: rq.UserID, Content: content, TS: ts}
 	ev, _, err := s.rooms.Append(r.Context(), room, p)
 	if err != nil {
 		return nil, err

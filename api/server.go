@@ -12,6 +12,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/persistentchat/homeserver/clock"
+	"github.com/persistentchat/homeserver/media"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/sync"
 )
@@ -39,6 +40,14 @@ type Config struct {
 	// endpoints off. MaxUploadSize bounds one upload, in bytes.
 	MediaDir      string
 	MaxUploadSize int64
+	// URLPreview configures GET /media/preview_url; nil turns it off.
+	URLPreview *media.PreviewConfig
+	// AppServices is application service support; nil when the server
+	// has none configured.
+	AppServices AppServices
+	// Pushers hears of changes to pushers (api/pushers.go); nil when
+	// nothing delivers to push gateways.
+	Pushers PusherChanges
 }
 
 // Server serves the client-server API.
@@ -81,7 +90,11 @@ func (s *Server) Handler() http.Handler {
 		s.profileRoutes(), s.accountDataRoutes(), s.directoryRoutes(), s.syncRoutes(), s.pushRuleRoutes(),
 		s.receiptRoutes(),
 		s.publicRoomRoutes(), s.tagRoutes(), s.userDirectoryRoutes(), s.summaryRoutes(),
-		s.notificationRoutes(),
+		s.notificationRoutes(), s.feedRoutes(), s.pusherRoutes(),
+		s.hierarchyRoutes(), s.presenceRoutes(), s.reportRoutes(),
+		s.appServiceRoutes(),
+		s.relationRoutes(),
+		s.searchRoutes(),
 		s.mediaRoutes(),
 	}
 	for _, table := range tables {

@@ -71,6 +71,28 @@ type Store interface {
 	// (storage/sqlite/notifications.go).
 	Notifications(ctx context.Context, user roomdag.UserID, before roomdag.StreamPos, limit int, onlyHighlight bool) ([]storage.Notification, error)
 
+	// Pushers (storage/sqlite/pushers.go documents).
+	Pushers(ctx context.Context, user roomdag.UserID) ([]storage.Pusher, error)
+	SetPusher(ctx context.Context, p storage.Pusher, appendPusher bool) ([]roomdag.UserID, error)
+	DeletePusher(ctx context.Context, user roomdag.UserID, appID, pushKey string) error
+
 	// Media metadata, for the media repository (media.Store documents).
 	media.Store
+
+	// Reports for administrators (storage/sqlite/reports.go documents).
+	AddReport(ctx context.Context, r storage.Report) (int64, error)
+	Reports(ctx context.Context, kind storage.ReportKind, from, limit int, forward bool) ([]storage.Report, int, error)
+
+	// Relations and threads (storage/sqlite/relations.go documents).
+	Relations(ctx context.Context, q storage.RelationsQuery) ([]storage.RelatedEvent, bool, error)
+	Threads(ctx context.Context, room roomdag.RoomID, participant roomdag.UserID, before *storage.TopoPos, limit int) ([]storage.ThreadRoot, bool, error)
+	HasAnnotation(ctx context.Context, parent roomdag.EventID, sender roomdag.UserID, evType, key string) (bool, error)
+
+	// Search (storage/sqlite/search.go documents): the indexed events
+	// matching a query, events by stream position, the words that matched
+	// in some events, and a few entries of a state snapshot.
+	SearchEvents(ctx context.Context, q storage.SearchQuery) ([]storage.SearchHit, error)
+	EventsAt(ctx context.Context, positions []roomdag.StreamPos) ([]*roomdag.StoredEvent, error)
+	SearchMatches(ctx context.Context, phrases []storage.SearchPhrase, positions []roomdag.StreamPos) ([]string, error)
+	StateEntries(ctx context.Context, snapshot int64, keys []roomdag.StateKey) (map[roomdag.StateKey]roomdag.EventID, error)
 }

@@ -34,7 +34,8 @@ func (s *Server) syncHandler(r *http.Request) (any, error) {
 			return nil, invalidParam("malformed since token")
 		}
 		// Durable streams only: typing restarts at zero with the server.
-		if cur := s.sync.Notifier().Current(); tok.Events > cur.Events || tok.AccountData > cur.AccountData || tok.Receipts > cur.Receipts {
+		if cur := s.sync.Notifier().Current(); tok.Events > cur.Events || tok.AccountData > cur.AccountData || tok.Receipts > cur.Receipts ||
+			tok.Presence > cur.Presence {
 			return nil, invalidParam("since token is from the future")
 		}
 		req.Since = &tok
@@ -48,6 +49,7 @@ func (s *Server) syncHandler(r *http.Request) (any, error) {
 	}
 	switch p := q.Get("set_presence"); p {
 	case "", "online", "offline", "unavailable":
+		req.SetPresence = p
 	default:
 		return nil, invalidParam("set_presence must be online, offline or unavailable")
 	}

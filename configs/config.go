@@ -11,6 +11,7 @@ package configs
 
 import (
 	_ "embed"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -125,6 +126,37 @@ type Config struct {
 	// Default: 50 MiB ("50M").
 	MaxUploadSize ByteSize `yaml:"max_upload_size"`
 
+	// URLPreviewEnabled serves URL previews
+	// (GET /_matrix/client/v1/media/preview_url): the server fetches the
+	// web pages clients ask about, reads their OpenGraph data and stores
+	// their images as media. Off by default, as in Synapse: it makes the
+	// server fetch URLs that users post, and tells those sites its address.
+	// Default: false.
+	URLPreviewEnabled bool `yaml:"url_preview_enabled"`
+
+	// URLPreviewIPRangeBlacklist lists the IP ranges (CIDR, or single
+	// addresses) that URL previews never connect to, checked on the
+	// address actually dialled, for every redirect too, so a DNS name
+	// that resolves into a range is refused as well. The default covers
+	// loopback, private, link-local, carrier-grade NAT, multicast,
+	// documentation and reserved ranges, and their IPv6 counterparts
+	// (unique local, link-local, NAT64, 6to4): the server must not become
+	// a way into the network it runs in.
+	// Default: see DefaultURLPreviewIPRangeBlacklist.
+	URLPreviewIPRangeBlacklist []string `yaml:"url_preview_ip_range_blacklist"`
+
+	// URLPreviewIPRangeWhitelist lists IP ranges that URL previews may
+	// reach even though URLPreviewIPRangeBlacklist covers them (an
+	// intranet wiki, say).
+	// Default: empty.
+	URLPreviewIPRangeWhitelist []string `yaml:"url_preview_ip_range_whitelist"`
+
+	// MaxSpiderSize is the most a URL preview reads of a page or image;
+	// longer pages are previewed from their beginning, larger images are
+	// left out. At least 1.
+	// Default: 10 MiB ("10M").
+	MaxSpiderSize ByteSize `yaml:"max_spider_size"`
+
 	// RateLimiting configures the rate limits.
 	// Default: see RateLimiting.
 	RateLimiting RateLimiting `yaml:"rate_limiting"`
@@ -138,8 +170,14 @@ type Config struct {
 	// Default: 0.
 	RefreshableAccessTokenLifetime Duration `yaml:"refreshable_access_token_lifetime"`
 
+	// Presence configures presence: online, idle and offline status.
+	// Default: see Presence.
+	Presence Presence `yaml:"presence"`
+
 	// AppServiceConfigFiles are the registration files of application
-	// services.
+	// services (configs/appservice-registration.yaml documents one). The
+	// server reads and checks them at start (package appservice) and
+	// refuses to start if one is broken or two clash.
 	// Default: empty.
 	AppServiceConfigFiles []string `yaml:"app_service_config_files"`
 
@@ -177,6 +215,66 @@ type RateLimiting struct {
 	Registration RateLimit `yaml:"registration"`
 }
 
+// Presence configures presence (spec: "Presence").
+type Presence struct {
+	// Enabled turns presence on: users see whether the people they share
+	// rooms with are online, idle or offline, and their status messages.
+	// Off, every user reads as offline, setting presence is accepted and
+	// ignored, and /sync carries no presence, as in Synapse.
+	// Default: true.
+	Enabled bool `yaml:"enabled"`
+}
+
+// DefaultURLPreviewIPRangeBlacklist returns the default of
+// URLPreviewIPRangeBlacklist: Synapse's recommended list, plus the
+// "this network", reserved, NAT64, discard and 6to4 ranges.
+func DefaultURLPreviewIPRangeBlacklist() []string {
+	return []string{
+		"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+		"192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
+		"198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+		"::/128", "::1/128", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001:db8::/32", "2002::/16",
+		"fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
+	}
+}
+
+// URLPreviewIPRanges returns URLPreviewIPRangeBlacklist and
+// URLPreviewIPRangeWhitelist as prefixes; Validate has checked them, and
+// entries that do not parse are left out.
+func (c *Config) URLPreviewIPRanges() (deny, allow []netip.Prefix) {
+	for _, s := range c.URLPreviewIPRangeBlacklist {
+		if p, err := parseIPRange(s); err == nil {
+			deny = append(deny, p)
+		}
+	}
+	for _, s := range c.URLPreviewIPRangeWhitelist {
+		if p, err := parseIPRange(s); err == nil {
+			allow = append(allow, p)
+		}
+	}
+	return deny, allow
+}
+
+// parseIPRange parses a CIDR range or a single IP address (a range of
+// one), as Synapse's IP range settings accept.
+func parseIPRange(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("an IP range cannot name a zone (%%%s)", a.Zone())
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
 // RateLimit is one token bucket, in Synapse's terms.
 type RateLimit struct {
 	// PerSecond is the steady rate at which the bucket refills; finite and
@@ -211,6 +309,11 @@ func Default() Config {
 		MaxRequestSize:                 1 * MiB,
 		MaxUploadSize:                  50 * MiB,
 		RefreshableAccessTokenLifetime: 0,
+		URLPreviewEnabled:              false,
+		URLPreviewIPRangeBlacklist:     DefaultURLPreviewIPRangeBlacklist(),
+		URLPreviewIPRangeWhitelist:     []string{},
+		MaxSpiderSize:                  10 * MiB,
+		Presence:                       Presence{Enabled: true},
 		RateLimiting: RateLimiting{
 			Enabled:      true,
 			Message:      RateLimit{PerSecond: 10, BurstCount: 50},

@@ -368,6 +368,22 @@ func (c *Config) validate(lines map[string]int) []*FieldError {
 	if c.MaxUploadSize < 1 {
 		bad("max_upload_size", "is %d; must be at least 1 byte", c.MaxUploadSize)
 	}
+	for _, list := range []struct {
+		name   string
+		ranges []string
+	}{
+		{"url_preview_ip_range_blacklist", c.URLPreviewIPRangeBlacklist},
+		{"url_preview_ip_range_whitelist", c.URLPreviewIPRangeWhitelist},
+	} {
+		for i, r := range list.ranges {
+			if _, err := parseIPRange(r); err != nil {
+				bad(fmt.Sprintf("%s[%d]", list.name, i), "%q is not an IP range (CIDR such as 10.0.0.0/8) or address: %v", r, err)
+			}
+		}
+	}
+	if c.MaxSpiderSize < 1 {
+		bad("max_spider_size", "is %d; must be at least 1 byte", c.MaxSpiderSize)
+	}
 	for _, rl := range []struct {
 		name  string
 		limit RateLimit

@@ -188,3 +188,20 @@ func globRun(p, t string, words bool) bool {
 		j += size
 	}
 }
+
+// AnyKeyword reports whether any of the patterns matches text the way a
+// content rule matches content.body: case-insensitively, on word
+// boundaries, with * and ? as wildcards. Topic feeds use it, so that a
+// feed's keywords mean what a keyword push rule means.
+func AnyKeyword(patterns []string, text string) bool {
+	if text == "" {
+		return false
+	}
+	v := EventView{body: text, lower: strings.ToLower(text)}
+	for _, p := range patterns {
+		if v.bodyMatches(p) {
+			return true
+		}
+	}
+	return false
+}

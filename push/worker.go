@@ -37,8 +37,12 @@ type Store interface {
 	StateEvents(ctx context.Context, snapshot int64) (roomdag.StateMap, error)
 	// PushRules returns the user's UserRules document, nil if none.
 	PushRules(ctx context.Context, user roomdag.UserID) (json.RawMessage, error)
-	// PushRulesChangedSince lists users whose rules changed after account
-	// data position after, and the newest such position.
+	// AccountData returns one account data entry ("" room: global), or
+	// storage.ErrNotFound; the worker reads m.ignored_user_list.
+	AccountData(ctx context.Context, user roomdag.UserID, room roomdag.RoomID, typ string) (json.RawMessage, error)
+	// PushRulesChangedSince lists users whose rules or ignore list
+	// changed after account data position after, and the newest such
+	// position.
 	PushRulesChangedSince(ctx context.Context, after int64) ([]roomdag.UserID, int64, error)
 	// NotifyTotals returns the running totals of the room's newest
 	// default notification row (zeros when it has none).
@@ -243,7 +247,7 @@ func (w *Worker) Step(ctx context.Context) (int, error) {
 	}
 	b := storage.NotifyBatch{From: from, To: evs[len(evs)-1].Pos}
 	wake := map[roomdag.UserID]struct{}{}
-	woken := map[roomdag.RoomID]bool{} // rooms whose members are in wake
+	woken := map[roomdag.RoomID]wokenRoom{}
 	for _, ev := range evs {
 		if err := w.evaluate(ctx, ev, &b, wake, woken); err != nil {
 			return 0, err
@@ -286,9 +290,12 @@ const nobody = roomdag.UserID("@\x00:\x00")
 
 // userRules is a user's merged rules; custom says the user has rules or
 // changes of their own, so the defaults' outcome may not be theirs.
+// ignores is the user's m.ignored_user_list: their messages never notify
+// the user (spec: "Ignoring Users").
 type userRules struct {
-	rs     Ruleset
-	custom bool
+	rs      Ruleset
+	custom  bool
+	ignores map[roomdag.UserID]bool
 }
 
 // ruleset returns the user's merged rules, cached.
@@ -310,11 +317,37 @@ func (w *Worker) ruleset(ctx context.Context, user roomdag.UserID) (*userRules, 
 		}
 	}
 	ur := &userRules{rs: u.Ruleset(user), custom: u.count() > 0 || len(u.Changed) > 0}
+	if ur.ignores, err = w.ignoredBy(ctx, user); err != nil {
+		return nil, err
+	}
 	if len(w.rules) >= maxCachedRules {
 		w.rules = map[roomdag.UserID]*userRules{}
 	}
 	w.rules[user] = ur
 	return ur, nil
+}
+
+// ignoredBy reads the users user ignores; unreadable content ignores
+// nobody, as in sync.
+func (w *Worker) ignoredBy(ctx context.Context, user roomdag.UserID) (map[roomdag.UserID]bool, error) {
+	raw, err := w.store.AccountData(ctx, user, "", "m.ignored_user_list")
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var c struct {
+		IgnoredUsers map[roomdag.UserID]json.RawMessage `json:"ignored_users"`
+	}
+	if json.Unmarshal(raw, &c) != nil || len(c.IgnoredUsers) == 0 {
+		return nil, nil
+	}
+	out := make(map[roomdag.UserID]bool, len(c.IgnoredUsers))
+	for u := range c.IgnoredUsers {
+		out[u] = true
+	}
+	return out, nil
 }
 
 // roomTotals returns the room's running default totals, cached.
@@ -436,7 +469,7 @@ func delta(a, b bool) int {
 
 // evaluate adds one event's default row, exceptions and join changes to
 // b, and the users to wake to wake.
-func (w *Worker) evaluate(ctx context.Context, ev storage.NotifyEvent, b *storage.NotifyBatch, wake map[roomdag.UserID]struct{}, woken map[roomdag.RoomID]bool) error {
+func (w *Worker) evaluate(ctx context.Context, ev storage.NotifyEvent, b *storage.NotifyBatch, wake map[roomdag.UserID]struct{}, woken map[roomdag.RoomID]wokenRoom) error {
 	room := ev.RoomID()
 	rc, err := w.room(ctx, room, ev.StateBefore)
 	if err != nil {
@@ -499,6 +532,12 @@ func (w *Worker) evaluate(ctx context.Context, ev storage.NotifyEvent, b *storag
 		if err != nil {
 			return err
 		}
+		if ur.ignores[sender] && !ev.IsState() {
+			if def.notify {
+				except(user, outcome{}, def)
+			}
+			continue
+		}
 		if !ur.custom && !mentioned[string(user)] {
 			continue // the defaults, and the event does not name them: def
 		}
@@ -514,7 +553,11 @@ func (w *Worker) evaluate(ctx context.Context, ev storage.NotifyEvent, b *storag
 	// .m.rule.invite_for_me is for.
 	if ev.Type() == roomdag.TypeMember && ev.Membership() == roomdag.MembershipInvite {
 		if u := roomdag.UserID(*ev.StateKey()); u != sender && u.Server() == w.server {
-			if _, joined := rc.members[u]; !joined {
+			ur, err := w.ruleset(ctx, u)
+			if err != nil {
+				return err
+			}
+			if _, joined := rc.members[u]; !joined && !ur.ignores[sender] {
 				o, err := evalFor(u, "")
 				if err != nil {
 					return err
@@ -538,15 +581,33 @@ func (w *Worker) evaluate(ctx context.Context, ev storage.NotifyEvent, b *storag
 	}
 	b.Events = append(b.Events, storage.EventNotification{Room: room, EventPos: ev.Pos, Actions: def.actions,
 		Highlight: def.highlight, TS: ev.OriginServerTS(), NotifyTotal: t[0], HighlightTotal: t[1]})
-	if !woken[room] {
-		woken[room] = true
+	// The default row notifies every member but the sender. Waking them
+	// all once per room and step is enough, unless the members changed
+	// since, or that once left out a sender who is notified now.
+	switch wr, ok := woken[room]; {
+	case !ok || wr.snapshot != rc.snapshot:
 		for u := range rc.members {
 			if u != sender {
 				wake[u] = struct{}{}
 			}
 		}
+		wr = wokenRoom{snapshot: rc.snapshot}
+		if _, member := rc.members[sender]; member {
+			wr.except = sender
+		}
+		woken[room] = wr
+	case wr.except != "" && wr.except != sender:
+		wake[wr.except] = struct{}{}
+		woken[room] = wokenRoom{snapshot: wr.snapshot}
 	}
 	return nil
+}
+
+// wokenRoom records that a room's members, as of a state snapshot, were
+// put in a step's wake set, all but except (a sender) if set.
+type wokenRoom struct {
+	snapshot int64
+	except   roomdag.UserID
 }
 
 // Interface guard.

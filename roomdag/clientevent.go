@@ -37,6 +37,10 @@ type ClientView struct {
 	DeviceID string
 	// Membership of the viewer at the event (MSC4115), "" to omit.
 	Membership string
+	// Relations holds the bundled aggregations the viewer gets (unsigned
+	// "m.relations", spec: "Aggregations of child events"), by event;
+	// sync.Bundle computes them. State events never get any.
+	Relations map[EventID]json.RawMessage
 }
 
 // ClientJSON renders the event for a client: age, the sender device's
@@ -54,6 +58,9 @@ func (e *StoredEvent) ClientJSON(v ClientView) json.RawMessage {
 	}
 	if v.Membership != "" {
 		u["membership"] = v.Membership
+	}
+	if r, ok := v.Relations[e.ID()]; ok && !e.IsState() {
+		u["m.relations"] = r
 	}
 	ce := clientEvent{
 		Content: e.Content(), EventID: e.ID(), OriginServerTS: e.OriginServerTS(), RoomID: e.RoomID(),

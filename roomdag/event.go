@@ -274,6 +274,7 @@ const (
 	TypeServerACL         = "m.room.server_acl"
 	TypeTombstone         = "m.room.tombstone"
 	TypeMessage           = "m.room.message"
+	TypeEncrypted         = "m.room.encrypted" // its m.new_content is inside the ciphertext
 	// TypeBackchat is our room state event that sets how many recent events
 	// a joining or reconnecting member gets. Content: {"limit": N}.
 	TypeBackchat = "org.persistentchat.backchat"

@@ -19,10 +19,13 @@ import (
 	"time"
 
 	"github.com/persistentchat/homeserver/api"
+	"github.com/persistentchat/homeserver/appservice"
 	"github.com/persistentchat/homeserver/clock"
 	"github.com/persistentchat/homeserver/configs"
 	"github.com/persistentchat/homeserver/federation"
+	"github.com/persistentchat/homeserver/media"
 	"github.com/persistentchat/homeserver/push"
+	"github.com/persistentchat/homeserver/pusher"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage/sqlite"
 	"github.com/persistentchat/homeserver/sync"
@@ -45,6 +48,12 @@ type Homeserver struct {
 	// Notifications is the push rule worker; tests wait on it with
 	// Wait(ctx, pos) instead of sleeping.
 	Notifications *push.Worker
+	// AppServices pushes events to the application services; tests wait
+	// on it with Delivered instead of sleeping.
+	AppServices *appservice.Service
+	// Pushers delivers notifications to push gateways; tests wait on it
+	// with WaitStats instead of sleeping.
+	Pushers *pusher.Sender
 }
 
 // New opens storage and builds every part, listening on cfg.Listen.
@@ -75,6 +84,11 @@ func New(cfg *configs.Config, log *slog.Logger, clk clock.Clock) (*Homeserver, e
 func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk clock.Clock) error {
 	ctx := context.Background()
 	cfg, db, log := hs.cfg, hs.db, hs.log
+	// A bad registration file stops start-up, naming the file and field.
+	registry, err := appservice.Load(cfg.AppServiceConfigFiles, roomdag.ServerName(cfg.ServerName))
+	if err != nil {
+		return err
+	}
 	evPos, err := db.EventPos(ctx)
 	if err != nil {
 		return err
@@ -95,9 +109,22 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	notifier := sync.NewNotifier(server, sync.Token{Events: evPos, AccountData: adPos, Notifications: notifyPos}, members)
 	// The worker hears of commits only as a wake-up signal; it reads the
 	// events back from storage, so none is lost across a restart.
-	hs.Notifications = push.NewWorker(db, notifier, server, clk, log)
-	hs.Rooms = roomdag.NewRooms(db, key, clk, notifier, hs.Notifications)
-	syncer := sync.NewSyncer(db, hs.Rooms, notifier, clk, log, cfg.BackchatDefault, cfg.BackchatMax)
+	// The worker wakes both /sync and the pushers. The pushers read room
+	// names through the write path (hs.Rooms, set below, before they start).
+	hs.Pushers = pusher.NewSender(db, pusher.RoomStatesFunc(func(ctx context.Context, id roomdag.RoomID) (*roomdag.RoomState, error) {
+		return hs.Rooms.State(ctx, id)
+	}), clk, log)
+	hs.Notifications = push.NewWorker(db, push.Wakers{notifier, hs.Pushers}, server, clk, log)
+	// The services' ephemeral fan-out reads current room state through
+	// the write path, which is built next with the services among its
+	// listeners.
+	var rooms *roomdag.Rooms
+	hs.AppServices = appservice.New(registry, db, appservice.RoomStatesFunc(func(ctx context.Context, id roomdag.RoomID) (*roomdag.RoomState, error) {
+		return rooms.State(ctx, id)
+	}), clk, log, nil)
+	rooms = roomdag.NewRooms(db, key, clk, notifier, hs.Notifications, hs.AppServices)
+	hs.Rooms = rooms
+	syncer := sync.NewSyncer(db, hs.Rooms, notifier, clk, log, cfg.BackchatDefault, cfg.BackchatMax, cfg.Presence.Enabled)
 	hs.Syncer = syncer
 	tokens := make([]string, len(cfg.RegistrationTokens))
 	for i, t := range cfg.RegistrationTokens {
@@ -110,6 +137,9 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		Tokens: tokens, SharedSecret: cfg.RegistrationSharedSecret.Reveal(), BcryptCost: cfg.BcryptRounds,
 		DefaultRoomVersion: v.ID, MaxRequestSize: int64(cfg.MaxRequestSize),
 		MediaDir: cfg.MediaDir(), MaxUploadSize: int64(cfg.MaxUploadSize),
+		URLPreview:          urlPreview(cfg),
+		AppServices:         hs.AppServices,
+		Pushers:             hs.Pushers,
 		AccessTokenLifetime: cfg.RefreshableAccessTokenLifetime.Std(),
 		RateLimited:         rl.Enabled,
 		RateLimits: map[string]api.RateLimit{
@@ -128,7 +158,23 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	return hs.Notifications.Start(ctx)
+	if err := hs.Notifications.Start(ctx); err != nil {
+		return err
+	}
+	if err := hs.AppServices.Start(ctx); err != nil {
+		return err
+	}
+	// Last: it starts nothing when it fails.
+	return hs.Pushers.Start(ctx)
+}
+
+// urlPreview is the URL preview configuration, nil when previews are off.
+func urlPreview(cfg *configs.Config) *media.PreviewConfig {
+	if !cfg.URLPreviewEnabled {
+		return nil
+	}
+	deny, allow := cfg.URLPreviewIPRanges()
+	return &media.PreviewConfig{Deny: deny, Allow: allow, MaxBytes: int64(cfg.MaxSpiderSize)}
 }
 
 // Listen binds the client API listener; Addr is known after it returns.
@@ -166,6 +212,8 @@ func (hs *Homeserver) Shutdown(ctx context.Context) error {
 		err = hs.http.Close()
 	}
 	hs.Notifications.Stop()
+	hs.Pushers.Stop()
+	hs.AppServices.Stop()
 	return errors.Join(err, hs.db.Close())
 }
 

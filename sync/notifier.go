@@ -18,14 +18,17 @@ type Notifier struct {
 	// waiting holds a channel per user with a pending sync; closing it
 	// wakes all of that user's requests.
 	waiting map[roomdag.UserID]chan struct{}
-	server  roomdag.ServerName
+	// watchers holds, per room, users whose requests also wait for its
+	// events without being members: followers of a topic feed (feeds.go).
+	watchers map[roomdag.RoomID]map[roomdag.UserID]int
+	server   roomdag.ServerName
 }
 
 // NewNotifier starts at the given positions with the given memberships
 // (from storage at start-up).
 func NewNotifier(server roomdag.ServerName, cur Token, members map[roomdag.RoomID][]roomdag.UserID) *Notifier {
 	n := &Notifier{cur: cur, server: server, members: map[roomdag.RoomID]map[roomdag.UserID]struct{}{},
-		waiting: map[roomdag.UserID]chan struct{}{}}
+		waiting: map[roomdag.UserID]chan struct{}{}, watchers: map[roomdag.RoomID]map[roomdag.UserID]int{}}
 	for room, users := range members {
 		set := map[roomdag.UserID]struct{}{}
 		for _, u := range users {
@@ -72,8 +75,46 @@ func (n *Notifier) EventCommitted(ev *roomdag.Event, pos roomdag.StreamPos) {
 	n.wakeRoomLocked(room)
 }
 
-// wakeRoomLocked wakes every local member of the room.
+// Watch makes events in rooms wake the user's pending requests until the
+// returned function is called (once).
+func (n *Notifier) Watch(user roomdag.UserID, rooms []roomdag.RoomID) (stop func()) {
+	if len(rooms) == 0 {
+		return func() {}
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, r := range rooms {
+		w := n.watchers[r]
+		if w == nil {
+			w = map[roomdag.UserID]int{}
+			n.watchers[r] = w
+		}
+		w[user]++
+	}
+	var once gosync.Once
+	return func() {
+		once.Do(func() {
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			for _, r := range rooms {
+				if w := n.watchers[r]; w != nil {
+					if w[user]--; w[user] <= 0 {
+						delete(w, user)
+					}
+					if len(w) == 0 {
+						delete(n.watchers, r)
+					}
+				}
+			}
+		})
+	}
+}
+
+// wakeRoomLocked wakes every local member of the room, and its watchers.
 func (n *Notifier) wakeRoomLocked(room roomdag.RoomID) {
+	for u := range n.watchers[room] {
+		n.wakeLocked(u)
+	}
 	set := n.members[room]
 	if len(n.waiting) < len(set) {
 		for u := range n.waiting {

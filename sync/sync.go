@@ -41,6 +41,16 @@ type Store interface {
 	// RoomsNotifiedSince returns the rooms where the user got
 	// notifications for events in (after, upTo].
 	RoomsNotifiedSince(ctx context.Context, user roomdag.UserID, after, upTo roomdag.StreamPos) (map[roomdag.RoomID]bool, error)
+
+	// AccountData returns one account data entry ("" room: global), or
+	// storage.ErrNotFound.
+	AccountData(ctx context.Context, user roomdag.UserID, room roomdag.RoomID, typ string) (json.RawMessage, error)
+	// RelationAggregates reads what bundled aggregations need
+	// (storage.RelationAggregates documents it; see Bundle).
+	RelationAggregates(ctx context.Context, parents []roomdag.EventID, viewer roomdag.UserID, ignored []roomdag.UserID) (*storage.RelationAggregates, error)
+
+	// PresenceStore: the presence stream (presence.go).
+	PresenceStore
 }
 
 // Syncer answers /sync requests.
@@ -59,6 +69,7 @@ type Syncer struct {
 	closing   chan struct{}
 	closeOnce gosync.Once
 	parked    atomic.Int64 // long-polls waiting right now
+	presence  *presence
 }
 
 // Parked is how many long-polls are waiting for news right now.
@@ -71,14 +82,19 @@ func (s *Syncer) Close() { s.closeOnce.Do(func() { close(s.closing) }) }
 // NewSyncer makes a Syncer. It raises the notifier's receipt position to
 // the newest stored receipt, so tokens handed out before a restart stay
 // valid.
-func NewSyncer(store Store, rooms *roomdag.Rooms, n *Notifier, clk clock.Clock, log *slog.Logger, backchatDefault, backchatMax int) *Syncer {
+//
+// With presenceEnabled false, /sync carries no presence and set_presence
+// is ignored (config presence.enabled).
+func NewSyncer(store Store, rooms *roomdag.Rooms, n *Notifier, clk clock.Clock, log *slog.Logger, backchatDefault, backchatMax int, presenceEnabled bool) *Syncer {
 	if pos, err := store.ReceiptPos(context.Background()); err != nil {
 		log.Error("reading the receipt stream position", "err", err)
 	} else {
 		n.receiptsAt(pos)
 	}
+	closing := make(chan struct{})
 	return &Syncer{store: store, rooms: rooms, notifier: n, typing: newTyping(clk, n), clock: clk, log: log,
-		backchatDefault: backchatDefault, backchatMax: backchatMax, closing: make(chan struct{})}
+		backchatDefault: backchatDefault, backchatMax: backchatMax, closing: closing,
+		presence: newPresence(presenceEnabled, store, clk, n, log, closing)}
 }
 
 // SetTyping marks user as typing in room for timeout (capped at
@@ -99,6 +115,12 @@ type Request struct {
 	Timeout   time.Duration
 	Filter    *Filter
 	FullState bool
+	// SetPresence is the set_presence parameter: "online" (also for ""),
+	// "unavailable" or "offline" (presence.go).
+	SetPresence string
+
+	// ignored is read once per sync by build.
+	ignored Ignored
 }
 
 // Response is the /sync body.
@@ -107,6 +129,9 @@ type Response struct {
 	Rooms       Rooms     `json:"rooms"`
 	AccountData EventList `json:"account_data"`
 	Presence    EventList `json:"presence"`
+	// Feeds holds new matches of the user's topic feeds, by feed ID
+	// (feeds.go); absent when there are none.
+	Feeds map[string]*FeedSection `json:"org.persistentchat.feeds,omitempty"`
 }
 
 // Rooms holds the per-membership sections.
@@ -159,7 +184,7 @@ type LeftRoom struct {
 
 func (r *Response) empty() bool {
 	return len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Leave) == 0 &&
-		len(r.AccountData.Events) == 0
+		len(r.AccountData.Events) == 0 && len(r.Presence.Events) == 0 && len(r.Feeds) == 0
 }
 
 // Sync answers a sync request, long-polling up to req.Timeout when an
@@ -168,6 +193,10 @@ func (s *Syncer) Sync(ctx context.Context, req Request) (*Response, error) {
 	if req.Filter == nil {
 		req.Filter = &Filter{}
 	}
+	// Before the position is taken, so the token covers the user's own
+	// change (presence.go).
+	connected := s.presence.syncStarted(ctx, req.User, req.SetPresence)
+	defer s.presence.syncEnded(req.User, connected)
 	if req.Since != nil {
 		// Typing positions live in memory and restart at zero with the
 		// server: a token from before a restart may be ahead of now.
@@ -176,6 +205,15 @@ func (s *Syncer) Sync(ctx context.Context, req Request) (*Response, error) {
 			since.Typing = 0
 		}
 		req.Since = &since
+	}
+	if req.Since != nil && req.Timeout > 0 {
+		// Events in followed rooms the user is not joined to must wake
+		// this long-poll too, for the feeds section.
+		rooms, err := s.feedWatch(ctx, req.User)
+		if err != nil {
+			return nil, err
+		}
+		defer s.notifier.Watch(req.User, rooms)()
 	}
 	var deadline <-chan time.Time
 	for {
@@ -236,6 +274,9 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 	if err != nil {
 		return nil, err
 	}
+	if req.ignored, err = IgnoredUsers(ctx, s.store, req.User); err != nil {
+		return nil, err
+	}
 	var changed, notified map[roomdag.RoomID]bool
 	if req.Since != nil && !req.FullState {
 		if changed, err = s.store.RoomsWithEventsSince(ctx, req.User, since.Events); err != nil {
@@ -263,6 +304,9 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 		} else if req.Filter.Room.AccountData.Allows(it.Type, "") {
 			roomData[it.RoomID] = append(roomData[it.RoomID], ev)
 		}
+	}
+	if resp.Feeds, err = s.feedSections(ctx, req, since, cur); err != nil {
+		return nil, err
 	}
 	rf := &req.Filter.Room
 	ephemeral, err := s.ephemeral(ctx, req, memberships, since, cur)
@@ -299,9 +343,12 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 			if !newHere {
 				continue
 			}
-			ir, err := s.invitedRoom(ctx, m)
+			ir, err := s.invitedRoom(ctx, m, req.ignored)
 			if err != nil {
 				return nil, err
+			}
+			if ir == nil {
+				continue // an invite from an ignored user
 			}
 			if m.Membership == roomdag.MembershipInvite {
 				resp.Rooms.Invite[m.RoomID] = ir
@@ -318,6 +365,9 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 			}
 			resp.Rooms.Leave[m.RoomID] = lr
 		}
+	}
+	if resp.Presence.Events, err = s.presenceEvents(ctx, req, since, cur); err != nil {
+		return nil, err
 	}
 	if err := s.unread(ctx, req.User, resp.Rooms.Join); err != nil {
 		return nil, err
@@ -460,6 +510,14 @@ func (s *Syncer) joinedRoom(ctx context.Context, req Request, m storage.RoomMemb
 		Summary:     summary(st, req.User),
 	}
 	view := roomdag.ClientView{NowMS: s.clock.Now().UnixMilli(), UserID: req.User, DeviceID: req.Device}
+	if newHere || limited {
+		// spec: bundled aggregations go with limited timelines; a room new
+		// to this sync is one too (Synapse: "limited or newly joined").
+		// Otherwise the client has the children and aggregates itself.
+		if view, err = Bundle(ctx, s.store, view, req.ignored, tl); err != nil {
+			return nil, err
+		}
+	}
 	for _, ev := range tl {
 		jr.Timeline.Events = append(jr.Timeline.Events, ev.ClientJSON(view))
 	}
@@ -508,7 +566,7 @@ func (s *Syncer) timeline(ctx context.Context, req Request, room roomdag.RoomID,
 		}
 		for i := len(batch) - 1; i >= 0 && len(out) <= limit; i-- {
 			ev := batch[i]
-			if !f.AllowsEvent(ev.Event) {
+			if !f.AllowsEvent(ev.Event) || req.ignored.Hides(ev.Event) {
 				continue
 			}
 			if check {
@@ -625,7 +683,9 @@ func summary(st *roomdag.RoomState, user roomdag.UserID) map[string]any {
 	return map[string]any{"m.heroes": heroes, "m.joined_member_count": joined, "m.invited_member_count": invited}
 }
 
-func (s *Syncer) invitedRoom(ctx context.Context, m storage.RoomMembership) (*InvitedRoom, error) {
+// invitedRoom returns nil for an invite from an ignored user (spec:
+// "Servers must not send room invites from ignored users to clients").
+func (s *Syncer) invitedRoom(ctx context.Context, m storage.RoomMembership, ignored Ignored) (*InvitedRoom, error) {
 	ir := &InvitedRoom{InviteState: EventList{Events: []json.RawMessage{}}}
 	stripped, err := s.store.InviteState(ctx, m.Pos)
 	if err == nil {
@@ -639,6 +699,9 @@ func (s *Syncer) invitedRoom(ctx context.Context, m storage.RoomMembership) (*In
 		return nil, err
 	}
 	for _, ev := range evs {
+		if m.Membership == roomdag.MembershipInvite && ignored[ev.Sender()] {
+			return nil, nil
+		}
 		b, _ := json.Marshal(map[string]any{"type": ev.Type(), "state_key": ev.StateKey(), "sender": ev.Sender(),
 			"content": ev.Content(), "event_id": ev.ID(), "origin_server_ts": ev.OriginServerTS()})
 		ir.InviteState.Events = append(ir.InviteState.Events, b)
@@ -663,6 +726,11 @@ func (s *Syncer) leftRoom(ctx context.Context, req Request, m storage.RoomMember
 	lr := &LeftRoom{Timeline: Timeline{Events: []json.RawMessage{}, Limited: limited},
 		State: EventList{Events: []json.RawMessage{}}, AccountData: EventList{Events: []json.RawMessage{}}}
 	view := roomdag.ClientView{NowMS: s.clock.Now().UnixMilli(), UserID: req.User, DeviceID: req.Device}
+	if limited || req.Since == nil {
+		if view, err = Bundle(ctx, s.store, view, req.ignored, tl); err != nil {
+			return nil, err
+		}
+	}
 	for _, ev := range tl {
 		lr.Timeline.Events = append(lr.Timeline.Events, ev.ClientJSON(view))
 	}

@@ -12,8 +12,8 @@ import (
 
 // Token is a position in every stream a client syncs: the vector of
 // positions it has seen. Its string form is
-// "s<events>_<account data>_<receipts>_<typing>_<notifications>"; clients treat it as
-// opaque. Parse accepts tokens with fewer fields (older servers wrote
+// "s<events>_<account data>_<receipts>_<typing>_<notifications>_<presence>";
+// clients treat it as opaque. Parse accepts tokens with fewer fields (older servers wrote
 // "s<events>_<account data>") and fills the missing ones with zero, and
 // tokens with more fields, for streams added later.
 type Token struct {
@@ -29,10 +29,12 @@ type Token struct {
 	// event stream position whose push rules it has evaluated and whose
 	// notifications are durable (push.Worker). It trails Events.
 	Notifications roomdag.StreamPos
+	// Presence is the durable presence stream (storage.Presence rows).
+	Presence int64
 }
 
 func (t Token) String() string {
-	return fmt.Sprintf("s%d_%d_%d_%d_%d", t.Events, t.AccountData, t.Receipts, t.Typing, t.Notifications)
+	return fmt.Sprintf("s%d_%d_%d_%d_%d_%d", t.Events, t.AccountData, t.Receipts, t.Typing, t.Notifications, t.Presence)
 }
 
 // ParseToken parses a sync token.
@@ -42,7 +44,7 @@ func ParseToken(s string) (Token, error) {
 		return Token{}, fmt.Errorf("malformed sync token")
 	}
 	parts := strings.Split(rest, "_")
-	nums := make([]int64, 5)
+	nums := make([]int64, 6)
 	for i, p := range parts {
 		n, err := strconv.ParseInt(p, 10, 64)
 		if err != nil || n < 0 {
@@ -53,13 +55,14 @@ func ParseToken(s string) (Token, error) {
 		}
 	}
 	return Token{Events: roomdag.StreamPos(nums[0]), AccountData: nums[1], Receipts: nums[2], Typing: nums[3],
-		Notifications: roomdag.StreamPos(nums[4])}, nil
+		Notifications: roomdag.StreamPos(nums[4]), Presence: nums[5]}, nil
 }
 
 // after reports whether t has anything beyond since in any stream.
 func (t Token) after(since Token) bool {
 	return t.Events > since.Events || t.AccountData > since.AccountData ||
-		t.Receipts > since.Receipts || t.Typing > since.Typing || t.Notifications > since.Notifications
+		t.Receipts > since.Receipts || t.Typing > since.Typing || t.Notifications > since.Notifications ||
+		t.Presence > since.Presence
 }
 
 // TopoToken is a position in one room's history for /messages: events are

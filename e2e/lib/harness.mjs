@@ -209,7 +209,9 @@ export class Homeserver {
         this.exited = null; // promise of this.exit
     }
 
-    async start({ timeout = 30000 } = {}) {
+    // editConfig, if given, rewrites the generated config text before the
+    // server reads it (the application service test lists its registration).
+    async start({ timeout = 30000, editConfig = (text) => text } = {}) {
         if (!this.bin) throw new Error("HOMESERVER_BIN is not set: point it at the built homeserver binary");
         if (!path.isAbsolute(this.bin)) this.bin = path.resolve(this.bin);
         if (!fs.existsSync(this.bin)) throw new Error(`HOMESERVER_BIN ${this.bin} does not exist (run go build first)`);
@@ -229,7 +231,7 @@ export class Homeserver {
         // 50; registration and login 1/s, burst 10), and this test leaves it
         // on: the SDK's scheduler retries sends answered with M_LIMIT_EXCEEDED
         // after retry_after_ms, so the backchat burst exercises that path.
-        fs.writeFileSync(this.configPath, stdout);
+        fs.writeFileSync(this.configPath, editConfig(stdout));
 
         this.proc = spawn(this.bin, ["serve", "--config", this.configPath], {
             stdio: ["ignore", "pipe", "pipe"],

@@ -102,8 +102,9 @@ func (db *DB) Refresh(ctx context.Context, oldRefresh []byte, next storage.Sessi
 	return roomdag.UserID(user), device, err
 }
 
-// DeleteDevices removes devices and all their tokens. With no device IDs
-// it removes every device of the user except keep ("" keeps none).
+// DeleteDevices removes devices and all their tokens and pushers. With no
+// device IDs it removes every device of the user except keep ("" keeps
+// none).
 func (db *DB) DeleteDevices(ctx context.Context, user roomdag.UserID, devices []string, keep string) error {
 	return db.write(func(tx *sql.Tx) error {
 		if devices == nil {
@@ -117,6 +118,7 @@ func (db *DB) DeleteDevices(ctx context.Context, user roomdag.UserID, devices []
 				`DELETE FROM devices WHERE user_id = ? AND device_id = ?`,
 				`DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?`,
 				`DELETE FROM refresh_tokens WHERE user_id = ? AND device_id = ?`,
+				`DELETE FROM pushers WHERE user_id = ? AND device_id = ?`,
 			} {
 				if _, err := tx.Exec(q, string(user), d); err != nil {
 					return err

@@ -53,12 +53,13 @@ type stateAfterScanner struct {
 
 func (s stateAfterScanner) Scan(dest ...any) error { return s.rows.Scan(append(dest, s.dst)...) }
 
-// PushRulesChangedSince lists the users whose push rules changed after
-// account data position after (their m.push_rules account data moved),
+// PushRulesChangedSince lists the users whose push rules or ignore list
+// changed after account data position after (their m.push_rules or
+// m.ignored_user_list account data moved),
 // and the newest such position (after when none).
 func (db *DB) PushRulesChangedSince(ctx context.Context, after int64) ([]roomdag.UserID, int64, error) {
 	rows, err := db.r.QueryContext(ctx, `SELECT user_id, stream_pos FROM account_data
-		WHERE type = 'm.push_rules' AND stream_pos > ?`, after)
+		WHERE type IN ('m.push_rules', 'm.ignored_user_list') AND stream_pos > ?`, after)
 	if err != nil {
 		return nil, 0, err
 	}

@@ -193,11 +193,20 @@ func (db *DB) insertEvent(tx *sql.Tx, p *roomdag.Persist) (roomdag.StreamPos, er
 			return 0, err
 		}
 	}
+	if err := indexEvent(tx, nid, p, pos); err != nil {
+		return 0, err
+	}
 	if rd := p.Redaction; rd != nil {
 		if _, err := tx.Exec(`UPDATE events SET json = ?, redacted = 1, unsigned = json_object('redacted_because', json(?))
 			WHERE event_id = ?`, rd.JSON, string(rd.Because), string(rd.Target)); err != nil {
 			return 0, err
 		}
+		if err := unindexEvent(tx, rd.Target); err != nil {
+			return 0, err
+		}
+	}
+	if err := db.insertRelation(tx, nid, p, pos); err != nil {
+		return 0, err
 	}
 	if _, err := tx.Exec(`DELETE FROM forward_extremities WHERE room_nid = ?`, nid); err != nil {
 		return 0, err

@@ -256,4 +256,111 @@ INSERT INTO notify_spans (user_id, room_id, joined_pos)
 	SELECT m.user_id, r.room_id, m.event_pos FROM memberships m JOIN rooms r ON r.room_nid = m.room_nid WHERE m.membership = 'join';
 DROP TABLE notifications;
 `,
+	// Event relationships (content."m.relates_to" with a rel_type): one row
+	// per child event, written in the transaction that stores the child and
+	// deleted when the child is redacted (storage/sqlite/relations.go).
+	// threads holds each thread root's latest event, which orders /threads.
+	// Events stored before this migration are indexed here, by the rule of
+	// roomdag's Event.Relation (a string rel_type, an event_id of 2 to 255
+	// bytes starting with '$'); redacted events have no content left.
+	`
+CREATE TABLE event_relations (
+	event_pos  INTEGER PRIMARY KEY, -- the child's stream position
+	event_id   TEXT NOT NULL UNIQUE,
+	room_nid   INTEGER NOT NULL,
+	relates_to TEXT NOT NULL,       -- the parent's event ID
+	rel_type   TEXT NOT NULL,
+	type       TEXT NOT NULL,       -- the child's event type
+	is_state   INTEGER NOT NULL,
+	sender     TEXT NOT NULL,
+	depth      INTEGER NOT NULL,
+	origin_ts  INTEGER NOT NULL,
+	key        TEXT                 -- an m.annotation's key
+);
+CREATE INDEX event_relations_parent ON event_relations(relates_to, depth, event_pos);
+CREATE INDEX event_relations_parent_type ON event_relations(relates_to, rel_type, depth, event_pos);
+CREATE TABLE threads (
+	room_nid     INTEGER NOT NULL,
+	root_id      TEXT NOT NULL,
+	latest_id    TEXT NOT NULL,
+	latest_depth INTEGER NOT NULL,
+	latest_pos   INTEGER NOT NULL,
+	PRIMARY KEY (room_nid, root_id)
+) WITHOUT ROWID;
+CREATE INDEX threads_latest ON threads(room_nid, latest_depth, latest_pos);
+INSERT INTO event_relations (event_pos, event_id, room_nid, relates_to, rel_type, type, is_state, sender, depth, origin_ts, key)
+	SELECT stream_pos, event_id, room_nid, json_extract(j, '$.content."m.relates_to".event_id'),
+		json_extract(j, '$.content."m.relates_to".rel_type'), type, state_key IS NOT NULL, sender, depth, origin_ts,
+		CASE WHEN json_extract(j, '$.content."m.relates_to".rel_type') = 'm.annotation'
+			AND json_type(j, '$.content."m.relates_to".key') = 'text'
+			AND json_extract(j, '$.content."m.relates_to".key') <> ''
+			THEN json_extract(j, '$.content."m.relates_to".key') END
+	FROM (SELECT stream_pos, event_id, room_nid, type, state_key, sender, depth, origin_ts, CAST(json AS TEXT) AS j
+		FROM events WHERE redacted = 0)
+	WHERE json_type(j, '$.content."m.relates_to".rel_type') = 'text'
+		AND json_extract(j, '$.content."m.relates_to".rel_type') <> ''
+		AND json_type(j, '$.content."m.relates_to".event_id') = 'text'
+		AND length(CAST(json_extract(j, '$.content."m.relates_to".event_id') AS BLOB)) BETWEEN 2 AND 255
+		AND substr(json_extract(j, '$.content."m.relates_to".event_id'), 1, 1) = '$';
+INSERT INTO threads (room_nid, root_id, latest_id, latest_depth, latest_pos)
+	SELECT room_nid, relates_to, event_id, depth, event_pos FROM (
+		SELECT room_nid, relates_to, event_id, depth, event_pos,
+			ROW_NUMBER() OVER (PARTITION BY room_nid, relates_to ORDER BY depth DESC, event_pos DESC) AS n
+		FROM event_relations WHERE rel_type = 'm.thread')
+	WHERE n = 1;
+`,
+	// Application service transaction queues (appservice.Sender): per
+	// service, the event stream position up to which every event was
+	// delivered or put in a pending transaction, and the last transaction
+	// ID handed out. A pending transaction's body is kept until the service
+	// acknowledges it, so a retry, even after a restart, sends the same
+	// events under the same ID (spec: "Pushing events").
+	`
+CREATE TABLE appservice_streams (
+	as_id     TEXT PRIMARY KEY,
+	event_pos INTEGER NOT NULL,
+	last_txn  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE appservice_txns (
+	as_id  TEXT NOT NULL,
+	txn_id INTEGER NOT NULL,
+	body   BLOB NOT NULL,
+	up_to  INTEGER NOT NULL,
+	PRIMARY KEY (as_id, txn_id)
+) WITHOUT ROWID;
+`,
+	// Presence (storage.Presence): one row per user, replaced at each
+	// change; stream_pos is the presence stream position of the last one,
+	// so /sync finds the changes after a token with the index.
+	`
+CREATE TABLE presence (
+	user_id        TEXT PRIMARY KEY,
+	state          TEXT NOT NULL,
+	status_msg     TEXT NOT NULL DEFAULT '',
+	last_active_ts INTEGER NOT NULL DEFAULT 0,
+	stream_pos     INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX presence_pos ON presence(stream_pos);
+`,
+	// Reports of events, rooms and users (storage.Report), kept for the
+	// server's administrators (spec: "Reporting content").
+	`
+CREATE TABLE reports (
+	report_id   INTEGER PRIMARY KEY,
+	kind        TEXT NOT NULL,
+	reporter    TEXT NOT NULL,
+	room_id     TEXT NOT NULL DEFAULT '',
+	event_id    TEXT NOT NULL DEFAULT '',
+	target_user TEXT NOT NULL DEFAULT '',
+	reason      TEXT NOT NULL DEFAULT '',
+	score       INTEGER,
+	received_ts INTEGER NOT NULL
+);
+CREATE INDEX reports_kind ON reports(kind, report_id);
+`,
+	// Full-text search over room events, filled from the events already
+	// stored (storage/sqlite/search.go documents).
+	searchMigration,
+	// Pushers and their delivery positions (storage/sqlite/pushers.go).
+	pushersMigration,
 }

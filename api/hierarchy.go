@@ -1,0 +1,348 @@
+package api
+
+import (
+	"cmp"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"maps"
+	"net/http"
+	"slices"
+	"strconv"
+	gosync "sync"
+	"time"
+
+	"github.com/persistentchat/homeserver/roomdag"
+)
+
+// Spaces (spec: module "Spaces", GET /_matrix/client/v1/rooms/{roomId}/hierarchy):
+// a depth-first walk of the m.space.child events of a space and its
+// sub-spaces, showing each room the requester may see. Rooms this server
+// does not know are left out (finding them needs federation, not built
+// yet), as are rooms the requester may not see.
+//
+// Pagination follows Synapse: the first page stores the walk's remaining
+// stack and the rooms already shown under a random token, for
+// hierarchySessionTTL, and next_batch is that token. The walk goes on from
+// there, so a page never repeats a room of an earlier one, whatever
+// changed in between.
+
+const (
+	// defaultHierarchyLimit is the page size when the client gives none,
+	// and the most it may ask for (Synapse's MAX_ROOMS).
+	defaultHierarchyLimit = 50
+	// maxChildrenPerSpace bounds the children followed in one space
+	// (Synapse's MAX_ROOMS_PER_SPACE).
+	maxChildrenPerSpace = 50
+	// hierarchySessionTTL is how long a next_batch token stays valid.
+	hierarchySessionTTL = 5 * time.Minute
+	// maxHierarchySessions bounds the stored walks.
+	maxHierarchySessions = 1000
+	// maxChildOrderLen is the longest valid "order" of an m.space.child
+	// event (spec: m.space.child).
+	maxChildOrderLen = 50
+	// typeSpaceChild is the space's edge to a child room.
+	typeSpaceChild = "m.space.child"
+	// roomTypeSpace marks a space in m.room.create's "type".
+	roomTypeSpace = "m.space"
+)
+
+func (s *Server) hierarchyRoutes() []route {
+	h := &hierarchyAPI{s: s, sessions: map[string]*hierarchySession{}}
+	return []route{
+		{method: http.MethodGet, path: v1 + "/rooms/{roomId}/hierarchy", handler: h.hierarchy, auth: authRequired},
+	}
+}
+
+type hierarchyAPI struct {
+	s *Server
+
+	mu       gosync.Mutex
+	sessions map[string]*hierarchySession
+}
+
+// hierarchySession is a walk in progress.
+type hierarchySession struct {
+	// What must not change between pages.
+	user          roomdag.UserID
+	root          roomdag.RoomID
+	suggestedOnly bool
+	maxDepth      int // -1: unbounded
+
+	stack   []hierarchyEntry // the next room to visit is last
+	visited map[roomdag.RoomID]bool
+	expires time.Time
+}
+
+type hierarchyEntry struct {
+	room  roomdag.RoomID
+	depth int
+}
+
+// hierarchyRoom is one entry of "rooms" (spec: SpaceHierarchyRoomsChunk).
+type hierarchyRoom struct {
+	roomInfo
+	ChildrenState []json.RawMessage `json:"children_state"`
+}
+
+func (h *hierarchyAPI) hierarchy(r *http.Request) (any, error) {
+	root, err := roomParam(r)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	suggestedOnly := false
+	switch q.Get("suggested_only") {
+	case "", "false":
+	case "true":
+		suggestedOnly = true
+	default:
+		return nil, invalidParam("suggested_only must be true or false")
+	}
+	limit := defaultHierarchyLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return nil, invalidParam("limit must be an integer greater than zero")
+		}
+		limit = min(n, defaultHierarchyLimit)
+	}
+	maxDepth := -1
+	if v := q.Get("max_depth"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return nil, invalidParam("max_depth must be a non-negative integer")
+		}
+		maxDepth = n
+	}
+	user := requester(r).UserID
+	ctx := r.Context()
+
+	// The root must be visible whether or not this is a later page, so
+	// that losing access ends the walk.
+	if st, err := h.s.rooms.State(ctx, root); err != nil || !h.s.mayPreview(ctx, st, user) {
+		if err != nil && !errors.Is(err, roomdag.ErrUnknownRoom) {
+			return nil, err
+		}
+		return nil, forbidden("user %s is not in room %s, and room previews are disabled", user, root)
+	}
+
+	var sess *hierarchySession
+	if from := q.Get("from"); from != "" {
+		sess = h.takeSession(from)
+		if sess == nil || sess.user != user || sess.root != root || sess.suggestedOnly != suggestedOnly || sess.maxDepth != maxDepth {
+			return nil, invalidParam("unknown pagination token, or suggested_only or max_depth changed since it was issued")
+		}
+	} else {
+		sess = &hierarchySession{user: user, root: root, suggestedOnly: suggestedOnly, maxDepth: maxDepth,
+			stack: []hierarchyEntry{{room: root}}, visited: map[roomdag.RoomID]bool{}}
+	}
+
+	rooms := []hierarchyRoom{}
+	for len(sess.stack) > 0 && len(rooms) < limit {
+		e := sess.stack[len(sess.stack)-1]
+		sess.stack = sess.stack[:len(sess.stack)-1]
+		// Visiting each room once is what ends loops in the space graph.
+		if sess.visited[e.room] {
+			continue
+		}
+		sess.visited[e.room] = true
+		st, err := h.s.rooms.State(ctx, e.room)
+		if errors.Is(err, roomdag.ErrUnknownRoom) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if !h.s.mayPreview(ctx, st, user) {
+			continue
+		}
+		entry := hierarchyRoom{roomInfo: describeRoom(e.room, st), ChildrenState: []json.RawMessage{}}
+		var children []*roomdag.Event
+		if entry.RoomType == roomTypeSpace {
+			children = spaceChildren(st.State, suggestedOnly)
+		}
+		for _, ev := range children {
+			stripped, err := json.Marshal(map[string]any{"type": ev.Type(), "state_key": ev.StateKey(),
+				"content": ev.Content(), "sender": ev.Sender(), "origin_server_ts": ev.OriginServerTS()})
+			if err != nil {
+				return nil, err
+			}
+			entry.ChildrenState = append(entry.ChildrenState, stripped)
+		}
+		rooms = append(rooms, entry)
+		if maxDepth < 0 || e.depth < maxDepth {
+			// Pushed in reverse, so the first child is visited next.
+			for i := len(children) - 1; i >= 0; i-- {
+				child, err := roomdag.ParseRoomID(*children[i].StateKey())
+				if err == nil && !sess.visited[child] {
+					sess.stack = append(sess.stack, hierarchyEntry{room: child, depth: e.depth + 1})
+				}
+			}
+		}
+	}
+	out := map[string]any{"rooms": rooms}
+	if len(sess.stack) > 0 {
+		tok, err := h.putSession(sess)
+		if err != nil {
+			return nil, err
+		}
+		out["next_batch"] = tok
+	}
+	return out, nil
+}
+
+// mayPreview says whether the user may see a room in a hierarchy (as
+// Synapse's _is_local_room_accessible): anyone if its join rule is public,
+// knock or knock_restricted or its history is world readable; its joined
+// and invited members; and, for restricted rooms, members of a room the
+// join rule names.
+func (s *Server) mayPreview(ctx context.Context, st *roomdag.RoomState, user roomdag.UserID) bool {
+	joinRule := contentString(st.State, roomdag.TypeJoinRules, "join_rule")
+	switch joinRule {
+	case "public", "knock", "knock_restricted":
+		return true
+	}
+	if roomdag.HistoryVisibility(st.State) == roomdag.VisibilityWorldReadable {
+		return true
+	}
+	switch st.Membership(user) {
+	case roomdag.MembershipJoin, roomdag.MembershipInvite:
+		return true
+	}
+	if joinRule == "restricted" {
+		for _, id := range allowedRooms(st.State) {
+			other, err := roomdag.ParseRoomID(id)
+			if err != nil {
+				continue
+			}
+			if ost, err := s.rooms.State(ctx, other); err == nil && ost.Membership(user) == roomdag.MembershipJoin {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// spaceChildren returns a space's valid m.space.child events (a "via"
+// list of strings, spec: "m.space.child"; one without is a removed
+// child), suggested ones only if asked, in the spec's order: by "order"
+// where valid, those without last, then by origin_server_ts, then by room
+// ID.
+func spaceChildren(state roomdag.StateMap, suggestedOnly bool) []*roomdag.Event {
+	type child struct {
+		ev    *roomdag.Event
+		order string
+		has   bool
+	}
+	var cs []child
+	for k, ev := range state {
+		if k.Type != typeSpaceChild {
+			continue
+		}
+		if _, err := roomdag.ParseRoomID(k.StateKey); err != nil {
+			continue
+		}
+		var c struct {
+			Via       []json.RawMessage `json:"via"`
+			Order     json.RawMessage   `json:"order"`
+			Suggested json.RawMessage   `json:"suggested"`
+		}
+		if json.Unmarshal(ev.Content(), &c) != nil || len(c.Via) == 0 {
+			continue
+		}
+		valid := true
+		for _, v := range c.Via {
+			var s string
+			valid = valid && json.Unmarshal(v, &s) == nil
+		}
+		if !valid || suggestedOnly && string(c.Suggested) != "true" {
+			continue
+		}
+		ch := child{ev: ev}
+		var order string
+		if json.Unmarshal(c.Order, &order) == nil && validChildOrder(order) {
+			ch.order, ch.has = order, true
+		}
+		cs = append(cs, ch)
+	}
+	slices.SortFunc(cs, func(a, b child) int {
+		if a.has != b.has {
+			if a.has {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Or(cmp.Compare(a.order, b.order), cmp.Compare(a.ev.OriginServerTS(), b.ev.OriginServerTS()),
+			cmp.Compare(*a.ev.StateKey(), *b.ev.StateKey()))
+	})
+	if len(cs) > maxChildrenPerSpace {
+		cs = cs[:maxChildrenPerSpace]
+	}
+	out := make([]*roomdag.Event, len(cs))
+	for i, c := range cs {
+		out[i] = c.ev
+	}
+	return out
+}
+
+// validChildOrder: at most 50 characters from U+0020 to U+007E (spec:
+// m.space.child "order").
+func validChildOrder(s string) bool {
+	if len(s) > maxChildOrderLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// putSession stores a walk under a new token.
+func (h *hierarchyAPI) putSession(sess *hierarchySession) (string, error) {
+	b := make([]byte, 18)
+	if _, err := io.ReadFull(h.s.random, b); err != nil {
+		return "", err
+	}
+	tok := base64.RawURLEncoding.EncodeToString(b)
+	now := h.s.clock.Now()
+	sess.expires = now.Add(hierarchySessionTTL)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for k, old := range h.sessions {
+		if !now.Before(old.expires) {
+			delete(h.sessions, k)
+		}
+	}
+	if len(h.sessions) >= maxHierarchySessions {
+		var oldest string
+		for k, old := range h.sessions {
+			if oldest == "" || old.expires.Before(h.sessions[oldest].expires) {
+				oldest = k
+			}
+		}
+		delete(h.sessions, oldest)
+	}
+	h.sessions[tok] = sess
+	return tok, nil
+}
+
+// takeSession returns a copy of the walk stored under tok, if it has not
+// expired. The stored walk stays as it was, so a client that retries a
+// page gets the same page again.
+func (h *hierarchyAPI) takeSession(tok string) *hierarchySession {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	sess := h.sessions[tok]
+	if sess == nil || !h.s.clock.Now().Before(sess.expires) {
+		return nil
+	}
+	cp := *sess
+	cp.stack = slices.Clone(sess.stack)
+	cp.visited = maps.Clone(sess.visited)
+	return &cp
+}

@@ -1,0 +1,519 @@
+// Package pusher delivers notifications to push gateways (spec:
+// client-server API, "Push Notifications"; push gateway API). The
+// notification worker (push.Worker) decides who is notified of what and
+// stores it; this package reads each user's new notifications back and
+// sends them to the user's http pushers.
+package pusher
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	gosync "sync"
+	"time"
+
+	"github.com/persistentchat/homeserver/clock"
+	"github.com/persistentchat/homeserver/push"
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
+)
+
+// Each pusher has a goroutine of its own (a loop), so a slow or dead
+// gateway holds up only its own pushers: never the notification worker,
+// /sync or anyone else's pushes. A loop sends the pusher's undelivered
+// notifications oldest first, one request each, and stores the pusher's
+// position after each one the gateway accepts; a restart resumes there,
+// so a notification is sent twice only when a request is retried. While
+// the gateway fails, the loop retries the same notification with
+// exponential back-off, and gives up on it once the gateway has been
+// failing for GiveUpAfter (as Synapse does), so a gateway that comes back
+// is not flooded with stale alerts. At most Backlog notifications wait
+// per pusher: past that the oldest are skipped.
+
+// Store is what the sender reads and writes.
+type Store interface {
+	// AllPushers lists every pusher, Pushers a user's, Pusher one by ID
+	// (storage.ErrNotFound when it is gone).
+	AllPushers(ctx context.Context) ([]storage.Pusher, error)
+	Pushers(ctx context.Context, user roomdag.UserID) ([]storage.Pusher, error)
+	Pusher(ctx context.Context, id int64) (storage.Pusher, error)
+	// PusherProgress moves a pusher's position forward and sets when it
+	// started failing (0: it is not); storage.ErrNotFound when it is gone.
+	PusherProgress(ctx context.Context, id int64, pos roomdag.StreamPos, failingSince int64) error
+	DeletePusher(ctx context.Context, user roomdag.UserID, appID, pushKey string) error
+	// PushNotifications returns the newest limit of the user's
+	// notifications after position after, oldest first, with EventID and
+	// Read filled.
+	PushNotifications(ctx context.Context, user roomdag.UserID, after roomdag.StreamPos, limit int) ([]storage.Notification, error)
+	Event(ctx context.Context, id roomdag.EventID) (*roomdag.StoredEvent, error)
+	JoinedRooms(ctx context.Context, user roomdag.UserID) ([]roomdag.RoomID, error)
+	UnreadCounts(ctx context.Context, user roomdag.UserID, rooms []roomdag.RoomID) (map[roomdag.RoomID]storage.UnreadCount, error)
+}
+
+// RoomStates gives a room's current state; *roomdag.Rooms is one.
+type RoomStates interface {
+	State(ctx context.Context, id roomdag.RoomID) (*roomdag.RoomState, error)
+}
+
+// RoomStatesFunc adapts a function to RoomStates.
+type RoomStatesFunc func(ctx context.Context, id roomdag.RoomID) (*roomdag.RoomState, error)
+
+// State implements RoomStates.
+func (f RoomStatesFunc) State(ctx context.Context, id roomdag.RoomID) (*roomdag.RoomState, error) {
+	return f(ctx, id)
+}
+
+// Delivery limits and timing.
+const (
+	// InitialBackoff is the first wait after a failed request; it doubles
+	// with each failure in a row up to MaxBackoff.
+	InitialBackoff = time.Second
+	MaxBackoff     = 10 * time.Minute
+	// GiveUpAfter: a notification the gateway has been failing for this
+	// long is dropped, and the next one gets a fresh period.
+	GiveUpAfter = 24 * time.Hour
+	// Backlog bounds the notifications waiting per pusher.
+	Backlog = 100
+	// requestTimeout bounds one request to a gateway.
+	requestTimeout = 30 * time.Second
+	// storeRetryDelay is the wait after a storage error.
+	storeRetryDelay = time.Second
+)
+
+// Stats counts what the sender did since it started, for tests and
+// operators.
+type Stats struct {
+	Running   int // pusher loops running
+	Delivered int // notifications the gateway accepted
+	Failed    int // requests that failed
+	Backoffs  int // back-off waits started, their timers armed
+	Rejected  int // pushers removed because the gateway rejected their pushkey
+	GivenUp   int // notifications dropped after failing for GiveUpAfter
+	Skipped   int // times the backlog was full and older notifications were skipped
+}
+
+// Sender runs one loop per http pusher. Start it once; the methods may be
+// called at any time, also before Start and after Stop.
+type Sender struct {
+	store  Store
+	rooms  RoomStates
+	clock  clock.Clock
+	log    *slog.Logger
+	client *http.Client
+
+	reload gosync.Mutex // serialises PushersChanged
+
+	mu      gosync.Mutex
+	loops   map[roomdag.UserID]map[int64]*loop
+	stopped bool
+	stats   Stats
+	changed chan struct{} // closed and replaced when stats change
+}
+
+// NewSender makes a sender. clk times the back-off and the give-up
+// period.
+func NewSender(store Store, rooms RoomStates, clk clock.Clock, log *slog.Logger) *Sender {
+	return &Sender{store: store, rooms: rooms, clock: clk, log: log,
+		client: &http.Client{
+			Timeout: requestTimeout,
+			// A redirect is an answer other than 2xx: a failure.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		loops: map[roomdag.UserID]map[int64]*loop{}, changed: make(chan struct{})}
+}
+
+// Start starts a loop for every stored http pusher; each first sends what
+// it has not delivered yet.
+func (s *Sender) Start(ctx context.Context) error {
+	ps, err := s.store.AllPushers(ctx)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range ps {
+		s.startLocked(p)
+	}
+	return nil
+}
+
+// Stop stops every loop, cutting requests in flight, and waits for them.
+// Undelivered notifications are sent after the next start.
+func (s *Sender) Stop() {
+	s.mu.Lock()
+	s.stopped = true
+	var all []*loop
+	for _, ls := range s.loops {
+		for _, l := range ls {
+			all = append(all, l)
+		}
+	}
+	s.mu.Unlock()
+	for _, l := range all {
+		l.stop()
+	}
+}
+
+// NotificationsAdded implements push.Waker: it wakes the loops of the
+// users who got notifications. It never blocks.
+func (s *Sender) NotificationsAdded(_ roomdag.StreamPos, users []roomdag.UserID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.loops) == 0 {
+		return
+	}
+	for _, u := range users {
+		for _, l := range s.loops[u] {
+			poke(l.signal)
+		}
+	}
+}
+
+// PushersChanged is called after the user's pushers were set or deleted:
+// it starts loops for new pushers and has the others read their pusher
+// again now, so that a changed URL is used and a deleted pusher's loop
+// ends (even in the middle of a back-off).
+func (s *Sender) PushersChanged(ctx context.Context, user roomdag.UserID) error {
+	s.reload.Lock()
+	defer s.reload.Unlock()
+	ps, err := s.store.Pushers(ctx, user)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.loops[user] {
+		poke(l.kick)
+	}
+	for _, p := range ps {
+		if _, ok := s.loops[user][p.ID]; !ok {
+			s.startLocked(p)
+		}
+	}
+	return nil
+}
+
+// Stats returns the counters.
+func (s *Sender) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
+}
+
+// WaitStats returns once cond holds for the counters, or with an error
+// when ctx ends first. Tests use it instead of sleeping.
+func (s *Sender) WaitStats(ctx context.Context, cond func(Stats) bool) error {
+	for {
+		s.mu.Lock()
+		ok, ch := cond(s.stats), s.changed
+		s.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// count changes the counters.
+func (s *Sender) count(f func(*Stats)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.countLocked(f)
+}
+
+func (s *Sender) countLocked(f func(*Stats)) {
+	f(&s.stats)
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// startLocked starts a loop for an http pusher; the caller holds s.mu.
+func (s *Sender) startLocked(p storage.Pusher) {
+	if s.stopped || p.Kind != "http" {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &loop{s: s, id: p.ID, user: p.User, pos: p.LastPos,
+		log:    s.log.With("user", p.User, "pusher", p.ID, "app_id", p.AppID),
+		signal: make(chan struct{}, 1), kick: make(chan struct{}, 1),
+		quit: make(chan struct{}), done: make(chan struct{}), ctx: ctx, cancel: cancel}
+	if s.loops[p.User] == nil {
+		s.loops[p.User] = map[int64]*loop{}
+	}
+	s.loops[p.User][p.ID] = l
+	s.countLocked(func(st *Stats) { st.Running++ })
+	go l.run()
+}
+
+// poke sends on a channel of capacity 1 without blocking: a pending
+// signal already says the same.
+func poke(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// loop delivers one pusher's notifications.
+type loop struct {
+	s    *Sender
+	id   int64
+	user roomdag.UserID
+	log  *slog.Logger
+
+	signal chan struct{} // capacity 1: the user has new notifications
+	kick   chan struct{} // capacity 1: the pusher changed: read it again, retry now
+	quit   chan struct{}
+	done   chan struct{}
+	ctx    context.Context // cancelled on stop: cuts a request in flight
+	cancel context.CancelFunc
+	once   gosync.Once
+
+	// Owned by run.
+	pos     roomdag.StreamPos // delivered (or skipped) up to here
+	backoff time.Duration
+}
+
+func (l *loop) stop() {
+	l.once.Do(func() {
+		close(l.quit)
+		l.cancel()
+	})
+	<-l.done
+}
+
+// Outcomes of deliver besides storage errors.
+var (
+	errGone    = errors.New("pusher: the pusher was deleted")
+	errGateway = errors.New("pusher: the gateway failed")
+)
+
+func (l *loop) run() {
+	defer l.exit()
+	l.backoff = InitialBackoff
+	for {
+		err := l.deliver()
+		var wait <-chan time.Time
+		switch {
+		case l.ctx.Err() != nil, errors.Is(err, errGone):
+			return
+		case errors.Is(err, errGateway):
+			wait = l.s.clock.After(l.backoff)
+			l.s.count(func(st *Stats) { st.Backoffs++ })
+			l.backoff = min(2*l.backoff, MaxBackoff)
+		case err != nil:
+			l.log.Error("push delivery", "err", err)
+			wait = l.s.clock.After(storeRetryDelay)
+		}
+		if wait == nil {
+			select {
+			case <-l.quit:
+				return
+			case <-l.signal:
+			case <-l.kick:
+			}
+			continue
+		}
+		select {
+		case <-l.quit:
+			return
+		case <-wait:
+		case <-l.kick:
+			l.backoff = InitialBackoff
+		}
+	}
+}
+
+// exit takes the loop out of the sender.
+func (l *loop) exit() {
+	l.cancel()
+	s := l.s
+	s.mu.Lock()
+	if s.loops[l.user][l.id] == l {
+		delete(s.loops[l.user], l.id)
+		if len(s.loops[l.user]) == 0 {
+			delete(s.loops, l.user)
+		}
+	}
+	s.countLocked(func(st *Stats) { st.Running-- })
+	s.mu.Unlock()
+	close(l.done)
+}
+
+// deliver sends the pusher's undelivered notifications, oldest first,
+// until there are none (nil), the gateway fails (errGateway), the pusher
+// is gone (errGone) or storage fails.
+func (l *loop) deliver() error {
+	ctx := l.ctx
+	for {
+		p, err := l.pusher()
+		if err != nil {
+			return err
+		}
+		ns, err := l.s.store.PushNotifications(ctx, l.user, l.pos, Backlog+1)
+		if err != nil || len(ns) == 0 {
+			return err
+		}
+		if len(ns) > Backlog {
+			// Older notifications than these wait too: skip them, so a
+			// gateway that was down gets only the newest.
+			ns = ns[1:]
+			l.log.Warn("push backlog full: skipping older notifications", "before_pos", ns[0].EventPos)
+			l.s.count(func(st *Stats) { st.Skipped++ })
+		}
+		for i, n := range ns {
+			if n.Read || n.EventID == "" {
+				// Read before it could be pushed (Synapse pushes only
+				// unread notifications), or its event is gone.
+				l.pos = n.EventPos
+				continue
+			}
+			if i > 0 {
+				// Logging out deletes the device's pushers: look again
+				// before each request.
+				if p, err = l.pusher(); err != nil {
+					return err
+				}
+			}
+			if err := l.deliverOne(&p, n); err != nil {
+				return err
+			}
+		}
+		if l.pos > p.LastPos {
+			// Positions skipped over without a request.
+			if err := l.progress(0); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// pusher reads the loop's pusher: errGone when it was deleted.
+func (l *loop) pusher() (storage.Pusher, error) {
+	p, err := l.s.store.Pusher(l.ctx, l.id)
+	if errors.Is(err, storage.ErrNotFound) {
+		return p, errGone
+	}
+	l.pos = max(l.pos, p.LastPos)
+	return p, err
+}
+
+// progress stores the loop's position and failing_since.
+func (l *loop) progress(failingSince int64) error {
+	err := l.s.store.PusherProgress(l.ctx, l.id, l.pos, failingSince)
+	if errors.Is(err, storage.ErrNotFound) {
+		return errGone
+	}
+	return err
+}
+
+// deliverOne sends one notification and records the outcome.
+func (l *loop) deliverOne(p *storage.Pusher, n storage.Notification) error {
+	ctx := l.ctx
+	d, err := ParseHTTPData(p.Data)
+	if err != nil {
+		// The API checks data before storing it: this pusher cannot have
+		// been set through it. Stop rather than retry for ever.
+		l.log.Error("pusher with invalid data: not delivering", "err", err)
+		return errGone
+	}
+	ev, err := l.s.store.Event(ctx, n.EventID)
+	if errors.Is(err, storage.ErrNotFound) {
+		l.pos = n.EventPos
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	unread, err := l.unread()
+	if err != nil {
+		return err
+	}
+	var st *roomdag.RoomState
+	if d.Format != FormatEventIDOnly {
+		if st, err = l.s.rooms.State(ctx, n.Room); err != nil {
+			// The notification goes out without the room's name.
+			l.log.Warn("room state for a push", "room", n.Room, "err", err)
+			st = nil
+		}
+	}
+	rejected, err := post(ctx, l.s.client, d.URL, body(*p, d, n, ev, unread, st))
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err != nil {
+		return l.failed(p, n, err)
+	}
+	for _, k := range rejected {
+		if k != p.PushKey {
+			// Only the pushkey sent may be removed (as Synapse does).
+			l.log.Warn("push gateway rejected a pushkey it was not sent: ignored")
+			continue
+		}
+		if err := l.s.store.DeletePusher(ctx, l.user, p.AppID, p.PushKey); err != nil {
+			return err
+		}
+		l.log.Info("push gateway rejected the pushkey: pusher removed")
+		l.s.count(func(st *Stats) { st.Rejected++ })
+		return errGone
+	}
+	l.pos, l.backoff = n.EventPos, InitialBackoff
+	if err := l.progress(0); err != nil {
+		return err
+	}
+	p.LastPos, p.FailingSince = l.pos, 0
+	l.s.count(func(st *Stats) { st.Delivered++ })
+	return nil
+}
+
+// failed records a failed request: errGateway to back off and retry, or
+// nil after giving up on the notification.
+func (l *loop) failed(p *storage.Pusher, n storage.Notification, cause error) error {
+	l.s.count(func(st *Stats) { st.Failed++ })
+	now := l.s.clock.Now().UnixMilli()
+	if p.FailingSince == 0 {
+		p.FailingSince = now
+		if err := l.progress(now); err != nil {
+			return err
+		}
+	}
+	if now-p.FailingSince < GiveUpAfter.Milliseconds() {
+		l.log.Info("push failed: retrying", "err", cause, "retry_in", l.backoff)
+		return errGateway
+	}
+	l.log.Warn("push gateway failing for too long: giving up on a notification",
+		"err", cause, "event", n.EventID, "failing_since_ms", p.FailingSince)
+	l.pos, l.backoff = n.EventPos, InitialBackoff
+	if err := l.progress(0); err != nil {
+		return err
+	}
+	p.LastPos, p.FailingSince = l.pos, 0
+	l.s.count(func(st *Stats) { st.GivenUp++ })
+	return nil
+}
+
+// unread is the user's unread notifications across their joined rooms
+// (spec: counts.unread).
+func (l *loop) unread() (int64, error) {
+	rooms, err := l.s.store.JoinedRooms(l.ctx, l.user)
+	if err != nil || len(rooms) == 0 {
+		return 0, err
+	}
+	counts, err := l.s.store.UnreadCounts(l.ctx, l.user, rooms)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, c := range counts {
+		n += c.Notifications
+	}
+	return n, nil
+}
+
+// Interface guard.
+var _ push.Waker = (*Sender)(nil)
