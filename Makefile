@@ -50,6 +50,7 @@ conformance:
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzCanonicalJSON -fuzztime 30s ./roomdag/
 	$(GO) test -run '^$$' -fuzz FuzzParseFilter -fuzztime 30s ./sync/
+	$(GO) test -run '^$$' -fuzz FuzzSearchTerm -fuzztime 30s ./storage/sqlite/
 
 clean:
 	rm -rf $(BIN)

@@ -31,7 +31,7 @@ type AppServices interface {
 	ThirdParty(ctx context.Context, regs []*appservice.Registration, path string, query url.Values) []appservice.ThirdPartyResult
 	Typing(room roomdag.RoomID, user roomdag.UserID, typing bool, timeout time.Duration)
 	Receipt(room roomdag.RoomID, user roomdag.UserID, typ, thread string, event roomdag.EventID, tsMS int64)
-	Presence(user roomdag.UserID, content json.RawMessage)
+	// Presence reaches the services from the syncer (sync.PresenceListener).
 }
 
 // loginTypeAppService is the login and registration type of services.
@@ -281,22 +281,6 @@ func massagedTS(r *http.Request) (int64, error) {
 func (s *Server) noteTyping(room roomdag.RoomID, user roomdag.UserID, typing bool, timeout time.Duration) {
 	if s.cfg.AppServices != nil {
 		s.cfg.AppServices.Typing(room, user, typing, timeout)
-	}
-}
-
-// notePresence tells the services of a presence the user set explicitly
-// (PUT /presence); changes /sync and timeouts make are not forwarded.
-func (s *Server) notePresence(ctx context.Context, user roomdag.UserID) {
-	if s.cfg.AppServices == nil || !s.sync.PresenceEnabled() {
-		return
-	}
-	c, err := s.sync.GetPresence(ctx, user, user)
-	if err != nil {
-		return
-	}
-	b, err := json.Marshal(c)
-	if err == nil {
-		s.cfg.AppServices.Presence(user, b)
 	}
 }
 

@@ -264,6 +264,84 @@ func TestNotificationsIgnoreUsers(t *testing.T) {
 	}
 }
 
+// TestThreadNotifications: thread replies count in their thread when the
+// filter asks for unread_thread_notifications and in the room's count when
+// not; a threaded receipt reads only its thread, a main one only the main
+// timeline, an unthreaded one everything before it.
+func TestThreadNotifications(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	alice, bob := srv.Register("alice"), srv.Register("bob")
+	room := createRoom(t, alice, map[string]any{"preset": "public_chat"})
+	joinRoom(t, bob, room)
+	root := sendText(t, alice, room, "root")
+	reply := func(body string) string {
+		return sendEvent(t, alice, room, "m.room.message", map[string]any{"msgtype": "m.text", "body": body,
+			"m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": root}})
+	}
+	reply("r1")
+	r2 := reply("r2")
+	main := sendText(t, alice, room, "main")
+	waitNotified(t, srv)
+
+	type counts struct {
+		room    unreadCounts
+		threads map[string]unreadCounts
+	}
+	get := func(threaded bool) counts {
+		t.Helper()
+		q := "timeout=0"
+		if threaded {
+			q += "&filter=" + url.QueryEscape(`{"room":{"timeline":{"unread_thread_notifications":true}}}`)
+		}
+		var out struct {
+			Rooms struct {
+				Join map[string]struct {
+					Unread  unreadCounts            `json:"unread_notifications"`
+					Threads map[string]unreadCounts `json:"unread_thread_notifications"`
+				} `json:"join"`
+			} `json:"rooms"`
+		}
+		wantOK(t, bob.Do("GET", csAPI+"/sync?"+q, nil), &out)
+		jr := out.Rooms.Join[room]
+		return counts{jr.Unread, jr.Threads}
+	}
+	want := func(step string, threaded bool, room unreadCounts, threads map[string]unreadCounts) {
+		t.Helper()
+		got := get(threaded)
+		if got.room != room || len(got.threads) != len(threads) {
+			t.Fatalf("%s: counts %+v, want %+v %+v", step, got, room, threads)
+		}
+		for k, v := range threads {
+			if got.threads[k] != v {
+				t.Fatalf("%s: thread counts %+v, want %+v", step, got.threads, threads)
+			}
+		}
+	}
+	want("unthreaded client", false, unreadCounts{4, 0}, nil)
+	want("threaded client", true, unreadCounts{2, 0}, map[string]unreadCounts{root: {2, 0}})
+
+	wantOK(t, receipt(bob, room, "m.read", r2, map[string]any{"thread_id": root}), nil)
+	want("after the thread's receipt", true, unreadCounts{2, 0}, nil)
+	want("after the thread's receipt, unthreaded client", false, unreadCounts{2, 0}, nil)
+	wantOK(t, receipt(bob, room, "m.read", main, map[string]any{"thread_id": "main"}), nil)
+	want("after the main receipt", true, unreadCounts{0, 0}, nil)
+
+	r3 := reply("r3")
+	sendText(t, alice, room, "main again")
+	waitNotified(t, srv)
+	want("new reply and message", true, unreadCounts{1, 0}, map[string]unreadCounts{root: {1, 0}})
+	reads := map[string]bool{}
+	for _, n := range getNotifications(t, bob, "").Notifications {
+		reads[n.Event.EventID] = n.Read
+	}
+	if !reads[r2] || !reads[main] || reads[r3] {
+		t.Errorf("read flags = %v", reads)
+	}
+	wantOK(t, receipt(bob, room, "m.read", r3, map[string]any{}), nil) // unthreaded: reads all before r3
+	want("after an unthreaded receipt", true, unreadCounts{1, 0}, nil)
+}
+
 // TestNotificationsReachEarlierSync: a sync whose token was handed out
 // after an event committed but before the worker processed it still gets
 // the new counts, because the token carries the worker's position.

@@ -76,9 +76,10 @@ func (s *Server) putPresence(r *http.Request) (any, error) {
 			return nil, badJSON("status_msg must be a string")
 		}
 	}
+	// The syncer hands the change to the application services
+	// (sync.PresenceListener), as it does those /sync and timeouts make.
 	if err := s.sync.SetPresence(r.Context(), user, *body.Presence, msg); err != nil {
 		return nil, err
 	}
-	s.notePresence(r.Context(), user)
 	return struct{}{}, nil
 }

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/persistentchat/homeserver/clock"
+	"github.com/persistentchat/homeserver/configs"
 	"github.com/persistentchat/homeserver/pusher"
 	"github.com/persistentchat/homeserver/testserver"
 )
@@ -199,6 +200,16 @@ func waitPushStats(t *testing.T, srv *testserver.Server, what string, cond func(
 	}
 }
 
+// loopbackPushOptions configures a test server whose pushers may reach
+// the test gateways on loopback, which the default ip_range_blacklist
+// denies (TestPushGatewayOnDeniedAddressIsNeverContacted). clk nil is the
+// real clock; dataDir "" a new directory.
+func loopbackPushOptions(clk clock.Clock, dataDir string) testserver.Options {
+	return testserver.Options{Clock: clk, DataDir: dataDir, Configure: func(c *configs.Config) {
+		c.IPRangeWhitelist = []string{"127.0.0.1"}
+	}}
+}
+
 // pushRoom makes a room of owner's with members joined, named.
 func pushRoom(t *testing.T, owner *testserver.Client, name string, members ...*testserver.Client) string {
 	t.Helper()
@@ -339,7 +350,7 @@ func TestPushersSetValidation(t *testing.T) {
 func TestPushDeliveryFields(t *testing.T) {
 	t.Parallel()
 	g := startPushGateway(t)
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, loopbackPushOptions(nil, ""))
 	alice, bob, carol := srv.Register("pushrecv"), srv.Register("pushsend"), srv.Register("pushthird")
 	wantOK(t, bob.Do("PUT", csAPI+"/profile/"+url.PathEscape(bob.UserID)+"/displayname", map[string]any{"displayname": "Bob Builder"}), nil)
 	alias := fmt.Sprintf("pushroom%d", time.Now().UnixNano())
@@ -416,7 +427,7 @@ func TestPushRetriesWithBackoff(t *testing.T) {
 		}
 		return http.StatusOK, `{"rejected":[]}`
 	})
-	srv := testserver.Start(t, testserver.Options{Clock: clk})
+	srv := testserver.Start(t, loopbackPushOptions(clk, ""))
 	alice, bob := srv.Register("pushretry"), srv.Register("pushretrysend")
 	room := pushRoom(t, bob, "Retry room", alice)
 	srv.Settle()
@@ -444,7 +455,7 @@ func TestPushGivesUpAfterADay(t *testing.T) {
 	clk := clock.NewFake(time.Now())
 	g := startPushGateway(t)
 	g.setAnswer(func(pushNotification) (int, string) { return http.StatusBadGateway, "" })
-	srv := testserver.Start(t, testserver.Options{Clock: clk})
+	srv := testserver.Start(t, loopbackPushOptions(clk, ""))
 	alice, bob := srv.Register("pushgiveup"), srv.Register("pushgiveupsend")
 	room := pushRoom(t, bob, "Give-up room", alice)
 	srv.Settle()
@@ -467,7 +478,7 @@ func TestPushRejectedPushKeyRemovesPusher(t *testing.T) {
 	g.setAnswer(func(n pushNotification) (int, string) {
 		return http.StatusOK, `{"rejected":["` + n.pushKey() + `"]}`
 	})
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, loopbackPushOptions(nil, ""))
 	alice, bob := srv.Register("pushreject"), srv.Register("pushrejectsend")
 	room := pushRoom(t, bob, "Reject room", alice)
 	srv.Settle()
@@ -487,7 +498,7 @@ func TestPushUndeliveredIsSentAfterRestart(t *testing.T) {
 	g := startPushGateway(t)
 	g.setAnswer(func(pushNotification) (int, string) { return http.StatusServiceUnavailable, "" })
 	// A fake clock that never moves: no retry before the restart.
-	srv := testserver.Start(t, testserver.Options{Clock: clock.NewFake(time.Now())})
+	srv := testserver.Start(t, loopbackPushOptions(clock.NewFake(time.Now()), ""))
 	alice, bob := srv.Register("pushrestart"), srv.Register("pushrestartsend")
 	room := pushRoom(t, bob, "Restart room", alice)
 	srv.Settle()
@@ -498,7 +509,7 @@ func TestPushUndeliveredIsSentAfterRestart(t *testing.T) {
 	srv.Stop()
 
 	g.setAnswer(nil)
-	srv2 := testserver.Start(t, testserver.Options{DataDir: srv.DataDir, Clock: clock.NewFake(time.Now())})
+	srv2 := testserver.Start(t, loopbackPushOptions(clock.NewFake(time.Now()), srv.DataDir))
 	g.nextFor(ev)
 	waitPushStats(t, srv2, "the delivery", func(s pusher.Stats) bool { return s.Delivered >= 1 })
 	bob2 := srv2.Anonymous()
@@ -510,7 +521,7 @@ func TestPushUndeliveredIsSentAfterRestart(t *testing.T) {
 func TestPushLogoutRemovesDevicePushers(t *testing.T) {
 	t.Parallel()
 	g := startPushGateway(t)
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, loopbackPushOptions(nil, ""))
 	alice, bob := srv.Register("pushlogout"), srv.Register("pushlogoutsend")
 	localpart := strings.TrimPrefix(strings.SplitN(alice.UserID, ":", 2)[0], "@")
 	var login struct {
@@ -555,7 +566,7 @@ func TestPushSlowGatewayBlocksNobodyElse(t *testing.T) {
 		return http.StatusOK, `{"rejected":[]}`
 	})
 	fast := startPushGateway(t)
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, loopbackPushOptions(nil, ""))
 	alice, carol, bob := srv.Register("pushslow"), srv.Register("pushfast"), srv.Register("pushslowsend")
 	room := pushRoom(t, bob, "Slow room", alice, carol)
 	srv.Settle()

@@ -18,8 +18,9 @@ import (
 // Server-side search (spec: client-server API, "Server Side Search"): full
 // text search over the room events a user may see, in rooms they are in or
 // have left. The store finds matching events with what is needed to
-// filter them (storage.SearchHit); this file applies history visibility
-// and the client's filter, orders, pages, and adds context.
+// filter them (storage.SearchHit); this file applies history visibility,
+// the client's filter and the searcher's ignored users, orders, pages, and
+// adds context and bundled aggregations.
 
 func (s *Server) searchRoutes() []route {
 	return []route{
@@ -77,6 +78,10 @@ type roomSearch struct {
 	context      *searchContextParams
 	includeState bool
 	groupBy      []string
+	// ignored is the searcher's m.ignored_user_list: their messages are
+	// not found, as /sync and /messages leave them out (spec: "Ignoring
+	// Users").
+	ignored sync.Ignored
 }
 
 type searchContextParams struct {
@@ -302,6 +307,9 @@ func (s *Server) searchRoomEvents(r *http.Request, q *roomSearch, tok *searchTok
 	if len(q.phrases) == 0 || len(rooms) == 0 {
 		return res, nil
 	}
+	if q.ignored, err = sync.IgnoredUsers(ctx, s.store, user); err != nil {
+		return nil, err
+	}
 	visible, upTo, truncated, err := s.collectHits(ctx, user, current, rooms, q, tok, scanBudget{searchCountScan, searchRankScan})
 	if err != nil {
 		return nil, err
@@ -344,21 +352,47 @@ func (s *Server) searchRoomEvents(r *http.Request, q *roomSearch, tok *searchTok
 	for _, ev := range evs {
 		byPos[ev.Pos] = ev
 	}
-	view := s.view(r)
+	// The results and their context events get bundled aggregations, as
+	// from /messages and /context: all at once, once they are known.
+	type pending struct {
+		ev            *roomdag.StoredEvent
+		rank          float64
+		context       *searchContext
+		before, after []*roomdag.StoredEvent
+	}
 	var shown []storage.SearchHit
+	var results []pending
+	var all []*roomdag.StoredEvent
 	for _, h := range page {
 		ev := byPos[h.Pos]
 		if ev == nil {
 			continue
 		}
-		sr := searchResult{Rank: h.Rank, Result: ev.ClientJSON(view)}
+		p := pending{ev: ev, rank: h.Rank}
 		if q.context != nil {
-			if sr.Context, err = s.resultContext(ctx, view, user, current[h.Room], ev, q.context); err != nil {
+			if p.context, p.before, p.after, err = s.resultContext(ctx, user, current[h.Room], q.ignored, ev, q.context); err != nil {
 				return nil, err
 			}
 		}
-		res.Results = append(res.Results, sr)
+		results = append(results, p)
+		all = append(append(append(all, ev), p.before...), p.after...)
 		shown = append(shown, h)
+	}
+	view, err := sync.Bundle(ctx, s.store, s.view(r), q.ignored, all)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range results {
+		sr := searchResult{Rank: p.rank, Result: p.ev.ClientJSON(view), Context: p.context}
+		if c := sr.Context; c != nil {
+			for _, e := range p.before {
+				c.EventsBefore = append(c.EventsBefore, e.ClientJSON(view))
+			}
+			for _, e := range p.after {
+				c.EventsAfter = append(c.EventsAfter, e.ClientJSON(view))
+			}
+		}
+		res.Results = append(res.Results, sr)
 	}
 	if res.Highlights, err = s.highlights(ctx, q.phrases, shown); err != nil {
 		return nil, err
@@ -482,7 +516,7 @@ func (s *Server) collectHits(ctx context.Context, user roomdag.UserID, current m
 		oldest := hits[len(hits)-1].Pos
 		kept := hits[:0]
 		for _, h := range hits {
-			if !q.filter.Allows(storage.SearchKeyType(h.Key), h.Sender) ||
+			if !q.filter.Allows(storage.SearchKeyType(h.Key), h.Sender) || q.hidesIgnored(h) ||
 				q.filter.ContainsURL != nil && *q.filter.ContainsURL != h.HasURL || tok != nil && !tok.inGroup(h) {
 				continue
 			}
@@ -509,6 +543,13 @@ func (s *Server) collectHits(ctx context.Context, user roomdag.UserID, current m
 		}
 		from, batch = oldest-1, min(2*batch, budget.rank)
 	}
+}
+
+// hidesIgnored reports whether h is a message of a user the searcher
+// ignores. Names and topics are state events, which ignoring does not hide
+// (sync.Ignored.Hides); messages are indexed only when they are not state.
+func (q *roomSearch) hidesIgnored(h storage.SearchHit) bool {
+	return q.ignored[h.Sender] && h.Key == storage.SearchKeyBody
 }
 
 // estimateCount is the count of a search that found n results among the
@@ -582,9 +623,11 @@ func (s *Server) visibleHits(ctx context.Context, user roomdag.UserID, current m
 }
 
 // resultContext is the events around a result, as /context shows them
-// (events_before newest first), with pagination tokens for /messages.
-func (s *Server) resultContext(ctx context.Context, view roomdag.ClientView, user roomdag.UserID, membership string,
-	ev *roomdag.StoredEvent, p *searchContextParams) (*searchContext, error) {
+// (before newest first, without ignored users' events), with pagination
+// tokens for /messages. The caller renders the events into the context's
+// events_before and events_after.
+func (s *Server) resultContext(ctx context.Context, user roomdag.UserID, membership string, ignored sync.Ignored,
+	ev *roomdag.StoredEvent, p *searchContextParams) (c *searchContext, before, after []*roomdag.StoredEvent, err error) {
 	at := storage.TopoPos{Depth: ev.Depth(), Pos: ev.Pos}
 	side := func(backwards bool, n int) ([]*roomdag.StoredEvent, storage.TopoPos, error) {
 		if n == 0 {
@@ -600,26 +643,20 @@ func (s *Server) resultContext(ctx context.Context, view roomdag.ClientView, use
 			cursor = storage.TopoPos{Depth: last.Depth(), Pos: last.Pos}
 		}
 		vis, err := sync.FilterVisible(ctx, s.store, user, membership, evs)
-		return vis, cursor, err
+		return ignored.Drop(vis), cursor, err
 	}
 	before, start, err := side(true, p.before)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	after, end, err := side(false, p.after)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	// As in /context: start is the place before the oldest event read,
 	// end the place after the newest.
 	end.Pos++
-	c := &searchContext{Start: topoString(start), End: topoString(end), EventsBefore: []json.RawMessage{}, EventsAfter: []json.RawMessage{}}
-	for _, e := range before {
-		c.EventsBefore = append(c.EventsBefore, e.ClientJSON(view))
-	}
-	for _, e := range after {
-		c.EventsAfter = append(c.EventsAfter, e.ClientJSON(view))
-	}
+	c = &searchContext{Start: topoString(start), End: topoString(end), EventsBefore: []json.RawMessage{}, EventsAfter: []json.RawMessage{}}
 	if p.profile {
 		last := ev
 		if len(after) > 0 {
@@ -630,10 +667,10 @@ func (s *Server) resultContext(ctx context.Context, view roomdag.ClientView, use
 			senders[e.Sender()] = true
 		}
 		if c.ProfileInfo, err = s.profilesAt(ctx, last, senders); err != nil {
-			return nil, err
+			return nil, nil, nil, err
 		}
 	}
-	return c, nil
+	return c, before, after, nil
 }
 
 // profilesAt is the senders' profiles in the room's state after ev (spec:

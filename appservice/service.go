@@ -231,10 +231,11 @@ func (s *Service) Receipt(room roomdag.RoomID, user roomdag.UserID, typ, thread 
 	s.eph.send(ephemeralInput{kind: kindReceipt, room: room, user: user, receiptType: typ, thread: thread, event: event, ts: tsMS})
 }
 
-// Presence tells the services of a presence change: content is the
-// m.presence event content. It goes to the services whose namespaces
-// cover the user or that share a room with it.
-func (s *Service) Presence(user roomdag.UserID, content json.RawMessage) {
+// PresenceChanged tells the services of a presence change (it
+// implements sync.PresenceListener): content is the m.presence event
+// content. It goes to the services whose namespaces cover the user or
+// that share a room with it. It never blocks.
+func (s *Service) PresenceChanged(user roomdag.UserID, content json.RawMessage) {
 	s.eph.send(ephemeralInput{kind: kindPresence, user: user, content: content})
 }
 

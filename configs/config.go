@@ -142,7 +142,7 @@ type Config struct {
 	// documentation and reserved ranges, and their IPv6 counterparts
 	// (unique local, link-local, NAT64, 6to4): the server must not become
 	// a way into the network it runs in.
-	// Default: see DefaultURLPreviewIPRangeBlacklist.
+	// Default: see DefaultIPRangeBlacklist.
 	URLPreviewIPRangeBlacklist []string `yaml:"url_preview_ip_range_blacklist"`
 
 	// URLPreviewIPRangeWhitelist lists IP ranges that URL previews may
@@ -156,6 +156,24 @@ type Config struct {
 	// left out. At least 1.
 	// Default: 10 MiB ("10M").
 	MaxSpiderSize ByteSize `yaml:"max_spider_size"`
+
+	// IPRangeBlacklist lists the IP ranges (CIDR, or single addresses)
+	// that the server's other outbound requests never connect to: those
+	// to push gateways (Synapse also applies it to federation, which this
+	// server does not send yet). Checked on the address actually
+	// dialled, like URLPreviewIPRangeBlacklist, so a pusher URL whose
+	// host resolves into a range fails delivery. Clients choose pusher
+	// URLs, so without it any user could make the server post to
+	// internal services.
+	// Default: see DefaultIPRangeBlacklist (the same list as
+	// URLPreviewIPRangeBlacklist).
+	IPRangeBlacklist []string `yaml:"ip_range_blacklist"`
+
+	// IPRangeWhitelist lists IP ranges that outbound requests may reach
+	// even though IPRangeBlacklist covers them (a push gateway on the
+	// local network, say).
+	// Default: empty.
+	IPRangeWhitelist []string `yaml:"ip_range_whitelist"`
 
 	// RateLimiting configures the rate limits.
 	// Default: see RateLimiting.
@@ -225,10 +243,10 @@ type Presence struct {
 	Enabled bool `yaml:"enabled"`
 }
 
-// DefaultURLPreviewIPRangeBlacklist returns the default of
-// URLPreviewIPRangeBlacklist: Synapse's recommended list, plus the
-// "this network", reserved, NAT64, discard and 6to4 ranges.
-func DefaultURLPreviewIPRangeBlacklist() []string {
+// DefaultIPRangeBlacklist returns the default of both
+// URLPreviewIPRangeBlacklist and IPRangeBlacklist: Synapse's recommended
+// list, plus the "this network", reserved, NAT64, discard and 6to4 ranges.
+func DefaultIPRangeBlacklist() []string {
 	return []string{
 		"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
 		"192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
@@ -242,17 +260,23 @@ func DefaultURLPreviewIPRangeBlacklist() []string {
 // URLPreviewIPRangeWhitelist as prefixes; Validate has checked them, and
 // entries that do not parse are left out.
 func (c *Config) URLPreviewIPRanges() (deny, allow []netip.Prefix) {
-	for _, s := range c.URLPreviewIPRangeBlacklist {
+	return ipRanges(c.URLPreviewIPRangeBlacklist), ipRanges(c.URLPreviewIPRangeWhitelist)
+}
+
+// IPRanges returns IPRangeBlacklist and IPRangeWhitelist as prefixes, as
+// URLPreviewIPRanges does.
+func (c *Config) IPRanges() (deny, allow []netip.Prefix) {
+	return ipRanges(c.IPRangeBlacklist), ipRanges(c.IPRangeWhitelist)
+}
+
+func ipRanges(list []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range list {
 		if p, err := parseIPRange(s); err == nil {
-			deny = append(deny, p)
+			out = append(out, p)
 		}
 	}
-	for _, s := range c.URLPreviewIPRangeWhitelist {
-		if p, err := parseIPRange(s); err == nil {
-			allow = append(allow, p)
-		}
-	}
-	return deny, allow
+	return out
 }
 
 // parseIPRange parses a CIDR range or a single IP address (a range of
@@ -310,8 +334,10 @@ func Default() Config {
 		MaxUploadSize:                  50 * MiB,
 		RefreshableAccessTokenLifetime: 0,
 		URLPreviewEnabled:              false,
-		URLPreviewIPRangeBlacklist:     DefaultURLPreviewIPRangeBlacklist(),
+		URLPreviewIPRangeBlacklist:     DefaultIPRangeBlacklist(),
 		URLPreviewIPRangeWhitelist:     []string{},
+		IPRangeBlacklist:               DefaultIPRangeBlacklist(),
+		IPRangeWhitelist:               []string{},
 		MaxSpiderSize:                  10 * MiB,
 		Presence:                       Presence{Enabled: true},
 		RateLimiting: RateLimiting{

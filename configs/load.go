@@ -374,6 +374,8 @@ func (c *Config) validate(lines map[string]int) []*FieldError {
 	}{
 		{"url_preview_ip_range_blacklist", c.URLPreviewIPRangeBlacklist},
 		{"url_preview_ip_range_whitelist", c.URLPreviewIPRangeWhitelist},
+		{"ip_range_blacklist", c.IPRangeBlacklist},
+		{"ip_range_whitelist", c.IPRangeWhitelist},
 	} {
 		for i, r := range list.ranges {
 			if _, err := parseIPRange(r); err != nil {

@@ -8,20 +8,19 @@ import (
 	"image"
 	"io"
 	"mime"
-	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"path"
 	"strings"
 	gosync "sync"
-	"syscall"
 	"time"
 	"unicode/utf8"
 
 	"golang.org/x/net/html"
 
 	"github.com/persistentchat/homeserver/clock"
+	"github.com/persistentchat/homeserver/netguard"
 	"github.com/persistentchat/homeserver/roomdag"
 )
 
@@ -30,17 +29,18 @@ import (
 // description meta tag), store its og:image in the repository and answer
 // with an mxc:// URI in its place. Results are cached per URL.
 //
-// The server fetches what users ask it to, so every connection is checked
-// against the IP deny-list on the address actually dialled (a net.Dialer
-// Control hook): redirects and host names that resolve to a denied
-// address, including by DNS rebinding between a check and the connection,
-// are refused the same way. Proxies from the environment are not used, as
+// The server fetches what users ask it to, so every connection goes
+// through the IP deny-list (package netguard) on the address actually
+// dialled: redirects and host names that resolve to a denied address,
+// including by DNS rebinding between a check and the connection, are
+// refused the same way. Proxies from the environment are not used, as
 // they would hide the real destination.
 
 // Errors the api package maps to Matrix errors.
 var (
-	// ErrBlockedIP: the URL leads to an address on the deny-list.
-	ErrBlockedIP = errors.New("media: IP address blocked")
+	// ErrBlockedIP: the URL leads to an address on the deny-list. It is
+	// netguard's error, which refused dials wrap.
+	ErrBlockedIP = netguard.ErrBlocked
 	// ErrBadURL: not an absolute http(s) URL.
 	ErrBadURL = errors.New("media: not an http or https URL")
 	// ErrFetch: the page could not be fetched (connection, status,
@@ -50,9 +50,8 @@ var (
 
 // PreviewConfig configures URL previews.
 type PreviewConfig struct {
-	// Deny lists the IP ranges never connected to; Allow the ranges that
-	// may be reached although Deny covers them.
-	Deny, Allow []netip.Prefix
+	// Guard is the IP deny-list every connection is checked against.
+	Guard netguard.Guard
 	// MaxBytes is the most read of one page or image.
 	MaxBytes int64
 	// ServerName names the server in the mxc:// URIs of stored images.
@@ -107,10 +106,9 @@ type previewCall struct {
 // NewPreviewer returns a previewer that stores images in repo.
 func NewPreviewer(cfg PreviewConfig, repo *Repository, clk clock.Clock) *Previewer {
 	p := &Previewer{cfg: cfg, repo: repo, clock: clk, cache: map[string]cachedPreview{}, inflight: map[string]*previewCall{}}
-	dialer := &net.Dialer{Timeout: previewTimeout, Control: p.checkDial}
 	transport := &http.Transport{
 		Proxy:                 nil,
-		DialContext:           dialer.DialContext,
+		DialContext:           cfg.Guard.Dialer(previewTimeout).DialContext,
 		ForceAttemptHTTP2:     true,
 		TLSHandshakeTimeout:   previewTimeout,
 		ResponseHeaderTimeout: previewTimeout,
@@ -119,42 +117,6 @@ func NewPreviewer(cfg PreviewConfig, repo *Repository, clk clock.Clock) *Preview
 	}
 	p.client = &http.Client{Transport: transport, CheckRedirect: p.checkRedirect}
 	return p
-}
-
-// Blocked reports whether the deny-list (less the allow-list) covers a.
-// An IPv4-mapped IPv6 address counts as its IPv4 address, and a zoned one
-// (fe80::1%eth0) as the address without its zone: netip.Prefix.Contains
-// never matches a zoned address, which would let it through.
-func (p *Previewer) Blocked(a netip.Addr) bool {
-	a = a.Unmap().WithZone("")
-	for _, r := range p.cfg.Allow {
-		if r.Contains(a) {
-			return false
-		}
-	}
-	for _, r := range p.cfg.Deny {
-		if r.Contains(a) {
-			return true
-		}
-	}
-	return false
-}
-
-// checkDial is the dialer's Control hook: it runs for every connection
-// attempt with the resolved address, just before connecting.
-func (p *Previewer) checkDial(network, address string, _ syscall.RawConn) error {
-	host, _, err := net.SplitHostPort(address)
-	if err != nil {
-		return err
-	}
-	a, err := netip.ParseAddr(host)
-	if err != nil {
-		return fmt.Errorf("media: dialling a non-IP address %q", address)
-	}
-	if p.Blocked(a) {
-		return fmt.Errorf("%w: %s", ErrBlockedIP, a)
-	}
-	return nil
 }
 
 // checkRedirect refuses redirects to other schemes, to denied IP
@@ -175,7 +137,7 @@ func (p *Previewer) checkURL(u *url.URL) error {
 	if u.Scheme != "http" && u.Scheme != "https" || u.Hostname() == "" {
 		return ErrBadURL
 	}
-	if a, err := netip.ParseAddr(u.Hostname()); err == nil && p.Blocked(a) {
+	if a, err := netip.ParseAddr(u.Hostname()); err == nil && p.cfg.Guard.Blocked(a) {
 		return fmt.Errorf("%w: %s", ErrBlockedIP, a)
 	}
 	return nil

@@ -45,8 +45,9 @@ type Store interface {
 	// position.
 	PushRulesChangedSince(ctx context.Context, after int64) ([]roomdag.UserID, int64, error)
 	// NotifyTotals returns the running totals of the room's newest
-	// default notification row (zeros when it has none).
-	NotifyTotals(ctx context.Context, room roomdag.RoomID) (notify, highlight int64, err error)
+	// default notification row and of the thread's newest ("" for the
+	// main timeline), zeros where there is none.
+	NotifyTotals(ctx context.Context, room roomdag.RoomID, thread roomdag.EventID) (roomTotals, threadTotals [2]int64, err error)
 	// PutNotifications stores a step and moves the position from b.From
 	// to b.To in one transaction; it fails if the position is not b.From.
 	PutNotifications(ctx context.Context, b storage.NotifyBatch) error
@@ -87,9 +88,9 @@ type Worker struct {
 	// Owned by the goroutine running Step.
 	rooms    map[roomdag.RoomID]*roomCache
 	rules    map[roomdag.UserID]*userRules
-	rulesPos int64                        // account data position the rules cache reflects
-	totals   map[roomdag.RoomID]*[2]int64 // running default totals: notify, highlight
-	defaults Ruleset                      // the defaults, for a member the event does not name
+	rulesPos int64                   // account data position the rules cache reflects
+	totals   map[threadKey]*[2]int64 // running default totals: notify, highlight; thread "*" is the room's
+	defaults Ruleset                 // the defaults, for a member the event does not name
 
 	mu       gosync.Mutex
 	pos      roomdag.StreamPos
@@ -102,7 +103,7 @@ func NewWorker(store Store, waker Waker, server roomdag.ServerName, clk clock.Cl
 	w := &Worker{store: store, waker: waker, server: server, clock: clk, log: log,
 		signal: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
 		rooms: map[roomdag.RoomID]*roomCache{}, rules: map[roomdag.UserID]*userRules{}, rulesPos: -1,
-		totals: map[roomdag.RoomID]*[2]int64{}, defaults: Defaults(nobody),
+		totals: map[threadKey]*[2]int64{}, defaults: Defaults(nobody),
 		advanced: make(chan struct{})}
 	w.signal <- struct{}{} // catch up on whatever committed while it was down
 	return w
@@ -256,7 +257,7 @@ func (w *Worker) Step(ctx context.Context) (int, error) {
 	to := b.To
 	if err := w.store.PutNotifications(ctx, b); err != nil {
 		// The caches may be ahead of storage.
-		w.rooms, w.totals = map[roomdag.RoomID]*roomCache{}, map[roomdag.RoomID]*[2]int64{}
+		w.rooms, w.totals = map[roomdag.RoomID]*roomCache{}, map[threadKey]*[2]int64{}
 		return 0, err
 	}
 	if w.waker != nil {
@@ -350,18 +351,36 @@ func (w *Worker) ignoredBy(ctx context.Context, user roomdag.UserID) (map[roomda
 	return out, nil
 }
 
-// roomTotals returns the room's running default totals, cached.
-func (w *Worker) roomTotals(ctx context.Context, room roomdag.RoomID) (*[2]int64, error) {
-	if t, ok := w.totals[room]; ok {
-		return t, nil
+// threadKey names a thread of a room; thread "" is the main timeline
+// and allThreads the room as a whole.
+type threadKey struct {
+	room   roomdag.RoomID
+	thread roomdag.EventID
+}
+
+const allThreads = roomdag.EventID("*")
+
+// runningTotals returns the running default totals of the room and of the
+// thread, cached.
+func (w *Worker) runningTotals(ctx context.Context, room roomdag.RoomID, thread roomdag.EventID) (inRoom, inThread *[2]int64, err error) {
+	rk, tk := threadKey{room, allThreads}, threadKey{room, thread}
+	inRoom, inThread = w.totals[rk], w.totals[tk]
+	if inRoom != nil && inThread != nil {
+		return inRoom, inThread, nil
 	}
-	n, h, err := w.store.NotifyTotals(ctx, room)
+	r, t, err := w.store.NotifyTotals(ctx, room, thread)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	t := &[2]int64{n, h}
-	w.totals[room] = t
-	return t, nil
+	if inRoom == nil {
+		inRoom = &r
+		w.totals[rk] = inRoom
+	}
+	if inThread == nil {
+		inThread = &t
+		w.totals[tk] = inThread
+	}
+	return inRoom, inThread, nil
 }
 
 // roomCache is what evaluation needs of a room's state at one snapshot:
@@ -498,12 +517,18 @@ func (w *Worker) evaluate(ctx context.Context, ev storage.NotifyEvent, b *storag
 		ectx.SenderLevel = rc.pl.UserLevel(sender)
 		ectx.NotificationLevel = rc.pl.NotificationLevel
 	}
+	// The thread the event is in, for thread-aware counts: a thread root
+	// itself is in the main timeline.
+	var thread roomdag.EventID
+	if rel, ok := ev.Relation(); ok && rel.RelType == roomdag.RelThread {
+		thread = rel.Parent
+	}
 	def, err := newOutcome(Evaluate(&w.defaults, view, &ectx))
 	if err != nil {
 		return err
 	}
 	except := func(user roomdag.UserID, o outcome, against outcome) {
-		b.Exceptions = append(b.Exceptions, storage.Notification{User: user, Room: room, EventPos: ev.Pos,
+		b.Exceptions = append(b.Exceptions, storage.Notification{User: user, Room: room, EventPos: ev.Pos, Thread: thread,
 			Actions: o.actions, Highlight: o.highlight, TS: ev.OriginServerTS(),
 			NotifyDelta: delta(o.notify, against.notify), HighlightDelta: delta(o.highlight, against.highlight)})
 		if o.notify {
@@ -571,16 +596,19 @@ func (w *Worker) evaluate(ctx context.Context, ev storage.NotifyEvent, b *storag
 	if !def.notify {
 		return nil
 	}
-	t, err := w.roomTotals(ctx, room)
+	rt, tt, err := w.runningTotals(ctx, room, thread)
 	if err != nil {
 		return err
 	}
-	t[0]++
-	if def.highlight {
-		t[1]++
+	for _, t := range []*[2]int64{rt, tt} {
+		t[0]++
+		if def.highlight {
+			t[1]++
+		}
 	}
-	b.Events = append(b.Events, storage.EventNotification{Room: room, EventPos: ev.Pos, Actions: def.actions,
-		Highlight: def.highlight, TS: ev.OriginServerTS(), NotifyTotal: t[0], HighlightTotal: t[1]})
+	b.Events = append(b.Events, storage.EventNotification{Room: room, EventPos: ev.Pos, Thread: thread, Actions: def.actions,
+		Highlight: def.highlight, TS: ev.OriginServerTS(), NotifyTotal: rt[0], HighlightTotal: rt[1],
+		ThreadNotifyTotal: tt[0], ThreadHighlightTotal: tt[1]})
 	// The default row notifies every member but the sender. Waking them
 	// all once per room and step is enough, unless the members changed
 	// since, or that once left out a sender who is notified now.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/persistentchat/homeserver/clock"
+	"github.com/persistentchat/homeserver/netguard"
 	"github.com/persistentchat/homeserver/push"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
@@ -30,6 +31,13 @@ import (
 // failing for GiveUpAfter (as Synapse does), so a gateway that comes back
 // is not flooded with stale alerts. At most Backlog notifications wait
 // per pusher: past that the oldest are skipped.
+//
+// Clients choose their gateways' URLs, so every connection goes through
+// the server's IP deny-list (config ip_range_blacklist, package netguard)
+// on the address actually dialled: a gateway that resolves into a denied
+// range is never contacted, and the attempt fails like any other.
+// Proxies from the environment are not used, as they would hide the real
+// destination.
 
 // Store is what the sender reads and writes.
 type Store interface {
@@ -112,11 +120,21 @@ type Sender struct {
 }
 
 // NewSender makes a sender. clk times the back-off and the give-up
-// period.
-func NewSender(store Store, rooms RoomStates, clk clock.Clock, log *slog.Logger) *Sender {
+// period; guard is the IP deny-list gateways are reached through.
+func NewSender(store Store, rooms RoomStates, clk clock.Clock, log *slog.Logger, guard netguard.Guard) *Sender {
+	transport := &http.Transport{
+		Proxy:                 nil,
+		DialContext:           guard.Dialer(requestTimeout).DialContext,
+		ForceAttemptHTTP2:     true,
+		TLSHandshakeTimeout:   requestTimeout,
+		ResponseHeaderTimeout: requestTimeout,
+		MaxIdleConns:          100,
+		IdleConnTimeout:       90 * time.Second,
+	}
 	return &Sender{store: store, rooms: rooms, clock: clk, log: log,
 		client: &http.Client{
-			Timeout: requestTimeout,
+			Transport: transport,
+			Timeout:   requestTimeout,
 			// A redirect is an answer other than 2xx: a failure.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
@@ -483,7 +501,12 @@ func (l *loop) failed(p *storage.Pusher, n storage.Notification, cause error) er
 		}
 	}
 	if now-p.FailingSince < GiveUpAfter.Milliseconds() {
-		l.log.Info("push failed: retrying", "err", cause, "retry_in", l.backoff)
+		level := slog.LevelInfo
+		if errors.Is(cause, netguard.ErrBlocked) {
+			// Not the gateway's fault: it is the operator's to allow.
+			level = slog.LevelWarn
+		}
+		l.log.Log(l.ctx, level, "push failed: retrying", "err", cause, "retry_in", l.backoff)
 		return errGateway
 	}
 	l.log.Warn("push gateway failing for too long: giving up on a notification",
@@ -510,7 +533,8 @@ func (l *loop) unread() (int64, error) {
 	}
 	var n int64
 	for _, c := range counts {
-		n += c.Notifications
+		total, _ := c.Total()
+		n += total
 	}
 	return n, nil
 }

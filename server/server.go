@@ -24,6 +24,7 @@ import (
 	"github.com/persistentchat/homeserver/configs"
 	"github.com/persistentchat/homeserver/federation"
 	"github.com/persistentchat/homeserver/media"
+	"github.com/persistentchat/homeserver/netguard"
 	"github.com/persistentchat/homeserver/push"
 	"github.com/persistentchat/homeserver/pusher"
 	"github.com/persistentchat/homeserver/roomdag"
@@ -111,9 +112,10 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	// events back from storage, so none is lost across a restart.
 	// The worker wakes both /sync and the pushers. The pushers read room
 	// names through the write path (hs.Rooms, set below, before they start).
+	deny, allow := cfg.IPRanges() // ip_range_blacklist: pushers choose their URLs
 	hs.Pushers = pusher.NewSender(db, pusher.RoomStatesFunc(func(ctx context.Context, id roomdag.RoomID) (*roomdag.RoomState, error) {
 		return hs.Rooms.State(ctx, id)
-	}), clk, log)
+	}), clk, log, netguard.Guard{Deny: deny, Allow: allow})
 	hs.Notifications = push.NewWorker(db, push.Wakers{notifier, hs.Pushers}, server, clk, log)
 	// The services' ephemeral fan-out reads current room state through
 	// the write path, which is built next with the services among its
@@ -124,7 +126,9 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	}), clk, log, nil)
 	rooms = roomdag.NewRooms(db, key, clk, notifier, hs.Notifications, hs.AppServices)
 	hs.Rooms = rooms
-	syncer := sync.NewSyncer(db, hs.Rooms, notifier, clk, log, cfg.BackchatDefault, cfg.BackchatMax, cfg.Presence.Enabled)
+	// Every presence change, from PUT /presence, /sync or the offline
+	// timeout, reaches the services with receive_ephemeral.
+	syncer := sync.NewSyncer(db, hs.Rooms, notifier, clk, log, cfg.BackchatDefault, cfg.BackchatMax, cfg.Presence.Enabled, hs.AppServices)
 	hs.Syncer = syncer
 	tokens := make([]string, len(cfg.RegistrationTokens))
 	for i, t := range cfg.RegistrationTokens {
@@ -174,7 +178,7 @@ func urlPreview(cfg *configs.Config) *media.PreviewConfig {
 		return nil
 	}
 	deny, allow := cfg.URLPreviewIPRanges()
-	return &media.PreviewConfig{Deny: deny, Allow: allow, MaxBytes: int64(cfg.MaxSpiderSize)}
+	return &media.PreviewConfig{Guard: netguard.Guard{Deny: deny, Allow: allow}, MaxBytes: int64(cfg.MaxSpiderSize)}
 }
 
 // Listen binds the client API listener; Addr is known after it returns.

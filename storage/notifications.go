@@ -28,14 +28,19 @@ type NotifyEvent struct {
 // applies to every local member whose join span covers the event and who
 // has no Notification row (an exception) for it.
 type EventNotification struct {
-	Room      roomdag.RoomID
-	EventPos  roomdag.StreamPos
+	Room     roomdag.RoomID
+	EventPos roomdag.StreamPos
+	// Thread is the root of the thread the event is in, "" for the main
+	// timeline.
+	Thread    roomdag.EventID
 	Actions   json.RawMessage
 	Highlight bool
 	TS        int64 // ms
 	// Running totals of the room's default notifications and highlights,
-	// this event included.
-	NotifyTotal, HighlightTotal int64
+	// this event included, and the same within the event's thread (the
+	// main timeline being one).
+	NotifyTotal, HighlightTotal             int64
+	ThreadNotifyTotal, ThreadHighlightTotal int64
 }
 
 // Notification is one user's notification for one event. As an exception
@@ -46,6 +51,7 @@ type Notification struct {
 	Room      roomdag.RoomID
 	EventPos  roomdag.StreamPos
 	EventID   roomdag.EventID // filled when read back
+	Thread    roomdag.EventID // as in EventNotification
 	Actions   json.RawMessage
 	Highlight bool
 	TS        int64 // ms
@@ -75,8 +81,22 @@ type NotifyBatch struct {
 	Joins      []JoinChange
 }
 
-// UnreadCount is a user's unread notification counts in one room.
+// UnreadCount is a user's unread notification counts in one room's main
+// timeline, or in one thread; Threads holds the room's threads with
+// unread notifications (spec: "Receiving notifications", threads).
 type UnreadCount struct {
 	Notifications int64
 	Highlights    int64
+	Threads       map[roomdag.EventID]UnreadCount
+}
+
+// Total is the room's counts with its threads' added in, as a client that
+// does not count threads apart sees them.
+func (c UnreadCount) Total() (notifications, highlights int64) {
+	notifications, highlights = c.Notifications, c.Highlights
+	for _, t := range c.Threads {
+		notifications += t.Notifications
+		highlights += t.Highlights
+	}
+	return notifications, highlights
 }

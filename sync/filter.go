@@ -38,6 +38,9 @@ type RoomEventFilter struct {
 	ContainsURL             *bool     `json:"contains_url,omitempty"`
 	LazyLoadMembers         bool      `json:"lazy_load_members,omitempty"`
 	IncludeRedundantMembers bool      `json:"include_redundant_members,omitempty"`
+	// UnreadThreadNotifications asks for counts per thread, apart from
+	// the main timeline's (spec: "Receiving notifications").
+	UnreadThreadNotifications bool `json:"unread_thread_notifications,omitempty"`
 }
 
 // RoomFilter is the "room" part of a sync filter.

@@ -60,6 +60,17 @@ const (
 	maxPresencePeerChecks = 8
 )
 
+// PresenceListener hears of every presence change, whatever made it: PUT
+// /presence, a sync's set_presence or the offline timeout. It is the one
+// place changes leave this package (application services with
+// receive_ephemeral get them as m.presence events).
+type PresenceListener interface {
+	// PresenceChanged is called after the change is stored, in order for
+	// each user, with the m.presence content as it stands then. It must
+	// not block: the user's presence stays locked while it runs.
+	PresenceChanged(user roomdag.UserID, content json.RawMessage)
+}
+
 // ErrPresenceHidden: the viewer may not see that user's presence (they
 // share no room).
 var ErrPresenceHidden = errors.New("sync: presence not visible")
@@ -112,6 +123,7 @@ type presence struct {
 	store    PresenceStore
 	clock    clock.Clock
 	notifier *Notifier
+	listener PresenceListener // nil: none
 	log      *slog.Logger
 	closing  <-chan struct{}
 
@@ -145,8 +157,8 @@ type userPresence struct {
 // newPresence loads the users stored as online or unavailable and gives
 // them the offline timeout from now: unless a client syncs, they go
 // offline, as their clients may have gone while the server was down.
-func newPresence(enabled bool, store PresenceStore, clk clock.Clock, n *Notifier, log *slog.Logger, closing <-chan struct{}) *presence {
-	p := &presence{enabled: enabled, store: store, clock: clk, notifier: n, log: log, closing: closing,
+func newPresence(enabled bool, store PresenceStore, clk clock.Clock, n *Notifier, listener PresenceListener, log *slog.Logger, closing <-chan struct{}) *presence {
+	p := &presence{enabled: enabled, store: store, clock: clk, notifier: n, listener: listener, log: log, closing: closing,
 		users: map[roomdag.UserID]*userPresence{}, timers: make(chan (<-chan time.Time), 1)}
 	ctx := context.Background()
 	pos, err := store.PresencePos(ctx)
@@ -230,6 +242,10 @@ func (p *presence) changeLocked(ctx context.Context, id roomdag.UserID, u *userP
 	next.Pos = pos
 	u.cur, u.explicit = next, explicit
 	p.notifier.presenceChanged(id, pos)
+	if p.listener != nil {
+		b, _ := json.Marshal(presenceContent(next, p.clock.Now())) // strings, numbers, bools: cannot fail
+		p.listener.PresenceChanged(id, b)
+	}
 	return nil
 }
 
@@ -430,9 +446,6 @@ func (p *presence) current(ctx context.Context, id roomdag.UserID) (storage.Pres
 	}
 	return row, err
 }
-
-// PresenceEnabled reports whether presence is on (config presence.enabled).
-func (s *Syncer) PresenceEnabled() bool { return s.presence.enabled }
 
 // SetPresence is PUT /presence/{userId}/status: state is online,
 // unavailable or offline, statusMsg "" for none. With presence off it

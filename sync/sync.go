@@ -84,8 +84,9 @@ func (s *Syncer) Close() { s.closeOnce.Do(func() { close(s.closing) }) }
 // valid.
 //
 // With presenceEnabled false, /sync carries no presence and set_presence
-// is ignored (config presence.enabled).
-func NewSyncer(store Store, rooms *roomdag.Rooms, n *Notifier, clk clock.Clock, log *slog.Logger, backchatDefault, backchatMax int, presenceEnabled bool) *Syncer {
+// is ignored (config presence.enabled). onPresence (nil: none) hears of
+// every presence change once stored (PresenceListener).
+func NewSyncer(store Store, rooms *roomdag.Rooms, n *Notifier, clk clock.Clock, log *slog.Logger, backchatDefault, backchatMax int, presenceEnabled bool, onPresence PresenceListener) *Syncer {
 	if pos, err := store.ReceiptPos(context.Background()); err != nil {
 		log.Error("reading the receipt stream position", "err", err)
 	} else {
@@ -94,7 +95,7 @@ func NewSyncer(store Store, rooms *roomdag.Rooms, n *Notifier, clk clock.Clock, 
 	closing := make(chan struct{})
 	return &Syncer{store: store, rooms: rooms, notifier: n, typing: newTyping(clk, n), clock: clk, log: log,
 		backchatDefault: backchatDefault, backchatMax: backchatMax, closing: closing,
-		presence: newPresence(presenceEnabled, store, clk, n, log, closing)}
+		presence: newPresence(presenceEnabled, store, clk, n, onPresence, log, closing)}
 }
 
 // SetTyping marks user as typing in room for timeout (capped at
@@ -162,6 +163,8 @@ type JoinedRoom struct {
 	Ephemeral           EventList      `json:"ephemeral"`
 	Summary             map[string]any `json:"summary"`
 	UnreadNotifications Unread         `json:"unread_notifications"`
+	// UnreadThreadNotifications: by thread root, when the filter asks.
+	UnreadThreadNotifications map[roomdag.EventID]Unread `json:"unread_thread_notifications,omitempty"`
 }
 
 // Unread holds a room's notification counts.
@@ -369,7 +372,7 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 	if resp.Presence.Events, err = s.presenceEvents(ctx, req, since, cur); err != nil {
 		return nil, err
 	}
-	if err := s.unread(ctx, req.User, resp.Rooms.Join); err != nil {
+	if err := s.unread(ctx, req, resp.Rooms.Join); err != nil {
 		return nil, err
 	}
 	return resp, nil
@@ -377,9 +380,10 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 
 // unread fills in the joined rooms' notification counts: the user's
 // notifications after their read receipt (spec: "Receiving
-// notifications"). Thread-aware counts (unread_thread_notifications) are
-// not kept yet: every notification counts for the room.
-func (s *Syncer) unread(ctx context.Context, user roomdag.UserID, join map[roomdag.RoomID]*JoinedRoom) error {
+// notifications"). With the filter's unread_thread_notifications, the
+// main timeline and each thread are counted apart; without, a room's
+// count is their sum.
+func (s *Syncer) unread(ctx context.Context, req Request, join map[roomdag.RoomID]*JoinedRoom) error {
 	if len(join) == 0 {
 		return nil
 	}
@@ -387,12 +391,25 @@ func (s *Syncer) unread(ctx context.Context, user roomdag.UserID, join map[roomd
 	for id := range join {
 		rooms = append(rooms, id)
 	}
-	counts, err := s.store.UnreadCounts(ctx, user, rooms)
+	counts, err := s.store.UnreadCounts(ctx, req.User, rooms)
 	if err != nil {
 		return err
 	}
+	perThread := req.Filter.Room.Timeline.UnreadThreadNotifications
 	for id, c := range counts {
-		join[id].UnreadNotifications = Unread{NotificationCount: c.Notifications, HighlightCount: c.Highlights}
+		jr := join[id]
+		if !perThread {
+			n, h := c.Total()
+			jr.UnreadNotifications = Unread{NotificationCount: n, HighlightCount: h}
+			continue
+		}
+		jr.UnreadNotifications = Unread{NotificationCount: c.Notifications, HighlightCount: c.Highlights}
+		for root, tc := range c.Threads {
+			if jr.UnreadThreadNotifications == nil {
+				jr.UnreadThreadNotifications = map[roomdag.EventID]Unread{}
+			}
+			jr.UnreadThreadNotifications[root] = Unread{NotificationCount: tc.Notifications, HighlightCount: tc.Highlights}
+		}
 	}
 	return nil
 }

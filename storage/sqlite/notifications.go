@@ -83,14 +83,16 @@ func (db *DB) PushRulesChangedSince(ctx context.Context, after int64) ([]roomdag
 var errNotifyMoved = errors.New("storage: the notification position moved under the worker")
 
 // NotifyTotals returns the running totals of the room's newest default
-// notification row (zeros when it has none).
-func (db *DB) NotifyTotals(ctx context.Context, room roomdag.RoomID) (notify, highlight int64, err error) {
-	err = db.r.QueryRowContext(ctx, `SELECT notify_total, highlight_total FROM event_notifications
-		WHERE room_id = ? ORDER BY event_pos DESC LIMIT 1`, string(room)).Scan(&notify, &highlight)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, 0, nil
-	}
-	return notify, highlight, err
+// notification row and of the newest in the thread ("" for the main
+// timeline); zeros where there is none.
+func (db *DB) NotifyTotals(ctx context.Context, room roomdag.RoomID, thread roomdag.EventID) (roomTotals, threadTotals [2]int64, err error) {
+	err = db.r.QueryRowContext(ctx, `SELECT
+		COALESCE((SELECT notify_total FROM event_notifications WHERE room_id = ?1 ORDER BY event_pos DESC LIMIT 1), 0),
+		COALESCE((SELECT highlight_total FROM event_notifications WHERE room_id = ?1 ORDER BY event_pos DESC LIMIT 1), 0),
+		COALESCE((SELECT thread_notify_total FROM event_notifications WHERE room_id = ?1 AND thread_id = ?2 ORDER BY event_pos DESC LIMIT 1), 0),
+		COALESCE((SELECT thread_highlight_total FROM event_notifications WHERE room_id = ?1 AND thread_id = ?2 ORDER BY event_pos DESC LIMIT 1), 0)`,
+		string(room), string(thread)).Scan(&roomTotals[0], &roomTotals[1], &threadTotals[0], &threadTotals[1])
+	return roomTotals, threadTotals, err
 }
 
 // PutNotifications stores a step of the notification worker and moves its
@@ -106,34 +108,52 @@ func (db *DB) PutNotifications(ctx context.Context, b storage.NotifyBatch) error
 		if cur != int64(b.From) {
 			return fmt.Errorf("%w: at %d, expected %d", errNotifyMoved, cur, b.From)
 		}
+		threads := map[[2]string]int64{} // room, thread -> newest position
 		// Many rows per statement: the per-statement cost (cgo, bind,
 		// step) dominates small rows.
 		const perInsert = 100
 		for evs := b.Events; len(evs) > 0; {
 			chunk := evs[:min(len(evs), perInsert)]
 			evs = evs[len(chunk):]
-			args := make([]any, 0, 7*len(chunk))
+			args := make([]any, 0, 10*len(chunk))
 			for _, e := range chunk {
-				args = append(args, string(e.Room), int64(e.EventPos), string(e.Actions), e.Highlight, e.TS, e.NotifyTotal, e.HighlightTotal)
+				args = append(args, string(e.Room), int64(e.EventPos), string(e.Thread), string(e.Actions), e.Highlight, e.TS,
+					e.NotifyTotal, e.HighlightTotal, e.ThreadNotifyTotal, e.ThreadHighlightTotal)
+				if e.Thread != "" {
+					threads[[2]string{string(e.Room), string(e.Thread)}] = int64(e.EventPos)
+				}
 			}
-			if _, err := tx.Exec(`INSERT INTO event_notifications (room_id, event_pos, actions, highlight, ts, notify_total, highlight_total)
-				VALUES (?,?,?,?,?,?,?)`+strings.Repeat(`,(?,?,?,?,?,?,?)`, len(chunk)-1), args...); err != nil {
+			if _, err := tx.Exec(`INSERT INTO event_notifications (room_id, event_pos, thread_id, actions, highlight, ts,
+				notify_total, highlight_total, thread_notify_total, thread_highlight_total)
+				VALUES (?,?,?,?,?,?,?,?,?,?)`+strings.Repeat(`,(?,?,?,?,?,?,?,?,?,?)`, len(chunk)-1), args...); err != nil {
 				return err
 			}
 		}
 		for ns := b.Exceptions; len(ns) > 0; {
 			chunk := ns[:min(len(ns), perInsert)]
 			ns = ns[len(chunk):]
-			args := make([]any, 0, 8*len(chunk))
+			args := make([]any, 0, 9*len(chunk))
 			for _, n := range chunk {
 				var actions any // NULL: not notified
 				if n.Actions != nil {
 					actions = string(n.Actions)
 				}
-				args = append(args, string(n.User), int64(n.EventPos), string(n.Room), actions, n.Highlight, n.TS, n.NotifyDelta, n.HighlightDelta)
+				args = append(args, string(n.User), int64(n.EventPos), string(n.Room), string(n.Thread), actions, n.Highlight, n.TS,
+					n.NotifyDelta, n.HighlightDelta)
+				if n.Thread != "" {
+					k := [2]string{string(n.Room), string(n.Thread)}
+					threads[k] = max(threads[k], int64(n.EventPos))
+				}
 			}
-			if _, err := tx.Exec(`INSERT INTO notification_exceptions (user_id, event_pos, room_id, actions, highlight, ts, notify_delta, highlight_delta)
-				VALUES (?,?,?,?,?,?,?,?)`+strings.Repeat(`,(?,?,?,?,?,?,?,?)`, len(chunk)-1), args...); err != nil {
+			if _, err := tx.Exec(`INSERT INTO notification_exceptions (user_id, event_pos, room_id, thread_id, actions, highlight, ts,
+				notify_delta, highlight_delta)
+				VALUES (?,?,?,?,?,?,?,?,?)`+strings.Repeat(`,(?,?,?,?,?,?,?,?,?)`, len(chunk)-1), args...); err != nil {
+				return err
+			}
+		}
+		for k, pos := range threads {
+			if _, err := tx.Exec(`INSERT INTO notify_threads (room_id, thread_id, last_pos) VALUES (?, ?, ?)
+				ON CONFLICT (room_id, thread_id) DO UPDATE SET last_pos = MAX(last_pos, excluded.last_pos)`, k[0], k[1], pos); err != nil {
 				return err
 			}
 		}
@@ -158,70 +178,141 @@ func (db *DB) PutNotifications(ctx context.Context, b storage.NotifyBatch) error
 	}, nil)
 }
 
-// readUpTo is the event position of the user's newest read receipt in a
-// room (m.read or m.read.private, unthreaded or for the main timeline):
-// notifications at or before it are read. It is written for a query
-// with s.user_id and s.room_id in scope.
-const readUpTo = `COALESCE((SELECT MAX(r.event_pos) FROM receipts r WHERE r.room_id = s.room_id AND r.user_id = s.user_id
-	AND r.receipt_type IN ('m.read', 'm.read.private') AND r.thread_id IN ('', 'main')), 0)`
-
-// totalAt is a room's running default total (column col) at the newest
-// default row at or before position pos ("" for the newest row).
-func totalAt(col, pos string) string {
-	cond := ""
-	if pos != "" {
-		cond = ` AND e.event_pos <= ` + pos
-	}
-	return `COALESCE((SELECT e.` + col + ` FROM event_notifications e WHERE e.room_id = u.room_id` + cond +
-		` ORDER BY e.event_pos DESC LIMIT 1), 0)`
-}
-
-// UnreadCounts returns the user's unread notification and highlight counts
-// in each of rooms; rooms without unread notifications are absent. A
-// count is the room's default notifications after the later of the user's
-// join and read receipt, corrected by the user's exceptions there: a few
-// index seeks per room, however much is unread.
-func (db *DB) UnreadCounts(ctx context.Context, user roomdag.UserID, rooms []roomdag.RoomID) (map[roomdag.RoomID]storage.UnreadCount, error) {
-	out := map[roomdag.RoomID]storage.UnreadCount{}
-	// u is materialised: each room's since is then computed once, not once
-	// per subquery that reads it.
+// readReceipts returns, per room of rooms, the user's newest read
+// receipt position (m.read or m.read.private) per thread ID: "" for an
+// unthreaded receipt, "main" for the main timeline, else a thread root.
+func (db *DB) readReceipts(ctx context.Context, user roomdag.UserID, rooms []roomdag.RoomID) (map[roomdag.RoomID]map[string]int64, error) {
+	out := map[roomdag.RoomID]map[string]int64{}
 	for len(rooms) > 0 {
 		chunk := rooms[:min(len(rooms), 500)]
 		rooms = rooms[len(chunk):]
-		args := make([]any, 0, len(chunk)+1)
-		args = append(args, string(user))
+		args := []any{string(user)}
 		for _, r := range chunk {
 			args = append(args, string(r))
 		}
-		rows, err := db.r.QueryContext(ctx, `WITH u AS MATERIALIZED (
-				SELECT s.user_id, s.room_id, MAX(s.joined_pos, `+readUpTo+`) AS since
-				FROM notify_spans s WHERE s.user_id = ? AND s.left_pos IS NULL
-				AND s.room_id IN (?`+strings.Repeat(",?", len(chunk)-1)+`))
-			SELECT u.room_id,
-				`+totalAt("notify_total", "")+` - `+totalAt("notify_total", "u.since")+`
-				+ COALESCE((SELECT SUM(x.notify_delta) FROM notification_exceptions x
-					WHERE x.user_id = u.user_id AND x.room_id = u.room_id AND x.event_pos > u.since), 0),
-				`+totalAt("highlight_total", "")+` - `+totalAt("highlight_total", "u.since")+`
-				+ COALESCE((SELECT SUM(x.highlight_delta) FROM notification_exceptions x
-					WHERE x.user_id = u.user_id AND x.room_id = u.room_id AND x.event_pos > u.since), 0)
-			FROM u`, args...)
+		rows, err := db.r.QueryContext(ctx, `SELECT room_id, thread_id, MAX(event_pos) FROM receipts
+			WHERE user_id = ? AND room_id IN (?`+strings.Repeat(",?", len(chunk)-1)+`)
+			AND receipt_type IN ('m.read', 'm.read.private') GROUP BY room_id, thread_id`, args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var room, thread string
+			var pos int64
+			if err := rows.Scan(&room, &thread, &pos); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if out[roomdag.RoomID(room)] == nil {
+				out[roomdag.RoomID(room)] = map[string]int64{}
+			}
+			out[roomdag.RoomID(room)][thread] = pos
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// readUpTo is the position up to which a notification in thread ("" for
+// the main timeline) is read: an unthreaded receipt reads every thread,
+// a threaded one only its own (spec: "Threaded read receipts").
+func readUpTo(receipts map[string]int64, thread roomdag.EventID) int64 {
+	own := "main"
+	if thread != "" {
+		own = string(thread)
+	}
+	return max(receipts[""], receipts[own])
+}
+
+// countSince counts a user's notifications in one thread of a room after
+// position ?3: the thread's default notifications there, by their running
+// totals, corrected by the user's exceptions.
+const countSince = `SELECT
+	COALESCE((SELECT thread_notify_total FROM event_notifications WHERE room_id = ?1 AND thread_id = ?2 ORDER BY event_pos DESC LIMIT 1), 0)
+	- COALESCE((SELECT thread_notify_total FROM event_notifications WHERE room_id = ?1 AND thread_id = ?2 AND event_pos <= ?3 ORDER BY event_pos DESC LIMIT 1), 0)
+	+ COALESCE((SELECT SUM(notify_delta) FROM notification_exceptions WHERE user_id = ?4 AND room_id = ?1 AND thread_id = ?2 AND event_pos > ?3), 0),
+	COALESCE((SELECT thread_highlight_total FROM event_notifications WHERE room_id = ?1 AND thread_id = ?2 ORDER BY event_pos DESC LIMIT 1), 0)
+	- COALESCE((SELECT thread_highlight_total FROM event_notifications WHERE room_id = ?1 AND thread_id = ?2 AND event_pos <= ?3 ORDER BY event_pos DESC LIMIT 1), 0)
+	+ COALESCE((SELECT SUM(highlight_delta) FROM notification_exceptions WHERE user_id = ?4 AND room_id = ?1 AND thread_id = ?2 AND event_pos > ?3), 0)`
+
+// UnreadCounts returns the user's unread notification and highlight counts
+// in each of rooms, for the main timeline and per thread; rooms without
+// unread notifications are absent. Counting starts after the later of the
+// user's join and the read receipt that covers the thread: a few index
+// seeks per thread, however much is unread.
+func (db *DB) UnreadCounts(ctx context.Context, user roomdag.UserID, rooms []roomdag.RoomID) (map[roomdag.RoomID]storage.UnreadCount, error) {
+	joined := map[roomdag.RoomID]int64{}
+	for left := rooms; len(left) > 0; {
+		chunk := left[:min(len(left), 500)]
+		left = left[len(chunk):]
+		args := []any{string(user)}
+		for _, r := range chunk {
+			args = append(args, string(r))
+		}
+		rows, err := db.r.QueryContext(ctx, `SELECT room_id, joined_pos FROM notify_spans WHERE user_id = ? AND left_pos IS NULL
+			AND room_id IN (?`+strings.Repeat(",?", len(chunk)-1)+`)`, args...)
 		if err != nil {
 			return nil, err
 		}
 		for rows.Next() {
 			var room string
-			var c storage.UnreadCount
-			if err := rows.Scan(&room, &c.Notifications, &c.Highlights); err != nil {
+			var pos int64
+			if err := rows.Scan(&room, &pos); err != nil {
 				rows.Close()
 				return nil, err
 			}
-			if c.Notifications > 0 || c.Highlights > 0 {
-				out[roomdag.RoomID(room)] = c
-			}
+			joined[roomdag.RoomID(room)] = pos
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return nil, err
+		}
+	}
+	if len(joined) == 0 {
+		return map[roomdag.RoomID]storage.UnreadCount{}, nil
+	}
+	inRooms := make([]roomdag.RoomID, 0, len(joined))
+	for r := range joined {
+		inRooms = append(inRooms, r)
+	}
+	receipts, err := db.readReceipts(ctx, user, inRooms)
+	if err != nil {
+		return nil, err
+	}
+	count := func(room roomdag.RoomID, thread roomdag.EventID, after int64) (storage.UnreadCount, error) {
+		var c storage.UnreadCount
+		err := db.r.QueryRowContext(ctx, countSince, string(room), string(thread), after, string(user)).Scan(&c.Notifications, &c.Highlights)
+		return c, err
+	}
+	out := map[roomdag.RoomID]storage.UnreadCount{}
+	for room, join := range joined {
+		rc := receipts[room]
+		base := max(join, rc[""])
+		c, err := count(room, "", max(join, readUpTo(rc, "")))
+		if err != nil {
+			return nil, err
+		}
+		threads, err := queryStrings(ctx, db.r, `SELECT thread_id FROM notify_threads WHERE room_id = ? AND last_pos > ?`, string(room), base)
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range threads {
+			tc, err := count(room, roomdag.EventID(t), max(join, readUpTo(rc, roomdag.EventID(t))))
+			if err != nil {
+				return nil, err
+			}
+			if tc.Notifications > 0 || tc.Highlights > 0 {
+				if c.Threads == nil {
+					c.Threads = map[roomdag.EventID]storage.UnreadCount{}
+				}
+				c.Threads[roomdag.EventID(t)] = tc
+			}
+		}
+		if c.Notifications > 0 || c.Highlights > 0 || c.Threads != nil {
+			out[room] = c
 		}
 	}
 	return out, nil
@@ -301,10 +392,11 @@ func (db *DB) Notifications(ctx context.Context, user roomdag.UserID, before roo
 			var pos int64
 			var r string
 			var actions sql.NullString
-			if err := rows.Scan(&pos, &r, &actions, &n.Highlight, &n.TS); err != nil {
+			var thread string
+			if err := rows.Scan(&pos, &r, &actions, &n.Highlight, &n.TS, &thread); err != nil {
 				return nil, err
 			}
-			n.EventPos, n.Room = roomdag.StreamPos(pos), roomdag.RoomID(r)
+			n.EventPos, n.Room, n.Thread = roomdag.StreamPos(pos), roomdag.RoomID(r), roomdag.EventID(thread)
 			if actions.Valid {
 				n.Actions = []byte(actions.String)
 			}
@@ -325,7 +417,7 @@ func (db *DB) Notifications(ctx context.Context, user roomdag.UserID, before roo
 			spans.Close()
 			return nil, err
 		}
-		q := `SELECT event_pos, room_id, actions, highlight, ts FROM event_notifications
+		q := `SELECT event_pos, room_id, actions, highlight, ts, thread_id FROM event_notifications
 			WHERE room_id = ? AND event_pos > ? AND event_pos <= ? AND event_pos < ?`
 		if onlyHighlight {
 			q += ` AND highlight = 1`
@@ -341,7 +433,7 @@ func (db *DB) Notifications(ctx context.Context, user roomdag.UserID, before roo
 		return nil, err
 	}
 	exceptions := &notifyCursor{before: int64(before), fetch: func(b int64, n int) ([]storage.Notification, error) {
-		rows, err := db.r.QueryContext(ctx, `SELECT event_pos, room_id, actions, highlight, ts FROM notification_exceptions
+		rows, err := db.r.QueryContext(ctx, `SELECT event_pos, room_id, actions, highlight, ts, thread_id FROM notification_exceptions
 			WHERE user_id = ? AND event_pos < ? ORDER BY event_pos DESC LIMIT ?`, string(user), b, n)
 		return scan(rows, err, "")
 	}}
@@ -389,10 +481,10 @@ func (db *DB) fillNotifications(ctx context.Context, user roomdag.UserID, ns []s
 		return nil
 	}
 	args := make([]any, len(ns))
-	read := map[roomdag.RoomID]int64{}
+	read := map[roomdag.RoomID]bool{}
 	for i, n := range ns {
 		args[i] = int64(n.EventPos)
-		read[n.Room] = 0
+		read[n.Room] = true
 	}
 	rows, err := db.r.QueryContext(ctx, `SELECT stream_pos, event_id FROM events WHERE stream_pos IN (?`+
 		strings.Repeat(",?", len(ns)-1)+`)`, args...)
@@ -413,17 +505,17 @@ func (db *DB) fillNotifications(ctx context.Context, user roomdag.UserID, ns []s
 	if err := rows.Err(); err != nil {
 		return err
 	}
+	rooms := make([]roomdag.RoomID, 0, len(read))
 	for room := range read {
-		var p int64
-		if err := db.r.QueryRowContext(ctx, `SELECT `+readUpTo+` FROM (SELECT ? AS room_id, ? AS user_id) s`,
-			string(room), string(user)).Scan(&p); err != nil {
-			return err
-		}
-		read[room] = p
+		rooms = append(rooms, room)
+	}
+	receipts, err := db.readReceipts(ctx, user, rooms)
+	if err != nil {
+		return err
 	}
 	for i := range ns {
 		ns[i].EventID = roomdag.EventID(ids[int64(ns[i].EventPos)])
-		ns[i].Read = int64(ns[i].EventPos) <= read[ns[i].Room]
+		ns[i].Read = int64(ns[i].EventPos) <= readUpTo(receipts[ns[i].Room], ns[i].Thread)
 	}
 	return nil
 }

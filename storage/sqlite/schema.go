@@ -363,4 +363,23 @@ CREATE INDEX reports_kind ON reports(kind, report_id);
 	searchMigration,
 	// Pushers and their delivery positions (storage/sqlite/pushers.go).
 	pushersMigration,
+	// Thread-aware notification counts: each notification's thread (the
+	// root event, '' for the main timeline), running totals per thread
+	// beside the room's, and each room's threads with notifications.
+	// Rows from before were all counted in the main timeline.
+	`
+ALTER TABLE event_notifications ADD COLUMN thread_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE event_notifications ADD COLUMN thread_notify_total INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE event_notifications ADD COLUMN thread_highlight_total INTEGER NOT NULL DEFAULT 0;
+UPDATE event_notifications SET thread_notify_total = notify_total, thread_highlight_total = highlight_total;
+CREATE INDEX event_notifications_thread ON event_notifications(room_id, thread_id, event_pos);
+ALTER TABLE notification_exceptions ADD COLUMN thread_id TEXT NOT NULL DEFAULT '';
+CREATE TABLE notify_threads (
+	room_id   TEXT NOT NULL,
+	thread_id TEXT NOT NULL,
+	last_pos  INTEGER NOT NULL,
+	PRIMARY KEY (room_id, thread_id)
+) WITHOUT ROWID;
+CREATE INDEX notify_threads_pos ON notify_threads(room_id, last_pos);
+`,
 }
