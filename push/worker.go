@@ -32,8 +32,8 @@ import (
 type Store interface {
 	// NotifyPos is the worker's stored position in the event stream.
 	NotifyPos(ctx context.Context) (roomdag.StreamPos, error)
-	// NotifyEvents returns up to limit committed events after pos, in order.
-	NotifyEvents(ctx context.Context, after roomdag.StreamPos, limit int) ([]storage.NotifyEvent, error)
+	// StreamEvents returns up to limit committed events after pos, in order.
+	StreamEvents(ctx context.Context, after roomdag.StreamPos, limit int) ([]storage.StreamEvent, error)
 	StateEvents(ctx context.Context, snapshot int64) (roomdag.StateMap, error)
 	// PushRules returns the user's UserRules document, nil if none.
 	PushRules(ctx context.Context, user roomdag.UserID) (json.RawMessage, error)
@@ -237,7 +237,7 @@ func (w *Worker) Step(ctx context.Context) (int, error) {
 		}
 		from = p
 	}
-	evs, err := w.store.NotifyEvents(ctx, from, batchSize)
+	evs, err := w.store.StreamEvents(ctx, from, batchSize)
 	if err != nil || len(evs) == 0 {
 		return 0, err
 	}
@@ -437,7 +437,7 @@ func (rc *roomCache) applyMember(server roomdag.ServerName, ev *roomdag.Event) {
 // advance moves the cache past a state event to the state after it. Local
 // rooms are linear (each event's prev_events are all the extremities), so
 // the state after is the state before with the event applied.
-func (w *Worker) advance(rc *roomCache, ev storage.NotifyEvent) {
+func (w *Worker) advance(rc *roomCache, ev storage.StreamEvent) {
 	switch ev.Type() {
 	case roomdag.TypeMember:
 		u := roomdag.UserID(*ev.StateKey())
@@ -488,7 +488,7 @@ func delta(a, b bool) int {
 
 // evaluate adds one event's default row, exceptions and join changes to
 // b, and the users to wake to wake.
-func (w *Worker) evaluate(ctx context.Context, ev storage.NotifyEvent, b *storage.NotifyBatch, wake map[roomdag.UserID]struct{}, woken map[roomdag.RoomID]wokenRoom) error {
+func (w *Worker) evaluate(ctx context.Context, ev storage.StreamEvent, b *storage.NotifyBatch, wake map[roomdag.UserID]struct{}, woken map[roomdag.RoomID]wokenRoom) error {
 	room := ev.RoomID()
 	rc, err := w.room(ctx, room, ev.StateBefore)
 	if err != nil {

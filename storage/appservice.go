@@ -29,10 +29,3 @@ type AppServiceTxn struct {
 	// transaction covers.
 	UpTo roomdag.StreamPos
 }
-
-// StreamEvent is a committed event with the snapshots of its room's state
-// before and after it.
-type StreamEvent struct {
-	*roomdag.StoredEvent
-	StateAfter int64
-}

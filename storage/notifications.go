@@ -17,13 +17,6 @@ import (
 // covers is kept as join spans, and a running per-room total on the
 // default rows makes a count one subtraction.
 
-// NotifyEvent is a committed event as the notification worker reads it:
-// with the snapshots of the room state before and after it.
-type NotifyEvent struct {
-	*roomdag.StoredEvent
-	StateAfter int64
-}
-
 // EventNotification is the default outcome of an event that notifies: it
 // applies to every local member whose join span covers the event and who
 // has no Notification row (an exception) for it.

@@ -73,3 +73,11 @@ type TopoPos struct {
 	Depth int64
 	Pos   roomdag.StreamPos
 }
+
+// StreamEvent is a committed event with the snapshots of its room's state
+// before and after it, as the listeners that read the event stream after
+// commit (the notification worker, application service senders) see it.
+type StreamEvent struct {
+	*roomdag.StoredEvent
+	StateAfter int64
+}

@@ -304,3 +304,35 @@ func reverse[T any](s []T) {
 		s[i], s[j] = s[j], s[i]
 	}
 }
+
+// StreamEvents returns up to limit committed events after pos, in stream
+// order, each with the state snapshot after it. Positions are assigned by
+// the single writer in commit order, so a reader always sees a prefix of
+// the stream.
+func (db *DB) StreamEvents(ctx context.Context, after roomdag.StreamPos, limit int) ([]storage.StreamEvent, error) {
+	epoch := db.events.currentEpoch()
+	rows, err := db.r.QueryContext(ctx, `SELECT `+eventCols+`, e.state_after FROM events e
+		WHERE e.stream_pos > ? ORDER BY e.stream_pos LIMIT ?`, int64(after), limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []storage.StreamEvent
+	for rows.Next() {
+		var stateAfter int64
+		ev, err := db.scanEvent(appendScanner{rows, []any{&stateAfter}}, epoch)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, storage.StreamEvent{StoredEvent: ev, StateAfter: stateAfter})
+	}
+	return out, rows.Err()
+}
+
+// appendScanner adds columns after an event row's.
+type appendScanner struct {
+	rows  *sql.Rows
+	extra []any
+}
+
+func (s appendScanner) Scan(dest ...any) error { return s.rows.Scan(append(dest, s.extra...)...) }

@@ -22,37 +22,6 @@ func (db *DB) NotifyPos(ctx context.Context) (roomdag.StreamPos, error) {
 	return roomdag.StreamPos(p), err
 }
 
-// NotifyEvents returns up to limit committed events after pos, in stream
-// order. Stream positions are assigned by the single writer in commit
-// order, so what a reader sees is always a prefix of the stream.
-func (db *DB) NotifyEvents(ctx context.Context, after roomdag.StreamPos, limit int) ([]storage.NotifyEvent, error) {
-	epoch := db.events.currentEpoch()
-	rows, err := db.r.QueryContext(ctx, `SELECT `+eventCols+`, e.state_after FROM events e
-		WHERE e.stream_pos > ? ORDER BY e.stream_pos LIMIT ?`, int64(after), limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []storage.NotifyEvent
-	for rows.Next() {
-		var stateAfter int64
-		ev, err := db.scanEvent(stateAfterScanner{rows, &stateAfter}, epoch)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, storage.NotifyEvent{StoredEvent: ev, StateAfter: stateAfter})
-	}
-	return out, rows.Err()
-}
-
-// stateAfterScanner adds the state_after column to an event row scan.
-type stateAfterScanner struct {
-	rows *sql.Rows
-	dst  *int64
-}
-
-func (s stateAfterScanner) Scan(dest ...any) error { return s.rows.Scan(append(dest, s.dst)...) }
-
 // PushRulesChangedSince lists the users whose push rules or ignore list
 // changed after account data position after (their m.push_rules or
 // m.ignored_user_list account data moved),
