@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	gosync "sync"
 	"time"
 
 	"github.com/persistentchat/homeserver/api"
@@ -55,6 +56,39 @@ type Homeserver struct {
 	// Pushers delivers notifications to push gateways; tests wait on it
 	// with WaitStats instead of sleeping.
 	Pushers *pusher.Sender
+
+	fresh freshConns
+}
+
+// freshConns tracks connections accepted that have not sent a request
+// yet. http.Server.Shutdown waits up to 5 s for such a connection before
+// treating it as idle; Shutdown closes them at once instead, since no
+// request on them has been read.
+type freshConns struct {
+	mu    gosync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func (f *freshConns) track(c net.Conn, state http.ConnState) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if state == http.StateNew {
+		if f.conns == nil {
+			f.conns = map[net.Conn]struct{}{}
+		}
+		f.conns[c] = struct{}{}
+	} else {
+		delete(f.conns, c)
+	}
+}
+
+func (f *freshConns) closeAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for c := range f.conns {
+		c.Close()
+		delete(f.conns, c)
+	}
 }
 
 // New opens storage and builds every part, listening on cfg.Listen.
@@ -161,6 +195,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ConnState:         hs.fresh.track,
 	}
 	if err := hs.Notifications.Start(ctx); err != nil {
 		return err
@@ -211,7 +246,22 @@ func (hs *Homeserver) Serve() error {
 // next start.
 func (hs *Homeserver) Shutdown(ctx context.Context) error {
 	hs.Syncer.Close() // long-polls answer now instead of at their timeout
-	err := hs.http.Shutdown(ctx)
+	done := make(chan error, 1)
+	go func() { done <- hs.http.Shutdown(ctx) }()
+	// Connections that never sent a request would hold Shutdown for 5 s
+	// each; close them as they show up, until Shutdown is done.
+	tick := time.NewTicker(20 * time.Millisecond)
+	var err error
+wait:
+	for {
+		hs.fresh.closeAll()
+		select {
+		case err = <-done:
+			break wait
+		case <-tick.C:
+		}
+	}
+	tick.Stop()
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = hs.http.Close()
 	}

@@ -2,9 +2,11 @@ package server_test
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"runtime"
+	"strings"
 	stdsync "sync"
 	"testing"
 
@@ -57,9 +59,20 @@ func TestShutdownLosesNoAcknowledgedWrite(t *testing.T) {
 			break
 		}
 	}
+	// A connection that never sends a request is closed by the shutdown,
+	// which need not wait for it (Shutdown closes such connections at
+	// once rather than after net/http's 5 s).
+	silent, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
 	srv.Stop()
 	close(stop)
 	wg.Wait()
+	if n, err := silent.Read(make([]byte, 1)); err == nil {
+		t.Errorf("the silent connection is still open after shutdown (read %d bytes)", n)
+	}
 
 	srv2 := testserver.Start(t, testserver.Options{DataDir: dir})
 	alice.Base = srv2.URL
