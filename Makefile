@@ -1,6 +1,6 @@
 # Two commands set everything up on a fresh machine:
 #   make run    build and start the homeserver on 127.0.0.1:8008 (SQLite, generated config and keys)
-#   make test   run every test: Go (with -race), lint, and the matrix-js-sdk end-to-end test
+#   make test   run every test: Go (with -race), lint, and the end-to-end tests (matrix-js-sdk, matrix-bot-sdk, mautrix-go)
 GO       ?= go
 BIN      := bin
 CONFIG   ?= homeserver.yaml
@@ -32,9 +32,11 @@ lint:
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
 # The end-to-end tests against a real server process: matrix-js-sdk as a
-# client, matrix-bot-sdk as an application service.
+# client, matrix-bot-sdk as an application service, then mautrix-go as both
+# (e2e/mautrix is a module of its own, kept out of ./... and go.mod).
 e2e: build
 	cd e2e && npm ci --no-audit --no-fund && HOMESERVER_BIN=$(CURDIR)/$(BIN)/homeserver node --test --test-reporter=spec
+	cd e2e/mautrix && HOMESERVER_BIN=$(CURDIR)/$(BIN)/homeserver $(GO) test -race -count=1 ./...
 
 # Go benchmarks of the hot paths, then the load tool against a fresh server.
 bench: build

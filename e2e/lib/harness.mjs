@@ -302,3 +302,22 @@ export class Homeserver {
         if (this.dir) fs.rmSync(this.dir, { recursive: true, force: true });
     }
 }
+
+// Registers localpart with password through the user-interactive auth of
+// POST /register: the first request, without auth, must be answered 401
+// with a session; the m.login.dummy stage then completes it. anon is an
+// unauthenticated MatrixClient; the result is {userId, deviceId,
+// accessToken}.
+export async function registerWithDummyAuth(anon, localpart, password) {
+    const body = { username: localpart, password, initial_device_display_name: `${localpart} e2e` };
+    let session;
+    try {
+        await anon.registerRequest(body);
+    } catch (e) {
+        if (e.httpStatus !== 401 || typeof e.data?.session !== "string") throw e;
+        session = e.data.session;
+    }
+    if (!session) throw new Error(`POST /register for ${localpart} without auth succeeded; open registration must ask for m.login.dummy`);
+    const res = await anon.registerRequest({ ...body, auth: { type: "m.login.dummy", session } });
+    return { userId: res.user_id, deviceId: res.device_id, accessToken: res.access_token };
+}
