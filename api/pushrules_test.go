@@ -156,6 +156,11 @@ func TestPushRuleWrites(t *testing.T) {
 	wantErr(t, put("room", "not-a-room", "", notify), 400, "M_INVALID_PARAM")
 	wantErr(t, put("sender", "bob", "", notify), 400, "M_INVALID_PARAM")
 	wantErr(t, put("content", "nopattern", "", notify), 400, "M_MISSING_PARAM")
+	wantErr(t, put("content", "emptypattern", "", map[string]any{"pattern": "", "actions": []any{}}), 400, "M_BAD_JSON")
+	wantErr(t, put("content", "longpattern", "", map[string]any{"pattern": strings.Repeat("x", 1001), "actions": []any{}}), 400, "M_BAD_JSON")
+	wantErr(t, put("content", "numpattern", "", map[string]any{"pattern": 5, "actions": []any{}}), 400, "M_BAD_JSON")
+	// Only * and ? are special in a glob: brackets and backslashes are literal.
+	wantOK(t, put("content", "brackets", "", map[string]any{"pattern": `[x\`, "actions": []any{}}), nil)
 	wantErr(t, put("override", "noactions", "", map[string]any{}), 400, "M_MISSING_PARAM")
 	wantErr(t, put("override", "badaction", "", map[string]any{"actions": []any{"explode"}}), 400, "M_BAD_JSON")
 	wantErr(t, put("override", "badactions", "", map[string]any{"actions": "notify"}), 400, "M_BAD_JSON")
