@@ -156,19 +156,17 @@ func (s *Syncer) scope(ctx context.Context, user roomdag.UserID) (*feedScope, er
 	if err != nil {
 		return nil, err
 	}
+	tagged, err := s.store.RoomAccountData(ctx, user, "m.tag")
+	if err != nil {
+		return nil, err
+	}
 	sc := &feedScope{membership: map[roomdag.RoomID]string{}}
 	seen := map[roomdag.RoomID]bool{}
 	for _, m := range ms {
 		sc.membership[m.RoomID] = m.Membership
-		if m.Membership != roomdag.MembershipJoin {
+		tags, ok := tagged[m.RoomID]
+		if m.Membership != roomdag.MembershipJoin || !ok {
 			continue
-		}
-		tags, err := s.store.AccountData(ctx, user, m.RoomID, "m.tag")
-		if errors.Is(err, storage.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
 		}
 		var doc struct {
 			Tags map[string]json.RawMessage `json:"tags"`

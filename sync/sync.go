@@ -45,6 +45,9 @@ type Store interface {
 	// AccountData returns one account data entry ("" room: global), or
 	// storage.ErrNotFound.
 	AccountData(ctx context.Context, user roomdag.UserID, room roomdag.RoomID, typ string) (json.RawMessage, error)
+	// RoomAccountData returns the user's room account data of one type,
+	// by room (feeds read m.tag with it).
+	RoomAccountData(ctx context.Context, user roomdag.UserID, typ string) (map[roomdag.RoomID]json.RawMessage, error)
 	// RelationAggregates reads what bundled aggregations need
 	// (storage.RelationAggregates documents it; see Bundle).
 	RelationAggregates(ctx context.Context, parents []roomdag.EventID, viewer roomdag.UserID, ignored []roomdag.UserID) (*storage.RelationAggregates, error)

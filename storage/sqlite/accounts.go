@@ -193,6 +193,26 @@ func (db *DB) AccountData(ctx context.Context, user roomdag.UserID, room roomdag
 	return json.RawMessage(c), notFound(err)
 }
 
+// RoomAccountData returns the user's room account data of one type, by
+// room: one query where reading each room's would take one per room.
+func (db *DB) RoomAccountData(ctx context.Context, user roomdag.UserID, typ string) (map[roomdag.RoomID]json.RawMessage, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT room_id, content FROM account_data WHERE user_id = ? AND room_id != '' AND type = ?`,
+		string(user), typ)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[roomdag.RoomID]json.RawMessage{}
+	for rows.Next() {
+		var room, c string
+		if err := rows.Scan(&room, &c); err != nil {
+			return nil, err
+		}
+		out[roomdag.RoomID(room)] = json.RawMessage(c)
+	}
+	return out, rows.Err()
+}
+
 // AccountDataSince lists a user's account data changed in (after, upTo].
 func (db *DB) AccountDataSince(ctx context.Context, user roomdag.UserID, after, upTo int64) ([]storage.AccountDataItem, error) {
 	rows, err := db.r.QueryContext(ctx, `SELECT room_id, type, content FROM account_data WHERE user_id = ? AND stream_pos > ? AND stream_pos <= ?
