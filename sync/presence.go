@@ -129,11 +129,8 @@ type presence struct {
 
 	mu    gosync.Mutex
 	users map[roomdag.UserID]*userPresence
-	// sweeping is set while a goroutine waits for the next offline
-	// deadline (next); timers hands it the timer of an earlier one.
-	sweeping bool
-	next     time.Time
-	timers   chan (<-chan time.Time)
+	// sweeper wakes at the next offline deadline; guarded by mu.
+	sweeper
 }
 
 type userPresence struct {
@@ -159,7 +156,7 @@ type userPresence struct {
 // offline, as their clients may have gone while the server was down.
 func newPresence(enabled bool, store PresenceStore, clk clock.Clock, n *Notifier, listener PresenceListener, log *slog.Logger, closing <-chan struct{}) *presence {
 	p := &presence{enabled: enabled, store: store, clock: clk, notifier: n, listener: listener, log: log, closing: closing,
-		users: map[roomdag.UserID]*userPresence{}, timers: make(chan (<-chan time.Time), 1)}
+		users: map[roomdag.UserID]*userPresence{}, sweeper: newSweeper(clk)}
 	ctx := context.Background()
 	pos, err := store.PresencePos(ctx)
 	if err != nil {
@@ -183,7 +180,7 @@ func newPresence(enabled bool, store PresenceStore, clk clock.Clock, n *Notifier
 			continue
 		}
 		p.users[row.UserID] = &userPresence{loaded: true, cur: row, seen: now}
-		p.scheduleLocked(now, now.Add(PresenceOfflineTimeout))
+		p.scheduleLocked(now, now.Add(PresenceOfflineTimeout), p.sweep)
 	}
 	return p
 }
@@ -279,7 +276,7 @@ func (p *presence) seen(id roomdag.UserID, now time.Time, connected bool) {
 	}
 	u.seen = now
 	if u.syncing == 0 {
-		p.scheduleLocked(now, now.Add(PresenceOfflineTimeout))
+		p.scheduleLocked(now, now.Add(PresenceOfflineTimeout), p.sweep)
 	}
 }
 
@@ -329,27 +326,8 @@ func (p *presence) syncEnded(id roomdag.UserID, tracked bool) {
 	u.syncing--
 	u.seen = now
 	if u.syncing == 0 {
-		p.scheduleLocked(now, now.Add(PresenceOfflineTimeout))
+		p.scheduleLocked(now, now.Add(PresenceOfflineTimeout), p.sweep)
 	}
-}
-
-// scheduleLocked makes sure a sweeper wakes by deadline (as typing's).
-func (p *presence) scheduleLocked(now, deadline time.Time) {
-	if p.sweeping && !deadline.Before(p.next) {
-		return
-	}
-	timer := p.clock.After(deadline.Sub(now))
-	p.next = deadline
-	if !p.sweeping {
-		p.sweeping = true
-		go p.sweep(timer)
-		return
-	}
-	select { // replace a timer the sweeper has not taken yet
-	case <-p.timers:
-	default:
-	}
-	p.timers <- timer
 }
 
 // sweep takes users offline as their timeouts run out; it exits when no
@@ -362,7 +340,7 @@ func (p *presence) sweep(timer <-chan time.Time) {
 			continue
 		case <-p.closing:
 			p.mu.Lock()
-			p.sweeping = false
+			p.stopLocked()
 			p.mu.Unlock()
 			return
 		}
@@ -387,17 +365,10 @@ func (p *presence) sweep(timer <-chan time.Time) {
 				}
 			}
 		}
-		if next.IsZero() {
-			p.sweeping = false
-			select { // a later sweeper must not inherit a stale timer
-			case <-p.timers:
-			default:
-			}
+		if timer = p.againLocked(now, next); timer == nil {
 			p.mu.Unlock()
 			return
 		}
-		p.next = next
-		timer = p.clock.After(next.Sub(now))
 		p.mu.Unlock()
 	}
 }

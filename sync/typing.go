@@ -24,12 +24,9 @@ type typing struct {
 
 	mu    gosync.Mutex
 	rooms map[roomdag.RoomID]*roomTyping
-	// sweeping is set while a goroutine waits for the next expiry, so
-	// that a timeout wakes long-polls without anyone asking. next is the
-	// deadline it waits for; timers hands it the timer of an earlier one.
-	sweeping bool
-	next     time.Time
-	timers   chan (<-chan time.Time)
+	// sweeper wakes at the next expiry, so that a timeout reaches
+	// long-polls without anyone asking; guarded by mu.
+	sweeper
 }
 
 type roomTyping struct {
@@ -41,7 +38,7 @@ type roomTyping struct {
 }
 
 func newTyping(clk clock.Clock, n *Notifier) *typing {
-	return &typing{clock: clk, notifier: n, rooms: map[roomdag.RoomID]*roomTyping{}, timers: make(chan (<-chan time.Time), 1)}
+	return &typing{clock: clk, notifier: n, rooms: map[roomdag.RoomID]*roomTyping{}, sweeper: newSweeper(clk)}
 }
 
 // set marks user as typing in room for timeout (capped at
@@ -74,7 +71,7 @@ func (t *typing) set(room roomdag.RoomID, user roomdag.UserID, on bool, timeout 
 	if !was {
 		rt.pos = t.notifier.typingChanged(room)
 	}
-	t.scheduleLocked(now, until)
+	t.scheduleLocked(now, until, t.sweep)
 }
 
 // expire drops the notifications that have run out, now.
@@ -99,27 +96,6 @@ func (t *typing) expireLocked(now time.Time) {
 	}
 }
 
-// scheduleLocked makes sure a sweeper wakes by the deadline. Timers are
-// made while t.mu is held, before the typing request is answered, so a
-// test's fake clock never advances past a timer not yet made.
-func (t *typing) scheduleLocked(now, deadline time.Time) {
-	if t.sweeping && !deadline.Before(t.next) {
-		return
-	}
-	timer := t.clock.After(deadline.Sub(now))
-	t.next = deadline
-	if !t.sweeping {
-		t.sweeping = true
-		go t.sweep(timer)
-		return
-	}
-	select { // replace a timer the sweeper has not taken yet
-	case <-t.timers:
-	default:
-	}
-	t.timers <- timer
-}
-
 // sweep expires notifications as they run out, so that their end reaches
 // long-polling clients; it exits once nobody is typing.
 func (t *typing) sweep(timer <-chan time.Time) {
@@ -140,17 +116,10 @@ func (t *typing) sweep(timer <-chan time.Time) {
 				}
 			}
 		}
-		if next.IsZero() {
-			t.sweeping = false
-			select { // a later sweeper must not inherit a stale timer
-			case <-t.timers:
-			default:
-			}
+		if timer = t.againLocked(now, next); timer == nil {
 			t.mu.Unlock()
 			return
 		}
-		t.next = next
-		timer = t.clock.After(next.Sub(now))
 		t.mu.Unlock()
 	}
 }
