@@ -151,6 +151,20 @@ func (s *Server) bundle(r *http.Request, evs []*roomdag.StoredEvent) (roomdag.Cl
 	return sync.Bundle(r.Context(), s.store, s.view(r), ignored, evs)
 }
 
+// clientEvents renders evs for the requester, with their bundled
+// aggregations.
+func (s *Server) clientEvents(r *http.Request, ignored sync.Ignored, evs []*roomdag.StoredEvent) ([]json.RawMessage, error) {
+	view, err := sync.Bundle(r.Context(), s.store, s.view(r), ignored, evs)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]json.RawMessage, 0, len(evs))
+	for _, ev := range evs {
+		out = append(out, ev.ClientJSON(view))
+	}
+	return out, nil
+}
+
 // hideForbidden turns a refusal to read a room into 404: /event and
 // /context answer "The event was not found or you do not have permission
 // to read this event" alike (spec; Complement TestFetchEventNonWorldReadable).
@@ -334,13 +348,9 @@ func (s *Server) messages(r *http.Request) (any, error) {
 			cursor = storage.TopoPos{Depth: ev.Depth(), Pos: ev.Pos}
 		}
 	}
-	view, err := sync.Bundle(r.Context(), s.store, s.view(r), ignored, kept)
+	chunk, err := s.clientEvents(r, ignored, kept)
 	if err != nil {
 		return nil, err
-	}
-	chunk := make([]json.RawMessage, 0, len(kept))
-	for _, ev := range kept {
-		chunk = append(chunk, ev.ClientJSON(view))
 	}
 	resp := map[string]any{"start": startTok, "chunk": chunk}
 	if more {
@@ -356,6 +366,7 @@ func (s *Server) messages(r *http.Request) (any, error) {
 		if err != nil {
 			return nil, err
 		}
+		view := s.view(r) // state events get no bundled aggregations
 		for u := range senders {
 			if ev := cur.Get(roomdag.TypeMember, string(u)); ev != nil {
 				state = append(state, s.clientState(r, ev, view))

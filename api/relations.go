@@ -106,13 +106,9 @@ func (s *Server) getRelations(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	view, err := sync.Bundle(ctx, s.store, s.view(r), ignored, evs)
+	chunk, err := s.clientEvents(r, ignored, evs)
 	if err != nil {
 		return nil, err
-	}
-	chunk := make([]json.RawMessage, 0, len(evs))
-	for _, ev := range evs {
-		chunk = append(chunk, ev.ClientJSON(view))
 	}
 	resp := map[string]any{"chunk": chunk}
 	if more {
@@ -230,13 +226,9 @@ func (s *Server) getThreads(r *http.Request) (any, error) {
 			}
 		}
 	}
-	view, err := sync.Bundle(ctx, s.store, s.view(r), ignored, evs)
+	chunk, err := s.clientEvents(r, ignored, evs)
 	if err != nil {
 		return nil, err
-	}
-	chunk := make([]json.RawMessage, 0, len(evs))
-	for _, ev := range evs {
-		chunk = append(chunk, ev.ClientJSON(view))
 	}
 	resp := map[string]any{"chunk": chunk}
 	if more {
