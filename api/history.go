@@ -122,9 +122,9 @@ func (s *Server) getEvent(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	id, err := roomdag.ParseEventID(pathParam(r, "eventId"))
+	id, err := eventParam(r)
 	if err != nil {
-		return nil, invalidParam("malformed event ID")
+		return nil, err
 	}
 	a, err := s.access(r.Context(), room, requester(r).UserID)
 	if err != nil {
@@ -398,9 +398,9 @@ func (s *Server) getContext(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	id, err := roomdag.ParseEventID(pathParam(r, "eventId"))
+	id, err := eventParam(r)
 	if err != nil {
-		return nil, invalidParam("malformed event ID")
+		return nil, err
 	}
 	limit, err := queryLimit(r, 10)
 	if err != nil {

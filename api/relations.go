@@ -33,9 +33,9 @@ func (s *Server) getRelations(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	parentID, err := roomdag.ParseEventID(pathParam(r, "eventId"))
+	parentID, err := eventParam(r)
 	if err != nil {
-		return nil, invalidParam("malformed event ID")
+		return nil, err
 	}
 	q := r.URL.Query()
 	dir := q.Get("dir")

@@ -84,9 +84,9 @@ func (s *Server) reportEvent(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	id, err := roomdag.ParseEventID(pathParam(r, "eventId"))
+	id, err := eventParam(r)
 	if err != nil {
-		return nil, invalidParam("malformed event ID")
+		return nil, err
 	}
 	reason, score, err := reportBody(r, true)
 	if err != nil {

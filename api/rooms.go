@@ -42,6 +42,15 @@ func roomParam(r *http.Request) (roomdag.RoomID, error) {
 	return id, nil
 }
 
+// eventParam reads {eventId}.
+func eventParam(r *http.Request) (roomdag.EventID, error) {
+	id, err := roomdag.ParseEventID(pathParam(r, "eventId"))
+	if err != nil {
+		return "", invalidParam("malformed event ID")
+	}
+	return id, nil
+}
+
 // memberContent is the content of a membership event.
 type memberContent struct {
 	Membership  string  `json:"membership"`
@@ -437,9 +446,9 @@ func (s *Server) redact(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	target, err := roomdag.ParseEventID(pathParam(r, "eventId"))
+	target, err := eventParam(r)
 	if err != nil {
-		return nil, invalidParam("malformed event ID")
+		return nil, err
 	}
 	rq := requester(r)
 	t := txn(rq, "redact/"+string(room)+"/"+string(target), pathParam(r, "txnId"))
