@@ -20,6 +20,7 @@ func (s *Server) historyRoutes() []route {
 		{"GET", v3 + "/rooms/{roomId}/event/{eventId}", s.getEvent, authRequired, rateNone},
 		{"GET", v3 + "/rooms/{roomId}/context/{eventId}", s.getContext, authRequired, rateNone},
 		{"GET", v3 + "/rooms/{roomId}/messages", s.messages, authRequired, rateNone},
+		{"GET", v1 + "/rooms/{roomId}/timestamp_to_event", s.timestampToEvent, authRequired, rateNone},
 		{"GET", v3 + "/rooms/{roomId}/members", s.members, authRequired, rateNone},
 		{"GET", v3 + "/rooms/{roomId}/joined_members", s.joinedMembers, authRequired, rateNone},
 		{"GET", v3 + "/rooms/{roomId}/state", s.getState, authRequired, rateNone},

@@ -47,6 +47,7 @@ type Store interface {
 	StateEvents(ctx context.Context, snapshot int64) (roomdag.StateMap, error)
 	TopoAtStream(ctx context.Context, room roomdag.RoomID, pos roomdag.StreamPos) (storage.TopoPos, error)
 	RoomEventsTopo(ctx context.Context, room roomdag.RoomID, from storage.TopoPos, backwards bool, limit int) ([]*roomdag.StoredEvent, bool, error)
+	EventNearTimestamp(ctx context.Context, room roomdag.RoomID, tsMS int64, forwards bool) (roomdag.EventID, int64, error)
 
 	// PutReceipt and PutFullyRead only move forward: they return position 0
 	// when the stored receipt or marker is already at or after eventPos.

@@ -172,6 +172,29 @@ func (db *DB) RoomEventsTopo(ctx context.Context, room roomdag.RoomID, from stor
 	return evs, more, nil
 }
 
+// EventNearTimestamp returns the room's event closest to tsMS in one
+// direction (spec: GET /timestamp_to_event): forwards the first event at or
+// after it, backwards the last one at or before it; ties on the timestamp
+// go by topological order. storage.ErrNotFound when there is none.
+func (db *DB) EventNearTimestamp(ctx context.Context, room roomdag.RoomID, tsMS int64, forwards bool) (roomdag.EventID, int64, error) {
+	nid, _, err := db.roomNID(ctx, db.r, room)
+	if err != nil {
+		return "", 0, err
+	}
+	q := `SELECT event_id, origin_ts FROM events WHERE room_nid = ? AND origin_ts >= ?
+		ORDER BY origin_ts, depth, stream_pos LIMIT 1`
+	if !forwards {
+		q = `SELECT event_id, origin_ts FROM events WHERE room_nid = ? AND origin_ts <= ?
+		ORDER BY origin_ts DESC, depth DESC, stream_pos DESC LIMIT 1`
+	}
+	var id string
+	var ts int64
+	if err := db.r.QueryRowContext(ctx, q, nid, tsMS).Scan(&id, &ts); err != nil {
+		return "", 0, notFound(err)
+	}
+	return roomdag.EventID(id), ts, nil
+}
+
 // TopoAtStream returns the topological position just after the newest
 // event of the room at or before stream position pos: where backwards
 // pagination from a sync token starts.

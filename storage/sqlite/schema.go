@@ -382,4 +382,9 @@ CREATE TABLE notify_threads (
 ) WITHOUT ROWID;
 CREATE INDEX notify_threads_pos ON notify_threads(room_id, last_pos);
 `,
+	// GET /timestamp_to_event (jump to date) finds the event nearest a
+	// time in one room; without this index it would scan the room.
+	`
+CREATE INDEX events_room_ts ON events(room_nid, origin_ts, depth, stream_pos);
+`,
 }
