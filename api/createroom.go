@@ -169,6 +169,12 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 			return nil, err
 		}
 	}
+	// A client that upgrades a room by hand names the old room in
+	// creation_content (Complement's manual upgrade): the creator's join
+	// carries their settings over as any join of a replacement room does.
+	if old := predecessorOf(createEv.Content); old != "" {
+		s.upgrades.copyUserState(r.Context(), user, old, roomID)
+	}
 	return map[string]any{"room_id": roomID}, nil
 }
 

@@ -30,6 +30,7 @@ func (s *Server) roomRoutes() []route {
 		{"PUT", v3 + "/rooms/{roomId}/state/{eventType}/", s.putState, authRequired, rateMessage},
 		{"PUT", v3 + "/rooms/{roomId}/state/{eventType}/{stateKey}", s.putState, authRequired, rateMessage},
 		{"PUT", v3 + "/rooms/{roomId}/redact/{eventId}/{txnId}", s.redact, authRequired, rateMessage},
+		{"POST", v3 + "/rooms/{roomId}/upgrade", s.upgradeRoom, authRequired, rateMessage},
 	}
 }
 
@@ -162,6 +163,7 @@ func (s *Server) join(r *http.Request, room roomdag.RoomID) (any, error) {
 	if _, _, err := s.rooms.Append(r.Context(), room, p); err != nil {
 		return nil, err
 	}
+	s.upgrades.joined(r.Context(), requester(r).UserID, room, st)
 	return map[string]any{"room_id": room}, nil
 }
 
