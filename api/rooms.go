@@ -373,6 +373,11 @@ func (s *Server) sendMessage(r *http.Request) (any, error) {
 		return nil, err
 	}
 	p := roomdag.ProtoEvent{Type: evType, Sender: rq.UserID, Content: content, Txn: t, TS: ts}
+	if evType == roomdag.TypeTombstone {
+		if err := checkTombstone(room, nil, content); err != nil {
+			return nil, err
+		}
+	}
 	if evType == roomdag.TypeRedaction {
 		// v1.18 (MSC4169): redactions may be sent like any event.
 		target, err := roomdag.ParseEventID(gjson.GetBytes(content, "redacts").String())
@@ -412,6 +417,11 @@ func (s *Server) putState(r *http.Request) (any, error) {
 	// and Dendrite do), so clients can retry freely.
 	if cur := st.State.Get(evType, stateKey); cur != nil && cur.Sender() == rq.UserID && jsonEqual(cur.Content(), content) {
 		return map[string]any{"event_id": cur.ID()}, nil
+	}
+	if evType == roomdag.TypeTombstone {
+		if err := checkTombstone(room, &stateKey, content); err != nil {
+			return nil, err
+		}
 	}
 	if evType == roomdag.TypeCanonicalAlias {
 		if err := s.checkCanonicalAliasClaim(r, content); err != nil {

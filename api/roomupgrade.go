@@ -756,3 +756,22 @@ func (s *Server) withPredecessors(ctx context.Context, rooms []string) []string 
 	}
 	return out
 }
+
+// checkTombstone applies Synapse's checks to an m.room.tombstone a client
+// sends: a state event whose replacement_room is a string other than the
+// room itself.
+func checkTombstone(room roomdag.RoomID, stateKey *string, content json.RawMessage) error {
+	if stateKey == nil {
+		return badJSON("m.room.tombstone must be a state event")
+	}
+	var c struct {
+		Replacement *string `json:"replacement_room"`
+	}
+	if json.Unmarshal(content, &c) != nil || c.Replacement == nil {
+		return badJSON("m.room.tombstone needs a replacement_room")
+	}
+	if *c.Replacement == string(room) {
+		return badJSON("a tombstone cannot name the room it is sent in")
+	}
+	return nil
+}

@@ -581,3 +581,26 @@ func TestUpgradeRejects(t *testing.T) {
 		wantErr(t, upgradeRaw(alice, room, map[string]any{"new_version": "11"}), http.StatusBadRequest, "M_BAD_STATE")
 	})
 }
+
+// TestTombstoneChecks: what Synapse refuses of a tombstone a client sends.
+func TestTombstoneChecks(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	alice := srv.Register("alice")
+	room := createRoom(t, alice, map[string]any{})
+	for _, tc := range []struct {
+		name   string
+		path   string
+		body   map[string]any
+		status int
+	}{
+		{"names its own room", roomPath(room, "state", "m.room.tombstone", ""), map[string]any{"replacement_room": room, "body": "x"}, http.StatusBadRequest},
+		{"no replacement_room", roomPath(room, "state", "m.room.tombstone", ""), map[string]any{"body": "x"}, http.StatusBadRequest},
+		// SyTest: "Cannot send tombstone event that points to the same room".
+		{"not a state event", roomPath(room, "send", "m.room.tombstone", "t1"), map[string]any{"replacement_room": room}, http.StatusBadRequest},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			wantErr(t, alice.Do("PUT", tc.path, tc.body), tc.status, "M_BAD_JSON")
+		})
+	}
+}
