@@ -312,10 +312,10 @@ func (u *upgrader) plan(st *roomdag.RoomState, req upgradeRequest) upgradePlan {
 	// Bans carry over (Synapse): those the upgrader may issue in the new
 	// room, so one unusual entry cannot make the whole room fail.
 	var bans []roomdag.ProtoEvent
-	upgrader := levelIn(initialPL, req.user, req.version.PrivilegedCreators)
+	own := levelIn(initialPL, req.user, req.version.PrivilegedCreators)
 	for _, m := range members {
 		if m.membership != roomdag.MembershipBan || req.version.PrivilegedCreators && slices.Contains(req.creators, m.user) ||
-			levelIn(initialPL, m.user, false) >= upgrader {
+			levelIn(initialPL, m.user, false) >= own {
 			continue
 		}
 		key := string(m.user)
