@@ -1,8 +1,10 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
 
 	"github.com/persistentchat/homeserver/roomdag"
@@ -30,9 +32,8 @@ type stateEvent struct {
 	Content  json.RawMessage `json:"content"`
 }
 
-// createRoom builds the room's first events in the order the spec fixes
-// (client-server API, "Creation"): create, creator join, power levels,
-// canonical alias, preset rules, initial_state, name, topic, invites.
+// createRoom checks the request and makes the room (firstEvents builds its
+// events).
 func (s *Server) createRoom(r *http.Request) (any, error) {
 	var req createRoomRequest
 	if err := decodeJSON(r, &req); err != nil {
@@ -94,16 +95,11 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 		alias = a
 	}
 
-	// 1. m.room.create
 	create := map[string]any{}
 	if len(req.CreationContent) > 0 && string(req.CreationContent) != "null" {
 		if err := json.Unmarshal(req.CreationContent, &create); err != nil {
 			return nil, badJSON("creation_content must be an object")
 		}
-	}
-	create["room_version"] = v.ID
-	if !v.CreatorFromSender {
-		create["creator"] = user
 	}
 	// v12: trusted private chats make the invitees co-creators instead of
 	// listing them at 100 in power levels (spec: createRoom, MSC4289).
@@ -112,27 +108,7 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 			create["additional_creators"] = invites
 		}
 	}
-	createContent, _ := json.Marshal(create)
-	empty := ""
-	createEv := roomdag.ProtoEvent{Type: roomdag.TypeCreate, StateKey: &empty, Sender: user, Content: createContent}
-
-	var rest []roomdag.ProtoEvent
-	state := func(typ, key string, content any) error {
-		b, err := json.Marshal(content)
-		if err != nil {
-			return badJSON("bad content for %s", typ)
-		}
-		k := key
-		rest = append(rest, roomdag.ProtoEvent{Type: typ, StateKey: &k, Sender: user, Content: b})
-		return nil
-	}
-	// 2. the creator joins
-	join, err := s.memberEvent(r.Context(), user, user, roomdag.MembershipJoin, "")
-	if err != nil {
-		return nil, err
-	}
-	rest = append(rest, join)
-	// 3. power levels, with the override merged over our defaults
+	// Power levels: the override merged over our defaults.
 	pl := defaultPowerLevels(v, user, preset, invites)
 	if len(req.PowerLevelContentOverride) > 0 && string(req.PowerLevelContentOverride) != "null" {
 		var over map[string]json.RawMessage
@@ -143,45 +119,6 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 			pl[k] = val
 		}
 	}
-	if err := state(roomdag.TypePowerLevels, "", pl); err != nil {
-		return nil, err
-	}
-	// 4. canonical alias
-	if alias != "" {
-		if err := state(roomdag.TypeCanonicalAlias, "", map[string]any{"alias": alias}); err != nil {
-			return nil, err
-		}
-	}
-	// 5. preset rules
-	joinRule, guest := "invite", "can_join"
-	if preset == "public_chat" {
-		joinRule, guest = "public", "forbidden"
-	}
-	initial := map[roomdag.StateKey]bool{}
-	for _, ev := range req.InitialState {
-		initial[roomdag.StateKey{Type: ev.Type, StateKey: ev.StateKey}] = true
-	}
-	presetState := []struct {
-		typ     string
-		content map[string]string
-	}{
-		{roomdag.TypeJoinRules, map[string]string{"join_rule": joinRule}},
-		{roomdag.TypeHistoryVisibility, map[string]string{"history_visibility": "shared"}},
-	}
-	if preset != "public_chat" {
-		presetState = append(presetState, struct {
-			typ     string
-			content map[string]string
-		}{roomdag.TypeGuestAccess, map[string]string{"guest_access": guest}})
-	}
-	for _, ps := range presetState {
-		if !initial[roomdag.StateKey{Type: ps.typ}] {
-			if err := state(ps.typ, "", ps.content); err != nil {
-				return nil, err
-			}
-		}
-	}
-	// 6. initial_state
 	for _, ev := range req.InitialState {
 		if ev.Type == "" || ev.Type == roomdag.TypeCreate || ev.Type == roomdag.TypeMember {
 			return nil, badJSON("initial_state may not hold %q events", ev.Type)
@@ -194,43 +131,17 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 				return nil, err
 			}
 		}
-		k := ev.StateKey
-		rest = append(rest, roomdag.ProtoEvent{Type: ev.Type, StateKey: &k, Sender: user, Content: ev.Content})
 	}
-	// 7. name and topic
-	if req.Name != nil {
-		if err := state(roomdag.TypeName, "", map[string]string{"name": *req.Name}); err != nil {
-			return nil, err
-		}
-	}
-	if req.Topic != nil {
-		// spec: "an m.room.topic event with a text/plain mimetype", which
-		// since v1.15 (MSC3765) means an m.topic block beside the plain topic.
-		topic := map[string]any{"topic": *req.Topic, "m.topic": map[string]any{
-			"m.text": []map[string]string{{"body": *req.Topic, "mimetype": "text/plain"}},
-		}}
-		if err := state(roomdag.TypeTopic, "", topic); err != nil {
-			return nil, err
-		}
-	}
-	// 8. invites
-	for _, u := range invites {
-		p, err := s.memberEvent(r.Context(), user, u, roomdag.MembershipInvite, "")
-		if err != nil {
-			return nil, err
-		}
-		if req.IsDirect {
-			var c map[string]any
-			_ = json.Unmarshal(p.Content, &c)
-			c["is_direct"] = true
-			p.Content, _ = json.Marshal(c)
-		}
-		rest = append(rest, p)
+	createEv, rest, err := s.firstEvents(r.Context(), newRoom{
+		version: v, creator: user, create: create, powerLevels: pl, alias: alias, preset: preset,
+		initial: req.InitialState, name: req.Name, topic: req.Topic, invites: invites, isDirect: req.IsDirect,
+	})
+	if err != nil {
+		return nil, err
 	}
 
-	var roomID roomdag.RoomID
-	if !v.DomainlessRoomIDs {
-		roomID = roomdag.RoomID("!" + s.newID(18) + ":" + string(s.cfg.ServerName))
+	roomID := s.localRoomID(v)
+	if roomID != "" {
 		if alias != "" {
 			if err := s.store.PutAlias(r.Context(), alias, roomID, user); errors.Is(err, storage.ErrConflict) {
 				return nil, errorf(http.StatusBadRequest, CodeRoomInUse, "room alias %s is taken", alias)
@@ -245,14 +156,7 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 			// The alias must not point to a room that failed to be made.
 			_ = s.store.DeleteAlias(r.Context(), alias)
 		}
-		var ae *roomdag.AuthError
-		if errors.As(err, &ae) {
-			// spec: initial state the auth rules refuse (say, power levels
-			// that leave the creator unable to set the name) is a bad
-			// request, M_INVALID_ROOM_STATE, not a 403.
-			return nil, errorf(http.StatusBadRequest, CodeInvalidRoomState, "%v", err)
-		}
-		return nil, err
+		return nil, invalidRoomState(err)
 	}
 	if alias != "" && v.DomainlessRoomIDs {
 		// The ID is known only now; the alias was checked free above.
@@ -265,12 +169,186 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 			return nil, err
 		}
 	}
+	// A client that upgrades a room by hand names the old room in
+	// creation_content (Complement's manual upgrade): the creator's join
+	// carries their settings over as any join of a replacement room does.
+	if old := predecessorOf(createEv.Content); old != "" {
+		s.upgrades.copyUserState(r.Context(), user, old, roomID)
+	}
 	return map[string]any{"room_id": roomID}, nil
 }
 
+// newRoom is what the first events of a room are made from: createRoom
+// fills it from the request, a room upgrade from the room it replaces.
+type newRoom struct {
+	version *roomdag.RoomVersion
+	creator roomdag.UserID
+	// create is the creation content; firstEvents sets room_version and,
+	// before v11, creator.
+	create map[string]any
+	// powerLevels is the content of the first m.room.power_levels event.
+	powerLevels map[string]json.RawMessage
+	// alias, if set, is named by an m.room.canonical_alias event.
+	alias roomdag.RoomAlias
+	// preset sets the join rules, history visibility and guest access
+	// that initial does not.
+	preset string
+	// initial is checked state, sent after the preset's.
+	initial     []stateEvent
+	name, topic *string
+	invites     []roomdag.UserID
+	isDirect    bool
+	// members are membership events sent last, by the creator (the bans an
+	// upgrade carries over).
+	members []roomdag.ProtoEvent
+}
+
+// firstEvents builds a room's events in the order the spec fixes
+// (client-server API, "Creation"): create, creator join, power levels,
+// canonical alias, preset rules, initial_state, name, topic, invites.
+func (s *Server) firstEvents(ctx context.Context, nr newRoom) (roomdag.ProtoEvent, []roomdag.ProtoEvent, error) {
+	user, v := nr.creator, nr.version
+	// 1. m.room.create
+	create := maps.Clone(nr.create)
+	if create == nil {
+		create = map[string]any{}
+	}
+	create["room_version"] = v.ID
+	if !v.CreatorFromSender {
+		create["creator"] = user
+	}
+	createContent, err := json.Marshal(create)
+	if err != nil {
+		return roomdag.ProtoEvent{}, nil, badJSON("bad creation content")
+	}
+	empty := ""
+	createEv := roomdag.ProtoEvent{Type: roomdag.TypeCreate, StateKey: &empty, Sender: user, Content: createContent}
+
+	var rest []roomdag.ProtoEvent
+	state := func(typ, key string, content any) error {
+		b, err := json.Marshal(content)
+		if err != nil {
+			return badJSON("bad content for %s", typ)
+		}
+		k := key
+		rest = append(rest, roomdag.ProtoEvent{Type: typ, StateKey: &k, Sender: user, Content: b})
+		return nil
+	}
+	// 2. the creator joins
+	join, err := s.memberEvent(ctx, user, user, roomdag.MembershipJoin, "")
+	if err != nil {
+		return roomdag.ProtoEvent{}, nil, err
+	}
+	rest = append(rest, join)
+	// 3. power levels
+	if err := state(roomdag.TypePowerLevels, "", nr.powerLevels); err != nil {
+		return roomdag.ProtoEvent{}, nil, err
+	}
+	// 4. canonical alias
+	if nr.alias != "" {
+		if err := state(roomdag.TypeCanonicalAlias, "", map[string]any{"alias": nr.alias}); err != nil {
+			return roomdag.ProtoEvent{}, nil, err
+		}
+	}
+	// 5. preset rules
+	joinRule, guest := "invite", "can_join"
+	if nr.preset == "public_chat" {
+		joinRule, guest = "public", "forbidden"
+	}
+	initial := map[roomdag.StateKey]bool{}
+	for _, ev := range nr.initial {
+		initial[roomdag.StateKey{Type: ev.Type, StateKey: ev.StateKey}] = true
+	}
+	presetState := []struct {
+		typ     string
+		content map[string]string
+	}{
+		{roomdag.TypeJoinRules, map[string]string{"join_rule": joinRule}},
+		{roomdag.TypeHistoryVisibility, map[string]string{"history_visibility": "shared"}},
+	}
+	if nr.preset != "public_chat" {
+		presetState = append(presetState, struct {
+			typ     string
+			content map[string]string
+		}{roomdag.TypeGuestAccess, map[string]string{"guest_access": guest}})
+	}
+	for _, ps := range presetState {
+		if !initial[roomdag.StateKey{Type: ps.typ}] {
+			if err := state(ps.typ, "", ps.content); err != nil {
+				return roomdag.ProtoEvent{}, nil, err
+			}
+		}
+	}
+	// 6. initial_state
+	for _, ev := range nr.initial {
+		k := ev.StateKey
+		rest = append(rest, roomdag.ProtoEvent{Type: ev.Type, StateKey: &k, Sender: user, Content: ev.Content})
+	}
+	// 7. name and topic
+	if nr.name != nil {
+		if err := state(roomdag.TypeName, "", map[string]string{"name": *nr.name}); err != nil {
+			return roomdag.ProtoEvent{}, nil, err
+		}
+	}
+	if nr.topic != nil {
+		// spec: "an m.room.topic event with a text/plain mimetype", which
+		// since v1.15 (MSC3765) means an m.topic block beside the plain topic.
+		topic := map[string]any{"topic": *nr.topic, "m.topic": map[string]any{
+			"m.text": []map[string]string{{"body": *nr.topic, "mimetype": "text/plain"}},
+		}}
+		if err := state(roomdag.TypeTopic, "", topic); err != nil {
+			return roomdag.ProtoEvent{}, nil, err
+		}
+	}
+	// 8. invites
+	for _, u := range nr.invites {
+		p, err := s.memberEvent(ctx, user, u, roomdag.MembershipInvite, "")
+		if err != nil {
+			return roomdag.ProtoEvent{}, nil, err
+		}
+		if nr.isDirect {
+			var c map[string]any
+			_ = json.Unmarshal(p.Content, &c)
+			c["is_direct"] = true
+			p.Content, _ = json.Marshal(c)
+		}
+		rest = append(rest, p)
+	}
+	return createEv, append(rest, nr.members...), nil
+}
+
+// localRoomID is a new room ID of this server, or "" for versions whose
+// room IDs derive from the create event.
+func (s *Server) localRoomID(v *roomdag.RoomVersion) roomdag.RoomID {
+	if v.DomainlessRoomIDs {
+		return ""
+	}
+	return roomdag.RoomID("!" + s.newID(18) + ":" + string(s.cfg.ServerName))
+}
+
+// invalidRoomState maps a refused first event of a new room: initial state
+// the auth rules refuse (say, power levels that leave the creator unable to
+// set the name) is a bad request, M_INVALID_ROOM_STATE, not a 403 (spec:
+// createRoom).
+func invalidRoomState(err error) error {
+	var ae *roomdag.AuthError
+	if errors.As(err, &ae) {
+		return errorf(http.StatusBadRequest, CodeInvalidRoomState, "%v", err)
+	}
+	return err
+}
+
 // defaultPowerLevels are Synapse's defaults, so rooms behave as users of
-// Element expect. In v12 the creator has infinite power and is not listed.
+// Element expect. In v12 the creator has infinite power and is not listed,
+// and m.room.tombstone needs 150, above every level but the creators', so
+// only creators may upgrade the room (spec: createRoom, "the power level
+// for sending m.room.tombstone events MUST explicitly be higher than
+// state_default", MSC4289).
 func defaultPowerLevels(v *roomdag.RoomVersion, creator roomdag.UserID, preset string, invites []roomdag.UserID) map[string]json.RawMessage {
+	tombstone := 100
+	if v.PrivilegedCreators {
+		tombstone = 150
+	}
 	users := map[roomdag.UserID]int{}
 	if !v.PrivilegedCreators {
 		users[creator] = 100
@@ -284,7 +362,7 @@ func defaultPowerLevels(v *roomdag.RoomVersion, creator roomdag.UserID, preset s
 		"users": users, "users_default": 0,
 		"events": map[string]int{
 			roomdag.TypeName: 50, roomdag.TypePowerLevels: 100, roomdag.TypeHistoryVisibility: 100,
-			roomdag.TypeCanonicalAlias: 50, roomdag.TypeAvatar: 50, roomdag.TypeTombstone: 100,
+			roomdag.TypeCanonicalAlias: 50, roomdag.TypeAvatar: 50, roomdag.TypeTombstone: tombstone,
 			roomdag.TypeServerACL: 100, roomdag.TypeEncryption: 100, roomdag.TypeBackchat: 50,
 		},
 		"events_default": 0, "state_default": 50, "ban": 50, "kick": 50, "redact": 50, "invite": 0,

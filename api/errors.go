@@ -46,6 +46,7 @@ const (
 	CodeCannotOverwriteMedia   = "M_CANNOT_OVERWRITE_MEDIA"
 	CodeNotYetUploaded         = "M_NOT_YET_UPLOADED"
 	CodeDuplicateAnnotation    = "M_DUPLICATE_ANNOTATION"
+	CodeBadState               = "M_BAD_STATE"
 )
 
 // Error codes of the application service extensions (spec: application

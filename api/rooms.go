@@ -30,6 +30,7 @@ func (s *Server) roomRoutes() []route {
 		{"PUT", v3 + "/rooms/{roomId}/state/{eventType}/", s.putState, authRequired, rateMessage},
 		{"PUT", v3 + "/rooms/{roomId}/state/{eventType}/{stateKey}", s.putState, authRequired, rateMessage},
 		{"PUT", v3 + "/rooms/{roomId}/redact/{eventId}/{txnId}", s.redact, authRequired, rateMessage},
+		{"POST", v3 + "/rooms/{roomId}/upgrade", s.upgradeRoom, authRequired, rateMessage},
 	}
 }
 
@@ -162,6 +163,7 @@ func (s *Server) join(r *http.Request, room roomdag.RoomID) (any, error) {
 	if _, _, err := s.rooms.Append(r.Context(), room, p); err != nil {
 		return nil, err
 	}
+	s.upgrades.joined(r.Context(), requester(r).UserID, room, st)
 	return map[string]any{"room_id": room}, nil
 }
 
@@ -371,6 +373,11 @@ func (s *Server) sendMessage(r *http.Request) (any, error) {
 		return nil, err
 	}
 	p := roomdag.ProtoEvent{Type: evType, Sender: rq.UserID, Content: content, Txn: t, TS: ts}
+	if evType == roomdag.TypeTombstone {
+		if err := checkTombstone(room, nil, content); err != nil {
+			return nil, err
+		}
+	}
 	if evType == roomdag.TypeRedaction {
 		// v1.18 (MSC4169): redactions may be sent like any event.
 		target, err := roomdag.ParseEventID(gjson.GetBytes(content, "redacts").String())
@@ -410,6 +417,11 @@ func (s *Server) putState(r *http.Request) (any, error) {
 	// and Dendrite do), so clients can retry freely.
 	if cur := st.State.Get(evType, stateKey); cur != nil && cur.Sender() == rq.UserID && jsonEqual(cur.Content(), content) {
 		return map[string]any{"event_id": cur.ID()}, nil
+	}
+	if evType == roomdag.TypeTombstone {
+		if err := checkTombstone(room, &stateKey, content); err != nil {
+			return nil, err
+		}
 	}
 	if evType == roomdag.TypeCanonicalAlias {
 		if err := s.checkCanonicalAliasClaim(r, content); err != nil {

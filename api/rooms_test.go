@@ -461,11 +461,12 @@ func TestCreateRoomVersions(t *testing.T) {
 		creatorKey   bool // content.creator (gone in v11)
 		domainless   bool // room ID "!" + create event reference hash (v12)
 		creatorInPLs bool // creator listed in power levels (not in v12)
+		tombstone    int  // level for m.room.tombstone: creators only in v12
 	}{
-		{"", "11", false, false, true},
-		{"10", "10", true, false, true},
-		{"11", "11", false, false, true},
-		{"12", "12", false, true, false},
+		{"", "11", false, false, true, 100},
+		{"10", "10", true, false, true, 100},
+		{"11", "11", false, false, true, 100},
+		{"12", "12", false, true, false, 150},
 	}
 	for _, tc := range tests {
 		t.Run("v"+tc.want+"/"+tc.version, func(t *testing.T) {
@@ -504,6 +505,10 @@ func TestCreateRoomVersions(t *testing.T) {
 			}
 			if got := powerLevel(t, alice, room, alice.UserID); got != want {
 				t.Errorf("creator's power level entry = %d, want %d", got, want)
+			}
+			events, _ := stateContent(t, alice, room, "m.room.power_levels", "")["events"].(map[string]any)
+			if got := events["m.room.tombstone"]; got != float64(tc.tombstone) {
+				t.Errorf("m.room.tombstone needs %v, want %d", got, tc.tombstone)
 			}
 			// The creator can act with full power either way.
 			putState(t, alice, room, "m.room.name", "", map[string]any{"name": "v" + tc.want})

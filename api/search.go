@@ -290,6 +290,11 @@ func (s *Server) searchRoomEvents(r *http.Request, q *roomSearch, tok *searchTok
 	if err != nil {
 		return nil, err
 	}
+	// A search of an upgraded room also covers the rooms it replaced.
+	if q.filter.Rooms != nil {
+		withOld := s.withPredecessors(ctx, *q.filter.Rooms)
+		q.filter.Rooms = &withOld
+	}
 	current := map[roomdag.RoomID]string{}
 	var rooms []roomdag.RoomID
 	for _, m := range memberships {

@@ -61,6 +61,8 @@ type Server struct {
 	limits *limiter
 	uia    *uiaSessions
 	random randomSource
+	// upgrades carries out room upgrades (api/roomupgrade.go).
+	upgrades *upgrader
 
 	seen      gosync.Map // user|device -> time.Time of the last last-seen write
 	dummyOnce gosync.Once
@@ -74,11 +76,16 @@ func NewServer(cfg Config, store Store, rooms *roomdag.Rooms, syncer *sync.Synce
 		rateLogin:        cfg.RateLimits["login"],
 		rateRegistration: cfg.RateLimits["registration"],
 	}
-	return &Server{
+	s := &Server{
 		cfg: cfg, store: store, rooms: rooms, sync: syncer, clock: clk, log: log, random: random,
 		limits: newLimiter(cfg.RateLimited, clk, classes),
 		uia:    newUIASessions(clk),
 	}
+	s.upgrades = &upgrader{store: store, rooms: rooms, clock: clk, log: log, server: cfg.ServerName,
+		firstEvents: s.firstEvents, roomID: s.localRoomID,
+		accountDataChanged: func(user roomdag.UserID, pos int64) { s.sync.Notifier().AccountDataChanged(user, pos) },
+		calls:              map[roomdag.RoomID]*upgradeCall{}}
+	return s
 }
 
 // Handler returns the HTTP handler for every client-server route.

@@ -37,6 +37,7 @@ type Store interface {
 	Alias(ctx context.Context, alias roomdag.RoomAlias) (roomdag.RoomID, roomdag.UserID, error)
 	DeleteAlias(ctx context.Context, alias roomdag.RoomAlias) error
 	RoomAliases(ctx context.Context, room roomdag.RoomID) ([]string, error)
+	MoveAliases(ctx context.Context, from, to roomdag.RoomID) error
 	SetPublished(ctx context.Context, room roomdag.RoomID, published bool) error
 
 	JoinedRooms(ctx context.Context, user roomdag.UserID) ([]roomdag.RoomID, error)

@@ -294,6 +294,16 @@ func (db *DB) DeleteAlias(ctx context.Context, alias roomdag.RoomAlias) error {
 	}, nil)
 }
 
+// MoveAliases points every local alias of room from at room to, in one
+// statement, so no alias is ever free or lost in between (a room upgrade
+// moves them, spec: "Room Upgrades").
+func (db *DB) MoveAliases(ctx context.Context, from, to roomdag.RoomID) error {
+	return db.write(func(tx *sql.Tx) error {
+		_, err := tx.Exec(`UPDATE room_aliases SET room_id = ? WHERE room_id = ?`, string(to), string(from))
+		return err
+	}, nil)
+}
+
 // RoomAliases lists the local aliases of a room.
 func (db *DB) RoomAliases(ctx context.Context, room roomdag.RoomID) ([]string, error) {
 	out, err := queryStrings(ctx, db.r, `SELECT alias FROM room_aliases WHERE room_id = ? ORDER BY alias`, string(room))
