@@ -95,7 +95,7 @@ func (s *Server) register(r *http.Request) (any, error) {
 	// empty body to learn the flows: so a password is checked here only if
 	// given, and required once auth is complete.
 	if req.Password != "" {
-		if err := checkPasswordStrength(req.Password); err != nil {
+		if err := s.checkPasswordStrength(req.Password); err != nil {
 			return nil, err
 		}
 	}
@@ -382,7 +382,10 @@ func (s *Server) changePassword(r *http.Request) (any, error) {
 	if err := decodeJSON(r, &req); err != nil {
 		return nil, err
 	}
-	if err := checkPasswordStrength(req.NewPassword); err != nil {
+	if req.NewPassword == "" {
+		return nil, missingParam("new_password is required")
+	}
+	if err := s.checkPasswordStrength(req.NewPassword); err != nil {
 		return nil, err
 	}
 	if err := s.requirePassword(r, req.Auth); err != nil {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -158,15 +159,48 @@ func (s *Server) noteSeen(r *http.Request, rq *Requester) {
 	}()
 }
 
-// minPasswordLength: anything shorter is refused with M_WEAK_PASSWORD.
-const minPasswordLength = 8
+// PasswordPolicy is what new passwords must satisfy (configs.PasswordPolicy
+// documents each field; Synapse's password_config.policy).
+type PasswordPolicy struct {
+	Enabled                                                         bool
+	MinimumLength                                                   int
+	RequireDigit, RequireSymbol, RequireLowercase, RequireUppercase bool
+}
 
-func checkPasswordStrength(pw string) error {
-	if len(pw) < minPasswordLength {
-		return errorf(http.StatusBadRequest, CodeWeakPassword, "password must be at least %d characters", minPasswordLength)
+// maxPasswordLength bounds every password, policy or not (Synapse's limit).
+const maxPasswordLength = 512
+
+// checkPasswordStrength applies the policy to a new, non-empty password:
+// 400 with the code of the first check it fails, in Synapse's order
+// (length, digit, symbol, upper case, lower case). Lengths count
+// characters (code points), as Synapse does.
+func (s *Server) checkPasswordStrength(pw string) error {
+	n := utf8.RuneCountInString(pw)
+	if n > maxPasswordLength {
+		return invalidParam("password is too long: at most %d characters", maxPasswordLength)
 	}
-	if len(pw) > 512 {
-		return errorf(http.StatusBadRequest, CodeInvalidParam, "password is too long")
+	p := s.cfg.PasswordPolicy
+	if !p.Enabled {
+		return nil
+	}
+	refuse := func(code, format string, a ...any) error {
+		return errorf(http.StatusBadRequest, code, format, a...)
+	}
+	has := func(in func(rune) bool) bool { return strings.IndexFunc(pw, in) >= 0 }
+	isDigit := func(c rune) bool { return c >= '0' && c <= '9' }
+	isLower := func(c rune) bool { return c >= 'a' && c <= 'z' }
+	isUpper := func(c rune) bool { return c >= 'A' && c <= 'Z' }
+	switch {
+	case n < p.MinimumLength:
+		return refuse(CodePasswordTooShort, "password must be at least %d characters long", p.MinimumLength)
+	case p.RequireDigit && !has(isDigit):
+		return refuse(CodePasswordNoDigit, "password must include at least one digit")
+	case p.RequireSymbol && !has(func(c rune) bool { return !isDigit(c) && !isLower(c) && !isUpper(c) }):
+		return refuse(CodePasswordNoSymbol, "password must include at least one symbol")
+	case p.RequireUppercase && !has(isUpper):
+		return refuse(CodePasswordNoUppercase, "password must include at least one upper-case letter")
+	case p.RequireLowercase && !has(isLower):
+		return refuse(CodePasswordNoLowercase, "password must include at least one lower-case letter")
 	}
 	return nil
 }

@@ -29,6 +29,9 @@ type Config struct {
 	Tokens             []string
 	SharedSecret       string
 	BcryptCost         int
+	// PasswordPolicy applies to passwords chosen at registration and at
+	// password changes.
+	PasswordPolicy     PasswordPolicy
 	DefaultRoomVersion string
 	MaxRequestSize     int64
 	// AccessTokenLifetime applies to sessions that asked for a refresh
