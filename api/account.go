@@ -99,12 +99,12 @@ func (s *Server) register(r *http.Request) (any, error) {
 			return nil, err
 		}
 	}
-	err := s.uia.require(r, req.Auth, s.registerFlows(), map[string]any{}, func() string { return s.newID(24) },
-		func(stage string, a *uiaAuth, _ *uiaSession) error {
+	_, err := s.uia.require(r, req.Auth, s.registerFlows(), map[string]any{}, func() string { return s.newID(24) },
+		func(stage string, a *uiaAuth) (roomdag.UserID, error) {
 			if stage == stageRegistrationToken && !validToken(s.cfg.Tokens, a.Token) {
-				return forbidden("invalid registration token")
+				return "", forbidden("invalid registration token")
 			}
-			return nil
+			return "", nil
 		})
 	if err != nil {
 		return nil, err
@@ -358,19 +358,33 @@ func (s *Server) whoami(r *http.Request) (any, error) {
 
 // requirePassword runs user-interactive auth with the m.login.password
 // stage for the requester's own account.
+//
+// The stage checks the password of the account it names. A flow that
+// proved another account than the requester's is refused with 403
+// M_FORBIDDEN once complete, as Synapse does (validate_user_via_ui_auth)
+// and Complement's "DELETE /device/{deviceId} requires UI auth user to
+// match device owner" expects: a stolen access token and the thief's own
+// password must not delete the victim's devices or change their password.
 func (s *Server) requirePassword(r *http.Request, auth *uiaAuth) error {
 	rq := requester(r)
-	return s.uia.require(r, auth, [][]string{{stagePassword}}, map[string]any{}, func() string { return s.newID(24) },
-		func(stage string, a *uiaAuth, _ *uiaSession) error {
+	proved, err := s.uia.require(r, auth, [][]string{{stagePassword}}, map[string]any{}, func() string { return s.newID(24) },
+		func(stage string, a *uiaAuth) (roomdag.UserID, error) {
 			user, err := s.loginUser(a.Identifier, a.User)
 			if err != nil {
-				return err
+				return "", err
 			}
-			if user != rq.UserID {
-				return forbidden("you can only authenticate as yourself")
+			if err := s.checkUserPassword(r, user, a.Password); err != nil {
+				return "", err
 			}
-			return s.checkUserPassword(r, user, a.Password)
+			return user, nil
 		})
+	if err != nil {
+		return err
+	}
+	if proved != rq.UserID {
+		return forbidden("the credentials given are not those of the account making the request")
+	}
+	return nil
 }
 
 func (s *Server) changePassword(r *http.Request) (any, error) {
@@ -455,6 +469,10 @@ func (s *Server) deleteDevice(r *http.Request) (any, error) {
 	var req struct {
 		Auth *uiaAuth `json:"auth"`
 	}
+	// Older clients send DELETE without a body: an empty body reads as {}
+	// (Synapse also takes any non-JSON body for {}; here only an empty one
+	// is, and anything else that is not JSON is 400 M_NOT_JSON, as on every
+	// other endpoint).
 	if err := decodeJSON(r, &req); err != nil {
 		return nil, err
 	}

@@ -1066,11 +1066,13 @@ func TestChangePassword(t *testing.T) {
 		r := hsDo(t, srv, "POST", path, me.Token, map[string]any{"new_password": "short", "auth": hsPasswordAuth(me.UserID, hsPassword, "")})
 		hsWantErr(t, r, 400, "M_PASSWORD_TOO_SHORT", "short")
 
-		// Someone else's (correct) password does not authenticate me.
+		// Someone else's (correct) password does not authenticate me: the
+		// stage passes for its own account, and the request is then
+		// refused with 403, as Synapse refuses it.
 		r = hsDo(t, srv, "POST", path, me.Token, map[string]any{"new_password": newPassword, "auth": hsPasswordAuth(someoneElse.UserID, hsPassword, "")})
-		if r.Status != 401 || r.errcode() != "M_FORBIDDEN" {
-			t.Errorf("other user's password: want 401 with M_FORBIDDEN, got %s", r)
-		}
+		hsWantErr(t, r, 403, "M_FORBIDDEN", "other user's password")
+		hsWantErr(t, hsDo(t, srv, "POST", path, me.Token, map[string]any{"auth": hsPasswordAuth(me.UserID, hsPassword, "")}),
+			400, "M_MISSING_PARAM", "no new_password")
 
 		hsWantErr(t, hsDo(t, srv, "POST", path, "", map[string]any{"new_password": newPassword}), 401, "M_MISSING_TOKEN", "no token")
 
@@ -1181,9 +1183,26 @@ func TestDevices(t *testing.T) {
 		me := hsRegister(t, srv, hsName("devthief"), nil)
 		victim := hsRegister(t, srv, hsName("devowner"), nil)
 		path := "/_matrix/client/v3/devices/" + victim.DeviceID
+		// Device IDs are per user: this names a device of mine, which I do
+		// not have, so there is nothing to delete (200, as in Synapse and
+		// as for any device "removed previously").
 		r := hsDo(t, srv, "DELETE", path, me.Token, map[string]any{"auth": hsPasswordAuth(me.UserID, hsPassword, "")})
-		hsOK(t, r, "delete a device ID that is not mine") // nothing of mine to delete
+		hsOK(t, r, "delete a device ID that is not mine")
 		hsWhoami(t, srv, victim)
+		// With the victim's token and my own password (Complement: "DELETE
+		// /device/{deviceId} requires UI auth user to match device
+		// owner"): 403, not a 401 challenge, and the device stays.
+		stolen := hsLogin(t, srv, victim.UserID)
+		r = hsDo(t, srv, "DELETE", path, stolen.Token, map[string]any{"auth": hsPasswordAuth(me.UserID, hsPassword, "")})
+		hsWantErr(t, r, 403, "M_FORBIDDEN", "delete with another account's password")
+		r = hsDo(t, srv, "POST", "/_matrix/client/v3/delete_devices", stolen.Token,
+			map[string]any{"devices": []string{victim.DeviceID}, "auth": hsPasswordAuth(me.UserID, hsPassword, "")})
+		hsWantErr(t, r, 403, "M_FORBIDDEN", "delete_devices with another account's password")
+		hsWhoami(t, srv, victim)
+		hsOK(t, hsDo(t, srv, "GET", path, stolen.Token, nil), "the device is still there")
+		// The owner's password deletes it.
+		hsOK(t, hsDo(t, srv, "DELETE", path, stolen.Token, map[string]any{"auth": hsPasswordAuth(victim.UserID, hsPassword, "")}), "owner deletes")
+		hsTokenDead(t, srv, victim.Token, "deleted device")
 	})
 
 	t.Run("delete_devices", func(t *testing.T) {

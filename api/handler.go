@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 
@@ -225,8 +226,8 @@ func decodeBytes(body []byte, v any) error {
 	if len(body) == 0 {
 		body = []byte("{}")
 	}
-	if !json.Valid(body) {
-		return errorf(http.StatusBadRequest, CodeNotJSON, "body is not valid JSON")
+	if err := checkJSON(body); err != nil {
+		return err
 	}
 	if body[0] != '{' {
 		return errorf(http.StatusBadRequest, CodeBadJSON, "body must be a JSON object")
@@ -237,6 +238,20 @@ func decodeBytes(body []byte, v any) error {
 			return badJSON("field %q has the wrong type: expected %s", te.Field, te.Type)
 		}
 		return badJSON("%v", err)
+	}
+	return nil
+}
+
+// checkJSON answers M_NOT_JSON for a body that is not JSON text. JSON
+// text is UTF-8 (RFC 8259, section 8.1), and encoding/json accepts
+// invalid UTF-8 in strings, replacing it, so that is checked first:
+// Complement's "POST rejects invalid utf-8 in JSON".
+func checkJSON(body []byte) error {
+	if !utf8.Valid(body) {
+		return errorf(http.StatusBadRequest, CodeNotJSON, "body is not valid UTF-8")
+	}
+	if !json.Valid(body) {
+		return errorf(http.StatusBadRequest, CodeNotJSON, "body is not valid JSON")
 	}
 	return nil
 }
@@ -254,8 +269,8 @@ func readObject(r *http.Request) (json.RawMessage, error) {
 	if len(body) == 0 {
 		return nil, errorf(http.StatusBadRequest, CodeNotJSON, "body is empty")
 	}
-	if !json.Valid(body) {
-		return nil, errorf(http.StatusBadRequest, CodeNotJSON, "body is not valid JSON")
+	if err := checkJSON(body); err != nil {
+		return nil, err
 	}
 	var obj map[string]json.RawMessage
 	if json.Unmarshal(body, &obj) != nil || obj == nil { // also skips leading white space

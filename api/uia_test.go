@@ -9,6 +9,56 @@ import (
 	"github.com/persistentchat/homeserver/testserver"
 )
 
+// TestUIABodyCheckedFirst: every endpoint behind user-interactive auth
+// reads its body before any challenge, so a body that is not JSON is
+// 400 M_NOT_JSON and one that is not an object 400 M_BAD_JSON, never a
+// 401 (Complement's "POST rejects invalid utf-8 in JSON" sends the first
+// body below to /register).
+func TestUIABodyCheckedFirst(t *testing.T) {
+	t.Parallel()
+	srv := hsStart(t, testserver.Options{})
+	me := hsRegister(t, srv, hsName("uiabody"), nil)
+	other := hsLogin(t, srv, me.UserID)
+
+	endpoints := []struct {
+		method, path string
+		token        string
+	}{
+		{"POST", csAPI + "/register", ""},
+		{"POST", csAPI + "/account/password", me.Token},
+		{"DELETE", csAPI + "/devices/" + other.DeviceID, me.Token},
+		{"POST", csAPI + "/delete_devices", me.Token},
+		{"POST", "/_matrix/client/r0/register", ""},
+	}
+	bodies := []struct {
+		name, body string
+		errcode    string
+	}{
+		{"invalid utf-8 in a string", `{ "test":"a` + "\x81" + `" }`, "M_NOT_JSON"},
+		{"invalid utf-8 in a key", "{\"\xff\": 1}", "M_NOT_JSON"},
+		{"not json", "username=alice", "M_NOT_JSON"},
+		{"truncated", `{"auth": {"type": "m.login.password"`, "M_NOT_JSON"},
+		{"array", `[{"auth": {}}]`, "M_BAD_JSON"},
+		{"string", `"auth"`, "M_BAD_JSON"},
+		{"wrong field type", `{"auth": "m.login.password"}`, "M_BAD_JSON"},
+	}
+	for _, ep := range endpoints {
+		for _, b := range bodies {
+			t.Run(ep.method+" "+ep.path+"/"+b.name, func(t *testing.T) {
+				t.Parallel()
+				r := hsDo(t, srv, ep.method, ep.path, ep.token, b.body)
+				hsWantErr(t, r, http.StatusBadRequest, b.errcode, b.name)
+				if _, ok := r.Body["flows"]; ok {
+					t.Errorf("a bad body got a challenge: %s", r.Raw)
+				}
+			})
+		}
+	}
+	// Nothing happened.
+	hsWhoami(t, srv, me)
+	hsWhoami(t, srv, other)
+}
+
 // TestPasswordPolicy: Synapse's password_config.policy, with its error
 // codes, at registration (before user-interactive auth, as the spec asks)
 // and at password changes.
