@@ -849,9 +849,10 @@ func TestWhoamiAndTokens(t *testing.T) {
 		{"empty bearer", whoami, "Bearer ", "M_MISSING_TOKEN"},
 		{"basic auth", whoami, "Basic " + s.Token, "M_MISSING_TOKEN"},
 		{"lower-case scheme", whoami, "bearer " + s.Token, "M_MISSING_TOKEN"},
-		// Query-string tokens: deprecated in v1.11 and refused here.
-		{"query string token", whoami + "?access_token=" + url.QueryEscape(s.Token), "", "M_MISSING_TOKEN"},
-		{"query string unknown token", whoami + "?access_token=nope", "", "M_MISSING_TOKEN"},
+		// Query-string tokens: TestAccessTokenInQuery.
+		{"query string unknown token", whoami + "?access_token=nope", "", "M_UNKNOWN_TOKEN"},
+		{"query string empty token", whoami + "?access_token=", "", "M_MISSING_TOKEN"},
+		{"bearer wins over a valid query token", whoami + "?access_token=" + url.QueryEscape(s.Token), "Basic " + s.Token, "M_MISSING_TOKEN"},
 		{"devices without token", "/_matrix/client/v3/devices", "", "M_MISSING_TOKEN"},
 		{"logout without token", "/_matrix/client/v3/logout", "", "M_MISSING_TOKEN"},
 	}

@@ -57,9 +57,11 @@ func (s *Server) registry() *appservice.Registry {
 	return s.cfg.AppServices.Registry()
 }
 
-// bearer returns the request's Bearer token, "" if none.
+// bearer returns the request's access token (requestToken), "" if none:
+// services send their as_token in the header or, older ones, as the
+// access_token query parameter.
 func bearer(r *http.Request) string {
-	t, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	t, _ := requestToken(r)
 	return t
 }
 

@@ -24,19 +24,46 @@ type randomSource = io.Reader
 
 var errNoToken = errors.New("no access token")
 
-// authenticate finds the access token (Authorization: Bearer only; query
-// string tokens were deprecated in v1.11 and removed by MSC4127).
-func (s *Server) authenticate(r *http.Request) (*Requester, error) {
-	h := r.Header.Get("Authorization")
-	if h == "" {
-		if r.URL.Query().Has("access_token") {
-			return nil, errorf(http.StatusUnauthorized, CodeMissingToken, "access tokens are accepted only in the Authorization header")
+// requestToken finds a request's access token: the Authorization header
+// ("Bearer <token>"), else the access_token query parameter. present says
+// whether the request carries either; a header in any other form gives
+// token "" with present true.
+//
+// The query parameter is deprecated (spec v1.11) and MSC4127 removes it
+// from the spec, but real clients still send it: matrix-nio and many bots
+// built on it, older appservice bridges (?access_token=<as_token>), and
+// media links embedded where no header can be set. Deprecated things stay
+// supported here, so it is accepted on every authenticated route.
+//
+// When both are given the header wins and the query parameter is ignored.
+// Synapse refuses that mix with M_MISSING_TOKEN ("Mixing Authorization
+// headers and access_token query parameters"), which breaks bots that
+// send the token both ways; the spec does not forbid it and prefers the
+// header, so the header is used.
+func requestToken(r *http.Request) (token string, present bool) {
+	if h := r.Header.Get("Authorization"); h != "" {
+		t, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok {
+			return "", true
 		}
+		return t, true
+	}
+	q := r.URL.Query()
+	if !q.Has("access_token") {
+		return "", false
+	}
+	return q.Get("access_token"), true
+}
+
+// authenticate resolves a request's access token (requestToken) to its
+// user and device, or to an application service acting as a user.
+func (s *Server) authenticate(r *http.Request) (*Requester, error) {
+	token, present := requestToken(r)
+	if !present {
 		return nil, errNoToken
 	}
-	token, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || token == "" {
-		return nil, errorf(http.StatusUnauthorized, CodeMissingToken, "Authorization header must be 'Bearer <token>'")
+	if token == "" {
+		return nil, errorf(http.StatusUnauthorized, CodeMissingToken, "access token must be given as 'Authorization: Bearer <token>' or as the access_token query parameter")
 	}
 	if reg := s.registry().ByASToken(token); reg != nil {
 		return s.assertIdentity(r, reg)
