@@ -340,11 +340,11 @@ func (s *Server) refresh(r *http.Request) (any, error) {
 // logout deletes the device, and with it every token it had.
 func (s *Server) logout(r *http.Request) (any, error) {
 	rq := requester(r)
-	return struct{}{}, s.store.DeleteDevices(r.Context(), rq.UserID, []string{rq.DeviceID}, "")
+	return struct{}{}, s.endSessions(r.Context(), rq.UserID, []string{rq.DeviceID}, "")
 }
 
 func (s *Server) logoutAll(r *http.Request) (any, error) {
-	return struct{}{}, s.store.DeleteDevices(r.Context(), requester(r).UserID, nil, "")
+	return struct{}{}, s.endSessions(r.Context(), requester(r).UserID, nil, "")
 }
 
 func (s *Server) whoami(r *http.Request) (any, error) {
@@ -414,7 +414,7 @@ func (s *Server) changePassword(r *http.Request) (any, error) {
 		return nil, err
 	}
 	if req.LogoutDevices == nil || *req.LogoutDevices {
-		if err := s.store.DeleteDevices(r.Context(), rq.UserID, nil, rq.DeviceID); err != nil {
+		if err := s.endSessions(r.Context(), rq.UserID, nil, rq.DeviceID); err != nil {
 			return nil, err
 		}
 	}
@@ -483,7 +483,7 @@ func (s *Server) deleteDevice(r *http.Request) (any, error) {
 	if err := s.requirePassword(r, req.Auth); err != nil {
 		return nil, err
 	}
-	return struct{}{}, s.store.DeleteDevices(r.Context(), requester(r).UserID, []string{id}, "")
+	return struct{}{}, s.endSessions(r.Context(), requester(r).UserID, []string{id}, "")
 }
 
 func (s *Server) deleteDevices(r *http.Request) (any, error) {
@@ -500,7 +500,7 @@ func (s *Server) deleteDevices(r *http.Request) (any, error) {
 	if err := s.requirePassword(r, req.Auth); err != nil {
 		return nil, err
 	}
-	return struct{}{}, s.store.DeleteDevices(r.Context(), requester(r).UserID, req.Devices, "")
+	return struct{}{}, s.endSessions(r.Context(), requester(r).UserID, req.Devices, "")
 }
 
 // Synapse's shared-secret registration (/_synapse/admin/v1/register): not

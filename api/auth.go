@@ -15,7 +15,9 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
+	"github.com/persistentchat/homeserver/sync"
 )
 
 // randomSource supplies the randomness for tokens and IDs (crypto/rand in
@@ -58,6 +60,9 @@ func requestToken(r *http.Request) (token string, present bool) {
 // authenticate resolves a request's access token (requestToken) to its
 // user and device, or to an application service acting as a user.
 func (s *Server) authenticate(r *http.Request) (*Requester, error) {
+	// Read before the token is looked up, so that a session ended after
+	// the lookup is always seen by a long-poll (sync.SessionCheck).
+	mark := s.sync.Notifier().SessionMark()
 	token, present := requestToken(r)
 	if !present {
 		return nil, errNoToken
@@ -81,9 +86,54 @@ func (s *Server) authenticate(r *http.Request) (*Requester, error) {
 		e.Extra = map[string]any{"soft_logout": true}
 		return nil, e
 	}
-	rq := &Requester{UserID: owner.UserID, DeviceID: owner.DeviceID, TokenHash: hash}
+	rq := &Requester{UserID: owner.UserID, DeviceID: owner.DeviceID, TokenHash: hash, sessionMark: mark}
 	s.noteSeen(r, rq)
 	return rq, nil
+}
+
+// sessionCheck lets a long-poll made by rq end when rq's session does
+// (sync.SessionCheck); nil for an application service's as_token, which
+// no logout ends.
+func (s *Server) sessionCheck(rq *Requester) *sync.SessionCheck {
+	if rq.AppService != nil || rq.TokenHash == nil {
+		return nil
+	}
+	return &sync.SessionCheck{Mark: rq.sessionMark, Alive: func(ctx context.Context) (bool, error) {
+		if _, err := s.store.TokenOwner(ctx, rq.TokenHash); err == nil {
+			return true, nil
+		} else if !errors.Is(err, storage.ErrNotFound) {
+			return false, err
+		}
+		// /refresh replaces the access token but the session (the device)
+		// goes on: a poll made with the old token is not a logged-out one,
+		// and answering it 401 would log a refreshing client out.
+		devs, err := s.store.Devices(ctx, rq.UserID)
+		if err != nil {
+			return false, err
+		}
+		for _, d := range devs {
+			if d.DeviceID == rq.DeviceID {
+				return true, nil
+			}
+		}
+		return false, nil
+	}}
+}
+
+// endSessions deletes devices with their tokens and pushers (the
+// arguments of Store.DeleteDevices) and ends the long-polls made with
+// them, which answer 401 M_UNKNOWN_TOKEN at once instead of anything that
+// happens after.
+func (s *Server) endSessions(ctx context.Context, user roomdag.UserID, devices []string, keep string) error {
+	committed := s.sync.Notifier().EndSessions(user)
+	err := s.store.DeleteDevices(ctx, user, devices, keep)
+	committed()
+	if err != nil {
+		return err
+	}
+	// Their pushers went with them: delivery stops now rather than at the
+	// loops' next read of their pusher.
+	return s.pushersChanged(ctx, user)
 }
 
 // hashToken: tokens are 256-bit random values, so SHA-256 is enough to make

@@ -19,6 +19,7 @@ import (
 
 	"github.com/persistentchat/homeserver/appservice"
 	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/sync"
 )
 
 // handlerFunc is every endpoint's shape: return a value to send as JSON
@@ -81,6 +82,9 @@ type Requester struct {
 	// AppService is the application service whose as_token made the
 	// request, acting as UserID (nil for a user's own token).
 	AppService *appservice.Registration
+	// sessionMark is the notifier's session mark, taken before the token
+	// was looked up (sync.SessionCheck).
+	sessionMark uint64
 }
 
 func requester(r *http.Request) *Requester {
@@ -187,6 +191,12 @@ func (s *Server) mapError(r *http.Request, err error) *Error {
 		return badJSON("%v", err)
 	case errors.Is(err, roomdag.ErrUnknownRoom):
 		return notFoundErr("unknown room")
+	case errors.Is(err, sync.ErrSessionEnded):
+		// A long-poll whose session was logged out, deleted or deactivated
+		// while it waited: no soft logout, the session is gone.
+		e := errorf(http.StatusUnauthorized, CodeUnknownToken, "the access token was revoked while this request waited")
+		e.Extra = map[string]any{"soft_logout": false}
+		return e
 	case errors.Is(err, context.Canceled):
 		return errorf(499, CodeUnknown, "request cancelled")
 	}
