@@ -274,11 +274,15 @@ func (s *Server) checkUserPassword(r *http.Request, user roomdag.UserID, pw stri
 	if err != nil {
 		return err
 	}
-	if !checkPassword(u.PasswordHash, pw) {
-		return forbidden("invalid username or password")
-	}
+	// Deactivation clears the password, so this comes first: whatever
+	// password is given, the answer is M_USER_DEACTIVATED, as Synapse
+	// gives (and Complement's "After deactivating account, can't log in
+	// with password" expects a 403).
 	if u.Deactivated {
 		return errorf(http.StatusForbidden, CodeUserDeactivated, "this account has been deactivated")
+	}
+	if !checkPassword(u.PasswordHash, pw) {
+		return forbidden("invalid username or password")
 	}
 	return nil
 }

@@ -370,10 +370,13 @@ func (s *Server) loginAppService(r *http.Request, req loginRequest) (any, error)
 	if !reg.OwnsUser(user) {
 		return nil, errorf(http.StatusForbidden, CodeExclusive, "%s is not in the namespaces of application service %s", user, reg.ID)
 	}
-	if _, err := s.store.User(r.Context(), user); errors.Is(err, storage.ErrNotFound) {
+	if u, err := s.store.User(r.Context(), user); errors.Is(err, storage.ErrNotFound) {
 		return nil, forbidden("the application service has not registered %s", user)
 	} else if err != nil {
 		return nil, err
+	} else if u.Deactivated {
+		// A deactivated account gets no new session by any login type.
+		return nil, errorf(http.StatusForbidden, CodeUserDeactivated, "%s has been deactivated", user)
 	}
 	return s.startSession(r, user, req.DeviceID, req.InitialDeviceDisplayName, req.RefreshToken)
 }

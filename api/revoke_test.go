@@ -108,8 +108,14 @@ func TestLongPollEndsWithItsSession(t *testing.T) {
 			hsOK(t, hsDo(t, srv, "POST", csAPI+"/delete_devices", b.Token,
 				password(a, b, map[string]any{"devices": []string{a.DeviceID}})), "delete_devices")
 		}},
+		{"deactivation", []poll{{device: "A"}, {device: "B"}}, func(t *testing.T, a, b hsSession) {
+			hsOK(t, hsDo(t, srv, "POST", csAPI+"/account/deactivate", b.Token, password(a, b, nil)), "deactivate")
+		}},
 		{"feed: logout", []poll{{device: "A", feed: true}}, func(t *testing.T, a, b hsSession) {
 			hsOK(t, hsDo(t, srv, "POST", csAPI+"/logout", a.Token, map[string]any{}), "logout")
+		}},
+		{"feed: deactivation", []poll{{device: "A", feed: true}}, func(t *testing.T, a, b hsSession) {
+			hsOK(t, hsDo(t, srv, "POST", csAPI+"/account/deactivate", b.Token, password(a, b, nil)), "deactivate")
 		}},
 	}
 	// Sequential: the server's count of waiting long-polls tells when

@@ -89,7 +89,7 @@ func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
 	r.Use(cors)
 	tables := [][]route{
-		s.discoveryRoutes(), s.accountRoutes(), s.roomRoutes(), s.historyRoutes(),
+		s.discoveryRoutes(), s.accountRoutes(), s.deactivateRoutes(), s.roomRoutes(), s.historyRoutes(),
 		s.profileRoutes(), s.accountDataRoutes(), s.directoryRoutes(), s.syncRoutes(), s.pushRuleRoutes(),
 		s.receiptRoutes(),
 		s.publicRoomRoutes(), s.tagRoutes(), s.userDirectoryRoutes(), s.summaryRoutes(),

@@ -28,6 +28,7 @@ func TestUIABodyCheckedFirst(t *testing.T) {
 		{"POST", csAPI + "/account/password", me.Token},
 		{"DELETE", csAPI + "/devices/" + other.DeviceID, me.Token},
 		{"POST", csAPI + "/delete_devices", me.Token},
+		{"POST", csAPI + "/account/deactivate", me.Token},
 		{"POST", "/_matrix/client/r0/register", ""},
 	}
 	bodies := []struct {

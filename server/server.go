@@ -188,6 +188,9 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		},
 	}
 	client := api.NewServer(apiCfg, db, hs.Rooms, syncer, clk, log, rand.Reader)
+	if err := client.ResumeDeactivations(ctx); err != nil {
+		return err
+	}
 	mux := http.NewServeMux()
 	federation.NewKeyServer(key, clk, Version).Register(mux)
 	mux.Handle("/", client.Handler())

@@ -382,4 +382,10 @@ CREATE TABLE notify_threads (
 ) WITHOUT ROWID;
 CREATE INDEX notify_threads_pos ON notify_threads(room_id, last_pos);
 `,
+	// Erasure (POST /account/deactivate with erase: true): Synapse's
+	// erased_users, as a flag on the account. The request must be recorded
+	// when it is made; users.deactivated already exists.
+	`
+ALTER TABLE users ADD COLUMN erased INTEGER NOT NULL DEFAULT 0;
+`,
 }
