@@ -95,16 +95,16 @@ func (s *Server) register(r *http.Request) (any, error) {
 	// empty body to learn the flows: so a password is checked here only if
 	// given, and required once auth is complete.
 	if req.Password != "" {
-		if err := checkPasswordStrength(req.Password); err != nil {
+		if err := s.checkPasswordStrength(req.Password); err != nil {
 			return nil, err
 		}
 	}
-	err := s.uia.require(r, req.Auth, s.registerFlows(), map[string]any{}, func() string { return s.newID(24) },
-		func(stage string, a *uiaAuth, _ *uiaSession) error {
+	_, err := s.uia.require(r, req.Auth, s.registerFlows(), map[string]any{}, func() string { return s.newID(24) },
+		func(stage string, a *uiaAuth) (roomdag.UserID, error) {
 			if stage == stageRegistrationToken && !validToken(s.cfg.Tokens, a.Token) {
-				return forbidden("invalid registration token")
+				return "", forbidden("invalid registration token")
 			}
-			return nil
+			return "", nil
 		})
 	if err != nil {
 		return nil, err
@@ -274,11 +274,15 @@ func (s *Server) checkUserPassword(r *http.Request, user roomdag.UserID, pw stri
 	if err != nil {
 		return err
 	}
-	if !checkPassword(u.PasswordHash, pw) {
-		return forbidden("invalid username or password")
-	}
+	// Deactivation clears the password, so this comes first: whatever
+	// password is given, the answer is M_USER_DEACTIVATED, as Synapse
+	// gives (and Complement's "After deactivating account, can't log in
+	// with password" expects a 403).
 	if u.Deactivated {
 		return errorf(http.StatusForbidden, CodeUserDeactivated, "this account has been deactivated")
+	}
+	if !checkPassword(u.PasswordHash, pw) {
+		return forbidden("invalid username or password")
 	}
 	return nil
 }
@@ -340,11 +344,11 @@ func (s *Server) refresh(r *http.Request) (any, error) {
 // logout deletes the device, and with it every token it had.
 func (s *Server) logout(r *http.Request) (any, error) {
 	rq := requester(r)
-	return struct{}{}, s.store.DeleteDevices(r.Context(), rq.UserID, []string{rq.DeviceID}, "")
+	return struct{}{}, s.endSessions(r.Context(), rq.UserID, []string{rq.DeviceID}, "")
 }
 
 func (s *Server) logoutAll(r *http.Request) (any, error) {
-	return struct{}{}, s.store.DeleteDevices(r.Context(), requester(r).UserID, nil, "")
+	return struct{}{}, s.endSessions(r.Context(), requester(r).UserID, nil, "")
 }
 
 func (s *Server) whoami(r *http.Request) (any, error) {
@@ -358,19 +362,33 @@ func (s *Server) whoami(r *http.Request) (any, error) {
 
 // requirePassword runs user-interactive auth with the m.login.password
 // stage for the requester's own account.
+//
+// The stage checks the password of the account it names. A flow that
+// proved another account than the requester's is refused with 403
+// M_FORBIDDEN once complete, as Synapse does (validate_user_via_ui_auth)
+// and Complement's "DELETE /device/{deviceId} requires UI auth user to
+// match device owner" expects: a stolen access token and the thief's own
+// password must not delete the victim's devices or change their password.
 func (s *Server) requirePassword(r *http.Request, auth *uiaAuth) error {
 	rq := requester(r)
-	return s.uia.require(r, auth, [][]string{{stagePassword}}, map[string]any{}, func() string { return s.newID(24) },
-		func(stage string, a *uiaAuth, _ *uiaSession) error {
+	proved, err := s.uia.require(r, auth, [][]string{{stagePassword}}, map[string]any{}, func() string { return s.newID(24) },
+		func(stage string, a *uiaAuth) (roomdag.UserID, error) {
 			user, err := s.loginUser(a.Identifier, a.User)
 			if err != nil {
-				return err
+				return "", err
 			}
-			if user != rq.UserID {
-				return forbidden("you can only authenticate as yourself")
+			if err := s.checkUserPassword(r, user, a.Password); err != nil {
+				return "", err
 			}
-			return s.checkUserPassword(r, user, a.Password)
+			return user, nil
 		})
+	if err != nil {
+		return err
+	}
+	if proved != rq.UserID {
+		return forbidden("the credentials given are not those of the account making the request")
+	}
+	return nil
 }
 
 func (s *Server) changePassword(r *http.Request) (any, error) {
@@ -382,7 +400,10 @@ func (s *Server) changePassword(r *http.Request) (any, error) {
 	if err := decodeJSON(r, &req); err != nil {
 		return nil, err
 	}
-	if err := checkPasswordStrength(req.NewPassword); err != nil {
+	if req.NewPassword == "" {
+		return nil, missingParam("new_password is required")
+	}
+	if err := s.checkPasswordStrength(req.NewPassword); err != nil {
 		return nil, err
 	}
 	if err := s.requirePassword(r, req.Auth); err != nil {
@@ -397,7 +418,7 @@ func (s *Server) changePassword(r *http.Request) (any, error) {
 		return nil, err
 	}
 	if req.LogoutDevices == nil || *req.LogoutDevices {
-		if err := s.store.DeleteDevices(r.Context(), rq.UserID, nil, rq.DeviceID); err != nil {
+		if err := s.endSessions(r.Context(), rq.UserID, nil, rq.DeviceID); err != nil {
 			return nil, err
 		}
 	}
@@ -452,6 +473,10 @@ func (s *Server) deleteDevice(r *http.Request) (any, error) {
 	var req struct {
 		Auth *uiaAuth `json:"auth"`
 	}
+	// Older clients send DELETE without a body: an empty body reads as {}
+	// (Synapse also takes any non-JSON body for {}; here only an empty one
+	// is, and anything else that is not JSON is 400 M_NOT_JSON, as on every
+	// other endpoint).
 	if err := decodeJSON(r, &req); err != nil {
 		return nil, err
 	}
@@ -462,7 +487,7 @@ func (s *Server) deleteDevice(r *http.Request) (any, error) {
 	if err := s.requirePassword(r, req.Auth); err != nil {
 		return nil, err
 	}
-	return struct{}{}, s.store.DeleteDevices(r.Context(), requester(r).UserID, []string{id}, "")
+	return struct{}{}, s.endSessions(r.Context(), requester(r).UserID, []string{id}, "")
 }
 
 func (s *Server) deleteDevices(r *http.Request) (any, error) {
@@ -479,7 +504,7 @@ func (s *Server) deleteDevices(r *http.Request) (any, error) {
 	if err := s.requirePassword(r, req.Auth); err != nil {
 		return nil, err
 	}
-	return struct{}{}, s.store.DeleteDevices(r.Context(), requester(r).UserID, req.Devices, "")
+	return struct{}{}, s.endSessions(r.Context(), requester(r).UserID, req.Devices, "")
 }
 
 // Synapse's shared-secret registration (/_synapse/admin/v1/register): not

@@ -348,7 +348,8 @@ func TestRegisterRejects(t *testing.T) {
 		{"quote", "", "user'name", hsPassword, 400, "M_INVALID_USERNAME"},
 		// "@" + localpart + ":localhost" must fit in 255 bytes.
 		{"too long", "", strings.Repeat("a", 250), hsPassword, 400, "M_INVALID_USERNAME"},
-		{"weak password", "", hsName("weak"), "short", 400, "M_WEAK_PASSWORD"},
+		// The default password policy: at least 8 characters.
+		{"short password", "", hsName("weak"), "short", 400, "M_PASSWORD_TOO_SHORT"},
 		{"guest", "?kind=guest", hsName("guest"), hsPassword, 403, "M_GUEST_ACCESS_FORBIDDEN"},
 		{"unknown kind", "?kind=robot", hsName("robot"), hsPassword, 400, "M_INVALID_PARAM"},
 	}
@@ -848,9 +849,10 @@ func TestWhoamiAndTokens(t *testing.T) {
 		{"empty bearer", whoami, "Bearer ", "M_MISSING_TOKEN"},
 		{"basic auth", whoami, "Basic " + s.Token, "M_MISSING_TOKEN"},
 		{"lower-case scheme", whoami, "bearer " + s.Token, "M_MISSING_TOKEN"},
-		// Query-string tokens: deprecated in v1.11 and refused here.
-		{"query string token", whoami + "?access_token=" + url.QueryEscape(s.Token), "", "M_MISSING_TOKEN"},
-		{"query string unknown token", whoami + "?access_token=nope", "", "M_MISSING_TOKEN"},
+		// Query-string tokens: TestAccessTokenInQuery.
+		{"query string unknown token", whoami + "?access_token=nope", "", "M_UNKNOWN_TOKEN"},
+		{"query string empty token", whoami + "?access_token=", "", "M_MISSING_TOKEN"},
+		{"bearer wins over a valid query token", whoami + "?access_token=" + url.QueryEscape(s.Token), "Basic " + s.Token, "M_MISSING_TOKEN"},
 		{"devices without token", "/_matrix/client/v3/devices", "", "M_MISSING_TOKEN"},
 		{"logout without token", "/_matrix/client/v3/logout", "", "M_MISSING_TOKEN"},
 	}
@@ -1063,13 +1065,15 @@ func TestChangePassword(t *testing.T) {
 		someoneElse := hsRegister(t, srv, hsName("pwother"), nil)
 
 		r := hsDo(t, srv, "POST", path, me.Token, map[string]any{"new_password": "short", "auth": hsPasswordAuth(me.UserID, hsPassword, "")})
-		hsWantErr(t, r, 400, "M_WEAK_PASSWORD", "weak")
+		hsWantErr(t, r, 400, "M_PASSWORD_TOO_SHORT", "short")
 
-		// Someone else's (correct) password does not authenticate me.
+		// Someone else's (correct) password does not authenticate me: the
+		// stage passes for its own account, and the request is then
+		// refused with 403, as Synapse refuses it.
 		r = hsDo(t, srv, "POST", path, me.Token, map[string]any{"new_password": newPassword, "auth": hsPasswordAuth(someoneElse.UserID, hsPassword, "")})
-		if r.Status != 401 || r.errcode() != "M_FORBIDDEN" {
-			t.Errorf("other user's password: want 401 with M_FORBIDDEN, got %s", r)
-		}
+		hsWantErr(t, r, 403, "M_FORBIDDEN", "other user's password")
+		hsWantErr(t, hsDo(t, srv, "POST", path, me.Token, map[string]any{"auth": hsPasswordAuth(me.UserID, hsPassword, "")}),
+			400, "M_MISSING_PARAM", "no new_password")
 
 		hsWantErr(t, hsDo(t, srv, "POST", path, "", map[string]any{"new_password": newPassword}), 401, "M_MISSING_TOKEN", "no token")
 
@@ -1180,9 +1184,26 @@ func TestDevices(t *testing.T) {
 		me := hsRegister(t, srv, hsName("devthief"), nil)
 		victim := hsRegister(t, srv, hsName("devowner"), nil)
 		path := "/_matrix/client/v3/devices/" + victim.DeviceID
+		// Device IDs are per user: this names a device of mine, which I do
+		// not have, so there is nothing to delete (200, as in Synapse and
+		// as for any device "removed previously").
 		r := hsDo(t, srv, "DELETE", path, me.Token, map[string]any{"auth": hsPasswordAuth(me.UserID, hsPassword, "")})
-		hsOK(t, r, "delete a device ID that is not mine") // nothing of mine to delete
+		hsOK(t, r, "delete a device ID that is not mine")
 		hsWhoami(t, srv, victim)
+		// With the victim's token and my own password (Complement: "DELETE
+		// /device/{deviceId} requires UI auth user to match device
+		// owner"): 403, not a 401 challenge, and the device stays.
+		stolen := hsLogin(t, srv, victim.UserID)
+		r = hsDo(t, srv, "DELETE", path, stolen.Token, map[string]any{"auth": hsPasswordAuth(me.UserID, hsPassword, "")})
+		hsWantErr(t, r, 403, "M_FORBIDDEN", "delete with another account's password")
+		r = hsDo(t, srv, "POST", "/_matrix/client/v3/delete_devices", stolen.Token,
+			map[string]any{"devices": []string{victim.DeviceID}, "auth": hsPasswordAuth(me.UserID, hsPassword, "")})
+		hsWantErr(t, r, 403, "M_FORBIDDEN", "delete_devices with another account's password")
+		hsWhoami(t, srv, victim)
+		hsOK(t, hsDo(t, srv, "GET", path, stolen.Token, nil), "the device is still there")
+		// The owner's password deletes it.
+		hsOK(t, hsDo(t, srv, "DELETE", path, stolen.Token, map[string]any{"auth": hsPasswordAuth(victim.UserID, hsPassword, "")}), "owner deletes")
+		hsTokenDead(t, srv, victim.Token, "deleted device")
 	})
 
 	t.Run("delete_devices", func(t *testing.T) {

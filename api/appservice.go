@@ -57,9 +57,11 @@ func (s *Server) registry() *appservice.Registry {
 	return s.cfg.AppServices.Registry()
 }
 
-// bearer returns the request's Bearer token, "" if none.
+// bearer returns the request's access token (requestToken), "" if none:
+// services send their as_token in the header or, older ones, as the
+// access_token query parameter.
 func bearer(r *http.Request) string {
-	t, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	t, _ := requestToken(r)
 	return t
 }
 
@@ -368,10 +370,13 @@ func (s *Server) loginAppService(r *http.Request, req loginRequest) (any, error)
 	if !reg.OwnsUser(user) {
 		return nil, errorf(http.StatusForbidden, CodeExclusive, "%s is not in the namespaces of application service %s", user, reg.ID)
 	}
-	if _, err := s.store.User(r.Context(), user); errors.Is(err, storage.ErrNotFound) {
+	if u, err := s.store.User(r.Context(), user); errors.Is(err, storage.ErrNotFound) {
 		return nil, forbidden("the application service has not registered %s", user)
 	} else if err != nil {
 		return nil, err
+	} else if u.Deactivated {
+		// A deactivated account gets no new session by any login type.
+		return nil, errorf(http.StatusForbidden, CodeUserDeactivated, "%s has been deactivated", user)
 	}
 	return s.startSession(r, user, req.DeviceID, req.InitialDeviceDisplayName, req.RefreshToken)
 }

@@ -11,10 +11,13 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
+	"github.com/persistentchat/homeserver/sync"
 )
 
 // randomSource supplies the randomness for tokens and IDs (crypto/rand in
@@ -23,19 +26,49 @@ type randomSource = io.Reader
 
 var errNoToken = errors.New("no access token")
 
-// authenticate finds the access token (Authorization: Bearer only; query
-// string tokens were deprecated in v1.11 and removed by MSC4127).
-func (s *Server) authenticate(r *http.Request) (*Requester, error) {
-	h := r.Header.Get("Authorization")
-	if h == "" {
-		if r.URL.Query().Has("access_token") {
-			return nil, errorf(http.StatusUnauthorized, CodeMissingToken, "access tokens are accepted only in the Authorization header")
+// requestToken finds a request's access token: the Authorization header
+// ("Bearer <token>"), else the access_token query parameter. present says
+// whether the request carries either; a header in any other form gives
+// token "" with present true.
+//
+// The query parameter is deprecated (spec v1.11) and MSC4127 removes it
+// from the spec, but real clients still send it: matrix-nio and many bots
+// built on it, older appservice bridges (?access_token=<as_token>), and
+// media links embedded where no header can be set. Deprecated things stay
+// supported here, so it is accepted on every authenticated route.
+//
+// When both are given the header wins and the query parameter is ignored.
+// Synapse refuses that mix with M_MISSING_TOKEN ("Mixing Authorization
+// headers and access_token query parameters"), which breaks bots that
+// send the token both ways; the spec does not forbid it and prefers the
+// header, so the header is used.
+func requestToken(r *http.Request) (token string, present bool) {
+	if h := r.Header.Get("Authorization"); h != "" {
+		t, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok {
+			return "", true
 		}
+		return t, true
+	}
+	q := r.URL.Query()
+	if !q.Has("access_token") {
+		return "", false
+	}
+	return q.Get("access_token"), true
+}
+
+// authenticate resolves a request's access token (requestToken) to its
+// user and device, or to an application service acting as a user.
+func (s *Server) authenticate(r *http.Request) (*Requester, error) {
+	// Read before the token is looked up, so that a session ended after
+	// the lookup is always seen by a long-poll (sync.SessionCheck).
+	mark := s.sync.Notifier().SessionMark()
+	token, present := requestToken(r)
+	if !present {
 		return nil, errNoToken
 	}
-	token, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || token == "" {
-		return nil, errorf(http.StatusUnauthorized, CodeMissingToken, "Authorization header must be 'Bearer <token>'")
+	if token == "" {
+		return nil, errorf(http.StatusUnauthorized, CodeMissingToken, "access token must be given as 'Authorization: Bearer <token>' or as the access_token query parameter")
 	}
 	if reg := s.registry().ByASToken(token); reg != nil {
 		return s.assertIdentity(r, reg)
@@ -53,9 +86,54 @@ func (s *Server) authenticate(r *http.Request) (*Requester, error) {
 		e.Extra = map[string]any{"soft_logout": true}
 		return nil, e
 	}
-	rq := &Requester{UserID: owner.UserID, DeviceID: owner.DeviceID, TokenHash: hash}
+	rq := &Requester{UserID: owner.UserID, DeviceID: owner.DeviceID, TokenHash: hash, sessionMark: mark}
 	s.noteSeen(r, rq)
 	return rq, nil
+}
+
+// sessionCheck lets a long-poll made by rq end when rq's session does
+// (sync.SessionCheck); nil for an application service's as_token, which
+// no logout ends.
+func (s *Server) sessionCheck(rq *Requester) *sync.SessionCheck {
+	if rq.AppService != nil || rq.TokenHash == nil {
+		return nil
+	}
+	return &sync.SessionCheck{Mark: rq.sessionMark, Alive: func(ctx context.Context) (bool, error) {
+		if _, err := s.store.TokenOwner(ctx, rq.TokenHash); err == nil {
+			return true, nil
+		} else if !errors.Is(err, storage.ErrNotFound) {
+			return false, err
+		}
+		// /refresh replaces the access token but the session (the device)
+		// goes on: a poll made with the old token is not a logged-out one,
+		// and answering it 401 would log a refreshing client out.
+		devs, err := s.store.Devices(ctx, rq.UserID)
+		if err != nil {
+			return false, err
+		}
+		for _, d := range devs {
+			if d.DeviceID == rq.DeviceID {
+				return true, nil
+			}
+		}
+		return false, nil
+	}}
+}
+
+// endSessions deletes devices with their tokens and pushers (the
+// arguments of Store.DeleteDevices) and ends the long-polls made with
+// them, which answer 401 M_UNKNOWN_TOKEN at once instead of anything that
+// happens after.
+func (s *Server) endSessions(ctx context.Context, user roomdag.UserID, devices []string, keep string) error {
+	committed := s.sync.Notifier().EndSessions(user)
+	err := s.store.DeleteDevices(ctx, user, devices, keep)
+	committed()
+	if err != nil {
+		return err
+	}
+	// Their pushers went with them: delivery stops now rather than at the
+	// loops' next read of their pusher.
+	return s.pushersChanged(ctx, user)
 }
 
 // hashToken: tokens are 256-bit random values, so SHA-256 is enough to make
@@ -158,15 +236,48 @@ func (s *Server) noteSeen(r *http.Request, rq *Requester) {
 	}()
 }
 
-// minPasswordLength: anything shorter is refused with M_WEAK_PASSWORD.
-const minPasswordLength = 8
+// PasswordPolicy is what new passwords must satisfy (configs.PasswordPolicy
+// documents each field; Synapse's password_config.policy).
+type PasswordPolicy struct {
+	Enabled                                                         bool
+	MinimumLength                                                   int
+	RequireDigit, RequireSymbol, RequireLowercase, RequireUppercase bool
+}
 
-func checkPasswordStrength(pw string) error {
-	if len(pw) < minPasswordLength {
-		return errorf(http.StatusBadRequest, CodeWeakPassword, "password must be at least %d characters", minPasswordLength)
+// maxPasswordLength bounds every password, policy or not (Synapse's limit).
+const maxPasswordLength = 512
+
+// checkPasswordStrength applies the policy to a new, non-empty password:
+// 400 with the code of the first check it fails, in Synapse's order
+// (length, digit, symbol, upper case, lower case). Lengths count
+// characters (code points), as Synapse does.
+func (s *Server) checkPasswordStrength(pw string) error {
+	n := utf8.RuneCountInString(pw)
+	if n > maxPasswordLength {
+		return invalidParam("password is too long: at most %d characters", maxPasswordLength)
 	}
-	if len(pw) > 512 {
-		return errorf(http.StatusBadRequest, CodeInvalidParam, "password is too long")
+	p := s.cfg.PasswordPolicy
+	if !p.Enabled {
+		return nil
+	}
+	refuse := func(code, format string, a ...any) error {
+		return errorf(http.StatusBadRequest, code, format, a...)
+	}
+	has := func(in func(rune) bool) bool { return strings.IndexFunc(pw, in) >= 0 }
+	isDigit := func(c rune) bool { return c >= '0' && c <= '9' }
+	isLower := func(c rune) bool { return c >= 'a' && c <= 'z' }
+	isUpper := func(c rune) bool { return c >= 'A' && c <= 'Z' }
+	switch {
+	case n < p.MinimumLength:
+		return refuse(CodePasswordTooShort, "password must be at least %d characters long", p.MinimumLength)
+	case p.RequireDigit && !has(isDigit):
+		return refuse(CodePasswordNoDigit, "password must include at least one digit")
+	case p.RequireSymbol && !has(func(c rune) bool { return !isDigit(c) && !isLower(c) && !isUpper(c) }):
+		return refuse(CodePasswordNoSymbol, "password must include at least one symbol")
+	case p.RequireUppercase && !has(isUpper):
+		return refuse(CodePasswordNoUppercase, "password must include at least one upper-case letter")
+	case p.RequireLowercase && !has(isLower):
+		return refuse(CodePasswordNoLowercase, "password must include at least one lower-case letter")
 	}
 	return nil
 }

@@ -49,6 +49,16 @@ const (
 	CodeBadState               = "M_BAD_STATE"
 )
 
+// Error codes of the password policy (Synapse's, from MSC2000), each with
+// status 400; Server.checkPasswordStrength.
+const (
+	CodePasswordTooShort    = "M_PASSWORD_TOO_SHORT"
+	CodePasswordNoDigit     = "M_PASSWORD_NO_DIGIT"
+	CodePasswordNoSymbol    = "M_PASSWORD_NO_SYMBOL"
+	CodePasswordNoUppercase = "M_PASSWORD_NO_UPPERCASE"
+	CodePasswordNoLowercase = "M_PASSWORD_NO_LOWERCASE"
+)
+
 // Error codes of the application service extensions (spec: application
 // service API, "Client-Server API Extensions").
 const (

@@ -62,7 +62,7 @@ func (s *Server) getFeed(r *http.Request) (any, error) {
 	if limit == 0 {
 		return nil, invalidParam("limit must be positive")
 	}
-	resp, err := s.sync.Feed(r.Context(), rq.UserID, rq.DeviceID, pathParam(r, "feedId"), since, timeout, limit)
+	resp, err := s.sync.Feed(r.Context(), rq.UserID, rq.DeviceID, s.sessionCheck(rq), pathParam(r, "feedId"), since, timeout, limit)
 	if errors.Is(err, sync.ErrNoFeed) {
 		return nil, notFoundErr("no feed %q in your %s account data", pathParam(r, "feedId"), sync.TypeFeeds)
 	}

@@ -13,11 +13,13 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 
 	"github.com/persistentchat/homeserver/appservice"
 	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/sync"
 )
 
 // handlerFunc is every endpoint's shape: return a value to send as JSON
@@ -80,6 +82,9 @@ type Requester struct {
 	// AppService is the application service whose as_token made the
 	// request, acting as UserID (nil for a user's own token).
 	AppService *appservice.Registration
+	// sessionMark is the notifier's session mark, taken before the token
+	// was looked up (sync.SessionCheck).
+	sessionMark uint64
 }
 
 func requester(r *http.Request) *Requester {
@@ -186,6 +191,12 @@ func (s *Server) mapError(r *http.Request, err error) *Error {
 		return badJSON("%v", err)
 	case errors.Is(err, roomdag.ErrUnknownRoom):
 		return notFoundErr("unknown room")
+	case errors.Is(err, sync.ErrSessionEnded):
+		// A long-poll whose session was logged out, deleted or deactivated
+		// while it waited: no soft logout, the session is gone.
+		e := errorf(http.StatusUnauthorized, CodeUnknownToken, "the access token was revoked while this request waited")
+		e.Extra = map[string]any{"soft_logout": false}
+		return e
 	case errors.Is(err, context.Canceled):
 		return errorf(499, CodeUnknown, "request cancelled")
 	}
@@ -225,8 +236,8 @@ func decodeBytes(body []byte, v any) error {
 	if len(body) == 0 {
 		body = []byte("{}")
 	}
-	if !json.Valid(body) {
-		return errorf(http.StatusBadRequest, CodeNotJSON, "body is not valid JSON")
+	if err := checkJSON(body); err != nil {
+		return err
 	}
 	if body[0] != '{' {
 		return errorf(http.StatusBadRequest, CodeBadJSON, "body must be a JSON object")
@@ -237,6 +248,20 @@ func decodeBytes(body []byte, v any) error {
 			return badJSON("field %q has the wrong type: expected %s", te.Field, te.Type)
 		}
 		return badJSON("%v", err)
+	}
+	return nil
+}
+
+// checkJSON answers M_NOT_JSON for a body that is not JSON text. JSON
+// text is UTF-8 (RFC 8259, section 8.1), and encoding/json accepts
+// invalid UTF-8 in strings, replacing it, so that is checked first:
+// Complement's "POST rejects invalid utf-8 in JSON".
+func checkJSON(body []byte) error {
+	if !utf8.Valid(body) {
+		return errorf(http.StatusBadRequest, CodeNotJSON, "body is not valid UTF-8")
+	}
+	if !json.Valid(body) {
+		return errorf(http.StatusBadRequest, CodeNotJSON, "body is not valid JSON")
 	}
 	return nil
 }
@@ -254,8 +279,8 @@ func readObject(r *http.Request) (json.RawMessage, error) {
 	if len(body) == 0 {
 		return nil, errorf(http.StatusBadRequest, CodeNotJSON, "body is empty")
 	}
-	if !json.Valid(body) {
-		return nil, errorf(http.StatusBadRequest, CodeNotJSON, "body is not valid JSON")
+	if err := checkJSON(body); err != nil {
+		return nil, err
 	}
 	var obj map[string]json.RawMessage
 	if json.Unmarshal(body, &obj) != nil || obj == nil { // also skips leading white space

@@ -29,6 +29,9 @@ type Config struct {
 	Tokens             []string
 	SharedSecret       string
 	BcryptCost         int
+	// PasswordPolicy applies to passwords chosen at registration and at
+	// password changes.
+	PasswordPolicy     PasswordPolicy
 	DefaultRoomVersion string
 	MaxRequestSize     int64
 	// AccessTokenLifetime applies to sessions that asked for a refresh
@@ -93,7 +96,7 @@ func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
 	r.Use(cors)
 	tables := [][]route{
-		s.discoveryRoutes(), s.accountRoutes(), s.roomRoutes(), s.historyRoutes(),
+		s.discoveryRoutes(), s.accountRoutes(), s.deactivateRoutes(), s.roomRoutes(), s.historyRoutes(),
 		s.profileRoutes(), s.accountDataRoutes(), s.directoryRoutes(), s.syncRoutes(), s.pushRuleRoutes(),
 		s.receiptRoutes(),
 		s.publicRoomRoutes(), s.tagRoutes(), s.userDirectoryRoutes(), s.summaryRoutes(),

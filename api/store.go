@@ -81,6 +81,9 @@ type Store interface {
 	// Media metadata, for the media repository (media.Store documents).
 	media.Store
 
+	// Account deactivation (api/deactivate.go).
+	Accounts
+
 	// Reports for administrators (storage/sqlite/reports.go documents).
 	AddReport(ctx context.Context, r storage.Report) (int64, error)
 	Reports(ctx context.Context, kind storage.ReportKind, from, limit int, forward bool) ([]storage.Report, int, error)

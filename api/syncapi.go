@@ -27,7 +27,7 @@ const maxSyncTimeout = 5 * time.Minute
 func (s *Server) syncHandler(r *http.Request) (any, error) {
 	rq := requester(r)
 	q := r.URL.Query()
-	req := sync.Request{User: rq.UserID, Device: rq.DeviceID, FullState: q.Get("full_state") == "true"}
+	req := sync.Request{User: rq.UserID, Device: rq.DeviceID, FullState: q.Get("full_state") == "true", Session: s.sessionCheck(rq)}
 	if since := q.Get("since"); since != "" {
 		tok, err := sync.ParseToken(since)
 		if err != nil {

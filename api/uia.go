@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/persistentchat/homeserver/clock"
+	"github.com/persistentchat/homeserver/roomdag"
 )
 
 // User-interactive authentication (spec: client-server API, "User-Interactive
@@ -27,6 +28,9 @@ type uiaSession struct {
 	endpoint  string // method and path: a session is bound to one request
 	completed []string
 	expires   time.Time
+	// user is the account a completed m.login.password stage proved
+	// (Synapse's "user" of a UIA session); "" before.
+	user roomdag.UserID
 }
 
 type uiaSessions struct {
@@ -49,13 +53,21 @@ type uiaAuth struct {
 	Token      string          `json:"token"`
 }
 
-// stageCheck runs one stage; it returns an error for a failed attempt.
-type stageCheck func(stage string, a *uiaAuth, sess *uiaSession) error
+// stageCheck runs one stage; it returns an error for a failed attempt,
+// and for a stage that proves an account (m.login.password), that
+// account.
+type stageCheck func(stage string, a *uiaAuth) (roomdag.UserID, error)
 
-// require runs user-interactive auth for a request. It returns nil once a
-// whole flow is complete (and forgets the session); otherwise the 401
-// response to send, or the error of a failed stage.
-func (u *uiaSessions) require(r *http.Request, auth *uiaAuth, flows [][]string, params map[string]any, newID func() string, check stageCheck) error {
+// require runs user-interactive auth for a request. Once a whole flow is
+// complete it forgets the session and returns the account the flow proved
+// ("" if none of its stages proves one) and a nil error; otherwise the
+// 401 response to send, or the error of a failed stage.
+//
+// Callers parse and check the request body before calling it, so that a
+// malformed body is answered 400 (M_NOT_JSON, M_BAD_JSON) rather than
+// with a challenge: the spec asks registration for exactly that, and
+// Complement's "POST rejects invalid utf-8 in JSON" checks it.
+func (u *uiaSessions) require(r *http.Request, auth *uiaAuth, flows [][]string, params map[string]any, newID func() string, check stageCheck) (roomdag.UserID, error) {
 	now := u.clock.Now()
 	u.mu.Lock()
 	for id, s := range u.m {
@@ -69,11 +81,11 @@ func (u *uiaSessions) require(r *http.Request, auth *uiaAuth, flows [][]string, 
 		sess = u.m[auth.Session]
 		if sess == nil {
 			u.mu.Unlock()
-			return errorf(http.StatusBadRequest, CodeUnknown, "unknown or expired user-interactive auth session")
+			return "", errorf(http.StatusBadRequest, CodeUnknown, "unknown or expired user-interactive auth session")
 		}
 		if sess.endpoint != endpoint {
 			u.mu.Unlock()
-			return forbidden("this auth session belongs to another request")
+			return "", forbidden("this auth session belongs to another request")
 		}
 	} else {
 		sess = &uiaSession{id: newID(), endpoint: endpoint}
@@ -86,16 +98,19 @@ func (u *uiaSessions) require(r *http.Request, auth *uiaAuth, flows [][]string, 
 	if auth != nil && auth.Type != "" {
 		if !stageOffered(flows, auth.Type) {
 			stageErr = errorf(http.StatusBadRequest, CodeUnrecognized, "auth type %q is not offered", auth.Type)
-		} else if err := check(auth.Type, auth, sess); err != nil {
+		} else if user, err := check(auth.Type, auth); err != nil {
 			if me, ok := err.(*Error); ok {
 				stageErr = me
 			} else {
-				return err
+				return "", err
 			}
 		} else {
 			u.mu.Lock()
 			if !contains(sess.completed, auth.Type) {
 				sess.completed = append(sess.completed, auth.Type)
+			}
+			if user != "" {
+				sess.user = user
 			}
 			u.mu.Unlock()
 		}
@@ -105,7 +120,7 @@ func (u *uiaSessions) require(r *http.Request, auth *uiaAuth, flows [][]string, 
 	for _, f := range flows {
 		if flowDone(f, sess.completed) {
 			delete(u.m, sess.id)
-			return nil
+			return sess.user, nil
 		}
 	}
 	body := map[string]any{"flows": flowList(flows), "params": params, "session": sess.id}
@@ -115,7 +130,7 @@ func (u *uiaSessions) require(r *http.Request, auth *uiaAuth, flows [][]string, 
 	if stageErr != nil {
 		body["errcode"], body["error"] = stageErr.Code, stageErr.Message
 	}
-	return &Error{Status: http.StatusUnauthorized, Code: "", Extra: body}
+	return "", &Error{Status: http.StatusUnauthorized, Code: "", Extra: body}
 }
 
 func stageOffered(flows [][]string, stage string) bool {

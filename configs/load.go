@@ -348,6 +348,9 @@ func (c *Config) validate(lines map[string]int) []*FieldError {
 	if c.BcryptRounds < 4 || c.BcryptRounds > 31 {
 		bad("bcrypt_rounds", "is %d; must be from 4 to 31", c.BcryptRounds)
 	}
+	if n := c.PasswordConfig.Policy.MinimumLength; n < 0 || n > MaxPasswordLength {
+		bad("password_config.policy.minimum_length", "is %d; must be from 0 to %d", n, MaxPasswordLength)
+	}
 
 	if err := checkRoomVersion(c.DefaultRoomVersion); err != nil {
 		bad("default_room_version", "%q: %v", c.DefaultRoomVersion, err)

@@ -221,6 +221,9 @@ func TestLoadErrors(t *testing.T) {
 		{"shared secret placeholder", `registration_shared_secret: "[redacted]"`, "registration_shared_secret", 1, "placeholder"},
 		{"bcrypt too low", "bcrypt_rounds: 3\n", "bcrypt_rounds", 1, "4 to 31"},
 		{"bcrypt too high", "bcrypt_rounds: 32\n", "bcrypt_rounds", 1, "4 to 31"},
+		{"password minimum negative", "password_config:\n  policy:\n    minimum_length: -1\n", "password_config.policy.minimum_length", 3, "0 to 512"},
+		{"password minimum too long", "password_config:\n  policy:\n    minimum_length: 513\n", "password_config.policy.minimum_length", 3, "0 to 512"},
+		{"password require text", "password_config:\n  policy:\n    require_digit: often\n", "password_config.policy.require_digit", 3, "cannot unmarshal"},
 
 		// Rooms.
 		{"room version empty", `default_room_version: ""`, "default_room_version", 1, "1 to 32"},

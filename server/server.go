@@ -173,6 +173,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		ServerName: server, BaseURL: strings.TrimSuffix(cfg.BaseURL(), "/"),
 		EnableRegistration: cfg.EnableRegistration, RequiresToken: cfg.RegistrationRequiresToken,
 		Tokens: tokens, SharedSecret: cfg.RegistrationSharedSecret.Reveal(), BcryptCost: cfg.BcryptRounds,
+		PasswordPolicy:     api.PasswordPolicy(cfg.PasswordConfig.Policy),
 		DefaultRoomVersion: v.ID, MaxRequestSize: int64(cfg.MaxRequestSize),
 		MediaDir: cfg.MediaDir(), MaxUploadSize: int64(cfg.MaxUploadSize),
 		URLPreview:          urlPreview(cfg),
@@ -187,6 +188,9 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		},
 	}
 	client := api.NewServer(apiCfg, db, hs.Rooms, syncer, clk, log, rand.Reader)
+	if err := client.ResumeDeactivations(ctx); err != nil {
+		return err
+	}
 	mux := http.NewServeMux()
 	federation.NewKeyServer(key, clk, Version).Register(mux)
 	mux.Handle("/", client.Handler())

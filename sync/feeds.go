@@ -290,8 +290,9 @@ type FeedResponse struct {
 
 // Feed answers the feed endpoint: the feed's matches after since (the
 // newest ones when since is nil), long-polling up to timeout when there
-// are none yet. The token is the event stream position.
-func (s *Syncer) Feed(ctx context.Context, user roomdag.UserID, device, id string, since *roomdag.StreamPos, timeout time.Duration, limit int) (*FeedResponse, error) {
+// are none yet. The token is the event stream position. If session (nil:
+// never) ends meanwhile, Feed answers ErrSessionEnded (sessions.go).
+func (s *Syncer) Feed(ctx context.Context, user roomdag.UserID, device string, session *SessionCheck, id string, since *roomdag.StreamPos, timeout time.Duration, limit int) (*FeedResponse, error) {
 	feeds, err := s.feedsOf(ctx, user)
 	if err != nil {
 		return nil, err
@@ -310,6 +311,9 @@ func (s *Syncer) Feed(ctx context.Context, user roomdag.UserID, device, id strin
 	var deadline <-chan time.Time
 	for {
 		wake, cur := s.notifier.wakeup(user)
+		if err := s.notifier.checkSession(ctx, user, session); err != nil {
+			return nil, err
+		}
 		after := roomdag.StreamPos(0)
 		if since != nil {
 			after = min(*since, cur.Events)

@@ -22,6 +22,8 @@ type Notifier struct {
 	// events without being members: followers of a topic feed (feeds.go).
 	watchers map[roomdag.RoomID]map[roomdag.UserID]int
 	server   roomdag.ServerName
+	// ends tracks ended sessions (sessions.go); it has its own lock.
+	ends sessionEnds
 }
 
 // NewNotifier starts at the given positions with the given memberships

@@ -122,6 +122,9 @@ type Request struct {
 	// SetPresence is the set_presence parameter: "online" (also for ""),
 	// "unavailable" or "offline" (presence.go).
 	SetPresence string
+	// Session is the session the request was made with: if it ends, Sync
+	// answers ErrSessionEnded instead of anything newer (sessions.go).
+	Session *SessionCheck
 
 	// ignored is read once per sync by build.
 	ignored Ignored
@@ -225,6 +228,9 @@ func (s *Syncer) Sync(ctx context.Context, req Request) (*Response, error) {
 	for {
 		s.typing.expire() // so that cur includes notifications that ran out
 		wake, cur := s.notifier.wakeup(req.User)
+		if err := s.notifier.checkSession(ctx, req.User, req.Session); err != nil {
+			return nil, err
+		}
 		if req.Since != nil && !cur.after(*req.Since) && !req.FullState {
 			// Nothing new at all: wait without touching the database.
 		} else {

@@ -129,6 +129,51 @@ func (db *DB) DeleteDevices(ctx context.Context, user roomdag.UserID, devices []
 	}, nil)
 }
 
+// DeactivateUser deactivates an account in one transaction (api's
+// Accounts documents what it removes). The user's row stays, so the ID is
+// never registered again.
+func (db *DB) DeactivateUser(ctx context.Context, user roomdag.UserID, erase bool) error {
+	return db.write(func(tx *sql.Tx) error {
+		res, err := tx.Exec(`UPDATE users SET deactivated = 1, password_hash = '', erased = erased OR ? WHERE user_id = ?`, erase, string(user))
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return storage.ErrNotFound
+		}
+		qs := []string{
+			`DELETE FROM devices WHERE user_id = ?`,
+			`DELETE FROM access_tokens WHERE user_id = ?`,
+			`DELETE FROM refresh_tokens WHERE user_id = ?`,
+			`DELETE FROM pushers WHERE user_id = ?`,
+			`DELETE FROM account_data WHERE user_id = ?`,
+			`DELETE FROM push_rules WHERE user_id = ?`,
+		}
+		if erase {
+			qs = append(qs, `UPDATE users SET displayname = NULL, avatar_url = NULL WHERE user_id = ?`)
+		}
+		for _, q := range qs {
+			if _, err := tx.Exec(q, string(user)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, nil)
+}
+
+// DeactivatedMembers lists the deactivated users who are still joined
+// to, invited to or knocking on a room: those whose deactivation stopped
+// before it had left every room.
+func (db *DB) DeactivatedMembers(ctx context.Context) ([]roomdag.UserID, error) {
+	ids, err := queryStrings(ctx, db.r, `SELECT DISTINCT m.user_id FROM memberships m JOIN users u ON u.user_id = m.user_id
+		WHERE u.deactivated = 1 AND m.membership IN ('join', 'invite', 'knock') ORDER BY m.user_id`)
+	out := make([]roomdag.UserID, len(ids))
+	for i, id := range ids {
+		out[i] = roomdag.UserID(id)
+	}
+	return out, err
+}
+
 // Devices lists a user's devices.
 func (db *DB) Devices(ctx context.Context, user roomdag.UserID) ([]storage.Device, error) {
 	rows, err := db.r.QueryContext(ctx, `SELECT device_id, display_name, last_seen_ts, last_seen_ip FROM devices WHERE user_id = ? ORDER BY device_id`, string(user))

@@ -387,4 +387,10 @@ CREATE INDEX notify_threads_pos ON notify_threads(room_id, last_pos);
 	`
 CREATE INDEX events_room_ts ON events(room_nid, origin_ts, depth, stream_pos);
 `,
+	// Erasure (POST /account/deactivate with erase: true): Synapse's
+	// erased_users, as a flag on the account. The request must be recorded
+	// when it is made; users.deactivated already exists.
+	`
+ALTER TABLE users ADD COLUMN erased INTEGER NOT NULL DEFAULT 0;
+`,
 }
