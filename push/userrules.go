@@ -232,3 +232,64 @@ func isDefault(user roomdag.UserID, kind, id string) bool {
 	list, _ := defs.ByKind(kind)
 	return slices.ContainsFunc(list, func(x Rule) bool { return x.RuleID == id })
 }
+
+// RoomRules returns the user-defined rules that concern one room, by kind:
+// the room rule named after it and the rules with a condition matching
+// its room_id exactly (what clients write for per-room settings), enabled
+// or not.
+func (u *UserRules) RoomRules(room roomdag.RoomID) map[string][]Rule {
+	out := map[string][]Rule{}
+	for _, kind := range Kinds {
+		for _, r := range u.Rules[kind] {
+			if forRoom(kind, &r, room) {
+				out[kind] = append(out[kind], r)
+			}
+		}
+	}
+	return out
+}
+
+// CopyRoomRules gives room to a copy of the user's enabled rules for room
+// from (RoomRules), with the room ID replaced in rule IDs and conditions,
+// as Synapse does when a room is upgraded. Rules the user already has
+// under the new IDs are left as they are; copies go last in their kind.
+// It reports whether anything was copied.
+func (u *UserRules) CopyRoomRules(from, to roomdag.RoomID) (bool, error) {
+	copied := false
+	for kind, rules := range u.RoomRules(from) {
+		for _, r := range rules {
+			if !r.Enabled {
+				continue
+			}
+			c := r
+			c.RuleID = strings.ReplaceAll(r.RuleID, string(from), string(to))
+			if slices.ContainsFunc(u.Rules[kind], func(x Rule) bool { return x.RuleID == c.RuleID }) {
+				continue
+			}
+			c.Conditions = slices.Clone(r.Conditions)
+			for i := range c.Conditions {
+				if cond := &c.Conditions[i]; isRoomCondition(cond, from) {
+					p := string(to)
+					cond.Pattern = &p
+				}
+			}
+			if u.count() >= MaxRules {
+				return copied, ErrTooMany
+			}
+			u.Rules[kind] = append(u.Rules[kind], c)
+			copied = true
+		}
+	}
+	return copied, nil
+}
+
+func forRoom(kind string, r *Rule, room roomdag.RoomID) bool {
+	if kind == "room" {
+		return r.RuleID == string(room)
+	}
+	return slices.ContainsFunc(r.Conditions, func(c Condition) bool { return isRoomCondition(&c, room) })
+}
+
+func isRoomCondition(c *Condition, room roomdag.RoomID) bool {
+	return c.Kind == "event_match" && c.Key == "room_id" && c.Pattern != nil && *c.Pattern == string(room)
+}
