@@ -137,7 +137,7 @@ func (s *Server) updateUserRules(ctx context.Context, user roomdag.UserID, chang
 		if err != nil {
 			return nil, nil, err
 		}
-		content, err := json.Marshal(map[string]any{"global": u.Ruleset(user)})
+		content, err := push.AccountDataContent(user, next)
 		return next, content, err
 	})
 	if errors.Is(err, errUnchanged) {

@@ -314,3 +314,60 @@ func TestPushRulesDeprecatedDefaults(t *testing.T) {
 		wantErr(t, alice.Do(r.method, r.path, body), 404, "M_NOT_FOUND")
 	}
 }
+
+// pushRulesInSync returns the m.push_rules content of a sync's global
+// account data, and how many m.push_rules events it held.
+func pushRulesInSync(t *testing.T, out map[string]any) (map[string]any, int) {
+	t.Helper()
+	ad, _ := out["account_data"].(map[string]any)
+	evs, _ := ad["events"].([]any)
+	var content map[string]any
+	n := 0
+	for _, e := range evs {
+		e, _ := e.(map[string]any)
+		if e["type"] == "m.push_rules" {
+			content, _ = e["content"].(map[string]any)
+			n++
+		}
+	}
+	return content, n
+}
+
+// TestPushRulesInInitialSync: clients build their notification settings
+// from m.push_rules in the initial sync, so it is there for a user who
+// never changed a rule, with the content GET /pushrules/ returns; an
+// incremental sync carries it only when the rules changed, and a filter
+// can leave it out.
+func TestPushRulesInInitialSync(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	alice := srv.Register("alice")
+	var rules map[string]any
+	wantOK(t, alice.Do("GET", "/_matrix/client/v3/pushrules/", nil), &rules)
+
+	initial := alice.Sync("timeout=0")
+	content, n := pushRulesInSync(t, initial)
+	if n != 1 || fmt.Sprint(content) != fmt.Sprint(rules) {
+		t.Fatalf("%d m.push_rules in the initial sync, content %v, want %v", n, content, rules)
+	}
+	since := initial["next_batch"].(string)
+	if _, n := pushRulesInSync(t, alice.Sync("timeout=0&since="+url.QueryEscape(since))); n != 0 {
+		t.Errorf("unchanged rules in an incremental sync")
+	}
+
+	wantOK(t, alice.Do("PUT", "/_matrix/client/v3/pushrules/global/override/.m.rule.contains_display_name/enabled", map[string]any{"enabled": false}), nil)
+	next := alice.Sync("timeout=0&since=" + url.QueryEscape(since))
+	content, n = pushRulesInSync(t, next)
+	wantOK(t, alice.Do("GET", "/_matrix/client/v3/pushrules/", nil), &rules)
+	if n != 1 || fmt.Sprint(content) != fmt.Sprint(rules) || !strings.Contains(fmt.Sprint(content), "enabled:false rule_id:.m.rule.contains_display_name") {
+		t.Errorf("%d m.push_rules after a change, content %v, want %v", n, content, rules)
+	}
+	// Initial syncs after a change carry it once, not twice.
+	if _, n := pushRulesInSync(t, alice.Sync("timeout=0")); n != 1 {
+		t.Errorf("%d m.push_rules in an initial sync after a change", n)
+	}
+	filter := url.QueryEscape(`{"account_data":{"not_types":["m.push_rules"]}}`)
+	if _, n := pushRulesInSync(t, alice.Sync("timeout=0&filter="+filter)); n != 0 {
+		t.Errorf("filtered out, yet in the initial sync")
+	}
+}
