@@ -40,6 +40,8 @@ type Config struct {
 	// endpoints off. MaxUploadSize bounds one upload, in bytes.
 	MediaDir      string
 	MaxUploadSize int64
+	// AuthenticatedMedia is enable_authenticated_media (api/media.go).
+	AuthenticatedMedia bool
 	// URLPreview configures GET /media/preview_url; nil turns it off.
 	URLPreview *media.PreviewConfig
 	// AppServices is application service support; nil when the server
