@@ -86,7 +86,7 @@ func NewServer(cfg Config, store Store, rooms *roomdag.Rooms, syncer *sync.Synce
 // Handler returns the HTTP handler for every client-server route.
 func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
-	r.Use(cors)
+	r.Use(CORS)
 	tables := [][]route{
 		s.discoveryRoutes(), s.accountRoutes(), s.roomRoutes(), s.historyRoutes(),
 		s.profileRoutes(), s.accountDataRoutes(), s.directoryRoutes(), s.syncRoutes(), s.pushRuleRoutes(),
@@ -118,9 +118,11 @@ func (s *Server) Handler() http.Handler {
 	return r
 }
 
-// cors lets browser clients (Element Web) call the API from any origin, as
-// the spec requires ("Web Browser Clients").
-func cors(next http.Handler) http.Handler {
+// CORS lets browser clients (Element Web) call the API from any origin, as
+// the spec requires ("Web Browser Clients"), and answers their preflights
+// (OPTIONS) on every /_matrix and /.well-known path. The server wraps the
+// federation API's handler in it too.
+func CORS(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Access-Control-Allow-Origin", "*")

@@ -187,8 +187,13 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		},
 	}
 	client := api.NewServer(apiCfg, db, hs.Rooms, syncer, clk, log, rand.Reader)
+	// The federation and key APIs have their own router, so their paths
+	// get 404 and 405 of their own rather than the client API's; browsers
+	// may preflight them too.
 	mux := http.NewServeMux()
-	federation.NewKeyServer(key, clk, Version).Register(mux)
+	fed := api.CORS(federation.NewKeyServer(key, clk, Version).Handler())
+	mux.Handle("/_matrix/federation/", fed)
+	mux.Handle("/_matrix/key/", fed)
 	mux.Handle("/", client.Handler())
 	hs.http = &http.Server{
 		Handler:           mux,
