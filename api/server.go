@@ -50,6 +50,9 @@ type Config struct {
 	// Pushers hears of changes to pushers (api/pushers.go); nil when
 	// nothing delivers to push gateways.
 	Pushers PusherChanges
+	// ServerNotices configures server notices (api/servernotices.go);
+	// nil turns them off.
+	ServerNotices *ServerNoticesConfig
 }
 
 // Server serves the client-server API.
@@ -64,6 +67,7 @@ type Server struct {
 	uia    *uiaSessions
 	random randomSource
 
+	notices   serverNotices
 	seen      gosync.Map // user|device -> time.Time of the last last-seen write
 	dummyOnce gosync.Once
 	dummy     string
@@ -98,6 +102,7 @@ func (s *Server) Handler() http.Handler {
 		s.relationRoutes(),
 		s.searchRoutes(),
 		s.mediaRoutes(),
+		s.serverNoticeRoutes(),
 	}
 	for _, table := range tables {
 		for _, rt := range table {

@@ -186,6 +186,11 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 			"registration": {PerSecond: rl.Registration.PerSecond, BurstCount: rl.Registration.BurstCount},
 		},
 	}
+	if sn := cfg.ServerNotices; sn.Enabled() {
+		apiCfg.ServerNotices = &api.ServerNoticesConfig{Localpart: sn.SystemMXIDLocalpart,
+			DisplayName: sn.SystemMXIDDisplayName, AvatarURL: sn.SystemMXIDAvatarURL,
+			RoomName: sn.RoomName, RoomAvatarURL: sn.RoomAvatarURL, RoomTopic: sn.RoomTopic, AutoJoin: sn.AutoJoin}
+	}
 	client := api.NewServer(apiCfg, db, hs.Rooms, syncer, clk, log, rand.Reader)
 	// The federation and key APIs have their own router, so their paths
 	// get 404 and 405 of their own rather than the client API's; browsers
