@@ -205,18 +205,21 @@ func (s *Server) ensureSystemUser(ctx context.Context, cfg *ServerNoticesConfig,
 	if !errors.Is(err, storage.ErrNotFound) {
 		return err
 	}
-	u := storage.User{ID: system}
-	if cfg.DisplayName != "" {
-		u.DisplayName = &cfg.DisplayName
-	}
-	if cfg.AvatarURL != "" {
-		u.AvatarURL = &cfg.AvatarURL
-	}
-	err = s.store.CreateUser(ctx, u, s.clock.Now().UnixMilli())
+	err = s.store.CreateUser(ctx, storage.User{ID: system}, s.clock.Now().UnixMilli())
 	if errors.Is(err, storage.ErrConflict) {
 		return nil // made meanwhile, by a registration or another process
 	}
-	return err
+	if err != nil || cfg.DisplayName == "" && cfg.AvatarURL == "" {
+		return err
+	}
+	var name, avatar *string
+	if cfg.DisplayName != "" {
+		name = &cfg.DisplayName
+	}
+	if cfg.AvatarURL != "" {
+		avatar = &cfg.AvatarURL
+	}
+	return s.store.SetProfile(ctx, system, name, avatar)
 }
 
 // systemMember is the system user's join content with the configured
