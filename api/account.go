@@ -280,6 +280,12 @@ func (s *Server) checkUserPassword(r *http.Request, user roomdag.UserID, pw stri
 	if u.Deactivated {
 		return errorf(http.StatusForbidden, CodeUserDeactivated, "this account has been deactivated")
 	}
+	if u.Locked {
+		// Spec: a locked account cannot obtain a new access token.
+		e := errorf(http.StatusUnauthorized, CodeUserLocked, "This account has been locked")
+		e.Extra = map[string]any{"soft_logout": true}
+		return e
+	}
 	return nil
 }
 

@@ -1,9 +1,11 @@
 package api
 
 import (
+	"errors"
 	"net/http"
 
 	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
 )
 
 func (s *Server) discoveryRoutes() []route {
@@ -42,14 +44,22 @@ func (s *Server) capabilities(r *http.Request) (any, error) {
 			available[v.ID] = "unstable"
 		}
 	}
-	return map[string]any{"capabilities": map[string]any{
+	caps := map[string]any{
 		"m.room_versions":   map[string]any{"default": s.cfg.DefaultRoomVersion, "available": available},
 		"m.change_password": map[string]bool{"enabled": true},
 		"m.set_displayname": map[string]bool{"enabled": true},
 		"m.set_avatar_url":  map[string]bool{"enabled": true},
 		"m.3pid_changes":    map[string]bool{"enabled": false},
 		"m.get_login_token": map[string]bool{"enabled": false},
-	}}, nil
+	}
+	// Administrators may lock and suspend accounts (api/moderation.go);
+	// others get no m.account_moderation at all (spec v1.18).
+	if u, err := s.store.User(r.Context(), requester(r).UserID); err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
+	} else if err == nil && u.Admin {
+		caps["m.account_moderation"] = map[string]bool{"lock": true, "suspend": true}
+	}
+	return map[string]any{"capabilities": caps}, nil
 }
 
 // authMetadata: we do not run the OAuth 2.0 API, and clients probe this

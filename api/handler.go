@@ -80,6 +80,8 @@ type Requester struct {
 	// AppService is the application service whose as_token made the
 	// request, acting as UserID (nil for a user's own token).
 	AppService *appservice.Registration
+	// Locked and Suspended: the account is on hold (api/moderation.go).
+	Locked, Suspended bool
 }
 
 func requester(r *http.Request) *Requester {
@@ -112,6 +114,10 @@ func (s *Server) wrap(rt route) http.HandlerFunc {
 			}
 			if rq != nil {
 				r = r.WithContext(context.WithValue(r.Context(), ctxRequester, rq))
+				if err := checkHolds(rt, r, rq); err != nil {
+					s.writeError(w, r, err)
+					return
+				}
 			}
 		}
 		if rt.rate != rateNone && !s.rateExempt(r) {

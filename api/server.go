@@ -102,7 +102,7 @@ func (s *Server) Handler() http.Handler {
 		s.relationRoutes(),
 		s.searchRoutes(),
 		s.mediaRoutes(),
-		s.serverNoticeRoutes(),
+		s.serverNoticeRoutes(), s.moderationRoutes(),
 	}
 	for _, table := range tables {
 		for _, rt := range table {

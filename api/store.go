@@ -79,6 +79,9 @@ type Store interface {
 	// Media metadata, for the media repository (media.Store documents).
 	media.Store
 
+	// Account locking and suspension (api/moderation.go).
+	AccountModeration
+
 	// Reports for administrators (storage/sqlite/reports.go documents).
 	AddReport(ctx context.Context, r storage.Report) (int64, error)
 	Reports(ctx context.Context, kind storage.ReportKind, from, limit int, forward bool) ([]storage.Report, int, error)
