@@ -17,11 +17,26 @@ func (s *Server) discoveryRoutes() []route {
 	}
 }
 
-// supportedVersions are the spec versions whose client-server API we serve.
-// matrix-js-sdk needs one of v1.1–v1.9 and treats v1.11 as a promise of
-// authenticated media, which is not served yet, so we stop at v1.10.
+// supportedVersions are the spec versions whose client-server API we serve:
+// each up to the newest whose required features work. Clients act on them:
+// matrix-js-sdk needs one of v1.1–v1.9, and a client that sees v1.11 uses
+// authenticated media (and falls back to the legacy media paths, which no
+// longer serve new media, without it). api/versions_test.go tests the
+// headline of each version from v1.11 on:
+//
+//   - v1.11: authenticated media (/_matrix/client/v1/media);
+//   - v1.12: account locking (M_USER_LOCKED), m.marked_unread, via on /join,
+//     the uploaded Content-Type with safe Content-Disposition;
+//   - v1.13: room reports, account suspension (M_USER_SUSPENDED);
+//   - v1.14: user reports;
+//   - v1.15: room summaries, the OAuth 2.0 probe answered 404.
+//
+// v1.16 needs room version 12 with MSC4311's stripped create event,
+// extensible profiles (custom fields, m.tz, DELETE, m.profile_fields),
+// and use_state_after on /sync (MSC4222).
 var supportedVersions = []string{
 	"r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10",
+	"v1.11", "v1.12", "v1.13", "v1.14", "v1.15",
 }
 
 func (s *Server) versions(r *http.Request) (any, error) {
