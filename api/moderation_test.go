@@ -64,7 +64,7 @@ func TestAccountLocking(t *testing.T) {
 			t.Errorf("%s %s: no soft_logout: %s", r.method, r.path, resp.Body)
 		}
 	}
-	local := alice.UserID[1:len(alice.UserID)-len(":localhost")]
+	local := alice.UserID[1 : len(alice.UserID)-len(":localhost")]
 	login := map[string]any{"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": local}, "password": "correct horse battery"}
 	wantErr(t, srv.Anonymous().Do("POST", csAPI+"/login", login), http.StatusUnauthorized, "M_USER_LOCKED")
 	wantOK(t, bob.Do("GET", csAPI+"/account/whoami", nil), nil) // others are unaffected
