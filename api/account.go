@@ -284,6 +284,12 @@ func (s *Server) checkUserPassword(r *http.Request, user roomdag.UserID, pw stri
 	if !checkPassword(u.PasswordHash, pw) {
 		return forbidden("invalid username or password")
 	}
+	if u.Locked {
+		// Spec: a locked account cannot obtain a new access token.
+		e := errorf(http.StatusUnauthorized, CodeUserLocked, "This account has been locked")
+		e.Extra = map[string]any{"soft_logout": true}
+		return e
+	}
 	return nil
 }
 

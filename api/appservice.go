@@ -91,16 +91,19 @@ func (s *Server) assertIdentity(r *http.Request, reg *appservice.Registration) (
 		if !reg.OwnsUser(u) {
 			return nil, forbidden("the application service cannot act as %s: it is not in its namespaces", u)
 		}
-		if u != reg.Sender {
-			if _, err := s.store.User(r.Context(), u); errors.Is(err, storage.ErrNotFound) {
-				return nil, forbidden("the application service has not registered %s", u)
-			} else if err != nil {
-				return nil, err
-			}
-		}
 		user = u
 	}
 	rq := &Requester{UserID: user, AppService: reg}
+	if user != reg.Sender {
+		// The holds of the user the service acts as apply too.
+		u, err := s.store.User(r.Context(), user)
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, forbidden("the application service has not registered %s", user)
+		} else if err != nil {
+			return nil, err
+		}
+		rq.Locked, rq.Suspended = u.Locked, u.Suspended
+	}
 	device := q.Get("device_id")
 	if device == "" {
 		device = q.Get("org.matrix.msc3202.device_id") // the unstable name

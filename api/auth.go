@@ -86,7 +86,7 @@ func (s *Server) authenticate(r *http.Request) (*Requester, error) {
 		e.Extra = map[string]any{"soft_logout": true}
 		return nil, e
 	}
-	rq := &Requester{UserID: owner.UserID, DeviceID: owner.DeviceID, TokenHash: hash, sessionMark: mark}
+	rq := &Requester{UserID: owner.UserID, DeviceID: owner.DeviceID, TokenHash: hash, sessionMark: mark, Locked: owner.Locked, Suspended: owner.Suspended}
 	s.noteSeen(r, rq)
 	return rq, nil
 }

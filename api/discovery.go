@@ -1,9 +1,11 @@
 package api
 
 import (
+	"errors"
 	"net/http"
 
 	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
 )
 
 func (s *Server) discoveryRoutes() []route {
@@ -15,11 +17,26 @@ func (s *Server) discoveryRoutes() []route {
 	}
 }
 
-// supportedVersions are the spec versions whose client-server API we serve.
-// matrix-js-sdk needs one of v1.1–v1.9 and treats v1.11 as a promise of
-// authenticated media, which is not served yet, so we stop at v1.10.
+// supportedVersions are the spec versions whose client-server API we serve:
+// each up to the newest whose required features work. Clients act on them:
+// matrix-js-sdk needs one of v1.1–v1.9, and a client that sees v1.11 uses
+// authenticated media (and falls back to the legacy media paths, which no
+// longer serve new media, without it). api/versions_test.go tests the
+// headline of each version from v1.11 on:
+//
+//   - v1.11: authenticated media (/_matrix/client/v1/media);
+//   - v1.12: account locking (M_USER_LOCKED), m.marked_unread, via on /join,
+//     the uploaded Content-Type with safe Content-Disposition;
+//   - v1.13: room reports, account suspension (M_USER_SUSPENDED);
+//   - v1.14: user reports;
+//   - v1.15: room summaries, the OAuth 2.0 probe answered 404.
+//
+// v1.16 needs room version 12 with MSC4311's stripped create event,
+// extensible profiles (custom fields, m.tz, DELETE, m.profile_fields),
+// and use_state_after on /sync (MSC4222).
 var supportedVersions = []string{
 	"r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10",
+	"v1.11", "v1.12", "v1.13", "v1.14", "v1.15",
 }
 
 func (s *Server) versions(r *http.Request) (any, error) {
@@ -42,14 +59,22 @@ func (s *Server) capabilities(r *http.Request) (any, error) {
 			available[v.ID] = "unstable"
 		}
 	}
-	return map[string]any{"capabilities": map[string]any{
+	caps := map[string]any{
 		"m.room_versions":   map[string]any{"default": s.cfg.DefaultRoomVersion, "available": available},
 		"m.change_password": map[string]bool{"enabled": true},
 		"m.set_displayname": map[string]bool{"enabled": true},
 		"m.set_avatar_url":  map[string]bool{"enabled": true},
 		"m.3pid_changes":    map[string]bool{"enabled": false},
 		"m.get_login_token": map[string]bool{"enabled": false},
-	}}, nil
+	}
+	// Administrators may lock and suspend accounts (api/moderation.go);
+	// others get no m.account_moderation at all (spec v1.18).
+	if u, err := s.store.User(r.Context(), requester(r).UserID); err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
+	} else if err == nil && u.Admin {
+		caps["m.account_moderation"] = map[string]bool{"lock": true, "suspend": true}
+	}
+	return map[string]any{"capabilities": caps}, nil
 }
 
 // authMetadata: we do not run the OAuth 2.0 API, and clients probe this

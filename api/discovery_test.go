@@ -201,3 +201,71 @@ func TestCORS(t *testing.T) {
 	hsWantErr(t, r, 401, "M_MISSING_TOKEN", "whoami without token")
 	wantCORS(t, r, "401")
 }
+
+// TestMethodNotAllowed: a path that names an endpoint, asked with a
+// method it does not take, is 405 M_UNRECOGNIZED on every API the server
+// serves: client, media and federation (spec: "API Standards"; Synapse);
+// a path that names none stays 404 M_UNRECOGNIZED. CORS preflights
+// (OPTIONS) keep working on all of them.
+func TestMethodNotAllowed(t *testing.T) {
+	t.Parallel()
+	srv := hsStart(t, testserver.Options{})
+	s := hsRegister(t, srv, hsName("method"), nil)
+	for _, tc := range []struct {
+		method, path string
+		status       int
+	}{
+		// Client API, POST-only endpoints asked with GET.
+		{"GET", "/_matrix/client/v3/logout", 405},
+		{"GET", "/_matrix/client/v3/logout/all", 405},
+		{"GET", "/_matrix/client/v3/createRoom", 405},
+		{"GET", "/_matrix/client/v3/join/!room:localhost", 405},
+		{"GET", "/_matrix/client/v3/rooms/!room:localhost/join", 405},
+		{"GET", "/_matrix/client/v3/rooms/!room:localhost/leave", 405},
+		{"GET", "/_matrix/client/v3/rooms/!room:localhost/receipt/m.read/$ev", 405},
+		{"GET", "/_matrix/client/v3/user/@a:localhost/filter", 405},
+		{"GET", "/_matrix/client/v3/search", 405},
+		{"GET", "/_matrix/client/r0/createRoom", 405},
+		{"GET", "/_matrix/client/v1/appservice/x/ping", 405},
+		{"DELETE", "/_matrix/client/v3/sync", 405},
+		{"PUT", "/_matrix/client/v3/rooms/!room:localhost/messages", 405},
+		// Media.
+		{"GET", "/_matrix/media/v3/upload", 405},
+		{"GET", "/_matrix/media/v1/create", 405},
+		{"POST", "/_matrix/media/v3/download/localhost/abc", 405},
+		{"POST", "/_matrix/client/v1/media/download/localhost/abc", 405},
+		{"PUT", "/_matrix/client/v1/media/config", 405},
+		// Federation and keys.
+		{"POST", "/_matrix/federation/v1/version", 405},
+		{"PUT", "/_matrix/key/v2/server", 405},
+		{"DELETE", "/_matrix/key/v2/server/ed25519:abc", 405},
+		// Unknown paths: 404, whatever the method.
+		{"GET", "/_matrix/client/v3/rooms/!room:localhost/nothing", 404},
+		{"POST", "/_matrix/media/v3/nothing", 404},
+		{"GET", "/_matrix/federation/v1/nothing", 404},
+		{"POST", "/_matrix/federation/v9/version", 404},
+		{"GET", "/_matrix/key/v9/server", 404},
+	} {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			t.Parallel()
+			path := strings.NewReplacer("!", "%21", "$", "%24", "@", "%40").Replace(tc.path)
+			for _, token := range []string{"", s.Token} {
+				r := hsDo(t, srv, tc.method, path, token, nil)
+				hsWantErr(t, r, tc.status, "M_UNRECOGNIZED", tc.method+" "+tc.path)
+			}
+			req := hsRequest(t, srv, "OPTIONS", path, nil)
+			req.Header.Set("Origin", "https://app.element.io")
+			req.Header.Set("Access-Control-Request-Method", "POST")
+			r := hsSend(t, hsClient(srv), req)
+			if r.Status != http.StatusOK || r.Header.Get("Access-Control-Allow-Origin") != "*" {
+				t.Errorf("OPTIONS %s: %d, Access-Control-Allow-Origin %q", tc.path, r.Status, r.Header.Get("Access-Control-Allow-Origin"))
+			}
+		})
+	}
+	// The endpoints themselves still answer their own methods.
+	for _, p := range []string{"/_matrix/federation/v1/version", "/_matrix/key/v2/server"} {
+		if r := hsDo(t, srv, "GET", p, "", nil); r.Status != http.StatusOK {
+			t.Errorf("GET %s: %s", p, r)
+		}
+	}
+}

@@ -85,6 +85,8 @@ type Requester struct {
 	// sessionMark is the notifier's session mark, taken before the token
 	// was looked up (sync.SessionCheck).
 	sessionMark uint64
+	// Locked and Suspended: the account is on hold (api/moderation.go).
+	Locked, Suspended bool
 }
 
 func requester(r *http.Request) *Requester {
@@ -117,6 +119,10 @@ func (s *Server) wrap(rt route) http.HandlerFunc {
 			}
 			if rq != nil {
 				r = r.WithContext(context.WithValue(r.Context(), ctxRequester, rq))
+				if err := checkHolds(rt, r, rq); err != nil {
+					s.writeError(w, r, err)
+					return
+				}
 			}
 		}
 		if rt.rate != rateNone && !s.rateExempt(r) {

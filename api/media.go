@@ -18,10 +18,18 @@ import (
 // thumbnails and the upload limit under /_matrix/client/v1/media.
 //
 // The deprecated unauthenticated /_matrix/media/v3/download and
-// /thumbnail are frozen for all media, as the spec asks servers to do by
-// v1.12 for media uploaded after the freeze: this server never stored
-// media before it, so they always answer 404 M_NOT_FOUND, as Synapse does
-// for media uploaded once authenticated media is on.
+// /thumbnail follow Synapse's enable_authenticated_media (Config
+// AuthenticatedMedia): while it is on, media uploaded while it was on is
+// served only through the authenticated endpoints, and these answer 404
+// M_NOT_FOUND for it, as Synapse does (the spec's "freeze"); media uploaded
+// before (while it was off, or before the server recorded it) stays
+// reachable. With it off they serve everything.
+//
+// Downloads keep the uploader's Content-Type (spec v1.12, MSC2701), with
+// Synapse's one change: a charset for text types that lack one. The
+// disposition is inline only for the spec's allow-list of types, else
+// attachment, and the sandboxing headers make a browser render nothing
+// active on the server's origin whatever the type says.
 
 const (
 	mediaV3 = "/_matrix/media/v3"
@@ -59,8 +67,8 @@ func (s *Server) mediaRoutes() []route {
 	if s.cfg.MediaDir == "" {
 		return nil
 	}
-	m := &mediaAPI{s: s, repo: media.New(media.Config{Dir: s.cfg.MediaDir, MaxUploadSize: s.cfg.MaxUploadSize},
-		s.store, s.clock, s.random)}
+	m := &mediaAPI{s: s, repo: media.New(media.Config{Dir: s.cfg.MediaDir, MaxUploadSize: s.cfg.MaxUploadSize,
+		AuthenticatedMedia: s.cfg.AuthenticatedMedia}, s.store, s.clock, s.random)}
 	const id = "/{serverName}/{mediaId}"
 	return append([]route{
 		{method: http.MethodPost, path: mediaV3 + "/upload", handler: m.upload, auth: authRequired},
@@ -68,12 +76,12 @@ func (s *Server) mediaRoutes() []route {
 		{method: http.MethodPut, path: mediaV3 + "/upload" + id, handler: m.uploadTo, auth: authRequired},
 		{method: http.MethodGet, path: v1 + "/media/config", handler: m.config, auth: authRequired},
 		{method: http.MethodGet, path: mediaV3 + "/config", handler: m.config, auth: authRequired},
-		{method: http.MethodGet, path: v1 + "/media/download" + id, handler: m.download, auth: authRequired},
-		{method: http.MethodGet, path: v1 + "/media/download" + id + "/{fileName}", handler: m.download, auth: authRequired},
-		{method: http.MethodGet, path: v1 + "/media/thumbnail" + id, handler: m.thumbnail, auth: authRequired},
-		{method: http.MethodGet, path: mediaV3 + "/download" + id, handler: frozenMedia},
-		{method: http.MethodGet, path: mediaV3 + "/download" + id + "/{fileName}", handler: frozenMedia},
-		{method: http.MethodGet, path: mediaV3 + "/thumbnail" + id, handler: frozenMedia},
+		{method: http.MethodGet, path: v1 + "/media/download" + id, handler: m.download(media.Authenticated), auth: authRequired},
+		{method: http.MethodGet, path: v1 + "/media/download" + id + "/{fileName}", handler: m.download(media.Authenticated), auth: authRequired},
+		{method: http.MethodGet, path: v1 + "/media/thumbnail" + id, handler: m.thumbnail(media.Authenticated), auth: authRequired},
+		{method: http.MethodGet, path: mediaV3 + "/download" + id, handler: m.download(media.Unauthenticated)},
+		{method: http.MethodGet, path: mediaV3 + "/download" + id + "/{fileName}", handler: m.download(media.Unauthenticated)},
+		{method: http.MethodGet, path: mediaV3 + "/thumbnail" + id, handler: m.thumbnail(media.Unauthenticated)},
 	}, s.previewRoutes(m.repo)...)
 }
 
@@ -87,11 +95,6 @@ func (s *Server) bodyLimit(path string) int64 {
 		return s.cfg.MaxUploadSize
 	}
 	return s.cfg.MaxRequestSize
-}
-
-// frozenMedia answers the deprecated unauthenticated endpoints.
-func frozenMedia(r *http.Request) (any, error) {
-	return nil, notFoundErr("unauthenticated media is not served; use /_matrix/client/v1/media")
 }
 
 // POST /_matrix/media/v3/upload?filename=
@@ -137,30 +140,38 @@ func (m *mediaAPI) config(r *http.Request) (any, error) {
 	return map[string]int64{"m.upload.size": m.repo.MaxUploadSize()}, nil
 }
 
-// GET /_matrix/client/v1/media/download/{serverName}/{mediaId}[/{fileName}]
-func (m *mediaAPI) download(r *http.Request) (any, error) {
-	id, err := m.localID(r)
-	if err != nil {
-		return nil, err
+// GET /_matrix/client/v1/media/download/{serverName}/{mediaId}[/{fileName}],
+// and the deprecated /_matrix/media/v3/download (media.Unauthenticated).
+func (m *mediaAPI) download(access media.Access) handlerFunc {
+	return func(r *http.Request) (any, error) {
+		id, err := m.localID(r)
+		if err != nil {
+			return nil, err
+		}
+		wait, err := mediaWait(r)
+		if err != nil {
+			return nil, err
+		}
+		rec, f, err := m.repo.Open(r.Context(), id, access, wait)
+		if err != nil {
+			return nil, mediaError(err)
+		}
+		name := rec.FileName
+		if n := pathParam(r, "fileName"); n != "" {
+			name = n
+		}
+		return &mediaFile{f: f, ctype: rec.ContentType, name: name, modTime: time.UnixMilli(rec.CreatedMS), public: access == media.Unauthenticated}, nil
 	}
-	wait, err := mediaWait(r)
-	if err != nil {
-		return nil, err
-	}
-	rec, f, err := m.repo.Open(r.Context(), id, wait)
-	if err != nil {
-		return nil, mediaError(err)
-	}
-	name := rec.FileName
-	if n := pathParam(r, "fileName"); n != "" {
-		name = n
-	}
-	return &mediaFile{f: f, ctype: rec.ContentType, name: name, modTime: time.UnixMilli(rec.CreatedMS)}, nil
 }
 
 // GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}?width&height&method
-// (animated is accepted and ignored: thumbnails are still images).
-func (m *mediaAPI) thumbnail(r *http.Request) (any, error) {
+// (animated is accepted and ignored: thumbnails are still images), and
+// the deprecated /_matrix/media/v3/thumbnail (media.Unauthenticated).
+func (m *mediaAPI) thumbnail(access media.Access) handlerFunc {
+	return func(r *http.Request) (any, error) { return m.thumbnailFor(r, access) }
+}
+
+func (m *mediaAPI) thumbnailFor(r *http.Request, access media.Access) (any, error) {
 	id, err := m.localID(r)
 	if err != nil {
 		return nil, err
@@ -186,7 +197,7 @@ func (m *mediaAPI) thumbnail(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	th, err := m.repo.Thumbnail(r.Context(), id, width, height, method, wait)
+	th, err := m.repo.Thumbnail(r.Context(), id, width, height, method, access, wait)
 	if err != nil {
 		return nil, mediaError(err)
 	}
@@ -196,7 +207,7 @@ func (m *mediaAPI) thumbnail(r *http.Request) (any, error) {
 		th.File.Close()
 		return nil, err
 	}
-	return &mediaFile{f: th.File, ctype: th.ContentType, name: "thumbnail." + ext, modTime: st.ModTime()}, nil
+	return &mediaFile{f: th.File, ctype: th.ContentType, name: "thumbnail." + ext, modTime: st.ModTime(), public: access == media.Unauthenticated}, nil
 }
 
 // thumbDimension parses width or height: required, a positive integer.
@@ -239,14 +250,21 @@ func mediaWait(r *http.Request) (time.Duration, error) {
 	return min(time.Duration(ms)*time.Millisecond, maxMediaWait), nil
 }
 
-// uploadMeta reads an upload's content type and file name.
+// uploadMeta reads an upload's content type and file name. The content
+// type is kept as the uploader sent it, byte for byte (spec v1.12: it is
+// the source of truth and is served back); it is only checked to be a
+// sane header value, since it is written back into responses.
 func uploadMeta(r *http.Request) (ctype, name string, err error) {
 	ctype = r.Header.Get("Content-Type")
 	if ctype == "" {
+		// Spec: without one, servers assume application/octet-stream.
 		ctype = "application/octet-stream"
 	}
 	if len(ctype) > 255 {
 		return "", "", invalidParam("Content-Type is too long")
+	}
+	if !saneHeaderValue(ctype) {
+		return "", "", invalidParam("Content-Type must be printable ASCII")
 	}
 	name = r.URL.Query().Get("filename")
 	if len(name) > 255 || strings.ContainsAny(name, "\x00\r\n") {
@@ -277,12 +295,29 @@ func mediaError(err error) error {
 	return err
 }
 
+// saneHeaderValue: visible ASCII, spaces and tabs, not starting or ending
+// with white space (RFC 9110 field-value, without obs-text).
+func saneHeaderValue(v string) bool {
+	if v == "" || v[0] == ' ' || v[0] == '\t' || v[len(v)-1] == ' ' || v[len(v)-1] == '\t' {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; (c < 0x20 && c != '\t') || c > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
 // mediaFile is a download: the file with safe headers.
 type mediaFile struct {
 	f       *os.File
 	ctype   string
 	name    string
 	modTime time.Time
+	// public: served without authentication (the deprecated endpoints),
+	// so shared caches may keep it, as they always could.
+	public bool
 }
 
 func (m *mediaFile) writeBody(w http.ResponseWriter, r *http.Request) {
@@ -294,27 +329,44 @@ func (m *mediaFile) writeBody(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Security-Policy", mediaCSP)
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cross-Origin-Resource-Policy", "cross-origin")
-	// Content under a media ID never changes; private because it was
-	// served to an authenticated user.
-	h.Set("Cache-Control", "private, max-age=31536000, immutable")
+	// Content under a media ID never changes; private when it was served
+	// to an authenticated user.
+	if m.public {
+		h.Set("Cache-Control", "public, max-age=31536000, immutable")
+	} else {
+		h.Set("Cache-Control", "private, max-age=31536000, immutable")
+	}
 	// ServeContent answers Range and conditional requests (seeking in
 	// video) and sets Content-Length.
 	http.ServeContent(w, r, "", m.modTime, m.f)
 }
 
+// textTypes get a UTF-8 charset when uploaded without parameters, as
+// Synapse does (spec: "adding a charset to text/* content types" is
+// within the bounds of serving the uploaded type).
+var textTypes = map[string]bool{
+	"text/css": true, "text/csv": true, "text/html": true, "text/calendar": true, "text/plain": true,
+	"text/javascript": true, "application/json": true, "application/ld+json": true, "application/rtf": true,
+	"image/svg+xml": true, "text/xml": true,
+}
+
 // servedType is the Content-Type to serve for an uploaded one, and the
-// disposition: the uploaded type, inline, when it is on the allow-list;
-// application/octet-stream as an attachment otherwise, so a browser never
-// renders uploaded HTML or SVG on the server's origin.
+// disposition: the uploaded type as it was sent (an unusual or malformed
+// one too: the spec says to echo it, and the sandbox, nosniff and
+// attachment keep it harmless), inline only when its media type is on
+// the allow-list, so a browser never renders uploaded HTML or SVG on the
+// server's origin. Media types compare case-insensitively, as in Synapse.
 func servedType(uploaded string) (ctype, disposition string) {
-	mt, params, err := mime.ParseMediaType(uploaded)
-	if err != nil || !inlineTypes[mt] {
-		return "application/octet-stream", "attachment"
+	mt, _, _ := strings.Cut(uploaded, ";")
+	mt = strings.ToLower(strings.TrimSpace(mt))
+	ctype = uploaded
+	if textTypes[strings.ToLower(uploaded)] {
+		ctype = uploaded + "; charset=UTF-8"
 	}
-	if cs, ok := params["charset"]; ok {
-		return mime.FormatMediaType(mt, map[string]string{"charset": cs}), "inline"
+	if inlineTypes[mt] {
+		return ctype, "inline"
 	}
-	return mt, "inline"
+	return ctype, "attachment"
 }
 
 // contentDisposition formats the header with the file name (RFC 6266):

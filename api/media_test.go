@@ -125,11 +125,12 @@ func TestMediaUploadDownload(t *testing.T) {
 		t.Errorf("Content-Disposition with path file name = %q", cd)
 	}
 
-	// Types off the inline allow-list are served as attachments, as bytes.
+	// Types off the inline allow-list keep their type but are served as
+	// attachments, in the sandbox (Synapse; spec "Serving inline content").
 	html := upload(t, alice, "text/html", "page.html", []byte("<script>alert(1)</script>"))
 	r = mediaDo(t, bob, "GET", dl+html, "", nil)
-	if ct, cd := r.Header.Get("Content-Type"), r.Header.Get("Content-Disposition"); ct != "application/octet-stream" || cd != `attachment; filename=page.html` {
-		t.Errorf("HTML upload served as %q, %q; want application/octet-stream, attachment", ct, cd)
+	if ct, cd := r.Header.Get("Content-Type"), r.Header.Get("Content-Disposition"); ct != "text/html; charset=UTF-8" || cd != `attachment; filename=page.html` {
+		t.Errorf("HTML upload served as %q, %q; want text/html; charset=UTF-8, attachment", ct, cd)
 	}
 
 	// A Range request gets part of the file (seeking in audio and video).
@@ -368,4 +369,119 @@ func TestMediaThumbnail(t *testing.T) {
 			t.Errorf("thumbnail %s: %d %s, want %d %s", tc.query, r.Status, r.Body, tc.status, tc.code)
 		}
 	}
+}
+
+// TestMediaKeepsContentType: the uploader's Content-Type is served back as
+// it was sent (spec v1.12, MSC2701), unusual ones included, with a UTF-8
+// charset added to text types without one as Synapse does; the
+// disposition is inline only for the spec's allow-list, and every
+// download carries the sandboxing headers.
+func TestMediaKeepsContentType(t *testing.T) {
+	t.Parallel()
+	s := testserver.Start(t, testserver.Options{})
+	alice := s.Register("alice")
+	for _, tc := range []struct {
+		uploaded, served, disposition string
+	}{
+		{"img/png", "img/png", "attachment"},
+		{"image/png", "image/png", "inline"},
+		{"IMAGE/PNG", "IMAGE/PNG", "inline"},
+		{"text/plain", "text/plain; charset=UTF-8", "inline"},
+		{"text/plain; charset=utf-16", "text/plain; charset=utf-16", "inline"},
+		{"text/csv;charset=UTF-8", "text/csv;charset=UTF-8", "inline"},
+		{"image/svg+xml", "image/svg+xml; charset=UTF-8", "attachment"},
+		{"application/pdf", "application/pdf", "attachment"},
+		{"application/x.weird+json; v=\"1\"", "application/x.weird+json; v=\"1\"", "attachment"},
+		{"notatype", "notatype", "attachment"},
+		{"", "application/octet-stream", "attachment"},
+	} {
+		id := upload(t, alice, tc.uploaded, "f", []byte("data"))
+		r := mediaDo(t, alice, "GET", dl+id, "", nil)
+		if r.Status != http.StatusOK {
+			t.Fatalf("download of %q: %d %s", tc.uploaded, r.Status, r.Body)
+		}
+		h := r.Header
+		if h.Get("Content-Type") != tc.served || h.Get("Content-Disposition") != tc.disposition+"; filename=f" {
+			t.Errorf("uploaded as %q: served %q, %q; want %q, %q", tc.uploaded, h.Get("Content-Type"), h.Get("Content-Disposition"), tc.served, tc.disposition)
+		}
+		if h.Get("Content-Security-Policy") != "sandbox; default-src 'none'; script-src 'none'; plugin-types application/pdf; style-src 'unsafe-inline'; object-src 'self';" ||
+			h.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("uploaded as %q: CSP %q, X-Content-Type-Options %q", tc.uploaded, h.Get("Content-Security-Policy"), h.Get("X-Content-Type-Options"))
+		}
+	}
+	// A value that is no sane header value is refused, not stored.
+	for _, ctype := range []string{"image/pngé", strings.Repeat("a", 256)} {
+		if r := mediaDo(t, alice, "POST", "/_matrix/media/v3/upload", ctype, strings.NewReader("x")); r.Status != 400 || r.errcode() != "M_INVALID_PARAM" {
+			t.Errorf("upload as %q: %d %s, want 400 M_INVALID_PARAM", ctype, r.Status, r.Body)
+		}
+	}
+}
+
+// TestAuthenticatedMediaSwitch: Synapse's enable_authenticated_media.
+// Media uploaded while it is off stays on the deprecated unauthenticated
+// endpoints after it is turned on; media uploaded while it is on is only
+// served through /_matrix/client/v1/media (404 M_NOT_FOUND on the legacy
+// paths, as in Synapse) until it is turned off again.
+func TestAuthenticatedMediaSwitch(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	start := func(on bool) *testserver.Server {
+		return testserver.Start(t, testserver.Options{DataDir: dir, Configure: func(c *configs.Config) { c.EnableAuthenticatedMedia = on }})
+	}
+	var img bytes.Buffer
+	png.Encode(&img, testImage(64, 64))
+	const legacyDL, legacyTh = "/_matrix/media/v3/download/localhost/", "/_matrix/media/v3/thumbnail/localhost/"
+	const th = "/_matrix/client/v1/media/thumbnail/localhost/"
+	type want struct{ legacy, authed int }
+	check := func(srv *testserver.Server, user *testserver.Client, id string, w want, what string) {
+		t.Helper()
+		anon := srv.Anonymous()
+		for _, p := range []string{legacyDL + id, legacyDL + id + "/name.png", legacyTh + id + "?width=16&height=16"} {
+			r := mediaDo(t, anon, "GET", p, "", nil)
+			if r.Status != w.legacy || w.legacy == 404 && r.errcode() != "M_NOT_FOUND" {
+				t.Errorf("%s: GET %s without a token: %d %s, want %d", what, p, r.Status, r.Body, w.legacy)
+			}
+			if w.legacy == 200 && r.Header.Get("X-Content-Type-Options") != "nosniff" {
+				t.Errorf("%s: GET %s without the safe headers", what, p)
+			}
+		}
+		for _, p := range []string{dl + id, th + id + "?width=16&height=16"} {
+			if r := mediaDo(t, user, "GET", p, "", nil); r.Status != w.authed {
+				t.Errorf("%s: GET %s: %d %s, want %d", what, p, r.Status, r.Body, w.authed)
+			}
+		}
+	}
+
+	srv := start(false)
+	alice := srv.Register("alice")
+	old := upload(t, alice, "image/png", "old.png", img.Bytes())
+	var created struct {
+		ContentURI string `json:"content_uri"`
+	}
+	alice.MustDo("POST", "/_matrix/media/v1/create", nil, &created)
+	oldCreated := strings.TrimPrefix(created.ContentURI, "mxc://localhost/")
+	if r := mediaDo(t, alice, "PUT", "/_matrix/media/v3/upload/localhost/"+oldCreated, "image/png", bytes.NewReader(img.Bytes())); r.Status != 200 {
+		t.Fatalf("async upload: %d %s", r.Status, r.Body)
+	}
+	check(srv, alice, old, want{200, 200}, "off, media from while off")
+	check(srv, alice, oldCreated, want{200, 200}, "off, created while off")
+	srv.Stop()
+
+	srv = start(true)
+	alice = reconnect(srv, alice)
+	fresh := upload(t, alice, "image/png", "new.png", img.Bytes())
+	alice.MustDo("POST", "/_matrix/media/v1/create", nil, &created)
+	freshCreated := strings.TrimPrefix(created.ContentURI, "mxc://localhost/")
+	if r := mediaDo(t, alice, "PUT", "/_matrix/media/v3/upload/localhost/"+freshCreated, "image/png", bytes.NewReader(img.Bytes())); r.Status != 200 {
+		t.Fatalf("async upload: %d %s", r.Status, r.Body)
+	}
+	check(srv, alice, old, want{200, 200}, "on, media from while off")
+	check(srv, alice, oldCreated, want{200, 200}, "on, created while off")
+	check(srv, alice, fresh, want{404, 200}, "on, media from while on")
+	check(srv, alice, freshCreated, want{404, 200}, "on, created while on")
+	srv.Stop()
+
+	srv = start(false)
+	alice = reconnect(srv, alice)
+	check(srv, alice, fresh, want{200, 200}, "off again, media from while on")
 }

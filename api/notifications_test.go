@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -425,5 +426,35 @@ func TestNotificationsSurviveRestart(t *testing.T) {
 			t.Fatalf("after restart %d: notifications %q, want %q", restart+1, got, sent)
 		}
 		srv.Stop()
+	}
+}
+
+// TestLegacyMentionNotifications: messages without m.mentions (older
+// clients and bots) highlight members whose display name or localpart is
+// in the body, and @room from a moderator highlights everyone; with
+// m.mentions they do not (spec v1.7). The members have default rules,
+// which the worker does not evaluate unless the event names them.
+func TestLegacyMentionNotifications(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	alice, bob, carol := srv.Register("alice"), srv.Register("bob"), srv.Register("carol")
+	wantOK(t, carol.Do("PUT", csAPI+"/profile/"+url.PathEscape(carol.UserID)+"/displayname", map[string]any{"displayname": "Carol Danvers"}), nil)
+	room := createRoom(t, alice, map[string]any{"preset": "public_chat"})
+	joinRoom(t, bob, room)
+	joinRoom(t, carol, room)
+	aliceLocal := strings.TrimPrefix(strings.Split(alice.UserID, ":")[0], "@")
+
+	sendText(t, bob, room, "Carol Danvers, please review")                        // carol, by display name
+	sendText(t, bob, room, "ping "+strings.ToUpper(aliceLocal)+"!")               // alice, by localpart
+	sendEvent(t, bob, room, "m.room.message", map[string]any{"msgtype": "m.text", // m.mentions: no legacy rules
+		"body": "carol danvers and " + aliceLocal + " again", "m.mentions": map[string]any{}})
+	sendText(t, alice, room, "@room heads up") // alice has power 100
+	sendText(t, bob, room, "@room me too")     // bob has not
+	waitNotified(t, srv)
+	wantUnread(t, carol, room, 5, 2)
+	wantUnread(t, alice, room, 4, 1)
+	wantUnread(t, bob, room, 1, 1)
+	if got := len(getNotifications(t, carol, "only=highlight").Notifications); got != 2 {
+		t.Errorf("carol has %d highlights in /notifications, want 2", got)
 	}
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -74,7 +75,8 @@ func (s *Server) getPushRule(part string) handlerFunc {
 		}
 		list, ok := rules.ByKind(pathParam(r, "kind"))
 		if !ok {
-			return nil, invalidParam("unknown push rule kind")
+			// Synapse: "Unknown template", 404 M_NOT_FOUND.
+			return nil, notFoundErr("unknown push rule kind")
 		}
 		id := pathParam(r, "ruleId")
 		for _, rule := range list {
@@ -93,11 +95,34 @@ func (s *Server) getPushRule(part string) handlerFunc {
 	}
 }
 
-// updateRules applies change to the user's rules and stores the result with
-// its m.push_rules account data, then wakes the user's /sync.
+// updateRules applies change to the requester's rules (updateUserRules).
 func (s *Server) updateRules(r *http.Request, change func(u *push.UserRules) error) (any, error) {
-	user := requester(r).UserID
-	pos, err := s.store.UpdatePushRules(r.Context(), user, func(cur json.RawMessage) (json.RawMessage, json.RawMessage, error) {
+	if err := s.updateUserRules(r.Context(), requester(r).UserID, change); err != nil {
+		return nil, pushRuleError(err)
+	}
+	return struct{}{}, nil
+}
+
+// copyRoomPushRules gives room to a copy of the user's push rules for
+// room from (push.UserRules.CopyRoomRules): what a room upgrade does for
+// each local member, as Synapse does.
+func (s *Server) copyRoomPushRules(ctx context.Context, user roomdag.UserID, from, to roomdag.RoomID) error {
+	return s.updateUserRules(ctx, user, func(u *push.UserRules) error {
+		if !u.CopyRoomRules(from, to) {
+			return errUnchanged
+		}
+		return nil
+	})
+}
+
+// errUnchanged: a change that changed nothing; updateUserRules stores
+// nothing and reports success.
+var errUnchanged = errors.New("push rules unchanged")
+
+// updateUserRules applies change to a user's rules and stores the result
+// with its m.push_rules account data, then wakes the user's /sync.
+func (s *Server) updateUserRules(ctx context.Context, user roomdag.UserID, change func(u *push.UserRules) error) error {
+	pos, err := s.store.UpdatePushRules(ctx, user, func(cur json.RawMessage) (json.RawMessage, json.RawMessage, error) {
 		var u push.UserRules
 		if cur != nil {
 			if err := json.Unmarshal(cur, &u); err != nil {
@@ -111,14 +136,17 @@ func (s *Server) updateRules(r *http.Request, change func(u *push.UserRules) err
 		if err != nil {
 			return nil, nil, err
 		}
-		content, err := json.Marshal(map[string]any{"global": u.Ruleset(user)})
+		content, err := push.AccountDataContent(user, next)
 		return next, content, err
 	})
+	if errors.Is(err, errUnchanged) {
+		return nil
+	}
 	if err != nil {
-		return nil, pushRuleError(err)
+		return err
 	}
 	s.sync.Notifier().AccountDataChanged(user, pos)
-	return struct{}{}, nil
+	return nil
 }
 
 // pushRuleError maps the push package's errors to Matrix errors.
@@ -131,7 +159,7 @@ func pushRuleError(err error) error {
 	case errors.Is(err, push.ErrNotFound):
 		return notFoundErr("the push rule was not found")
 	case errors.Is(err, push.ErrUnknownKind):
-		return invalidParam("unknown push rule kind")
+		return notFoundErr("unknown push rule kind")
 	case errors.Is(err, push.ErrServerDefault):
 		return invalidParam("server-default push rules cannot be deleted or replaced; enable, disable or change their actions instead")
 	case errors.Is(err, push.ErrTooMany):
@@ -140,14 +168,16 @@ func pushRuleError(err error) error {
 	return err
 }
 
-// ruleTarget reads and checks the kind and rule ID of the path.
+// ruleTarget reads and checks the kind and rule ID of the path of a rule
+// that must exist: an unknown kind is 404 M_NOT_FOUND, as an unknown rule
+// is (Synapse, for GET and DELETE alike).
 func ruleTarget(r *http.Request) (kind, id string, err error) {
 	kind, id = pathParam(r, "kind"), pathParam(r, "ruleId")
 	if _, ok := (&push.Ruleset{}).ByKind(kind); !ok {
-		return "", "", invalidParam("unknown push rule kind %q", kind)
+		return "", "", notFoundErr("unknown push rule kind %q", kind)
 	}
 	if id == "" || len(id) > maxRuleIDBytes {
-		return "", "", invalidParam("bad rule ID")
+		return "", "", notFoundErr("the push rule was not found")
 	}
 	return kind, id, nil
 }
@@ -160,9 +190,14 @@ type pushRuleBody struct {
 }
 
 func (s *Server) putPushRule(r *http.Request) (any, error) {
-	kind, id, err := ruleTarget(r)
-	if err != nil {
-		return nil, err
+	kind, id := pathParam(r, "kind"), pathParam(r, "ruleId")
+	// A new rule of a kind that does not exist is a bad rule, not a missing
+	// one: 400, as Synapse answers ("Unknown template").
+	if _, ok := (&push.Ruleset{}).ByKind(kind); !ok {
+		return nil, invalidParam("unknown push rule kind %q: one of override, content, room, sender, underride", kind)
+	}
+	if id == "" || len(id) > maxRuleIDBytes {
+		return nil, invalidParam("a rule ID is 1 to %d bytes", maxRuleIDBytes)
 	}
 	// Spec: IDs starting with "." are the server's; "/" and "\" are refused.
 	if push.IsServerDefaultID(id) {

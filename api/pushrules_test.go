@@ -1,7 +1,9 @@
 package api_test
 
 import (
+	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -48,7 +50,7 @@ func TestDefaultPushRules(t *testing.T) {
 		t.Errorf(".m.rule.message disabled")
 	}
 	wantErr(t, alice.Do("GET", "/_matrix/client/v3/pushrules/global/override/nope", nil), 404, "M_NOT_FOUND")
-	wantErr(t, alice.Do("GET", "/_matrix/client/v3/pushrules/global/sideways/x", nil), 400, "M_INVALID_PARAM")
+	wantErr(t, alice.Do("GET", "/_matrix/client/v3/pushrules/global/sideways/x", nil), 404, "M_NOT_FOUND")
 	wantErr(t, srv.Anonymous().Do("GET", "/_matrix/client/v3/pushrules/", nil), 401, "M_MISSING_TOKEN")
 }
 
@@ -88,7 +90,7 @@ func TestPushRuleWrites(t *testing.T) {
 	wantOK(t, put("content", "tea", "", map[string]any{"pattern": "tea", "actions": []any{"notify"}}), nil)
 	wantOK(t, put("content", "lie", "after=cake", map[string]any{"pattern": "cake*lie", "actions": []any{"notify"}}), nil)
 	wantOK(t, put("content", "first", "before=tea", map[string]any{"pattern": "x", "actions": []any{}}), nil)
-	if got := strings.Join(ids("content"), ","); got != "first,tea,cake,lie" {
+	if got := strings.Join(ids("content"), ","); got != "first,tea,cake,lie,.m.rule.contains_user_name" {
 		t.Errorf("content rules %s", got)
 	}
 	var one rule
@@ -139,7 +141,7 @@ func TestPushRuleWrites(t *testing.T) {
 	if one.Enabled {
 		t.Error("updating re-enabled the rule")
 	}
-	if got := strings.Join(ids("content"), ","); got != "first,tea,cake,lie" {
+	if got := strings.Join(ids("content"), ","); got != "first,tea,cake,lie,.m.rule.contains_user_name" {
 		t.Errorf("content rules after update %s", got)
 	}
 
@@ -178,7 +180,7 @@ func TestPushRuleWrites(t *testing.T) {
 	bob := srv.Register("bob")
 	var bobs struct{ Global map[string][]rule }
 	wantOK(t, bob.Do("GET", "/_matrix/client/v3/pushrules/", nil), &bobs)
-	if len(bobs.Global["content"]) != 0 || bobs.Global["override"][0].Enabled {
+	if c := bobs.Global["content"]; len(c) != 1 || c[0].RuleID != ".m.rule.contains_user_name" || bobs.Global["override"][0].Enabled {
 		t.Errorf("bob sees alice's rules: %+v", bobs.Global)
 	}
 }
@@ -218,5 +220,154 @@ func TestPushRulesInSync(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("sync did not return")
+	}
+}
+
+// TestPushRulesDeprecatedDefaults: Element's notification settings read and
+// toggle the legacy mention rules and the poll rules, so they are served,
+// and changes to them persist (across a restart too); unknown kinds and
+// rules are 404 M_NOT_FOUND for every operation on an existing rule.
+func TestPushRulesDeprecatedDefaults(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	alice := srv.Register("alice")
+	const rules = "/_matrix/client/v3/pushrules/global/"
+	type rule struct {
+		RuleID     string           `json:"rule_id"`
+		Default    bool             `json:"default"`
+		Enabled    bool             `json:"enabled"`
+		Pattern    string           `json:"pattern"`
+		Conditions []map[string]any `json:"conditions"`
+		Actions    []any            `json:"actions"`
+	}
+	for _, tc := range []struct{ kind, id, cond string }{
+		{"override", ".m.rule.contains_display_name", "contains_display_name"},
+		{"override", ".m.rule.roomnotif", "sender_notification_permission"},
+		{"content", ".m.rule.contains_user_name", ""},
+		{"override", ".org.matrix.msc3930.rule.poll_response", "event_match"},
+		{"underride", ".org.matrix.msc3930.rule.poll_start_one_to_one", "room_member_count"},
+		{"underride", ".org.matrix.msc3930.rule.poll_start", "event_match"},
+		{"underride", ".org.matrix.msc3930.rule.poll_end_one_to_one", "room_member_count"},
+		{"underride", ".org.matrix.msc3930.rule.poll_end", "event_match"},
+	} {
+		var r rule
+		wantOK(t, alice.Do("GET", rules+tc.kind+"/"+tc.id, nil), &r)
+		if r.RuleID != tc.id || !r.Default || !r.Enabled {
+			t.Errorf("GET %s/%s: %+v", tc.kind, tc.id, r)
+		}
+		if tc.cond != "" && !slices.ContainsFunc(r.Conditions, func(c map[string]any) bool { return c["kind"] == tc.cond }) {
+			t.Errorf("%s lacks a %s condition: %+v", tc.id, tc.cond, r.Conditions)
+		}
+		if tc.kind == "content" && r.Pattern != strings.TrimPrefix(strings.Split(alice.UserID, ":")[0], "@") {
+			t.Errorf("%s pattern %q, want alice's localpart", tc.id, r.Pattern)
+		}
+	}
+
+	// Toggle the legacy rules as Element does, then read them back, also
+	// after a restart.
+	wantOK(t, alice.Do("PUT", rules+"override/.m.rule.contains_display_name/enabled", map[string]any{"enabled": false}), nil)
+	wantOK(t, alice.Do("PUT", rules+"content/.m.rule.contains_user_name/actions", map[string]any{"actions": []any{"notify"}}), nil)
+	wantOK(t, alice.Do("PUT", rules+"override/.m.rule.roomnotif/enabled", map[string]any{"enabled": false}), nil)
+	wantOK(t, alice.Do("PUT", rules+"underride/.org.matrix.msc3930.rule.poll_start/actions", map[string]any{"actions": []any{}}), nil)
+	srv.Stop()
+	srv = testserver.Start(t, testserver.Options{DataDir: srv.DataDir})
+	alice = reconnect(srv, alice)
+	check := func(kind, id string, enabled bool, actions string) {
+		t.Helper()
+		var r rule
+		wantOK(t, alice.Do("GET", rules+kind+"/"+id, nil), &r)
+		if r.Enabled != enabled || fmt.Sprint(r.Actions) != actions {
+			t.Errorf("%s: enabled %v actions %v, want %v %s", id, r.Enabled, r.Actions, enabled, actions)
+		}
+		var en struct{ Enabled bool }
+		wantOK(t, alice.Do("GET", rules+kind+"/"+id+"/enabled", nil), &en)
+		if en.Enabled != enabled {
+			t.Errorf("%s/enabled: %v", id, en.Enabled)
+		}
+	}
+	check("override", ".m.rule.contains_display_name", false, "[notify map[set_tweak:sound value:default] map[set_tweak:highlight]]")
+	check("content", ".m.rule.contains_user_name", true, "[notify]")
+	check("override", ".m.rule.roomnotif", false, "[notify map[set_tweak:highlight]]")
+	check("underride", ".org.matrix.msc3930.rule.poll_start", true, "[]")
+
+	// Unknown kinds and rules: 404 M_NOT_FOUND (Synapse answers the same).
+	for _, r := range []struct{ method, path string }{
+		{"GET", rules + "bogus/x"},
+		{"GET", rules + "bogus/x/enabled"},
+		{"GET", rules + "bogus/x/actions"},
+		{"DELETE", rules + "bogus/x"},
+		{"PUT", rules + "bogus/x/enabled"},
+		{"PUT", rules + "bogus/x/actions"},
+		{"GET", rules + "override/.m.rule.nope"},
+		{"GET", rules + "content/nope/actions"},
+		{"DELETE", rules + "override/nope"},
+		{"PUT", rules + "underride/.m.rule.nope/enabled"},
+		{"PUT", rules + "content/nope/actions"},
+		// A default rule under another kind is not that kind's rule.
+		{"GET", rules + "underride/.m.rule.master"},
+		{"PUT", rules + "override/.m.rule.contains_user_name/enabled"},
+	} {
+		var body any
+		if r.method == "PUT" {
+			body = map[string]any{"enabled": true, "actions": []any{"notify"}}
+		}
+		wantErr(t, alice.Do(r.method, r.path, body), 404, "M_NOT_FOUND")
+	}
+}
+
+// pushRulesInSync returns the m.push_rules content of a sync's global
+// account data, and how many m.push_rules events it held.
+func pushRulesInSync(t *testing.T, out map[string]any) (map[string]any, int) {
+	t.Helper()
+	ad, _ := out["account_data"].(map[string]any)
+	evs, _ := ad["events"].([]any)
+	var content map[string]any
+	n := 0
+	for _, e := range evs {
+		e, _ := e.(map[string]any)
+		if e["type"] == "m.push_rules" {
+			content, _ = e["content"].(map[string]any)
+			n++
+		}
+	}
+	return content, n
+}
+
+// TestPushRulesInInitialSync: clients build their notification settings
+// from m.push_rules in the initial sync, so it is there for a user who
+// never changed a rule, with the content GET /pushrules/ returns; an
+// incremental sync carries it only when the rules changed, and a filter
+// can leave it out.
+func TestPushRulesInInitialSync(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	alice := srv.Register("alice")
+	var rules map[string]any
+	wantOK(t, alice.Do("GET", "/_matrix/client/v3/pushrules/", nil), &rules)
+
+	initial := alice.Sync("timeout=0")
+	content, n := pushRulesInSync(t, initial)
+	if n != 1 || fmt.Sprint(content) != fmt.Sprint(rules) {
+		t.Fatalf("%d m.push_rules in the initial sync, content %v, want %v", n, content, rules)
+	}
+	since := initial["next_batch"].(string)
+	if _, n := pushRulesInSync(t, alice.Sync("timeout=0&since="+url.QueryEscape(since))); n != 0 {
+		t.Errorf("unchanged rules in an incremental sync")
+	}
+
+	wantOK(t, alice.Do("PUT", "/_matrix/client/v3/pushrules/global/override/.m.rule.contains_display_name/enabled", map[string]any{"enabled": false}), nil)
+	next := alice.Sync("timeout=0&since=" + url.QueryEscape(since))
+	content, n = pushRulesInSync(t, next)
+	wantOK(t, alice.Do("GET", "/_matrix/client/v3/pushrules/", nil), &rules)
+	if n != 1 || fmt.Sprint(content) != fmt.Sprint(rules) || !strings.Contains(fmt.Sprint(content), "enabled:false rule_id:.m.rule.contains_display_name") {
+		t.Errorf("%d m.push_rules after a change, content %v, want %v", n, content, rules)
+	}
+	// Initial syncs after a change carry it once, not twice.
+	if _, n := pushRulesInSync(t, alice.Sync("timeout=0")); n != 1 {
+		t.Errorf("%d m.push_rules in an initial sync after a change", n)
+	}
+	filter := url.QueryEscape(`{"account_data":{"not_types":["m.push_rules"]}}`)
+	if _, n := pushRulesInSync(t, alice.Sync("timeout=0&filter="+filter)); n != 0 {
+		t.Errorf("filtered out, yet in the initial sync")
 	}
 }

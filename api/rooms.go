@@ -496,6 +496,9 @@ func (s *Server) sendRedaction(r *http.Request, room roomdag.RoomID, target room
 		return nil, err
 	}
 	if orig.Sender() != p.Sender {
+		if rq := requester(r); rq != nil && rq.Suspended {
+			return nil, errorf(http.StatusForbidden, CodeUserSuspended, "You can only redact your own events while suspended.")
+		}
 		pl, err := roomdag.PowerLevelsFromState(st.State)
 		if err != nil {
 			return nil, err

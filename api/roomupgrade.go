@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/persistentchat/homeserver/clock"
-	"github.com/persistentchat/homeserver/push"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
 )
@@ -50,7 +49,6 @@ type upgradeStore interface {
 	AccountData(ctx context.Context, user roomdag.UserID, room roomdag.RoomID, typ string) (json.RawMessage, error)
 	UpdateAccountData(ctx context.Context, user roomdag.UserID, room roomdag.RoomID, typ string,
 		fn func(cur json.RawMessage) (json.RawMessage, error)) (int64, error)
-	UpdatePushRules(ctx context.Context, user roomdag.UserID, fn func(cur json.RawMessage) (next, accountData json.RawMessage, err error)) (int64, error)
 }
 
 // upgrader carries out room upgrades. Requests to upgrade one room are
@@ -69,6 +67,9 @@ type upgrader struct {
 	roomID      func(v *roomdag.RoomVersion) roomdag.RoomID
 	// accountDataChanged wakes the user's /sync after a copy.
 	accountDataChanged func(user roomdag.UserID, pos int64)
+	// copyPushRules copies a user's rules for one room to another and
+	// stores them with their m.push_rules account data (Server.copyRoomPushRules).
+	copyPushRules func(ctx context.Context, user roomdag.UserID, from, to roomdag.RoomID) error
 
 	mu    gosync.Mutex
 	calls map[roomdag.RoomID]*upgradeCall
@@ -691,25 +692,9 @@ func (u *upgrader) copyUserState(ctx context.Context, user roomdag.UserID, from,
 	})
 	changed(pos, err, typeDirect)
 
-	pos, err = u.store.UpdatePushRules(ctx, user, func(cur json.RawMessage) (json.RawMessage, json.RawMessage, error) {
-		var rules push.UserRules
-		if cur != nil {
-			if err := json.Unmarshal(cur, &rules); err != nil {
-				return nil, nil, fmt.Errorf("stored push rules of %s: %w", user, err)
-			}
-		}
-		if !rules.CopyRoomRules(from, to) {
-			return nil, nil, errNoChange
-		}
-		next, err := json.Marshal(rules)
-		if err != nil {
-			return nil, nil, err
-		}
-		// The m.push_rules account data, as updateRules writes it.
-		content, err := json.Marshal(map[string]any{"global": rules.Ruleset(user)})
-		return next, content, err
-	})
-	changed(pos, err, "m.push_rules")
+	if err := u.copyPushRules(ctx, user, from, to); err != nil {
+		changed(0, err, "m.push_rules")
+	}
 }
 
 // typeDirect is the global account data listing direct chats, by peer.

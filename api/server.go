@@ -43,6 +43,8 @@ type Config struct {
 	// endpoints off. MaxUploadSize bounds one upload, in bytes.
 	MediaDir      string
 	MaxUploadSize int64
+	// AuthenticatedMedia is enable_authenticated_media (api/media.go).
+	AuthenticatedMedia bool
 	// URLPreview configures GET /media/preview_url; nil turns it off.
 	URLPreview *media.PreviewConfig
 	// AppServices is application service support; nil when the server
@@ -51,6 +53,9 @@ type Config struct {
 	// Pushers hears of changes to pushers (api/pushers.go); nil when
 	// nothing delivers to push gateways.
 	Pushers PusherChanges
+	// ServerNotices configures server notices (api/servernotices.go);
+	// nil turns them off.
+	ServerNotices *ServerNoticesConfig
 }
 
 // Server serves the client-server API.
@@ -67,6 +72,7 @@ type Server struct {
 	// upgrades carries out room upgrades (api/roomupgrade.go).
 	upgrades *upgrader
 
+	notices   serverNotices
 	seen      gosync.Map // user|device -> time.Time of the last last-seen write
 	dummyOnce gosync.Once
 	dummy     string
@@ -87,6 +93,7 @@ func NewServer(cfg Config, store Store, rooms *roomdag.Rooms, syncer *sync.Synce
 	s.upgrades = &upgrader{store: store, rooms: rooms, clock: clk, log: log, server: cfg.ServerName,
 		firstEvents: s.firstEvents, roomID: s.localRoomID,
 		accountDataChanged: func(user roomdag.UserID, pos int64) { s.sync.Notifier().AccountDataChanged(user, pos) },
+		copyPushRules:      s.copyRoomPushRules,
 		calls:              map[roomdag.RoomID]*upgradeCall{}}
 	return s
 }
@@ -94,7 +101,7 @@ func NewServer(cfg Config, store Store, rooms *roomdag.Rooms, syncer *sync.Synce
 // Handler returns the HTTP handler for every client-server route.
 func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
-	r.Use(cors)
+	r.Use(CORS)
 	tables := [][]route{
 		s.discoveryRoutes(), s.accountRoutes(), s.deactivateRoutes(), s.roomRoutes(), s.historyRoutes(),
 		s.profileRoutes(), s.accountDataRoutes(), s.directoryRoutes(), s.syncRoutes(), s.pushRuleRoutes(),
@@ -106,6 +113,7 @@ func (s *Server) Handler() http.Handler {
 		s.relationRoutes(),
 		s.searchRoutes(),
 		s.mediaRoutes(),
+		s.serverNoticeRoutes(), s.moderationRoutes(),
 	}
 	for _, table := range tables {
 		for _, rt := range table {
@@ -126,9 +134,11 @@ func (s *Server) Handler() http.Handler {
 	return r
 }
 
-// cors lets browser clients (Element Web) call the API from any origin, as
-// the spec requires ("Web Browser Clients").
-func cors(next http.Handler) http.Handler {
+// CORS lets browser clients (Element Web) call the API from any origin, as
+// the spec requires ("Web Browser Clients"), and answers their preflights
+// (OPTIONS) on every /_matrix and /.well-known path. The server wraps the
+// federation API's handler in it too.
+func CORS(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Access-Control-Allow-Origin", "*")

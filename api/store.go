@@ -83,6 +83,8 @@ type Store interface {
 
 	// Account deactivation (api/deactivate.go).
 	Accounts
+	// Account locking and suspension (api/moderation.go).
+	AccountModeration
 
 	// Reports for administrators (storage/sqlite/reports.go documents).
 	AddReport(ctx context.Context, r storage.Report) (int64, error)

@@ -130,6 +130,17 @@ type Config struct {
 	// Default: 50 MiB ("50M").
 	MaxUploadSize ByteSize `yaml:"max_upload_size"`
 
+	// EnableAuthenticatedMedia, as in Synapse: media uploaded while it is
+	// true is marked authenticated and served only through the
+	// authenticated endpoints (/_matrix/client/v1/media/download and
+	// /thumbnail); the deprecated unauthenticated /_matrix/media/v3
+	// download and thumbnail endpoints answer 404 M_NOT_FOUND for it. Media
+	// uploaded while it was false (or before the server recorded the
+	// difference) stays reachable there. With it false, the legacy
+	// endpoints serve all media, authenticated or not.
+	// Default: true.
+	EnableAuthenticatedMedia bool `yaml:"enable_authenticated_media"`
+
 	// URLPreviewEnabled serves URL previews
 	// (GET /_matrix/client/v1/media/preview_url): the server fetches the
 	// web pages clients ask about, reads their OpenGraph data and stores
@@ -195,6 +206,13 @@ type Config struct {
 	// Presence configures presence: online, idle and offline status.
 	// Default: see Presence.
 	Presence Presence `yaml:"presence"`
+
+	// ServerNotices configures server notices: messages from the server's
+	// administrators to a user, in a room of their own (spec: "Server
+	// Notices"; Synapse's server_notices and its admin API
+	// /_synapse/admin/v1/send_server_notice).
+	// Default: see ServerNotices (off).
+	ServerNotices ServerNotices `yaml:"server_notices"`
 
 	// AppServiceConfigFiles are the registration files of application
 	// services (configs/appservice-registration.yaml documents one). The
@@ -295,6 +313,44 @@ type Presence struct {
 	Enabled bool `yaml:"enabled"`
 }
 
+// ServerNotices configures server notices, with Synapse's keys. They are
+// on when SystemMXIDLocalpart is set.
+type ServerNotices struct {
+	// SystemMXIDLocalpart is the localpart of the user who sends notices
+	// and owns every notices room; the server creates the user on first
+	// use. Empty turns server notices off.
+	// Default: "" (off).
+	SystemMXIDLocalpart string `yaml:"system_mxid_localpart"`
+
+	// SystemMXIDDisplayName is the display name of that user.
+	// Default: "" (none).
+	SystemMXIDDisplayName string `yaml:"system_mxid_display_name"`
+
+	// SystemMXIDAvatarURL is the avatar (an mxc:// URI) of that user.
+	// Default: "" (none).
+	SystemMXIDAvatarURL string `yaml:"system_mxid_avatar_url"`
+
+	// RoomName is the name of each notices room.
+	// Default: "Server Notices".
+	RoomName string `yaml:"room_name"`
+
+	// RoomAvatarURL is the avatar (an mxc:// URI) of each notices room.
+	// Default: "" (none).
+	RoomAvatarURL string `yaml:"room_avatar_url"`
+
+	// RoomTopic is the topic of each notices room.
+	// Default: "" (none).
+	RoomTopic string `yaml:"room_topic"`
+
+	// AutoJoin joins the user to their notices room instead of inviting
+	// them.
+	// Default: false.
+	AutoJoin bool `yaml:"auto_join"`
+}
+
+// Enabled reports whether server notices are on.
+func (n ServerNotices) Enabled() bool { return n.SystemMXIDLocalpart != "" }
+
 // DefaultIPRangeBlacklist returns the default of both
 // URLPreviewIPRangeBlacklist and IPRangeBlacklist: Synapse's recommended
 // list, plus the "this network", reserved, NAT64, discard and 6to4 ranges.
@@ -385,6 +441,7 @@ func Default() Config {
 		BackchatMax:                    1000,
 		MaxRequestSize:                 1 * MiB,
 		MaxUploadSize:                  50 * MiB,
+		EnableAuthenticatedMedia:       true,
 		RefreshableAccessTokenLifetime: 0,
 		URLPreviewEnabled:              false,
 		URLPreviewIPRangeBlacklist:     DefaultIPRangeBlacklist(),
@@ -393,6 +450,7 @@ func Default() Config {
 		IPRangeWhitelist:               []string{},
 		MaxSpiderSize:                  10 * MiB,
 		Presence:                       Presence{Enabled: true},
+		ServerNotices:                  ServerNotices{RoomName: "Server Notices"},
 		RateLimiting: RateLimiting{
 			Enabled:      true,
 			Message:      RateLimit{PerSecond: 10, BurstCount: 50},

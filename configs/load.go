@@ -409,6 +409,20 @@ func (c *Config) validate(lines map[string]int) []*FieldError {
 		bad("refreshable_access_token_lifetime", "is %v; must not be negative", c.RefreshableAccessTokenLifetime.Std())
 	}
 
+	if sn := c.ServerNotices; sn.Enabled() {
+		if !validLocalpart(sn.SystemMXIDLocalpart) {
+			bad("server_notices.system_mxid_localpart", "%q is not a user ID localpart (a-z, 0-9, . _ = - / +)", sn.SystemMXIDLocalpart)
+		}
+		for _, f := range []struct{ name, uri string }{
+			{"server_notices.system_mxid_avatar_url", sn.SystemMXIDAvatarURL},
+			{"server_notices.room_avatar_url", sn.RoomAvatarURL},
+		} {
+			if f.uri != "" && !strings.HasPrefix(f.uri, "mxc://") {
+				bad(f.name, "%q is not an mxc:// URI", f.uri)
+			}
+		}
+	}
+
 	seenFiles := map[string]int{}
 	for i, f := range c.AppServiceConfigFiles {
 		field := fmt.Sprintf("app_service_config_files[%d]", i)
@@ -549,6 +563,20 @@ func checkRegistrationToken(t string) error {
 
 // checkRoomVersion checks the room version identifier grammar (spec,
 // "Room Versions"): 1 to 32 characters from [a-z0-9.-].
+// validLocalpart is the grammar of new user IDs' localparts (spec:
+// appendices, "User Identifiers").
+func validLocalpart(l string) bool {
+	if l == "" || len(l) > 255 {
+		return false
+	}
+	for i := 0; i < len(l); i++ {
+		if c := l[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.IndexByte("._=-/+", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
 func checkRoomVersion(v string) error {
 	if v == "" || len(v) > 32 {
 		return errors.New("must be 1 to 32 characters")

@@ -117,6 +117,12 @@ rate_limiting:
   enabled: false
   message: {per_second: 0.5, burst_count: 3}
 refreshable_access_token_lifetime: "5m"
+enable_authenticated_media: false
+server_notices:
+  system_mxid_localpart: notices
+  system_mxid_display_name: "Server Notices"
+  room_topic: "Messages from the administrators"
+  auto_join: true
 log_level: debug
 `)
 	c, err := Load(path)
@@ -141,6 +147,9 @@ log_level: debug
 	// A partly given mapping keeps the defaults of the keys it leaves out.
 	want.RateLimiting.Message = RateLimit{PerSecond: 0.5, BurstCount: 3}
 	want.RefreshableAccessTokenLifetime = Duration(5 * time.Minute)
+	want.EnableAuthenticatedMedia = false
+	want.ServerNotices = ServerNotices{SystemMXIDLocalpart: "notices", SystemMXIDDisplayName: "Server Notices",
+		RoomName: "Server Notices", RoomTopic: "Messages from the administrators", AutoJoin: true}
 	want.LogLevel = "debug"
 	if !reflect.DeepEqual(*c, want) {
 		t.Errorf("Load = %#v\nwant %#v", *c, want)
@@ -257,6 +266,8 @@ func TestLoadErrors(t *testing.T) {
 		{"lifetime negative ms", "refreshable_access_token_lifetime: -1\n", "refreshable_access_token_lifetime", 1, "want a duration"},
 		{"app service empty", `app_service_config_files: [""]`, "app_service_config_files[0]", 1, "empty"},
 		{"app service repeated", "app_service_config_files: [a.yaml, b.yaml, ./a.yaml]\n", "app_service_config_files[2]", 1, "repeats app_service_config_files[0]"},
+		{"server notices localpart", "server_notices:\n  system_mxid_localpart: Notices\n", "server_notices.system_mxid_localpart", 2, "localpart"},
+		{"server notices avatar", "server_notices:\n  system_mxid_localpart: notices\n  room_avatar_url: https://x/y.png\n", "server_notices.room_avatar_url", 3, "mxc://"},
 		{"log_level unknown", "log_level: verbose\n", "log_level", 1, "debug, info, warn or error"},
 		{"log_level upper case", "log_level: INFO\n", "log_level", 1, "debug, info, warn or error"},
 	} {

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/go-chi/chi/v5"
+
 	"github.com/persistentchat/homeserver/clock"
 	"github.com/persistentchat/homeserver/roomdag"
 )
@@ -27,13 +29,31 @@ func NewKeyServer(key roomdag.SigningKey, clk clock.Clock, version string) *KeyS
 	return &KeyServer{key: key, clock: clk, version: version}
 }
 
-// Register adds the routes to mux.
-func (k *KeyServer) Register(mux interface {
-	HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request))
-}) {
-	mux.HandleFunc("GET /_matrix/key/v2/server", k.serverKeys)
-	mux.HandleFunc("GET /_matrix/key/v2/server/{keyId}", k.serverKeys) // deprecated form, still asked by old peers
-	mux.HandleFunc("GET /_matrix/federation/v1/version", k.serverVersion)
+// Handler serves the key and version endpoints. It is meant for every path
+// under /_matrix/federation/ and /_matrix/key/: what it does not serve is
+// answered as the client API answers it, 405 M_UNRECOGNIZED for a known
+// path asked with another method and 404 M_UNRECOGNIZED for an unknown
+// path (spec: "API Standards").
+func (k *KeyServer) Handler() http.Handler {
+	r := chi.NewRouter()
+	r.Get("/_matrix/key/v2/server", k.serverKeys)
+	r.Get("/_matrix/key/v2/server/{keyId}", k.serverKeys) // deprecated form, still asked by old peers
+	r.Get("/_matrix/federation/v1/version", k.serverVersion)
+	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusNotFound, "M_UNRECOGNIZED", "unrecognized request")
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusMethodNotAllowed, "M_UNRECOGNIZED", "method not allowed")
+	})
+	return r
+}
+
+// writeError writes a Matrix error.
+func writeError(w http.ResponseWriter, status int, errcode, msg string) {
+	b, _ := json.Marshal(map[string]string{"errcode": errcode, "error": msg})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(b)
 }
 
 // ServerKeys returns the signed key response (spec: server-server API,
@@ -57,7 +77,7 @@ func (k *KeyServer) ServerKeys() ([]byte, error) {
 func (k *KeyServer) serverKeys(w http.ResponseWriter, r *http.Request) {
 	b, err := k.ServerKeys()
 	if err != nil {
-		http.Error(w, `{"errcode":"M_UNKNOWN","error":"could not sign keys"}`, http.StatusInternalServerError)
+		writeError(w, http.StatusInternalServerError, "M_UNKNOWN", "could not sign keys")
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

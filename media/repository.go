@@ -53,6 +53,10 @@ type Record struct {
 	// ExpiresMS is when a created item's reservation lapses if nothing was
 	// uploaded; 0 for uploaded items.
 	ExpiresMS int64
+	// Authenticated: created while authenticated media was on
+	// (Config.AuthenticatedMedia), so never served without authentication
+	// while it still is. Items stored before the server kept this are not.
+	Authenticated bool
 }
 
 // Pending reports whether the record still awaits its content.
@@ -79,7 +83,24 @@ type Config struct {
 	Dir string
 	// MaxUploadSize is the largest upload accepted, in bytes.
 	MaxUploadSize int64
+	// AuthenticatedMedia is Synapse's enable_authenticated_media: items
+	// created while it is on are marked Authenticated, and Open and
+	// Thumbnail refuse them to Unauthenticated requests (ErrNotFound).
+	// With it off, every item is served to every request.
+	AuthenticatedMedia bool
 }
+
+// Access says how a download was asked for.
+type Access int
+
+const (
+	// Authenticated: through /_matrix/client/v1/media, with an access
+	// token (or over federation).
+	Authenticated Access = iota
+	// Unauthenticated: through the deprecated /_matrix/media/v3 download
+	// and thumbnail endpoints.
+	Unauthenticated
+)
 
 const (
 	// unusedLifetime is how long a media ID from Create stays reserved
@@ -136,7 +157,7 @@ func (r *Repository) Upload(ctx context.Context, uploader roomdag.UserID, conten
 		return "", err
 	}
 	rec := Record{ID: id, Uploader: uploader, SHA256: sum, ContentType: contentType, FileName: fileName,
-		Size: size, CreatedMS: r.clock.Now().UnixMilli()}
+		Size: size, CreatedMS: r.clock.Now().UnixMilli(), Authenticated: r.cfg.AuthenticatedMedia}
 	if err := r.store.InsertMedia(ctx, rec); err != nil {
 		// The content file stays: another record may share it.
 		return "", err
@@ -161,7 +182,10 @@ func (r *Repository) Create(ctx context.Context, uploader roomdag.UserID) (ID, i
 		return "", 0, err
 	}
 	expires := now.Add(unusedLifetime).UnixMilli()
-	if err := r.store.InsertMedia(ctx, Record{ID: id, Uploader: uploader, CreatedMS: now.UnixMilli(), ExpiresMS: expires}); err != nil {
+	// The item is marked when its ID is made, as Synapse does: the upload
+	// that fills it does not change it.
+	rec := Record{ID: id, Uploader: uploader, CreatedMS: now.UnixMilli(), ExpiresMS: expires, Authenticated: r.cfg.AuthenticatedMedia}
+	if err := r.store.InsertMedia(ctx, rec); err != nil {
 		return "", 0, err
 	}
 	return id, expires, nil
@@ -205,8 +229,10 @@ func (r *Repository) Fill(ctx context.Context, id ID, uploader roomdag.UserID, c
 // Open returns a media item's record and its content, open for reading;
 // the caller closes it. For an item created but not yet uploaded it waits
 // up to wait (or until ctx ends) and then fails with ErrNotYetUploaded.
-func (r *Repository) Open(ctx context.Context, id ID, wait time.Duration) (*Record, *os.File, error) {
-	rec, err := r.ready(ctx, id, wait)
+// An Authenticated item asked for Unauthenticated while authenticated
+// media is on is ErrNotFound, as in Synapse.
+func (r *Repository) Open(ctx context.Context, id ID, access Access, wait time.Duration) (*Record, *os.File, error) {
+	rec, err := r.ready(ctx, id, access, wait)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -217,9 +243,19 @@ func (r *Repository) Open(ctx context.Context, id ID, wait time.Duration) (*Reco
 	return rec, f, nil
 }
 
-// ready returns the record of id once it has content.
-func (r *Repository) ready(ctx context.Context, id ID, wait time.Duration) (*Record, error) {
+// servable reports whether rec may be served to a request of that access.
+func (r *Repository) servable(rec *Record, access Access) bool {
+	return access == Authenticated || !r.cfg.AuthenticatedMedia || !rec.Authenticated
+}
+
+// ready returns the record of id once it has content, if it may be
+// served to a request of that access (decided before waiting, so a refused
+// request does not wait either).
+func (r *Repository) ready(ctx context.Context, id ID, access Access, wait time.Duration) (*Record, error) {
 	rec, err := r.record(ctx, id)
+	if err == nil && !r.servable(rec, access) {
+		return nil, ErrNotFound
+	}
 	if err != nil || !rec.Pending() {
 		return rec, err
 	}

@@ -49,12 +49,12 @@ type Thumb struct {
 // allows (never upscaled), made once per output size and method and then
 // served from disk. PNG, JPEG, GIF (first frame) and WebP are understood;
 // other content fails with ErrNotImage, images past maxThumbnailPixels with
-// ErrTooLarge. wait is as for Open.
-func (r *Repository) Thumbnail(ctx context.Context, id ID, width, height int, method Method, wait time.Duration) (*Thumb, error) {
+// ErrTooLarge. access and wait are as for Open.
+func (r *Repository) Thumbnail(ctx context.Context, id ID, width, height int, method Method, access Access, wait time.Duration) (*Thumb, error) {
 	if width < 1 || height < 1 || method != Scale && method != Crop {
 		return nil, fmt.Errorf("media: bad thumbnail request %dx%d %q", width, height, method)
 	}
-	rec, f, err := r.Open(ctx, id, wait)
+	rec, f, err := r.Open(ctx, id, access, wait)
 	if err != nil {
 		return nil, err
 	}

@@ -20,6 +20,10 @@ type EventView struct {
 	props map[string]any // string, json.Number, bool, nil or []any
 	body  string         // content.body if it is a string
 	lower string         // body, lower-cased once for keyword rules
+	// hasMentions: content has an m.mentions property, of any value (an
+	// empty object leaves no leaf in props). The legacy mention rules do
+	// not apply to such events (spec v1.7; Synapse's has_mentions).
+	hasMentions bool
 }
 
 // NewEventView flattens a client- or federation-format event.
@@ -35,6 +39,9 @@ func NewEventView(event []byte) (*EventView, error) {
 	}
 	v := &EventView{props: make(map[string]any, 16)}
 	v.flatten("", top)
+	if content, ok := top["content"].(map[string]any); ok {
+		_, v.hasMentions = content["m.mentions"]
+	}
 	if b, ok := v.props["content.body"].(string); ok {
 		v.body, v.lower = b, strings.ToLower(b)
 	}
@@ -173,14 +180,18 @@ type EvalContext struct {
 // matches. The returned slice may be shared with rules: do not modify it.
 // The caller must not evaluate events a member sent themselves (spec: the
 // homeserver MUST NOT notify for them).
+//
+// The legacy mention rules (.m.rule.contains_display_name,
+// .m.rule.contains_user_name, .m.rule.roomnotif) are skipped for events
+// with m.mentions, as the spec (v1.7) and Synapse say.
 func Evaluate(rules *Ruleset, ev *EventView, ctx *EvalContext) (actions []any, matched bool) {
 	for i := range rules.Override {
-		if r := &rules.Override[i]; r.Enabled && conditionsHold(r.Conditions, ev, ctx) {
+		if r := &rules.Override[i]; r.Enabled && !(ev.hasMentions && legacyMention(r)) && conditionsHold(r.Conditions, ev, ctx) {
 			return cleanActions(r.Actions), true
 		}
 	}
 	for i := range rules.Content {
-		if r := &rules.Content[i]; r.Enabled && ev.bodyMatches(r.Pattern) {
+		if r := &rules.Content[i]; r.Enabled && !(ev.hasMentions && legacyMention(r)) && ev.bodyMatches(r.Pattern) {
 			return cleanActions(r.Actions), true
 		}
 	}

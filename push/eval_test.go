@@ -385,3 +385,88 @@ func BenchmarkEvaluate(b *testing.B) {
 		b.Fatalf("%d of %d evaluations notified", notified, b.N)
 	}
 }
+
+// TestDefaultsOrder: the complete default set, in the spec's order with
+// Synapse's extra rules where Synapse serves them (base_rules.rs).
+func TestDefaultsOrder(t *testing.T) {
+	rs := Defaults("@alice:example.org")
+	want := map[string][]string{
+		"override": {".m.rule.master", ".m.rule.suppress_notices", ".m.rule.invite_for_me", ".m.rule.member_event",
+			".m.rule.is_user_mention", ".m.rule.contains_display_name", ".m.rule.is_room_mention", ".m.rule.roomnotif",
+			".m.rule.tombstone", ".m.rule.reaction", ".m.rule.room.server_acl", ".m.rule.suppress_edits",
+			".org.matrix.msc3930.rule.poll_response"},
+		"content": {".m.rule.contains_user_name"},
+		"room":    nil,
+		"sender":  nil,
+		"underride": {".m.rule.call", ".m.rule.encrypted_room_one_to_one", ".m.rule.room_one_to_one", ".m.rule.message",
+			".m.rule.encrypted", ".im.vector.jitsi", ".org.matrix.msc3930.rule.poll_start_one_to_one",
+			".org.matrix.msc3930.rule.poll_start", ".org.matrix.msc3930.rule.poll_end_one_to_one", ".org.matrix.msc3930.rule.poll_end"},
+	}
+	for _, kind := range Kinds {
+		list, _ := rs.ByKind(kind)
+		var got []string
+		for _, r := range list {
+			got = append(got, r.RuleID)
+			if !r.Default || r.Enabled != (r.RuleID != ".m.rule.master") {
+				t.Errorf("%s: default %v enabled %v", r.RuleID, r.Default, r.Enabled)
+			}
+		}
+		if strings.Join(got, " ") != strings.Join(want[kind], " ") {
+			t.Errorf("%s rules:\n got %v\nwant %v", kind, got, want[kind])
+		}
+	}
+	if p := rs.Content[0].Pattern; p != "alice" {
+		t.Errorf(".m.rule.contains_user_name pattern %q, want the localpart", p)
+	}
+}
+
+// TestLegacyMentionRules: the deprecated body-matching rules match events
+// without m.mentions only (spec v1.7), @room needs the notification power.
+func TestLegacyMentionRules(t *testing.T) {
+	defaults := Defaults("@alice:example.org")
+	msg := func(body, extra string) string {
+		return fmt.Sprintf(`{"type":"m.room.message","room_id":"!r:example.org","sender":"@bob:example.org","content":{"msgtype":"m.text","body":%q%s}}`, body, extra)
+	}
+	for _, tc := range []struct {
+		name, event string
+		level       int64
+		rule        string // the rule that decides; "" for .m.rule.message
+	}{
+		{"display name", msg("ask Alice Liddell", ""), 0, RuleContainsDisplayName},
+		{"names inside words", msg("ask AliceLiddell", ""), 0, ""},
+		{"localpart", msg("ALICE: lunch?", ""), 0, RuleContainsUserName},
+		{"localpart inside a word", msg("malice", ""), 0, ""},
+		{"display name with m.mentions", msg("ask Alice Liddell", `,"m.mentions":{}`), 0, ""},
+		{"localpart with m.mentions", msg("alice?", `,"m.mentions":{"user_ids":[]}`), 0, ""},
+		{"mentioned and named", msg("alice?", `,"m.mentions":{"user_ids":["@alice:example.org"]}`), 0, ".m.rule.is_user_mention"},
+		{"@room by a moderator", msg("@room: deploy at 5", ""), 50, RuleRoomNotif},
+		{"@room by a user", msg("@room: deploy at 5", ""), 0, ""},
+		{"@room with m.mentions", msg("@room: deploy at 5", `,"m.mentions":{}`), 50, ""},
+		{"notice naming", `{"type":"m.room.message","content":{"msgtype":"m.notice","body":"alice"}}`, 0, ".m.rule.suppress_notices"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := &EvalContext{DisplayName: "Alice Liddell", MemberCount: 5, SenderLevel: tc.level}
+			got, _ := Evaluate(&defaults, view(t, tc.event), ctx)
+			want := defaults.Underride[3].Actions // .m.rule.message
+			for _, list := range [][]Rule{defaults.Override, defaults.Content} {
+				for _, r := range list {
+					if r.RuleID == tc.rule {
+						want = r.Actions
+					}
+				}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("actions %v, want %v (%s)", got, want, tc.rule)
+			}
+		})
+	}
+	// Disabling a legacy rule is honoured like any other.
+	var u UserRules
+	if err := u.SetEnabled("@alice:example.org", "content", RuleContainsUserName, false); err != nil {
+		t.Fatal(err)
+	}
+	rs := u.Ruleset("@alice:example.org")
+	if a, _ := Evaluate(&rs, view(t, msg("alice?", "")), &EvalContext{MemberCount: 5}); Highlight(a) {
+		t.Errorf("disabled .m.rule.contains_user_name still highlights: %v", a)
+	}
+}

@@ -92,13 +92,40 @@ func rule(id string, actions []any, conds ...Condition) Rule {
 	return Rule{RuleID: id, Default: true, Enabled: true, Conditions: conds, Actions: actions}
 }
 
-// Defaults is the server-default rule set for a user, as of spec v1.17:
-// the legacy body-matching rules (.m.rule.contains_display_name,
-// .m.rule.contains_user_name, .m.rule.roomnotif) are gone (MSC4210), since
-// clients mark mentions with m.mentions.
+// Poll event types (MSC3381), as Element sends them. Synapse serves its
+// MSC3930 poll rules under these types and the unstable rule IDs below, and
+// Element's notification settings read and toggle those IDs.
+const (
+	pollStart    = "org.matrix.msc3381.poll.start"
+	pollResponse = "org.matrix.msc3381.poll.response"
+	pollEnd      = "org.matrix.msc3381.poll.end"
+)
+
+// Rule IDs of the legacy body-matching mention rules. The spec deprecates
+// them (v1.7: enabled only for events without m.mentions) and v1.17 drops
+// them from the list (MSC4210), but Synapse still serves them and Element's
+// notification settings read and toggle them, and bots that send no
+// m.mentions still rely on them; so they stay, and Evaluate skips them for
+// events that carry m.mentions, as Synapse does.
+const (
+	RuleContainsDisplayName = ".m.rule.contains_display_name"
+	RuleContainsUserName    = ".m.rule.contains_user_name"
+	RuleRoomNotif           = ".m.rule.roomnotif"
+)
+
+// Defaults is the server-default rule set for a user: the spec's
+// predefined rules (client-server API, "Predefined Rules", as of v1.16,
+// with the legacy mention rules v1.17 dropped), in the spec's order, plus
+// the rules Synapse serves beside them without an experimental switch
+// (.im.vector.jitsi) and its MSC3930 poll rules, at Synapse's places
+// (rust/src/push/base_rules.rs). The content rule .m.rule.contains_user_name
+// matches the user's localpart.
 func Defaults(user roomdag.UserID) Ruleset {
 	master := rule(".m.rule.master", noActions)
 	master.Enabled = false
+	userName := rule(RuleContainsUserName, []any{notify, soundDefault, highlight})
+	userName.Conditions = nil
+	userName.Pattern = user.Localpart()
 	return Ruleset{
 		Override: []Rule{
 			master,
@@ -108,14 +135,18 @@ func Defaults(user roomdag.UserID) Ruleset {
 			rule(".m.rule.member_event", noActions, match("type", roomdag.TypeMember)),
 			rule(".m.rule.is_user_mention", []any{notify, soundDefault, highlight},
 				propertyContains(`content.m\.mentions.user_ids`, user)),
+			rule(RuleContainsDisplayName, []any{notify, soundDefault, highlight}, Condition{Kind: "contains_display_name"}),
 			rule(".m.rule.is_room_mention", []any{notify, highlight},
 				propertyIs(`content.m\.mentions.room`, true), Condition{Kind: "sender_notification_permission", Key: "room"}),
+			rule(RuleRoomNotif, []any{notify, highlight},
+				match("content.body", "@room"), Condition{Kind: "sender_notification_permission", Key: "room"}),
 			rule(".m.rule.tombstone", []any{notify, highlight}, match("type", roomdag.TypeTombstone), match("state_key", "")),
 			rule(".m.rule.reaction", noActions, match("type", "m.reaction")),
 			rule(".m.rule.room.server_acl", noActions, match("type", roomdag.TypeServerACL), match("state_key", "")),
 			rule(".m.rule.suppress_edits", noActions, propertyIs(`content.m\.relates_to.rel_type`, "m.replace")),
+			rule(".org.matrix.msc3930.rule.poll_response", noActions, match("type", pollResponse)),
 		},
-		Content: []Rule{},
+		Content: []Rule{userName},
 		Room:    []Rule{},
 		Sender:  []Rule{},
 		Underride: []Rule{
@@ -124,6 +155,25 @@ func Defaults(user roomdag.UserID) Ruleset {
 			rule(".m.rule.room_one_to_one", []any{notify, soundDefault, noHighlight}, memberCountIs("2"), match("type", roomdag.TypeMessage)),
 			rule(".m.rule.message", []any{notify, noHighlight}, match("type", roomdag.TypeMessage)),
 			rule(".m.rule.encrypted", []any{notify}, match("type", "m.room.encrypted")),
+			rule(".im.vector.jitsi", []any{notify, noHighlight},
+				match("type", "im.vector.modular.widgets"), match("content.type", "jitsi"), match("state_key", "*")),
+			rule(".org.matrix.msc3930.rule.poll_start_one_to_one", []any{notify, soundDefault}, memberCountIs("2"), match("type", pollStart)),
+			rule(".org.matrix.msc3930.rule.poll_start", []any{notify}, match("type", pollStart)),
+			rule(".org.matrix.msc3930.rule.poll_end_one_to_one", []any{notify, soundDefault}, memberCountIs("2"), match("type", pollEnd)),
+			rule(".org.matrix.msc3930.rule.poll_end", []any{notify}, match("type", pollEnd)),
 		},
 	}
+}
+
+// legacyMention reports whether a rule is one of the legacy mention rules,
+// which do not apply to events with m.mentions (spec v1.7).
+func legacyMention(r *Rule) bool {
+	if !r.Default {
+		return false
+	}
+	switch r.RuleID {
+	case RuleContainsDisplayName, RuleContainsUserName, RuleRoomNotif:
+		return true
+	}
+	return false
 }

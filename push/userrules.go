@@ -1,6 +1,7 @@
 package push
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -231,4 +232,19 @@ func isDefault(user roomdag.UserID, kind, id string) bool {
 	defs := Defaults(user)
 	list, _ := defs.ByKind(kind)
 	return slices.ContainsFunc(list, func(x Rule) bool { return x.RuleID == id })
+}
+
+// AccountDataContent is the content of a user's m.push_rules account data
+// for their stored UserRules document (nil if they changed nothing):
+// {"global": ruleset}, as GET /pushrules/ returns it. It is rendered from
+// the document on every read, so a change to the server defaults reaches
+// it too.
+func AccountDataContent(user roomdag.UserID, doc json.RawMessage) (json.RawMessage, error) {
+	var u UserRules
+	if doc != nil {
+		if err := json.Unmarshal(doc, &u); err != nil {
+			return nil, fmt.Errorf("stored push rules of %s: %w", user, err)
+		}
+	}
+	return json.Marshal(map[string]any{"global": u.Ruleset(user)})
 }

@@ -26,7 +26,9 @@ import (
 // under the default rules, for a member neither mentioned nor invited,
 // is stored once for all members; only members whose outcome differs
 // get a row. Members without rules of their own are not evaluated at
-// all unless the event names them.
+// all unless the event names them: in m.mentions, or, for an event
+// without m.mentions, by display name or localpart in its body (the
+// legacy mention rules; names.go finds those members).
 
 // Store is what the worker reads and writes.
 type Store interface {
@@ -103,7 +105,7 @@ func NewWorker(store Store, waker Waker, server roomdag.ServerName, clk clock.Cl
 	w := &Worker{store: store, waker: waker, server: server, clock: clk, log: log,
 		signal: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
 		rooms: map[roomdag.RoomID]*roomCache{}, rules: map[roomdag.UserID]*userRules{}, rulesPos: -1,
-		totals: map[threadKey]*[2]int64{}, defaults: Defaults(nobody),
+		totals: map[threadKey]*[2]int64{}, defaults: unnamedDefaults(),
 		advanced: make(chan struct{})}
 	w.signal <- struct{}{} // catch up on whatever committed while it was down
 	return w
@@ -285,9 +287,25 @@ func (w *Worker) refreshRules(ctx context.Context) error {
 	return nil
 }
 
-// nobody is a user ID no member has: the default rules for it are the
-// outcome for any member an event does not name.
+// nobody is a user ID no member has.
 const nobody = roomdag.UserID("@\x00:\x00")
+
+// unnamedDefaults is the default rule set as it applies to any member an
+// event does not name: the rules that match the member's own user ID,
+// localpart or display name are off (they cannot match such a member, and
+// nobody's "localpart" could appear in a body).
+func unnamedDefaults() Ruleset {
+	rs := Defaults(nobody)
+	for _, list := range [][]Rule{rs.Override, rs.Content} {
+		for i := range list {
+			switch list[i].RuleID {
+			case ".m.rule.invite_for_me", ".m.rule.is_user_mention", RuleContainsDisplayName, RuleContainsUserName:
+				list[i].Enabled = false
+			}
+		}
+	}
+	return rs
+}
 
 // userRules is a user's merged rules; custom says the user has rules or
 // changes of their own, so the defaults' outcome may not be theirs.
@@ -390,6 +408,23 @@ type roomCache struct {
 	members  map[roomdag.UserID]string // local joined members -> display name
 	joined   int                       // all joined members, local or not
 	pl       *roomdag.PowerLevels
+	names    *nameIndex // of members; nil until needed and after they change
+}
+
+// named returns the members an event body may name, by display name or
+// localpart; nil for none.
+func (rc *roomCache) named(lower string) map[roomdag.UserID]bool {
+	if rc.names == nil {
+		rc.names = newNameIndex(rc.members)
+	}
+	var out map[roomdag.UserID]bool
+	rc.names.candidates(lower, func(u roomdag.UserID) {
+		if out == nil {
+			out = map[roomdag.UserID]bool{}
+		}
+		out[u] = true
+	})
+	return out
 }
 
 // room returns the room's cache at snapshot, the state before an event.
@@ -440,6 +475,7 @@ func (rc *roomCache) applyMember(server roomdag.ServerName, ev *roomdag.Event) {
 func (w *Worker) advance(rc *roomCache, ev storage.StreamEvent) {
 	switch ev.Type() {
 	case roomdag.TypeMember:
+		rc.names = nil
 		u := roomdag.UserID(*ev.StateKey())
 		if _, ok := rc.members[u]; ok {
 			delete(rc.members, u)
@@ -545,6 +581,12 @@ func (w *Worker) evaluate(ctx context.Context, ev storage.StreamEvent, b *storag
 		return newOutcome(Evaluate(&ur.rs, view, &ectx))
 	}
 	mentioned := view.mentionedUsers()
+	// Without m.mentions, the legacy mention rules look for members'
+	// names in the body.
+	var named map[roomdag.UserID]bool
+	if !view.hasMentions && view.body != "" {
+		named = rc.named(view.lower)
+	}
 	for user, name := range rc.members {
 		if user == sender {
 			// Spec: never notify a user of their own events.
@@ -563,7 +605,7 @@ func (w *Worker) evaluate(ctx context.Context, ev storage.StreamEvent, b *storag
 			}
 			continue
 		}
-		if !ur.custom && !mentioned[string(user)] {
+		if !ur.custom && !mentioned[string(user)] && !named[user] {
 			continue // the defaults, and the event does not name them: def
 		}
 		o, err := evalFor(user, name)

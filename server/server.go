@@ -175,7 +175,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		Tokens: tokens, SharedSecret: cfg.RegistrationSharedSecret.Reveal(), BcryptCost: cfg.BcryptRounds,
 		PasswordPolicy:     api.PasswordPolicy(cfg.PasswordConfig.Policy),
 		DefaultRoomVersion: v.ID, MaxRequestSize: int64(cfg.MaxRequestSize),
-		MediaDir: cfg.MediaDir(), MaxUploadSize: int64(cfg.MaxUploadSize),
+		MediaDir: cfg.MediaDir(), MaxUploadSize: int64(cfg.MaxUploadSize), AuthenticatedMedia: cfg.EnableAuthenticatedMedia,
 		URLPreview:          urlPreview(cfg),
 		AppServices:         hs.AppServices,
 		Pushers:             hs.Pushers,
@@ -187,12 +187,22 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 			"registration": {PerSecond: rl.Registration.PerSecond, BurstCount: rl.Registration.BurstCount},
 		},
 	}
+	if sn := cfg.ServerNotices; sn.Enabled() {
+		apiCfg.ServerNotices = &api.ServerNoticesConfig{Localpart: sn.SystemMXIDLocalpart,
+			DisplayName: sn.SystemMXIDDisplayName, AvatarURL: sn.SystemMXIDAvatarURL,
+			RoomName: sn.RoomName, RoomAvatarURL: sn.RoomAvatarURL, RoomTopic: sn.RoomTopic, AutoJoin: sn.AutoJoin}
+	}
 	client := api.NewServer(apiCfg, db, hs.Rooms, syncer, clk, log, rand.Reader)
 	if err := client.ResumeDeactivations(ctx); err != nil {
 		return err
 	}
+	// The federation and key APIs have their own router, so their paths
+	// get 404 and 405 of their own rather than the client API's; browsers
+	// may preflight them too.
 	mux := http.NewServeMux()
-	federation.NewKeyServer(key, clk, Version).Register(mux)
+	fed := api.CORS(federation.NewKeyServer(key, clk, Version).Handler())
+	mux.Handle("/_matrix/federation/", fed)
+	mux.Handle("/_matrix/key/", fed)
 	mux.Handle("/", client.Handler())
 	hs.http = &http.Server{
 		Handler:           mux,

@@ -16,6 +16,9 @@ type User struct {
 	Deactivated  bool
 	DisplayName  *string
 	AvatarURL    *string
+	// Locked and Suspended are the administrators' reversible holds on
+	// the account (spec: "Account locking", "Account suspension").
+	Locked, Suspended bool
 }
 
 // Session is a device with a freshly issued access token.
@@ -33,6 +36,9 @@ type TokenOwner struct {
 	UserID    roomdag.UserID
 	DeviceID  string
 	ExpiresMS int64
+	// Locked and Suspended are the owner's (User), read with the token so
+	// that every request learns them without another query.
+	Locked, Suspended bool
 }
 
 // Device is one of a user's sessions.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/persistentchat/homeserver/clock"
+	"github.com/persistentchat/homeserver/push"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
 )
@@ -24,6 +25,8 @@ type Store interface {
 	StateAtStream(ctx context.Context, room roomdag.RoomID, pos roomdag.StreamPos) (int64, error)
 	Events(ctx context.Context, ids []roomdag.EventID) ([]*roomdag.StoredEvent, error)
 	AccountDataSince(ctx context.Context, user roomdag.UserID, after, upTo int64) ([]storage.AccountDataItem, error)
+	// PushRules returns the user's push.UserRules document, nil if none.
+	PushRules(ctx context.Context, user roomdag.UserID) (json.RawMessage, error)
 	InviteState(ctx context.Context, pos roomdag.StreamPos) (json.RawMessage, error)
 
 	// Receipts returns, per room of rooms, the contents of m.receipt
@@ -307,7 +310,16 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 		return nil, err
 	}
 	roomData := map[roomdag.RoomID][]json.RawMessage{}
+	// m.push_rules is in every initial sync, whether or not the user ever
+	// changed a rule (clients build their notification settings from it),
+	// and in an incremental one when the rules changed; its content is
+	// rendered from the rules as GET /pushrules/ serves them.
+	pushRules := req.Since == nil
 	for _, it := range accountData {
+		if it.RoomID == "" && it.Type == TypePushRules {
+			pushRules = true
+			continue
+		}
 		ev, _ := json.Marshal(map[string]any{"type": it.Type, "content": it.Content})
 		if it.RoomID == "" {
 			if req.Filter.AccountData.Allows(it.Type, "") {
@@ -316,6 +328,13 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 		} else if req.Filter.Room.AccountData.Allows(it.Type, "") {
 			roomData[it.RoomID] = append(roomData[it.RoomID], ev)
 		}
+	}
+	if pushRules && req.Filter.AccountData.Allows(TypePushRules, "") {
+		ev, err := s.pushRulesEvent(ctx, req.User)
+		if err != nil {
+			return nil, err
+		}
+		resp.AccountData.Events = append(resp.AccountData.Events, ev)
 	}
 	if resp.Feeds, err = s.feedSections(ctx, req, since, cur); err != nil {
 		return nil, err
@@ -779,4 +798,25 @@ func (s *Syncer) leftRoom(ctx context.Context, req Request, m storage.RoomMember
 		}
 	}
 	return lr, nil
+}
+
+// TypePushRules is the global account data holding a user's push rules.
+const TypePushRules = "m.push_rules"
+
+// pushRulesEvent is the user's m.push_rules account data event. A stored
+// document that cannot be read is logged and the defaults served, as the
+// notification worker does, so one broken document does not break /sync.
+func (s *Syncer) pushRulesEvent(ctx context.Context, user roomdag.UserID) (json.RawMessage, error) {
+	doc, err := s.store.PushRules(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	content, err := push.AccountDataContent(user, doc)
+	if err != nil {
+		s.log.Error("push rules for /sync", "user", user, "err", err)
+		if content, err = push.AccountDataContent(user, nil); err != nil {
+			return nil, err
+		}
+	}
+	return json.Marshal(map[string]any{"type": TypePushRules, "content": content})
 }

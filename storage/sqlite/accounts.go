@@ -24,8 +24,8 @@ func (db *DB) CreateUser(ctx context.Context, u storage.User, createdMS int64) e
 // User returns an account or storage.ErrNotFound.
 func (db *DB) User(ctx context.Context, id roomdag.UserID) (*storage.User, error) {
 	u := &storage.User{ID: id}
-	err := db.r.QueryRowContext(ctx, `SELECT password_hash, is_admin, deactivated, displayname, avatar_url FROM users WHERE user_id = ?`,
-		string(id)).Scan(&u.PasswordHash, &u.Admin, &u.Deactivated, &u.DisplayName, &u.AvatarURL)
+	err := db.r.QueryRowContext(ctx, `SELECT password_hash, is_admin, deactivated, displayname, avatar_url, locked, suspended FROM users WHERE user_id = ?`,
+		string(id)).Scan(&u.PasswordHash, &u.Admin, &u.Deactivated, &u.DisplayName, &u.AvatarURL, &u.Locked, &u.Suspended)
 	if err != nil {
 		return nil, notFound(err)
 	}
@@ -77,8 +77,9 @@ func insertSession(tx *sql.Tx, s storage.Session) error {
 // TokenOwner looks up an access token by its hash.
 func (db *DB) TokenOwner(ctx context.Context, hash []byte) (storage.TokenOwner, error) {
 	var o storage.TokenOwner
-	err := db.r.QueryRowContext(ctx, `SELECT user_id, device_id, expires_ts FROM access_tokens WHERE token_hash = ?`, hash).
-		Scan(&o.UserID, &o.DeviceID, &o.ExpiresMS)
+	err := db.r.QueryRowContext(ctx, `SELECT t.user_id, t.device_id, t.expires_ts, coalesce(u.locked, 0), coalesce(u.suspended, 0)
+		FROM access_tokens t LEFT JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = ?`, hash).
+		Scan(&o.UserID, &o.DeviceID, &o.ExpiresMS, &o.Locked, &o.Suspended)
 	return o, notFound(err)
 }
 

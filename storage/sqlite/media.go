@@ -13,9 +13,9 @@ import (
 // if its ID is taken.
 func (db *DB) InsertMedia(ctx context.Context, rec media.Record) error {
 	return db.write(func(tx *sql.Tx) error {
-		_, err := tx.Exec(`INSERT INTO media (media_id, uploader, sha256, content_type, file_name, size, created_ts, expires_ts)
-			VALUES (?,?,?,?,?,?,?,?)`,
-			string(rec.ID), string(rec.Uploader), rec.SHA256, rec.ContentType, rec.FileName, rec.Size, rec.CreatedMS, rec.ExpiresMS)
+		_, err := tx.Exec(`INSERT INTO media (media_id, uploader, sha256, content_type, file_name, size, created_ts, expires_ts, authenticated)
+			VALUES (?,?,?,?,?,?,?,?,?)`,
+			string(rec.ID), string(rec.Uploader), rec.SHA256, rec.ContentType, rec.FileName, rec.Size, rec.CreatedMS, rec.ExpiresMS, rec.Authenticated)
 		if isUniqueViolation(err) {
 			return storage.ErrConflict
 		}
@@ -27,9 +27,9 @@ func (db *DB) InsertMedia(ctx context.Context, rec media.Record) error {
 func (db *DB) MediaRecord(ctx context.Context, id media.ID) (*media.Record, error) {
 	rec := media.Record{ID: id}
 	var uploader string
-	err := db.r.QueryRowContext(ctx, `SELECT uploader, sha256, content_type, file_name, size, created_ts, expires_ts
+	err := db.r.QueryRowContext(ctx, `SELECT uploader, sha256, content_type, file_name, size, created_ts, expires_ts, authenticated
 		FROM media WHERE media_id = ?`, string(id)).
-		Scan(&uploader, &rec.SHA256, &rec.ContentType, &rec.FileName, &rec.Size, &rec.CreatedMS, &rec.ExpiresMS)
+		Scan(&uploader, &rec.SHA256, &rec.ContentType, &rec.FileName, &rec.Size, &rec.CreatedMS, &rec.ExpiresMS, &rec.Authenticated)
 	if err != nil {
 		return nil, notFound(err)
 	}

@@ -393,4 +393,15 @@ CREATE INDEX events_room_ts ON events(room_nid, origin_ts, depth, stream_pos);
 	`
 ALTER TABLE users ADD COLUMN erased INTEGER NOT NULL DEFAULT 0;
 `,
+	// Authenticated media (config enable_authenticated_media, as in
+	// Synapse): whether each media item was uploaded while it was on, so
+	// the deprecated unauthenticated endpoints keep serving what was
+	// uploaded before. Existing rows predate it: legacy media (0).
+	// Account locking (spec v1.12) and suspension (v1.13) of users, set by
+	// the administrators' API; both reversible, unlike deactivation.
+	`
+ALTER TABLE media ADD COLUMN authenticated INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN locked INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN suspended INTEGER NOT NULL DEFAULT 0;
+`,
 }
