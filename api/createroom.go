@@ -106,11 +106,36 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 		create["creator"] = user
 	}
 	// v12: trusted private chats make the invitees co-creators instead of
-	// listing them at 100 in power levels (spec: createRoom, MSC4289).
+	// listing them at 100 in power levels. The spec (createRoom,
+	// creation_content) asks to combine them with any additional_creators
+	// given, without duplicates, as Synapse does.
 	if v.PrivilegedCreators && preset == "trusted_private_chat" && len(invites) > 0 {
-		if _, set := create["additional_creators"]; !set {
-			create["additional_creators"] = invites
+		var given []json.RawMessage
+		if raw, set := create["additional_creators"]; set {
+			b, _ := json.Marshal(raw)
+			if json.Unmarshal(b, &given) != nil {
+				return nil, badJSON("creation_content.additional_creators must be an array of user IDs")
+			}
 		}
+		creators := make([]any, 0, len(given)+len(invites))
+		seen := map[string]bool{}
+		for _, g := range given {
+			var s string
+			if json.Unmarshal(g, &s) == nil {
+				if seen[s] {
+					continue
+				}
+				seen[s] = true
+			}
+			creators = append(creators, g) // the auth rules judge entries that are not user IDs
+		}
+		for _, u := range invites {
+			if !seen[string(u)] {
+				seen[string(u)] = true
+				creators = append(creators, u)
+			}
+		}
+		create["additional_creators"] = creators
 	}
 	createContent, _ := json.Marshal(create)
 	empty := ""
@@ -247,6 +272,12 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 		}
 		var ae *roomdag.AuthError
 		if errors.As(err, &ae) {
+			if ae.Malformed {
+				// Content the rules refuse whoever sends it (creators
+				// listed in v12 power levels, malformed
+				// additional_creators): the request is bad JSON.
+				return nil, badJSON("%v", err)
+			}
 			// spec: initial state the auth rules refuse (say, power levels
 			// that leave the creator unable to set the name) is a bad
 			// request, M_INVALID_ROOM_STATE, not a 403.
@@ -269,7 +300,10 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 }
 
 // defaultPowerLevels are Synapse's defaults, so rooms behave as users of
-// Element expect. In v12 the creator has infinite power and is not listed.
+// Element expect. In v12 the creator has infinite power and is not listed,
+// and m.room.tombstone needs 150, above the 100 of other admins, so only
+// creators can upgrade the room (spec: createRoom, "MUST explicitly be
+// higher than state_default"; MSC4289).
 func defaultPowerLevels(v *roomdag.RoomVersion, creator roomdag.UserID, preset string, invites []roomdag.UserID) map[string]json.RawMessage {
 	users := map[roomdag.UserID]int{}
 	if !v.PrivilegedCreators {
@@ -280,11 +314,15 @@ func defaultPowerLevels(v *roomdag.RoomVersion, creator roomdag.UserID, preset s
 			users[u] = 100
 		}
 	}
+	tombstone := 100
+	if v.PrivilegedCreators {
+		tombstone = 150
+	}
 	m := map[string]any{
 		"users": users, "users_default": 0,
 		"events": map[string]int{
 			roomdag.TypeName: 50, roomdag.TypePowerLevels: 100, roomdag.TypeHistoryVisibility: 100,
-			roomdag.TypeCanonicalAlias: 50, roomdag.TypeAvatar: 50, roomdag.TypeTombstone: 100,
+			roomdag.TypeCanonicalAlias: 50, roomdag.TypeAvatar: 50, roomdag.TypeTombstone: tombstone,
 			roomdag.TypeServerACL: 100, roomdag.TypeEncryption: 100, roomdag.TypeBackchat: 50,
 		},
 		"events_default": 0, "state_default": 50, "ban": 50, "kick": 50, "redact": 50, "invite": 0,

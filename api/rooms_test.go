@@ -463,6 +463,8 @@ func TestCreateRoomVersions(t *testing.T) {
 		creatorInPLs bool // creator listed in power levels (not in v12)
 	}{
 		{"", "11", false, false, true},
+		{"1", "1", true, false, true},
+		{"6", "6", true, false, true},
 		{"10", "10", true, false, true},
 		{"11", "11", false, false, true},
 		{"12", "12", false, true, false},
@@ -518,7 +520,8 @@ func TestCreateRoomVersions(t *testing.T) {
 		errcode string
 	}{
 		{"unknown", "ahfgwjyerhgiuveisbruvybseyrugvi", http.StatusBadRequest, "M_UNSUPPORTED_ROOM_VERSION"},
-		{"unsupported old", "1", http.StatusBadRequest, "M_UNSUPPORTED_ROOM_VERSION"},
+		{"future", "13", http.StatusBadRequest, "M_UNSUPPORTED_ROOM_VERSION"},
+		{"empty-looking", " 11", http.StatusBadRequest, "M_UNSUPPORTED_ROOM_VERSION"},
 		{"numeric", 11, http.StatusBadRequest, "M_BAD_JSON"},
 	}
 	for _, tc := range rejects {
