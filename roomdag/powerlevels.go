@@ -432,21 +432,28 @@ func parseLevel(v *RoomVersion, raw []byte) (int64, error) {
 	if len(digits) == 0 {
 		return 0, fmt.Errorf("%s is not an integer", raw)
 	}
-	var n int64
+	// Leading zeros (strings only) do not count towards the 19 digits a
+	// uint64 holds without overflow.
+	for len(digits) > 1 && digits[0] == '0' {
+		digits = digits[1:]
+	}
+	if len(digits) > 19 {
+		return 0, fmt.Errorf("%s is out of range", raw)
+	}
+	var n uint64
 	for _, c := range digits {
 		if c < '0' || c > '9' {
 			return 0, fmt.Errorf("%s is not an integer", raw)
 		}
-		d := int64(c - '0')
-		if n > (bound-d)/10 {
-			return 0, fmt.Errorf("%s is out of range", raw)
-		}
-		n = n*10 + d
+		n = n*10 + uint64(c-'0')
+	}
+	if n > uint64(bound) {
+		return 0, fmt.Errorf("%s is out of range", raw)
 	}
 	if neg {
-		n = -n
+		return -int64(n), nil
 	}
-	return n, nil
+	return int64(n), nil
 }
 
 // Creators lists the room's creators, from its create event: in v1-v10
