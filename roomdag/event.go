@@ -59,7 +59,6 @@ type eventFields struct {
 // (pdu_v1 in the server-server API definitions).
 type eventFieldsV1 struct {
 	eventFields
-	EventID    string       `json:"event_id"`
 	PrevEvents []eventRefV1 `json:"prev_events"`
 	AuthEvents []eventRefV1 `json:"auth_events"`
 }
@@ -83,20 +82,21 @@ func (r *eventRefV1) UnmarshalJSON(b []byte) error {
 }
 
 // decodeEventFields decodes the fields the core reads from a PDU of
-// version v; for v1 and v2 it also returns the event_id field.
-func decodeEventFields(v *RoomVersion, data []byte) (eventFields, string, error) {
+// version v. (The event_id of v1 and v2 is read from the canonical form,
+// by eventIDField.)
+func decodeEventFields(v *RoomVersion, data []byte) (eventFields, error) {
 	if v.EventFormat != EventFormatV1 {
 		var f eventFields
 		err := json.Unmarshal(data, &f)
-		return f, "", err
+		return f, err
 	}
 	var f1 eventFieldsV1
 	if err := json.Unmarshal(data, &f1); err != nil {
-		return eventFields{}, "", err
+		return eventFields{}, err
 	}
 	f := f1.eventFields
 	f.PrevEvents, f.AuthEvents = refIDs(f1.PrevEvents), refIDs(f1.AuthEvents)
-	return f, f1.EventID, nil
+	return f, nil
 }
 
 func refIDs(refs []eventRefV1) []string {
@@ -126,7 +126,7 @@ func NewEventFromJSON(v *RoomVersion, data []byte) (*Event, error) {
 	if len(data) > MaxEventBytes {
 		return nil, formatErr("event is larger than %d bytes", MaxEventBytes)
 	}
-	f, _, err := decodeEventFields(v, data)
+	f, err := decodeEventFields(v, data)
 	if err != nil {
 		return nil, formatErr("%v", err)
 	}
@@ -198,7 +198,7 @@ func NewEventFromJSON(v *RoomVersion, data []byte) (*Event, error) {
 // stored: raw must be the canonical JSON NewEventFromJSON produced and id
 // its ID. It skips re-hashing, which dominates the cost of reading events.
 func EventFromTrustedJSON(v *RoomVersion, id EventID, raw []byte) (*Event, error) {
-	f, _, err := decodeEventFields(v, raw)
+	f, err := decodeEventFields(v, raw)
 	if err != nil || f.Type == nil {
 		return nil, formatErr("stored event %s is corrupt", id)
 	}
