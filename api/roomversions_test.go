@@ -18,7 +18,7 @@ import (
 func TestEveryRoomVersion(t *testing.T) {
 	t.Parallel()
 	srv := testserver.Start(t, testserver.Options{})
-	alice, bob := srv.Register("alice"), srv.Register("bob")
+	alice, bob, outsider := srv.Register("alice"), srv.Register("bob"), srv.Register("outsider")
 	server := srv.Config.ServerName
 	v1IDs := regexp.MustCompile(`^\$[A-Za-z0-9]{18}:` + regexp.QuoteMeta(server) + `$`)
 	v3IDs := regexp.MustCompile(`^\$[A-Za-z0-9+/]{43}$`)
@@ -145,6 +145,10 @@ func TestEveryRoomVersion(t *testing.T) {
 			} else {
 				wantErr(t, r, http.StatusForbidden, "M_FORBIDDEN")
 			}
+			// Rule 4 would let a user outside the room set them; like
+			// Synapse, local users must be joined.
+			r = outsider.Do("PUT", roomPath(room, "state", "m.room.aliases", server), map[string]any{"aliases": []string{}})
+			wantErr(t, r, http.StatusForbidden, "M_FORBIDDEN")
 		})
 	}
 }
