@@ -102,11 +102,36 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 		}
 	}
 	// v12: trusted private chats make the invitees co-creators instead of
-	// listing them at 100 in power levels (spec: createRoom, MSC4289).
+	// listing them at 100 in power levels. The spec (createRoom,
+	// creation_content) asks to combine them with any additional_creators
+	// given, without duplicates, as Synapse does.
 	if v.PrivilegedCreators && preset == "trusted_private_chat" && len(invites) > 0 {
-		if _, set := create["additional_creators"]; !set {
-			create["additional_creators"] = invites
+		var given []json.RawMessage
+		if raw, set := create["additional_creators"]; set {
+			b, _ := json.Marshal(raw)
+			if json.Unmarshal(b, &given) != nil {
+				return nil, badJSON("creation_content.additional_creators must be an array of user IDs")
+			}
 		}
+		creators := make([]any, 0, len(given)+len(invites))
+		seen := map[string]bool{}
+		for _, g := range given {
+			var s string
+			if json.Unmarshal(g, &s) == nil {
+				if seen[s] {
+					continue
+				}
+				seen[s] = true
+			}
+			creators = append(creators, g) // the auth rules judge entries that are not user IDs
+		}
+		for _, u := range invites {
+			if !seen[string(u)] {
+				seen[string(u)] = true
+				creators = append(creators, u)
+			}
+		}
+		create["additional_creators"] = creators
 	}
 	// Power levels: the override merged over our defaults.
 	pl := defaultPowerLevels(v, user, preset, invites)
@@ -333,6 +358,12 @@ func (s *Server) localRoomID(v *roomdag.RoomVersion) roomdag.RoomID {
 func invalidRoomState(err error) error {
 	var ae *roomdag.AuthError
 	if errors.As(err, &ae) {
+		if ae.Malformed {
+			// Content the rules refuse whoever sends it (creators listed
+			// in v12 power levels, malformed additional_creators): the
+			// request is bad JSON.
+			return badJSON("%v", err)
+		}
 		return errorf(http.StatusBadRequest, CodeInvalidRoomState, "%v", err)
 	}
 	return err

@@ -187,6 +187,9 @@ func (s *Server) mapError(r *http.Request, err error) *Error {
 	var ae *roomdag.AuthError
 	var mbe *http.MaxBytesError
 	switch {
+	case errors.As(err, &ae) && ae.Malformed:
+		// Content that is invalid whoever sends it (Synapse: 400).
+		return badJSON("%s", ae.Error())
 	case errors.As(err, &ae):
 		return forbidden("%s", ae.Error())
 	case errors.As(err, &mbe):

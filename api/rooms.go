@@ -423,6 +423,12 @@ func (s *Server) putState(r *http.Request) (any, error) {
 			return nil, err
 		}
 	}
+	if evType == roomdag.TypeAliases && st.Membership(rq.UserID) != roomdag.MembershipJoin {
+		// v1-v5 rule 4 lets a server set its aliases from outside the
+		// room; like Synapse (require_membership_for_aliases), local
+		// users must be joined to send them.
+		return nil, forbidden("you must be in the room to set its aliases")
+	}
 	if evType == roomdag.TypeCanonicalAlias {
 		if err := s.checkCanonicalAliasClaim(r, content); err != nil {
 			return nil, err

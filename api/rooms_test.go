@@ -464,6 +464,8 @@ func TestCreateRoomVersions(t *testing.T) {
 		tombstone    int  // level for m.room.tombstone: creators only in v12
 	}{
 		{"", "11", false, false, true, 100},
+		{"1", "1", true, false, true, 100},
+		{"6", "6", true, false, true, 100},
 		{"10", "10", true, false, true, 100},
 		{"11", "11", false, false, true, 100},
 		{"12", "12", false, true, false, 150},
@@ -523,7 +525,8 @@ func TestCreateRoomVersions(t *testing.T) {
 		errcode string
 	}{
 		{"unknown", "ahfgwjyerhgiuveisbruvybseyrugvi", http.StatusBadRequest, "M_UNSUPPORTED_ROOM_VERSION"},
-		{"unsupported old", "1", http.StatusBadRequest, "M_UNSUPPORTED_ROOM_VERSION"},
+		{"future", "13", http.StatusBadRequest, "M_UNSUPPORTED_ROOM_VERSION"},
+		{"empty-looking", " 11", http.StatusBadRequest, "M_UNSUPPORTED_ROOM_VERSION"},
 		{"numeric", 11, http.StatusBadRequest, "M_BAD_JSON"},
 	}
 	for _, tc := range rejects {

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -36,11 +38,29 @@ const maxJSONDepth = 512
 //
 // The result is a new slice; in is not modified. CanonicalJSON(out) == out.
 func CanonicalJSON(in []byte) ([]byte, error) {
+	return canonicalJSON(in, false)
+}
+
+// canonicalJSONFor is CanonicalJSON under the rules of room version v.
+// Versions without StrictCanonicalJSON (v1-v5) must accept any JSON number
+// and, like Synapse, which parses and re-encodes events with Python's json
+// module, keep the last of duplicate keys (rooms/v1 "Canonical JSON":
+// servers MUST NOT strictly enforce the format). Their output is what that
+// module prints, so hashes and signatures match other servers:
+//   - an integer literal keeps its digits, however large (-0 becomes 0);
+//   - a number with a fraction or exponent becomes the float64 nearest to
+//     it, printed as Python's repr does (shortest round-trip digits, "50.0",
+//     "1e+16", "1e-05"); one beyond float64's range is an error.
+func canonicalJSONFor(v *RoomVersion, in []byte) ([]byte, error) {
+	return canonicalJSON(in, !v.StrictCanonicalJSON)
+}
+
+func canonicalJSON(in []byte, lenient bool) ([]byte, error) {
 	if !utf8.Valid(in) {
 		return nil, fmt.Errorf("%w: invalid UTF-8", ErrCanonicalJSON)
 	}
 	var stack [32]cjEntry // enough for typical events without allocating
-	e := cjEncoder{in: in, out: make([]byte, 0, len(in)), stack: stack[:0]}
+	e := cjEncoder{in: in, out: make([]byte, 0, len(in)), stack: stack[:0], lenient: lenient}
 	e.skipSpace()
 	if err := e.value(); err != nil {
 		return nil, err
@@ -77,6 +97,9 @@ type cjEncoder struct {
 	keybuf []byte
 	strbuf []byte // unescaped string values
 	tmp    []byte // scratch for reordering an object's members
+	// lenient applies the rules of versions without StrictCanonicalJSON
+	// (canonicalJSONFor).
+	lenient bool
 }
 
 // cjEntry is one member written to out[start:end] as `"key":value`.
@@ -169,8 +192,16 @@ func (e *cjEncoder) number() error {
 	if e.pos < len(e.in) {
 		switch e.in[e.pos] {
 		case '.', 'e', 'E':
+			if e.lenient {
+				return e.float(start)
+			}
 			return e.fail("number is not an integer")
 		}
+	}
+	if e.lenient && !inCanonicalRange(e.in[digits:e.pos]) {
+		// Python ints have no range; the digits are printed as they are.
+		e.out = append(e.out, e.in[start:e.pos]...)
+		return nil
 	}
 	if e.pos-digits > 16 {
 		return e.fail("integer out of range")
@@ -188,6 +219,104 @@ func (e *cjEncoder) number() error {
 		e.out = append(e.out, e.in[start:e.pos]...)
 	}
 	return nil
+}
+
+// inCanonicalRange reports whether the decimal digits are at most 2^53-1.
+func inCanonicalRange(digits []byte) bool {
+	if len(digits) > 16 {
+		return false
+	}
+	var n uint64
+	for _, d := range digits {
+		n = n*10 + uint64(d-'0')
+	}
+	return n <= maxCanonicalInt
+}
+
+// float reads the rest of the number that started at start and has a
+// fraction or an exponent, for the lenient rules: it is written as Python's
+// repr writes the float64 nearest to it.
+func (e *cjEncoder) float(start int) error {
+	if e.in[e.pos] == '.' {
+		e.pos++
+		d := e.pos
+		for e.pos < len(e.in) && e.in[e.pos] >= '0' && e.in[e.pos] <= '9' {
+			e.pos++
+		}
+		if e.pos == d {
+			return e.fail("invalid number")
+		}
+	}
+	if e.pos < len(e.in) && (e.in[e.pos] == 'e' || e.in[e.pos] == 'E') {
+		e.pos++
+		if e.pos < len(e.in) && (e.in[e.pos] == '+' || e.in[e.pos] == '-') {
+			e.pos++
+		}
+		d := e.pos
+		for e.pos < len(e.in) && e.in[e.pos] >= '0' && e.in[e.pos] <= '9' {
+			e.pos++
+		}
+		if e.pos == d {
+			return e.fail("invalid number")
+		}
+	}
+	f, err := strconv.ParseFloat(string(e.in[start:e.pos]), 64)
+	if err != nil || math.IsInf(f, 0) {
+		return e.fail("number out of range")
+	}
+	e.out = appendPythonFloat(e.out, f)
+	return nil
+}
+
+// appendPythonFloat appends f as Python's repr(float) prints it: the
+// shortest digits that round-trip, in positional notation with at least one
+// digit after the point when the decimal exponent is in [-4, 16), else as
+// d.ddde+XX with a two-digit minimum exponent.
+func appendPythonFloat(dst []byte, f float64) []byte {
+	// 'e' with precision -1 gives the shortest round-trip digits as
+	// "[-]d.ddde±XX".
+	s := strconv.FormatFloat(f, 'e', -1, 64)
+	if s[0] == '-' {
+		dst = append(dst, '-')
+		s = s[1:]
+	}
+	mant, exp, _ := strings.Cut(s, "e")
+	digits := strings.Replace(mant, ".", "", 1)
+	x, _ := strconv.Atoi(exp)
+	point := x + 1 // digits[:point] precede the decimal point
+	if point <= -4 || point > 16 {
+		dst = append(dst, digits[0])
+		if len(digits) > 1 {
+			dst = append(dst, '.')
+			dst = append(dst, digits[1:]...)
+		}
+		dst = append(dst, 'e')
+		if x < 0 {
+			dst = append(dst, '-')
+			x = -x
+		} else {
+			dst = append(dst, '+')
+		}
+		if x < 10 {
+			dst = append(dst, '0')
+		}
+		return strconv.AppendInt(dst, int64(x), 10)
+	}
+	switch {
+	case point <= 0:
+		dst = append(dst, "0."...)
+		dst = append(dst, strings.Repeat("0", -point)...)
+		dst = append(dst, digits...)
+	case point < len(digits):
+		dst = append(dst, digits[:point]...)
+		dst = append(dst, '.')
+		dst = append(dst, digits[point:]...)
+	default:
+		dst = append(dst, digits...)
+		dst = append(dst, strings.Repeat("0", point-len(digits))...)
+		dst = append(dst, ".0"...)
+	}
+	return dst
 }
 
 // str reads the string at e.pos (which is '"') and returns its unescaped
@@ -372,7 +501,10 @@ func (e *cjEncoder) object() error {
 			if n := len(e.stack); n > base {
 				switch bytes.Compare(e.stack[n-1].key, k) {
 				case 0:
-					return e.fail("duplicate key")
+					if !e.lenient {
+						return e.fail("duplicate key")
+					}
+					sorted = false
 				case 1:
 					sorted = false
 				}
@@ -395,20 +527,31 @@ func (e *cjEncoder) object() error {
 	}
 	if !sorted {
 		ms := e.stack[base:]
-		// UTF-8 byte order is code point order.
-		slices.SortFunc(ms, func(a, b cjEntry) int { return bytes.Compare(a.key, b.key) })
+		// UTF-8 byte order is code point order. The stable sort keeps
+		// duplicates in input order, so the lenient rules keep the last.
+		cmp := func(a, b cjEntry) int { return bytes.Compare(a.key, b.key) }
+		if e.lenient {
+			slices.SortStableFunc(ms, cmp)
+		} else {
+			slices.SortFunc(ms, cmp)
+		}
 		for i := 1; i < len(ms); i++ {
-			if bytes.Equal(ms[i-1].key, ms[i].key) {
+			if !e.lenient && bytes.Equal(ms[i-1].key, ms[i].key) {
 				return e.fail("duplicate key")
 			}
 		}
 		body := open + 1
 		e.tmp = append(e.tmp[:0], e.out[body:]...)
 		e.out = e.out[:body]
+		written := 0
 		for i, m := range ms {
-			if i > 0 {
+			if i+1 < len(ms) && bytes.Equal(m.key, ms[i+1].key) {
+				continue // a later duplicate replaces it (lenient only)
+			}
+			if written > 0 {
 				e.out = append(e.out, ',')
 			}
+			written++
 			e.out = append(e.out, e.tmp[m.start-body:m.end-body]...)
 		}
 	}

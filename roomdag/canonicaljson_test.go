@@ -257,13 +257,32 @@ func FuzzCanonicalJSON(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	f.Add([]byte(`{"a":1.5e300,"b":[0.1,-0.0,12345678901234567890],"a":2}`))
+	v1 := lookupVersionT(f, "1")
 	f.Fuzz(func(t *testing.T, in []byte) {
+		// The lenient rules (v1-v5) accept more, agree where the strict
+		// ones accept, and are stable.
+		lenient, lerr := canonicalJSONFor(v1, in)
+		if lerr == nil {
+			if again, err := canonicalJSONFor(v1, lenient); err != nil || !bytes.Equal(again, lenient) {
+				t.Fatalf("lenient not idempotent: %q, %q, %v", lenient, again, err)
+			}
+			var x, y any
+			if json.Unmarshal(in, &x) != nil || json.Unmarshal(lenient, &y) != nil || !reflect.DeepEqual(x, y) {
+				t.Fatalf("lenient meaning changed:\n in %q\nout %q", in, lenient)
+			}
+		} else if !errors.Is(lerr, ErrCanonicalJSON) {
+			t.Fatalf("lenient error %v does not wrap ErrCanonicalJSON", lerr)
+		}
 		out, err := CanonicalJSON(in)
 		if err != nil {
 			if !errors.Is(err, ErrCanonicalJSON) {
 				t.Fatalf("error %v does not wrap ErrCanonicalJSON", err)
 			}
 			return
+		}
+		if lerr != nil || !bytes.Equal(lenient, out) {
+			t.Fatalf("strict %q, lenient %q, %v", out, lenient, lerr)
 		}
 		again, err := CanonicalJSON(out)
 		if err != nil {
@@ -338,5 +357,44 @@ func BenchmarkCanonicalJSON(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// Versions before v6 hash what Synapse's Python json module prints: the
+// outputs below were made with json.dumps(json.loads(in)) in CPython 3.
+func TestCanonicalJSONLenient(t *testing.T) {
+	v1, v6 := lookupVersionT(t, "1"), lookupVersionT(t, "6")
+	for _, tc := range []struct{ in, want string }{
+		{`50.5`, `50.5`}, {`1e2`, `100.0`}, {`1E2`, `100.0`}, {`-0.0`, `-0.0`}, {`0.0`, `0.0`},
+		{`1e16`, `1e+16`}, {`1e15`, `1000000000000000.0`}, {`123456789012345678.0`, `1.2345678901234568e+17`},
+		{`0.0001`, `0.0001`}, {`0.00001`, `1e-05`}, {`1.5e-7`, `1.5e-07`}, {`-2.5e+20`, `-2.5e+20`},
+		{`5.114698E4`, `51146.98`}, {`3.141592653589793`, `3.141592653589793`}, {`0.1`, `0.1`}, {`1e22`, `1e+22`},
+		{`9007199254740993`, `9007199254740993`}, {`-0`, `0`}, {`12345678901234567890`, `12345678901234567890`},
+		{`-12345678901234567890`, `-12345678901234567890`},
+		{`2.2250738585072014e-308`, `2.2250738585072014e-308`}, {`5e-324`, `5e-324`}, {`1e-400`, `0.0`},
+		{`1.7976931348623157e308`, `1.7976931348623157e+308`}, {`0.30000000000000004`, `0.30000000000000004`},
+		{`1234567.0`, `1234567.0`}, {`123e-2`, `1.23`}, {`7`, `7`},
+		{`{"a":1,"b":2,"a":3}`, `{"a":3,"b":2}`},
+		{`{"b":[1.5,{"x":2,"x":1e1}],"a":0}`, `{"a":0,"b":[1.5,{"x":10.0}]}`},
+	} {
+		got, err := canonicalJSONFor(v1, []byte(tc.in))
+		if err != nil || string(got) != tc.want {
+			t.Errorf("lenient %s = %s, %v; want %s", tc.in, got, err, tc.want)
+			continue
+		}
+		if again, err := canonicalJSONFor(v1, got); err != nil || !bytes.Equal(again, got) {
+			t.Errorf("lenient %s not stable: %s, %v", got, again, err)
+		}
+	}
+	for _, in := range []string{`1e400`, `-1e400`, `1.`, `.5`, `1e`, `1e+`, `01`, `NaN`, `Infinity`, `"\ud800"`} {
+		if got, err := canonicalJSONFor(v1, []byte(in)); err == nil {
+			t.Errorf("lenient %s = %s, want an error", in, got)
+		}
+	}
+	// From v6 the strict rules apply.
+	for _, in := range []string{`1.5`, `9007199254740992`, `{"a":1,"a":2}`} {
+		if got, err := canonicalJSONFor(v6, []byte(in)); !errors.Is(err, ErrCanonicalJSON) {
+			t.Errorf("v6 %s = %s, %v", in, got, err)
+		}
 	}
 }

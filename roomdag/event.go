@@ -1,6 +1,8 @@
 package roomdag
 
 import (
+	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,7 +39,8 @@ type Event struct {
 	redacts        EventID
 }
 
-// eventFields is the wire shape of a PDU for room versions 3 and later.
+// eventFields is the wire shape of a PDU for room versions 3 and later
+// (and, with eventFieldsV1, of v1 and v2).
 type eventFields struct {
 	RoomID         string          `json:"room_id"`
 	Sender         string          `json:"sender"`
@@ -51,6 +54,62 @@ type eventFields struct {
 	Redacts        string          `json:"redacts"`
 }
 
+// eventFieldsV1 is the wire shape of a PDU in room versions 1 and 2: the
+// event carries its event_id, and cites events as [event_id, hashes] pairs
+// (pdu_v1 in the server-server API definitions).
+type eventFieldsV1 struct {
+	eventFields
+	PrevEvents []eventRefV1 `json:"prev_events"`
+	AuthEvents []eventRefV1 `json:"auth_events"`
+}
+
+// eventRefV1 is one [event_id, {"sha256": ...}] pair. Only the ID is kept:
+// like Synapse, we do not check the hashes against the events they name.
+type eventRefV1 struct{ id string }
+
+func (r *eventRefV1) UnmarshalJSON(b []byte) error {
+	var pair []json.RawMessage
+	if err := json.Unmarshal(b, &pair); err != nil || len(pair) != 2 {
+		return errors.New("event reference is not an [event_id, hashes] pair")
+	}
+	if err := json.Unmarshal(pair[0], &r.id); err != nil {
+		return errors.New("event reference's event_id is not a string")
+	}
+	if h := bytes.TrimSpace(pair[1]); len(h) == 0 || h[0] != '{' {
+		return errors.New("event reference's hashes is not an object")
+	}
+	return nil
+}
+
+// decodeEventFields decodes the fields the core reads from a PDU of
+// version v. (The event_id of v1 and v2 is read from the canonical form,
+// by eventIDField.)
+func decodeEventFields(v *RoomVersion, data []byte) (eventFields, error) {
+	if v.EventFormat != EventFormatV1 {
+		var f eventFields
+		err := json.Unmarshal(data, &f)
+		return f, err
+	}
+	var f1 eventFieldsV1
+	if err := json.Unmarshal(data, &f1); err != nil {
+		return eventFields{}, err
+	}
+	f := f1.eventFields
+	f.PrevEvents, f.AuthEvents = refIDs(f1.PrevEvents), refIDs(f1.AuthEvents)
+	return f, nil
+}
+
+func refIDs(refs []eventRefV1) []string {
+	if refs == nil {
+		return nil
+	}
+	out := make([]string, len(refs))
+	for i, r := range refs {
+		out[i] = r.id
+	}
+	return out
+}
+
 // ErrEventFormat wraps every reason an event's JSON is not a valid PDU.
 var ErrEventFormat = errors.New("invalid event")
 
@@ -59,14 +118,16 @@ func formatErr(format string, a ...any) error {
 }
 
 // NewEventFromJSON parses an event of room version v. The "unsigned" key, if
-// any, is dropped. The event ID is computed from the reference hash, so it is
-// never taken on trust. It does not check hashes or signatures.
+// any, is dropped. From v3 the event ID is computed from the reference hash,
+// so it is never taken on trust; in v1 and v2 it is the event's event_id,
+// which the signature of its server vouches for (the caller checks
+// signatures). It does not check hashes or signatures.
 func NewEventFromJSON(v *RoomVersion, data []byte) (*Event, error) {
 	if len(data) > MaxEventBytes {
 		return nil, formatErr("event is larger than %d bytes", MaxEventBytes)
 	}
-	var f eventFields
-	if err := json.Unmarshal(data, &f); err != nil {
+	f, err := decodeEventFields(v, data)
+	if err != nil {
 		return nil, formatErr("%v", err)
 	}
 	if f.Type == nil {
@@ -100,7 +161,8 @@ func NewEventFromJSON(v *RoomVersion, data []byte) (*Event, error) {
 	if e.authEvents, err = parseEventIDs(f.AuthEvents); err != nil {
 		return nil, err
 	}
-	if f.Depth < 0 || f.Depth > maxCanonicalInt {
+	// Canonical JSON bounds depth from v6; before, any int64 will do.
+	if f.Depth < 0 || f.Depth > maxCanonicalInt && v.StrictCanonicalJSON {
 		return nil, formatErr("depth out of range")
 	}
 	e.redacts = EventID(f.Redacts)
@@ -110,18 +172,24 @@ func NewEventFromJSON(v *RoomVersion, data []byte) (*Event, error) {
 			e.redacts = EventID(r)
 		}
 	}
-	raw, err := stripUnsigned(data)
+	raw, err := stripUnsigned(v, data)
 	if err != nil {
 		return nil, err
 	}
 	e.raw = raw
-	id, err := EventIDFromJSON(v, raw)
+	if v.EventFormat == EventFormatV1 {
+		e.id, err = eventIDField(raw)
+	} else {
+		var h [32]byte
+		if h, err = referenceHashCanonical(v, raw); err == nil {
+			e.id = hashEventID(v, h)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
-	e.id = id
 	if v.DomainlessRoomIDs && e.IsCreate() {
-		e.roomID = RoomID("!" + string(id[1:]))
+		e.roomID = RoomID("!" + string(e.id[1:]))
 	}
 	return e, nil
 }
@@ -130,8 +198,8 @@ func NewEventFromJSON(v *RoomVersion, data []byte) (*Event, error) {
 // stored: raw must be the canonical JSON NewEventFromJSON produced and id
 // its ID. It skips re-hashing, which dominates the cost of reading events.
 func EventFromTrustedJSON(v *RoomVersion, id EventID, raw []byte) (*Event, error) {
-	var f eventFields
-	if err := json.Unmarshal(raw, &f); err != nil || f.Type == nil {
+	f, err := decodeEventFields(v, raw)
+	if err != nil || f.Type == nil {
 		return nil, formatErr("stored event %s is corrupt", id)
 	}
 	e := &Event{
@@ -174,14 +242,25 @@ func parseEventIDs(ids []string) ([]EventID, error) {
 	return out, nil
 }
 
-// stripUnsigned returns the event's canonical JSON without "unsigned".
-// Canonicalising first rejects duplicate keys and invalid UTF-8.
-func stripUnsigned(data []byte) ([]byte, error) {
-	c, err := CanonicalJSON(data)
+// stripUnsigned returns the event's canonical JSON (under v's rules)
+// without "unsigned". Canonicalising first rejects invalid UTF-8 and, from
+// v6, duplicate keys and numbers canonical JSON does not allow.
+func stripUnsigned(v *RoomVersion, data []byte) ([]byte, error) {
+	c, err := canonicalJSONFor(v, data)
 	if err != nil {
 		return nil, formatErr("%v", err)
 	}
 	return cjWithout(c, "unsigned"), nil
+}
+
+// referenceHashB64 is the event's reference hash in unpadded standard
+// base64, as events of v1 and v2 cite it in prev_events and auth_events.
+func (e *Event) referenceHashB64() (string, error) {
+	h, err := referenceHashCanonical(e.version, e.raw)
+	if err != nil {
+		return "", err
+	}
+	return base64.RawStdEncoding.EncodeToString(h[:]), nil
 }
 
 func (e *Event) ID() EventID              { return e.id }
@@ -273,8 +352,11 @@ const (
 	TypeEncryption        = "m.room.encryption"
 	TypeServerACL         = "m.room.server_acl"
 	TypeTombstone         = "m.room.tombstone"
-	TypeMessage           = "m.room.message"
-	TypeEncrypted         = "m.room.encrypted" // its m.new_content is inside the ciphertext
+	// TypeAliases is the historical m.room.aliases, which the auth rules
+	// (v1-v5) and the redaction algorithm (v1-v5) still know.
+	TypeAliases   = "m.room.aliases"
+	TypeMessage   = "m.room.message"
+	TypeEncrypted = "m.room.encrypted" // its m.new_content is inside the ciphertext
 	// TypeBackchat is our room state event that sets how many recent events
 	// a joining or reconnecting member gets. Content: {"limit": N}.
 	TypeBackchat = "org.persistentchat.backchat"

@@ -11,17 +11,19 @@ import (
 	"strings"
 )
 
-// Event authorisation: the "Authorization rules" of room versions 10, 11 and
-// 12 (content/rooms/v10.md, v11.md, v12.md in matrix-org/matrix-spec) and the
-// "Auth events selection" of the server-server API.
+// Event authorisation: the "Authorisation rules" of every room version
+// (content/rooms/v1.md to v12.md in matrix-org/matrix-spec; v1 and v2 share
+// the list of fragments/v1-auth-rules.md, v3 to v5 that of v3-auth-rules.md,
+// v8 and v9 that of v8-auth-rules.md) and the "Auth events selection" of the
+// server-server API.
 //
 // The receive path for an event ev runs, in order:
 //
 //  1. v12 only: look up the create event whose ID is "$" + ev.RoomID()[1:]
 //     (nil if unknown or rejected) and call CheckCreateRoomID (rule 2);
 //  2. fetch the events named by ev.AuthEvents(); reject ev if any was itself
-//     rejected (v10 rule 2.3, v12 rule 3.3: only the caller knows), then call
-//     CheckAuthEvents (the rest of v10 rule 2, v12 rule 3);
+//     rejected (v1-v11 rule 2.3, v12 rule 3.3: only the caller knows), then
+//     call CheckAuthEvents (the rest of v1-v11 rule 2, v12 rule 3);
 //  3. Authorise(ev, NewStateMap(authEvents...)) (plus the create event in
 //     v12), then Authorise against the state before ev, and against the
 //     current state (soft failure).
@@ -30,11 +32,17 @@ import (
 // the current state, so steps 1 and 2 hold by construction.
 
 // AuthError is an authorisation failure. Rule is the number of the rule that
-// rejected the event in the list of that room version (v10 and v11 share one
-// numbering, v12 has its own), e.g. "4.5.2" in v10 is "5.5.2" in v12.
+// rejected the event in the list of that room version, e.g. "4.5.2" in v10
+// is "5.5.2" in v12 and "5.4.2" in v1 (see ruleNumbers).
 type AuthError struct {
 	Rule   string
 	Reason string
+	// Malformed means a rule about the event's own content rejected it
+	// (power levels that are not integers or list a v12 creator, an invalid
+	// additional_creators, a member event without membership): whoever
+	// sent it, it is invalid. The client API answers such a request with
+	// 400 M_BAD_JSON, as Synapse does, rather than 403.
+	Malformed bool
 }
 
 func (e *AuthError) Error() string { return "rule " + e.Rule + ": " + e.Reason }
@@ -71,6 +79,8 @@ const (
 	ruleAuthUnexpected
 	ruleAuthRoomMismatch
 	ruleFederate
+	ruleAliasesNoStateKey
+	ruleAliasesDomain
 	ruleMemberFormat
 	ruleMemberAuthorisedViaSig
 	ruleJoinNotSelf
@@ -111,81 +121,127 @@ const (
 	rulePLMapNew
 	rulePLUserCurrent
 	rulePLUserNew
+	ruleRedactionLevel
 	numRules
 )
 
-// ruleNumbers gives each rule's number in the v10/v11 list ([0]) and the v12
-// list ([1]). "" marks a rule the list does not have. Numbers are those of
-// the rendered spec: v12.md's source numbers rule 3.4 as "5." and the last
-// item of rule 10 as "10.", which Markdown renders as 3.4 and 10.11.
-var ruleNumbers = [numRules][2]string{
-	// Not in the text: m.room.create must be a state event with an empty
-	// state key (the event's schema); we reject others under rule 1.
-	ruleCreateFormat:      {"1", "1"},
-	ruleCreatePrevEvents:  {"1.1", "1.1"},
-	ruleCreateRoomID:      {"1.2", "1.2"},
-	ruleCreateRoomVersion: {"1.3", "1.3"},
-	// v10: content has no creator; v12: additional_creators malformed.
-	ruleCreateCreators: {"1.4", "1.4"},
-	// v10: no create event among the auth events (and so none in the state
-	// authorised against); v12: the room_id is not a create event's.
-	ruleNoCreate:       {"2.4", "2"},
-	ruleAuthDuplicate:  {"2.1", "3.1"},
-	ruleAuthUnexpected: {"2.2", "3.2"},
-	// v10 has no rule for an auth event from another room; such an event is
-	// not one the selection (a subset of this room's state) can pick: 2.2.
-	ruleAuthRoomMismatch:       {"2.2", "3.4"},
-	ruleFederate:               {"3", "4"},
-	ruleMemberFormat:           {"4.1", "5.1"},
-	ruleMemberAuthorisedViaSig: {"4.2.1", "5.2.1"},
-	ruleJoinNotSelf:            {"4.3.2", "5.3.2"},
-	ruleJoinBanned:             {"4.3.3", "5.3.3"},
-	ruleJoinAuthoriser:         {"4.3.5.2", "5.3.5.2"},
-	ruleJoinOtherwise:          {"4.3.7", "5.3.7"},
-	ruleTPIBanned:              {"4.4.1.1", "5.4.1.1"},
-	ruleTPINoSigned:            {"4.4.1.2", "5.4.1.2"},
-	ruleTPIFields:              {"4.4.1.3", "5.4.1.3"},
-	ruleTPIMxid:                {"4.4.1.4", "5.4.1.4"},
-	ruleTPINoEvent:             {"4.4.1.5", "5.4.1.5"},
-	ruleTPISender:              {"4.4.1.6", "5.4.1.6"},
-	ruleTPISignature:           {"4.4.1.8", "5.4.1.8"},
-	ruleInviteSenderNotJoined:  {"4.4.2", "5.4.2"},
-	ruleInviteTarget:           {"4.4.3", "5.4.3"},
-	ruleInviteLevel:            {"4.4.5", "5.4.5"},
-	ruleLeaveSelf:              {"4.5.1", "5.5.1"},
-	ruleLeaveSenderNotJoined:   {"4.5.2", "5.5.2"},
-	ruleLeaveUnban:             {"4.5.3", "5.5.3"},
-	ruleLeaveKick:              {"4.5.5", "5.5.5"},
-	ruleBanSenderNotJoined:     {"4.6.1", "5.6.1"},
-	ruleBanLevel:               {"4.6.3", "5.6.3"},
-	ruleKnockJoinRule:          {"4.7.1", "5.7.1"},
-	ruleKnockNotSelf:           {"4.7.2", "5.7.2"},
-	ruleKnockMembership:        {"4.7.4", "5.7.4"},
-	ruleMembershipUnknown:      {"4.8", "5.8"},
-	ruleSenderNotJoined:        {"5", "6"},
-	ruleThirdPartyInvite:       {"6.1", "7.1"},
-	ruleEventLevel:             {"7", "8"},
-	ruleStateKeyUser:           {"8", "9"},
-	rulePLTopLevel:             {"9.1", "10.1"},
-	rulePLMaps:                 {"9.2", "10.2"},
-	rulePLUsers:                {"9.3", "10.3"},
-	rulePLCreators:             {"", "10.4"},
-	rulePLTopCurrent:           {"9.5.1", "10.6.1"},
-	rulePLTopNew:               {"9.5.2", "10.6.2"},
-	rulePLMapCurrent:           {"9.6.1", "10.7.1"},
-	rulePLMapNew:               {"9.7.1", "10.8.1"},
-	rulePLUserCurrent:          {"9.8.1", "10.9.1"},
-	rulePLUserNew:              {"9.9.1", "10.10.1"},
+// The rule lists: versions share a list when the spec gives them the same
+// text and numbering.
+const (
+	listV1  = iota // v1, v2: m.room.aliases (4) and m.room.redaction (11) rules
+	listV3         // v3-v5: no redaction rule
+	listV6         // v6: no aliases rule, so members are rule 4
+	listV7         // v7: knocking (4.6)
+	listV8         // v8, v9: join_authorised_via_users_server (4.2), restricted (4.3.5)
+	listV10        // v10, v11: power levels must be integers (9.1, 9.2)
+	listV12        // v12: the room_id rule is rule 2, creators in power levels (10.4)
+	numLists
+)
+
+// ruleList is the list of v's rules, from the features that renumber them.
+func ruleList(v *RoomVersion) int {
+	switch {
+	case v.RedactionAuthRule:
+		return listV1
+	case v.AliasesAuthRule:
+		return listV3
+	case !v.Knock:
+		return listV6
+	case !v.RestrictedJoins:
+		return listV7
+	case !v.IntegerPowerLevels:
+		return listV8
+	case !v.DomainlessRoomIDs:
+		return listV10
+	}
+	return listV12
 }
 
-// reject builds the AuthError for r in v's rule list. The v12 list (with the
-// room_id rule inserted as rule 2) goes with DomainlessRoomIDs.
+// ruleNumbers gives each rule's number in each list. "" marks a rule the
+// list does not have. Numbers are those of the rendered spec: v12.md's
+// source numbers rule 3.4 as "5." and the last item of rule 10 as "10.",
+// which Markdown renders as 3.4 and 10.11.
+var ruleNumbers = [numRules][numLists]string{
+	// Not in the text: m.room.create must be a state event with an empty
+	// state key (the event's schema); we reject others under rule 1.
+	ruleCreateFormat:      {"1", "1", "1", "1", "1", "1", "1"},
+	ruleCreatePrevEvents:  {"1.1", "1.1", "1.1", "1.1", "1.1", "1.1", "1.1"},
+	ruleCreateRoomID:      {"1.2", "1.2", "1.2", "1.2", "1.2", "1.2", "1.2"},
+	ruleCreateRoomVersion: {"1.3", "1.3", "1.3", "1.3", "1.3", "1.3", "1.3"},
+	// v1-v10: content has no creator; v12: additional_creators malformed.
+	ruleCreateCreators: {"1.4", "1.4", "1.4", "1.4", "1.4", "1.4", "1.4"},
+	// v1-v11: no create event among the auth events (and so none in the
+	// state authorised against); v12: the room_id is not a create event's.
+	ruleNoCreate:         {"2.4", "2.4", "2.4", "2.4", "2.4", "2.4", "2"},
+	ruleAuthDuplicate:    {"2.1", "2.1", "2.1", "2.1", "2.1", "2.1", "3.1"},
+	ruleAuthUnexpected:   {"2.2", "2.2", "2.2", "2.2", "2.2", "2.2", "3.2"},
+	ruleAuthRoomMismatch: {"2.5", "2.5", "2.5", "2.5", "2.5", "2.5", "3.4"},
+	ruleFederate:         {"3", "3", "3", "3", "3", "3", "4"},
+	// m.room.aliases: rule 4 of v1-v5, removed in v6.
+	ruleAliasesNoStateKey: {"4.1", "4.1", "", "", "", "", ""},
+	ruleAliasesDomain:     {"4.2", "4.2", "", "", "", "", ""},
+	ruleMemberFormat:      {"5.1", "5.1", "4.1", "4.1", "4.1", "4.1", "5.1"},
+	// join_authorised_via_users_server: v8+.
+	ruleMemberAuthorisedViaSig: {"", "", "", "", "4.2.1", "4.2.1", "5.2.1"},
+	ruleJoinNotSelf:            {"5.2.2", "5.2.2", "4.2.2", "4.2.2", "4.3.2", "4.3.2", "5.3.2"},
+	ruleJoinBanned:             {"5.2.3", "5.2.3", "4.2.3", "4.2.3", "4.3.3", "4.3.3", "5.3.3"},
+	ruleJoinAuthoriser:         {"", "", "", "", "4.3.5.2", "4.3.5.2", "5.3.5.2"},
+	ruleJoinOtherwise:          {"5.2.6", "5.2.6", "4.2.6", "4.2.6", "4.3.7", "4.3.7", "5.3.7"},
+	ruleTPIBanned:              {"5.3.1.1", "5.3.1.1", "4.3.1.1", "4.3.1.1", "4.4.1.1", "4.4.1.1", "5.4.1.1"},
+	ruleTPINoSigned:            {"5.3.1.2", "5.3.1.2", "4.3.1.2", "4.3.1.2", "4.4.1.2", "4.4.1.2", "5.4.1.2"},
+	ruleTPIFields:              {"5.3.1.3", "5.3.1.3", "4.3.1.3", "4.3.1.3", "4.4.1.3", "4.4.1.3", "5.4.1.3"},
+	ruleTPIMxid:                {"5.3.1.4", "5.3.1.4", "4.3.1.4", "4.3.1.4", "4.4.1.4", "4.4.1.4", "5.4.1.4"},
+	ruleTPINoEvent:             {"5.3.1.5", "5.3.1.5", "4.3.1.5", "4.3.1.5", "4.4.1.5", "4.4.1.5", "5.4.1.5"},
+	ruleTPISender:              {"5.3.1.6", "5.3.1.6", "4.3.1.6", "4.3.1.6", "4.4.1.6", "4.4.1.6", "5.4.1.6"},
+	ruleTPISignature:           {"5.3.1.8", "5.3.1.8", "4.3.1.8", "4.3.1.8", "4.4.1.8", "4.4.1.8", "5.4.1.8"},
+	ruleInviteSenderNotJoined:  {"5.3.2", "5.3.2", "4.3.2", "4.3.2", "4.4.2", "4.4.2", "5.4.2"},
+	ruleInviteTarget:           {"5.3.3", "5.3.3", "4.3.3", "4.3.3", "4.4.3", "4.4.3", "5.4.3"},
+	ruleInviteLevel:            {"5.3.5", "5.3.5", "4.3.5", "4.3.5", "4.4.5", "4.4.5", "5.4.5"},
+	ruleLeaveSelf:              {"5.4.1", "5.4.1", "4.4.1", "4.4.1", "4.5.1", "4.5.1", "5.5.1"},
+	ruleLeaveSenderNotJoined:   {"5.4.2", "5.4.2", "4.4.2", "4.4.2", "4.5.2", "4.5.2", "5.5.2"},
+	ruleLeaveUnban:             {"5.4.3", "5.4.3", "4.4.3", "4.4.3", "4.5.3", "4.5.3", "5.5.3"},
+	ruleLeaveKick:              {"5.4.5", "5.4.5", "4.4.5", "4.4.5", "4.5.5", "4.5.5", "5.5.5"},
+	ruleBanSenderNotJoined:     {"5.5.1", "5.5.1", "4.5.1", "4.5.1", "4.6.1", "4.6.1", "5.6.1"},
+	ruleBanLevel:               {"5.5.3", "5.5.3", "4.5.3", "4.5.3", "4.6.3", "4.6.3", "5.6.3"},
+	// knock: v7+.
+	ruleKnockJoinRule:     {"", "", "", "4.6.1", "4.7.1", "4.7.1", "5.7.1"},
+	ruleKnockNotSelf:      {"", "", "", "4.6.2", "4.7.2", "4.7.2", "5.7.2"},
+	ruleKnockMembership:   {"", "", "", "4.6.4", "4.7.4", "4.7.4", "5.7.4"},
+	ruleMembershipUnknown: {"5.6", "5.6", "4.6", "4.7", "4.8", "4.8", "5.8"},
+	ruleSenderNotJoined:   {"6", "6", "5", "5", "5", "5", "6"},
+	ruleThirdPartyInvite:  {"7.1", "7.1", "6.1", "6.1", "6.1", "6.1", "7.1"},
+	ruleEventLevel:        {"8", "8", "7", "7", "7", "7", "8"},
+	ruleStateKeyUser:      {"9", "9", "8", "8", "8", "8", "9"},
+	// Before v10 the only rule on the content of m.room.power_levels is
+	// that users holds integers (or integer strings) keyed by user IDs
+	// (v1 10.1, v6 9.1). Other levels that are not integers cannot be
+	// compared by the later rules, so we reject them under that rule too,
+	// as gomatrixserverlib, which refuses to parse them, does. (Synapse
+	// would accept such an event and then fail on every event after it.)
+	rulePLTopLevel:    {"10.1", "10.1", "9.1", "9.1", "9.1", "9.1", "10.1"},
+	rulePLMaps:        {"10.1", "10.1", "9.1", "9.1", "9.1", "9.2", "10.2"},
+	rulePLUsers:       {"10.1", "10.1", "9.1", "9.1", "9.1", "9.3", "10.3"},
+	rulePLCreators:    {"", "", "", "", "", "", "10.4"},
+	rulePLTopCurrent:  {"10.3.1", "10.3.1", "9.3.1", "9.3.1", "9.3.1", "9.5.1", "10.6.1"},
+	rulePLTopNew:      {"10.3.2", "10.3.2", "9.3.2", "9.3.2", "9.3.2", "9.5.2", "10.6.2"},
+	rulePLMapCurrent:  {"10.4.1", "10.4.1", "9.4.1", "9.4.1", "9.4.1", "9.6.1", "10.7.1"},
+	rulePLMapNew:      {"10.5.1", "10.5.1", "9.5.1", "9.5.1", "9.5.1", "9.7.1", "10.8.1"},
+	rulePLUserCurrent: {"10.6.1", "10.6.1", "9.6.1", "9.6.1", "9.6.1", "9.8.1", "10.9.1"},
+	rulePLUserNew:     {"10.7.1", "10.7.1", "9.7.1", "9.7.1", "9.7.1", "9.9.1", "10.10.1"},
+	// m.room.redaction: rule 11 of v1 and v2 only.
+	ruleRedactionLevel: {"11.3", "", "", "", "", "", ""},
+}
+
+// malformedRules are the rules about the event's own content (see
+// AuthError.Malformed).
+var malformedRules = [numRules]bool{
+	ruleCreateCreators: true, ruleMemberFormat: true,
+	rulePLTopLevel: true, rulePLMaps: true, rulePLUsers: true, rulePLCreators: true,
+}
+
+// reject builds the AuthError for r in v's rule list.
 func reject(v *RoomVersion, r rule, format string, args ...any) *AuthError {
-	list := 0
-	if v.DomainlessRoomIDs {
-		list = 1
-	}
-	return &AuthError{Rule: ruleNumbers[r][list], Reason: fmt.Sprintf(format, args...)}
+	return &AuthError{Rule: ruleNumbers[r][ruleList(v)], Reason: fmt.Sprintf(format, args...), Malformed: malformedRules[r]}
 }
 
 // AuthEventTuples is the spec's auth events selection: the state an event of
@@ -222,8 +278,7 @@ func AuthEventTuples(v *RoomVersion, evType string, stateKey *string, sender Use
 			add(TypeThirdPartyInvite, token)
 		}
 	}
-	// Every supported version has restricted rooms (v8+).
-	if c.membership == MembershipJoin && c.authorisedVia != "" {
+	if v.RestrictedJoins && c.membership == MembershipJoin && c.authorisedVia != "" {
 		add(TypeMember, c.authorisedVia)
 	}
 	return out
@@ -280,8 +335,8 @@ func CheckCreateRoomID(ev, create *Event) error {
 	return nil
 }
 
-// CheckAuthEvents applies the rules about ev's auth_events list itself (v10
-// rule 2, v12 rule 3): authEvents must be the events ev.AuthEvents() names,
+// CheckAuthEvents applies the rules about ev's auth_events list itself
+// (v1-v11 rule 2, v12 rule 3): authEvents must be the events ev.AuthEvents() names,
 // in any order. It rejects duplicate (type, state_key) pairs, entries the
 // auth events selection would not pick (including non-state events and, in
 // v12, the create event), entries from another room, and before v12 a list
@@ -335,13 +390,14 @@ func CheckAuthEvents(ev *Event, authEvents []*Event) error {
 			hasCreate = true
 		}
 	}
+	// v1-v11 check for the create event (2.4) before the rooms (2.5).
+	if !v.DomainlessRoomIDs && !hasCreate {
+		return reject(v, ruleNoCreate, "no m.room.create event among the auth events")
+	}
 	for _, ae := range authEvents {
 		if ae.RoomID() != ev.RoomID() {
 			return reject(v, ruleAuthRoomMismatch, "auth event %s is in room %s, not %s", ae.ID(), ae.RoomID(), ev.RoomID())
 		}
-	}
-	if !v.DomainlessRoomIDs && !hasCreate {
-		return reject(v, ruleNoCreate, "no m.room.create event among the auth events")
 	}
 	return nil
 }
@@ -353,14 +409,17 @@ func CheckAuthEvents(ev *Event, authEvents []*Event) error {
 // an *AuthError naming the rule.
 //
 // Not checked here: the event's signatures and hashes (the caller verifies
-// those before, including, for rule 4.2.1, the signature of the server of
+// those before, including, for rule 4.2.1 (v8-v11 numbering, as in the
+// comments below), the signature of the server of
 // join_authorised_via_users_server; Authorise only checks that one is
 // present) and the auth_events list (CheckAuthEvents). The signatures in
-// content.third_party_invite.signed (rule 4.4.1.7) are verified here.
+// content.third_party_invite.signed (rule 4.4.1.7) are verified here. In v1
+// and v2 the event must also be signed by the server of its event ID; that
+// is the signature check's job too.
 //
-// m.room.redaction has no rule of its own in v10-v12: it needs its event
+// m.room.redaction has no rule of its own from v3: it needs its event
 // level like any event, and whether it is applied is RedactionApplies's
-// question ("Handling redactions").
+// question ("Handling redactions"). In v1 and v2 rule 11 decides it.
 func Authorise(ev *Event, state AuthState) error {
 	v := ev.Version()
 	if ev.Type() == TypeCreate {
@@ -375,6 +434,17 @@ func Authorise(ev *Event, state AuthState) error {
 	}
 	if federateFalse(create.Content()) && ev.Sender().Server() != create.Sender().Server() {
 		return reject(v, ruleFederate, "room is not federated (m.federate is false) and %s is not on %s", ev.Sender(), create.Sender().Server())
+	}
+	if v.AliasesAuthRule && ev.Type() == TypeAliases {
+		// v1-v5 rule 4: a server may always set its own aliases.
+		sk := ev.StateKey()
+		if sk == nil {
+			return reject(v, ruleAliasesNoStateKey, "m.room.aliases has no state_key")
+		}
+		if *sk != string(ev.Sender().Server()) {
+			return reject(v, ruleAliasesDomain, "state key %q is not the sender's domain %s", *sk, ev.Sender().Server())
+		}
+		return nil
 	}
 	a := &authoriser{v: v, ev: ev, state: state, create: create}
 	if ev.Type() == TypeMember {
@@ -406,6 +476,18 @@ func Authorise(ev *Event, state AuthState) error {
 	}
 	if ev.Type() == TypePowerLevels {
 		return a.powerLevels(pl)
+	}
+	if v.RedactionAuthRule && ev.Type() == TypeRedaction {
+		// v1, v2 rule 11: the redact level, or an event of the same
+		// event ID domain (event IDs name their server in these versions).
+		if pl.UserLevel(ev.Sender()) >= pl.Redact {
+			return nil
+		}
+		if d := ev.Redacts().server(); d != "" && d == ev.ID().server() {
+			return nil
+		}
+		return reject(v, ruleRedactionLevel, "sender's level %s is below the redact level %d and %s is not an event of %s",
+			levelString(pl.UserLevel(ev.Sender())), pl.Redact, ev.Redacts(), ev.ID().server())
 	}
 	return nil
 }
@@ -498,7 +580,8 @@ func authoriseCreate(v *RoomVersion, ev *Event) error {
 	return nil
 }
 
-// member is rule 4 (v12: 5), m.room.member.
+// member is the m.room.member rule: 5 in v1-v5 and v12, 4 in v6-v11.
+// Comments below number its parts as v10 does.
 func (a *authoriser) member() error {
 	v, ev := a.v, a.ev
 	sk := ev.StateKey()
@@ -509,12 +592,14 @@ func (a *authoriser) member() error {
 	if !c.hasMembership {
 		return reject(v, ruleMemberFormat, "content has no membership")
 	}
-	if c.hasAuthorisedVia {
-		if err := a.authorisedViaSigned(c); err != nil {
-			return err
+	if v.RestrictedJoins {
+		if c.hasAuthorisedVia {
+			if err := a.authorisedViaSigned(c); err != nil {
+				return err
+			}
 		}
+		a.authorisedVia = UserID(c.authorisedVia)
 	}
-	a.authorisedVia = UserID(c.authorisedVia)
 	target := UserID(*sk)
 	sender := ev.Sender()
 	targetM := membershipIn(a.state, target)
@@ -537,12 +622,14 @@ func (a *authoriser) member() error {
 			return reject(v, ruleJoinBanned, "%s is banned", sender)
 		}
 		switch jr := joinRule(a.state); {
-		case jr == "invite" || jr == "knock":
+		case jr == "invite" || jr == "knock" && v.Knock:
 			if targetM == MembershipInvite || targetM == MembershipJoin {
 				return nil
 			}
 			return reject(v, ruleJoinOtherwise, "join rule is %s and %s is not invited", jr, target)
-		case jr == "restricted" || (jr == "knock_restricted" && v.KnockRestricted):
+		case jr == "restricted" && v.RestrictedJoins || jr == "knock_restricted" && v.KnockRestricted:
+			// A member already joined (changing their profile) or
+			// invited needs no authorising user (4.3.5.1).
 			if targetM == MembershipInvite || targetM == MembershipJoin {
 				return nil
 			}
@@ -574,7 +661,8 @@ func (a *authoriser) member() error {
 
 	case MembershipLeave:
 		if sender == target {
-			if senderM == MembershipInvite || senderM == MembershipJoin || senderM == MembershipKnock {
+			// v7 added knock to the memberships one may leave.
+			if senderM == MembershipInvite || senderM == MembershipJoin || senderM == MembershipKnock && v.Knock {
 				return nil
 			}
 			return reject(v, ruleLeaveSelf, "%s cannot leave with membership %q", sender, senderM)
@@ -612,6 +700,9 @@ func (a *authoriser) member() error {
 			levelString(senderL), pl.Ban, levelString(targetL))
 
 	case MembershipKnock:
+		if !v.Knock {
+			break // before v7 knock is an unknown membership
+		}
 		jr := joinRule(a.state)
 		if jr != "knock" && !(jr == "knock_restricted" && v.KnockRestricted) {
 			return reject(v, ruleKnockJoinRule, "join rule %q does not allow knocking", jr)
@@ -759,7 +850,8 @@ func thirdPartyInviteKeys(content []byte) []ed25519.PublicKey {
 	return out
 }
 
-// powerLevels is rule 9 (v12: 10), changes to m.room.power_levels. cur holds
+// powerLevels is the rule on changes to m.room.power_levels (10 in v1-v5
+// and v12, 9 in v6-v11; notifications from v6 only). cur holds
 // the levels in force before ev.
 func (a *authoriser) powerLevels(cur *PowerLevels) error {
 	v, ev := a.v, a.ev
@@ -805,7 +897,10 @@ func (a *authoriser) powerLevels(cur *PowerLevels) error {
 		name     string
 		cur, new map[string]int64
 	}
-	maps := [...]levelMap{{"events", cur.Events, next.Events}, {"notifications", cur.Notifications, next.Notifications}}
+	maps := []levelMap{{"events", cur.Events, next.Events}}
+	if v.NotificationsPowerLevels { // v6+ (MSC2209)
+		maps = append(maps, levelMap{"notifications", cur.Notifications, next.Notifications})
+	}
 	for _, m := range maps {
 		for _, k := range sortedKeys(m.cur) {
 			if nv, ok := m.new[k]; (!ok || nv != m.cur[k]) && m.cur[k] > mine {
@@ -840,7 +935,9 @@ func (a *authoriser) powerLevels(cur *PowerLevels) error {
 // the auth rules allowed is applied to original, and sent to clients, only if
 // its sender's level is at least the redact level in state (the state at the
 // redaction), or its sender is on the same server as original's sender.
-// Otherwise the server keeps waiting for a partner that passes.
+// Otherwise the server keeps waiting for a partner that passes. In v1 and
+// v2, where rule 11 already allowed it by level or by event ID domain,
+// Synapse applies the same test before redacting, and so do we.
 func RedactionApplies(state AuthState, redaction, original *Event) bool {
 	if redaction.Type() != TypeRedaction || redaction.Redacts() != original.ID() || redaction.RoomID() != original.RoomID() {
 		return false

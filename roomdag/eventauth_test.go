@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -29,17 +30,22 @@ import (
 // its auth events, Authorise against the room's state.
 //
 // Event JSON is plain, with these conveniences: "$VERSION" is replaced by the
-// room version, "$ROOM" by the room ID, and "$name" by the ID of the named
-// event; room_id, prev_events (the last state event), auth_events (the auth
+// room version, "$ROOM" by the room ID, and "$name" (without a colon) by the
+// ID of the named event; room_id, prev_events (the last state event), auth_events (the auth
 // events selection over the state), depth and origin_server_ts are filled in
 // when absent. A v12 create event gets no room_id.
 //
+// In v1 and v2 events carry an event_id, "$e<depth>:<sender's server>"
+// unless the fixture gives one, and prev_events and auth_events (given or
+// filled in as IDs) become [event_id, hashes] pairs.
+//
 // "expect" is "allow", "invalid" (NewEventFromJSON refuses the event), or the
 // number of the rejecting rule: one string for every version, or an object
-// keyed by version. "reason" is an optional substring of the reason, checked
-// when the event is rejected. "redaction" ("apply" or "wait") also asks RedactionApplies about
-// the event it redacts. "versions" on a room, event or case limits where it
-// applies.
+// keyed by version ("10") or range of versions ("1-5"). "reason" is an
+// optional substring of the reason, checked when the event is rejected.
+// "redaction" ("apply" or "wait") also asks RedactionApplies about the event
+// it redacts. "versions" on a room, event or case limits where it applies
+// (versions or ranges; every version when absent).
 
 type fixtureRoom struct {
 	Name      string         `json:"name"`
@@ -68,7 +74,36 @@ type fixtureCase struct {
 	Redaction string          `json:"redaction"`
 }
 
-func inVersions(list []string, ver string) bool { return len(list) == 0 || slices.Contains(list, ver) }
+// allVersions are the versions a fixture runs in unless it says otherwise.
+var allVersions = []string{"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"}
+
+// versionIn reports whether ver is spec, a version ("7") or an inclusive
+// range ("1-5").
+func versionIn(t testing.TB, spec, ver string) bool {
+	lo, hi, isRange := strings.Cut(spec, "-")
+	if !isRange {
+		hi = lo
+	}
+	l, err1 := strconv.Atoi(lo)
+	h, err2 := strconv.Atoi(hi)
+	n, err3 := strconv.Atoi(ver)
+	if err1 != nil || err2 != nil || err3 != nil || l > h {
+		t.Fatalf("bad version or range %q", spec)
+	}
+	return l <= n && n <= h
+}
+
+func inVersions(t testing.TB, list []string, ver string) bool {
+	if len(list) == 0 {
+		return true
+	}
+	for _, spec := range list {
+		if versionIn(t, spec, ver) {
+			return true
+		}
+	}
+	return false
+}
 
 func (c fixtureCase) expectFor(t *testing.T, ver string) string {
 	var s string
@@ -79,11 +114,19 @@ func (c fixtureCase) expectFor(t *testing.T, ver string) string {
 	if err := json.Unmarshal(c.Expect, &m); err != nil {
 		t.Fatalf("case %s: bad expect %s", c.Name, c.Expect)
 	}
-	s, ok := m[ver]
-	if !ok {
+	found := ""
+	for spec, want := range m {
+		if versionIn(t, spec, ver) {
+			if found != "" {
+				t.Fatalf("case %s: two expectations for v%s", c.Name, ver)
+			}
+			found = want
+		}
+	}
+	if found == "" {
 		t.Fatalf("case %s: no expectation for v%s", c.Name, ver)
 	}
-	return s
+	return found
 }
 
 func loadFixtures(t *testing.T) ([]*fixtureRoom, map[string]*fixtureRoom) {
@@ -124,11 +167,10 @@ func TestAuthFixtures(t *testing.T) {
 		if len(r.Cases) == 0 {
 			continue // a base for others
 		}
-		versions := r.Versions
-		if len(versions) == 0 {
-			versions = []string{"10", "11", "12"}
-		}
-		for _, ver := range versions {
+		for _, ver := range allVersions {
+			if !inVersions(t, r.Versions, ver) {
+				continue
+			}
 			if seen[ver] == nil {
 				seen[ver] = map[string]bool{}
 			}
@@ -140,17 +182,15 @@ func TestAuthFixtures(t *testing.T) {
 	if f := flag.Lookup("test.run"); f != nil && f.Value.String() != "" {
 		return // coverage is only meaningful when every fixture ran
 	}
-	// Every rule of every version's list must be produced by some case.
+	// Every rule of every list must be produced by some case, in each
+	// version that uses the list.
 	unreachable := map[string][]string{
 		"11": {"1.4"}, // v11's rule 1.4 is "Otherwise, allow"
 		"12": {"1.2"}, // NewEventFromJSON refuses a v12 create with a room_id
 	}
-	for _, ver := range []string{"10", "11", "12"} {
+	for _, ver := range allVersions {
 		v, _ := LookupRoomVersion(ver)
-		list := 0
-		if v.DomainlessRoomIDs {
-			list = 1
-		}
+		list := ruleList(v)
 		for r := range numRules {
 			n := ruleNumbers[r][list]
 			if n == "" || slices.Contains(unreachable[ver], n) {
@@ -198,7 +238,7 @@ func runFixtureRoom(t *testing.T, r *fixtureRoom, byName map[string]*fixtureRoom
 	}
 	for _, p := range chain {
 		for _, fe := range p.State {
-			if !inVersions(fe.Versions, ver) {
+			if !inVersions(t, fe.Versions, ver) {
 				continue
 			}
 			ev, err := b.build(fe.Event)
@@ -223,7 +263,7 @@ func runFixtureRoom(t *testing.T, r *fixtureRoom, byName map[string]*fixtureRoom
 	}
 	for _, p := range chain {
 		for _, fe := range p.Extra {
-			if !inVersions(fe.Versions, ver) {
+			if !inVersions(t, fe.Versions, ver) {
 				continue
 			}
 			ev, err := b.build(fe.Event)
@@ -234,7 +274,7 @@ func runFixtureRoom(t *testing.T, r *fixtureRoom, byName map[string]*fixtureRoom
 		}
 	}
 	for _, c := range r.Cases {
-		if !inVersions(c.Versions, ver) {
+		if !inVersions(t, c.Versions, ver) {
 			continue
 		}
 		t.Run(c.Name, func(t *testing.T) {
@@ -409,11 +449,50 @@ func (b *roomBuilder) build(raw json.RawMessage) (*Event, error) {
 	if _, ok := m["origin_server_ts"]; !ok {
 		m["origin_server_ts"] = 1700000000000 + b.depth
 	}
+	if b.v.EventFormat == EventFormatV1 {
+		if _, ok := m["event_id"]; !ok {
+			sender, _ := m["sender"].(string)
+			m["event_id"] = fmt.Sprintf("$e%d:%s", b.depth, UserID(sender).Server())
+		}
+		m["prev_events"], m["auth_events"] = b.refsV1(m["prev_events"]), b.refsV1(m["auth_events"])
+	}
 	data, err := json.Marshal(m)
 	if err != nil {
 		b.t.Fatal(err)
 	}
 	return NewEventFromJSON(b.v, data)
+}
+
+// refsV1 turns a list of event IDs into v1 [event_id, hashes] pairs, with
+// the reference hash of each fixture event (a made-up one for others).
+func (b *roomBuilder) refsV1(list any) any {
+	var ids []string
+	switch x := list.(type) {
+	case []string:
+		ids = x
+	case []any:
+		for _, id := range x {
+			s, ok := id.(string)
+			if !ok {
+				return list // not a list of IDs: keep it malformed
+			}
+			ids = append(ids, s)
+		}
+	default:
+		return list
+	}
+	out := []any{}
+	for _, id := range ids {
+		h := "AAAA"
+		if ev := b.byID[EventID(id)]; ev != nil {
+			var err error
+			if h, err = ev.referenceHashB64(); err != nil {
+				b.t.Fatal(err)
+			}
+		}
+		out = append(out, []any{id, map[string]string{"sha256": h}})
+	}
+	return out
 }
 
 // resolve replaces "$ROOM" and "$name" strings, map keys included.
@@ -423,7 +502,7 @@ func (b *roomBuilder) resolve(val any) any {
 		if x == "$ROOM" {
 			return string(b.roomID)
 		}
-		if strings.HasPrefix(x, "$") {
+		if strings.HasPrefix(x, "$") && !strings.Contains(x, ":") { // "$id:server" is a literal v1 event ID
 			ev := b.named[x[1:]]
 			if ev == nil {
 				b.t.Fatalf("unknown event name %q", x)
@@ -484,6 +563,11 @@ func TestAuthEventTuples(t *testing.T) {
 		{"restricted join", v10, TypeMember, sk("@a:x"), "@a:x",
 			`{"membership":"join","join_authorised_via_users_server":"@b:y"}`, []StateKey{
 				{TypeCreate, ""}, {TypePowerLevels, ""}, {TypeMember, "@a:x"}, {TypeJoinRules, ""}, {TypeMember, "@b:y"}}},
+		{"join_authorised_via_users_server means nothing before v8", mustVersion(t, "7"), TypeMember, sk("@a:x"), "@a:x",
+			`{"membership":"join","join_authorised_via_users_server":"@b:y"}`, []StateKey{
+				{TypeCreate, ""}, {TypePowerLevels, ""}, {TypeMember, "@a:x"}, {TypeJoinRules, ""}}},
+		{"v1 message", mustVersion(t, "1"), TypeMessage, nil, "@a:x", `{}`, []StateKey{
+			{TypeCreate, ""}, {TypePowerLevels, ""}, {TypeMember, "@a:x"}}},
 		{"authorised via on a leave", v10, TypeMember, sk("@a:x"), "@a:x",
 			`{"membership":"leave","join_authorised_via_users_server":"@b:y"}`, []StateKey{
 				{TypeCreate, ""}, {TypePowerLevels, ""}, {TypeMember, "@a:x"}}},
@@ -580,18 +664,84 @@ func TestParsePowerLevels(t *testing.T) {
 	}
 }
 
+// Levels before v10 may be integer strings (v1-v9, "stringy power levels")
+// and, before v6, floats, truncated ("floaty power levels").
+func TestParseLevelOldVersions(t *testing.T) {
+	const bad = int64(-1 << 62) // marks a rejected value
+	tests := []struct {
+		raw         string
+		v1, v6, v10 int64
+	}{
+		{`50`, 50, 50, 50},
+		{`-7`, -7, -7, -7},
+		{`"50"`, 50, 50, bad},
+		{`"000100"`, 100, 100, bad},
+		{`"+100"`, 100, 100, bad},
+		{`"-100"`, -100, -100, bad},
+		{`" \t 100 \n"`, 100, 100, bad},
+		{`" +00100 "`, 100, 100, bad},
+		{`"+-1"`, bad, bad, bad},
+		{`"1_000"`, bad, bad, bad},
+		{`"50.0"`, bad, bad, bad},
+		{`""`, bad, bad, bad},
+		{`"-"`, bad, bad, bad},
+		{`"9007199254740992"`, 9007199254740992, bad, bad}, // v6+: ±(2^53-1)
+		{`"9223372036854775806"`, 9223372036854775806, bad, bad},
+		{`"9223372036854775807"`, bad, bad, bad}, // InfiniteLevel stays out of reach
+		{`50.57`, 50, bad, bad},
+		{`-0.5`, 0, bad, bad},
+		{`5.114698E4`, 51146, bad, bad},
+		{`1e300`, bad, bad, bad},
+		{`true`, bad, bad, bad},
+		{`null`, bad, bad, bad},
+		{`{}`, bad, bad, bad},
+	}
+	for _, tt := range tests {
+		for _, c := range []struct {
+			ver  string
+			want int64
+		}{{"1", tt.v1}, {"5", tt.v1}, {"6", tt.v6}, {"9", tt.v6}, {"10", tt.v10}} {
+			got, err := parseLevel(mustVersion(t, c.ver), []byte(tt.raw))
+			if c.want == bad {
+				if err == nil {
+					t.Errorf("v%s %s = %d, want an error", c.ver, tt.raw, got)
+				}
+			} else if err != nil || got != c.want {
+				t.Errorf("v%s %s = %d, %v; want %d", c.ver, tt.raw, got, err, c.want)
+			}
+		}
+	}
+	// Before v6 the rules never read notifications, so malformed ones are
+	// no error (the default applies).
+	for _, ver := range []string{"1", "5"} {
+		pl, err := ParsePowerLevels(mustVersion(t, ver), []byte(`{"notifications":{"room":true,"x":"7"},"kick":"10"}`))
+		if err != nil || pl.NotificationLevel("room") != 50 || pl.NotificationLevel("x") != 7 || pl.Kick != 10 {
+			t.Errorf("v%s: %+v, %v", ver, pl, err)
+		}
+		if _, err := ParsePowerLevels(mustVersion(t, ver), []byte(`{"notifications":[]}`)); err != nil {
+			t.Errorf("v%s: notifications not an object: %v", ver, err)
+		}
+	}
+	if _, err := ParsePowerLevels(mustVersion(t, "6"), []byte(`{"notifications":{"room":true}}`)); err == nil {
+		t.Error("v6 accepted a boolean notification level")
+	}
+}
+
 func TestRoomPowerLevels(t *testing.T) {
 	for _, tt := range []struct {
 		ver                   string
 		creators              []UserID
 		alice, zed, carol, pl int64 // levels; pl: alice's with a power levels event naming nobody
 	}{
+		{"1", []UserID{"@alice:a.test"}, 100, 0, 0, 0},
+		{"6", []UserID{"@alice:a.test"}, 100, 0, 0, 0},
 		{"10", []UserID{"@alice:a.test"}, 100, 0, 0, 0},
 		{"11", []UserID{"@alice:a.test"}, 100, 0, 0, 0},
 		{"12", []UserID{"@alice:a.test", "@zed:b.test"}, InfiniteLevel, InfiniteLevel, 0, InfiniteLevel},
 	} {
 		v := mustVersion(t, tt.ver)
-		create := mustEvent(t, v, `{"type":"m.room.create","state_key":"","sender":"@alice:a.test",%s
+		// event_id is the v1 format's, and only hashed by the others.
+		create := mustEvent(t, v, `{"type":"m.room.create","state_key":"","sender":"@alice:a.test","event_id":"$c:a.test",%s
 			"content":{"creator":"@alice:a.test","additional_creators":["@zed:b.test","@alice:a.test",7,"bad"]},
 			"prev_events":[],"auth_events":[],"depth":1,"origin_server_ts":1}`,
 			map[bool]string{true: "", false: `"room_id":"!r:a.test",`}[v.DomainlessRoomIDs])
@@ -616,7 +766,7 @@ func TestRoomPowerLevels(t *testing.T) {
 		if pl.StateDefault != 50 {
 			t.Errorf("v%s: state_default without power levels is %d, want 50", tt.ver, pl.StateDefault)
 		}
-		plEv := mustEvent(t, v, `{"type":"m.room.power_levels","state_key":"","sender":"@alice:a.test","room_id":"%s",
+		plEv := mustEvent(t, v, `{"type":"m.room.power_levels","state_key":"","sender":"@alice:a.test","event_id":"$p:a.test","room_id":"%s",
 			"content":{"users":{"@carol:a.test":10}},"prev_events":[],"auth_events":[],"depth":2,"origin_server_ts":2}`, create.RoomID())
 		pl, err = PowerLevelsFromState(NewStateMap(create, plEv))
 		if err != nil {
@@ -713,7 +863,11 @@ func FuzzPowerLevels(f *testing.F) {
 				}
 				continue
 			}
-			in := func(n int64) bool { return n >= -maxCanonicalInt && n <= maxCanonicalInt }
+			bound := int64(maxCanonicalInt)
+			if !v.StrictCanonicalJSON {
+				bound = InfiniteLevel - 1
+			}
+			in := func(n int64) bool { return n >= -bound && n <= bound }
 			for i := range topLevelKeys {
 				if !in(*pl.topLevel(i)) {
 					t.Fatalf("v%s: %s out of range", v.ID, topLevelKeys[i])

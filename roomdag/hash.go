@@ -21,9 +21,10 @@ func contentHash(canon []byte) [32]byte {
 	return sha256.Sum256(cjWithout(canon, "hashes", "signatures", "unsigned"))
 }
 
-// canonicalEvent makes eventJSON canonical and checks it is an object.
-func canonicalEvent(eventJSON []byte) ([]byte, error) {
-	c, err := CanonicalJSON(eventJSON)
+// canonicalEvent makes eventJSON canonical under v's rules and checks it is
+// an object.
+func canonicalEvent(v *RoomVersion, eventJSON []byte) ([]byte, error) {
+	c, err := canonicalJSONFor(v, eventJSON)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrEventFormat, err)
 	}
@@ -33,10 +34,11 @@ func canonicalEvent(eventJSON []byte) ([]byte, error) {
 	return c, nil
 }
 
-// AddContentHash sets hashes.sha256 of an event to its content hash, keeping
-// any other entry of "hashes", and returns the event as canonical JSON.
-func AddContentHash(eventJSON []byte) ([]byte, error) {
-	c, err := canonicalEvent(eventJSON)
+// AddContentHash sets hashes.sha256 of an event of room version v to its
+// content hash, keeping any other entry of "hashes", and returns the event
+// as canonical JSON.
+func AddContentHash(v *RoomVersion, eventJSON []byte) ([]byte, error) {
+	c, err := canonicalEvent(v, eventJSON)
 	if err != nil {
 		return nil, err
 	}
@@ -51,11 +53,11 @@ func AddContentHash(eventJSON []byte) ([]byte, error) {
 	return cjWith(c, "hashes", hashes), nil
 }
 
-// CheckContentHash reports whether hashes.sha256 matches the event's content.
-// The error wraps ErrContentHash, or ErrEventFormat for JSON that is not an
-// event.
-func CheckContentHash(eventJSON []byte) error {
-	c, err := canonicalEvent(eventJSON)
+// CheckContentHash reports whether hashes.sha256 matches the content of an
+// event of room version v. The error wraps ErrContentHash, or
+// ErrEventFormat for JSON that is not an event.
+func CheckContentHash(v *RoomVersion, eventJSON []byte) error {
+	c, err := canonicalEvent(v, eventJSON)
 	if err != nil {
 		return err
 	}
@@ -86,22 +88,65 @@ func CheckContentHash(eventJSON []byte) error {
 // "unsigned". Spec: server-server API, "Calculating the reference hash for an
 // event".
 func ReferenceHash(v *RoomVersion, eventJSON []byte) ([32]byte, error) {
-	r, err := Redact(v, eventJSON)
+	c, err := canonicalEvent(v, eventJSON)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	return referenceHashCanonical(v, c)
+}
+
+// referenceHashCanonical is ReferenceHash for a canonical event.
+func referenceHashCanonical(v *RoomVersion, c []byte) ([32]byte, error) {
+	r, err := redactCanonical(v, c)
 	if err != nil {
 		return [32]byte{}, err
 	}
 	return sha256.Sum256(cjWithout(r, "signatures", "unsigned")), nil
 }
 
-// EventIDFromJSON computes an event's ID: "$" and the URL-safe unpadded
-// base64 of its reference hash. Spec: rooms/v4 "Event IDs", the format of
-// every version we support.
+// EventIDFromJSON returns an event's ID. In v3 and later it is computed:
+// "$" and the unpadded base64 of the reference hash, standard in v3
+// (rooms/v3 "Event IDs") and URL-safe from v4 (rooms/v4). In v1 and v2 it
+// is the event's own event_id, which must be "$opaque:server" (rooms/v1
+// "Event IDs"); the signature of that server vouches for it.
 func EventIDFromJSON(v *RoomVersion, eventJSON []byte) (EventID, error) {
+	if v.EventFormat == EventFormatV1 {
+		c, err := canonicalEvent(v, eventJSON)
+		if err != nil {
+			return "", err
+		}
+		return eventIDField(c)
+	}
 	h, err := ReferenceHash(v, eventJSON)
 	if err != nil {
 		return "", err
 	}
-	return EventID("$" + base64.RawURLEncoding.EncodeToString(h[:])), nil
+	return hashEventID(v, h), nil
+}
+
+// hashEventID is the event ID of a v3+ event with reference hash h.
+func hashEventID(v *RoomVersion, h [32]byte) EventID {
+	if v.EventFormat == EventFormatV3 {
+		return EventID("$" + base64.RawStdEncoding.EncodeToString(h[:]))
+	}
+	return EventID("$" + base64.RawURLEncoding.EncodeToString(h[:]))
+}
+
+// eventIDField reads and checks the event_id of a canonical v1/v2 event.
+func eventIDField(c []byte) (EventID, error) {
+	raw, ok := cjGet(c, "event_id")
+	if !ok {
+		return "", formatErr("no event_id")
+	}
+	s, ok := cjString(raw)
+	if !ok {
+		return "", formatErr("event_id is not a string")
+	}
+	id, err := ParseEventID(s)
+	if err != nil || !validServerName(id.server()) {
+		return "", formatErr("event_id %q is not $opaque:server", s)
+	}
+	return id, nil
 }
 
 // jsonBase64 returns b as a JSON string of unpadded standard base64. Spec:

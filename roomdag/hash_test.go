@@ -18,7 +18,7 @@ func TestContentHash(t *testing.T) {
 		{"redactable", specEventVectors[1].in, "onLKD1bGljeBWQhWZ1kaP9SorVmRQNdN5aM2JYU2n/g"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := AddContentHash([]byte(tc.in))
+			got, err := AddContentHash(lookupVersionT(t, "11"), []byte(tc.in))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -38,7 +38,7 @@ func TestContentHash(t *testing.T) {
 			if c, _ := CanonicalJSON(got); !bytes.Equal(c, got) {
 				t.Fatalf("not canonical: %s", got)
 			}
-			if err := CheckContentHash(got); err != nil {
+			if err := CheckContentHash(lookupVersionT(t, "11"), got); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -46,7 +46,7 @@ func TestContentHash(t *testing.T) {
 }
 
 func TestContentHashCovers(t *testing.T) {
-	base, err := AddContentHash([]byte(`{"type":"m.room.message","content":{"body":"a"},"sender":"@a:b","hashes":{"other":"x"}}`))
+	base, err := AddContentHash(lookupVersionT(t, "11"), []byte(`{"type":"m.room.message","content":{"body":"a"},"sender":"@a:b","hashes":{"other":"x"}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,14 +68,14 @@ func TestContentHashCovers(t *testing.T) {
 		strings.Replace(string(base), `"content"`, `"unsigned":{"age":1},"signatures":{"b":{"ed25519:1":"s"}},"content"`, 1),
 	}
 	for _, s := range same {
-		again, err := AddContentHash([]byte(s))
+		again, err := AddContentHash(lookupVersionT(t, "11"), []byte(s))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if sum(again) != sum(base) {
 			t.Errorf("hash changed for %s", s)
 		}
-		if err := CheckContentHash([]byte(s)); err != nil {
+		if err := CheckContentHash(lookupVersionT(t, "11"), []byte(s)); err != nil {
 			t.Errorf("CheckContentHash(%s): %v", s, err)
 		}
 	}
@@ -93,19 +93,19 @@ func TestContentHashCovers(t *testing.T) {
 		{"sha256 too short", `{"hashes":{"sha256":"` + sum(base)[:40] + `"}}`},
 	}
 	for _, tc := range bad {
-		if err := CheckContentHash([]byte(tc.ev)); !errors.Is(err, ErrContentHash) {
+		if err := CheckContentHash(lookupVersionT(t, "11"), []byte(tc.ev)); !errors.Is(err, ErrContentHash) {
 			t.Errorf("%s: CheckContentHash = %v, want ErrContentHash", tc.name, err)
 		}
 	}
-	if err := CheckContentHash([]byte(strings.Replace(string(base), sum(base), padded, 1))); err != nil {
+	if err := CheckContentHash(lookupVersionT(t, "11"), []byte(strings.Replace(string(base), sum(base), padded, 1))); err != nil {
 		t.Errorf("padded base64 hash: %v", err)
 	}
 	for _, in := range []string{`[]`, `{`, `{"hashes":"x"}`, `{"a":1e5}`} {
-		if got, err := AddContentHash([]byte(in)); !errors.Is(err, ErrEventFormat) {
+		if got, err := AddContentHash(lookupVersionT(t, "11"), []byte(in)); !errors.Is(err, ErrEventFormat) {
 			t.Errorf("AddContentHash(%s) = %s, %v", in, got, err)
 		}
 	}
-	if err := CheckContentHash([]byte(`{"a":1e5}`)); !errors.Is(err, ErrEventFormat) {
+	if err := CheckContentHash(lookupVersionT(t, "11"), []byte(`{"a":1e5}`)); !errors.Is(err, ErrEventFormat) {
 		t.Errorf("CheckContentHash on bad JSON: %v", err)
 	}
 }
@@ -132,10 +132,15 @@ func TestReferenceHashEventID(t *testing.T) {
 		`{"type":"m.room.member","state_key":"@a:b","sender":"@a:b","room_id":"!r:b","content":{"membership":"join","displayname":"A <&>"},"origin":"b","depth":1,"prev_events":[],"auth_events":[],"origin_server_ts":1}`,
 		`{"type":"m.room.create","state_key":"","sender":"@a:b","content":{"room_version":"12","additional_creators":["@c:d"]},"depth":1,"prev_events":[],"auth_events":[],"origin_server_ts":1}`,
 	}
-	for _, id := range []string{"10", "11", "12"} {
+	for _, id := range []string{"3", "4", "5", "6", "7", "8", "9", "10", "11", "12"} {
 		v := lookupVersionT(t, id)
+		// rooms/v3: standard base64; rooms/v4 and later: URL-safe.
+		enc, form := base64.RawURLEncoding, regexp.MustCompile(`^\$[A-Za-z0-9_-]{43}$`)
+		if id == "3" {
+			enc, form = base64.RawStdEncoding, regexp.MustCompile(`^\$[A-Za-z0-9+/]{43}$`)
+		}
 		for _, in := range events {
-			hashed, err := AddContentHash([]byte(in))
+			hashed, err := AddContentHash(v, []byte(in))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -168,11 +173,11 @@ func TestReferenceHashEventID(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := "$" + base64.RawURLEncoding.EncodeToString(h[:]); string(eid) != want {
+			if want := "$" + enc.EncodeToString(h[:]); string(eid) != want {
 				t.Errorf("event ID %s, want %s", eid, want)
 			}
-			if !regexp.MustCompile(`^\$[A-Za-z0-9_-]{43}$`).MatchString(string(eid)) {
-				t.Errorf("event ID %q is not the v4+ format", eid)
+			if !form.MatchString(string(eid)) {
+				t.Errorf("event ID %q is not the v%s format", eid, id)
 			}
 			// Neither signatures nor unsigned nor redactable content
 			// affect the ID.
@@ -225,7 +230,7 @@ func BenchmarkHashAndSignEvent(b *testing.B) {
 	b.SetBytes(int64(len(ev)))
 	b.ReportAllocs()
 	for b.Loop() {
-		hashed, err := AddContentHash(ev)
+		hashed, err := AddContentHash(v, ev)
 		if err != nil {
 			b.Fatal(err)
 		}

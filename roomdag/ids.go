@@ -2,6 +2,7 @@ package roomdag
 
 import (
 	"errors"
+	"io"
 	"strings"
 )
 
@@ -110,6 +111,16 @@ func ParseEventID(s string) (EventID, error) {
 	return EventID(s), nil
 }
 
+// server is the domain of a v1/v2 event ID ("$opaque:server"), "" for
+// event IDs without one. The domain follows the first colon, as Synapse's
+// get_domain_from_id reads it.
+func (e EventID) server() string {
+	if i := strings.IndexByte(string(e), ':'); i >= 0 {
+		return string(e[i+1:])
+	}
+	return ""
+}
+
 // ParseServerName checks the server name grammar: a DNS name, IPv4 or
 // [IPv6] literal, optionally followed by :port.
 func ParseServerName(s string) (ServerName, error) {
@@ -174,4 +185,21 @@ func validPort(p string) bool {
 		n = n*10 + int(p[i]-'0')
 	}
 	return n > 0 && n < 65536
+}
+
+// randomAlnum returns n letters and digits read from rand. Rejection
+// sampling keeps the 62 symbols equally likely.
+func randomAlnum(rand io.Reader, n int) (string, error) {
+	const alnum = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	out := make([]byte, 0, n)
+	var b [1]byte
+	for len(out) < n {
+		if _, err := io.ReadFull(rand, b[:]); err != nil {
+			return "", err
+		}
+		if int(b[0]) < 256/len(alnum)*len(alnum) {
+			out = append(out, alnum[int(b[0])%len(alnum)])
+		}
+	}
+	return string(out), nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -229,14 +230,22 @@ func parsePowerLevels(v *RoomVersion, content []byte, filter *plFilter) (*PowerL
 		}
 		name := string(key)
 		if len(raw) == 0 || raw[0] != '{' {
-			fail(part, name, "not a JSON object")
+			if name != "notifications" || v.NotificationsPowerLevels {
+				fail(part, name, "not a JSON object")
+			}
 			return
 		}
+		// Before v6 the rules never read notifications (MSC2209), so, as
+		// in Synapse, a malformed entry there is no reason to reject;
+		// NotificationLevel gives its default.
+		lax := name == "notifications" && !v.NotificationsPowerLevels
 		inner := jsonScanner{b: raw}
 		inner.objectEach(func(k []byte) {
 			n, err := parseLevel(v, inner.value())
 			if err != nil {
-				fail(part, name+"."+string(k), err.Error())
+				if !lax {
+					fail(part, name+"."+string(k), err.Error())
+				}
 				return
 			}
 			switch {
@@ -379,48 +388,79 @@ func (s *jsonScanner) value() []byte {
 }
 
 // parseLevel parses one power level value. Versions with IntegerPowerLevels
-// accept only a JSON integer; older ones (none supported yet) also accept a
-// string holding an integer, as Synapse's int() does.
+// (v10+) accept only a JSON integer. Older ones also accept a string
+// holding a base-10 integer with optional surrounding white space, one
+// optional sign and leading zeros ("v1-stringy-power-levels"), and, without
+// StrictCanonicalJSON (v1-v5), a number with a fraction or exponent, which
+// is truncated towards zero ("v1-floaty-power-levels"); that is what
+// Synapse's int() makes of them. Levels lie within ±(2^53-1) where canonical
+// JSON is enforced (v6+), else within int64 (Python's ints have no bound;
+// no real room needs more).
 func parseLevel(v *RoomVersion, raw []byte) (int64, error) {
-	digits := raw
-	if !v.IntegerPowerLevels && len(raw) >= 2 && raw[0] == '"' {
+	bound := int64(maxCanonicalInt)
+	if !v.StrictCanonicalJSON {
+		bound = math.MaxInt64 - 1 // InfiniteLevel stays above every level
+	}
+	digits, neg := raw, false
+	isString := len(raw) >= 2 && raw[0] == '"'
+	if isString {
+		if v.IntegerPowerLevels {
+			return 0, fmt.Errorf("%s is not an integer", raw)
+		}
 		var str string
 		if err := json.Unmarshal(raw, &str); err != nil {
 			return 0, fmt.Errorf("%s is not an integer", raw)
 		}
-		digits = []byte(strings.TrimPrefix(strings.TrimSpace(str), "+"))
+		digits = []byte(strings.Trim(str, " \t\n\r\v\f"))
+		if len(digits) > 0 && (digits[0] == '+' || digits[0] == '-') {
+			neg, digits = digits[0] == '-', digits[1:]
+		}
+	} else if len(raw) > 0 && raw[0] == '-' {
+		neg, digits = true, raw[1:]
 	}
-	neg := len(digits) > 0 && digits[0] == '-'
-	if neg {
-		digits = digits[1:]
+	if !isString && !v.IntegerPowerLevels && !v.StrictCanonicalJSON && bytes.ContainsAny(raw, ".eE") {
+		f, err := strconv.ParseFloat(string(raw), 64)
+		if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+			return 0, fmt.Errorf("%s is not a number", raw)
+		}
+		f = math.Trunc(f)
+		if math.Abs(f) >= 1<<63 || math.Abs(f) > float64(bound) {
+			return 0, fmt.Errorf("%s is out of range", raw)
+		}
+		return int64(f), nil
 	}
-	if len(digits) == 0 || (digits[0] == '0' && len(digits) > 1) {
+	if len(digits) == 0 {
 		return 0, fmt.Errorf("%s is not an integer", raw)
 	}
-	var n int64
+	// Leading zeros (strings only) do not count towards the 19 digits a
+	// uint64 holds without overflow.
+	for len(digits) > 1 && digits[0] == '0' {
+		digits = digits[1:]
+	}
+	if len(digits) > 19 {
+		return 0, fmt.Errorf("%s is out of range", raw)
+	}
+	var n uint64
 	for _, c := range digits {
 		if c < '0' || c > '9' {
 			return 0, fmt.Errorf("%s is not an integer", raw)
 		}
-		if n > maxCanonicalInt/10+1 {
-			return 0, fmt.Errorf("%s is out of range", raw)
-		}
-		n = n*10 + int64(c-'0')
+		n = n*10 + uint64(c-'0')
 	}
-	if n > maxCanonicalInt {
+	if n > uint64(bound) {
 		return 0, fmt.Errorf("%s is out of range", raw)
 	}
 	if neg {
-		n = -n
+		return -int64(n), nil
 	}
-	return n, nil
+	return int64(n), nil
 }
 
-// Creators lists the room's creators, from its create event: in v10
+// Creators lists the room's creators, from its create event: in v1-v10
 // content.creator (if a valid user ID); from v11 the sender; with
 // PrivilegedCreators (v12) also the valid, distinct user IDs in
 // content.additional_creators. The first entry, if any, is the creator whose
-// first join rule 4.3.1 (v12: 5.3.1) allows.
+// first join the creator rule (v10 4.3.1, v1 5.2.1, v12 5.3.1) allows.
 func Creators(create *Event) []UserID {
 	v := create.Version()
 	if !v.CreatorFromSender {
@@ -465,7 +505,7 @@ func additionalCreators(content []byte) []string {
 
 // RoomPowerLevels gives the power levels in force in a room, from its create
 // event and its current m.room.power_levels event (nil if there is none).
-// Without a power levels event the defaults apply, except that in v10 and v11
+// Without a power levels event the defaults apply, except that in v1-v11
 // the creator has level 100 (state_default stays 50: the spec's old "0 when
 // there is no power levels event" was dropped by MSC1304, see matrix-spec
 // PR 1479). With PrivilegedCreators (v12) the creators have InfiniteLevel

@@ -5,16 +5,17 @@ package roomdag
 // redact events and to compute reference hashes and signatures, so it must
 // match other servers byte for byte.
 //
-// Spec: rooms/v10 "Redactions" (the v9 rules) and, when v.UpdatedRedaction,
-// rooms/v11 "Redactions" (MSC2176, MSC3821, MSC3989), which v12 keeps.
-// Versions before 10 are not supported, so join_authorised_via_users_server
-// (v9) and join_rules' allow (v8) are always kept.
+// Spec: rooms/v1 "Redactions" (v1-v5, which keep m.room.aliases' aliases),
+// rooms/v6 (aliases no longer kept), rooms/v8 (join_rules keep allow),
+// rooms/v9 (members keep join_authorised_via_users_server), and, when
+// v.UpdatedRedaction, rooms/v11 (MSC2176, MSC3821, MSC3989), which v12
+// keeps.
 //
 // A missing content becomes {}; content that is not an object is an error,
 // as it is for NewEventFromJSON. A type that is not a string keeps no
 // content.
 func Redact(v *RoomVersion, eventJSON []byte) ([]byte, error) {
-	c, err := canonicalEvent(eventJSON)
+	c, err := canonicalEvent(v, eventJSON)
 	if err != nil {
 		return nil, err
 	}
@@ -107,11 +108,11 @@ func redactKeepsContent(v *RoomVersion, typ string, key []byte) bool {
 	k := string(key)
 	switch typ {
 	case TypeMember:
-		return k == "membership" || k == "join_authorised_via_users_server"
+		return k == "membership" || k == "join_authorised_via_users_server" && v.RedactAuthorisedVia
 	case TypeCreate:
 		return k == "creator" // before v11 only
 	case TypeJoinRules:
-		return k == "join_rule" || k == "allow"
+		return k == "join_rule" || k == "allow" && v.RedactJoinRulesAllow
 	case TypePowerLevels:
 		switch k {
 		case "ban", "events", "events_default", "kick", "redact",
@@ -124,6 +125,8 @@ func redactKeepsContent(v *RoomVersion, typ string, key []byte) bool {
 		return k == "history_visibility"
 	case TypeRedaction:
 		return k == "redacts" && v.UpdatedRedaction // v11 (MSC2174, MSC2176)
+	case TypeAliases:
+		return k == "aliases" && v.RedactAliases
 	}
 	return false
 }

@@ -32,38 +32,55 @@ const (
 		`"sender":"@s:o.org","signatures":{"o.org":{"ed25519:1":"s"}}`
 )
 
+// redactVariants are the redaction algorithms, each with a version that
+// uses it: v1-v5 keep m.room.aliases' aliases, v6 drops that, v8 keeps
+// join_rules' allow, v9 join_authorised_via_users_server, v11 is the
+// updated algorithm.
+var redactVariants = []struct{ name, from, to string }{
+	{"original", "1", "5"}, {"no aliases", "6", "7"}, {"allow", "8", "8"}, {"authorised via", "9", "10"}, {"updated", "11", "12"},
+}
+
 func TestRedact(t *testing.T) {
 	tests := []struct {
 		name, typ, stateKey, content string
-		want10, want11               string // redacted content; v12 is v11
+		// want is the redacted content per variant (redactVariants
+		// order); a shorter list repeats its last entry.
+		want []string
 	}{
 		{"message", "m.room.message", "", `{"body":"hi","msgtype":"m.text","m.relates_to":{"rel_type":"m.replace","event_id":"$x"}}`,
-			`{}`, `{}`},
+			[]string{`{}`}},
 		{"member", TypeMember, "@s:o.org",
 			`{"membership":"join","displayname":"S","avatar_url":"mxc://a/b","join_authorised_via_users_server":"@a:o.org","reason":"r","third_party_invite":{"display_name":"d","signed":{"mxid":"@s:o.org","token":"t","signatures":{}}}}`,
-			`{"join_authorised_via_users_server":"@a:o.org","membership":"join"}`,
-			`{"join_authorised_via_users_server":"@a:o.org","membership":"join","third_party_invite":{"signed":{"mxid":"@s:o.org","signatures":{},"token":"t"}}}`},
+			[]string{`{"membership":"join"}`, `{"membership":"join"}`, `{"membership":"join"}`,
+				`{"join_authorised_via_users_server":"@a:o.org","membership":"join"}`,
+				`{"join_authorised_via_users_server":"@a:o.org","membership":"join","third_party_invite":{"signed":{"mxid":"@s:o.org","signatures":{},"token":"t"}}}`}},
 		{"member third_party_invite without signed", TypeMember, "@s:o.org", `{"membership":"invite","third_party_invite":{"display_name":"d"}}`,
-			`{"membership":"invite"}`, `{"membership":"invite","third_party_invite":{}}`},
+			[]string{`{"membership":"invite"}`, `{"membership":"invite"}`, `{"membership":"invite"}`, `{"membership":"invite"}`,
+				`{"membership":"invite","third_party_invite":{}}`}},
 		{"member third_party_invite not an object", TypeMember, "@s:o.org", `{"membership":"invite","third_party_invite":"x"}`,
-			`{"membership":"invite"}`, `{"membership":"invite"}`},
+			[]string{`{"membership":"invite"}`}},
 		{"member any value types", TypeMember, "@s:o.org", `{"membership":5,"join_authorised_via_users_server":null}`,
-			`{"join_authorised_via_users_server":null,"membership":5}`, `{"join_authorised_via_users_server":null,"membership":5}`},
+			[]string{`{"membership":5}`, `{"membership":5}`, `{"membership":5}`, `{"join_authorised_via_users_server":null,"membership":5}`}},
 		{"create", TypeCreate, "", `{"creator":"@s:o.org","room_version":"10","m.federate":false,"predecessor":{"room_id":"!old:o.org"},"type":"m.space"}`,
-			`{"creator":"@s:o.org"}`, `{"creator":"@s:o.org","m.federate":false,"predecessor":{"room_id":"!old:o.org"},"room_version":"10","type":"m.space"}`},
+			[]string{`{"creator":"@s:o.org"}`, `{"creator":"@s:o.org"}`, `{"creator":"@s:o.org"}`, `{"creator":"@s:o.org"}`,
+				`{"creator":"@s:o.org","m.federate":false,"predecessor":{"room_id":"!old:o.org"},"room_version":"10","type":"m.space"}`}},
 		{"join rules", TypeJoinRules, "", `{"join_rule":"restricted","allow":[{"type":"m.room_membership","room_id":"!a:o.org"}],"other":1}`,
-			`{"allow":[{"room_id":"!a:o.org","type":"m.room_membership"}],"join_rule":"restricted"}`,
-			`{"allow":[{"room_id":"!a:o.org","type":"m.room_membership"}],"join_rule":"restricted"}`},
+			[]string{`{"join_rule":"restricted"}`, `{"join_rule":"restricted"}`,
+				`{"allow":[{"room_id":"!a:o.org","type":"m.room_membership"}],"join_rule":"restricted"}`}},
 		{"power levels", TypePowerLevels, "", `{"ban":50,"events":{"m.room.name":50},"events_default":0,"invite":0,"kick":50,"redact":50,"state_default":50,"users":{"@s:o.org":100},"users_default":0,"notifications":{"room":50},"historical":100}`,
-			`{"ban":50,"events":{"m.room.name":50},"events_default":0,"kick":50,"redact":50,"state_default":50,"users":{"@s:o.org":100},"users_default":0}`,
-			`{"ban":50,"events":{"m.room.name":50},"events_default":0,"invite":0,"kick":50,"redact":50,"state_default":50,"users":{"@s:o.org":100},"users_default":0}`},
+			[]string{`{"ban":50,"events":{"m.room.name":50},"events_default":0,"kick":50,"redact":50,"state_default":50,"users":{"@s:o.org":100},"users_default":0}`,
+				`{"ban":50,"events":{"m.room.name":50},"events_default":0,"kick":50,"redact":50,"state_default":50,"users":{"@s:o.org":100},"users_default":0}`,
+				`{"ban":50,"events":{"m.room.name":50},"events_default":0,"kick":50,"redact":50,"state_default":50,"users":{"@s:o.org":100},"users_default":0}`,
+				`{"ban":50,"events":{"m.room.name":50},"events_default":0,"kick":50,"redact":50,"state_default":50,"users":{"@s:o.org":100},"users_default":0}`,
+				`{"ban":50,"events":{"m.room.name":50},"events_default":0,"invite":0,"kick":50,"redact":50,"state_default":50,"users":{"@s:o.org":100},"users_default":0}`}},
 		{"history visibility", TypeHistoryVisibility, "", `{"history_visibility":"shared","x":1}`,
-			`{"history_visibility":"shared"}`, `{"history_visibility":"shared"}`},
+			[]string{`{"history_visibility":"shared"}`}},
 		{"redaction", TypeRedaction, "", `{"redacts":"$x","reason":"spam"}`,
-			`{}`, `{"redacts":"$x"}`},
-		{"aliases lose everything", "m.room.aliases", "o.org", `{"aliases":["#a:o.org"]}`, `{}`, `{}`},
-		{"topic", TypeTopic, "", `{"topic":"t"}`, `{}`, `{}`},
-		{"third party invite", TypeThirdPartyInvite, "tok", `{"display_name":"d","public_key":"k","public_keys":[],"key_validity_url":"u"}`, `{}`, `{}`},
+			[]string{`{}`, `{}`, `{}`, `{}`, `{"redacts":"$x"}`}},
+		{"aliases keep theirs before v6", "m.room.aliases", "o.org", `{"aliases":["#a:o.org"],"x":1}`,
+			[]string{`{"aliases":["#a:o.org"]}`, `{}`}},
+		{"topic", TypeTopic, "", `{"topic":"t"}`, []string{`{}`}},
+		{"third party invite", TypeThirdPartyInvite, "tok", `{"display_name":"d","public_key":"k","public_keys":[],"key_validity_url":"u"}`, []string{`{}`}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -72,28 +89,49 @@ func TestRedact(t *testing.T) {
 				ev += `,"state_key":"` + tc.stateKey + `"`
 			}
 			ev += `}`
-			for _, c := range []struct {
-				version, top, content string
-			}{{"10", keptTop10, tc.want10}, {"11", keptTop11, tc.want11}, {"12", keptTop11, tc.want11}} {
-				want := `{` + c.top + `,"type":"` + tc.typ + `","content":` + c.content
+			for i, variant := range redactVariants {
+				content := tc.want[min(i, len(tc.want)-1)]
+				top := keptTop10
+				if variant.name == "updated" {
+					top = keptTop11
+				}
+				want := `{` + top + `,"type":"` + tc.typ + `","content":` + content
 				if tc.stateKey != "" || tc.typ != "m.room.message" {
 					want += `,"state_key":"` + tc.stateKey + `"`
 				}
 				want = mustCanonical(t, want+`}`)
-				v := lookupVersionT(t, c.version)
-				got, err := Redact(v, []byte(ev))
-				if err != nil {
-					t.Fatalf("v%s: %v", c.version, err)
-				}
-				if string(got) != want {
-					t.Errorf("v%s:\n got %s\nwant %s", c.version, got, want)
-				}
-				again, err := Redact(v, got)
-				if err != nil || !bytes.Equal(again, got) {
-					t.Errorf("v%s: redacting twice changed the event: %s, %v", c.version, again, err)
+				for _, id := range []string{variant.from, variant.to} {
+					v := lookupVersionT(t, id)
+					got, err := Redact(v, []byte(ev))
+					if err != nil {
+						t.Fatalf("v%s: %v", id, err)
+					}
+					if string(got) != want {
+						t.Errorf("v%s (%s):\n got %s\nwant %s", id, variant.name, got, want)
+					}
+					again, err := Redact(v, got)
+					if err != nil || !bytes.Equal(again, got) {
+						t.Errorf("v%s: redacting twice changed the event: %s, %v", id, again, err)
+					}
 				}
 			}
 		})
+	}
+}
+
+// The original algorithm (v1-v5) keeps numbers that canonical JSON refuses,
+// printed as Synapse prints them.
+func TestRedactLenientNumbers(t *testing.T) {
+	in := `{"type":"m.room.power_levels","state_key":"","content":{"ban":50.0,"kick":"50","users":{"@a:b":1e2},"users_default":12345678901234567890,"x":1.5},"depth":1}`
+	want := `{"content":{"ban":50.0,"kick":"50","users":{"@a:b":100.0},"users_default":12345678901234567890},"depth":1,"state_key":"","type":"m.room.power_levels"}`
+	for _, id := range []string{"1", "5"} {
+		got, err := Redact(lookupVersionT(t, id), []byte(in))
+		if err != nil || string(got) != want {
+			t.Errorf("v%s: got %s, %v\nwant %s", id, got, err, want)
+		}
+	}
+	if _, err := Redact(lookupVersionT(t, "6"), []byte(in)); !errors.Is(err, ErrEventFormat) {
+		t.Errorf("v6 accepted floats: %v", err)
 	}
 }
 
@@ -144,11 +182,20 @@ func naiveRedact(v *RoomVersion, ev map[string]any) map[string]any {
 	content, _ := ev["content"].(map[string]any)
 	typ, _ := ev["type"].(string)
 	allowed := map[string][]string{
-		TypeMember:            {"membership", "join_authorised_via_users_server"},
+		TypeMember:            {"membership"},
 		TypeCreate:            {"creator"},
-		TypeJoinRules:         {"join_rule", "allow"},
+		TypeJoinRules:         {"join_rule"},
 		TypePowerLevels:       {"ban", "events", "events_default", "kick", "redact", "state_default", "users", "users_default"},
 		TypeHistoryVisibility: {"history_visibility"},
+	}
+	if v.RedactAliases {
+		allowed[TypeAliases] = []string{"aliases"}
+	}
+	if v.RedactJoinRulesAllow {
+		allowed[TypeJoinRules] = append(allowed[TypeJoinRules], "allow")
+	}
+	if v.RedactAuthorisedVia {
+		allowed[TypeMember] = append(allowed[TypeMember], "join_authorised_via_users_server")
 	}
 	if v.UpdatedRedaction {
 		allowed[TypePowerLevels] = append(allowed[TypePowerLevels], "invite")
@@ -185,12 +232,15 @@ func FuzzRedact(f *testing.F) {
 		`{"type":"m.room.power_levels","content":{"invite":1,"users":{"@a:b":100},"x":1},"prev_state":[]}`,
 		`{"type":"m.room.redaction","content":{"redacts":"$x","reason":"r"},"redacts":"$x"}`,
 		`{"type":"m.room.join_rules","content":{"join_rule":"restricted","allow":[]}}`,
+		`{"type":"m.room.aliases","state_key":"o","content":{"aliases":["#a:o"]},"event_id":"$e:o"}`,
+		`{"type":"m.room.power_levels","content":{"ban":50.5,"users":{"@a:b":1e400}},"prev_events":[["$p:o",{"sha256":"x"}]]}`,
+		`{"type":"m.room.member","content":{"membership":"join","membership":"leave"}}`,
 		`{"typ\u0065":"m.room.history_visibility","content":{"history_visibility":"joined"}}`,
 		`{"type":"x"}`, `{"content":[]}`, `[]`,
 	} {
 		f.Add([]byte(c), uint8(i))
 	}
-	versions := []*RoomVersion{lookupVersionT(f, "10"), lookupVersionT(f, "11"), lookupVersionT(f, "12")}
+	versions := RoomVersions()
 	f.Fuzz(func(t *testing.T, in []byte, which uint8) {
 		v := versions[int(which)%len(versions)]
 		out, err := Redact(v, in)
@@ -200,7 +250,7 @@ func FuzzRedact(f *testing.F) {
 			}
 			return
 		}
-		if again, err := CanonicalJSON(out); err != nil || !bytes.Equal(again, out) {
+		if again, err := canonicalJSONFor(v, out); err != nil || !bytes.Equal(again, out) {
 			t.Fatalf("output not canonical: %q, %v", out, err)
 		}
 		if again, err := Redact(v, out); err != nil || !bytes.Equal(again, out) {
@@ -224,7 +274,11 @@ func FuzzRedact(f *testing.F) {
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("v%s:\n  in %s\n got %s\nwant %s", v.ID, in, out, b)
 		}
-		if _, err := EventIDFromJSON(v, in); err != nil {
+		if _, err := ReferenceHash(v, in); err != nil {
+			t.Fatalf("ReferenceHash: %v", err)
+		}
+		// v1, v2 IDs are the event's event_id, which may be missing.
+		if _, err := EventIDFromJSON(v, in); err != nil && v.EventFormat != EventFormatV1 {
 			t.Fatalf("EventIDFromJSON: %v", err)
 		}
 	})

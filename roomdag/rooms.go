@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 
 	"github.com/persistentchat/homeserver/clock"
@@ -83,9 +84,14 @@ type RoomState struct {
 	Version     *RoomVersion
 	State       StateMap
 	Extremities []EventID
-	Depth       int64
-	Snapshot    int64
-	ChainLen    int
+	// ExtremityEvents are the events of Extremities, in rooms whose
+	// version has EventFormatV1 (v1, v2), where a new event cites each
+	// prev event with its reference hash; nil in other rooms. The store
+	// fills it when it loads such a room.
+	ExtremityEvents []*Event
+	Depth           int64
+	Snapshot        int64
+	ChainLen        int
 }
 
 // Create returns the room's m.room.create event.
@@ -127,6 +133,7 @@ type Rooms struct {
 	store     Store
 	key       SigningKey
 	clock     clock.Clock
+	random    io.Reader // for the event IDs of v1 and v2 rooms
 	listeners []Listener
 
 	mu    sync.Mutex
@@ -141,9 +148,11 @@ type room struct {
 	stale bool
 }
 
-// NewRooms makes the write path. Listeners hear of committed events.
-func NewRooms(store Store, key SigningKey, clk clock.Clock, listeners ...Listener) *Rooms {
-	return &Rooms{store: store, key: key, clock: clk, listeners: listeners, rooms: map[RoomID]*room{}}
+// NewRooms makes the write path. random supplies the event IDs of v1 and
+// v2 rooms (pass crypto/rand.Reader outside tests). Listeners hear of
+// committed events.
+func NewRooms(store Store, key SigningKey, clk clock.Clock, random io.Reader, listeners ...Listener) *Rooms {
+	return &Rooms{store: store, key: key, clock: clk, random: random, listeners: listeners, rooms: map[RoomID]*room{}}
 }
 
 // ServerName is the name of the server whose key signs local events.
@@ -273,7 +282,7 @@ func (rs *Rooms) Append(ctx context.Context, id RoomID, p ProtoEvent) (*Event, S
 // from the create event. It returns the room ID once every event is durable;
 // if any event is rejected, the error names it and nothing is stored.
 func (rs *Rooms) CreateRoom(ctx context.Context, v *RoomVersion, id RoomID, create ProtoEvent, rest []ProtoEvent) (RoomID, error) {
-	ev, err := rs.build(v, id, create, nil, 1, nil)
+	ev, err := rs.build(v, id, create, nil, nil)
 	if err != nil {
 		return "", err
 	}
@@ -324,14 +333,13 @@ func (rs *Rooms) prepareProto(id RoomID, cur *RoomState, p ProtoEvent) (*prepare
 		return nil, &AuthError{Rule: "1", Reason: "the room already has a create event"}
 	}
 	authTuples := AuthEventTuples(cur.Version, p.Type, p.StateKey, p.Sender, p.Content)
-	auth := make([]EventID, 0, len(authTuples))
+	auth := make([]*Event, 0, len(authTuples))
 	for _, t := range authTuples {
 		if ev := cur.State.Get(t.Type, t.StateKey); ev != nil {
-			auth = append(auth, ev.ID())
+			auth = append(auth, ev)
 		}
 	}
-	depth := min(cur.Depth+1, maxCanonicalInt)
-	ev, err := rs.build(cur.Version, id, p, cur.Extremities, depth, auth)
+	ev, err := rs.build(cur.Version, id, p, cur, auth)
 	if err != nil {
 		return nil, err
 	}
@@ -348,6 +356,9 @@ func (rs *Rooms) prepare(r *room, cur *RoomState, ev *Event, p ProtoEvent, newRo
 	next := &RoomState{
 		Version: cur.Version, State: cur.State, Extremities: []EventID{ev.ID()},
 		Depth: ev.Depth(), Snapshot: cur.Snapshot, ChainLen: cur.ChainLen,
+	}
+	if cur.Version.EventFormat == EventFormatV1 {
+		next.ExtremityEvents = []*Event{ev}
 	}
 	per := &Persist{
 		Event: ev, NewRoom: newRoom, Txn: p.Txn,

@@ -3,8 +3,10 @@ package roomdag
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"sync"
 	"testing"
 	"time"
@@ -46,6 +48,9 @@ func (m *memStore) EnqueueEvent(p *Persist) <-chan error {
 		st = &RoomState{Version: p.Event.Version(), State: StateMap{}}
 	}
 	next := &RoomState{Version: st.Version, State: st.State, Extremities: p.Extremities, Depth: p.Event.Depth(), Snapshot: p.StateAfter, ChainLen: p.ChainLen}
+	if st.Version.EventFormat == EventFormatV1 {
+		next.ExtremityEvents = []*Event{p.Event}
+	}
 	if p.Event.IsState() {
 		next.State = st.State.With(p.Event)
 	}
@@ -68,7 +73,7 @@ func newTestRooms(t *testing.T) (*Rooms, *memStore) {
 		t.Fatal(err)
 	}
 	st := &memStore{}
-	return NewRooms(st, key, clock.NewFake(time.Unix(1_700_000_000, 0))), st
+	return NewRooms(st, key, clock.NewFake(time.Unix(1_700_000_000, 0)), rand.Reader), st
 }
 
 func strp(s string) *string { return &s }
@@ -155,5 +160,94 @@ func TestConcurrentAppendsMakeOneChain(t *testing.T) {
 		if ev.PrevEvents()[0] != before.ID() {
 			t.Fatalf("event %d does not follow event %d: the DAG forked", i, i-1)
 		}
+	}
+}
+
+// Each event format chains events its own way: v1 and v2 events carry a
+// random "$opaque:server" ID and cite their prev and auth events with the
+// events' reference hashes; v3 IDs are standard base64, v4+ URL-safe.
+func TestWritePathEventFormats(t *testing.T) {
+	for _, tc := range []struct {
+		ver    string
+		idForm *regexp.Regexp
+	}{
+		{"1", regexp.MustCompile(`^\$[A-Za-z0-9]{18}:test\.local$`)},
+		{"2", regexp.MustCompile(`^\$[A-Za-z0-9]{18}:test\.local$`)},
+		{"3", regexp.MustCompile(`^\$[A-Za-z0-9+/]{43}$`)},
+		{"4", regexp.MustCompile(`^\$[A-Za-z0-9_-]{43}$`)},
+	} {
+		t.Run("v"+tc.ver, func(t *testing.T) {
+			rooms, store := newTestRooms(t)
+			ctx := context.Background()
+			owner := UserID("@owner:test.local")
+			v := lookupVersionT(t, tc.ver)
+			id, err := rooms.CreateRoom(ctx, v, "!r:test.local",
+				ProtoEvent{Type: TypeCreate, StateKey: strp(""), Sender: owner, Content: json.RawMessage(`{"creator":"@owner:test.local","room_version":"` + tc.ver + `"}`)},
+				[]ProtoEvent{{Type: TypeMember, StateKey: strp(string(owner)), Sender: owner, Content: json.RawMessage(`{"membership":"join"}`)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 3; i++ {
+				if _, _, err := rooms.Append(ctx, id, ProtoEvent{Type: TypeMessage, Sender: owner, Content: json.RawMessage(`{"body":"x"}`)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			byID := map[EventID]*Event{}
+			for _, p := range store.events {
+				ev := p.Event
+				byID[ev.ID()] = ev
+				if !tc.idForm.MatchString(string(ev.ID())) {
+					t.Errorf("event ID %s is not the v%s format", ev.ID(), tc.ver)
+				}
+				if got, err := EventIDFromJSON(v, ev.JSON()); err != nil || got != ev.ID() {
+					t.Errorf("EventIDFromJSON = %s, %v; want %s", got, err, ev.ID())
+				}
+				if err := CheckContentHash(v, ev.JSON()); err != nil {
+					t.Errorf("%s: %v", ev.ID(), err)
+				}
+				if err := VerifyEventSignature(v, "test.local", rooms.key.KeyID, rooms.key.Public(), ev.JSON()); err != nil {
+					t.Errorf("%s: %v", ev.ID(), err)
+				}
+				var refs struct {
+					Prev, Auth []json.RawMessage
+				}
+				var raw map[string]json.RawMessage
+				_ = json.Unmarshal(ev.JSON(), &raw)
+				_ = json.Unmarshal(raw["prev_events"], &refs.Prev)
+				_ = json.Unmarshal(raw["auth_events"], &refs.Auth)
+				for _, r := range append(refs.Prev, refs.Auth...) {
+					if v.EventFormat != EventFormatV1 {
+						if r[0] != '"' {
+							t.Errorf("v%s cites %s, want a plain event ID", tc.ver, r)
+						}
+						continue
+					}
+					var pair []json.RawMessage
+					var cited EventID
+					var hashes map[string]string
+					if json.Unmarshal(r, &pair) != nil || len(pair) != 2 || json.Unmarshal(pair[0], &cited) != nil || json.Unmarshal(pair[1], &hashes) != nil {
+						t.Fatalf("v%s cites %s, want [event_id, hashes]", tc.ver, r)
+					}
+					target := byID[cited]
+					if target == nil {
+						t.Fatalf("cites unknown %s", cited)
+					}
+					h, _ := ReferenceHash(v, target.JSON())
+					if want := base64.RawStdEncoding.EncodeToString(h[:]); hashes["sha256"] != want {
+						t.Errorf("hash of %s is %s, want its reference hash %s", cited, hashes["sha256"], want)
+					}
+				}
+				if _, err := EventFromTrustedJSON(v, ev.ID(), ev.JSON()); err != nil {
+					t.Error(err)
+				}
+			}
+			// The stored copy reloads and chains on.
+			rooms.mu.Lock()
+			rooms.rooms = map[RoomID]*room{}
+			rooms.mu.Unlock()
+			if _, _, err := rooms.Append(ctx, id, ProtoEvent{Type: TypeMessage, Sender: owner, Content: json.RawMessage(`{}`)}); err != nil {
+				t.Fatalf("append after reload: %v", err)
+			}
+		})
 	}
 }

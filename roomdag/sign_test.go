@@ -153,7 +153,7 @@ func TestSignEventSpecVectors(t *testing.T) {
 	v10, _ := LookupRoomVersion("10")
 	for _, tc := range specEventVectors {
 		t.Run(tc.name, func(t *testing.T) {
-			hashed, err := AddContentHash([]byte(tc.in))
+			hashed, err := AddContentHash(lookupVersionT(t, "11"), []byte(tc.in))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -164,7 +164,7 @@ func TestSignEventSpecVectors(t *testing.T) {
 			if want := mustCanonical(t, tc.want); string(got) != want {
 				t.Fatalf("\n got %s\nwant %s", got, want)
 			}
-			if err := CheckContentHash(got); err != nil {
+			if err := CheckContentHash(lookupVersionT(t, "11"), got); err != nil {
 				t.Errorf("CheckContentHash: %v", err)
 			}
 			if err := VerifyEventSignature(v10, "domain", "ed25519:1", k.Public(), got); err != nil {
@@ -279,7 +279,7 @@ func TestSignEventVerifiesAfterRedaction(t *testing.T) {
 	k := specSigningKey(t)
 	for _, id := range []string{"10", "11", "12"} {
 		v, _ := LookupRoomVersion(id)
-		hashed, err := AddContentHash([]byte(typicalEventPretty))
+		hashed, err := AddContentHash(v, []byte(typicalEventPretty))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -302,7 +302,7 @@ func TestSignEventVerifiesAfterRedaction(t *testing.T) {
 		if err := VerifyEventSignature(v, "domain", "ed25519:1", k.Public(), edited); err != nil {
 			t.Errorf("v%s: content is covered by the signature: %v", id, err)
 		}
-		if err := CheckContentHash(edited); !errors.Is(err, ErrContentHash) {
+		if err := CheckContentHash(lookupVersionT(t, "11"), edited); !errors.Is(err, ErrContentHash) {
 			t.Errorf("v%s: edited content passes the hash check: %v", id, err)
 		}
 		moved := bytes.Replace(signed, []byte(`"depth":4242`), []byte(`"depth":4243`), 1)
@@ -440,5 +440,40 @@ func TestSigningKeyNeverPrinted(t *testing.T) {
 	}
 	if s := fmt.Sprint(k); s != "SigningKey(domain ed25519:1)" {
 		t.Errorf("fmt.Sprint = %q", s)
+	}
+}
+
+// Versions before v6 sign and verify events holding numbers canonical JSON
+// refuses (kept by redaction in power levels).
+func TestSignEventLenientNumbers(t *testing.T) {
+	k := specSigningKey(t)
+	in := []byte(`{"type":"m.room.power_levels","state_key":"","event_id":"$pl:domain","sender":"@a:domain","room_id":"!r:domain",
+		"content":{"users":{"@a:domain":100.0},"ban":"50","users_default":12345678901234567890},
+		"prev_events":[],"auth_events":[],"depth":1,"origin_server_ts":1}`)
+	for _, id := range []string{"1", "3", "5"} {
+		v := lookupVersionT(t, id)
+		hashed, err := AddContentHash(v, in)
+		if err != nil {
+			t.Fatalf("v%s: %v", id, err)
+		}
+		signed, err := SignEvent(v, k, hashed)
+		if err != nil {
+			t.Fatalf("v%s: %v", id, err)
+		}
+		if !bytes.Contains(signed, []byte(`"@a:domain":100.0`)) {
+			t.Errorf("v%s: number not kept as Synapse prints it: %s", id, signed)
+		}
+		if err := VerifyEventSignature(v, "domain", k.KeyID, k.Public(), signed); err != nil {
+			t.Errorf("v%s: %v", id, err)
+		}
+		if err := CheckContentHash(v, signed); err != nil {
+			t.Errorf("v%s: %v", id, err)
+		}
+		if _, err := NewEventFromJSON(v, signed); err != nil {
+			t.Errorf("v%s: %v", id, err)
+		}
+	}
+	if _, err := AddContentHash(lookupVersionT(t, "6"), in); !errors.Is(err, ErrEventFormat) {
+		t.Errorf("v6 hashed a float: %v", err)
 	}
 }

@@ -32,7 +32,8 @@ func (m StateMap) IDs() map[StateKey]EventID {
 }
 
 // strippedTypes are the state events shown to invitees and knockers
-// (spec: "Stripped state"); m.room.create is included since v1.16.
+// (spec: "Stripped state"); m.room.create is required since v1.16
+// (MSC4311).
 var strippedTypes = []string{
 	TypeCreate, TypeJoinRules, TypeName, TypeAvatar, TypeCanonicalAlias,
 	TypeEncryption, TypeTopic, TypeGuestAccess,
@@ -47,16 +48,28 @@ type StrippedEvent struct {
 }
 
 // StrippedState is the invite_room_state for an invite: the room's
-// stripped state plus the inviter's membership event.
+// stripped state plus the inviter's membership event. In rooms with
+// DomainlessRoomIDs (v12) the m.room.create event is the full event, as
+// Synapse sends it: the room ID is its reference hash, so the invitee can
+// check which room, and which server's creator, the invite is for (MSC4311).
 func StrippedState(state StateMap, invite *Event) json.RawMessage {
-	out := []StrippedEvent{}
+	out := []json.RawMessage{}
+	add := func(ev StrippedEvent) {
+		b, _ := json.Marshal(ev)
+		out = append(out, b)
+	}
 	for _, t := range strippedTypes {
-		if ev := state.Get(t, ""); ev != nil {
-			out = append(out, StrippedEvent{Type: t, Sender: ev.Sender(), Content: ev.Content()})
+		ev := state.Get(t, "")
+		switch {
+		case ev == nil:
+		case ev.IsCreate() && ev.Version().DomainlessRoomIDs:
+			out = append(out, ev.JSON())
+		default:
+			add(StrippedEvent{Type: t, Sender: ev.Sender(), Content: ev.Content()})
 		}
 	}
 	if ev := state.Get(TypeMember, string(invite.Sender())); ev != nil {
-		out = append(out, StrippedEvent{Type: TypeMember, StateKey: string(invite.Sender()), Sender: ev.Sender(), Content: ev.Content()})
+		add(StrippedEvent{Type: TypeMember, StateKey: string(invite.Sender()), Sender: ev.Sender(), Content: ev.Content()})
 	}
 	b, _ := json.Marshal(out)
 	return b

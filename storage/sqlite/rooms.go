@@ -101,8 +101,22 @@ func (db *DB) LoadRoom(ctx context.Context, id roomdag.RoomID) (*roomdag.RoomSta
 			st.State[ev.Tuple()] = ev.Event
 		}
 		ext, err := queryStrings(ctx, tx, `SELECT event_id FROM forward_extremities WHERE room_nid = ?`, nid)
+		if err != nil {
+			return err
+		}
 		st.Extremities = toEventIDs(ext)
-		return err
+		if v.EventFormat == roomdag.EventFormatV1 {
+			// v1 and v2 events cite their prev events with the events'
+			// reference hashes, so the write path needs the events.
+			evs, err := db.eventsByID(ctx, tx, st.Extremities)
+			if err != nil {
+				return err
+			}
+			for _, ev := range evs {
+				st.ExtremityEvents = append(st.ExtremityEvents, ev.Event)
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err

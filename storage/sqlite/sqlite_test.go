@@ -33,7 +33,7 @@ func newRooms(t *testing.T, db *DB) *roomdag.Rooms {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return roomdag.NewRooms(db, key, clock.NewFake(time.Unix(1_700_000_000, 0)))
+	return roomdag.NewRooms(db, key, clock.NewFake(time.Unix(1_700_000_000, 0)), rand.Reader)
 }
 
 func sk(s string) *string { return &s }
