@@ -111,6 +111,10 @@ func TestIgnoredUsers(t *testing.T) {
 	if th := bundleOf(t, getEvent(t, carol, room, root)).Thread; th == nil || th.Count != 2 {
 		t.Errorf("carol's thread summary = %+v, want both replies", th)
 	}
+	// The notification worker must have counted carol's messages before
+	// the token below is taken: counts it adds later list the room in the
+	// next incremental sync, which the check for bob's lone message reads.
+	srv.Settle()
 	s := syncSince(t, alice, before)
 	if _, ok := s.Rooms.Invite[bobRoom]; ok {
 		t.Errorf("bob's invite shows in sync while he is ignored")
