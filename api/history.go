@@ -258,6 +258,15 @@ func (s *Server) messages(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Who may read the room is settled before the parameters: a room the
+	// user may not page (one they forgot, say) is 403 whatever they ask
+	// (Complement "Forgotten room messages cannot be paginated" sends no
+	// dir).
+	user := requester(r).UserID
+	a, err := s.access(r.Context(), room, user)
+	if err != nil {
+		return nil, err
+	}
 	q := r.URL.Query()
 	dir := q.Get("dir")
 	if dir != "b" && dir != "f" {
@@ -274,11 +283,6 @@ func (s *Server) messages(r *http.Request) (any, error) {
 	}
 	if filter.Limit > 0 {
 		limit = min(filter.Limit, maxPageLimit)
-	}
-	user := requester(r).UserID
-	a, err := s.access(r.Context(), room, user)
-	if err != nil {
-		return nil, err
 	}
 	var from storage.TopoPos
 	switch {
@@ -353,7 +357,12 @@ func (s *Server) messages(r *http.Request) (any, error) {
 		return nil, err
 	}
 	resp := map[string]any{"start": startTok, "chunk": chunk}
-	if more {
+	// end is there whenever this call read events, even when it reached
+	// the edge of the room, and missing only when there was nothing left
+	// to read: so Synapse answers, and clients page until end is missing
+	// (an empty page with no end is where they stop). Forwards, the end at
+	// the newest event is where a client resumes when more arrive.
+	if more || scanned > 0 {
 		end := cursor
 		if !backwards {
 			end.Pos++ // the place just after the last event read

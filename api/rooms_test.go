@@ -729,6 +729,11 @@ func TestLeaveAndForget(t *testing.T) {
 	// spec: "After this API is called, however, a user will no longer be
 	// able to retrieve history for this room."
 	wantErr(t, bob.Do("GET", roomPath(room, "messages")+"?dir=b", nil), http.StatusForbidden, "M_FORBIDDEN")
+	// Refused before any parameter is read (Complement "Forgotten room
+	// messages cannot be paginated" sends no dir).
+	for _, q := range []string{"", "?dir=sideways", "?dir=b&limit=-1&from=nonsense&filter={"} {
+		wantErr(t, bob.Do("GET", roomPath(room, "messages")+q, nil), http.StatusForbidden, "M_FORBIDDEN")
+	}
 	// Rejoining makes the room readable again.
 	joinRoom(t, bob, room)
 	wantOK(t, bob.Do("GET", roomPath(room, "messages")+"?dir=b", nil), nil)
