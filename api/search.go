@@ -332,7 +332,11 @@ func (s *Server) searchRoomEvents(r *http.Request, q *roomSearch, tok *searchTok
 		return searchToken{Version: searchTokenVersion, Order: q.order, UpTo: int64(upTo), Rank: h.Rank, Pos: int64(h.Pos),
 			GroupKey: groupKey, GroupValue: groupVal}.String()
 	}
-	if len(rest) > 0 {
+	// A full page has a next_batch even when nothing follows, as in
+	// Synapse: clients and Complement ("Can back-paginate search results")
+	// take a missing one for the end, and page on from a full page to an
+	// empty one without.
+	if len(rest) > 0 || len(page) > 0 && len(page) == q.limit {
 		gk, gv := "", ""
 		if tok != nil {
 			gk, gv = tok.GroupKey, tok.GroupValue
