@@ -126,29 +126,24 @@ func (s *Server) getEvent(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	a, err := s.access(r.Context(), room, requester(r).UserID)
+	user := requester(r).UserID
+	a, err := s.access(r.Context(), room, user)
 	if err != nil {
 		return nil, hideForbidden(err)
 	}
-	ev, err := s.visibleEvent(r, a, room, id)
+	ignored, err := sync.IgnoredUsers(r.Context(), s.store, user)
 	if err != nil {
 		return nil, err
 	}
-	view, err := s.bundle(r, []*roomdag.StoredEvent{ev})
+	ev, err := s.shownEvent(r, a, room, id, ignored)
+	if err != nil {
+		return nil, err
+	}
+	view, err := sync.Bundle(r.Context(), s.store, s.view(r), ignored, []*roomdag.StoredEvent{ev})
 	if err != nil {
 		return nil, err
 	}
 	return ev.ClientJSON(view), nil
-}
-
-// bundle returns the requester's view of evs with their bundled
-// aggregations (sync.Bundle).
-func (s *Server) bundle(r *http.Request, evs []*roomdag.StoredEvent) (roomdag.ClientView, error) {
-	ignored, err := sync.IgnoredUsers(r.Context(), s.store, requester(r).UserID)
-	if err != nil {
-		return roomdag.ClientView{}, err
-	}
-	return sync.Bundle(r.Context(), s.store, s.view(r), ignored, evs)
 }
 
 // clientEvents renders evs for the requester, with their bundled
@@ -190,6 +185,21 @@ func (s *Server) visibleEvent(r *http.Request, a *roomAccess, room roomdag.RoomI
 		return nil, err
 	}
 	if len(ok) == 0 {
+		return nil, notFoundErr("event not found")
+	}
+	return ev, nil
+}
+
+// shownEvent is visibleEvent for an event the requester reads as part of
+// the timeline (/event, the event of /context, the parent of /relations):
+// a message of a user they ignore is not found either, as Synapse answers
+// /event (spec: "Ignoring Users"; state events stay).
+func (s *Server) shownEvent(r *http.Request, a *roomAccess, room roomdag.RoomID, id roomdag.EventID, ignored sync.Ignored) (*roomdag.StoredEvent, error) {
+	ev, err := s.visibleEvent(r, a, room, id)
+	if err != nil {
+		return nil, err
+	}
+	if ignored.Hides(ev.Event) {
 		return nil, notFoundErr("event not found")
 	}
 	return ev, nil
@@ -424,16 +434,17 @@ func (s *Server) getContext(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, hideForbidden(err)
 	}
-	ev, err := s.visibleEvent(r, a, room, id)
-	if err != nil {
-		return nil, err
-	}
-	at := storage.TopoPos{Depth: ev.Depth(), Pos: ev.Pos}
-	// The events around are the timeline: ignored users' are left out.
+	// The event and those around it are the timeline: ignored users' are
+	// left out.
 	ignored, err := sync.IgnoredUsers(r.Context(), s.store, user)
 	if err != nil {
 		return nil, err
 	}
+	ev, err := s.shownEvent(r, a, room, id, ignored)
+	if err != nil {
+		return nil, err
+	}
+	at := storage.TopoPos{Depth: ev.Depth(), Pos: ev.Pos}
 	page := func(backwards bool, n int) (storage.TopoPos, []*roomdag.StoredEvent, error) {
 		var kept []*roomdag.StoredEvent
 		cursor := at
