@@ -584,9 +584,25 @@ func (s *Server) members(r *http.Request) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		snap, err := s.stateBeforePlace(r.Context(), room, place)
+		ev, err := s.eventBeforePlace(r.Context(), room, place)
 		if err != nil {
 			return nil, err
+		}
+		var snap int64
+		if ev != nil {
+			// As Synapse: the state at a point the user may not see
+			// (before they joined a room that hides earlier history) is
+			// theirs no more than the events there.
+			if ok, err := sync.FilterVisible(r.Context(), s.store, requester(r).UserID, a.membership, []*roomdag.StoredEvent{ev}); err != nil {
+				return nil, err
+			} else if len(ok) == 0 {
+				return nil, forbidden("you may not see the room's members at that point")
+			}
+			p, err := s.store.EventPlace(r.Context(), ev.ID())
+			if err != nil {
+				return nil, err
+			}
+			snap = p.StateAfter
 		}
 		if a.stateSnap == 0 || snap < a.stateSnap {
 			if st, err = s.store.StateEvents(r.Context(), snap); err != nil {
@@ -610,15 +626,37 @@ func (s *Server) members(r *http.Request) (any, error) {
 	return map[string]any{"chunk": chunk}, nil
 }
 
-// stateBeforePlace is the snapshot of the state after the newest event
-// before a pagination token's place (0 if there is none).
-func (s *Server) stateBeforePlace(ctx context.Context, room roomdag.RoomID, place storage.TopoPos) (int64, error) {
+// eventBeforePlace is the newest event before a pagination token's
+// place: the state after it is the state there.
+//
+// A place before the room's first event, as the prev_batch of a timeline
+// that begins at m.room.create, would have no state at all; it stands for
+// the room as created instead, the creator's join, so that the members
+// there include the creator (Complement TestGetRoomMembersAtPoint asks for
+// the members at an initial sync's prev_batch of a new room and expects
+// its creator). It is nil only for a room without a creator's join.
+func (s *Server) eventBeforePlace(ctx context.Context, room roomdag.RoomID, place storage.TopoPos) (*roomdag.StoredEvent, error) {
 	evs, _, err := s.store.RoomEventsTopo(ctx, room, place, true, 1)
-	if err != nil || len(evs) == 0 {
-		return 0, err
+	if err != nil {
+		return nil, err
 	}
-	p, err := s.store.EventPlace(ctx, evs[0].ID())
-	return p.StateAfter, err
+	if len(evs) > 0 {
+		return evs[0], nil
+	}
+	// The creation events come first: the creator's join is among the
+	// first few.
+	if evs, _, err = s.store.RoomEventsTopo(ctx, room, storage.TopoPos{}, false, 8); err != nil {
+		return nil, err
+	}
+	if len(evs) == 0 || evs[0].Type() != roomdag.TypeCreate {
+		return nil, nil
+	}
+	for _, ev := range evs {
+		if ev.Type() == roomdag.TypeMember && ev.StateKeyIs(string(evs[0].Sender())) && ev.Membership() == roomdag.MembershipJoin {
+			return ev, nil
+		}
+	}
+	return nil, nil
 }
 
 func (s *Server) joinedMembers(r *http.Request) (any, error) {

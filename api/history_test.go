@@ -569,6 +569,25 @@ func TestMembers(t *testing.T) {
 	wantErr(t, stranger.Do("GET", roomPath(room, "members"), nil), http.StatusForbidden, "M_FORBIDDEN")
 	wantErr(t, bob.Do("GET", roomPath(room, "members")+"?at=nonsense", nil), http.StatusBadRequest, "M_INVALID_PARAM")
 
+	// A later joiner of a room hiding earlier history may not see the
+	// members before their join (as Synapse: 403, even at the prev_batch
+	// of a timeline that starts with the join), and sees them from it on.
+	t.Run("at a point the user may not see", func(t *testing.T) {
+		hidden := alice.CreateRoom(map[string]any{"preset": "public_chat", "initial_state": []map[string]any{
+			{"type": "m.room.history_visibility", "content": map[string]any{"history_visibility": "joined"}}}})
+		alice.SendText(hidden, "before the stranger")
+		_, early := syncRoom(t, alice, hidden, 1)
+		stranger.Join(hidden)
+		wantErr(t, stranger.Do("GET", roomPath(hidden, "members")+"?at="+url.QueryEscape(early), nil), http.StatusForbidden, "M_FORBIDDEN")
+		tl, next := syncRoom(t, stranger, hidden, 1)
+		wantErr(t, stranger.Do("GET", roomPath(hidden, "members")+"?at="+url.QueryEscape(tl.PrevBatch), nil), http.StatusForbidden, "M_FORBIDDEN")
+		var out membersReply
+		wantOK(t, stranger.Do("GET", roomPath(hidden, "members")+"?at="+url.QueryEscape(next), nil), &out)
+		if len(out.Chunk) != 2 {
+			t.Errorf("members at the stranger's next_batch: %d, want alice and the stranger", len(out.Chunk))
+		}
+	})
+
 	t.Run("joined_members", func(t *testing.T) {
 		var jm struct {
 			Joined map[string]struct {
@@ -594,6 +613,45 @@ func TestMembers(t *testing.T) {
 		wantErr(t, dave.Do("GET", roomPath(room, "joined_members"), nil), http.StatusForbidden, "M_FORBIDDEN")
 		wantErr(t, erin.Do("GET", roomPath(room, "joined_members"), nil), http.StatusForbidden, "M_FORBIDDEN")
 	})
+}
+
+// TestMembersAtInitialPrevBatch is Complement's TestGetRoomMembersAtPoint:
+// the members at the prev_batch of an initial sync whose timeline holds
+// the whole new room are its creator, not the later joiner.
+func TestMembersAtInitialPrevBatch(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	alice, bob := srv.Register("alice"), srv.Register("bob")
+	room := alice.CreateRoom(map[string]any{"preset": "public_chat"})
+	alice.SendText(room, "Hello world!")
+	var out struct {
+		Rooms struct {
+			Join map[string]struct {
+				Timeline syncTimeline `json:"timeline"`
+			} `json:"join"`
+		} `json:"rooms"`
+	}
+	wantOK(t, alice.Do("GET", csAPI+"/sync?timeout=0", nil), &out)
+	tl := out.Rooms.Join[room].Timeline
+	if len(tl.Events) == 0 || tl.Events[0].Type != "m.room.create" {
+		t.Fatalf("the timeline does not begin at m.room.create: %v", tl.Events)
+	}
+	bob.Join(room)
+	bob.SendText(room, "Hello back")
+	var members struct {
+		Chunk []clientEvent `json:"chunk"`
+	}
+	wantOK(t, alice.Do("GET", roomPath(room, "members")+"?at="+url.QueryEscape(tl.PrevBatch), nil), &members)
+	var got []string
+	for _, ev := range members.Chunk {
+		if ev.RoomID != room {
+			t.Errorf("member event of room %s", ev.RoomID)
+		}
+		got = append(got, *ev.StateKey)
+	}
+	if !slices.Equal(got, []string{alice.UserID}) {
+		t.Errorf("members at prev_batch = %q, want the creator alone", got)
+	}
 }
 
 func mapsEqual(a, b map[string]string) bool {
