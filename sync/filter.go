@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/tidwall/gjson"
+
 	"github.com/persistentchat/homeserver/roomdag"
 )
 
@@ -19,6 +21,10 @@ type Filter struct {
 	AccountData EventFilter `json:"account_data"`
 	Presence    EventFilter `json:"presence"`
 	Room        RoomFilter  `json:"room"`
+
+	// timelineLimitSet: room.timeline.limit was given, so 0 means no
+	// timeline events (as Synapse takes it) rather than "unset".
+	timelineLimitSet bool
 }
 
 // EventFilter selects events by type and sender.
@@ -78,6 +84,7 @@ func ParseFilter(data []byte) (*Filter, error) {
 	if err := f.checkIDs(); err != nil {
 		return nil, err
 	}
+	f.timelineLimitSet = gjson.GetBytes(data, "room.timeline.limit").Exists()
 	return &f, nil
 }
 

@@ -25,6 +25,12 @@ type Store interface {
 	Events(ctx context.Context, ids []roomdag.EventID) ([]*roomdag.StoredEvent, error)
 	AccountDataSince(ctx context.Context, user roomdag.UserID, after, upTo int64) ([]storage.AccountDataItem, error)
 	InviteState(ctx context.Context, pos roomdag.StreamPos) (json.RawMessage, error)
+	// EventsAt returns the events at stream positions (unknown ones are
+	// skipped), in no particular order.
+	EventsAt(ctx context.Context, positions []roomdag.StreamPos) ([]*roomdag.StoredEvent, error)
+	// TopoAtStream is the topological place just after the room's newest
+	// event at or before pos (storage.ErrNotFound if none).
+	TopoAtStream(ctx context.Context, room roomdag.RoomID, pos roomdag.StreamPos) (storage.TopoPos, error)
 
 	// Receipts returns, per room of rooms, the contents of m.receipt
 	// events (spec: m.receipt) holding the receipts whose receipt stream
@@ -283,6 +289,10 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 	if req.ignored, err = IgnoredUsers(ctx, s.store, req.User); err != nil {
 		return nil, err
 	}
+	shownLeft, err := s.leftRoomsShown(ctx, req, memberships, cur)
+	if err != nil {
+		return nil, err
+	}
 	var changed, notified map[roomdag.RoomID]bool
 	if req.Since != nil && !req.FullState {
 		if changed, err = s.store.RoomsWithEventsSince(ctx, req.User, since.Events); err != nil {
@@ -362,7 +372,7 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 				resp.Rooms.Knock[m.RoomID] = ir
 			}
 		case roomdag.MembershipLeave, roomdag.MembershipBan:
-			if m.Forgotten || (req.Since == nil && !rf.IncludeLeave) || (req.Since != nil && !newHere) {
+			if !shownLeft[m.RoomID] {
 				continue
 			}
 			lr, err := s.leftRoom(ctx, req, m, since)
@@ -379,6 +389,51 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 		return nil, err
 	}
 	return resp, nil
+}
+
+// leftRoomsShown picks the rooms the user left (or was banned from) that
+// go in rooms.leave, as Synapse does:
+//
+//   - an incremental sync (full_state or not) lists the rooms left since
+//     the token, include_leave or not, even when already forgotten, so
+//     the user's other devices learn of the leave (Complement "Leave for
+//     forgotten room shows up in v2 incremental /sync");
+//   - an initial sync lists, unless forgotten, every left room with
+//     include_leave (spec: "Include rooms that the user has left"), and
+//     without it the rooms the user was kicked or banned from, so they
+//     learn why a room went; the rooms they left themselves (a rejected
+//     invite too) stay out.
+func (s *Syncer) leftRoomsShown(ctx context.Context, req Request, memberships []storage.RoomMembership, cur Token) (map[roomdag.RoomID]bool, error) {
+	rf := &req.Filter.Room
+	out := map[roomdag.RoomID]bool{}
+	var leaves []roomdag.StreamPos
+	for _, m := range memberships {
+		if m.Membership != roomdag.MembershipLeave && m.Membership != roomdag.MembershipBan || m.Pos > cur.Events || !rf.AllowsRoom(m.RoomID) {
+			continue
+		}
+		switch {
+		case req.Since != nil:
+			out[m.RoomID] = m.Pos > req.Since.Events
+		case m.Forgotten:
+		case rf.IncludeLeave || m.Membership == roomdag.MembershipBan:
+			out[m.RoomID] = true
+		default:
+			leaves = append(leaves, m.Pos) // shown if someone else made the leave
+		}
+	}
+	if len(leaves) == 0 {
+		return out, nil
+	}
+	evs, err := s.store.EventsAt(ctx, leaves)
+	if err != nil {
+		return nil, err
+	}
+	for _, ev := range evs {
+		if ev.Sender() != req.User {
+			out[ev.RoomID()] = true
+		}
+	}
+	return out, nil
 }
 
 // unread fills in the joined rooms' notification counts: the user's
@@ -492,7 +547,7 @@ const (
 // event, else the server default; never more than the server maximum.
 func (s *Syncer) backchat(f *Filter, st *roomdag.RoomState) int {
 	n := s.backchatDefault
-	if f.Room.Timeline.Limit > 0 {
+	if f.Room.Timeline.Limit > 0 || f.timelineLimitSet { // a given 0: no events
 		n = f.Room.Timeline.Limit
 	} else if ev := st.State.Get(roomdag.TypeBackchat, ""); ev != nil {
 		var c struct {
@@ -538,6 +593,7 @@ func (s *Syncer) joinedRoom(ctx context.Context, req Request, m storage.RoomMemb
 			return nil, err
 		}
 	}
+	stateView := view
 	for _, ev := range tl {
 		jr.Timeline.Events = append(jr.Timeline.Events, ev.ClientJSON(view))
 	}
@@ -565,7 +621,7 @@ func (s *Syncer) joinedRoom(ctx context.Context, req Request, m storage.RoomMemb
 			return nil, err
 		}
 		for _, ev := range state {
-			jr.State.Events = append(jr.State.Events, ev.ClientJSON(view))
+			jr.State.Events = append(jr.State.Events, ev.ClientJSON(stateView))
 		}
 	}
 	return jr, nil
@@ -575,6 +631,12 @@ func (s *Syncer) joinedRoom(ctx context.Context, req Request, m storage.RoomMemb
 // pass the filter (and, if check, history visibility), oldest first, and
 // whether more matching ones were left out.
 func (s *Syncer) timeline(ctx context.Context, req Request, room roomdag.RoomID, after, upTo roomdag.StreamPos, limit int, check bool, current string) ([]*roomdag.StoredEvent, bool, error) {
+	if limit == 0 {
+		// timeline.limit 0 (as Synapse): no events, limited if the range
+		// had any, so the state section covers them.
+		_, more, err := s.store.RecentEvents(ctx, room, after, upTo, 0)
+		return nil, more, err
+	}
 	f := &req.Filter.Room.Timeline
 	var out []*roomdag.StoredEvent
 	top := upTo
@@ -751,26 +813,44 @@ func (s *Syncer) leftRoom(ctx context.Context, req Request, m storage.RoomMember
 			return nil, err
 		}
 	}
+	stateView := view
 	for _, ev := range tl {
 		lr.Timeline.Events = append(lr.Timeline.Events, ev.ClientJSON(view))
 	}
-	if len(tl) > 0 {
+	// The state: before the timeline, as for joined rooms; with nothing in
+	// the timeline (timeline.limit 0, or a filter none of the range
+	// passes), the state at the leave, the leave included (Complement
+	// TestArchivedRoomsHistory "timeline is empty").
+	var stateAt int64
+	switch {
+	case len(tl) > 0:
 		lr.Timeline.PrevBatch = TopoToken{Depth: tl[0].Depth(), Pos: tl[0].Pos}.String()
-		if limited || req.Since == nil {
-			var sinceSnap int64
-			if req.Since != nil {
-				if sinceSnap, err = s.store.StateAtStream(ctx, m.RoomID, since.Events); err != nil {
-					return nil, err
-				}
-			}
-			state, err := s.stateDelta(ctx, req, sinceSnap, tl[0].StateBefore, tl)
-			if err != nil {
-				return nil, err
-			}
-			for _, ev := range state {
-				lr.State.Events = append(lr.State.Events, ev.ClientJSON(view))
-			}
+		if !limited && req.Since != nil {
+			return lr, nil // the timeline holds all that changed
 		}
+		stateAt = tl[0].StateBefore
+	default:
+		at, err := s.store.TopoAtStream(ctx, m.RoomID, m.Pos)
+		if err != nil {
+			return nil, err
+		}
+		lr.Timeline.PrevBatch = TopoToken{Depth: at.Depth, Pos: at.Pos}.String()
+		if stateAt, err = s.store.StateAtStream(ctx, m.RoomID, m.Pos); err != nil {
+			return nil, err
+		}
+	}
+	var sinceSnap int64
+	if req.Since != nil {
+		if sinceSnap, err = s.store.StateAtStream(ctx, m.RoomID, since.Events); err != nil {
+			return nil, err
+		}
+	}
+	state, err := s.stateDelta(ctx, req, sinceSnap, stateAt, tl)
+	if err != nil {
+		return nil, err
+	}
+	for _, ev := range state {
+		lr.State.Events = append(lr.State.Events, ev.ClientJSON(stateView))
 	}
 	return lr, nil
 }
