@@ -139,17 +139,36 @@ func (s *Server) getEvent(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	view, err := sync.Bundle(r.Context(), s.store, s.view(r), ignored, []*roomdag.StoredEvent{ev})
+	view, err := s.timelineView(r, ignored, []*roomdag.StoredEvent{ev})
 	if err != nil {
 		return nil, err
 	}
 	return ev.ClientJSON(view), nil
 }
 
-// clientEvents renders evs for the requester, with their bundled
-// aggregations.
+// timelineView is the requester's view of events of the timeline: their
+// bundled aggregations (sync.Bundle) and the requester's membership at
+// each (sync.MembershipTrails: MSC4115, one lookup per room).
+func (s *Server) timelineView(r *http.Request, ignored sync.Ignored, evs ...[]*roomdag.StoredEvent) (roomdag.ClientView, error) {
+	var all []*roomdag.StoredEvent
+	if len(evs) == 1 {
+		all = evs[0]
+	} else {
+		for _, l := range evs {
+			all = append(all, l...)
+		}
+	}
+	view, err := sync.Bundle(r.Context(), s.store, s.view(r), ignored, all)
+	if err != nil {
+		return view, err
+	}
+	return sync.MembershipTrails(r.Context(), s.store, view, nil, all)
+}
+
+// clientEvents renders evs of the timeline for the requester
+// (timelineView).
 func (s *Server) clientEvents(r *http.Request, ignored sync.Ignored, evs []*roomdag.StoredEvent) ([]json.RawMessage, error) {
-	view, err := sync.Bundle(r.Context(), s.store, s.view(r), ignored, evs)
+	view, err := s.timelineView(r, ignored, evs)
 	if err != nil {
 		return nil, err
 	}
@@ -477,11 +496,11 @@ func (s *Server) getContext(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	view, err := sync.Bundle(r.Context(), s.store, s.view(r), ignored,
-		append(append([]*roomdag.StoredEvent{ev}, beforeEvs...), afterEvs...))
+	view, err := s.timelineView(r, ignored, []*roomdag.StoredEvent{ev}, beforeEvs, afterEvs)
 	if err != nil {
 		return nil, err
 	}
+	stateView := s.view(r) // state events get neither aggregations nor unsigned.membership
 	before, after := make([]json.RawMessage, 0, len(beforeEvs)), make([]json.RawMessage, 0, len(afterEvs))
 	for _, e := range beforeEvs {
 		before = append(before, e.ClientJSON(view))
@@ -515,7 +534,7 @@ func (s *Server) getContext(r *http.Request) (any, error) {
 		if filter.LazyLoadMembers && se.Type() == roomdag.TypeMember && !senders[*se.StateKey()] {
 			continue
 		}
-		state = append(state, s.clientState(r, se, view))
+		state = append(state, s.clientState(r, se, stateView))
 	}
 	// Tokens sit just beyond the returned events, so paging from them
 	// continues without repeating: start is the place before the oldest

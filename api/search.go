@@ -386,6 +386,11 @@ func (s *Server) searchRoomEvents(r *http.Request, q *roomSearch, tok *searchTok
 	if err != nil {
 		return nil, err
 	}
+	// unsigned.membership (MSC4115): read at most once per room, not at
+	// all where the results follow the user's newest membership event.
+	if view, err = sync.MembershipTrails(ctx, s.store, view, sync.MembershipsByRoom(memberships), all); err != nil {
+		return nil, err
+	}
 	for _, p := range results {
 		sr := searchResult{Rank: p.rank, Result: p.ev.ClientJSON(view), Context: p.context}
 		if c := sr.Context; c != nil {
@@ -404,7 +409,7 @@ func (s *Server) searchRoomEvents(r *http.Request, q *roomSearch, tok *searchTok
 
 	res.Groups = groupResults(q, shown, rest, byPos, truncated != 0, place)
 	if q.includeState {
-		if res.State, err = s.searchState(r, shown, view); err != nil {
+		if res.State, err = s.searchState(r, shown, s.view(r)); err != nil {
 			return nil, err
 		}
 	}

@@ -65,3 +65,19 @@ func TestCanSee(t *testing.T) {
 		}
 	}
 }
+
+func TestMembershipTrailAt(t *testing.T) {
+	trail := MembershipTrail{{Pos: 10, Membership: MembershipInvite}, {Pos: 20, Membership: MembershipJoin}, {Pos: 30, Membership: MembershipLeave}, {Pos: 40, Membership: MembershipJoin}}
+	for _, tc := range []struct {
+		pos  StreamPos
+		want string
+	}{{1, MembershipLeave}, {9, MembershipLeave}, {10, MembershipInvite}, {19, MembershipInvite}, {20, MembershipJoin},
+		{29, MembershipJoin}, {30, MembershipLeave}, {39, MembershipLeave}, {40, MembershipJoin}, {1000, MembershipJoin}} {
+		if got := trail.At(tc.pos); got != tc.want {
+			t.Errorf("At(%d) = %s, want %s", tc.pos, got, tc.want)
+		}
+	}
+	if got := MembershipTrail(nil).At(5); got != MembershipLeave {
+		t.Errorf("empty trail At = %s, want leave (never a member)", got)
+	}
+}

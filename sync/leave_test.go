@@ -86,7 +86,10 @@ func TestRejectedInvite(t *testing.T) {
 			}
 			tl := lr.Timeline.Events
 			if len(tl) != 1 || !isMember(tl[0], alice.UserID, "leave") || tl[0].Sender != alice.UserID {
-				t.Errorf("leave timeline = %+v, want alice's leave alone", tl)
+				t.Fatalf("leave timeline = %+v, want alice's leave alone", tl)
+			}
+			if m := tl[0].Unsigned["membership"]; m != "leave" {
+				t.Errorf("the rejection's unsigned.membership = %v, want leave", m)
 			}
 			for _, e := range append(tl, lr.State.Events...) {
 				if e.Type == "m.room.message" {
@@ -146,8 +149,23 @@ func TestLeaveSectionRules(t *testing.T) {
 			var got []string
 			for room, lr := range out.Rooms.Leave {
 				got = append(got, room)
-				if tl := lr.Timeline.Events; len(tl) == 0 || tl[len(tl)-1].StateKey == nil || *tl[len(tl)-1].StateKey != bob.UserID {
+				tl := lr.Timeline.Events
+				if len(tl) == 0 || tl[len(tl)-1].StateKey == nil || *tl[len(tl)-1].StateKey != bob.UserID {
 					t.Errorf("room %s: the timeline does not end at bob's membership: %+v", room, tl)
+					continue
+				}
+				// unsigned.membership: join until the last event, which ends it.
+				for i, e := range tl {
+					want := "join"
+					if i == len(tl)-1 {
+						want = "leave"
+						if room == banned {
+							want = "ban"
+						}
+					}
+					if m := e.Unsigned["membership"]; m != want {
+						t.Errorf("room %s: %s has unsigned.membership %v, want %s", room, e.Type, m, want)
+					}
 				}
 			}
 			slices.Sort(got)

@@ -60,6 +60,8 @@ type Store interface {
 
 	// PresenceStore: the presence stream (presence.go).
 	PresenceStore
+	// MembershipStore: the viewer's membership history (membership.go).
+	MembershipStore
 }
 
 // Syncer answers /sync requests.
@@ -131,6 +133,9 @@ type Request struct {
 
 	// ignored is read once per sync by build.
 	ignored Ignored
+	// known is the user's current membership per room, from the list
+	// build reads, for unsigned.membership (MembershipTrails).
+	known map[roomdag.RoomID]storage.RoomMembership
 }
 
 // Response is the /sync body.
@@ -289,6 +294,7 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 	if req.ignored, err = IgnoredUsers(ctx, s.store, req.User); err != nil {
 		return nil, err
 	}
+	req.known = MembershipsByRoom(memberships)
 	shownLeft, err := s.leftRoomsShown(ctx, req, memberships, cur)
 	if err != nil {
 		return nil, err
@@ -593,7 +599,12 @@ func (s *Syncer) joinedRoom(ctx context.Context, req Request, m storage.RoomMemb
 			return nil, err
 		}
 	}
+	// State events get no unsigned.membership, as from Synapse; the
+	// timeline's events do.
 	stateView := view
+	if view, err = MembershipTrails(ctx, s.store, view, req.known, tl); err != nil {
+		return nil, err
+	}
 	for _, ev := range tl {
 		jr.Timeline.Events = append(jr.Timeline.Events, ev.ClientJSON(view))
 	}
@@ -814,6 +825,9 @@ func (s *Syncer) leftRoom(ctx context.Context, req Request, m storage.RoomMember
 		}
 	}
 	stateView := view
+	if view, err = MembershipTrails(ctx, s.store, view, req.known, tl); err != nil {
+		return nil, err
+	}
 	for _, ev := range tl {
 		lr.Timeline.Events = append(lr.Timeline.Events, ev.ClientJSON(view))
 	}
