@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tidwall/gjson"
+
 	"github.com/persistentchat/homeserver/clock"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
@@ -335,6 +337,9 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 	if err != nil {
 		return nil, err
 	}
+	// Users a join in this sync's range brought into a room with the user
+	// (presenceEvents sends their presence).
+	joiners := map[roomdag.UserID]bool{}
 	for _, m := range memberships {
 		if m.Pos > cur.Events || !rf.AllowsRoom(m.RoomID) {
 			continue // a membership newer than this sync: the next one has it
@@ -345,9 +350,12 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 			if !newHere && !req.FullState && !changed[m.RoomID] && !notified[m.RoomID] && roomData[m.RoomID] == nil && ephemeral[m.RoomID] == nil {
 				continue
 			}
-			jr, err := s.joinedRoom(ctx, req, m, since, cur, newHere)
+			jr, joined, err := s.joinedRoom(ctx, req, m, since, cur, newHere)
 			if err != nil {
 				return nil, err
+			}
+			for _, u := range joined {
+				joiners[u] = true
 			}
 			d := roomData[m.RoomID]
 			if d != nil {
@@ -388,7 +396,7 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 			resp.Rooms.Leave[m.RoomID] = lr
 		}
 	}
-	if resp.Presence.Events, err = s.presenceEvents(ctx, req, since, cur); err != nil {
+	if resp.Presence.Events, err = s.presenceEvents(ctx, req, since, cur, joiners); err != nil {
 		return nil, err
 	}
 	if err := s.unread(ctx, req, resp.Rooms.Join); err != nil {
@@ -566,10 +574,14 @@ func (s *Syncer) backchat(f *Filter, st *roomdag.RoomState) int {
 	return min(n, s.backchatMax)
 }
 
-func (s *Syncer) joinedRoom(ctx context.Context, req Request, m storage.RoomMembership, since, cur Token, newHere bool) (*JoinedRoom, error) {
+// joinedRoom builds a room of rooms.join. In an incremental sync, joined
+// lists the users the range brought into the room with the user: everyone
+// joined if the user's own join is in the range, else those whose join is
+// (among the timeline and the state it returns, as Synapse reads them).
+func (s *Syncer) joinedRoom(ctx context.Context, req Request, m storage.RoomMembership, since, cur Token, newHere bool) (jr *JoinedRoom, joined []roomdag.UserID, err error) {
 	st, err := s.rooms.State(ctx, m.RoomID)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	limit := s.backchat(req.Filter, st)
 	after := since.Events
@@ -581,9 +593,9 @@ func (s *Syncer) joinedRoom(ctx context.Context, req Request, m storage.RoomMemb
 	// whole range: on a first sync or a fresh join, for earlier history.
 	tl, limited, err := s.timeline(ctx, req, m.RoomID, after, cur.Events, limit, full, roomdag.MembershipJoin)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	jr := &JoinedRoom{
+	jr = &JoinedRoom{
 		Timeline:    Timeline{Events: []json.RawMessage{}, Limited: limited},
 		State:       EventList{Events: []json.RawMessage{}},
 		AccountData: EventList{Events: []json.RawMessage{}},
@@ -596,14 +608,14 @@ func (s *Syncer) joinedRoom(ctx context.Context, req Request, m storage.RoomMemb
 		// to this sync is one too (Synapse: "limited or newly joined").
 		// Otherwise the client has the children and aggregates itself.
 		if view, err = Bundle(ctx, s.store, view, req.ignored, tl); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	// State events get no unsigned.membership, as from Synapse; the
 	// timeline's events do.
 	stateView := view
 	if view, err = MembershipTrails(ctx, s.store, view, req.known, tl); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, ev := range tl {
 		jr.Timeline.Events = append(jr.Timeline.Events, ev.ClientJSON(view))
@@ -615,27 +627,57 @@ func (s *Syncer) joinedRoom(ctx context.Context, req Request, m storage.RoomMemb
 		stateBefore = tl[0].StateBefore
 		jr.Timeline.PrevBatch = TopoToken{Depth: tl[0].Depth(), Pos: tl[0].Pos}.String()
 	} else if stateBefore, err = s.store.StateAtStream(ctx, m.RoomID, cur.Events); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(tl) == 0 {
 		jr.Timeline.PrevBatch = TopoToken{Depth: st.Depth + 1, Pos: cur.Events + 1}.String()
 	}
+	var state []*roomdag.StoredEvent
 	if full || limited {
 		var sinceSnap int64
 		if !full {
 			if sinceSnap, err = s.store.StateAtStream(ctx, m.RoomID, since.Events); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
-		state, err := s.stateDelta(ctx, req, sinceSnap, stateBefore, tl)
-		if err != nil {
-			return nil, err
+		if state, err = s.stateDelta(ctx, req, sinceSnap, stateBefore, tl); err != nil {
+			return nil, nil, err
 		}
 		for _, ev := range state {
 			jr.State.Events = append(jr.State.Events, ev.ClientJSON(stateView))
 		}
 	}
-	return jr, nil
+	switch {
+	case req.Since == nil:
+	case newHere:
+		for k, ev := range st.State {
+			if k.Type == roomdag.TypeMember && ev.Membership() == roomdag.MembershipJoin {
+				joined = append(joined, roomdag.UserID(k.StateKey))
+			}
+		}
+	default:
+		joined = newJoins(tl)
+		if !req.FullState { // a full state is not what changed
+			joined = append(joined, newJoins(state)...)
+		}
+	}
+	return jr, joined, nil
+}
+
+// newJoins picks the users whose joins evs hold: join events that follow
+// another membership (a join after a join is a profile change).
+func newJoins(evs []*roomdag.StoredEvent) []roomdag.UserID {
+	var out []roomdag.UserID
+	for _, ev := range evs {
+		if ev.Type() != roomdag.TypeMember || ev.Membership() != roomdag.MembershipJoin {
+			continue
+		}
+		if gjson.GetBytes(ev.Unsigned, "prev_content.membership").String() == roomdag.MembershipJoin {
+			continue
+		}
+		out = append(out, roomdag.UserID(*ev.StateKey()))
+	}
+	return out
 }
 
 // timeline returns up to limit events of the room in (after, upTo] that
