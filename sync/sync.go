@@ -135,9 +135,6 @@ type Request struct {
 
 	// ignored is read once per sync by build.
 	ignored Ignored
-	// known is the user's current membership per room, from the list
-	// build reads, for unsigned.membership (MembershipTrails).
-	known map[roomdag.RoomID]storage.RoomMembership
 }
 
 // Response is the /sync body.
@@ -296,7 +293,6 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 	if req.ignored, err = IgnoredUsers(ctx, s.store, req.User); err != nil {
 		return nil, err
 	}
-	req.known = MembershipsByRoom(memberships)
 	shownLeft, err := s.leftRoomsShown(ctx, req, memberships, cur)
 	if err != nil {
 		return nil, err
@@ -339,7 +335,7 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 	}
 	// Users a join in this sync's range brought into a room with the user
 	// (presenceEvents sends their presence).
-	joiners := map[roomdag.UserID]bool{}
+	var joiners map[roomdag.UserID]bool
 	for _, m := range memberships {
 		if m.Pos > cur.Events || !rf.AllowsRoom(m.RoomID) {
 			continue // a membership newer than this sync: the next one has it
@@ -355,6 +351,9 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 				return nil, err
 			}
 			for _, u := range joined {
+				if joiners == nil {
+					joiners = map[roomdag.UserID]bool{}
+				}
 				joiners[u] = true
 			}
 			d := roomData[m.RoomID]
@@ -419,17 +418,18 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 //     invite too) stay out.
 func (s *Syncer) leftRoomsShown(ctx context.Context, req Request, memberships []storage.RoomMembership, cur Token) (map[roomdag.RoomID]bool, error) {
 	rf := &req.Filter.Room
-	out := map[roomdag.RoomID]bool{}
+	var out map[roomdag.RoomID]bool
 	var leaves []roomdag.StreamPos
 	for _, m := range memberships {
 		if m.Membership != roomdag.MembershipLeave && m.Membership != roomdag.MembershipBan || m.Pos > cur.Events || !rf.AllowsRoom(m.RoomID) {
 			continue
 		}
 		switch {
-		case req.Since != nil:
-			out[m.RoomID] = m.Pos > req.Since.Events
-		case m.Forgotten:
-		case rf.IncludeLeave || m.Membership == roomdag.MembershipBan:
+		case req.Since != nil && m.Pos <= req.Since.Events, req.Since == nil && m.Forgotten:
+		case req.Since != nil, rf.IncludeLeave, m.Membership == roomdag.MembershipBan:
+			if out == nil {
+				out = map[roomdag.RoomID]bool{}
+			}
 			out[m.RoomID] = true
 		default:
 			leaves = append(leaves, m.Pos) // shown if someone else made the leave
@@ -444,6 +444,9 @@ func (s *Syncer) leftRoomsShown(ctx context.Context, req Request, memberships []
 	}
 	for _, ev := range evs {
 		if ev.Sender() != req.User {
+			if out == nil {
+				out = map[roomdag.RoomID]bool{}
+			}
 			out[ev.RoomID()] = true
 		}
 	}
@@ -614,7 +617,9 @@ func (s *Syncer) joinedRoom(ctx context.Context, req Request, m storage.RoomMemb
 	// State events get no unsigned.membership, as from Synapse; the
 	// timeline's events do.
 	stateView := view
-	if view, err = MembershipTrails(ctx, s.store, view, req.known, tl); err != nil {
+	// The user's membership event in the room is known (m): a timeline
+	// after it, the steady case, needs no lookup.
+	if view, err = MembershipTrails(ctx, s.store, view, map[roomdag.RoomID]storage.RoomMembership{m.RoomID: m}, tl); err != nil {
 		return nil, nil, err
 	}
 	for _, ev := range tl {
@@ -867,7 +872,7 @@ func (s *Syncer) leftRoom(ctx context.Context, req Request, m storage.RoomMember
 		}
 	}
 	stateView := view
-	if view, err = MembershipTrails(ctx, s.store, view, req.known, tl); err != nil {
+	if view, err = MembershipTrails(ctx, s.store, view, map[roomdag.RoomID]storage.RoomMembership{m.RoomID: m}, tl); err != nil {
 		return nil, err
 	}
 	for _, ev := range tl {
