@@ -121,7 +121,88 @@ func (s *Server) deleteAlias(r *http.Request) (any, error) {
 			return nil, forbidden("you may not delete this alias")
 		}
 	}
-	return struct{}{}, s.store.DeleteAlias(r.Context(), alias)
+	if err := s.store.DeleteAlias(r.Context(), alias); err != nil {
+		return nil, err
+	}
+	if requester(r).AppService == nil { // as Synapse: a service's deletion leaves the room's state alone
+		if err := s.dropCanonicalAlias(r, room, alias); err != nil {
+			return nil, err
+		}
+	}
+	return struct{}{}, nil
+}
+
+// dropCanonicalAlias sends a new m.room.canonical_alias without a deleted
+// alias when the room's current one names it, as alias or in alt_aliases,
+// so the room does not advertise an alias that no longer resolves (as
+// Synapse does). It is sent as the user who deleted the alias; when they
+// may not change the event, the alias is deleted all the same and the
+// event stays (Synapse logs and carries on: Complement "Alias creators
+// can delete canonical alias with no ops").
+func (s *Server) dropCanonicalAlias(r *http.Request, room roomdag.RoomID, alias roomdag.RoomAlias) error {
+	st, err := s.rooms.State(r.Context(), room)
+	if err != nil {
+		return err
+	}
+	cur := st.State.Get(roomdag.TypeCanonicalAlias, "")
+	if cur == nil {
+		return nil
+	}
+	content, changed := withoutAlias(cur.Content(), alias)
+	if !changed {
+		return nil
+	}
+	empty := ""
+	user := requester(r).UserID
+	_, _, err = s.rooms.Append(r.Context(), room, roomdag.ProtoEvent{Type: roomdag.TypeCanonicalAlias, StateKey: &empty,
+		Sender: user, Content: content})
+	var ae *roomdag.AuthError
+	if errors.As(err, &ae) {
+		s.log.Info("alias deleted; m.room.canonical_alias left as it is", "room", room, "alias", alias, "user", user, "reason", err)
+		return nil
+	}
+	return err
+}
+
+// withoutAlias removes alias from m.room.canonical_alias content: the
+// alias key if it is that alias, and the entry in alt_aliases (the key
+// goes when the list empties). Other keys stay; an alt_aliases that is not
+// a list is left alone. changed reports whether anything was removed.
+func withoutAlias(content []byte, alias roomdag.RoomAlias) (json.RawMessage, bool) {
+	var c map[string]json.RawMessage
+	if json.Unmarshal(content, &c) != nil {
+		return nil, false
+	}
+	changed := false
+	var main string
+	if json.Unmarshal(c["alias"], &main) == nil && main == string(alias) {
+		delete(c, "alias")
+		changed = true
+	}
+	var alt []json.RawMessage
+	if json.Unmarshal(c["alt_aliases"], &alt) == nil && alt != nil {
+		kept := alt[:0:0]
+		for _, a := range alt {
+			var v string
+			if json.Unmarshal(a, &v) == nil && v == string(alias) {
+				continue
+			}
+			kept = append(kept, a)
+		}
+		if len(kept) != len(alt) {
+			changed = true
+			if len(kept) == 0 {
+				delete(c, "alt_aliases")
+			} else {
+				c["alt_aliases"], _ = json.Marshal(kept)
+			}
+		}
+	}
+	if !changed {
+		return nil, false
+	}
+	out, _ := json.Marshal(c)
+	return out, true
 }
 
 func (s *Server) roomAliases(r *http.Request) (any, error) {

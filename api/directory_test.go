@@ -3,6 +3,7 @@ package api_test
 import (
 	"net/http"
 	"net/url"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -146,4 +147,64 @@ func TestAliases(t *testing.T) {
 			t.Errorf("re-created alias resolves to %s, want %s", got, other)
 		}
 	})
+}
+
+// TestDeleteCanonicalAlias: deleting an alias the room advertises in
+// m.room.canonical_alias sends a new one without it, as the deleter (as
+// Synapse does; Complement "Can delete canonical alias"). A deleter
+// without the power to change the event still deletes the alias
+// (Complement "Alias creators can delete canonical alias with no ops").
+func TestDeleteCanonicalAlias(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	alice, bob := srv.Register("alice"), srv.Register("bob")
+	server := srv.Config.ServerName
+	room := createRoom(t, alice, map[string]any{"preset": "public_chat"})
+	joinRoom(t, bob, room)
+	main, alt1, alt2, bobs := "#main:"+server, "#alt1:"+server, "#alt2:"+server, "#bobs:"+server
+	for _, a := range []string{main, alt1, alt2} {
+		wantOK(t, alice.Do("PUT", aliasPath(a), map[string]any{"room_id": room}), nil)
+	}
+	wantOK(t, bob.Do("PUT", aliasPath(bobs), map[string]any{"room_id": room}), nil)
+	putState(t, alice, room, "m.room.canonical_alias", "", map[string]any{"alias": main, "alt_aliases": []string{alt1, alt2, bobs}, "org.example.extra": 1})
+	canonical := func() map[string]any { return stateContent(t, alice, room, "m.room.canonical_alias", "") }
+
+	steps := []struct {
+		name   string
+		by     *testserver.Client
+		alias  string
+		want   map[string]any
+		sender string
+	}{
+		{"the main alias", alice, main, map[string]any{"alt_aliases": []any{alt1, alt2, bobs}, "org.example.extra": 1.0}, alice.UserID},
+		{"one of alt_aliases", alice, alt1, map[string]any{"alt_aliases": []any{alt2, bobs}, "org.example.extra": 1.0}, alice.UserID},
+		// bob has no power to send m.room.canonical_alias (50).
+		{"by a creator without power", bob, bobs, map[string]any{"alt_aliases": []any{alt2, bobs}, "org.example.extra": 1.0}, alice.UserID},
+		{"the last of alt_aliases", alice, alt2, map[string]any{"alt_aliases": []any{bobs}, "org.example.extra": 1.0}, alice.UserID},
+	}
+	for _, st := range steps {
+		wantOK(t, st.by.Do("DELETE", aliasPath(st.alias), nil), nil)
+		wantErr(t, alice.Do("GET", aliasPath(st.alias), nil), http.StatusNotFound, "M_NOT_FOUND")
+		if got := canonical(); !reflect.DeepEqual(got, st.want) {
+			t.Errorf("%s: canonical alias = %v, want %v", st.name, got, st.want)
+		}
+		if ev := stateEvent(roomState(t, alice, room), "m.room.canonical_alias", ""); ev == nil || ev.Sender != st.sender {
+			t.Errorf("%s: canonical alias event = %+v, want sent by %s", st.name, ev, st.sender)
+		}
+	}
+	// bobs (now dangling) was left in alt_aliases; re-creating and deleting
+	// it as alice empties the list, and the key goes with it.
+	wantOK(t, alice.Do("PUT", aliasPath(bobs), map[string]any{"room_id": room}), nil)
+	wantOK(t, alice.Do("DELETE", aliasPath(bobs), nil), nil)
+	if got := canonical(); !reflect.DeepEqual(got, map[string]any{"org.example.extra": 1.0}) {
+		t.Errorf("after the last alias went: %v", got)
+	}
+	// An alias the event does not name changes nothing.
+	before := stateEvent(roomState(t, alice, room), "m.room.canonical_alias", "").EventID
+	other := "#other:" + server
+	wantOK(t, alice.Do("PUT", aliasPath(other), map[string]any{"room_id": room}), nil)
+	wantOK(t, alice.Do("DELETE", aliasPath(other), nil), nil)
+	if after := stateEvent(roomState(t, alice, room), "m.room.canonical_alias", "").EventID; after != before {
+		t.Errorf("deleting an unadvertised alias sent %s", after)
+	}
 }

@@ -127,35 +127,49 @@ func (s *Server) getEvent(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	a, err := s.access(r.Context(), room, requester(r).UserID)
+	user := requester(r).UserID
+	a, err := s.access(r.Context(), room, user)
 	if err != nil {
 		return nil, hideForbidden(err)
 	}
-	ev, err := s.visibleEvent(r, a, room, id)
+	ignored, err := sync.IgnoredUsers(r.Context(), s.store, user)
 	if err != nil {
 		return nil, err
 	}
-	view, err := s.bundle(r, []*roomdag.StoredEvent{ev})
+	ev, err := s.shownEvent(r, a, room, id, ignored)
+	if err != nil {
+		return nil, err
+	}
+	view, err := s.timelineView(r, ignored, []*roomdag.StoredEvent{ev})
 	if err != nil {
 		return nil, err
 	}
 	return ev.ClientJSON(view), nil
 }
 
-// bundle returns the requester's view of evs with their bundled
-// aggregations (sync.Bundle).
-func (s *Server) bundle(r *http.Request, evs []*roomdag.StoredEvent) (roomdag.ClientView, error) {
-	ignored, err := sync.IgnoredUsers(r.Context(), s.store, requester(r).UserID)
-	if err != nil {
-		return roomdag.ClientView{}, err
+// timelineView is the requester's view of events of the timeline: their
+// bundled aggregations (sync.Bundle) and the requester's membership at
+// each (sync.MembershipTrails: MSC4115, one lookup per room).
+func (s *Server) timelineView(r *http.Request, ignored sync.Ignored, evs ...[]*roomdag.StoredEvent) (roomdag.ClientView, error) {
+	var all []*roomdag.StoredEvent
+	if len(evs) == 1 {
+		all = evs[0]
+	} else {
+		for _, l := range evs {
+			all = append(all, l...)
+		}
 	}
-	return sync.Bundle(r.Context(), s.store, s.view(r), ignored, evs)
+	view, err := sync.Bundle(r.Context(), s.store, s.view(r), ignored, all)
+	if err != nil {
+		return view, err
+	}
+	return sync.MembershipTrails(r.Context(), s.store, view, nil, all)
 }
 
-// clientEvents renders evs for the requester, with their bundled
-// aggregations.
+// clientEvents renders evs of the timeline for the requester
+// (timelineView).
 func (s *Server) clientEvents(r *http.Request, ignored sync.Ignored, evs []*roomdag.StoredEvent) ([]json.RawMessage, error) {
-	view, err := sync.Bundle(r.Context(), s.store, s.view(r), ignored, evs)
+	view, err := s.timelineView(r, ignored, evs)
 	if err != nil {
 		return nil, err
 	}
@@ -191,6 +205,21 @@ func (s *Server) visibleEvent(r *http.Request, a *roomAccess, room roomdag.RoomI
 		return nil, err
 	}
 	if len(ok) == 0 {
+		return nil, notFoundErr("event not found")
+	}
+	return ev, nil
+}
+
+// shownEvent is visibleEvent for an event the requester reads as part of
+// the timeline (/event, the event of /context, the parent of /relations):
+// a message of a user they ignore is not found either, as Synapse answers
+// /event (spec: "Ignoring Users"; state events stay).
+func (s *Server) shownEvent(r *http.Request, a *roomAccess, room roomdag.RoomID, id roomdag.EventID, ignored sync.Ignored) (*roomdag.StoredEvent, error) {
+	ev, err := s.visibleEvent(r, a, room, id)
+	if err != nil {
+		return nil, err
+	}
+	if ignored.Hides(ev.Event) {
 		return nil, notFoundErr("event not found")
 	}
 	return ev, nil
@@ -259,6 +288,15 @@ func (s *Server) messages(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Who may read the room is settled before the parameters: a room the
+	// user may not page (one they forgot, say) is 403 whatever they ask
+	// (Complement "Forgotten room messages cannot be paginated" sends no
+	// dir).
+	user := requester(r).UserID
+	a, err := s.access(r.Context(), room, user)
+	if err != nil {
+		return nil, err
+	}
 	q := r.URL.Query()
 	dir := q.Get("dir")
 	if dir != "b" && dir != "f" {
@@ -275,11 +313,6 @@ func (s *Server) messages(r *http.Request) (any, error) {
 	}
 	if filter.Limit > 0 {
 		limit = min(filter.Limit, maxPageLimit)
-	}
-	user := requester(r).UserID
-	a, err := s.access(r.Context(), room, user)
-	if err != nil {
-		return nil, err
 	}
 	var from storage.TopoPos
 	switch {
@@ -354,7 +387,12 @@ func (s *Server) messages(r *http.Request) (any, error) {
 		return nil, err
 	}
 	resp := map[string]any{"start": startTok, "chunk": chunk}
-	if more {
+	// end is there whenever this call read events, even when it reached
+	// the edge of the room, and missing only when there was nothing left
+	// to read: so Synapse answers, and clients page until end is missing
+	// (an empty page with no end is where they stop). Forwards, the end at
+	// the newest event is where a client resumes when more arrive.
+	if more || scanned > 0 {
 		end := cursor
 		if !backwards {
 			end.Pos++ // the place just after the last event read
@@ -416,16 +454,17 @@ func (s *Server) getContext(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, hideForbidden(err)
 	}
-	ev, err := s.visibleEvent(r, a, room, id)
-	if err != nil {
-		return nil, err
-	}
-	at := storage.TopoPos{Depth: ev.Depth(), Pos: ev.Pos}
-	// The events around are the timeline: ignored users' are left out.
+	// The event and those around it are the timeline: ignored users' are
+	// left out.
 	ignored, err := sync.IgnoredUsers(r.Context(), s.store, user)
 	if err != nil {
 		return nil, err
 	}
+	ev, err := s.shownEvent(r, a, room, id, ignored)
+	if err != nil {
+		return nil, err
+	}
+	at := storage.TopoPos{Depth: ev.Depth(), Pos: ev.Pos}
 	page := func(backwards bool, n int) (storage.TopoPos, []*roomdag.StoredEvent, error) {
 		var kept []*roomdag.StoredEvent
 		cursor := at
@@ -458,11 +497,11 @@ func (s *Server) getContext(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	view, err := sync.Bundle(r.Context(), s.store, s.view(r), ignored,
-		append(append([]*roomdag.StoredEvent{ev}, beforeEvs...), afterEvs...))
+	view, err := s.timelineView(r, ignored, []*roomdag.StoredEvent{ev}, beforeEvs, afterEvs)
 	if err != nil {
 		return nil, err
 	}
+	stateView := s.view(r) // state events get neither aggregations nor unsigned.membership
 	before, after := make([]json.RawMessage, 0, len(beforeEvs)), make([]json.RawMessage, 0, len(afterEvs))
 	for _, e := range beforeEvs {
 		before = append(before, e.ClientJSON(view))
@@ -496,7 +535,7 @@ func (s *Server) getContext(r *http.Request) (any, error) {
 		if filter.LazyLoadMembers && se.Type() == roomdag.TypeMember && !senders[*se.StateKey()] {
 			continue
 		}
-		state = append(state, s.clientState(r, se, view))
+		state = append(state, s.clientState(r, se, stateView))
 	}
 	// Tokens sit just beyond the returned events, so paging from them
 	// continues without repeating: start is the place before the oldest
@@ -565,9 +604,25 @@ func (s *Server) members(r *http.Request) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		snap, err := s.stateBeforePlace(r.Context(), room, place)
+		ev, err := s.eventBeforePlace(r.Context(), room, place)
 		if err != nil {
 			return nil, err
+		}
+		var snap int64
+		if ev != nil {
+			// As Synapse: the state at a point the user may not see
+			// (before they joined a room that hides earlier history) is
+			// theirs no more than the events there.
+			if ok, err := sync.FilterVisible(r.Context(), s.store, requester(r).UserID, a.membership, []*roomdag.StoredEvent{ev}); err != nil {
+				return nil, err
+			} else if len(ok) == 0 {
+				return nil, forbidden("you may not see the room's members at that point")
+			}
+			p, err := s.store.EventPlace(r.Context(), ev.ID())
+			if err != nil {
+				return nil, err
+			}
+			snap = p.StateAfter
 		}
 		if a.stateSnap == 0 || snap < a.stateSnap {
 			if st, err = s.store.StateEvents(r.Context(), snap); err != nil {
@@ -591,15 +646,37 @@ func (s *Server) members(r *http.Request) (any, error) {
 	return map[string]any{"chunk": chunk}, nil
 }
 
-// stateBeforePlace is the snapshot of the state after the newest event
-// before a pagination token's place (0 if there is none).
-func (s *Server) stateBeforePlace(ctx context.Context, room roomdag.RoomID, place storage.TopoPos) (int64, error) {
+// eventBeforePlace is the newest event before a pagination token's
+// place: the state after it is the state there.
+//
+// A place before the room's first event, as the prev_batch of a timeline
+// that begins at m.room.create, would have no state at all; it stands for
+// the room as created instead, the creator's join, so that the members
+// there include the creator (Complement TestGetRoomMembersAtPoint asks for
+// the members at an initial sync's prev_batch of a new room and expects
+// its creator). It is nil only for a room without a creator's join.
+func (s *Server) eventBeforePlace(ctx context.Context, room roomdag.RoomID, place storage.TopoPos) (*roomdag.StoredEvent, error) {
 	evs, _, err := s.store.RoomEventsTopo(ctx, room, place, true, 1)
-	if err != nil || len(evs) == 0 {
-		return 0, err
+	if err != nil {
+		return nil, err
 	}
-	p, err := s.store.EventPlace(ctx, evs[0].ID())
-	return p.StateAfter, err
+	if len(evs) > 0 {
+		return evs[0], nil
+	}
+	// The creation events come first: the creator's join is among the
+	// first few.
+	if evs, _, err = s.store.RoomEventsTopo(ctx, room, storage.TopoPos{}, false, 8); err != nil {
+		return nil, err
+	}
+	if len(evs) == 0 || evs[0].Type() != roomdag.TypeCreate {
+		return nil, nil
+	}
+	for _, ev := range evs {
+		if ev.Type() == roomdag.TypeMember && ev.StateKeyIs(string(evs[0].Sender())) && ev.Membership() == roomdag.MembershipJoin {
+			return ev, nil
+		}
+	}
+	return nil, nil
 }
 
 func (s *Server) joinedMembers(r *http.Request) (any, error) {

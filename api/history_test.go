@@ -104,10 +104,15 @@ func TestMessagesPaging(t *testing.T) {
 	for i := range n {
 		sent = append(sent, alice.SendText(room, "m"+strconv.Itoa(i)))
 	}
-	// The whole room in one page: the creation events, then ours.
+	// The whole room in one page: the creation events, then ours. It has
+	// an end all the same, as every page that returned events has (as in
+	// Synapse): paging on from it finds nothing and no end.
 	all := messages(t, alice, room, query("dir", "f", "limit", "1000"))
-	if all.End != nil {
-		t.Errorf("end = %q on a page holding the whole room", *all.End)
+	if all.End == nil {
+		t.Fatalf("no end on a page of %d events", len(all.Chunk))
+	}
+	if after := messages(t, alice, room, query("dir", "f", "from", *all.End)); len(after.Chunk) != 0 || after.End != nil {
+		t.Errorf("after the whole room: %d events, end %v; want none and no end", len(after.Chunk), after.End)
 	}
 	ids := eventIDs(all.Chunk)
 	if len(ids) < n || !slices.Equal(ids[len(ids)-n:], sent) || all.Chunk[0].Type != "m.room.create" {
@@ -149,11 +154,10 @@ func TestMessagesPaging(t *testing.T) {
 					break // stopped early on purpose
 				}
 				if p.End == nil {
+					if len(p.Chunk) != 0 {
+						t.Errorf("a page of %d events without end", len(p.Chunk))
+					}
 					break
-				}
-				if len(got) == len(ids) {
-					// spec: end is omitted once no further events are available.
-					t.Errorf("end %q on the page that reached the edge of the room", *p.End)
 				}
 				if len(p.Chunk) == 0 {
 					t.Fatalf("empty page with end %q after %d events, though events remain", *p.End, len(got))
@@ -201,10 +205,10 @@ func TestMessagesFromSyncTokens(t *testing.T) {
 		// A token is a place between events, the same in both directions.
 		{"forwards from prev_batch", query("dir", "f", "from", tl.PrevBatch, "limit", "3"), []string{"m7", "m8", "m9"}, true},
 		{"back from next_batch", query("dir", "b", "from", next, "limit", "2"), []string{"m9", "m8"}, true},
-		{"forwards from next_batch", query("dir", "f", "from", next, "limit", "10"), []string{"m10", "m11"}, false},
-		{"back from the end to prev_batch", query("dir", "b", "to", tl.PrevBatch, "limit", "100"), []string{"m11", "m10", "m9", "m8", "m7"}, false},
-		{"forwards from prev_batch to next_batch", query("dir", "f", "from", tl.PrevBatch, "to", next, "limit", "100"), []string{"m7", "m8", "m9"}, false},
-		{"back from next_batch to prev_batch", query("dir", "b", "from", next, "to", tl.PrevBatch, "limit", "100"), []string{"m9", "m8", "m7"}, false},
+		{"forwards from next_batch", query("dir", "f", "from", next, "limit", "10"), []string{"m10", "m11"}, true},
+		{"back from the end to prev_batch", query("dir", "b", "to", tl.PrevBatch, "limit", "100"), []string{"m11", "m10", "m9", "m8", "m7"}, true},
+		{"forwards from prev_batch to next_batch", query("dir", "f", "from", tl.PrevBatch, "to", next, "limit", "100"), []string{"m7", "m8", "m9"}, true},
+		{"back from next_batch to prev_batch", query("dir", "b", "from", next, "to", tl.PrevBatch, "limit", "100"), []string{"m9", "m8", "m7"}, true},
 		{"forwards to next_batch", query("dir", "f", "to", next, "limit", "100"), nil, false},
 	}
 	for _, tc := range tests {
@@ -265,6 +269,11 @@ func TestMessagesFilter(t *testing.T) {
 		p = filtered(t, `{"types":["org.example.*"]}`, 100)
 		if got := types(p.Chunk); !slices.Equal(got, []string{"org.example.ping"}) {
 			t.Errorf("wildcard types = %q", got)
+		}
+		// A page that read the whole room still has an end (Complement
+		// TestContentMediaV1 reads one with a filter matching one event).
+		if p.End == nil {
+			t.Errorf("no end on a filtered page of %d events", len(p.Chunk))
 		}
 	})
 	t.Run("not_types", func(t *testing.T) {
@@ -335,6 +344,7 @@ func TestMessagesFilter(t *testing.T) {
 		}
 		stranger := srv.Register("stranger")
 		wantErr(t, stranger.Do("GET", roomPath(room, "messages")+"?dir=b", nil), http.StatusForbidden, "M_FORBIDDEN")
+		wantErr(t, stranger.Do("GET", roomPath(room, "messages"), nil), http.StatusForbidden, "M_FORBIDDEN")
 		wantErr(t, alice.Do("GET", roomPath("!unknown:"+srv.Config.ServerName, "messages")+"?dir=b", nil), http.StatusForbidden, "M_FORBIDDEN")
 	})
 }
@@ -559,6 +569,25 @@ func TestMembers(t *testing.T) {
 	wantErr(t, stranger.Do("GET", roomPath(room, "members"), nil), http.StatusForbidden, "M_FORBIDDEN")
 	wantErr(t, bob.Do("GET", roomPath(room, "members")+"?at=nonsense", nil), http.StatusBadRequest, "M_INVALID_PARAM")
 
+	// A later joiner of a room hiding earlier history may not see the
+	// members before their join (as Synapse: 403, even at the prev_batch
+	// of a timeline that starts with the join), and sees them from it on.
+	t.Run("at a point the user may not see", func(t *testing.T) {
+		hidden := alice.CreateRoom(map[string]any{"preset": "public_chat", "initial_state": []map[string]any{
+			{"type": "m.room.history_visibility", "content": map[string]any{"history_visibility": "joined"}}}})
+		alice.SendText(hidden, "before the stranger")
+		_, early := syncRoom(t, alice, hidden, 1)
+		stranger.Join(hidden)
+		wantErr(t, stranger.Do("GET", roomPath(hidden, "members")+"?at="+url.QueryEscape(early), nil), http.StatusForbidden, "M_FORBIDDEN")
+		tl, next := syncRoom(t, stranger, hidden, 1)
+		wantErr(t, stranger.Do("GET", roomPath(hidden, "members")+"?at="+url.QueryEscape(tl.PrevBatch), nil), http.StatusForbidden, "M_FORBIDDEN")
+		var out membersReply
+		wantOK(t, stranger.Do("GET", roomPath(hidden, "members")+"?at="+url.QueryEscape(next), nil), &out)
+		if len(out.Chunk) != 2 {
+			t.Errorf("members at the stranger's next_batch: %d, want alice and the stranger", len(out.Chunk))
+		}
+	})
+
 	t.Run("joined_members", func(t *testing.T) {
 		var jm struct {
 			Joined map[string]struct {
@@ -584,6 +613,45 @@ func TestMembers(t *testing.T) {
 		wantErr(t, dave.Do("GET", roomPath(room, "joined_members"), nil), http.StatusForbidden, "M_FORBIDDEN")
 		wantErr(t, erin.Do("GET", roomPath(room, "joined_members"), nil), http.StatusForbidden, "M_FORBIDDEN")
 	})
+}
+
+// TestMembersAtInitialPrevBatch is Complement's TestGetRoomMembersAtPoint:
+// the members at the prev_batch of an initial sync whose timeline holds
+// the whole new room are its creator, not the later joiner.
+func TestMembersAtInitialPrevBatch(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	alice, bob := srv.Register("alice"), srv.Register("bob")
+	room := alice.CreateRoom(map[string]any{"preset": "public_chat"})
+	alice.SendText(room, "Hello world!")
+	var out struct {
+		Rooms struct {
+			Join map[string]struct {
+				Timeline syncTimeline `json:"timeline"`
+			} `json:"join"`
+		} `json:"rooms"`
+	}
+	wantOK(t, alice.Do("GET", csAPI+"/sync?timeout=0", nil), &out)
+	tl := out.Rooms.Join[room].Timeline
+	if len(tl.Events) == 0 || tl.Events[0].Type != "m.room.create" {
+		t.Fatalf("the timeline does not begin at m.room.create: %v", tl.Events)
+	}
+	bob.Join(room)
+	bob.SendText(room, "Hello back")
+	var members struct {
+		Chunk []clientEvent `json:"chunk"`
+	}
+	wantOK(t, alice.Do("GET", roomPath(room, "members")+"?at="+url.QueryEscape(tl.PrevBatch), nil), &members)
+	var got []string
+	for _, ev := range members.Chunk {
+		if ev.RoomID != room {
+			t.Errorf("member event of room %s", ev.RoomID)
+		}
+		got = append(got, *ev.StateKey)
+	}
+	if !slices.Equal(got, []string{alice.UserID}) {
+		t.Errorf("members at prev_batch = %q, want the creator alone", got)
+	}
 }
 
 func mapsEqual(a, b map[string]string) bool {

@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/sync"
 )
 
 // Notifications (spec: client-server API, "Push Notifications", GET
@@ -82,7 +83,18 @@ func (s *Server) getNotifications(r *http.Request) (any, error) {
 	for _, ev := range evs {
 		byID[ev.ID()] = ev
 	}
-	view := roomdag.ClientView{NowMS: s.clock.Now().UnixMilli(), UserID: rq.UserID, DeviceID: rq.DeviceID}
+	// unsigned.membership (MSC4115), one lookup per room at most: a
+	// notification's event is usually after the user's newest membership
+	// event there, which costs none.
+	memberships, err := s.store.UserRooms(r.Context(), rq.UserID)
+	if err != nil {
+		return nil, err
+	}
+	view, err := sync.MembershipTrails(r.Context(), s.store,
+		roomdag.ClientView{NowMS: s.clock.Now().UnixMilli(), UserID: rq.UserID, DeviceID: rq.DeviceID}, sync.MembershipsByRoom(memberships), evs)
+	if err != nil {
+		return nil, err
+	}
 	for _, n := range ns {
 		ev := byID[n.EventID]
 		if ev == nil {

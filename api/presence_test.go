@@ -288,3 +288,75 @@ func TestPresenceDisabled(t *testing.T) {
 		t.Errorf("initial sync with presence off has presence %+v", s.events)
 	}
 }
+
+// TestPresenceOfNewlySharedUsers: an incremental sync whose range holds a
+// join that brings the user into a room with someone carries that
+// someone's current presence, though it last changed before the token;
+// the next sync does not repeat it (Complement TestSync "Newly joined
+// room includes presence in incremental sync", "Get presence for newly
+// joined members in incremental sync").
+func TestPresenceOfNewlySharedUsers(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	alice, bob, carol, dave := srv.Register("alice"), srv.Register("bob"), srv.Register("carol"), srv.Register("dave")
+	room := createRoom(t, alice, map[string]any{"preset": "public_chat"})
+	joinRoom(t, carol, room)
+	// Everyone's presence is set before any token below; dave's is
+	// "unavailable" with a message, so it is his stored one that comes.
+	for _, c := range []*testserver.Client{alice, bob, carol} {
+		wantOK(t, c.Do("PUT", presencePath(c.UserID), map[string]any{"presence": "online"}), nil)
+	}
+	wantOK(t, dave.Do("PUT", presencePath(dave.UserID), map[string]any{"presence": "unavailable", "status_msg": "lunch"}), nil)
+	users := func(ps presenceSync) map[string]bool {
+		m := map[string]bool{}
+		for u := range ps.events {
+			m[u] = true
+		}
+		return m
+	}
+
+	// bob joins: his sync has the room's members, alice and carol.
+	bobSince := syncPresence(t, bob, "timeout=0").next
+	aliceSince := syncPresence(t, alice, "timeout=0").next
+	joinRoom(t, bob, room)
+	got := syncPresence(t, bob, "timeout=0&since="+url.QueryEscape(bobSince))
+	if u := users(got); !reflect.DeepEqual(u, map[string]bool{alice.UserID: true, carol.UserID: true}) {
+		t.Errorf("bob's sync after joining: presence of %v, want alice and carol", u)
+	}
+	if p := got.events[alice.UserID]; p.Presence != "online" {
+		t.Errorf("alice's presence = %+v", p)
+	}
+	if again := syncPresence(t, bob, "timeout=0&since="+url.QueryEscape(got.next)); again.count != 0 {
+		t.Errorf("the next sync repeats presence: %v", users(again))
+	}
+	// alice, in the room already, gets bob's presence with his join.
+	got = syncPresence(t, alice, "timeout=0&since="+url.QueryEscape(aliceSince))
+	if u := users(got); !reflect.DeepEqual(u, map[string]bool{bob.UserID: true}) {
+		t.Errorf("alice's sync after bob joined: presence of %v, want bob", u)
+	}
+	if again := syncPresence(t, alice, "timeout=0&since="+url.QueryEscape(got.next)); again.count != 0 {
+		t.Errorf("alice's next sync repeats presence: %v", users(again))
+	}
+	// A profile change (a join after a join) brings nobody new.
+	aliceSince = got.next
+	wantOK(t, carol.Do("PUT", profilePath(carol.UserID, "displayname"), map[string]any{"displayname": "Carol"}), nil)
+	if got := syncPresence(t, alice, "timeout=0&since="+url.QueryEscape(aliceSince)); got.count != 0 {
+		t.Errorf("a profile change sent presence of %v", users(got))
+	}
+	// dave's stored presence, message and all, comes with his join.
+	aliceSince = syncPresence(t, alice, "timeout=0").next
+	joinRoom(t, dave, room)
+	got = syncPresence(t, alice, "timeout=0&since="+url.QueryEscape(aliceSince))
+	if p, ok := got.events[dave.UserID]; !ok || p.Presence != "unavailable" || p.StatusMsg == nil || *p.StatusMsg != "lunch" {
+		t.Errorf("dave's presence on joining = %+v (%v), want unavailable, lunch", p, ok)
+	}
+	// Someone who joins and leaves within the range shares no room: none.
+	erin := srv.Register("erin")
+	wantOK(t, erin.Do("PUT", presencePath(erin.UserID), map[string]any{"presence": "online"}), nil)
+	aliceSince = syncPresence(t, alice, "timeout=0").next
+	joinRoom(t, erin, room)
+	leaveRoom(t, erin, room)
+	if got := syncPresence(t, alice, "timeout=0&since="+url.QueryEscape(aliceSince)); got.events[erin.UserID].Presence != "" {
+		t.Errorf("presence of erin, who left again: %+v", got.events[erin.UserID])
+	}
+}

@@ -65,7 +65,11 @@ func (s *Server) getRelations(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, hideForbidden(err)
 	}
-	parent, err := s.visibleEvent(r, a, room, parentID)
+	ignored, err := sync.IgnoredUsers(ctx, s.store, user)
+	if err != nil {
+		return nil, err
+	}
+	parent, err := s.shownEvent(r, a, room, parentID, ignored)
 	if err != nil {
 		return nil, err
 	}
@@ -95,10 +99,6 @@ func (s *Server) getRelations(r *http.Request) (any, error) {
 		ids[i] = row.EventID
 	}
 	evs, err := s.eventsInOrder(ctx, ids)
-	if err != nil {
-		return nil, err
-	}
-	ignored, err := sync.IgnoredUsers(ctx, s.store, user)
 	if err != nil {
 		return nil, err
 	}

@@ -337,7 +337,11 @@ func (s *Server) searchRoomEvents(r *http.Request, q *roomSearch, tok *searchTok
 		return searchToken{Version: searchTokenVersion, Order: q.order, UpTo: int64(upTo), Rank: h.Rank, Pos: int64(h.Pos),
 			GroupKey: groupKey, GroupValue: groupVal}.String()
 	}
-	if len(rest) > 0 {
+	// A full page has a next_batch even when nothing follows, as in
+	// Synapse: clients and Complement ("Can back-paginate search results")
+	// take a missing one for the end, and page on from a full page to an
+	// empty one without.
+	if len(rest) > 0 || len(page) > 0 && len(page) == q.limit {
 		gk, gv := "", ""
 		if tok != nil {
 			gk, gv = tok.GroupKey, tok.GroupValue
@@ -387,6 +391,11 @@ func (s *Server) searchRoomEvents(r *http.Request, q *roomSearch, tok *searchTok
 	if err != nil {
 		return nil, err
 	}
+	// unsigned.membership (MSC4115): read at most once per room, not at
+	// all where the results follow the user's newest membership event.
+	if view, err = sync.MembershipTrails(ctx, s.store, view, sync.MembershipsByRoom(memberships), all); err != nil {
+		return nil, err
+	}
 	for _, p := range results {
 		sr := searchResult{Rank: p.rank, Result: p.ev.ClientJSON(view), Context: p.context}
 		if c := sr.Context; c != nil {
@@ -405,7 +414,7 @@ func (s *Server) searchRoomEvents(r *http.Request, q *roomSearch, tok *searchTok
 
 	res.Groups = groupResults(q, shown, rest, byPos, truncated != 0, place)
 	if q.includeState {
-		if res.State, err = s.searchState(r, shown, view); err != nil {
+		if res.State, err = s.searchState(r, shown, s.view(r)); err != nil {
 			return nil, err
 		}
 	}

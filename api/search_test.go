@@ -430,8 +430,12 @@ func TestSearchGroups(t *testing.T) {
 	if got, want := r2.ids(), []string{inA[3], inA[2], inA[1], inA[0]}; !slices.Equal(got, want) {
 		t.Errorf("room a's next page %v, want %v", got, want)
 	}
-	if r2.Count != 6 || r2.NextBatch != "" {
-		t.Errorf("room a's next page: count %d (want 6) next_batch %q (want none)", r2.Count, r2.NextBatch)
+	// A full page has a next_batch (as in Synapse); the page after it is
+	// empty and has none.
+	if r2.Count != 6 || r2.NextBatch == "" {
+		t.Errorf("room a's next page: count %d (want 6) next_batch %q (want one: the page is full)", r2.Count, r2.NextBatch)
+	} else if r4 := search(t, alice, term("topic", "order_by", "recent", "groupings", groupBy, "filter", map[string]any{"limit": 4}), r2.NextBatch); len(r4.Results) != 0 || r4.NextBatch != "" || r4.Count != 6 {
+		t.Errorf("after room a's last page: %v, count %d, next_batch %q; want nothing, 6, none", r4.ids(), r4.Count, r4.NextBatch)
 	}
 	// The sender group's next_batch continues with alice's events only.
 	r3 := search(t, alice, term("topic", "order_by", "recent", "filter", map[string]any{"limit": 10}), r.Groups["sender"][alice.UserID].NextBatch)
@@ -528,5 +532,41 @@ func TestSearchBadRequests(t *testing.T) {
 		if r := searchRaw(t, alice, term(s), ""); r.Status != http.StatusOK {
 			t.Errorf("term %q: status %d: %s", s, r.Status, r.Body)
 		}
+	}
+}
+
+// TestSearchFullPageHasNextBatch: as Complement's "Can back-paginate search
+// results": 20 matches in pages of 10 give two full pages, each with a
+// next_batch, then an empty page without one; the count is 20 throughout.
+func TestSearchFullPageHasNextBatch(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	alice := srv.Register("alice")
+	room := createRoom(t, alice, map[string]any{"preset": "private_chat"})
+	var sent []string
+	for i := 0; i < 20; i++ {
+		sent = append(sent, sendText(t, alice, room, fmt.Sprintf("Message number %d", i)))
+	}
+	for _, order := range []string{"recent", "rank"} {
+		t.Run(order, func(t *testing.T) {
+			criteria := term("Message", "order_by", order, "filter", map[string]any{"limit": 10, "rooms": []string{room}})
+			var got []string
+			next := ""
+			for page, want := range []int{10, 10, 0} {
+				r := search(t, alice, criteria, next)
+				got = append(got, r.ids()...)
+				if len(r.Results) != want || r.Count != 20 || (r.NextBatch != "") != (want == 10) {
+					t.Fatalf("page %d: %d results, count %d, next_batch %q; want %d, 20, present: %v",
+						page+1, len(r.Results), r.Count, r.NextBatch, want, want == 10)
+				}
+				next = r.NextBatch
+			}
+			slices.Sort(got)
+			want := slices.Clone(sent)
+			slices.Sort(want)
+			if !slices.Equal(got, want) {
+				t.Errorf("pages hold %d results, want the 20 sent once each", len(got))
+			}
+		})
 	}
 }

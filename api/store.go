@@ -66,7 +66,7 @@ type Store interface {
 	PublishedRooms(ctx context.Context) ([]roomdag.RoomID, error)
 	UpdateAccountData(ctx context.Context, user roomdag.UserID, room roomdag.RoomID, typ string,
 		fn func(cur json.RawMessage) (json.RawMessage, error)) (int64, error)
-	SearchUserDirectory(ctx context.Context, searcher roomdag.UserID, term string, limit int) ([]storage.User, bool, error)
+	SearchUserDirectory(ctx context.Context, searcher roomdag.UserID, terms []string, limit int) ([]storage.User, bool, error)
 
 	// Notifications lists the user's notifications for events before
 	// position before (0: from the newest), newest first

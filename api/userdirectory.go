@@ -2,6 +2,8 @@ package api
 
 import (
 	"net/http"
+	"strings"
+	"unicode"
 )
 
 // User directory (spec: client-server API, "User directory"). As in
@@ -18,7 +20,22 @@ const (
 	defaultUserDirectoryLimit = 10 // spec: "Defaults to 10."
 	maxUserDirectoryLimit     = 100
 	maxSearchTermBytes        = 256
+	// maxSearchTerms bounds the words of one query, as Synapse does (10).
+	maxSearchTerms = 10
 )
+
+// searchTerms splits a user directory query into the terms that must all
+// match: its words, with user IDs cut at '@' and ':' as Synapse tokenises
+// them, so "@alice:example.org" asks for "alice" and "example.org" and
+// finds alice, not everyone on example.org; "Alice Cooper" finds only
+// users matching both words.
+func searchTerms(q string) []string {
+	terms := strings.FieldsFunc(q, func(r rune) bool { return unicode.IsSpace(r) || r == '@' || r == ':' })
+	if len(terms) > maxSearchTerms {
+		terms = terms[:maxSearchTerms]
+	}
+	return terms
+}
 
 type directoryUser struct {
 	UserID      string  `json:"user_id"`
@@ -47,7 +64,7 @@ func (s *Server) searchUserDirectory(r *http.Request) (any, error) {
 		}
 		limit = min(*req.Limit, maxUserDirectoryLimit)
 	}
-	users, limited, err := s.store.SearchUserDirectory(r.Context(), requester(r).UserID, *req.SearchTerm, limit)
+	users, limited, err := s.store.SearchUserDirectory(r.Context(), requester(r).UserID, searchTerms(*req.SearchTerm), limit)
 	if err != nil {
 		return nil, err
 	}

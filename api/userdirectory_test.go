@@ -64,6 +64,16 @@ func TestUserDirectory(t *testing.T) {
 		{"themselves", alice.UserID, []string{alice.UserID}},
 		{"LIKE wildcards are literal", "%", nil},
 		{"underscore is literal", "_", nil},
+		// Every term must match (Synapse ANDs the words of a query): a full
+		// user ID is its localpart and server name, so it finds that user
+		// and not everyone who shares the server name.
+		{"full user ID", bob.UserID, []string{bob.UserID}},
+		{"full user ID of someone hidden", dave.UserID, nil},
+		{"two words of a display name", "bobby tables", []string{bob.UserID}},
+		{"words in any order, extra space", "  Tables\tBobby ", []string{bob.UserID}},
+		{"one word matches, the other not", "bobby carol", nil},
+		{"name and ID words together", "tables " + bob.UserID[1:4], []string{bob.UserID}},
+		{"only separators", " @: ", nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,6 +1,9 @@
 package roomdag
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"sort"
+)
 
 // StoredEvent is an event as read back from storage, with what the server
 // keeps beside it for clients.
@@ -35,8 +38,10 @@ type ClientView struct {
 	NowMS    int64
 	UserID   UserID
 	DeviceID string
-	// Membership of the viewer at the event (MSC4115), "" to omit.
-	Membership string
+	// Memberships holds the viewer's membership over the history of each
+	// room (MSC4115: unsigned.membership); events of rooms without one get
+	// none. sync.MembershipTrails computes them.
+	Memberships map[RoomID]MembershipTrail
 	// Relations holds the bundled aggregations the viewer gets (unsigned
 	// "m.relations", spec: "Aggregations of child events"), by event;
 	// sync.Bundle computes them. State events never get any.
@@ -56,8 +61,8 @@ func (e *StoredEvent) ClientJSON(v ClientView) json.RawMessage {
 	if e.TxnID != "" && e.Sender() == v.UserID && e.TxnDevice == v.DeviceID {
 		u["transaction_id"] = e.TxnID
 	}
-	if v.Membership != "" {
-		u["membership"] = v.Membership
+	if t, ok := v.Memberships[e.RoomID()]; ok {
+		u["membership"] = t.At(e.Pos)
 	}
 	if r, ok := v.Relations[e.ID()]; ok && !e.IsState() {
 		u["m.relations"] = r
@@ -68,4 +73,31 @@ func (e *StoredEvent) ClientJSON(v ClientView) json.RawMessage {
 	}
 	b, _ := json.Marshal(ce)
 	return b
+}
+
+// MembershipChange is one of a user's membership events in a room: its
+// stream position and the membership it set.
+type MembershipChange struct {
+	Pos        StreamPos
+	Membership string
+}
+
+// MembershipTrail is a user's membership events in one room, oldest
+// first: enough to tell their membership at any event of the room
+// without reading its state. It follows stream order, which is the
+// room's order for the events this server appends (backfilled history,
+// when federation brings it, would need the topological order instead).
+type MembershipTrail []MembershipChange
+
+// At is the user's membership at the event at pos, including any change
+// the event itself makes (spec: unsigned.membership, "the membership
+// property of the requesting user's m.room.member state at the point of
+// the event, including any changes caused by the event"): the newest
+// change at or before pos, and "leave" before the first.
+func (t MembershipTrail) At(pos StreamPos) string {
+	i := sort.Search(len(t), func(i int) bool { return t[i].Pos > pos })
+	if i == 0 {
+		return MembershipLeave
+	}
+	return t[i-1].Membership
 }

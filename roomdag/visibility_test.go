@@ -53,6 +53,9 @@ func TestCanSee(t *testing.T) {
 		{"joined, before the join", msg, state("joined", ""), "join", false},
 		{"joined, own join", testEvent(t, TypeMember, str(bob), bob, `{"membership":"join"}`), state("joined", "invite"), "join", true},
 		{"joined, own leave", testEvent(t, TypeMember, str(bob), bob, `{"membership":"leave"}`), state("joined", "join"), "leave", true},
+		{"joined, own invite rejected", testEvent(t, TypeMember, str(bob), bob, `{"membership":"leave"}`), state("joined", "invite"), "leave", true},
+		{"joined, own invite withdrawn", testEvent(t, TypeMember, str(bob), "@alice:x", `{"membership":"leave"}`), state("joined", "invite"), "leave", true},
+		{"joined, own knock withdrawn", testEvent(t, TypeMember, str(bob), bob, `{"membership":"leave"}`), state("joined", "knock"), "leave", false},
 		{"joined, own ban after leaving", testEvent(t, TypeMember, str(bob), "@alice:x", `{"membership":"ban"}`), state("joined", "leave"), "ban", false},
 		{"visibility change seen by the less restrictive side",
 			testEvent(t, TypeHistoryVisibility, str(""), "@alice:x", `{"history_visibility":"world_readable"}`), state("joined", ""), "", true},
@@ -60,5 +63,21 @@ func TestCanSee(t *testing.T) {
 		if got := CanSee(tc.ev, tc.before, UserID(bob), tc.current); got != tc.want {
 			t.Errorf("%s: CanSee = %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+func TestMembershipTrailAt(t *testing.T) {
+	trail := MembershipTrail{{Pos: 10, Membership: MembershipInvite}, {Pos: 20, Membership: MembershipJoin}, {Pos: 30, Membership: MembershipLeave}, {Pos: 40, Membership: MembershipJoin}}
+	for _, tc := range []struct {
+		pos  StreamPos
+		want string
+	}{{1, MembershipLeave}, {9, MembershipLeave}, {10, MembershipInvite}, {19, MembershipInvite}, {20, MembershipJoin},
+		{29, MembershipJoin}, {30, MembershipLeave}, {39, MembershipLeave}, {40, MembershipJoin}, {1000, MembershipJoin}} {
+		if got := trail.At(tc.pos); got != tc.want {
+			t.Errorf("At(%d) = %s, want %s", tc.pos, got, tc.want)
+		}
+	}
+	if got := MembershipTrail(nil).At(5); got != MembershipLeave {
+		t.Errorf("empty trail At = %s, want leave (never a member)", got)
 	}
 }

@@ -139,3 +139,52 @@ func newBigRoomNamed(b *testing.B, srv *testserver.Server, n, idx int) (roomdag.
 	}
 	return room, creator
 }
+
+// BenchmarkInitialSync: a first /sync of a user in 20 rooms of 50 members,
+// each timeline filled to the default backchat (50 events).
+func BenchmarkInitialSync(b *testing.B) {
+	srv := testserver.Start(b, testserver.Options{})
+	ctx := context.Background()
+	var creator roomdag.UserID
+	for i := 0; i < 20; i++ {
+		_, creator = newBigRoomNamed(b, srv, 50, i)
+	}
+	srv.Settle()
+	syncer := srv.HS.Syncer
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		resp, err := syncer.Sync(ctx, sync.Request{User: creator, Device: "D"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(resp.Rooms.Join) != 20 {
+			b.Fatalf("sync returned %d rooms, want 20", len(resp.Rooms.Join))
+		}
+	}
+}
+
+// BenchmarkMessages: one page of 50 events of /messages, backwards from
+// the newest, over HTTP, in a room of 500 messages.
+func BenchmarkMessages(b *testing.B) {
+	srv := testserver.Start(b, testserver.Options{})
+	ctx := context.Background()
+	alice := srv.Register("alice")
+	room := alice.CreateRoom(map[string]any{"preset": "public_chat"})
+	for i := 0; i < 500; i++ {
+		if _, _, err := srv.HS.Rooms.Append(ctx, roomdag.RoomID(room), roomdag.ProtoEvent{Type: "m.room.message",
+			Sender: roomdag.UserID(alice.UserID), Content: json.RawMessage(`{"msgtype":"m.text","body":"hi"}`)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	path := "/_matrix/client/v3/rooms/" + room + "/messages?dir=b&limit=50"
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		var out struct {
+			Chunk []json.RawMessage `json:"chunk"`
+		}
+		alice.MustDo("GET", path, nil, &out)
+		if len(out.Chunk) != 50 {
+			b.Fatalf("page of %d events, want 50", len(out.Chunk))
+		}
+	}
+}

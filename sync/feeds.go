@@ -149,6 +149,8 @@ type feedRoom struct {
 type feedScope struct {
 	membership map[roomdag.RoomID]string
 	followed   []roomdag.RoomID
+	// known: the user's memberships, for unsigned.membership.
+	known map[roomdag.RoomID]storage.RoomMembership
 }
 
 func (s *Syncer) scope(ctx context.Context, user roomdag.UserID) (*feedScope, error) {
@@ -160,7 +162,7 @@ func (s *Syncer) scope(ctx context.Context, user roomdag.UserID) (*feedScope, er
 	if err != nil {
 		return nil, err
 	}
-	sc := &feedScope{membership: map[roomdag.RoomID]string{}}
+	sc := &feedScope{membership: map[roomdag.RoomID]string{}, known: MembershipsByRoom(ms)}
 	seen := map[roomdag.RoomID]bool{}
 	for _, m := range ms {
 		sc.membership[m.RoomID] = m.Membership
@@ -323,7 +325,10 @@ func (s *Syncer) Feed(ctx context.Context, user roomdag.UserID, device string, s
 			return nil, err
 		}
 		if len(m.Events) > 0 || since == nil || timeout <= 0 {
-			view := roomdag.ClientView{NowMS: s.clock.Now().UnixMilli(), UserID: user, DeviceID: device}
+			view, err := MembershipTrails(ctx, s.store, roomdag.ClientView{NowMS: s.clock.Now().UnixMilli(), UserID: user, DeviceID: device}, sc.known, m.Events)
+			if err != nil {
+				return nil, err
+			}
 			resp := &FeedResponse{Chunk: make([]json.RawMessage, 0, len(m.Events)), NextBatch: fmt.Sprint(int64(cur.Events)), Limited: m.Limited}
 			for _, ev := range m.Events {
 				resp.Chunk = append(resp.Chunk, ev.ClientJSON(view))
@@ -383,6 +388,10 @@ func (s *Syncer) feedSections(ctx context.Context, req Request, since, cur Token
 			continue
 		}
 		sec := &FeedSection{Limited: m.Limited}
+		// One lookup per room at most, shared by the feeds.
+		if view, err = MembershipTrails(ctx, s.store, view, sc.known, m.Events); err != nil {
+			return nil, err
+		}
 		for _, ev := range m.Events {
 			sec.Events = append(sec.Events, ev.ClientJSON(view))
 		}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/tidwall/gjson"
+
 	"github.com/persistentchat/homeserver/roomdag"
 )
 
@@ -19,6 +21,10 @@ type Filter struct {
 	AccountData EventFilter `json:"account_data"`
 	Presence    EventFilter `json:"presence"`
 	Room        RoomFilter  `json:"room"`
+
+	// timelineLimitSet: room.timeline.limit was given, so 0 means no
+	// timeline events (as Synapse takes it) rather than "unset".
+	timelineLimitSet bool
 }
 
 // EventFilter selects events by type and sender.
@@ -75,14 +81,52 @@ func ParseFilter(data []byte) (*Filter, error) {
 			return nil, fmt.Errorf("limit must not be negative")
 		}
 	}
-	for _, list := range [][]string{f.Room.NotRooms, f.Room.Timeline.NotRooms} {
-		for _, r := range list {
-			if _, err := roomdag.ParseRoomID(r); err != nil {
-				return nil, fmt.Errorf("%q is not a room ID", r)
+	if err := f.checkIDs(); err != nil {
+		return nil, err
+	}
+	f.timelineLimitSet = gjson.GetBytes(data, "room.timeline.limit").Exists()
+	return &f, nil
+}
+
+// checkIDs refuses room and user IDs that do not parse in rooms,
+// not_rooms, senders and not_senders, wherever they appear (as Synapse's
+// filter schema does with its matrix_room_id and matrix_user_id formats).
+func (f *Filter) checkIDs() error {
+	type list struct {
+		name string
+		ids  []string
+		user bool
+	}
+	deref := func(l *[]string) []string {
+		if l == nil {
+			return nil
+		}
+		return *l
+	}
+	lists := []list{
+		{"room.rooms", deref(f.Room.Rooms), false}, {"room.not_rooms", f.Room.NotRooms, false},
+		{"account_data.senders", deref(f.AccountData.Senders), true}, {"account_data.not_senders", f.AccountData.NotSenders, true},
+		{"presence.senders", deref(f.Presence.Senders), true}, {"presence.not_senders", f.Presence.NotSenders, true},
+	}
+	for i, ef := range []*RoomEventFilter{&f.Room.Timeline, &f.Room.State, &f.Room.Ephemeral, &f.Room.AccountData} {
+		name := [...]string{"room.timeline", "room.state", "room.ephemeral", "room.account_data"}[i]
+		lists = append(lists, list{name + ".rooms", deref(ef.Rooms), false}, list{name + ".not_rooms", ef.NotRooms, false},
+			list{name + ".senders", deref(ef.Senders), true}, list{name + ".not_senders", ef.NotSenders, true})
+	}
+	for _, l := range lists {
+		for _, id := range l.ids {
+			var err error
+			if l.user {
+				_, err = roomdag.ParseUserID(id)
+			} else {
+				_, err = roomdag.ParseRoomID(id)
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %q is not a valid ID", l.name, id)
 			}
 		}
 	}
-	return &f, nil
+	return nil
 }
 
 // matchType matches an event type against a pattern where '*' matches any

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"sort"
 	gosync "sync"
 	"time"
 
@@ -85,6 +86,9 @@ type PresenceStore interface {
 	// PresenceSince returns the rows whose last change is in (after, upTo],
 	// oldest first.
 	PresenceSince(ctx context.Context, after, upTo int64) ([]storage.Presence, error)
+	// PresenceOf returns the stored presence of those of users who have
+	// one, in no particular order.
+	PresenceOf(ctx context.Context, users []roomdag.UserID) ([]storage.Presence, error)
 	// PresencePos is the newest presence stream position.
 	PresencePos(ctx context.Context) (int64, error)
 	// RoomPeers returns the users joined to a room that user is joined to.
@@ -455,7 +459,7 @@ func (s *Syncer) GetPresence(ctx context.Context, viewer, target roomdag.UserID)
 // (since, cur] of the user and of everyone sharing a joined room with
 // them. An initial sync (or one from a token older than the presence
 // stream) gets everyone's current presence except offline, the default.
-func (s *Syncer) presenceEvents(ctx context.Context, req Request, since, cur Token) ([]json.RawMessage, error) {
+func (s *Syncer) presenceEvents(ctx context.Context, req Request, since, cur Token, joiners map[roomdag.UserID]bool) ([]json.RawMessage, error) {
 	out := []json.RawMessage{}
 	f := &req.Filter.Presence
 	if !s.presence.enabled || anyMatch(f.NotTypes, TypePresence) || f.Types != nil && !anyMatch(*f.Types, TypePresence) {
@@ -466,12 +470,20 @@ func (s *Syncer) presenceEvents(ctx context.Context, req Request, since, cur Tok
 	if initial {
 		after = 0
 	}
-	if cur.Presence <= after {
-		return out, nil
+	var rows []storage.Presence
+	var err error
+	if cur.Presence > after {
+		if rows, err = s.store.PresenceSince(ctx, after, cur.Presence); err != nil {
+			return nil, err
+		}
 	}
-	rows, err := s.store.PresenceSince(ctx, after, cur.Presence)
-	if err != nil || len(rows) == 0 {
-		return out, err
+	if !initial {
+		if rows, err = s.withJoiners(ctx, req, rows, joiners, cur); err != nil {
+			return nil, err
+		}
+	}
+	if len(rows) == 0 {
+		return out, nil
 	}
 	// A few changes (the usual incremental sync) are checked one by one;
 	// many (an initial sync) against everyone the user shares a room with.
@@ -511,6 +523,47 @@ func (s *Syncer) presenceEvents(ctx context.Context, req Request, since, cur Tok
 		out = out[len(out)-f.Limit:] // the newest changes
 	}
 	return out, nil
+}
+
+// withJoiners adds to the presence changes of an incremental sync the
+// current presence of the users a join in its range brought into a room
+// with the user (Synapse's newly joined users and the members of newly
+// joined rooms), even if it last changed before the token: the client
+// had no reason to know it (Complement TestSync "Newly joined room
+// includes presence in incremental sync", "Get presence for newly joined
+// members in incremental sync"). A user already among the changes, the
+// user themselves and users with no presence stored are left out.
+func (s *Syncer) withJoiners(ctx context.Context, req Request, rows []storage.Presence, joiners map[roomdag.UserID]bool, cur Token) ([]storage.Presence, error) {
+	if len(joiners) == 0 {
+		return rows, nil
+	}
+	have := make(map[roomdag.UserID]bool, len(rows))
+	for _, r := range rows {
+		have[r.UserID] = true
+	}
+	var users []roomdag.UserID
+	for u := range joiners {
+		if !have[u] && u != req.User {
+			users = append(users, u)
+		}
+	}
+	if len(users) == 0 {
+		return rows, nil
+	}
+	found, err := s.store.PresenceOf(ctx, users)
+	if err != nil {
+		return nil, err
+	}
+	var extra []storage.Presence
+	for _, p := range found {
+		if p.Pos <= cur.Presence { // a later change is the next sync's
+			extra = append(extra, p)
+		}
+	}
+	// Oldest first, as the stream's changes are, so the limit keeps the
+	// newest.
+	sort.Slice(extra, func(i, j int) bool { return extra[i].Pos < extra[j].Pos })
+	return append(extra, rows...), nil
 }
 
 // presenceChanged is called after a presence change at pos commits: it

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tidwall/gjson"
+
 	"github.com/persistentchat/homeserver/clock"
 	"github.com/persistentchat/homeserver/push"
 	"github.com/persistentchat/homeserver/roomdag"
@@ -28,6 +30,12 @@ type Store interface {
 	// PushRules returns the user's push.UserRules document, nil if none.
 	PushRules(ctx context.Context, user roomdag.UserID) (json.RawMessage, error)
 	InviteState(ctx context.Context, pos roomdag.StreamPos) (json.RawMessage, error)
+	// EventsAt returns the events at stream positions (unknown ones are
+	// skipped), in no particular order.
+	EventsAt(ctx context.Context, positions []roomdag.StreamPos) ([]*roomdag.StoredEvent, error)
+	// TopoAtStream is the topological place just after the room's newest
+	// event at or before pos (storage.ErrNotFound if none).
+	TopoAtStream(ctx context.Context, room roomdag.RoomID, pos roomdag.StreamPos) (storage.TopoPos, error)
 
 	// Receipts returns, per room of rooms, the contents of m.receipt
 	// events (spec: m.receipt) holding the receipts whose receipt stream
@@ -57,6 +65,8 @@ type Store interface {
 
 	// PresenceStore: the presence stream (presence.go).
 	PresenceStore
+	// MembershipStore: the viewer's membership history (membership.go).
+	MembershipStore
 }
 
 // Syncer answers /sync requests.
@@ -292,6 +302,10 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 	if req.ignored, err = IgnoredUsers(ctx, s.store, req.User); err != nil {
 		return nil, err
 	}
+	shownLeft, err := s.leftRoomsShown(ctx, req, memberships, cur)
+	if err != nil {
+		return nil, err
+	}
 	var changed, notified map[roomdag.RoomID]bool
 	if req.Since != nil && !req.FullState {
 		if changed, err = s.store.RoomsWithEventsSince(ctx, req.User, since.Events); err != nil {
@@ -344,6 +358,9 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 	if err != nil {
 		return nil, err
 	}
+	// Users a join in this sync's range brought into a room with the user
+	// (presenceEvents sends their presence).
+	var joiners map[roomdag.UserID]bool
 	for _, m := range memberships {
 		if m.Pos > cur.Events || !rf.AllowsRoom(m.RoomID) {
 			continue // a membership newer than this sync: the next one has it
@@ -354,9 +371,15 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 			if !newHere && !req.FullState && !changed[m.RoomID] && !notified[m.RoomID] && roomData[m.RoomID] == nil && ephemeral[m.RoomID] == nil {
 				continue
 			}
-			jr, err := s.joinedRoom(ctx, req, m, since, cur, newHere)
+			jr, joined, err := s.joinedRoom(ctx, req, m, since, cur, newHere)
 			if err != nil {
 				return nil, err
+			}
+			for _, u := range joined {
+				if joiners == nil {
+					joiners = map[roomdag.UserID]bool{}
+				}
+				joiners[u] = true
 			}
 			d := roomData[m.RoomID]
 			if d != nil {
@@ -387,7 +410,7 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 				resp.Rooms.Knock[m.RoomID] = ir
 			}
 		case roomdag.MembershipLeave, roomdag.MembershipBan:
-			if m.Forgotten || (req.Since == nil && !rf.IncludeLeave) || (req.Since != nil && !newHere) {
+			if !shownLeft[m.RoomID] {
 				continue
 			}
 			lr, err := s.leftRoom(ctx, req, m, since)
@@ -397,13 +420,62 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 			resp.Rooms.Leave[m.RoomID] = lr
 		}
 	}
-	if resp.Presence.Events, err = s.presenceEvents(ctx, req, since, cur); err != nil {
+	if resp.Presence.Events, err = s.presenceEvents(ctx, req, since, cur, joiners); err != nil {
 		return nil, err
 	}
 	if err := s.unread(ctx, req, resp.Rooms.Join); err != nil {
 		return nil, err
 	}
 	return resp, nil
+}
+
+// leftRoomsShown picks the rooms the user left (or was banned from) that
+// go in rooms.leave, as Synapse does:
+//
+//   - an incremental sync (full_state or not) lists the rooms left since
+//     the token, include_leave or not, even when already forgotten, so
+//     the user's other devices learn of the leave (Complement "Leave for
+//     forgotten room shows up in v2 incremental /sync");
+//   - an initial sync lists, unless forgotten, every left room with
+//     include_leave (spec: "Include rooms that the user has left"), and
+//     without it the rooms the user was kicked or banned from, so they
+//     learn why a room went; the rooms they left themselves (a rejected
+//     invite too) stay out.
+func (s *Syncer) leftRoomsShown(ctx context.Context, req Request, memberships []storage.RoomMembership, cur Token) (map[roomdag.RoomID]bool, error) {
+	rf := &req.Filter.Room
+	var out map[roomdag.RoomID]bool
+	var leaves []roomdag.StreamPos
+	for _, m := range memberships {
+		if m.Membership != roomdag.MembershipLeave && m.Membership != roomdag.MembershipBan || m.Pos > cur.Events || !rf.AllowsRoom(m.RoomID) {
+			continue
+		}
+		switch {
+		case req.Since != nil && m.Pos <= req.Since.Events, req.Since == nil && m.Forgotten:
+		case req.Since != nil, rf.IncludeLeave, m.Membership == roomdag.MembershipBan:
+			if out == nil {
+				out = map[roomdag.RoomID]bool{}
+			}
+			out[m.RoomID] = true
+		default:
+			leaves = append(leaves, m.Pos) // shown if someone else made the leave
+		}
+	}
+	if len(leaves) == 0 {
+		return out, nil
+	}
+	evs, err := s.store.EventsAt(ctx, leaves)
+	if err != nil {
+		return nil, err
+	}
+	for _, ev := range evs {
+		if ev.Sender() != req.User {
+			if out == nil {
+				out = map[roomdag.RoomID]bool{}
+			}
+			out[ev.RoomID()] = true
+		}
+	}
+	return out, nil
 }
 
 // unread fills in the joined rooms' notification counts: the user's
@@ -517,7 +589,7 @@ const (
 // event, else the server default; never more than the server maximum.
 func (s *Syncer) backchat(f *Filter, st *roomdag.RoomState) int {
 	n := s.backchatDefault
-	if f.Room.Timeline.Limit > 0 {
+	if f.Room.Timeline.Limit > 0 || f.timelineLimitSet { // a given 0: no events
 		n = f.Room.Timeline.Limit
 	} else if ev := st.State.Get(roomdag.TypeBackchat, ""); ev != nil {
 		var c struct {
@@ -530,10 +602,14 @@ func (s *Syncer) backchat(f *Filter, st *roomdag.RoomState) int {
 	return min(n, s.backchatMax)
 }
 
-func (s *Syncer) joinedRoom(ctx context.Context, req Request, m storage.RoomMembership, since, cur Token, newHere bool) (*JoinedRoom, error) {
+// joinedRoom builds a room of rooms.join. In an incremental sync, joined
+// lists the users the range brought into the room with the user: everyone
+// joined if the user's own join is in the range, else those whose join is
+// (among the timeline and the state it returns, as Synapse reads them).
+func (s *Syncer) joinedRoom(ctx context.Context, req Request, m storage.RoomMembership, since, cur Token, newHere bool) (jr *JoinedRoom, joined []roomdag.UserID, err error) {
 	st, err := s.rooms.State(ctx, m.RoomID)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	limit := s.backchat(req.Filter, st)
 	after := since.Events
@@ -545,9 +621,9 @@ func (s *Syncer) joinedRoom(ctx context.Context, req Request, m storage.RoomMemb
 	// whole range: on a first sync or a fresh join, for earlier history.
 	tl, limited, err := s.timeline(ctx, req, m.RoomID, after, cur.Events, limit, full, roomdag.MembershipJoin)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	jr := &JoinedRoom{
+	jr = &JoinedRoom{
 		Timeline:    Timeline{Events: []json.RawMessage{}, Limited: limited},
 		State:       EventList{Events: []json.RawMessage{}},
 		AccountData: EventList{Events: []json.RawMessage{}},
@@ -560,8 +636,16 @@ func (s *Syncer) joinedRoom(ctx context.Context, req Request, m storage.RoomMemb
 		// to this sync is one too (Synapse: "limited or newly joined").
 		// Otherwise the client has the children and aggregates itself.
 		if view, err = Bundle(ctx, s.store, view, req.ignored, tl); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
+	}
+	// State events get no unsigned.membership, as from Synapse; the
+	// timeline's events do.
+	stateView := view
+	// The user's membership event in the room is known (m): a timeline
+	// after it, the steady case, needs no lookup.
+	if view, err = MembershipTrails(ctx, s.store, view, map[roomdag.RoomID]storage.RoomMembership{m.RoomID: m}, tl); err != nil {
+		return nil, nil, err
 	}
 	for _, ev := range tl {
 		jr.Timeline.Events = append(jr.Timeline.Events, ev.ClientJSON(view))
@@ -573,33 +657,69 @@ func (s *Syncer) joinedRoom(ctx context.Context, req Request, m storage.RoomMemb
 		stateBefore = tl[0].StateBefore
 		jr.Timeline.PrevBatch = TopoToken{Depth: tl[0].Depth(), Pos: tl[0].Pos}.String()
 	} else if stateBefore, err = s.store.StateAtStream(ctx, m.RoomID, cur.Events); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(tl) == 0 {
 		jr.Timeline.PrevBatch = TopoToken{Depth: st.Depth + 1, Pos: cur.Events + 1}.String()
 	}
+	var state []*roomdag.StoredEvent
 	if full || limited {
 		var sinceSnap int64
 		if !full {
 			if sinceSnap, err = s.store.StateAtStream(ctx, m.RoomID, since.Events); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
-		state, err := s.stateDelta(ctx, req, sinceSnap, stateBefore, tl)
-		if err != nil {
-			return nil, err
+		if state, err = s.stateDelta(ctx, req, sinceSnap, stateBefore, tl); err != nil {
+			return nil, nil, err
 		}
 		for _, ev := range state {
-			jr.State.Events = append(jr.State.Events, ev.ClientJSON(view))
+			jr.State.Events = append(jr.State.Events, ev.ClientJSON(stateView))
 		}
 	}
-	return jr, nil
+	switch {
+	case req.Since == nil:
+	case newHere:
+		for k, ev := range st.State {
+			if k.Type == roomdag.TypeMember && ev.Membership() == roomdag.MembershipJoin {
+				joined = append(joined, roomdag.UserID(k.StateKey))
+			}
+		}
+	default:
+		joined = newJoins(tl)
+		if !req.FullState { // a full state is not what changed
+			joined = append(joined, newJoins(state)...)
+		}
+	}
+	return jr, joined, nil
+}
+
+// newJoins picks the users whose joins evs hold: join events that follow
+// another membership (a join after a join is a profile change).
+func newJoins(evs []*roomdag.StoredEvent) []roomdag.UserID {
+	var out []roomdag.UserID
+	for _, ev := range evs {
+		if ev.Type() != roomdag.TypeMember || ev.Membership() != roomdag.MembershipJoin {
+			continue
+		}
+		if gjson.GetBytes(ev.Unsigned, "prev_content.membership").String() == roomdag.MembershipJoin {
+			continue
+		}
+		out = append(out, roomdag.UserID(*ev.StateKey()))
+	}
+	return out
 }
 
 // timeline returns up to limit events of the room in (after, upTo] that
 // pass the filter (and, if check, history visibility), oldest first, and
 // whether more matching ones were left out.
 func (s *Syncer) timeline(ctx context.Context, req Request, room roomdag.RoomID, after, upTo roomdag.StreamPos, limit int, check bool, current string) ([]*roomdag.StoredEvent, bool, error) {
+	if limit == 0 {
+		// timeline.limit 0 (as Synapse): no events, limited if the range
+		// had any, so the state section covers them.
+		_, more, err := s.store.RecentEvents(ctx, room, after, upTo, 0)
+		return nil, more, err
+	}
 	f := &req.Filter.Room.Timeline
 	var out []*roomdag.StoredEvent
 	top := upTo
@@ -776,26 +896,47 @@ func (s *Syncer) leftRoom(ctx context.Context, req Request, m storage.RoomMember
 			return nil, err
 		}
 	}
+	stateView := view
+	if view, err = MembershipTrails(ctx, s.store, view, map[roomdag.RoomID]storage.RoomMembership{m.RoomID: m}, tl); err != nil {
+		return nil, err
+	}
 	for _, ev := range tl {
 		lr.Timeline.Events = append(lr.Timeline.Events, ev.ClientJSON(view))
 	}
-	if len(tl) > 0 {
+	// The state: before the timeline, as for joined rooms; with nothing in
+	// the timeline (timeline.limit 0, or a filter none of the range
+	// passes), the state at the leave, the leave included (Complement
+	// TestArchivedRoomsHistory "timeline is empty").
+	var stateAt int64
+	switch {
+	case len(tl) > 0:
 		lr.Timeline.PrevBatch = TopoToken{Depth: tl[0].Depth(), Pos: tl[0].Pos}.String()
-		if limited || req.Since == nil {
-			var sinceSnap int64
-			if req.Since != nil {
-				if sinceSnap, err = s.store.StateAtStream(ctx, m.RoomID, since.Events); err != nil {
-					return nil, err
-				}
-			}
-			state, err := s.stateDelta(ctx, req, sinceSnap, tl[0].StateBefore, tl)
-			if err != nil {
-				return nil, err
-			}
-			for _, ev := range state {
-				lr.State.Events = append(lr.State.Events, ev.ClientJSON(view))
-			}
+		if !limited && req.Since != nil {
+			return lr, nil // the timeline holds all that changed
 		}
+		stateAt = tl[0].StateBefore
+	default:
+		at, err := s.store.TopoAtStream(ctx, m.RoomID, m.Pos)
+		if err != nil {
+			return nil, err
+		}
+		lr.Timeline.PrevBatch = TopoToken{Depth: at.Depth, Pos: at.Pos}.String()
+		if stateAt, err = s.store.StateAtStream(ctx, m.RoomID, m.Pos); err != nil {
+			return nil, err
+		}
+	}
+	var sinceSnap int64
+	if req.Since != nil {
+		if sinceSnap, err = s.store.StateAtStream(ctx, m.RoomID, since.Events); err != nil {
+			return nil, err
+		}
+	}
+	state, err := s.stateDelta(ctx, req, sinceSnap, stateAt, tl)
+	if err != nil {
+		return nil, err
+	}
+	for _, ev := range state {
+		lr.State.Events = append(lr.State.Events, ev.ClientJSON(stateView))
 	}
 	return lr, nil
 }

@@ -459,3 +459,36 @@ func countType(evs []event, typ string) int {
 	}
 	return n
 }
+
+// TestFilterIDsChecked: a filter naming a malformed room or user ID is
+// refused, stored or inline: 400 M_BAD_JSON ("valid JSON, but malformed",
+// spec: common error codes; Synapse checks the same lists with its filter
+// schema).
+func TestFilterIDsChecked(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	alice := srv.Register("alice")
+	bad := []string{
+		`{"room":{"rooms":["general"]}}`,
+		`{"room":{"not_rooms":["#general:localhost"]}}`,
+		`{"room":{"timeline":{"rooms":["!r:localhost","nope"]}}}`,
+		`{"room":{"state":{"senders":["alice"]}}}`,
+		`{"room":{"timeline":{"not_senders":["!r:localhost"]}}}`,
+		`{"presence":{"senders":["alice:localhost"]}}`,
+		`{"account_data":{"not_senders":["@"]}}`,
+	}
+	path := "/_matrix/client/v3/user/" + url.PathEscape(alice.UserID) + "/filter"
+	for _, f := range bad {
+		if r := alice.Do("POST", path, []byte(f)); r.Status != 400 || r.Errcode() != "M_BAD_JSON" {
+			t.Errorf("POST filter %s = %d %s, want 400 M_BAD_JSON", f, r.Status, r.Body)
+		}
+		if r := alice.Do("GET", "/_matrix/client/v3/sync?timeout=0&"+filterQuery(f), nil); r.Status != 400 || r.Errcode() != "M_BAD_JSON" {
+			t.Errorf("sync with inline filter %s = %d %s, want 400 M_BAD_JSON", f, r.Status, r.Body)
+		}
+	}
+	good := `{"room":{"rooms":["!r:localhost"],"timeline":{"senders":["@bob:localhost"]}},"presence":{"not_senders":["@eve:localhost"]}}`
+	if r := alice.Do("POST", path, []byte(good)); r.Status != 200 {
+		t.Errorf("POST filter %s = %d %s", good, r.Status, r.Body)
+	}
+	doSync(t, alice, "timeout=0&"+filterQuery(good))
+}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/persistentchat/homeserver/roomdag"
@@ -66,13 +67,24 @@ func (db *DB) UpdateAccountData(ctx context.Context, user roomdag.UserID, room r
 	return pos, err
 }
 
-// SearchUserDirectory finds local, active users whose user ID or display
-// name contains term (case-insensitively for ASCII: SQLite's lower() folds
-// only ASCII) and who are joined to a room the searcher is joined to or to
-// a room whose join rule is public (spec: "User directory"). It returns at
-// most limit users, ordered by user ID, and whether more matched.
-func (db *DB) SearchUserDirectory(ctx context.Context, searcher roomdag.UserID, term string, limit int) ([]storage.User, bool, error) {
-	like := "%" + likeEscaper.Replace(strings.ToLower(term)) + "%"
+// SearchUserDirectory finds local, active users matching every one of
+// terms: each term is contained in the user ID or the display name
+// (case-insensitively for ASCII: SQLite's lower() folds only ASCII). The
+// users must be joined to a room the searcher is joined to or to a room
+// whose join rule is public (spec: "User directory"). It returns at most
+// limit users, ordered by user ID, and whether more matched; no terms
+// match nobody.
+func (db *DB) SearchUserDirectory(ctx context.Context, searcher roomdag.UserID, terms []string, limit int) ([]storage.User, bool, error) {
+	if len(terms) == 0 {
+		return nil, false, nil
+	}
+	args := []any{string(searcher), limit + 1}
+	var match strings.Builder
+	for _, t := range terms {
+		args = append(args, "%"+likeEscaper.Replace(strings.ToLower(t))+"%")
+		n := len(args)
+		fmt.Fprintf(&match, "\n  AND (lower(u.user_id) LIKE ?%d ESCAPE '\\' OR lower(COALESCE(u.displayname, '')) LIKE ?%d ESCAPE '\\')", n, n)
+	}
 	// events.json is a BLOB, which json_extract would read as JSONB: cast it.
 	rows, err := db.r.QueryContext(ctx, `
 WITH visible_rooms AS (
@@ -83,12 +95,11 @@ WITH visible_rooms AS (
 	  AND json_extract(CAST(e.json AS TEXT), '$.content.join_rule') = 'public'
 )
 SELECT u.user_id, u.displayname, u.avatar_url FROM users u
-WHERE u.deactivated = 0
-  AND (lower(u.user_id) LIKE ?2 ESCAPE '\' OR lower(COALESCE(u.displayname, '')) LIKE ?2 ESCAPE '\')
+WHERE u.deactivated = 0`+match.String()+`
   AND EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = u.user_id AND m.membership = 'join'
               AND m.room_nid IN visible_rooms)
 ORDER BY u.user_id
-LIMIT ?3`, string(searcher), like, limit+1)
+LIMIT ?2`, args...)
 	if err != nil {
 		return nil, false, err
 	}

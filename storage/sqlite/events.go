@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"strings"
 
 	"github.com/persistentchat/homeserver/roomdag"
@@ -359,3 +360,35 @@ type appendScanner struct {
 }
 
 func (s appendScanner) Scan(dest ...any) error { return s.rows.Scan(append(dest, s.extra...)...) }
+
+// MembershipChanges returns the user's membership events in the room,
+// oldest first (none for a room they were never in, or one this server
+// does not know).
+func (db *DB) MembershipChanges(ctx context.Context, room roomdag.RoomID, user roomdag.UserID) (roomdag.MembershipTrail, error) {
+	nid, _, err := db.roomNID(ctx, db.r, room)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	// events.json is a BLOB, which json_extract would read as JSONB: cast it.
+	rows, err := db.r.QueryContext(ctx, `SELECT e.stream_pos, json_extract(CAST(e.json AS TEXT), '$.content.membership')
+		FROM events e WHERE e.room_nid = ? AND e.type = 'm.room.member' AND e.state_key = ? ORDER BY e.stream_pos`,
+		nid, string(user))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out roomdag.MembershipTrail
+	for rows.Next() {
+		var c roomdag.MembershipChange
+		var m sql.NullString
+		if err := rows.Scan(&c.Pos, &m); err != nil {
+			return nil, err
+		}
+		c.Membership = m.String
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}

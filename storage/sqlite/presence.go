@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"strings"
 
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
@@ -45,6 +46,31 @@ func (db *DB) Presence(ctx context.Context, user roomdag.UserID) (storage.Presen
 	return p, nil
 }
 
+// PresenceOf returns the stored presence of those of users who have one,
+// in no particular order.
+func (db *DB) PresenceOf(ctx context.Context, users []roomdag.UserID) ([]storage.Presence, error) {
+	var out []storage.Presence
+	for len(users) > 0 {
+		n := min(len(users), 500) // well below SQLite's variable limit
+		args := make([]any, n)
+		for i, u := range users[:n] {
+			args[i] = string(u)
+		}
+		users = users[n:]
+		rows, err := db.r.QueryContext(ctx, `SELECT user_id, state, status_msg, last_active_ts, stream_pos FROM presence
+			WHERE user_id IN (?`+strings.Repeat(",?", n-1)+`)`, args...)
+		if err != nil {
+			return nil, err
+		}
+		ps, err := scanPresence(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ps...)
+	}
+	return out, nil
+}
+
 // PresenceSince returns the presence rows whose last change is in
 // (after, upTo] of the presence stream, oldest change first.
 func (db *DB) PresenceSince(ctx context.Context, after, upTo int64) ([]storage.Presence, error) {
@@ -53,6 +79,11 @@ func (db *DB) PresenceSince(ctx context.Context, after, upTo int64) ([]storage.P
 	if err != nil {
 		return nil, err
 	}
+	return scanPresence(rows)
+}
+
+// scanPresence reads presence rows and closes them.
+func scanPresence(rows *sql.Rows) ([]storage.Presence, error) {
 	defer rows.Close()
 	var out []storage.Presence
 	for rows.Next() {

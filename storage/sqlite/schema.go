@@ -404,4 +404,12 @@ ALTER TABLE media ADD COLUMN authenticated INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE users ADD COLUMN locked INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE users ADD COLUMN suspended INTEGER NOT NULL DEFAULT 0;
 `,
+	// A user's membership events in one room, in stream order: every
+	// event served to a client carries the requester's membership at it
+	// (MSC4115, unsigned.membership), read from these in one lookup per
+	// room (MembershipChanges). events_membership is by user across all
+	// their rooms, which a user in many rooms would scan whole.
+	`
+CREATE INDEX events_room_membership ON events(room_nid, state_key, stream_pos) WHERE type = 'm.room.member';
+`,
 }
