@@ -59,8 +59,7 @@ func (s *Server) mediaRoutes() []route {
 	if s.cfg.MediaDir == "" {
 		return nil
 	}
-	m := &mediaAPI{s: s, repo: media.New(media.Config{Dir: s.cfg.MediaDir, MaxUploadSize: s.cfg.MaxUploadSize},
-		s.store, s.clock, s.random)}
+	m := &mediaAPI{s: s, repo: s.media}
 	const id = "/{serverName}/{mediaId}"
 	return append([]route{
 		{method: http.MethodPost, path: mediaV3 + "/upload", handler: m.upload, auth: authRequired},

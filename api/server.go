@@ -31,6 +31,10 @@ type Config struct {
 	BcryptCost         int
 	DefaultRoomVersion string
 	MaxRequestSize     int64
+	// ThumbnailSizes and ThumbnailMemory configure thumbnails
+	// (media.Config).
+	ThumbnailSizes  []media.ThumbnailSize
+	ThumbnailMemory int64
 	// AccessTokenLifetime applies to sessions that asked for a refresh
 	// token; 0 means their access tokens do not expire.
 	AccessTokenLifetime time.Duration
@@ -63,6 +67,8 @@ type Server struct {
 	random randomSource
 	// upgrades carries out room upgrades (api/roomupgrade.go).
 	upgrades *upgrader
+	// media is the media repository, nil when MediaDir is "".
+	media *media.Repository
 
 	seen      gosync.Map // user|device -> time.Time of the last last-seen write
 	dummyOnce gosync.Once
@@ -85,8 +91,16 @@ func NewServer(cfg Config, store Store, rooms *roomdag.Rooms, syncer *sync.Synce
 		firstEvents: s.firstEvents, roomID: s.localRoomID,
 		accountDataChanged: func(user roomdag.UserID, pos int64) { s.sync.Notifier().AccountDataChanged(user, pos) },
 		calls:              map[roomdag.RoomID]*upgradeCall{}}
+	if cfg.MediaDir != "" {
+		s.media = media.New(media.Config{Dir: cfg.MediaDir, MaxUploadSize: cfg.MaxUploadSize,
+			ThumbnailSizes: cfg.ThumbnailSizes, ThumbnailMemory: cfg.ThumbnailMemory}, store, clk, random)
+	}
 	return s
 }
+
+// Media is the media repository, nil when the media endpoints are off;
+// tests read its ThumbnailStats.
+func (s *Server) Media() *media.Repository { return s.media }
 
 // Handler returns the HTTP handler for every client-server route.
 func (s *Server) Handler() http.Handler {

@@ -56,6 +56,8 @@ type Homeserver struct {
 	// Pushers delivers notifications to push gateways; tests wait on it
 	// with WaitStats instead of sleeping.
 	Pushers *pusher.Sender
+	// Media is the media repository; tests read its ThumbnailStats.
+	Media *media.Repository
 
 	fresh freshConns
 }
@@ -178,6 +180,8 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		URLPreview:          urlPreview(cfg),
 		AppServices:         hs.AppServices,
 		Pushers:             hs.Pushers,
+		ThumbnailSizes:      thumbnailSizes(cfg.ThumbnailSizes),
+		ThumbnailMemory:     int64(cfg.MaxThumbnailMemory),
 		AccessTokenLifetime: cfg.RefreshableAccessTokenLifetime.Std(),
 		RateLimited:         rl.Enabled,
 		RateLimits: map[string]api.RateLimit{
@@ -190,6 +194,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	mux := http.NewServeMux()
 	federation.NewKeyServer(key, clk, Version).Register(mux)
 	mux.Handle("/", client.Handler())
+	hs.Media = client.Media()
 	hs.http = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -205,6 +210,16 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	}
 	// Last: it starts nothing when it fails.
 	return hs.Pushers.Start(ctx)
+}
+
+// thumbnailSizes converts the configured thumbnail sizes, which
+// Validate has checked.
+func thumbnailSizes(sizes []configs.ThumbnailSize) []media.ThumbnailSize {
+	out := make([]media.ThumbnailSize, len(sizes))
+	for i, s := range sizes {
+		out[i] = media.ThumbnailSize{Width: s.Width, Height: s.Height, Method: media.Method(s.Method)}
+	}
+	return out
 }
 
 // urlPreview is the URL preview configuration, nil when previews are off.
