@@ -82,7 +82,7 @@ func (s *Server) mediaRoutes() []route {
 // client sent no Content-Length; the repository checks again as it
 // streams.
 func (s *Server) bodyLimit(path string) int64 {
-	if strings.HasPrefix(path, mediaV3+"/upload") && s.cfg.MaxUploadSize > 0 {
+	if isUpload(path) && s.cfg.MaxUploadSize > 0 {
 		return s.cfg.MaxUploadSize
 	}
 	return s.cfg.MaxRequestSize

@@ -31,6 +31,11 @@ type Config struct {
 	BcryptCost         int
 	DefaultRoomVersion string
 	MaxRequestSize     int64
+	// BodyTimeout is how long a request body may take to arrive; media
+	// uploads get longer while they keep to MinUploadRate bytes a second
+	// (api/body.go).
+	BodyTimeout   time.Duration
+	MinUploadRate int64
 	// ThumbnailSizes and ThumbnailMemory configure thumbnails
 	// (media.Config).
 	ThumbnailSizes  []media.ThumbnailSize

@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 //go:embed homeserver.yaml
@@ -198,6 +199,19 @@ type Config struct {
 	// thumbnailed. At least 1 MiB.
 	// Default: 256 MiB ("256M").
 	MaxThumbnailMemory ByteSize `yaml:"max_thumbnail_memory"`
+
+	// RequestBodyTimeout is how long a client may take to send a request
+	// body once its headers are in; past it the request is answered 408
+	// M_UNKNOWN and the connection closed. Media uploads get one more
+	// second for every MinUploadRate bytes received. Greater than 0.
+	// Default: 30 seconds ("30s").
+	RequestBodyTimeout Duration `yaml:"request_body_timeout"`
+
+	// MinUploadRate is the slowest a media upload may arrive on average,
+	// in bytes a second, once RequestBodyTimeout has passed: an upload
+	// that keeps to it is never cut. At least 1.
+	// Default: 1 KiB a second ("1K").
+	MinUploadRate ByteSize `yaml:"min_upload_rate"`
 
 	// RateLimiting configures the rate limits.
 	// Default: see RateLimiting.
@@ -389,6 +403,8 @@ func Default() Config {
 		URLPreviewIPRangeWhitelist:     []string{},
 		ThumbnailSizes:                 DefaultThumbnailSizes(),
 		MaxThumbnailMemory:             256 * MiB,
+		RequestBodyTimeout:             Duration(30 * time.Second),
+		MinUploadRate:                  1 * KiB,
 		IPRangeBlacklist:               DefaultIPRangeBlacklist(),
 		IPRangeWhitelist:               []string{},
 		MaxSpiderSize:                  10 * MiB,

@@ -4,19 +4,21 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
-// TestLoadThumbnailLimits: thumbnail_sizes and max_thumbnail_memory are
-// read and checked, each problem naming its field and line.
-func TestLoadThumbnailLimits(t *testing.T) {
+// TestLoadThumbnailAndBodyLimits: thumbnail_sizes, max_thumbnail_memory,
+// request_body_timeout and min_upload_rate are read and checked, each
+// problem naming its field and line.
+func TestLoadThumbnailAndBodyLimits(t *testing.T) {
 	c, err := Load(writeConfig(t, "thumbnail_sizes:\n  - {width: 64, height: 48, method: scale}\n"+
-		"max_thumbnail_memory: 64M\n"))
+		"max_thumbnail_memory: 64M\nrequest_body_timeout: 5s\nmin_upload_rate: 4K\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(c.ThumbnailSizes) != 1 || c.ThumbnailSizes[0] != (ThumbnailSize{64, 48, "scale"}) ||
-		c.MaxThumbnailMemory != 64*MiB {
-		t.Errorf("loaded %+v, %v", c.ThumbnailSizes, c.MaxThumbnailMemory)
+		c.MaxThumbnailMemory != 64*MiB || c.RequestBodyTimeout.Std() != 5*time.Second || c.MinUploadRate != 4*KiB {
+		t.Errorf("loaded %+v, %v, %v, %v", c.ThumbnailSizes, c.MaxThumbnailMemory, c.RequestBodyTimeout, c.MinUploadRate)
 	}
 
 	for _, tc := range []struct {
@@ -31,6 +33,8 @@ func TestLoadThumbnailLimits(t *testing.T) {
 		{"repeated size", "thumbnail_sizes:\n  - {width: 32, height: 32, method: crop}\n  - {width: 32, height: 32, method: crop}\n", "thumbnail_sizes[1]", 3, "repeats thumbnail_sizes[0]"},
 		{"unknown size key", "thumbnail_sizes:\n  - {width: 32, height: 32, method: crop, type: png}\n", "thumbnail_sizes[0].type", 2, "unknown key"},
 		{"tiny memory", "max_thumbnail_memory: 512K\n", "max_thumbnail_memory", 1, "at least 1M"},
+		{"no body timeout", "request_body_timeout: 0\n", "request_body_timeout", 1, "greater than 0"},
+		{"no upload rate", "min_upload_rate: 0\n", "min_upload_rate", 1, "at least 1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Load(writeConfig(t, tc.body))

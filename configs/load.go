@@ -407,6 +407,12 @@ func (c *Config) validate(lines map[string]int) []*FieldError {
 	if c.MaxThumbnailMemory < MiB {
 		bad("max_thumbnail_memory", "is %d; must be at least 1M", c.MaxThumbnailMemory)
 	}
+	if c.RequestBodyTimeout <= 0 {
+		bad("request_body_timeout", "is %v; must be greater than 0", c.RequestBodyTimeout.Std())
+	}
+	if c.MinUploadRate < 1 {
+		bad("min_upload_rate", "is %d; must be at least 1 byte a second", c.MinUploadRate)
+	}
 	for _, rl := range []struct {
 		name  string
 		limit RateLimit

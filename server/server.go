@@ -60,6 +60,63 @@ type Homeserver struct {
 	Media *media.Repository
 
 	fresh freshConns
+	open  openConns
+}
+
+// openConns counts the client API's open connections, for OpenConns.
+type openConns struct {
+	mu      gosync.Mutex
+	conns   map[net.Conn]struct{}
+	changed chan struct{} // closed and replaced on every change
+}
+
+func (o *openConns) track(c net.Conn, state http.ConnState) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.conns == nil {
+		o.conns = map[net.Conn]struct{}{}
+	}
+	switch state {
+	case http.StateNew:
+		o.conns[c] = struct{}{}
+	case http.StateClosed, http.StateHijacked:
+		delete(o.conns, c)
+	default:
+		return
+	}
+	if o.changed != nil {
+		close(o.changed)
+		o.changed = nil
+	}
+}
+
+// OpenConns is how many client API connections are open now.
+func (hs *Homeserver) OpenConns() int {
+	hs.open.mu.Lock()
+	defer hs.open.mu.Unlock()
+	return len(hs.open.conns)
+}
+
+// WaitOpenConns waits until at most n client API connections are open,
+// or ctx ends.
+func (hs *Homeserver) WaitOpenConns(ctx context.Context, n int) error {
+	for {
+		hs.open.mu.Lock()
+		if len(hs.open.conns) <= n {
+			hs.open.mu.Unlock()
+			return nil
+		}
+		if hs.open.changed == nil {
+			hs.open.changed = make(chan struct{})
+		}
+		ch := hs.open.changed
+		hs.open.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("%d connections still open, want at most %d: %w", hs.OpenConns(), n, ctx.Err())
+		}
+	}
 }
 
 // freshConns tracks connections accepted that have not sent a request
@@ -180,6 +237,8 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		URLPreview:          urlPreview(cfg),
 		AppServices:         hs.AppServices,
 		Pushers:             hs.Pushers,
+		BodyTimeout:         cfg.RequestBodyTimeout.Std(),
+		MinUploadRate:       int64(cfg.MinUploadRate),
 		ThumbnailSizes:      thumbnailSizes(cfg.ThumbnailSizes),
 		ThumbnailMemory:     int64(cfg.MaxThumbnailMemory),
 		AccessTokenLifetime: cfg.RefreshableAccessTokenLifetime.Std(),
@@ -196,11 +255,16 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	mux.Handle("/", client.Handler())
 	hs.Media = client.Media()
 	hs.http = &http.Server{
-		Handler:           mux,
+		// Headers must arrive within ReadHeaderTimeout, bodies within
+		// request_body_timeout (api/body.go).
+		Handler:           client.BodyDeadlines(mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		ConnState:         hs.fresh.track,
+		ConnState: func(c net.Conn, state http.ConnState) {
+			hs.fresh.track(c, state)
+			hs.open.track(c, state)
+		},
 	}
 	if err := hs.Notifications.Start(ctx); err != nil {
 		return err
