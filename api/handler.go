@@ -186,6 +186,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 func (s *Server) mapError(r *http.Request, err error) *Error {
 	var ae *roomdag.AuthError
 	var mbe *http.MaxBytesError
+	var be *bodyError
 	switch {
 	case errors.As(err, &ae) && ae.Malformed:
 		// Content that is invalid whoever sends it (Synapse: 400).
@@ -194,6 +195,8 @@ func (s *Server) mapError(r *http.Request, err error) *Error {
 		return forbidden("%s", ae.Error())
 	case errors.As(err, &mbe):
 		return errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "request body is larger than %d bytes", mbe.Limit)
+	case errors.As(err, &be):
+		return be.matrixError()
 	case errors.Is(err, roomdag.ErrTooLarge):
 		return errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "event is larger than %d bytes", roomdag.MaxEventBytes)
 	case errors.Is(err, roomdag.ErrEventFormat):
@@ -232,7 +235,8 @@ func decodeJSON(r *http.Request, v any) error {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		var be *bodyError
+		if errors.As(err, &mbe) || errors.As(err, &be) {
 			return err
 		}
 		return badJSON("could not read body: %v", err)
@@ -280,7 +284,8 @@ func readObject(r *http.Request) (json.RawMessage, error) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		var be *bodyError
+		if errors.As(err, &mbe) || errors.As(err, &be) {
 			return nil, err
 		}
 		return nil, badJSON("could not read body: %v", err)

@@ -67,8 +67,7 @@ func (s *Server) mediaRoutes() []route {
 	if s.cfg.MediaDir == "" {
 		return nil
 	}
-	m := &mediaAPI{s: s, repo: media.New(media.Config{Dir: s.cfg.MediaDir, MaxUploadSize: s.cfg.MaxUploadSize,
-		AuthenticatedMedia: s.cfg.AuthenticatedMedia}, s.store, s.clock, s.random)}
+	m := &mediaAPI{s: s, repo: s.media}
 	const id = "/{serverName}/{mediaId}"
 	return append([]route{
 		{method: http.MethodPost, path: mediaV3 + "/upload", handler: m.upload, auth: authRequired},
@@ -91,7 +90,7 @@ func (s *Server) mediaRoutes() []route {
 // client sent no Content-Length; the repository checks again as it
 // streams.
 func (s *Server) bodyLimit(path string) int64 {
-	if strings.HasPrefix(path, mediaV3+"/upload") && s.cfg.MaxUploadSize > 0 {
+	if isUpload(path) && s.cfg.MaxUploadSize > 0 {
 		return s.cfg.MaxUploadSize
 	}
 	return s.cfg.MaxRequestSize

@@ -312,7 +312,7 @@ func TestMediaThumbnail(t *testing.T) {
 	var pngBuf, jpgBuf, gifBuf bytes.Buffer
 	png.Encode(&pngBuf, testImage(400, 200))
 	jpeg.Encode(&jpgBuf, testImage(300, 300), nil)
-	gif.Encode(&gifBuf, testImage(120, 60), nil)
+	gif.Encode(&gifBuf, testImage(400, 100), nil)
 	pngID := upload(t, alice, "image/png", "wide.png", pngBuf.Bytes())
 	jpgID := upload(t, alice, "image/jpeg", "square.jpg", jpgBuf.Bytes())
 	gifID := upload(t, alice, "image/gif", "small.gif", gifBuf.Bytes())
@@ -323,14 +323,16 @@ func TestMediaThumbnail(t *testing.T) {
 		id, query, ctype string
 		w, h             int
 	}{
-		{pngID, "width=100&height=100&method=scale", "image/png", 100, 50},
-		{pngID, "width=64&height=64&method=crop", "image/png", 64, 64},
-		{pngID, "width=320&height=240", "image/png", 320, 160},                // scale is the default
-		{pngID, "width=1000&height=1000&method=scale", "image/png", 400, 200}, // never upscaled: the original
-		{pngID, "width=1000&height=1000&method=crop&animated=true", "image/png", 400, 200},
+		// Requests snap to the configured sizes (Synapse's defaults): the
+		// closest of those at least as large in one direction.
+		{pngID, "width=100&height=100&method=scale", "image/png", 320, 160},              // 320x240 scale
+		{pngID, "width=64&height=64&method=crop", "image/png", 96, 96},                   // 96x96 crop
+		{pngID, "width=320&height=240", "image/png", 320, 160},                           // scale is the default
+		{pngID, "width=1000&height=1000&method=scale", "image/png", 400, 200},            // never upscaled: the original
+		{pngID, "width=1000&height=1000&method=crop&animated=true", "image/png", 96, 96}, // else the largest
 		{jpgID, "width=32&height=32&method=crop", "image/jpeg", 32, 32},
-		{jpgID, "width=96&height=50&method=scale", "image/jpeg", 50, 50},
-		{gifID, "width=32&height=32&method=scale", "image/png", 32, 16},
+		{jpgID, "width=96&height=50&method=scale", "image/jpeg", 240, 240},
+		{gifID, "width=32&height=32&method=scale", "image/png", 320, 80},
 	} {
 		r := mediaDo(t, alice, "GET", th+tc.id+"?"+tc.query, "", nil)
 		if r.Status != http.StatusOK {
@@ -347,9 +349,9 @@ func TestMediaThumbnail(t *testing.T) {
 		}
 	}
 	// Thumbnails are made once and then served from disk.
-	cached, _ := filepath.Glob(filepath.Join(s.DataDir, "media", "thumbnails", "*", "*", "100x50-scale.png"))
+	cached, _ := filepath.Glob(filepath.Join(s.DataDir, "media", "thumbnails", "*", "*", "320x160-scale.png"))
 	if len(cached) != 1 {
-		t.Errorf("cached 100x50 thumbnails: %v", cached)
+		t.Errorf("cached 320x160 thumbnails: %v", cached)
 	}
 
 	for _, tc := range []struct {

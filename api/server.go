@@ -34,6 +34,15 @@ type Config struct {
 	PasswordPolicy     PasswordPolicy
 	DefaultRoomVersion string
 	MaxRequestSize     int64
+	// BodyTimeout is how long a request body may take to arrive; media
+	// uploads get longer while they keep to MinUploadRate bytes a second
+	// (api/body.go).
+	BodyTimeout   time.Duration
+	MinUploadRate int64
+	// ThumbnailSizes and ThumbnailMemory configure thumbnails
+	// (media.Config).
+	ThumbnailSizes  []media.ThumbnailSize
+	ThumbnailMemory int64
 	// AccessTokenLifetime applies to sessions that asked for a refresh
 	// token; 0 means their access tokens do not expire.
 	AccessTokenLifetime time.Duration
@@ -71,6 +80,8 @@ type Server struct {
 	random randomSource
 	// upgrades carries out room upgrades (api/roomupgrade.go).
 	upgrades *upgrader
+	// media is the media repository, nil when MediaDir is "".
+	media *media.Repository
 
 	notices   serverNotices
 	seen      gosync.Map // user|device -> time.Time of the last last-seen write
@@ -95,8 +106,16 @@ func NewServer(cfg Config, store Store, rooms *roomdag.Rooms, syncer *sync.Synce
 		accountDataChanged: func(user roomdag.UserID, pos int64) { s.sync.Notifier().AccountDataChanged(user, pos) },
 		copyPushRules:      s.copyRoomPushRules,
 		calls:              map[roomdag.RoomID]*upgradeCall{}}
+	if cfg.MediaDir != "" {
+		s.media = media.New(media.Config{Dir: cfg.MediaDir, MaxUploadSize: cfg.MaxUploadSize,
+			AuthenticatedMedia: cfg.AuthenticatedMedia, ThumbnailSizes: cfg.ThumbnailSizes, ThumbnailMemory: cfg.ThumbnailMemory}, store, clk, random)
+	}
 	return s
 }
+
+// Media is the media repository, nil when the media endpoints are off;
+// tests read its ThumbnailStats.
+func (s *Server) Media() *media.Repository { return s.media }
 
 // Handler returns the HTTP handler for every client-server route.
 func (s *Server) Handler() http.Handler {

@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 //go:embed homeserver.yaml
@@ -189,6 +190,43 @@ type Config struct {
 	// local network, say).
 	// Default: empty.
 	IPRangeWhitelist []string `yaml:"ip_range_whitelist"`
+
+	// ThumbnailSizes are the sizes the server makes thumbnails of images
+	// at, in Synapse's format. A request for a thumbnail gets the one of
+	// these that fits it best, chosen as Synapse does: of those with the
+	// requested method (of all, if none has it), the one closest to the
+	// requested size among those at least as large in one direction, else
+	// the largest; never larger than the image, which is served itself
+	// when it is no larger than the chosen size. So each image has at
+	// most one thumbnail file per entry here, whatever sizes clients ask
+	// for, and the first request for any of them makes them all from one
+	// decode. At least one entry; no two alike.
+	// Default: Synapse's: 32x32 crop, 96x96 crop, 320x240 scale,
+	// 640x480 scale, 800x600 scale (see DefaultThumbnailSizes).
+	ThumbnailSizes []ThumbnailSize `yaml:"thumbnail_sizes"`
+
+	// MaxThumbnailMemory is the memory that decoding images for
+	// thumbnails may take at once, counted from each image's header
+	// before it is decoded (a 5000×5000 PNG takes about 155 MiB,
+	// decoded and scaled). Decodes that would together pass it wait for
+	// each other; an image that alone would pass it is not thumbnailed
+	// (M_TOO_LARGE). Images of more than 25 million pixels are never
+	// thumbnailed. At least 1 MiB.
+	// Default: 256 MiB ("256M").
+	MaxThumbnailMemory ByteSize `yaml:"max_thumbnail_memory"`
+
+	// RequestBodyTimeout is how long a client may take to send a request
+	// body once its headers are in; past it the request is answered 408
+	// M_UNKNOWN and the connection closed. Media uploads get one more
+	// second for every MinUploadRate bytes received. Greater than 0.
+	// Default: 30 seconds ("30s").
+	RequestBodyTimeout Duration `yaml:"request_body_timeout"`
+
+	// MinUploadRate is the slowest a media upload may arrive on average,
+	// in bytes a second, once RequestBodyTimeout has passed: an upload
+	// that keeps to it is never cut. At least 1.
+	// Default: 1 KiB a second ("1K").
+	MinUploadRate ByteSize `yaml:"min_upload_rate"`
 
 	// RateLimiting configures the rate limits.
 	// Default: see RateLimiting.
@@ -407,6 +445,33 @@ func parseIPRange(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
+// ThumbnailSize is one entry of ThumbnailSizes.
+type ThumbnailSize struct {
+	// Width is the thumbnail's width in pixels, at least 1.
+	// Default: none; every entry gives it.
+	Width int `yaml:"width"`
+
+	// Height is the thumbnail's height in pixels, at least 1.
+	// Default: none; every entry gives it.
+	Height int `yaml:"height"`
+
+	// Method is "crop" (fill the box, cutting off what sticks out; for
+	// avatars) or "scale" (fit inside the box, keeping the aspect ratio).
+	// Default: none; every entry gives it.
+	Method string `yaml:"method"`
+}
+
+// DefaultThumbnailSizes returns the default of ThumbnailSizes, Synapse's.
+func DefaultThumbnailSizes() []ThumbnailSize {
+	return []ThumbnailSize{
+		{Width: 32, Height: 32, Method: "crop"},
+		{Width: 96, Height: 96, Method: "crop"},
+		{Width: 320, Height: 240, Method: "scale"},
+		{Width: 640, Height: 480, Method: "scale"},
+		{Width: 800, Height: 600, Method: "scale"},
+	}
+}
+
 // RateLimit is one token bucket, in Synapse's terms.
 type RateLimit struct {
 	// PerSecond is the steady rate at which the bucket refills; finite and
@@ -446,6 +511,10 @@ func Default() Config {
 		URLPreviewEnabled:              false,
 		URLPreviewIPRangeBlacklist:     DefaultIPRangeBlacklist(),
 		URLPreviewIPRangeWhitelist:     []string{},
+		ThumbnailSizes:                 DefaultThumbnailSizes(),
+		MaxThumbnailMemory:             256 * MiB,
+		RequestBodyTimeout:             Duration(30 * time.Second),
+		MinUploadRate:                  1 * KiB,
 		IPRangeBlacklist:               DefaultIPRangeBlacklist(),
 		IPRangeWhitelist:               []string{},
 		MaxSpiderSize:                  10 * MiB,

@@ -389,6 +389,33 @@ func (c *Config) validate(lines map[string]int) []*FieldError {
 	if c.MaxSpiderSize < 1 {
 		bad("max_spider_size", "is %d; must be at least 1 byte", c.MaxSpiderSize)
 	}
+	if len(c.ThumbnailSizes) == 0 {
+		bad("thumbnail_sizes", "is empty; list at least one size")
+	}
+	seenSizes := map[ThumbnailSize]int{}
+	for i, ts := range c.ThumbnailSizes {
+		field := fmt.Sprintf("thumbnail_sizes[%d]", i)
+		if ts.Width < 1 || ts.Height < 1 {
+			bad(field, "is %dx%d; width and height must be at least 1", ts.Width, ts.Height)
+		}
+		if ts.Method != "crop" && ts.Method != "scale" {
+			bad(field+".method", "%q: must be crop or scale", ts.Method)
+		}
+		if first, dup := seenSizes[ts]; dup {
+			bad(field, "repeats thumbnail_sizes[%d]", first)
+		} else {
+			seenSizes[ts] = i
+		}
+	}
+	if c.MaxThumbnailMemory < MiB {
+		bad("max_thumbnail_memory", "is %d; must be at least 1M", c.MaxThumbnailMemory)
+	}
+	if c.RequestBodyTimeout <= 0 {
+		bad("request_body_timeout", "is %v; must be greater than 0", c.RequestBodyTimeout.Std())
+	}
+	if c.MinUploadRate < 1 {
+		bad("min_upload_rate", "is %d; must be at least 1 byte a second", c.MinUploadRate)
+	}
 	for _, rl := range []struct {
 		name  string
 		limit RateLimit

@@ -81,6 +81,12 @@ type Store interface {
 type Config struct {
 	// Dir is the media directory, created on first upload.
 	Dir string
+	// ThumbnailSizes are the sizes thumbnails are made at; empty means
+	// DefaultThumbnailSizes. ThumbnailMemory is the memory, in bytes,
+	// that decoding images for thumbnails may take at once; 0 means
+	// DefaultThumbnailMemory.
+	ThumbnailSizes  []ThumbnailSize
+	ThumbnailMemory int64
 	// MaxUploadSize is the largest upload accepted, in bytes.
 	MaxUploadSize int64
 	// AuthenticatedMedia is Synapse's enable_authenticated_media: items
@@ -121,9 +127,7 @@ type Repository struct {
 	mu      gosync.Mutex
 	waiting map[ID]*waiter // downloads waiting for a created item's upload
 
-	// decoding bounds how many images are decoded for thumbnails at once:
-	// each may take up to maxThumbnailPixels×4 bytes of memory.
-	decoding chan struct{}
+	thumbs *thumbnailer
 }
 
 type waiter struct {
@@ -135,7 +139,7 @@ type waiter struct {
 // used. random supplies media IDs (crypto/rand in production).
 func New(cfg Config, store Store, clk clock.Clock, random io.Reader) *Repository {
 	return &Repository{cfg: cfg, store: store, clock: clk, random: random, waiting: map[ID]*waiter{},
-		decoding: make(chan struct{}, maxDecoding)}
+		thumbs: newThumbnailer(cfg.ThumbnailSizes, cfg.ThumbnailMemory)}
 }
 
 // MaxUploadSize is the largest upload accepted, in bytes.

@@ -56,8 +56,67 @@ type Homeserver struct {
 	// Pushers delivers notifications to push gateways; tests wait on it
 	// with WaitStats instead of sleeping.
 	Pushers *pusher.Sender
+	// Media is the media repository; tests read its ThumbnailStats.
+	Media *media.Repository
 
 	fresh freshConns
+	open  openConns
+}
+
+// openConns counts the client API's open connections, for OpenConns.
+type openConns struct {
+	mu      gosync.Mutex
+	conns   map[net.Conn]struct{}
+	changed chan struct{} // closed and replaced on every change
+}
+
+func (o *openConns) track(c net.Conn, state http.ConnState) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.conns == nil {
+		o.conns = map[net.Conn]struct{}{}
+	}
+	switch state {
+	case http.StateNew:
+		o.conns[c] = struct{}{}
+	case http.StateClosed, http.StateHijacked:
+		delete(o.conns, c)
+	default:
+		return
+	}
+	if o.changed != nil {
+		close(o.changed)
+		o.changed = nil
+	}
+}
+
+// OpenConns is how many client API connections are open now.
+func (hs *Homeserver) OpenConns() int {
+	hs.open.mu.Lock()
+	defer hs.open.mu.Unlock()
+	return len(hs.open.conns)
+}
+
+// WaitOpenConns waits until at most n client API connections are open,
+// or ctx ends.
+func (hs *Homeserver) WaitOpenConns(ctx context.Context, n int) error {
+	for {
+		hs.open.mu.Lock()
+		if len(hs.open.conns) <= n {
+			hs.open.mu.Unlock()
+			return nil
+		}
+		if hs.open.changed == nil {
+			hs.open.changed = make(chan struct{})
+		}
+		ch := hs.open.changed
+		hs.open.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("%d connections still open, want at most %d: %w", hs.OpenConns(), n, ctx.Err())
+		}
+	}
 }
 
 // freshConns tracks connections accepted that have not sent a request
@@ -179,6 +238,10 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		URLPreview:          urlPreview(cfg),
 		AppServices:         hs.AppServices,
 		Pushers:             hs.Pushers,
+		BodyTimeout:         cfg.RequestBodyTimeout.Std(),
+		MinUploadRate:       int64(cfg.MinUploadRate),
+		ThumbnailSizes:      thumbnailSizes(cfg.ThumbnailSizes),
+		ThumbnailMemory:     int64(cfg.MaxThumbnailMemory),
 		AccessTokenLifetime: cfg.RefreshableAccessTokenLifetime.Std(),
 		RateLimited:         rl.Enabled,
 		RateLimits: map[string]api.RateLimit{
@@ -204,12 +267,18 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	mux.Handle("/_matrix/federation/", fed)
 	mux.Handle("/_matrix/key/", fed)
 	mux.Handle("/", client.Handler())
+	hs.Media = client.Media()
 	hs.http = &http.Server{
-		Handler:           mux,
+		// Headers must arrive within ReadHeaderTimeout, bodies within
+		// request_body_timeout (api/body.go).
+		Handler:           client.BodyDeadlines(mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		ConnState:         hs.fresh.track,
+		ConnState: func(c net.Conn, state http.ConnState) {
+			hs.fresh.track(c, state)
+			hs.open.track(c, state)
+		},
 	}
 	if err := hs.Notifications.Start(ctx); err != nil {
 		return err
@@ -219,6 +288,16 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	}
 	// Last: it starts nothing when it fails.
 	return hs.Pushers.Start(ctx)
+}
+
+// thumbnailSizes converts the configured thumbnail sizes, which
+// Validate has checked.
+func thumbnailSizes(sizes []configs.ThumbnailSize) []media.ThumbnailSize {
+	out := make([]media.ThumbnailSize, len(sizes))
+	for i, s := range sizes {
+		out[i] = media.ThumbnailSize{Width: s.Width, Height: s.Height, Method: media.Method(s.Method)}
+	}
+	return out
 }
 
 // urlPreview is the URL preview configuration, nil when previews are off.
