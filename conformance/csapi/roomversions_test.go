@@ -40,6 +40,15 @@ var (
 	v1to11RoomID = regexp.MustCompile(`^![^:]+:.+$`)
 )
 
+// roomIDOf is the v12 room ID of a create event ID: the same hash with a
+// ! sigil (MSC4291); "" if eventID is not an event ID.
+func roomIDOf(eventID string) string {
+	if len(eventID) < 2 || eventID[0] != '$' {
+		return ""
+	}
+	return "!" + eventID[1:]
+}
+
 func TestRoomVersions(t *testing.T) {
 	alice := register(t, "alice")
 	bob := register(t, "bob")
@@ -172,7 +181,7 @@ func TestMSC4291RoomIDAsHashOfCreateEvent(t *testing.T) {
 	room := createRoom(t, alice, map[string]any{"room_version": "12"})
 	create := stateEventOf(t, alice, room, "m.room.create")
 	id := str(create, "event_id")
-	if len(id) < 2 || room != "!"+id[1:] {
+	if room != roomIDOf(id) {
 		t.Fatalf("room ID %s is not the create event ID %s with a ! sigil", room, id)
 	}
 	if _, has := Path(create, "room_id"); !has {
@@ -248,7 +257,7 @@ func TestMSC4311FullCreateEventOnStrippedState(t *testing.T) {
 					t.Errorf("v12 create event in invite_state is not a full PDU, no %s: %v", k, create)
 				}
 			}
-			if id := referenceHashID(t, create); room != "!"+id[1:] {
+			if id := referenceHashID(t, create); room != roomIDOf(id) {
 				t.Errorf("room ID %s does not match the create event's reference hash %s: %v", room, id, create)
 			}
 		})

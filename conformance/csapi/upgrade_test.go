@@ -108,7 +108,7 @@ func TestRoomUpgrade(t *testing.T) {
 		if a := arr(create, "content.additional_creators"); len(a) != 1 || a[0] != bob.UserID {
 			t.Fatalf("additional_creators: %v", create)
 		}
-		if v12 != "!"+str(create, "event_id")[1:] {
+		if v12 != roomIDOf(str(create, "event_id")) {
 			t.Fatalf("v12 room ID %s is not its create event's", v12)
 		}
 		pl := stateContent(t, alice, v12, "m.room.power_levels", "")

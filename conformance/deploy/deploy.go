@@ -124,6 +124,7 @@ func (hs *Homeserver) StartServer() error {
 	}
 	cmd := exec.Command(hs.bin, "serve", "--config", hs.cfgPath)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return err
