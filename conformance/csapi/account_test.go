@@ -33,6 +33,21 @@ func TestVersionStructure(t *testing.T) {
 			}
 		}
 	})
+	// The server implements v1.11 (authenticated media) to v1.15 (room
+	// summaries); clients such as matrix-js-sdk switch features on by the
+	// versions listed.
+	t.Run("Versions list v1.11 to v1.15", func(t *testing.T) {
+		have := map[string]bool{}
+		for _, v := range arr(r.JSON, "versions") {
+			s, _ := v.(string)
+			have[s] = true
+		}
+		for _, want := range []string{"v1.11", "v1.12", "v1.13", "v1.14", "v1.15"} {
+			if !have[want] {
+				t.Errorf("%s not in versions: %s", want, r)
+			}
+		}
+	})
 }
 
 func TestRegistration(t *testing.T) {
@@ -173,8 +188,34 @@ func TestWhoami(t *testing.T) {
 	t.Run("Bad token gives 401 M_UNKNOWN_TOKEN", func(t *testing.T) {
 		expectStatus(t, u.Do(ctx, "GET", cs("account", "whoami"), nil, WithHeader("Authorization", "Bearer nope")), 401, "M_UNKNOWN_TOKEN")
 	})
+	// The query parameter is deprecated (spec v1.11) but still sent by
+	// matrix-nio, older bridges and media links; the spec prefers the
+	// header when both are given.
 	t.Run("Token in access_token query parameter is accepted", func(t *testing.T) {
-		mustOK(t, anon(hs1()).Do(ctx, "GET", cs("account", "whoami"), nil, WithQuery("access_token", u.AccessToken)), "whoami")
+		r := mustOK(t, anon(hs1()).Do(ctx, "GET", cs("account", "whoami"), nil, WithQuery("access_token", u.AccessToken)), "whoami")
+		expectStr(t, r, "user_id", u.UserID)
+	})
+	t.Run("Token in access_token query parameter works for sending and syncing", func(t *testing.T) {
+		q := NewClient(hs1(), u.UserID, "")
+		room := createRoom(t, u, nil)
+		r := mustOK(t, q.Do(ctx, "PUT", cs("rooms", room, "send", "m.room.message", q.NextTxn()), map[string]any{"msgtype": "m.text", "body": "by query token"},
+			WithQuery("access_token", u.AccessToken)), "send")
+		id := r.GetString("event_id")
+		r = mustOK(t, q.Do(ctx, "GET", cs("sync"), nil, WithQuery("access_token", u.AccessToken, "timeout", "0")), "sync")
+		if !timelineHas(room, eventID(id))(r) {
+			t.Fatalf("sync by query token lacks %s: %s", id, r)
+		}
+	})
+	t.Run("Unknown token in access_token query parameter gives 401 M_UNKNOWN_TOKEN", func(t *testing.T) {
+		expectStatus(t, anon(hs1()).Do(ctx, "GET", cs("account", "whoami"), nil, WithQuery("access_token", "nope")), 401, "M_UNKNOWN_TOKEN")
+	})
+	t.Run("The Authorization header wins over the access_token query parameter", func(t *testing.T) {
+		other := register(t, "whoami-other")
+		r := mustOK(t, u.Do(ctx, "GET", cs("account", "whoami"), nil, WithQuery("access_token", other.AccessToken)), "whoami")
+		expectStr(t, r, "user_id", u.UserID)
+		// A bad header is not rescued by a good query parameter.
+		expectStatus(t, u.Do(ctx, "GET", cs("account", "whoami"), nil, WithHeader("Authorization", "Bearer nope"),
+			WithQuery("access_token", u.AccessToken)), 401, "M_UNKNOWN_TOKEN")
 	})
 }
 
@@ -232,14 +273,50 @@ func TestChangePassword(t *testing.T) {
 	})
 }
 
-func TestAccountDeactivate(t *testing.T) {
+func passwordAuth(userID, pw string) map[string]any {
+	return map[string]any{"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": userID}, "password": pw}
+}
+
+func TestDeactivateAccount(t *testing.T) {
 	u := register(t, "deact")
-	t.Run("Can deactivate account", func(t *testing.T) {
-		r := u.Do(ctx, "POST", cs("account", "deactivate"), map[string]any{"auth": map[string]any{"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": u.UserID}, "password": password}})
-		mustOK(t, r, "deactivate")
+	other := login(t, u, "")
+	t.Run("Password flow is available", func(t *testing.T) {
+		r := u.Do(ctx, "POST", cs("account", "deactivate"), map[string]any{})
+		expectStatus(t, r, 401, "")
+		found := false
+		for _, f := range arr(r.JSON, "flows") {
+			for _, st := range arr(f, "stages") {
+				found = found || st == "m.login.password"
+			}
+		}
+		if !found {
+			t.Fatalf("no m.login.password stage: %s", r)
+		}
 	})
-	t.Run("Can't log in after deactivating account", func(t *testing.T) {
-		expectStatus(t, anon(hs1()).Do(ctx, "POST", cs("login"), map[string]any{"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": u.UserID}, "password": password}), 403, "")
+	t.Run("Can't deactivate account with wrong password", func(t *testing.T) {
+		expectStatus(t, u.Do(ctx, "POST", cs("account", "deactivate"), map[string]any{"auth": passwordAuth(u.UserID, "wrong password")}), 401, "M_FORBIDDEN")
+		mustOK(t, u.Do(ctx, "GET", cs("account", "whoami"), nil), "still active")
+	})
+	t.Run("Can deactivate account", func(t *testing.T) {
+		r := mustOK(t, u.Do(ctx, "POST", cs("account", "deactivate"), map[string]any{"auth": passwordAuth(u.UserID, password)}), "deactivate")
+		// spec: id_server_unbind_result is required in the response.
+		expectPresent(t, r, "id_server_unbind_result")
+	})
+	t.Run("After deactivating account, can't log in with password", func(t *testing.T) {
+		// spec: M_USER_DEACTIVATED, "typically for endpoints that prove
+		// authentication, such as /login".
+		expectStatus(t, anon(hs1()).Do(ctx, "POST", cs("login"), passwordAuth(u.UserID, password)), 403, "M_USER_DEACTIVATED")
+	})
+	t.Run("After deactivating account, every access token is invalid", func(t *testing.T) {
+		expectStatus(t, u.Do(ctx, "GET", cs("account", "whoami"), nil), 401, "M_UNKNOWN_TOKEN")
+		expectStatus(t, other.Do(ctx, "GET", cs("account", "whoami"), nil), 401, "M_UNKNOWN_TOKEN")
+	})
+	t.Run("A deactivated user ID cannot be registered again", func(t *testing.T) {
+		// spec (deactivate): the server must not let the user ID be reused.
+		lp := localpart(u.UserID)
+		expectStatus(t, anon(hs1()).Do(ctx, "GET", cs("register", "available"), nil, WithQuery("username", lp)), 400, "M_USER_IN_USE")
+		expectStatus(t, anon(hs1()).Do(ctx, "POST", cs("register"), map[string]any{"auth": map[string]any{"type": "m.login.dummy"},
+			"username": lp, "password": password}), 400, "M_USER_IN_USE")
 	})
 }
 
@@ -277,5 +354,95 @@ func TestDeviceManagement(t *testing.T) {
 		mustOK(t, u.Do(ctx, "DELETE", cs("devices", "DEV1"), map[string]any{"auth": map[string]any{"type": "m.login.password", "session": sess, "identifier": map[string]any{"type": "m.id.user", "user": u.UserID}, "password": password}}), "delete")
 		expectStatus(t, d.Do(ctx, "GET", cs("account", "whoami"), nil), 401, "M_UNKNOWN_TOKEN")
 		expectStatus(t, u.Do(ctx, "GET", cs("devices", "DEV1"), nil), 404, "M_NOT_FOUND")
+	})
+	t.Run("DELETE /device/{deviceId} requires UI auth user to match device owner", func(t *testing.T) {
+		bob := register(t, "devices-bob")
+		login(t, u, "DEV2")
+		// Bob's own, correct password does not authorise deleting u's
+		// device: 403, not another 401 challenge.
+		expectStatus(t, u.Do(ctx, "DELETE", cs("devices", "DEV2"), map[string]any{"auth": passwordAuth(bob.UserID, password)}), 403, "M_FORBIDDEN")
+		mustOK(t, u.Do(ctx, "GET", cs("devices", "DEV2"), nil), "device still there")
+		mustOK(t, u.Do(ctx, "DELETE", cs("devices", "DEV2"), map[string]any{"auth": passwordAuth(u.UserID, password)}), "delete with own password")
+	})
+	t.Run("DELETE /device/{deviceId} naming another user's device deletes nothing", func(t *testing.T) {
+		bob := register(t, "devices-bob2")
+		// Devices are per user: bob's device ID is not one of u's, and a
+		// device that is not there answers 200 (spec: one "removed
+		// previously").
+		mustOK(t, u.Do(ctx, "DELETE", cs("devices", bob.DeviceID), map[string]any{"auth": passwordAuth(u.UserID, password)}), "delete")
+		mustOK(t, bob.Do(ctx, "GET", cs("account", "whoami"), nil), "bob's device still works")
+		mustOK(t, bob.Do(ctx, "GET", cs("devices", bob.DeviceID), nil), "bob's device still listed")
+	})
+}
+
+func TestRequestEncodingFails(t *testing.T) {
+	// The body is checked before user-interactive auth: a client sending
+	// garbage gets 400 M_NOT_JSON, not a 401 challenge.
+	t.Run("POST rejects invalid utf-8 in JSON", func(t *testing.T) {
+		r := anon(hs1()).Do(ctx, "POST", cs("register"), []byte(`{ "test":"a`+"\x81"+`" }`))
+		expectStatus(t, r, 400, "M_NOT_JSON")
+	})
+	t.Run("POST /register with a body that is not JSON gives 400 M_NOT_JSON", func(t *testing.T) {
+		expectStatus(t, anon(hs1()).Do(ctx, "POST", cs("register"), []byte(`{not json`)), 400, "M_NOT_JSON")
+	})
+	t.Run("UIA endpoints check the body before the challenge", func(t *testing.T) {
+		u := register(t, "notjson")
+		d := login(t, u, "")
+		for _, req := range []struct {
+			method string
+			path   []string
+		}{
+			{"POST", cs("account", "deactivate")},
+			{"POST", cs("account", "password")},
+			{"DELETE", cs("devices", d.DeviceID)},
+			{"POST", cs("delete_devices")},
+		} {
+			r := u.Do(ctx, req.method, req.path, []byte(`{"auth": `))
+			if r.Status != 400 || r.GetString("errcode") != "M_NOT_JSON" {
+				t.Errorf("%s %v: want 400 M_NOT_JSON, got %s", req.method, req.path, r)
+			}
+		}
+		mustOK(t, u.Do(ctx, "GET", cs("account", "whoami"), nil), "still active")
+		mustOK(t, d.Do(ctx, "GET", cs("account", "whoami"), nil), "device still there")
+	})
+}
+
+// registerWith registers localpart with a password through /register (the
+// m.login.dummy stage), returning the response.
+func registerWith(hs *Homeserver, localpart, pw string) *Res {
+	return anon(hs).Do(ctx, "POST", cs("register"), map[string]any{"auth": map[string]any{"type": "m.login.dummy"}, "username": localpart, "password": pw})
+}
+
+// TestPasswordPolicy: Synapse's password_config.policy, with its error
+// codes (the spec leaves the policy to the server).
+func TestPasswordPolicy(t *testing.T) {
+	t.Run("Default policy refuses passwords under 8 characters", func(t *testing.T) {
+		expectStatus(t, registerWith(hs1(), dep.UniqueLocalpart("short"), "1234567"), 400, "M_PASSWORD_TOO_SHORT")
+		mustOK(t, registerWith(hs1(), dep.UniqueLocalpart("long"), "12345678"), "8 characters")
+	})
+	t.Run("Default policy applies to password changes", func(t *testing.T) {
+		u := register(t, "pwchange")
+		expectStatus(t, u.Do(ctx, "POST", cs("account", "password"), map[string]any{"new_password": "short", "auth": passwordAuth(u.UserID, password)}), 400, "M_PASSWORD_TOO_SHORT")
+		mustOK(t, anon(hs1()).Do(ctx, "POST", cs("login"), passwordAuth(u.UserID, password)), "old password still works")
+	})
+	hs := configured(t)
+	for _, tc := range []struct{ pw, code string }{
+		{"Sh0rt!pw", "M_PASSWORD_TOO_SHORT"},
+		{"NoDigitsHere!", "M_PASSWORD_NO_DIGIT"},
+		{"NoSymbols1234", "M_PASSWORD_NO_SYMBOL"},
+		{"no-uppercase-1", "M_PASSWORD_NO_UPPERCASE"},
+		{"NO-LOWERCASE-1", "M_PASSWORD_NO_LOWERCASE"},
+	} {
+		t.Run("Configured policy refuses "+tc.pw+" with "+tc.code, func(t *testing.T) {
+			expectStatus(t, registerWith(hs, dep.UniqueLocalpart("weak"), tc.pw), 400, tc.code)
+		})
+	}
+	t.Run("Configured policy accepts a password that meets it", func(t *testing.T) {
+		lp := dep.UniqueLocalpart("strong")
+		r := mustOK(t, registerWith(hs, lp, strongPassword), "register")
+		u := NewClient(hs, r.GetString("user_id"), r.GetString("access_token"))
+		expectStatus(t, u.Do(ctx, "POST", cs("account", "password"), map[string]any{"new_password": "weakpassword", "auth": passwordAuth(u.UserID, strongPassword)}), 400, "M_PASSWORD_NO_DIGIT")
+		mustOK(t, u.Do(ctx, "POST", cs("account", "password"), map[string]any{"new_password": "An0ther-Strong-One", "auth": passwordAuth(u.UserID, strongPassword)}), "change")
+		mustOK(t, anon(hs).Do(ctx, "POST", cs("login"), passwordAuth(u.UserID, "An0ther-Strong-One")), "login with the new password")
 	})
 }

@@ -1,7 +1,6 @@
 package csapi
 
 import (
-	"bytes"
 	"testing"
 
 	. "github.com/persistentchat/homeserver/conformance/deploy"
@@ -163,48 +162,11 @@ func TestE2EKeys(t *testing.T) {
 	})
 }
 
-func TestContent(t *testing.T) {
-	alice := register(t, "alice")
-	t.Run("Can upload and download media", func(t *testing.T) {
-		data := []byte("hello media")
-		r := mustOK(t, alice.Do(ctx, "POST", p("_matrix/media/v3/upload"), RawBody{Data: data, ContentType: "text/plain"}, WithQuery("filename", "a.txt")), "upload")
-		mxc := r.GetString("content_uri")
-		if len(mxc) < 7 {
-			t.Fatalf("no content_uri: %s", r)
-		}
-		parts := p(mxc[6:])
-		r = mustOK(t, alice.Do(ctx, "GET", append([]string{"_matrix", "client", "v1", "media", "download"}, parts...), nil), "download")
-		if !bytes.Equal(r.Body, data) {
-			t.Fatalf("content differs")
-		}
-	})
-	t.Run("GET /media/config", func(t *testing.T) {
-		expectPresent(t, mustOK(t, alice.Do(ctx, "GET", p("_matrix/client/v1/media/config"), nil), "config"), "m\\.upload\\.size")
-	})
-}
-
 func TestServerCapabilities(t *testing.T) {
 	alice := register(t, "alice")
 	r := mustOK(t, alice.Do(ctx, "GET", cs("capabilities"), nil), "capabilities")
 	t.Run("GET /capabilities has room versions and change_password", func(t *testing.T) {
 		expectPresent(t, r, "capabilities.m\\.room_versions.default", "capabilities.m\\.room_versions.available")
-	})
-}
-
-func TestPushRules(t *testing.T) {
-	alice := register(t, "alice")
-	t.Run("GET /pushrules/ returns the default rule set", func(t *testing.T) {
-		expectPresent(t, mustOK(t, alice.Do(ctx, "GET", cs("pushrules", ""), nil), "get"), "global.override", "global.underride")
-	})
-	t.Run("Can add and delete a push rule", func(t *testing.T) {
-		mustOK(t, alice.Do(ctx, "PUT", cs("pushrules", "global", "room", "!a:b"), map[string]any{"actions": []string{"notify"}}), "put")
-		mustOK(t, alice.Do(ctx, "DELETE", cs("pushrules", "global", "room", "!a:b"), nil), "delete")
-	})
-	t.Run("Can disable a default rule", func(t *testing.T) {
-		mustOK(t, alice.Do(ctx, "PUT", cs("pushrules", "global", "override", ".m.rule.master", "enabled"), map[string]any{"enabled": true}), "enable")
-	})
-	t.Run("GET /pushers returns a list", func(t *testing.T) {
-		mustOK(t, alice.Do(ctx, "GET", cs("pushers"), nil), "pushers")
 	})
 }
 
@@ -224,16 +186,6 @@ func TestIgnoredUsers(t *testing.T) {
 				t.Fatalf("ignored user's event is in sync")
 			}
 		}
-	})
-}
-
-func TestRoomUpgrade(t *testing.T) {
-	alice := register(t, "alice")
-	room := createRoom(t, alice, map[string]any{"room_version": "10"})
-	t.Run("POST /rooms/:room_id/upgrade creates a new room with a tombstone", func(t *testing.T) {
-		r := mustOK(t, alice.Do(ctx, "POST", cs("rooms", room, "upgrade"), map[string]any{"new_version": "11"}), "upgrade")
-		expectPresent(t, r, "replacement_room")
-		expectStr(t, mustOK(t, alice.Do(ctx, "GET", cs("rooms", room, "state", "m.room.tombstone", ""), nil), "tombstone"), "replacement_room", r.GetString("replacement_room"))
 	})
 }
 
@@ -300,5 +252,53 @@ func TestFederation(t *testing.T) {
 		a := dep.UniqueLocalpart("fedalias")
 		createRoom(t, remote, map[string]any{"room_alias_name": a})
 		mustOK(t, alice.Do(ctx, "GET", cs("directory", "room", "#"+a+":"+hs2().Name), nil), "remote alias")
+	})
+}
+
+// TestUnknownEndpoints: spec "API Standards": an unknown endpoint is 404
+// M_UNRECOGNIZED, a known one asked with the wrong method 405
+// M_UNRECOGNIZED, under every prefix the server answers.
+func TestUnknownEndpoints(t *testing.T) {
+	alice := register(t, "alice")
+	check := func(t *testing.T, method, path string, status int) {
+		t.Helper()
+		r := alice.Do(ctx, method, p(path), nil)
+		if r.Status != status || r.GetString("errcode") != "M_UNRECOGNIZED" {
+			t.Errorf("%s /%s: want %d M_UNRECOGNIZED, got %s", method, path, status, r)
+		}
+	}
+	t.Run("Unknown prefix", func(t *testing.T) {
+		check(t, "GET", "_matrix/unknown", 404)
+	})
+	t.Run("Client-server endpoints", func(t *testing.T) {
+		check(t, "GET", "_matrix/client/unknown", 404)
+		check(t, "GET", "_matrix/client/v1/unknown", 404)
+		check(t, "GET", "_matrix/client/v3/room/unknown", 404)
+		check(t, "PUT", "_matrix/client/v3/login", 405)
+		// POST-only endpoints asked with GET.
+		check(t, "GET", "_matrix/client/v3/createRoom", 405)
+		check(t, "GET", "_matrix/client/v3/logout", 405)
+		check(t, "GET", "_matrix/client/v3/account/deactivate", 405)
+		check(t, "GET", "_matrix/client/v3/search", 405)
+		check(t, "PATCH", "_matrix/client/v3/account/whoami", 405)
+	})
+	t.Run("Media endpoints", func(t *testing.T) {
+		check(t, "GET", "_matrix/media/unknown", 404)
+		check(t, "GET", "_matrix/media/v3/unknown", 404)
+		check(t, "PATCH", "_matrix/media/v3/upload", 405)
+		check(t, "GET", "_matrix/media/v3/upload", 405)
+		check(t, "GET", "_matrix/media/v1/create", 405)
+		check(t, "POST", "_matrix/client/v1/media/config", 405)
+	})
+	t.Run("Server-server endpoints", func(t *testing.T) {
+		check(t, "GET", "_matrix/federation/unknown", 404)
+		check(t, "GET", "_matrix/federation/v1/unknown", 404)
+		check(t, "PUT", "_matrix/federation/v1/version", 405)
+		check(t, "POST", "_matrix/federation/v1/version", 405)
+	})
+	t.Run("Key endpoints", func(t *testing.T) {
+		check(t, "GET", "_matrix/key/unknown", 404)
+		check(t, "GET", "_matrix/key/v2/unknown", 404)
+		check(t, "POST", "_matrix/key/v2/server", 405)
 	})
 }

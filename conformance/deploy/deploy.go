@@ -55,7 +55,7 @@ func freePort() (int, error) {
 func Start(bin, root string, n int) (*Deployment, error) {
 	d := &Deployment{}
 	for i := 0; i < n; i++ {
-		hs, err := startOne(bin, filepath.Join(root, fmt.Sprintf("hs%d", i+1)))
+		hs, err := startOne(bin, filepath.Join(root, fmt.Sprintf("hs%d", i+1)), nil)
 		if err != nil {
 			d.Stop()
 			return nil, err
@@ -65,7 +65,24 @@ func Start(bin, root string, n int) (*Deployment, error) {
 	return d, nil
 }
 
-func startOne(bin, dir string) (*Homeserver, error) {
+// StartOne launches one more homeserver from bin in dir, like Start, with
+// edit (if not nil) applied to its generated config after the suite's own
+// changes: for the tests of options that are off by default.
+func StartOne(bin, dir string, edit func(cfg string) (string, error)) (*Homeserver, error) {
+	return startOne(bin, dir, edit)
+}
+
+// SetConfig replaces the value of the one key in cfg at any indentation,
+// and fails unless exactly one line sets it.
+func SetConfig(cfg, key, value string) (string, error) {
+	re := regexp.MustCompile(`(?m)^([ \t]*` + regexp.QuoteMeta(key) + `:) .*$`)
+	if n := len(re.FindAllStringIndex(cfg, -1)); n != 1 {
+		return "", fmt.Errorf("config key %s is set on %d lines, want 1", key, n)
+	}
+	return re.ReplaceAllLiteralString(cfg, re.FindStringSubmatch(cfg)[1]+" "+value), nil
+}
+
+func startOne(bin, dir string, edit func(cfg string) (string, error)) (*Homeserver, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -87,6 +104,11 @@ func startOne(bin, dir string) (*Homeserver, error) {
 	if !strings.Contains(cfg, "enabled: false") {
 		return nil, fmt.Errorf("could not turn rate limiting off in the generated config")
 	}
+	if edit != nil {
+		if cfg, err = edit(cfg); err != nil {
+			return nil, err
+		}
+	}
 	hs := &Homeserver{Name: addr, BaseURL: "http://" + addr, Dir: dir, cfgPath: filepath.Join(dir, "homeserver.yaml"), bin: bin}
 	if err := os.WriteFile(hs.cfgPath, []byte(cfg), 0o644); err != nil {
 		return nil, err
@@ -102,6 +124,7 @@ func (hs *Homeserver) StartServer() error {
 	}
 	cmd := exec.Command(hs.bin, "serve", "--config", hs.cfgPath)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return err

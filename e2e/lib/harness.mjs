@@ -116,7 +116,9 @@ export function captureConsole() {
 }
 
 // Every HTTP exchange the clients make, in order: who, method, path, status,
-// and for an error status the start of the response body.
+// whether the access token went in the Authorization header (authHeader)
+// or the query (queryToken), and for an error status the start of the
+// response body.
 export const httpLog = [];
 
 // Raw JSON bodies of the /sync and /messages responses, per client name, so
@@ -132,7 +134,18 @@ export function recordingFetch(who) {
     return async (input, init = {}) => {
         const url = new URL(typeof input === "string" || input instanceof URL ? input : input.url);
         const method = (init.method || "GET").toUpperCase();
-        const entry = { who, method, path: url.pathname + redactQuery(url.search), status: 0, started: Date.now() };
+        // How the request carried its access token: the Authorization header
+        // and/or the deprecated access_token query parameter.
+        const headers = new Headers(init.headers ?? (input instanceof Request ? input.headers : undefined));
+        const entry = {
+            who,
+            method,
+            path: url.pathname + redactQuery(url.search),
+            status: 0,
+            started: Date.now(),
+            authHeader: headers.has("Authorization"),
+            queryToken: url.searchParams.has("access_token"),
+        };
         httpLog.push(entry);
         let res;
         try {
