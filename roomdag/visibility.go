@@ -49,7 +49,10 @@ func rank(order []string, v string) int {
 // of history visibility is seen under the less restrictive of the old and
 // new setting, and a user's own membership event under the more joined of
 // their old and new membership, so joiners see their join and leavers
-// their leave.
+// their leave. A leave that ends an invite (a rejection, or an invite
+// withdrawn) or a knock (a refusal, or a knock withdrawn) is seen too,
+// whatever the visibility, as Synapse shows a rejected invite, or the
+// invitee or knocker would never see the room go.
 func CanSee(ev *Event, before AuthState, user UserID, current string) bool {
 	vis := HistoryVisibility(before)
 	if ev.Type() == TypeHistoryVisibility && ev.StateKeyIs("") {
@@ -65,6 +68,9 @@ func CanSee(ev *Event, before AuthState, user UserID, current string) bool {
 		atEvent = m.Membership()
 	}
 	if ev.Type() == TypeMember && ev.StateKeyIs(string(user)) {
+		if ev.Membership() == MembershipLeave && (atEvent == MembershipInvite || atEvent == MembershipKnock) {
+			return true
+		}
 		if next := ev.Membership(); rank(membershipOrder, next) < rank(membershipOrder, atEvent) {
 			atEvent = next
 		}
