@@ -18,6 +18,7 @@ func (s *Server) roomRoutes() []route {
 		{"POST", v3 + "/createRoom", s.createRoom, authRequired, rateMessage},
 		{"POST", v3 + "/join/{roomIdOrAlias}", s.joinByIDOrAlias, authRequired, rateMessage},
 		{"POST", v3 + "/rooms/{roomId}/join", s.joinRoom, authRequired, rateMessage},
+		{"POST", v3 + "/knock/{roomIdOrAlias}", s.knock, authRequired, rateMessage},
 		{"POST", v3 + "/rooms/{roomId}/invite", s.membershipOf(roomdag.MembershipInvite), authRequired, rateMessage},
 		{"POST", v3 + "/rooms/{roomId}/leave", s.leave, authRequired, rateMessage},
 		{"POST", v3 + "/rooms/{roomId}/kick", s.membershipOf(roomdag.MembershipLeave), authRequired, rateMessage},
@@ -61,10 +62,12 @@ type memberContent struct {
 	IsDirect    bool    `json:"is_direct,omitempty"`
 }
 
-// memberEvent makes a membership event; joins carry the user's profile.
+// memberEvent makes a membership event; joins, invites and knocks carry
+// the target's profile (Synapse includes it in joins and knocks, so those
+// in the room see who is knocking).
 func (s *Server) memberEvent(ctx context.Context, sender, target roomdag.UserID, membership, reason string) (roomdag.ProtoEvent, error) {
 	c := memberContent{Membership: membership, Reason: reason}
-	if membership == roomdag.MembershipJoin || membership == roomdag.MembershipInvite {
+	if membership == roomdag.MembershipJoin || membership == roomdag.MembershipInvite || membership == roomdag.MembershipKnock {
 		u, err := s.store.User(ctx, target)
 		if err == nil {
 			c.DisplayName, c.AvatarURL = u.DisplayName, u.AvatarURL
