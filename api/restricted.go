@@ -144,7 +144,8 @@ func (s *Server) joinAuthoriser(ctx context.Context, st *roomdag.RoomState, user
 // about themselves. join_authorised_via_users_server is the server's to
 // set, never the client's: it is removed (as Synapse does, since a client
 // changing its display name may echo it back: Complement's restricted-room
-// tests send "unused"), and a join that needs it gets it.
+// tests send "unused"), and a join that needs it gets it. Rejecting the
+// invite to a server notices room is refused.
 func (s *Server) ownMemberContent(ctx context.Context, st *roomdag.RoomState, user roomdag.UserID, content map[string]json.RawMessage) error {
 	delete(content, keyAuthorisedVia)
 	var membership string
@@ -158,6 +159,8 @@ func (s *Server) ownMemberContent(ctx context.Context, st *roomdag.RoomState, us
 		if via != "" {
 			content[keyAuthorisedVia], _ = json.Marshal(via)
 		}
+	case roomdag.MembershipLeave:
+		return s.checkNoticeRoomLeave(st, user)
 	}
 	return nil
 }

@@ -286,6 +286,9 @@ func (s *Server) leave(r *http.Request) (any, error) {
 	default:
 		return nil, forbidden("you are not in this room")
 	}
+	if err := s.checkNoticeRoomLeave(st, requester(r).UserID); err != nil {
+		return nil, err
+	}
 	if _, err := s.appendMember(r, room, requester(r).UserID, roomdag.MembershipLeave, req.Reason); err != nil {
 		return nil, err
 	}

@@ -235,6 +235,24 @@ func systemMember(cfg *ServerNoticesConfig) memberContent {
 	return c
 }
 
+// isNoticeRoom says whether a room is a server notices room: one the
+// system user is joined to (how noticeRoom finds them, and Synapse's
+// is_server_notice_room). With server notices off there are none.
+func (s *Server) isNoticeRoom(st *roomdag.RoomState) bool {
+	cfg := s.cfg.ServerNotices
+	return cfg != nil && st.Membership(roomdag.NewUserID(cfg.Localpart, s.cfg.ServerName)) == roomdag.MembershipJoin
+}
+
+// checkNoticeRoomLeave refuses to turn target's invite to a server notices
+// room into a leave: the invite cannot be rejected, but once joined the
+// user may leave (Synapse; Complement's TestServerNotices).
+func (s *Server) checkNoticeRoomLeave(st *roomdag.RoomState, target roomdag.UserID) error {
+	if st.Membership(target) != roomdag.MembershipInvite || !s.isNoticeRoom(st) {
+		return nil
+	}
+	return errorf(http.StatusForbidden, CodeCannotLeaveServerNoticeRoom, "You cannot reject the invite to your server notices room; join it, then you may leave")
+}
+
 // createNoticeRoom makes a private room, as the private_chat preset does,
 // with users_default -10, the configured name, topic and avatar.
 func (s *Server) createNoticeRoom(ctx context.Context, cfg *ServerNoticesConfig, system roomdag.UserID) (roomdag.RoomID, error) {

@@ -210,3 +210,35 @@ func TestServerNoticesAutoJoinAndOff(t *testing.T) {
 	offAdmin := registerAdmin(t, off, secret)
 	wantErr(t, offAdmin.Do("POST", sendNotice, map[string]any{"user_id": offAdmin.UserID, "content": map[string]any{}}), 400, "M_UNKNOWN")
 }
+
+// TestServerNoticesInviteCannotBeRejected: the invite to a notices room
+// cannot be rejected, by /leave or by PUT state; once joined the user may
+// leave (Synapse; Complement's TestServerNotices).
+func TestServerNoticesInviteCannotBeRejected(t *testing.T) {
+	t.Parallel()
+	const secret = "notices-admin-secret"
+	srv := hsStart(t, testserver.Options{Configure: func(c *configs.Config) {
+		c.RegistrationSharedSecret = configs.NewSecret(secret)
+		c.ServerNotices = configs.ServerNotices{SystemMXIDLocalpart: "notices"}
+	}})
+	admin := registerAdmin(t, srv, secret)
+	alice, bob := srv.Register("alice"), srv.Register("bob")
+	wantOK(t, admin.Do("POST", sendNotice, map[string]any{"user_id": alice.UserID, "content": map[string]any{"msgtype": "m.text", "body": "hi"}}), nil)
+	_, invited := noticeRooms(t, alice)
+	if len(invited) != 1 {
+		t.Fatalf("alice is invited to %v", invited)
+	}
+	room := invited[0]
+	wantErr(t, alice.Do("POST", roomPath(room, "leave"), map[string]any{}), http.StatusForbidden, "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM")
+	wantErr(t, alice.Do("PUT", roomPath(room, "state", "m.room.member", alice.UserID), map[string]any{"membership": "leave"}),
+		http.StatusForbidden, "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM")
+	if _, invited := noticeRooms(t, alice); len(invited) != 1 || invited[0] != room {
+		t.Fatalf("after the refused rejections alice is invited to %v", invited)
+	}
+	joinRoom(t, alice, room)
+	leaveRoom(t, alice, room)
+
+	// Other invites can be rejected as ever.
+	other := createRoom(t, bob, map[string]any{"invite": []string{alice.UserID}})
+	leaveRoom(t, alice, other)
+}
