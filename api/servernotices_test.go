@@ -3,6 +3,7 @@ package api_test
 import (
 	"net/http"
 	"net/url"
+	"slices"
 	"testing"
 
 	"github.com/persistentchat/homeserver/configs"
@@ -128,11 +129,17 @@ func TestServerNotices(t *testing.T) {
 	wantErr(t, srv.Anonymous().Do("POST", csAPI+"/register", map[string]any{"username": "notices", "password": "correct horse battery",
 		"auth": map[string]string{"type": "m.login.dummy"}}), http.StatusBadRequest, "M_USER_IN_USE")
 
-	// Once alice leaves, the next notice makes a new room.
+	// Once alice leaves, the next notice invites her back to the same
+	// room (Synapse; Complement's "After leaving the alert room and on
+	// re-invitation, no new room is created"), and she sees it there.
 	wantOK(t, alice.Do("POST", roomPath(room, "leave"), map[string]any{}), nil)
 	wantOK(t, admin.Do("POST", sendNotice, notice("after leaving")), nil)
-	if _, invited := noticeRooms(t, alice); len(invited) != 1 || invited[0] == room {
-		t.Errorf("after leaving, invited to %v", invited)
+	if _, invited := noticeRooms(t, alice); len(invited) != 1 || invited[0] != room {
+		t.Errorf("after leaving, invited to %v, want %s again", invited, room)
+	}
+	joinRoom(t, alice, room)
+	if joined, _ := noticeRooms(t, alice); len(joined) != 1 || !slices.Contains(joined[room], "after leaving") {
+		t.Errorf("after joining again: %v", joined)
 	}
 
 	// A state notice, with type and state_key.
@@ -204,6 +211,13 @@ func TestServerNoticesAutoJoinAndOff(t *testing.T) {
 	wantOK(t, alice.Do("GET", roomPath(room, "state", "m.room.member", "@notices:localhost"), nil), &member)
 	if name.Name != "Ops notices" || member.DisplayName != "Ops" {
 		t.Errorf("room name %q, system user %q", name.Name, member.DisplayName)
+	}
+
+	// Left, the user is invited back and, with auto_join, joined again.
+	leaveRoom(t, alice, room)
+	wantOK(t, admin.Do("POST", sendNotice, map[string]any{"user_id": alice.UserID, "content": map[string]any{"msgtype": "m.text", "body": "back"}}), nil)
+	if joined, invited := noticeRooms(t, alice); len(invited) != 0 || len(joined) != 1 || !slices.Contains(joined[room], "back") {
+		t.Errorf("after leaving with auto_join: joined %v, invited %v", joined, invited)
 	}
 
 	off := hsStart(t, testserver.Options{Configure: func(c *configs.Config) { c.RegistrationSharedSecret = configs.NewSecret(secret) }})
