@@ -21,6 +21,7 @@ type membershipSync struct {
 			State struct {
 				Events []clientEvent `json:"events"`
 			} `json:"state"`
+			Summary map[string]any `json:"summary"`
 		} `json:"join"`
 		Invite map[string]struct {
 			InviteState struct {
@@ -153,6 +154,12 @@ func TestKnockLifecycle(t *testing.T) {
 	seen := memberIn(as.Rooms.Join[room].Timeline.Events, bob.UserID)
 	if seen == nil || seen.membership() != "knock" || seen.Content["reason"] != "let me in" || seen.Content["displayname"] != "Bobby" {
 		t.Fatalf("alice's timeline shows bob's knock as %+v", seen)
+	}
+	// Knockers are neither joined nor invited: the room summary counts
+	// them in neither, nor makes them heroes (spec: m.heroes).
+	sum := as.Rooms.Join[room].Summary
+	if heroes, ok := sum["m.heroes"].([]any); !ok || len(heroes) != 0 || sum["m.joined_member_count"] != 1.0 || sum["m.invited_member_count"] != 0.0 {
+		t.Errorf("alice's room summary with bob knocking = %v", sum)
 	}
 	var members struct {
 		Chunk []clientEvent `json:"chunk"`

@@ -173,6 +173,15 @@ func TestRestrictedJoinOtherPaths(t *testing.T) {
 		t.Errorf("carol's invited join = %v", c)
 	}
 
+	// A knocker who joins an allowed room may join without an invite.
+	dave := srv.Register("dave")
+	mustKnock(t, dave, room, "")
+	joinRoom(t, dave, allowed)
+	joinRoom(t, dave, room)
+	if c := stateContent(t, alice, room, "m.room.member", dave.UserID); c["membership"] != "join" || c[authorisedVia] != alice.UserID {
+		t.Errorf("dave's join after knocking = %v", c)
+	}
+
 	// A public room: whatever the client sends is dropped.
 	public := createRoom(t, alice, map[string]any{"preset": "public_chat", "room_version": "10"})
 	wantOK(t, bob.Do("POST", csAPI+"/join/"+url.PathEscape(public), map[string]any{authorisedVia: alice.UserID}), nil)
