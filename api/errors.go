@@ -47,6 +47,13 @@ const (
 	CodeNotYetUploaded         = "M_NOT_YET_UPLOADED"
 	CodeDuplicateAnnotation    = "M_DUPLICATE_ANNOTATION"
 	CodeBadState               = "M_BAD_STATE"
+	// CodeUnableToGrantJoin: no user of this server who may invite is in
+	// the room, so it cannot vouch for a restricted join (the errcode the
+	// spec gives make_join for that case; Synapse answers it with 400).
+	CodeUnableToGrantJoin = "M_UNABLE_TO_GRANT_JOIN"
+	// CodeCannotLeaveServerNoticeRoom: the invite to a server notices room
+	// cannot be rejected (Synapse's errcode).
+	CodeCannotLeaveServerNoticeRoom = "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM"
 )
 
 // Error codes of the password policy (Synapse's, from MSC2000), each with

@@ -18,6 +18,7 @@ func (s *Server) roomRoutes() []route {
 		{"POST", v3 + "/createRoom", s.createRoom, authRequired, rateMessage},
 		{"POST", v3 + "/join/{roomIdOrAlias}", s.joinByIDOrAlias, authRequired, rateMessage},
 		{"POST", v3 + "/rooms/{roomId}/join", s.joinRoom, authRequired, rateMessage},
+		{"POST", v3 + "/knock/{roomIdOrAlias}", s.knock, authRequired, rateMessage},
 		{"POST", v3 + "/rooms/{roomId}/invite", s.membershipOf(roomdag.MembershipInvite), authRequired, rateMessage},
 		{"POST", v3 + "/rooms/{roomId}/leave", s.leave, authRequired, rateMessage},
 		{"POST", v3 + "/rooms/{roomId}/kick", s.membershipOf(roomdag.MembershipLeave), authRequired, rateMessage},
@@ -61,10 +62,12 @@ type memberContent struct {
 	IsDirect    bool    `json:"is_direct,omitempty"`
 }
 
-// memberEvent makes a membership event; joins carry the user's profile.
+// memberEvent makes a membership event; joins, invites and knocks carry
+// the target's profile (Synapse includes it in joins and knocks, so those
+// in the room see who is knocking).
 func (s *Server) memberEvent(ctx context.Context, sender, target roomdag.UserID, membership, reason string) (roomdag.ProtoEvent, error) {
 	c := memberContent{Membership: membership, Reason: reason}
-	if membership == roomdag.MembershipJoin || membership == roomdag.MembershipInvite {
+	if membership == roomdag.MembershipJoin || membership == roomdag.MembershipInvite || membership == roomdag.MembershipKnock {
 		u, err := s.store.User(ctx, target)
 		if err == nil {
 			c.DisplayName, c.AvatarURL = u.DisplayName, u.AvatarURL
@@ -142,24 +145,27 @@ func (s *Server) join(r *http.Request, room roomdag.RoomID) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	user := requester(r).UserID
 	// Joining again is a no-op, as in Synapse: no new event.
-	if st.Membership(requester(r).UserID) == roomdag.MembershipJoin {
+	if st.Membership(user) == roomdag.MembershipJoin {
 		return map[string]any{"room_id": room}, nil
 	}
-	p, err := s.memberEvent(r.Context(), requester(r).UserID, requester(r).UserID, roomdag.MembershipJoin, reason)
+	p, err := s.memberEvent(r.Context(), user, user, roomdag.MembershipJoin, reason)
 	if err != nil {
 		return nil, err
 	}
-	if len(body) > 0 {
-		var content map[string]json.RawMessage
-		_ = json.Unmarshal(p.Content, &content)
-		for k, v := range body {
-			if k != "membership" {
-				content[k] = v
-			}
+	var content map[string]json.RawMessage
+	_ = json.Unmarshal(p.Content, &content)
+	for k, v := range body {
+		if k != "membership" {
+			content[k] = v
 		}
-		p.Content, _ = json.Marshal(content)
 	}
+	// A restricted room's join names the member who authorises it.
+	if err := s.ownMemberContent(r.Context(), st, user, content); err != nil {
+		return nil, err
+	}
+	p.Content, _ = json.Marshal(content)
 	if _, _, err := s.rooms.Append(r.Context(), room, p); err != nil {
 		return nil, err
 	}
@@ -279,6 +285,9 @@ func (s *Server) leave(r *http.Request) (any, error) {
 		return struct{}{}, nil // already left: nothing to do
 	default:
 		return nil, forbidden("you are not in this room")
+	}
+	if err := s.checkNoticeRoomLeave(st, requester(r).UserID); err != nil {
+		return nil, err
 	}
 	if _, err := s.appendMember(r, room, requester(r).UserID, roomdag.MembershipLeave, req.Reason); err != nil {
 		return nil, err
@@ -413,6 +422,11 @@ func (s *Server) putState(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if evType == roomdag.TypeMember {
+		if content, err = s.memberStateContent(r.Context(), st, rq.UserID, stateKey, content); err != nil {
+			return nil, err
+		}
+	}
 	// Setting state to what it already is makes no new event (as Synapse
 	// and Dendrite do), so clients can retry freely.
 	if cur := st.State.Get(evType, stateKey); cur != nil && cur.Sender() == rq.UserID && jsonEqual(cur.Content(), content) {
@@ -447,6 +461,26 @@ func (s *Server) putState(r *http.Request) (any, error) {
 		return nil, err
 	}
 	return map[string]any{"event_id": ev.ID()}, nil
+}
+
+// memberStateContent prepares the content of an m.room.member event sent
+// with PUT /state: join_authorised_via_users_server is the server's to set
+// (ownMemberContent), in anyone's membership event.
+func (s *Server) memberStateContent(ctx context.Context, st *roomdag.RoomState, sender roomdag.UserID, stateKey string, content []byte) ([]byte, error) {
+	var c map[string]json.RawMessage
+	if err := json.Unmarshal(content, &c); err != nil {
+		return nil, badJSON("content must be a JSON object")
+	}
+	if _, ok := c[keyAuthorisedVia]; !ok && stateKey != string(sender) {
+		return content, nil
+	}
+	delete(c, keyAuthorisedVia)
+	if stateKey == string(sender) {
+		if err := s.ownMemberContent(ctx, st, sender, c); err != nil {
+			return nil, err
+		}
+	}
+	return json.Marshal(c)
 }
 
 func jsonEqual(a, b []byte) bool {

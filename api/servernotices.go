@@ -18,8 +18,11 @@ import (
 // that a system user owns, tagged m.server_notice for them, where the
 // system user sends the notices and the user, at power level -10, can
 // read but neither write nor invite. The room is the one the user is
-// invited to or joined in where the system user is joined; when there is
-// none (the user left it), the next notice makes a new one.
+// invited to or joined in where the system user is joined; when the user
+// has left it, the next notice invites them back (as Synapse, whose room
+// lookup is cached, does: Complement's "After leaving the alert room and
+// on re-invitation, no new room is created"); only a user who never had
+// one gets a new room.
 
 // ServerNoticesConfig is config server_notices; the API's Config holds
 // nil when they are off.
@@ -137,9 +140,9 @@ func (s *Server) sendServerNotice(r *http.Request) (any, error) {
 }
 
 // noticeRoom returns the user's notices room with the user invited or
-// joined, making the system user and the room as needed; an existing
-// room gets the configured profile, name, avatar and topic when they
-// changed, as in Synapse.
+// joined, making the system user and the room as needed, and inviting the
+// user back to the room they left; an existing room gets the configured
+// profile, name, avatar and topic when they changed, as in Synapse.
 func (s *Server) noticeRoom(ctx context.Context, cfg *ServerNoticesConfig, system, user roomdag.UserID) (roomdag.RoomID, error) {
 	s.notices.mu.Lock()
 	defer s.notices.mu.Unlock()
@@ -150,8 +153,9 @@ func (s *Server) noticeRoom(ctx context.Context, cfg *ServerNoticesConfig, syste
 	if err != nil {
 		return "", err
 	}
-	for _, m := range rooms {
-		if m.Membership != roomdag.MembershipJoin && m.Membership != roomdag.MembershipInvite {
+	var left *storage.RoomMembership // the newest notices room the user left
+	for i, m := range rooms {
+		if m.Membership != roomdag.MembershipJoin && m.Membership != roomdag.MembershipInvite && m.Membership != roomdag.MembershipLeave {
 			continue
 		}
 		st, err := s.rooms.State(ctx, m.RoomID)
@@ -160,9 +164,26 @@ func (s *Server) noticeRoom(ctx context.Context, cfg *ServerNoticesConfig, syste
 		}
 		// The system user must be joined: inviting it somewhere does
 		// not make a notices room (Synapse).
-		if st.Membership(system) == roomdag.MembershipJoin {
-			return m.RoomID, s.refreshNoticeRoom(ctx, cfg, system, st, m.RoomID)
+		if !s.isNoticeRoom(st) {
+			continue
 		}
+		if m.Membership == roomdag.MembershipLeave {
+			if left == nil || m.Pos > left.Pos {
+				left = &rooms[i]
+			}
+			continue
+		}
+		return m.RoomID, s.refreshNoticeRoom(ctx, cfg, system, st, m.RoomID)
+	}
+	if left != nil {
+		st, err := s.rooms.State(ctx, left.RoomID)
+		if err != nil {
+			return "", err
+		}
+		if err := s.refreshNoticeRoom(ctx, cfg, system, st, left.RoomID); err != nil {
+			return "", err
+		}
+		return left.RoomID, s.inviteToNoticeRoom(ctx, cfg, system, user, left.RoomID)
 	}
 	room, err := s.createNoticeRoom(ctx, cfg, system)
 	if err != nil {
@@ -179,23 +200,29 @@ func (s *Server) noticeRoom(ctx context.Context, cfg *ServerNoticesConfig, syste
 	if pos != 0 {
 		s.sync.Notifier().AccountDataChanged(user, pos)
 	}
+	return room, s.inviteToNoticeRoom(ctx, cfg, system, user, room)
+}
+
+// inviteToNoticeRoom invites the user to their notices room, and joins
+// them to it with auto_join.
+func (s *Server) inviteToNoticeRoom(ctx context.Context, cfg *ServerNoticesConfig, system, user roomdag.UserID, room roomdag.RoomID) error {
 	invite, err := s.memberEvent(ctx, system, user, roomdag.MembershipInvite, "")
 	if err != nil {
-		return "", err
+		return err
 	}
 	if _, _, err := s.rooms.Append(ctx, room, invite); err != nil {
-		return "", fmt.Errorf("inviting %s to their server notices room: %w", user, err)
+		return fmt.Errorf("inviting %s to their server notices room: %w", user, err)
 	}
 	if cfg.AutoJoin {
 		join, err := s.memberEvent(ctx, user, user, roomdag.MembershipJoin, "")
 		if err != nil {
-			return "", err
+			return err
 		}
 		if _, _, err := s.rooms.Append(ctx, room, join); err != nil {
-			return "", fmt.Errorf("joining %s to their server notices room: %w", user, err)
+			return fmt.Errorf("joining %s to their server notices room: %w", user, err)
 		}
 	}
-	return room, nil
+	return nil
 }
 
 // ensureSystemUser creates the system user on first use, with the
@@ -233,6 +260,24 @@ func systemMember(cfg *ServerNoticesConfig) memberContent {
 		c.AvatarURL = &cfg.AvatarURL
 	}
 	return c
+}
+
+// isNoticeRoom says whether a room is a server notices room: one the
+// system user is joined to (how noticeRoom finds them, and Synapse's
+// is_server_notice_room). With server notices off there are none.
+func (s *Server) isNoticeRoom(st *roomdag.RoomState) bool {
+	cfg := s.cfg.ServerNotices
+	return cfg != nil && st.Membership(roomdag.NewUserID(cfg.Localpart, s.cfg.ServerName)) == roomdag.MembershipJoin
+}
+
+// checkNoticeRoomLeave refuses to turn target's invite to a server notices
+// room into a leave: the invite cannot be rejected, but once joined the
+// user may leave (Synapse; Complement's TestServerNotices).
+func (s *Server) checkNoticeRoomLeave(st *roomdag.RoomState, target roomdag.UserID) error {
+	if st.Membership(target) != roomdag.MembershipInvite || !s.isNoticeRoom(st) {
+		return nil
+	}
+	return errorf(http.StatusForbidden, CodeCannotLeaveServerNoticeRoom, "You cannot reject the invite to your server notices room; join it, then you may leave")
 }
 
 // createNoticeRoom makes a private room, as the private_chat preset does,

@@ -3,6 +3,7 @@ package api_test
 import (
 	"net/http"
 	"net/url"
+	"slices"
 	"testing"
 
 	"github.com/persistentchat/homeserver/configs"
@@ -128,11 +129,17 @@ func TestServerNotices(t *testing.T) {
 	wantErr(t, srv.Anonymous().Do("POST", csAPI+"/register", map[string]any{"username": "notices", "password": "correct horse battery",
 		"auth": map[string]string{"type": "m.login.dummy"}}), http.StatusBadRequest, "M_USER_IN_USE")
 
-	// Once alice leaves, the next notice makes a new room.
+	// Once alice leaves, the next notice invites her back to the same
+	// room (Synapse; Complement's "After leaving the alert room and on
+	// re-invitation, no new room is created"), and she sees it there.
 	wantOK(t, alice.Do("POST", roomPath(room, "leave"), map[string]any{}), nil)
 	wantOK(t, admin.Do("POST", sendNotice, notice("after leaving")), nil)
-	if _, invited := noticeRooms(t, alice); len(invited) != 1 || invited[0] == room {
-		t.Errorf("after leaving, invited to %v", invited)
+	if _, invited := noticeRooms(t, alice); len(invited) != 1 || invited[0] != room {
+		t.Errorf("after leaving, invited to %v, want %s again", invited, room)
+	}
+	joinRoom(t, alice, room)
+	if joined, _ := noticeRooms(t, alice); len(joined) != 1 || !slices.Contains(joined[room], "after leaving") {
+		t.Errorf("after joining again: %v", joined)
 	}
 
 	// A state notice, with type and state_key.
@@ -206,7 +213,46 @@ func TestServerNoticesAutoJoinAndOff(t *testing.T) {
 		t.Errorf("room name %q, system user %q", name.Name, member.DisplayName)
 	}
 
+	// Left, the user is invited back and, with auto_join, joined again.
+	leaveRoom(t, alice, room)
+	wantOK(t, admin.Do("POST", sendNotice, map[string]any{"user_id": alice.UserID, "content": map[string]any{"msgtype": "m.text", "body": "back"}}), nil)
+	if joined, invited := noticeRooms(t, alice); len(invited) != 0 || len(joined) != 1 || !slices.Contains(joined[room], "back") {
+		t.Errorf("after leaving with auto_join: joined %v, invited %v", joined, invited)
+	}
+
 	off := hsStart(t, testserver.Options{Configure: func(c *configs.Config) { c.RegistrationSharedSecret = configs.NewSecret(secret) }})
 	offAdmin := registerAdmin(t, off, secret)
 	wantErr(t, offAdmin.Do("POST", sendNotice, map[string]any{"user_id": offAdmin.UserID, "content": map[string]any{}}), 400, "M_UNKNOWN")
+}
+
+// TestServerNoticesInviteCannotBeRejected: the invite to a notices room
+// cannot be rejected, by /leave or by PUT state; once joined the user may
+// leave (Synapse; Complement's TestServerNotices).
+func TestServerNoticesInviteCannotBeRejected(t *testing.T) {
+	t.Parallel()
+	const secret = "notices-admin-secret"
+	srv := hsStart(t, testserver.Options{Configure: func(c *configs.Config) {
+		c.RegistrationSharedSecret = configs.NewSecret(secret)
+		c.ServerNotices = configs.ServerNotices{SystemMXIDLocalpart: "notices"}
+	}})
+	admin := registerAdmin(t, srv, secret)
+	alice, bob := srv.Register("alice"), srv.Register("bob")
+	wantOK(t, admin.Do("POST", sendNotice, map[string]any{"user_id": alice.UserID, "content": map[string]any{"msgtype": "m.text", "body": "hi"}}), nil)
+	_, invited := noticeRooms(t, alice)
+	if len(invited) != 1 {
+		t.Fatalf("alice is invited to %v", invited)
+	}
+	room := invited[0]
+	wantErr(t, alice.Do("POST", roomPath(room, "leave"), map[string]any{}), http.StatusForbidden, "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM")
+	wantErr(t, alice.Do("PUT", roomPath(room, "state", "m.room.member", alice.UserID), map[string]any{"membership": "leave"}),
+		http.StatusForbidden, "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM")
+	if _, invited := noticeRooms(t, alice); len(invited) != 1 || invited[0] != room {
+		t.Fatalf("after the refused rejections alice is invited to %v", invited)
+	}
+	joinRoom(t, alice, room)
+	leaveRoom(t, alice, room)
+
+	// Other invites can be rejected as ever.
+	other := createRoom(t, bob, map[string]any{"invite": []string{alice.UserID}})
+	leaveRoom(t, alice, other)
 }

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -86,29 +85,4 @@ func (s *Server) maySeeSummary(r *http.Request, st *roomdag.RoomState, out roomS
 		}
 	}
 	return false
-}
-
-// allowedRooms lists the rooms of m.room_membership conditions in a
-// restricted join rule.
-func allowedRooms(state roomdag.StateMap) []string {
-	ev := state.Get(roomdag.TypeJoinRules, "")
-	if ev == nil {
-		return nil
-	}
-	var c struct {
-		Allow []struct {
-			Type   string `json:"type"`
-			RoomID string `json:"room_id"`
-		} `json:"allow"`
-	}
-	if json.Unmarshal(ev.Content(), &c) != nil {
-		return nil
-	}
-	var out []string
-	for _, a := range c.Allow {
-		if a.Type == "m.room_membership" && a.RoomID != "" {
-			out = append(out, a.RoomID)
-		}
-	}
-	return out
 }

@@ -53,7 +53,8 @@ type Persist struct {
 	Unsigned json.RawMessage
 	// Txn is the client transaction that sent the event, if any.
 	Txn *Txn
-	// InviteState is the stripped state shown to the invitee of an invite.
+	// InviteState is the stripped state shown to the invitee of an invite
+	// or to the knocker of a knock.
 	InviteState json.RawMessage
 	// Redaction, for a redaction event that applies, is the redacted copy
 	// of its target to store in the same transaction.
@@ -383,7 +384,7 @@ func (rs *Rooms) prepare(r *room, cur *RoomState, ev *Event, p ProtoEvent, newRo
 			per.Snapshot = map[StateKey]EventID{k: ev.ID()}
 		}
 		per.ChainLen = next.ChainLen
-		if ev.Type() == TypeMember && ev.Membership() == MembershipInvite {
+		if ev.Type() == TypeMember && (ev.Membership() == MembershipInvite || ev.Membership() == MembershipKnock) {
 			per.InviteState = StrippedState(next.State, ev)
 		}
 	}

@@ -47,12 +47,14 @@ type StrippedEvent struct {
 	Content  json.RawMessage `json:"content"`
 }
 
-// StrippedState is the invite_room_state for an invite: the room's
-// stripped state plus the inviter's membership event. In rooms with
+// StrippedState is the invite_room_state for an invite, or the
+// knock_room_state for a knock: the room's stripped state plus the
+// membership event of the invite's sender (for a knock, the knock itself,
+// which the caller shows whole, so it is left out here). In rooms with
 // DomainlessRoomIDs (v12) the m.room.create event is the full event, as
 // Synapse sends it: the room ID is its reference hash, so the invitee can
 // check which room, and which server's creator, the invite is for (MSC4311).
-func StrippedState(state StateMap, invite *Event) json.RawMessage {
+func StrippedState(state StateMap, membership *Event) json.RawMessage {
 	out := []json.RawMessage{}
 	add := func(ev StrippedEvent) {
 		b, _ := json.Marshal(ev)
@@ -68,8 +70,8 @@ func StrippedState(state StateMap, invite *Event) json.RawMessage {
 			add(StrippedEvent{Type: t, Sender: ev.Sender(), Content: ev.Content()})
 		}
 	}
-	if ev := state.Get(TypeMember, string(invite.Sender())); ev != nil {
-		add(StrippedEvent{Type: TypeMember, StateKey: string(invite.Sender()), Sender: ev.Sender(), Content: ev.Content()})
+	if ev := state.Get(TypeMember, string(membership.Sender())); ev != nil && ev.ID() != membership.ID() {
+		add(StrippedEvent{Type: TypeMember, StateKey: string(membership.Sender()), Sender: ev.Sender(), Content: ev.Content()})
 	}
 	b, _ := json.Marshal(out)
 	return b

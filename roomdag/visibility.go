@@ -50,8 +50,9 @@ func rank(order []string, v string) int {
 // new setting, and a user's own membership event under the more joined of
 // their old and new membership, so joiners see their join and leavers
 // their leave. A leave that ends an invite (a rejection, or an invite
-// withdrawn) is seen too, whatever the visibility, as Synapse shows it, or
-// the invitee would never see the room go.
+// withdrawn) or a knock (a refusal, or a knock withdrawn) is seen too,
+// whatever the visibility, as Synapse shows a rejected invite, or the
+// invitee or knocker would never see the room go.
 func CanSee(ev *Event, before AuthState, user UserID, current string) bool {
 	vis := HistoryVisibility(before)
 	if ev.Type() == TypeHistoryVisibility && ev.StateKeyIs("") {
@@ -67,7 +68,7 @@ func CanSee(ev *Event, before AuthState, user UserID, current string) bool {
 		atEvent = m.Membership()
 	}
 	if ev.Type() == TypeMember && ev.StateKeyIs(string(user)) {
-		if ev.Membership() == MembershipLeave && atEvent == MembershipInvite {
+		if ev.Membership() == MembershipLeave && (atEvent == MembershipInvite || atEvent == MembershipKnock) {
 			return true
 		}
 		if next := ev.Membership(); rank(membershipOrder, next) < rank(membershipOrder, atEvent) {

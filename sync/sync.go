@@ -159,7 +159,7 @@ type Rooms struct {
 	Join   map[roomdag.RoomID]*JoinedRoom  `json:"join"`
 	Invite map[roomdag.RoomID]*InvitedRoom `json:"invite"`
 	Leave  map[roomdag.RoomID]*LeftRoom    `json:"leave"`
-	Knock  map[roomdag.RoomID]*InvitedRoom `json:"knock"`
+	Knock  map[roomdag.RoomID]*KnockedRoom `json:"knock"`
 }
 
 // EventList is {"events": [...]}.
@@ -192,9 +192,15 @@ type Unread struct {
 	HighlightCount    int64 `json:"highlight_count"`
 }
 
-// InvitedRoom is a room in rooms.invite (and rooms.knock).
+// InvitedRoom is a room in rooms.invite.
 type InvitedRoom struct {
 	InviteState EventList `json:"invite_state"`
+}
+
+// KnockedRoom is a room in rooms.knock: the stripped state the knocker
+// may see, ending with their knock.
+type KnockedRoom struct {
+	KnockState EventList `json:"knock_state"`
 }
 
 // LeftRoom is a room in rooms.leave.
@@ -205,7 +211,7 @@ type LeftRoom struct {
 }
 
 func (r *Response) empty() bool {
-	return len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Leave) == 0 &&
+	return len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Leave) == 0 && len(r.Rooms.Knock) == 0 &&
 		len(r.AccountData.Events) == 0 && len(r.Presence.Events) == 0 && len(r.Feeds) == 0
 }
 
@@ -285,7 +291,7 @@ func (s *Syncer) emptyResponse(cur Token) *Response {
 
 func emptyRooms() Rooms {
 	return Rooms{Join: map[roomdag.RoomID]*JoinedRoom{}, Invite: map[roomdag.RoomID]*InvitedRoom{},
-		Leave: map[roomdag.RoomID]*LeftRoom{}, Knock: map[roomdag.RoomID]*InvitedRoom{}}
+		Leave: map[roomdag.RoomID]*LeftRoom{}, Knock: map[roomdag.RoomID]*KnockedRoom{}}
 }
 
 // build assembles everything between req.Since and cur.
@@ -407,7 +413,9 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 			if m.Membership == roomdag.MembershipInvite {
 				resp.Rooms.Invite[m.RoomID] = ir
 			} else {
-				resp.Rooms.Knock[m.RoomID] = ir
+				// The same stripped state, kept with the knock, ends
+				// with the knock itself (spec: knock_state).
+				resp.Rooms.Knock[m.RoomID] = &KnockedRoom{KnockState: ir.InviteState}
 			}
 		case roomdag.MembershipLeave, roomdag.MembershipBan:
 			if !shownLeft[m.RoomID] {
