@@ -99,7 +99,9 @@ func TestClientJSONErasedSender(t *testing.T) {
 	member := func(m string) *Event {
 		return testEvent(t, TypeMember, str(bob), "@alice:x", fmt.Sprintf(`{"membership":%q,"reason":"secret"}`, m))
 	}
-	prev := func(m string) string { return fmt.Sprintf(`{"prev_content":{"membership":%q},"replaces_state":"$old"}`, m) }
+	prev := func(m string) string {
+		return fmt.Sprintf(`{"prev_content":{"membership":%q},"replaces_state":"$old"}`, m)
+	}
 	joinedFrom20 := MembershipTrail{{Pos: 20, Membership: MembershipJoin}}
 	for _, tc := range []struct {
 		name   string
