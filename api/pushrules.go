@@ -89,7 +89,7 @@ func (s *Server) getPushRule(part string) handlerFunc {
 			case "actions":
 				return map[string]any{"actions": rule.Actions}, nil
 			}
-			return rule, nil
+			return rule.ForKind(pathParam(r, "kind")), nil
 		}
 		return nil, notFoundErr("the push rule was not found")
 	}

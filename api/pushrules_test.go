@@ -371,3 +371,71 @@ func TestPushRulesInInitialSync(t *testing.T) {
 		t.Errorf("filtered out, yet in the initial sync")
 	}
 }
+
+// TestPushRuleConditionsKey: override and underride rules always carry
+// "conditions", [] when they have none (.m.rule.master), and content,
+// room and sender rules never do, as Synapse serves them
+// (push/clientformat.py), in GET /pushrules/, GET of one rule and the
+// m.push_rules account data alike. Clients iterate over conditions
+// without checking it is there.
+func TestPushRuleConditionsKey(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	alice := srv.Register("alice")
+	room := createRoom(t, alice, map[string]any{})
+	for _, put := range []struct{ kind, id string }{{"room", room}, {"sender", "@bob:example.org"}, {"override", "mine"}, {"underride", "mine"}} {
+		wantOK(t, alice.Do("PUT", "/_matrix/client/v3/pushrules/global/"+put.kind+"/"+url.PathEscape(put.id), map[string]any{"actions": []any{}}), nil)
+	}
+	wantOK(t, alice.Do("PUT", "/_matrix/client/v3/pushrules/global/content/word", map[string]any{"actions": []any{}, "pattern": "word"}), nil)
+
+	check := func(t *testing.T, where string, global map[string]any) {
+		t.Helper()
+		for _, kind := range []string{"override", "content", "room", "sender", "underride"} {
+			rules, ok := global[kind].([]any)
+			if !ok || len(rules) == 0 {
+				t.Errorf("%s: no %s rules: %v", where, kind, global[kind])
+				continue
+			}
+			for _, r := range rules {
+				r := r.(map[string]any)
+				conds, has := r["conditions"]
+				switch kind {
+				case "override", "underride":
+					if _, isList := conds.([]any); !isList {
+						t.Errorf("%s: %s rule %v has conditions %v, want a list", where, kind, r["rule_id"], conds)
+					}
+				default:
+					if has {
+						t.Errorf("%s: %s rule %v has conditions %v, want none", where, kind, r["rule_id"], conds)
+					}
+				}
+			}
+		}
+		master := global["override"].([]any)[0].(map[string]any)
+		if c, ok := master["conditions"].([]any); master["rule_id"] != ".m.rule.master" || !ok || len(c) != 0 {
+			t.Errorf("%s: first override rule %v, want .m.rule.master with conditions []", where, master)
+		}
+	}
+	var all struct {
+		Global map[string]any `json:"global"`
+	}
+	wantOK(t, alice.Do("GET", "/_matrix/client/v3/pushrules/", nil), &all)
+	check(t, "GET /pushrules/", all.Global)
+	content, _ := pushRulesInSync(t, alice.Sync("timeout=0"))
+	global, _ := content["global"].(map[string]any)
+	check(t, "m.push_rules", global)
+
+	for _, one := range []struct {
+		path string
+		want bool
+	}{
+		{"override/.m.rule.master", true}, {"override/mine", true}, {"underride/mine", true},
+		{"room/" + url.PathEscape(room), false}, {"content/word", false}, {"content/.m.rule.contains_user_name", false},
+	} {
+		var r map[string]any
+		wantOK(t, alice.Do("GET", "/_matrix/client/v3/pushrules/global/"+one.path, nil), &r)
+		if _, has := r["conditions"]; has != one.want {
+			t.Errorf("GET %s: %v, want conditions %v", one.path, r, one.want)
+		}
+	}
+}

@@ -137,10 +137,21 @@ func (s *Server) Handler() http.Handler {
 	for _, table := range tables {
 		for _, rt := range table {
 			h := s.wrap(rt)
-			r.Method(rt.method, rt.path, h)
+			paths := []string{rt.path}
 			// Older bots still use the r0 prefix; it is the same API.
 			if strings.HasPrefix(rt.path, v3+"/") {
-				r.Method(rt.method, r0+strings.TrimPrefix(rt.path, v3), h)
+				paths = append(paths, r0+strings.TrimPrefix(rt.path, v3))
+			}
+			for _, p := range paths {
+				r.Method(rt.method, p, h)
+				// Every GET answers HEAD too, as Synapse's resources do
+				// (HTTP: "HEAD is identical to GET except that the server
+				// MUST NOT send content"); health checks and load
+				// balancers probe with it. net/http drops the body and
+				// keeps the headers, Content-Length included.
+				if rt.method == http.MethodGet {
+					r.Method(http.MethodHead, p, h)
+				}
 			}
 		}
 	}
@@ -161,7 +172,7 @@ func CORS(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Access-Control-Allow-Origin", "*")
-		h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
+		h.Set("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, DELETE, OPTIONS") // as Synapse
 		h.Set("Access-Control-Allow-Headers", "X-Requested-With, Content-Type, Authorization")
 		if r.Method == http.MethodOptions && strings.HasPrefix(r.URL.Path, "/_matrix") || r.Method == http.MethodOptions && strings.HasPrefix(r.URL.Path, "/.well-known") {
 			w.WriteHeader(http.StatusOK)

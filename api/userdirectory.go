@@ -8,7 +8,8 @@ import (
 
 // User directory (spec: client-server API, "User directory"). As in
 // Synapse's default, a searcher finds local users who share a joined room
-// with them or are joined to a public room.
+// with them or are joined to a public room; themselves only through a
+// public room.
 
 func (s *Server) userDirectoryRoutes() []route {
 	return []route{

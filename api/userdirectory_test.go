@@ -43,6 +43,8 @@ func TestUserDirectory(t *testing.T) {
 	dave, erin := srv.Register("dave"), srv.Register("erin")
 	// alice and bob share a private room; carol is in a public room alice
 	// is not in; dave is alone in a private room; erin is in no room.
+	// alice is in no public room, so she does not find herself: as in
+	// Synapse, nobody shares a room with themselves.
 	private := createRoom(t, alice, map[string]any{"preset": "private_chat"})
 	inviteUser(t, alice, private, bob.UserID)
 	joinRoom(t, bob, private)
@@ -61,7 +63,7 @@ func TestUserDirectory(t *testing.T) {
 		{"in a public room", "carol", []string{carol.UserID}},
 		{"private room, not shared", "dave", nil},
 		{"in no room", "erin", nil},
-		{"themselves", alice.UserID, []string{alice.UserID}},
+		{"themselves, in no public room", alice.UserID, nil},
 		{"LIKE wildcards are literal", "%", nil},
 		{"underscore is literal", "_", nil},
 		// Every term must match (Synapse ANDs the words of a query): a full
@@ -90,12 +92,29 @@ func TestUserDirectory(t *testing.T) {
 	}
 	// Everyone alice may see has the server name in their ID.
 	all := searchUsers(t, alice, map[string]any{"search_term": server, "limit": 50})
-	if len(all.Results) != 3 || *all.Limited {
-		t.Errorf("all visible = %v (limited %v), want alice, bob and carol", all.ids(), *all.Limited)
+	if want := []string{bob.UserID, carol.UserID}; !slices.Equal(all.ids(), want) || *all.Limited {
+		t.Errorf("all visible = %v (limited %v), want %v", all.ids(), *all.Limited, want)
 	}
-	page := searchUsers(t, alice, map[string]any{"search_term": server, "limit": 2})
-	if len(page.Results) != 2 || !*page.Limited {
-		t.Errorf("limit 2 = %v (limited %v)", page.ids(), *page.Limited)
+	// Complement "Bob can find Alice by mxid": the searcher is left out of
+	// a search every user matches, unless in a public room; carol is, so
+	// she finds herself.
+	if got := searchUsers(t, bob, map[string]any{"search_term": server}).ids(); !slices.Equal(got, []string{alice.UserID, carol.UserID}) {
+		t.Errorf("bob's search of everyone = %v, want alice and carol", got)
+	}
+	if got := searchUsers(t, carol, map[string]any{"search_term": carol.UserID}).ids(); !slices.Equal(got, []string{carol.UserID}) {
+		t.Errorf("carol, in a public room, searching herself = %v", got)
+	}
+	// A world-readable room counts as public, as in Synapse
+	// (is_room_world_readable_or_publicly_joinable).
+	readable := createRoom(t, dave, map[string]any{"preset": "private_chat", "initial_state": []any{
+		map[string]any{"type": "m.room.history_visibility", "state_key": "", "content": map[string]any{"history_visibility": "world_readable"}}}})
+	if got := searchUsers(t, alice, map[string]any{"search_term": "dave"}).ids(); !slices.Equal(got, []string{dave.UserID}) {
+		t.Errorf("dave in a world-readable room = %v", got)
+	}
+	leaveRoom(t, dave, readable)
+	page := searchUsers(t, alice, map[string]any{"search_term": server, "limit": 1})
+	if len(page.Results) != 1 || !*page.Limited {
+		t.Errorf("limit 1 = %v (limited %v)", page.ids(), *page.Limited)
 	}
 	// Once carol leaves the public room, alice no longer finds her.
 	leaveRoom(t, carol, public)

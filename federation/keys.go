@@ -36,9 +36,14 @@ func NewKeyServer(key roomdag.SigningKey, clk clock.Clock, version string) *KeyS
 // path (spec: "API Standards").
 func (k *KeyServer) Handler() http.Handler {
 	r := chi.NewRouter()
-	r.Get("/_matrix/key/v2/server", k.serverKeys)
-	r.Get("/_matrix/key/v2/server/{keyId}", k.serverKeys) // deprecated form, still asked by old peers
-	r.Get("/_matrix/federation/v1/version", k.serverVersion)
+	// Every GET answers HEAD too, as on the client API (api.Server.Handler).
+	get := func(path string, h http.HandlerFunc) {
+		r.Get(path, h)
+		r.Head(path, h)
+	}
+	get("/_matrix/key/v2/server", k.serverKeys)
+	get("/_matrix/key/v2/server/{keyId}", k.serverKeys) // deprecated form, still asked by old peers
+	get("/_matrix/federation/v1/version", k.serverVersion)
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "M_UNRECOGNIZED", "unrecognized request")
 	})

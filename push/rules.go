@@ -26,6 +26,71 @@ type Rule struct {
 	Actions    []any       `json:"actions"`
 }
 
+// ruleJSON is Rule as written: conditions whenever Conditions is not nil,
+// even empty.
+type ruleJSON struct {
+	RuleID     string       `json:"rule_id"`
+	Default    bool         `json:"default"`
+	Enabled    bool         `json:"enabled"`
+	Conditions *[]Condition `json:"conditions,omitempty"`
+	Pattern    string       `json:"pattern,omitempty"`
+	Actions    []any        `json:"actions"`
+}
+
+// MarshalJSON writes the rule with its conditions unless Conditions is
+// nil: an empty list is written as [] (ForKind says which kinds have
+// one).
+func (r Rule) MarshalJSON() ([]byte, error) {
+	j := ruleJSON{RuleID: r.RuleID, Default: r.Default, Enabled: r.Enabled, Pattern: r.Pattern, Actions: r.Actions}
+	if r.Conditions != nil {
+		j.Conditions = &r.Conditions
+	}
+	return json.Marshal(j)
+}
+
+// ForKind returns the rule as clients get it among the rules of kind, as
+// Synapse serves it (push/clientformat.py): override and underride rules
+// always with their conditions, [] when they have none (.m.rule.master),
+// and content, room and sender rules without any.
+func (r Rule) ForKind(kind string) Rule {
+	switch kind {
+	case "override", "underride":
+		if r.Conditions == nil {
+			r.Conditions = []Condition{}
+		}
+	default:
+		r.Conditions = nil
+	}
+	return r
+}
+
+// MarshalJSON writes each rule as ForKind has it, for GET /pushrules/ and
+// the m.push_rules account data.
+func (rs Ruleset) MarshalJSON() ([]byte, error) {
+	type plain Ruleset
+	out := plain{}
+	for _, kind := range Kinds {
+		rules, _ := rs.ByKind(kind)
+		shown := make([]Rule, len(rules))
+		for i, r := range rules {
+			shown[i] = r.ForKind(kind)
+		}
+		switch kind {
+		case "override":
+			out.Override = shown
+		case "content":
+			out.Content = shown
+		case "room":
+			out.Room = shown
+		case "sender":
+			out.Sender = shown
+		case "underride":
+			out.Underride = shown
+		}
+	}
+	return json.Marshal(out)
+}
+
 // Condition is one condition of an override or underride rule.
 type Condition struct {
 	Kind    string          `json:"kind"`

@@ -1,7 +1,9 @@
 package roomdag
 
 import (
+	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -81,5 +83,70 @@ func TestMembershipTrailAt(t *testing.T) {
 	}
 	if got := MembershipTrail(nil).At(5); got != MembershipLeave {
 		t.Errorf("empty trail At = %s, want leave (never a member)", got)
+	}
+}
+
+// TestClientJSONErasedSender: an erased sender's event is served redacted
+// to a viewer not joined at it, as Synapse's _check_membership says
+// "joined" (the viewer's own membership events: the more joined of old and
+// new, and a leave ending a join or an invite is not joined); whole to the
+// others, and whole where the viewer's trail is unknown (state sections).
+func TestClientJSONErasedSender(t *testing.T) {
+	bob := "@bob:x"
+	str := func(s string) *string { return &s }
+	at := func(ev *Event, pos StreamPos, unsigned string) *StoredEvent {
+		return &StoredEvent{Event: ev, Pos: pos, Unsigned: []byte(unsigned)}
+	}
+	msg := testEvent(t, TypeMessage, nil, "@alice:x", `{"body":"hi"}`)
+	member := func(m string) *Event {
+		return testEvent(t, TypeMember, str(bob), "@alice:x", fmt.Sprintf(`{"membership":%q,"reason":"secret"}`, m))
+	}
+	prev := func(m string) string {
+		return fmt.Sprintf(`{"prev_content":{"membership":%q},"replaces_state":"$old"}`, m)
+	}
+	joinedFrom20 := MembershipTrail{{Pos: 20, Membership: MembershipJoin}}
+	for _, tc := range []struct {
+		name   string
+		ev     *StoredEvent
+		trail  MembershipTrail
+		noView bool
+		whole  bool
+	}{
+		{"message before the viewer joined", at(msg, 10, ""), joinedFrom20, false, false},
+		{"message while joined", at(msg, 30, ""), joinedFrom20, false, true},
+		{"never a member", at(msg, 30, ""), nil, false, false},
+		{"no trail: a state section", at(msg, 10, ""), nil, true, true},
+		{"viewer invited by the erased sender", at(member(MembershipInvite), 20, ""), MembershipTrail{{20, MembershipInvite}}, false, false},
+		{"viewer kicked by the erased sender", at(member(MembershipLeave), 30, prev(MembershipJoin)), MembershipTrail{{20, MembershipJoin}, {30, MembershipLeave}}, false, false},
+		{"invite withdrawn by the erased sender", at(member(MembershipLeave), 30, prev(MembershipInvite)), MembershipTrail{{20, MembershipInvite}, {30, MembershipLeave}}, false, false},
+		{"viewer banned by the erased sender while joined", at(member(MembershipBan), 30, prev(MembershipJoin)), MembershipTrail{{30, MembershipBan}}, false, true},
+		{"viewer banned by the erased sender after leaving", at(member(MembershipBan), 30, prev(MembershipLeave)), MembershipTrail{{30, MembershipBan}}, false, false},
+	} {
+		v := ClientView{NowMS: 5, UserID: UserID(bob), Erased: map[UserID]bool{"@alice:x": true}}
+		if !tc.noView {
+			v.Memberships = map[RoomID]MembershipTrail{"!r:x": tc.trail}
+		}
+		var got clientEvent
+		if err := json.Unmarshal(tc.ev.ClientJSON(v), &got); err != nil {
+			t.Fatal(err)
+		}
+		whole := string(got.Content) == string(tc.ev.Content())
+		if whole != tc.whole {
+			t.Errorf("%s: content %s, want whole %v", tc.name, got.Content, tc.whole)
+		}
+		if !whole && tc.ev.Type() == TypeMember && tc.ev.Membership() != exactString(got.Content, "membership") {
+			t.Errorf("%s: redacted member content %s lost its membership", tc.name, got.Content)
+		}
+		if _, ok := got.Unsigned["prev_content"]; ok && !whole {
+			t.Errorf("%s: redacted copy keeps prev_content", tc.name)
+		}
+		if want := len(tc.ev.Unsigned) > 0; want && got.Unsigned["replaces_state"] != "$old" {
+			t.Errorf("%s: replaces_state %v, want it kept", tc.name, got.Unsigned["replaces_state"])
+		}
+		// Nobody erased: always whole.
+		v.Erased = nil
+		if b := tc.ev.ClientJSON(v); !json.Valid(b) || !strings.Contains(string(b), string(tc.ev.Content())) {
+			t.Errorf("%s: without erasure %s", tc.name, b)
+		}
 	}
 }

@@ -7,17 +7,25 @@ import (
 	"github.com/persistentchat/homeserver/storage"
 )
 
-// MembershipStore reads a user's membership history in a room.
+// MembershipStore reads a user's membership history in a room, and who
+// asked for their events to be erased.
 type MembershipStore interface {
 	// MembershipChanges returns the user's membership events in the room,
 	// oldest first; none for a room they were never in.
 	MembershipChanges(ctx context.Context, room roomdag.RoomID, user roomdag.UserID) (roomdag.MembershipTrail, error)
+	// ErasedUsers returns the users whose deactivation asked for erasure,
+	// as of the newest committed erasure. It is read on every timeline
+	// rendered, so it is answered from memory; the map is shared and must
+	// not be modified.
+	ErasedUsers() map[roomdag.UserID]bool
 }
 
 // MembershipTrails returns view with the viewer's membership trail in
 // each room of evs (MSC4115: unsigned.membership on every event served to
-// a client), for ClientJSON. Call it after Bundle: the events bundled
-// inside others get none, as in Synapse.
+// a client), and the erased senders, for ClientJSON, which serves the
+// events of those redacted to viewers who were not joined when they were
+// sent. Call it after Bundle: the events bundled inside others get
+// neither, as in Synapse.
 //
 // known holds the viewer's current membership per room, with the stream
 // position of the event that set it (storage.UserRooms, which /sync reads
@@ -36,6 +44,7 @@ func MembershipTrails(ctx context.Context, store MembershipStore, view roomdag.C
 	if len(oldest) == 0 {
 		return view, nil
 	}
+	view.Erased = store.ErasedUsers()
 	trails := make(map[roomdag.RoomID]roomdag.MembershipTrail, len(oldest)+len(view.Memberships))
 	for room, t := range view.Memberships {
 		trails[room] = t

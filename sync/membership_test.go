@@ -20,6 +20,8 @@ func (c *countingTrails) MembershipChanges(_ context.Context, room roomdag.RoomI
 	return c.trails[room], nil
 }
 
+func (c *countingTrails) ErasedUsers() map[roomdag.UserID]bool { return nil }
+
 func storedAt(t *testing.T, room roomdag.RoomID, pos roomdag.StreamPos) *roomdag.StoredEvent {
 	t.Helper()
 	v, _ := roomdag.LookupRoomVersion("11")

@@ -360,7 +360,11 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 		return nil, err
 	}
 	rf := &req.Filter.Room
-	ephemeral, err := s.ephemeral(ctx, req, memberships, since, cur)
+	joinedNow, err := s.newlyJoined(ctx, req, memberships, since, cur)
+	if err != nil {
+		return nil, err
+	}
+	ephemeral, err := s.ephemeral(ctx, req, memberships, since, cur, joinedNow)
 	if err != nil {
 		return nil, err
 	}
@@ -374,6 +378,10 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 		newHere := req.Since == nil || m.Pos > since.Events
 		switch m.Membership {
 		case roomdag.MembershipJoin:
+			// A join that follows a join is a profile change: the room is
+			// new to this sync only if the user was not joined at the
+			// token or left and came back since.
+			newHere = req.Since == nil || joinedNow[m.RoomID]
 			if !newHere && !req.FullState && !changed[m.RoomID] && !notified[m.RoomID] && roomData[m.RoomID] == nil && ephemeral[m.RoomID] == nil {
 				continue
 			}
@@ -522,10 +530,46 @@ func (s *Syncer) unread(ctx context.Context, req Request, join map[roomdag.RoomI
 	return nil
 }
 
+// newlyJoined returns the rooms an incremental sync's range brought the
+// user into, as Synapse tells them (newly_joined_rooms): joined now, and
+// not joined at the token or, since it, out of the room and back. A
+// change of display name or avatar (a join after a join) is no new join.
+// It reads the membership history only of the rooms whose current
+// membership event is in the range.
+func (s *Syncer) newlyJoined(ctx context.Context, req Request, memberships []storage.RoomMembership, since, cur Token) (map[roomdag.RoomID]bool, error) {
+	if req.Since == nil {
+		return nil, nil
+	}
+	var out map[roomdag.RoomID]bool
+	for _, m := range memberships {
+		if m.Membership != roomdag.MembershipJoin || m.Pos <= since.Events || m.Pos > cur.Events {
+			continue
+		}
+		trail, err := s.store.MembershipChanges(ctx, m.RoomID, req.User)
+		if err != nil {
+			return nil, err
+		}
+		fresh := trail.At(since.Events) != roomdag.MembershipJoin
+		for _, c := range trail {
+			if c.Pos > since.Events && c.Pos <= cur.Events && c.Membership != roomdag.MembershipJoin {
+				fresh = true
+			}
+		}
+		if fresh {
+			if out == nil {
+				out = map[roomdag.RoomID]bool{}
+			}
+			out[m.RoomID] = true
+		}
+	}
+	return out, nil
+}
+
 // ephemeral returns the ephemeral events (receipts, typing) of the joined
 // rooms between since and cur. A room new to this sync (an initial sync
-// or a fresh join) gets every current receipt and who is typing now.
-func (s *Syncer) ephemeral(ctx context.Context, req Request, memberships []storage.RoomMembership, since, cur Token) (map[roomdag.RoomID][]json.RawMessage, error) {
+// or a fresh join, joinedNow) gets every current receipt and who is
+// typing now.
+func (s *Syncer) ephemeral(ctx context.Context, req Request, memberships []storage.RoomMembership, since, cur Token, joinedNow map[roomdag.RoomID]bool) (map[roomdag.RoomID][]json.RawMessage, error) {
 	ef := &req.Filter.Room.Ephemeral
 	wantReceipts, wantTyping := ef.Allows(TypeReceipt, ""), ef.Allows(TypeTyping, "")
 	if !wantReceipts && !wantTyping {
@@ -536,7 +580,7 @@ func (s *Syncer) ephemeral(ctx context.Context, req Request, memberships []stora
 		if m.Membership != roomdag.MembershipJoin || m.Pos > cur.Events || !req.Filter.Room.AllowsRoom(m.RoomID) || !ef.AllowsRoom(m.RoomID) {
 			continue
 		}
-		if req.Since == nil || m.Pos > since.Events {
+		if req.Since == nil || joinedNow[m.RoomID] {
 			fresh = append(fresh, m.RoomID)
 		} else {
 			old = append(old, m.RoomID)
@@ -630,6 +674,13 @@ func (s *Syncer) joinedRoom(ctx context.Context, req Request, m storage.RoomMemb
 	tl, limited, err := s.timeline(ctx, req, m.RoomID, after, cur.Events, limit, full, roomdag.MembershipJoin)
 	if err != nil {
 		return nil, nil, err
+	}
+	if newHere && req.Since != nil {
+		// A room joined since the token is served as in an initial sync
+		// (the token ignored, full state) and always limited, as Synapse
+		// marks it ("limited or newly_joined_room"): the client has none of
+		// its history, and pages back from prev_batch for more.
+		limited = true
 	}
 	jr = &JoinedRoom{
 		Timeline:    Timeline{Events: []json.RawMessage{}, Limited: limited},

@@ -492,3 +492,104 @@ func TestFilterIDsChecked(t *testing.T) {
 	}
 	doSync(t, alice, "timeout=0&"+filterQuery(good))
 }
+
+// TestNewlyJoinedRoomIncremental: a room joined since the token comes in
+// an incremental sync as in an initial one, as Synapse serves it (Complement
+// "Newly joined room has correct timeline in incremental sync"): the
+// token is ignored for its timeline, which the filter's limit and types
+// shape and which is always limited, and its state is full. A change of
+// display name is no new join: the room carries just the change.
+func TestNewlyJoinedRoomIncremental(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	alice := srv.Register("alice")
+	messagesOnly := func(limit int) string {
+		return filterQuery(fmt.Sprintf(`{"room":{"timeline":{"limit":%d,"types":["m.room.message"]},"state":{"types":[]}}}`, limit))
+	}
+	for _, tc := range []struct {
+		name   string
+		filter string
+		want   []string // bodies of the timeline's messages
+		state  bool     // a state section is expected
+	}{
+		{"limit above the messages, types", messagesOnly(10), []string{"a0", "a1", "a2", "a3", "b0", "b1", "b2", "b3"}, false},
+		{"limit below the messages, types", messagesOnly(3), []string{"b1", "b2", "b3"}, false},
+		{"limit only", filterQuery(`{"room":{"timeline":{"limit":5}}}`), []string{"b0", "b1", "b2", "b3"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bob := srv.Register("bob")
+			room := alice.CreateRoom(map[string]any{"preset": "public_chat"})
+			for i := range 4 {
+				alice.SendText(room, fmt.Sprintf("a%d", i))
+			}
+			since := doSync(t, bob, tc.filter).NextBatch
+			for i := range 4 {
+				alice.SendText(room, fmt.Sprintf("b%d", i))
+			}
+			bob.Join(room)
+			srv.Settle() // notifications still to come would bring the room back in the next sync
+			out := doSync(t, bob, tc.filter+"&timeout=0&since="+url.QueryEscape(since))
+			jr, ok := out.Rooms.Join[room]
+			if !ok {
+				t.Fatalf("newly joined room missing from the incremental sync")
+			}
+			tl := jr.Timeline
+			if !tl.Limited || tl.PrevBatch == "" {
+				t.Errorf("limited=%v prev_batch=%q, want limited with a prev_batch", tl.Limited, tl.PrevBatch)
+			}
+			if got := strings.Join(bodies(tl.Events), ","); got != strings.Join(tc.want, ",") {
+				t.Errorf("timeline messages %s, want %v", got, tc.want)
+			}
+			if !tc.state {
+				for _, e := range tl.Events {
+					if e.Type != "m.room.message" {
+						t.Errorf("timeline holds a %s, the filter allows m.room.message only", e.Type)
+					}
+				}
+			}
+			var create bool
+			for _, e := range jr.State.Events {
+				create = create || e.Type == roomdag.TypeCreate
+			}
+			if create != tc.state || !tc.state && len(jr.State.Events) > 0 {
+				t.Errorf("state section has %d events (the create event: %v), want the full state: %v", len(jr.State.Events), create, tc.state)
+			}
+			// The next sync has nothing new for the room.
+			if again := doSync(t, bob, tc.filter+"&timeout=0&since="+url.QueryEscape(out.NextBatch)); len(again.Rooms.Join) != 0 {
+				t.Errorf("the room is in the next sync again: %v", again.Rooms.Join)
+			}
+		})
+	}
+	t.Run("display name change", func(t *testing.T) {
+		bob := srv.Register("bob")
+		room := alice.CreateRoom(map[string]any{"preset": "public_chat"})
+		bob.Join(room)
+		alice.SendText(room, "before")
+		since := doSync(t, bob, "").NextBatch
+		bob.MustDo("PUT", "/_matrix/client/v3/profile/"+url.PathEscape(bob.UserID)+"/displayname", map[string]any{"displayname": "Bob B"}, nil)
+		srv.Settle()
+		jr := doSync(t, bob, "timeout=0&since="+url.QueryEscape(since)).Rooms.Join[room]
+		tl := jr.Timeline
+		if tl.Limited || len(tl.Events) != 1 || tl.Events[0].Type != roomdag.TypeMember || len(jr.State.Events) != 0 {
+			t.Errorf("after a display name change: limited=%v, %d timeline events, %d state events; want just the member event, not limited",
+				tl.Limited, len(tl.Events), len(jr.State.Events))
+		}
+	})
+	t.Run("left and back", func(t *testing.T) {
+		bob := srv.Register("bob")
+		room := alice.CreateRoom(map[string]any{"preset": "public_chat"})
+		bob.Join(room)
+		since := doSync(t, bob, "").NextBatch
+		bob.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/leave", map[string]any{}, nil)
+		alice.SendText(room, "while away")
+		bob.Join(room)
+		jr := doSync(t, bob, "timeout=0&since="+url.QueryEscape(since)).Rooms.Join[room]
+		var create bool
+		for _, e := range append(jr.State.Events, jr.Timeline.Events...) {
+			create = create || e.Type == roomdag.TypeCreate
+		}
+		if !jr.Timeline.Limited || !create {
+			t.Errorf("rejoined since the token: limited=%v, create event served %v; want limited with full state", jr.Timeline.Limited, create)
+		}
+	})
+}

@@ -159,7 +159,47 @@ func (db *DB) DeactivateUser(ctx context.Context, user roomdag.UserID, erase boo
 			}
 		}
 		return nil
-	}, nil)
+	}, func() {
+		if erase {
+			db.addErased(user)
+		}
+	})
+}
+
+// ErasedUsers returns the erased users (sync.MembershipStore documents
+// it), from memory: the set is tiny and read on every timeline served.
+func (db *DB) ErasedUsers() map[roomdag.UserID]bool {
+	return *db.erased.Load()
+}
+
+// loadErased reads the erased users at Open.
+func (db *DB) loadErased() error {
+	ids, err := queryStrings(context.Background(), db.w, `SELECT user_id FROM users WHERE erased = 1`)
+	if err != nil {
+		return err
+	}
+	m := make(map[roomdag.UserID]bool, len(ids))
+	for _, id := range ids {
+		m[roomdag.UserID(id)] = true
+	}
+	db.erased.Store(&m)
+	return nil
+}
+
+// addErased adds user to the erased set. It runs on the writer goroutine
+// after the erasure commits, so replacements never race each other, and
+// readers of the old map are not disturbed.
+func (db *DB) addErased(user roomdag.UserID) {
+	old := *db.erased.Load()
+	if old[user] {
+		return
+	}
+	m := make(map[roomdag.UserID]bool, len(old)+1)
+	for u := range old {
+		m[u] = true
+	}
+	m[user] = true
+	db.erased.Store(&m)
 }
 
 // DeactivatedMembers lists the deactivated users who are still joined

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	sqlite3 "github.com/mattn/go-sqlite3"
 
@@ -40,6 +41,11 @@ type DB struct {
 	// Allocated by the room write path under its room lock, so atomic.
 	snapshotMu     sync.Mutex
 	nextSnapshotID int64
+
+	// erased is every erased user (ErasedUsers): loaded at Open, replaced
+	// by a copy after each erasure commits. This process is the only
+	// writer of the database, so it never goes stale.
+	erased atomic.Pointer[map[roomdag.UserID]bool]
 }
 
 // driverName is go-sqlite3 with our per-connection settings: temporary
@@ -91,6 +97,10 @@ func Open(path string, log *slog.Logger) (*DB, error) {
 		return nil, err
 	}
 	if err := w.QueryRow(`SELECT COALESCE(MAX(snapshot_id), 0) FROM state_snapshots`).Scan(&db.nextSnapshotID); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := db.loadErased(); err != nil {
 		db.Close()
 		return nil, err
 	}

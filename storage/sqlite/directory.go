@@ -69,11 +69,14 @@ func (db *DB) UpdateAccountData(ctx context.Context, user roomdag.UserID, room r
 
 // SearchUserDirectory finds local, active users matching every one of
 // terms: each term is contained in the user ID or the display name
-// (case-insensitively for ASCII: SQLite's lower() folds only ASCII). The
-// users must be joined to a room the searcher is joined to or to a room
-// whose join rule is public (spec: "User directory"). It returns at most
-// limit users, ordered by user ID, and whether more matched; no terms
-// match nobody.
+// (case-insensitively for ASCII: SQLite's lower() folds only ASCII). As
+// in Synapse's default (users_in_public_rooms and
+// users_who_share_private_rooms), the users must be joined to a public
+// room (join rule public, or history world_readable), or to a room the
+// searcher is joined to; the searcher shares no room with themselves, so
+// they find themselves only through a public room (Complement "Bob can
+// find Alice by mxid"). It returns at most limit users, ordered by user
+// ID, and whether more matched; no terms match nobody.
 func (db *DB) SearchUserDirectory(ctx context.Context, searcher roomdag.UserID, terms []string, limit int) ([]storage.User, bool, error) {
 	if len(terms) == 0 {
 		return nil, false, nil
@@ -87,17 +90,18 @@ func (db *DB) SearchUserDirectory(ctx context.Context, searcher roomdag.UserID, 
 	}
 	// events.json is a BLOB, which json_extract would read as JSONB: cast it.
 	rows, err := db.r.QueryContext(ctx, `
-WITH visible_rooms AS (
+WITH shared_rooms AS (
 	SELECT room_nid FROM memberships WHERE user_id = ?1 AND membership = 'join'
-	UNION
+), public_rooms AS (
 	SELECT cs.room_nid FROM current_state cs JOIN events e ON e.event_id = cs.event_id
-	WHERE cs.type = 'm.room.join_rules' AND cs.state_key = ''
-	  AND json_extract(CAST(e.json AS TEXT), '$.content.join_rule') = 'public'
+	WHERE cs.state_key = '' AND (
+	  cs.type = 'm.room.join_rules' AND json_extract(CAST(e.json AS TEXT), '$.content.join_rule') = 'public'
+	  OR cs.type = 'm.room.history_visibility' AND json_extract(CAST(e.json AS TEXT), '$.content.history_visibility') = 'world_readable')
 )
 SELECT u.user_id, u.displayname, u.avatar_url FROM users u
 WHERE u.deactivated = 0`+match.String()+`
   AND EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = u.user_id AND m.membership = 'join'
-              AND m.room_nid IN visible_rooms)
+              AND (m.room_nid IN public_rooms OR u.user_id != ?1 AND m.room_nid IN shared_rooms))
 ORDER BY u.user_id
 LIMIT ?2`, args...)
 	if err != nil {
