@@ -62,10 +62,16 @@ func (s *Server) capabilities(r *http.Request) (any, error) {
 	caps := map[string]any{
 		"m.room_versions":   map[string]any{"default": s.cfg.DefaultRoomVersion, "available": available},
 		"m.change_password": map[string]bool{"enabled": true},
+		// Every profile field may be set (v1.16); the two capabilities it
+		// replaces are deprecated but still served, for older clients.
+		"m.profile_fields":  map[string]bool{"enabled": true},
 		"m.set_displayname": map[string]bool{"enabled": true},
 		"m.set_avatar_url":  map[string]bool{"enabled": true},
 		"m.3pid_changes":    map[string]bool{"enabled": false},
 		"m.get_login_token": map[string]bool{"enabled": false},
+		// Leaving a room does not forget it (v1.18, MSC4267): clients may
+		// offer both, and show left rooms with include_leave.
+		"m.forget_forced_upon_leave": map[string]bool{"enabled": false},
 	}
 	// Administrators may lock and suspend accounts (api/moderation.go);
 	// others get no m.account_moderation at all (spec v1.18).

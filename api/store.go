@@ -85,6 +85,8 @@ type Store interface {
 	Accounts
 	// Account locking and suspension (api/moderation.go).
 	AccountModeration
+	// Extensible profiles (api/profile.go).
+	Profiles
 
 	// Reports for administrators (storage/sqlite/reports.go documents).
 	AddReport(ctx context.Context, r storage.Report) (int64, error)

@@ -151,7 +151,8 @@ func (db *DB) DeactivateUser(ctx context.Context, user roomdag.UserID, erase boo
 			`DELETE FROM push_rules WHERE user_id = ?`,
 		}
 		if erase {
-			qs = append(qs, `UPDATE users SET displayname = NULL, avatar_url = NULL WHERE user_id = ?`)
+			qs = append(qs, `UPDATE users SET displayname = NULL, avatar_url = NULL WHERE user_id = ?`,
+				`DELETE FROM profile_fields WHERE user_id = ?`)
 		}
 		for _, q := range qs {
 			if _, err := tx.Exec(q, string(user)); err != nil {
