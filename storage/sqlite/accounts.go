@@ -194,6 +194,23 @@ func (db *DB) Devices(ctx context.Context, user roomdag.UserID) ([]storage.Devic
 	return out, rows.Err()
 }
 
+// CreateDevice creates a device with no access token unless the user has
+// it already, and says whether it did.
+func (db *DB) CreateDevice(ctx context.Context, user roomdag.UserID, device string, name *string) (bool, error) {
+	var created bool
+	err := db.write(func(tx *sql.Tx) error {
+		res, err := tx.Exec(`INSERT INTO devices (user_id, device_id, display_name) VALUES (?,?,?)
+			ON CONFLICT (user_id, device_id) DO NOTHING`, string(user), device, name)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		created = n == 1
+		return err
+	}, nil)
+	return created, err
+}
+
 // SetDeviceName renames a device; storage.ErrNotFound if it does not exist.
 func (db *DB) SetDeviceName(ctx context.Context, user roomdag.UserID, device string, name string) error {
 	return db.write(func(tx *sql.Tx) error {
