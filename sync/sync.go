@@ -143,8 +143,9 @@ type Request struct {
 	// (stateafter.go). "" for state.
 	StateAfter string
 
-	// ignored is read once per sync by build.
-	ignored Ignored
+	// ignored and invitesBlocked are read once per sync by build.
+	ignored        Ignored
+	invitesBlocked bool
 }
 
 // Response is the /sync body.
@@ -314,6 +315,9 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 	if req.ignored, err = IgnoredUsers(ctx, s.store, req.User); err != nil {
 		return nil, err
 	}
+	if req.invitesBlocked, err = InvitesBlocked(ctx, s.store, req.User); err != nil {
+		return nil, err
+	}
 	shownLeft, err := s.leftRoomsShown(ctx, req, memberships, cur)
 	if err != nil {
 		return nil, err
@@ -406,8 +410,8 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 				resp.Rooms.Join[m.RoomID] = jr
 			}
 		case roomdag.MembershipInvite, roomdag.MembershipKnock:
-			if !newHere {
-				continue
+			if !newHere || m.Membership == roomdag.MembershipInvite && req.invitesBlocked {
+				continue // invites are not served while the user blocks them (v1.18)
 			}
 			ir, err := s.invitedRoom(ctx, m, req.ignored)
 			if err != nil {
