@@ -465,6 +465,9 @@ func (s *Server) putDevice(r *http.Request) (any, error) {
 	}
 	id := pathParam(r, "deviceId")
 	if _, err := s.findDevice(r, id); err != nil {
+		if rq := requester(r); rq.AppService != nil {
+			return s.createAppServiceDevice(r, rq.UserID, id, req.DisplayName)
+		}
 		return nil, err
 	}
 	if req.DisplayName != nil {
@@ -490,10 +493,20 @@ func (s *Server) deleteDevice(r *http.Request) (any, error) {
 	// answers 200 for a device that "had been removed previously", so a
 	// retried DELETE succeeds, as delete_devices does.
 	id := pathParam(r, "deviceId")
-	if err := s.requirePassword(r, req.Auth); err != nil {
+	if err := s.requireDeviceAuth(r, req.Auth); err != nil {
 		return nil, err
 	}
 	return struct{}{}, s.endSessions(r.Context(), requester(r).UserID, []string{id}, "")
+}
+
+// requireDeviceAuth is the user-interactive auth of deleting devices,
+// which an application service skips (v1.17, MSC4190: it has no password
+// for its users, and manages their devices for encryption).
+func (s *Server) requireDeviceAuth(r *http.Request, auth *uiaAuth) error {
+	if requester(r).AppService != nil {
+		return nil
+	}
+	return s.requirePassword(r, auth)
 }
 
 func (s *Server) deleteDevices(r *http.Request) (any, error) {
@@ -507,7 +520,7 @@ func (s *Server) deleteDevices(r *http.Request) (any, error) {
 	if req.Devices == nil {
 		return nil, missingParam("devices is required")
 	}
-	if err := s.requirePassword(r, req.Auth); err != nil {
+	if err := s.requireDeviceAuth(r, req.Auth); err != nil {
 		return nil, err
 	}
 	return struct{}{}, s.endSessions(r.Context(), requester(r).UserID, req.Devices, "")

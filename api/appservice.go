@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/persistentchat/homeserver/appservice"
 	"github.com/persistentchat/homeserver/roomdag"
@@ -355,6 +357,41 @@ func (s *Server) registerAppServiceUser(r *http.Request, reg *appservice.Registr
 	}
 	return s.startSession(r, user, req.DeviceID, req.InitialDeviceDisplayName, req.RefreshToken)
 }
+
+// AppServiceDevices creates devices without access tokens, for
+// application services (v1.17, MSC4190).
+type AppServiceDevices interface {
+	// CreateDevice creates the user's device unless it exists; it says
+	// whether it did. name, if not nil, is the device's display name.
+	CreateDevice(ctx context.Context, user roomdag.UserID, device string, name *string) (bool, error)
+}
+
+// createAppServiceDevice is PUT /devices/{deviceId} by an application
+// service for a device its user does not have: it creates it, with no
+// access token, and answers 201 (spec v1.17, MSC4190: services manage
+// their users' devices without /login, which OAuth-only servers lack).
+// The service then acts as it with ?device_id= (MSC4326).
+func (s *Server) createAppServiceDevice(r *http.Request, user roomdag.UserID, device string, name *string) (any, error) {
+	if len(device) > maxDeviceIDBytes || !utf8.ValidString(device) || strings.ContainsFunc(device, unicode.IsControl) {
+		return nil, invalidParam("device IDs are at most %d bytes of printable text", maxDeviceIDBytes)
+	}
+	created, err := s.store.CreateDevice(r.Context(), user, device, name)
+	if err != nil {
+		return nil, err
+	}
+	if !created { // made by a request that raced this one
+		if name != nil {
+			if err := s.store.SetDeviceName(r.Context(), user, device, *name); err != nil {
+				return nil, err
+			}
+		}
+		return struct{}{}, nil
+	}
+	return withStatus{status: http.StatusCreated, body: struct{}{}}, nil
+}
+
+// maxDeviceIDBytes bounds device IDs, as startSession does.
+const maxDeviceIDBytes = 255
 
 // loginAppService is POST /login with m.login.application_service: the
 // service's as_token in place of a password, for one of its users.

@@ -376,3 +376,80 @@ func TestAppServiceBadRegistrationStopsStartup(t *testing.T) {
 		t.Errorf("error %q lacks %q", err, want)
 	}
 }
+
+// TestAppServiceDeviceManagement: a service creates its users' devices
+// with PUT /devices/{deviceId} (201, then 200), acts as them with
+// device_id, and deletes them without user-interactive auth (v1.17,
+// MSC4190), while ordinary users still may not create devices and still
+// need auth to delete them.
+func TestAppServiceDeviceManagement(t *testing.T) {
+	t.Parallel()
+	reg := bridgeReg("dm")
+	srv := testserver.Start(t, astest.Options(t, nil, reg))
+	as := asClient(srv, reg)
+	ghost := asRegister(t, as, "_dm_alice")
+	q := "?user_id=" + url.QueryEscape(ghost)
+	devices := func() map[string]string {
+		t.Helper()
+		var out struct {
+			Devices []struct {
+				DeviceID    string  `json:"device_id"`
+				DisplayName *string `json:"display_name"`
+			} `json:"devices"`
+		}
+		as.MustDo("GET", csAPI+"/devices"+q, nil, &out)
+		m := map[string]string{}
+		for _, d := range out.Devices {
+			m[d.DeviceID] = ""
+			if d.DisplayName != nil {
+				m[d.DeviceID] = *d.DisplayName
+			}
+		}
+		return m
+	}
+
+	r := as.Do("PUT", csAPI+"/devices/BRIDGEDEV"+q, map[string]any{"display_name": "Bridge"})
+	if r.Status != http.StatusCreated || string(r.Body) != "{}" {
+		t.Fatalf("creating a device: %d %s, want 201 {}", r.Status, r.Body)
+	}
+	if d := devices(); len(d) != 1 || d["BRIDGEDEV"] != "Bridge" {
+		t.Errorf("devices after creation: %v", d)
+	}
+	// Again: an update, 200.
+	as.MustDo("PUT", csAPI+"/devices/BRIDGEDEV"+q, map[string]any{"display_name": "Bridge 2"}, nil)
+	if r := as.Do("PUT", csAPI+"/devices/SECOND"+q, map[string]any{}); r.Status != http.StatusCreated {
+		t.Errorf("creating a device without a name: %d %s", r.Status, r.Body)
+	}
+	if d := devices(); len(d) != 2 || d["BRIDGEDEV"] != "Bridge 2" {
+		t.Errorf("devices after the update: %v", d)
+	}
+	// The service acts as the new device.
+	var who map[string]any
+	as.MustDo("GET", csAPI+"/account/whoami"+q+"&device_id=BRIDGEDEV", nil, &who)
+	if who["device_id"] != "BRIDGEDEV" || who["user_id"] != ghost {
+		t.Errorf("whoami as the created device: %v", who)
+	}
+	asWantErr(t, as.Do("PUT", csAPI+"/devices/"+strings.Repeat("d", 256)+q, map[string]any{}), http.StatusBadRequest, "M_INVALID_PARAM", "device ID too long")
+	asWantErr(t, as.Do("PUT", csAPI+"/devices/a%01b"+q, map[string]any{}), http.StatusBadRequest, "M_INVALID_PARAM", "control character")
+
+	// Deleting needs no auth from a service, alone or in a batch.
+	as.MustDo("DELETE", csAPI+"/devices/BRIDGEDEV"+q, nil, nil)
+	as.MustDo("POST", csAPI+"/delete_devices"+q, map[string]any{"devices": []string{"SECOND"}}, nil)
+	if d := devices(); len(d) != 0 {
+		t.Errorf("devices after deleting: %v", d)
+	}
+	asWantErr(t, as.Do("GET", csAPI+"/account/whoami"+q+"&device_id=BRIDGEDEV", nil), http.StatusBadRequest, "M_UNKNOWN_DEVICE", "deleted device")
+
+	// An ordinary user: no new devices, and auth to delete.
+	alice := srv.Register("alice")
+	asWantErr(t, alice.Do("PUT", csAPI+"/devices/NEWDEV", map[string]any{}), http.StatusNotFound, "M_NOT_FOUND", "a user creating a device")
+	for _, req := range []struct{ method, path string }{
+		{"DELETE", csAPI + "/devices/" + alice.DeviceID},
+		{"POST", csAPI + "/delete_devices"},
+	} {
+		r := alice.Do(req.method, req.path, map[string]any{"devices": []string{alice.DeviceID}})
+		if r.Status != http.StatusUnauthorized || !strings.Contains(string(r.Body), "m.login.password") {
+			t.Errorf("%s %s by a user without auth: %d %s, want the UIA challenge", req.method, req.path, r.Status, r.Body)
+		}
+	}
+}

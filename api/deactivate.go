@@ -23,8 +23,8 @@ import (
 //     and withdraws every knock, with real m.room.member leave events that
 //     other members see, and forgets those rooms;
 //   - it drops out of the user directory, which lists active users only;
-//   - with erase: true it is also marked erased and its display name and
-//     avatar are removed, as Synapse does.
+//   - with erase: true it is also marked erased and its whole profile
+//     (display name, avatar, custom fields) is removed, as Synapse does.
 //
 // As in Synapse, room aliases it created and rooms it published stay:
 // they belong to the rooms as much as to the user. The account's row is
@@ -42,7 +42,7 @@ type Accounts interface {
 	// DeactivateUser marks the account deactivated and, with erase,
 	// erased; clears its password; deletes all its devices, access and
 	// refresh tokens, pushers, account data and push rules, and with
-	// erase its display name and avatar; all in one transaction.
+	// erase its whole profile; all in one transaction.
 	// storage.ErrNotFound if there is no such account.
 	DeactivateUser(ctx context.Context, user roomdag.UserID, erase bool) error
 	// DeactivatedMembers lists the deactivated accounts still joined to,

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"regexp"
 
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
@@ -15,11 +16,62 @@ func (s *Server) profileRoutes() []route {
 		{"GET", v3 + "/profile/{userId}", s.getProfile, authOptional, rateNone},
 		{"GET", v3 + "/profile/{userId}/{field}", s.getProfileField, authOptional, rateNone},
 		{"PUT", v3 + "/profile/{userId}/{field}", s.putProfileField, authRequired, rateMessage},
+		{"DELETE", v3 + "/profile/{userId}/{field}", s.deleteProfileField, authRequired, rateMessage},
 	}
 }
 
-// maxProfileField bounds display names and avatar URLs.
-const maxProfileField = 1024
+// Profiles stores extensible profiles (spec v1.16, MSC4133): the fields
+// beyond displayname and avatar_url, which live on the account.
+type Profiles interface {
+	// ProfileFields returns the user's other fields, by key.
+	ProfileFields(ctx context.Context, user roomdag.UserID) (map[string]json.RawMessage, error)
+	// UpdateProfile reads the user's whole profile, lets change edit it
+	// and stores the result, in one transaction; an error from change
+	// stores nothing and is returned as it is. storage.ErrNotFound for an
+	// unknown user.
+	UpdateProfile(ctx context.Context, user roomdag.UserID, change func(p *storage.Profile) error) (*storage.Profile, error)
+}
+
+// Profile fields the spec names (profile.yaml).
+const (
+	fieldDisplayName = "displayname"
+	fieldAvatarURL   = "avatar_url"
+	fieldTimeZone    = "m.tz" // v1.16, MSC4175
+)
+
+const (
+	// maxProfileField bounds display names and avatar URLs.
+	maxProfileField = 1024
+	// maxProfileBytes bounds a whole profile, as JSON: the spec's 64 KiB
+	// (profile.yaml, PUT), counted as Synapse counts it.
+	maxProfileBytes = 64 << 10
+	// maxProfileKey is the spec's limit on a field's key, in bytes.
+	maxProfileKey = 255
+)
+
+// Error codes of extensible profiles (spec v1.16, profile.yaml).
+const (
+	CodeProfileTooLarge = "M_PROFILE_TOO_LARGE"
+	CodeKeyTooLarge     = "M_KEY_TOO_LARGE"
+)
+
+// profileKeyGrammar is the Common Namespaced Identifier Grammar
+// (appendices), which every key follows: displayname, avatar_url and m.tz
+// do. Like Synapse, keys without a namespace are accepted too; the grammar
+// only recommends one.
+var profileKeyGrammar = regexp.MustCompile(`^[a-z][a-z0-9_.-]*$`)
+
+// profileKey checks the {field} path parameter.
+func profileKey(r *http.Request) (string, error) {
+	key := pathParam(r, "field")
+	if len(key) > maxProfileKey {
+		return "", errorf(http.StatusBadRequest, CodeKeyTooLarge, "profile keys are at most %d bytes", maxProfileKey)
+	}
+	if !profileKeyGrammar.MatchString(key) {
+		return "", invalidParam("profile key %q does not follow the Common Namespaced Identifier Grammar", key)
+	}
+	return key, nil
+}
 
 func (s *Server) profileOf(r *http.Request) (*storage.User, error) {
 	u, err := roomdag.ParseUserID(pathParam(r, "userId"))
@@ -44,51 +96,90 @@ func (s *Server) profileOf(r *http.Request) (*storage.User, error) {
 	return user, err
 }
 
-func profileBody(u *storage.User) map[string]any {
-	out := map[string]any{}
-	if u.DisplayName != nil {
-		out["displayname"] = *u.DisplayName
+// profileBody is the whole profile as GET /profile/{userId} returns it:
+// every field that is set.
+func profileBody(p *storage.Profile) map[string]any {
+	out := make(map[string]any, len(p.Fields)+2)
+	for k, v := range p.Fields {
+		out[k] = v
 	}
-	if u.AvatarURL != nil {
-		out["avatar_url"] = *u.AvatarURL
+	if p.DisplayName != nil {
+		out[fieldDisplayName] = *p.DisplayName
+	}
+	if p.AvatarURL != nil {
+		out[fieldAvatarURL] = *p.AvatarURL
 	}
 	return out
 }
 
-func (s *Server) getProfile(r *http.Request) (any, error) {
+// fullProfile reads the profile of the user {userId} names.
+func (s *Server) fullProfile(r *http.Request) (*storage.Profile, error) {
 	u, err := s.profileOf(r)
 	if err != nil {
 		return nil, err
 	}
-	return profileBody(u), nil
+	fields, err := s.store.ProfileFields(r.Context(), u.ID)
+	if err != nil {
+		return nil, err
+	}
+	return &storage.Profile{DisplayName: u.DisplayName, AvatarURL: u.AvatarURL, Fields: fields}, nil
 }
 
-func profileKey(field string) (string, error) {
-	switch field {
-	case "displayname", "avatar_url":
-		return field, nil
+func (s *Server) getProfile(r *http.Request) (any, error) {
+	p, err := s.fullProfile(r)
+	if err != nil {
+		return nil, err
 	}
-	return "", errorf(http.StatusNotFound, CodeUnrecognized, "profile field %q is not supported", field)
+	return profileBody(p), nil
 }
 
 func (s *Server) getProfileField(r *http.Request) (any, error) {
-	key, err := profileKey(pathParam(r, "field"))
+	key, err := profileKey(r)
 	if err != nil {
 		return nil, err
 	}
-	u, err := s.profileOf(r)
+	p, err := s.fullProfile(r)
 	if err != nil {
 		return nil, err
 	}
-	body := profileBody(u)
-	if _, ok := body[key]; !ok {
+	v, ok := profileBody(p)[key]
+	if !ok {
 		return nil, notFoundErr("no %s set", key)
 	}
-	return map[string]any{key: body[key]}, nil
+	return map[string]any{key: v}, nil
+}
+
+// profileValue checks the new value of a field, from the body of PUT:
+// display names and avatar URLs are strings (null clears them, as before
+// v1.16), m.tz a string (the spec's IANA time zone name, which we do not
+// check: clients must expect invalid values), and custom fields any JSON,
+// null included, which is stored (spec: servers accepting null "SHOULD
+// store them rather than treating null as a deletion request").
+func profileValue(key string, raw json.RawMessage) (json.RawMessage, error) {
+	null := string(raw) == "null"
+	switch key {
+	case fieldDisplayName, fieldAvatarURL:
+		if null {
+			return nil, nil
+		}
+		var v string
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, badJSON("%s must be a string", key)
+		}
+		if len(v) > maxProfileField {
+			return nil, invalidParam("%s is too long", key)
+		}
+	case fieldTimeZone:
+		var v string
+		if null || json.Unmarshal(raw, &v) != nil {
+			return nil, badJSON("%s must be a string naming an IANA time zone", key)
+		}
+	}
+	return raw, nil
 }
 
 func (s *Server) putProfileField(r *http.Request) (any, error) {
-	key, err := profileKey(pathParam(r, "field"))
+	key, err := profileKey(r)
 	if err != nil {
 		return nil, err
 	}
@@ -100,36 +191,94 @@ func (s *Server) putProfileField(r *http.Request) (any, error) {
 	if err := decodeJSON(r, &body); err != nil {
 		return nil, err
 	}
-	var value *string
-	if raw, ok := body[key]; ok && string(raw) != "null" {
-		var v string
-		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, badJSON("%s must be a string", key)
-		}
-		if len(v) > maxProfileField {
-			return nil, invalidParam("%s is too long", key)
-		}
-		value = &v
-	} else if !ok {
+	raw, ok := body[key]
+	if !ok {
 		return nil, missingParam("%s is required", key)
 	}
-	u, err := s.store.User(r.Context(), user)
+	value, err := profileValue(key, raw)
 	if err != nil {
 		return nil, err
 	}
-	if key == "displayname" {
-		u.DisplayName = value
-	} else {
-		u.AvatarURL = value
-	}
-	if err := s.store.SetProfile(r.Context(), user, u.DisplayName, u.AvatarURL); err != nil {
+	return s.changeProfile(r.Context(), user, key, value, true)
+}
+
+// deleteProfileField: DELETE /profile/{userId}/{keyName} (v1.16) removes
+// the field, and answers 200 when it was not set.
+func (s *Server) deleteProfileField(r *http.Request) (any, error) {
+	key, err := profileKey(r)
+	if err != nil {
 		return nil, err
 	}
-	return struct{}{}, s.propagateProfile(r.Context(), u)
+	user, err := ownUser(r)
+	if err != nil {
+		return nil, err
+	}
+	return s.changeProfile(r.Context(), user, key, nil, false)
+}
+
+// changeProfile sets (set true) or deletes one field of the user's
+// profile; value nil with set clears displayname or avatar_url. The whole
+// profile must stay within maxProfileBytes. A new display name or avatar
+// goes into every room the user is joined to.
+func (s *Server) changeProfile(ctx context.Context, user roomdag.UserID, key string, value json.RawMessage, set bool) (any, error) {
+	var roomsToo bool
+	p, err := s.store.UpdateProfile(ctx, user, func(p *storage.Profile) error {
+		switch key {
+		case fieldDisplayName, fieldAvatarURL:
+			target := &p.DisplayName
+			if key == fieldAvatarURL {
+				target = &p.AvatarURL
+			}
+			var next *string
+			if value != nil {
+				var v string
+				_ = json.Unmarshal(value, &v) // profileValue checked it
+				next = &v
+			}
+			roomsToo = !equalStrings(*target, next)
+			*target = next
+		default:
+			if set {
+				p.Fields[key] = value
+			} else {
+				delete(p.Fields, key)
+			}
+		}
+		size, err := json.Marshal(profileBody(p))
+		if err != nil {
+			return err
+		}
+		if len(size) > maxProfileBytes {
+			return errorf(http.StatusBadRequest, CodeProfileTooLarge, "the profile would be %d bytes; profiles are at most %d", len(size), maxProfileBytes)
+		}
+		return nil
+	})
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, notFoundErr("unknown user")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if roomsToo {
+		u, err := s.store.User(ctx, user)
+		if err != nil {
+			return nil, err
+		}
+		u.DisplayName, u.AvatarURL = p.DisplayName, p.AvatarURL
+		if err := s.propagateProfile(ctx, u); err != nil {
+			return nil, err
+		}
+	}
+	return struct{}{}, nil
+}
+
+func equalStrings(a, b *string) bool {
+	return a == nil && b == nil || a != nil && b != nil && *a == *b
 }
 
 // propagateProfile sends a new join event with the profile into every room
-// the user is joined to, as the spec requires.
+// the user is joined to, as the spec requires. Only the display name and
+// avatar go there; other fields stay in the profile (as in Synapse).
 func (s *Server) propagateProfile(ctx context.Context, u *storage.User) error {
 	rooms, err := s.store.JoinedRooms(ctx, u.ID)
 	if err != nil {

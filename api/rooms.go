@@ -228,6 +228,9 @@ func (s *Server) membershipOf(membership string) handlerFunc {
 			case roomdag.MembershipBan:
 				return nil, forbidden("%s is banned from the room", target)
 			}
+			if err := s.checkInviteAllowed(r.Context(), target); err != nil {
+				return nil, err
+			}
 		}
 		if membership == roomdag.MembershipLeave {
 			switch st.Membership(target) {
@@ -435,6 +438,13 @@ func (s *Server) putState(r *http.Request) (any, error) {
 	if evType == roomdag.TypeTombstone {
 		if err := checkTombstone(room, &stateKey, content); err != nil {
 			return nil, err
+		}
+	}
+	if evType == roomdag.TypeMember && gjson.GetBytes(content, "membership").String() == roomdag.MembershipInvite {
+		if invitee, err := roomdag.ParseUserID(stateKey); err == nil { // else the auth rules refuse it
+			if err := s.checkInviteAllowed(r.Context(), invitee); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if evType == roomdag.TypeAliases && st.Membership(rq.UserID) != roomdag.MembershipJoin {

@@ -133,6 +133,7 @@ func (s *Server) Handler() http.Handler {
 		s.searchRoutes(),
 		s.mediaRoutes(),
 		s.serverNoticeRoutes(), s.moderationRoutes(),
+		s.mutualRoomRoutes(),
 	}
 	for _, table := range tables {
 		for _, rt := range table {

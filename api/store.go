@@ -85,6 +85,10 @@ type Store interface {
 	Accounts
 	// Account locking and suspension (api/moderation.go).
 	AccountModeration
+	// Extensible profiles (api/profile.go).
+	Profiles
+	// Devices that application services create (api/appservice.go).
+	AppServiceDevices
 
 	// Reports for administrators (storage/sqlite/reports.go documents).
 	AddReport(ctx context.Context, r storage.Report) (int64, error)

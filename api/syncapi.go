@@ -47,6 +47,22 @@ func (s *Server) syncHandler(r *http.Request) (any, error) {
 		}
 		req.Timeout = min(time.Duration(ms)*time.Millisecond, maxSyncTimeout)
 	}
+	// use_state_after (v1.16), or its unstable name, which clients still
+	// send: the answer uses the key that goes with the name.
+	for _, p := range []struct{ name, key string }{
+		{"use_state_after", sync.KeyStateAfter},
+		{"org.matrix.msc4222.use_state_after", sync.KeyStateAfterUnstable},
+	} {
+		switch q.Get(p.name) {
+		case "", "false":
+		case "true":
+			if req.StateAfter == "" {
+				req.StateAfter = p.key
+			}
+		default:
+			return nil, invalidParam("%s must be true or false", p.name)
+		}
+	}
 	switch p := q.Get("set_presence"); p {
 	case "", "online", "offline", "unavailable":
 		req.SetPresence = p

@@ -2,12 +2,14 @@ package api_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/persistentchat/homeserver/appservice/astest"
 	"github.com/persistentchat/homeserver/configs"
 	"github.com/persistentchat/homeserver/testserver"
 )
@@ -21,6 +23,10 @@ var headlineTests = map[string]func(*testing.T){
 	"v1.13": TestV1_13RoomReportsSuspension,
 	"v1.14": TestV1_14UserReports,
 	"v1.15": TestV1_15RoomSummary,
+	"v1.16": TestV1_16ProfilesStateAfterV12,
+	"v1.17": TestV1_17AppServiceDevices,
+	"v1.18": TestV1_18InviteBlockingRedactViaSend,
+	"v1.19": TestV1_19MutualRooms,
 }
 
 func TestAdvertisedVersionsAreTested(t *testing.T) {
@@ -58,8 +64,8 @@ func TestAdvertisedVersionsAreTested(t *testing.T) {
 			t.Errorf("versions %v skip %s", out.Versions, v)
 		}
 	}
-	if highest < 15 {
-		t.Errorf("highest version v1.%d, want at least v1.15", highest)
+	if highest < 19 {
+		t.Errorf("highest version v1.%d, want at least v1.19", highest)
 	}
 	if out.UnstableFeatures == nil {
 		t.Errorf("unstable_features missing")
@@ -187,4 +193,142 @@ func TestV1_15RoomSummary(t *testing.T) {
 		t.Errorf("summary %+v", s)
 	}
 	wantErr(t, srv.Anonymous().Do("GET", "/_matrix/client/v1/auth_metadata", nil), http.StatusNotFound, "M_UNRECOGNIZED")
+}
+
+// TestV1_16ProfilesStateAfterV12: extensible profiles (MSC4133: custom
+// fields, m.tz (MSC4175), DELETE, the m.profile_fields capability),
+// state_after on /sync (MSC4222), and room version 12, whose invites carry
+// the stripped m.room.create event (MSC4311).
+func TestV1_16ProfilesStateAfterV12(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	alice, bob := srv.Register("alice"), srv.Register("bob")
+
+	wantOK(t, alice.Do("PUT", profilePath(alice.UserID, "m.tz"), map[string]any{"m.tz": "Europe/Paris"}), nil)
+	wantOK(t, alice.Do("PUT", profilePath(alice.UserID, "org.example.team"), map[string]any{"org.example.team": []string{"ops"}}), nil)
+	var p map[string]any
+	wantOK(t, bob.Do("GET", profilePath(alice.UserID), nil), &p)
+	if p["m.tz"] != "Europe/Paris" || p["org.example.team"] == nil {
+		t.Errorf("profile %v", p)
+	}
+	wantOK(t, alice.Do("DELETE", profilePath(alice.UserID, "org.example.team"), nil), nil)
+	wantErr(t, bob.Do("GET", profilePath(alice.UserID, "org.example.team"), nil), http.StatusNotFound, "M_NOT_FOUND")
+	var caps struct {
+		Capabilities struct {
+			ProfileFields *struct {
+				Enabled bool `json:"enabled"`
+			} `json:"m.profile_fields"`
+			RoomVersions struct {
+				Available map[string]string `json:"available"`
+			} `json:"m.room_versions"`
+		} `json:"capabilities"`
+	}
+	wantOK(t, alice.Do("GET", csAPI+"/capabilities", nil), &caps)
+	if caps.Capabilities.ProfileFields == nil || !caps.Capabilities.ProfileFields.Enabled || caps.Capabilities.RoomVersions.Available["12"] != "stable" {
+		t.Errorf("capabilities %+v", caps.Capabilities)
+	}
+
+	room := createRoom(t, alice, map[string]any{"room_version": "12", "preset": "private_chat"})
+	inviteUser(t, alice, room, bob.UserID)
+	var sync struct {
+		Rooms struct {
+			Join   map[string]map[string]json.RawMessage `json:"join"`
+			Invite map[string]struct {
+				InviteState struct {
+					Events []struct {
+						Type string `json:"type"`
+					} `json:"events"`
+				} `json:"invite_state"`
+			} `json:"invite"`
+		} `json:"rooms"`
+	}
+	wantOK(t, bob.Do("GET", csAPI+"/sync?timeout=0", nil), &sync)
+	hasCreate := false
+	for _, ev := range sync.Rooms.Invite[room].InviteState.Events {
+		hasCreate = hasCreate || ev.Type == "m.room.create"
+	}
+	if !hasCreate {
+		t.Errorf("invite_state of a v12 room without m.room.create")
+	}
+	wantOK(t, alice.Do("GET", csAPI+"/sync?timeout=0&use_state_after=true", nil), &sync)
+	if jr := sync.Rooms.Join[room]; jr["state_after"] == nil || jr["state"] != nil {
+		t.Errorf("use_state_after: room keys %v", jr)
+	}
+}
+
+// TestV1_17AppServiceDevices: application services create their users'
+// devices with PUT /devices/{deviceId} and delete them without
+// user-interactive auth (MSC4190), register users with inhibit_login, and
+// act as one of a user's devices with device_id (MSC4326).
+func TestV1_17AppServiceDevices(t *testing.T) {
+	t.Parallel()
+	reg := bridgeReg("v117")
+	srv := testserver.Start(t, astest.Options(t, nil, reg))
+	as := asClient(srv, reg)
+	ghost := asRegister(t, as, "_v117_alice") // inhibit_login: no token
+	q := "?user_id=" + url.QueryEscape(ghost)
+	if r := as.Do("PUT", csAPI+"/devices/V117DEV"+q, map[string]any{"display_name": "bridge"}); r.Status != http.StatusCreated {
+		t.Fatalf("creating a device: %d %s", r.Status, r.Body)
+	}
+	var who map[string]any
+	wantOK(t, as.Do("GET", csAPI+"/account/whoami"+q+"&device_id=V117DEV", nil), &who)
+	if who["device_id"] != "V117DEV" {
+		t.Errorf("whoami as the device: %v", who)
+	}
+	wantOK(t, as.Do("DELETE", csAPI+"/devices/V117DEV"+q, nil), nil)
+	wantErr(t, as.Do("GET", csAPI+"/account/whoami"+q+"&device_id=V117DEV", nil), http.StatusBadRequest, "M_UNKNOWN_DEVICE")
+}
+
+// TestV1_18InviteBlockingRedactViaSend: invite blocking (MSC4380),
+// redactions through PUT /send/m.room.redaction (MSC4169), the
+// m.forget_forced_upon_leave capability (MSC4267; false here) and
+// m.account_moderation for administrators (MSC4323).
+func TestV1_18InviteBlockingRedactViaSend(t *testing.T) {
+	t.Parallel()
+	const secret = "v118-admin-secret"
+	srv := testserver.Start(t, testserver.Options{Configure: func(c *configs.Config) { c.RegistrationSharedSecret = configs.NewSecret(secret) }})
+	admin := registerAdmin(t, srv, secret)
+	alice, bob := srv.Register("alice"), srv.Register("bob")
+	room := createRoom(t, alice, map[string]any{"preset": "private_chat"})
+	blockInvites(t, bob, map[string]any{"default_action": "block"})
+	wantErr(t, alice.Do("POST", roomPath(room, "invite"), map[string]any{"user_id": bob.UserID}), http.StatusForbidden, "M_INVITE_BLOCKED")
+
+	msg := sendText(t, alice, room, "oops")
+	redaction := sendEvent(t, alice, room, "m.room.redaction", map[string]any{"redacts": msg})
+	if ev := getEvent(t, alice, room, msg); len(ev.Content) != 0 || ev.Unsigned["redacted_because"] == nil {
+		t.Errorf("after redaction %s through /send: %+v", redaction, ev)
+	}
+
+	var caps struct {
+		Capabilities struct {
+			Forget     *struct{ Enabled bool }       `json:"m.forget_forced_upon_leave"`
+			Moderation *struct{ Lock, Suspend bool } `json:"m.account_moderation"`
+		} `json:"capabilities"`
+	}
+	wantOK(t, alice.Do("GET", csAPI+"/capabilities", nil), &caps)
+	if f := caps.Capabilities.Forget; f == nil || f.Enabled {
+		t.Errorf("m.forget_forced_upon_leave = %+v", f)
+	}
+	wantOK(t, admin.Do("GET", csAPI+"/capabilities", nil), &caps)
+	if m := caps.Capabilities.Moderation; m == nil || !m.Lock || !m.Suspend {
+		t.Errorf("an administrator's m.account_moderation = %+v", m)
+	}
+}
+
+// TestV1_19MutualRooms: GET /_matrix/client/v1/mutual_rooms (MSC2666), and
+// unsigned.replaces_state on a state event that replaced another.
+func TestV1_19MutualRooms(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	alice, bob := srv.Register("alice"), srv.Register("bob")
+	room := createRoom(t, alice, map[string]any{"preset": "public_chat", "name": "first"})
+	joinRoom(t, bob, room)
+	if p := mutualRooms(t, bob, alice.UserID, ""); len(p.Joined) != 1 || p.Joined[0] != room || *p.Count != 1 {
+		t.Errorf("mutual rooms %+v", p)
+	}
+	first := stateEvent(roomState(t, alice, room), "m.room.name", "")
+	second := putState(t, alice, room, "m.room.name", "", map[string]any{"name": "second"})
+	if ev := getEvent(t, alice, room, second); first == nil || ev.Unsigned["replaces_state"] != first.EventID {
+		t.Errorf("unsigned of the new name: %v", ev.Unsigned)
+	}
 }

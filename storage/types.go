@@ -87,3 +87,11 @@ type StreamEvent struct {
 	*roomdag.StoredEvent
 	StateAfter int64
 }
+
+// Profile is a user's whole profile (spec v1.16, extensible profiles):
+// the display name and avatar URL kept on the account, and every other
+// field by key, each value as JSON.
+type Profile struct {
+	DisplayName, AvatarURL *string
+	Fields                 map[string]json.RawMessage
+}

@@ -138,9 +138,14 @@ type Request struct {
 	// Session is the session the request was made with: if it ends, Sync
 	// answers ErrSessionEnded instead of anything newer (sessions.go).
 	Session *SessionCheck
+	// StateAfter is set by use_state_after (v1.16): rooms carry, under
+	// this key, the state at the end of their timelines in place of state
+	// (stateafter.go). "" for state.
+	StateAfter string
 
-	// ignored is read once per sync by build.
-	ignored Ignored
+	// ignored and invitesBlocked are read once per sync by build.
+	ignored        Ignored
+	invitesBlocked bool
 }
 
 // Response is the /sync body.
@@ -184,6 +189,10 @@ type JoinedRoom struct {
 	UnreadNotifications Unread         `json:"unread_notifications"`
 	// UnreadThreadNotifications: by thread root, when the filter asks.
 	UnreadThreadNotifications map[roomdag.EventID]Unread `json:"unread_thread_notifications,omitempty"`
+
+	// stateAfter: State holds state_after, to go under this key
+	// (stateafter.go).
+	stateAfter string
 }
 
 // Unread holds a room's notification counts.
@@ -208,6 +217,10 @@ type LeftRoom struct {
 	Timeline    Timeline  `json:"timeline"`
 	State       EventList `json:"state"`
 	AccountData EventList `json:"account_data"`
+
+	// stateAfter: State holds state_after, to go under this key
+	// (stateafter.go).
+	stateAfter string
 }
 
 func (r *Response) empty() bool {
@@ -306,6 +319,9 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 		return nil, err
 	}
 	if req.ignored, err = IgnoredUsers(ctx, s.store, req.User); err != nil {
+		return nil, err
+	}
+	if req.invitesBlocked, err = InvitesBlocked(ctx, s.store, req.User); err != nil {
 		return nil, err
 	}
 	shownLeft, err := s.leftRoomsShown(ctx, req, memberships, cur)
@@ -408,8 +424,8 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 				resp.Rooms.Join[m.RoomID] = jr
 			}
 		case roomdag.MembershipInvite, roomdag.MembershipKnock:
-			if !newHere {
-				continue
+			if !newHere || m.Membership == roomdag.MembershipInvite && req.invitesBlocked {
+				continue // invites are not served while the user blocks them (v1.18)
 			}
 			ir, err := s.invitedRoom(ctx, m, req.ignored)
 			if err != nil {
@@ -722,7 +738,15 @@ func (s *Syncer) joinedRoom(ctx context.Context, req Request, m storage.RoomMemb
 		jr.Timeline.PrevBatch = TopoToken{Depth: st.Depth + 1, Pos: cur.Events + 1}.String()
 	}
 	var state []*roomdag.StoredEvent
-	if full || limited {
+	if req.StateAfter != "" {
+		jr.stateAfter = req.StateAfter
+		if state, err = s.stateAfter(ctx, req, m.RoomID, since, cur.Events, full, tl); err != nil {
+			return nil, nil, err
+		}
+		for _, ev := range state {
+			jr.State.Events = append(jr.State.Events, ev.ClientJSON(stateView))
+		}
+	} else if full || limited {
 		var sinceSnap int64
 		if !full {
 			if sinceSnap, err = s.store.StateAtStream(ctx, m.RoomID, since.Events); err != nil {
@@ -970,7 +994,7 @@ func (s *Syncer) leftRoom(ctx context.Context, req Request, m storage.RoomMember
 	switch {
 	case len(tl) > 0:
 		lr.Timeline.PrevBatch = TopoToken{Depth: tl[0].Depth(), Pos: tl[0].Pos}.String()
-		if !limited && req.Since != nil {
+		if !limited && req.Since != nil && req.StateAfter == "" {
 			return lr, nil // the timeline holds all that changed
 		}
 		stateAt = tl[0].StateBefore
@@ -983,6 +1007,18 @@ func (s *Syncer) leftRoom(ctx context.Context, req Request, m storage.RoomMember
 		if stateAt, err = s.store.StateAtStream(ctx, m.RoomID, m.Pos); err != nil {
 			return nil, err
 		}
+	}
+	if req.StateAfter != "" {
+		// The state at the end of the timeline: at the leave.
+		lr.stateAfter = req.StateAfter
+		state, err := s.stateAfter(ctx, req, m.RoomID, since, m.Pos, req.Since == nil, tl)
+		if err != nil {
+			return nil, err
+		}
+		for _, ev := range state {
+			lr.State.Events = append(lr.State.Events, ev.ClientJSON(stateView))
+		}
+		return lr, nil
 	}
 	var sinceSnap int64
 	if req.Since != nil {

@@ -151,7 +151,8 @@ func (db *DB) DeactivateUser(ctx context.Context, user roomdag.UserID, erase boo
 			`DELETE FROM push_rules WHERE user_id = ?`,
 		}
 		if erase {
-			qs = append(qs, `UPDATE users SET displayname = NULL, avatar_url = NULL WHERE user_id = ?`)
+			qs = append(qs, `UPDATE users SET displayname = NULL, avatar_url = NULL WHERE user_id = ?`,
+				`DELETE FROM profile_fields WHERE user_id = ?`)
 		}
 		for _, q := range qs {
 			if _, err := tx.Exec(q, string(user)); err != nil {
@@ -231,6 +232,23 @@ func (db *DB) Devices(ctx context.Context, user roomdag.UserID) ([]storage.Devic
 		out = append(out, d)
 	}
 	return out, rows.Err()
+}
+
+// CreateDevice creates a device with no access token unless the user has
+// it already, and says whether it did.
+func (db *DB) CreateDevice(ctx context.Context, user roomdag.UserID, device string, name *string) (bool, error) {
+	var created bool
+	err := db.write(func(tx *sql.Tx) error {
+		res, err := tx.Exec(`INSERT INTO devices (user_id, device_id, display_name) VALUES (?,?,?)
+			ON CONFLICT (user_id, device_id) DO NOTHING`, string(user), device, name)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		created = n == 1
+		return err
+	}, nil)
+	return created, err
 }
 
 // SetDeviceName renames a device; storage.ErrNotFound if it does not exist.

@@ -412,4 +412,16 @@ ALTER TABLE users ADD COLUMN suspended INTEGER NOT NULL DEFAULT 0;
 	`
 CREATE INDEX events_room_membership ON events(room_nid, state_key, stream_pos) WHERE type = 'm.room.member';
 `,
+	// Extensible profiles (spec v1.16, MSC4133): a user's profile fields
+	// other than displayname and avatar_url, which stay on users because
+	// membership events and the user directory read them. Each value is
+	// the field's JSON, as the client set it (compacted).
+	`
+CREATE TABLE profile_fields (
+	user_id TEXT NOT NULL,
+	field   TEXT NOT NULL,
+	value   TEXT NOT NULL,
+	PRIMARY KEY (user_id, field)
+) WITHOUT ROWID;
+`,
 }
