@@ -3,7 +3,6 @@ package sync
 import (
 	"context"
 	"encoding/json"
-	"sort"
 
 	"github.com/persistentchat/homeserver/roomdag"
 )
@@ -73,21 +72,7 @@ func (s *Syncer) stateAfter(ctx context.Context, req Request, room roomdag.RoomI
 		}
 		ids = append(ids, id)
 	}
-	evs, err := s.store.Events(ctx, ids)
-	if err != nil {
-		return nil, err
-	}
-	out := evs[:0]
-	for _, ev := range evs {
-		if sf.AllowsEvent(ev.Event) {
-			out = append(out, ev)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Pos < out[j].Pos })
-	if sf.Limit > 0 && len(out) > sf.Limit {
-		out = out[len(out)-sf.Limit:]
-	}
-	return out, nil
+	return s.stateEvents(ctx, ids, sf)
 }
 
 // Where state_after goes: the spec's key, and MSC4222's unstable one,

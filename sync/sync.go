@@ -884,6 +884,12 @@ func (s *Syncer) stateDelta(ctx context.Context, req Request, from, to int64, tl
 		}
 		ids = append(ids, id)
 	}
+	return s.stateEvents(ctx, ids, sf)
+}
+
+// stateEvents loads the state events ids that the state filter lets
+// through, in stream order, the newest sf.Limit of them when it sets one.
+func (s *Syncer) stateEvents(ctx context.Context, ids []roomdag.EventID, sf *RoomEventFilter) ([]*roomdag.StoredEvent, error) {
 	evs, err := s.store.Events(ctx, ids)
 	if err != nil {
 		return nil, err
