@@ -67,28 +67,17 @@ func (r Rule) ForKind(kind string) Rule {
 // MarshalJSON writes each rule as ForKind has it, for GET /pushrules/ and
 // the m.push_rules account data.
 func (rs Ruleset) MarshalJSON() ([]byte, error) {
-	type plain Ruleset
-	out := plain{}
+	var out Ruleset
 	for _, kind := range Kinds {
 		rules, _ := rs.ByKind(kind)
 		shown := make([]Rule, len(rules))
 		for i, r := range rules {
 			shown[i] = r.ForKind(kind)
 		}
-		switch kind {
-		case "override":
-			out.Override = shown
-		case "content":
-			out.Content = shown
-		case "room":
-			out.Room = shown
-		case "sender":
-			out.Sender = shown
-		case "underride":
-			out.Underride = shown
-		}
+		out.set(kind, shown)
 	}
-	return json.Marshal(out)
+	type plain Ruleset // without this method
+	return json.Marshal(plain(out))
 }
 
 // Condition is one condition of an override or underride rule.
