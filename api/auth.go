@@ -176,9 +176,17 @@ func HashPassword(pw string, cost int) (string, error) {
 	return string(h), err
 }
 
-func checkPassword(hash, pw string) bool {
+// checkPassword compares a password with its bcrypt hash, and counts the
+// comparison (PasswordChecks).
+func (s *Server) checkPassword(hash, pw string) bool {
+	s.passwordChecks.Add(1)
 	return hash != "" && bcrypt.CompareHashAndPassword([]byte(hash), bcryptInput(pw)) == nil
 }
+
+// PasswordChecks is how many passwords the server has compared with a
+// hash since it started (each costs bcrypt's time): tests check that
+// refused login attempts cost none.
+func (s *Server) PasswordChecks() uint64 { return s.passwordChecks.Load() }
 
 // bcryptInput: bcrypt reads at most 72 bytes, so longer passwords are
 // pre-hashed (as passlib's bcrypt_sha256 does) instead of truncated. Shorter

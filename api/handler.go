@@ -55,6 +55,10 @@ const (
 	rateMessage
 	rateLogin
 	rateRegistration
+	// Per account, not per route: logins into an account, and failed
+	// password checks for it (api/account.go, checkUserPassword).
+	rateLoginAccount
+	rateLoginFailed
 )
 
 // route is one row of a route table.
