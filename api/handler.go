@@ -112,6 +112,17 @@ func (s *Server) wrap(rt route) http.HandlerFunc {
 				writeJSON(w, http.StatusInternalServerError, map[string]string{"errcode": CodeUnknown, "error": fmt.Sprintf("internal error (request %d)", reqID)})
 			}
 		}()
+		if rt.auth == authNone {
+			// Public routes read an application service's as_token from
+			// the header (register, login): a bad query token beside it
+			// fails as on every other route.
+			if t, _ := requestToken(r); t != "" {
+				if err := s.checkQueryToken(r, t); err != nil {
+					s.writeError(w, r, err)
+					return
+				}
+			}
+		}
 		if rt.auth != authNone {
 			rq, err := s.authenticate(r)
 			if errors.Is(err, errNoToken) && rt.auth == authRequired {
