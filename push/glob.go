@@ -359,13 +359,13 @@ func cmpRuneMask(m runeMask, r rune) int { return int(m.r - r) }
 func (s *segment) findShort(t string, from, open, close int, b *budget) (int, bool) {
 	var ascii [utf8.RuneSelf]uint64 // mask of each ASCII character, either case; '?' positions apart
 	var other [64]runeMask          // masks of the non-ASCII characters, sorted
-	var any uint64                  // positions of '?'
+	var wild uint64                 // positions of '?'
 	nother := 0
 	for i, off := 0, 0; i < s.n; i++ {
 		c := s.char(&off)
 		switch {
 		case c == anyChar:
-			any |= 1 << i
+			wild |= 1 << i
 		case c < utf8.RuneSelf:
 			ascii[c] |= 1 << i
 			if 'a' <= c && c <= 'z' {
@@ -406,7 +406,7 @@ func (s *segment) findShort(t string, from, open, close int, b *budget) (int, bo
 		if open == gateAny || opens(open, t, i) {
 			d |= 1
 		}
-		d &= mask | any
+		d &= mask | wild
 		i += size
 		if d&accept != 0 && closes(close, t, i) {
 			b.charge(t, from, i, stop, s.n, true)
