@@ -299,10 +299,11 @@ func (b *budget) limit(t string, from, cost int) int {
 }
 
 // charge takes the work of a scan that examined t[from:i] and stopped at
-// i without finding what it looked for, or found it ending at i.
-func (b *budget) charge(t string, from, i, stop, cost int, found bool) {
+// i without finding what it looked for, or found it ending at i; limit is
+// what b.limit allowed it.
+func (b *budget) charge(t string, from, i, limit, cost int, found bool) {
 	b.left -= i - from + cost
-	if !found && i >= stop && stop < len(t) {
+	if !found && i >= limit && limit < len(t) {
 		b.left = -1 // cut short by the budget
 	}
 }
@@ -315,7 +316,8 @@ func (s *segment) find1(t string, from, open, close int, b *budget) (int, bool) 
 	if 'a' <= want && want <= 'z' {
 		alt = want - ('a' - 'A')
 	}
-	stop := b.limit(t, from, 0)
+	limit := b.limit(t, from, 0)
+	stop := limit
 	if open == gateEdge {
 		stop = min(stop, from+1) // only the character at 0 may start a match
 	}
@@ -336,12 +338,12 @@ func (s *segment) find1(t string, from, open, close int, b *budget) (int, bool) 
 			}
 		}
 		if opens(open, t, i) && closes(close, t, i+size) {
-			b.charge(t, from, i+size, stop, 0, true)
+			b.charge(t, from, i+size, limit, 0, true)
 			return i + size, true
 		}
 		i += size
 	}
-	b.charge(t, from, i, stop, 0, false)
+	b.charge(t, from, i, limit, 0, false)
 	return 0, false
 }
 

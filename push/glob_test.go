@@ -1,6 +1,7 @@
 package push
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -217,4 +218,56 @@ func FuzzGlob(f *testing.F) {
 			t.Errorf("globMatchWords(%q, %q) = %v, regexp %v", pattern, text, !want, want)
 		}
 	})
+}
+
+// TestEvaluateBudget: the budget is spent only by work. A cheap failing
+// match leaves it whole (a regression: a pattern anchored at the start
+// that failed on its first character used to count as cut short). A rule
+// set that runs out is reported once, the rule cut and the user rules
+// after it do not match, and the server defaults still do.
+func TestEvaluateBudget(t *testing.T) {
+	msg := func(body string) *EventView {
+		return view(t, `{"type":"m.room.message","room_id":"!r:example.org","sender":"@bob:example.org","content":{"msgtype":"m.text","body":"`+body+`"}}`)
+	}
+	rule := func(id string, conds ...Condition) Rule {
+		return Rule{RuleID: id, Conditions: conds, Actions: []any{"notify", map[string]any{"set_tweak": "highlight"}}}
+	}
+	var u UserRules
+	// Put makes each new rule the most important of its kind: the hello
+	// rule comes last.
+	if err := u.Put("underride", rule("hello", match("content.body", "*hello*")), "", ""); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 400 { // many cheap matches, then a cheap failure: a few steps each
+		conds := []Condition{match("sender", "0*")}
+		for range 10 {
+			conds = append([]Condition{match("type", "m.room.*")}, conds...)
+		}
+		if err := u.Put("underride", rule(fmt.Sprint("cheap", i), conds...), "", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rs := u.Ruleset("@alice:example.org")
+	rs.compile()
+	var cut []string
+	ctx := &EvalContext{MemberCount: 3, OverBudget: func(id string) { cut = append(cut, id) }}
+	if a, _ := Evaluate(&rs, msg("well hello there"), ctx); !Highlight(a) || len(cut) != 0 {
+		t.Errorf("after 400 cheap rules: actions %v, cut %v; want the hello rule, nothing cut", a, cut)
+	}
+
+	// A rule that scans the whole body 19 times runs out; the hello rule
+	// after it is not tried; .m.rule.message still notifies.
+	slow := make([]Condition, 19)
+	for i := range slow {
+		slow[i] = match("content.body", strings.Repeat("*a", 499))
+	}
+	if err := u.Put("override", rule("slow", slow...), "", ""); err != nil {
+		t.Fatal(err)
+	}
+	rs = u.Ruleset("@alice:example.org")
+	rs.compile()
+	a, _ := Evaluate(&rs, msg("hello "+strings.Repeat("a", 60000)), ctx)
+	if !Notify(a) || Highlight(a) || len(cut) != 1 || cut[0] != "slow" {
+		t.Errorf("actions %v, cut %v; want .m.rule.message's, and slow cut once", a, cut)
+	}
 }
