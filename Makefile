@@ -53,6 +53,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzCanonicalJSON -fuzztime 30s ./roomdag/
 	$(GO) test -run '^$$' -fuzz FuzzParseFilter -fuzztime 30s ./sync/
 	$(GO) test -run '^$$' -fuzz FuzzSearchTerm -fuzztime 30s ./storage/sqlite/
+	$(GO) test -run '^$$' -fuzz FuzzGlob -fuzztime 30s ./push/
 
 clean:
 	rm -rf $(BIN)
