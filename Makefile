@@ -17,7 +17,7 @@ build:
 # and the data directory with the signing key and database.
 run: build
 	@test -f $(CONFIG) || $(BIN)/homeserver generate-config --server-name localhost:8008 \
-		--listen 127.0.0.1:8008 --data-dir ./data --registration open > $(CONFIG)
+		--listen 127.0.0.1:8008 --data-dir ./data --registration open --out $(CONFIG)
 	$(BIN)/homeserver serve --config $(CONFIG)
 
 test: lint gotest e2e
@@ -53,6 +53,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzCanonicalJSON -fuzztime 30s ./roomdag/
 	$(GO) test -run '^$$' -fuzz FuzzParseFilter -fuzztime 30s ./sync/
 	$(GO) test -run '^$$' -fuzz FuzzSearchTerm -fuzztime 30s ./storage/sqlite/
+	$(GO) test -run '^$$' -fuzz FuzzGlob -fuzztime 30s ./push/
 
 clean:
 	rm -rf $(BIN)

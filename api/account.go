@@ -262,35 +262,75 @@ func (s *Server) loginUser(identifier json.RawMessage, legacyUser string) (roomd
 }
 
 // checkUserPassword returns M_FORBIDDEN for any unknown user or wrong
-// password, so the answer does not tell which it was.
-func (s *Server) checkUserPassword(r *http.Request, user roomdag.UserID, pw string) error {
+// password, so the answer does not tell which it was. login says the
+// check is for a new session (POST /login) rather than for
+// user-interactive auth.
+//
+// The account's limits come first (Synapse's rc_login.failed_attempts
+// and, for logins, rc_login.account; any user ID, existing or not): an
+// account over either is refused with M_LIMIT_EXCEEDED without checking
+// the password, whatever address the attempts come from, so spreading
+// them over many addresses does not buy more bcrypt checks. A token of
+// each is taken before the check, so that attempts arriving together are
+// bounded too, and given back when the outcome is not one the limit
+// counts: a right password is no failure, a wrong one no login.
+func (s *Server) checkUserPassword(r *http.Request, user roomdag.UserID, pw string, login bool) error {
+	key := string(user)
+	if err := s.limits.allow(rateLoginFailed, key); err != nil {
+		return err
+	}
+	if login {
+		if err := s.limits.allow(rateLoginAccount, key); err != nil {
+			s.limits.refund(rateLoginFailed, key)
+			return err
+		}
+	}
+	right, err := s.verifyPassword(r, user, pw)
+	if right || err != nil && !isForbidden(err) {
+		s.limits.refund(rateLoginFailed, key) // not a failed attempt
+	}
+	if login && err != nil {
+		s.limits.refund(rateLoginAccount, key) // no login was made
+	}
+	return err
+}
+
+// isForbidden: the error is a wrong user or password (M_FORBIDDEN).
+func isForbidden(err error) bool {
+	var me *Error
+	return errors.As(err, &me) && me.Code == CodeForbidden
+}
+
+// verifyPassword checks a user's password; right says the password was
+// right, whatever else stops the login.
+func (s *Server) verifyPassword(r *http.Request, user roomdag.UserID, pw string) (right bool, err error) {
 	u, err := s.store.User(r.Context(), user)
 	if errors.Is(err, storage.ErrNotFound) {
 		// Spend the same time as a real check, so timing does not tell
 		// whether the account exists.
-		checkPassword(s.dummyHash(), pw)
-		return forbidden("invalid username or password")
+		s.checkPassword(s.dummyHash(), pw)
+		return false, forbidden("invalid username or password")
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	// Deactivation clears the password, so this comes first: whatever
 	// password is given, the answer is M_USER_DEACTIVATED, as Synapse
 	// gives (and Complement's "After deactivating account, can't log in
 	// with password" expects a 403).
 	if u.Deactivated {
-		return errorf(http.StatusForbidden, CodeUserDeactivated, "this account has been deactivated")
+		return false, errorf(http.StatusForbidden, CodeUserDeactivated, "this account has been deactivated")
 	}
-	if !checkPassword(u.PasswordHash, pw) {
-		return forbidden("invalid username or password")
+	if !s.checkPassword(u.PasswordHash, pw) {
+		return false, forbidden("invalid username or password")
 	}
 	if u.Locked {
 		// Spec: a locked account cannot obtain a new access token.
 		e := errorf(http.StatusUnauthorized, CodeUserLocked, "This account has been locked")
 		e.Extra = map[string]any{"soft_logout": true}
-		return e
+		return true, e
 	}
-	return nil
+	return true, nil
 }
 
 func (s *Server) login(r *http.Request) (any, error) {
@@ -308,7 +348,7 @@ func (s *Server) login(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := s.checkUserPassword(r, user, req.Password); err != nil {
+	if err := s.checkUserPassword(r, user, req.Password, true); err != nil {
 		return nil, err
 	}
 	return s.startSession(r, user, req.DeviceID, req.InitialDeviceDisplayName, req.RefreshToken)
@@ -383,7 +423,7 @@ func (s *Server) requirePassword(r *http.Request, auth *uiaAuth) error {
 			if err != nil {
 				return "", err
 			}
-			if err := s.checkUserPassword(r, user, a.Password); err != nil {
+			if err := s.checkUserPassword(r, user, a.Password, false); err != nil {
 				return "", err
 			}
 			return user, nil

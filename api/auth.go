@@ -37,11 +37,13 @@ var errNoToken = errors.New("no access token")
 // media links embedded where no header can be set. Deprecated things stay
 // supported here, so it is accepted on every authenticated route.
 //
-// When both are given the header wins and the query parameter is ignored.
-// Synapse refuses that mix with M_MISSING_TOKEN ("Mixing Authorization
-// headers and access_token query parameters"), which breaks bots that
-// send the token both ways; the spec does not forbid it and prefers the
-// header, so the header is used.
+// When both are given the header wins. Synapse refuses that mix with
+// M_MISSING_TOKEN ("Mixing Authorization headers and access_token query
+// parameters"), which breaks bots that send the token both ways; the spec
+// does not forbid it and prefers the header, so the header is used. The
+// query parameter is not ignored, though (authenticate): it must be a
+// valid token too, so that a request carrying a bad one fails loudly
+// instead of acting for whoever the header names.
 func requestToken(r *http.Request) (token string, present bool) {
 	if h := r.Header.Get("Authorization"); h != "" {
 		t, ok := strings.CutPrefix(h, "Bearer ")
@@ -70,25 +72,61 @@ func (s *Server) authenticate(r *http.Request) (*Requester, error) {
 	if token == "" {
 		return nil, errorf(http.StatusUnauthorized, CodeMissingToken, "access token must be given as 'Authorization: Bearer <token>' or as the access_token query parameter")
 	}
+	if err := s.checkQueryToken(r, token); err != nil {
+		return nil, err
+	}
 	if reg := s.registry().ByASToken(token); reg != nil {
 		return s.assertIdentity(r, reg)
 	}
 	hash := hashToken(token)
-	owner, err := s.store.TokenOwner(r.Context(), hash)
-	if errors.Is(err, storage.ErrNotFound) {
-		return nil, errorf(http.StatusUnauthorized, CodeUnknownToken, "unknown access token")
-	}
+	owner, err := s.tokenOwner(r.Context(), hash)
 	if err != nil {
 		return nil, err
-	}
-	if owner.ExpiresMS != 0 && s.clock.Now().UnixMilli() >= owner.ExpiresMS {
-		e := errorf(http.StatusUnauthorized, CodeUnknownToken, "access token has expired")
-		e.Extra = map[string]any{"soft_logout": true}
-		return nil, e
 	}
 	rq := &Requester{UserID: owner.UserID, DeviceID: owner.DeviceID, TokenHash: hash, sessionMark: mark, Locked: owner.Locked, Suspended: owner.Suspended}
 	s.noteSeen(r, rq)
 	return rq, nil
+}
+
+// tokenOwner looks up a user's access token: 401 M_UNKNOWN_TOKEN if it is
+// unknown or has expired.
+func (s *Server) tokenOwner(ctx context.Context, hash []byte) (storage.TokenOwner, error) {
+	owner, err := s.store.TokenOwner(ctx, hash)
+	if errors.Is(err, storage.ErrNotFound) {
+		return owner, errorf(http.StatusUnauthorized, CodeUnknownToken, "unknown access token")
+	}
+	if err != nil {
+		return owner, err
+	}
+	if owner.ExpiresMS != 0 && s.clock.Now().UnixMilli() >= owner.ExpiresMS {
+		e := errorf(http.StatusUnauthorized, CodeUnknownToken, "access token has expired")
+		e.Extra = map[string]any{"soft_logout": true}
+		return owner, e
+	}
+	return owner, nil
+}
+
+// checkQueryToken: a request that has an Authorization header and also an
+// access_token query parameter with another token is authenticated by the
+// header (requestToken), but only if the query's token is valid as well,
+// a user's or an application service's; else 401 M_UNKNOWN_TOKEN.
+func (s *Server) checkQueryToken(r *http.Request, header string) error {
+	if r.Header.Get("Authorization") == "" || !r.URL.Query().Has("access_token") {
+		return nil
+	}
+	q := r.URL.Query().Get("access_token")
+	if q == header || s.registry().ByASToken(q) != nil {
+		return nil
+	}
+	if _, err := s.tokenOwner(r.Context(), hashToken(q)); err != nil {
+		var me *Error
+		if errors.As(err, &me) {
+			return errorf(http.StatusUnauthorized, CodeUnknownToken,
+				"the access_token query parameter is not a valid access token (with an Authorization header too, both must be valid; the header's is used)")
+		}
+		return err
+	}
+	return nil
 }
 
 // sessionCheck lets a long-poll made by rq end when rq's session does
@@ -176,9 +214,17 @@ func HashPassword(pw string, cost int) (string, error) {
 	return string(h), err
 }
 
-func checkPassword(hash, pw string) bool {
+// checkPassword compares a password with its bcrypt hash, and counts the
+// comparison (PasswordChecks).
+func (s *Server) checkPassword(hash, pw string) bool {
+	s.passwordChecks.Add(1)
 	return hash != "" && bcrypt.CompareHashAndPassword([]byte(hash), bcryptInput(pw)) == nil
 }
+
+// PasswordChecks is how many passwords the server has compared with a
+// hash since it started (each costs bcrypt's time): tests check that
+// refused login attempts cost none.
+func (s *Server) PasswordChecks() uint64 { return s.passwordChecks.Load() }
 
 // bcryptInput: bcrypt reads at most 72 bytes, so longer passwords are
 // pre-hashed (as passlib's bcrypt_sha256 does) instead of truncated. Shorter

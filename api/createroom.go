@@ -102,10 +102,20 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 		alias = a
 	}
 
+	// creation_content and power_level_content_override are taken apart
+	// here, so they get the checks send gives content (the room version's
+	// canonical JSON) before they are; their values are kept as sent.
 	create := map[string]any{}
 	if len(req.CreationContent) > 0 && string(req.CreationContent) != "null" {
-		if err := json.Unmarshal(req.CreationContent, &create); err != nil {
+		if err := roomdag.CheckJSON(v, req.CreationContent); err != nil {
+			return nil, badJSON("creation_content: %v", err)
+		}
+		var fields map[string]json.RawMessage
+		if err := json.Unmarshal(req.CreationContent, &fields); err != nil {
 			return nil, badJSON("creation_content must be an object")
+		}
+		for k, val := range fields {
+			create[k] = val
 		}
 	}
 	// v12: trusted private chats make the invitees co-creators instead of
@@ -143,6 +153,9 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 	// Power levels: the override merged over our defaults.
 	pl := defaultPowerLevels(v, user, preset, invites)
 	if len(req.PowerLevelContentOverride) > 0 && string(req.PowerLevelContentOverride) != "null" {
+		if err := roomdag.CheckJSON(v, req.PowerLevelContentOverride); err != nil {
+			return nil, badJSON("power_level_content_override: %v", err)
+		}
 		var over map[string]json.RawMessage
 		if err := json.Unmarshal(req.PowerLevelContentOverride, &over); err != nil {
 			return nil, badJSON("power_level_content_override must be an object")

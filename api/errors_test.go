@@ -149,7 +149,7 @@ func TestRateLimit(t *testing.T) {
 	clk := clock.NewFake(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
 	srv := hsStart(t, testserver.Options{Clock: clk, Configure: func(c *configs.Config) {
 		c.RateLimiting.Enabled = true
-		c.RateLimiting.Login = configs.RateLimit{PerSecond: 0.5, BurstCount: 2}
+		c.RateLimiting.Login.PerSecond, c.RateLimiting.Login.BurstCount = 0.5, 2
 		c.RateLimiting.Registration = configs.RateLimit{PerSecond: 0.5, BurstCount: 3}
 	}})
 	// Registering spends registration tokens, not login tokens.

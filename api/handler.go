@@ -55,6 +55,10 @@ const (
 	rateMessage
 	rateLogin
 	rateRegistration
+	// Per account, not per route: logins into an account, and failed
+	// password checks for it (api/account.go, checkUserPassword).
+	rateLoginAccount
+	rateLoginFailed
 )
 
 // route is one row of a route table.
@@ -108,6 +112,17 @@ func (s *Server) wrap(rt route) http.HandlerFunc {
 				writeJSON(w, http.StatusInternalServerError, map[string]string{"errcode": CodeUnknown, "error": fmt.Sprintf("internal error (request %d)", reqID)})
 			}
 		}()
+		if rt.auth == authNone {
+			// Public routes read an application service's as_token from
+			// the header (register, login): a bad query token beside it
+			// fails as on every other route.
+			if t, _ := requestToken(r); t != "" {
+				if err := s.checkQueryToken(r, t); err != nil {
+					s.writeError(w, r, err)
+					return
+				}
+			}
+		}
 		if rt.auth != authNone {
 			rq, err := s.authenticate(r)
 			if errors.Is(err, errNoToken) && rt.auth == authRequired {

@@ -132,7 +132,7 @@ func (s *Server) updateUserRules(ctx context.Context, user roomdag.UserID, chang
 		if err := change(&u); err != nil {
 			return nil, nil, err
 		}
-		next, err := json.Marshal(u)
+		next, err := u.Encode()
 		if err != nil {
 			return nil, nil, err
 		}
@@ -162,7 +162,7 @@ func pushRuleError(err error) error {
 		return notFoundErr("unknown push rule kind")
 	case errors.Is(err, push.ErrServerDefault):
 		return invalidParam("server-default push rules cannot be deleted or replaced; enable, disable or change their actions instead")
-	case errors.Is(err, push.ErrTooMany):
+	case errors.Is(err, push.ErrTooMany), errors.Is(err, push.ErrTooLarge):
 		return invalidParam("%v", err)
 	}
 	return err

@@ -14,7 +14,8 @@ import (
 // The access_token query parameter (spec: "Using access tokens"):
 // deprecated since v1.11, but matrix-nio, bots built on it and older
 // appservice bridges still send it, so it works on every authenticated
-// route; when a request has both, the Authorization header wins.
+// route; when a request has both, the Authorization header wins, and the
+// query's token must be valid too (a bad one is not silently ignored).
 
 // withQueryToken adds access_token to a path that may already have a
 // query string.
@@ -31,6 +32,7 @@ func TestAccessTokenInQuery(t *testing.T) {
 	reg := bridgeReg("qtok")
 	srv := hsStart(t, astest.Options(t, nil, reg))
 	alice := hsRegister(t, srv, hsName("qtoken"), nil)
+	bob := hsRegister(t, srv, hsName("qtoken_other"), nil)
 
 	r := hsDo(t, srv, "POST", csAPI+"/createRoom", alice.Token, map[string]any{})
 	hsOK(t, r, "createRoom")
@@ -85,10 +87,13 @@ func TestAccessTokenInQuery(t *testing.T) {
 	}{
 		{"header only", alice.Token, "", 200, ""},
 		{"query only", "", alice.Token, 200, ""},
-		// Both: the header wins. Synapse refuses the mix instead, which
-		// breaks bots that send the token both ways; the spec does not
-		// forbid it.
-		{"valid header, bogus query", alice.Token, bogus, 200, ""},
+		// Both: the header wins (the checks see alice, not bob). Synapse
+		// refuses the mix instead, which breaks bots that send the token
+		// both ways; the spec does not forbid it.
+		{"same token both ways", alice.Token, alice.Token, 200, ""},
+		{"valid header, another valid query", alice.Token, bob.Token, 200, ""},
+		// ... but a bad query token is not ignored.
+		{"valid header, bogus query", alice.Token, bogus, 401, "M_UNKNOWN_TOKEN"},
 		{"bogus header, valid query", bogus, alice.Token, 401, "M_UNKNOWN_TOKEN"},
 		{"bogus query", "", bogus, 401, "M_UNKNOWN_TOKEN"},
 	}
@@ -135,10 +140,24 @@ func TestAccessTokenInQuery(t *testing.T) {
 		if r.str("user_id") != ghost {
 			t.Errorf("whoami = %s, want %s", r.Raw, ghost)
 		}
-		// The header still wins over the query.
-		r = hsDo(t, srv, "GET", withQueryToken(whoami, bogus), reg.ASToken, nil)
-		hsOK(t, r, "as_token header, bogus query")
+		// The header still wins over the query, which must be valid too.
+		r = hsDo(t, srv, "GET", withQueryToken(whoami, alice.Token), reg.ASToken, nil)
+		hsOK(t, r, "as_token header, a user's token in the query")
+		if r.str("user_id") != ghost {
+			t.Errorf("whoami = %s, want %s (the header's)", r.Raw, ghost)
+		}
+		r = hsDo(t, srv, "GET", csAPI+"/account/whoami?access_token="+url.QueryEscape(reg.ASToken), alice.Token, nil)
+		hsOK(t, r, "a user's token in the header, as_token query")
+		if r.str("user_id") != alice.UserID {
+			t.Errorf("whoami = %s, want %s (the header's)", r.Raw, alice.UserID)
+		}
+		hsWantErr(t, hsDo(t, srv, "GET", withQueryToken(whoami, bogus), reg.ASToken, nil), http.StatusUnauthorized, "M_UNKNOWN_TOKEN", "as_token header, bogus query")
 		hsWantErr(t, hsDo(t, srv, "GET", withQueryToken(whoami, reg.ASToken), bogus, nil), http.StatusUnauthorized, "M_UNKNOWN_TOKEN", "bogus header, as_token query")
+		// On public routes too, a bad query token beside the header is
+		// refused.
+		r = hsDo(t, srv, "POST", withQueryToken(csAPI+"/register", bogus), reg.ASToken,
+			map[string]any{"type": "m.login.application_service", "username": "_qtok_ghost2", "inhibit_login": true})
+		hsWantErr(t, r, http.StatusUnauthorized, "M_UNKNOWN_TOKEN", "register: as_token header, bogus query")
 		// A service logs its user in with the query token too.
 		r = hsDo(t, srv, "POST", withQueryToken(csAPI+"/login", reg.ASToken), "",
 			map[string]any{"type": "m.login.application_service", "identifier": map[string]any{"type": "m.id.user", "user": "_qtok_ghost"}})

@@ -42,6 +42,22 @@ func newLimiter(enabled bool, clk clock.Clock, classes map[rateClass]RateLimit) 
 
 // allow takes a token or returns M_LIMIT_EXCEEDED with retry_after_ms.
 func (l *limiter) allow(class rateClass, key string) error {
+	return l.use(class, key, -1)
+}
+
+// refund gives back a token that allow took, for limits on an outcome
+// known only after the work: a login attempt takes a token of
+// rateLoginFailed before its password is checked and gets it back if the
+// password was right. Taking first is what bounds concurrent attempts:
+// checking and counting only after the check would let every attempt
+// that arrives at once through.
+func (l *limiter) refund(class rateClass, key string) {
+	_ = l.use(class, key, +1)
+}
+
+// use moves a bucket by delta tokens; a take (delta -1) from a bucket
+// with less than one token is refused.
+func (l *limiter) use(class rateClass, key string, delta float64) error {
 	rl, ok := l.classes[class]
 	if !l.enabled || !ok || rl.PerSecond <= 0 {
 		return nil
@@ -60,13 +76,13 @@ func (l *limiter) allow(class rateClass, key string) error {
 	}
 	b.tokens = min(float64(rl.BurstCount), b.tokens+now.Sub(b.last).Seconds()*rl.PerSecond)
 	b.last = now
-	if b.tokens < 1 {
+	if delta < 0 && b.tokens < 1 {
 		wait := int64((1-b.tokens)/rl.PerSecond*1000) + 1
 		e := errorf(http.StatusTooManyRequests, CodeLimitExceeded, "too many requests")
 		e.Extra = map[string]any{"retry_after_ms": wait}
 		return e
 	}
-	b.tokens--
+	b.tokens = min(b.tokens+delta, float64(rl.BurstCount))
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
+	"github.com/persistentchat/homeserver/sync"
 )
 
 // Receipts, read markers and typing notifications (spec: modules
@@ -62,6 +63,27 @@ func (s *Server) roomEvent(r *http.Request, room roomdag.RoomID, raw string) (*r
 	return ev, err
 }
 
+// receiptEvent loads the event a joined member marks as read: 404 unless
+// it is in the room, and 403 unless its history visibility lets the
+// member see it (say, a message from before they joined a room whose
+// history is "joined"), as Synapse answers ("You don't have permission to
+// access that event"): a receipt must not record, and announce to the
+// room, an event its sender could not have read.
+func (s *Server) receiptEvent(r *http.Request, room roomdag.RoomID, raw string) (*roomdag.StoredEvent, error) {
+	ev, err := s.roomEvent(r, room, raw)
+	if err != nil {
+		return nil, err
+	}
+	visible, err := sync.FilterVisible(r.Context(), s.store, requester(r).UserID, roomdag.MembershipJoin, []*roomdag.StoredEvent{ev})
+	if err != nil {
+		return nil, err
+	}
+	if len(visible) == 0 {
+		return nil, forbidden("you don't have permission to access event %s", ev.ID())
+	}
+	return ev, nil
+}
+
 func (s *Server) postReceipt(r *http.Request) (any, error) {
 	typ := pathParam(r, "receiptType")
 	switch typ {
@@ -86,7 +108,7 @@ func (s *Server) postReceipt(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	ev, err := s.roomEvent(r, room, pathParam(r, "eventId"))
+	ev, err := s.receiptEvent(r, room, pathParam(r, "eventId"))
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +191,7 @@ func (s *Server) postReadMarkers(r *http.Request) (any, error) {
 		if m.id == nil {
 			continue
 		}
-		ev, err := s.roomEvent(r, room, *m.id)
+		ev, err := s.receiptEvent(r, room, *m.id)
 		if err != nil {
 			return nil, err
 		}

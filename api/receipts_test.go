@@ -211,6 +211,36 @@ func TestReceiptErrors(t *testing.T) {
 	}
 }
 
+// TestReceiptOnHiddenEvent: a member may not mark as read an event the
+// room's history visibility hides from them, here a message from before
+// they joined a room whose history is "joined": 403, as Synapse answers,
+// by receipt and by read marker alike, and nothing is recorded.
+func TestReceiptOnHiddenEvent(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	alice, bob := srv.Register("alice"), srv.Register("bob")
+	room := createRoom(t, alice, map[string]any{"preset": "public_chat", "initial_state": []any{
+		map[string]any{"type": "m.room.history_visibility", "state_key": "", "content": map[string]any{"history_visibility": "joined"}}}})
+	before := sendText(t, alice, room, "before bob")
+	joinRoom(t, bob, room)
+	after := sendText(t, alice, room, "after bob")
+	aliceSince := syncEph(t, alice, "").NextBatch
+
+	for _, typ := range []string{"m.read", "m.read.private", "m.fully_read"} {
+		wantErr(t, receipt(bob, room, typ, before, nil), http.StatusForbidden, "M_FORBIDDEN")
+	}
+	for _, key := range []string{"m.read", "m.read.private", "m.fully_read"} {
+		wantErr(t, bob.Do("POST", roomPath(room, "read_markers"), map[string]any{key: before}), http.StatusForbidden, "M_FORBIDDEN")
+	}
+	// Nothing was recorded: alice's sync shows no receipt of bob's yet,
+	// then the one on the event he could see.
+	if got := syncEph(t, alice, aliceSince).receipts(room); len(got) != 0 {
+		t.Errorf("receipts after refusals: %v", got)
+	}
+	wantOK(t, receipt(bob, room, "m.read", after, nil), nil)
+	wantReceipts(t, syncEph(t, alice, aliceSince).receipts(room), "m.read "+after+" "+bob.UserID+" ")
+}
+
 func TestReadMarkers(t *testing.T) {
 	t.Parallel()
 	srv := testserver.Start(t, testserver.Options{})

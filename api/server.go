@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	gosync "sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -47,7 +48,7 @@ type Config struct {
 	// token; 0 means their access tokens do not expire.
 	AccessTokenLifetime time.Duration
 	RateLimited         bool
-	RateLimits          map[string]RateLimit // "message", "login", "registration"
+	RateLimits          map[string]RateLimit // "message", "login", "login_account", "login_failed", "registration"
 	// MediaDir is the media repository's directory; "" turns the media
 	// endpoints off. MaxUploadSize bounds one upload, in bytes.
 	MediaDir      string
@@ -87,6 +88,8 @@ type Server struct {
 	seen      gosync.Map // user|device -> time.Time of the last last-seen write
 	dummyOnce gosync.Once
 	dummy     string
+	// passwordChecks counts bcrypt comparisons (PasswordChecks).
+	passwordChecks atomic.Uint64
 }
 
 // NewServer wires the API. random supplies IDs and tokens.
@@ -95,6 +98,8 @@ func NewServer(cfg Config, store Store, rooms *roomdag.Rooms, syncer *sync.Synce
 		rateMessage:      cfg.RateLimits["message"],
 		rateLogin:        cfg.RateLimits["login"],
 		rateRegistration: cfg.RateLimits["registration"],
+		rateLoginAccount: cfg.RateLimits["login_account"],
+		rateLoginFailed:  cfg.RateLimits["login_failed"],
 	}
 	s := &Server{
 		cfg: cfg, store: store, rooms: rooms, sync: syncer, clock: clk, log: log, random: random,

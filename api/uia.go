@@ -99,11 +99,14 @@ func (u *uiaSessions) require(r *http.Request, auth *uiaAuth, flows [][]string, 
 		if !stageOffered(flows, auth.Type) {
 			stageErr = errorf(http.StatusBadRequest, CodeUnrecognized, "auth type %q is not offered", auth.Type)
 		} else if user, err := check(auth.Type, auth); err != nil {
-			if me, ok := err.(*Error); ok {
-				stageErr = me
-			} else {
+			me, ok := err.(*Error)
+			if !ok || me.Code == CodeLimitExceeded {
+				// A rate limit is no failed stage: 429 with
+				// retry_after_ms, as Synapse answers UIA over
+				// rc_login.failed_attempts.
 				return "", err
 			}
+			stageErr = me
 		} else {
 			u.mu.Lock()
 			if !contains(sess.completed, auth.Type) {

@@ -284,9 +284,10 @@ type RateLimiting struct {
 	// Default: 10 per second, burst 50.
 	Message RateLimit `yaml:"message"`
 
-	// Login limits login attempts, per client IP address.
-	// Default: 1 per second, burst 10.
-	Login RateLimit `yaml:"login"`
+	// Login limits login attempts: per client IP address, per account
+	// and failed attempts per account (Synapse's rc_login).
+	// Default: see LoginRateLimit.
+	Login LoginRateLimit `yaml:"login"`
 
 	// Registration limits registration attempts, per client IP address.
 	// Default: 1 per second, burst 10.
@@ -472,6 +473,38 @@ func DefaultThumbnailSizes() []ThumbnailSize {
 	}
 }
 
+// LoginRateLimit limits logins as Synapse's rc_login does. Its own
+// per_second and burst_count are Synapse's rc_login.address: attempts
+// counted per client IP address. Account counts the logins into one
+// account and FailedAttempts the failed logins (and failed passwords in
+// user-interactive auth) for one account, whatever the address: an
+// account over either limit is refused with M_LIMIT_EXCEEDED before its
+// password is checked, so many addresses cannot make the server check
+// one account's password more often than FailedAttempts allows.
+type LoginRateLimit struct {
+	// PerSecond is the steady rate of attempts per client address.
+	// Default: 1.
+	PerSecond float64 `yaml:"per_second"`
+
+	// BurstCount is how many attempts one address may make at once.
+	// Default: 10.
+	BurstCount int `yaml:"burst_count"`
+
+	// Account limits logins into one account (rc_login.account).
+	// Default: 0.003 per second, burst 5 (Synapse's).
+	Account RateLimit `yaml:"account"`
+
+	// FailedAttempts limits failed logins into one account
+	// (rc_login.failed_attempts).
+	// Default: 0.17 per second, burst 3 (Synapse's).
+	FailedAttempts RateLimit `yaml:"failed_attempts"`
+}
+
+// Address is the per-address limit (rc_login.address).
+func (l LoginRateLimit) Address() RateLimit {
+	return RateLimit{PerSecond: l.PerSecond, BurstCount: l.BurstCount}
+}
+
 // RateLimit is one token bucket, in Synapse's terms.
 type RateLimit struct {
 	// PerSecond is the steady rate at which the bucket refills; finite and
@@ -521,9 +554,11 @@ func Default() Config {
 		Presence:                       Presence{Enabled: true},
 		ServerNotices:                  ServerNotices{RoomName: "Server Notices"},
 		RateLimiting: RateLimiting{
-			Enabled:      true,
-			Message:      RateLimit{PerSecond: 10, BurstCount: 50},
-			Login:        RateLimit{PerSecond: 1, BurstCount: 10},
+			Enabled: true,
+			Message: RateLimit{PerSecond: 10, BurstCount: 50},
+			Login: LoginRateLimit{PerSecond: 1, BurstCount: 10,
+				Account:        RateLimit{PerSecond: 0.003, BurstCount: 5},
+				FailedAttempts: RateLimit{PerSecond: 0.17, BurstCount: 3}},
 			Registration: RateLimit{PerSecond: 1, BurstCount: 10},
 		},
 		AppServiceConfigFiles: []string{},

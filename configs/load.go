@@ -421,7 +421,9 @@ func (c *Config) validate(lines map[string]int) []*FieldError {
 		limit RateLimit
 	}{
 		{"rate_limiting.message", c.RateLimiting.Message},
-		{"rate_limiting.login", c.RateLimiting.Login},
+		{"rate_limiting.login", c.RateLimiting.Login.Address()},
+		{"rate_limiting.login.account", c.RateLimiting.Login.Account},
+		{"rate_limiting.login.failed_attempts", c.RateLimiting.Login.FailedAttempts},
 		{"rate_limiting.registration", c.RateLimiting.Registration},
 	} {
 		if ps := rl.limit.PerSecond; !(ps > 0) || math.IsInf(ps, 0) {

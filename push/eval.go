@@ -171,7 +171,24 @@ type EvalContext struct {
 	// ("room" for @room); nil means 50 for every key, the spec default.
 	// Pass (*roomdag.PowerLevels).NotificationLevel.
 	NotificationLevel func(key string) int64
+	// OverBudget, if set, is called once per evaluation when the member's
+	// own rules ran out of MaxEvalSteps: the rule it names, and every
+	// user-defined rule after it that needs matching, did not match.
+	OverBudget func(ruleID string)
 }
+
+// MaxEvalSteps is the matching work one evaluation (one event, one member)
+// may spend on the member's own rules, in steps of about one byte of text
+// examined (a few nanoseconds each). The server-default rules are not
+// counted: their patterns are fixed and short. Ordinary rules need a small
+// part of it even on the largest events: a keyword rule on a 64 KiB body
+// takes about 8,000 steps, a wildcard keyword about 65,000. What it stops
+// is a rule set built to be slow, such as hundreds of conditions that each
+// scan a long body, which would otherwise hold up everyone's
+// notifications: such a member's rules cost at most a few milliseconds an
+// event. A user-defined rule that runs out does not match, nor do the
+// user-defined rules after it; the server defaults still apply.
+const MaxEvalSteps = 1 << 19
 
 // Evaluate runs the rules against an event in the spec's order: override,
 // content, room, sender, underride, each kind most important first. It
@@ -184,14 +201,18 @@ type EvalContext struct {
 // The legacy mention rules (.m.rule.contains_display_name,
 // .m.rule.contains_user_name, .m.rule.roomnotif) are skipped for events
 // with m.mentions, as the spec (v1.7) and Synapse say.
+//
+// Patterns are compiled on the fly unless rules was compiled
+// (Ruleset.compile); the worker compiles each member's rules once.
 func Evaluate(rules *Ruleset, ev *EventView, ctx *EvalContext) (actions []any, matched bool) {
+	e := evaluation{ev: ev, ctx: ctx, own: budget{left: MaxEvalSteps}, defaults: unlimited()}
 	for i := range rules.Override {
-		if r := &rules.Override[i]; r.Enabled && !(ev.hasMentions && legacyMention(r)) && conditionsHold(r.Conditions, ev, ctx) {
+		if r := &rules.Override[i]; r.Enabled && !(ev.hasMentions && legacyMention(r)) && e.conditionsHold(r) {
 			return cleanActions(r.Actions), true
 		}
 	}
 	for i := range rules.Content {
-		if r := &rules.Content[i]; r.Enabled && !(ev.hasMentions && legacyMention(r)) && ev.bodyMatches(r.Pattern) {
+		if r := &rules.Content[i]; r.Enabled && !(ev.hasMentions && legacyMention(r)) && e.bodyMatches(r) {
 			return cleanActions(r.Actions), true
 		}
 	}
@@ -214,37 +235,78 @@ func Evaluate(rules *Ruleset, ev *EventView, ctx *EvalContext) (actions []any, m
 		}
 	}
 	for i := range rules.Underride {
-		if r := &rules.Underride[i]; r.Enabled && conditionsHold(r.Conditions, ev, ctx) {
+		if r := &rules.Underride[i]; r.Enabled && e.conditionsHold(r) {
 			return cleanActions(r.Actions), true
 		}
 	}
 	return nil, false
 }
 
-func (v *EventView) bodyMatches(pattern string) bool {
-	if v.body == "" || pattern == "" {
-		return false
-	}
-	if !hasWildcard(pattern) {
-		if !isLowerASCII(pattern) {
-			pattern = strings.ToLower(pattern)
-		}
-		return literalWords(pattern, v.lower)
-	}
-	return globRun(pattern, v.body, true)
+// evaluation is one run of Evaluate: the budgets of the member's own rules
+// and of the server defaults.
+type evaluation struct {
+	ev       *EventView
+	ctx      *EvalContext
+	own      budget
+	defaults budget
+	reported bool
 }
 
-func conditionsHold(conds []Condition, ev *EventView, ctx *EvalContext) bool {
-	for i := range conds {
-		if !conditionHolds(&conds[i], ev, ctx) {
-			return false
+// budgetOf is the budget a rule's matching draws on.
+func (e *evaluation) budgetOf(r *Rule) *budget {
+	if r.Default {
+		return &e.defaults
+	}
+	return &e.own
+}
+
+// failed ends a rule that did not match, and reports it, once per
+// evaluation, if it did not match because the budget ran out.
+func (e *evaluation) failed(r *Rule, b *budget) bool {
+	if b.spent() && !r.Default && !e.reported {
+		e.reported = true
+		if e.ctx.OverBudget != nil {
+			e.ctx.OverBudget(r.RuleID)
+		}
+	}
+	return false
+}
+
+// bodyMatches matches a content rule.
+func (e *evaluation) bodyMatches(r *Rule) bool {
+	b := e.budgetOf(r)
+	if e.ev.body == "" || r.Pattern == "" {
+		return false
+	}
+	if b.spent() {
+		return e.failed(r, b)
+	}
+	g := r.glob
+	if g == nil {
+		g = compileGlob(r.Pattern)
+	}
+	if !g.matchWords(e.ev.body, e.ev.lower, b) {
+		return e.failed(r, b)
+	}
+	return true
+}
+
+// conditionsHold matches an override or underride rule.
+func (e *evaluation) conditionsHold(r *Rule) bool {
+	b := e.budgetOf(r)
+	for i := range r.Conditions {
+		// Every condition costs a step, so that a long list of cheap
+		// conditions is bounded too.
+		if b.left--; b.spent() || !e.conditionHolds(&r.Conditions[i], b) {
+			return e.failed(r, b)
 		}
 	}
 	return true
 }
 
 // conditionHolds: unknown conditions never match (spec: "Conditions").
-func conditionHolds(c *Condition, ev *EventView, ctx *EvalContext) bool {
+func (e *evaluation) conditionHolds(c *Condition, b *budget) bool {
+	ev, ctx := e.ev, e.ctx
 	switch c.Kind {
 	case "event_match":
 		if c.Pattern == nil {
@@ -255,10 +317,14 @@ func conditionHolds(c *Condition, ev *EventView, ctx *EvalContext) bool {
 		if !ok || !isString {
 			return false
 		}
-		if c.Key == "content.body" {
-			return ev.bodyMatches(*c.Pattern)
+		g := c.glob
+		if g == nil {
+			g = compileGlob(*c.Pattern)
 		}
-		return globMatch(*c.Pattern, s)
+		if c.Key == "content.body" {
+			return ev.body != "" && g.matchWords(ev.body, ev.lower, b)
+		}
+		return g.matchWhole(s, b)
 	case "event_property_is":
 		val, ok := ev.lookup(c.Key)
 		return ok && scalarEqual(val, c.Value)
@@ -268,6 +334,7 @@ func conditionHolds(c *Condition, ev *EventView, ctx *EvalContext) bool {
 		if !ok || !isArray {
 			return false
 		}
+		b.left -= len(arr)
 		for _, el := range arr {
 			if scalarEqual(el, c.Value) {
 				return true
@@ -279,7 +346,7 @@ func conditionHolds(c *Condition, ev *EventView, ctx *EvalContext) bool {
 			return false
 		}
 		// The name is literal text: wildcards in it match only themselves.
-		return literalWords(strings.ToLower(ctx.DisplayName), ev.lower)
+		return literalWords(strings.ToLower(ctx.DisplayName), ev.lower, b)
 	case "room_member_count":
 		return memberCountHolds(c.Is, ctx.MemberCount)
 	case "sender_notification_permission":
@@ -293,6 +360,22 @@ func conditionHolds(c *Condition, ev *EventView, ctx *EvalContext) bool {
 		return ctx.SenderLevel >= need
 	}
 	return false
+}
+
+// conditionHolds evaluates one condition alone, with an unlimited budget.
+func conditionHolds(c *Condition, ev *EventView, ctx *EvalContext) bool {
+	e := evaluation{ev: ev, ctx: ctx, defaults: unlimited()}
+	return e.conditionHolds(c, &e.defaults)
+}
+
+// bodyMatches matches a keyword pattern against the body as a content
+// rule does, with an unlimited budget.
+func (v *EventView) bodyMatches(pattern string) bool {
+	if v.body == "" {
+		return false
+	}
+	b := unlimited()
+	return compileGlob(pattern).matchWords(v.body, v.lower, &b)
 }
 
 // parseMemberCount parses "is": a decimal integer optionally prefixed by

@@ -115,8 +115,9 @@ func (ix *nameIndex) candidates(lower string, found func(roomdag.UserID)) {
 		}
 		i = j
 	}
+	b := unlimited()
 	for _, e := range ix.short {
-		if hasWildcard(e.name) || literalWords(e.name, lower) {
+		if hasWildcard(e.name) || literalWords(e.name, lower, &b) {
 			found(e.user)
 		}
 	}

@@ -45,8 +45,9 @@ func TestNameIndexFindsEveryNamedMember(t *testing.T) {
 			found := map[roomdag.UserID]bool{}
 			ix.candidates(lower, func(u roomdag.UserID) { found[u] = true })
 			v := &EventView{body: body, lower: lower}
+			b := unlimited()
 			for u, name := range members {
-				byName := name != "" && literalWords(strings.ToLower(name), lower)
+				byName := name != "" && literalWords(strings.ToLower(name), lower, &b)
 				byLocalpart := v.bodyMatches(u.Localpart())
 				if byName || byLocalpart {
 					matches++

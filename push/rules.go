@@ -9,6 +9,7 @@ package push
 
 import (
 	"encoding/json"
+	"slices"
 
 	"github.com/persistentchat/homeserver/roomdag"
 )
@@ -24,6 +25,8 @@ type Rule struct {
 	Conditions []Condition `json:"conditions,omitempty"`
 	Pattern    string      `json:"pattern,omitempty"`
 	Actions    []any       `json:"actions"`
+	// glob is Pattern compiled (Ruleset.compile), nil until then.
+	glob *glob
 }
 
 // ruleJSON is Rule as written: conditions whenever Conditions is not nil,
@@ -87,6 +90,8 @@ type Condition struct {
 	Pattern *string         `json:"pattern,omitempty"`
 	Value   json.RawMessage `json:"value,omitempty"`
 	Is      string          `json:"is,omitempty"`
+	// glob is Pattern compiled (Ruleset.compile), nil until then.
+	glob *glob
 }
 
 // Ruleset is a user's rules by kind.
@@ -113,6 +118,30 @@ func (rs *Ruleset) ByKind(kind string) ([]Rule, bool) {
 		return rs.Underride, true
 	}
 	return nil, false
+}
+
+// compile compiles every pattern of the rules once, for a ruleset that is
+// evaluated against many events (the worker keeps each member's compiled
+// rules until they change). It gives each rule its own copy of its
+// conditions, so rules shared with other rulesets are not written to.
+func (rs *Ruleset) compile() {
+	for _, list := range [][]Rule{rs.Override, rs.Content, rs.Underride} {
+		for i := range list {
+			r := &list[i]
+			if r.Pattern != "" {
+				r.glob = compileGlob(r.Pattern)
+			}
+			if len(r.Conditions) == 0 {
+				continue
+			}
+			r.Conditions = slices.Clone(r.Conditions)
+			for j := range r.Conditions {
+				if c := &r.Conditions[j]; c.Kind == "event_match" && c.Pattern != nil {
+					c.glob = compileGlob(*c.Pattern)
+				}
+			}
+		}
+	}
 }
 
 func match(key, pattern string) Condition {

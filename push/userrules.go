@@ -53,6 +53,18 @@ const MaxRules = 500
 // ErrTooMany: the user has MaxRules rules already.
 var ErrTooMany = fmt.Errorf("push: a user may have at most %d push rules", MaxRules)
 
+// ErrTooLarge: the user's rules would take more than MaxRulesBytes.
+var ErrTooLarge = fmt.Errorf("push: a user's push rules may take at most %d bytes", MaxRulesBytes)
+
+// Encode is the document to store for u: its JSON, or ErrTooLarge.
+func (u *UserRules) Encode() (json.RawMessage, error) {
+	b, err := json.Marshal(u)
+	if err == nil && len(b) > MaxRulesBytes {
+		return nil, ErrTooLarge
+	}
+	return b, err
+}
+
 func knownKind(kind string) bool { return slices.Contains(Kinds, kind) }
 
 // IsServerDefaultID reports whether a rule ID is reserved for server-default

@@ -6,12 +6,24 @@ import (
 	"fmt"
 )
 
-// Limits on what a user may store, so one user's rules stay small.
+// Limits on what a user may store, so that one user's rules stay small:
+// Synapse has none, and the spec sets none. They are checked when a rule
+// is written (PUT /pushrules answers 400 M_INVALID_PARAM or M_BAD_JSON);
+// what they cannot bound, the time matching takes on a long event, is
+// bounded by MaxEvalSteps. Together with MaxRules (all kinds, 500) and
+// MaxRulesBytes they are listed in the README.
 const (
-	MaxPatternBytes    = 1000
-	MaxConditions      = 20
+	// MaxPatternBytes bounds a pattern (event_match, content rules).
+	MaxPatternBytes = 1000
+	// MaxConditions bounds the conditions of one rule.
+	MaxConditions = 20
+	// MaxActions bounds the actions of one rule.
 	MaxActions         = 20
 	maxConditionKeyLen = 1000
+	// MaxRulesBytes bounds a user's stored rules as a whole, in bytes of
+	// JSON: it is read into memory for every evaluation cache fill and
+	// sent in every initial /sync (m.push_rules).
+	MaxRulesBytes = 256 << 10
 )
 
 // CheckActions validates actions as Synapse does: the strings notify,
@@ -56,7 +68,7 @@ func CheckConditions(conds []Condition) error {
 func checkCondition(c Condition) error {
 	key := func() error {
 		if len(c.Key) > maxConditionKeyLen {
-			return fmt.Errorf("key is too long")
+			return fmt.Errorf("key is longer than %d bytes", maxConditionKeyLen)
 		}
 		if _, ok := CanonicalPath(c.Key); !ok {
 			return fmt.Errorf("key must be a dot-separated property path")
@@ -71,7 +83,7 @@ func checkCondition(c Condition) error {
 			return fmt.Errorf("pattern is required")
 		}
 		if len(*c.Pattern) > MaxPatternBytes {
-			return fmt.Errorf("pattern is too long")
+			return fmt.Errorf("pattern is longer than %d bytes", MaxPatternBytes)
 		}
 		return key()
 	case "event_property_is", "event_property_contains":

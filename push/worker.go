@@ -97,6 +97,22 @@ type Worker struct {
 	mu       gosync.Mutex
 	pos      roomdag.StreamPos
 	advanced chan struct{} // closed and replaced when pos moves
+	stats    Stats
+}
+
+// Stats counts what the worker did since it started, for tests and
+// operators.
+type Stats struct {
+	// OverBudget counts evaluations in which a member's own rules ran out
+	// of MaxEvalSteps (the rules cut short did not match).
+	OverBudget int
+}
+
+// Stats returns the counters.
+func (w *Worker) Stats() Stats {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stats
 }
 
 // NewWorker makes a worker for the local users of server. waker may be
@@ -304,17 +320,20 @@ func unnamedDefaults() Ruleset {
 			}
 		}
 	}
+	rs.compile()
 	return rs
 }
 
-// userRules is a user's merged rules; custom says the user has rules or
-// changes of their own, so the defaults' outcome may not be theirs.
-// ignores is the user's m.ignored_user_list: their messages never notify
-// the user (spec: "Ignoring Users").
+// userRules is a user's merged rules, compiled; custom says the user has
+// rules or changes of their own, so the defaults' outcome may not be
+// theirs. ignores is the user's m.ignored_user_list: their messages never
+// notify the user (spec: "Ignoring Users"). overBudget says their rules
+// ran out of budget since they were loaded (it is logged once).
 type userRules struct {
-	rs      Ruleset
-	custom  bool
-	ignores map[roomdag.UserID]bool
+	rs         Ruleset
+	custom     bool
+	ignores    map[roomdag.UserID]bool
+	overBudget bool
 }
 
 // ruleset returns the user's merged rules, cached.
@@ -336,6 +355,7 @@ func (w *Worker) ruleset(ctx context.Context, user roomdag.UserID) (*userRules, 
 		}
 	}
 	ur := &userRules{rs: u.Ruleset(user), custom: u.count() > 0 || len(u.Changed) > 0}
+	ur.rs.compile()
 	if ur.ignores, err = w.ignoredBy(ctx, user); err != nil {
 		return nil, err
 	}
@@ -344,6 +364,20 @@ func (w *Worker) ruleset(ctx context.Context, user roomdag.UserID) (*userRules, 
 	}
 	w.rules[user] = ur
 	return ur, nil
+}
+
+// overBudget notes that a member's rules ran out of budget on an event:
+// counted every time, logged once per loaded rule set, so a user whose
+// rules are built to be slow does not flood the log either.
+func (w *Worker) overBudget(user roomdag.UserID, ur *userRules, ev storage.StreamEvent, rule string) {
+	w.mu.Lock()
+	w.stats.OverBudget++
+	w.mu.Unlock()
+	if !ur.overBudget {
+		ur.overBudget = true
+		w.log.Warn("push rules ran out of their evaluation budget; the rest of them did not match",
+			"user", user, "rule", rule, "room", ev.RoomID(), "event", ev.ID(), "budget", MaxEvalSteps)
+	}
 }
 
 // ignoredBy reads the users user ignores; unreadable content ignores
@@ -578,6 +612,7 @@ func (w *Worker) evaluate(ctx context.Context, ev storage.StreamEvent, b *storag
 			return outcome{}, err
 		}
 		ectx.DisplayName = name
+		ectx.OverBudget = func(rule string) { w.overBudget(user, ur, ev, rule) }
 		return newOutcome(Evaluate(&ur.rs, view, &ectx))
 	}
 	mentioned := view.mentionedUsers()

@@ -72,6 +72,18 @@ func canonicalJSON(in []byte, lenient bool) ([]byte, error) {
 	return e.out, nil
 }
 
+// CheckJSON reports whether doc may be part of an event of room version v,
+// by the rules building the event applies (canonicalJSONFor): from v6 no
+// floats, no integers beyond ±(2^53-1) and no duplicate keys; valid JSON
+// and UTF-8 in every version. The error wraps ErrCanonicalJSON. A caller
+// that takes client JSON apart before an event is built from it checks the
+// client's document first: decoding turns 1.0 into 1 and keeps one of two
+// duplicate keys, hiding what the event's own check would have refused.
+func CheckJSON(v *RoomVersion, doc []byte) error {
+	_, err := canonicalJSONFor(v, doc)
+	return err
+}
+
 // marshalCanonical is json.Marshal followed by CanonicalJSON.
 func marshalCanonical(v any) ([]byte, error) {
 	b, err := json.Marshal(v)

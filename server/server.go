@@ -58,6 +58,8 @@ type Homeserver struct {
 	Pushers *pusher.Sender
 	// Media is the media repository; tests read its ThumbnailStats.
 	Media *media.Repository
+	// API is the client-server API; tests read its PasswordChecks.
+	API *api.Server
 
 	fresh freshConns
 	open  openConns
@@ -245,9 +247,11 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		AccessTokenLifetime: cfg.RefreshableAccessTokenLifetime.Std(),
 		RateLimited:         rl.Enabled,
 		RateLimits: map[string]api.RateLimit{
-			"message":      {PerSecond: rl.Message.PerSecond, BurstCount: rl.Message.BurstCount},
-			"login":        {PerSecond: rl.Login.PerSecond, BurstCount: rl.Login.BurstCount},
-			"registration": {PerSecond: rl.Registration.PerSecond, BurstCount: rl.Registration.BurstCount},
+			"message":       {PerSecond: rl.Message.PerSecond, BurstCount: rl.Message.BurstCount},
+			"login":         {PerSecond: rl.Login.PerSecond, BurstCount: rl.Login.BurstCount},
+			"login_account": {PerSecond: rl.Login.Account.PerSecond, BurstCount: rl.Login.Account.BurstCount},
+			"login_failed":  {PerSecond: rl.Login.FailedAttempts.PerSecond, BurstCount: rl.Login.FailedAttempts.BurstCount},
+			"registration":  {PerSecond: rl.Registration.PerSecond, BurstCount: rl.Registration.BurstCount},
 		},
 	}
 	if sn := cfg.ServerNotices; sn.Enabled() {
@@ -256,6 +260,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 			RoomName: sn.RoomName, RoomAvatarURL: sn.RoomAvatarURL, RoomTopic: sn.RoomTopic, AutoJoin: sn.AutoJoin}
 	}
 	client := api.NewServer(apiCfg, db, hs.Rooms, syncer, clk, log, rand.Reader)
+	hs.API = client
 	if err := client.ResumeDeactivations(ctx); err != nil {
 		return err
 	}

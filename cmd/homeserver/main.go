@@ -2,7 +2,7 @@
 // chat rooms, and its operator subcommands.
 //
 //	homeserver [serve] --config FILE
-//	homeserver generate-config --server-name NAME --listen ADDR --data-dir DIR [--registration open|token|disabled]
+//	homeserver generate-config --server-name NAME --listen ADDR --data-dir DIR [--registration open|token|disabled] [--out FILE]
 //	homeserver generate-keys --server-name NAME --out FILE
 //	homeserver register-user --config FILE --user NAME --password PW [--admin]
 package main
@@ -98,13 +98,31 @@ func generateConfig(args []string) error {
 	fs.StringVar(&o.DataDir, "data-dir", "./data", "data directory")
 	fs.StringVar(&o.Registration, "registration", "disabled", "open, token or disabled")
 	fs.StringVar(&o.SharedSecret, "shared-secret", "", "registration shared secret (random if empty)")
+	file := fs.String("out", "", "file to write, mode 0600; it must not exist (default: standard output)")
 	fs.Parse(args)
 	out, err := configs.Generate(o)
 	if err != nil {
 		return err
 	}
-	_, err = os.Stdout.Write(out)
-	return err
+	if *file == "" {
+		_, err = os.Stdout.Write(out)
+		return err
+	}
+	// The config holds the registration shared secret (which makes admin
+	// accounts) and registration tokens: only its owner may read it.
+	f, err := os.OpenFile(*file, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("%s exists; refusing to overwrite a config", *file)
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(out); err != nil {
+		f.Close()
+		os.Remove(*file)
+		return err
+	}
+	return f.Close()
 }
 
 func generateKeys(args []string) error {

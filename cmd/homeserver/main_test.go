@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/persistentchat/homeserver/configs"
@@ -17,6 +18,9 @@ import (
 // TestOperatorCommands runs the built binary's subcommands the way an
 // operator does: generate a config, generate a key, register a user.
 func TestOperatorCommands(t *testing.T) {
+	// The usual umask, under which files made without an explicit mode
+	// would be readable by every user (the process's: not parallel).
+	defer syscall.Umask(syscall.Umask(0o022))
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "homeserver")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
@@ -45,6 +49,19 @@ func TestOperatorCommands(t *testing.T) {
 	if out, err := run("generate-config", "--registration", "sometimes"); err == nil {
 		t.Errorf("bad registration mode accepted: %s", out)
 	}
+	// --out writes the config for its owner only (it holds the shared
+	// secret), and does not overwrite one.
+	outPath := filepath.Join(dir, "out.yaml")
+	if out, err := run("generate-config", "--data-dir", filepath.Join(dir, "data"), "--out", outPath); err != nil {
+		t.Fatalf("generate-config --out: %v\n%s", err, out)
+	}
+	wantOwnerOnly(t, outPath)
+	if _, err := configs.Load(outPath); err != nil {
+		t.Errorf("config written by --out does not load: %v", err)
+	}
+	if out, err := run("generate-config", "--out", outPath); err == nil || !strings.Contains(out, "refusing") {
+		t.Errorf("generate-config --out overwrote a config: %s", out)
+	}
 
 	keyPath := filepath.Join(dir, "k.key")
 	if out, err := run("generate-keys", "--server-name", "127.0.0.1:9999", "--out", keyPath); err != nil {
@@ -57,6 +74,7 @@ func TestOperatorCommands(t *testing.T) {
 	if _, err := roomdag.ParseSigningKey("127.0.0.1:9999", b); err != nil {
 		t.Errorf("generated key does not parse: %v", err)
 	}
+	wantOwnerOnly(t, keyPath)
 	if out, err := run("generate-keys", "--out", keyPath); err == nil || !strings.Contains(out, "refusing") {
 		t.Errorf("generate-keys overwrote a key: %s", out)
 	}
@@ -79,7 +97,21 @@ func TestOperatorCommands(t *testing.T) {
 	if err != nil || !u.Admin || u.PasswordHash == "" {
 		t.Errorf("registered admin = %+v, %v", u, err)
 	}
+	wantOwnerOnly(t, cfg.DatabasePath()) // made by register-user
 	if out, err := run("frobnicate"); err == nil {
 		t.Errorf("unknown command accepted: %s", out)
+	}
+}
+
+// wantOwnerOnly fails the test if group or others may use the file.
+func wantOwnerOnly(t *testing.T, path string) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		t.Errorf("%s has mode %v, want no access for group or others", path, perm)
 	}
 }

@@ -7,7 +7,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -66,6 +69,9 @@ const maxBatch = 256
 
 // Open opens (creating if needed) the database at path and migrates it.
 func Open(path string, log *slog.Logger) (*DB, error) {
+	if err := createPrivate(path, log); err != nil {
+		return nil, err
+	}
 	// synchronous=FULL: a commit is on disk before the request that waited
 	// for it returns, even across power loss. Group commit pays for it.
 	// _stmt_cache_size: the driver keeps prepared statements per
@@ -106,6 +112,31 @@ func Open(path string, log *slog.Logger) (*DB, error) {
 	}
 	go db.writer()
 	return db, nil
+}
+
+// createPrivate creates the database file, readable and writable by its
+// owner only, before SQLite opens it: it holds password hashes, tokens'
+// hashes and every message, and SQLite would create it 0644 (less the
+// umask). SQLite gives the -wal and -shm files it creates beside the
+// database the database's mode, so they follow. An existing file keeps
+// its mode (the operator may have chosen it), with a warning if others may
+// read it.
+func createPrivate(path string, log *slog.Logger) error {
+	if path == "" || path == ":memory:" || strings.HasPrefix(path, "file:") {
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err == nil {
+		return f.Close()
+	}
+	if !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("creating %s: %w", path, err)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("the database file may be read by other users; chmod 600 it (and its -wal and -shm files)",
+			"path", path, "mode", fi.Mode().Perm().String())
+	}
+	return nil
 }
 
 func migrate(w *sql.DB) error {
