@@ -152,7 +152,7 @@ func TestPushRuleWrites(t *testing.T) {
 	wantErr(t, alice.Do("DELETE", rules+"override/.m.rule.master", nil), 400, "M_INVALID_PARAM")
 
 	// Bad input.
-	wantErr(t, put("sideways", "x", "", notify), 400, "M_INVALID_PARAM")
+	wantErr(t, put("sideways", "x", "", notify), 404, "M_NOT_FOUND")
 	wantErr(t, put("override", ".m.rule.mine", "", notify), 400, "M_INVALID_PARAM")
 	wantErr(t, put("content", `a\b`, "", map[string]any{"pattern": "x", "actions": []any{}}), 400, "M_INVALID_PARAM")
 	wantErr(t, put("room", "not-a-room", "", notify), 400, "M_INVALID_PARAM")
@@ -298,6 +298,7 @@ func TestPushRulesDeprecatedDefaults(t *testing.T) {
 		{"DELETE", rules + "bogus/x"},
 		{"PUT", rules + "bogus/x/enabled"},
 		{"PUT", rules + "bogus/x/actions"},
+		{"PUT", rules + "bogus/x"},
 		{"GET", rules + "override/.m.rule.nope"},
 		{"GET", rules + "content/nope/actions"},
 		{"DELETE", rules + "override/nope"},
