@@ -430,6 +430,12 @@ func (s *Server) putState(r *http.Request) (any, error) {
 			return nil, err
 		}
 	}
+	// A room has one m.room.create, its first event: another is a bad
+	// request whatever the sender's power (Synapse; Complement's
+	// TestMSC4291RoomIDAsHashOfCreateEvent_CannotSendCreateEvent).
+	if evType == roomdag.TypeCreate {
+		return nil, badJSON("m.room.create is only the first event of a room; it cannot be sent again")
+	}
 	// Setting state to what it already is makes no new event (as Synapse
 	// and Dendrite do), so clients can retry freely.
 	if cur := st.State.Get(evType, stateKey); cur != nil && cur.Sender() == rq.UserID && jsonEqual(cur.Content(), content) {

@@ -1134,3 +1134,17 @@ func TestRedaction(t *testing.T) {
 		})
 	}
 }
+
+// TestCannotSendCreateEvent: a room has one m.room.create; sending another
+// as state is a bad request in every version, from the creator too
+// (Complement's TestMSC4291RoomIDAsHashOfCreateEvent_CannotSendCreateEvent).
+func TestCannotSendCreateEvent(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	alice := srv.Register("alice")
+	for _, v := range []string{"1", "10", "11", "12"} {
+		room := alice.CreateRoom(map[string]any{"room_version": v})
+		r := alice.Do("PUT", roomPath(room, "state", "m.room.create", ""), map[string]any{"room_version": v, "entropy": 100})
+		wantErr(t, r, http.StatusBadRequest, "M_BAD_JSON")
+	}
+}

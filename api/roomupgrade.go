@@ -252,8 +252,10 @@ func (u *upgrader) plan(st *roomdag.RoomState, req upgradeRequest) upgradePlan {
 	// only be sent once the new room exists, so the predecessor names the
 	// old room's newest event before the upgrade (for a room only this
 	// server writes to, its one forward extremity).
+	// Rooms whose IDs are their create events' hashes (v12) name the old
+	// room only: MSC4291 drops predecessor.event_id, as Complement checks.
 	pred := map[string]any{"room_id": req.room}
-	if len(st.Extremities) > 0 {
+	if len(st.Extremities) > 0 && !req.version.DomainlessRoomIDs {
 		pred["event_id"] = st.Extremities[0]
 	}
 	create := map[string]any{"predecessor": pred}
