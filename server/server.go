@@ -61,8 +61,9 @@ type Homeserver struct {
 	// API is the client-server API; tests read its PasswordChecks.
 	API *api.Server
 
-	fresh freshConns
-	open  openConns
+	fresh  freshConns
+	open   openConns
+	health *health
 }
 
 // openConns counts the client API's open connections, for OpenConns.
@@ -268,6 +269,8 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	// get 404 and 405 of their own rather than the client API's; browsers
 	// may preflight them too.
 	mux := http.NewServeMux()
+	hs.health = &health{db: db, log: log, timeout: healthTimeout}
+	mux.Handle("GET /health", hs.health) // HEAD too
 	fed := api.CORS(federation.NewKeyServer(key, clk, Version).Handler())
 	mux.Handle("/_matrix/federation/", fed)
 	mux.Handle("/_matrix/key/", fed)
