@@ -120,7 +120,9 @@ func (s *Service) Delivered(ctx context.Context, id string, pos roomdag.StreamPo
 // position up to which it has acknowledged every event that concerns it
 // (and been passed over the rest): its sender's progress, which the
 // metrics report. A service whose transaction is still being retried is
-// held at the events before it.
+// held at the events before it; after a restart with transactions still
+// stored, at 0 until the first is acknowledged (the position before them
+// is not stored).
 func (s *Service) Positions() map[string]roomdag.StreamPos {
 	out := make(map[string]roomdag.StreamPos, len(s.senders))
 	for id, snd := range s.senders {
