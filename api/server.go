@@ -123,8 +123,11 @@ func NewServer(cfg Config, store Store, rooms *roomdag.Rooms, syncer *sync.Synce
 func (s *Server) Media() *media.Repository { return s.media }
 
 // Handler returns the HTTP handler for every client-server route.
-func (s *Server) Handler() http.Handler {
+// middlewares wrap every request first, within the router, so they see
+// the route chi chose once the request is served (the metrics do).
+func (s *Server) Handler(middlewares ...func(http.Handler) http.Handler) http.Handler {
 	r := chi.NewRouter()
+	r.Use(middlewares...)
 	r.Use(CORS)
 	tables := [][]route{
 		s.discoveryRoutes(), s.accountRoutes(), s.deactivateRoutes(), s.roomRoutes(), s.historyRoutes(),

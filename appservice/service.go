@@ -116,6 +116,23 @@ func (s *Service) Delivered(ctx context.Context, id string, pos roomdag.StreamPo
 	return snd.waitFor(ctx, func() bool { return snd.delivered >= pos })
 }
 
+// Positions returns, for each service with a URL, the event stream
+// position up to which it has acknowledged every event that concerns it
+// (and been passed over the rest): its sender's progress, which the
+// metrics report. A service whose transaction is still being retried is
+// held at the events before it; after a restart with transactions still
+// stored, at 0 until the first is acknowledged (the position before them
+// is not stored).
+func (s *Service) Positions() map[string]roomdag.StreamPos {
+	out := make(map[string]roomdag.StreamPos, len(s.senders))
+	for id, snd := range s.senders {
+		snd.mu.Lock()
+		out[id] = snd.delivered
+		snd.mu.Unlock()
+	}
+	return out
+}
+
 // Backoff returns, once the sender of service id has begun its n-th wait
 // after a failed attempt (n counts from 1 since start), that wait's
 // length. The timer is already set when it returns.

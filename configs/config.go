@@ -263,6 +263,37 @@ type Config struct {
 	// or "error". Read it as a slog.Level through SlogLevel.
 	// Default: "info".
 	LogLevel string `yaml:"log_level"`
+
+	// LogFormat is how the log is written to standard error: "text", one
+	// line of key=value pairs per record, or "json", one JSON object per
+	// line (slog's JSON form: "time", "level", "msg", then the record's
+	// attributes), for log collectors. Neither ever carries an access
+	// token or a password.
+	// Default: "text".
+	LogFormat string `yaml:"log_format"`
+
+	// Metrics configures the Prometheus metrics listener (Synapse's
+	// enable_metrics and its listener of type metrics, in one section).
+	// Default: see Metrics (off).
+	Metrics Metrics `yaml:"metrics"`
+}
+
+// Metrics configures the Prometheus metrics, served at /metrics in the
+// text exposition format on a listener of their own, never the client
+// API's: they tell whoever reads them how busy the server and its users
+// are, so keep the listener on loopback or a private network. The
+// metrics are named in package metrics.
+type Metrics struct {
+	// Enabled serves the metrics. Off, nothing listens and nothing is
+	// counted.
+	// Default: false.
+	Enabled bool `yaml:"enabled"`
+
+	// Listen is the host:port of the metrics listener, as Listen for the
+	// client API; it must not be the client API's. Port 0 picks a free
+	// port (tests).
+	// Default: "127.0.0.1:9000" (Synapse's usual metrics port).
+	Listen string `yaml:"listen"`
 }
 
 // Database configures storage.
@@ -563,6 +594,8 @@ func Default() Config {
 		},
 		AppServiceConfigFiles: []string{},
 		LogLevel:              "info",
+		LogFormat:             "text",
+		Metrics:               Metrics{Enabled: false, Listen: "127.0.0.1:9000"},
 	}
 }
 

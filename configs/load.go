@@ -467,6 +467,16 @@ func (c *Config) validate(lines map[string]int) []*FieldError {
 	if _, ok := parseLogLevel(c.LogLevel); !ok {
 		bad("log_level", "%q: must be debug, info, warn or error", c.LogLevel)
 	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		bad("log_format", "%q: must be text or json", c.LogFormat)
+	}
+	if c.Metrics.Enabled {
+		if err := checkListen(c.Metrics.Listen); err != nil {
+			bad("metrics.listen", "%q: %v", c.Metrics.Listen, err)
+		} else if sameListener(c.Metrics.Listen, c.Listen) {
+			bad("metrics.listen", "%q is the client API's listener (listen); the metrics need one of their own", c.Metrics.Listen)
+		}
+	}
 	return problems
 }
 
@@ -553,6 +563,22 @@ func checkListen(s string) error {
 		}
 	}
 	return nil
+}
+
+// sameListener reports whether two valid listen addresses would bind the
+// same port: the same port other than 0, on the same host or with either
+// on every interface.
+func sameListener(a, b string) bool {
+	ha, pa, err1 := net.SplitHostPort(a)
+	hb, pb, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || pa != pb || pa == "0" {
+		return false
+	}
+	wildcard := func(h string) bool {
+		ip, err := netip.ParseAddr(h)
+		return h == "" || err == nil && ip.IsUnspecified()
+	}
+	return ha == hb || wildcard(ha) || wildcard(hb)
 }
 
 // checkBaseURL checks an absolute http(s) URL with a host and without

@@ -124,6 +124,10 @@ server_notices:
   room_topic: "Messages from the administrators"
   auto_join: true
 log_level: debug
+log_format: json
+metrics:
+  enabled: true
+  listen: "127.0.0.1:9102"
 `)
 	c, err := Load(path)
 	if err != nil {
@@ -151,6 +155,8 @@ log_level: debug
 	want.ServerNotices = ServerNotices{SystemMXIDLocalpart: "notices", SystemMXIDDisplayName: "Server Notices",
 		RoomName: "Server Notices", RoomTopic: "Messages from the administrators", AutoJoin: true}
 	want.LogLevel = "debug"
+	want.LogFormat = "json"
+	want.Metrics = Metrics{Enabled: true, Listen: "127.0.0.1:9102"}
 	if !reflect.DeepEqual(*c, want) {
 		t.Errorf("Load = %#v\nwant %#v", *c, want)
 	}
@@ -270,6 +276,15 @@ func TestLoadErrors(t *testing.T) {
 		{"server notices avatar", "server_notices:\n  system_mxid_localpart: notices\n  room_avatar_url: https://x/y.png\n", "server_notices.room_avatar_url", 3, "mxc://"},
 		{"log_level unknown", "log_level: verbose\n", "log_level", 1, "debug, info, warn or error"},
 		{"log_level upper case", "log_level: INFO\n", "log_level", 1, "debug, info, warn or error"},
+		{"log_format unknown", "log_format: logfmt\n", "log_format", 1, "text or json"},
+		{"log_format upper case", "log_format: JSON\n", "log_format", 1, "text or json"},
+
+		// Metrics.
+		{"metrics listen bad", "metrics:\n  enabled: true\n  listen: \"9000\"\n", "metrics.listen", 3, "host:port"},
+		{"metrics on the client port", "listen: \"127.0.0.1:8008\"\nmetrics:\n  enabled: true\n  listen: \"127.0.0.1:8008\"\n", "metrics.listen", 4, "client API's listener"},
+		{"metrics on the client port, all interfaces", "listen: \"[::]:8008\"\nmetrics:\n  enabled: true\n  listen: \"127.0.0.1:8008\"\n", "metrics.listen", 4, "client API's listener"},
+		{"metrics on the client port, no host", "listen: \"127.0.0.1:8008\"\nmetrics:\n  enabled: true\n  listen: \":8008\"\n", "metrics.listen", 4, "client API's listener"},
+		{"metrics enabled text", "metrics:\n  enabled: yes please\n", "metrics.enabled", 2, "cannot unmarshal"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := writeConfig(t, tc.body)
@@ -357,5 +372,20 @@ func TestValidateWithoutFile(t *testing.T) {
 	err := c.Validate()
 	if err == nil || err.Error() != "configs: backchat_max: is 0; must be at least 1" {
 		t.Errorf("Validate = %v", err)
+	}
+}
+
+// TestMetricsListenerAccepted: the metrics listener may share the client
+// API's host, or both may ask for a free port; off, it is not checked.
+func TestMetricsListenerAccepted(t *testing.T) {
+	for _, body := range []string{
+		"listen: \"127.0.0.1:8008\"\nmetrics:\n  enabled: true\n  listen: \"127.0.0.1:9000\"\n",
+		"listen: \"127.0.0.1:0\"\nmetrics:\n  enabled: true\n  listen: \"127.0.0.1:0\"\n",
+		"listen: \"127.0.0.1:8008\"\nmetrics:\n  enabled: true\n  listen: \"127.0.0.2:8008\"\n",
+		"listen: \"127.0.0.1:8008\"\nmetrics:\n  enabled: false\n  listen: \"127.0.0.1:8008\"\n",
+	} {
+		if _, err := Load(writeConfig(t, body)); err != nil {
+			t.Errorf("%s: %v", body, err)
+		}
 	}
 }

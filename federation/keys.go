@@ -34,8 +34,9 @@ func NewKeyServer(key roomdag.SigningKey, clk clock.Clock, version string) *KeyS
 // answered as the client API answers it, 405 M_UNRECOGNIZED for a known
 // path asked with another method and 404 M_UNRECOGNIZED for an unknown
 // path (spec: "API Standards").
-func (k *KeyServer) Handler() http.Handler {
+func (k *KeyServer) Handler(middlewares ...func(http.Handler) http.Handler) http.Handler {
 	r := chi.NewRouter()
+	r.Use(middlewares...) // as api.Server.Handler's
 	// Every GET answers HEAD too, as on the client API (api.Server.Handler).
 	get := func(path string, h http.HandlerFunc) {
 		r.Get(path, h)

@@ -57,6 +57,9 @@ type Store interface {
 	Event(ctx context.Context, id roomdag.EventID) (*roomdag.StoredEvent, error)
 	JoinedRooms(ctx context.Context, user roomdag.UserID) ([]roomdag.RoomID, error)
 	UnreadCounts(ctx context.Context, user roomdag.UserID, rooms []roomdag.RoomID) (map[roomdag.RoomID]storage.UnreadCount, error)
+	// NotifyPos is the notification worker's stored position: every
+	// notification up to it is stored (push.Store has it too).
+	NotifyPos(ctx context.Context) (roomdag.StreamPos, error)
 }
 
 // RoomStates gives a room's current state; *roomdag.Rooms is one.
@@ -116,7 +119,10 @@ type Sender struct {
 	loops   map[roomdag.UserID]map[int64]*loop
 	stopped bool
 	stats   Stats
-	changed chan struct{} // closed and replaced when stats change
+	changed chan struct{} // closed and replaced when stats or Pos change
+	// heard is the notification worker's newest position, from Start
+	// and NotificationsAdded: every notification up to it is stored.
+	heard roomdag.StreamPos
 }
 
 // NewSender makes a sender. clk times the back-off and the give-up
@@ -144,12 +150,17 @@ func NewSender(store Store, rooms RoomStates, clk clock.Clock, log *slog.Logger,
 // Start starts a loop for every stored http pusher; each first sends what
 // it has not delivered yet.
 func (s *Sender) Start(ctx context.Context) error {
+	heard, err := s.store.NotifyPos(ctx)
+	if err != nil {
+		return err
+	}
 	ps, err := s.store.AllPushers(ctx)
 	if err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.heard = max(s.heard, heard)
 	for _, p := range ps {
 		s.startLocked(p)
 	}
@@ -175,16 +186,96 @@ func (s *Sender) Stop() {
 
 // NotificationsAdded implements push.Waker: it wakes the loops of the
 // users who got notifications. It never blocks.
-func (s *Sender) NotificationsAdded(_ roomdag.StreamPos, users []roomdag.UserID) {
+func (s *Sender) NotificationsAdded(pos roomdag.StreamPos, users []roomdag.UserID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if pos > s.heard {
+		s.heard = pos
+		s.changedLocked()
+	}
 	if len(s.loops) == 0 {
 		return
 	}
 	for _, u := range users {
 		for _, l := range s.loops[u] {
+			l.behind = true
+			l.wakes++
 			poke(l.signal)
 		}
+	}
+}
+
+// Pos is the event stream position up to which every stored notification
+// has been delivered to every http pusher, or skipped or given up on: the
+// notification worker's newest position, held back by each pusher that
+// still has notifications to send (one whose gateway is failing holds it
+// at its oldest undelivered notification). The metrics report it as the
+// pushers' position.
+func (s *Sender) Pos() roomdag.StreamPos {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.posLocked()
+}
+
+// WaitPos returns once Pos is at least pos, or with an error when ctx
+// ends first. Tests use it instead of sleeping.
+func (s *Sender) WaitPos(ctx context.Context, pos roomdag.StreamPos) error {
+	for {
+		s.mu.Lock()
+		ok, ch := s.posLocked() >= pos, s.changed
+		s.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (s *Sender) posLocked() roomdag.StreamPos {
+	pos := s.heard
+	for _, ls := range s.loops {
+		for _, l := range ls {
+			if l.behind {
+				pos = min(pos, l.donePos)
+			}
+		}
+	}
+	return pos
+}
+
+// deliveryMark is what a loop notes before it reads its notifications.
+type deliveryMark struct {
+	wakes uint64
+	heard roomdag.StreamPos
+}
+
+// deliveryStarts is called by l's goroutine before each deliver: every
+// notification up to the position heard now is stored, so a deliver that
+// ends with none left has delivered them all.
+func (s *Sender) deliveryStarts(l *loop) deliveryMark {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return deliveryMark{wakes: l.wakes, heard: s.heard}
+}
+
+// deliveryEnded is called by l's goroutine after each deliver; caughtUp
+// says it returned with nothing left to send. The loop is no longer
+// behind unless NotificationsAdded woke it in the meantime.
+func (s *Sender) deliveryEnded(l *loop, m deliveryMark, caughtUp bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	done, behind := max(l.donePos, l.pos), l.behind
+	if caughtUp {
+		done = max(done, m.heard)
+		behind = behind && l.wakes != m.wakes
+	}
+	if done != l.donePos || behind != l.behind {
+		l.donePos, l.behind = done, behind
+		s.changedLocked()
 	}
 }
 
@@ -246,6 +337,11 @@ func (s *Sender) count(f func(*Stats)) {
 
 func (s *Sender) countLocked(f func(*Stats)) {
 	f(&s.stats)
+	s.changedLocked()
+}
+
+// changedLocked wakes WaitStats and WaitPos; the caller holds s.mu.
+func (s *Sender) changedLocked() {
 	close(s.changed)
 	s.changed = make(chan struct{})
 }
@@ -256,7 +352,8 @@ func (s *Sender) startLocked(p storage.Pusher) {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &loop{s: s, id: p.ID, user: p.User, pos: p.LastPos,
+	// A loop starts behind: it may have notifications from before.
+	l := &loop{s: s, id: p.ID, user: p.User, pos: p.LastPos, behind: true, donePos: p.LastPos,
 		log:    s.log.With("user", p.User, "pusher", p.ID, "app_id", p.AppID),
 		signal: make(chan struct{}, 1), kick: make(chan struct{}, 1),
 		quit: make(chan struct{}), done: make(chan struct{}), ctx: ctx, cancel: cancel}
@@ -295,6 +392,11 @@ type loop struct {
 	// Owned by run.
 	pos     roomdag.StreamPos // delivered (or skipped) up to here
 	backoff time.Duration
+
+	// Guarded by s.mu, for Sender.Pos.
+	behind  bool              // may have notifications it has not delivered
+	wakes   uint64            // how often NotificationsAdded woke it
+	donePos roomdag.StreamPos // every notification of its user up to here is delivered
 }
 
 func (l *loop) stop() {
@@ -315,7 +417,9 @@ func (l *loop) run() {
 	defer l.exit()
 	l.backoff = InitialBackoff
 	for {
+		mark := l.s.deliveryStarts(l)
 		err := l.deliver()
+		l.s.deliveryEnded(l, mark, err == nil)
 		var wait <-chan time.Time
 		switch {
 		case l.ctx.Err() != nil, errors.Is(err, errGone):

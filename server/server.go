@@ -25,6 +25,7 @@ import (
 	"github.com/persistentchat/homeserver/configs"
 	"github.com/persistentchat/homeserver/federation"
 	"github.com/persistentchat/homeserver/media"
+	"github.com/persistentchat/homeserver/metrics"
 	"github.com/persistentchat/homeserver/netguard"
 	"github.com/persistentchat/homeserver/push"
 	"github.com/persistentchat/homeserver/pusher"
@@ -61,8 +62,14 @@ type Homeserver struct {
 	// API is the client-server API; tests read its PasswordChecks.
 	API *api.Server
 
-	fresh freshConns
-	open  openConns
+	fresh  freshConns
+	open   openConns
+	health *health
+
+	// The metrics and their listener; nil when metrics are off.
+	metrics         *metrics.Metrics
+	metricsHTTP     *http.Server
+	metricsListener net.Listener
 }
 
 // openConns counts the client API's open connections, for OpenConns.
@@ -219,7 +226,13 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	hs.AppServices = appservice.New(registry, db, appservice.RoomStatesFunc(func(ctx context.Context, id roomdag.RoomID) (*roomdag.RoomState, error) {
 		return rooms.State(ctx, id)
 	}), clk, log, nil)
-	rooms = roomdag.NewRooms(db, key, clk, rand.Reader, notifier, hs.Notifications, hs.AppServices)
+	listeners := []roomdag.Listener{notifier, hs.Notifications, hs.AppServices}
+	var events *metrics.Events
+	if cfg.Metrics.Enabled {
+		events = metrics.NewEvents(server)
+		listeners = append(listeners, events)
+	}
+	rooms = roomdag.NewRooms(db, key, clk, rand.Reader, listeners...)
 	hs.Rooms = rooms
 	// Every presence change, from PUT /presence, /sync or the offline
 	// timeout, reaches the services with receive_ephemeral.
@@ -264,14 +277,30 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	if err := client.ResumeDeactivations(ctx); err != nil {
 		return err
 	}
+	hs.health = &health{db: db, log: log, timeout: healthTimeout}
+	// Off, no metric is counted: the routers get no middleware and the
+	// write path no listener.
+	var middlewares []func(http.Handler) http.Handler
+	if cfg.Metrics.Enabled {
+		hs.metrics = metrics.New(metrics.Sources{Events: events,
+			Head:        func() roomdag.StreamPos { return notifier.Current().Events },
+			SyncWaiters: syncer.Parked, Workers: metrics.WorkersFunc(hs.workerPositions), Pools: db})
+		middlewares = append(middlewares, hs.metrics.Middleware)
+		mmux := http.NewServeMux()
+		mmux.Handle("GET /metrics", hs.metrics.Handler())
+		mmux.Handle("GET /health", hs.health)
+		hs.metricsHTTP = &http.Server{Handler: mmux, ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	}
 	// The federation and key APIs have their own router, so their paths
 	// get 404 and 405 of their own rather than the client API's; browsers
 	// may preflight them too.
 	mux := http.NewServeMux()
-	fed := api.CORS(federation.NewKeyServer(key, clk, Version).Handler())
+	mux.Handle("GET /health", hs.health) // HEAD too
+	fed := api.CORS(federation.NewKeyServer(key, clk, Version).Handler(middlewares...))
 	mux.Handle("/_matrix/federation/", fed)
 	mux.Handle("/_matrix/key/", fed)
-	mux.Handle("/", client.Handler())
+	mux.Handle("/", client.Handler(middlewares...))
 	hs.Media = client.Media()
 	hs.http = &http.Server{
 		// Headers must arrive within ReadHeaderTimeout, bodies within
@@ -314,11 +343,32 @@ func urlPreview(cfg *configs.Config) *media.PreviewConfig {
 	return &media.PreviewConfig{Guard: netguard.Guard{Deny: deny, Allow: allow}, MaxBytes: int64(cfg.MaxSpiderSize)}
 }
 
-// Listen binds the client API listener; Addr is known after it returns.
+// workerPositions is where the background workers are, for the metrics.
+func (hs *Homeserver) workerPositions() []metrics.WorkerPosition {
+	ps := []metrics.WorkerPosition{
+		{Worker: "notifications", Pos: hs.Notifications.Pos()},
+		{Worker: "pushers", Pos: hs.Pushers.Pos()},
+	}
+	for id, pos := range hs.AppServices.Positions() {
+		ps = append(ps, metrics.WorkerPosition{Worker: "appservice", Queue: id, Pos: pos})
+	}
+	return ps
+}
+
+// Listen binds the client API listener and, when metrics are on, the
+// metrics listener; Addr and MetricsAddr are known after it returns.
 func (hs *Homeserver) Listen() error {
 	l, err := net.Listen("tcp", hs.cfg.Listen)
 	if err != nil {
 		return err
+	}
+	if hs.metricsHTTP != nil {
+		ml, err := net.Listen("tcp", hs.cfg.Metrics.Listen)
+		if err != nil {
+			l.Close()
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+		hs.metricsListener = ml
 	}
 	hs.listener = l
 	return nil
@@ -327,8 +377,26 @@ func (hs *Homeserver) Listen() error {
 // Addr is the bound listener address.
 func (hs *Homeserver) Addr() net.Addr { return hs.listener.Addr() }
 
-// Serve serves until Shutdown; it returns nil after a clean shutdown.
+// MetricsAddr is the bound metrics listener's address, nil when metrics
+// are off.
+func (hs *Homeserver) MetricsAddr() net.Addr {
+	if hs.metricsListener == nil {
+		return nil
+	}
+	return hs.metricsListener.Addr()
+}
+
+// Serve serves until Shutdown, the metrics too when they are on; it
+// returns nil after a clean shutdown.
 func (hs *Homeserver) Serve() error {
+	if hs.metricsListener != nil {
+		hs.log.Info("serving metrics", "addr", hs.metricsListener.Addr().String())
+		go func() {
+			if err := hs.metricsHTTP.Serve(hs.metricsListener); !errors.Is(err, http.ErrServerClosed) {
+				hs.log.Error("metrics listener", "err", err)
+			}
+		}()
+	}
 	hs.log.Info("serving client API", "addr", hs.listener.Addr().String(), "server_name", hs.cfg.ServerName)
 	err := hs.http.Serve(hs.listener)
 	if errors.Is(err, http.ErrServerClosed) {
@@ -362,6 +430,10 @@ wait:
 	tick.Stop()
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = hs.http.Close()
+	}
+	if hs.metricsHTTP != nil {
+		// Scrapes are short: no grace.
+		err = errors.Join(err, hs.metricsHTTP.Close())
 	}
 	hs.Notifications.Stop()
 	hs.Pushers.Stop()

@@ -31,6 +31,9 @@ type Options struct {
 	DataDir string
 	// Clock defaults to the real clock.
 	Clock clock.Clock
+	// LogOutput, if set, gets the server's log too, as the config's
+	// log_format writes it (the test's log always gets it).
+	LogOutput io.Writer
 }
 
 // Server is a running test homeserver.
@@ -69,7 +72,11 @@ func Start(t testing.TB, opts Options) *Server {
 	if clk == nil {
 		clk = clock.Real{}
 	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: cfg.SlogLevel()}))
+	var out io.Writer = testWriter{t}
+	if opts.LogOutput != nil {
+		out = io.MultiWriter(out, opts.LogOutput)
+	}
+	log := server.NewLogger(&cfg, out)
 	// The server name must be known before listening; with port 0 we pick
 	// the port first by listening, then name the server after it.
 	hs, err := start(&cfg, log, clk)

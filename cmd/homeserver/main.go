@@ -65,7 +65,7 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.SlogLevel()}))
+	log := server.NewLogger(cfg, os.Stderr)
 	hs, err := server.New(cfg, log, clock.Real{})
 	if err != nil {
 		return err
