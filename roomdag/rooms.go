@@ -17,14 +17,16 @@ type StreamPos int64
 
 // Store is what the write path needs from storage.
 type Store interface {
-	// LoadRoom returns the room as last persisted, or ErrUnknownRoom.
+	// LoadRoom returns the room as last committed (LastPos set), or
+	// ErrUnknownRoom. It may run concurrently with writes to the room.
 	LoadRoom(ctx context.Context, id RoomID) (*RoomState, error)
 	// NewSnapshotID allocates a state snapshot ID. Safe for concurrent use.
 	NewSnapshotID() int64
 	// EnqueueEvent queues a write. Writes are committed in the order they
 	// are queued; the channel yields the result once the write is durable
 	// (or has failed). p.Committed, if set, runs after the commit, in commit
-	// order, before the result is sent.
+	// order, before the result is sent. A write whose room's stored forward
+	// extremities are not p.ExtremitiesBefore fails with ErrRoomChanged.
 	EnqueueEvent(p *Persist) <-chan error
 }
 
@@ -37,6 +39,12 @@ type Persist struct {
 	// earlier event of that generation failed, the store must fail this one
 	// too, since it may reference the failed event.
 	Generation uint64
+	// ExtremitiesBefore are the room's forward extremities in the state
+	// the event was built on (nil for a new room). If the stored ones
+	// differ, another writer has moved the room on since that state was
+	// read: the store fails the write with ErrRoomChanged and writes
+	// nothing.
+	ExtremitiesBefore []EventID
 	// StateBefore is the snapshot of the state before the event;
 	// StateAfter equals it unless the event is a state event, in which case
 	// a new snapshot StateAfter is written: a delta of Snapshot entries on
@@ -82,6 +90,9 @@ type Txn struct {
 // RoomState is the state of a room after its newest event. It is immutable:
 // the write path replaces it, never changes it, so readers need no lock.
 type RoomState struct {
+	// LastPos is the stream position of that event, in the states that
+	// LoadRoom returns; 0 in the write path's own states.
+	LastPos     StreamPos
 	Version     *RoomVersion
 	State       StateMap
 	Extremities []EventID
@@ -120,6 +131,11 @@ var (
 	// ErrStale is what a store returns for an event built on an earlier
 	// event that failed to persist (see Persist.Generation).
 	ErrStale = errors.New("event was built on an event that failed to persist")
+	// ErrRoomChanged is what a store returns for an event built on a state
+	// of the room that is no longer its stored one: another writer (another
+	// process) has appended to the room since (see
+	// Persist.ExtremitiesBefore).
+	ErrRoomChanged = errors.New("the room changed since the event was built")
 )
 
 // staleRetries bounds how often Append rebuilds an event whose predecessor
@@ -364,6 +380,7 @@ func (rs *Rooms) prepare(r *room, cur *RoomState, ev *Event, p ProtoEvent, newRo
 	per := &Persist{
 		Event: ev, NewRoom: newRoom, Txn: p.Txn,
 		StateBefore: cur.Snapshot, StateAfter: cur.Snapshot, Extremities: next.Extremities,
+		ExtremitiesBefore: cur.Extremities,
 	}
 	if ev.IsState() {
 		k := ev.Tuple()
