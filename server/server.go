@@ -219,7 +219,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	hs.AppServices = appservice.New(registry, db, appservice.RoomStatesFunc(func(ctx context.Context, id roomdag.RoomID) (*roomdag.RoomState, error) {
 		return rooms.State(ctx, id)
 	}), clk, log, nil)
-	rooms = roomdag.NewRooms(db, key, clk, rand.Reader, 0, notifier, hs.Notifications, hs.AppServices)
+	rooms = roomdag.NewRooms(db, key, clk, rand.Reader, cfg.Caches.Rooms, notifier, hs.Notifications, hs.AppServices)
 	hs.Rooms = rooms
 	// Every presence change, from PUT /presence, /sync or the offline
 	// timeout, reaches the services with receive_ephemeral.

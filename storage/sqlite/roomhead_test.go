@@ -3,7 +3,11 @@ package sqlite
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"runtime"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/persistentchat/homeserver/roomdag"
 )
@@ -53,4 +57,100 @@ func TestWriteOnAChangedRoom(t *testing.T) {
 	if err != nil || st.LastPos != posA {
 		t.Errorf("reloaded room at %d (%v), want %d", st.LastPos, err, posA)
 	}
+}
+
+// BenchmarkRoomCacheMemory measures what one cached room costs: the heap
+// its state takes once loaded from the database, for rooms of a few sizes
+// (each with a create event, power levels, join rules, history
+// visibility, name, topic and its members' joins). B/room counts
+// everything loading the rooms added (state maps and events); B/room-own
+// what stays once the event cache has let go of their events, which is
+// what a room cache entry keeps alive on a server with more state events
+// than the event cache holds; µs/load is what a cache miss costs, with
+// the events read from the database. Run with -benchtime=1x.
+func BenchmarkRoomCacheMemory(b *testing.B) {
+	for _, tc := range []struct{ rooms, members int }{{400, 12}, {40, 100}, {4, 1000}} {
+		b.Run(fmt.Sprintf("members=%d", tc.members), func(b *testing.B) {
+			db := openTest(b)
+			rooms := newRooms(b, db)
+			ids := make([]roomdag.RoomID, tc.rooms)
+			var wg sync.WaitGroup
+			sem := make(chan struct{}, 8)
+			for i := range ids {
+				ids[i] = roomdag.RoomID(fmt.Sprintf("!mem%d:test.local", i))
+				wg.Add(1)
+				sem <- struct{}{}
+				go func() {
+					defer func() { <-sem; wg.Done() }()
+					if err := typicalRoom(rooms, ids[i], tc.members); err != nil {
+						b.Error(err)
+					}
+				}()
+			}
+			wg.Wait()
+			if b.Failed() {
+				return
+			}
+			heap := func() uint64 {
+				runtime.GC()
+				runtime.GC()
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				return ms.HeapAlloc
+			}
+			for range b.N {
+				rooms = nil
+				db.events = newLRU[roomdag.EventID, *roomdag.StoredEvent](eventCacheSize)
+				db.snapshots = newLRU[int64, map[roomdag.StateKey]roomdag.EventID](snapshotCacheSize)
+				fresh := newRooms(b, db)
+				base := heap()
+				start := time.Now()
+				for _, id := range ids {
+					if _, err := fresh.State(context.Background(), id); err != nil {
+						b.Fatal(err)
+					}
+				}
+				took := time.Since(start)
+				loaded := heap()
+				db.events = newLRU[roomdag.EventID, *roomdag.StoredEvent](eventCacheSize)
+				own := heap()
+				if fresh.CachedRooms() != len(ids) {
+					b.Fatalf("%d rooms cached, want %d", fresh.CachedRooms(), len(ids))
+				}
+				b.ReportMetric(float64(loaded-base)/float64(len(ids)), "B/room")
+				b.ReportMetric(float64(own-base)/float64(len(ids)), "B/room-own")
+				b.ReportMetric(float64(took.Microseconds())/float64(len(ids)), "µs/load")
+				runtime.KeepAlive(fresh)
+			}
+		})
+	}
+}
+
+// typicalRoom makes a room as a client's createRoom would, then joins
+// members into it.
+func typicalRoom(rooms *roomdag.Rooms, id roomdag.RoomID, members int) error {
+	ctx := context.Background()
+	owner := roomdag.UserID("@owner:test.local")
+	v, _ := roomdag.LookupRoomVersion("11")
+	state := func(typ, key, content string) roomdag.ProtoEvent {
+		return roomdag.ProtoEvent{Type: typ, StateKey: sk(key), Sender: owner, Content: json.RawMessage(content)}
+	}
+	if _, err := rooms.CreateRoom(ctx, v, id, state(roomdag.TypeCreate, "", `{"room_version":"11"}`), []roomdag.ProtoEvent{
+		state(roomdag.TypeMember, string(owner), `{"membership":"join","displayname":"Owner"}`),
+		state(roomdag.TypePowerLevels, "", `{"users":{"@owner:test.local":100},"users_default":0,"events":{"m.room.name":50,"m.room.power_levels":100},"events_default":0,"state_default":50,"ban":50,"kick":50,"redact":50,"invite":0}`),
+		state(roomdag.TypeJoinRules, "", `{"join_rule":"public"}`),
+		state("m.room.history_visibility", "", `{"history_visibility":"shared"}`),
+		state(roomdag.TypeName, "", `{"name":"Project planning"}`),
+		state(roomdag.TypeTopic, "", `{"topic":"Where the team plans the next release"}`),
+	}); err != nil {
+		return err
+	}
+	for i := 1; i < members; i++ {
+		u := roomdag.UserID(fmt.Sprintf("@member%d:test.local", i))
+		if _, _, err := rooms.Append(ctx, id, roomdag.ProtoEvent{Type: roomdag.TypeMember, StateKey: sk(string(u)), Sender: u,
+			Content: json.RawMessage(fmt.Sprintf(`{"membership":"join","displayname":"Member %d"}`, i))}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
