@@ -13,7 +13,7 @@ import (
 )
 
 // createTestRoom makes a v11 room owned by @owner.
-func createTestRoom(t *testing.T, rooms *Rooms, id RoomID) UserID {
+func createTestRoom(t testing.TB, rooms *Rooms, id RoomID) UserID {
 	t.Helper()
 	owner := UserID("@owner:test.local")
 	v, _ := LookupRoomVersion("11")

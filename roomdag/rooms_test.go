@@ -183,7 +183,7 @@ func newTestRooms(t *testing.T) (*Rooms, *memStore) {
 	return newTestRoomsSize(t, 0)
 }
 
-func newTestRoomsSize(t *testing.T, cacheSize int) (*Rooms, *memStore) {
+func newTestRoomsSize(t testing.TB, cacheSize int) (*Rooms, *memStore) {
 	st := newMemStore()
 	return newRoomsOn(t, st, cacheSize), st
 }
@@ -198,7 +198,7 @@ var testKey = sync.OnceValue(func() SigningKey {
 
 // newRoomsOn makes a write path on st: another process, when st already
 // has one.
-func newRoomsOn(t *testing.T, st *memStore, cacheSize int) *Rooms {
+func newRoomsOn(t testing.TB, st *memStore, cacheSize int) *Rooms {
 	t.Helper()
 	return NewRooms(st, testKey(), clock.NewFake(time.Unix(1_700_000_000, 0)), rand.Reader, cacheSize)
 }
