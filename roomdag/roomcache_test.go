@@ -502,3 +502,29 @@ func TestRoomThatKeepsChangingGivesUp(t *testing.T) {
 		}
 	}
 }
+
+// The room used least recently leaves first; a read counts as a use.
+func TestRoomCacheEvictsLeastRecentlyUsed(t *testing.T) {
+	store := newMemStore()
+	ids := []RoomID{"!a:test.local", "!b:test.local", "!c:test.local"}
+	creator := newRoomsOn(t, store, 0)
+	for _, id := range ids {
+		createTestRoom(t, creator, id)
+	}
+	rooms := newRoomsOn(t, store, 2)
+	ctx := context.Background()
+	for _, id := range []RoomID{ids[0], ids[1], ids[0], ids[2]} {
+		if _, err := rooms.State(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sh := rooms.cache.shard(ids[0]) // one shard: the cache is tiny
+	sh.mu.Lock()
+	_, a := sh.rooms[ids[0]]
+	_, b := sh.rooms[ids[1]]
+	_, c := sh.rooms[ids[2]]
+	sh.mu.Unlock()
+	if !a || b || !c {
+		t.Errorf("cached a=%v b=%v c=%v; want a and c (b was used least recently)", a, b, c)
+	}
+}
