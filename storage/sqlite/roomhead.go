@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"database/sql"
+	"strings"
 
 	"github.com/persistentchat/homeserver/roomdag"
 )
@@ -12,38 +13,39 @@ import (
 // was built on. Anything else means another writer appended to the room
 // after that state was read, and the event would fork the room's DAG on a
 // stale state (the caller rolls the event's savepoint back and the write
-// path rebuilds it). One statement, so the check costs no extra query.
+// path rebuilds it). Two deletes whose counts tell, rather than a
+// DELETE ... RETURNING: a query with rows costs the writer about three
+// times as much as these statements.
 func takeExtremities(tx *sql.Tx, nid int64, built []roomdag.EventID) error {
-	rows, err := tx.Query(`DELETE FROM forward_extremities WHERE room_nid = ? RETURNING event_id`, nid)
+	if len(built) > 0 {
+		args := make([]any, 0, len(built)+1)
+		args = append(args, nid)
+		for _, id := range built {
+			args = append(args, string(id))
+		}
+		res, err := tx.Exec(`DELETE FROM forward_extremities WHERE room_nid = ? AND event_id NOT IN (?`+
+			strings.Repeat(", ?", len(built)-1)+`)`, args...)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n != 0 {
+			return changedOr(err)
+		}
+	}
+	res, err := tx.Exec(`DELETE FROM forward_extremities WHERE room_nid = ?`, nid)
 	if err != nil {
 		return err
 	}
-	defer rows.Close()
-	n, changed := 0, false
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return err
-		}
-		n++
-		if !containsEventID(built, roomdag.EventID(id)) {
-			changed = true
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	if changed || n != len(built) {
-		return roomdag.ErrRoomChanged
+	if n, err := res.RowsAffected(); err != nil || n != int64(len(built)) {
+		return changedOr(err)
 	}
 	return nil
 }
 
-func containsEventID(ids []roomdag.EventID, id roomdag.EventID) bool {
-	for _, x := range ids {
-		if x == id {
-			return true
-		}
+// changedOr returns err, or roomdag.ErrRoomChanged when it is nil.
+func changedOr(err error) error {
+	if err != nil {
+		return err
 	}
-	return false
+	return roomdag.ErrRoomChanged
 }

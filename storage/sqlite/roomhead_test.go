@@ -2,7 +2,9 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -56,6 +58,45 @@ func TestWriteOnAChangedRoom(t *testing.T) {
 	st, err := newRooms(t, db).State(ctx, room)
 	if err != nil || st.LastPos != posA {
 		t.Errorf("reloaded room at %d (%v), want %d", st.LastPos, err, posA)
+	}
+}
+
+// takeExtremities accepts exactly the stored set, in any order, and
+// refuses anything else leaving the stored set as it was.
+func TestTakeExtremities(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		stored, built []roomdag.EventID
+		changed       bool
+	}{
+		{"same", []roomdag.EventID{"$a"}, []roomdag.EventID{"$a"}, false},
+		{"same two, other order", []roomdag.EventID{"$a", "$b"}, []roomdag.EventID{"$b", "$a"}, false},
+		{"moved on", []roomdag.EventID{"$b"}, []roomdag.EventID{"$a"}, true},
+		{"one more stored", []roomdag.EventID{"$a", "$b"}, []roomdag.EventID{"$a"}, true},
+		{"one fewer stored", []roomdag.EventID{"$a"}, []roomdag.EventID{"$a", "$b"}, true},
+		{"none built", []roomdag.EventID{"$a"}, nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db := openTest(t)
+			if err := db.write(func(tx *sql.Tx) error {
+				for _, id := range tc.stored {
+					if _, err := tx.Exec(`INSERT INTO forward_extremities (room_nid, event_id) VALUES (1, ?)`, string(id)); err != nil {
+						return err
+					}
+				}
+				return nil
+			}, nil); err != nil {
+				t.Fatal(err)
+			}
+			err := db.write(func(tx *sql.Tx) error { return takeExtremities(tx, 1, tc.built) }, nil)
+			if got := errors.Is(err, roomdag.ErrRoomChanged); got != tc.changed || (err != nil && !got) {
+				t.Fatalf("err = %v, want changed %v", err, tc.changed)
+			}
+			left, _ := queryStrings(context.Background(), db.r, `SELECT event_id FROM forward_extremities ORDER BY event_id`)
+			if want := len(tc.stored); tc.changed && len(left) != want || !tc.changed && len(left) != 0 {
+				t.Errorf("left %v after the check (changed %v)", left, tc.changed)
+			}
+		})
 	}
 }
 
