@@ -345,6 +345,9 @@ func (c *Config) validate(lines map[string]int) []*FieldError {
 			seenTokens[t.Reveal()] = i
 		}
 	}
+	if c.Caches.Rooms < 1 {
+		bad("caches.rooms", "is %d; must be at least 1", c.Caches.Rooms)
+	}
 	if c.BcryptRounds < 4 || c.BcryptRounds > 31 {
 		bad("bcrypt_rounds", "is %d; must be from 4 to 31", c.BcryptRounds)
 	}

@@ -247,6 +247,7 @@ func TestLoadErrors(t *testing.T) {
 		{"backchat_default zero", "backchat_default: 0\n", "backchat_default", 1, "at least 1"},
 		{"backchat_max negative", "backchat_max: -1\n", "backchat_max", 1, "at least 1"},
 		{"backchat_default above max", "backchat_max: 10\nbackchat_default: 11\n", "backchat_default", 2, "backchat_max (10)"},
+		{"caches.rooms zero", "caches:\n  rooms: 0\n", "caches.rooms", 2, "at least 1"},
 
 		// Limits.
 		{"max_request_size zero", "max_request_size: 0\n", "max_request_size", 1, "at least 1"},

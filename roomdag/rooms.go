@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/persistentchat/homeserver/clock"
 )
@@ -17,14 +18,16 @@ type StreamPos int64
 
 // Store is what the write path needs from storage.
 type Store interface {
-	// LoadRoom returns the room as last persisted, or ErrUnknownRoom.
+	// LoadRoom returns the room as last committed (LastPos set), or
+	// ErrUnknownRoom. It may run concurrently with writes to the room.
 	LoadRoom(ctx context.Context, id RoomID) (*RoomState, error)
 	// NewSnapshotID allocates a state snapshot ID. Safe for concurrent use.
 	NewSnapshotID() int64
 	// EnqueueEvent queues a write. Writes are committed in the order they
 	// are queued; the channel yields the result once the write is durable
 	// (or has failed). p.Committed, if set, runs after the commit, in commit
-	// order, before the result is sent.
+	// order, before the result is sent. A write whose room's stored forward
+	// extremities are not p.ExtremitiesBefore fails with ErrRoomChanged.
 	EnqueueEvent(p *Persist) <-chan error
 }
 
@@ -37,6 +40,12 @@ type Persist struct {
 	// earlier event of that generation failed, the store must fail this one
 	// too, since it may reference the failed event.
 	Generation uint64
+	// ExtremitiesBefore are the room's forward extremities in the state
+	// the event was built on (nil for a new room). If the stored ones
+	// differ, another writer has moved the room on since that state was
+	// read: the store fails the write with ErrRoomChanged and writes
+	// nothing.
+	ExtremitiesBefore []EventID
 	// StateBefore is the snapshot of the state before the event;
 	// StateAfter equals it unless the event is a state event, in which case
 	// a new snapshot StateAfter is written: a delta of Snapshot entries on
@@ -82,6 +91,10 @@ type Txn struct {
 // RoomState is the state of a room after its newest event. It is immutable:
 // the write path replaces it, never changes it, so readers need no lock.
 type RoomState struct {
+	// LastPos is the stream position of that event, in the states that
+	// LoadRoom and Rooms.State return; 0 in the write path's own states
+	// built on events not yet committed.
+	LastPos     StreamPos
 	Version     *RoomVersion
 	State       StateMap
 	Extremities []EventID
@@ -120,113 +133,211 @@ var (
 	// ErrStale is what a store returns for an event built on an earlier
 	// event that failed to persist (see Persist.Generation).
 	ErrStale = errors.New("event was built on an event that failed to persist")
+	// ErrRoomChanged is what a store returns for an event built on a state
+	// of the room that is no longer its stored one: another writer (another
+	// process) has appended to the room since (see
+	// Persist.ExtremitiesBefore).
+	ErrRoomChanged = errors.New("the room changed since the event was built")
 )
 
 // staleRetries bounds how often Append rebuilds an event whose predecessor
-// failed to persist.
+// failed to persist or whose room changed underneath it.
 const staleRetries = 3
 
 // snapshotFullEvery bounds the delta chain a state lookup walks.
 const snapshotFullEvery = 64
 
 // Rooms is the one door into every room: all events are appended here.
+//
+// Each cached room has two states. Its head is what the next event is
+// built on: the state after every event queued so far, committed or not, so
+// that writes to one room pipeline into the store's group commit. Its
+// durable state is the state after its newest committed event, advanced in
+// commit order by the store's after-commit hook: it is the only state
+// readers (State) ever see, so nothing reads an event's effects before the
+// event is durable, nor ever reads those of an event that failed.
 type Rooms struct {
 	store     Store
 	key       SigningKey
 	clock     clock.Clock
 	random    io.Reader // for the event IDs of v1 and v2 rooms
 	listeners []Listener
-
-	mu    sync.Mutex
-	rooms map[RoomID]*room
+	cache     *roomCache
 }
 
+// room is one room's cache entry. Its fields are guarded as marked; the
+// cache's shard mutex guards id's place in the cache, pins and the LRU
+// links.
 type room struct {
-	mu  sync.Mutex // serialises appends; held while building and queueing
-	gen uint64
-	cur *RoomState // nil until loaded; replaced atomically under mu
-	// stale is set when a write failed: the next user reloads from storage.
-	stale bool
+	id         RoomID
+	pins       int   // shard mutex: writers, queued writes and loads using the entry
+	prev, next *room // shard mutex: LRU ring
+
+	mu sync.Mutex // serialises appends; held while building and queueing
+	// Guarded by mu.
+	head *RoomState // nil until loaded
+	gen  uint64
+	// reload is set when the head can no longer be trusted (a write
+	// failed, or Invalidate): the next writer reloads it from storage.
+	reload atomic.Bool
+
+	// smu guards changes to durable, epoch and loading; durable is read
+	// without it.
+	smu     sync.Mutex
+	durable atomic.Pointer[RoomState] // nil until loaded
+	// epoch counts Invalidate calls: a load or a write that began before
+	// one does not publish its state after it.
+	epoch   uint64
+	loading *loadCall
+}
+
+// loadCall is one LoadRoom shared by every caller that needs the room
+// while it runs (singleflight).
+type loadCall struct {
+	done chan struct{}
+	st   *RoomState
+	err  error
 }
 
 // NewRooms makes the write path. random supplies the event IDs of v1 and
-// v2 rooms (pass crypto/rand.Reader outside tests). Listeners hear of
-// committed events.
-func NewRooms(store Store, key SigningKey, clk clock.Clock, random io.Reader, listeners ...Listener) *Rooms {
-	return &Rooms{store: store, key: key, clock: clk, random: random, listeners: listeners, rooms: map[RoomID]*room{}}
+// v2 rooms (pass crypto/rand.Reader outside tests). cacheSize bounds how
+// many rooms keep their state in memory (0 means DefaultRoomCacheSize).
+// Listeners hear of committed events.
+func NewRooms(store Store, key SigningKey, clk clock.Clock, random io.Reader, cacheSize int, listeners ...Listener) *Rooms {
+	if cacheSize <= 0 {
+		cacheSize = DefaultRoomCacheSize
+	}
+	return &Rooms{store: store, key: key, clock: clk, random: random, listeners: listeners, cache: newRoomCache(cacheSize)}
 }
 
 // ServerName is the name of the server whose key signs local events.
 func (rs *Rooms) ServerName() ServerName { return rs.key.ServerName }
 
-func (rs *Rooms) get(id RoomID) *room {
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	r := rs.rooms[id]
-	if r == nil {
-		r = &room{}
-		rs.rooms[id] = r
+// publish makes st the room's durable state unless it is older than the
+// one there, or an Invalidate came after epoch was read.
+func (r *room) publish(st *RoomState, epoch uint64) {
+	r.smu.Lock()
+	defer r.smu.Unlock()
+	if r.epoch != epoch {
+		return
 	}
-	return r
+	if old := r.durable.Load(); old == nil || old.LastPos < st.LastPos {
+		r.durable.Store(st)
+	}
 }
 
-// lock returns the room's entry, locked. Entries of rooms that turn out
-// not to exist are dropped, so after locking it checks that the entry is
-// still the one in the map: two entries for one room would mean two
-// writers. Lock order: r.mu before rs.mu.
-func (rs *Rooms) lock(id RoomID) *room {
+// currentEpoch is read before a load or a write whose state publish will
+// offer.
+func (r *room) currentEpoch() uint64 {
+	r.smu.Lock()
+	defer r.smu.Unlock()
+	return r.epoch
+}
+
+// load reads the room from storage, sharing one LoadRoom among concurrent
+// callers, and publishes what it read as the durable state. The caller
+// holds a pin on r. A caller whose context ends stops waiting; if the one
+// that ran the load gave up that way, the others load again.
+func (rs *Rooms) load(ctx context.Context, r *room) (*RoomState, error) {
 	for {
-		r := rs.get(id)
-		r.mu.Lock()
-		rs.mu.Lock()
-		current := rs.rooms[id] == r
-		rs.mu.Unlock()
-		if current {
-			return r
+		r.smu.Lock()
+		c, epoch := r.loading, r.epoch
+		if c == nil {
+			c = &loadCall{done: make(chan struct{})}
+			r.loading = c
+			r.smu.Unlock()
+			c.st, c.err = rs.store.LoadRoom(ctx, r.id)
+			r.smu.Lock()
+			if r.loading == c {
+				r.loading = nil
+			}
+			r.smu.Unlock()
+			if c.err == nil {
+				r.publish(c.st, epoch)
+			}
+			close(c.done)
+			return c.st, c.err
 		}
-		r.mu.Unlock()
+		r.smu.Unlock()
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if c.err != nil && (errors.Is(c.err, context.Canceled) || errors.Is(c.err, context.DeadlineExceeded)) && ctx.Err() == nil {
+			continue
+		}
+		return c.st, c.err
 	}
 }
 
-// load fills r.cur from storage. For a room that does not exist it drops
-// the entry, so requests naming made-up rooms do not grow the map. Caller
-// holds r.mu (from lock).
-func (rs *Rooms) load(ctx context.Context, id RoomID, r *room) error {
-	if r.cur != nil && !r.stale {
-		return nil
+// headLocked returns the state the room's next event is built on,
+// (re)loading it if needed. Caller holds r.mu and a pin on r.
+func (rs *Rooms) headLocked(ctx context.Context, r *room) (*RoomState, error) {
+	if r.head != nil && !r.reload.Load() {
+		return r.head, nil
 	}
-	st, err := rs.store.LoadRoom(ctx, id)
-	if errors.Is(err, ErrUnknownRoom) {
-		r.cur = nil
-		rs.mu.Lock()
-		if rs.rooms[id] == r {
-			delete(rs.rooms, id)
-		}
-		rs.mu.Unlock()
-	}
+	r.reload.Store(false)
+	st, err := rs.load(ctx, r)
 	if err != nil {
-		return err
-	}
-	r.cur, r.stale = st, false
-	return nil
-}
-
-// State returns the current state of a room, or ErrUnknownRoom.
-func (rs *Rooms) State(ctx context.Context, id RoomID) (*RoomState, error) {
-	r := rs.lock(id)
-	defer r.mu.Unlock()
-	if err := rs.load(ctx, id, r); err != nil {
+		// Not loaded: the next writer tries again.
+		r.reload.Store(r.head != nil)
 		return nil, err
 	}
-	return r.cur, nil
+	// A load shared with a reader may have begun before the newest commit
+	// of ours; the durable state is then the newer.
+	if d := r.durable.Load(); d != nil && d.LastPos > st.LastPos {
+		st = d
+	}
+	r.head = st
+	return st, nil
 }
 
-// loaded reports how many rooms have an in-memory entry (for tests).
-func (rs *Rooms) loaded() int {
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	return len(rs.rooms)
+// State returns the durable state of a room (the state after its newest
+// committed event), or ErrUnknownRoom.
+func (rs *Rooms) State(ctx context.Context, id RoomID) (*RoomState, error) {
+	if r := rs.cache.peek(id); r != nil {
+		if st := r.durable.Load(); st != nil {
+			return st, nil
+		}
+	}
+	r := rs.cache.acquire(id)
+	defer rs.cache.release(r)
+	if st := r.durable.Load(); st != nil {
+		return st, nil
+	}
+	st, err := rs.load(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	if d := r.durable.Load(); d != nil && d.LastPos > st.LastPos {
+		st = d
+	}
+	return st, nil
 }
+
+// Invalidate drops what is cached of a room, so that the next read or
+// write of it loads it from storage: for a room another process has
+// written to. Writes already queued go on; one that was built on the
+// dropped state and finds the room changed is rebuilt (see Append).
+func (rs *Rooms) Invalidate(id RoomID) {
+	if rs.cache.drop(id) {
+		return
+	}
+	r := rs.cache.peek(id)
+	if r == nil {
+		return
+	}
+	r.smu.Lock()
+	r.epoch++
+	r.durable.Store(nil)
+	r.loading = nil
+	r.smu.Unlock()
+	r.reload.Store(true)
+}
+
+// CachedRooms reports how many rooms have an entry in memory.
+func (rs *Rooms) CachedRooms() int { return rs.cache.len() }
 
 // ProtoEvent is an event a local user wants to send, before the server
 // fills in prev_events, auth_events, depth, hashes and signatures.
@@ -250,28 +361,34 @@ type ProtoEvent struct {
 
 // Append authorises and appends a local event to an existing room, and
 // returns once it is durable. An *AuthError means the event was not allowed.
-// If the event was built on one that then failed to persist, it is rebuilt
+// If the event was built on one that then failed to persist, or on a state
+// of the room that another writer has since moved on from, it is rebuilt
 // on the stored state: the caller has not been answered yet, so nothing
 // was promised about the first attempt.
 func (rs *Rooms) Append(ctx context.Context, id RoomID, p ProtoEvent) (*Event, StreamPos, error) {
 	for attempt := 0; ; attempt++ {
-		r := rs.lock(id)
-		if err := rs.load(ctx, id, r); err != nil {
-			r.mu.Unlock()
-			return nil, 0, err
-		}
-		pr, err := rs.prepareProto(id, r.cur, p)
+		r := rs.cache.acquire(id)
+		r.mu.Lock()
+		head, err := rs.headLocked(ctx, r)
 		var q *queuedEvent
 		if err == nil {
-			q = rs.enqueue(r, pr)
+			var pr *prepared
+			if pr, err = rs.prepareProto(id, head, p); err == nil {
+				q = rs.enqueue(r, pr)
+			}
 		}
 		r.mu.Unlock()
 		if err != nil {
+			rs.cache.release(r)
 			return nil, 0, err
 		}
-		ev, pos, err := q.wait(rs, r)
-		if errors.Is(err, ErrStale) && attempt < staleRetries {
-			continue
+		ev, pos, err := q.wait(r)
+		rs.cache.release(r)
+		if errors.Is(err, ErrStale) || errors.Is(err, ErrRoomChanged) {
+			if attempt < staleRetries {
+				continue
+			}
+			return nil, 0, fmt.Errorf("room %s: gave up after %d attempts: %w", id, attempt+1, err)
 		}
 		return ev, pos, err
 	}
@@ -291,8 +408,10 @@ func (rs *Rooms) CreateRoom(ctx context.Context, v *RoomVersion, id RoomID, crea
 		return "", err
 	}
 	id = ev.RoomID()
-	r := rs.lock(id)
-	if r.cur != nil {
+	r := rs.cache.acquire(id)
+	defer rs.cache.release(r)
+	r.mu.Lock()
+	if r.head != nil || r.durable.Load() != nil {
 		r.mu.Unlock()
 		return "", ErrRoomExists
 	}
@@ -315,7 +434,7 @@ func (rs *Rooms) CreateRoom(ctx context.Context, v *RoomVersion, id RoomID, crea
 	}
 	r.mu.Unlock()
 	for _, q := range queued {
-		if _, _, werr := q.wait(rs, r); werr != nil && err == nil {
+		if _, _, werr := q.wait(r); werr != nil && err == nil {
 			err = werr
 		}
 	}
@@ -364,6 +483,7 @@ func (rs *Rooms) prepare(r *room, cur *RoomState, ev *Event, p ProtoEvent, newRo
 	per := &Persist{
 		Event: ev, NewRoom: newRoom, Txn: p.Txn,
 		StateBefore: cur.Snapshot, StateAfter: cur.Snapshot, Extremities: next.Extremities,
+		ExtremitiesBefore: cur.Extremities,
 	}
 	if ev.IsState() {
 		k := ev.Tuple()
@@ -403,20 +523,27 @@ func (rs *Rooms) prepare(r *room, cur *RoomState, ev *Event, p ProtoEvent, newRo
 	return &prepared{per: per, next: next}
 }
 
-// enqueue queues a prepared event and publishes the state after it.
-// Caller holds r.mu.
+// enqueue queues a prepared event and makes the state after it the room's
+// head; the store's after-commit hook makes it the durable state. Caller
+// holds r.mu and a pin on r, kept until wait returns.
 func (rs *Rooms) enqueue(r *room, pr *prepared) *queuedEvent {
-	per, ev := pr.per, pr.per.Event
+	per, ev, next := pr.per, pr.per.Event, pr.next
 	per.Generation = r.gen
 	q := &queuedEvent{ev: ev, gen: r.gen}
+	epoch := r.currentEpoch()
 	per.Committed = func(pos StreamPos) {
 		q.pos = pos // read by wait after the result arrives on done
+		// Published before the listeners hear of the event, so that what
+		// they wake reads the state after it.
+		durable := *next
+		durable.LastPos = pos
+		r.publish(&durable, epoch)
 		for _, l := range rs.listeners {
 			l.EventCommitted(ev, pos)
 		}
 	}
 	q.done = rs.store.EnqueueEvent(per)
-	r.cur = pr.next
+	r.head = next
 	return q
 }
 
@@ -428,13 +555,14 @@ type queuedEvent struct {
 }
 
 // wait blocks until the event is durable. On failure it marks the room's
-// in-memory state stale so the next append reloads it from storage.
-func (q *queuedEvent) wait(rs *Rooms, r *room) (*Event, StreamPos, error) {
+// head for reloading from storage, once per generation: the events queued
+// after it were built on it and fail too (ErrStale).
+func (q *queuedEvent) wait(r *room) (*Event, StreamPos, error) {
 	if err := <-q.done; err != nil {
 		r.mu.Lock()
 		if r.gen == q.gen {
 			r.gen++
-			r.stale = true
+			r.reload.Store(true)
 		}
 		r.mu.Unlock()
 		return nil, 0, err

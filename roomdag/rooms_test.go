@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -15,15 +16,53 @@ import (
 )
 
 // memStore is an in-memory Store for testing the write path's own logic;
-// the SQLite store has its own tests.
+// the SQLite store has its own tests. It keeps the store's contract: writes
+// commit in queue order, an event of a failed generation fails with
+// ErrStale, one built on extremities that are no longer the room's fails
+// with ErrRoomChanged. Several Rooms may share one memStore, as several
+// processes share one database.
 type memStore struct {
-	mu     sync.Mutex
-	rooms  map[RoomID]*RoomState
-	events []*Persist
-	snap   int64
+	mu        sync.Mutex
+	rooms     map[RoomID]*RoomState
+	events    []*Persist // committed, in commit order
+	snap      int64
+	failedGen map[RoomID]uint64
+	loads     int
+	rejected  map[error]int // writes failed, by error
+
+	// gated holds queued writes in queue until the test commits them
+	// with commitNext; queued hears of each.
+	gated  bool
+	queue  []*pendingWrite
+	queued chan *Persist
+	// loadGate, if set, holds every LoadRoom until it is closed.
+	loadGate chan struct{}
+	// beforeWrite, if set, runs before each write is applied, without mu.
+	beforeWrite func(p *Persist)
+	// pos is the position of every event applied, set before its
+	// Committed hook runs: a reader that sees an event's effects and then
+	// finds it has none has seen them before they were durable.
+	pos map[EventID]StreamPos
+}
+
+type pendingWrite struct {
+	p    *Persist
+	done chan error
+}
+
+func newMemStore() *memStore {
+	return &memStore{rooms: map[RoomID]*RoomState{}, failedGen: map[RoomID]uint64{}, rejected: map[error]int{},
+		queued: make(chan *Persist, 100), pos: map[EventID]StreamPos{}}
 }
 
 func (m *memStore) LoadRoom(ctx context.Context, id RoomID) (*RoomState, error) {
+	m.mu.Lock()
+	m.loads++
+	gate := m.loadGate
+	m.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if st, ok := m.rooms[id]; ok {
@@ -40,40 +79,128 @@ func (m *memStore) NewSnapshotID() int64 {
 }
 
 func (m *memStore) EnqueueEvent(p *Persist) <-chan error {
+	ch := make(chan error, 1)
 	m.mu.Lock()
+	if m.gated {
+		m.queue = append(m.queue, &pendingWrite{p: p, done: ch})
+		m.mu.Unlock()
+		m.queued <- p
+		return ch
+	}
+	m.mu.Unlock()
+	ch <- m.commit(p, nil)
+	return ch
+}
+
+// commitNext commits (or, with fail set, fails) the oldest gated write and
+// returns its result.
+func (m *memStore) commitNext(t *testing.T, fail error) error {
+	t.Helper()
+	m.mu.Lock()
+	if len(m.queue) == 0 {
+		m.mu.Unlock()
+		t.Fatal("no write is queued")
+	}
+	w := m.queue[0]
+	m.queue = m.queue[1:]
+	m.mu.Unlock()
+	err := m.commit(w.p, fail)
+	w.done <- err
+	return err
+}
+
+// commit applies one write, then runs its Committed hook.
+func (m *memStore) commit(p *Persist, fail error) error {
+	if m.beforeWrite != nil {
+		m.beforeWrite(p)
+	}
+	m.mu.Lock()
+	id := p.Event.RoomID()
+	st := m.rooms[id]
+	err := fail
+	switch {
+	case err != nil:
+	case m.failedGen[id] > p.Generation:
+		err = ErrStale
+	case p.NewRoom && st != nil:
+		err = ErrRoomExists
+	case !p.NewRoom && st == nil:
+		err = ErrUnknownRoom
+	case !p.NewRoom && !sameEventIDs(st.Extremities, p.ExtremitiesBefore):
+		err = ErrRoomChanged
+	}
+	if err != nil {
+		m.rejected[err]++
+		if m.failedGen[id] < p.Generation+1 {
+			m.failedGen[id] = p.Generation + 1
+		}
+		m.mu.Unlock()
+		return err
+	}
 	m.events = append(m.events, p)
 	pos := StreamPos(len(m.events))
-	st := m.rooms[p.Event.RoomID()]
 	if st == nil {
 		st = &RoomState{Version: p.Event.Version(), State: StateMap{}}
 	}
-	next := &RoomState{Version: st.Version, State: st.State, Extremities: p.Extremities, Depth: p.Event.Depth(), Snapshot: p.StateAfter, ChainLen: p.ChainLen}
+	next := &RoomState{Version: st.Version, State: st.State, Extremities: p.Extremities, Depth: p.Event.Depth(),
+		Snapshot: p.StateAfter, ChainLen: p.ChainLen, LastPos: pos}
 	if st.Version.EventFormat == EventFormatV1 {
 		next.ExtremityEvents = []*Event{p.Event}
 	}
 	if p.Event.IsState() {
 		next.State = st.State.With(p.Event)
 	}
-	if m.rooms == nil {
-		m.rooms = map[RoomID]*RoomState{}
-	}
-	m.rooms[p.Event.RoomID()] = next
+	m.rooms[id] = next
+	m.pos[p.Event.ID()] = pos
 	m.mu.Unlock()
 	if p.Committed != nil {
 		p.Committed(pos)
 	}
-	ch := make(chan error, 1)
-	ch <- nil
-	return ch
+	return nil
+}
+
+// posOf returns the stream position of a committed event, 0 for any
+// other.
+func (m *memStore) posOf(id EventID) StreamPos {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.pos[id]
+}
+
+func sameEventIDs(a, b []EventID) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
+	}
+	return true
 }
 
 func newTestRooms(t *testing.T) (*Rooms, *memStore) {
+	return newTestRoomsSize(t, 0)
+}
+
+func newTestRoomsSize(t testing.TB, cacheSize int) (*Rooms, *memStore) {
+	st := newMemStore()
+	return newRoomsOn(t, st, cacheSize), st
+}
+
+var testKey = sync.OnceValue(func() SigningKey {
 	key, err := GenerateSigningKey("test.local", rand.Reader)
 	if err != nil {
-		t.Fatal(err)
+		panic(err)
 	}
-	st := &memStore{}
-	return NewRooms(st, key, clock.NewFake(time.Unix(1_700_000_000, 0)), rand.Reader), st
+	return key
+})
+
+// newRoomsOn makes a write path on st: another process, when st already
+// has one.
+func newRoomsOn(t testing.TB, st *memStore, cacheSize int) *Rooms {
+	t.Helper()
+	return NewRooms(st, testKey(), clock.NewFake(time.Unix(1_700_000_000, 0)), rand.Reader, cacheSize)
 }
 
 func strp(s string) *string { return &s }
@@ -125,7 +252,7 @@ func TestUnknownRoomsDoNotGrowTheMap(t *testing.T) {
 			t.Fatalf("State of unknown room: %v", err)
 		}
 	}
-	if n := rooms.loaded(); n != 0 {
+	if n := rooms.CachedRooms(); n != 0 {
 		t.Errorf("%d entries kept for unknown rooms", n)
 	}
 }
@@ -242,9 +369,7 @@ func TestWritePathEventFormats(t *testing.T) {
 				}
 			}
 			// The stored copy reloads and chains on.
-			rooms.mu.Lock()
-			rooms.rooms = map[RoomID]*room{}
-			rooms.mu.Unlock()
+			rooms.Invalidate(id)
 			if _, _, err := rooms.Append(ctx, id, ProtoEvent{Type: TypeMessage, Sender: owner, Content: json.RawMessage(`{}`)}); err != nil {
 				t.Fatalf("append after reload: %v", err)
 			}

@@ -232,7 +232,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		events = metrics.NewEvents(server)
 		listeners = append(listeners, events)
 	}
-	rooms = roomdag.NewRooms(db, key, clk, rand.Reader, listeners...)
+	rooms = roomdag.NewRooms(db, key, clk, rand.Reader, cfg.Caches.Rooms, listeners...)
 	hs.Rooms = rooms
 	// Every presence change, from PUT /presence, /sync or the offline
 	// timeout, reaches the services with receive_ephemeral.

@@ -84,8 +84,8 @@ func (db *DB) LoadRoom(ctx context.Context, id roomdag.RoomID) (*roomdag.RoomSta
 	}
 	st := &roomdag.RoomState{Version: v}
 	err = db.readTx(ctx, func(tx *sql.Tx) error {
-		if err := tx.QueryRowContext(ctx, `SELECT cur_snapshot, chain_len, max_depth FROM rooms WHERE room_nid = ?`, nid).
-			Scan(&st.Snapshot, &st.ChainLen, &st.Depth); err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT last_pos, cur_snapshot, chain_len, max_depth FROM rooms WHERE room_nid = ?`, nid).
+			Scan(&st.LastPos, &st.Snapshot, &st.ChainLen, &st.Depth); err != nil {
 			return err
 		}
 		ids, err := queryStrings(ctx, tx, `SELECT event_id FROM current_state WHERE room_nid = ?`, nid)
@@ -179,6 +179,9 @@ func (db *DB) insertEvent(tx *sql.Tx, p *roomdag.Persist) (roomdag.StreamPos, er
 		if nid, _, err = db.roomNID(ctx, tx, ev.RoomID()); err != nil {
 			return 0, err
 		}
+		if err := takeExtremities(tx, nid, p.ExtremitiesBefore); err != nil {
+			return 0, err
+		}
 	}
 	var txnDevice, txnScope, txnID, unsigned any
 	if p.Txn != nil {
@@ -220,9 +223,6 @@ func (db *DB) insertEvent(tx *sql.Tx, p *roomdag.Persist) (roomdag.StreamPos, er
 		}
 	}
 	if err := db.insertRelation(tx, nid, p, pos); err != nil {
-		return 0, err
-	}
-	if _, err := tx.Exec(`DELETE FROM forward_extremities WHERE room_nid = ?`, nid); err != nil {
 		return 0, err
 	}
 	for _, id := range p.Extremities {

@@ -18,7 +18,7 @@ import (
 	"github.com/persistentchat/homeserver/storage"
 )
 
-func openTest(t *testing.T) *DB {
+func openTest(t testing.TB) *DB {
 	t.Helper()
 	db, err := Open(filepath.Join(t.TempDir(), "test.db"), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -28,12 +28,12 @@ func openTest(t *testing.T) *DB {
 	return db
 }
 
-func newRooms(t *testing.T, db *DB) *roomdag.Rooms {
+func newRooms(t testing.TB, db *DB) *roomdag.Rooms {
 	key, err := roomdag.GenerateSigningKey("test.local", rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return roomdag.NewRooms(db, key, clock.NewFake(time.Unix(1_700_000_000, 0)), rand.Reader)
+	return roomdag.NewRooms(db, key, clock.NewFake(time.Unix(1_700_000_000, 0)), rand.Reader, 0)
 }
 
 func sk(s string) *string { return &s }
