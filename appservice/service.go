@@ -14,6 +14,7 @@ import (
 	"github.com/persistentchat/homeserver/clock"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
+	"github.com/persistentchat/homeserver/streamworker"
 )
 
 // Store is what application service support reads and writes.
@@ -46,15 +47,17 @@ type Service struct {
 	client   *client
 	clock    clock.Clock
 	log      *slog.Logger
+	holder   *streamworker.Holder
 	senders  map[string]*sender
 	eph      *ephemeral
 }
 
 // New builds the service support. httpClient makes the requests to the
-// services (nil: a default client).
-func New(registry *Registry, store Store, rooms RoomStates, clk clock.Clock, log *slog.Logger, httpClient *http.Client) *Service {
+// services (nil: a default client). The senders run while holder holds
+// its lease ("appservices"); nil: always.
+func New(registry *Registry, store Store, rooms RoomStates, clk clock.Clock, log *slog.Logger, httpClient *http.Client, holder *streamworker.Holder) *Service {
 	s := &Service{registry: registry, store: store, rooms: rooms, client: newClient(httpClient), clock: clk, log: log,
-		senders: map[string]*sender{}}
+		holder: holder, senders: map[string]*sender{}}
 	for _, r := range registry.All() {
 		if r.URL != "" {
 			s.senders[r.ID] = newSender(s, r)

@@ -218,7 +218,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	var rooms *roomdag.Rooms
 	hs.AppServices = appservice.New(registry, db, appservice.RoomStatesFunc(func(ctx context.Context, id roomdag.RoomID) (*roomdag.RoomState, error) {
 		return rooms.State(ctx, id)
-	}), clk, log, nil)
+	}), clk, log, nil, nil)
 	rooms = roomdag.NewRooms(db, key, clk, rand.Reader, notifier, hs.Notifications, hs.AppServices)
 	hs.Rooms = rooms
 	// Every presence change, from PUT /presence, /sync or the offline
