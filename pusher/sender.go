@@ -8,6 +8,7 @@ package pusher
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	gosync "sync"
@@ -18,6 +19,7 @@ import (
 	"github.com/persistentchat/homeserver/push"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
+	"github.com/persistentchat/homeserver/streamworker"
 )
 
 // Each pusher has a goroutine of its own (a loop), so a slow or dead
@@ -110,6 +112,8 @@ type Sender struct {
 	log    *slog.Logger
 	client *http.Client
 
+	holder *streamworker.Holder // the "pushers" lease; nil: always held
+
 	reload gosync.Mutex // serialises PushersChanged
 
 	mu      gosync.Mutex
@@ -120,8 +124,9 @@ type Sender struct {
 }
 
 // NewSender makes a sender. clk times the back-off and the give-up
-// period; guard is the IP deny-list gateways are reached through.
-func NewSender(store Store, rooms RoomStates, clk clock.Clock, log *slog.Logger, guard netguard.Guard) *Sender {
+// period; guard is the IP deny-list gateways are reached through. The
+// loops run while holder holds its lease ("pushers"); nil: always.
+func NewSender(store Store, rooms RoomStates, clk clock.Clock, log *slog.Logger, guard netguard.Guard, holder *streamworker.Holder) *Sender {
 	transport := &http.Transport{
 		Proxy:                 nil,
 		DialContext:           guard.Dialer(requestTimeout).DialContext,
@@ -131,7 +136,7 @@ func NewSender(store Store, rooms RoomStates, clk clock.Clock, log *slog.Logger,
 		MaxIdleConns:          100,
 		IdleConnTimeout:       90 * time.Second,
 	}
-	return &Sender{store: store, rooms: rooms, clock: clk, log: log,
+	return &Sender{store: store, rooms: rooms, clock: clk, log: log, holder: holder,
 		client: &http.Client{
 			Transport: transport,
 			Timeout:   requestTimeout,
@@ -183,7 +188,7 @@ func (s *Sender) NotificationsAdded(_ roomdag.StreamPos, users []roomdag.UserID)
 	}
 	for _, u := range users {
 		for _, l := range s.loops[u] {
-			poke(l.signal)
+			l.w.Notify()
 		}
 	}
 }
@@ -202,7 +207,7 @@ func (s *Sender) PushersChanged(ctx context.Context, user roomdag.UserID) error 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, l := range s.loops[user] {
-		poke(l.kick)
+		l.w.Kick()
 	}
 	for _, p := range ps {
 		if _, ok := s.loops[user][p.ID]; !ok {
@@ -255,101 +260,65 @@ func (s *Sender) startLocked(p storage.Pusher) {
 	if s.stopped || p.Kind != "http" {
 		return
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	l := &loop{s: s, id: p.ID, user: p.User, pos: p.LastPos,
-		log:    s.log.With("user", p.User, "pusher", p.ID, "app_id", p.AppID),
-		signal: make(chan struct{}, 1), kick: make(chan struct{}, 1),
-		quit: make(chan struct{}), done: make(chan struct{}), ctx: ctx, cancel: cancel}
+	l := &loop{s: s, id: p.ID, user: p.User,
+		log:  s.log.With("user", p.User, "pusher", p.ID, "app_id", p.AppID),
+		done: make(chan struct{})}
+	l.w = streamworker.New(l, streamworker.Options{Name: "pusher", Clock: s.clock, Log: l.log,
+		Retry: storeRetryDelay, Backoff: streamworker.Backoff{Initial: InitialBackoff, Max: MaxBackoff},
+		Holder: s.holder, Failed: l.failedStep})
 	if s.loops[p.User] == nil {
 		s.loops[p.User] = map[int64]*loop{}
 	}
 	s.loops[p.User][p.ID] = l
 	s.countLocked(func(st *Stats) { st.Running++ })
-	go l.run()
+	go func() {
+		// It resumes from the pusher's stored position first.
+		l.w.Run()
+		l.exit()
+	}()
 }
 
-// poke sends on a channel of capacity 1 without blocking: a pending
-// signal already says the same.
-func poke(ch chan struct{}) {
-	select {
-	case ch <- struct{}{}:
-	default:
-	}
-}
-
-// loop delivers one pusher's notifications.
+// loop delivers one pusher's notifications: the pusher's
+// streamworker.Loop steps through the user's notifications after the
+// pusher's stored position. Its back-off is the gateway's; Kick (the
+// pusher changed) ends it; the loop ends when the pusher is deleted.
 type loop struct {
 	s    *Sender
 	id   int64
 	user roomdag.UserID
 	log  *slog.Logger
-
-	signal chan struct{} // capacity 1: the user has new notifications
-	kick   chan struct{} // capacity 1: the pusher changed: read it again, retry now
-	quit   chan struct{}
-	done   chan struct{}
-	ctx    context.Context // cancelled on stop: cuts a request in flight
-	cancel context.CancelFunc
-	once   gosync.Once
-
-	// Owned by run.
-	pos     roomdag.StreamPos // delivered (or skipped) up to here
-	backoff time.Duration
+	w    *streamworker.Loop
+	done chan struct{} // closed once the loop has left the sender
 }
 
 func (l *loop) stop() {
-	l.once.Do(func() {
-		close(l.quit)
-		l.cancel()
-	})
+	l.w.Stop()
 	<-l.done
 }
 
-// Outcomes of deliver besides storage errors.
+// Outcomes of a step besides storage errors.
 var (
-	errGone    = errors.New("pusher: the pusher was deleted")
+	errGone    = fmt.Errorf("pusher: the pusher was deleted: %w", streamworker.ErrDone)
 	errGateway = errors.New("pusher: the gateway failed")
 )
 
-func (l *loop) run() {
-	defer l.exit()
-	l.backoff = InitialBackoff
-	for {
-		err := l.deliver()
-		var wait <-chan time.Time
-		switch {
-		case l.ctx.Err() != nil, errors.Is(err, errGone):
-			return
-		case errors.Is(err, errGateway):
-			wait = l.s.clock.After(l.backoff)
-			l.s.count(func(st *Stats) { st.Backoffs++ })
-			l.backoff = min(2*l.backoff, MaxBackoff)
-		case err != nil:
-			l.log.Error("push delivery", "err", err)
-			wait = l.s.clock.After(storeRetryDelay)
-		}
-		if wait == nil {
-			select {
-			case <-l.quit:
-				return
-			case <-l.signal:
-			case <-l.kick:
-			}
-			continue
-		}
-		select {
-		case <-l.quit:
-			return
-		case <-wait:
-		case <-l.kick:
-			l.backoff = InitialBackoff
-		}
+// failedStep hears of a failed step, once the retry's timer is set.
+func (l *loop) failedStep(err error, retryIn time.Duration) {
+	if !errors.Is(err, errGateway) {
+		l.log.Error("push delivery", "err", err, "retry_in", retryIn)
+		return
 	}
+	level := slog.LevelInfo
+	if errors.Is(err, netguard.ErrBlocked) {
+		// Not the gateway's fault: it is the operator's to allow.
+		level = slog.LevelWarn
+	}
+	l.log.Log(context.Background(), level, "push failed: retrying", "err", err, "retry_in", retryIn)
+	l.s.count(func(st *Stats) { st.Backoffs++ })
 }
 
 // exit takes the loop out of the sender.
 func (l *loop) exit() {
-	l.cancel()
 	s := l.s
 	s.mu.Lock()
 	if s.loops[l.user][l.id] == l {
@@ -363,76 +332,113 @@ func (l *loop) exit() {
 	close(l.done)
 }
 
-// deliver sends the pusher's undelivered notifications, oldest first,
-// until there are none (nil), the gateway fails (errGateway), the pusher
-// is gone (errGone) or storage fails.
-func (l *loop) deliver() error {
-	ctx := l.ctx
-	for {
-		p, err := l.pusher()
-		if err != nil {
-			return err
+// Resume implements streamworker.Stepper: the pusher's stored position;
+// errGone when it was deleted.
+func (l *loop) Resume(ctx context.Context) (roomdag.StreamPos, error) {
+	p, err := l.pusher(ctx)
+	return p.LastPos, err
+}
+
+// Step implements streamworker.Stepper. It sends the pusher's
+// undelivered notifications after from, oldest first, one request each,
+// storing the position after each the gateway accepts (or that is given
+// up on), and returns the stored position reached: also when the gateway
+// fails (errGateway, Remote: the loop backs off, then the next step
+// sends the same notification), the pusher is gone (errGone) or storage
+// fails.
+func (l *loop) Step(ctx context.Context, from roomdag.StreamPos) (roomdag.StreamPos, bool, error) {
+	st := &step{l: l, ctx: ctx, pos: from, stored: from}
+	more, err := st.run()
+	return st.stored, more, err
+}
+
+// step is one step of a loop: one batch of notifications.
+type step struct {
+	l      *loop
+	ctx    context.Context
+	pos    roomdag.StreamPos // delivered (or skipped) up to here
+	stored roomdag.StreamPos // the position stored
+}
+
+func (st *step) run() (more bool, err error) {
+	l := st.l
+	p, err := st.pusher()
+	if err != nil {
+		return false, err
+	}
+	ns, err := l.s.store.PushNotifications(st.ctx, l.user, st.pos, Backlog+1)
+	if err != nil || len(ns) == 0 {
+		return false, err
+	}
+	if len(ns) > Backlog {
+		// Older notifications than these wait too: skip them, so a
+		// gateway that was down gets only the newest.
+		ns = ns[1:]
+		l.log.Warn("push backlog full: skipping older notifications", "before_pos", ns[0].EventPos)
+		l.s.count(func(st *Stats) { st.Skipped++ })
+	}
+	for i, n := range ns {
+		if n.Read || n.EventID == "" {
+			// Read before it could be pushed (Synapse pushes only
+			// unread notifications), or its event is gone.
+			st.pos = n.EventPos
+			continue
 		}
-		ns, err := l.s.store.PushNotifications(ctx, l.user, l.pos, Backlog+1)
-		if err != nil || len(ns) == 0 {
-			return err
-		}
-		if len(ns) > Backlog {
-			// Older notifications than these wait too: skip them, so a
-			// gateway that was down gets only the newest.
-			ns = ns[1:]
-			l.log.Warn("push backlog full: skipping older notifications", "before_pos", ns[0].EventPos)
-			l.s.count(func(st *Stats) { st.Skipped++ })
-		}
-		for i, n := range ns {
-			if n.Read || n.EventID == "" {
-				// Read before it could be pushed (Synapse pushes only
-				// unread notifications), or its event is gone.
-				l.pos = n.EventPos
-				continue
-			}
-			if i > 0 {
-				// Logging out deletes the device's pushers: look again
-				// before each request.
-				if p, err = l.pusher(); err != nil {
-					return err
-				}
-			}
-			if err := l.deliverOne(&p, n); err != nil {
-				return err
+		if i > 0 {
+			// Logging out deletes the device's pushers: look again
+			// before each request.
+			if p, err = st.pusher(); err != nil {
+				return false, err
 			}
 		}
-		if l.pos > p.LastPos {
-			// Positions skipped over without a request.
-			if err := l.progress(0); err != nil {
-				return err
-			}
+		if err := st.deliverOne(&p, n); err != nil {
+			return false, err
 		}
 	}
+	if st.pos > p.LastPos {
+		// Positions skipped over without a request.
+		if err := st.progress(0); err != nil {
+			return false, err
+		}
+	}
+	return true, nil // read again: more may have come meanwhile
 }
 
 // pusher reads the loop's pusher: errGone when it was deleted.
-func (l *loop) pusher() (storage.Pusher, error) {
-	p, err := l.s.store.Pusher(l.ctx, l.id)
+func (l *loop) pusher(ctx context.Context) (storage.Pusher, error) {
+	p, err := l.s.store.Pusher(ctx, l.id)
 	if errors.Is(err, storage.ErrNotFound) {
 		return p, errGone
 	}
-	l.pos = max(l.pos, p.LastPos)
 	return p, err
 }
 
-// progress stores the loop's position and failing_since.
-func (l *loop) progress(failingSince int64) error {
-	err := l.s.store.PusherProgress(l.ctx, l.id, l.pos, failingSince)
+// pusher reads the pusher again; its stored position may be ahead of the
+// step's (PusherProgress only moves it forward).
+func (st *step) pusher() (storage.Pusher, error) {
+	p, err := st.l.pusher(st.ctx)
+	if err != nil {
+		return p, err
+	}
+	st.pos, st.stored = max(st.pos, p.LastPos), max(st.stored, p.LastPos)
+	return p, nil
+}
+
+// progress stores the step's position and failing_since.
+func (st *step) progress(failingSince int64) error {
+	err := st.l.s.store.PusherProgress(st.ctx, st.l.id, st.pos, failingSince)
 	if errors.Is(err, storage.ErrNotFound) {
 		return errGone
+	}
+	if err == nil {
+		st.stored = max(st.stored, st.pos)
 	}
 	return err
 }
 
 // deliverOne sends one notification and records the outcome.
-func (l *loop) deliverOne(p *storage.Pusher, n storage.Notification) error {
-	ctx := l.ctx
+func (st *step) deliverOne(p *storage.Pusher, n storage.Notification) error {
+	ctx, l := st.ctx, st.l
 	d, err := ParseHTTPData(p.Data)
 	if err != nil {
 		// The API checks data before storing it: this pusher cannot have
@@ -442,30 +448,30 @@ func (l *loop) deliverOne(p *storage.Pusher, n storage.Notification) error {
 	}
 	ev, err := l.s.store.Event(ctx, n.EventID)
 	if errors.Is(err, storage.ErrNotFound) {
-		l.pos = n.EventPos
+		st.pos = n.EventPos
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	unread, err := l.unread()
+	unread, err := st.unread()
 	if err != nil {
 		return err
 	}
-	var st *roomdag.RoomState
+	var rs *roomdag.RoomState
 	if d.Format != FormatEventIDOnly {
-		if st, err = l.s.rooms.State(ctx, n.Room); err != nil {
+		if rs, err = l.s.rooms.State(ctx, n.Room); err != nil {
 			// The notification goes out without the room's name.
 			l.log.Warn("room state for a push", "room", n.Room, "err", err)
-			st = nil
+			rs = nil
 		}
 	}
-	rejected, err := post(ctx, l.s.client, d.URL, body(*p, d, n, ev, unread, st))
+	rejected, err := post(ctx, l.s.client, d.URL, body(*p, d, n, ev, unread, rs))
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
 	if err != nil {
-		return l.failed(p, n, err)
+		return st.failed(p, n, err)
 	}
 	for _, k := range rejected {
 		if k != p.PushKey {
@@ -480,54 +486,50 @@ func (l *loop) deliverOne(p *storage.Pusher, n storage.Notification) error {
 		l.s.count(func(st *Stats) { st.Rejected++ })
 		return errGone
 	}
-	l.pos, l.backoff = n.EventPos, InitialBackoff
-	if err := l.progress(0); err != nil {
+	st.pos = n.EventPos
+	if err := st.progress(0); err != nil {
 		return err
 	}
-	p.LastPos, p.FailingSince = l.pos, 0
+	p.LastPos, p.FailingSince = st.pos, 0
 	l.s.count(func(st *Stats) { st.Delivered++ })
 	return nil
 }
 
-// failed records a failed request: errGateway to back off and retry, or
-// nil after giving up on the notification.
-func (l *loop) failed(p *storage.Pusher, n storage.Notification, cause error) error {
+// failed records a failed request: errGateway, marked Remote, to back
+// off and retry, or nil after giving up on the notification.
+func (st *step) failed(p *storage.Pusher, n storage.Notification, cause error) error {
+	l := st.l
 	l.s.count(func(st *Stats) { st.Failed++ })
 	now := l.s.clock.Now().UnixMilli()
 	if p.FailingSince == 0 {
 		p.FailingSince = now
-		if err := l.progress(now); err != nil {
+		if err := st.progress(now); err != nil {
 			return err
 		}
 	}
 	if now-p.FailingSince < GiveUpAfter.Milliseconds() {
-		level := slog.LevelInfo
-		if errors.Is(cause, netguard.ErrBlocked) {
-			// Not the gateway's fault: it is the operator's to allow.
-			level = slog.LevelWarn
-		}
-		l.log.Log(l.ctx, level, "push failed: retrying", "err", cause, "retry_in", l.backoff)
-		return errGateway
+		return streamworker.Remote(fmt.Errorf("%w: %w", errGateway, cause))
 	}
 	l.log.Warn("push gateway failing for too long: giving up on a notification",
 		"err", cause, "event", n.EventID, "failing_since_ms", p.FailingSince)
-	l.pos, l.backoff = n.EventPos, InitialBackoff
-	if err := l.progress(0); err != nil {
+	st.pos = n.EventPos
+	if err := st.progress(0); err != nil {
 		return err
 	}
-	p.LastPos, p.FailingSince = l.pos, 0
+	p.LastPos, p.FailingSince = st.pos, 0
 	l.s.count(func(st *Stats) { st.GivenUp++ })
 	return nil
 }
 
 // unread is the user's unread notifications across their joined rooms
 // (spec: counts.unread).
-func (l *loop) unread() (int64, error) {
-	rooms, err := l.s.store.JoinedRooms(l.ctx, l.user)
+func (st *step) unread() (int64, error) {
+	l := st.l
+	rooms, err := l.s.store.JoinedRooms(st.ctx, l.user)
 	if err != nil || len(rooms) == 0 {
 		return 0, err
 	}
-	counts, err := l.s.store.UnreadCounts(l.ctx, l.user, rooms)
+	counts, err := l.s.store.UnreadCounts(st.ctx, l.user, rooms)
 	if err != nil {
 		return 0, err
 	}
@@ -539,5 +541,8 @@ func (l *loop) unread() (int64, error) {
 	return n, nil
 }
 
-// Interface guard.
-var _ push.Waker = (*Sender)(nil)
+// Interface guards.
+var (
+	_ push.Waker           = (*Sender)(nil)
+	_ streamworker.Stepper = (*loop)(nil)
+)

@@ -210,7 +210,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	deny, allow := cfg.IPRanges() // ip_range_blacklist: pushers choose their URLs
 	hs.Pushers = pusher.NewSender(db, pusher.RoomStatesFunc(func(ctx context.Context, id roomdag.RoomID) (*roomdag.RoomState, error) {
 		return hs.Rooms.State(ctx, id)
-	}), clk, log, netguard.Guard{Deny: deny, Allow: allow})
+	}), clk, log, netguard.Guard{Deny: deny, Allow: allow}, nil)
 	hs.Notifications = push.NewWorker(db, push.Wakers{notifier, hs.Pushers}, server, clk, log, nil)
 	// The services' ephemeral fan-out reads current room state through
 	// the write path, which is built next with the services among its
