@@ -109,9 +109,9 @@ type HolderStats struct {
 	Lost     int // times it was lost (not counting Stop)
 	Renewed  int // renewals granted
 	Failures int // Acquire or Renew calls that failed
-	// Waiting says the holder's goroutine is waiting on the clock to
-	// renew or try again: a test that moves a fake clock may move it now.
-	Waiting bool
+	// Waits counts the timers the holder set to renew or try again, each
+	// before it waits on it: once it grows, a test may move a fake clock.
+	Waits int
 }
 
 // NewHolder makes a holder of lease, named name in logs.
@@ -184,8 +184,9 @@ func (h *Holder) Holding() bool {
 	return h.held != nil
 }
 
-// generation is the current hold's generation, 0 when not held.
-func (h *Holder) generation() uint64 {
+// Generation is the current hold's generation (see Held), 0 when the
+// lease is not held.
+func (h *Holder) Generation() uint64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.held == nil {
@@ -277,8 +278,7 @@ func (h *Holder) run(d time.Duration, until time.Time) {
 // sleep waits d on the clock; false when the holder stops first.
 func (h *Holder) sleep(d time.Duration) bool {
 	timer := h.clock.After(d)
-	h.update(func(s *HolderStats) { s.Waiting = true })
-	defer h.update(func(s *HolderStats) { s.Waiting = false })
+	h.update(func(s *HolderStats) { s.Waits++ })
 	select {
 	case <-h.quit:
 		return false

@@ -2,8 +2,6 @@ package streamworker_test
 
 import (
 	"context"
-	"errors"
-	gosync "sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -12,86 +10,8 @@ import (
 	"github.com/persistentchat/homeserver/clock"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/streamworker"
+	"github.com/persistentchat/homeserver/streamworker/leasetest"
 )
-
-// leaseTable is the database's table of leases, for one lease, as the
-// PostgreSQL engine keeps it: who holds it and until when, by the
-// database's clock.
-type leaseTable struct {
-	mu      gosync.Mutex
-	clock   *clock.Fake
-	ttl     time.Duration
-	holder  string
-	expires time.Time
-	down    map[string]bool // processes that cannot reach the database
-}
-
-func (lt *leaseTable) lease(process string) streamworker.Lease {
-	return &tableLease{lt: lt, process: process}
-}
-
-// takeOver makes process the holder, as if it had taken the lease while
-// the holder's renewals were late.
-func (lt *leaseTable) takeOver(process string) {
-	lt.mu.Lock()
-	defer lt.mu.Unlock()
-	lt.holder, lt.expires = process, lt.clock.Now().Add(lt.ttl)
-}
-
-func (lt *leaseTable) setDown(process string, down bool) {
-	lt.mu.Lock()
-	defer lt.mu.Unlock()
-	lt.down[process] = down
-}
-
-type tableLease struct {
-	lt      *leaseTable
-	process string
-}
-
-var errUnreachable = errors.New("database unreachable")
-
-func (l *tableLease) Acquire(context.Context) (time.Duration, error) {
-	lt := l.lt
-	lt.mu.Lock()
-	defer lt.mu.Unlock()
-	if lt.down[l.process] {
-		return 0, errUnreachable
-	}
-	now := lt.clock.Now()
-	if lt.holder != "" && lt.holder != l.process && now.Before(lt.expires) {
-		return 0, nil
-	}
-	lt.holder, lt.expires = l.process, now.Add(lt.ttl)
-	return lt.ttl, nil
-}
-
-func (l *tableLease) Renew(context.Context) (time.Duration, error) {
-	lt := l.lt
-	lt.mu.Lock()
-	defer lt.mu.Unlock()
-	if lt.down[l.process] {
-		return 0, errUnreachable
-	}
-	if lt.holder != l.process {
-		return 0, nil
-	}
-	lt.expires = lt.clock.Now().Add(lt.ttl)
-	return lt.ttl, nil
-}
-
-func (l *tableLease) Release(context.Context) error {
-	lt := l.lt
-	lt.mu.Lock()
-	defer lt.mu.Unlock()
-	if lt.down[l.process] {
-		return errUnreachable
-	}
-	if lt.holder == l.process {
-		lt.holder = ""
-	}
-	return nil
-}
 
 // process is one homeserver process's worker on the shared stream.
 type process struct {
@@ -100,11 +20,11 @@ type process struct {
 	loop   *streamworker.Loop
 }
 
-func startProcess(t *testing.T, name string, s *stream, lt *leaseTable, before func(context.Context, roomdag.StreamPos, roomdag.StreamPos) error) *process {
+func startProcess(t *testing.T, name string, s *stream, lt *leasetest.Table, clk *clock.Fake, before func(context.Context, roomdag.StreamPos, roomdag.StreamPos) error) *process {
 	t.Helper()
 	p := &process{worker: &worker{s: s, batch: 3, before: before}}
-	p.holder = streamworker.NewHolder("test", lt.lease(name), lt.clock, testLog(t).With("process", name))
-	p.loop = streamworker.New(p.worker, streamworker.Options{Name: name, Clock: lt.clock, Log: testLog(t), Holder: p.holder})
+	p.holder = streamworker.NewHolder("test", lt.Lease(name), clk, testLog(t).With("process", name))
+	p.loop = streamworker.New(p.worker, streamworker.Options{Name: name, Clock: clk, Log: testLog(t), Holder: p.holder})
 	if err := p.holder.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -131,10 +51,11 @@ func notify(ps ...*process) {
 func TestLeaseHandOver(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const ttl = 30 * time.Second
-		lt := &leaseTable{clock: clock.NewFake(epoch), ttl: ttl, down: map[string]bool{}}
+		clk := clock.NewFake(epoch)
+		lt := leasetest.NewTable(clk, ttl)
 		s := newStream()
-		a := startProcess(t, "a", s, lt, nil)
-		b := startProcess(t, "b", s, lt, nil)
+		a := startProcess(t, "a", s, lt, clk, nil)
+		b := startProcess(t, "b", s, lt, clk, nil)
 		running := func(want *process) {
 			t.Helper()
 			synctest.Wait()
@@ -154,13 +75,13 @@ func TestLeaseHandOver(t *testing.T) {
 		}
 
 		// b takes the lease over; a hears at its next renewal and stops.
-		lt.takeOver("b")
-		lt.clock.Advance(ttl / 3) // a renews and is refused
+		lt.TakeOver("b")
+		clk.Advance(ttl / 3) // a renews and is refused
 		synctest.Wait()
 		if a.holder.Holding() {
 			t.Fatal("a still holds the lease after a refused renewal")
 		}
-		lt.clock.Advance(streamworker.AcquireInterval) // b tries again
+		clk.Advance(streamworker.AcquireInterval) // b tries again
 		running(b)
 		pos = s.append(7)
 		notify(a, b)
@@ -168,13 +89,13 @@ func TestLeaseHandOver(t *testing.T) {
 
 		// b loses the database: it stops before the lease expires, and a
 		// takes it over after it has.
-		lt.setDown("b", true)
-		lt.clock.Advance(ttl / 3) // b's renewal fails; it holds on
+		lt.SetDown("b", true)
+		clk.Advance(ttl / 3) // b's renewal fails; it holds on
 		synctest.Wait()
 		if !b.holder.Holding() {
 			t.Fatal("b gave up the lease at its first failed renewal")
 		}
-		lt.clock.Advance(ttl / 3) // fails again: less than a third is left
+		clk.Advance(ttl / 3) // fails again: less than a third is left
 		running(nil)
 		pos = s.append(4) // committed through a, say
 		notify(a, b)
@@ -182,7 +103,7 @@ func TestLeaseHandOver(t *testing.T) {
 		if a.loop.Pos() == pos || b.loop.Pos() == pos {
 			t.Fatal("stepped while nobody held the lease")
 		}
-		lt.clock.Advance(ttl / 3) // the lease expires; a takes it
+		clk.Advance(ttl / 3) // the lease expires; a takes it
 		running(a)
 		waitPos(t, a.loop, pos)
 		s.check(t, pos)
@@ -194,7 +115,7 @@ func TestLeaseHandOver(t *testing.T) {
 		if a.worker.resumes != 2 || b.worker.resumes != 2 {
 			t.Errorf("resumes: a %d, b %d; want 2 each (start, hold)", a.worker.resumes, b.worker.resumes)
 		}
-		lt.setDown("b", false)
+		lt.SetDown("b", false)
 	})
 }
 
@@ -204,27 +125,28 @@ func TestLeaseHandOver(t *testing.T) {
 func TestLeaseLostDuringStep(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const ttl = 30 * time.Second
-		lt := &leaseTable{clock: clock.NewFake(epoch), ttl: ttl, down: map[string]bool{}}
+		clk := clock.NewFake(epoch)
+		lt := leasetest.NewTable(clk, ttl)
 		s := newStream()
 		gate := make(chan struct{})
 		var inFlight atomic.Int64
-		a := startProcess(t, "a", s, lt, func(ctx context.Context, from, to roomdag.StreamPos) error {
+		a := startProcess(t, "a", s, lt, clk, func(ctx context.Context, from, to roomdag.StreamPos) error {
 			inFlight.Store(int64(to))
 			<-gate // ignores ctx: a step that finishes its work
 			return nil
 		})
-		b := startProcess(t, "b", s, lt, nil)
+		b := startProcess(t, "b", s, lt, clk, nil)
 		synctest.Wait()
 		pos := s.append(2)
 		notify(a, b)
 		synctest.Wait() // a is in its step
-		lt.takeOver("b")
-		lt.clock.Advance(ttl / 3)
+		lt.TakeOver("b")
+		clk.Advance(ttl / 3)
 		synctest.Wait()
 		if a.holder.Holding() {
 			t.Fatal("a still holds the lease")
 		}
-		lt.clock.Advance(streamworker.AcquireInterval)
+		clk.Advance(streamworker.AcquireInterval)
 		waitPos(t, b.loop, pos)
 		close(gate) // a's step tries to commit
 		synctest.Wait()
@@ -247,14 +169,15 @@ func TestLeaseLostDuringStep(t *testing.T) {
 // try, not at the expiry.
 func TestLeaseReleasedAtStop(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		lt := &leaseTable{clock: clock.NewFake(epoch), ttl: time.Hour, down: map[string]bool{}}
+		clk := clock.NewFake(epoch)
+		lt := leasetest.NewTable(clk, time.Hour)
 		s := newStream()
-		a := startProcess(t, "a", s, lt, nil)
-		b := startProcess(t, "b", s, lt, nil)
+		a := startProcess(t, "a", s, lt, clk, nil)
+		b := startProcess(t, "b", s, lt, clk, nil)
 		synctest.Wait()
 		a.loop.Stop()
 		a.holder.Stop()
-		lt.clock.Advance(streamworker.AcquireInterval)
+		clk.Advance(streamworker.AcquireInterval)
 		synctest.Wait()
 		if !b.holder.Holding() {
 			t.Fatal("b did not take the released lease")

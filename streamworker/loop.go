@@ -52,9 +52,13 @@ type Stepper interface {
 	//
 	// An error retries the step after a wait (Options: Retry, Backoff
 	// for errors marked Remote). ErrDone, or an error wrapping it, ends
-	// the loop for good. ctx ends when the loop stops or loses its
-	// lease; a step whose work is local and short may finish regardless
-	// (context.WithoutCancel), as its commit is conditional anyway.
+	// the loop for good. ctx ends when the loop stops; a step whose work
+	// is local and short may finish regardless (context.WithoutCancel).
+	// A lost lease does not end it: the loop starts no further step, but
+	// the step in progress finishes and records what it did (its commit
+	// is conditional on the position anyway). Cutting it would not undo
+	// a request already sent, only forget that it was, and the next
+	// holder would send it again.
 	Step(ctx context.Context, from roomdag.StreamPos) (to roomdag.StreamPos, more bool, err error)
 }
 
@@ -194,7 +198,7 @@ func New(step Stepper, opts Options) *Loop {
 func (l *Loop) Start(ctx context.Context) error {
 	gen := uint64(1)
 	if h := l.opts.Holder; h != nil {
-		gen = h.generation()
+		gen = h.Generation()
 	}
 	pos, err := l.step.Resume(ctx)
 	if err != nil {
@@ -344,9 +348,7 @@ func (l *Loop) hold() (context.Context, uint64, error) {
 // resume reads the stored position under lease generation gen. After a
 // failure it has waited (or the lease ended, or the loop stopped).
 func (l *Loop) resume(held context.Context, gen uint64) error {
-	ctx, cancel := l.stepContext(held)
-	defer cancel()
-	pos, err := l.step.Resume(ctx)
+	pos, err := l.step.Resume(l.stopped)
 	if err == nil {
 		l.resumedGen, l.remote = gen, 0
 		l.update(func(s *Stats) { s.Resumes++; s.Pos = max(s.Pos, pos) })
@@ -366,8 +368,7 @@ func (l *Loop) resume(held context.Context, gen uint64) error {
 func (l *Loop) follow(held context.Context) bool {
 	l.update(func(s *Stats) { s.Running = true })
 	defer l.update(func(s *Stats) { s.Running = false })
-	ctx, cancel := l.stepContext(held)
-	defer cancel()
+	ctx := l.stopped
 	for {
 		switch {
 		case l.stopping():
@@ -450,13 +451,6 @@ func (l *Loop) retryWait(held context.Context, err error, d time.Duration) {
 		l.remote = 0
 	case <-timer:
 	}
-}
-
-// stepContext is a context that ends with the lease or with Stop.
-func (l *Loop) stepContext(held context.Context) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(held)
-	unhook := context.AfterFunc(l.stopped, cancel)
-	return ctx, func() { unhook(); cancel() }
 }
 
 func (l *Loop) stopping() bool {
