@@ -116,6 +116,10 @@ type Sender struct {
 
 	reload gosync.Mutex // serialises PushersChanged
 
+	quit      context.Context // ends with Stop
+	endQuit   context.CancelFunc
+	relisting gosync.WaitGroup
+
 	mu      gosync.Mutex
 	loops   map[roomdag.UserID]map[int64]*loop
 	stopped bool
@@ -136,7 +140,8 @@ func NewSender(store Store, rooms RoomStates, clk clock.Clock, log *slog.Logger,
 		MaxIdleConns:          100,
 		IdleConnTimeout:       90 * time.Second,
 	}
-	return &Sender{store: store, rooms: rooms, clock: clk, log: log, holder: holder,
+	quit, endQuit := context.WithCancel(context.Background())
+	return &Sender{store: store, rooms: rooms, clock: clk, log: log, holder: holder, quit: quit, endQuit: endQuit,
 		client: &http.Client{
 			Transport: transport,
 			Timeout:   requestTimeout,
@@ -147,8 +152,26 @@ func NewSender(store Store, rooms RoomStates, clk clock.Clock, log *slog.Logger,
 }
 
 // Start starts a loop for every stored http pusher; each first sends what
-// it has not delivered yet.
+// it has not delivered yet. Under a lease, the pushers are listed again
+// each time the lease is taken anew: pushers set through another process
+// while this one did not hold it get their loops then.
 func (s *Sender) Start(ctx context.Context) error {
+	var gen uint64
+	if s.holder != nil {
+		gen = s.holder.Generation()
+	}
+	if err := s.startAll(ctx); err != nil {
+		return err
+	}
+	if s.holder != nil {
+		s.relisting.Add(1)
+		go s.relist(gen)
+	}
+	return nil
+}
+
+// startAll starts loops for the stored http pushers that have none.
+func (s *Sender) startAll(ctx context.Context) error {
 	ps, err := s.store.AllPushers(ctx)
 	if err != nil {
 		return err
@@ -156,14 +179,52 @@ func (s *Sender) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, p := range ps {
-		s.startLocked(p)
+		if _, ok := s.loops[p.User][p.ID]; !ok {
+			s.startLocked(p)
+		}
 	}
 	return nil
+}
+
+// relist lists the pushers again at each new hold of the lease after
+// hold gen, until Stop.
+func (s *Sender) relist(gen uint64) {
+	defer s.relisting.Done()
+	for {
+		held, g, err := s.holder.Held(s.quit)
+		if err != nil {
+			return
+		}
+		for g != gen {
+			err := s.startAll(held)
+			if err == nil {
+				gen = g
+				break
+			}
+			s.log.Error("listing the pushers", "err", err)
+			select {
+			case <-s.quit.Done():
+				return
+			case <-held.Done():
+			case <-s.clock.After(storeRetryDelay):
+			}
+			if held.Err() != nil {
+				break
+			}
+		}
+		select {
+		case <-s.quit.Done():
+			return
+		case <-held.Done():
+		}
+	}
 }
 
 // Stop stops every loop, cutting requests in flight, and waits for them.
 // Undelivered notifications are sent after the next start.
 func (s *Sender) Stop() {
+	s.endQuit()
+	s.relisting.Wait()
 	s.mu.Lock()
 	s.stopped = true
 	var all []*loop
