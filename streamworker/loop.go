@@ -205,7 +205,7 @@ func (l *Loop) Start(ctx context.Context) error {
 		return err
 	}
 	l.resumedGen = gen
-	l.update(func(s *Stats) { s.Resumes++; s.Pos = max(s.Pos, pos) })
+	l.update(func(s *Stats) { s.Resumes++; s.Pos = pos })
 	go l.Run()
 	return nil
 }
@@ -317,7 +317,7 @@ func (l *Loop) StepOnce(ctx context.Context) (more bool, err error) {
 			return false, err
 		}
 		l.resumedGen = 1
-		l.update(func(s *Stats) { s.Resumes++; s.Pos = max(s.Pos, pos) })
+		l.update(func(s *Stats) { s.Resumes++; s.Pos = pos })
 	}
 	from := l.Pos()
 	to, more, err := l.step.Step(ctx, from)
@@ -351,7 +351,7 @@ func (l *Loop) resume(held context.Context, gen uint64) error {
 	pos, err := l.step.Resume(l.stopped)
 	if err == nil {
 		l.resumedGen, l.remote = gen, 0
-		l.update(func(s *Stats) { s.Resumes++; s.Pos = max(s.Pos, pos) })
+		l.update(func(s *Stats) { s.Resumes++; s.Pos = pos })
 		return nil
 	}
 	if errors.Is(err, ErrDone) || l.stopping() || held.Err() != nil {
