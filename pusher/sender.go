@@ -22,9 +22,10 @@ import (
 	"github.com/persistentchat/homeserver/streamworker"
 )
 
-// Each pusher has a goroutine of its own (a loop), so a slow or dead
-// gateway holds up only its own pushers: never the notification worker,
-// /sync or anyone else's pushes. A loop sends the pusher's undelivered
+// Each pusher has a goroutine of its own (a streamworker.Loop, whose
+// position is the pusher's), so a slow or dead gateway holds up only its
+// own pushers: never the notification worker, /sync or anyone else's
+// pushes. A loop sends the pusher's undelivered
 // notifications oldest first, one request each, and stores the pusher's
 // position after each one the gateway accepts; a restart resumes there,
 // so a notification is sent twice only when a request is retried. While
@@ -32,7 +33,8 @@ import (
 // exponential back-off, and gives up on it once the gateway has been
 // failing for GiveUpAfter (as Synapse does), so a gateway that comes back
 // is not flooded with stale alerts. At most Backlog notifications wait
-// per pusher: past that the oldest are skipped.
+// per pusher: past that the oldest are skipped. The loops run while the
+// process holds the "pushers" lease.
 //
 // Clients choose their gateways' URLs, so every connection goes through
 // the server's IP deny-list (config ip_range_blacklist, package netguard)
