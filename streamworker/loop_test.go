@@ -334,3 +334,42 @@ func TestLoopStepOnce(t *testing.T) {
 	}
 	s.check(t, 5)
 }
+
+// nop is a Stepper with nothing to do: what the loop itself costs.
+type nop struct{ pos roomdag.StreamPos }
+
+func (n *nop) Resume(context.Context) (roomdag.StreamPos, error) { return n.pos, nil }
+func (n *nop) Step(_ context.Context, from roomdag.StreamPos) (roomdag.StreamPos, bool, error) {
+	n.pos = from + 1
+	return n.pos, false, nil
+}
+
+// BenchmarkLoop: the loop's own cost per step, driven by hand
+// (StepOnce) and woken through Notify, waiting for the position.
+func BenchmarkLoop(b *testing.B) {
+	opts := streamworker.Options{Name: "bench", Clock: clock.Real{}, Log: slog.New(slog.DiscardHandler)}
+	b.Run("StepOnce", func(b *testing.B) {
+		l := streamworker.New(&nop{}, opts)
+		ctx := context.Background()
+		for b.Loop() {
+			if _, err := l.StepOnce(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("NotifyWait", func(b *testing.B) {
+		l := streamworker.New(&nop{}, opts)
+		ctx := context.Background()
+		if err := l.Start(ctx); err != nil {
+			b.Fatal(err)
+		}
+		defer l.Stop()
+		for b.Loop() {
+			pos := l.Pos() + 1
+			l.Notify()
+			if err := l.Wait(ctx, pos); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
