@@ -119,6 +119,16 @@ func (s *Service) Delivered(ctx context.Context, id string, pos roomdag.StreamPo
 	return snd.waitFor(ctx, func() bool { return snd.delivered >= pos })
 }
 
+// SenderStats returns each sender's loop counters by service ID: its
+// stored position, steps and failures, for operators.
+func (s *Service) SenderStats() map[string]streamworker.Stats {
+	out := make(map[string]streamworker.Stats, len(s.senders))
+	for id, snd := range s.senders {
+		out[id] = snd.loop.Stats()
+	}
+	return out
+}
+
 // Backoff returns, once the sender of service id has begun its n-th wait
 // after a failed attempt (n counts from 1 since start), that wait's
 // length. The timer is already set when it returns.
