@@ -487,7 +487,10 @@ func (st *step) pusher() (storage.Pusher, error) {
 	return p, nil
 }
 
-// progress stores the step's position and failing_since.
+// progress stores the step's position and failing_since. The position
+// only moves forward (streamworker's contract allows that for output that
+// may repeat): a step that went on after its process lost the lease can
+// repeat a push, never move the position back.
 func (st *step) progress(failingSince int64) error {
 	err := st.l.s.store.PusherProgress(st.ctx, st.l.id, st.pos, failingSince)
 	if errors.Is(err, storage.ErrNotFound) {

@@ -43,7 +43,9 @@ type Stepper interface {
 	// with its new position in one transaction. That transaction must
 	// fail, storing nothing, when the stored position is no longer from:
 	// a process that lost its lease without noticing in time cannot then
-	// overwrite its successor's work.
+	// overwrite its successor's work. (A worker whose output may be
+	// repeated, as a push may, can instead only ever move its position
+	// forward: a late step then repeats work, but never undoes any.)
 	//
 	// It returns the stored position after the step: from when it stored
 	// nothing, also when it fails, unless it stored part of its work
