@@ -59,3 +59,47 @@ func TestPushersPosition(t *testing.T) {
 		t.Errorf("pushers at %d once delivered, want the notification worker's %d", got, want)
 	}
 }
+
+// TestPushersPositionHeldWhereCaughtUp: a pusher that had caught up, and
+// gets a notification its gateway refuses, holds the pushers' position
+// at where the notification worker was when it was woken, not back at
+// its own last delivery: positions that notified only others stay
+// counted.
+func TestPushersPositionHeldWhereCaughtUp(t *testing.T) {
+	gw := startPushGateway(t)
+	var failing atomic.Bool
+	gw.setAnswer(func(pushNotification) (int, string) {
+		if failing.Load() {
+			return http.StatusInternalServerError, "{}"
+		}
+		return http.StatusOK, `{"rejected":[]}`
+	})
+	srv := testserver.Start(t, loopbackPushOptions(nil, ""))
+	alice, bob := srv.Register("alice"), srv.Register("bob")
+	carol, dave := srv.Register("carol"), srv.Register("dave")
+	mine := pushRoom(t, alice, "mine", bob)
+	theirs := pushRoom(t, carol, "theirs", dave)
+	setPusher(t, alice, pusherBody(gw.URL, "key1", nil))
+	bob.SendText(mine, "delivered")
+	srv.Settle()
+	waitPushersPos(t, srv, srv.HS.Notifications.Pos())
+	delivered := srv.HS.Notifications.Pos()
+
+	// Notifications for carol only: alice's pusher is not woken.
+	dave.SendText(theirs, "elsewhere")
+	srv.Settle()
+	quiet := srv.HS.Notifications.Pos()
+	waitPushersPos(t, srv, quiet)
+	if quiet <= delivered {
+		t.Fatalf("the notification worker did not move: %d, then %d", delivered, quiet)
+	}
+
+	failing.Store(true)
+	bob.SendText(mine, "refused")
+	srv.Settle()
+	waitPushStats(t, srv, "a back-off", func(s pusher.Stats) bool { return s.Backoffs >= 1 })
+	notified := srv.HS.Notifications.Pos()
+	if got := srv.HS.Pushers.Pos(); got < quiet || got >= notified {
+		t.Errorf("pushers at %d with the refused notification up to %d; want at least %d, where alice's pusher was woken", got, notified, quiet)
+	}
+}

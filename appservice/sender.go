@@ -11,17 +11,20 @@ import (
 
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
+	"github.com/persistentchat/homeserver/streamworker"
 )
 
-// The transaction sender: one goroutine per service with a URL. It reads
-// committed events back from storage after its stored position, keeps
-// those the service is interested in, and sends them in stream order as
-// transactions (spec: "Pushing events"). A transaction is stored, body
-// and all, together with the new position before it is first sent, and
-// deleted once the service answers 2xx; until then it is retried with the
-// same ID and the same bytes, with exponential back-off, across restarts
-// too. So every event reaches the service, in order, and only a retried
-// transaction is ever seen twice.
+// The transaction sender: one per service with a URL, on a
+// streamworker.Loop. It reads committed events back from storage after
+// its stored position, keeps those the service is interested in, and
+// sends them in stream order as transactions (spec: "Pushing events"). A
+// transaction is stored, body and all, together with the new position
+// before it is first sent, and deleted once the service answers 2xx;
+// until then it is retried with the same ID and the same bytes, with
+// exponential back-off, across restarts too. So every event reaches the
+// service, in order, and only a retried transaction is ever seen twice.
+// The senders run while the process holds the "appservices" lease; the
+// one that takes it over resumes from the stored queue.
 
 // Transaction limits.
 const (
@@ -47,23 +50,12 @@ const (
 const storeRetryDelay = time.Second
 
 type sender struct {
-	svc *Service
-	reg *Registration
-	log *slog.Logger
+	svc  *Service
+	reg  *Registration
+	log  *slog.Logger
+	loop *streamworker.Loop
 
-	signal chan struct{} // capacity 1: "there may be new events"
-	kick   chan struct{} // capacity 1: "retry now" (after a good ping)
-	quit   chan struct{}
-	done   chan struct{}
-	ctx    context.Context // cancelled on stop: cuts a request in flight
-	cancel context.CancelFunc
-	// running is set by start; start and stop run on the caller's
-	// goroutine, one after the other.
-	running  bool
-	stopOnce gosync.Once
-
-	// Owned by the sender's goroutine.
-	pos     roomdag.StreamPos
+	// Owned by the loop's goroutine (Resume and Step).
 	lastTxn int64
 	pending []storage.AppServiceTxn
 	rooms   map[roomdag.RoomID]*roomInterest
@@ -83,54 +75,24 @@ type roomInterest struct {
 }
 
 func newSender(svc *Service, reg *Registration) *sender {
-	ctx, cancel := context.WithCancel(context.Background())
 	s := &sender{svc: svc, reg: reg, log: svc.log.With("appservice", reg.ID),
-		signal: make(chan struct{}, 1), kick: make(chan struct{}, 1),
-		quit: make(chan struct{}), done: make(chan struct{}), ctx: ctx, cancel: cancel,
 		rooms: map[roomdag.RoomID]*roomInterest{}, changed: make(chan struct{})}
-	s.signal <- struct{}{} // catch up on whatever committed while the server was down
+	s.loop = streamworker.New(s, streamworker.Options{Name: "appservice sender", Clock: svc.clock, Log: s.log,
+		Retry: storeRetryDelay, Backoff: streamworker.Backoff{Initial: initialBackoff, Max: maxBackoff},
+		Holder: svc.holder, Failed: s.failed})
 	return s
 }
 
-// start reads the stored queue; run then sends.
-func (s *sender) start(ctx context.Context) error {
-	st, err := s.svc.store.AppServiceStream(ctx, s.reg.ID)
-	if err != nil {
-		return err
-	}
-	s.pos, s.lastTxn, s.pending = st.EventPos, st.LastTxn, st.Pending
-	if len(s.pending) == 0 {
-		s.setDelivered(s.pos)
-	}
-	s.running = true
-	go s.run()
-	return nil
-}
+// start reads the stored queue and starts the loop.
+func (s *sender) start(ctx context.Context) error { return s.loop.Start(ctx) }
 
-// stop stops the goroutine after the request in flight, which it cuts.
-func (s *sender) stop() {
-	s.stopOnce.Do(func() {
-		close(s.quit)
-		s.cancel()
-	})
-	if s.running {
-		<-s.done
-	}
-}
+// stop stops the loop after the request in flight, which it cuts.
+func (s *sender) stop() { s.loop.Stop() }
 
-func (s *sender) wake() {
-	select {
-	case s.signal <- struct{}{}:
-	default:
-	}
-}
+func (s *sender) wake() { s.loop.Notify() }
 
-func (s *sender) retryNow() {
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
-}
+// retryNow ends a back-off: the service answered a ping.
+func (s *sender) retryNow() { s.loop.Kick() }
 
 func (s *sender) addEphemeral(ev json.RawMessage) {
 	s.mu.Lock()
@@ -197,65 +159,82 @@ func (s *sender) waitFor(ctx context.Context, cond func() bool) error {
 		case <-ch:
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-s.quit:
+		case <-s.loop.Stopped():
 			return errors.New("appservice: sender stopped")
 		}
 	}
 }
 
-func (s *sender) run() {
-	defer close(s.done)
-	for {
-		for len(s.pending) > 0 {
-			if !s.deliver(s.pending[0]) {
-				return
-			}
-			s.setDelivered(s.pending[0].UpTo)
-			s.pending = s.pending[1:]
-		}
-		more, err := s.step(s.ctx)
-		if err != nil {
-			select {
-			case <-s.quit:
-				return
-			default:
-			}
-			s.log.Error("appservice sender", "err", err, "pos", s.pos)
-			select {
-			case <-s.quit:
-				return
-			case <-s.svc.clock.After(storeRetryDelay):
-			}
-			continue
-		}
-		if more {
-			continue
-		}
-		select {
-		case <-s.quit:
-			return
-		case <-s.signal:
-		}
-	}
+// unsent is a transaction the service did not accept.
+type unsent struct {
+	txn int64
+	err error
 }
 
-// step reads the next events after the position and either builds a
-// transaction (stored, and queued in s.pending) or, when none concerns
-// the service, moves the stored position past them. more says whether to
-// step again at once.
-func (s *sender) step(ctx context.Context) (more bool, err error) {
-	evs, err := s.svc.store.StreamEvents(ctx, s.pos, readBatch)
-	if err != nil {
-		return false, err
+func (u *unsent) Error() string {
+	return "transaction " + strconv.FormatInt(u.txn, 10) + ": " + u.err.Error()
+}
+func (u *unsent) Unwrap() error { return u.err }
+
+// failed hears of a failed step, once the retry's timer is set.
+func (s *sender) failed(err error, retryIn time.Duration) {
+	var u *unsent
+	if errors.As(err, &u) {
+		s.log.Warn("application service unreachable; retrying", "txn", u.txn, "err", u.err, "retry_in", retryIn)
+		s.noteBackoff(retryIn)
+		return
 	}
-	from, upTo := s.pos, s.pos
+	s.log.Error("appservice sender", "err", err, "pos", s.loop.Pos(), "retry_in", retryIn)
+}
+
+// Resume implements streamworker.Stepper: it reads the stored queue, the
+// position and the transactions not yet acknowledged.
+func (s *sender) Resume(ctx context.Context) (roomdag.StreamPos, error) {
+	st, err := s.svc.store.AppServiceStream(ctx, s.reg.ID)
+	if err != nil {
+		return 0, err
+	}
+	s.lastTxn, s.pending = st.LastTxn, st.Pending
+	s.rooms = map[roomdag.RoomID]*roomInterest{}
+	if len(s.pending) == 0 {
+		s.setDelivered(st.EventPos)
+	}
+	return st.EventPos, nil
+}
+
+// Step implements streamworker.Stepper. While a transaction is pending
+// it sends the oldest (a failure is Remote: the loop backs off and the
+// next step sends it again); otherwise it reads the next events after
+// from, the stored position, and either builds a transaction (stored,
+// with the new position, and queued to be sent) or, when none concerns
+// the service, moves the stored position past them.
+func (s *sender) Step(ctx context.Context, from roomdag.StreamPos) (roomdag.StreamPos, bool, error) {
+	if len(s.pending) > 0 {
+		t := s.pending[0]
+		if err := s.svc.client.putTransaction(ctx, s.reg, strconv.FormatInt(t.ID, 10), t.Body); err != nil {
+			return from, false, streamworker.Remote(&unsent{txn: t.ID, err: err})
+		}
+		if err := s.svc.store.DeleteAppServiceTxn(context.WithoutCancel(ctx), s.reg.ID, t.ID); err != nil {
+			// It stays stored and is sent again, under the same ID,
+			// after a restart: the service ignores a repeat.
+			s.log.Error("forgetting an acknowledged transaction", "txn", t.ID, "err", err)
+		}
+		s.setDelivered(t.UpTo)
+		s.pending = s.pending[1:]
+		return from, true, nil
+	}
+	evs, err := s.svc.store.StreamEvents(ctx, from, readBatch)
+	if err != nil {
+		return from, false, err
+	}
+	upTo := from
 	var events []json.RawMessage
 	aliases := map[roomdag.RoomID]bool{}
 	now := s.svc.clock.Now().UnixMilli()
 	for _, ev := range evs {
 		ok, err := s.interested(ctx, ev, aliases)
 		if err != nil {
-			return false, err
+			return from, false, err
 		}
 		if ok {
 			view := roomdag.ClientView{NowMS: now}
@@ -279,12 +258,11 @@ func (s *sender) step(ctx context.Context) (more bool, err error) {
 	if len(events) == 0 && len(eph) == 0 {
 		if upTo != from {
 			if err := s.svc.store.SetAppServicePos(ctx, s.reg.ID, from, upTo); err != nil {
-				return false, err
+				return from, false, err
 			}
-			s.pos = upTo
 			s.setDelivered(upTo)
 		}
-		return read, nil
+		return upTo, read, nil
 	}
 	if events == nil {
 		events = []json.RawMessage{}
@@ -292,51 +270,16 @@ func (s *sender) step(ctx context.Context) (more bool, err error) {
 	body, err := json.Marshal(transaction{Events: events, Ephemeral: eph, EphemeralUnstable: eph})
 	if err != nil {
 		s.putBackEphemeral(eph)
-		return false, err
+		return from, false, err
 	}
 	t := storage.AppServiceTxn{ID: s.lastTxn + 1, Body: body, UpTo: upTo}
 	if err := s.svc.store.PutAppServiceTxn(ctx, s.reg.ID, from, t); err != nil {
 		s.putBackEphemeral(eph)
-		return false, err
+		return from, false, err
 	}
-	s.pos, s.lastTxn = upTo, t.ID
+	s.lastTxn = t.ID
 	s.pending = append(s.pending, t)
-	return true, nil
-}
-
-// deliver sends a stored transaction until the service accepts it; it
-// returns false if the sender was stopped first.
-func (s *sender) deliver(t storage.AppServiceTxn) bool {
-	delay := initialBackoff
-	for {
-		err := s.svc.client.putTransaction(s.ctx, s.reg, strconv.FormatInt(t.ID, 10), t.Body)
-		if err == nil {
-			if err := s.svc.store.DeleteAppServiceTxn(context.Background(), s.reg.ID, t.ID); err != nil {
-				// It stays stored and is sent again, under the same ID,
-				// after a restart: the service ignores a repeat.
-				s.log.Error("forgetting an acknowledged transaction", "txn", t.ID, "err", err)
-			}
-			return true
-		}
-		select {
-		case <-s.quit:
-			return false
-		default:
-		}
-		s.log.Warn("application service unreachable; retrying", "txn", t.ID, "err", err, "retry_in", delay)
-		// Take the timer before announcing the back-off, so that whoever
-		// waits for the announcement (a test moving a fake clock) cannot
-		// move the clock before the timer exists.
-		timer := s.svc.clock.After(delay)
-		s.noteBackoff(delay)
-		select {
-		case <-s.quit:
-			return false
-		case <-s.kick:
-		case <-timer:
-		}
-		delay = min(2*delay, maxBackoff)
-	}
+	return upTo, true, nil
 }
 
 // interested reports whether the service is interested in ev: it happened
@@ -418,3 +361,6 @@ func (s *sender) advance(ri *roomInterest, ev storage.StreamEvent) {
 	}
 	ri.snapshot = ev.StateAfter
 }
+
+// Interface guard.
+var _ streamworker.Stepper = (*sender)(nil)

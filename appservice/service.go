@@ -14,6 +14,7 @@ import (
 	"github.com/persistentchat/homeserver/clock"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
+	"github.com/persistentchat/homeserver/streamworker"
 )
 
 // Store is what application service support reads and writes.
@@ -46,15 +47,17 @@ type Service struct {
 	client   *client
 	clock    clock.Clock
 	log      *slog.Logger
+	holder   *streamworker.Holder
 	senders  map[string]*sender
 	eph      *ephemeral
 }
 
 // New builds the service support. httpClient makes the requests to the
-// services (nil: a default client).
-func New(registry *Registry, store Store, rooms RoomStates, clk clock.Clock, log *slog.Logger, httpClient *http.Client) *Service {
+// services (nil: a default client). The senders run while holder holds
+// its lease ("appservices"); nil: always.
+func New(registry *Registry, store Store, rooms RoomStates, clk clock.Clock, log *slog.Logger, httpClient *http.Client, holder *streamworker.Holder) *Service {
 	s := &Service{registry: registry, store: store, rooms: rooms, client: newClient(httpClient), clock: clk, log: log,
-		senders: map[string]*sender{}}
+		holder: holder, senders: map[string]*sender{}}
 	for _, r := range registry.All() {
 		if r.URL != "" {
 			s.senders[r.ID] = newSender(s, r)
@@ -122,13 +125,24 @@ func (s *Service) Delivered(ctx context.Context, id string, pos roomdag.StreamPo
 // metrics report. A service whose transaction is still being retried is
 // held at the events before it; after a restart with transactions still
 // stored, at 0 until the first is acknowledged (the position before them
-// is not stored).
+// is not stored). SenderStats' Pos, the stored position, runs ahead of
+// it while a transaction waits to be acknowledged.
 func (s *Service) Positions() map[string]roomdag.StreamPos {
 	out := make(map[string]roomdag.StreamPos, len(s.senders))
 	for id, snd := range s.senders {
 		snd.mu.Lock()
 		out[id] = snd.delivered
 		snd.mu.Unlock()
+	}
+	return out
+}
+
+// SenderStats returns each sender's loop counters by service ID: its
+// stored position, steps and failures, for operators.
+func (s *Service) SenderStats() map[string]streamworker.Stats {
+	out := make(map[string]streamworker.Stats, len(s.senders))
+	for id, snd := range s.senders {
+		out[id] = snd.loop.Stats()
 	}
 	return out
 }

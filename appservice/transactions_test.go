@@ -125,6 +125,9 @@ func TestTransactionsCarryInterestingEventsInOrder(t *testing.T) {
 	}
 	// The room namespace takes in every room, room B included.
 	delivered(t, srv, "lg")
+	if st, now := srv.HS.AppServices.SenderStats()["lg"], srv.HS.Syncer.Notifier().Current().Events; st.Pos < now || !st.Running || st.Failures != 0 {
+		t.Errorf("lg's sender at %+v, the stream at %d", st, now)
+	}
 	var all []string
 	for i := range 3 {
 		all = append(all, fmt.Sprintf("a%d", i), fmt.Sprintf("secret%d", i), fmt.Sprintf("c%d", i))

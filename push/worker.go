@@ -12,6 +12,7 @@ import (
 	"github.com/persistentchat/homeserver/clock"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
+	"github.com/persistentchat/homeserver/streamworker"
 )
 
 // The notification worker evaluates push rules for every committed event,
@@ -29,6 +30,10 @@ import (
 // all unless the event names them: in m.mentions, or, for an event
 // without m.mentions, by display name or localpart in its body (the
 // legacy mention rules; names.go finds those members).
+//
+// Its loop (streamworker) wakes on EventCommitted, lets a burst gather,
+// retries after storage errors, and runs only while the process holds
+// the "notifications" lease.
 
 // Store is what the worker reads and writes.
 type Store interface {
@@ -68,36 +73,36 @@ const batchSize = 256
 // retryDelay is how long the worker waits after a storage error.
 const retryDelay = time.Second
 
+// coalesceDelay is how long the worker lets commits gather after a
+// signal. Counts appear this much later; under load, steps batch events,
+// and the work stays out of the few milliseconds in which senders and
+// long-polls are being answered.
+const coalesceDelay = 50 * time.Millisecond
+
 // maxCachedRules bounds the rulesets kept in memory; past it the cache
 // starts over (rules are cheap to load again).
 const maxCachedRules = 100000
 
-// Worker is the notification worker. Start it once; EventCommitted may be
-// called at any time, also before Start and after Stop.
+// Worker is the notification worker, on a streamworker.Loop. Start it
+// once; EventCommitted may be called at any time, also before Start and
+// after Stop.
 type Worker struct {
 	store  Store
 	waker  Waker
 	server roomdag.ServerName
-	clock  clock.Clock
 	log    *slog.Logger
+	loop   *streamworker.Loop
 
-	signal chan struct{} // capacity 1: "there may be new events"
-	quit   chan struct{}
-	done   chan struct{}
-	start  gosync.Once
-	stop   gosync.Once
-
-	// Owned by the goroutine running Step.
+	// Owned by the goroutine running steps.
 	rooms    map[roomdag.RoomID]*roomCache
 	rules    map[roomdag.UserID]*userRules
 	rulesPos int64                   // account data position the rules cache reflects
 	totals   map[threadKey]*[2]int64 // running default totals: notify, highlight; thread "*" is the room's
 	defaults Ruleset                 // the defaults, for a member the event does not name
+	lastStep int                     // events the last step processed
 
-	mu       gosync.Mutex
-	pos      roomdag.StreamPos
-	advanced chan struct{} // closed and replaced when pos moves
-	stats    Stats
+	mu    gosync.Mutex
+	stats Stats
 }
 
 // Stats counts what the worker did since it started, for tests and
@@ -106,189 +111,115 @@ type Stats struct {
 	// OverBudget counts evaluations in which a member's own rules ran out
 	// of MaxEvalSteps (the rules cut short did not match).
 	OverBudget int
+	// Loop is the worker's loop: its position, steps and failures.
+	Loop streamworker.Stats
 }
 
 // Stats returns the counters.
 func (w *Worker) Stats() Stats {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.stats
+	st := w.stats
+	w.mu.Unlock()
+	st.Loop = w.loop.Stats()
+	return st
 }
 
 // NewWorker makes a worker for the local users of server. waker may be
-// nil.
-func NewWorker(store Store, waker Waker, server roomdag.ServerName, clk clock.Clock, log *slog.Logger) *Worker {
-	w := &Worker{store: store, waker: waker, server: server, clock: clk, log: log,
-		signal: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
-		rooms: map[roomdag.RoomID]*roomCache{}, rules: map[roomdag.UserID]*userRules{}, rulesPos: -1,
-		totals: map[threadKey]*[2]int64{}, defaults: unnamedDefaults(),
-		advanced: make(chan struct{})}
-	w.signal <- struct{}{} // catch up on whatever committed while it was down
+// nil. The worker runs while holder holds its lease ("notifications");
+// nil: always.
+func NewWorker(store Store, waker Waker, server roomdag.ServerName, clk clock.Clock, log *slog.Logger, holder *streamworker.Holder) *Worker {
+	w := &Worker{store: store, waker: waker, server: server, log: log, defaults: unnamedDefaults()}
+	w.reset()
+	w.loop = streamworker.New((*steps)(w), streamworker.Options{Name: "notification worker", Clock: clk, Log: log,
+		Coalesce: coalesceDelay, Retry: retryDelay, Holder: holder})
 	return w
+}
+
+// reset drops what the worker caches of storage.
+func (w *Worker) reset() {
+	w.rooms, w.rules, w.rulesPos = map[roomdag.RoomID]*roomCache{}, map[roomdag.UserID]*userRules{}, -1
+	w.totals = map[threadKey]*[2]int64{}
 }
 
 // EventCommitted implements roomdag.Listener. It runs on the storage
 // writer's goroutine, so it only signals the worker, never blocks.
-func (w *Worker) EventCommitted(*roomdag.Event, roomdag.StreamPos) {
-	select {
-	case w.signal <- struct{}{}:
-	default: // a signal is pending already; the worker reads every new event
-	}
-}
+func (w *Worker) EventCommitted(*roomdag.Event, roomdag.StreamPos) { w.loop.Notify() }
 
 // Start reads the stored position and starts the worker's goroutine.
-func (w *Worker) Start(ctx context.Context) error {
-	pos, err := w.store.NotifyPos(ctx)
-	if err != nil {
-		return err
-	}
-	w.setPos(pos)
-	w.start.Do(func() { go w.run() })
-	return nil
-}
+func (w *Worker) Start(ctx context.Context) error { return w.loop.Start(ctx) }
 
 // Stop stops the worker after the step in progress, if any, has
 // committed. Idempotent; it returns at once if the worker never started.
-func (w *Worker) Stop() {
-	w.stop.Do(func() { close(w.quit) })
-	started := true
-	w.start.Do(func() { started = false })
-	if started {
-		<-w.done
-	}
-}
+func (w *Worker) Stop() { w.loop.Stop() }
 
 // Pos is the newest event stream position processed and committed.
-func (w *Worker) Pos() roomdag.StreamPos {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.pos
-}
+func (w *Worker) Pos() roomdag.StreamPos { return w.loop.Pos() }
 
 // Wait returns once every event up to pos has been processed, or with an
 // error when ctx ends or the worker stops first.
-func (w *Worker) Wait(ctx context.Context, pos roomdag.StreamPos) error {
-	for {
-		w.mu.Lock()
-		cur, ch := w.pos, w.advanced
-		w.mu.Unlock()
-		if cur >= pos {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-w.quit:
-			return errors.New("push: notification worker stopped")
-		}
-	}
-}
-
-func (w *Worker) setPos(pos roomdag.StreamPos) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if pos > w.pos {
-		w.pos = pos
-		close(w.advanced)
-		w.advanced = make(chan struct{})
-	}
-}
-
-// coalesceDelay is how long the worker lets commits gather after a
-// signal. Counts appear this much later; under load, steps batch events.
-const coalesceDelay = 50 * time.Millisecond
-
-func (w *Worker) run() {
-	defer close(w.done)
-	ctx := context.Background()
-	for {
-		select {
-		case <-w.quit:
-			return
-		case <-w.signal:
-		}
-		// Let a burst of commits gather before stepping: one step (and one
-		// fsync) then covers many events, and the work stays out of the few
-		// milliseconds in which senders and long-polls are being answered.
-		// A scheduling delay, not protocol time, so it uses the real clock.
-		coalesce := time.NewTimer(coalesceDelay)
-		select {
-		case <-w.quit:
-			coalesce.Stop()
-			return
-		case <-coalesce.C:
-		}
-		for {
-			n, err := w.Step(ctx)
-			if err != nil {
-				w.log.Error("notification worker", "err", err, "pos", w.Pos())
-				select {
-				case <-w.quit:
-					return
-				case <-w.clock.After(retryDelay):
-				}
-				continue
-			}
-			if n < batchSize {
-				break
-			}
-			select {
-			case <-w.quit:
-				return
-			default:
-			}
-		}
-	}
-}
+func (w *Worker) Wait(ctx context.Context, pos roomdag.StreamPos) error { return w.loop.Wait(ctx, pos) }
 
 // Step processes the next batch of committed events and returns how many
-// it processed. Only one goroutine may call it: the worker's own, or,
-// for a worker never started, a test or benchmark.
+// it processed. It is for a worker never started, which a test or
+// benchmark drives by hand.
 func (w *Worker) Step(ctx context.Context) (int, error) {
-	from := w.Pos()
-	if from == 0 {
-		// Not started: read the stored position (a benchmark's worker).
-		p, err := w.store.NotifyPos(ctx)
-		if err != nil {
-			return 0, err
-		}
-		from = p
-	}
+	w.lastStep = 0
+	_, err := w.loop.StepOnce(ctx)
+	return w.lastStep, err
+}
+
+// steps is the worker as its loop sees it.
+type steps Worker
+
+// Resume implements streamworker.Stepper: the stored position. The
+// caches start over, as another process may have stepped since.
+func (s *steps) Resume(ctx context.Context) (roomdag.StreamPos, error) {
+	w := (*Worker)(s)
+	w.reset()
+	return w.store.NotifyPos(ctx)
+}
+
+// Step implements streamworker.Stepper: it evaluates the next batch of
+// committed events and stores the notifications with the new position.
+func (s *steps) Step(ctx context.Context, from roomdag.StreamPos) (roomdag.StreamPos, bool, error) {
+	w := (*Worker)(s)
+	// The work is local and short: once begun, it commits, and Stop
+	// waits for it. A process that lost its lease meanwhile fails to
+	// commit (the position moved) and changes nothing.
+	ctx = context.WithoutCancel(ctx)
 	evs, err := w.store.StreamEvents(ctx, from, batchSize)
 	if err != nil || len(evs) == 0 {
-		return 0, err
+		return from, false, err
 	}
 	// Rules changes are read after the events: every change committed
 	// before one of these events is seen.
 	if err := w.refreshRules(ctx); err != nil {
-		return 0, err
+		return from, false, err
 	}
 	b := storage.NotifyBatch{From: from, To: evs[len(evs)-1].Pos}
 	wake := map[roomdag.UserID]struct{}{}
 	woken := map[roomdag.RoomID]wokenRoom{}
 	for _, ev := range evs {
 		if err := w.evaluate(ctx, ev, &b, wake, woken); err != nil {
-			return 0, err
+			return from, false, err
 		}
 	}
-	to := b.To
 	if err := w.store.PutNotifications(ctx, b); err != nil {
 		// The caches may be ahead of storage.
 		w.rooms, w.totals = map[roomdag.RoomID]*roomCache{}, map[threadKey]*[2]int64{}
-		return 0, err
+		return from, false, err
 	}
+	// Publish to sync before the loop moves the position Wait watches:
+	// once Wait returns, a sync sees the new counts.
 	if w.waker != nil {
 		users := make([]roomdag.UserID, 0, len(wake))
 		for u := range wake {
 			users = append(users, u)
 		}
-		w.waker.NotificationsAdded(to, users)
+		w.waker.NotificationsAdded(b.To, users)
 	}
-	// Publish to sync before moving the position Wait watches: once Wait
-	// returns, a sync sees the new counts.
-	w.setPos(to)
-	return len(evs), nil
+	w.lastStep = len(evs)
+	return b.To, len(evs) == batchSize, nil
 }
 
 func (w *Worker) refreshRules(ctx context.Context) error {
@@ -715,5 +646,8 @@ type wokenRoom struct {
 	except   roomdag.UserID
 }
 
-// Interface guard.
-var _ roomdag.Listener = (*Worker)(nil)
+// Interface guards.
+var (
+	_ roomdag.Listener     = (*Worker)(nil)
+	_ streamworker.Stepper = (*steps)(nil)
+)

@@ -8,6 +8,7 @@ package pusher
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	gosync "sync"
@@ -18,11 +19,13 @@ import (
 	"github.com/persistentchat/homeserver/push"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
+	"github.com/persistentchat/homeserver/streamworker"
 )
 
-// Each pusher has a goroutine of its own (a loop), so a slow or dead
-// gateway holds up only its own pushers: never the notification worker,
-// /sync or anyone else's pushes. A loop sends the pusher's undelivered
+// Each pusher has a goroutine of its own (a streamworker.Loop, whose
+// position is the pusher's), so a slow or dead gateway holds up only its
+// own pushers: never the notification worker, /sync or anyone else's
+// pushes. A loop sends the pusher's undelivered
 // notifications oldest first, one request each, and stores the pusher's
 // position after each one the gateway accepts; a restart resumes there,
 // so a notification is sent twice only when a request is retried. While
@@ -30,7 +33,8 @@ import (
 // exponential back-off, and gives up on it once the gateway has been
 // failing for GiveUpAfter (as Synapse does), so a gateway that comes back
 // is not flooded with stale alerts. At most Backlog notifications wait
-// per pusher: past that the oldest are skipped.
+// per pusher: past that the oldest are skipped. The loops run while the
+// process holds the "pushers" lease.
 //
 // Clients choose their gateways' URLs, so every connection goes through
 // the server's IP deny-list (config ip_range_blacklist, package netguard)
@@ -113,7 +117,13 @@ type Sender struct {
 	log    *slog.Logger
 	client *http.Client
 
+	holder *streamworker.Holder // the "pushers" lease; nil: always held
+
 	reload gosync.Mutex // serialises PushersChanged
+
+	quit      context.Context // ends with Stop
+	endQuit   context.CancelFunc
+	relisting gosync.WaitGroup
 
 	mu      gosync.Mutex
 	loops   map[roomdag.UserID]map[int64]*loop
@@ -126,8 +136,9 @@ type Sender struct {
 }
 
 // NewSender makes a sender. clk times the back-off and the give-up
-// period; guard is the IP deny-list gateways are reached through.
-func NewSender(store Store, rooms RoomStates, clk clock.Clock, log *slog.Logger, guard netguard.Guard) *Sender {
+// period; guard is the IP deny-list gateways are reached through. The
+// loops run while holder holds its lease ("pushers"); nil: always.
+func NewSender(store Store, rooms RoomStates, clk clock.Clock, log *slog.Logger, guard netguard.Guard, holder *streamworker.Holder) *Sender {
 	transport := &http.Transport{
 		Proxy:                 nil,
 		DialContext:           guard.Dialer(requestTimeout).DialContext,
@@ -137,7 +148,8 @@ func NewSender(store Store, rooms RoomStates, clk clock.Clock, log *slog.Logger,
 		MaxIdleConns:          100,
 		IdleConnTimeout:       90 * time.Second,
 	}
-	return &Sender{store: store, rooms: rooms, clock: clk, log: log,
+	quit, endQuit := context.WithCancel(context.Background())
+	return &Sender{store: store, rooms: rooms, clock: clk, log: log, holder: holder, quit: quit, endQuit: endQuit,
 		client: &http.Client{
 			Transport: transport,
 			Timeout:   requestTimeout,
@@ -148,12 +160,34 @@ func NewSender(store Store, rooms RoomStates, clk clock.Clock, log *slog.Logger,
 }
 
 // Start starts a loop for every stored http pusher; each first sends what
-// it has not delivered yet.
+// it has not delivered yet. Under a lease, the pushers are listed again
+// each time the lease is taken anew: pushers set through another process
+// while this one did not hold it get their loops then.
 func (s *Sender) Start(ctx context.Context) error {
 	heard, err := s.store.NotifyPos(ctx)
 	if err != nil {
 		return err
 	}
+	var gen uint64
+	if s.holder != nil {
+		gen = s.holder.Generation()
+	}
+	if err := s.startAll(ctx, heard); err != nil {
+		return err
+	}
+	if s.holder != nil {
+		s.relisting.Add(1)
+		go s.relist(gen)
+	}
+	return nil
+}
+
+// startAll starts loops for the stored http pushers that have none. It
+// raises the position heard to heard (the notification worker's stored
+// position, read before the pushers are listed; 0: none) under the lock
+// it starts the loops under, so Pos never counts their notifications as
+// delivered before they have stepped.
+func (s *Sender) startAll(ctx context.Context, heard roomdag.StreamPos) error {
 	ps, err := s.store.AllPushers(ctx)
 	if err != nil {
 		return err
@@ -162,14 +196,52 @@ func (s *Sender) Start(ctx context.Context) error {
 	defer s.mu.Unlock()
 	s.heard = max(s.heard, heard)
 	for _, p := range ps {
-		s.startLocked(p)
+		if _, ok := s.loops[p.User][p.ID]; !ok {
+			s.startLocked(p)
+		}
 	}
 	return nil
+}
+
+// relist lists the pushers again at each new hold of the lease after
+// hold gen, until Stop.
+func (s *Sender) relist(gen uint64) {
+	defer s.relisting.Done()
+	for {
+		held, g, err := s.holder.Held(s.quit)
+		if err != nil {
+			return
+		}
+		for g != gen {
+			err := s.startAll(held, 0)
+			if err == nil {
+				gen = g
+				break
+			}
+			s.log.Error("listing the pushers", "err", err)
+			select {
+			case <-s.quit.Done():
+				return
+			case <-held.Done():
+			case <-s.clock.After(storeRetryDelay):
+			}
+			if held.Err() != nil {
+				break
+			}
+		}
+		select {
+		case <-s.quit.Done():
+			return
+		case <-held.Done():
+		}
+	}
 }
 
 // Stop stops every loop, cutting requests in flight, and waits for them.
 // Undelivered notifications are sent after the next start.
 func (s *Sender) Stop() {
+	s.endQuit()
+	s.relisting.Wait()
 	s.mu.Lock()
 	s.stopped = true
 	var all []*loop
@@ -189,19 +261,21 @@ func (s *Sender) Stop() {
 func (s *Sender) NotificationsAdded(pos roomdag.StreamPos, users []roomdag.UserID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for _, u := range users {
+		for _, l := range s.loops[u] {
+			if !l.pending {
+				// It had caught up with every notification announced so
+				// far: its user's up to the position heard before these
+				// are delivered.
+				l.donePos = max(l.donePos, s.heard)
+			}
+			l.pending, l.woken = true, true
+			l.w.Notify()
+		}
+	}
 	if pos > s.heard {
 		s.heard = pos
 		s.changedLocked()
-	}
-	if len(s.loops) == 0 {
-		return
-	}
-	for _, u := range users {
-		for _, l := range s.loops[u] {
-			l.behind = true
-			l.wakes++
-			poke(l.signal)
-		}
 	}
 }
 
@@ -235,48 +309,19 @@ func (s *Sender) WaitPos(ctx context.Context, pos roomdag.StreamPos) error {
 	}
 }
 
+// posLocked is Pos: the position heard, held back by each pending loop
+// at its stored position (or the position it had caught up to, when
+// that is further).
 func (s *Sender) posLocked() roomdag.StreamPos {
 	pos := s.heard
 	for _, ls := range s.loops {
 		for _, l := range ls {
-			if l.behind {
-				pos = min(pos, l.donePos)
+			if l.pending {
+				pos = min(pos, max(l.donePos, l.w.Pos()))
 			}
 		}
 	}
 	return pos
-}
-
-// deliveryMark is what a loop notes before it reads its notifications.
-type deliveryMark struct {
-	wakes uint64
-	heard roomdag.StreamPos
-}
-
-// deliveryStarts is called by l's goroutine before each deliver: every
-// notification up to the position heard now is stored, so a deliver that
-// ends with none left has delivered them all.
-func (s *Sender) deliveryStarts(l *loop) deliveryMark {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return deliveryMark{wakes: l.wakes, heard: s.heard}
-}
-
-// deliveryEnded is called by l's goroutine after each deliver; caughtUp
-// says it returned with nothing left to send. The loop is no longer
-// behind unless NotificationsAdded woke it in the meantime.
-func (s *Sender) deliveryEnded(l *loop, m deliveryMark, caughtUp bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	done, behind := max(l.donePos, l.pos), l.behind
-	if caughtUp {
-		done = max(done, m.heard)
-		behind = behind && l.wakes != m.wakes
-	}
-	if done != l.donePos || behind != l.behind {
-		l.donePos, l.behind = done, behind
-		s.changedLocked()
-	}
 }
 
 // PushersChanged is called after the user's pushers were set or deleted:
@@ -293,7 +338,7 @@ func (s *Sender) PushersChanged(ctx context.Context, user roomdag.UserID) error 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, l := range s.loops[user] {
-		poke(l.kick)
+		l.w.Kick()
 	}
 	for _, p := range ps {
 		if _, ok := s.loops[user][p.ID]; !ok {
@@ -351,109 +396,71 @@ func (s *Sender) startLocked(p storage.Pusher) {
 	if s.stopped || p.Kind != "http" {
 		return
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	// A loop starts behind: it may have notifications from before.
-	l := &loop{s: s, id: p.ID, user: p.User, pos: p.LastPos, behind: true, donePos: p.LastPos,
-		log:    s.log.With("user", p.User, "pusher", p.ID, "app_id", p.AppID),
-		signal: make(chan struct{}, 1), kick: make(chan struct{}, 1),
-		quit: make(chan struct{}), done: make(chan struct{}), ctx: ctx, cancel: cancel}
+	// A loop starts pending: it may have notifications from before.
+	l := &loop{s: s, id: p.ID, user: p.User, pending: true, donePos: p.LastPos,
+		log:  s.log.With("user", p.User, "pusher", p.ID, "app_id", p.AppID),
+		done: make(chan struct{})}
+	l.w = streamworker.New(l, streamworker.Options{Name: "pusher", Clock: s.clock, Log: l.log,
+		Retry: storeRetryDelay, Backoff: streamworker.Backoff{Initial: InitialBackoff, Max: MaxBackoff},
+		Holder: s.holder, Failed: l.failedStep})
 	if s.loops[p.User] == nil {
 		s.loops[p.User] = map[int64]*loop{}
 	}
 	s.loops[p.User][p.ID] = l
 	s.countLocked(func(st *Stats) { st.Running++ })
-	go l.run()
+	go func() {
+		// It resumes from the pusher's stored position first.
+		l.w.Run()
+		l.exit()
+	}()
 }
 
-// poke sends on a channel of capacity 1 without blocking: a pending
-// signal already says the same.
-func poke(ch chan struct{}) {
-	select {
-	case ch <- struct{}{}:
-	default:
-	}
-}
-
-// loop delivers one pusher's notifications.
+// loop delivers one pusher's notifications: the pusher's
+// streamworker.Loop steps through the user's notifications after the
+// pusher's stored position. Its back-off is the gateway's; Kick (the
+// pusher changed) ends it; the loop ends when the pusher is deleted.
 type loop struct {
 	s    *Sender
 	id   int64
 	user roomdag.UserID
 	log  *slog.Logger
-
-	signal chan struct{} // capacity 1: the user has new notifications
-	kick   chan struct{} // capacity 1: the pusher changed: read it again, retry now
-	quit   chan struct{}
-	done   chan struct{}
-	ctx    context.Context // cancelled on stop: cuts a request in flight
-	cancel context.CancelFunc
-	once   gosync.Once
-
-	// Owned by run.
-	pos     roomdag.StreamPos // delivered (or skipped) up to here
-	backoff time.Duration
+	w    *streamworker.Loop
+	done chan struct{} // closed once the loop has left the sender
 
 	// Guarded by s.mu, for Sender.Pos.
-	behind  bool              // may have notifications it has not delivered
-	wakes   uint64            // how often NotificationsAdded woke it
+	pending bool              // may have notifications it has not delivered
+	woken   bool              // NotificationsAdded woke it since its step began
 	donePos roomdag.StreamPos // every notification of its user up to here is delivered
 }
 
 func (l *loop) stop() {
-	l.once.Do(func() {
-		close(l.quit)
-		l.cancel()
-	})
+	l.w.Stop()
 	<-l.done
 }
 
-// Outcomes of deliver besides storage errors.
+// Outcomes of a step besides storage errors.
 var (
-	errGone    = errors.New("pusher: the pusher was deleted")
+	errGone    = fmt.Errorf("pusher: the pusher was deleted: %w", streamworker.ErrDone)
 	errGateway = errors.New("pusher: the gateway failed")
 )
 
-func (l *loop) run() {
-	defer l.exit()
-	l.backoff = InitialBackoff
-	for {
-		mark := l.s.deliveryStarts(l)
-		err := l.deliver()
-		l.s.deliveryEnded(l, mark, err == nil)
-		var wait <-chan time.Time
-		switch {
-		case l.ctx.Err() != nil, errors.Is(err, errGone):
-			return
-		case errors.Is(err, errGateway):
-			wait = l.s.clock.After(l.backoff)
-			l.s.count(func(st *Stats) { st.Backoffs++ })
-			l.backoff = min(2*l.backoff, MaxBackoff)
-		case err != nil:
-			l.log.Error("push delivery", "err", err)
-			wait = l.s.clock.After(storeRetryDelay)
-		}
-		if wait == nil {
-			select {
-			case <-l.quit:
-				return
-			case <-l.signal:
-			case <-l.kick:
-			}
-			continue
-		}
-		select {
-		case <-l.quit:
-			return
-		case <-wait:
-		case <-l.kick:
-			l.backoff = InitialBackoff
-		}
+// failedStep hears of a failed step, once the retry's timer is set.
+func (l *loop) failedStep(err error, retryIn time.Duration) {
+	if !errors.Is(err, errGateway) {
+		l.log.Error("push delivery", "err", err, "retry_in", retryIn)
+		return
 	}
+	level := slog.LevelInfo
+	if errors.Is(err, netguard.ErrBlocked) {
+		// Not the gateway's fault: it is the operator's to allow.
+		level = slog.LevelWarn
+	}
+	l.log.Log(context.Background(), level, "push failed: retrying", "err", err, "retry_in", retryIn)
+	l.s.count(func(st *Stats) { st.Backoffs++ })
 }
 
 // exit takes the loop out of the sender.
 func (l *loop) exit() {
-	l.cancel()
 	s := l.s
 	s.mu.Lock()
 	if s.loops[l.user][l.id] == l {
@@ -467,76 +474,140 @@ func (l *loop) exit() {
 	close(l.done)
 }
 
-// deliver sends the pusher's undelivered notifications, oldest first,
-// until there are none (nil), the gateway fails (errGateway), the pusher
-// is gone (errGone) or storage fails.
-func (l *loop) deliver() error {
-	ctx := l.ctx
-	for {
-		p, err := l.pusher()
-		if err != nil {
-			return err
+// Resume implements streamworker.Stepper: the pusher's stored position;
+// errGone when it was deleted.
+func (l *loop) Resume(ctx context.Context) (roomdag.StreamPos, error) {
+	p, err := l.pusher(ctx)
+	return p.LastPos, err
+}
+
+// Step implements streamworker.Stepper. It sends the pusher's
+// undelivered notifications after from, oldest first, one request each,
+// storing the position after each the gateway accepts (or that is given
+// up on), and returns the stored position reached: also when the gateway
+// fails (errGateway, Remote: the loop backs off, then the next step
+// sends the same notification), the pusher is gone (errGone) or storage
+// fails.
+func (l *loop) Step(ctx context.Context, from roomdag.StreamPos) (roomdag.StreamPos, bool, error) {
+	l.s.stepStarts(l)
+	st := &step{l: l, ctx: ctx, pos: from, stored: from}
+	more, err := st.run()
+	l.s.stepEnded(l, st.stored, !more && err == nil)
+	return st.stored, more, err
+}
+
+// stepStarts is called by l's goroutine before each step reads its
+// notifications: every one announced until now is stored, so a step that
+// finds none left has delivered them all.
+func (s *Sender) stepStarts(l *loop) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l.woken = false
+}
+
+// stepEnded is called by l's goroutine after each step, with the stored
+// position it reached; caughtUp says it found nothing left to send. The
+// loop is no longer pending unless NotificationsAdded woke it meanwhile.
+func (s *Sender) stepEnded(l *loop, stored roomdag.StreamPos, caughtUp bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	done, pending := max(l.donePos, stored), l.pending && (!caughtUp || l.woken)
+	if done != l.donePos || pending != l.pending {
+		l.donePos, l.pending = done, pending
+		s.changedLocked()
+	}
+}
+
+// step is one step of a loop: one batch of notifications.
+type step struct {
+	l      *loop
+	ctx    context.Context
+	pos    roomdag.StreamPos // delivered (or skipped) up to here
+	stored roomdag.StreamPos // the position stored
+}
+
+func (st *step) run() (more bool, err error) {
+	l := st.l
+	p, err := st.pusher()
+	if err != nil {
+		return false, err
+	}
+	ns, err := l.s.store.PushNotifications(st.ctx, l.user, st.pos, Backlog+1)
+	if err != nil || len(ns) == 0 {
+		return false, err
+	}
+	if len(ns) > Backlog {
+		// Older notifications than these wait too: skip them, so a
+		// gateway that was down gets only the newest.
+		ns = ns[1:]
+		l.log.Warn("push backlog full: skipping older notifications", "before_pos", ns[0].EventPos)
+		l.s.count(func(st *Stats) { st.Skipped++ })
+	}
+	for i, n := range ns {
+		if n.Read || n.EventID == "" {
+			// Read before it could be pushed (Synapse pushes only
+			// unread notifications), or its event is gone.
+			st.pos = n.EventPos
+			continue
 		}
-		ns, err := l.s.store.PushNotifications(ctx, l.user, l.pos, Backlog+1)
-		if err != nil || len(ns) == 0 {
-			return err
-		}
-		if len(ns) > Backlog {
-			// Older notifications than these wait too: skip them, so a
-			// gateway that was down gets only the newest.
-			ns = ns[1:]
-			l.log.Warn("push backlog full: skipping older notifications", "before_pos", ns[0].EventPos)
-			l.s.count(func(st *Stats) { st.Skipped++ })
-		}
-		for i, n := range ns {
-			if n.Read || n.EventID == "" {
-				// Read before it could be pushed (Synapse pushes only
-				// unread notifications), or its event is gone.
-				l.pos = n.EventPos
-				continue
-			}
-			if i > 0 {
-				// Logging out deletes the device's pushers: look again
-				// before each request.
-				if p, err = l.pusher(); err != nil {
-					return err
-				}
-			}
-			if err := l.deliverOne(&p, n); err != nil {
-				return err
+		if i > 0 {
+			// Logging out deletes the device's pushers: look again
+			// before each request.
+			if p, err = st.pusher(); err != nil {
+				return false, err
 			}
 		}
-		if l.pos > p.LastPos {
-			// Positions skipped over without a request.
-			if err := l.progress(0); err != nil {
-				return err
-			}
+		if err := st.deliverOne(&p, n); err != nil {
+			return false, err
 		}
 	}
+	if st.pos > p.LastPos {
+		// Positions skipped over without a request.
+		if err := st.progress(0); err != nil {
+			return false, err
+		}
+	}
+	return true, nil // read again: more may have come meanwhile
 }
 
 // pusher reads the loop's pusher: errGone when it was deleted.
-func (l *loop) pusher() (storage.Pusher, error) {
-	p, err := l.s.store.Pusher(l.ctx, l.id)
+func (l *loop) pusher(ctx context.Context) (storage.Pusher, error) {
+	p, err := l.s.store.Pusher(ctx, l.id)
 	if errors.Is(err, storage.ErrNotFound) {
 		return p, errGone
 	}
-	l.pos = max(l.pos, p.LastPos)
 	return p, err
 }
 
-// progress stores the loop's position and failing_since.
-func (l *loop) progress(failingSince int64) error {
-	err := l.s.store.PusherProgress(l.ctx, l.id, l.pos, failingSince)
+// pusher reads the pusher again; its stored position may be ahead of the
+// step's (PusherProgress only moves it forward).
+func (st *step) pusher() (storage.Pusher, error) {
+	p, err := st.l.pusher(st.ctx)
+	if err != nil {
+		return p, err
+	}
+	st.pos, st.stored = max(st.pos, p.LastPos), max(st.stored, p.LastPos)
+	return p, nil
+}
+
+// progress stores the step's position and failing_since. The position
+// only moves forward (streamworker's contract allows that for output that
+// may repeat): a step that went on after its process lost the lease can
+// repeat a push, never move the position back.
+func (st *step) progress(failingSince int64) error {
+	err := st.l.s.store.PusherProgress(st.ctx, st.l.id, st.pos, failingSince)
 	if errors.Is(err, storage.ErrNotFound) {
 		return errGone
+	}
+	if err == nil {
+		st.stored = max(st.stored, st.pos)
 	}
 	return err
 }
 
 // deliverOne sends one notification and records the outcome.
-func (l *loop) deliverOne(p *storage.Pusher, n storage.Notification) error {
-	ctx := l.ctx
+func (st *step) deliverOne(p *storage.Pusher, n storage.Notification) error {
+	ctx, l := st.ctx, st.l
 	d, err := ParseHTTPData(p.Data)
 	if err != nil {
 		// The API checks data before storing it: this pusher cannot have
@@ -546,30 +617,30 @@ func (l *loop) deliverOne(p *storage.Pusher, n storage.Notification) error {
 	}
 	ev, err := l.s.store.Event(ctx, n.EventID)
 	if errors.Is(err, storage.ErrNotFound) {
-		l.pos = n.EventPos
+		st.pos = n.EventPos
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	unread, err := l.unread()
+	unread, err := st.unread()
 	if err != nil {
 		return err
 	}
-	var st *roomdag.RoomState
+	var rs *roomdag.RoomState
 	if d.Format != FormatEventIDOnly {
-		if st, err = l.s.rooms.State(ctx, n.Room); err != nil {
+		if rs, err = l.s.rooms.State(ctx, n.Room); err != nil {
 			// The notification goes out without the room's name.
 			l.log.Warn("room state for a push", "room", n.Room, "err", err)
-			st = nil
+			rs = nil
 		}
 	}
-	rejected, err := post(ctx, l.s.client, d.URL, body(*p, d, n, ev, unread, st))
+	rejected, err := post(ctx, l.s.client, d.URL, body(*p, d, n, ev, unread, rs))
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
 	if err != nil {
-		return l.failed(p, n, err)
+		return st.failed(p, n, err)
 	}
 	for _, k := range rejected {
 		if k != p.PushKey {
@@ -584,54 +655,50 @@ func (l *loop) deliverOne(p *storage.Pusher, n storage.Notification) error {
 		l.s.count(func(st *Stats) { st.Rejected++ })
 		return errGone
 	}
-	l.pos, l.backoff = n.EventPos, InitialBackoff
-	if err := l.progress(0); err != nil {
+	st.pos = n.EventPos
+	if err := st.progress(0); err != nil {
 		return err
 	}
-	p.LastPos, p.FailingSince = l.pos, 0
+	p.LastPos, p.FailingSince = st.pos, 0
 	l.s.count(func(st *Stats) { st.Delivered++ })
 	return nil
 }
 
-// failed records a failed request: errGateway to back off and retry, or
-// nil after giving up on the notification.
-func (l *loop) failed(p *storage.Pusher, n storage.Notification, cause error) error {
+// failed records a failed request: errGateway, marked Remote, to back
+// off and retry, or nil after giving up on the notification.
+func (st *step) failed(p *storage.Pusher, n storage.Notification, cause error) error {
+	l := st.l
 	l.s.count(func(st *Stats) { st.Failed++ })
 	now := l.s.clock.Now().UnixMilli()
 	if p.FailingSince == 0 {
 		p.FailingSince = now
-		if err := l.progress(now); err != nil {
+		if err := st.progress(now); err != nil {
 			return err
 		}
 	}
 	if now-p.FailingSince < GiveUpAfter.Milliseconds() {
-		level := slog.LevelInfo
-		if errors.Is(cause, netguard.ErrBlocked) {
-			// Not the gateway's fault: it is the operator's to allow.
-			level = slog.LevelWarn
-		}
-		l.log.Log(l.ctx, level, "push failed: retrying", "err", cause, "retry_in", l.backoff)
-		return errGateway
+		return streamworker.Remote(fmt.Errorf("%w: %w", errGateway, cause))
 	}
 	l.log.Warn("push gateway failing for too long: giving up on a notification",
 		"err", cause, "event", n.EventID, "failing_since_ms", p.FailingSince)
-	l.pos, l.backoff = n.EventPos, InitialBackoff
-	if err := l.progress(0); err != nil {
+	st.pos = n.EventPos
+	if err := st.progress(0); err != nil {
 		return err
 	}
-	p.LastPos, p.FailingSince = l.pos, 0
+	p.LastPos, p.FailingSince = st.pos, 0
 	l.s.count(func(st *Stats) { st.GivenUp++ })
 	return nil
 }
 
 // unread is the user's unread notifications across their joined rooms
 // (spec: counts.unread).
-func (l *loop) unread() (int64, error) {
-	rooms, err := l.s.store.JoinedRooms(l.ctx, l.user)
+func (st *step) unread() (int64, error) {
+	l := st.l
+	rooms, err := l.s.store.JoinedRooms(st.ctx, l.user)
 	if err != nil || len(rooms) == 0 {
 		return 0, err
 	}
-	counts, err := l.s.store.UnreadCounts(l.ctx, l.user, rooms)
+	counts, err := l.s.store.UnreadCounts(st.ctx, l.user, rooms)
 	if err != nil {
 		return 0, err
 	}
@@ -643,5 +710,8 @@ func (l *loop) unread() (int64, error) {
 	return n, nil
 }
 
-// Interface guard.
-var _ push.Waker = (*Sender)(nil)
+// Interface guards.
+var (
+	_ push.Waker           = (*Sender)(nil)
+	_ streamworker.Stepper = (*loop)(nil)
+)

@@ -80,7 +80,7 @@ func benchNotify(b *testing.B, batch int, body string, hostile bool) {
 		b.Fatal(err)
 	}
 	srv.HS.Notifications.Stop()
-	w := push.NewWorker(srv.HS.DB(), nil, srv.HS.Rooms.ServerName(), clock.Real{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	w := push.NewWorker(srv.HS.DB(), nil, srv.HS.Rooms.ServerName(), clock.Real{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	content, _ := json.Marshal(map[string]string{"msgtype": "m.text", "body": body})
 	send := func() {
 		if _, _, err := srv.HS.Rooms.Append(ctx, room, roomdag.ProtoEvent{Type: "m.room.message", Sender: creator, Content: content}); err != nil {

@@ -40,7 +40,7 @@ func TestNotifyWakesEveryNotifiedMember(t *testing.T) {
 	}
 	srv.HS.Notifications.Stop()
 	rec := &recordingWaker{}
-	w := push.NewWorker(srv.HS.DB(), rec, srv.HS.Rooms.ServerName(), clock.Real{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	w := push.NewWorker(srv.HS.DB(), rec, srv.HS.Rooms.ServerName(), clock.Real{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	content := json.RawMessage(`{"msgtype":"m.text","body":"hi"}`)
 	appendEv := func(p roomdag.ProtoEvent) {
 		t.Helper()

@@ -31,6 +31,7 @@ import (
 	"github.com/persistentchat/homeserver/pusher"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage/sqlite"
+	"github.com/persistentchat/homeserver/streamworker"
 	"github.com/persistentchat/homeserver/sync"
 )
 
@@ -61,6 +62,10 @@ type Homeserver struct {
 	Media *media.Repository
 	// API is the client-server API; tests read its PasswordChecks.
 	API *api.Server
+
+	// leases are those the background workers run under, one per kind
+	// of worker.
+	leases []*streamworker.Holder
 
 	fresh  freshConns
 	open   openConns
@@ -217,15 +222,15 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	deny, allow := cfg.IPRanges() // ip_range_blacklist: pushers choose their URLs
 	hs.Pushers = pusher.NewSender(db, pusher.RoomStatesFunc(func(ctx context.Context, id roomdag.RoomID) (*roomdag.RoomState, error) {
 		return hs.Rooms.State(ctx, id)
-	}), clk, log, netguard.Guard{Deny: deny, Allow: allow})
-	hs.Notifications = push.NewWorker(db, push.Wakers{notifier, hs.Pushers}, server, clk, log)
+	}), clk, log, netguard.Guard{Deny: deny, Allow: allow}, hs.lease("pushers", clk))
+	hs.Notifications = push.NewWorker(db, push.Wakers{notifier, hs.Pushers}, server, clk, log, hs.lease("notifications", clk))
 	// The services' ephemeral fan-out reads current room state through
 	// the write path, which is built next with the services among its
 	// listeners.
 	var rooms *roomdag.Rooms
 	hs.AppServices = appservice.New(registry, db, appservice.RoomStatesFunc(func(ctx context.Context, id roomdag.RoomID) (*roomdag.RoomState, error) {
 		return rooms.State(ctx, id)
-	}), clk, log, nil)
+	}), clk, log, nil, hs.lease("appservices", clk))
 	listeners := []roomdag.Listener{notifier, hs.Notifications, hs.AppServices}
 	var events *metrics.Events
 	if cfg.Metrics.Enabled {
@@ -314,14 +319,46 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 			hs.open.track(c, state)
 		},
 	}
+	for _, l := range hs.leases {
+		if err := l.Start(ctx); err != nil {
+			hs.stopWorkers()
+			return err
+		}
+	}
 	if err := hs.Notifications.Start(ctx); err != nil {
+		hs.stopWorkers()
 		return err
 	}
 	if err := hs.AppServices.Start(ctx); err != nil {
+		hs.stopWorkers()
 		return err
 	}
 	// Last: it starts nothing when it fails.
-	return hs.Pushers.Start(ctx)
+	if err := hs.Pushers.Start(ctx); err != nil {
+		hs.stopWorkers()
+		return err
+	}
+	return nil
+}
+
+// lease makes the holder of a background worker's lease. On SQLite the
+// server is the only process on its database, so it always holds every
+// lease; the PostgreSQL engine gives leases that move between processes.
+func (hs *Homeserver) lease(name string, clk clock.Clock) *streamworker.Holder {
+	h := streamworker.NewHolder(name, streamworker.Always{}, clk, hs.log)
+	hs.leases = append(hs.leases, h)
+	return h
+}
+
+// stopWorkers stops the background workers, each after its step in
+// progress, then gives up their leases. Idempotent.
+func (hs *Homeserver) stopWorkers() {
+	hs.Notifications.Stop()
+	hs.Pushers.Stop()
+	hs.AppServices.Stop()
+	for _, l := range hs.leases {
+		l.Stop()
+	}
 }
 
 // thumbnailSizes converts the configured thumbnail sizes, which
@@ -435,9 +472,7 @@ wait:
 		// Scrapes are short: no grace.
 		err = errors.Join(err, hs.metricsHTTP.Close())
 	}
-	hs.Notifications.Stop()
-	hs.Pushers.Stop()
-	hs.AppServices.Stop()
+	hs.stopWorkers()
 	return errors.Join(err, hs.db.Close())
 }
 
