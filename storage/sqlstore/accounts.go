@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
@@ -14,7 +14,7 @@ func (db *DB) CreateUser(ctx context.Context, u storage.User, createdMS int64) e
 	return db.write(func(tx *sql.Tx) error {
 		_, err := tx.Exec(`INSERT INTO users (user_id, password_hash, is_admin, displayname, created_ts) VALUES (?,?,?,?,?)`,
 			string(u.ID), u.PasswordHash, u.Admin, u.DisplayName, createdMS)
-		if isUniqueViolation(err) {
+		if db.d.IsUniqueViolation(err) {
 			return storage.ErrConflict
 		}
 		return err
@@ -278,14 +278,20 @@ func (db *DB) SeenDevice(ctx context.Context, user roomdag.UserID, device, ip st
 func (db *DB) PutAccountData(ctx context.Context, user roomdag.UserID, room roomdag.RoomID, typ string, content json.RawMessage) (int64, error) {
 	var pos int64
 	err := db.write(func(tx *sql.Tx) error {
-		pos = db.accountDataPos + 1
-		if _, err := tx.Exec(`INSERT OR REPLACE INTO account_data (user_id, room_id, type, content, stream_pos) VALUES (?,?,?,?,?)`,
-			string(user), string(room), typ, string(content), pos); err != nil {
-			return err
-		}
-		db.accountDataPos = pos // writer goroutine only; a failed commit leaves a harmless gap
-		return nil
+		var err error
+		pos, err = db.putAccountData(tx, user, room, typ, string(content))
+		return err
 	}, nil)
+	return pos, err
+}
+
+// putAccountData stores an account data item in the writer's tx and
+// returns its new account data stream position.
+func (db *DB) putAccountData(tx *sql.Tx, user roomdag.UserID, room roomdag.RoomID, typ, content string) (int64, error) {
+	pos := next(&db.ctr.accountData)
+	_, err := tx.Exec(`INSERT INTO account_data (user_id, room_id, type, content, stream_pos) VALUES (?,?,?,?,?)
+		ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, stream_pos = excluded.stream_pos`,
+		string(user), string(room), typ, content, pos)
 	return pos, err
 }
 
@@ -376,7 +382,7 @@ func (db *DB) Filter(ctx context.Context, user roomdag.UserID, id int64) (json.R
 func (db *DB) PutAlias(ctx context.Context, alias roomdag.RoomAlias, room roomdag.RoomID, creator roomdag.UserID) error {
 	return db.write(func(tx *sql.Tx) error {
 		_, err := tx.Exec(`INSERT INTO room_aliases (alias, room_id, creator) VALUES (?,?,?)`, string(alias), string(room), string(creator))
-		if isUniqueViolation(err) {
+		if db.d.IsUniqueViolation(err) {
 			return storage.ErrConflict
 		}
 		return err
