@@ -110,7 +110,7 @@ func (db *DB) DeleteDevices(ctx context.Context, user roomdag.UserID, devices []
 	return db.write(func(tx *sql.Tx) error {
 		if devices == nil {
 			var err error
-			if devices, err = queryStrings(ctx, tx, `SELECT device_id FROM devices WHERE user_id = ? AND device_id != ?`, string(user), keep); err != nil {
+			if devices, err = queryStrings(ctx, tx, `SELECT device_id FROM devices WHERE user_id = ? AND device_id != ? ORDER BY device_id`, string(user), keep); err != nil {
 				return err
 			}
 		}
@@ -426,7 +426,7 @@ func (db *DB) RoomAliases(ctx context.Context, room roomdag.RoomID) ([]string, e
 // UserRooms lists every room the user has a membership in.
 func (db *DB) UserRooms(ctx context.Context, user roomdag.UserID) ([]storage.RoomMembership, error) {
 	rows, err := db.r.QueryContext(ctx, `SELECT r.room_id, m.membership, m.event_pos, m.forgotten FROM memberships m
-		JOIN rooms r ON r.room_nid = m.room_nid WHERE m.user_id = ?`, string(user))
+		JOIN rooms r ON r.room_nid = m.room_nid WHERE m.user_id = ? ORDER BY m.room_nid`, string(user))
 	if err != nil {
 		return nil, err
 	}
@@ -445,7 +445,7 @@ func (db *DB) UserRooms(ctx context.Context, user roomdag.UserID) ([]storage.Roo
 // JoinedRooms lists the rooms the user is joined to.
 func (db *DB) JoinedRooms(ctx context.Context, user roomdag.UserID) ([]roomdag.RoomID, error) {
 	ids, err := queryStrings(ctx, db.r, `SELECT r.room_id FROM memberships m JOIN rooms r ON r.room_nid = m.room_nid
-		WHERE m.user_id = ? AND m.membership = 'join'`, string(user))
+		WHERE m.user_id = ? AND m.membership = 'join' ORDER BY m.room_nid`, string(user))
 	out := make([]roomdag.RoomID, len(ids))
 	for i, id := range ids {
 		out[i] = roomdag.RoomID(id)
@@ -488,7 +488,7 @@ func (db *DB) Forget(ctx context.Context, user roomdag.UserID, room roomdag.Room
 // values, for the notifier's start-up state.
 func (db *DB) Members(ctx context.Context, memberships ...string) (map[roomdag.RoomID][]roomdag.UserID, error) {
 	out := map[roomdag.RoomID][]roomdag.UserID{}
-	rows, err := db.r.QueryContext(ctx, `SELECT r.room_id, m.user_id, m.membership FROM memberships m JOIN rooms r ON r.room_nid = m.room_nid`)
+	rows, err := db.r.QueryContext(ctx, `SELECT r.room_id, m.user_id, m.membership FROM memberships m JOIN rooms r ON r.room_nid = m.room_nid ORDER BY m.room_nid, m.user_id`)
 	if err != nil {
 		return nil, err
 	}

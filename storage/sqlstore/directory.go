@@ -23,7 +23,7 @@ func (db *DB) Published(ctx context.Context, room roomdag.RoomID) (bool, error) 
 // PublishedRooms lists the rooms in the public room directory, in no
 // particular order: callers sort by what they read from each room's state.
 func (db *DB) PublishedRooms(ctx context.Context) ([]roomdag.RoomID, error) {
-	ids, err := queryStrings(ctx, db.r, `SELECT room_id FROM rooms WHERE published = 1`)
+	ids, err := queryStrings(ctx, db.r, `SELECT room_id FROM rooms WHERE published = 1 ORDER BY room_nid`)
 	if err != nil {
 		return nil, err
 	}

@@ -100,7 +100,7 @@ func (db *DB) LoadRoom(ctx context.Context, id roomdag.RoomID) (*roomdag.RoomSta
 		for _, ev := range evs {
 			st.State[ev.Tuple()] = ev.Event
 		}
-		ext, err := queryStrings(ctx, tx, `SELECT event_id FROM forward_extremities WHERE room_nid = ?`, nid)
+		ext, err := queryStrings(ctx, tx, `SELECT event_id FROM forward_extremities WHERE room_nid = ? ORDER BY event_id`, nid)
 		if err != nil {
 			return err
 		}
