@@ -61,7 +61,7 @@ type Store interface {
 	PushRules(ctx context.Context, user roomdag.UserID) (json.RawMessage, error)
 	UpdatePushRules(ctx context.Context, user roomdag.UserID, fn func(cur json.RawMessage) (next, accountData json.RawMessage, err error)) (int64, error)
 
-	// Directories and room tags (storage/sqlite/directory.go documents).
+	// Directories and room tags (storage/sqlstore/directory.go documents).
 	Published(ctx context.Context, room roomdag.RoomID) (bool, error)
 	PublishedRooms(ctx context.Context) ([]roomdag.RoomID, error)
 	UpdateAccountData(ctx context.Context, user roomdag.UserID, room roomdag.RoomID, typ string,
@@ -70,10 +70,10 @@ type Store interface {
 
 	// Notifications lists the user's notifications for events before
 	// position before (0: from the newest), newest first
-	// (storage/sqlite/notifications.go).
+	// (storage/sqlstore/notifications.go).
 	Notifications(ctx context.Context, user roomdag.UserID, before roomdag.StreamPos, limit int, onlyHighlight bool) ([]storage.Notification, error)
 
-	// Pushers (storage/sqlite/pushers.go documents).
+	// Pushers (storage/sqlstore/pushers.go documents).
 	Pushers(ctx context.Context, user roomdag.UserID) ([]storage.Pusher, error)
 	SetPusher(ctx context.Context, p storage.Pusher, appendPusher bool) ([]roomdag.UserID, error)
 	DeletePusher(ctx context.Context, user roomdag.UserID, appID, pushKey string) error
@@ -90,16 +90,16 @@ type Store interface {
 	// Devices that application services create (api/appservice.go).
 	AppServiceDevices
 
-	// Reports for administrators (storage/sqlite/reports.go documents).
+	// Reports for administrators (storage/sqlstore/reports.go documents).
 	AddReport(ctx context.Context, r storage.Report) (int64, error)
 	Reports(ctx context.Context, kind storage.ReportKind, from, limit int, forward bool) ([]storage.Report, int, error)
 
-	// Relations and threads (storage/sqlite/relations.go documents).
+	// Relations and threads (storage/sqlstore/relations.go documents).
 	Relations(ctx context.Context, q storage.RelationsQuery) ([]storage.RelatedEvent, bool, error)
 	Threads(ctx context.Context, room roomdag.RoomID, participant roomdag.UserID, before *storage.TopoPos, limit int) ([]storage.ThreadRoot, bool, error)
 	HasAnnotation(ctx context.Context, parent roomdag.EventID, sender roomdag.UserID, evType, key string) (bool, error)
 
-	// Search (storage/sqlite/search.go documents): the indexed events
+	// Search (storage/sqlstore/search.go documents): the indexed events
 	// matching a query, events by stream position, the words that matched
 	// in some events, and a few entries of a state snapshot.
 	SearchEvents(ctx context.Context, q storage.SearchQuery) ([]storage.SearchHit, error)

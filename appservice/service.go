@@ -19,7 +19,7 @@ import (
 
 // Store is what application service support reads and writes.
 type Store interface {
-	// The transaction queues (storage/sqlite/appservice.go documents).
+	// The transaction queues (storage/sqlstore/appservice.go documents).
 	AppServiceStream(ctx context.Context, id string) (storage.AppServiceStream, error)
 	PutAppServiceTxn(ctx context.Context, id string, from roomdag.StreamPos, t storage.AppServiceTxn) error
 	DeleteAppServiceTxn(ctx context.Context, id string, txnID int64) error

@@ -31,6 +31,7 @@ import (
 	"github.com/persistentchat/homeserver/pusher"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage/sqlite"
+	"github.com/persistentchat/homeserver/storage/sqlstore"
 	"github.com/persistentchat/homeserver/streamworker"
 	"github.com/persistentchat/homeserver/sync"
 )
@@ -41,7 +42,7 @@ const Version = "0.1.0"
 // Homeserver is a running server's parts.
 type Homeserver struct {
 	cfg      *configs.Config
-	db       *sqlite.DB
+	db       *sqlstore.DB
 	http     *http.Server
 	listener net.Listener
 	log      *slog.Logger
@@ -477,7 +478,7 @@ wait:
 }
 
 // DB is the storage, for tests and operator commands.
-func (hs *Homeserver) DB() *sqlite.DB { return hs.db }
+func (hs *Homeserver) DB() *sqlstore.DB { return hs.db }
 
 // LoadOrCreateKey reads the signing key, generating and saving one (mode
 // 0600) if the file does not exist.

@@ -76,7 +76,7 @@ type PresenceListener interface {
 // share no room).
 var ErrPresenceHidden = errors.New("sync: presence not visible")
 
-// PresenceStore is what presence reads and writes (storage/sqlite/presence.go).
+// PresenceStore is what presence reads and writes (storage/sqlstore/presence.go).
 type PresenceStore interface {
 	// PutPresence stores a user's presence (p.Pos is ignored) and returns
 	// its new presence stream position, once durable.

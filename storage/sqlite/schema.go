@@ -359,9 +359,9 @@ CREATE TABLE reports (
 CREATE INDEX reports_kind ON reports(kind, report_id);
 `,
 	// Full-text search over room events, filled from the events already
-	// stored (storage/sqlite/search.go documents).
+	// stored (storage/sqlite/search.go and storage/sqlstore/search.go document).
 	searchMigration,
-	// Pushers and their delivery positions (storage/sqlite/pushers.go).
+	// Pushers and their delivery positions (storage/sqlstore/pushers.go).
 	pushersMigration,
 	// Thread-aware notification counts: each notification's thread (the
 	// root event, '' for the main timeline), running totals per thread

@@ -7,12 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
+	"github.com/persistentchat/homeserver/storage/sqlstore"
 )
 
 // The search index (spec: "Server Side Search") is an FTS4 table,
@@ -23,8 +23,8 @@ import (
 // would then need; forgetting it anywhere fails at run time ("no such
 // module: fts5"), not at build time. FTS4 has what search needs: the
 // unicode61 tokenizer (case and diacritic folding), prefix and phrase
-// queries, docid order and range, deletes, and matchinfo() for ranking,
-// which is computed here in Go.
+// queries, docid order and range, deletes, and matchinfo(), from which
+// each hit's phrase counts for sqlstore.Rank are read.
 //
 // The table keeps its own copy of the text (not contentless: a contentless
 // FTS4 table cannot delete rows, and a redacted event must leave the
@@ -34,20 +34,8 @@ import (
 // the event and deleted in the one that stores its redaction, so the index
 // is exactly as durable as the events.
 
-// kind codes in event_search.kind: the key, plus searchURL when the
-// event's content.url is a string.
-const (
-	kindBody  = 1
-	kindName  = 2
-	kindTopic = 3
-	kindMask  = 3
-	searchURL = 4
-)
-
-var kindKeys = map[int64]string{kindBody: storage.SearchKeyBody, kindName: storage.SearchKeyName, kindTopic: storage.SearchKeyTopic}
-
 // searchMigration creates the index and fills it from the events already
-// stored. Its SQL extraction mirrors searchText (TestSearchBackfillMatches
+// stored. Its SQL extraction mirrors sqlstore.SearchText (TestSearchBackfillMatches
 // checks that both index the same). automerge makes FTS4 merge segments a
 // little on each write instead of all at once when a level fills, which
 // would stall the single writer for seconds on a large index.
@@ -89,89 +77,16 @@ SELECT stream_pos, value, room_nid, sender, state_before, kind FROM (
 ) WHERE value != '';
 `
 
-// searchText is what the index holds of an event: its kind and text, or ok
-// false when the event is not searchable. Encrypted events are not: their
-// text is in the ciphertext (spec: search does not include encrypted
-// rooms).
-func searchText(ev *roomdag.Event) (kind int64, text string, ok bool) {
-	var c map[string]json.RawMessage
-	str := func(field string) (string, bool) {
-		var s string
-		raw, found := c[field]
-		if !found || len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
-			return "", false
-		}
-		return s, true
-	}
-	switch {
-	case ev.Type() == roomdag.TypeMessage && !ev.IsState():
-		kind = kindBody
-	case ev.Type() == roomdag.TypeName && ev.StateKeyIs(""):
-		kind = kindName
-	case ev.Type() == roomdag.TypeTopic && ev.StateKeyIs(""):
-		kind = kindTopic
-	default:
-		return 0, "", false
-	}
-	if json.Unmarshal(ev.Content(), &c) != nil {
-		return 0, "", false
-	}
-	switch kind {
-	case kindBody:
-		text, _ = str("body")
-		if _, isURL := str("url"); isURL {
-			kind |= searchURL
-		}
-	case kindName:
-		text, _ = str("name")
-	case kindTopic:
-		// spec (m.room.topic, v1.15): the topic, and the text/plain
-		// representations of m.topic; the plain one usually repeats the
-		// topic and is indexed once.
-		topic, hasTopic := str("topic")
-		parts := []string{}
-		if hasTopic {
-			parts = append(parts, topic)
-		}
-		var block struct {
-			Text []json.RawMessage `json:"m.text"`
-		}
-		if raw, found := c["m.topic"]; found && json.Unmarshal(raw, &block) == nil {
-			for _, rep := range block.Text {
-				if c = nil; json.Unmarshal(rep, &c) != nil || c == nil {
-					continue // not an object
-				}
-				body, isText := str("body")
-				// The mimetype defaults to text/plain (an explicit null too).
-				mime, isMime := str("mimetype")
-				if m, set := c["mimetype"]; set && string(m) != "null" && (!isMime || mime != "text/plain") {
-					continue
-				}
-				if !isText || hasTopic && body == topic {
-					continue
-				}
-				parts = append(parts, body)
-			}
-		}
-		text = strings.Join(parts, "\n")
-	}
-	return kind, text, text != ""
-}
-
-// indexEvent adds a stored event to the search index, in its transaction.
-func indexEvent(tx *sql.Tx, nid int64, p *roomdag.Persist, pos roomdag.StreamPos) error {
-	kind, text, ok := searchText(p.Event)
-	if !ok {
-		return nil
-	}
+// IndexEvent adds an event to the index, in the transaction that stores it.
+func (dialect) IndexEvent(tx *sql.Tx, d sqlstore.SearchDoc) error {
 	_, err := tx.Exec(`INSERT INTO event_search (docid, value, room_nid, sender, state_before, kind) VALUES (?,?,?,?,?,?)`,
-		int64(pos), text, nid, string(p.Event.Sender()), p.StateBefore, kind)
+		int64(d.Pos), d.Text, d.RoomNID, string(d.Sender), d.StateBefore, d.Kind)
 	return err
 }
 
-// unindexEvent removes a redacted event from the search index, in the
-// transaction that stores the redaction.
-func unindexEvent(tx *sql.Tx, target roomdag.EventID) error {
+// UnindexEvent removes a redacted event from the index, in the transaction
+// that stores the redaction.
+func (dialect) UnindexEvent(tx *sql.Tx, target roomdag.EventID) error {
 	_, err := tx.Exec(`DELETE FROM event_search WHERE docid = (SELECT stream_pos FROM events WHERE event_id = ?)`, string(target))
 	return err
 }
@@ -197,94 +112,48 @@ func matchExpr(phrases []storage.SearchPhrase) string {
 	return b.String()
 }
 
-// SearchEvents returns every indexed event of q.Rooms that matches all of
-// q.Phrases, newest first. It leaves history visibility and the client's
-// filter to the caller, which decides with what each hit carries.
-func (db *DB) SearchEvents(ctx context.Context, q storage.SearchQuery) ([]storage.SearchHit, error) {
-	if len(q.Phrases) == 0 {
-		return nil, nil
-	}
-	roomOf := map[int64]roomdag.RoomID{}
-	nids := make([]int64, 0, len(q.Rooms))
-	for _, r := range q.Rooms {
-		nid, _, err := db.roomNID(ctx, db.r, r)
-		if errors.Is(err, storage.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		roomOf[nid] = r
-		nids = append(nids, nid)
-	}
-	if len(nids) == 0 {
-		return nil, nil
-	}
-	kinds := []int64{kindBody, kindName, kindTopic}
-	if len(q.Keys) > 0 {
-		kinds = kinds[:0]
-		for k, key := range kindKeys {
-			for _, want := range q.Keys {
-				if want == key {
-					kinds = append(kinds, k)
-				}
-			}
-		}
-	}
-	upTo := int64(q.UpTo)
-	if upTo == 0 {
-		upTo = math.MaxInt64
-	}
+// SearchIndex matches q in the FTS4 table (sqlstore.Search documents).
+func (dialect) SearchIndex(ctx context.Context, r *sql.DB, q sqlstore.IndexQuery, each func(m *sqlstore.IndexMatch) error) error {
 	limit := int64(q.Limit)
 	if limit <= 0 {
 		limit = -1 // none
 	}
-	roomsJSON, _ := json.Marshal(nids)
-	kindsJSON, _ := json.Marshal(kinds)
+	roomsJSON, _ := json.Marshal(q.RoomNIDs)
+	kindsJSON, _ := json.Marshal(q.Kinds)
 	// FTS4 walks the doclists newest first and stops at the limit; the
 	// room and kind tests read each match's stored row.
-	rows, err := db.r.QueryContext(ctx, `SELECT docid, room_nid, sender, state_before, kind, matchinfo(event_search, 'pcy'), length(value)
+	rows, err := r.QueryContext(ctx, `SELECT docid, room_nid, sender, state_before, kind, matchinfo(event_search, 'pcy'), length(value)
 		FROM event_search
 		WHERE event_search MATCH ? AND docid <= ?
 			AND room_nid IN (SELECT value FROM json_each(?)) AND (kind & 3) IN (SELECT value FROM json_each(?))
-		ORDER BY docid DESC LIMIT ?`, matchExpr(q.Phrases), upTo, string(roomsJSON), string(kindsJSON), limit)
+		ORDER BY docid DESC LIMIT ?`, matchExpr(q.Phrases), int64(q.UpTo), string(roomsJSON), string(kindsJSON), limit)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer rows.Close()
-	senders := map[string]roomdag.UserID{} // one string per sender, not per hit
-	var out []storage.SearchHit
+	var m sqlstore.IndexMatch
 	for rows.Next() {
 		var (
-			h                 storage.SearchHit
-			nid, kind, length int64
-			sender            sql.RawBytes
-			info              sql.RawBytes
+			sender sql.RawBytes
+			info   sql.RawBytes
 		)
-		if err := rows.Scan(&h.Pos, &nid, &sender, &h.StateBefore, &kind, &info, &length); err != nil {
-			return nil, err
+		if err := rows.Scan(&m.Pos, &m.RoomNID, &sender, &m.StateBefore, &m.Kind, &info, &m.Length); err != nil {
+			return err
 		}
-		s, ok := senders[string(sender)]
-		if !ok {
-			s = roomdag.UserID(sender)
-			senders[string(s)] = s
+		m.Sender = sender
+		if m.PhraseHits, err = phraseHits(info, m.PhraseHits[:0]); err != nil {
+			return err
 		}
-		h.Room, h.Sender, h.Key, h.HasURL = roomOf[nid], s, kindKeys[kind&kindMask], kind&searchURL != 0
-		if h.Rank, err = rank(info, length); err != nil {
-			return nil, err
+		if err := each(&m); err != nil {
+			return err
 		}
-		out = append(out, h)
 	}
-	return out, rows.Err()
+	return rows.Err()
 }
 
-// SearchMatches returns the words, lower-cased, that matched phrases in
-// the events at positions, as the index matched them: whole words where
-// the query had a prefix, accented where the query was not.
-func (db *DB) SearchMatches(ctx context.Context, phrases []storage.SearchPhrase, positions []roomdag.StreamPos) ([]string, error) {
-	if len(phrases) == 0 || len(positions) == 0 {
-		return nil, nil
-	}
+// MatchedWords reads the matched words from offsets() (sqlstore.Search
+// documents).
+func (dialect) MatchedWords(ctx context.Context, r *sql.DB, phrases []storage.SearchPhrase, positions []roomdag.StreamPos) ([]string, error) {
 	lo, hi := positions[0], positions[0]
 	for _, p := range positions {
 		lo, hi = min(lo, p), max(hi, p)
@@ -292,7 +161,7 @@ func (db *DB) SearchMatches(ctx context.Context, phrases []storage.SearchPhrase,
 	posJSON, _ := json.Marshal(positions)
 	// The docid range lets FTS4 skip most of each doclist; offsets() is
 	// "column term byte-offset size", four numbers per match.
-	rows, err := db.r.QueryContext(ctx, `SELECT offsets(event_search), value FROM event_search
+	rows, err := r.QueryContext(ctx, `SELECT offsets(event_search), value FROM event_search
 		WHERE event_search MATCH ? AND docid BETWEEN ? AND ? AND docid IN (SELECT value FROM json_each(?))`,
 		matchExpr(phrases), int64(lo), int64(hi), string(posJSON))
 	if err != nil {
@@ -325,107 +194,22 @@ func (db *DB) SearchMatches(ctx context.Context, phrases []storage.SearchPhrase,
 	return out, rows.Err()
 }
 
-// BM25 parameters (the usual ones).
-const (
-	bm25K1 = 1.2
-	bm25B  = 0.75
-	// bm25AvgLen stands in for the average length of what is indexed, in
-	// characters: about a chat message.
-	bm25AvgLen = 64
-)
-
-// rank scores a hit from matchinfo(event_search, 'pcy') (the phrase and
-// column counts, then the hits of each phrase in each column) and the
-// length of its text in characters. It is BM25 over the value column
-// without the collection statistics: every hit matches every phrase, so
-// inverse document frequencies would only weigh phrases against each
-// other, while they and the average length would make ranks depend on
-// every other event on the server (leaking how common words are in rooms
-// the searcher cannot see) and change between two pages of one search.
-// So more occurrences score higher, with diminishing returns, and in
-// shorter texts. The length is in characters, not matchinfo's 'l' tokens,
-// which cost a second row lookup per hit and doubled search times.
-func rank(info []byte, length int64) (float64, error) {
+// phraseHits reads, from matchinfo(event_search, 'pcy') (the phrase and
+// column counts, then the hits of each phrase in each column), the hits of
+// each phrase in the value column, appended to dst. (The text's length for
+// sqlstore.Rank is length(value), in characters: matchinfo's 'l' tokens
+// cost a second row lookup per hit and doubled search times.)
+func phraseHits(info []byte, dst []int) ([]int, error) {
 	if len(info) < 8 {
-		return 0, fmt.Errorf("matchinfo: %d bytes", len(info))
+		return nil, fmt.Errorf("matchinfo: %d bytes", len(info))
 	}
-	u := func(i int) float64 { return float64(binary.NativeEndian.Uint32(info[4*i:])) }
-	p, c := int(u(0)), int(u(1))
+	u := func(i int) int { return int(binary.NativeEndian.Uint32(info[4*i:])) }
+	p, c := u(0), u(1)
 	if c < 1 || len(info) != 4*(2+p*c) {
-		return 0, fmt.Errorf("matchinfo: %d bytes for %d phrases and %d columns", len(info), p, c)
+		return nil, fmt.Errorf("matchinfo: %d bytes for %d phrases and %d columns", len(info), p, c)
 	}
-	norm := bm25K1 * (1 - bm25B + bm25B*float64(length)/bm25AvgLen)
-	var score float64
 	for i := 0; i < p; i++ {
-		tf := u(2 + i*c)
-		score += tf * (bm25K1 + 1) / (tf + norm)
+		dst = append(dst, u(2+i*c))
 	}
-	return score, nil
-}
-
-// StateEntries returns the event IDs of some state keys in a snapshot
-// (keys the snapshot lacks are absent) without building the whole
-// snapshot as Snapshot does: search checks history visibility at many old
-// snapshots of rooms whose state may have thousands of entries, and needs
-// two of them. It reads the delta chain nearest first, in one query.
-func (db *DB) StateEntries(ctx context.Context, snapshot int64, keys []roomdag.StateKey) (map[roomdag.StateKey]roomdag.EventID, error) {
-	out := make(map[roomdag.StateKey]roomdag.EventID, len(keys))
-	if len(keys) == 0 || snapshot == 0 {
-		return out, nil
-	}
-	if m, ok := db.snapshots.get(snapshot); ok {
-		for _, k := range keys {
-			if id, ok := m[k]; ok {
-				out[k] = id
-			}
-		}
-		return out, nil
-	}
-	args := []any{snapshot}
-	for _, k := range keys {
-		args = append(args, k.Type, k.StateKey)
-	}
-	rows, err := db.r.QueryContext(ctx, `WITH RECURSIVE chain(id, depth) AS (
-			SELECT ?, 0
-			UNION ALL
-			SELECT s.parent_id, chain.depth + 1 FROM state_snapshots s JOIN chain ON s.snapshot_id = chain.id
-			WHERE s.parent_id IS NOT NULL
-		)
-		SELECT e.type, e.state_key, e.event_id FROM chain JOIN state_snapshot_entries e ON e.snapshot_id = chain.id
-		WHERE (e.type, e.state_key) IN (VALUES (?, ?)`+strings.Repeat(", (?, ?)", len(keys)-1)+`)
-		ORDER BY chain.depth DESC`, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var k roomdag.StateKey
-		var id string
-		if err := rows.Scan(&k.Type, &k.StateKey, &id); err != nil {
-			return nil, err
-		}
-		out[k] = roomdag.EventID(id) // nearer deltas come later and win
-	}
-	return out, rows.Err()
-}
-
-// EventsAt returns the stored events at the given stream positions
-// (positions without an event are skipped), in no particular order.
-func (db *DB) EventsAt(ctx context.Context, positions []roomdag.StreamPos) ([]*roomdag.StoredEvent, error) {
-	var out []*roomdag.StoredEvent
-	for len(positions) > 0 {
-		n := min(len(positions), 500)
-		args := make([]any, n)
-		for i, p := range positions[:n] {
-			args[i] = int64(p)
-		}
-		positions = positions[n:]
-		evs, err := db.queryEvents(ctx, db.r, `SELECT `+eventCols+` FROM events e WHERE e.stream_pos IN (?`+
-			strings.Repeat(",?", n-1)+`)`, args...)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, evs...)
-	}
-	return out, nil
+	return dst, nil
 }

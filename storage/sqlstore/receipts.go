@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
@@ -81,14 +81,8 @@ func (db *DB) PutFullyRead(ctx context.Context, user roomdag.UserID, room roomda
 			}
 		}
 		b, _ := json.Marshal(map[string]string{"event_id": string(event)})
-		next := db.accountDataPos + 1
-		if _, err := tx.Exec(`INSERT OR REPLACE INTO account_data (user_id, room_id, type, content, stream_pos) VALUES (?,?,'m.fully_read',?,?)`,
-			string(user), string(room), string(b), next); err != nil {
-			return err
-		}
-		db.accountDataPos = next // writer goroutine only, as in PutAccountData
-		pos = next
-		return nil
+		pos, err = db.putAccountData(tx, user, room, "m.fully_read", string(b))
+		return err
 	}, nil)
 	return pos, err
 }

@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
@@ -16,7 +16,7 @@ func (db *DB) InsertMedia(ctx context.Context, rec media.Record) error {
 		_, err := tx.Exec(`INSERT INTO media (media_id, uploader, sha256, content_type, file_name, size, created_ts, expires_ts, authenticated)
 			VALUES (?,?,?,?,?,?,?,?,?)`,
 			string(rec.ID), string(rec.Uploader), rec.SHA256, rec.ContentType, rec.FileName, rec.Size, rec.CreatedMS, rec.ExpiresMS, rec.Authenticated)
-		if isUniqueViolation(err) {
+		if db.d.IsUniqueViolation(err) {
 			return storage.ErrConflict
 		}
 		return err

@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
@@ -51,16 +51,17 @@ func (db *DB) PushRulesChangedSince(ctx context.Context, after int64) ([]roomdag
 // started, so another worker wrote in between.
 var errNotifyMoved = errors.New("storage: the notification position moved under the worker")
 
+var notifyTotals = numberedQuery(`SELECT
+		COALESCE((SELECT notify_total FROM event_notifications WHERE room_id = ?1 ORDER BY event_pos DESC LIMIT 1), 0),
+		COALESCE((SELECT highlight_total FROM event_notifications WHERE room_id = ?1 ORDER BY event_pos DESC LIMIT 1), 0),
+		COALESCE((SELECT thread_notify_total FROM event_notifications WHERE room_id = ?1 AND thread_id = ?2 ORDER BY event_pos DESC LIMIT 1), 0),
+		COALESCE((SELECT thread_highlight_total FROM event_notifications WHERE room_id = ?1 AND thread_id = ?2 ORDER BY event_pos DESC LIMIT 1), 0)`)
+
 // NotifyTotals returns the running totals of the room's newest default
 // notification row and of the newest in the thread ("" for the main
 // timeline); zeros where there is none.
 func (db *DB) NotifyTotals(ctx context.Context, room roomdag.RoomID, thread roomdag.EventID) (roomTotals, threadTotals [2]int64, err error) {
-	err = db.r.QueryRowContext(ctx, `SELECT
-		COALESCE((SELECT notify_total FROM event_notifications WHERE room_id = ?1 ORDER BY event_pos DESC LIMIT 1), 0),
-		COALESCE((SELECT highlight_total FROM event_notifications WHERE room_id = ?1 ORDER BY event_pos DESC LIMIT 1), 0),
-		COALESCE((SELECT thread_notify_total FROM event_notifications WHERE room_id = ?1 AND thread_id = ?2 ORDER BY event_pos DESC LIMIT 1), 0),
-		COALESCE((SELECT thread_highlight_total FROM event_notifications WHERE room_id = ?1 AND thread_id = ?2 ORDER BY event_pos DESC LIMIT 1), 0)`,
-		string(room), string(thread)).Scan(&roomTotals[0], &roomTotals[1], &threadTotals[0], &threadTotals[1])
+	err = db.r.QueryRowContext(ctx, notifyTotals.query, notifyTotals.args(string(room), string(thread))...).Scan(&roomTotals[0], &roomTotals[1], &threadTotals[0], &threadTotals[1])
 	return roomTotals, threadTotals, err
 }
 
@@ -122,7 +123,8 @@ func (db *DB) PutNotifications(ctx context.Context, b storage.NotifyBatch) error
 		}
 		for k, pos := range threads {
 			if _, err := tx.Exec(`INSERT INTO notify_threads (room_id, thread_id, last_pos) VALUES (?, ?, ?)
-				ON CONFLICT (room_id, thread_id) DO UPDATE SET last_pos = MAX(last_pos, excluded.last_pos)`, k[0], k[1], pos); err != nil {
+				ON CONFLICT (room_id, thread_id) DO UPDATE SET last_pos = CASE WHEN notify_threads.last_pos > excluded.last_pos
+					THEN notify_threads.last_pos ELSE excluded.last_pos END`, k[0], k[1], pos); err != nil {
 				return err
 			}
 		}
@@ -132,8 +134,9 @@ func (db *DB) PutNotifications(ctx context.Context, b storage.NotifyBatch) error
 				// At most one open span: a span the upgrade opened from the
 				// current membership stays as it is.
 				_, err = tx.Exec(`INSERT INTO notify_spans (user_id, room_id, joined_pos)
-					SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM notify_spans
-					WHERE user_id = ?1 AND room_id = ?2 AND left_pos IS NULL)`, string(j.User), string(j.Room), int64(j.Pos))
+					SELECT ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM notify_spans
+					WHERE user_id = ? AND room_id = ? AND left_pos IS NULL)`,
+					string(j.User), string(j.Room), int64(j.Pos), string(j.User), string(j.Room))
 			} else {
 				_, err = tx.Exec(`UPDATE notify_spans SET left_pos = ? WHERE user_id = ? AND room_id = ? AND left_pos IS NULL`,
 					int64(j.Pos), string(j.User), string(j.Room))
@@ -199,13 +202,13 @@ func readUpTo(receipts map[string]int64, thread roomdag.EventID) int64 {
 // countSince counts a user's notifications in one thread of a room after
 // position ?3: the thread's default notifications there, by their running
 // totals, corrected by the user's exceptions.
-const countSince = `SELECT
+var countSince = numberedQuery(`SELECT
 	COALESCE((SELECT thread_notify_total FROM event_notifications WHERE room_id = ?1 AND thread_id = ?2 ORDER BY event_pos DESC LIMIT 1), 0)
 	- COALESCE((SELECT thread_notify_total FROM event_notifications WHERE room_id = ?1 AND thread_id = ?2 AND event_pos <= ?3 ORDER BY event_pos DESC LIMIT 1), 0)
 	+ COALESCE((SELECT SUM(notify_delta) FROM notification_exceptions WHERE user_id = ?4 AND room_id = ?1 AND thread_id = ?2 AND event_pos > ?3), 0),
 	COALESCE((SELECT thread_highlight_total FROM event_notifications WHERE room_id = ?1 AND thread_id = ?2 ORDER BY event_pos DESC LIMIT 1), 0)
 	- COALESCE((SELECT thread_highlight_total FROM event_notifications WHERE room_id = ?1 AND thread_id = ?2 AND event_pos <= ?3 ORDER BY event_pos DESC LIMIT 1), 0)
-	+ COALESCE((SELECT SUM(highlight_delta) FROM notification_exceptions WHERE user_id = ?4 AND room_id = ?1 AND thread_id = ?2 AND event_pos > ?3), 0)`
+	+ COALESCE((SELECT SUM(highlight_delta) FROM notification_exceptions WHERE user_id = ?4 AND room_id = ?1 AND thread_id = ?2 AND event_pos > ?3), 0)`)
 
 // UnreadCounts returns the user's unread notification and highlight counts
 // in each of rooms, for the main timeline and per thread; rooms without
@@ -253,7 +256,7 @@ func (db *DB) UnreadCounts(ctx context.Context, user roomdag.UserID, rooms []roo
 	}
 	count := func(room roomdag.RoomID, thread roomdag.EventID, after int64) (storage.UnreadCount, error) {
 		var c storage.UnreadCount
-		err := db.r.QueryRowContext(ctx, countSince, string(room), string(thread), after, string(user)).Scan(&c.Notifications, &c.Highlights)
+		err := db.r.QueryRowContext(ctx, countSince.query, countSince.args(string(room), string(thread), after, string(user))...).Scan(&c.Notifications, &c.Highlights)
 		return c, err
 	}
 	out := map[roomdag.RoomID]storage.UnreadCount{}
@@ -287,18 +290,19 @@ func (db *DB) UnreadCounts(ctx context.Context, user roomdag.UserID, rooms []roo
 	return out, nil
 }
 
+var roomsNotifiedSince = numberedQuery(`SELECT s.room_id FROM notify_spans s WHERE s.user_id = ?1 AND s.left_pos IS NULL
+			AND EXISTS (SELECT 1 FROM event_notifications e WHERE e.room_id = s.room_id AND e.event_pos > ?2 AND e.event_pos <= ?3
+				AND NOT EXISTS (SELECT 1 FROM notification_exceptions x WHERE x.user_id = ?1 AND x.event_pos = e.event_pos))
+		UNION SELECT room_id FROM notification_exceptions WHERE user_id = ?1 AND event_pos > ?2 AND event_pos <= ?3
+			AND actions IS NOT NULL`)
+
 // RoomsNotifiedSince returns the rooms where the user got notifications
 // for events in (after, upTo]: joined rooms with new default rows the
 // user has no exception for, and rooms of the user's new exceptions that
 // notify. (An exception that does not notify is the user's own message,
 // or a rule that silences the default: the user's counts did not move.)
 func (db *DB) RoomsNotifiedSince(ctx context.Context, user roomdag.UserID, after, upTo roomdag.StreamPos) (map[roomdag.RoomID]bool, error) {
-	ids, err := queryStrings(ctx, db.r, `SELECT s.room_id FROM notify_spans s WHERE s.user_id = ?1 AND s.left_pos IS NULL
-			AND EXISTS (SELECT 1 FROM event_notifications e WHERE e.room_id = s.room_id AND e.event_pos > ?2 AND e.event_pos <= ?3
-				AND NOT EXISTS (SELECT 1 FROM notification_exceptions x WHERE x.user_id = ?1 AND x.event_pos = e.event_pos))
-		UNION SELECT room_id FROM notification_exceptions WHERE user_id = ?1 AND event_pos > ?2 AND event_pos <= ?3
-			AND actions IS NOT NULL`,
-		string(user), int64(after), int64(upTo))
+	ids, err := queryStrings(ctx, db.r, roomsNotifiedSince.query, roomsNotifiedSince.args(string(user), int64(after), int64(upTo))...)
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
@@ -105,7 +105,7 @@ func (db *DB) Relations(ctx context.Context, q storage.RelationsQuery) ([]storag
 				UNION
 				SELECT c.event_id, tree.level + 1 FROM event_relations c JOIN tree ON c.relates_to = tree.event_id
 				WHERE tree.level < ? AND c.room_nid = ?` + deeper + `)
-			SELECT r.event_id, r.depth, r.event_pos FROM tree JOIN event_relations r ON r.event_id = tree.event_id WHERE 1`
+			SELECT r.event_id, r.depth, r.event_pos FROM tree JOIN event_relations r ON r.event_id = tree.event_id WHERE 1 = 1`
 		args = append(args, storage.MaxRelationDepth, nid)
 		args = append(args, dargs...)
 	} else {
@@ -234,11 +234,11 @@ func (db *DB) RelationAggregates(ctx context.Context, parents []roomdag.EventID,
 			args = append(args, roomdag.RelThread)
 			args = append(args, ignoredArgs...)
 			rows, err := tx.QueryContext(ctx, `SELECT relates_to, event_id, n, participated FROM (
-					SELECT r.relates_to, r.event_id, COUNT(*) OVER w AS n, MAX(r.sender = ?) OVER w AS participated,
+					SELECT r.relates_to, r.event_id, COUNT(*) OVER w AS n, MAX(CASE WHEN r.sender = ? THEN 1 ELSE 0 END) OVER w AS participated,
 						ROW_NUMBER() OVER (PARTITION BY r.relates_to ORDER BY r.depth DESC, r.event_pos DESC) AS k
 					FROM event_relations r JOIN events p ON p.event_id = r.relates_to AND p.room_nid = r.room_nid
 					WHERE r.relates_to IN (?`+strings.Repeat(",?", len(chunk)-1)+`) AND r.rel_type = ?`+notIgnored+`
-					WINDOW w AS (PARTITION BY r.relates_to))
+					WINDOW w AS (PARTITION BY r.relates_to)) latest
 				WHERE k = 1`, args...)
 			if err != nil {
 				return err

@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
@@ -100,7 +100,7 @@ func (db *DB) LoadRoom(ctx context.Context, id roomdag.RoomID) (*roomdag.RoomSta
 		for _, ev := range evs {
 			st.State[ev.Tuple()] = ev.Event
 		}
-		ext, err := queryStrings(ctx, tx, `SELECT event_id FROM forward_extremities WHERE room_nid = ?`, nid)
+		ext, err := queryStrings(ctx, tx, `SELECT event_id FROM forward_extremities WHERE room_nid = ? ORDER BY event_id`, nid)
 		if err != nil {
 			return err
 		}
@@ -132,16 +132,22 @@ func (db *DB) EnqueueEvent(p *roomdag.Persist) <-chan error {
 	ev := p.Event
 	room := string(ev.RoomID())
 	var pos roomdag.StreamPos
+	var nid int64
 	j := &job{
 		fn: func(tx *sql.Tx) error {
 			if db.failedGen[room] > p.Generation {
 				return errStaleGeneration
 			}
 			var err error
-			pos, err = db.insertEvent(tx, p)
+			pos, nid, err = db.insertEvent(tx, p)
 			return err
 		},
 		after: func() {
+			if p.NewRoom {
+				// Only once committed: a rolled-back room's NID is
+				// allocated again. Later jobs of this batch read it in tx.
+				db.rooms.put(ev.RoomID(), nid, ev.Version())
+			}
 			if p.Redaction != nil {
 				db.events.remove(p.Redaction.Target)
 			}
@@ -158,29 +164,27 @@ func (db *DB) EnqueueEvent(p *roomdag.Persist) <-chan error {
 	return db.enqueueJob(j)
 }
 
-// insertEvent runs on the writer goroutine.
-func (db *DB) insertEvent(tx *sql.Tx, p *roomdag.Persist) (roomdag.StreamPos, error) {
+// insertEvent runs on the writer goroutine. It returns the event's
+// stream position and its room's NID.
+func (db *DB) insertEvent(tx *sql.Tx, p *roomdag.Persist) (roomdag.StreamPos, int64, error) {
 	ctx := context.Background()
 	ev := p.Event
 	var nid int64
 	if p.NewRoom {
-		res, err := tx.Exec(`INSERT INTO rooms (room_id, version) VALUES (?, ?)`, string(ev.RoomID()), ev.Version().ID)
-		if err != nil {
-			if isUniqueViolation(err) {
-				return 0, roomdag.ErrRoomExists
+		nid = next(&db.ctr.room)
+		if _, err := tx.Exec(`INSERT INTO rooms (room_nid, room_id, version) VALUES (?, ?, ?)`, nid, string(ev.RoomID()), ev.Version().ID); err != nil {
+			if db.d.IsUniqueViolation(err) {
+				return 0, 0, roomdag.ErrRoomExists
 			}
-			return 0, err
-		}
-		if nid, err = res.LastInsertId(); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 	} else {
 		var err error
 		if nid, _, err = db.roomNID(ctx, tx, ev.RoomID()); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		if err := takeExtremities(tx, nid, p.ExtremitiesBefore); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 	}
 	var txnDevice, txnScope, txnID, unsigned any
@@ -190,54 +194,50 @@ func (db *DB) insertEvent(tx *sql.Tx, p *roomdag.Persist) (roomdag.StreamPos, er
 	if len(p.Unsigned) > 0 {
 		unsigned = string(p.Unsigned)
 	}
-	res, err := tx.Exec(`INSERT INTO events (event_id, room_nid, type, state_key, sender, depth, origin_ts, json,
-		state_before, state_after, unsigned, txn_device, txn_scope, txn_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
-		string(ev.ID()), nid, ev.Type(), ev.StateKey(), string(ev.Sender()), ev.Depth(), ev.OriginServerTS(),
-		ev.JSON(), p.StateBefore, p.StateAfter, unsigned, txnDevice, txnScope, txnID)
-	if err != nil {
-		if isUniqueViolation(err) {
-			return 0, storage.ErrConflict
+	pos := roomdag.StreamPos(next(&db.ctr.event))
+	if _, err := tx.Exec(`INSERT INTO events (stream_pos, event_id, room_nid, type, state_key, sender, depth, origin_ts, json,
+		state_before, state_after, unsigned, txn_device, txn_scope, txn_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		int64(pos), string(ev.ID()), nid, ev.Type(), ev.StateKey(), string(ev.Sender()), ev.Depth(), ev.OriginServerTS(),
+		ev.JSON(), p.StateBefore, p.StateAfter, unsigned, txnDevice, txnScope, txnID); err != nil {
+		if db.d.IsUniqueViolation(err) {
+			return 0, 0, storage.ErrConflict
 		}
-		return 0, err
+		return 0, 0, err
 	}
-	rowid, err := res.LastInsertId()
-	if err != nil {
-		return 0, err
-	}
-	pos := roomdag.StreamPos(rowid)
 	if ev.IsState() {
 		if err := db.insertState(tx, nid, p, pos); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 	}
-	if err := indexEvent(tx, nid, p, pos); err != nil {
-		return 0, err
+	if err := db.indexEvent(tx, nid, p, pos); err != nil {
+		return 0, 0, err
 	}
 	if rd := p.Redaction; rd != nil {
-		if _, err := tx.Exec(`UPDATE events SET json = ?, redacted = 1, unsigned = json_object('redacted_because', json(?))
-			WHERE event_id = ?`, rd.JSON, string(rd.Because), string(rd.Target)); err != nil {
-			return 0, err
+		// unsigned is {"redacted_because": <the redaction>}, built here
+		// rather than with the engine's JSON functions.
+		because := `{"redacted_because":` + string(rd.Because) + `}`
+		if _, err := tx.Exec(`UPDATE events SET json = ?, redacted = 1, unsigned = ? WHERE event_id = ?`,
+			rd.JSON, because, string(rd.Target)); err != nil {
+			return 0, 0, err
 		}
-		if err := unindexEvent(tx, rd.Target); err != nil {
-			return 0, err
+		if err := db.d.UnindexEvent(tx, rd.Target); err != nil {
+			return 0, 0, err
 		}
 	}
 	if err := db.insertRelation(tx, nid, p, pos); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	for _, id := range p.Extremities {
 		if _, err := tx.Exec(`INSERT INTO forward_extremities (room_nid, event_id) VALUES (?, ?)`, nid, string(id)); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 	}
-	if _, err := tx.Exec(`UPDATE rooms SET last_pos = ?, cur_snapshot = ?, chain_len = ?, max_depth = MAX(max_depth, ?) WHERE room_nid = ?`,
-		rowid, p.StateAfter, p.ChainLen, ev.Depth(), nid); err != nil {
-		return 0, err
+	if _, err := tx.Exec(`UPDATE rooms SET last_pos = ?, cur_snapshot = ?, chain_len = ?,
+		max_depth = CASE WHEN max_depth > ? THEN max_depth ELSE ? END WHERE room_nid = ?`,
+		int64(pos), p.StateAfter, p.ChainLen, ev.Depth(), ev.Depth(), nid); err != nil {
+		return 0, 0, err
 	}
-	if p.NewRoom {
-		db.rooms.put(ev.RoomID(), nid, ev.Version())
-	}
-	return pos, nil
+	return pos, nid, nil
 }
 
 func (db *DB) insertState(tx *sql.Tx, nid int64, p *roomdag.Persist, pos roomdag.StreamPos) error {
@@ -256,7 +256,8 @@ func (db *DB) insertState(tx *sql.Tx, nid int64, p *roomdag.Persist, pos roomdag
 			return err
 		}
 	}
-	if _, err := tx.Exec(`INSERT OR REPLACE INTO current_state (room_nid, type, state_key, event_id) VALUES (?,?,?,?)`,
+	if _, err := tx.Exec(`INSERT INTO current_state (room_nid, type, state_key, event_id) VALUES (?,?,?,?)
+		ON CONFLICT (room_nid, type, state_key) DO UPDATE SET event_id = excluded.event_id`,
 		nid, ev.Type(), *ev.StateKey(), string(ev.ID())); err != nil {
 		return err
 	}

@@ -1,30 +1,29 @@
-// Package sqlite is the embedded storage engine: one SQLite file in WAL mode,
-// written by a single goroutine that commits in groups, read by a pool.
-package sqlite
+// Package sqlstore is the engine-neutral SQL storage layer: every query and
+// storage algorithm (the group-commit writer, state snapshots, notification
+// totals, relations, search paging and ranking, caches), written once in SQL
+// that SQLite and PostgreSQL both run. An engine (storage/sqlite,
+// storage/postgres) opens the connections, migrates its schema and supplies
+// a Dialect for the little that differs.
+package sqlstore
 
 import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
-	"io/fs"
 	"log/slog"
-	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
-
-	sqlite3 "github.com/mattn/go-sqlite3"
 
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
 )
 
-// DB is the SQLite store. It implements the storage interfaces that roomdag,
+// DB is the SQL store. It implements the storage interfaces that roomdag,
 // api and sync declare.
 type DB struct {
 	w         *sql.DB // one connection, used only by the writer goroutine
 	r         *sql.DB // read pool
+	d         Dialect
 	jobs      chan *job
 	quit      chan struct{}
 	done      chan struct{}
@@ -35,7 +34,7 @@ type DB struct {
 	snapshots *snapshotCache
 
 	// Owned by the writer goroutine (jobs run there).
-	accountDataPos int64
+	ctr counters
 	// failedGen records, per room, the newest write generation whose event
 	// failed to persist; later queued events of that generation were built
 	// on it and must fail too (see roomdag's pipelined write path).
@@ -51,117 +50,31 @@ type DB struct {
 	erased atomic.Pointer[map[roomdag.UserID]bool]
 }
 
-// driverName is go-sqlite3 with our per-connection settings: temporary
-// b-trees (IN lists, materialised subqueries, sorts) in memory rather
-// than in temporary files, which cost tens of microseconds per query.
-const driverName = "sqlite3_homeserver"
-
-func init() {
-	sql.Register(driverName, &sqlite3.SQLiteDriver{ConnectHook: func(c *sqlite3.SQLiteConn) error {
-		_, err := c.Exec("PRAGMA temp_store = memory", nil)
-		return err
-	}})
-}
-
 // maxBatch bounds how many queued writes share one transaction (group
 // commit): enough to amortise the fsync, small enough to keep latency low.
 const maxBatch = 256
 
-// Open opens (creating if needed) the database at path and migrates it.
-func Open(path string, log *slog.Logger) (*DB, error) {
-	if err := createPrivate(path, log); err != nil {
-		return nil, err
-	}
-	// synchronous=FULL: a commit is on disk before the request that waited
-	// for it returns, even across power loss. Group commit pays for it.
-	// _stmt_cache_size: the driver keeps prepared statements per
-	// connection; preparing costs more than running most of our queries.
-	dsn := "file:" + path + "?_journal_mode=WAL&_synchronous=FULL&_busy_timeout=10000&_txlock=immediate&_foreign_keys=off&_stmt_cache_size=256"
-	w, err := sql.Open(driverName, dsn)
-	if err != nil {
-		return nil, err
-	}
-	w.SetMaxOpenConns(1)
-	w.SetConnMaxLifetime(0)
-	if err := migrate(w); err != nil {
-		w.Close()
-		return nil, fmt.Errorf("migrating %s: %w", path, err)
-	}
-	r, err := sql.Open(driverName, "file:"+path+"?_journal_mode=WAL&_busy_timeout=10000&_query_only=true&_stmt_cache_size=256")
-	if err != nil {
-		w.Close()
-		return nil, err
-	}
-	r.SetMaxOpenConns(8)
-	r.SetMaxIdleConns(8)
-	db := &DB{w: w, r: r, jobs: make(chan *job, 4*maxBatch), quit: make(chan struct{}), done: make(chan struct{}),
+// New wraps an opened, migrated database: w is the writer's connection
+// (the caller limits it to one open connection: every write goes through
+// the writer goroutine), r the read pool, d the engine's dialect. It loads
+// the counters and the erased users and starts the writer; Close closes
+// both pools.
+func New(w, r *sql.DB, d Dialect, log *slog.Logger) (*DB, error) {
+	db := &DB{w: w, r: r, d: d, jobs: make(chan *job, 4*maxBatch), quit: make(chan struct{}), done: make(chan struct{}),
 		log: log, failedGen: map[string]uint64{}, events: newLRU[roomdag.EventID, *roomdag.StoredEvent](eventCacheSize),
 		snapshots: newLRU[int64, map[roomdag.StateKey]roomdag.EventID](snapshotCacheSize),
 		rooms:     roomIndex{nids: map[roomdag.RoomID]int64{}, versions: map[int64]*roomdag.RoomVersion{}}}
-	if err := w.QueryRow(`SELECT COALESCE(MAX(stream_pos), 0) FROM account_data`).Scan(&db.accountDataPos); err != nil {
-		db.Close()
-		return nil, err
+	if err := db.ctr.load(context.Background(), w); err != nil {
+		return nil, errors.Join(err, w.Close(), r.Close())
 	}
 	if err := w.QueryRow(`SELECT COALESCE(MAX(snapshot_id), 0) FROM state_snapshots`).Scan(&db.nextSnapshotID); err != nil {
-		db.Close()
-		return nil, err
+		return nil, errors.Join(err, w.Close(), r.Close())
 	}
 	if err := db.loadErased(); err != nil {
-		db.Close()
-		return nil, err
+		return nil, errors.Join(err, w.Close(), r.Close())
 	}
 	go db.writer()
 	return db, nil
-}
-
-// createPrivate creates the database file, readable and writable by its
-// owner only, before SQLite opens it: it holds password hashes, tokens'
-// hashes and every message, and SQLite would create it 0644 (less the
-// umask). SQLite gives the -wal and -shm files it creates beside the
-// database the database's mode, so they follow. An existing file keeps
-// its mode (the operator may have chosen it), with a warning if others may
-// read it.
-func createPrivate(path string, log *slog.Logger) error {
-	if path == "" || path == ":memory:" || strings.HasPrefix(path, "file:") {
-		return nil
-	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-	if err == nil {
-		return f.Close()
-	}
-	if !errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("creating %s: %w", path, err)
-	}
-	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
-		log.Warn("the database file may be read by other users; chmod 600 it (and its -wal and -shm files)",
-			"path", path, "mode", fi.Mode().Perm().String())
-	}
-	return nil
-}
-
-func migrate(w *sql.DB) error {
-	var have int
-	if err := w.QueryRow(`PRAGMA user_version`).Scan(&have); err != nil {
-		return err
-	}
-	for i := have; i < len(migrations); i++ {
-		tx, err := w.Begin()
-		if err != nil {
-			return err
-		}
-		if _, err := tx.Exec(migrations[i]); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("migration %d: %w", i+1, err)
-		}
-		if _, err := tx.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, i+1)); err != nil {
-			tx.Rollback()
-			return err
-		}
-		if err := tx.Commit(); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // Close waits for queued writes to commit, then closes the database. Writes
@@ -244,10 +157,15 @@ func (db *DB) writer() {
 }
 
 // commit runs a batch in one transaction. Each job runs inside a savepoint
-// so one job's error does not undo the others.
+// so one job's error does not undo the others. The counters follow the
+// transaction: what a rolled-back job (or a failed commit) allocated is
+// given back, as a rolled-back rowid would be, so positions have no gaps
+// and an allocated room NID is never cached for a room that was not stored.
 func (db *DB) commit(batch []*job) {
 	errs := make([]error, len(batch))
+	start := db.ctr
 	fail := func(err error) {
+		db.ctr = start
 		for _, j := range batch {
 			if j.failed != nil {
 				j.failed()
@@ -260,20 +178,27 @@ func (db *DB) commit(batch []*job) {
 		fail(err)
 		return
 	}
+	if err := db.d.BeginBatch(tx); err != nil {
+		tx.Rollback()
+		fail(err)
+		return
+	}
 	for i, j := range batch {
 		if _, err := tx.Exec(`SAVEPOINT job`); err != nil {
 			tx.Rollback()
 			fail(err)
 			return
 		}
+		before := db.ctr
 		if errs[i] = j.fn(tx); errs[i] != nil {
-			if _, err := tx.Exec(`ROLLBACK TO job`); err != nil {
+			db.ctr = before
+			if _, err := tx.Exec(`ROLLBACK TO SAVEPOINT job`); err != nil {
 				tx.Rollback()
 				fail(err)
 				return
 			}
 		}
-		if _, err := tx.Exec(`RELEASE job`); err != nil {
+		if _, err := tx.Exec(`RELEASE SAVEPOINT job`); err != nil {
 			tx.Rollback()
 			fail(err)
 			return
@@ -293,13 +218,6 @@ func (db *DB) commit(batch []*job) {
 		}
 		j.done <- errs[i]
 	}
-}
-
-// isUniqueViolation reports whether err is SQLite's unique-constraint error.
-func isUniqueViolation(err error) bool {
-	var se sqlite3.Error
-	return errors.As(err, &se) && se.ExtendedCode == sqlite3.ErrConstraintUnique ||
-		errors.As(err, &se) && se.ExtendedCode == sqlite3.ErrConstraintPrimaryKey
 }
 
 // notFound maps sql.ErrNoRows to storage.ErrNotFound.

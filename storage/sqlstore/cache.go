@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"container/list"
@@ -86,3 +86,12 @@ type (
 	eventCache    = lru[roomdag.EventID, *roomdag.StoredEvent]
 	snapshotCache = lru[int64, map[roomdag.StateKey]roomdag.EventID]
 )
+
+// clear removes every entry.
+func (c *lru[K, V]) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.epoch++
+	c.ll.Init()
+	clear(c.items)
+}

@@ -1,4 +1,4 @@
-package sqlite
+package storagetest
 
 import (
 	"context"
@@ -10,11 +10,8 @@ import (
 	"github.com/persistentchat/homeserver/storage"
 )
 
-// TestPushers: an update keeps a pusher's ID, device and delivery
-// position; positions only move forward; deleting a device deletes its
-// pushers and nobody else's.
-func TestPushers(t *testing.T) {
-	db := openTest(t)
+func testPushers(t *testing.T, open Opener) {
+	db := open(t)
 	ctx := context.Background()
 	pusher := func(user, device, key string) storage.Pusher {
 		return storage.Pusher{User: roomdag.UserID(user), DeviceID: device, Kind: "http", AppID: "app", PushKey: key,

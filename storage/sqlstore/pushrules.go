@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
@@ -45,16 +45,12 @@ func (db *DB) UpdatePushRules(ctx context.Context, user roomdag.UserID, fn func(
 		if err != nil {
 			return err
 		}
-		if _, err := tx.Exec(`INSERT OR REPLACE INTO push_rules (user_id, rules) VALUES (?,?)`, string(user), string(next)); err != nil {
+		if _, err := tx.Exec(`INSERT INTO push_rules (user_id, rules) VALUES (?,?)
+			ON CONFLICT (user_id) DO UPDATE SET rules = excluded.rules`, string(user), string(next)); err != nil {
 			return err
 		}
-		p := db.accountDataPos + 1
-		if _, err := tx.Exec(`INSERT OR REPLACE INTO account_data (user_id, room_id, type, content, stream_pos) VALUES (?,'','m.push_rules',?,?)`,
-			string(user), string(content), p); err != nil {
-			return err
-		}
-		db.accountDataPos, pos = p, p // writer goroutine only, as in PutAccountData
-		return nil
+		pos, err = db.putAccountData(tx, user, "", "m.push_rules", string(content))
+		return err
 	}, nil)
 	return pos, err
 }

@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
@@ -372,8 +372,7 @@ func (db *DB) MembershipChanges(ctx context.Context, room roomdag.RoomID, user r
 	if err != nil {
 		return nil, err
 	}
-	// events.json is a BLOB, which json_extract would read as JSONB: cast it.
-	rows, err := db.r.QueryContext(ctx, `SELECT e.stream_pos, json_extract(CAST(e.json AS TEXT), '$.content.membership')
+	rows, err := db.r.QueryContext(ctx, `SELECT e.stream_pos, `+db.d.JSONText("e.json", "content", "membership")+`
 		FROM events e WHERE e.room_nid = ? AND e.type = 'm.room.member' AND e.state_key = ? ORDER BY e.stream_pos`,
 		nid, string(user))
 	if err != nil {

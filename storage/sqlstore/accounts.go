@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
@@ -14,7 +14,7 @@ func (db *DB) CreateUser(ctx context.Context, u storage.User, createdMS int64) e
 	return db.write(func(tx *sql.Tx) error {
 		_, err := tx.Exec(`INSERT INTO users (user_id, password_hash, is_admin, displayname, created_ts) VALUES (?,?,?,?,?)`,
 			string(u.ID), u.PasswordHash, u.Admin, u.DisplayName, createdMS)
-		if isUniqueViolation(err) {
+		if db.d.IsUniqueViolation(err) {
 			return storage.ErrConflict
 		}
 		return err
@@ -110,7 +110,7 @@ func (db *DB) DeleteDevices(ctx context.Context, user roomdag.UserID, devices []
 	return db.write(func(tx *sql.Tx) error {
 		if devices == nil {
 			var err error
-			if devices, err = queryStrings(ctx, tx, `SELECT device_id FROM devices WHERE user_id = ? AND device_id != ?`, string(user), keep); err != nil {
+			if devices, err = queryStrings(ctx, tx, `SELECT device_id FROM devices WHERE user_id = ? AND device_id != ? ORDER BY device_id`, string(user), keep); err != nil {
 				return err
 			}
 		}
@@ -278,14 +278,20 @@ func (db *DB) SeenDevice(ctx context.Context, user roomdag.UserID, device, ip st
 func (db *DB) PutAccountData(ctx context.Context, user roomdag.UserID, room roomdag.RoomID, typ string, content json.RawMessage) (int64, error) {
 	var pos int64
 	err := db.write(func(tx *sql.Tx) error {
-		pos = db.accountDataPos + 1
-		if _, err := tx.Exec(`INSERT OR REPLACE INTO account_data (user_id, room_id, type, content, stream_pos) VALUES (?,?,?,?,?)`,
-			string(user), string(room), typ, string(content), pos); err != nil {
-			return err
-		}
-		db.accountDataPos = pos // writer goroutine only; a failed commit leaves a harmless gap
-		return nil
+		var err error
+		pos, err = db.putAccountData(tx, user, room, typ, string(content))
+		return err
 	}, nil)
+	return pos, err
+}
+
+// putAccountData stores an account data item in the writer's tx and
+// returns its new account data stream position.
+func (db *DB) putAccountData(tx *sql.Tx, user roomdag.UserID, room roomdag.RoomID, typ, content string) (int64, error) {
+	pos := next(&db.ctr.accountData)
+	_, err := tx.Exec(`INSERT INTO account_data (user_id, room_id, type, content, stream_pos) VALUES (?,?,?,?,?)
+		ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, stream_pos = excluded.stream_pos`,
+		string(user), string(room), typ, content, pos)
 	return pos, err
 }
 
@@ -376,7 +382,7 @@ func (db *DB) Filter(ctx context.Context, user roomdag.UserID, id int64) (json.R
 func (db *DB) PutAlias(ctx context.Context, alias roomdag.RoomAlias, room roomdag.RoomID, creator roomdag.UserID) error {
 	return db.write(func(tx *sql.Tx) error {
 		_, err := tx.Exec(`INSERT INTO room_aliases (alias, room_id, creator) VALUES (?,?,?)`, string(alias), string(room), string(creator))
-		if isUniqueViolation(err) {
+		if db.d.IsUniqueViolation(err) {
 			return storage.ErrConflict
 		}
 		return err
@@ -420,7 +426,7 @@ func (db *DB) RoomAliases(ctx context.Context, room roomdag.RoomID) ([]string, e
 // UserRooms lists every room the user has a membership in.
 func (db *DB) UserRooms(ctx context.Context, user roomdag.UserID) ([]storage.RoomMembership, error) {
 	rows, err := db.r.QueryContext(ctx, `SELECT r.room_id, m.membership, m.event_pos, m.forgotten FROM memberships m
-		JOIN rooms r ON r.room_nid = m.room_nid WHERE m.user_id = ?`, string(user))
+		JOIN rooms r ON r.room_nid = m.room_nid WHERE m.user_id = ? ORDER BY m.room_nid`, string(user))
 	if err != nil {
 		return nil, err
 	}
@@ -439,7 +445,7 @@ func (db *DB) UserRooms(ctx context.Context, user roomdag.UserID) ([]storage.Roo
 // JoinedRooms lists the rooms the user is joined to.
 func (db *DB) JoinedRooms(ctx context.Context, user roomdag.UserID) ([]roomdag.RoomID, error) {
 	ids, err := queryStrings(ctx, db.r, `SELECT r.room_id FROM memberships m JOIN rooms r ON r.room_nid = m.room_nid
-		WHERE m.user_id = ? AND m.membership = 'join'`, string(user))
+		WHERE m.user_id = ? AND m.membership = 'join' ORDER BY m.room_nid`, string(user))
 	out := make([]roomdag.RoomID, len(ids))
 	for i, id := range ids {
 		out[i] = roomdag.RoomID(id)
@@ -482,7 +488,7 @@ func (db *DB) Forget(ctx context.Context, user roomdag.UserID, room roomdag.Room
 // values, for the notifier's start-up state.
 func (db *DB) Members(ctx context.Context, memberships ...string) (map[roomdag.RoomID][]roomdag.UserID, error) {
 	out := map[roomdag.RoomID][]roomdag.UserID{}
-	rows, err := db.r.QueryContext(ctx, `SELECT r.room_id, m.user_id, m.membership FROM memberships m JOIN rooms r ON r.room_nid = m.room_nid`)
+	rows, err := db.r.QueryContext(ctx, `SELECT r.room_id, m.user_id, m.membership FROM memberships m JOIN rooms r ON r.room_nid = m.room_nid ORDER BY m.room_nid, m.user_id`)
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
@@ -23,7 +23,7 @@ func (db *DB) Published(ctx context.Context, room roomdag.RoomID) (bool, error) 
 // PublishedRooms lists the rooms in the public room directory, in no
 // particular order: callers sort by what they read from each room's state.
 func (db *DB) PublishedRooms(ctx context.Context) ([]roomdag.RoomID, error) {
-	ids, err := queryStrings(ctx, db.r, `SELECT room_id FROM rooms WHERE published = 1`)
+	ids, err := queryStrings(ctx, db.r, `SELECT room_id FROM rooms WHERE published = 1 ORDER BY room_nid`)
 	if err != nil {
 		return nil, err
 	}
@@ -56,13 +56,8 @@ func (db *DB) UpdateAccountData(ctx context.Context, user roomdag.UserID, room r
 		if err != nil || next == nil {
 			return err
 		}
-		p := db.accountDataPos + 1
-		if _, err := tx.Exec(`INSERT OR REPLACE INTO account_data (user_id, room_id, type, content, stream_pos) VALUES (?,?,?,?,?)`,
-			string(user), string(room), typ, string(next), p); err != nil {
-			return err
-		}
-		db.accountDataPos, pos = p, p // writer goroutine only, as in PutAccountData
-		return nil
+		pos, err = db.putAccountData(tx, user, room, typ, string(next))
+		return err
 	}, nil)
 	return pos, err
 }
@@ -88,22 +83,23 @@ func (db *DB) SearchUserDirectory(ctx context.Context, searcher roomdag.UserID, 
 		n := len(args)
 		fmt.Fprintf(&match, "\n  AND (lower(u.user_id) LIKE ?%d ESCAPE '\\' OR lower(COALESCE(u.displayname, '')) LIKE ?%d ESCAPE '\\')", n, n)
 	}
-	// events.json is a BLOB, which json_extract would read as JSONB: cast it.
-	rows, err := db.r.QueryContext(ctx, `
+	query, args := positional(`
 WITH shared_rooms AS (
 	SELECT room_nid FROM memberships WHERE user_id = ?1 AND membership = 'join'
 ), public_rooms AS (
 	SELECT cs.room_nid FROM current_state cs JOIN events e ON e.event_id = cs.event_id
 	WHERE cs.state_key = '' AND (
-	  cs.type = 'm.room.join_rules' AND json_extract(CAST(e.json AS TEXT), '$.content.join_rule') = 'public'
-	  OR cs.type = 'm.room.history_visibility' AND json_extract(CAST(e.json AS TEXT), '$.content.history_visibility') = 'world_readable')
+	  cs.type = 'm.room.join_rules' AND `+db.d.JSONText("e.json", "content", "join_rule")+` = 'public'
+	  OR cs.type = 'm.room.history_visibility' AND `+db.d.JSONText("e.json", "content", "history_visibility")+` = 'world_readable')
 )
 SELECT u.user_id, u.displayname, u.avatar_url FROM users u
 WHERE u.deactivated = 0`+match.String()+`
   AND EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = u.user_id AND m.membership = 'join'
-              AND (m.room_nid IN public_rooms OR u.user_id != ?1 AND m.room_nid IN shared_rooms))
+              AND (m.room_nid IN (SELECT room_nid FROM public_rooms)
+                   OR u.user_id != ?1 AND m.room_nid IN (SELECT room_nid FROM shared_rooms)))
 ORDER BY u.user_id
 LIMIT ?2`, args...)
+	rows, err := db.r.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, false, err
 	}

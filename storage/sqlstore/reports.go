@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
@@ -16,13 +16,10 @@ func (db *DB) AddReport(ctx context.Context, r storage.Report) (int64, error) {
 		if r.Score != nil {
 			score = sql.NullInt64{Int64: int64(*r.Score), Valid: true}
 		}
-		res, err := tx.Exec(`INSERT INTO reports (kind, reporter, room_id, event_id, target_user, reason, score, received_ts)
-			VALUES (?,?,?,?,?,?,?,?)`, string(r.Kind), string(r.Reporter), string(r.RoomID), string(r.EventID),
+		id = next(&db.ctr.report)
+		_, err := tx.Exec(`INSERT INTO reports (report_id, kind, reporter, room_id, event_id, target_user, reason, score, received_ts)
+			VALUES (?,?,?,?,?,?,?,?,?)`, id, string(r.Kind), string(r.Reporter), string(r.RoomID), string(r.EventID),
 			string(r.TargetUser), r.Reason, score, r.ReceivedMS)
-		if err != nil {
-			return err
-		}
-		id, err = res.LastInsertId()
 		return err
 	}, nil)
 	return id, err
