@@ -90,6 +90,22 @@ func (c *conn) QueryContext(ctx context.Context, query string, args []driver.Nam
 	return c.Conn.QueryContext(ctx, c.cache.get(query), args)
 }
 
+// CheckNamedValue binds a Go bool as the integer 1 or 0, as go-sqlite3
+// does: the schema keeps flags in INTEGER columns on both engines
+// (schema.go), so the shared layer passes bools to them everywhere, and
+// pgx would refuse a bool for an integer parameter. Other values go to
+// pgx's own conversion.
+func (c *conn) CheckNamedValue(nv *driver.NamedValue) error {
+	if b, ok := nv.Value.(bool); ok {
+		nv.Value = int64(0)
+		if b {
+			nv.Value = int64(1)
+		}
+		return nil
+	}
+	return c.Conn.CheckNamedValue(nv)
+}
+
 // Interface guards: database/sql finds these by type assertion, and
 // without one it would fall back to slower paths silently.
 var (

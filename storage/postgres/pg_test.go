@@ -79,6 +79,11 @@ func TestDriverRebinds(t *testing.T) {
 	if a != "x" || lit != "?" || b != "y" || !j {
 		t.Errorf("got %q %q %q %v, want x ? y true", a, lit, b, j)
 	}
+	// Bools bind as 0/1, for the schema's INTEGER flags.
+	var flags string
+	if err := db.QueryRow(`SELECT concat(CAST(? AS INTEGER), CAST(? AS INTEGER))`, true, false).Scan(&flags); err != nil || flags != "10" {
+		t.Errorf("bools bound as %q, %v; want 1 and 0", flags, err)
+	}
 	// Prepared statements and transactions go through the rewrite too.
 	tx, err := db.Begin()
 	if err != nil {
