@@ -9,7 +9,7 @@ import (
 // BenchmarkJSONText compares reading one field of 1000 stored events
 // through json (what JSONText does) and through jsonb.
 func BenchmarkJSONText(b *testing.B) {
-	db, err := Open(Options{DSN: testDSN(b), MinConns: 1, MaxConns: 2}, discard())
+	db, err := openTestPools(Options{DSN: testDSN(b), MinConns: 1, MaxConns: 2}, discard())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 )
 
 func TestDialect(t *testing.T) {
-	db, err := Open(Options{DSN: testDSN(t), MinConns: 1, MaxConns: 3}, discard())
+	db, err := openTestPools(Options{DSN: testDSN(t), MinConns: 1, MaxConns: 3}, discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,12 +60,12 @@ func TestDialect(t *testing.T) {
 func TestBeginBatchSerialises(t *testing.T) {
 	dsn := testDSN(t)
 	var d Dialect
-	a, err := Open(Options{DSN: dsn, MinConns: 1, MaxConns: 2}, discard())
+	a, err := openTestPools(Options{DSN: dsn, MinConns: 1, MaxConns: 2}, discard())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	b, err := Open(Options{DSN: dsn, MinConns: 1, MaxConns: 2}, discard())
+	b, err := openTestPools(Options{DSN: dsn, MinConns: 1, MaxConns: 2}, discard())
 	if err != nil {
 		t.Fatal(err)
 	}

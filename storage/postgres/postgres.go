@@ -11,10 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/persistentchat/homeserver/storage/sqlstore"
 )
 
 // Options says how to reach the database: Synapse's database section
@@ -46,36 +47,34 @@ const (
 	idleInTransactionTimeout = "60s"
 )
 
-// DB is an open PostgreSQL store.
-type DB struct {
-	// w is the writer: one connection, as SQLite's single writer, so this
-	// process's writes commit in order in batches; several processes
-	// take turns through the batch lock (Dialect.BeginBatch).
-	w *sql.DB
-	// r is the read pool. Its transactions are REPEATABLE READ, so a
-	// reader in a (read-only) transaction sees one snapshot throughout.
-	r   *sql.DB
-	log *slog.Logger
-
-	closeOnce sync.Once
-	closeErr  error
-}
-
 // Open connects to the database, migrates it to this build's schema and
-// opens the pools.
-func Open(opts Options, log *slog.Logger) (*DB, error) {
-	w, r, err := openPools(opts)
+// returns the shared SQL layer over it: one writer connection (as SQLite's
+// single writer, so this process's writes commit in order, in batches;
+// several processes take turns through Dialect.BeginBatch) and a read
+// pool whose transactions are REPEATABLE READ, so a reader's read-only
+// transaction sees one snapshot throughout.
+func Open(opts Options, log *slog.Logger) (*sqlstore.DB, error) {
+	w, r, err := openMigrated(opts, log)
 	if err != nil {
 		return nil, err
+	}
+	return sqlstore.New(w, r, Dialect{}, log)
+}
+
+// openMigrated opens the pools and migrates the database.
+func openMigrated(opts Options, log *slog.Logger) (w, r *sql.DB, err error) {
+	w, r, err = openPools(opts)
+	if err != nil {
+		return nil, nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	if err := migrate(ctx, w, migrations, log); err != nil {
 		w.Close()
 		r.Close()
-		return nil, fmt.Errorf("migrating the PostgreSQL database: %w", err)
+		return nil, nil, fmt.Errorf("migrating the PostgreSQL database: %w", err)
 	}
-	return &DB{w: w, r: r, log: log}, nil
+	return w, r, nil
 }
 
 // openPools opens the writer and the read pool (without migrating), and
@@ -167,10 +166,3 @@ func warm(ctx context.Context, db *sql.DB, n int) error {
 	return nil
 }
 
-// Close closes both pools.
-func (db *DB) Close() error {
-	db.closeOnce.Do(func() {
-		db.closeErr = errors.Join(db.w.Close(), db.r.Close())
-	})
-	return db.closeErr
-}

@@ -33,7 +33,7 @@ func TestSchemaMatchesSQLite(t *testing.T) {
 	}
 	defer s.Close()
 
-	db, err := Open(Options{DSN: testDSN(t)}, discard())
+	db, err := openTestPools(Options{DSN: testDSN(t)}, discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,9 +143,9 @@ func TestMigrateConcurrently(t *testing.T) {
 	const n = 4
 	var wg sync.WaitGroup
 	errs := make([]error, n)
-	dbs := make([]*DB, n)
+	dbs := make([]*testPools, n)
 	for i := range n {
-		wg.Go(func() { dbs[i], errs[i] = Open(Options{DSN: dsn, MinConns: 1, MaxConns: 2}, discard()) })
+		wg.Go(func() { dbs[i], errs[i] = openTestPools(Options{DSN: dsn, MinConns: 1, MaxConns: 2}, discard()) })
 	}
 	wg.Wait()
 	for i := range n {
@@ -162,7 +162,7 @@ func TestMigrateConcurrently(t *testing.T) {
 	if _, err := dbs[0].w.Exec(`UPDATE schema_version SET version = ?`, len(migrations)+1); err != nil {
 		t.Fatal(err)
 	}
-	if db, err := Open(Options{DSN: dsn, MinConns: 1, MaxConns: 2}, discard()); err == nil {
+	if db, err := openTestPools(Options{DSN: dsn, MinConns: 1, MaxConns: 2}, discard()); err == nil {
 		db.Close()
 		t.Fatal("opened a database of a newer schema")
 	} else if !strings.Contains(err.Error(), "newer") {
@@ -196,7 +196,7 @@ func TestMigrateFailureRollsBack(t *testing.T) {
 
 // Readers see one snapshot per transaction; the writer reads committed.
 func TestPoolSettings(t *testing.T) {
-	db, err := Open(Options{DSN: testDSN(t), MinConns: 2, MaxConns: 4}, discard())
+	db, err := openTestPools(Options{DSN: testDSN(t), MinConns: 2, MaxConns: 4}, discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func TestPoolSettings(t *testing.T) {
 	if _, err := tx.Exec(`DELETE FROM filters`); err == nil {
 		t.Error("a read-only transaction wrote")
 	}
-	if _, err := Open(Options{DSN: testDSN(t), MinConns: 3, MaxConns: 1}, discard()); err == nil {
+	if _, err := openTestPools(Options{DSN: testDSN(t), MinConns: 3, MaxConns: 1}, discard()); err == nil {
 		t.Error("opened with max 1 connection")
 	}
 }

@@ -10,7 +10,9 @@ import (
 
 	"golang.org/x/text/unicode/norm"
 
+	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
+	"github.com/persistentchat/homeserver/storage/sqlstore"
 )
 
 // The search index (spec: "Server Side Search") is event_search: one row
@@ -364,3 +366,34 @@ func matchedWords(ctx context.Context, r *sql.DB, phrases []storage.SearchPhrase
 	}
 	return out, rows.Err()
 }
+
+// IndexEvent adds doc to the index in tx (sqlstore.Search).
+func (Dialect) IndexEvent(tx *sql.Tx, d sqlstore.SearchDoc) error {
+	return indexSearchDoc(tx, int64(d.Pos), d.RoomNID, string(d.Sender), d.StateBefore, d.Kind, d.Text)
+}
+
+// UnindexEvent removes a redacted event from the index in tx (sqlstore.Search).
+func (Dialect) UnindexEvent(tx *sql.Tx, target roomdag.EventID) error {
+	return unindexSearchDoc(tx, string(target))
+}
+
+// SearchIndex finds indexed events (sqlstore.Search).
+func (Dialect) SearchIndex(ctx context.Context, r *sql.DB, q sqlstore.IndexQuery, each func(m *sqlstore.IndexMatch) error) error {
+	var out sqlstore.IndexMatch
+	return searchDocs(ctx, r, q.Phrases, q.RoomNIDs, q.Kinds, int64(q.UpTo), q.Limit, func(m *searchMatch) error {
+		out = sqlstore.IndexMatch{Pos: roomdag.StreamPos(m.pos), RoomNID: m.roomNID, Sender: m.sender, StateBefore: m.stateBefore,
+			Kind: m.kind, PhraseHits: m.phraseHits, Length: m.length}
+		return each(&out)
+	})
+}
+
+// MatchedWords returns the words that phrases matched (sqlstore.Search).
+func (Dialect) MatchedWords(ctx context.Context, r *sql.DB, phrases []storage.SearchPhrase, positions []roomdag.StreamPos) ([]string, error) {
+	pos := make([]int64, len(positions))
+	for i, p := range positions {
+		pos[i] = int64(p)
+	}
+	return matchedWords(ctx, r, phrases, pos)
+}
+
+var _ sqlstore.Dialect = Dialect{}

@@ -48,9 +48,9 @@ type testDoc struct {
 
 // searchDB is a migrated database holding docs in its index, each with an
 // event row (unindexing finds the position by event ID, "$<pos>").
-func searchDB(t *testing.T, docs []testDoc) *DB {
+func searchDB(t *testing.T, docs []testDoc) *testPools {
 	t.Helper()
-	db, err := Open(Options{DSN: testDSN(t), MinConns: 1, MaxConns: 3}, discard())
+	db, err := openTestPools(Options{DSN: testDSN(t), MinConns: 1, MaxConns: 3}, discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func searchDB(t *testing.T, docs []testDoc) *DB {
 	return db
 }
 
-func search(t *testing.T, db *DB, term string, rooms, kinds []int64, upTo int64, limit int) (out []searchMatch) {
+func search(t *testing.T, db *testPools, term string, rooms, kinds []int64, upTo int64, limit int) (out []searchMatch) {
 	t.Helper()
 	err := searchDocs(context.Background(), db.r, storage.ParseSearchTerm(term), rooms, kinds, upTo, limit, func(m *searchMatch) error {
 		c := *m

@@ -222,7 +222,7 @@ func (db *DB) StateEntries(ctx context.Context, snapshot int64, keys []roomdag.S
 		args = append(args, k.Type, k.StateKey)
 	}
 	rows, err := db.r.QueryContext(ctx, `WITH RECURSIVE chain(id, depth) AS (
-			SELECT ?, 0
+			SELECT CAST(? AS BIGINT), 0
 			UNION ALL
 			SELECT s.parent_id, chain.depth + 1 FROM state_snapshots s JOIN chain ON s.snapshot_id = chain.id
 			WHERE s.parent_id IS NOT NULL
