@@ -1,12 +1,14 @@
 # Two commands set everything up on a fresh machine:
 #   make run    build and start the homeserver on 127.0.0.1:8008 (SQLite, generated config and keys)
-#   make test   run every test: Go (with -race), lint, and the end-to-end tests (matrix-js-sdk, matrix-bot-sdk, mautrix-go)
+#   make test   run every test: lint, Go (with -race) on SQLite, Go again on a throwaway PostgreSQL
+#               cluster (installed from Debian's packages if missing), and the end-to-end tests
+#               (matrix-js-sdk, matrix-bot-sdk, mautrix-go)
 GO       ?= go
 BIN      := bin
 CONFIG   ?= homeserver.yaml
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: build run test gotest lint e2e bench fuzz conformance clean
+.PHONY: build run test gotest gotest-postgres lint e2e bench fuzz conformance clean
 
 build:
 	$(GO) build -o $(BIN)/homeserver ./cmd/homeserver
@@ -20,10 +22,22 @@ run: build
 		--listen 127.0.0.1:8008 --data-dir ./data --registration open --out $(CONFIG)
 	$(BIN)/homeserver serve --config $(CONFIG)
 
-test: lint gotest e2e
+test: lint gotest gotest-postgres e2e
 
 gotest:
 	$(GO) test -race -count=1 ./...
+
+# The whole suite again with every test server on PostgreSQL (see
+# testserver.PostgresEnv): a throwaway cluster in a temporary directory,
+# stopped and removed whatever the tests do. PGTESTFLAGS adds go test flags
+# (the race detector by default; PGTESTFLAGS= runs without it).
+PGTESTFLAGS ?= -race
+gotest-postgres:
+	@d=$$(mktemp -d /tmp/homeserver-pg.XXXXXX); \
+	trap './scripts/pgcluster.sh stop "$$d"; rm -rf "$$d"' EXIT; trap 'exit 130' INT TERM; \
+	start=$$(date +%s); ./scripts/pgcluster.sh start "$$d" >/dev/null || exit 1; \
+	echo "PostgreSQL cluster started in $$(( $$(date +%s) - start ))s: $$(cat "$$d/dsn")"; \
+	HOMESERVER_TEST_POSTGRES=$$(cat "$$d/dsn") $(GO) test $(PGTESTFLAGS) -count=1 ./...
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

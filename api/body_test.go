@@ -3,7 +3,6 @@ package api_test
 import (
 	"bufio"
 	"bytes"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,16 +54,12 @@ func TestUploadEndingEarly(t *testing.T) {
 	s := testserver.Start(t, testserver.Options{})
 	alice := s.Register("alice")
 	mediaDir := filepath.Join(s.DataDir, "media")
+	// The server's own store has no way to list media; read the table.
+	sqlDB := s.SQL()
 	countMedia := func() int {
 		t.Helper()
-		// The server's own store has no way to list media; read the table.
-		db, err := sql.Open("sqlite3", "file:"+filepath.Join(s.DataDir, "homeserver.db")+"?mode=ro")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
 		var n int
-		if err := db.QueryRow(`SELECT count(*) FROM media`).Scan(&n); err != nil {
+		if err := sqlDB.QueryRow(`SELECT count(*) FROM media`).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n

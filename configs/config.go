@@ -300,12 +300,89 @@ type Metrics struct {
 	Listen string `yaml:"listen"`
 }
 
-// Database configures storage.
+// Database configures storage, in Synapse's shape: the engine's name and
+// its connection arguments. The engines are SQLite (the embedded default,
+// one process) and PostgreSQL (an existing server, which several
+// homeserver processes may share). Read SQLite's file through
+// Config.DatabasePath and PostgreSQL's connection through
+// Database.Postgres; both fill in the defaults.
 type Database struct {
-	// Path is the SQLite database file. Read it through
-	// Config.DatabasePath, which fills in the default.
+	// Name is the engine: "sqlite3" or "postgres". (Synapse's name for
+	// PostgreSQL, "psycopg2", is refused with a hint rather than taken,
+	// since Synapse accepts arguments this server does not.)
+	// Default: "sqlite3".
+	Name string `yaml:"name"`
+
+	// Path is the SQLite database file, the key this server read before
+	// it had args; args.database says the same, and setting both to
+	// different files is an error. Only for sqlite3.
 	// Default: "" (<DataDir>/homeserver.db).
 	Path string `yaml:"path"`
+
+	// Args are the engine's connection arguments.
+	// Default: see DatabaseArgs.
+	Args DatabaseArgs `yaml:"args"`
+}
+
+// DatabaseArgs are the connection arguments of Database (Synapse's
+// database.args). Database is SQLite's; the rest are PostgreSQL's, which
+// takes either DSN or the separate Host, Port, User, Password, DBName and
+// SSLMode, never both, and needs a database name either way. Setting an
+// argument of the other engine is an error, except the pool sizes, which
+// SQLite ignores (it has one writer and a read pool of its own).
+type DatabaseArgs struct {
+	// Database is the SQLite database file (Synapse's key), the same as
+	// database.path. Only for sqlite3.
+	// Default: "" (<DataDir>/homeserver.db).
+	Database string `yaml:"database"`
+
+	// DSN is PostgreSQL's connection string, in either of libpq's forms:
+	// a URL ("postgres://user:password@host:5432/dbname?sslmode=require")
+	// or key=value pairs ("host=db.internal user=matrix dbname=matrix").
+	// It must name the database. It may hold the password, so it is a
+	// secret: never logged, never shown in an error.
+	// Default: "" (the separate arguments below are used).
+	DSN Secret `yaml:"dsn"`
+
+	// Host is the PostgreSQL server's host name or address, or the
+	// directory of its Unix socket (a path starting with "/").
+	// Default: "" (libpq's: the local Unix socket, else localhost).
+	Host string `yaml:"host"`
+
+	// Port is the PostgreSQL server's port, 1 to 65535.
+	// Default: 0 (libpq's: 5432).
+	Port int `yaml:"port"`
+
+	// User is the PostgreSQL role the server connects as.
+	// Default: "" (libpq's: the operating system user's name).
+	User string `yaml:"user"`
+
+	// Password is the role's password. A secret: never logged, never
+	// shown in an error.
+	// Default: "" (none, or libpq's password file ~/.pgpass).
+	Password Secret `yaml:"password"`
+
+	// DBName is the PostgreSQL database, which must exist (the server
+	// creates its tables in it). Required unless DSN is set.
+	// Default: "".
+	DBName string `yaml:"dbname"`
+
+	// SSLMode is libpq's sslmode: disable, allow, prefer, require,
+	// verify-ca or verify-full.
+	// Default: "" (libpq's: prefer).
+	SSLMode string `yaml:"sslmode"`
+
+	// CPMin is the fewest PostgreSQL connections the server keeps open
+	// (Synapse's cp_min). From 0 to CPMax.
+	// Default: 5.
+	CPMin int `yaml:"cp_min"`
+
+	// CPMax is the most PostgreSQL connections the server opens at once
+	// (Synapse's cp_max). At least 1. PostgreSQL's max_connections must
+	// leave room for it in every homeserver process that shares the
+	// database.
+	// Default: 10.
+	CPMax int `yaml:"cp_max"`
 }
 
 // Caches bounds the in-memory caches, so that memory stays flat however
@@ -574,7 +651,7 @@ func Default() Config {
 		PublicBaseURL:                  "",
 		Listen:                         "127.0.0.1:8008",
 		DataDir:                        "./data",
-		Database:                       Database{Path: ""},
+		Database:                       Database{Name: EngineSQLite, Args: DatabaseArgs{CPMin: 5, CPMax: 10}},
 		SigningKeyFile:                 "",
 		Caches:                         Caches{Rooms: 2000},
 		EnableRegistration:             false,
@@ -617,10 +694,15 @@ func Default() Config {
 	}
 }
 
-// DatabasePath returns the SQLite database file: Database.Path, or
-// <DataDir>/homeserver.db when that is empty.
+// DatabasePath returns the SQLite database file: Database.Args.Database
+// or Database.Path (Validate refuses two different ones), or
+// <DataDir>/homeserver.db when neither is set. Only meaningful for the
+// sqlite3 engine.
 func (c *Config) DatabasePath() string {
-	if c.Database.Path != "" {
+	switch {
+	case c.Database.Args.Database != "":
+		return c.Database.Args.Database
+	case c.Database.Path != "":
 		return c.Database.Path
 	}
 	return filepath.Join(c.DataDir, "homeserver.db")

@@ -28,6 +28,11 @@ type GenerateOptions struct {
 	// one, so that the admin registration endpoint can make the first
 	// account.
 	SharedSecret string
+	// Database is "sqlite3" (the default, also for ""): SQLite in the
+	// data directory; or a PostgreSQL connection string, a postgres://
+	// URL or libpq's key=value pairs, written as database.args.dsn with
+	// database.name postgres.
+	Database string
 }
 
 // Generate returns a complete configuration file: the documented sample,
@@ -65,6 +70,15 @@ func Generate(o GenerateOptions) ([]byte, error) {
 		secret = rand.Text()
 	}
 	setString("registration_shared_secret", secret)
+	switch db := o.Database; {
+	case db == "" || db == EngineSQLite:
+	case strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://") || strings.Contains(db, "="):
+		setString("database.name", EnginePostgres)
+		setString("database.args.dsn", db)
+	default:
+		// Not quoted: it may be a connection string with a password.
+		return nil, fmt.Errorf("configs: generate: database: want sqlite3, a postgres:// URL or key=value pairs")
+	}
 
 	out, err := setValues(sample, set)
 	if err != nil {
@@ -87,8 +101,8 @@ func Generate(o GenerateOptions) ([]byte, error) {
 	return out, nil
 }
 
-// setValues replaces the values of top-level keys in the YAML document
-// src, keeping every other byte (comments, blank lines, order) as it is.
+// setValues replaces the values of keys in the YAML document src, each
+// named by its dotted path ("database.args.dsn"), keeping every other byte (comments, blank lines, order) as it is.
 // It uses the node tree only to find each value and to render the new
 // one: re-encoding the whole tree with yaml.v3 would drop the sample's
 // blank lines. Each replaced value must sit alone at the end of its line,
@@ -102,13 +116,19 @@ func setValues(src []byte, set map[string]*yaml.Node) ([]byte, error) {
 	if len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
 		return nil, fmt.Errorf("sample is not a mapping")
 	}
-	top := doc.Content[0]
 	lines := bytes.SplitAfter(src, []byte("\n"))
 	for key, nv := range set {
-		var old *yaml.Node
-		for i := 0; i+1 < len(top.Content); i += 2 {
-			if top.Content[i].Value == key {
-				old = top.Content[i+1]
+		old := doc.Content[0]
+		for name := range strings.SplitSeq(key, ".") {
+			var next *yaml.Node
+			for i := 0; old.Kind == yaml.MappingNode && i+1 < len(old.Content); i += 2 {
+				if old.Content[i].Value == name {
+					next = old.Content[i+1]
+				}
+			}
+			old = next
+			if old == nil {
+				break
 			}
 		}
 		if old == nil {

@@ -134,6 +134,7 @@ func (c *Config) resolvePaths(dir string) {
 	}
 	abs(&c.DataDir)
 	abs(&c.Database.Path)
+	abs(&c.Database.Args.Database)
 	abs(&c.SigningKeyFile)
 	for i := range c.AppServiceConfigFiles {
 		abs(&c.AppServiceConfigFiles[i])
@@ -322,6 +323,8 @@ func (c *Config) validate(lines map[string]int) []*FieldError {
 	if c.DataDir == "" {
 		bad("data_dir", "must not be empty")
 	}
+
+	c.validateDatabase(bad)
 
 	if c.RegistrationRequiresToken && !c.EnableRegistration {
 		bad("registration_requires_token", "is true but enable_registration is false; set enable_registration: true, or remove registration_requires_token")

@@ -6,10 +6,11 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/persistentchat/homeserver/configs"
 	"github.com/persistentchat/homeserver/testserver"
 )
 
-// TestFilesAreOwnerOnly: the database (with its -wal and -shm files), the
+// TestFilesAreOwnerOnly: the SQLite database (with its -wal and -shm files), the
 // signing key and the data directory are the owner's alone, under the
 // usual umask (022), under which SQLite would have made the database and
 // its companions readable by every user of the machine. Not parallel: the
@@ -20,8 +21,13 @@ func TestFilesAreOwnerOnly(t *testing.T) {
 	// shared-memory files exist while the server runs.
 	srv := testserver.Start(t, testserver.Options{DataDir: filepath.Join(t.TempDir(), "data")})
 	srv.Register("alice")
-	db := srv.Config.DatabasePath()
-	for _, p := range []string{db, db + "-wal", db + "-shm", srv.Config.SigningKeyPath(), srv.DataDir} {
+	paths := []string{srv.Config.SigningKeyPath(), srv.DataDir}
+	if srv.Config.Database.Name == configs.EngineSQLite {
+		// PostgreSQL's files are the database server's, not ours.
+		db := srv.Config.DatabasePath()
+		paths = append(paths, db, db+"-wal", db+"-shm")
+	}
+	for _, p := range paths {
 		fi, err := os.Stat(p)
 		if err != nil {
 			t.Errorf("%v", err)

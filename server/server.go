@@ -178,7 +178,7 @@ func New(cfg *configs.Config, log *slog.Logger, clk clock.Clock) (*Homeserver, e
 	if err != nil {
 		return nil, err
 	}
-	db, err := sqlite.Open(cfg.DatabasePath(), log)
+	db, err := OpenStore(cfg, log)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 // Package testserver boots whole homeservers on loopback for tests: a real
-// HTTP listener on 127.0.0.1:0, a temporary SQLite file, and a client that
-// speaks the client-server API.
+// HTTP listener on 127.0.0.1:0, a temporary database (a SQLite file, or a
+// fresh PostgreSQL database when HOMESERVER_TEST_POSTGRES is set, see
+// PostgresEnv), and a client that speaks the client-server API.
 package testserver
 
 import (
@@ -65,6 +66,9 @@ func Start(t testing.TB, opts Options) *Server {
 	cfg.BcryptRounds = 4 // the minimum: tests register many users
 	cfg.RateLimiting.Enabled = false
 	cfg.LogLevel = "warn"
+	if Engine() == configs.EnginePostgres {
+		usePostgres(t, &cfg, dir)
+	}
 	if opts.Configure != nil {
 		opts.Configure(&cfg)
 	}

@@ -2,7 +2,7 @@
 // chat rooms, and its operator subcommands.
 //
 //	homeserver [serve] --config FILE
-//	homeserver generate-config --server-name NAME --listen ADDR --data-dir DIR [--registration open|token|disabled] [--out FILE]
+//	homeserver generate-config --server-name NAME --listen ADDR --data-dir DIR [--registration open|token|disabled] [--database sqlite3|postgres://...] [--out FILE]
 //	homeserver generate-keys --server-name NAME --out FILE
 //	homeserver register-user --config FILE --user NAME --password PW [--admin]
 package main
@@ -25,7 +25,6 @@ import (
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/server"
 	"github.com/persistentchat/homeserver/storage"
-	"github.com/persistentchat/homeserver/storage/sqlite"
 )
 
 func main() {
@@ -98,6 +97,7 @@ func generateConfig(args []string) error {
 	fs.StringVar(&o.DataDir, "data-dir", "./data", "data directory")
 	fs.StringVar(&o.Registration, "registration", "disabled", "open, token or disabled")
 	fs.StringVar(&o.SharedSecret, "shared-secret", "", "registration shared secret (random if empty)")
+	fs.StringVar(&o.Database, "database", "sqlite3", "sqlite3 (in the data directory), or a PostgreSQL connection string: postgres://user:password@host/dbname or key=value pairs")
 	file := fs.String("out", "", "file to write, mode 0600; it must not exist (default: standard output)")
 	fs.Parse(args)
 	out, err := configs.Generate(o)
@@ -165,7 +165,7 @@ func registerUser(args []string) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return err
 	}
-	db, err := sqlite.Open(cfg.DatabasePath(), slog.Default())
+	db, err := server.OpenStore(cfg, slog.Default())
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,8 @@ import (
 
 	"github.com/persistentchat/homeserver/configs"
 	"github.com/persistentchat/homeserver/roomdag"
-	"github.com/persistentchat/homeserver/storage/sqlite"
+	"github.com/persistentchat/homeserver/server"
+	"github.com/persistentchat/homeserver/testserver"
 )
 
 // TestOperatorCommands runs the built binary's subcommands the way an
@@ -30,8 +31,13 @@ func TestOperatorCommands(t *testing.T) {
 		out, err := exec.Command(bin, args...).CombinedOutput()
 		return string(out), err
 	}
+	// The engine the suite runs on: on PostgreSQL, a fresh database.
+	database := configs.EngineSQLite
+	if testserver.Engine() == configs.EnginePostgres {
+		database = testserver.PostgresDatabase(t)
+	}
 	cfgText, err := run("generate-config", "--server-name", "127.0.0.1:9999", "--listen", "127.0.0.1:9999",
-		"--data-dir", filepath.Join(dir, "data"), "--registration", "token")
+		"--data-dir", filepath.Join(dir, "data"), "--registration", "token", "--database", database)
 	if err != nil {
 		t.Fatalf("generate-config: %v\n%s", err, cfgText)
 	}
@@ -46,8 +52,28 @@ func TestOperatorCommands(t *testing.T) {
 	if !cfg.EnableRegistration || !cfg.RegistrationRequiresToken || len(cfg.RegistrationTokens) != 1 {
 		t.Errorf("token registration not configured: %+v", cfg)
 	}
+	if cfg.Database.Name != testserver.Engine() {
+		t.Errorf("generate-config --database %s: database.name %q", testserver.Engine(), cfg.Database.Name)
+	}
 	if out, err := run("generate-config", "--registration", "sometimes"); err == nil {
 		t.Errorf("bad registration mode accepted: %s", out)
+	}
+	// --database with a PostgreSQL URL writes a postgres section; a bad one
+	// is refused without echoing its password.
+	pgText, err := run("generate-config", "--database", "postgres://matrix:pw-9f3k@db.internal/matrix")
+	if err != nil {
+		t.Fatalf("generate-config --database postgres://...: %v\n%s", err, pgText)
+	}
+	pgPath := filepath.Join(dir, "pg.yaml")
+	if err := os.WriteFile(pgPath, []byte(pgText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if pg, err := configs.Load(pgPath); err != nil || pg.Database.Name != configs.EnginePostgres ||
+		pg.Database.Postgres().DSN.Reveal() != "postgres://matrix:pw-9f3k@db.internal/matrix" {
+		t.Errorf("generate-config --database postgres://...: %v, %+v", err, pg)
+	}
+	if out, err := run("generate-config", "--database", "postgres://matrix:pw-9f3k@db.internal"); err == nil || strings.Contains(out, "pw-9f3k") {
+		t.Errorf("generate-config with a DSN naming no database: %v: %s", err, out)
 	}
 	// --out writes the config for its owner only (it holds the shared
 	// secret), and does not overwrite one.
@@ -88,7 +114,7 @@ func TestOperatorCommands(t *testing.T) {
 	if out, err := run("register-user", "--config", cfgPath, "--user", "Bad Name", "--password", "long enough pw"); err == nil {
 		t.Errorf("bad localpart accepted: %s", out)
 	}
-	db, err := sqlite.Open(cfg.DatabasePath(), slog.Default())
+	db, err := server.OpenStore(cfg, slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +123,9 @@ func TestOperatorCommands(t *testing.T) {
 	if err != nil || !u.Admin || u.PasswordHash == "" {
 		t.Errorf("registered admin = %+v, %v", u, err)
 	}
-	wantOwnerOnly(t, cfg.DatabasePath()) // made by register-user
+	if cfg.Database.Name == configs.EngineSQLite {
+		wantOwnerOnly(t, cfg.DatabasePath()) // made by register-user
+	}
 	if out, err := run("frobnicate"); err == nil {
 		t.Errorf("unknown command accepted: %s", out)
 	}
