@@ -30,7 +30,6 @@ import (
 	"github.com/persistentchat/homeserver/push"
 	"github.com/persistentchat/homeserver/pusher"
 	"github.com/persistentchat/homeserver/roomdag"
-	"github.com/persistentchat/homeserver/storage/sqlite"
 	"github.com/persistentchat/homeserver/storage/sqlstore"
 	"github.com/persistentchat/homeserver/streamworker"
 	"github.com/persistentchat/homeserver/sync"
