@@ -135,7 +135,7 @@ func (db *DB) DeleteDevices(ctx context.Context, user roomdag.UserID, devices []
 // never registered again.
 func (db *DB) DeactivateUser(ctx context.Context, user roomdag.UserID, erase bool) error {
 	return db.write(func(tx *sql.Tx) error {
-		res, err := tx.Exec(`UPDATE users SET deactivated = 1, password_hash = '', erased = erased OR ? WHERE user_id = ?`, erase, string(user))
+		res, err := tx.Exec(`UPDATE users SET deactivated = 1, password_hash = '', erased = CASE WHEN ? = 1 THEN 1 ELSE erased END WHERE user_id = ?`, erase, string(user))
 		if err != nil {
 			return err
 		}
