@@ -165,4 +165,3 @@ func warm(ctx context.Context, db *sql.DB, n int) error {
 	}
 	return nil
 }
-
