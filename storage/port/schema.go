@@ -21,7 +21,9 @@ import (
 // index (a tsvector table, rebuilt from the copied events: rebuildSearch)
 // and its migration count (schema_version, which its migrations set).
 var (
-	sqliteOnly   = func(name string) bool { return name == "event_search" || strings.HasPrefix(name, "event_search_") || strings.HasPrefix(name, "sqlite_") }
+	sqliteOnly = func(name string) bool {
+		return name == "event_search" || strings.HasPrefix(name, "event_search_") || strings.HasPrefix(name, "sqlite_")
+	}
 	postgresOnly = func(name string) bool { return name == "event_search" || name == "schema_version" }
 )
 
