@@ -8,8 +8,12 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
+	gosync "sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/persistentchat/homeserver/configs"
 	"github.com/persistentchat/homeserver/storage/port"
@@ -192,4 +196,52 @@ func writeConfig(t *testing.T, path string, cfg *configs.Config) {
 	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestPortDBMeasure times a port of a larger database, made through the
+// real server: set HOMESERVER_PORT_EVENTS to the number of messages (e.g.
+// 100000) and HOMESERVER_TEST_POSTGRES. The summary (rows/s) is logged.
+func TestPortDBMeasure(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("HOMESERVER_PORT_EVENTS"))
+	if n <= 0 || os.Getenv(testserver.PostgresEnv) == "" {
+		t.Skipf("a measurement: set HOMESERVER_PORT_EVENTS (e.g. 100000) and %s", testserver.PostgresEnv)
+	}
+	dir := t.TempDir()
+	src := testserver.Start(t, testserver.Options{DataDir: dir, Configure: func(c *configs.Config) { c.Database = configs.Default().Database }})
+	const senders, rooms = 16, 8
+	owner := src.Register("owner")
+	roomIDs := make([]string, rooms)
+	for i := range roomIDs {
+		roomIDs[i] = owner.CreateRoom(map[string]any{"preset": "public_chat", "name": fmt.Sprintf("room %d", i)})
+	}
+	start := time.Now()
+	var wg gosync.WaitGroup
+	var failed atomic.Int64
+	for s := range senders {
+		c := src.Register("sender")
+		for _, r := range roomIDs {
+			c.Join(r)
+		}
+		wg.Go(func() {
+			for i := s; i < n; i += senders {
+				path := fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/m%d", url.PathEscape(roomIDs[i%rooms]), i)
+				body := map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("message %d from sender %d about pineapples and bananas", i, s)}
+				if r := c.Do("PUT", path, body); r.Status != 200 {
+					failed.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if failed.Load() > 0 {
+		t.Fatalf("%d sends failed", failed.Load())
+	}
+	t.Logf("made %d messages in %s", n, time.Since(start).Round(time.Millisecond))
+	src.Stop()
+	fi, _ := os.Stat(src.Config.DatabasePath())
+	var out bytes.Buffer
+	if err := portDB([]string{"--sqlite", src.Config.DatabasePath(), "--postgres", testserver.PostgresDatabase(t)}, &out); err != nil {
+		t.Fatalf("port: %v", err)
+	}
+	t.Logf("port of a %d MB database:\n%s", fi.Size()>>20, out.String())
 }
