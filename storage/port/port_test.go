@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -172,5 +173,76 @@ func TestConvert(t *testing.T) {
 		case err != nil || !sameValue(c.want, got):
 			t.Errorf("convert(%#v, %s) = %#v, %v; want %#v", c.v, c.pgType, got, err, c.want)
 		}
+	}
+}
+
+// A source that is being written while the port runs is copied as one
+// state of it: each write below adds a row to two tables in one
+// transaction, and the copy has as many rows in one as in the other.
+func TestSnapshotOfALiveSource(t *testing.T) {
+	dsn := targetDSN(t)
+	src := emptySQLite(t)
+	w, err := sql.Open("sqlite3", "file:"+src+"?_journal_mode=WAL&_busy_timeout=10000&_txlock=immediate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	w.SetMaxOpenConns(1)
+	write := func(i int) error {
+		tx, err := w.Begin()
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback()
+		if _, err := tx.Exec(`INSERT INTO filters (user_id, filter_id, filter) VALUES ('@a:x', ?, '{}')`, i); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(`INSERT INTO push_rules (user_id, rules) VALUES (?, '[]')`, "@u"+strconv.Itoa(i)+":x"); err != nil {
+			return err
+		}
+		return tx.Commit()
+	}
+	for i := range 2000 { // something to copy before the writes race it
+		if err := write(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := make(chan struct{})
+	done := make(chan error)
+	go func() {
+		i := 2000
+		for {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			if err := write(i); err != nil {
+				done <- err
+				return
+			}
+			i++
+		}
+	}()
+	_, err = Run(context.Background(), Options{SQLitePath: src, PostgresDSN: dsn})
+	close(stop)
+	if werr := <-done; werr != nil {
+		t.Fatalf("writer: %v", werr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg, err := sql.Open(postgres.DriverName, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close()
+	var filters, rules int
+	if err := pg.QueryRow(`SELECT (SELECT count(*) FROM filters), (SELECT count(*) FROM push_rules)`).Scan(&filters, &rules); err != nil {
+		t.Fatal(err)
+	}
+	if filters != rules || filters < 2000 {
+		t.Errorf("copied %d filters and %d push rules; want the same number, at least 2000", filters, rules)
 	}
 }
