@@ -31,7 +31,7 @@ type memStore struct {
 	snap      int64
 	failedGen map[RoomID]uint64
 	loads     int
-	built     int // EnqueueBuilt calls
+	built     int           // EnqueueBuilt calls
 	rejected  map[error]int // writes failed, by error
 
 	// gated holds queued writes in queue until the test commits them
