@@ -335,4 +335,18 @@ CREATE TABLE profile_fields (
 );
 
 ` + searchSchema,
+	// State snapshot IDs are allocated by the room write path, outside
+	// the writer, and must be unique across every process sharing the
+	// database: each process reserves blocks of snapshotIDBlock from this
+	// sequence (Dialect.ReserveSnapshotIDs), starting above the stored
+	// ones. PostgreSQL only: SQLite's one process keeps the counter in
+	// memory. The writers reload their counters, among them the newest
+	// account data position, at the start of every batch: an index makes
+	// that MAX a B-tree lookup instead of a scan (in both schemas, where
+	// AccountDataPos reads it too).
+	`
+CREATE SEQUENCE state_snapshot_ids INCREMENT BY 64 MINVALUE 1;
+SELECT setval('state_snapshot_ids', (SELECT COALESCE(MAX(snapshot_id), 0) + 1 FROM state_snapshots), false);
+CREATE INDEX account_data_stream ON account_data(stream_pos);
+`,
 }

@@ -424,4 +424,10 @@ CREATE TABLE profile_fields (
 	PRIMARY KEY (user_id, field)
 ) WITHOUT ROWID;
 `,
+	// The newest account data position (AccountDataPos, and the
+	// counters at start) is the last entry of this index rather than a
+	// scan of the table; PostgreSQL's writers read it in every batch.
+	`
+CREATE INDEX account_data_stream ON account_data(stream_pos);
+`,
 }
