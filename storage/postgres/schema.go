@@ -335,4 +335,21 @@ CREATE TABLE profile_fields (
 );
 
 ` + searchSchema,
+	// Multi-process deployments: SQLite's migration of the same purpose
+	// says what these hold.
+	`
+CREATE TABLE uia_sessions (
+	session_id TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+	endpoint   TEXT COLLATE "C" NOT NULL,
+	completed  TEXT COLLATE "C" NOT NULL,
+	user_id    TEXT COLLATE "C" NOT NULL,
+	expires_ms BIGINT NOT NULL
+);
+CREATE INDEX uia_sessions_expiry ON uia_sessions(expires_ms);
+CREATE TABLE rate_limits (
+	bucket TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+	tat_us BIGINT NOT NULL
+);
+CREATE INDEX rate_limits_tat ON rate_limits(tat_us);
+`,
 }
