@@ -26,31 +26,36 @@ import (
 // (microseconds, at least 1) and takes nothing.
 func (db *DB) TakeRateToken(ctx context.Context, bucket string, nowUS, intervalUS int64, burst int) (int64, error) {
 	allowance := int64(burst-1) * intervalUS
-	var wait int64
-	err := db.rateTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		var tat int64
-		err := tx.QueryRowContext(ctx, `INSERT INTO rate_limits (bucket, tat_us) VALUES (?, ?)
+	var tat int64
+	err := db.rateStatement(ctx, func(ctx context.Context, q querier) error {
+		return q.QueryRowContext(ctx, `INSERT INTO rate_limits (bucket, tat_us) VALUES (?, ?)
 			ON CONFLICT (bucket) DO UPDATE SET tat_us = CASE WHEN rate_limits.tat_us > ? THEN rate_limits.tat_us ELSE ? END + ?
 			WHERE rate_limits.tat_us - ? <= ?
 			RETURNING tat_us`, bucket, nowUS+intervalUS, nowUS, nowUS, intervalUS, nowUS, allowance).Scan(&tat)
-		if !errors.Is(err, sql.ErrNoRows) {
-			return err
-		}
-		// Refused: the row is as it was, and says when a token is back.
-		if err := tx.QueryRowContext(ctx, `SELECT tat_us FROM rate_limits WHERE bucket = ?`, bucket).Scan(&tat); err != nil {
-			return err
-		}
-		wait = max(tat-nowUS-allowance, 1)
-		return nil
 	})
-	return wait, err
+	if !errors.Is(err, sql.ErrNoRows) {
+		return 0, err
+	}
+	// Refused, and the row left as it was: it says when a token is back
+	// (a row just purged is a full bucket: no wait, though this take was
+	// refused a moment before; the client retries).
+	err = db.rateStatement(ctx, func(ctx context.Context, q querier) error {
+		return q.QueryRowContext(ctx, `SELECT tat_us FROM rate_limits WHERE bucket = ?`, bucket).Scan(&tat)
+	})
+	if errors.Is(err, sql.ErrNoRows) {
+		return 1, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return max(tat-nowUS-allowance, 1), nil
 }
 
 // RefundRateToken gives back a token that TakeRateToken took (a bucket
 // never holds more than its burst).
 func (db *DB) RefundRateToken(ctx context.Context, bucket string, nowUS, intervalUS int64) error {
-	return db.rateTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `UPDATE rate_limits SET tat_us = CASE WHEN tat_us - ? > ? THEN tat_us - ? ELSE ? END WHERE bucket = ?`,
+	return db.rateStatement(ctx, func(ctx context.Context, q querier) error {
+		_, err := q.ExecContext(ctx, `UPDATE rate_limits SET tat_us = CASE WHEN tat_us - ? > ? THEN tat_us - ? ELSE ? END WHERE bucket = ?`,
 			intervalUS, nowUS, intervalUS, nowUS, bucket)
 		return err
 	})
@@ -59,23 +64,40 @@ func (db *DB) RefundRateToken(ctx context.Context, bucket string, nowUS, interva
 // PurgeRateLimits forgets the buckets that are full at nowUS: a missing
 // row is a full bucket.
 func (db *DB) PurgeRateLimits(ctx context.Context, nowUS int64) error {
-	return db.rateTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `DELETE FROM rate_limits WHERE tat_us <= ?`, nowUS)
+	return db.rateStatement(ctx, func(ctx context.Context, q querier) error {
+		_, err := q.ExecContext(ctx, `DELETE FROM rate_limits WHERE tat_us <= ?`, nowUS)
 		return err
 	})
 }
 
-// rateTx runs fn in a transaction of its own. On PostgreSQL that is a READ
-// COMMITTED transaction of the read pool (whose default, REPEATABLE READ,
-// would fail an update of a row that another process's statement updated
-// meanwhile, where READ COMMITTED waits for it and applies the update to
-// the new row: exactly the contention a limited key sees). SQLite has one
-// write connection, the writer's, and fn runs as one of its jobs.
-func (db *DB) rateTx(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+// rateRetries bounds how often a statement is retried after a
+// serialization failure before it runs in a READ COMMITTED transaction.
+const rateRetries = 3
+
+// rateStatement runs fn, which runs one statement, on its own.
+//
+// On PostgreSQL that is one autocommitted statement on the read pool: one
+// round trip. The pool's transactions are REPEATABLE READ, under which an
+// update of a row that another process's statement updated meanwhile fails
+// (SQLSTATE 40001) instead of waiting for it and applying to the new row,
+// as READ COMMITTED does. Such a failure means another take on the same
+// bucket committed (progress): the statement is retried, and after
+// rateRetries failures runs in a READ COMMITTED transaction (three round
+// trips), which cannot fail so.
+//
+// SQLite has one write connection, the writer's: fn runs as one of its
+// jobs.
+func (db *DB) rateStatement(ctx context.Context, fn func(ctx context.Context, q querier) error) error {
 	if db.d.Name() == "sqlite3" {
 		// The writer's transaction outlives no request: it runs without
 		// the request's context, as every job does.
 		return db.write(func(tx *sql.Tx) error { return fn(context.Background(), tx) }, nil)
+	}
+	for range rateRetries {
+		err := fn(ctx, db.r)
+		if !isSerializationFailure(err) {
+			return err
+		}
 	}
 	tx, err := db.r.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
@@ -86,4 +108,11 @@ func (db *DB) rateTx(ctx context.Context, fn func(ctx context.Context, tx *sql.T
 		return err
 	}
 	return tx.Commit()
+}
+
+// isSerializationFailure: err is PostgreSQL's 40001 (pgx's errors carry
+// their SQLSTATE).
+func isSerializationFailure(err error) bool {
+	var e interface{ SQLState() string }
+	return errors.As(err, &e) && e.SQLState() == "40001"
 }
