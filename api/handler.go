@@ -141,7 +141,7 @@ func (s *Server) wrap(rt route) http.HandlerFunc {
 			}
 		}
 		if rt.rate != rateNone && !s.rateExempt(r) {
-			if err := s.limits.allow(rt.rate, rateKey(r)); err != nil {
+			if err := s.limits.allow(r.Context(), rt.rate, rateKey(r)); err != nil {
 				s.writeError(w, r, err)
 				return
 			}

@@ -264,6 +264,8 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		ThumbnailMemory:     int64(cfg.MaxThumbnailMemory),
 		AccessTokenLifetime: cfg.RefreshableAccessTokenLifetime.Std(),
 		RateLimited:         rl.Enabled,
+		// On PostgreSQL several processes may serve the client API.
+		SharedRateLimits: cfg.Database.Name == configs.EnginePostgres,
 		RateLimits: map[string]api.RateLimit{
 			"message":       {PerSecond: rl.Message.PerSecond, BurstCount: rl.Message.BurstCount},
 			"login":         {PerSecond: rl.Login.PerSecond, BurstCount: rl.Login.BurstCount},

@@ -349,4 +349,21 @@ CREATE SEQUENCE state_snapshot_ids INCREMENT BY 64 MINVALUE 1;
 SELECT setval('state_snapshot_ids', (SELECT COALESCE(MAX(snapshot_id), 0) + 1 FROM state_snapshots), false);
 CREATE INDEX account_data_stream ON account_data(stream_pos);
 `,
+	// Multi-process deployments: SQLite's migration of the same purpose
+	// says what these hold.
+	`
+CREATE TABLE uia_sessions (
+	session_id TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+	endpoint   TEXT COLLATE "C" NOT NULL,
+	completed  TEXT COLLATE "C" NOT NULL,
+	user_id    TEXT COLLATE "C" NOT NULL,
+	expires_ms BIGINT NOT NULL
+);
+CREATE INDEX uia_sessions_expiry ON uia_sessions(expires_ms);
+CREATE TABLE rate_limits (
+	bucket TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+	tat_us BIGINT NOT NULL
+);
+CREATE INDEX rate_limits_tat ON rate_limits(tat_us);
+`,
 }

@@ -430,4 +430,26 @@ CREATE TABLE profile_fields (
 	`
 CREATE INDEX account_data_stream ON account_data(stream_pos);
 `,
+	// Multi-process deployments (issue 10): what the client API kept in
+	// one process's memory across requests, so that a client's next
+	// request may reach another process. uia_sessions are user-interactive
+	// auth sessions and shared-secret registration nonces
+	// (storage/sqlstore/uia.go); completed is a JSON array of stage types.
+	// rate_limits are token buckets as GCRA times
+	// (storage/sqlstore/ratelimits.go), used on PostgreSQL.
+	`
+CREATE TABLE uia_sessions (
+	session_id TEXT NOT NULL PRIMARY KEY,
+	endpoint   TEXT NOT NULL,
+	completed  TEXT NOT NULL,
+	user_id    TEXT NOT NULL,
+	expires_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX uia_sessions_expiry ON uia_sessions(expires_ms);
+CREATE TABLE rate_limits (
+	bucket TEXT NOT NULL PRIMARY KEY,
+	tat_us INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX rate_limits_tat ON rate_limits(tat_us);
+`,
 }
