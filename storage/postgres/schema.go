@@ -335,4 +335,13 @@ CREATE TABLE profile_fields (
 );
 
 ` + searchSchema,
+	// Worker leases: which process runs each background worker, and
+	// until when, in milliseconds of this database's clock (lease.go).
+	`
+CREATE TABLE worker_leases (
+	name       TEXT COLLATE "C" PRIMARY KEY,
+	holder     TEXT COLLATE "C" NOT NULL,
+	expires_at BIGINT NOT NULL
+);
+`,
 }
