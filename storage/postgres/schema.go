@@ -366,4 +366,13 @@ CREATE TABLE rate_limits (
 );
 CREATE INDEX rate_limits_tat ON rate_limits(tat_us);
 `,
+	// Worker leases: which process runs each background worker, and
+	// until when, in milliseconds of this database's clock (lease.go).
+	`
+CREATE TABLE worker_leases (
+	name       TEXT COLLATE "C" PRIMARY KEY,
+	holder     TEXT COLLATE "C" NOT NULL,
+	expires_at BIGINT NOT NULL
+);
+`,
 }

@@ -452,4 +452,17 @@ CREATE TABLE rate_limits (
 ) WITHOUT ROWID;
 CREATE INDEX rate_limits_tat ON rate_limits(tat_us);
 `,
+	// Worker leases (issue 10): which of the processes sharing a database
+	// runs each background worker (notifications, pushers, application
+	// services), and until when, in milliseconds of the database's clock.
+	// Only the PostgreSQL engine uses it (storage/postgres/lease.go); a
+	// SQLite server is the only process on its database and holds every
+	// lease for ever. The table is here so that both schemas stay one.
+	`
+CREATE TABLE worker_leases (
+	name       TEXT NOT NULL PRIMARY KEY,
+	holder     TEXT NOT NULL,
+	expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+`,
 }
