@@ -126,6 +126,9 @@ func (db *DB) DeleteDevices(ctx context.Context, user roomdag.UserID, devices []
 				}
 			}
 		}
+		if len(devices) > 0 {
+			db.change.SessionsEnded = append(db.change.SessionsEnded, user)
+		}
 		return nil
 	}, nil)
 }
@@ -158,6 +161,10 @@ func (db *DB) DeactivateUser(ctx context.Context, user roomdag.UserID, erase boo
 			if _, err := tx.Exec(q, string(user)); err != nil {
 				return err
 			}
+		}
+		db.change.SessionsEnded = append(db.change.SessionsEnded, user)
+		if erase {
+			db.change.Erased = append(db.change.Erased, user)
 		}
 		return nil
 	}, func() {
@@ -292,6 +299,9 @@ func (db *DB) putAccountData(tx *sql.Tx, user roomdag.UserID, room roomdag.RoomI
 	_, err := tx.Exec(`INSERT INTO account_data (user_id, room_id, type, content, stream_pos) VALUES (?,?,?,?,?)
 		ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, stream_pos = excluded.stream_pos`,
 		string(user), string(room), typ, content, pos)
+	if err == nil {
+		db.change.AccountData = append(db.change.AccountData, storage.UserPos{User: user, Pos: pos})
+	}
 	return pos, err
 }
 
