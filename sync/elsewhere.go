@@ -70,11 +70,7 @@ func (n *Notifier) CaughtUp(cur Token) {
 	n.ends.mu.Unlock()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.cur.Events = max(n.cur.Events, cur.Events)
-	n.cur.AccountData = max(n.cur.AccountData, cur.AccountData)
-	n.cur.Receipts = max(n.cur.Receipts, cur.Receipts)
-	n.cur.Presence = max(n.cur.Presence, cur.Presence)
-	n.cur.Notifications = max(n.cur.Notifications, cur.Notifications)
+	n.raiseLocked(cur)
 	for u := range n.waiting {
 		n.wakeLocked(u)
 	}
@@ -86,6 +82,12 @@ func (n *Notifier) CaughtUp(cur Token) {
 func (n *Notifier) Raise(cur Token) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.raiseLocked(cur)
+}
+
+// raiseLocked raises each durable stream's position to cur's (typing is
+// per process and stays). The caller holds n.mu.
+func (n *Notifier) raiseLocked(cur Token) {
 	n.cur.Events = max(n.cur.Events, cur.Events)
 	n.cur.AccountData = max(n.cur.AccountData, cur.AccountData)
 	n.cur.Receipts = max(n.cur.Receipts, cur.Receipts)

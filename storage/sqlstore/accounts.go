@@ -181,18 +181,7 @@ func (db *DB) ErasedUsers() map[roomdag.UserID]bool {
 }
 
 // loadErased reads the erased users at Open.
-func (db *DB) loadErased() error {
-	ids, err := queryStrings(context.Background(), db.w, `SELECT user_id FROM users WHERE erased = 1`)
-	if err != nil {
-		return err
-	}
-	m := make(map[roomdag.UserID]bool, len(ids))
-	for _, id := range ids {
-		m[roomdag.UserID(id)] = true
-	}
-	db.erased.Store(&m)
-	return nil
-}
+func (db *DB) loadErased() error { return db.ReloadErased(context.Background()) }
 
 // addErased adds user to the erased set. It runs on the writer goroutine
 // after the erasure commits, so replacements never race each other, and
