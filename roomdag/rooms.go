@@ -243,6 +243,11 @@ func (rs *Rooms) ServerName() ServerName { return rs.key.ServerName }
 func (r *room) publish(st *RoomState, epoch uint64) {
 	r.smu.Lock()
 	defer r.smu.Unlock()
+	r.publishLocked(st, epoch)
+}
+
+// publishLocked is publish for a caller that holds r.smu.
+func (r *room) publishLocked(st *RoomState, epoch uint64) {
 	if r.epoch != epoch {
 		return
 	}
@@ -263,9 +268,16 @@ func (r *room) currentEpoch() uint64 {
 // callers, and publishes what it read as the durable state. The caller
 // holds a pin on r. A caller whose context ends stops waiting; if the one
 // that ran the load gave up that way, the others load again.
-func (rs *Rooms) load(ctx context.Context, r *room) (*RoomState, error) {
+//
+// A caller that only needs the durable state (fresh false) takes one that
+// a load published since it looked, rather than starting another load.
+func (rs *Rooms) load(ctx context.Context, r *room, fresh bool) (*RoomState, error) {
 	for {
 		r.smu.Lock()
+		if st := r.durable.Load(); !fresh && st != nil {
+			r.smu.Unlock()
+			return st, nil
+		}
 		c, epoch := r.loading, r.epoch
 		if c == nil {
 			c = &loadCall{done: make(chan struct{})}
@@ -276,10 +288,12 @@ func (rs *Rooms) load(ctx context.Context, r *room) (*RoomState, error) {
 			if r.loading == c {
 				r.loading = nil
 			}
-			r.smu.Unlock()
+			// Published as the load ends, under the same lock: a caller
+			// that finds no load in flight finds its state.
 			if c.err == nil {
-				r.publish(c.st, epoch)
+				r.publishLocked(c.st, epoch)
 			}
+			r.smu.Unlock()
 			close(c.done)
 			return c.st, c.err
 		}
@@ -302,8 +316,11 @@ func (rs *Rooms) headLocked(ctx context.Context, r *room) (*RoomState, error) {
 	if r.head != nil && !r.reload.Load() {
 		return r.head, nil
 	}
+	// A first load may take the durable state a reader's load published;
+	// a reload (the head went stale) must read storage again.
+	fresh := r.head != nil
 	r.reload.Store(false)
-	st, err := rs.load(ctx, r)
+	st, err := rs.load(ctx, r, fresh)
 	if err != nil {
 		// Not loaded: the next writer tries again.
 		r.reload.Store(r.head != nil)
@@ -331,7 +348,7 @@ func (rs *Rooms) State(ctx context.Context, id RoomID) (*RoomState, error) {
 	if st := r.durable.Load(); st != nil {
 		return st, nil
 	}
-	st, err := rs.load(ctx, r)
+	st, err := rs.load(ctx, r, false)
 	if err != nil {
 		return nil, err
 	}
