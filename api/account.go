@@ -276,21 +276,21 @@ func (s *Server) loginUser(identifier json.RawMessage, legacyUser string) (roomd
 // counts: a right password is no failure, a wrong one no login.
 func (s *Server) checkUserPassword(r *http.Request, user roomdag.UserID, pw string, login bool) error {
 	key := string(user)
-	if err := s.limits.allow(rateLoginFailed, key); err != nil {
+	if err := s.limits.allow(r.Context(), rateLoginFailed, key); err != nil {
 		return err
 	}
 	if login {
-		if err := s.limits.allow(rateLoginAccount, key); err != nil {
-			s.limits.refund(rateLoginFailed, key)
+		if err := s.limits.allow(r.Context(), rateLoginAccount, key); err != nil {
+			s.limits.refund(r.Context(), rateLoginFailed, key)
 			return err
 		}
 	}
 	right, err := s.verifyPassword(r, user, pw)
 	if right || err != nil && !isForbidden(err) {
-		s.limits.refund(rateLoginFailed, key) // not a failed attempt
+		s.limits.refund(r.Context(), rateLoginFailed, key) // not a failed attempt
 	}
 	if login && err != nil {
-		s.limits.refund(rateLoginAccount, key) // no login was made
+		s.limits.refund(r.Context(), rateLoginAccount, key) // no login was made
 	}
 	return err
 }
@@ -574,9 +574,9 @@ func (s *Server) adminRegisterNonce(r *http.Request) (any, error) {
 		return nil, errorf(http.StatusNotFound, CodeUnrecognized, "shared-secret registration is disabled")
 	}
 	nonce := s.newID(32)
-	s.uia.mu.Lock()
-	s.uia.m["nonce:"+nonce] = &uiaSession{id: nonce, endpoint: "nonce", expires: s.clock.Now().Add(uiaSessionLifetime)}
-	s.uia.mu.Unlock()
+	if err := s.uia.putNonce(r.Context(), nonce); err != nil {
+		return nil, err
+	}
 	return map[string]string{"nonce": nonce}, nil
 }
 
@@ -595,11 +595,11 @@ func (s *Server) adminRegister(r *http.Request) (any, error) {
 	if err := decodeJSON(r, &req); err != nil {
 		return nil, err
 	}
-	s.uia.mu.Lock()
-	sess := s.uia.m["nonce:"+req.Nonce]
-	delete(s.uia.m, "nonce:"+req.Nonce)
-	s.uia.mu.Unlock()
-	if sess == nil || s.clock.Now().After(sess.expires) {
+	issued, err := s.uia.takeNonce(r.Context(), req.Nonce)
+	if err != nil {
+		return nil, err
+	}
+	if !issued {
 		return nil, errorf(http.StatusBadRequest, CodeUnknown, "unrecognised nonce")
 	}
 	mac := hmac.New(sha1.New, []byte(s.cfg.SharedSecret))

@@ -141,7 +141,7 @@ func (s *Server) wrap(rt route) http.HandlerFunc {
 			}
 		}
 		if rt.rate != rateNone && !s.rateExempt(r) {
-			if err := s.limits.allow(rt.rate, rateKey(r)); err != nil {
+			if err := s.limits.allow(r.Context(), rt.rate, rateKey(r)); err != nil {
 				s.writeError(w, r, err)
 				return
 			}
@@ -218,6 +218,12 @@ func (s *Server) mapError(r *http.Request, err error) *Error {
 		return badJSON("%v", err)
 	case errors.Is(err, roomdag.ErrUnknownRoom):
 		return notFoundErr("unknown room")
+	case errors.Is(err, roomdag.ErrRoomBusy):
+		// Nothing was stored: the client retries (its transaction ID
+		// keeps the retry idempotent), as after a rate limit.
+		e := errorf(http.StatusTooManyRequests, CodeLimitExceeded, "the room is busy, try again")
+		e.Extra = map[string]any{"retry_after_ms": int64(100)}
+		return e
 	case errors.Is(err, sync.ErrSessionEnded):
 		// A long-poll whose session was logged out, deleted or deactivated
 		// while it waited: no soft logout, the session is gone.

@@ -49,6 +49,10 @@ type Config struct {
 	AccessTokenLifetime time.Duration
 	RateLimited         bool
 	RateLimits          map[string]RateLimit // "message", "login", "login_account", "login_failed", "registration"
+	// SharedRateLimits keeps the rate limits' buckets in the database, for
+	// several processes serving the client API on one database
+	// (api/ratelimit.go); unset, each process counts on its own.
+	SharedRateLimits bool
 	// MediaDir is the media repository's directory; "" turns the media
 	// endpoints off. MaxUploadSize bounds one upload, in bytes.
 	MediaDir      string
@@ -103,8 +107,8 @@ func NewServer(cfg Config, store Store, rooms *roomdag.Rooms, syncer *sync.Synce
 	}
 	s := &Server{
 		cfg: cfg, store: store, rooms: rooms, sync: syncer, clock: clk, log: log, random: random,
-		limits: newLimiter(cfg.RateLimited, clk, classes),
-		uia:    newUIASessions(clk),
+		limits: newLimiter(cfg.RateLimited, clk, classes, sharedLimits(cfg, store)),
+		uia:    newUIASessions(clk, store),
 	}
 	s.upgrades = &upgrader{store: store, rooms: rooms, clock: clk, log: log, server: cfg.ServerName,
 		firstEvents: s.firstEvents, roomID: s.localRoomID,
@@ -116,6 +120,14 @@ func NewServer(cfg Config, store Store, rooms *roomdag.Rooms, syncer *sync.Synce
 			AuthenticatedMedia: cfg.AuthenticatedMedia, ThumbnailSizes: cfg.ThumbnailSizes, ThumbnailMemory: cfg.ThumbnailMemory}, store, clk, random)
 	}
 	return s
+}
+
+// sharedLimits is the store, if the config asks for shared rate limits.
+func sharedLimits(cfg Config, store Store) sharedBuckets {
+	if !cfg.SharedRateLimits {
+		return nil
+	}
+	return store
 }
 
 // Media is the media repository, nil when the media endpoints are off;

@@ -90,6 +90,20 @@ type Store interface {
 	// Devices that application services create (api/appservice.go).
 	AppServiceDevices
 
+	// User-interactive auth sessions and shared-secret registration
+	// nonces (storage/sqlstore/uia.go documents).
+	PutUIASession(ctx context.Context, s storage.UIASession, nowMS int64) error
+	UIASession(ctx context.Context, id string, nowMS int64) (*storage.UIASession, error)
+	CompleteUIAStage(ctx context.Context, id, stage string, user roomdag.UserID, expiresMS, nowMS int64) (*storage.UIASession, error)
+	DeleteUIASession(ctx context.Context, id string, nowMS int64) (bool, error)
+
+	// Rate limit buckets shared by the processes of one database
+	// (storage/sqlstore/ratelimits.go documents), used when
+	// Config.SharedRateLimits is set.
+	TakeRateToken(ctx context.Context, bucket string, nowUS, intervalUS int64, burst int) (int64, error)
+	RefundRateToken(ctx context.Context, bucket string, nowUS, intervalUS int64) error
+	PurgeRateLimits(ctx context.Context, nowUS int64) error
+
 	// Reports for administrators (storage/sqlstore/reports.go documents).
 	AddReport(ctx context.Context, r storage.Report) (int64, error)
 	Reports(ctx context.Context, kind storage.ReportKind, from, limit int, forward bool) ([]storage.Report, int, error)

@@ -1,19 +1,27 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
-	gosync "sync"
+	"slices"
 	"time"
 
 	"github.com/persistentchat/homeserver/clock"
 	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
 )
 
 // User-interactive authentication (spec: client-server API, "User-Interactive
-// Authentication API"). Sessions live in memory: they last minutes, and a
-// restart only makes a client start the flow again.
+// Authentication API"). Sessions are rows of the database, not of one
+// process's memory: behind a load balancer each request of a flow may
+// reach another process serving the client API on the same database. A
+// flow that completes in the request that begins it (registration with
+// m.login.dummy and no session yet) stores nothing.
 
+// uiaSessionLifetime is how long a session lasts after it was begun or a
+// stage of it was last completed.
 const uiaSessionLifetime = 15 * time.Minute
 
 // Stage types.
@@ -23,24 +31,22 @@ const (
 	stageRegistrationToken = "m.login.registration_token"
 )
 
-type uiaSession struct {
-	id        string
-	endpoint  string // method and path: a session is bound to one request
-	completed []string
-	expires   time.Time
-	// user is the account a completed m.login.password stage proved
-	// (Synapse's "user" of a UIA session); "" before.
-	user roomdag.UserID
+// uiaStore is the part of Store that keeps sessions
+// (storage/sqlstore/uia.go documents).
+type uiaStore interface {
+	PutUIASession(ctx context.Context, s storage.UIASession, nowMS int64) error
+	UIASession(ctx context.Context, id string, nowMS int64) (*storage.UIASession, error)
+	CompleteUIAStage(ctx context.Context, id, stage string, user roomdag.UserID, expiresMS, nowMS int64) (*storage.UIASession, error)
+	DeleteUIASession(ctx context.Context, id string, nowMS int64) (bool, error)
 }
 
 type uiaSessions struct {
 	clock clock.Clock
-	mu    gosync.Mutex
-	m     map[string]*uiaSession
+	store uiaStore
 }
 
-func newUIASessions(clk clock.Clock) *uiaSessions {
-	return &uiaSessions{clock: clk, m: map[string]*uiaSession{}}
+func newUIASessions(clk clock.Clock, store uiaStore) *uiaSessions {
+	return &uiaSessions{clock: clk, store: store}
 }
 
 // uiaAuth is the "auth" object of a request.
@@ -58,41 +64,46 @@ type uiaAuth struct {
 // account.
 type stageCheck func(stage string, a *uiaAuth) (roomdag.UserID, error)
 
+// errUnknownSession answers a session that is not (or no longer) stored:
+// never begun, expired, or completed by another request.
+func errUnknownSession() error {
+	return errorf(http.StatusBadRequest, CodeUnknown, "unknown or expired user-interactive auth session")
+}
+
 // require runs user-interactive auth for a request. Once a whole flow is
 // complete it forgets the session and returns the account the flow proved
 // ("" if none of its stages proves one) and a nil error; otherwise the
-// 401 response to send, or the error of a failed stage.
+// 401 response to send, or the error of a failed stage. A session is
+// bound to the request (method and path) that began it, and authorises
+// one request: of requests that complete it at once, on any processes,
+// one succeeds and the others are told the session is unknown.
 //
 // Callers parse and check the request body before calling it, so that a
 // malformed body is answered 400 (M_NOT_JSON, M_BAD_JSON) rather than
 // with a challenge: the spec asks registration for exactly that, and
 // Complement's "POST rejects invalid utf-8 in JSON" checks it.
 func (u *uiaSessions) require(r *http.Request, auth *uiaAuth, flows [][]string, params map[string]any, newID func() string, check stageCheck) (roomdag.UserID, error) {
+	ctx := r.Context()
 	now := u.clock.Now()
-	u.mu.Lock()
-	for id, s := range u.m {
-		if now.After(s.expires) {
-			delete(u.m, id)
-		}
-	}
+	nowMS, expiresMS := now.UnixMilli(), now.Add(uiaSessionLifetime).UnixMilli()
 	endpoint := r.Method + " " + r.URL.Path
-	var sess *uiaSession
-	if auth != nil && auth.Session != "" {
-		sess = u.m[auth.Session]
-		if sess == nil {
-			u.mu.Unlock()
-			return "", errorf(http.StatusBadRequest, CodeUnknown, "unknown or expired user-interactive auth session")
+	var sess *storage.UIASession
+	stored := auth != nil && auth.Session != ""
+	if stored {
+		s, err := u.store.UIASession(ctx, auth.Session, nowMS)
+		if errors.Is(err, storage.ErrNotFound) {
+			return "", errUnknownSession()
 		}
-		if sess.endpoint != endpoint {
-			u.mu.Unlock()
+		if err != nil {
+			return "", err
+		}
+		if s.Endpoint != endpoint {
 			return "", forbidden("this auth session belongs to another request")
 		}
+		sess = s
 	} else {
-		sess = &uiaSession{id: newID(), endpoint: endpoint}
-		u.m[sess.id] = sess
+		sess = &storage.UIASession{ID: newID(), Endpoint: endpoint}
 	}
-	sess.expires = now.Add(uiaSessionLifetime)
-	u.mu.Unlock()
 
 	var stageErr *Error
 	if auth != nil && auth.Type != "" {
@@ -108,32 +119,85 @@ func (u *uiaSessions) require(r *http.Request, auth *uiaAuth, flows [][]string, 
 			}
 			stageErr = me
 		} else {
-			u.mu.Lock()
-			if !contains(sess.completed, auth.Type) {
-				sess.completed = append(sess.completed, auth.Type)
+			completed := sess.Completed
+			if !contains(completed, auth.Type) {
+				completed = append(slices.Clip(completed), auth.Type)
 			}
-			if user != "" {
-				sess.user = user
+			if stored && !anyFlowDone(flows, completed) {
+				// Merged in the database with stages that other
+				// requests complete meanwhile.
+				s, err := u.store.CompleteUIAStage(ctx, sess.ID, auth.Type, user, expiresMS, nowMS)
+				if errors.Is(err, storage.ErrNotFound) {
+					return "", errUnknownSession()
+				}
+				if err != nil {
+					return "", err
+				}
+				sess = s
+			} else {
+				sess.Completed = completed
+				if user != "" {
+					sess.User = user
+				}
 			}
-			u.mu.Unlock()
 		}
 	}
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	for _, f := range flows {
-		if flowDone(f, sess.completed) {
-			delete(u.m, sess.id)
-			return sess.user, nil
+	if anyFlowDone(flows, sess.Completed) {
+		if stored {
+			ok, err := u.store.DeleteUIASession(ctx, sess.ID, nowMS)
+			if err != nil {
+				return "", err
+			}
+			if !ok {
+				return "", errUnknownSession()
+			}
+		}
+		return sess.User, nil
+	}
+	if !stored {
+		// Committed before the 401 that names it is sent.
+		sess.ExpiresMS = expiresMS
+		if err := u.store.PutUIASession(ctx, *sess, nowMS); err != nil {
+			return "", err
 		}
 	}
-	body := map[string]any{"flows": flowList(flows), "params": params, "session": sess.id}
-	if len(sess.completed) > 0 {
-		body["completed"] = append([]string(nil), sess.completed...)
+	body := map[string]any{"flows": flowList(flows), "params": params, "session": sess.ID}
+	if len(sess.Completed) > 0 {
+		body["completed"] = append([]string(nil), sess.Completed...)
 	}
 	if stageErr != nil {
 		body["errcode"], body["error"] = stageErr.Code, stageErr.Message
 	}
 	return "", &Error{Status: http.StatusUnauthorized, Code: "", Extra: body}
+}
+
+// putNonce stores a shared-secret registration nonce
+// (/_synapse/admin/v1/register), for uiaSessionLifetime. Nonces share the
+// sessions' table under IDs of their own ("nonce:" and the nonce) and an
+// endpoint no request has, so neither can stand for the other.
+func (u *uiaSessions) putNonce(ctx context.Context, nonce string) error {
+	now := u.clock.Now()
+	return u.store.PutUIASession(ctx, storage.UIASession{ID: "nonce:" + nonce, Endpoint: nonceEndpoint,
+		Completed: []string{}, ExpiresMS: now.Add(uiaSessionLifetime).UnixMilli()}, now.UnixMilli())
+}
+
+// takeNonce forgets a nonce and reports whether it was issued and
+// unexpired: a nonce serves one registration.
+func (u *uiaSessions) takeNonce(ctx context.Context, nonce string) (bool, error) {
+	return u.store.DeleteUIASession(ctx, "nonce:"+nonce, u.clock.Now().UnixMilli())
+}
+
+// nonceEndpoint is the endpoint of stored nonces: no request's method and
+// path.
+const nonceEndpoint = "nonce"
+
+func anyFlowDone(flows [][]string, completed []string) bool {
+	for _, f := range flows {
+		if flowDone(f, completed) {
+			return true
+		}
+	}
+	return false
 }
 
 func stageOffered(flows [][]string, stage string) bool {

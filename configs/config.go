@@ -322,6 +322,16 @@ type Database struct {
 	// Args are the engine's connection arguments.
 	// Default: see DatabaseArgs.
 	Args DatabaseArgs `yaml:"args"`
+
+	// WorkerLeaseDuration is, on postgres, how long a process's hold on a
+	// background worker (notifications, pushers, application services)
+	// lasts between renewals, which come every third of it: when the
+	// process that runs a worker dies, another takes the worker over
+	// within this time. Shorter moves work sooner and costs more renewals
+	// (one short statement per worker per third). At least 1s, in whole
+	// milliseconds. SQLite ignores it: its one process runs every worker.
+	// Default: "15s".
+	WorkerLeaseDuration Duration `yaml:"worker_lease_duration"`
 }
 
 // DatabaseArgs are the connection arguments of Database (Synapse's
@@ -651,7 +661,7 @@ func Default() Config {
 		PublicBaseURL:                  "",
 		Listen:                         "127.0.0.1:8008",
 		DataDir:                        "./data",
-		Database:                       Database{Name: EngineSQLite, Args: DatabaseArgs{CPMin: 5, CPMax: 10}},
+		Database:                       Database{Name: EngineSQLite, Args: DatabaseArgs{CPMin: 5, CPMax: 10}, WorkerLeaseDuration: Duration(DefaultWorkerLeaseDuration)},
 		SigningKeyFile:                 "",
 		Caches:                         Caches{Rooms: 2000},
 		EnableRegistration:             false,

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // The engines Database.Name may name.
@@ -53,6 +54,17 @@ func (d *Database) Postgres() PostgresConn {
 	return conn
 }
 
+// DefaultWorkerLeaseDuration is Database.WorkerLeaseDuration's default.
+const DefaultWorkerLeaseDuration = 15 * time.Second
+
+// LeaseDuration is WorkerLeaseDuration, or its default when it is 0.
+func (d *Database) LeaseDuration() time.Duration {
+	if d.WorkerLeaseDuration == 0 {
+		return DefaultWorkerLeaseDuration
+	}
+	return d.WorkerLeaseDuration.Std()
+}
+
 // quoteDSNValue quotes a value for a key=value connection string, as
 // libpq reads it: in single quotes, with \ and ' escaped by a backslash.
 func quoteDSNValue(v string) string {
@@ -66,6 +78,10 @@ var sslModes = []string{"disable", "allow", "prefer", "require", "verify-ca", "v
 func (c *Config) validateDatabase(bad func(field, format string, args ...any)) {
 	d, a := &c.Database, &c.Database.Args
 	const args = "database.args."
+	// 0 is the default (a Database built in code rather than loaded).
+	if lease := d.WorkerLeaseDuration.Std(); lease != 0 && (lease < time.Second || lease%time.Millisecond != 0) {
+		bad("database.worker_lease_duration", "is %v; must be at least 1s, in whole milliseconds", lease)
+	}
 	if a.CPMin < 0 {
 		bad(args+"cp_min", "is %d; must be at least 0", a.CPMin)
 	}

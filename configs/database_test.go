@@ -112,6 +112,8 @@ func TestLoadDatabaseErrors(t *testing.T) {
 		{"empty engine", "database:\n  name: \"\"\n", "database.name", 2, "must be sqlite3 or postgres"},
 		{"cp_min above cp_max", pg + "    dbname: m\n    cp_min: 11\n", "database.args.cp_min", 5, "must not exceed cp_max (10)"},
 		{"cp_max zero", pg + "    dbname: m\n    cp_min: 0\n    cp_max: 0\n", "database.args.cp_max", 6, "at least 1"},
+		{"lease under a second", "database:\n  name: postgres\n  worker_lease_duration: 500ms\n  args:\n    dbname: m\n", "database.worker_lease_duration", 3, "at least 1s"},
+		{"lease in microseconds", "database:\n  worker_lease_duration: 1500100us\n", "database.worker_lease_duration", 2, "whole milliseconds"},
 		{"cp_min negative", pg + "    dbname: m\n    cp_min: -1\n", "database.args.cp_min", 5, "at least 0"},
 		{"missing dbname", pg + "    host: db\n    user: matrix\n", "database.args.dbname", 0, "not set"},
 		{"dsn and host", pg + "    dsn: \"postgres://u:" + pw + "@h/db\"\n    host: h\n", "database.args.dsn", 4, "together with host"},

@@ -72,3 +72,23 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(poolWaitSecsDesc, prometheus.CounterValue, s.WaitDuration.Seconds(), s.Name)
 	}
 }
+
+// leaseCollector reads the lease holds at each scrape.
+type leaseCollector struct {
+	leases Leases
+}
+
+var leaseHeldDesc = prometheus.NewDesc(namespace+"_worker_lease_held",
+	"1 while this process holds the worker lease, and so runs the workers under it; 0 while another process does (or nobody).", []string{"lease"}, nil)
+
+func (c *leaseCollector) Describe(ch chan<- *prometheus.Desc) { ch <- leaseHeldDesc }
+
+func (c *leaseCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, h := range c.leases.LeaseHolds() {
+		v := 0.0
+		if h.Held {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(leaseHeldDesc, prometheus.GaugeValue, v, h.Lease)
+	}
+}

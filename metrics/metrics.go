@@ -62,7 +62,29 @@ type Sources struct {
 	Workers Workers
 	// Pools is the store.
 	Pools Pools
+	// Leases report whether this process holds each worker lease.
+	Leases Leases
 }
+
+// LeaseHold says whether this process holds one worker lease, and so
+// runs the workers under it (streamworker.Holder).
+type LeaseHold struct {
+	// Lease names it: "notifications", "pushers", "appservices".
+	Lease string
+	Held  bool
+}
+
+// Leases reports this process's worker leases; it is called at every
+// scrape, so it must be cheap and safe to call from any goroutine.
+type Leases interface {
+	LeaseHolds() []LeaseHold
+}
+
+// LeasesFunc adapts a function to Leases.
+type LeasesFunc func() []LeaseHold
+
+// LeaseHolds implements Leases.
+func (f LeasesFunc) LeaseHolds() []LeaseHold { return f() }
 
 // Pools is what the metrics read of the store: the use of its
 // connection pools.
@@ -120,6 +142,7 @@ func New(src Sources) *Metrics {
 			func() float64 { return float64(src.SyncWaiters()) }),
 		&workerCollector{head: src.Head, workers: src.Workers},
 		&poolCollector{pools: src.Pools},
+		&leaseCollector{leases: src.Leases},
 	)
 	return m
 }

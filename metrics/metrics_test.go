@@ -25,7 +25,10 @@ func newTestEvents(events *Events, head roomdag.StreamPos, workers ...WorkerPosi
 	return New(Sources{Events: events,
 		Head: func() roomdag.StreamPos { return head }, SyncWaiters: func() int64 { return 3 },
 		Workers: WorkersFunc(func() []WorkerPosition { return workers }),
-		Pools:   fakePools{{Name: "read", MaxOpen: 8, Open: 2, InUse: 1, Idle: 1, WaitCount: 4}}})
+		Pools:   fakePools{{Name: "read", MaxOpen: 8, Open: 2, InUse: 1, Idle: 1, WaitCount: 4}},
+		Leases: LeasesFunc(func() []LeaseHold {
+			return []LeaseHold{{Lease: "notifications", Held: true}, {Lease: "pushers"}}
+		})})
 }
 
 // exposition scrapes m and returns its text.
@@ -104,6 +107,8 @@ func TestScrapeTimeMetrics(t *testing.T) {
 		`homeserver_db_pool_max_connections{pool="read"} 8`,
 		`homeserver_db_pool_in_use_connections{pool="read"} 1`,
 		`homeserver_db_pool_waits_total{pool="read"} 4`,
+		`homeserver_worker_lease_held{lease="notifications"} 1`,
+		`homeserver_worker_lease_held{lease="pushers"} 0`,
 		`homeserver_events_persisted_total{origin="local"} 0`,
 		`homeserver_events_persisted_total{origin="remote"} 0`,
 	)

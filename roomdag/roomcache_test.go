@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
-	"strings"
 	"sync"
 	"testing"
 )
@@ -471,10 +470,12 @@ func TestInvalidateWithWritesInFlight(t *testing.T) {
 	}
 }
 
-// A room that changes underneath every attempt: Append gives up after a
-// bounded number of rebuilds with an error that says so, and stores
-// nothing of its own.
-func TestRoomThatKeepsChangingGivesUp(t *testing.T) {
+// A room that changes underneath every optimistic attempt (another
+// process keeps writing to it): after staleRetries rebuilds on reloaded
+// states, Append builds the event under the store's write lock, where
+// the room cannot change, and stores it on the newest state, never on a
+// stale one.
+func TestRoomThatKeepsChangingIsWrittenUnderTheLock(t *testing.T) {
 	store := newMemStore()
 	a, b := newRoomsOn(t, store, 0), newRoomsOn(t, store, 0)
 	ctx := context.Background()
@@ -489,17 +490,37 @@ func TestRoomThatKeepsChangingGivesUp(t *testing.T) {
 			}
 		}
 	}
-	_, _, err := a.Append(ctx, id, message(owner, "never"))
-	if !errors.Is(err, ErrRoomChanged) || !strings.Contains(err.Error(), "attempts") {
-		t.Fatalf("err = %v, want ErrRoomChanged after several attempts", err)
+	ev, pos, err := a.Append(ctx, id, message(owner, "at last"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if got := store.rejected[ErrRoomChanged]; got != staleRetries+1 {
-		t.Errorf("%d attempts, want %d", got, staleRetries+1)
+	if got := store.rejected[ErrRoomChanged]; got != staleRetries {
+		t.Errorf("%d optimistic attempts lost, want %d", got, staleRetries)
 	}
+	if store.built != 1 {
+		t.Errorf("%d locked attempts, want 1", store.built)
+	}
+	var before *Persist
 	for _, p := range store.events {
-		if p.Event.Type() == TypeMessage {
-			t.Errorf("stored %s, built on a stale state", p.Event.ID())
+		if p.Event.ID() == ev.ID() {
+			break
 		}
+		before = p
+	}
+	if prev := ev.PrevEvents(); len(prev) != 1 || before == nil || prev[0] != before.Event.ID() {
+		t.Errorf("stored on %v, want on the newest event %s", prev, before.Event.ID())
+	}
+	if st, _ := a.State(ctx, id); st.LastPos != pos || topicOf(st) != fmt.Sprint(n) {
+		t.Errorf("durable state at %d with topic %q, want %d and %q", st.LastPos, topicOf(st), pos, fmt.Sprint(n))
+	}
+	// The head is the stored state: the next write needs no reload.
+	loads := store.loads
+	store.beforeWrite = nil
+	if _, _, err := a.Append(ctx, id, message(owner, "next")); err != nil {
+		t.Fatal(err)
+	}
+	if store.loads != loads {
+		t.Errorf("%d reloads after the locked write, want 0", store.loads-loads)
 	}
 }
 

@@ -21,14 +21,26 @@ type Store interface {
 	// LoadRoom returns the room as last committed (LastPos set), or
 	// ErrUnknownRoom. It may run concurrently with writes to the room.
 	LoadRoom(ctx context.Context, id RoomID) (*RoomState, error)
-	// NewSnapshotID allocates a state snapshot ID. Safe for concurrent use.
-	NewSnapshotID() int64
+	// NewSnapshotID allocates a state snapshot ID, unique among every
+	// process writing the store. Safe for concurrent use.
+	NewSnapshotID(ctx context.Context) (int64, error)
 	// EnqueueEvent queues a write. Writes are committed in the order they
 	// are queued; the channel yields the result once the write is durable
 	// (or has failed). p.Committed, if set, runs after the commit, in commit
 	// order, before the result is sent. A write whose room's stored forward
 	// extremities are not p.ExtremitiesBefore fails with ErrRoomChanged.
 	EnqueueEvent(p *Persist) <-chan error
+	// EnqueueBuilt queues a write whose event is built inside the store's
+	// write transaction, under the lock that orders every writer of the
+	// store (every process's): build gets the room as stored in that
+	// transaction (as LoadRoom returns it) and returns what to persist in
+	// it, or an error that fails the write with nothing stored. No other
+	// writer can commit in between, so the write cannot find the room
+	// changed. build runs on the store's writer and holds up every
+	// writer while it runs: it is the last resort of a write that lost
+	// the race for its room several times (see Append), never the common
+	// path. The channel yields the result once durable, as EnqueueEvent's.
+	EnqueueBuilt(id RoomID, build func(st *RoomState) (*Persist, error)) <-chan error
 }
 
 // Persist is one event to store with everything the store must write
@@ -141,8 +153,21 @@ var (
 )
 
 // staleRetries bounds how often Append rebuilds an event whose predecessor
-// failed to persist or whose room changed underneath it.
+// failed to persist or whose room changed underneath it on the state it
+// has cached (optimistically, pipelined with the room's other writes);
+// the attempt after those is built under the store's write lock
+// (Store.EnqueueBuilt), where the room cannot change, so a write to a room
+// that other processes keep writing to is never starved. Under contention
+// the optimistic loser tends to keep losing: it reloads the room outside
+// the lock while the winner, whose cached state stays right, commits its
+// next batch.
 const staleRetries = 3
+
+// ErrRoomBusy is what Append returns for a write that could not be
+// stored because the room kept changing or its predecessors kept failing
+// (only if even the locked attempt failed so): nothing was stored and the
+// client may send it again.
+var ErrRoomBusy = errors.New("the room is busy: try again")
 
 // snapshotFullEvery bounds the delta chain a state lookup walks.
 const snapshotFullEvery = 64
@@ -366,14 +391,14 @@ type ProtoEvent struct {
 // on the stored state: the caller has not been answered yet, so nothing
 // was promised about the first attempt.
 func (rs *Rooms) Append(ctx context.Context, id RoomID, p ProtoEvent) (*Event, StreamPos, error) {
-	for attempt := 0; ; attempt++ {
+	for attempt := 0; attempt < staleRetries; attempt++ {
 		r := rs.cache.acquire(id)
 		r.mu.Lock()
 		head, err := rs.headLocked(ctx, r)
 		var q *queuedEvent
 		if err == nil {
 			var pr *prepared
-			if pr, err = rs.prepareProto(id, head, p); err == nil {
+			if pr, err = rs.prepareProto(ctx, id, head, p); err == nil {
 				q = rs.enqueue(r, pr)
 			}
 		}
@@ -385,13 +410,58 @@ func (rs *Rooms) Append(ctx context.Context, id RoomID, p ProtoEvent) (*Event, S
 		ev, pos, err := q.wait(r)
 		rs.cache.release(r)
 		if errors.Is(err, ErrStale) || errors.Is(err, ErrRoomChanged) {
-			if attempt < staleRetries {
-				continue
-			}
-			return nil, 0, fmt.Errorf("room %s: gave up after %d attempts: %w", id, attempt+1, err)
+			continue
 		}
 		return ev, pos, err
 	}
+	ev, pos, err := rs.appendLocked(ctx, id, p)
+	if errors.Is(err, ErrStale) || errors.Is(err, ErrRoomChanged) {
+		return nil, 0, fmt.Errorf("room %s: gave up after %d attempts: %w (%w)", id, staleRetries+1, ErrRoomBusy, err)
+	}
+	return ev, pos, err
+}
+
+// appendLocked is Append's last attempt: the event is built by the store's
+// writer on the room as stored, under the store's write lock
+// (Store.EnqueueBuilt). It holds r.mu until the write is durable, so the
+// room's other local writers wait for it instead of building on a state
+// about to be replaced; what it stores becomes the room's head.
+func (rs *Rooms) appendLocked(ctx context.Context, id RoomID, p ProtoEvent) (*Event, StreamPos, error) {
+	r := rs.cache.acquire(id)
+	defer rs.cache.release(r)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	gen, epoch := r.gen, r.currentEpoch()
+	var pr *prepared
+	var pos StreamPos
+	err := <-rs.store.EnqueueBuilt(id, func(st *RoomState) (*Persist, error) {
+		var err error
+		if pr, err = rs.prepareProto(ctx, id, st, p); err != nil {
+			return nil, err
+		}
+		pr.per.Generation = gen
+		ev, next := pr.per.Event, pr.next
+		pr.per.Committed = func(at StreamPos) {
+			pos = at // read after the result arrives
+			durable := *next
+			durable.LastPos = at
+			r.publish(&durable, epoch)
+			for _, l := range rs.listeners {
+				l.EventCommitted(ev, at)
+			}
+		}
+		return pr.per, nil
+	})
+	if err != nil {
+		r.gen++
+		r.reload.Store(true)
+		return nil, 0, err
+	}
+	head := *pr.next
+	head.LastPos = pos
+	r.head = &head
+	r.reload.Store(false)
+	return pr.per.Event, pos, nil
 }
 
 // CreateRoom creates a room from its create event and the events that
@@ -419,10 +489,14 @@ func (rs *Rooms) CreateRoom(ctx context.Context, v *RoomVersion, id RoomID, crea
 	// rejected event leaves no half-made room behind.
 	cur := &RoomState{Version: v, State: StateMap{}}
 	all := make([]*prepared, 0, len(rest)+1)
-	pr := rs.prepare(r, cur, ev, create, true)
+	pr, err := rs.prepare(ctx, cur, ev, create, true)
+	if err != nil {
+		r.mu.Unlock()
+		return "", err
+	}
 	all = append(all, pr)
 	for _, p := range rest {
-		if pr, err = rs.prepareProto(id, pr.next, p); err != nil {
+		if pr, err = rs.prepareProto(ctx, id, pr.next, p); err != nil {
 			r.mu.Unlock()
 			return "", fmt.Errorf("%s event: %w", p.Type, err)
 		}
@@ -448,7 +522,7 @@ type prepared struct {
 }
 
 // prepareProto builds and authorises a local event on top of cur.
-func (rs *Rooms) prepareProto(id RoomID, cur *RoomState, p ProtoEvent) (*prepared, error) {
+func (rs *Rooms) prepareProto(ctx context.Context, id RoomID, cur *RoomState, p ProtoEvent) (*prepared, error) {
 	if p.Type == TypeCreate && p.StateKey != nil && *p.StateKey == "" {
 		return nil, &AuthError{Rule: "1", Reason: "the room already has a create event"}
 	}
@@ -466,13 +540,12 @@ func (rs *Rooms) prepareProto(id RoomID, cur *RoomState, p ProtoEvent) (*prepare
 	if err := Authorise(ev, cur.State); err != nil {
 		return nil, err
 	}
-	return rs.prepare(nil, cur, ev, p, false), nil
+	return rs.prepare(ctx, cur, ev, p, false)
 }
 
 // prepare computes the state after ev and what to persist. It changes
-// nothing but allocating a snapshot ID; r is only read for the generation
-// when not nil (enqueue sets it otherwise).
-func (rs *Rooms) prepare(r *room, cur *RoomState, ev *Event, p ProtoEvent, newRoom bool) *prepared {
+// nothing but allocating a snapshot ID (enqueue sets the generation).
+func (rs *Rooms) prepare(ctx context.Context, cur *RoomState, ev *Event, p ProtoEvent, newRoom bool) (*prepared, error) {
 	next := &RoomState{
 		Version: cur.Version, State: cur.State, Extremities: []EventID{ev.ID()},
 		Depth: ev.Depth(), Snapshot: cur.Snapshot, ChainLen: cur.ChainLen,
@@ -493,7 +566,11 @@ func (rs *Rooms) prepare(r *room, cur *RoomState, ev *Event, p ProtoEvent, newRo
 			})
 		}
 		next.State = cur.State.With(ev)
-		next.Snapshot = rs.store.NewSnapshotID()
+		snap, err := rs.store.NewSnapshotID(ctx)
+		if err != nil {
+			return nil, err
+		}
+		next.Snapshot = snap
 		per.StateAfter = next.Snapshot
 		if cur.Snapshot == 0 || cur.ChainLen+1 >= snapshotFullEvery {
 			next.ChainLen = 0
@@ -520,7 +597,7 @@ func (rs *Rooms) prepare(r *room, cur *RoomState, ev *Event, p ProtoEvent, newRo
 			}
 		}
 	}
-	return &prepared{per: per, next: next}
+	return &prepared{per: per, next: next}, nil
 }
 
 // enqueue queues a prepared event and makes the state after it the room's

@@ -22,12 +22,16 @@ import (
 // with ErrRoomChanged. Several Rooms may share one memStore, as several
 // processes share one database.
 type memStore struct {
+	// writeMu is the store's write lock: every write is applied, and
+	// every EnqueueBuilt event built, holding it.
+	writeMu   sync.Mutex
 	mu        sync.Mutex
 	rooms     map[RoomID]*RoomState
 	events    []*Persist // committed, in commit order
 	snap      int64
 	failedGen map[RoomID]uint64
 	loads     int
+	built     int           // EnqueueBuilt calls
 	rejected  map[error]int // writes failed, by error
 
 	// gated holds queued writes in queue until the test commits them
@@ -71,11 +75,34 @@ func (m *memStore) LoadRoom(ctx context.Context, id RoomID) (*RoomState, error) 
 	return nil, ErrUnknownRoom
 }
 
-func (m *memStore) NewSnapshotID() int64 {
+func (m *memStore) NewSnapshotID(context.Context) (int64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.snap++
-	return m.snap
+	return m.snap, nil
+}
+
+// EnqueueBuilt builds and applies the write under writeMu, on the room as
+// stored; built counts them.
+func (m *memStore) EnqueueBuilt(id RoomID, build func(*RoomState) (*Persist, error)) <-chan error {
+	ch := make(chan error, 1)
+	m.writeMu.Lock()
+	defer m.writeMu.Unlock()
+	m.mu.Lock()
+	m.built++
+	st := m.rooms[id]
+	m.mu.Unlock()
+	if st == nil {
+		ch <- ErrUnknownRoom
+		return ch
+	}
+	p, err := build(st)
+	if err != nil {
+		ch <- err
+		return ch
+	}
+	ch <- m.apply(p, nil, false)
+	return ch
 }
 
 func (m *memStore) EnqueueEvent(p *Persist) <-chan error {
@@ -114,13 +141,22 @@ func (m *memStore) commit(p *Persist, fail error) error {
 	if m.beforeWrite != nil {
 		m.beforeWrite(p)
 	}
+	m.writeMu.Lock()
+	defer m.writeMu.Unlock()
+	return m.apply(p, fail, true)
+}
+
+// apply is commit under writeMu; checkGen says whether a failed
+// generation fails p (not for an event EnqueueBuilt built on the stored
+// state).
+func (m *memStore) apply(p *Persist, fail error, checkGen bool) error {
 	m.mu.Lock()
 	id := p.Event.RoomID()
 	st := m.rooms[id]
 	err := fail
 	switch {
 	case err != nil:
-	case m.failedGen[id] > p.Generation:
+	case checkGen && m.failedGen[id] > p.Generation:
 		err = ErrStale
 	case p.NewRoom && st != nil:
 		err = ErrRoomExists

@@ -168,6 +168,13 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("%s: lag %v; want behind = %v", w.worker, lag, w.behind)
 		}
 	}
+	// The only process on its database holds every lease (on PostgreSQL
+	// it took them at start, nobody else asking).
+	for _, lease := range []string{"notifications", "pushers", "appservices"} {
+		if got := value(t, after, "homeserver_worker_lease_held", map[string]string{"lease": lease}); got != 1 {
+			t.Errorf("lease %s held: %v, want 1", lease, got)
+		}
+	}
 	for _, pool := range []string{"read", "write"} {
 		labels := map[string]string{"pool": pool}
 		for _, name := range []string{"max_connections", "open_connections", "in_use_connections", "idle_connections", "waits_total", "wait_seconds_total"} {

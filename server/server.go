@@ -30,6 +30,7 @@ import (
 	"github.com/persistentchat/homeserver/push"
 	"github.com/persistentchat/homeserver/pusher"
 	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage/postgres"
 	"github.com/persistentchat/homeserver/storage/sqlstore"
 	"github.com/persistentchat/homeserver/streamworker"
 	"github.com/persistentchat/homeserver/sync"
@@ -66,6 +67,9 @@ type Homeserver struct {
 	// leases are those the background workers run under, one per kind
 	// of worker.
 	leases []*streamworker.Holder
+	// dbLeases are this process's leases in the database, on PostgreSQL;
+	// nil on SQLite, whose one process holds every lease (Always).
+	dbLeases *postgres.Leases
 
 	fresh  freshConns
 	open   openConns
@@ -182,7 +186,18 @@ func New(cfg *configs.Config, log *slog.Logger, clk clock.Clock) (*Homeserver, e
 		return nil, err
 	}
 	hs := &Homeserver{cfg: cfg, db: db, log: log}
+	if cfg.Database.Name == configs.EnginePostgres {
+		// Several processes may share the database: each worker runs in
+		// the one that holds its lease.
+		hs.dbLeases, err = postgres.OpenLeases(postgres.Options{DSN: cfg.Database.Postgres().DSN.Reveal()}, cfg.Database.LeaseDuration())
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+		log.Info("worker leases", "holder", hs.dbLeases.Holder(), "duration", hs.dbLeases.Duration().String())
+	}
 	if err := hs.build(key, v, clk); err != nil {
+		hs.closeLeases()
 		db.Close()
 		return nil, err
 	}
@@ -264,6 +279,8 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		ThumbnailMemory:     int64(cfg.MaxThumbnailMemory),
 		AccessTokenLifetime: cfg.RefreshableAccessTokenLifetime.Std(),
 		RateLimited:         rl.Enabled,
+		// On PostgreSQL several processes may serve the client API.
+		SharedRateLimits: cfg.Database.Name == configs.EnginePostgres,
 		RateLimits: map[string]api.RateLimit{
 			"message":       {PerSecond: rl.Message.PerSecond, BurstCount: rl.Message.BurstCount},
 			"login":         {PerSecond: rl.Login.PerSecond, BurstCount: rl.Login.BurstCount},
@@ -289,7 +306,8 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	if cfg.Metrics.Enabled {
 		hs.metrics = metrics.New(metrics.Sources{Events: events,
 			Head:        func() roomdag.StreamPos { return notifier.Current().Events },
-			SyncWaiters: syncer.Parked, Workers: metrics.WorkersFunc(hs.workerPositions), Pools: db})
+			SyncWaiters: syncer.Parked, Workers: metrics.WorkersFunc(hs.workerPositions), Pools: db,
+			Leases: metrics.LeasesFunc(hs.leaseHolds)})
 		middlewares = append(middlewares, hs.metrics.Middleware)
 		mmux := http.NewServeMux()
 		mmux.Handle("GET /metrics", hs.metrics.Handler())
@@ -343,11 +361,39 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 
 // lease makes the holder of a background worker's lease. On SQLite the
 // server is the only process on its database, so it always holds every
-// lease; the PostgreSQL engine gives leases that move between processes.
+// lease; on PostgreSQL the lease is a row of worker_leases, which moves
+// to another process when its holder dies.
+//
+// The typing and presence timeouts (sync's sweeper) are not under a
+// lease: each process expires what it holds in memory, the typing
+// notices and the syncs running on it, so every process must run its own
+// sweep; no part of that sweep is durable work that one process could
+// do for all.
 func (hs *Homeserver) lease(name string, clk clock.Clock) *streamworker.Holder {
-	h := streamworker.NewHolder(name, streamworker.Always{}, clk, hs.log)
+	var l streamworker.Lease = streamworker.Always{}
+	if hs.dbLeases != nil {
+		l = hs.dbLeases.Lease(name)
+	}
+	h := streamworker.NewHolder(name, l, clk, hs.log)
 	hs.leases = append(hs.leases, h)
 	return h
+}
+
+// leaseHolds is whether this process holds each lease, for the metrics.
+func (hs *Homeserver) leaseHolds() []metrics.LeaseHold {
+	out := make([]metrics.LeaseHold, len(hs.leases))
+	for i, l := range hs.leases {
+		out[i] = metrics.LeaseHold{Lease: l.Name(), Held: l.Holding()}
+	}
+	return out
+}
+
+// closeLeases closes the lease pool, after the holders have stopped
+// (and released their leases).
+func (hs *Homeserver) closeLeases() {
+	if hs.dbLeases != nil {
+		hs.dbLeases.Close()
+	}
 }
 
 // stopWorkers stops the background workers, each after its step in
@@ -473,6 +519,7 @@ wait:
 		err = errors.Join(err, hs.metricsHTTP.Close())
 	}
 	hs.stopWorkers()
+	hs.closeLeases()
 	return errors.Join(err, hs.db.Close())
 }
 

@@ -177,6 +177,9 @@ func (h *Holder) Held(ctx context.Context) (context.Context, uint64, error) {
 	}
 }
 
+// Name is the lease's name.
+func (h *Holder) Name() string { return h.name }
+
 // Holding reports whether the lease is held now.
 func (h *Holder) Holding() bool {
 	h.mu.Lock()
@@ -297,6 +300,11 @@ func (h *Holder) take(began time.Time, d time.Duration) time.Time {
 	h.stats.Holding = true
 	h.stats.Acquired++
 	h.changedLocked()
+	if d != Forever {
+		// Only leases that move between processes: which process runs
+		// the work is what an operator looks for.
+		h.log.Info("lease acquired", "duration", d.String())
+	}
 	if d == Forever {
 		return time.Time{}
 	}

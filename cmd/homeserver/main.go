@@ -5,6 +5,7 @@
 //	homeserver generate-config --server-name NAME --listen ADDR --data-dir DIR [--registration open|token|disabled] [--database sqlite3|postgres://...] [--out FILE]
 //	homeserver generate-keys --server-name NAME --out FILE
 //	homeserver register-user --config FILE --user NAME --password PW [--admin]
+//	homeserver migrate-sqlite-to-postgres (alias port-db) [--config FILE] [--sqlite PATH] [--postgres DSN]
 package main
 
 import (
@@ -43,8 +44,10 @@ func main() {
 		err = generateKeys(args)
 	case "register-user":
 		err = registerUser(args)
+	case "migrate-sqlite-to-postgres", "port-db":
+		err = portDB(args, os.Stdout)
 	default:
-		err = fmt.Errorf("unknown command %q (serve, generate-config, generate-keys, register-user)", cmd)
+		err = fmt.Errorf("unknown command %q (serve, generate-config, generate-keys, register-user, migrate-sqlite-to-postgres)", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "homeserver:", err)

@@ -1,8 +1,10 @@
 package postgres
 
 import (
+	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -74,4 +76,23 @@ const batchLockKey int64 = 0x6873626174636800
 func (Dialect) BeginBatch(tx *sql.Tx) error {
 	_, err := tx.Exec(`SELECT pg_advisory_xact_lock(?)`, batchLockKey)
 	return err
+}
+
+// ConcurrentWriters is true: several homeserver processes may share the
+// database, so the writer reloads its counters in every batch.
+func (Dialect) ConcurrentWriters() bool { return true }
+
+// snapshotIDBlock is how many state snapshot IDs one nextval of
+// state_snapshot_ids reserves: the sequence's INCREMENT (schema.go).
+const snapshotIDBlock = 64
+
+// ReserveSnapshotIDs takes the next block of state_snapshot_ids. nextval
+// is never rolled back and never hands a value out twice, so no two
+// processes (nor two blocks of one) overlap.
+func (Dialect) ReserveSnapshotIDs(ctx context.Context, db *sql.DB) (int64, int64, error) {
+	var first int64
+	if err := db.QueryRowContext(ctx, `SELECT nextval('state_snapshot_ids')`).Scan(&first); err != nil {
+		return 0, 0, fmt.Errorf("reserving state snapshot IDs: %w", err)
+	}
+	return first, snapshotIDBlock, nil
 }

@@ -74,6 +74,12 @@ type conn struct {
 	cache *rebindCache
 }
 
+// PgxConn is the pgx connection under c, for what database/sql has no call
+// for: COPY, which the SQLite port (storage/port) runs through
+// sql.Conn.Raw. (The embedded field's name hides stdlib.Conn's own Conn
+// method.)
+func (c *conn) PgxConn() *pgx.Conn { return c.Conn.Conn() }
+
 func (c *conn) Prepare(query string) (driver.Stmt, error) {
 	return c.Conn.Prepare(c.cache.get(query))
 }

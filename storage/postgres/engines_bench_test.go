@@ -81,3 +81,37 @@ func BenchmarkSearch(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkTakeRateToken: one shared rate limit take on a bucket that
+// always has tokens, the cost a limited request pays when buckets are in
+// the database (api/ratelimit.go); in memory the same take is a map
+// lookup under a mutex (api's BenchmarkLimiter). parallel: 8 takes at once
+// on one key, the contention of a flood.
+func BenchmarkTakeRateToken(b *testing.B) {
+	for name, open := range engines(b) {
+		b.Run(name, func(b *testing.B) {
+			db := open(b)
+			ctx := context.Background()
+			now := int64(1 << 40)
+			for b.Loop() {
+				if _, err := db.TakeRateToken(ctx, "login @u:x", now, 1, 1<<30); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(name+"/parallel", func(b *testing.B) {
+			db := open(b)
+			ctx := context.Background()
+			now := int64(1 << 40)
+			b.SetParallelism(4) // 8 goroutines on 2 cores
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := db.TakeRateToken(ctx, "login @u:x", now, 1, 1<<30); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}

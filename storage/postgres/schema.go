@@ -335,4 +335,44 @@ CREATE TABLE profile_fields (
 );
 
 ` + searchSchema,
+	// State snapshot IDs are allocated by the room write path, outside
+	// the writer, and must be unique across every process sharing the
+	// database: each process reserves blocks of snapshotIDBlock from this
+	// sequence (Dialect.ReserveSnapshotIDs), starting above the stored
+	// ones. PostgreSQL only: SQLite's one process keeps the counter in
+	// memory. The writers reload their counters, among them the newest
+	// account data position, at the start of every batch: an index makes
+	// that MAX a B-tree lookup instead of a scan (in both schemas, where
+	// AccountDataPos reads it too).
+	`
+CREATE SEQUENCE state_snapshot_ids INCREMENT BY 64 MINVALUE 1;
+SELECT setval('state_snapshot_ids', (SELECT COALESCE(MAX(snapshot_id), 0) + 1 FROM state_snapshots), false);
+CREATE INDEX account_data_stream ON account_data(stream_pos);
+`,
+	// Multi-process deployments: SQLite's migration of the same purpose
+	// says what these hold.
+	`
+CREATE TABLE uia_sessions (
+	session_id TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+	endpoint   TEXT COLLATE "C" NOT NULL,
+	completed  TEXT COLLATE "C" NOT NULL,
+	user_id    TEXT COLLATE "C" NOT NULL,
+	expires_ms BIGINT NOT NULL
+);
+CREATE INDEX uia_sessions_expiry ON uia_sessions(expires_ms);
+CREATE TABLE rate_limits (
+	bucket TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+	tat_us BIGINT NOT NULL
+);
+CREATE INDEX rate_limits_tat ON rate_limits(tat_us);
+`,
+	// Worker leases: which process runs each background worker, and
+	// until when, in milliseconds of this database's clock (lease.go).
+	`
+CREATE TABLE worker_leases (
+	name       TEXT COLLATE "C" PRIMARY KEY,
+	holder     TEXT COLLATE "C" NOT NULL,
+	expires_at BIGINT NOT NULL
+);
+`,
 }

@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"context"
 	"database/sql"
 	"errors"
 	"strings"
@@ -43,5 +44,14 @@ func jsonPath(path []string) string {
 // BeginBatch does nothing: the writer's transactions begin IMMEDIATE
 // (_txlock=immediate), which takes SQLite's one write lock.
 func (dialect) BeginBatch(*sql.Tx) error { return nil }
+
+// ConcurrentWriters is false: one process owns the database file, so
+// the writer's counters and the snapshot IDs stay in its memory.
+func (dialect) ConcurrentWriters() bool { return false }
+
+// ReserveSnapshotIDs is never called (ConcurrentWriters is false).
+func (dialect) ReserveSnapshotIDs(context.Context, *sql.DB) (int64, int64, error) {
+	return 0, 0, errors.New("sqlite: snapshot IDs are allocated in memory")
+}
 
 var _ sqlstore.Dialect = dialect{}

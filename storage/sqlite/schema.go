@@ -424,4 +424,45 @@ CREATE TABLE profile_fields (
 	PRIMARY KEY (user_id, field)
 ) WITHOUT ROWID;
 `,
+	// The newest account data position (AccountDataPos, and the
+	// counters at start) is the last entry of this index rather than a
+	// scan of the table; PostgreSQL's writers read it in every batch.
+	`
+CREATE INDEX account_data_stream ON account_data(stream_pos);
+`,
+	// Multi-process deployments (issue 10): what the client API kept in
+	// one process's memory across requests, so that a client's next
+	// request may reach another process. uia_sessions are user-interactive
+	// auth sessions and shared-secret registration nonces
+	// (storage/sqlstore/uia.go); completed is a JSON array of stage types.
+	// rate_limits are token buckets as GCRA times
+	// (storage/sqlstore/ratelimits.go), used on PostgreSQL.
+	`
+CREATE TABLE uia_sessions (
+	session_id TEXT NOT NULL PRIMARY KEY,
+	endpoint   TEXT NOT NULL,
+	completed  TEXT NOT NULL,
+	user_id    TEXT NOT NULL,
+	expires_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX uia_sessions_expiry ON uia_sessions(expires_ms);
+CREATE TABLE rate_limits (
+	bucket TEXT NOT NULL PRIMARY KEY,
+	tat_us INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX rate_limits_tat ON rate_limits(tat_us);
+`,
+	// Worker leases (issue 10): which of the processes sharing a database
+	// runs each background worker (notifications, pushers, application
+	// services), and until when, in milliseconds of the database's clock.
+	// Only the PostgreSQL engine uses it (storage/postgres/lease.go); a
+	// SQLite server is the only process on its database and holds every
+	// lease for ever. The table is here so that both schemas stay one.
+	`
+CREATE TABLE worker_leases (
+	name       TEXT NOT NULL PRIMARY KEY,
+	holder     TEXT NOT NULL,
+	expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+`,
 }

@@ -6,12 +6,18 @@ import (
 )
 
 // counters are the IDs and stream positions the writer allocates: the last
-// one used of each. They are loaded from the tables at New (the highest
-// stored value) and owned by the writer goroutine; DB.commit gives back
-// what a rolled-back job allocated. Allocating here rather than with rowids
-// or sequences keeps every engine's positions dense and in commit order,
-// and lets a later multi-process writer reload them (load) at the start of
-// each batch, under its cluster-wide lock.
+// one used of each. They are owned by the writer goroutine; DB.commit gives
+// back what a rolled-back job allocated. Allocating here rather than with
+// rowids or sequences keeps every engine's positions dense and in commit
+// order.
+//
+// Where this process is the database's only writer (SQLite) they are loaded
+// once, at New. Where other processes write the same database
+// (Dialect.ConcurrentWriters: PostgreSQL) the writer reloads them at the
+// start of every batch, after Dialect.BeginBatch has taken the lock that
+// orders every process's batches: the batch before ours, whichever process
+// wrote it, has committed and is visible to our statements by then (see
+// commit), so the highest stored value is the last one used anywhere.
 type counters struct {
 	event       int64 // events.stream_pos: the event stream
 	room        int64 // rooms.room_nid
@@ -19,20 +25,19 @@ type counters struct {
 	report      int64 // reports.report_id
 }
 
+// loadCountersQuery reads every counter in one round trip; each MAX is the
+// last entry of a B-tree (account_data_stream is the index for
+// account_data's).
+const loadCountersQuery = `SELECT
+	(SELECT COALESCE(MAX(stream_pos), 0) FROM events),
+	(SELECT COALESCE(MAX(room_nid), 0) FROM rooms),
+	(SELECT COALESCE(MAX(stream_pos), 0) FROM account_data),
+	(SELECT COALESCE(MAX(report_id), 0) FROM reports)`
+
 // load reads the highest stored value of each counter.
 func (c *counters) load(ctx context.Context, q querier) error {
-	for _, v := range []struct {
-		dst   *int64
-		query string
-	}{
-		{&c.event, `SELECT COALESCE(MAX(stream_pos), 0) FROM events`},
-		{&c.room, `SELECT COALESCE(MAX(room_nid), 0) FROM rooms`},
-		{&c.accountData, `SELECT COALESCE(MAX(stream_pos), 0) FROM account_data`},
-		{&c.report, `SELECT COALESCE(MAX(report_id), 0) FROM reports`},
-	} {
-		if err := q.QueryRowContext(ctx, v.query).Scan(v.dst); err != nil {
-			return fmt.Errorf("loading counters: %w", err)
-		}
+	if err := q.QueryRowContext(ctx, loadCountersQuery).Scan(&c.event, &c.room, &c.accountData, &c.report); err != nil {
+		return fmt.Errorf("loading counters: %w", err)
 	}
 	return nil
 }

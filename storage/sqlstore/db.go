@@ -40,9 +40,15 @@ type DB struct {
 	// on it and must fail too (see roomdag's pipelined write path).
 	failedGen map[string]uint64
 
-	// Allocated by the room write path under its room lock, so atomic.
+	// State snapshot IDs, allocated by the room write path under its
+	// room lock, outside the writer (NewSnapshotID). With one writing
+	// process, lastSnapshotID is the last one used (loaded at New);
+	// with several, [nextSnapshotID, endSnapshotID) is what is left of
+	// the block reserved from the database.
 	snapshotMu     sync.Mutex
+	lastSnapshotID int64
 	nextSnapshotID int64
+	endSnapshotID  int64
 
 	// erased is every erased user (ErasedUsers): loaded at Open, replaced
 	// by a copy after each erasure commits. This process is the only
@@ -67,8 +73,10 @@ func New(w, r *sql.DB, d Dialect, log *slog.Logger) (*DB, error) {
 	if err := db.ctr.load(context.Background(), w); err != nil {
 		return nil, errors.Join(err, w.Close(), r.Close())
 	}
-	if err := w.QueryRow(`SELECT COALESCE(MAX(snapshot_id), 0) FROM state_snapshots`).Scan(&db.nextSnapshotID); err != nil {
-		return nil, errors.Join(err, w.Close(), r.Close())
+	if !d.ConcurrentWriters() {
+		if err := w.QueryRow(`SELECT COALESCE(MAX(snapshot_id), 0) FROM state_snapshots`).Scan(&db.lastSnapshotID); err != nil {
+			return nil, errors.Join(err, w.Close(), r.Close())
+		}
 	}
 	if err := db.loadErased(); err != nil {
 		return nil, errors.Join(err, w.Close(), r.Close())
@@ -161,6 +169,24 @@ func (db *DB) writer() {
 // transaction: what a rolled-back job (or a failed commit) allocated is
 // given back, as a rolled-back rowid would be, so positions have no gaps
 // and an allocated room NID is never cached for a room that was not stored.
+//
+// Why no reader ever sees position N+1 before N has committed, with any
+// number of processes writing one database: positions are allocated only
+// here, inside a batch, and every batch of every process runs under one
+// lock that Dialect.BeginBatch takes first (SQLite: the database's write
+// lock; PostgreSQL: one cluster-wide pg_advisory_xact_lock). A batch
+// therefore begins only after the previous holder's transaction ended,
+// and PostgreSQL releases a transaction's locks only after its commit is
+// visible to every new snapshot (ProcArrayEndTransaction runs before the
+// lock release in CommitTransaction), so our counter reload, a READ
+// COMMITTED statement run after the lock was granted, sees every position
+// allocated before ours and we allocate above all of them. Batches thus
+// commit one at a time in position order: when a batch holding N+1 is
+// visible, so is every batch holding lower positions, and a reader's
+// snapshot (or single statement) that sees N+1 sees all of 1..N too. The
+// positions within one batch become visible together, at its commit.
+// Writes that take no stream position may bypass the lock; anything that
+// allocates positions must come through here.
 func (db *DB) commit(batch []*job) {
 	errs := make([]error, len(batch))
 	start := db.ctr
@@ -183,6 +209,16 @@ func (db *DB) commit(batch []*job) {
 		fail(err)
 		return
 	}
+	if db.d.ConcurrentWriters() {
+		// Other processes may have written since our last batch: only
+		// now, under the lock, is what they allocated final.
+		if err := db.ctr.load(context.Background(), tx); err != nil {
+			tx.Rollback()
+			fail(err)
+			return
+		}
+	}
+	start = db.ctr
 	for i, j := range batch {
 		if _, err := tx.Exec(`SAVEPOINT job`); err != nil {
 			tx.Rollback()

@@ -34,6 +34,18 @@ type Dialect interface {
 	// any job. PostgreSQL takes the cluster-wide writer lock here; SQLite's
 	// transactions are already exclusive (BEGIN IMMEDIATE) and do nothing.
 	BeginBatch(tx *sql.Tx) error
+	// ConcurrentWriters reports whether other processes may write the
+	// database while this one does (PostgreSQL: yes; SQLite: no, one
+	// process owns the file). If so the writer reloads its counters at
+	// the start of every batch, and state snapshot IDs, which the write
+	// path allocates outside the writer, come from ReserveSnapshotIDs;
+	// otherwise both stay in this process's memory and cost nothing.
+	ConcurrentWriters() bool
+	// ReserveSnapshotIDs reserves a block of state snapshot IDs that no
+	// other process will ever use and returns its first ID and its size.
+	// It is called only when ConcurrentWriters; IDs need not be dense nor
+	// in order (a block left unused at exit is a harmless gap).
+	ReserveSnapshotIDs(ctx context.Context, db *sql.DB) (first, n int64, err error)
 	Search
 }
 

@@ -65,17 +65,44 @@ type querier interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
-// NewSnapshotID allocates a state snapshot ID.
-func (db *DB) NewSnapshotID() int64 {
+// NewSnapshotID allocates a state snapshot ID, unique across every process
+// writing the database: from memory when this process is the only writer,
+// else from the block last reserved from the database (one round trip per
+// block, under snapshotMu).
+func (db *DB) NewSnapshotID(ctx context.Context) (int64, error) {
 	db.snapshotMu.Lock()
 	defer db.snapshotMu.Unlock()
+	if !db.d.ConcurrentWriters() {
+		db.lastSnapshotID++
+		return db.lastSnapshotID, nil
+	}
+	if db.nextSnapshotID >= db.endSnapshotID {
+		first, n, err := db.d.ReserveSnapshotIDs(ctx, db.r)
+		if err != nil {
+			return 0, err
+		}
+		db.nextSnapshotID, db.endSnapshotID = first, first+n
+	}
+	id := db.nextSnapshotID
 	db.nextSnapshotID++
-	return db.nextSnapshotID
+	return id, nil
 }
 
 // LoadRoom reads a room's current state for the write path.
 func (db *DB) LoadRoom(ctx context.Context, id roomdag.RoomID) (*roomdag.RoomState, error) {
-	nid, v, err := db.roomNID(ctx, db.r, id)
+	var st *roomdag.RoomState
+	err := db.readTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		st, err = db.loadRoom(ctx, tx, id)
+		return err
+	})
+	return st, err
+}
+
+// loadRoom reads a room's current state in tx: a read snapshot, or the
+// writer's transaction (EnqueueBuilt).
+func (db *DB) loadRoom(ctx context.Context, tx *sql.Tx, id roomdag.RoomID) (*roomdag.RoomState, error) {
+	nid, v, err := db.roomNID(ctx, tx, id)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, roomdag.ErrUnknownRoom
 	}
@@ -83,7 +110,7 @@ func (db *DB) LoadRoom(ctx context.Context, id roomdag.RoomID) (*roomdag.RoomSta
 		return nil, err
 	}
 	st := &roomdag.RoomState{Version: v}
-	err = db.readTx(ctx, func(tx *sql.Tx) error {
+	err = func() error {
 		if err := tx.QueryRowContext(ctx, `SELECT last_pos, cur_snapshot, chain_len, max_depth FROM rooms WHERE room_nid = ?`, nid).
 			Scan(&st.LastPos, &st.Snapshot, &st.ChainLen, &st.Depth); err != nil {
 			return err
@@ -117,7 +144,7 @@ func (db *DB) LoadRoom(ctx context.Context, id roomdag.RoomID) (*roomdag.RoomSta
 			}
 		}
 		return nil
-	})
+	}()
 	if err != nil {
 		return nil, err
 	}
@@ -142,19 +169,7 @@ func (db *DB) EnqueueEvent(p *roomdag.Persist) <-chan error {
 			pos, nid, err = db.insertEvent(tx, p)
 			return err
 		},
-		after: func() {
-			if p.NewRoom {
-				// Only once committed: a rolled-back room's NID is
-				// allocated again. Later jobs of this batch read it in tx.
-				db.rooms.put(ev.RoomID(), nid, ev.Version())
-			}
-			if p.Redaction != nil {
-				db.events.remove(p.Redaction.Target)
-			}
-			if p.Committed != nil {
-				p.Committed(pos)
-			}
-		},
+		after: func() { db.eventCommitted(p, nid, pos) },
 		failed: func() {
 			if db.failedGen[room] < p.Generation+1 {
 				db.failedGen[room] = p.Generation + 1
@@ -162,6 +177,54 @@ func (db *DB) EnqueueEvent(p *roomdag.Persist) <-chan error {
 		},
 	}
 	return db.enqueueJob(j)
+}
+
+// eventCommitted runs on the writer goroutine once p is committed at pos
+// in room nid.
+func (db *DB) eventCommitted(p *roomdag.Persist, nid int64, pos roomdag.StreamPos) {
+	ev := p.Event
+	if p.NewRoom {
+		// Only once committed: a rolled-back room's NID is
+		// allocated again. Later jobs of this batch read it in tx.
+		db.rooms.put(ev.RoomID(), nid, ev.Version())
+	}
+	if p.Redaction != nil {
+		db.events.remove(p.Redaction.Target)
+	}
+	if p.Committed != nil {
+		p.Committed(pos)
+	}
+}
+
+// EnqueueBuilt queues a write whose event build makes in the writer's
+// transaction, on the room as stored there: the batch holds the lock that
+// orders every writer of the database (Dialect.BeginBatch), so the room
+// cannot change between that read and the commit. Unlike EnqueueEvent it
+// ignores the room's failed generations: the event is built on what is
+// stored, not on an event that failed. It holds up every writer for a
+// load of the room and a build: roomdag uses it only for a write that
+// kept losing its room to other writers.
+func (db *DB) EnqueueBuilt(id roomdag.RoomID, build func(*roomdag.RoomState) (*roomdag.Persist, error)) <-chan error {
+	var p *roomdag.Persist
+	var pos roomdag.StreamPos
+	var nid int64
+	return db.enqueueJob(&job{
+		fn: func(tx *sql.Tx) error {
+			st, err := db.loadRoom(context.Background(), tx, id)
+			if err != nil {
+				return err
+			}
+			if p, err = build(st); err != nil {
+				return err
+			}
+			if p.NewRoom || p.Event.RoomID() != id {
+				return fmt.Errorf("storage: EnqueueBuilt for %s built an event of room %s (new room %v)", id, p.Event.RoomID(), p.NewRoom)
+			}
+			pos, nid, err = db.insertEvent(tx, p)
+			return err
+		},
+		after: func() { db.eventCommitted(p, nid, pos) },
+	})
 }
 
 // insertEvent runs on the writer goroutine. It returns the event's

@@ -27,6 +27,10 @@ func (fixtureDialect) Name() string                                { return "fix
 func (fixtureDialect) IsUniqueViolation(error) bool                { return false }
 func (fixtureDialect) JSONText(expr string, path ...string) string { return "NULL" }
 func (fixtureDialect) BeginBatch(*sql.Tx) error                    { return nil }
+func (fixtureDialect) ConcurrentWriters() bool                     { return false }
+func (fixtureDialect) ReserveSnapshotIDs(context.Context, *sql.DB) (int64, int64, error) {
+	return 0, 0, errors.New("fixture: one writer")
+}
 func (fixtureDialect) IndexEvent(*sql.Tx, SearchDoc) error         { return nil }
 func (fixtureDialect) UnindexEvent(*sql.Tx, roomdag.EventID) error { return nil }
 func (fixtureDialect) SearchIndex(context.Context, *sql.DB, IndexQuery, func(*IndexMatch) error) error {

@@ -36,6 +36,8 @@ func Run(t *testing.T, open Opener) {
 		{"SearchIndex", testSearchIndex},
 		{"SearchRank", testSearchRank},
 		{"StateEntries", testStateEntries},
+		{"UIASessions", testUIASessions},
+		{"RateLimits", testRateLimits},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
 	}

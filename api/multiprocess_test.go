@@ -1,0 +1,111 @@
+package api_test
+
+import (
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/persistentchat/homeserver/clock"
+	"github.com/persistentchat/homeserver/configs"
+	"github.com/persistentchat/homeserver/testserver"
+)
+
+// Two processes serving the client API on one PostgreSQL database, as
+// behind a load balancer: what a client carries from one request to the
+// next (a user-interactive auth session, the count of its failed
+// passwords) must not depend on which process a request reaches.
+//
+// pair is a minimal two-server harness (main has no cluster harness yet):
+// a second testserver.Start on the first one's database, server name and
+// signing key.
+func pair(t *testing.T, opts testserver.Options) (a, b *testserver.Server) {
+	t.Helper()
+	if os.Getenv(testserver.PostgresEnv) == "" {
+		t.Skipf("two processes on one database need PostgreSQL: set %s", testserver.PostgresEnv)
+	}
+	a = hsStart(t, opts)
+	configure := opts.Configure
+	opts.Configure = func(c *configs.Config) {
+		if configure != nil {
+			configure(c)
+		}
+		c.Database = a.Config.Database
+		c.ServerName = a.Config.ServerName
+		c.SigningKeyFile = a.Config.SigningKeyPath()
+	}
+	b = hsStart(t, opts)
+	return a, b
+}
+
+// A password change begun on one process (the 401 challenge, then a wrong
+// password) completes on the other; its session is then spent on both.
+func TestUIAAcrossProcesses(t *testing.T) {
+	t.Parallel()
+	a, b := pair(t, testserver.Options{})
+	const path = "/_matrix/client/v3/account/password"
+	const newPassword = "a new and better password"
+	me := hsRegister(t, a, hsName("mpuia"), nil)
+
+	r := hsDo(t, a, "POST", path, me.Token, map[string]any{"new_password": newPassword})
+	session := hsChallenge(t, r, "m.login.password", "challenge on A")
+	r = hsDo(t, b, "POST", path, me.Token, map[string]any{"new_password": newPassword, "auth": hsPasswordAuth(me.UserID, "wrong", session)})
+	if hsChallenge(t, r, "m.login.password", "wrong password on B") != session || r.errcode() != "M_FORBIDDEN" {
+		t.Fatalf("wrong password on B: want the same session and M_FORBIDDEN, got %s", r)
+	}
+	// Bound to its request: the session cannot delete devices instead.
+	r = hsDo(t, b, "POST", "/_matrix/client/v3/delete_devices", me.Token,
+		map[string]any{"devices": []string{me.DeviceID}, "auth": hsPasswordAuth(me.UserID, hsPassword, session)})
+	hsWantErr(t, r, http.StatusForbidden, "M_FORBIDDEN", "the session on another request")
+
+	r = hsDo(t, b, "POST", path, me.Token, map[string]any{"new_password": newPassword, "logout_devices": false,
+		"auth": hsPasswordAuth(me.UserID, hsPassword, session)})
+	hsOK(t, r, "right password on B")
+	hsSessionOf(t, hsDo(t, a, "POST", "/_matrix/client/v3/login", "", hsLoginBody(me.UserID, newPassword)), "new password on A")
+
+	for _, srv := range []*testserver.Server{a, b} {
+		r = hsDo(t, srv, "POST", path, me.Token, map[string]any{"new_password": "yet another password",
+			"auth": hsPasswordAuth(me.UserID, newPassword, session)})
+		hsWantErr(t, r, http.StatusBadRequest, "M_UNKNOWN", "a spent session")
+	}
+
+	// Device deletion with a session of two requests: challenge on B,
+	// password on A.
+	other := hsSessionOf(t, hsDo(t, a, "POST", "/_matrix/client/v3/login", "", hsLoginBody(me.UserID, newPassword)), "second device")
+	body := map[string]any{"devices": []string{other.DeviceID}}
+	session = hsChallenge(t, hsDo(t, b, "POST", "/_matrix/client/v3/delete_devices", me.Token, body), "m.login.password", "delete_devices on B")
+	body["auth"] = hsPasswordAuth(me.UserID, newPassword, session)
+	hsOK(t, hsDo(t, a, "POST", "/_matrix/client/v3/delete_devices", me.Token, body), "delete_devices on A")
+	hsTokenDead(t, b, other.Token, "the deleted device, on B")
+}
+
+// rc_login.failed_attempts counts an account's wrong passwords on both
+// processes together: two on A and one on B spend the burst of three, and
+// then both refuse even the right password.
+func TestLoginLimitAcrossProcesses(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	a, b := pair(t, testserver.Options{Clock: clk, Configure: func(c *configs.Config) {
+		c.RateLimiting.Enabled = true // failed_attempts: 0.17/s, burst 3
+		c.RateLimiting.Login.PerSecond, c.RateLimiting.Login.BurstCount = 100, 100
+	}})
+	victim := hsRegister(t, a, hsName("mplimit"), nil)
+	checks := func() uint64 { return a.HS.API.PasswordChecks() + b.HS.API.PasswordChecks() }
+	before := checks()
+	for i, srv := range []*testserver.Server{a, a, b} {
+		r := hsDo(t, srv, "POST", "/_matrix/client/v3/login", "", hsLoginBody(victim.UserID, "wrong"))
+		hsWantErr(t, r, http.StatusForbidden, "M_FORBIDDEN", "wrong password "+string(rune('1'+i)))
+	}
+	for _, srv := range []*testserver.Server{a, b} {
+		r := hsDo(t, srv, "POST", "/_matrix/client/v3/login", "", hsLoginBody(victim.UserID, hsPassword))
+		if d := retryAfter(t, r, "the right password over the limit"); d > 6*time.Second {
+			t.Errorf("retry_after %v, want at most 1/0.17 s", d)
+		}
+	}
+	if n := checks() - before; n != 3 {
+		t.Errorf("%d password checks, want 3", n)
+	}
+	// One token back on both once a token's time has passed.
+	clk.Advance(6 * time.Second)
+	hsSessionOf(t, hsDo(t, b, "POST", "/_matrix/client/v3/login", "", hsLoginBody(victim.UserID, hsPassword)), "login on B after the wait")
+}
