@@ -52,11 +52,10 @@ func (s *Server) putAccountData(r *http.Request) (any, error) {
 	if err := checkFeedData(room, typ, content); err != nil {
 		return nil, err
 	}
-	pos, err := s.store.PutAccountData(r.Context(), user, room, typ, content)
-	if err != nil {
+	// The store's commit hook announces it (sync.Notifier.Apply).
+	if _, err := s.store.PutAccountData(r.Context(), user, room, typ, content); err != nil {
 		return nil, err
 	}
-	s.sync.Notifier().AccountDataChanged(user, pos)
 	return struct{}{}, nil
 }
 

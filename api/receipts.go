@@ -145,8 +145,7 @@ func (s *Server) setReceipt(r *http.Request, room roomdag.RoomID, typ, thread st
 	if err != nil {
 		return err
 	}
-	if pos > 0 {
-		s.sync.Notifier().ReceiptAdded(room, user, typ == receiptReadPrivate, pos)
+	if pos > 0 { // the store's commit hook announced it (sync.Notifier.Apply)
 		s.noteReceipt(room, user, typ, thread, ev.ID(), s.clock.Now().UnixMilli())
 	}
 	return nil
@@ -155,14 +154,9 @@ func (s *Server) setReceipt(r *http.Request, room roomdag.RoomID, typ, thread st
 // setFullyRead moves the m.fully_read room account data forward.
 func (s *Server) setFullyRead(r *http.Request, room roomdag.RoomID, ev *roomdag.StoredEvent) error {
 	user := requester(r).UserID
-	pos, err := s.store.PutFullyRead(r.Context(), user, room, ev.ID(), ev.Pos)
-	if err != nil {
-		return err
-	}
-	if pos > 0 {
-		s.sync.Notifier().AccountDataChanged(user, pos)
-	}
-	return nil
+	// The store's commit hook announces a move (sync.Notifier.Apply).
+	_, err := s.store.PutFullyRead(r.Context(), user, room, ev.ID(), ev.Pos)
+	return err
 }
 
 func (s *Server) postReadMarkers(r *http.Request) (any, error) {

@@ -204,6 +204,10 @@ func (s *steps) Step(ctx context.Context, from roomdag.StreamPos) (roomdag.Strea
 			return from, false, err
 		}
 	}
+	b.Wake = make([]roomdag.UserID, 0, len(wake))
+	for u := range wake {
+		b.Wake = append(b.Wake, u)
+	}
 	if err := w.store.PutNotifications(ctx, b); err != nil {
 		// The caches may be ahead of storage.
 		w.rooms, w.totals = map[roomdag.RoomID]*roomCache{}, map[threadKey]*[2]int64{}
@@ -212,11 +216,7 @@ func (s *steps) Step(ctx context.Context, from roomdag.StreamPos) (roomdag.Strea
 	// Publish to sync before the loop moves the position Wait watches:
 	// once Wait returns, a sync sees the new counts.
 	if w.waker != nil {
-		users := make([]roomdag.UserID, 0, len(wake))
-		for u := range wake {
-			users = append(users, u)
-		}
-		w.waker.NotificationsAdded(b.To, users)
+		w.waker.NotificationsAdded(b.To, b.Wake)
 	}
 	w.lastStep = len(evs)
 	return b.To, len(evs) == batchSize, nil

@@ -22,6 +22,7 @@ import (
 	"github.com/persistentchat/homeserver/api"
 	"github.com/persistentchat/homeserver/appservice"
 	"github.com/persistentchat/homeserver/clock"
+	"github.com/persistentchat/homeserver/cluster"
 	"github.com/persistentchat/homeserver/configs"
 	"github.com/persistentchat/homeserver/federation"
 	"github.com/persistentchat/homeserver/media"
@@ -79,6 +80,11 @@ type Homeserver struct {
 	metrics         *metrics.Metrics
 	metricsHTTP     *http.Server
 	metricsListener net.Listener
+
+	// Listening to the other processes sharing the database (cluster.go);
+	// nil on SQLite.
+	stopListen func()
+	listening  chan struct{} // closed when the listener has stopped
 }
 
 // openConns counts the client API's open connections, for OpenConns.
@@ -197,6 +203,7 @@ func New(cfg *configs.Config, log *slog.Logger, clk clock.Clock) (*Homeserver, e
 		log.Info("worker leases", "holder", hs.dbLeases.Holder(), "duration", hs.dbLeases.Duration().String())
 	}
 	if err := hs.build(key, v, clk); err != nil {
+		hs.stopFollowing()
 		hs.closeLeases()
 		db.Close()
 		return nil, err
@@ -256,8 +263,18 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	hs.Rooms = rooms
 	// Every presence change, from PUT /presence, /sync or the offline
 	// timeout, reaches the services with receive_ephemeral.
-	syncer := sync.NewSyncer(db, hs.Rooms, notifier, clk, log, cfg.BackchatDefault, cfg.BackchatMax, cfg.Presence.Enabled, hs.AppServices)
+	// On a database other processes share, the follower applies their
+	// changes here and tells them of this one's typing (cluster.go).
+	var follower *cluster.Follower
+	var onTyping sync.TypingListener
+	if db.Shared() {
+		onTyping = typingFunc(func(room roomdag.RoomID, user roomdag.UserID, on bool, timeout time.Duration) {
+			follower.TypingChanged(room, user, on, timeout)
+		})
+	}
+	syncer := sync.NewSyncer(db, hs.Rooms, notifier, clk, log, cfg.BackchatDefault, cfg.BackchatMax, cfg.Presence.Enabled, hs.AppServices, onTyping)
 	hs.Syncer = syncer
+	follower = hs.follow(evPos, notifier, push.Wakers{notifier, hs.Pushers})
 	tokens := make([]string, len(cfg.RegistrationTokens))
 	for i, t := range cfg.RegistrationTokens {
 		tokens[i] = t.Reveal()
@@ -323,6 +340,9 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	fed := api.CORS(federation.NewKeyServer(key, clk, Version).Handler(middlewares...))
 	mux.Handle("/_matrix/federation/", fed)
 	mux.Handle("/_matrix/key/", fed)
+	if follower != nil {
+		middlewares = append(middlewares, barrier(follower, log))
+	}
 	mux.Handle("/", client.Handler(middlewares...))
 	hs.Media = client.Media()
 	hs.http = &http.Server{
@@ -495,6 +515,7 @@ func (hs *Homeserver) Serve() error {
 // next start.
 func (hs *Homeserver) Shutdown(ctx context.Context) error {
 	hs.Syncer.Close() // long-polls answer now instead of at their timeout
+	hs.stopFollowing()
 	done := make(chan error, 1)
 	go func() { done <- hs.http.Shutdown(ctx) }()
 	// Connections that never sent a request would hold Shutdown for 5 s

@@ -72,6 +72,9 @@ type NotifyBatch struct {
 	Events     []EventNotification
 	Exceptions []Notification
 	Joins      []JoinChange
+	// Wake lists the users whose notifications changed, for the
+	// processes sharing the database to wake (storage.Change).
+	Wake []roomdag.UserID
 }
 
 // UnreadCount is a user's unread notification counts in one room's main

@@ -4,6 +4,7 @@ import (
 	gosync "sync"
 
 	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
 )
 
 // Notifier wakes the long-polling /sync requests of the users a change
@@ -211,4 +212,19 @@ func (n *Notifier) wakeup(u roomdag.UserID) (<-chan struct{}, Token) {
 		n.waiting[u] = ch
 	}
 	return ch, n.cur
+}
+
+// Apply announces a committed change of the account data and receipt
+// streams, wherever it was committed: the store's commit hook calls it for
+// this process's commits (on the writer goroutine, in commit order, before
+// the writes return), and the cluster follower for other processes'.
+// Room events reach the notifier as EventCommitted, the notification
+// worker's steps as NotificationsAdded.
+func (n *Notifier) Apply(c *storage.Change) {
+	for _, a := range c.AccountData {
+		n.AccountDataChanged(a.User, a.Pos)
+	}
+	for _, r := range c.Receipts {
+		n.ReceiptAdded(r.Room, r.User, r.Private, r.Pos)
+	}
 }

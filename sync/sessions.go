@@ -56,6 +56,9 @@ type sessionEnds struct {
 	mu   gosync.Mutex
 	gen  uint64
 	last map[roomdag.UserID]uint64
+	// all is the generation of the last ending that may have touched
+	// every user (CaughtUp).
+	all uint64
 }
 
 // SessionMark is the current ending generation.
@@ -91,7 +94,7 @@ func (n *Notifier) checkSession(ctx context.Context, user roomdag.UserID, c *Ses
 		return nil
 	}
 	n.ends.mu.Lock()
-	last := n.ends.last[user]
+	last := max(n.ends.last[user], n.ends.all)
 	n.ends.mu.Unlock()
 	if last <= c.Mark {
 		return nil

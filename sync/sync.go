@@ -86,6 +86,7 @@ type Syncer struct {
 	closeOnce gosync.Once
 	parked    atomic.Int64 // long-polls waiting right now
 	presence  *presence
+	onTyping  TypingListener // nil: none
 }
 
 // Parked is how many long-polls are waiting for news right now.
@@ -102,14 +103,14 @@ func (s *Syncer) Close() { s.closeOnce.Do(func() { close(s.closing) }) }
 // With presenceEnabled false, /sync carries no presence and set_presence
 // is ignored (config presence.enabled). onPresence (nil: none) hears of
 // every presence change once stored (PresenceListener).
-func NewSyncer(store Store, rooms *roomdag.Rooms, n *Notifier, clk clock.Clock, log *slog.Logger, backchatDefault, backchatMax int, presenceEnabled bool, onPresence PresenceListener) *Syncer {
+func NewSyncer(store Store, rooms *roomdag.Rooms, n *Notifier, clk clock.Clock, log *slog.Logger, backchatDefault, backchatMax int, presenceEnabled bool, onPresence PresenceListener, onTyping TypingListener) *Syncer {
 	if pos, err := store.ReceiptPos(context.Background()); err != nil {
 		log.Error("reading the receipt stream position", "err", err)
 	} else {
 		n.receiptsAt(pos)
 	}
 	closing := make(chan struct{})
-	return &Syncer{store: store, rooms: rooms, notifier: n, typing: newTyping(clk, n), clock: clk, log: log,
+	return &Syncer{store: store, rooms: rooms, notifier: n, typing: newTyping(clk, n), onTyping: onTyping, clock: clk, log: log,
 		backchatDefault: backchatDefault, backchatMax: backchatMax, closing: closing,
 		presence: newPresence(presenceEnabled, store, clk, n, onPresence, log, closing)}
 }
@@ -119,6 +120,9 @@ func NewSyncer(store Store, rooms *roomdag.Rooms, n *Notifier, clk clock.Clock, 
 // room's members. The caller has checked that the user is joined.
 func (s *Syncer) SetTyping(room roomdag.RoomID, user roomdag.UserID, on bool, timeout time.Duration) {
 	s.typing.set(room, user, on, timeout)
+	if s.onTyping != nil {
+		s.onTyping.TypingChanged(room, user, on, timeout)
+	}
 }
 
 // Notifier returns the notifier the syncer waits on.

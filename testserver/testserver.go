@@ -35,6 +35,10 @@ type Options struct {
 	// LogOutput, if set, gets the server's log too, as the config's
 	// log_format writes it (the test's log always gets it).
 	LogOutput io.Writer
+	// ShareWith, if set, makes the server another process of that one
+	// (on PostgreSQL only): the same database, server name and signing
+	// key, its own listener and data directory (see Cluster).
+	ShareWith *Server
 }
 
 // Server is a running test homeserver.
@@ -66,7 +70,10 @@ func Start(t testing.TB, opts Options) *Server {
 	cfg.BcryptRounds = 4 // the minimum: tests register many users
 	cfg.RateLimiting.Enabled = false
 	cfg.LogLevel = "warn"
-	if Engine() == configs.EnginePostgres {
+	switch {
+	case opts.ShareWith != nil:
+		shareWith(t, &cfg, opts.ShareWith)
+	case Engine() == configs.EnginePostgres:
 		usePostgres(t, &cfg, dir)
 	}
 	if opts.Configure != nil {

@@ -126,6 +126,9 @@ func (db *DB) DeleteDevices(ctx context.Context, user roomdag.UserID, devices []
 				}
 			}
 		}
+		if len(devices) > 0 {
+			db.change.SessionsEnded = append(db.change.SessionsEnded, user)
+		}
 		return nil
 	}, nil)
 }
@@ -159,6 +162,10 @@ func (db *DB) DeactivateUser(ctx context.Context, user roomdag.UserID, erase boo
 				return err
 			}
 		}
+		db.change.SessionsEnded = append(db.change.SessionsEnded, user)
+		if erase {
+			db.change.Erased = append(db.change.Erased, user)
+		}
 		return nil
 	}, func() {
 		if erase {
@@ -174,18 +181,7 @@ func (db *DB) ErasedUsers() map[roomdag.UserID]bool {
 }
 
 // loadErased reads the erased users at Open.
-func (db *DB) loadErased() error {
-	ids, err := queryStrings(context.Background(), db.w, `SELECT user_id FROM users WHERE erased = 1`)
-	if err != nil {
-		return err
-	}
-	m := make(map[roomdag.UserID]bool, len(ids))
-	for _, id := range ids {
-		m[roomdag.UserID(id)] = true
-	}
-	db.erased.Store(&m)
-	return nil
-}
+func (db *DB) loadErased() error { return db.ReloadErased(context.Background()) }
 
 // addErased adds user to the erased set. It runs on the writer goroutine
 // after the erasure commits, so replacements never race each other, and
@@ -292,6 +288,9 @@ func (db *DB) putAccountData(tx *sql.Tx, user roomdag.UserID, room roomdag.RoomI
 	_, err := tx.Exec(`INSERT INTO account_data (user_id, room_id, type, content, stream_pos) VALUES (?,?,?,?,?)
 		ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, stream_pos = excluded.stream_pos`,
 		string(user), string(room), typ, content, pos)
+	if err == nil {
+		db.change.AccountData = append(db.change.AccountData, storage.UserPos{User: user, Pos: pos})
+	}
 	return pos, err
 }
 

@@ -8,6 +8,7 @@ package sqlstore
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"errors"
 	"log/slog"
@@ -51,10 +52,40 @@ type DB struct {
 	endSnapshotID  int64
 
 	// erased is every erased user (ErasedUsers): loaded at Open, replaced
-	// by a copy after each erasure commits. This process is the only
-	// writer of the database, so it never goes stale.
+	// by a copy after each erasure commits here, and reloaded
+	// (ReloadErased) when another process sharing the database erased
+	// someone.
 	erased atomic.Pointer[map[roomdag.UserID]bool]
+
+	// change is what the job running now changed (jobs record into it;
+	// owned by the writer goroutine); commit merges it into the batch's
+	// change when the job's savepoint is released.
+	change storage.Change
+	// origin names this process in the changes it announces to the other
+	// processes sharing the database, so that each skips its own.
+	origin string
+	// onCommit hears of every committed batch's change (SetCommitHook).
+	onCommit atomic.Pointer[func(*storage.Change)]
 }
+
+// CommitAnnouncer is implemented by an engine whose database other
+// processes share (PostgreSQL): AnnounceCommit runs last in each writer
+// transaction that changed something readers must hear of, with the
+// change's wire form (storage.EncodeChange), so that the announcement is
+// delivered when, and only if, the transaction commits, in commit order.
+// SQLite has one process and does not implement it.
+type CommitAnnouncer interface {
+	AnnounceCommit(tx *sql.Tx, payload string) error
+}
+
+// SetCommitHook makes fn hear of the change of every batch that commits
+// from now on, on the writer goroutine, in commit order, before any of the
+// batch's writes returns. Set it once, before the server serves requests;
+// fn must not block or write.
+func (db *DB) SetCommitHook(fn func(*storage.Change)) { db.onCommit.Store(&fn) }
+
+// Origin names this process in the changes it announces.
+func (db *DB) Origin() string { return db.origin }
 
 // maxBatch bounds how many queued writes share one transaction (group
 // commit): enough to amortise the fsync, small enough to keep latency low.
@@ -69,7 +100,8 @@ func New(w, r *sql.DB, d Dialect, log *slog.Logger) (*DB, error) {
 	db := &DB{w: w, r: r, d: d, jobs: make(chan *job, 4*maxBatch), quit: make(chan struct{}), done: make(chan struct{}),
 		log: log, failedGen: map[string]uint64{}, events: newLRU[roomdag.EventID, *roomdag.StoredEvent](eventCacheSize),
 		snapshots: newLRU[int64, map[roomdag.StateKey]roomdag.EventID](snapshotCacheSize),
-		rooms:     roomIndex{nids: map[roomdag.RoomID]int64{}, versions: map[int64]*roomdag.RoomVersion{}}}
+		rooms:     roomIndex{nids: map[roomdag.RoomID]int64{}, versions: map[int64]*roomdag.RoomVersion{}},
+		origin:    rand.Text()[:12]}
 	if err := db.ctr.load(context.Background(), w); err != nil {
 		return nil, errors.Join(err, w.Close(), r.Close())
 	}
@@ -190,6 +222,7 @@ func (db *DB) writer() {
 func (db *DB) commit(batch []*job) {
 	errs := make([]error, len(batch))
 	start := db.ctr
+	var change storage.Change
 	fail := func(err error) {
 		db.ctr = start
 		for _, j := range batch {
@@ -226,6 +259,7 @@ func (db *DB) commit(batch []*job) {
 			return
 		}
 		before := db.ctr
+		db.change = storage.Change{}
 		if errs[i] = j.fn(tx); errs[i] != nil {
 			db.ctr = before
 			if _, err := tx.Exec(`ROLLBACK TO SAVEPOINT job`); err != nil {
@@ -239,11 +273,24 @@ func (db *DB) commit(batch []*job) {
 			fail(err)
 			return
 		}
+		if errs[i] == nil {
+			change.Merge(&db.change)
+		}
+	}
+	if a, ok := db.d.(CommitAnnouncer); ok && !change.Empty() {
+		if err := a.AnnounceCommit(tx, storage.EncodeChange(db.origin, &change)); err != nil {
+			tx.Rollback()
+			fail(err)
+			return
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		db.log.Error("commit failed", "err", err, "writes", len(batch))
 		fail(err)
 		return
+	}
+	if fn := db.onCommit.Load(); fn != nil && !change.Empty() {
+		(*fn)(&change)
 	}
 	for i, j := range batch {
 		switch {
@@ -272,4 +319,60 @@ func (db *DB) readTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	}
 	defer tx.Rollback()
 	return fn(tx)
+}
+
+// NowAnnouncer is implemented by an engine whose database other processes
+// share: AnnounceNow sends payload to them at once, outside any writer
+// transaction (for what is not stored: typing).
+type NowAnnouncer interface {
+	AnnounceNow(ctx context.Context, r *sql.DB, payload string) error
+}
+
+// Shared reports whether other processes may share the database, so that
+// changes must be announced to them (the engine announces commits).
+func (db *DB) Shared() bool {
+	_, ok := db.d.(CommitAnnouncer)
+	return ok
+}
+
+// AnnounceNow sends payload to the other processes sharing the database;
+// it does nothing on an engine no other process shares.
+func (db *DB) AnnounceNow(ctx context.Context, payload string) error {
+	if a, ok := db.d.(NowAnnouncer); ok {
+		return a.AnnounceNow(ctx, db.r, payload)
+	}
+	return nil
+}
+
+// ReloadErased re-reads the erased users, after another process sharing
+// the database erased someone.
+func (db *DB) ReloadErased(ctx context.Context) error {
+	ids, err := queryStrings(ctx, db.r, `SELECT user_id FROM users WHERE erased = 1`)
+	if err != nil {
+		return err
+	}
+	m := make(map[roomdag.UserID]bool, len(ids))
+	for _, id := range ids {
+		m[roomdag.UserID(id)] = true
+	}
+	db.erased.Store(&m)
+	return nil
+}
+
+// ForgetEvent drops an event from the cache, after another process
+// sharing the database redacted it.
+func (db *DB) ForgetEvent(id roomdag.EventID) { db.events.remove(id) }
+
+// StreamHeads is the newest committed position of each stream, read in
+// one query: events, account data, receipts, presence, and the
+// notification worker's event position.
+func (db *DB) StreamHeads(ctx context.Context) (storage.StreamHeads, error) {
+	var h storage.StreamHeads
+	err := db.r.QueryRowContext(ctx, `SELECT
+		(SELECT COALESCE(MAX(stream_pos), 0) FROM events),
+		(SELECT COALESCE(MAX(stream_pos), 0) FROM account_data),
+		(SELECT COALESCE(MAX(stream_pos), 0) FROM receipts),
+		(SELECT COALESCE(MAX(stream_pos), 0) FROM presence),
+		(SELECT event_pos FROM notify_position WHERE id = 1)`).Scan(&h.Events, &h.AccountData, &h.Receipts, &h.Presence, &h.Notifications)
+	return h, err
 }

@@ -146,6 +146,9 @@ func (db *DB) PutNotifications(ctx context.Context, b storage.NotifyBatch) error
 			}
 		}
 		_, err := tx.Exec(`UPDATE notify_position SET event_pos = ? WHERE id = 1`, int64(b.To))
+		if err == nil {
+			db.change.Notifications = &storage.NotificationsChange{Pos: b.To, Users: b.Wake}
+		}
 		return err
 	}, nil)
 }

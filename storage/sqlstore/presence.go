@@ -26,6 +26,9 @@ func (db *DB) PutPresence(ctx context.Context, p storage.Presence) (int64, error
 			ON CONFLICT (user_id) DO UPDATE SET state = excluded.state, status_msg = excluded.status_msg,
 				last_active_ts = excluded.last_active_ts, stream_pos = excluded.stream_pos`,
 			string(p.UserID), p.State, p.StatusMsg, p.LastActiveMS, pos)
+		if err == nil {
+			db.change.Presence = append(db.change.Presence, storage.UserPos{User: p.UserID, Pos: pos})
+		}
 		return err
 	}, nil)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"slices"
 
 	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
 )
 
 // receiptRead is the one public receipt type; the table also keeps
@@ -45,6 +46,8 @@ func (db *DB) PutReceipt(ctx context.Context, room roomdag.RoomID, typ string, u
 			return err
 		} else if n > 0 {
 			pos = next
+			db.change.Receipts = append(db.change.Receipts, storage.ReceiptChange{Room: room, User: user,
+				Private: typ != receiptRead, Pos: pos})
 		}
 		return nil
 	}, nil)

@@ -258,6 +258,7 @@ func (db *DB) insertEvent(tx *sql.Tx, p *roomdag.Persist) (roomdag.StreamPos, in
 		unsigned = string(p.Unsigned)
 	}
 	pos := roomdag.StreamPos(next(&db.ctr.event))
+	db.change.NoteEvent(pos)
 	if _, err := tx.Exec(`INSERT INTO events (stream_pos, event_id, room_nid, type, state_key, sender, depth, origin_ts, json,
 		state_before, state_after, unsigned, txn_device, txn_scope, txn_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		int64(pos), string(ev.ID()), nid, ev.Type(), ev.StateKey(), string(ev.Sender()), ev.Depth(), ev.OriginServerTS(),

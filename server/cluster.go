@@ -1,0 +1,68 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/persistentchat/homeserver/cluster"
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage/postgres"
+	"github.com/persistentchat/homeserver/sync"
+)
+
+// follow wires the announcement of committed changes. On SQLite, the only
+// process, the store's commit hook announces them to the notifier (and
+// follow returns nil). On a database other processes share, it returns the
+// follower: it announces this process's commits the same way and applies
+// the others', which it hears on a LISTEN connection of its own.
+func (hs *Homeserver) follow(evPos roomdag.StreamPos, n *sync.Notifier, wakers cluster.Waker) *cluster.Follower {
+	if !hs.db.Shared() {
+		hs.db.SetCommitHook(n.Apply)
+		return nil
+	}
+	f := cluster.New(cluster.Parts{Origin: hs.db.Origin(), Store: hs.db, Rooms: hs.Rooms, Notifier: n, Syncer: hs.Syncer,
+		// Not the metrics: each process counts the events it persisted.
+		Listeners: []roomdag.Listener{n, hs.Notifications, hs.AppServices},
+		Wakers:    wakers, Log: hs.log}, evPos)
+	hs.db.SetCommitHook(f.Local)
+	ctx, cancel := context.WithCancel(context.Background())
+	hs.stopListen, hs.listening = cancel, make(chan struct{})
+	dsn := hs.cfg.Database.Postgres().DSN.Reveal()
+	go func() {
+		defer close(hs.listening)
+		postgres.Listen(ctx, dsn, hs.log, f.Connected, f.Deliver)
+	}()
+	return f
+}
+
+// typingFunc is a sync.TypingListener made of a function: the follower
+// it calls is made after the syncer that calls it.
+type typingFunc func(room roomdag.RoomID, user roomdag.UserID, on bool, timeout time.Duration)
+
+func (t typingFunc) TypingChanged(room roomdag.RoomID, user roomdag.UserID, on bool, timeout time.Duration) {
+	t(room, user, on, timeout)
+}
+
+// stopFollowing closes the listening connection. Idempotent.
+func (hs *Homeserver) stopFollowing() {
+	if hs.stopListen != nil {
+		hs.stopListen()
+		<-hs.listening
+	}
+}
+
+// barrier runs the follower's Barrier before each client request, so that
+// a request sees every write that returned before it, in any process.
+func barrier(f *cluster.Follower, log *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if err := f.Barrier(r.Context()); err != nil && r.Context().Err() == nil {
+				// Served anyway, as of what this process knows.
+				log.Warn("cluster: catching up before a request", "err", err)
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}

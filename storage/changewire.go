@@ -1,0 +1,164 @@
+package storage
+
+import (
+	"encoding/json"
+	"errors"
+
+	"github.com/persistentchat/homeserver/roomdag"
+)
+
+// The wire form of a Change, as the payload of a PostgreSQL NOTIFY: compact
+// JSON with one-letter keys, at most MaxChangePayload bytes.
+//
+//	{"o":"<origin>","f":FIRST,"l":LAST,            event stream range (absent: no events)
+//	 "a":[{"u":"@u:hs","p":POS}],                  account data
+//	 "r":[{"r":"!room","u":"@u:hs","p":POS,"v":1}], receipts ("v":1: private)
+//	 "p":[{"u":"@u:hs","p":POS}],                  presence
+//	 "n":{"p":POS,"u":["@u:hs"]},                  notification worker step
+//	 "s":["@u:hs"], "x":["@u:hs"]}                 sessions ended, users erased
+//
+// A change whose form would be longer is sent as {"o":..,"f":..,"l":..,"z":1}:
+// "reload", the receiver re-reads every stream from the positions it knows
+// and wakes everybody, as after a lost connection.
+
+// MaxChangePayload is the longest payload sent: PostgreSQL refuses NOTIFY
+// payloads of 8000 bytes or more.
+const MaxChangePayload = 7999
+
+type wireChange struct {
+	Origin        string         `json:"o"`
+	First         int64          `json:"f,omitempty"`
+	Last          int64          `json:"l,omitempty"`
+	AccountData   []wireUserPos  `json:"a,omitempty"`
+	Receipts      []wireReceipt  `json:"r,omitempty"`
+	Presence      []wireUserPos  `json:"p,omitempty"`
+	Notifications *wireNotify    `json:"n,omitempty"`
+	SessionsEnded []string       `json:"s,omitempty"`
+	Erased        []string       `json:"x,omitempty"`
+	Reload        int            `json:"z,omitempty"`
+	Typing        []TypingChange `json:"t,omitempty"`
+}
+
+type wireUserPos struct {
+	User string `json:"u"`
+	Pos  int64  `json:"p"`
+}
+
+type wireReceipt struct {
+	Room    string `json:"r"`
+	User    string `json:"u"`
+	Pos     int64  `json:"p"`
+	Private int    `json:"v,omitempty"`
+}
+
+type wireNotify struct {
+	Pos   int64    `json:"p"`
+	Users []string `json:"u,omitempty"`
+}
+
+// TypingChange is a change of whether a user types in a room, sent on its
+// own (typing is not stored): On with the notification's Timeout in
+// milliseconds, or off.
+type TypingChange struct {
+	Room      roomdag.RoomID `json:"r"`
+	User      roomdag.UserID `json:"u"`
+	On        bool           `json:"on,omitempty"`
+	TimeoutMS int64          `json:"ms,omitempty"`
+}
+
+// EncodeChange is c's wire form, sent by origin.
+func EncodeChange(origin string, c *Change) string {
+	w := wireChange{Origin: origin, First: int64(c.FirstEvent), Last: int64(c.LastEvent)}
+	for _, a := range c.AccountData {
+		w.AccountData = append(w.AccountData, wireUserPos{string(a.User), a.Pos})
+	}
+	for _, r := range c.Receipts {
+		wr := wireReceipt{Room: string(r.Room), User: string(r.User), Pos: r.Pos}
+		if r.Private {
+			wr.Private = 1
+		}
+		w.Receipts = append(w.Receipts, wr)
+	}
+	for _, p := range c.Presence {
+		w.Presence = append(w.Presence, wireUserPos{string(p.User), p.Pos})
+	}
+	if n := c.Notifications; n != nil {
+		w.Notifications = &wireNotify{Pos: int64(n.Pos), Users: userStrings(n.Users)}
+	}
+	w.SessionsEnded = userStrings(c.SessionsEnded)
+	w.Erased = userStrings(c.Erased)
+	b, _ := json.Marshal(w) // strings and numbers: cannot fail
+	if len(b) > MaxChangePayload {
+		b, _ = json.Marshal(wireChange{Origin: origin, First: w.First, Last: w.Last, Reload: 1})
+	}
+	return string(b)
+}
+
+// EncodeTyping is the wire form of typing changes sent by origin (the
+// caller keeps them few: one request's change).
+func EncodeTyping(origin string, t []TypingChange) string {
+	b, _ := json.Marshal(wireChange{Origin: origin, Typing: t})
+	return string(b)
+}
+
+// Announcement is a decoded payload.
+type Announcement struct {
+	Origin string
+	Change Change
+	// Reload: the change was too long to send; only its event range is
+	// known, and the receiver must re-read every stream.
+	Reload bool
+	Typing []TypingChange
+}
+
+// DecodeChange parses a payload that EncodeChange or EncodeTyping made.
+func DecodeChange(payload string) (*Announcement, error) {
+	var w wireChange
+	if err := json.Unmarshal([]byte(payload), &w); err != nil {
+		return nil, err
+	}
+	if w.Origin == "" {
+		return nil, errors.New("storage: change payload without origin")
+	}
+	a := &Announcement{Origin: w.Origin, Reload: w.Reload != 0, Typing: w.Typing}
+	c := &a.Change
+	c.FirstEvent, c.LastEvent = roomdag.StreamPos(w.First), roomdag.StreamPos(w.Last)
+	for _, x := range w.AccountData {
+		c.AccountData = append(c.AccountData, UserPos{roomdag.UserID(x.User), x.Pos})
+	}
+	for _, r := range w.Receipts {
+		c.Receipts = append(c.Receipts, ReceiptChange{Room: roomdag.RoomID(r.Room), User: roomdag.UserID(r.User),
+			Private: r.Private != 0, Pos: r.Pos})
+	}
+	for _, x := range w.Presence {
+		c.Presence = append(c.Presence, UserPos{roomdag.UserID(x.User), x.Pos})
+	}
+	if n := w.Notifications; n != nil {
+		c.Notifications = &NotificationsChange{Pos: roomdag.StreamPos(n.Pos), Users: userIDs(n.Users)}
+	}
+	c.SessionsEnded = userIDs(w.SessionsEnded)
+	c.Erased = userIDs(w.Erased)
+	return a, nil
+}
+
+func userStrings(us []roomdag.UserID) []string {
+	if len(us) == 0 {
+		return nil
+	}
+	out := make([]string, len(us))
+	for i, u := range us {
+		out[i] = string(u)
+	}
+	return out
+}
+
+func userIDs(ss []string) []roomdag.UserID {
+	if len(ss) == 0 {
+		return nil
+	}
+	out := make([]roomdag.UserID, len(ss))
+	for i, s := range ss {
+		out[i] = roomdag.UserID(s)
+	}
+	return out
+}
