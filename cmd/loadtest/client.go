@@ -66,21 +66,28 @@ type homeserver struct {
 	http *http.Client
 }
 
-// newHomeserver validates rawURL and returns a client whose transport keeps
-// up to conns idle connections to it. The default transport keeps only 2,
-// so with more concurrent requests than that connections would be closed
-// and redialled all the time, and the tool would measure TCP setup.
-func newHomeserver(rawURL string, conns int) (*homeserver, error) {
-	base, err := baseURL(rawURL)
-	if err != nil {
-		return nil, err
-	}
+// newHomeservers validates the URLs of the processes serving one
+// homeserver and returns a client for each. They share one transport, which
+// keeps up to conns idle connections to each process. The default
+// transport keeps only 2, so with more concurrent requests than that
+// connections would be closed and redialled all the time, and the tool
+// would measure TCP setup.
+func newHomeservers(rawURLs []string, conns int) ([]*homeserver, error) {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.Proxy = nil // measure the server, not a proxy picked up from the environment
 	t.MaxIdleConns = 0
 	t.MaxIdleConnsPerHost = conns
 	t.IdleConnTimeout = 90 * time.Second
-	return &homeserver{base: base, http: &http.Client{Transport: t}}, nil
+	client := &http.Client{Transport: t}
+	out := make([]*homeserver, len(rawURLs))
+	for i, raw := range rawURLs {
+		base, err := baseURL(raw)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = &homeserver{base: base, http: client}
+	}
+	return out, nil
 }
 
 // baseURL checks that rawURL is an http(s) URL without query or fragment and

@@ -6,6 +6,10 @@
 //
 //	loadtest -url http://127.0.0.1:8008 -scenarios send,sync -pid $(pidof homeserver)
 //
+// -url may list several processes serving one homeserver (behind no load
+// balancer): each test user is registered on, and then only talks to, one of
+// them, round robin.
+//
 // Exit status: 0 all passed, 1 errors, failed checks or an incomplete run,
 // 2 bad flags or no usable server.
 package main
@@ -23,6 +27,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -31,9 +36,10 @@ import (
 
 // config is the whole configuration of a run, from the command line.
 type config struct {
-	// URL is the homeserver base URL, without /_matrix. Default
-	// http://127.0.0.1:8008.
-	URL string
+	// URLs are the base URLs, without /_matrix, of the processes serving
+	// one homeserver; test users are spread over them round robin. From
+	// -url, comma-separated. Default http://127.0.0.1:8008.
+	URLs []string
 	// Scenarios to run, in this order. Default: all of them.
 	Scenarios []string
 	// N is the iteration count of send, sync and backchat. 0, the
@@ -42,6 +48,10 @@ type config struct {
 	// Senders is how many users send at once in concurrent and in
 	// paginate's fill. Default 8.
 	Senders int
+	// Rooms is how many rooms concurrent's senders send to. Default 1.
+	Rooms int
+	// InitialRooms is how many rooms initialsync's user is in. Default 200.
+	InitialRooms int
 	// Messages is how many messages concurrent sends in total. Default
 	// 20000.
 	Messages int
@@ -62,9 +72,10 @@ type config struct {
 	// SyncPark is how long sync waits after issuing the receiver's
 	// long-poll before sending (see runSync). Default 2ms.
 	SyncPark time.Duration
-	// PID is the server's process ID; if set, its VmRSS is sampled before
-	// and after each scenario. Default 0: not sampled.
-	PID int
+	// PIDs are the server processes' IDs; if set, their VmRSS is sampled
+	// before and after each scenario. From -pid, comma-separated. Default
+	// none: not sampled.
+	PIDs []int
 	// JSON also prints each result row as a JSON line. Default false.
 	JSON bool
 	// DurationLimit bounds the whole run. Default 10m.
@@ -94,14 +105,23 @@ const usageText = `loadtest measures a Matrix homeserver through the client-serv
 
 Each scenario registers fresh users (loadtest_<random>_<n>) and rooms:
   send        one user sends -n messages (default 2000), one after another
-  concurrent  -senders users send -messages messages to one room at once
+  concurrent  -senders users send -messages messages at once, to -rooms
+              rooms (default 1)
   sync        delay from a send's response to another user's pending
-              /sync long-poll returning the event, -n times (default 500)
+              /sync long-poll returning the event, -n times (default 500);
+              with several -url, sender and receiver are on different ones
   backchat    a fresh user joins a room with history and does its first
               /sync, -n times (default 200); checks the timeline holds the
               -backchat most recent events
   paginate    fills a room with -history messages, then pages back with
               /messages and checks every message comes back exactly once
+  initialsync a user in -initial-rooms rooms (default 200), each with some
+              history, does a full initial /sync -n times (default 50);
+              checks every room is there with its newest event
+
+-url may list several processes of one homeserver, comma-separated: each
+test user talks to one of them, round robin; -pid then lists their process
+IDs, and the rss columns add them up (each process in a note).
 
 Registration uses open registration (m.login.dummy), or Synapse's admin API
 with -shared-secret. Rate limits on the server turn into errors: raise them,
@@ -120,10 +140,12 @@ func parseFlags(args []string, getenv func(string) string, output io.Writer) (co
 		fmt.Fprint(output, usageText)
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&cfg.URL, "url", "http://127.0.0.1:8008", "homeserver base URL")
-	scenarioList := fs.String("scenarios", "all", "all, or a comma-separated list of send,concurrent,sync,backchat,paginate")
-	fs.IntVar(&cfg.N, "n", 0, "iterations of send, sync and backchat (0: 2000, 500 and 200)")
+	urlList := fs.String("url", "http://127.0.0.1:8008", "homeserver base URL; several processes of one homeserver comma-separated")
+	scenarioList := fs.String("scenarios", "all", "all, or a comma-separated list of send,concurrent,sync,backchat,paginate,initialsync")
+	fs.IntVar(&cfg.N, "n", 0, "iterations of send, sync, backchat and initialsync (0: 2000, 500, 200 and 50)")
 	fs.IntVar(&cfg.Senders, "senders", 8, "concurrent senders in concurrent and paginate's fill")
+	fs.IntVar(&cfg.Rooms, "rooms", 1, "rooms concurrent's senders send to")
+	fs.IntVar(&cfg.InitialRooms, "initial-rooms", 200, "rooms of initialsync's user")
 	fs.IntVar(&cfg.Messages, "messages", 20000, "messages sent by concurrent")
 	fs.IntVar(&cfg.History, "history", 100000, "messages in paginate's room")
 	fs.IntVar(&cfg.Page, "page", 1000, "page size (limit) of paginate's /messages requests")
@@ -131,7 +153,7 @@ func parseFlags(args []string, getenv func(string) string, output io.Writer) (co
 	fs.IntVar(&cfg.Backchat, "backchat", 50, "timeline limit of backchat's first sync")
 	fs.BoolVar(&cfg.BackchatFilter, "backchat-filter", true, "send the -backchat timeline limit as a filter; false measures the server's default")
 	fs.DurationVar(&cfg.SyncPark, "sync-park", 2*time.Millisecond, "wait between issuing the long-poll and sending, in sync")
-	fs.IntVar(&cfg.PID, "pid", 0, "server process ID: sample its VmRSS around each scenario (Linux)")
+	pidList := fs.String("pid", "", "server process IDs, comma-separated: sample their VmRSS around each scenario (Linux)")
 	fs.BoolVar(&cfg.JSON, "json", false, "also print results as JSON lines")
 	fs.DurationVar(&cfg.DurationLimit, "duration-limit", 10*time.Minute, "deadline of the whole run")
 	fs.IntVar(&cfg.MaxErrors, "max-errors", 100, "stop a phase after this many failed requests (0: never)")
@@ -150,7 +172,10 @@ func parseFlags(args []string, getenv func(string) string, output io.Writer) (co
 	if cfg.Scenarios, err = parseScenarios(*scenarioList); err != nil {
 		return config{}, err
 	}
-	if _, err := baseURL(cfg.URL); err != nil {
+	if cfg.URLs, err = parseURLs(*urlList); err != nil {
+		return config{}, err
+	}
+	if cfg.PIDs, err = parsePIDs(*pidList); err != nil {
 		return config{}, err
 	}
 	for _, c := range []struct {
@@ -159,7 +184,8 @@ func parseFlags(args []string, getenv func(string) string, output io.Writer) (co
 		min  int
 	}{
 		{"n", cfg.N, 0}, {"senders", cfg.Senders, 1}, {"messages", cfg.Messages, 1}, {"history", cfg.History, 1},
-		{"page", cfg.Page, 1}, {"backchat", cfg.Backchat, 1}, {"pid", cfg.PID, 0}, {"max-errors", cfg.MaxErrors, 0},
+		{"page", cfg.Page, 1}, {"backchat", cfg.Backchat, 1}, {"max-errors", cfg.MaxErrors, 0},
+		{"rooms", cfg.Rooms, 1}, {"initial-rooms", cfg.InitialRooms, 1},
 	} {
 		if c.v < c.min {
 			return config{}, fmt.Errorf("-%s must be at least %d", c.name, c.min)
@@ -180,6 +206,51 @@ func firstNonEmpty(a, b string) string {
 		return a
 	}
 	return b
+}
+
+// parseURLs parses -url: one or more comma-separated base URLs, each at
+// most once. It returns them without trailing slashes.
+func parseURLs(s string) ([]string, error) {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		u, err := baseURL(f)
+		if err != nil {
+			return nil, err
+		}
+		if slices.Contains(out, u) {
+			return nil, fmt.Errorf("-url lists %s twice", u)
+		}
+		out = append(out, u)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("-url is empty")
+	}
+	return out, nil
+}
+
+// parsePIDs parses -pid: empty, or comma-separated positive process IDs,
+// each at most once.
+func parsePIDs(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		pid, err := strconv.Atoi(f)
+		if err != nil || pid <= 0 {
+			return nil, fmt.Errorf("-pid: %q is not a process ID", f)
+		}
+		if slices.Contains(out, pid) {
+			return nil, fmt.Errorf("-pid lists %d twice", pid)
+		}
+		out = append(out, pid)
+	}
+	return out, nil
 }
 
 // parseScenarios parses -scenarios: "all" or a comma-separated list of
@@ -233,19 +304,21 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(ctx, cfg.DurationLimit)
 	defer cancel()
 	// One connection per sender, plus the sync scenario's two, setup's
-	// registrations and slack.
-	hs, err := newHomeserver(cfg.URL, cfg.Senders+setupParallelism+8)
+	// registrations and slack, to each process.
+	hss, err := newHomeservers(cfg.URLs, cfg.Senders+setupParallelism+8)
 	if err != nil {
 		fmt.Fprintln(stderr, "loadtest:", err)
 		return 2
 	}
-	versions, err := hs.versions(ctx)
-	if err != nil {
-		fmt.Fprintf(stderr, "loadtest: %s does not answer as a Matrix homeserver: %v\n", hs.base, err)
-		return 2
+	var versions []string
+	for _, hs := range hss {
+		if versions, err = hs.versions(ctx); err != nil {
+			fmt.Fprintf(stderr, "loadtest: %s does not answer as a Matrix homeserver: %v\n", hs.base, err)
+			return 2
+		}
 	}
-	r := &runner{cfg: cfg, hs: hs, log: log, runID: randomHex(4), password: newSecret(randomHex(16))}
-	log.Info("starting", "url", hs.base, "versions", strings.Join(versions, ","), "run", r.runID,
+	r := &runner{cfg: cfg, hs: hss, log: log, runID: randomHex(4), password: newSecret(randomHex(16))}
+	log.Info("starting", "url", strings.Join(cfg.URLs, ","), "versions", strings.Join(versions, ","), "run", r.runID,
 		"scenarios", strings.Join(cfg.Scenarios, ","), "deadline", cfg.DurationLimit)
 	if !cfg.SharedSecret.isZero() {
 		r.admin = setupAdmin(ctx, r)
@@ -265,6 +338,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) int {
 		before, beforeErr := r.rss()
 		rows, err := scenarios[i].run(ctx, r)
 		after, afterErr := r.rss()
+		perProcess := rssNote(cfg.PIDs, before, after)
 		if err != nil {
 			res := &result{Scenario: name}
 			res.fail("setup: %v", err)
@@ -273,9 +347,12 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) int {
 		stopped := ctx.Err() != nil
 		for _, row := range rows {
 			row.Incomplete = row.Incomplete || stopped
-			row.RSSBefore, row.RSSAfter = before, after
+			row.RSSBefore, row.RSSAfter = sum(before), sum(after)
 			if err := errors.Join(beforeErr, afterErr); err != nil {
 				row.note("VmRSS: %v", err)
+			}
+			if perProcess != "" {
+				row.note("%s", perProcess)
 			}
 		}
 		if stopped {
@@ -285,7 +362,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) int {
 		results = append(results, rows...)
 	}
 
-	writeTable(stdout, results, cfg.PID != 0)
+	writeTable(stdout, results, len(cfg.PIDs) > 0)
 	if cfg.JSON {
 		writeJSON(stdout, results)
 	}
@@ -305,7 +382,7 @@ func setupAdmin(ctx context.Context, r *runner) *session {
 	var admin *session
 	err := withRetry(ctx, func() error {
 		var err error
-		admin, err = r.hs.registerShared(ctx, r.cfg.SharedSecret, name, r.password, true, "lt"+r.runID)
+		admin, err = r.hs[0].registerShared(ctx, r.cfg.SharedSecret, name, r.password, true, "lt"+r.runID)
 		return err
 	})
 	if err == nil {
@@ -318,12 +395,40 @@ func setupAdmin(ctx context.Context, r *runner) *session {
 	return admin
 }
 
-// rss samples the server's VmRSS in KiB; 0 if -pid is not set.
-func (r *runner) rss() (int64, error) {
-	if r.cfg.PID == 0 {
-		return 0, nil
+// rss samples the VmRSS of each -pid process in KiB, in -pid's order; 0
+// for a process it could not read.
+func (r *runner) rss() ([]int64, error) {
+	out := make([]int64, len(r.cfg.PIDs))
+	var errs []error
+	for i, pid := range r.cfg.PIDs {
+		kib, err := readRSS(pid)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("pid %d: %w", pid, err))
+		}
+		out[i] = kib
 	}
-	return readRSS(r.cfg.PID)
+	return out, errors.Join(errs...)
+}
+
+func sum(v []int64) int64 {
+	var t int64
+	for _, x := range v {
+		t += x
+	}
+	return t
+}
+
+// rssNote describes each process's VmRSS before and after a scenario when
+// there are several (the table shows their sum); "" for one or none.
+func rssNote(pids []int, before, after []int64) string {
+	if len(pids) < 2 {
+		return ""
+	}
+	parts := make([]string, len(pids))
+	for i, pid := range pids {
+		parts[i] = fmt.Sprintf("pid %d %s -> %s", pid, mib(before[i]), mib(after[i]))
+	}
+	return "rss MiB per process: " + strings.Join(parts, ", ")
 }
 
 // randomHex returns 2n random lowercase hex digits, valid in user IDs.

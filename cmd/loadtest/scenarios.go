@@ -18,6 +18,7 @@ const (
 	defaultSendN     = 2000
 	defaultSyncN     = 500
 	defaultBackchatN = 200
+	defaultInitialN  = 50
 )
 
 const (
@@ -27,6 +28,10 @@ const (
 	// setupParallelism bounds concurrent registrations, so that setup does
 	// not itself become a load test of password hashing.
 	setupParallelism = 4
+	// initialHistory is how many messages each of initialsync's rooms
+	// holds: more than a default timeline (10 on Synapse), so that the
+	// server has to cut each room's timeline.
+	initialHistory = 20
 )
 
 // scenario is one independent measurement. run creates its own users and
@@ -45,12 +50,13 @@ var scenarios = []scenario{
 	{"sync", runSync},
 	{"backchat", runBackchat},
 	{"paginate", runPaginate},
+	{"initialsync", runInitialSync},
 }
 
 // runner holds what the scenarios of one run share.
 type runner struct {
 	cfg      config
-	hs       *homeserver
+	hs       []*homeserver // the processes of the homeserver; at least one
 	log      *slog.Logger
 	runID    string   // random; part of every username and transaction ID
 	password secret   // of every test user
@@ -58,17 +64,30 @@ type runner struct {
 	users    atomic.Int64
 }
 
-// newUser registers a fresh test user, loadtest_<runID>_<n>.
+// newUser registers a fresh test user, loadtest_<runID>_<n>, on process
+// n modulo the number of processes: consecutive users land on different
+// processes. The session then talks only to that process.
 func (r *runner) newUser(ctx context.Context) (*session, error) {
-	name := fmt.Sprintf("loadtest_%s_%d", r.runID, r.users.Add(1))
+	n := r.users.Add(1)
+	return r.register(ctx, n, r.hs[int((n-1)%int64(len(r.hs)))])
+}
+
+// newUserOn registers a fresh test user on process hs.
+func (r *runner) newUserOn(ctx context.Context, hs *homeserver) (*session, error) {
+	return r.register(ctx, r.users.Add(1), hs)
+}
+
+// register registers user loadtest_<runID>_<n> on hs.
+func (r *runner) register(ctx context.Context, n int64, hs *homeserver) (*session, error) {
+	name := fmt.Sprintf("loadtest_%s_%d", r.runID, n)
 	txnPrefix := "lt" + r.runID
 	var s *session
 	err := withRetry(ctx, func() error {
 		var err error
 		if r.cfg.SharedSecret.isZero() {
-			s, err = r.hs.register(ctx, name, r.password, r.cfg.RegistrationToken, txnPrefix)
+			s, err = hs.register(ctx, name, r.password, r.cfg.RegistrationToken, txnPrefix)
 		} else {
-			s, err = r.hs.registerShared(ctx, r.cfg.SharedSecret, name, r.password, false, txnPrefix)
+			s, err = hs.registerShared(ctx, r.cfg.SharedSecret, name, r.password, false, txnPrefix)
 		}
 		return err
 	})
@@ -85,28 +104,13 @@ func (r *runner) newUser(ctx context.Context) (*session, error) {
 
 // newUsers registers k fresh users, a few at a time.
 func (r *runner) newUsers(ctx context.Context, k int) ([]*session, error) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
 	users := make([]*session, k)
-	sem := make(chan struct{}, setupParallelism)
-	var wg sync.WaitGroup
-	for i := range users {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			if ctx.Err() != nil {
-				return
-			}
-			s, err := r.newUser(ctx)
-			if err != nil {
-				cancel(err) // the first cause wins
-				return
-			}
-			users[i] = s
-		})
-	}
-	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
+	err := parallel(ctx, k, func(i int) error {
+		s, err := r.newUser(ctx)
+		users[i] = s
+		return err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("registering %d users: %w", k, err)
 	}
 	return users, nil
@@ -141,11 +145,12 @@ func createRoom(ctx context.Context, s *session, name string) (roomID, error) {
 	return room, err
 }
 
-// sendConcurrently has every sender send messages to room as fast as it
-// can, until total sends have been attempted, ctx ends or the recorder is
-// exhausted. It returns the recorder, the wall-clock time taken and, if
-// collect is set, the event IDs of the messages sent.
-func (r *runner) sendConcurrently(ctx context.Context, room roomID, senders []*session, total int, collect bool) (*recorder, time.Duration, []eventID) {
+// sendConcurrently has every sender send messages as fast as it can, sender
+// i to the rooms of rooms[i] in turn, until total sends have been
+// attempted, ctx ends or the recorder is exhausted. It returns the
+// recorder, the wall-clock time taken and, if collect is set, the event IDs
+// of the messages sent.
+func (r *runner) sendConcurrently(ctx context.Context, rooms [][]roomID, senders []*session, total int, collect bool) (*recorder, time.Duration, []eventID) {
 	rec := newRecorder(total, r.cfg.MaxErrors)
 	var claimed atomic.Int64
 	ids := make([][]eventID, len(senders)) // one slice per sender: no locking
@@ -153,11 +158,12 @@ func (r *runner) sendConcurrently(ctx context.Context, room roomID, senders []*s
 	var wg sync.WaitGroup
 	for i, s := range senders {
 		wg.Go(func() {
-			for {
+			for k := 0; ; k++ {
 				n := claimed.Add(1)
 				if n > int64(total) || ctx.Err() != nil || rec.exhausted() {
 					return
 				}
+				room := rooms[i][k%len(rooms[i])]
 				id, resp, err := s.sendText(ctx, room, fmt.Sprintf("loadtest message %d", n))
 				if err != nil {
 					if ctx.Err() != nil {
@@ -180,6 +186,45 @@ func (r *runner) sendConcurrently(ctx context.Context, room roomID, senders []*s
 		all = append(all, s...)
 	}
 	return rec, elapsed, all
+}
+
+// senderRooms returns the rooms, numbered 0 to nRooms-1, that sender i of
+// nSenders sends to. With at least as many rooms as senders, each room has
+// one sender and sender i has rooms i, i+nSenders, ...; with fewer, each
+// room has every nRooms-th sender and sender i has room i mod nRooms.
+// Either way room j's senders include sender j mod nSenders, its creator.
+func senderRooms(i, nSenders, nRooms int) []int {
+	if nRooms < nSenders {
+		return []int{i % nRooms}
+	}
+	var out []int
+	for j := i; j < nRooms; j += nSenders {
+		out = append(out, j)
+	}
+	return out
+}
+
+// parallel calls f(0) to f(k-1), setupParallelism at a time, and returns
+// the first error; after one, the calls not yet started are skipped.
+func parallel(ctx context.Context, k int, f func(i int) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	sem := make(chan struct{}, setupParallelism)
+	var wg sync.WaitGroup
+	for i := range k {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if ctx.Err() != nil {
+				return
+			}
+			if err := f(i); err != nil {
+				cancel(err) // the first cause wins
+			}
+		})
+	}
+	wg.Wait()
+	return context.Cause(ctx)
 }
 
 // runSend measures sequential sends by one user.
@@ -212,16 +257,55 @@ func runSend(ctx context.Context, r *runner) ([]*result, error) {
 	return []*result{newResult("send", rec, time.Since(start))}, nil
 }
 
-// runConcurrent measures -senders users sending to one room at once.
+// runConcurrent measures -senders users sending at once to -rooms rooms
+// (see senderRooms for who sends where).
 func runConcurrent(ctx context.Context, r *runner) ([]*result, error) {
-	room, senders, err := r.roomWithSenders(ctx, "loadtest concurrent", r.cfg.Senders)
+	nSenders, nRooms := r.cfg.Senders, r.cfg.Rooms
+	senders, err := r.newUsers(ctx, nSenders)
 	if err != nil {
 		return nil, err
 	}
-	r.log.Info("sending", "scenario", "concurrent", "messages", r.cfg.Messages, "senders", len(senders))
-	rec, elapsed, _ := r.sendConcurrently(ctx, room, senders, r.cfg.Messages, false)
+	if nRooms > 1 {
+		r.log.Info("creating rooms", "scenario", "concurrent", "rooms", nRooms)
+	}
+	// Room j is created by sender j mod nSenders, who is one of its
+	// senders; the room's other senders join it.
+	rooms := make([]roomID, nRooms)
+	err = parallel(ctx, nRooms, func(j int) error {
+		room, err := createRoom(ctx, senders[j%nSenders], fmt.Sprintf("loadtest concurrent %d", j))
+		rooms[j] = room
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	targets := make([][]roomID, nSenders)
+	err = parallel(ctx, nSenders, func(i int) error {
+		for _, j := range senderRooms(i, nSenders, nRooms) {
+			targets[i] = append(targets[i], rooms[j])
+			if j%nSenders == i {
+				continue // the creator
+			}
+			if err := withRetry(ctx, func() error { _, err := senders[i].join(ctx, rooms[j]); return err }); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.log.Info("sending", "scenario", "concurrent", "messages", r.cfg.Messages, "senders", nSenders, "rooms", nRooms)
+	rec, elapsed, _ := r.sendConcurrently(ctx, targets, senders, r.cfg.Messages, false)
 	res := newResult("concurrent", rec, elapsed)
-	res.note("%d senders in one room", len(senders))
+	if nRooms == 1 {
+		res.note("%d senders in one room", nSenders)
+	} else {
+		res.note("%d senders in %d rooms", nSenders, nRooms)
+	}
+	if len(r.hs) > 1 {
+		res.note("senders spread over %d processes", len(r.hs))
+	}
 	return []*result{res}, nil
 }
 
@@ -237,12 +321,18 @@ func runConcurrent(ctx context.Context, r *runner) ([]*result, error) {
 // the wake-up path every idle client depends on. The wait does not
 // inflate the result, since the delay is measured from the send's
 // response, not from issuing the long-poll.
+//
+// With several processes the sender talks to the first and the receiver to
+// the second, so the figure is the wake-up across processes.
 func runSync(ctx context.Context, r *runner) ([]*result, error) {
-	users, err := r.newUsers(ctx, 2)
+	a, err := r.newUserOn(ctx, r.hs[0])
 	if err != nil {
 		return nil, err
 	}
-	a, b := users[0], users[1]
+	b, err := r.newUserOn(ctx, r.hs[1%len(r.hs)])
+	if err != nil {
+		return nil, err
+	}
 	room, err := createRoom(ctx, a, "loadtest sync")
 	if err != nil {
 		return nil, err
@@ -290,6 +380,9 @@ func runSync(ctx context.Context, r *runner) ([]*result, error) {
 	}
 	res := newResult("sync", rec, time.Since(start))
 	res.note("delay from the send's response to the receiver's sync response; long-poll parked %s before each send", r.cfg.SyncPark)
+	if a.hs != b.hs {
+		res.note("across processes: sender on %s, receiver on %s", a.hs.base, b.hs.base)
+	}
 	if early > 0 {
 		res.note("%d of %d deliveries arrived before the send's response (counted as 0 ms)", early, res.Summary.Count)
 	}
@@ -544,7 +637,11 @@ func runPaginate(ctx context.Context, r *runner) ([]*result, error) {
 		return nil, err
 	}
 	r.log.Info("filling room", "scenario", "paginate", "messages", r.cfg.History, "senders", len(senders))
-	fillRec, fillElapsed, sent := r.sendConcurrently(ctx, room, senders, r.cfg.History, true)
+	targets := make([][]roomID, len(senders))
+	for i := range targets {
+		targets[i] = []roomID{room}
+	}
+	fillRec, fillElapsed, sent := r.sendConcurrently(ctx, targets, senders, r.cfg.History, true)
 	fill := newResult("paginate-fill", fillRec, fillElapsed)
 	fill.note("%d messages from %d senders", len(sent), len(senders))
 	rows := []*result{fill}
@@ -643,4 +740,96 @@ func paginationCheck(seen map[eventID]int, sent []eventID) (dups, missing int) {
 		}
 	}
 	return dups, missing
+}
+
+// runInitialSync measures a full initial /sync, without since or filter, of
+// a user in -initial-rooms rooms, -n times. Another user creates each room
+// and, after the measured user has joined, sends initialHistory messages to
+// it; each sync must hold every room, with its newest message last in the
+// room's timeline.
+func runInitialSync(ctx context.Context, r *runner) ([]*result, error) {
+	users, err := r.newUsers(ctx, 2)
+	if err != nil {
+		return nil, err
+	}
+	owner, u := users[0], users[1]
+	k := r.cfg.InitialRooms
+	r.log.Info("building rooms", "scenario", "initialsync", "rooms", k, "messages per room", initialHistory)
+	newest := make(map[roomID]eventID, k)
+	var mu sync.Mutex
+	err = parallel(ctx, k, func(j int) error {
+		room, err := createRoom(ctx, owner, fmt.Sprintf("loadtest initialsync %d", j))
+		if err != nil {
+			return err
+		}
+		if err := withRetry(ctx, func() error { _, err := u.join(ctx, room); return err }); err != nil {
+			return err
+		}
+		var last eventID
+		for i := range initialHistory {
+			err := withRetry(ctx, func() error {
+				var err error
+				last, _, err = owner.sendText(ctx, room, fmt.Sprintf("loadtest history %d", i))
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("building history: %w", err)
+			}
+		}
+		mu.Lock()
+		newest[room] = last
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	n := r.cfg.iterations(defaultInitialN)
+	rec := newRecorder(n, r.cfg.MaxErrors)
+	res := &result{Scenario: "initialsync"}
+	var measured time.Duration
+	for range n {
+		if ctx.Err() != nil || rec.exhausted() {
+			break
+		}
+		sr, resp, err := u.sync(ctx, syncParams{})
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			rec.fail(err)
+			continue
+		}
+		rec.ok(resp.took)
+		measured += resp.took
+		for _, p := range checkInitialSync(sr, newest) {
+			res.fail("%s", p)
+		}
+	}
+	// Building the rooms is not measured: throughput is syncs per second
+	// of sync time.
+	res.Summary = rec.summary(measured)
+	res.addErrors(rec)
+	res.note("full initial sync (no filter) of a user in %d rooms of %d messages each", k, initialHistory)
+	return []*result{res}, nil
+}
+
+// checkInitialSync checks that an initial sync holds every room of newest
+// among its joined rooms, each with its newest event last in the timeline,
+// and returns what is wrong (at most one problem per room).
+func checkInitialSync(sr *syncResponse, newest map[roomID]eventID) []string {
+	var problems []string
+	for _, room := range slices.Sorted(maps.Keys(newest)) {
+		jr, ok := sr.Rooms.Join[room]
+		switch evs := jr.Timeline.Events; {
+		case !ok:
+			problems = append(problems, fmt.Sprintf("room %s missing from the initial sync", room))
+		case len(evs) == 0:
+			problems = append(problems, fmt.Sprintf("room %s: empty timeline", room))
+		case evs[len(evs)-1].EventID != newest[room]:
+			problems = append(problems, fmt.Sprintf("room %s: timeline ends with %s, want the newest message %s", room, evs[len(evs)-1].EventID, newest[room]))
+		}
+	}
+	return problems
 }
