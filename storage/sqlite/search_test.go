@@ -17,22 +17,8 @@ import (
 
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
-	"github.com/persistentchat/homeserver/storage/sqlstore"
 	"github.com/persistentchat/homeserver/storage/storagetest"
 )
-
-func searchPositions(t *testing.T, db *sqlstore.DB, term string, rooms []roomdag.RoomID, keys ...string) []roomdag.StreamPos {
-	t.Helper()
-	hits, err := db.SearchEvents(context.Background(), storage.SearchQuery{Phrases: storage.ParseSearchTerm(term), Rooms: rooms, Keys: keys})
-	if err != nil {
-		t.Fatalf("search %q: %v", term, err)
-	}
-	var out []roomdag.StreamPos
-	for _, h := range hits {
-		out = append(out, h.Pos)
-	}
-	return out
-}
 
 // The migration's SQL indexes stored events exactly as sqlstore.SearchText does.
 func TestSearchBackfillMatches(t *testing.T) {
@@ -129,7 +115,7 @@ func TestSearchMigrationIndexesExistingEvents(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if got := searchPositions(t, db, "upgrade", []roomdag.RoomID{room}); !slices.Equal(got, []roomdag.StreamPos{pos}) {
+	if got := storagetest.SearchPositions(t, db, "upgrade", []roomdag.RoomID{room}); !slices.Equal(got, []roomdag.StreamPos{pos}) {
 		t.Errorf("after migrating: %v, want [%d]", got, pos)
 	}
 }

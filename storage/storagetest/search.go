@@ -12,7 +12,9 @@ import (
 	"github.com/persistentchat/homeserver/storage/sqlstore"
 )
 
-func searchPositions(t *testing.T, db *sqlstore.DB, term string, rooms []roomdag.RoomID, keys ...string) []roomdag.StreamPos {
+// SearchPositions returns the stream positions of db's search hits for
+// term, in the order returned; the test fails on an error.
+func SearchPositions(t *testing.T, db *sqlstore.DB, term string, rooms []roomdag.RoomID, keys ...string) []roomdag.StreamPos {
 	t.Helper()
 	hits, err := db.SearchEvents(context.Background(), storage.SearchQuery{Phrases: storage.ParseSearchTerm(term), Rooms: rooms, Keys: keys})
 	if err != nil {
@@ -69,11 +71,11 @@ func testSearchIndex(t *testing.T, open Opener) {
 		{`body:deploy`, nil, nil},
 		{"ciphertext", nil, nil},
 	} {
-		if got := searchPositions(t, db, c.term, both, c.keys...); !slices.Equal(got, c.want) {
+		if got := SearchPositions(t, db, c.term, both, c.keys...); !slices.Equal(got, c.want) {
 			t.Errorf("search %q keys %v = %v, want %v", c.term, c.keys, got, c.want)
 		}
 	}
-	if got := searchPositions(t, db, "deploy", []roomdag.RoomID{b, "!unknown:test.local"}); !slices.Equal(got, []roomdag.StreamPos{p3}) {
+	if got := SearchPositions(t, db, "deploy", []roomdag.RoomID{b, "!unknown:test.local"}); !slices.Equal(got, []roomdag.StreamPos{p3}) {
 		t.Errorf("search in room b = %v, want [%d]", got, p3)
 	}
 
@@ -112,16 +114,16 @@ func testSearchIndex(t *testing.T, open Opener) {
 		Content: json.RawMessage(fmt.Sprintf(`{"redacts":%q}`, victim.ID())), Redacts: victim.ID(), RedactTarget: victim}); err != nil {
 		t.Fatal(err)
 	}
-	if got := searchPositions(t, db, "secret", both); len(got) != 0 {
+	if got := SearchPositions(t, db, "secret", both); len(got) != 0 {
 		t.Errorf("redacted event still found: %v", got)
 	}
-	if got := searchPositions(t, db, "deploy", both); !slices.Equal(got, []roomdag.StreamPos{p5, p4, p3, p2, p1}) {
+	if got := SearchPositions(t, db, "deploy", both); !slices.Equal(got, []roomdag.StreamPos{p5, p4, p3, p2, p1}) {
 		t.Errorf("after redaction: %v", got)
 	}
-	if got := searchPositions(t, db, "deploy", both, storage.SearchKeyBody); slices.Contains(got, p6) {
+	if got := SearchPositions(t, db, "deploy", both, storage.SearchKeyBody); slices.Contains(got, p6) {
 		t.Errorf("redacted event %d found by key", p6)
 	}
-	if got := searchPositions(t, db, "deploy", nil); len(got) != 0 {
+	if got := SearchPositions(t, db, "deploy", nil); len(got) != 0 {
 		t.Errorf("search without rooms found %v", got)
 	}
 }
