@@ -104,6 +104,11 @@ func (s *Server) assertIdentity(r *http.Request, reg *appservice.Registration) (
 		} else if err != nil {
 			return nil, err
 		}
+		if u.Deactivated {
+			// Deactivation ends every session of the account; a service
+			// acting as it must not keep it alive (as a login would not).
+			return nil, errorf(http.StatusForbidden, CodeUserDeactivated, "%s has been deactivated", user)
+		}
 		rq.Locked, rq.Suspended = u.Locked, u.Suspended
 	}
 	device := q.Get("device_id")
