@@ -234,19 +234,22 @@ func (k *Keyring) refresh(ctx context.Context, server roomdag.ServerName, minVal
 	if k.client == nil {
 		return errors.New("no federation client to fetch keys with")
 	}
-	now := k.clock.Now()
-	k.mu.Lock()
-	last, ok := k.tried[server]
-	if ok && now.Sub(last) < refetchInterval {
-		k.mu.Unlock()
-		return fmt.Errorf("keys of %s were fetched less than %s ago", server, refetchInterval)
-	}
-	if len(k.tried) >= maxAttempts {
-		clear(k.tried)
-	}
-	k.tried[server] = now
-	k.mu.Unlock()
 	ch := k.fetches.DoChan(string(server), func() (any, error) {
+		// The interval is checked inside the shared call, so that callers
+		// arriving while a fetch is under way wait for its result rather
+		// than being turned away.
+		now := k.clock.Now()
+		k.mu.Lock()
+		last, ok := k.tried[server]
+		if ok && now.Sub(last) < refetchInterval {
+			k.mu.Unlock()
+			return nil, fmt.Errorf("keys of %s were fetched less than %s ago", server, refetchInterval)
+		}
+		if len(k.tried) >= maxAttempts {
+			clear(k.tried)
+		}
+		k.tried[server] = now
+		k.mu.Unlock()
 		// The fetch outlives a caller that gives up: others may wait on
 		// it, and its result is worth storing.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), keyFetchTimeout)

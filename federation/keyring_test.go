@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -433,4 +434,40 @@ func signedEventAs(t *testing.T, version string, key roomdag.SigningKey, sender 
 		t.Fatal(err)
 	}
 	return ev
+}
+
+// Requests that arrive together from a server met for the first time
+// share one fetch of its keys, and all of them get the key.
+func TestConcurrentLookupsShareAFetch(t *testing.T) {
+	clk := clock.NewFake(epoch)
+	net := newNetwork()
+	us, a := startNode(t, net, clk), startNode(t, net, clk)
+	entered, release := make(chan struct{}), make(chan struct{})
+	a.mu.Lock()
+	inner := a.handler
+	var once sync.Once
+	a.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		once.Do(func() { close(entered) })
+		<-release
+		inner.ServeHTTP(w, r)
+	})
+	a.mu.Unlock()
+	const n = 8
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := us.keyring.RequestKey(context.Background(), a.name, a.own.Key.KeyID)
+			errs <- err
+		}()
+	}
+	<-entered
+	close(release)
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if c := net.count(a.name, serverPath); c != 1 {
+		t.Errorf("fetched %d times, want 1", c)
+	}
 }
