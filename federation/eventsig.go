@@ -12,14 +12,16 @@ import (
 
 // VerifyEventSignatures checks the signatures a remote event must carry
 // (server-server API, "Validating hashes and signatures on received
-// events"): one of the sender's server; for rooms v1 and v2, one of the
-// server in the event ID; for a join through a restricted room (v8+), one
-// of the server of join_authorised_via_users_server. For each, every
-// signature with a key known and valid must verify, and there must be at
-// least one; signatures with unknown or expired keys are skipped. In room versions
-// that enforce key validity (v5+) the key must have been valid at atTS,
-// the event's origin_server_ts (rooms/v5, "Signing key validity period");
-// pass ev.OriginServerTS(). It does not check the content hash.
+// events"): one of the sender's server, except on an invite through a
+// third-party identifier (whose own signature the auth rules check); for
+// rooms v1 and v2, one of the server in the event ID; for a join through
+// a restricted room (v8+), one of the server of
+// join_authorised_via_users_server. For each, every signature with a key
+// known and valid must verify, and there must be at least one; signatures
+// with unknown or expired keys are skipped. In room versions that enforce
+// key validity (v5+) the key must have been valid at atTS, the event's
+// origin_server_ts (rooms/v5, "Signing key validity period"); pass
+// ev.OriginServerTS(). It does not check the content hash.
 //
 // The error wraps roomdag.ErrSignature when a signature is missing or
 // wrong, ErrUnknownKey when no key of a server could be had; other errors
@@ -62,7 +64,7 @@ func (k *Keyring) VerifyEventSignatures(ctx context.Context, ev *roomdag.Event, 
 // requiredSigners lists the servers whose signature ev needs.
 func requiredSigners(ev *roomdag.Event) []roomdag.ServerName {
 	v := ev.Version()
-	servers := []roomdag.ServerName{ev.Sender().Server()}
+	var servers []roomdag.ServerName
 	add := func(s roomdag.ServerName) {
 		for _, have := range servers {
 			if have == s {
@@ -70,6 +72,13 @@ func requiredSigners(ev *roomdag.Event) []roomdag.ServerName {
 			}
 		}
 		servers = append(servers, s)
+	}
+	// "If the event is a 3rd party invite, the sender must already match
+	// the 3rd party invite, and the server which actually sends the event
+	// may be a different server": the auth rules check the invite's own
+	// signature instead.
+	if !thirdPartyInvite(ev) {
+		add(ev.Sender().Server())
 	}
 	if v.EventFormat == roomdag.EventFormatV1 {
 		if _, server, ok := cutID(string(ev.ID())); ok {
@@ -82,6 +91,19 @@ func requiredSigners(ev *roomdag.Event) []roomdag.ServerName {
 		}
 	}
 	return servers
+}
+
+// thirdPartyInvite reports whether ev is an invite through a third-party
+// identifier (m.room.member, membership invite, with
+// content.third_party_invite).
+func thirdPartyInvite(ev *roomdag.Event) bool {
+	if ev.Type() != roomdag.TypeMember || ev.Membership() != roomdag.MembershipInvite {
+		return false
+	}
+	var c struct {
+		TPI json.RawMessage `json:"third_party_invite"`
+	}
+	return json.Unmarshal(ev.Content(), &c) == nil && len(c.TPI) > 0 && string(c.TPI) != "null"
 }
 
 // cutID splits a v1/v2 event ID "$opaque:server" at its first colon, as

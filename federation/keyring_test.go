@@ -414,26 +414,60 @@ func signedEvent(t *testing.T, version string, key roomdag.SigningKey, ts int64)
 // signedEventAs builds a message event of sender, signed with key.
 func signedEventAs(t *testing.T, version string, key roomdag.SigningKey, sender string, ts int64) *roomdag.Event {
 	t.Helper()
+	return buildEvent(t, version, fmt.Sprintf(`"sender":%q,"type":"m.room.message","content":{"body":"hi"},"origin_server_ts":%d`, sender, ts), key)
+}
+
+// buildEvent builds an event of the given fields (sender, type, content,
+// ...) in a room of the first key's server, signed with each key.
+func buildEvent(t *testing.T, version, fields string, keys ...roomdag.SigningKey) *roomdag.Event {
+	t.Helper()
 	v, ok := roomdag.LookupRoomVersion(version)
 	if !ok {
 		t.Fatalf("room version %s", version)
 	}
-	raw := fmt.Sprintf(`{"room_id":"!r:%s","sender":%q,"type":"m.room.message","content":{"body":"hi"},"depth":3,`+
-		`"prev_events":["$aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"],"auth_events":["$bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"],"origin_server_ts":%d}`,
-		key.ServerName, sender, ts)
-	hashed, err := roomdag.AddContentHash(v, []byte(raw))
+	raw := fmt.Sprintf(`{"room_id":"!r:%s",%s,"depth":3,`+
+		`"prev_events":["$aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"],"auth_events":["$bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"]}`,
+		keys[0].ServerName, fields)
+	signed, err := roomdag.AddContentHash(v, []byte(raw))
 	if err != nil {
 		t.Fatal(err)
 	}
-	signed, err := roomdag.SignEvent(v, key, hashed)
-	if err != nil {
-		t.Fatal(err)
+	for _, key := range keys {
+		if signed, err = roomdag.SignEvent(v, key, signed); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ev, err := roomdag.NewEventFromJSON(v, signed)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return ev
+}
+
+// The servers an event needs signatures of: a restricted join needs the
+// authorising server's too (v8+), an invite through a third-party
+// identifier does not need the sender's.
+func TestRequiredSigners(t *testing.T) {
+	clk := clock.NewFake(epoch)
+	net := newNetwork()
+	us, a, b := startNode(t, net, clk), startNode(t, net, clk), startNode(t, net, clk)
+	ctx := context.Background()
+	join := fmt.Sprintf(`"sender":"@u:%[1]s","state_key":"@u:%[1]s","type":"m.room.member","origin_server_ts":%[3]d,`+
+		`"content":{"membership":"join","join_authorised_via_users_server":"@x:%[2]s"}`, a.name, b.name, epoch.UnixMilli())
+	if err := us.keyring.VerifyEventSignatures(ctx, buildEvent(t, "10", join, a.own.Key), epoch.UnixMilli()); !errors.Is(err, roomdag.ErrSignature) {
+		t.Errorf("restricted join without the authorising server's signature: %v", err)
+	}
+	if err := us.keyring.VerifyEventSignatures(ctx, buildEvent(t, "10", join, a.own.Key, b.own.Key), epoch.UnixMilli()); err != nil {
+		t.Errorf("restricted join signed by both: %v", err)
+	}
+	if err := us.keyring.VerifyEventSignatures(ctx, buildEvent(t, "7", join, a.own.Key), epoch.UnixMilli()); err != nil {
+		t.Errorf("v7 has no restricted joins: %v", err)
+	}
+	invite := fmt.Sprintf(`"sender":"@u:%[1]s","state_key":"@v:%[2]s","type":"m.room.member","origin_server_ts":%[3]d,`+
+		`"content":{"membership":"invite","third_party_invite":{"display_name":"v","signed":{}}}`, a.name, b.name, epoch.UnixMilli())
+	if err := us.keyring.VerifyEventSignatures(ctx, buildEvent(t, "10", invite, b.own.Key), epoch.UnixMilli()); err != nil {
+		t.Errorf("third-party invite sent by another server: %v", err)
+	}
 }
 
 // Requests that arrive together from a server met for the first time
