@@ -107,7 +107,7 @@ func (s *Server) assertIdentity(r *http.Request, reg *appservice.Registration) (
 		if u.Deactivated {
 			// Deactivation ends every session of the account; a service
 			// acting as it must not keep it alive (as a login would not).
-			return nil, errorf(http.StatusForbidden, CodeUserDeactivated, "%s has been deactivated", user)
+			return nil, httpapi.Errorf(http.StatusForbidden, httpapi.CodeUserDeactivated, "%s has been deactivated", user)
 		}
 		rq.Locked, rq.Suspended = u.Locked, u.Suspended
 	}
