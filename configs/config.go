@@ -54,6 +54,50 @@ type Config struct {
 	// Default: "127.0.0.1:8008".
 	Listen string `yaml:"listen"`
 
+	// FederationListen is the host:port of the server-server API
+	// listener, served over TLS (spec "Server-Server API", "TLS") with
+	// the certificate of TLSCertificatePath, or a self-signed one. It
+	// serves /_matrix/federation/ and /_matrix/key/. A server named with
+	// an IP literal and a port (127.0.0.1:8448) is reached at that
+	// address directly, so such a name should carry this listener's port;
+	// a DNS name without a port is reached through
+	// /.well-known/matrix/server, SRV records or port 8448 (spec
+	// "Resolving server names"). Port 0 picks a free port (tests).
+	// Default: "" (no federation listener; the key endpoints stay on the
+	// client API's listener).
+	FederationListen string `yaml:"federation_listen"`
+
+	// TLSCertificatePath is the PEM certificate chain the federation
+	// listener presents (Synapse's tls_certificate_path). Set both it and
+	// TLSPrivateKeyPath, or neither: then the server creates a
+	// self-signed certificate for its server name and a key in DataDir on
+	// first start (federation.tls.crt, federation.tls.key), which peers
+	// accept only with federation_verify_certificates: false. Read the
+	// pair through TLSPaths.
+	// Default: "" (<DataDir>/federation.tls.crt, self-signed).
+	TLSCertificatePath string `yaml:"tls_certificate_path"`
+
+	// TLSPrivateKeyPath is the PEM private key of TLSCertificatePath
+	// (Synapse's tls_private_key_path).
+	// Default: "" (<DataDir>/federation.tls.key, created with the
+	// self-signed certificate).
+	TLSPrivateKeyPath string `yaml:"tls_private_key_path"`
+
+	// FederationVerifyCertificates checks other servers' TLS
+	// certificates on outbound federation requests, as the spec requires
+	// (Synapse's federation_verify_certificates). Turn it off only for a
+	// test federation whose servers present self-signed certificates.
+	// Default: true.
+	FederationVerifyCertificates bool `yaml:"federation_verify_certificates"`
+
+	// FederationDomainWhitelist, when not empty, lists the only servers
+	// this server sends federation requests to, by server name exactly as
+	// written in IDs (with the port, if the name has one). Synapse's
+	// federation_domain_whitelist, except that an empty list here means
+	// no restriction (in Synapse, an empty list means no federation).
+	// Default: [] (every server).
+	FederationDomainWhitelist []string `yaml:"federation_domain_whitelist"`
+
 	// DataDir holds the database, the signing key and media, unless their
 	// own settings say otherwise. The server creates it on first start.
 	// Default: "./data" (relative to the config file).
@@ -195,8 +239,8 @@ type Config struct {
 
 	// IPRangeBlacklist lists the IP ranges (CIDR, or single addresses)
 	// that the server's other outbound requests never connect to: those
-	// to push gateways (Synapse also applies it to federation, which this
-	// server does not send yet). Checked on the address actually
+	// to push gateways and to other servers over federation (the well-known
+	// lookup included), as in Synapse. Checked on the address actually
 	// dialled, like URLPreviewIPRangeBlacklist, so a pusher URL whose
 	// host resolves into a range fails delivery. Clients choose pusher
 	// URLs, so without it any user could make the server post to
@@ -207,7 +251,8 @@ type Config struct {
 
 	// IPRangeWhitelist lists IP ranges that outbound requests may reach
 	// even though IPRangeBlacklist covers them (a push gateway on the
-	// local network, say).
+	// local network, say, or 127.0.0.0/8 for a test federation on
+	// loopback).
 	// Default: empty.
 	IPRangeWhitelist []string `yaml:"ip_range_whitelist"`
 
@@ -676,6 +721,9 @@ func Default() Config {
 		ServerName:                     "localhost:8008",
 		PublicBaseURL:                  "",
 		Listen:                         "127.0.0.1:8008",
+		FederationListen:               "",
+		FederationVerifyCertificates:   true,
+		FederationDomainWhitelist:      []string{},
 		DataDir:                        "./data",
 		Database:                       Database{Name: EngineSQLite, Args: DatabaseArgs{CPMin: 5, CPMax: 10}, WorkerLeaseDuration: Duration(DefaultWorkerLeaseDuration)},
 		SigningKeyFile:                 "",

@@ -17,6 +17,9 @@ type GenerateOptions struct {
 	// Listen is the client-server API listen address. Default:
 	// "127.0.0.1:8008".
 	Listen string
+	// FederationListen is the federation (TLS) listen address. Default:
+	// "" (no federation listener).
+	FederationListen string
 	// DataDir is the data directory; a relative path is relative to the
 	// directory the config file will be written to. Default: "./data".
 	DataDir string
@@ -51,6 +54,7 @@ func Generate(o GenerateOptions) ([]byte, error) {
 	}
 	setString("server_name", o.ServerName)
 	setString("listen", o.Listen)
+	setString("federation_listen", o.FederationListen)
 	setString("data_dir", o.DataDir)
 	switch o.Registration {
 	case "", "disabled":

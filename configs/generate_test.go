@@ -162,6 +162,8 @@ func TestGenerateErrors(t *testing.T) {
 		{"bad server name", GenerateOptions{ServerName: "my server"}, "server_name", "server_name"},
 		{"bad listen", GenerateOptions{Listen: "8008"}, "listen", "listen"},
 		{"quote in server name", GenerateOptions{ServerName: `a"b`}, "server_name", "server_name"},
+		{"bad federation listen", GenerateOptions{FederationListen: "8448"}, "federation_listen", "federation_listen"},
+		{"federation on the client listener", GenerateOptions{Listen: "127.0.0.1:8008", FederationListen: "127.0.0.1:8008"}, "federation_listen", "client API"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := Generate(tc.opts)

@@ -136,6 +136,8 @@ func (c *Config) resolvePaths(dir string) {
 	abs(&c.Database.Path)
 	abs(&c.Database.Args.Database)
 	abs(&c.SigningKeyFile)
+	abs(&c.TLSCertificatePath)
+	abs(&c.TLSPrivateKeyPath)
 	for i := range c.AppServiceConfigFiles {
 		abs(&c.AppServiceConfigFiles[i])
 	}
@@ -326,6 +328,7 @@ func (c *Config) validate(lines map[string]int) []*FieldError {
 
 	c.validateDatabase(bad)
 	c.validateFederationKeys(bad)
+	c.validateFederation(bad)
 
 	if c.RegistrationRequiresToken && !c.EnableRegistration {
 		bad("registration_requires_token", "is true but enable_registration is false; set enable_registration: true, or remove registration_requires_token")

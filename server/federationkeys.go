@@ -3,8 +3,10 @@ package server
 import (
 	"crypto/ed25519"
 
+	"github.com/persistentchat/homeserver/clock"
 	"github.com/persistentchat/homeserver/configs"
 	"github.com/persistentchat/homeserver/federation"
+	"github.com/persistentchat/homeserver/netguard"
 	"github.com/persistentchat/homeserver/roomdag"
 )
 
@@ -35,4 +37,20 @@ func notaries(cfg *configs.Config) []federation.Notary {
 		out = append(out, federation.Notary{ServerName: roomdag.ServerName(n.ServerName), VerifyKeys: keys})
 	}
 	return out
+}
+
+// federationClient is the outbound federation transport of cfg: requests
+// signed with key, the IP deny-list of ip_range_blacklist less
+// ip_range_whitelist, certificates checked unless
+// federation_verify_certificates is false, only to the servers
+// federation_domain_whitelist allows.
+func federationClient(cfg *configs.Config, key roomdag.SigningKey, clk clock.Clock) *federation.HTTPClient {
+	deny, allow := cfg.IPRanges()
+	return federation.NewClient(federation.ClientOptions{
+		Key:                key,
+		Guard:              netguard.Guard{Deny: deny, Allow: allow},
+		VerifyCertificates: cfg.FederationVerifyCertificates,
+		Allowed:            func(s roomdag.ServerName) bool { return cfg.FederationAllowed(string(s)) },
+		Clock:              clk,
+	})
 }

@@ -47,6 +47,14 @@ type Homeserver struct {
 	http     *http.Server
 	listener net.Listener
 	log      *slog.Logger
+	// The federation listener, over TLS; fedHTTP nil when
+	// federation_listen is empty.
+	fedHTTP     *http.Server
+	fedListener net.Listener
+	// Federation is the outbound federation transport, and Keyring the
+	// other servers' keys fetched through it; exposed for tests.
+	Federation *federation.HTTPClient
+	Keyring    *federation.Keyring
 	// Rooms is the write path and Syncer the /sync assembly, exposed for
 	// benchmarks and tests.
 	Rooms  *roomdag.Rooms
@@ -337,13 +345,35 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	// may preflight them too.
 	mux := http.NewServeMux()
 	mux.Handle("GET /health", hs.health) // HEAD too
-	// The keyring has no client yet: until the federation transport is
-	// wired in, it answers from its cache and this server's own keys.
 	own := federationKeys(cfg, key)
-	keyring := federation.NewKeyring(own, db, nil, notaries(cfg), clk, log)
+	hs.Federation = federationClient(cfg, key, clk)
+	keyring := federation.NewKeyring(own, db, hs.Federation, notaries(cfg), clk, log)
+	hs.Keyring = keyring
 	fed := api.CORS(federation.NewKeyServer(own, keyring, clk, log, Version).Handler(middlewares...))
+	// The federation endpoints stay on the client listener too: clients
+	// and tools read the keys and version there, and a server without a
+	// federation listener still publishes its keys.
 	mux.Handle("/_matrix/federation/", fed)
 	mux.Handle("/_matrix/key/", fed)
+	if cfg.FederationListen != "" {
+		tlsCfg, err := federationTLS(cfg)
+		if err != nil {
+			return err
+		}
+		fmux := http.NewServeMux()
+		fmux.Handle("/_matrix/federation/", fed)
+		fmux.Handle("/_matrix/key/", fed)
+		hs.fedHTTP = &http.Server{
+			Handler:           client.BodyDeadlines(fmux),
+			TLSConfig:         tlsCfg,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+			// As the client API's: a connection that sent no request is
+			// closed at once on shutdown.
+			ConnState: hs.fresh.track,
+		}
+	}
 	if follower != nil {
 		middlewares = append(middlewares, barrier(follower, log))
 	}
@@ -462,8 +492,9 @@ func (hs *Homeserver) workerPositions() []metrics.WorkerPosition {
 	return ps
 }
 
-// Listen binds the client API listener and, when metrics are on, the
-// metrics listener; Addr and MetricsAddr are known after it returns.
+// Listen binds the client API listener and, when they are configured,
+// the federation and metrics listeners; Addr, FederationAddr and
+// MetricsAddr are known after it returns.
 func (hs *Homeserver) Listen() error {
 	l, err := net.Listen("tcp", hs.cfg.Listen)
 	if err != nil {
@@ -477,8 +508,40 @@ func (hs *Homeserver) Listen() error {
 		}
 		hs.metricsListener = ml
 	}
+	if hs.fedHTTP != nil && hs.fedListener == nil {
+		fl, err := net.Listen("tcp", hs.cfg.FederationListen)
+		if err != nil {
+			l.Close()
+			if hs.metricsListener != nil {
+				hs.metricsListener.Close()
+			}
+			return fmt.Errorf("federation listener: %w", err)
+		}
+		hs.fedListener = fl
+	}
 	hs.listener = l
 	return nil
+}
+
+// UseFederationListener makes Listen serve federation on l, already
+// bound, instead of binding federation_listen: a test names its server
+// after the port (127.0.0.1:PORT) before the server is built. Call it
+// before Listen; the server closes l at Shutdown.
+func (hs *Homeserver) UseFederationListener(l net.Listener) error {
+	if hs.fedHTTP == nil {
+		return errors.New("federation_listen is not set")
+	}
+	hs.fedListener = l
+	return nil
+}
+
+// FederationAddr is the bound federation listener's address, nil when
+// there is none.
+func (hs *Homeserver) FederationAddr() net.Addr {
+	if hs.fedListener == nil {
+		return nil
+	}
+	return hs.fedListener.Addr()
 }
 
 // Addr is the bound listener address.
@@ -504,6 +567,15 @@ func (hs *Homeserver) Serve() error {
 			}
 		}()
 	}
+	if hs.fedListener != nil {
+		hs.log.Info("serving federation", "addr", hs.fedListener.Addr().String())
+		go func() {
+			// The TLS configuration is the server's (TLSConfig).
+			if err := hs.fedHTTP.ServeTLS(hs.fedListener, "", ""); !errors.Is(err, http.ErrServerClosed) {
+				hs.log.Error("federation listener", "err", err)
+			}
+		}()
+	}
 	hs.log.Info("serving client API", "addr", hs.listener.Addr().String(), "server_name", hs.cfg.ServerName)
 	err := hs.http.Serve(hs.listener)
 	if errors.Is(err, http.ErrServerClosed) {
@@ -520,8 +592,17 @@ func (hs *Homeserver) Serve() error {
 func (hs *Homeserver) Shutdown(ctx context.Context) error {
 	hs.Syncer.Close() // long-polls answer now instead of at their timeout
 	hs.stopFollowing()
+	// This server's own idle connections to others' federation
+	// listeners (its own, in tests) would hold their Shutdown.
+	hs.Federation.CloseIdleConnections()
 	done := make(chan error, 1)
+	fedDone := make(chan error, 1)
 	go func() { done <- hs.http.Shutdown(ctx) }()
+	if hs.fedHTTP != nil {
+		go func() { fedDone <- hs.fedHTTP.Shutdown(ctx) }()
+	} else {
+		fedDone <- nil
+	}
 	// Connections that never sent a request would hold Shutdown for 5 s
 	// each; close them as they show up, until Shutdown is done.
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -538,6 +619,15 @@ wait:
 	tick.Stop()
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = hs.http.Close()
+	}
+	if ferr := <-fedDone; errors.Is(ferr, context.DeadlineExceeded) {
+		err = errors.Join(err, hs.fedHTTP.Close())
+	} else {
+		err = errors.Join(err, ferr)
+	}
+	if hs.fedListener != nil {
+		// Already closed if it was served; not if Serve never ran.
+		hs.fedListener.Close()
 	}
 	if hs.metricsHTTP != nil {
 		// Scrapes are short: no grace.

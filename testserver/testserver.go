@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -39,6 +40,10 @@ type Options struct {
 	// (on PostgreSQL only): the same database, server name and signing
 	// key, its own listener and data directory (see Cluster).
 	ShareWith *Server
+
+	// federationListener, set by Federation, is the bound federation
+	// listener the server is named after.
+	federationListener net.Listener
 }
 
 // Server is a running test homeserver.
@@ -90,7 +95,7 @@ func Start(t testing.TB, opts Options) *Server {
 	log := server.NewLogger(&cfg, out)
 	// The server name must be known before listening; with port 0 we pick
 	// the port first by listening, then name the server after it.
-	hs, err := start(&cfg, log, clk)
+	hs, err := start(&cfg, log, clk, opts.federationListener)
 	if err != nil {
 		t.Fatalf("starting homeserver: %v", err)
 	}
@@ -100,7 +105,7 @@ func Start(t testing.TB, opts Options) *Server {
 	return s
 }
 
-func start(cfg *configs.Config, log *slog.Logger, clk clock.Clock) (*server.Homeserver, error) {
+func start(cfg *configs.Config, log *slog.Logger, clk clock.Clock, fed net.Listener) (*server.Homeserver, error) {
 	if cfg.ServerName == configs.Default().ServerName {
 		cfg.ServerName = "localhost"
 	}
@@ -112,7 +117,17 @@ func start(cfg *configs.Config, log *slog.Logger, clk clock.Clock) (*server.Home
 	}
 	hs, err := server.New(cfg, log, clk)
 	if err != nil {
+		if fed != nil {
+			fed.Close()
+		}
 		return nil, err
+	}
+	if fed != nil {
+		if err := hs.UseFederationListener(fed); err != nil {
+			fed.Close()
+			hs.Shutdown(context.Background())
+			return nil, err
+		}
 	}
 	if err := hs.Listen(); err != nil {
 		hs.Shutdown(context.Background())

@@ -2,7 +2,7 @@
 // chat rooms, and its operator subcommands.
 //
 //	homeserver [serve] --config FILE
-//	homeserver generate-config --server-name NAME --listen ADDR --data-dir DIR [--registration open|token|disabled] [--database sqlite3|postgres://...] [--out FILE]
+//	homeserver generate-config --server-name NAME --listen ADDR [--federation-listen ADDR] --data-dir DIR [--registration open|token|disabled] [--database sqlite3|postgres://...] [--out FILE]
 //	homeserver generate-keys --server-name NAME --out FILE
 //	homeserver register-user --config FILE --user NAME --password PW [--admin]
 //	homeserver migrate-sqlite-to-postgres (alias port-db) [--config FILE] [--sqlite PATH] [--postgres DSN]
@@ -97,6 +97,7 @@ func generateConfig(args []string) error {
 	var o configs.GenerateOptions
 	fs.StringVar(&o.ServerName, "server-name", "localhost:8008", "the Matrix server name")
 	fs.StringVar(&o.Listen, "listen", "127.0.0.1:8008", "client API listen address")
+	fs.StringVar(&o.FederationListen, "federation-listen", "", "federation (TLS) listen address; empty for none")
 	fs.StringVar(&o.DataDir, "data-dir", "./data", "data directory")
 	fs.StringVar(&o.Registration, "registration", "disabled", "open, token or disabled")
 	fs.StringVar(&o.SharedSecret, "shared-secret", "", "registration shared secret (random if empty)")
