@@ -306,4 +306,3 @@ func TestCachePeriod(t *testing.T) {
 		}
 	}
 }
-
