@@ -38,7 +38,7 @@ func TestAuthenticator(t *testing.T) {
 	rotating.setKeys(net, federation.OwnKeys{Key: newKey, Old: []federation.OldKey{{KeyID: oldKey.KeyID, Public: oldKey.Public(), ExpiredTS: epoch.UnixMilli()}}}, nil)
 	clk.Advance(25 * time.Hour)
 
-	auth := federation.NewAuthenticator(us.name, us.keyring, 1024)
+	auth := federation.NewAuthenticator(us.name, us.keyring, 1024, nil)
 	adapter := httpapi.NewAdapter(discard(), nil)
 	calls := 0
 	h := adapter.Handler("/test", auth.Wrap(func(r *http.Request) (any, error) {
@@ -67,6 +67,20 @@ func TestAuthenticator(t *testing.T) {
 	noDest.Destination = ""
 	forOther := sign(a.own.Key, b.name, "POST", uri, `{"x":1}`)
 	badJSON := sign(a.own.Key, us.name, "POST", uri, "")
+
+	// federation_domain_whitelist: an origin outside it is refused.
+	onlyB := adapter.Handler("/test", federation.NewAuthenticator(us.name, us.keyring, 1024,
+		func(s roomdag.ServerName) bool { return s == b.name }).Wrap(func(r *http.Request) (any, error) {
+		calls++
+		return map[string]any{}, nil
+	}))
+	w := httptest.NewRecorder()
+	req := httptest.NewRequest("POST", uri, strings.NewReader(`{"x":1}`))
+	req.Header.Set("Authorization", good)
+	onlyB(w, req)
+	if w.Code != http.StatusForbidden || !strings.Contains(w.Body.String(), "M_FORBIDDEN") || calls != 0 {
+		t.Errorf("origin off the whitelist: %d %s, handler calls %d", w.Code, w.Body, calls)
+	}
 
 	for _, tc := range []struct {
 		name, method, body string

@@ -306,3 +306,28 @@ func TestCachePeriod(t *testing.T) {
 		}
 	}
 }
+
+// TestWellKnownRedirect: a redirect to another https URL is followed; one
+// to plain http is not.
+func TestWellKnownRedirect(t *testing.T) {
+	r, dns, wk := newTestResolver(t, clock.NewFake(time.Unix(1e9, 0)))
+	dns.ips["hs.test"], dns.ips["moved.test"], dns.ips["plain.test"] = true, true, true
+	port := strconv.Itoa(r.httpsPort)
+	wk.set("hs.test", wellKnownDoc{status: http.StatusMovedPermanently,
+		headers: map[string]string{"Location": "https://moved.test:" + port + "/.well-known/matrix/server"}})
+	wk.set("moved.test", ok(`{"m.server":"192.0.2.9:9"}`))
+	wk.set("plain.test", wellKnownDoc{status: http.StatusFound,
+		headers: map[string]string{"Location": "http://moved.test:" + port + "/.well-known/matrix/server"}})
+	for name, want := range map[roomdag.ServerName]string{"hs.test": "192.0.2.9:9", "plain.test": "plain.test:8448"} {
+		route, err := r.Resolve(context.Background(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := route.Targets[0].String(); got != want {
+			t.Errorf("%s: %s, want %s", name, got, want)
+		}
+	}
+	if n := wk.count("moved.test"); n != 1 {
+		t.Errorf("moved.test fetched %d times, want 1 (the https redirect only)", n)
+	}
+}

@@ -16,7 +16,7 @@ import (
 func TestFederationListener(t *testing.T) {
 	s := testserver.Federation(t, 1, testserver.Options{})[0]
 	base := "https://" + s.HS.FederationAddr().String()
-	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} //nolint:gosec // a self-signed test certificate
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} // a self-signed test certificate
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	for path, want := range map[string]int{
