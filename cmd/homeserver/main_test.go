@@ -37,7 +37,7 @@ func TestOperatorCommands(t *testing.T) {
 		database = testserver.PostgresDatabase(t)
 	}
 	cfgText, err := run("generate-config", "--server-name", "127.0.0.1:9999", "--listen", "127.0.0.1:9999",
-		"--data-dir", filepath.Join(dir, "data"), "--registration", "token", "--database", database)
+		"--federation-listen", "127.0.0.1:9998", "--data-dir", filepath.Join(dir, "data"), "--registration", "token", "--database", database)
 	if err != nil {
 		t.Fatalf("generate-config: %v\n%s", err, cfgText)
 	}
@@ -51,6 +51,9 @@ func TestOperatorCommands(t *testing.T) {
 	}
 	if !cfg.EnableRegistration || !cfg.RegistrationRequiresToken || len(cfg.RegistrationTokens) != 1 {
 		t.Errorf("token registration not configured: %+v", cfg)
+	}
+	if cfg.FederationListen != "127.0.0.1:9998" {
+		t.Errorf("generate-config --federation-listen: federation_listen %q", cfg.FederationListen)
 	}
 	if cfg.Database.Name != testserver.Engine() {
 		t.Errorf("generate-config --database %s: database.name %q", testserver.Engine(), cfg.Database.Name)
