@@ -606,13 +606,16 @@ func (hs *Homeserver) Shutdown(ctx context.Context) error {
 	// Connections that never sent a request would hold Shutdown for 5 s
 	// each; close them as they show up, until Shutdown is done.
 	tick := time.NewTicker(20 * time.Millisecond)
-	var err error
-wait:
-	for {
+	var err, ferr error
+	// Both listeners' shutdowns, the federation one's too: a TLS
+	// connection still in its handshake is one that sent no request.
+	for pending := 2; pending > 0; {
 		hs.fresh.closeAll()
 		select {
 		case err = <-done:
-			break wait
+			pending, done = pending-1, nil
+		case ferr = <-fedDone:
+			pending, fedDone = pending-1, nil
 		case <-tick.C:
 		}
 	}
@@ -620,11 +623,10 @@ wait:
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = hs.http.Close()
 	}
-	if ferr := <-fedDone; errors.Is(ferr, context.DeadlineExceeded) {
-		err = errors.Join(err, hs.fedHTTP.Close())
-	} else {
-		err = errors.Join(err, ferr)
+	if errors.Is(ferr, context.DeadlineExceeded) {
+		ferr = hs.fedHTTP.Close()
 	}
+	err = errors.Join(err, ferr)
 	if hs.fedListener != nil {
 		// Already closed if it was served; not if Serve never ran.
 		hs.fedListener.Close()
