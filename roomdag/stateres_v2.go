@@ -13,8 +13,8 @@ import (
 // states themselves: the auth chains of the state events (and, in v2.1, the
 // auth events between conflicted events, which lie in those chains). It is
 // the caller's: a map of events in memory, or a lookup backed by storage.
-// Resolution reads each event at most once per call, so a source need not
-// cache. It is called from the resolving goroutine only.
+// Resolution asks for each event at most once per call, so a source need
+// not cache. It is called from the resolving goroutine only.
 type EventSource interface {
 	// Event returns the event with this ID, or an error if the source has
 	// none (wrapping ErrUnknownEvent where it can tell).
@@ -120,6 +120,8 @@ type node struct {
 	// authLoaded says auth has been filled in from ev.AuthEvents().
 	authLoaded bool
 	inFull     bool // in the full conflicted set
+	// rejected caches EventSource.Rejected once rejectedKnown.
+	rejected, rejectedKnown bool
 }
 
 // resolver holds what one resolution caches: every event it has read, by
@@ -294,6 +296,15 @@ func (r *resolver) authOf(n int32) ([]int32, error) {
 	}
 	r.nodes[n].auth, r.nodes[n].authLoaded = auth, true
 	return auth, nil
+}
+
+// isRejected asks the source about n once.
+func (r *resolver) isRejected(n int32) bool {
+	nd := &r.nodes[n]
+	if !nd.rejectedKnown {
+		nd.rejected, nd.rejectedKnown = r.src.Rejected(nd.ev.ID()), true
+	}
+	return nd.rejected
 }
 
 // findCreate sets r.create from the states: the create event is the same in
@@ -719,8 +730,8 @@ func (r *resolver) iterativeAuthChecks(events []int32, resolved StateMap) error 
 			keys:     AuthEventTuples(ev.Version(), ev.Type(), ev.StateKey(), ev.Sender(), ev.Content()),
 		}
 		for _, a := range auth {
-			if ae := r.nodes[a].ev; !r.src.Rejected(ae.ID()) {
-				view.auth = append(view.auth, ae)
+			if !r.isRejected(a) {
+				view.auth = append(view.auth, r.nodes[a].ev)
 			}
 		}
 		if ev.Version().DomainlessRoomIDs {

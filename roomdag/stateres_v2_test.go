@@ -470,7 +470,7 @@ func buildForkedRoom(d *srDAG, n, powerEvery int) {
 		return map[string]any{"type": typ, "state_key": sk, "sender": sender, "content": content}
 	}
 	users := func(extra int) map[string]any {
-		return map[string]any{"users": map[string]any{alice: 100, bob: 50, carol: 50}, "events": map[string]any{"org.example.level": extra}}
+		return map[string]any{"users": map[string]any{alice: 100, bob: 50, carol: 50}, "events": map[string]any{"org.example.level": extra % 100}}
 	}
 	last := ""
 	chain := func(name string, m map[string]any) {
