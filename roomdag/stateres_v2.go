@@ -657,8 +657,7 @@ func (r *resolver) mainlineSort(events []int32, pl *Event) error {
 	// position memoises each event's mainline depth, for events and for the
 	// power levels events on their chains.
 	position := map[int32]int{}
-	var positionOf func(n int32) (int, error)
-	positionOf = func(n int32) (int, error) {
+	positionOf := func(n int32) (int, error) {
 		// Walk up the chain of power levels until the mainline, then fill
 		// in every event passed on the way.
 		var path []int32
