@@ -48,7 +48,7 @@ func (m EventMap) Rejected(EventID) bool { return false }
 // event, into the state before it, with the algorithm of room version v
 // (RoomVersion.StateRes): ResolveStateV1, ResolveStateV2 or ResolveStateV21.
 // Every event in states must be of a room of version v, and src must hold
-// their auth chains (v1 needs none). The result is a new map; neither states
+// their auth chains (v1 needs none; a nil src holds nothing). The result is a new map; neither states
 // nor their maps are modified. It is a pure function of its inputs.
 func ResolveState(v *RoomVersion, states []StateMap, src EventSource) (StateMap, error) {
 	switch v.StateRes {
@@ -141,6 +141,9 @@ func resolveV2(states []StateMap, src EventSource, v21 bool) (StateMap, error) {
 	unconflicted, conflicted := splitStates(states)
 	if len(conflicted) == 0 {
 		return unconflicted, nil
+	}
+	if src == nil {
+		src = EventMap(nil) // every lookup fails with ErrUnknownEvent
 	}
 	r := &resolver{src: src, v21: v21, index: map[EventID]int32{}}
 	for _, ev := range conflicted {

@@ -414,6 +414,9 @@ func TestResolveStateV2Errors(t *testing.T) {
 	if _, err := ResolveState(v, states, partial); !errors.Is(err, ErrUnknownEvent) {
 		t.Errorf("missing auth event: got %v, want ErrUnknownEvent", err)
 	}
+	if _, err := ResolveState(v, states, nil); !errors.Is(err, ErrUnknownEvent) {
+		t.Errorf("nil source: got %v, want ErrUnknownEvent", err)
+	}
 
 	// An event of another room.
 	other := newSRDAG(t, v)
