@@ -76,8 +76,8 @@ func ResolveState(v *RoomVersion, states []StateMap, src EventSource) (StateMap,
 //  4. they are applied to it by the iterative auth checks;
 //  5. the unconflicted state map is laid over the result.
 //
-// Where the text leaves room, we do as Synapse and Ruma (Conduit) do, so
-// that rooms shared with them resolve alike:
+// Where the text leaves room, we do as Synapse (synapse/state/v2.py) does,
+// so that rooms shared with it resolve alike:
 //
 //   - a tuple is conflicted when some state lacks it, as the definition
 //     says ("present in every S_i with the same value");
@@ -93,6 +93,10 @@ func ResolveState(v *RoomVersion, states []StateMap, src EventSource) (StateMap,
 //     names for the event come from the partially resolved state when it
 //     has them, and everything else from the event's auth events that were
 //     not rejected.
+//
+// One place we follow the spec rather than Synapse: an event in the full
+// conflicted set that this server rejected against the state before it is
+// checked again like any other ("Rejected events"); Synapse skips it.
 //
 // Errors come from src (an auth event it lacks) or from events of another
 // room than the others.
