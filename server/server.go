@@ -85,6 +85,7 @@ type Homeserver struct {
 	// nil on SQLite.
 	stopListen func()
 	listening  chan struct{} // closed when the listener has stopped
+	listenHold listenHold
 }
 
 // openConns counts the client API's open connections, for OpenConns.
