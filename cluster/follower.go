@@ -11,7 +11,6 @@ import (
 	"context"
 	"log/slog"
 	gosync "sync"
-	"time"
 
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
@@ -27,8 +26,6 @@ type Store interface {
 	// from the event cache.
 	ReloadErased(ctx context.Context) error
 	ForgetEvent(id roomdag.EventID)
-	// AnnounceNow sends a payload to the other processes at once.
-	AnnounceNow(ctx context.Context, payload string) error
 }
 
 // Rooms is the write path's room cache.
@@ -89,6 +86,7 @@ const readPage = 200
 // and remembers the event range as this process's own.
 func (f *Follower) Local(c *storage.Change) {
 	f.p.Notifier.Apply(c)
+	f.p.Syncer.TypingCommitted(c.Typing)
 	if c.LastEvent == 0 {
 		return
 	}
@@ -116,9 +114,6 @@ func (f *Follower) Deliver(payload string) {
 		}
 		return
 	}
-	for _, t := range a.Typing {
-		f.p.Syncer.TypingElsewhere(t.Room, t.User, t.On, time.Duration(t.TimeoutMS)*time.Millisecond)
-	}
 	if a.Reload {
 		f.catchUp()
 		return
@@ -143,6 +138,7 @@ func (f *Follower) Deliver(payload string) {
 		}
 	}
 	f.p.Notifier.Apply(c)
+	f.p.Syncer.TypingCommitted(c.Typing)
 	for _, p := range c.Presence {
 		f.p.Syncer.PresenceElsewhere(p.User, p.Pos)
 	}
@@ -174,6 +170,9 @@ func (f *Follower) catchUp() {
 		log.Error("cluster: catching up", "err", err)
 	}
 	f.p.Syncer.ReloadPresence()
+	if err := f.p.Syncer.TypingCatchUp(ctx); err != nil {
+		log.Error("cluster: catching up with typing", "err", err)
+	}
 	if f.p.Wakers != nil {
 		f.p.Wakers.NotificationsAdded(cur.Notifications, nil)
 	}
@@ -254,20 +253,6 @@ func (f *Follower) advanceLocked(pos roomdag.StreamPos) {
 		}
 	}
 	f.local = kept
-}
-
-// TypingChanged implements sync.TypingListener: a typing change made here
-// goes to the other processes.
-func (f *Follower) TypingChanged(room roomdag.RoomID, user roomdag.UserID, on bool, timeout time.Duration) {
-	t := storage.TypingChange{Room: room, User: user, On: on}
-	if on {
-		t.TimeoutMS = max(timeout.Milliseconds(), 0)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := f.p.Store.AnnounceNow(ctx, storage.EncodeTyping(f.p.Origin, []storage.TypingChange{t})); err != nil {
-		f.p.Log.Warn("cluster: announcing typing", "err", err)
-	}
 }
 
 func tokenOf(h storage.StreamHeads) sync.Token {

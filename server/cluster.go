@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net/http"
 	gosync "sync"
-	"time"
 
 	"github.com/persistentchat/homeserver/cluster"
 	"github.com/persistentchat/homeserver/roomdag"
@@ -78,14 +77,6 @@ func (hs *Homeserver) HoldListening() (release func()) {
 			close(ch)
 		})
 	}
-}
-
-// typingFunc is a sync.TypingListener made of a function: the follower
-// it calls is made after the syncer that calls it.
-type typingFunc func(room roomdag.RoomID, user roomdag.UserID, on bool, timeout time.Duration)
-
-func (t typingFunc) TypingChanged(room roomdag.RoomID, user roomdag.UserID, on bool, timeout time.Duration) {
-	t(room, user, on, timeout)
 }
 
 // stopFollowing closes the listening connection. Idempotent.

@@ -265,15 +265,14 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	// Every presence change, from PUT /presence, /sync or the offline
 	// timeout, reaches the services with receive_ephemeral.
 	// On a database other processes share, the follower applies their
-	// changes here and tells them of this one's typing (cluster.go).
+	// changes here (cluster.go), and typing is stored, so that every
+	// process numbers it alike (sync/typingshared.go).
 	var follower *cluster.Follower
-	var onTyping sync.TypingListener
+	var typingStore sync.TypingStore // stored only where processes share it
 	if db.Shared() {
-		onTyping = typingFunc(func(room roomdag.RoomID, user roomdag.UserID, on bool, timeout time.Duration) {
-			follower.TypingChanged(room, user, on, timeout)
-		})
+		typingStore = db
 	}
-	syncer := sync.NewSyncer(db, hs.Rooms, notifier, clk, log, cfg.BackchatDefault, cfg.BackchatMax, cfg.Presence.Enabled, hs.AppServices, onTyping)
+	syncer := sync.NewSyncer(db, hs.Rooms, notifier, clk, log, cfg.BackchatDefault, cfg.BackchatMax, cfg.Presence.Enabled, hs.AppServices, typingStore)
 	hs.Syncer = syncer
 	follower = hs.follow(evPos, notifier, push.Wakers{notifier, hs.Pushers})
 	tokens := make([]string, len(cfg.RegistrationTokens))

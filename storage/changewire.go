@@ -15,7 +15,8 @@ import (
 //	 "r":[{"r":"!room","u":"@u:hs","p":POS,"v":1}], receipts ("v":1: private)
 //	 "p":[{"u":"@u:hs","p":POS}],                  presence
 //	 "n":{"p":POS,"u":["@u:hs"]},                  notification worker step
-//	 "s":["@u:hs"], "x":["@u:hs"]}                 sessions ended, users erased
+//	 "s":["@u:hs"], "x":["@u:hs"],                 sessions ended, users erased
+//	 "t":[{"r":"!room","u":"@u:hs","e":MS,"p":POS}]} typing ("e" absent: stopped)
 //
 // A change whose form would be longer is sent as {"o":..,"f":..,"l":..,"z":1}:
 // "reload", the receiver re-reads every stream from the positions it knows
@@ -26,17 +27,17 @@ import (
 const MaxChangePayload = 7999
 
 type wireChange struct {
-	Origin        string         `json:"o"`
-	First         int64          `json:"f,omitempty"`
-	Last          int64          `json:"l,omitempty"`
-	AccountData   []wireUserPos  `json:"a,omitempty"`
-	Receipts      []wireReceipt  `json:"r,omitempty"`
-	Presence      []wireUserPos  `json:"p,omitempty"`
-	Notifications *wireNotify    `json:"n,omitempty"`
-	SessionsEnded []string       `json:"s,omitempty"`
-	Erased        []string       `json:"x,omitempty"`
-	Reload        int            `json:"z,omitempty"`
-	Typing        []TypingChange `json:"t,omitempty"`
+	Origin        string        `json:"o"`
+	First         int64         `json:"f,omitempty"`
+	Last          int64         `json:"l,omitempty"`
+	AccountData   []wireUserPos `json:"a,omitempty"`
+	Receipts      []wireReceipt `json:"r,omitempty"`
+	Presence      []wireUserPos `json:"p,omitempty"`
+	Notifications *wireNotify   `json:"n,omitempty"`
+	SessionsEnded []string      `json:"s,omitempty"`
+	Erased        []string      `json:"x,omitempty"`
+	Reload        int           `json:"z,omitempty"`
+	Typing        []wireTyping  `json:"t,omitempty"`
 }
 
 type wireUserPos struct {
@@ -56,14 +57,11 @@ type wireNotify struct {
 	Users []string `json:"u,omitempty"`
 }
 
-// TypingChange is a change of whether a user types in a room, sent on its
-// own (typing is not stored): On with the notification's Timeout in
-// milliseconds, or off.
-type TypingChange struct {
-	Room      roomdag.RoomID `json:"r"`
-	User      roomdag.UserID `json:"u"`
-	On        bool           `json:"on,omitempty"`
-	TimeoutMS int64          `json:"ms,omitempty"`
+type wireTyping struct {
+	Room      string `json:"r"`
+	User      string `json:"u"`
+	ExpiresMS int64  `json:"e,omitempty"`
+	Pos       int64  `json:"p"`
 }
 
 // EncodeChange is c's wire form, sent by origin.
@@ -87,17 +85,13 @@ func EncodeChange(origin string, c *Change) string {
 	}
 	w.SessionsEnded = userStrings(c.SessionsEnded)
 	w.Erased = userStrings(c.Erased)
+	for _, t := range c.Typing {
+		w.Typing = append(w.Typing, wireTyping{Room: string(t.Room), User: string(t.User), ExpiresMS: t.ExpiresMS, Pos: t.Pos})
+	}
 	b, _ := json.Marshal(w) // strings and numbers: cannot fail
 	if len(b) > MaxChangePayload {
 		b, _ = json.Marshal(wireChange{Origin: origin, First: w.First, Last: w.Last, Reload: 1})
 	}
-	return string(b)
-}
-
-// EncodeTyping is the wire form of typing changes sent by origin (the
-// caller keeps them few: one request's change).
-func EncodeTyping(origin string, t []TypingChange) string {
-	b, _ := json.Marshal(wireChange{Origin: origin, Typing: t})
 	return string(b)
 }
 
@@ -108,10 +102,9 @@ type Announcement struct {
 	// Reload: the change was too long to send; only its event range is
 	// known, and the receiver must re-read every stream.
 	Reload bool
-	Typing []TypingChange
 }
 
-// DecodeChange parses a payload that EncodeChange or EncodeTyping made.
+// DecodeChange parses a payload that EncodeChange made.
 func DecodeChange(payload string) (*Announcement, error) {
 	var w wireChange
 	if err := json.Unmarshal([]byte(payload), &w); err != nil {
@@ -120,7 +113,7 @@ func DecodeChange(payload string) (*Announcement, error) {
 	if w.Origin == "" {
 		return nil, errors.New("storage: change payload without origin")
 	}
-	a := &Announcement{Origin: w.Origin, Reload: w.Reload != 0, Typing: w.Typing}
+	a := &Announcement{Origin: w.Origin, Reload: w.Reload != 0}
 	c := &a.Change
 	c.FirstEvent, c.LastEvent = roomdag.StreamPos(w.First), roomdag.StreamPos(w.Last)
 	for _, x := range w.AccountData {
@@ -138,6 +131,9 @@ func DecodeChange(payload string) (*Announcement, error) {
 	}
 	c.SessionsEnded = userIDs(w.SessionsEnded)
 	c.Erased = userIDs(w.Erased)
+	for _, t := range w.Typing {
+		c.Typing = append(c.Typing, TypingRow{Room: roomdag.RoomID(t.Room), User: roomdag.UserID(t.User), ExpiresMS: t.ExpiresMS, Pos: t.Pos})
+	}
 	return a, nil
 }
 

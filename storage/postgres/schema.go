@@ -375,4 +375,16 @@ CREATE TABLE worker_leases (
 	expires_at BIGINT NOT NULL
 );
 `,
+	// Typing across processes: SQLite's migration of the same purpose
+	// says what it holds.
+	`
+CREATE TABLE typing (
+	room_id    TEXT COLLATE "C" NOT NULL,
+	user_id    TEXT COLLATE "C" NOT NULL,
+	expires_ms BIGINT NOT NULL,
+	stream_pos BIGINT NOT NULL,
+	PRIMARY KEY (room_id, user_id)
+);
+CREATE UNIQUE INDEX typing_stream ON typing(stream_pos);
+`,
 }

@@ -465,4 +465,23 @@ CREATE TABLE worker_leases (
 	expires_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 `,
+	// Typing across processes (issue 10): where several processes share
+	// the database (PostgreSQL), each typing change is a row here, one per
+	// room and user (expires_ms 0: stopped), given the next position of
+	// the typing stream by the writer, so that every process numbers
+	// typing changes alike and a sync token's typing position means the
+	// same on all of them; a process that missed announcements reads back
+	// the rows above the position it knows. A SQLite server is the only
+	// process on its database and keeps typing in memory only; the table
+	// is here so that both schemas stay one.
+	`
+CREATE TABLE typing (
+	room_id    TEXT NOT NULL,
+	user_id    TEXT NOT NULL,
+	expires_ms INTEGER NOT NULL,
+	stream_pos INTEGER NOT NULL,
+	PRIMARY KEY (room_id, user_id)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX typing_stream ON typing(stream_pos);
+`,
 }
