@@ -345,10 +345,14 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	}
 	mux.Handle("/", client.Handler(middlewares...))
 	hs.Media = client.Media()
+	var handler http.Handler = mux
+	if cfg.XForwarded {
+		handler = forwardedFor(handler)
+	}
 	hs.http = &http.Server{
 		// Headers must arrive within ReadHeaderTimeout, bodies within
 		// request_body_timeout (api/body.go).
-		Handler:           client.BodyDeadlines(mux),
+		Handler:           client.BodyDeadlines(handler),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
