@@ -38,6 +38,7 @@ func Run(t *testing.T, open Opener) {
 		{"StateEntries", testStateEntries},
 		{"UIASessions", testUIASessions},
 		{"RateLimits", testRateLimits},
+		{"Typing", testTyping},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
 	}
