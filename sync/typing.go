@@ -38,6 +38,9 @@ type typing struct {
 	rooms map[roomdag.RoomID]*roomTyping
 	// shared is the state of the stored stream (store set).
 	shared sharedTyping
+	// expiring is held while expiries are stored (expireShared); taken
+	// before mu.
+	expiring gosync.Mutex
 	// sweeper wakes at the next expiry, so that a timeout reaches
 	// long-polls without anyone asking; guarded by mu.
 	sweeper
@@ -101,9 +104,10 @@ func (t *typing) setLocal(room roomdag.RoomID, user roomdag.UserID, on bool, tim
 }
 
 // expire drops the notifications that have run out, now. With a store,
-// the sweeper stores expiries instead (sweepShared).
+// it stores their expiries (expireShared).
 func (t *typing) expire() {
 	if t.store != nil {
+		t.expireShared()
 		return
 	}
 	t.mu.Lock()

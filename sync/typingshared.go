@@ -35,9 +35,6 @@ type sharedTyping struct {
 	// a later one of this process's, which its commit hook applies at
 	// once).
 	pending map[int64]storage.TypingRow
-	// expiring are the notifications this process has dropped as run out
-	// and is storing the expiry of.
-	expiring []typingKey
 }
 
 type typingKey struct {
@@ -185,6 +182,34 @@ func (t *typing) applyLocked(r storage.TypingRow) {
 	}
 }
 
+// expireShared drops the notifications that have run out, now, and stores
+// their expiry before it returns, so that a sync that follows hears of it.
+// expiring serialises it between the sweeper and syncs: a sync that finds
+// nothing left to expire still waits for the sweeper's writes in flight.
+func (t *typing) expireShared() {
+	t.expiring.Lock()
+	defer t.expiring.Unlock()
+	t.mu.Lock()
+	now := t.clock.Now()
+	var due []typingKey
+	for room, rt := range t.rooms {
+		for u, until := range rt.users {
+			if !until.After(now) {
+				// Gone from what this process serves at once; the stored
+				// change moves the room's position.
+				delete(rt.users, u)
+				due = append(due, typingKey{room, u})
+			}
+		}
+	}
+	t.mu.Unlock()
+	for _, k := range due {
+		if _, err := t.store.ExpireTyping(context.Background(), k.room, k.user, now.UnixMilli()); err != nil {
+			t.log.Error("storing the end of a typing notification", "room", k.room, "user", k.user, "err", err)
+		}
+	}
+}
+
 // sweepShared drops the notifications that run out, as they do, and
 // stores their expiry: the change that moves the room's position, which
 // every process (this one too) then applies. Every process sweeps; the
@@ -197,24 +222,7 @@ func (t *typing) sweepShared(timer <-chan time.Time) {
 		case timer = <-t.timers:
 			continue
 		}
-		t.mu.Lock()
-		now := t.clock.Now()
-		for room, rt := range t.rooms {
-			for u, until := range rt.users {
-				if !until.After(now) {
-					delete(rt.users, u)
-					t.shared.expiring = append(t.shared.expiring, typingKey{room, u})
-				}
-			}
-		}
-		due := t.shared.expiring
-		t.shared.expiring = nil
-		t.mu.Unlock()
-		for _, k := range due {
-			if _, err := t.store.ExpireTyping(context.Background(), k.room, k.user, now.UnixMilli()); err != nil {
-				t.log.Error("storing the end of a typing notification", "room", k.room, "user", k.user, "err", err)
-			}
-		}
+		t.expireShared()
 		t.mu.Lock()
 		var next time.Time
 		for _, rt := range t.rooms {
