@@ -11,6 +11,7 @@ import (
 	"context"
 	"log/slog"
 	gosync "sync"
+	"time"
 
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
@@ -26,6 +27,8 @@ type Store interface {
 	// from the event cache.
 	ReloadErased(ctx context.Context) error
 	ForgetEvent(id roomdag.EventID)
+	// AnnounceNow sends a payload to the other processes at once.
+	AnnounceNow(ctx context.Context, payload string) error
 }
 
 // Rooms is the write path's room cache.
@@ -113,6 +116,9 @@ func (f *Follower) Deliver(payload string) {
 			f.mu.Unlock()
 		}
 		return
+	}
+	for _, act := range a.Activity {
+		f.p.Syncer.PresenceActivityElsewhere(a.Origin, act.User, act.Connected)
 	}
 	if a.Reload {
 		f.catchUp()
@@ -253,6 +259,17 @@ func (f *Follower) advanceLocked(pos roomdag.StreamPos) {
 		}
 	}
 	f.local = kept
+}
+
+// PresenceActivity implements sync.ActivityAnnouncer: it tells the other
+// processes that a user's clients connected here or left.
+func (f *Follower) PresenceActivity(user roomdag.UserID, connected bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	payload := storage.EncodeActivity(f.p.Origin, []storage.PresenceActivity{{User: user, Connected: connected}})
+	if err := f.p.Store.AnnounceNow(ctx, payload); err != nil {
+		f.p.Log.Warn("cluster: announcing presence activity", "user", user, "err", err)
+	}
 }
 
 func tokenOf(h storage.StreamHeads) sync.Token {

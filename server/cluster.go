@@ -79,6 +79,12 @@ func (hs *Homeserver) HoldListening() (release func()) {
 	}
 }
 
+// activityFunc is a sync.ActivityAnnouncer made of a function: the
+// follower it calls is made after the syncer that calls it.
+type activityFunc func(user roomdag.UserID, connected bool)
+
+func (a activityFunc) PresenceActivity(user roomdag.UserID, connected bool) { a(user, connected) }
+
 // stopFollowing closes the listening connection. Idempotent.
 func (hs *Homeserver) stopFollowing() {
 	if hs.stopListen != nil {

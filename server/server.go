@@ -268,11 +268,14 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	// changes here (cluster.go), and typing is stored, so that every
 	// process numbers it alike (sync/typingshared.go).
 	var follower *cluster.Follower
-	var typingStore sync.TypingStore // stored only where processes share it
+	var shared sync.Shared
 	if db.Shared() {
-		typingStore = db
+		shared.Typing = db
+		shared.Activity = activityFunc(func(user roomdag.UserID, connected bool) {
+			follower.PresenceActivity(user, connected)
+		})
 	}
-	syncer := sync.NewSyncer(db, hs.Rooms, notifier, clk, log, cfg.BackchatDefault, cfg.BackchatMax, cfg.Presence.Enabled, hs.AppServices, typingStore)
+	syncer := sync.NewSyncer(db, hs.Rooms, notifier, clk, log, cfg.BackchatDefault, cfg.BackchatMax, cfg.Presence.Enabled, hs.AppServices, shared)
 	hs.Syncer = syncer
 	follower = hs.follow(evPos, notifier, push.Wakers{notifier, hs.Pushers})
 	tokens := make([]string, len(cfg.RegistrationTokens))

@@ -27,17 +27,49 @@ import (
 const MaxChangePayload = 7999
 
 type wireChange struct {
-	Origin        string        `json:"o"`
-	First         int64         `json:"f,omitempty"`
-	Last          int64         `json:"l,omitempty"`
-	AccountData   []wireUserPos `json:"a,omitempty"`
-	Receipts      []wireReceipt `json:"r,omitempty"`
-	Presence      []wireUserPos `json:"p,omitempty"`
-	Notifications *wireNotify   `json:"n,omitempty"`
-	SessionsEnded []string      `json:"s,omitempty"`
-	Erased        []string      `json:"x,omitempty"`
-	Reload        int           `json:"z,omitempty"`
-	Typing        []wireTyping  `json:"t,omitempty"`
+	Origin        string         `json:"o"`
+	First         int64          `json:"f,omitempty"`
+	Last          int64          `json:"l,omitempty"`
+	AccountData   []wireUserPos  `json:"a,omitempty"`
+	Receipts      []wireReceipt  `json:"r,omitempty"`
+	Presence      []wireUserPos  `json:"p,omitempty"`
+	Notifications *wireNotify    `json:"n,omitempty"`
+	SessionsEnded []string       `json:"s,omitempty"`
+	Erased        []string       `json:"x,omitempty"`
+	Reload        int            `json:"z,omitempty"`
+	Typing        []wireTyping   `json:"t,omitempty"`
+	Activity      []wireActivity `json:"pa,omitempty"`
+}
+
+type wireActivity struct {
+	User      string `json:"u"`
+	Connected int    `json:"c,omitempty"`
+}
+
+// PresenceActivity is a change of whether a user has a client connected
+// (syncing, or within the offline timeout of its last sync) to the
+// process that announces it: not stored, sent on its own
+// (EncodeActivity), so that no process takes a user offline while another
+// still serves one of their clients.
+type PresenceActivity struct {
+	User      roomdag.UserID
+	Connected bool
+}
+
+// EncodeActivity is the wire form of presence activity announced by
+// origin: {"o":..,"pa":[{"u":"@u:hs","c":1}]} ("c" absent: disconnected).
+// The caller keeps it short (one user's change).
+func EncodeActivity(origin string, acts []PresenceActivity) string {
+	w := wireChange{Origin: origin}
+	for _, a := range acts {
+		wa := wireActivity{User: string(a.User)}
+		if a.Connected {
+			wa.Connected = 1
+		}
+		w.Activity = append(w.Activity, wa)
+	}
+	b, _ := json.Marshal(w) // strings and numbers: cannot fail
+	return string(b)
 }
 
 type wireUserPos struct {
@@ -102,9 +134,11 @@ type Announcement struct {
 	// Reload: the change was too long to send; only its event range is
 	// known, and the receiver must re-read every stream.
 	Reload bool
+	// Activity is presence activity (EncodeActivity).
+	Activity []PresenceActivity
 }
 
-// DecodeChange parses a payload that EncodeChange made.
+// DecodeChange parses a payload that EncodeChange or EncodeActivity made.
 func DecodeChange(payload string) (*Announcement, error) {
 	var w wireChange
 	if err := json.Unmarshal([]byte(payload), &w); err != nil {
@@ -114,6 +148,9 @@ func DecodeChange(payload string) (*Announcement, error) {
 		return nil, errors.New("storage: change payload without origin")
 	}
 	a := &Announcement{Origin: w.Origin, Reload: w.Reload != 0}
+	for _, x := range w.Activity {
+		a.Activity = append(a.Activity, PresenceActivity{User: roomdag.UserID(x.User), Connected: x.Connected != 0})
+	}
 	c := &a.Change
 	c.FirstEvent, c.LastEvent = roomdag.StreamPos(w.First), roomdag.StreamPos(w.Last)
 	for _, x := range w.AccountData {

@@ -45,3 +45,14 @@ func TestChangeWireOverflow(t *testing.T) {
 		t.Fatalf("decoded %+v", a)
 	}
 }
+
+func TestActivityWireRoundTrip(t *testing.T) {
+	acts := []PresenceActivity{{User: "@a:hs", Connected: true}, {User: "@b:hs"}}
+	a, err := DecodeChange(EncodeActivity("p2", acts))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Origin != "p2" || !reflect.DeepEqual(a.Activity, acts) || !a.Change.Empty() {
+		t.Fatalf("decoded %+v, want %+v", a, acts)
+	}
+}

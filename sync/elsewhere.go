@@ -77,9 +77,11 @@ func (n *Notifier) raiseLocked(cur Token) {
 	n.cur.Notifications = max(n.cur.Notifications, cur.Notifications)
 }
 
-// ReloadPresence drops every cached presence row, after announcements of
-// presence changes may have been lost.
+// ReloadPresence drops every cached presence row and what other processes
+// announced of their clients (activity.go), after announcements may have
+// been lost.
 func (s *Syncer) ReloadPresence() {
+	defer s.presence.forgetActivity()
 	s.presence.mu.Lock()
 	users := make([]*userPresence, 0, len(s.presence.users))
 	for _, u := range s.presence.users {

@@ -101,19 +101,29 @@ func (s *Syncer) Close() { s.closeOnce.Do(func() { close(s.closing) }) }
 //
 // With presenceEnabled false, /sync carries no presence and set_presence
 // is ignored (config presence.enabled). onPresence (nil: none) hears of
-// every presence change once stored (PresenceListener). typingStore is nil
-// on a database one process has to itself (typing in memory only), and the
-// store where several processes share it (typing.go).
-func NewSyncer(store Store, rooms *roomdag.Rooms, n *Notifier, clk clock.Clock, log *slog.Logger, backchatDefault, backchatMax int, presenceEnabled bool, onPresence PresenceListener, typingStore TypingStore) *Syncer {
+// every presence change once stored (PresenceListener). shared is zero on
+// a database one process has to itself, and holds what the processes
+// sharing one need (Shared).
+func NewSyncer(store Store, rooms *roomdag.Rooms, n *Notifier, clk clock.Clock, log *slog.Logger, backchatDefault, backchatMax int, presenceEnabled bool, onPresence PresenceListener, shared Shared) *Syncer {
 	if pos, err := store.ReceiptPos(context.Background()); err != nil {
 		log.Error("reading the receipt stream position", "err", err)
 	} else {
 		n.receiptsAt(pos)
 	}
 	closing := make(chan struct{})
-	return &Syncer{store: store, rooms: rooms, notifier: n, typing: newTyping(clk, n, typingStore, log), clock: clk, log: log,
+	return &Syncer{store: store, rooms: rooms, notifier: n, typing: newTyping(clk, n, shared.Typing, log), clock: clk, log: log,
 		backchatDefault: backchatDefault, backchatMax: backchatMax, closing: closing,
-		presence: newPresence(presenceEnabled, store, clk, n, onPresence, log, closing)}
+		presence: newPresence(presenceEnabled, store, clk, n, onPresence, shared.Activity, log, closing)}
+}
+
+// Shared is what a syncer needs where several processes share the
+// database; both nil where one process has it to itself.
+type Shared struct {
+	// Typing stores typing changes (typing.go).
+	Typing TypingStore
+	// Activity tells the other processes when users' clients connect
+	// here or leave (activity.go).
+	Activity ActivityAnnouncer
 }
 
 // SetTyping marks user as typing in room for timeout (capped at
