@@ -387,4 +387,16 @@ CREATE TABLE typing (
 );
 CREATE UNIQUE INDEX typing_stream ON typing(stream_pos);
 `,
+	// Space hierarchy pages: SQLite's migration of the same purpose says
+	// what it holds.
+	`
+CREATE TABLE hierarchy_sessions (
+	token      TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+	user_id    TEXT COLLATE "C" NOT NULL,
+	walk       TEXT NOT NULL,
+	expires_ms BIGINT NOT NULL
+);
+CREATE INDEX hierarchy_sessions_expiry ON hierarchy_sessions(expires_ms);
+CREATE INDEX hierarchy_sessions_user ON hierarchy_sessions(user_id, expires_ms);
+`,
 }

@@ -484,4 +484,18 @@ CREATE TABLE typing (
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX typing_stream ON typing(stream_pos);
 `,
+	// Space hierarchy pages (issue 10): the walk a /hierarchy page left
+	// off, under the next_batch token it answered with, until expires_ms,
+	// so that the next page may be asked of any process sharing the
+	// database (api/hierarchy.go). walk is JSON; user_id is whose it is.
+	`
+CREATE TABLE hierarchy_sessions (
+	token      TEXT NOT NULL PRIMARY KEY,
+	user_id    TEXT NOT NULL,
+	walk       TEXT NOT NULL,
+	expires_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX hierarchy_sessions_expiry ON hierarchy_sessions(expires_ms);
+CREATE INDEX hierarchy_sessions_user ON hierarchy_sessions(user_id, expires_ms);
+`,
 }

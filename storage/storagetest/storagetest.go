@@ -39,6 +39,7 @@ func Run(t *testing.T, open Opener) {
 		{"UIASessions", testUIASessions},
 		{"RateLimits", testRateLimits},
 		{"Typing", testTyping},
+		{"HierarchySessions", testHierarchySessions},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
 	}
