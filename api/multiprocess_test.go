@@ -1,8 +1,11 @@
 package api_test
 
 import (
+	"fmt"
 	"net/http"
+	"net/url"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -108,4 +111,45 @@ func TestLoginLimitAcrossProcesses(t *testing.T) {
 	// One token back on both once a token's time has passed.
 	clk.Advance(6 * time.Second)
 	hsSessionOf(t, hsDo(t, b, "POST", "/_matrix/client/v3/login", "", hsLoginBody(victim.UserID, hsPassword)), "login on B after the wait")
+}
+
+// Notices sent to one user at once through three processes make one
+// notices room, which holds every notice.
+func TestServerNoticesRoomAcrossProcesses(t *testing.T) {
+	t.Parallel()
+	const secret = "notices-admin-secret"
+	hs := testserver.Cluster(t, 3, testserver.Options{Configure: func(c *configs.Config) {
+		c.RegistrationSharedSecret = configs.NewSecret(secret)
+		c.ServerNotices = configs.ServerNotices{SystemMXIDLocalpart: "notices", RoomName: "Server Notices"}
+	}})
+	admin := registerAdmin(t, hs[0], secret)
+	alice := hs[0].Register("alice")
+	const perProcess = 3
+	var wg sync.WaitGroup
+	for k, srv := range hs {
+		for i := range perProcess {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := admin.On(srv).Do("POST", sendNotice, map[string]any{"user_id": alice.UserID,
+					"content": map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("notice %d-%d", k, i)}})
+				if r.Status != http.StatusOK {
+					t.Errorf("notice %d-%d through process %d: %d %s", k, i, k, r.Status, r.Body)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	_, invited := noticeRooms(t, alice)
+	if len(invited) != 1 {
+		t.Fatalf("alice is invited to %d rooms, want one notices room: %v", len(invited), invited)
+	}
+	wantOK(t, alice.Do("POST", csAPI+"/join/"+url.PathEscape(invited[0]), map[string]any{}), nil)
+	joined, _ := noticeRooms(t, alice)
+	if len(joined) != 1 || len(joined[invited[0]]) != len(hs)*perProcess {
+		t.Fatalf("alice's notices rooms after joining: %v, want one with %d notices", joined, len(hs)*perProcess)
+	}
 }
