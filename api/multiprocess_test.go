@@ -153,3 +153,56 @@ func TestServerNoticesRoomAcrossProcesses(t *testing.T) {
 		t.Fatalf("alice's notices rooms after joining: %v, want one with %d notices", joined, len(hs)*perProcess)
 	}
 }
+
+// Two users upgrade one room at once through two processes: the room is
+// replaced once. One request answers with the replacement room; the other
+// with that same room or a refusal, never a second replacement.
+func TestRoomUpgradeAcrossProcesses(t *testing.T) {
+	t.Parallel()
+	hs := testserver.Cluster(t, 2, testserver.Options{})
+	alice := hs[0].Register("alice")
+	bob := hs[1].Register("bob")
+	room := createRoom(t, alice, map[string]any{"preset": "public_chat",
+		"power_level_content_override": map[string]any{"users": map[string]any{alice.UserID: 100, bob.UserID: 100}}})
+	joinRoom(t, bob, room)
+	type answer struct {
+		status int
+		room   string
+		body   string
+	}
+	answers := make([]answer, 2)
+	var wg sync.WaitGroup
+	for i, c := range []*testserver.Client{alice, bob} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := c.Do("POST", roomPath(room, "upgrade"), map[string]any{"new_version": "10"})
+			var out struct {
+				ReplacementRoom string `json:"replacement_room"`
+			}
+			_ = r.JSON(&out)
+			answers[i] = answer{r.Status, out.ReplacementRoom, string(r.Body)}
+		}()
+	}
+	wg.Wait()
+	var tomb struct {
+		ReplacementRoom string `json:"replacement_room"`
+	}
+	wantOK(t, alice.Do("GET", roomPath(room, "state", "m.room.tombstone", ""), nil), &tomb)
+	ok := 0
+	for i, a := range answers {
+		switch {
+		case a.status == http.StatusOK:
+			ok++
+			if a.room != tomb.ReplacementRoom {
+				t.Errorf("upgrade %d answered %s, but the tombstone names %s: two replacement rooms", i, a.room, tomb.ReplacementRoom)
+			}
+		case a.status == http.StatusBadRequest:
+		default:
+			t.Errorf("upgrade %d: %d %s", i, a.status, a.body)
+		}
+	}
+	if ok == 0 {
+		t.Errorf("neither upgrade succeeded: %+v", answers)
+	}
+}
