@@ -68,6 +68,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseFilter -fuzztime 30s ./sync/
 	$(GO) test -run '^$$' -fuzz FuzzSearchTerm -fuzztime 30s ./storage/sqlite/
 	$(GO) test -run '^$$' -fuzz FuzzGlob -fuzztime 30s ./push/
+	$(GO) test -run '^$$' -fuzz FuzzParseXMatrix -fuzztime 30s ./federation/
 
 clean:
 	rm -rf $(BIN)

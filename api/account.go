@@ -6,11 +6,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"net/http"
-	"strings"
-
+	"github.com/persistentchat/homeserver/httpapi"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
+	"net/http"
+	"strings"
 )
 
 func (s *Server) accountRoutes() []route {
@@ -57,25 +57,25 @@ func (s *Server) register(r *http.Request) (any, error) {
 	switch kind := r.URL.Query().Get("kind"); kind {
 	case "", "user":
 	case "guest":
-		return nil, errorf(http.StatusForbidden, CodeGuestAccessForbidden, "guest access is disabled")
+		return nil, httpapi.Errorf(http.StatusForbidden, httpapi.CodeGuestAccessForbidden, "guest access is disabled")
 	default:
-		return nil, invalidParam("unknown kind %q", kind)
+		return nil, httpapi.InvalidParam("unknown kind %q", kind)
 	}
 	if reg := s.appServiceOf(r); reg != nil {
 		return s.registerAppServiceUser(r, reg)
 	}
 	if !s.cfg.EnableRegistration {
-		return nil, forbidden("registration is disabled")
+		return nil, httpapi.Forbidden("registration is disabled")
 	}
 	var req registerRequest
-	if err := decodeJSON(r, &req); err != nil {
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
 	if req.Type == loginTypeAppService {
 		if bearer(r) == "" {
-			return nil, errorf(http.StatusUnauthorized, CodeMissingToken, "%s needs the application service's as_token", loginTypeAppService)
+			return nil, httpapi.Errorf(http.StatusUnauthorized, httpapi.CodeMissingToken, "%s needs the application service's as_token", loginTypeAppService)
 		}
-		return nil, errorf(http.StatusUnauthorized, CodeUnknownToken, "unknown application service token")
+		return nil, httpapi.Errorf(http.StatusUnauthorized, httpapi.CodeUnknownToken, "unknown application service token")
 	}
 	var user roomdag.UserID
 	if req.Username != "" {
@@ -102,7 +102,7 @@ func (s *Server) register(r *http.Request) (any, error) {
 	_, err := s.uia.require(r, req.Auth, s.registerFlows(), map[string]any{}, func() string { return s.newID(24) },
 		func(stage string, a *uiaAuth) (roomdag.UserID, error) {
 			if stage == stageRegistrationToken && !validToken(s.cfg.Tokens, a.Token) {
-				return "", forbidden("invalid registration token")
+				return "", httpapi.Forbidden("invalid registration token")
 			}
 			return "", nil
 		})
@@ -110,7 +110,7 @@ func (s *Server) register(r *http.Request) (any, error) {
 		return nil, err
 	}
 	if req.Password == "" {
-		return nil, missingParam("password is required")
+		return nil, httpapi.MissingParam("password is required")
 	}
 	if user == "" {
 		user = roomdag.NewUserID(strings.ToLower(s.newID(12)), s.cfg.ServerName)
@@ -121,7 +121,7 @@ func (s *Server) register(r *http.Request) (any, error) {
 	}
 	if err := s.store.CreateUser(r.Context(), storage.User{ID: user, PasswordHash: hash}, s.clock.Now().UnixMilli()); err != nil {
 		if errors.Is(err, storage.ErrConflict) {
-			return nil, errorf(http.StatusBadRequest, CodeUserInUse, "user ID already taken")
+			return nil, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeUserInUse, "user ID already taken")
 		}
 		return nil, err
 	}
@@ -138,14 +138,14 @@ func (s *Server) checkNewUsername(r *http.Request, username string) (roomdag.Use
 	// expects ("POST /register downcases capitals in usernames").
 	local := strings.ToLower(username)
 	if !roomdag.ValidLocalpart(local) {
-		return "", errorf(http.StatusBadRequest, CodeInvalidUsername, "user ID may contain only a-z, 0-9, and . _ = - / +")
+		return "", httpapi.Errorf(http.StatusBadRequest, httpapi.CodeInvalidUsername, "user ID may contain only a-z, 0-9, and . _ = - / +")
 	}
 	user := roomdag.NewUserID(local, s.cfg.ServerName)
 	if len(user) > 255 {
-		return "", errorf(http.StatusBadRequest, CodeInvalidUsername, "user ID is too long")
+		return "", httpapi.Errorf(http.StatusBadRequest, httpapi.CodeInvalidUsername, "user ID is too long")
 	}
 	if _, err := s.store.User(r.Context(), user); err == nil {
-		return "", errorf(http.StatusBadRequest, CodeUserInUse, "user ID already taken")
+		return "", httpapi.Errorf(http.StatusBadRequest, httpapi.CodeUserInUse, "user ID already taken")
 	} else if !errors.Is(err, storage.ErrNotFound) {
 		return "", err
 	}
@@ -154,11 +154,11 @@ func (s *Server) checkNewUsername(r *http.Request, username string) (roomdag.Use
 
 func (s *Server) registerAvailable(r *http.Request) (any, error) {
 	if !s.cfg.EnableRegistration {
-		return nil, forbidden("registration is disabled")
+		return nil, httpapi.Forbidden("registration is disabled")
 	}
 	name := r.URL.Query().Get("username")
 	if name == "" {
-		return nil, missingParam("username is required")
+		return nil, httpapi.MissingParam("username is required")
 	}
 	if err := s.checkUserClaim(nil, roomdag.NewUserID(strings.ToLower(name), s.cfg.ServerName)); err != nil {
 		return nil, err
@@ -171,11 +171,11 @@ func (s *Server) registerAvailable(r *http.Request) (any, error) {
 
 func (s *Server) tokenValidity(r *http.Request) (any, error) {
 	if !s.cfg.EnableRegistration || !s.cfg.RequiresToken {
-		return nil, forbidden("registration tokens are not in use")
+		return nil, httpapi.Forbidden("registration tokens are not in use")
 	}
 	t := r.URL.Query().Get("token")
 	if t == "" {
-		return nil, missingParam("token is required")
+		return nil, httpapi.MissingParam("token is required")
 	}
 	return map[string]bool{"valid": validToken(s.cfg.Tokens, t)}, nil
 }
@@ -186,7 +186,7 @@ func (s *Server) startSession(r *http.Request, user roomdag.UserID, deviceID str
 		deviceID = s.newID(10)
 	}
 	if len(deviceID) > 255 {
-		return nil, invalidParam("device_id is too long")
+		return nil, httpapi.InvalidParam("device_id is too long")
 	}
 	access, err := s.newToken("mat_")
 	if err != nil {
@@ -241,20 +241,20 @@ func (s *Server) loginUser(identifier json.RawMessage, legacyUser string) (roomd
 			User string `json:"user"`
 		}
 		if err := json.Unmarshal(identifier, &id); err != nil {
-			return "", badJSON("identifier must be an object")
+			return "", httpapi.BadJSON("identifier must be an object")
 		}
 		if id.Type != "m.id.user" {
-			return "", errorf(http.StatusBadRequest, CodeUnknown, "identifier type %q is not supported", id.Type)
+			return "", httpapi.Errorf(http.StatusBadRequest, httpapi.CodeUnknown, "identifier type %q is not supported", id.Type)
 		}
 		name = id.User
 	}
 	if name == "" {
-		return "", missingParam("no user given")
+		return "", httpapi.MissingParam("no user given")
 	}
 	if strings.HasPrefix(name, "@") {
 		u, err := roomdag.ParseUserID(strings.ToLower(name))
 		if err != nil || u.Server() != s.cfg.ServerName {
-			return "", forbidden("invalid username or password")
+			return "", httpapi.Forbidden("invalid username or password")
 		}
 		return u, nil
 	}
@@ -297,8 +297,8 @@ func (s *Server) checkUserPassword(r *http.Request, user roomdag.UserID, pw stri
 
 // isForbidden: the error is a wrong user or password (M_FORBIDDEN).
 func isForbidden(err error) bool {
-	var me *Error
-	return errors.As(err, &me) && me.Code == CodeForbidden
+	var me *httpapi.Error
+	return errors.As(err, &me) && me.Code == httpapi.CodeForbidden
 }
 
 // verifyPassword checks a user's password; right says the password was
@@ -309,7 +309,7 @@ func (s *Server) verifyPassword(r *http.Request, user roomdag.UserID, pw string)
 		// Spend the same time as a real check, so timing does not tell
 		// whether the account exists.
 		s.checkPassword(s.dummyHash(), pw)
-		return false, forbidden("invalid username or password")
+		return false, httpapi.Forbidden("invalid username or password")
 	}
 	if err != nil {
 		return false, err
@@ -319,14 +319,14 @@ func (s *Server) verifyPassword(r *http.Request, user roomdag.UserID, pw string)
 	// gives (and Complement's "After deactivating account, can't log in
 	// with password" expects a 403).
 	if u.Deactivated {
-		return false, errorf(http.StatusForbidden, CodeUserDeactivated, "this account has been deactivated")
+		return false, httpapi.Errorf(http.StatusForbidden, httpapi.CodeUserDeactivated, "this account has been deactivated")
 	}
 	if !s.checkPassword(u.PasswordHash, pw) {
-		return false, forbidden("invalid username or password")
+		return false, httpapi.Forbidden("invalid username or password")
 	}
 	if u.Locked {
 		// Spec: a locked account cannot obtain a new access token.
-		e := errorf(http.StatusUnauthorized, CodeUserLocked, "This account has been locked")
+		e := httpapi.Errorf(http.StatusUnauthorized, httpapi.CodeUserLocked, "This account has been locked")
 		e.Extra = map[string]any{"soft_logout": true}
 		return true, e
 	}
@@ -335,14 +335,14 @@ func (s *Server) verifyPassword(r *http.Request, user roomdag.UserID, pw string)
 
 func (s *Server) login(r *http.Request) (any, error) {
 	var req loginRequest
-	if err := decodeJSON(r, &req); err != nil {
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
 	if req.Type == loginTypeAppService {
 		return s.loginAppService(r, req)
 	}
 	if req.Type != "m.login.password" {
-		return nil, errorf(http.StatusBadRequest, CodeUnknown, "login type %q is not supported", req.Type)
+		return nil, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeUnknown, "login type %q is not supported", req.Type)
 	}
 	user, err := s.loginUser(req.Identifier, req.User)
 	if err != nil {
@@ -358,11 +358,11 @@ func (s *Server) refresh(r *http.Request) (any, error) {
 	var req struct {
 		RefreshToken string `json:"refresh_token"`
 	}
-	if err := decodeJSON(r, &req); err != nil {
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
 	if req.RefreshToken == "" {
-		return nil, missingParam("refresh_token is required")
+		return nil, httpapi.MissingParam("refresh_token is required")
 	}
 	access, err := s.newToken("mat_")
 	if err != nil {
@@ -380,7 +380,7 @@ func (s *Server) refresh(r *http.Request) (any, error) {
 	}
 	if _, _, err := s.store.Refresh(r.Context(), hashToken(req.RefreshToken), next); err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
-			return nil, errorf(http.StatusUnauthorized, CodeUnknownToken, "unknown refresh token")
+			return nil, httpapi.Errorf(http.StatusUnauthorized, httpapi.CodeUnknownToken, "unknown refresh token")
 		}
 		return nil, err
 	}
@@ -432,7 +432,7 @@ func (s *Server) requirePassword(r *http.Request, auth *uiaAuth) error {
 		return err
 	}
 	if proved != rq.UserID {
-		return forbidden("the credentials given are not those of the account making the request")
+		return httpapi.Forbidden("the credentials given are not those of the account making the request")
 	}
 	return nil
 }
@@ -443,11 +443,11 @@ func (s *Server) changePassword(r *http.Request) (any, error) {
 		LogoutDevices *bool    `json:"logout_devices"`
 		Auth          *uiaAuth `json:"auth"`
 	}
-	if err := decodeJSON(r, &req); err != nil {
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
 	if req.NewPassword == "" {
-		return nil, missingParam("new_password is required")
+		return nil, httpapi.MissingParam("new_password is required")
 	}
 	if err := s.checkPasswordStrength(req.NewPassword); err != nil {
 		return nil, err
@@ -489,21 +489,21 @@ func (s *Server) findDevice(r *http.Request, id string) (*storage.Device, error)
 			return &devs[i], nil
 		}
 	}
-	return nil, notFoundErr("unknown device")
+	return nil, httpapi.NotFound("unknown device")
 }
 
 func (s *Server) getDevice(r *http.Request) (any, error) {
-	return s.findDevice(r, pathParam(r, "deviceId"))
+	return s.findDevice(r, httpapi.PathParam(r, "deviceId"))
 }
 
 func (s *Server) putDevice(r *http.Request) (any, error) {
 	var req struct {
 		DisplayName *string `json:"display_name"`
 	}
-	if err := decodeJSON(r, &req); err != nil {
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
-	id := pathParam(r, "deviceId")
+	id := httpapi.PathParam(r, "deviceId")
 	if _, err := s.findDevice(r, id); err != nil {
 		if rq := requester(r); rq.AppService != nil {
 			return s.createAppServiceDevice(r, rq.UserID, id, req.DisplayName)
@@ -526,13 +526,13 @@ func (s *Server) deleteDevice(r *http.Request) (any, error) {
 	// (Synapse also takes any non-JSON body for {}; here only an empty one
 	// is, and anything else that is not JSON is 400 M_NOT_JSON, as on every
 	// other endpoint).
-	if err := decodeJSON(r, &req); err != nil {
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
 	// No 404 for an unknown device: the spec (device_management.yaml)
 	// answers 200 for a device that "had been removed previously", so a
 	// retried DELETE succeeds, as delete_devices does.
-	id := pathParam(r, "deviceId")
+	id := httpapi.PathParam(r, "deviceId")
 	if err := s.requireDeviceAuth(r, req.Auth); err != nil {
 		return nil, err
 	}
@@ -554,11 +554,11 @@ func (s *Server) deleteDevices(r *http.Request) (any, error) {
 		Devices []string `json:"devices"`
 		Auth    *uiaAuth `json:"auth"`
 	}
-	if err := decodeJSON(r, &req); err != nil {
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
 	if req.Devices == nil {
-		return nil, missingParam("devices is required")
+		return nil, httpapi.MissingParam("devices is required")
 	}
 	if err := s.requireDeviceAuth(r, req.Auth); err != nil {
 		return nil, err
@@ -571,7 +571,7 @@ func (s *Server) deleteDevices(r *http.Request) (any, error) {
 
 func (s *Server) adminRegisterNonce(r *http.Request) (any, error) {
 	if s.cfg.SharedSecret == "" {
-		return nil, errorf(http.StatusNotFound, CodeUnrecognized, "shared-secret registration is disabled")
+		return nil, httpapi.Errorf(http.StatusNotFound, httpapi.CodeUnrecognized, "shared-secret registration is disabled")
 	}
 	nonce := s.newID(32)
 	if err := s.uia.putNonce(r.Context(), nonce); err != nil {
@@ -582,7 +582,7 @@ func (s *Server) adminRegisterNonce(r *http.Request) (any, error) {
 
 func (s *Server) adminRegister(r *http.Request) (any, error) {
 	if s.cfg.SharedSecret == "" {
-		return nil, errorf(http.StatusNotFound, CodeUnrecognized, "shared-secret registration is disabled")
+		return nil, httpapi.Errorf(http.StatusNotFound, httpapi.CodeUnrecognized, "shared-secret registration is disabled")
 	}
 	var req struct {
 		Nonce       string  `json:"nonce"`
@@ -592,7 +592,7 @@ func (s *Server) adminRegister(r *http.Request) (any, error) {
 		MAC         string  `json:"mac"`
 		Displayname *string `json:"displayname"`
 	}
-	if err := decodeJSON(r, &req); err != nil {
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
 	issued, err := s.uia.takeNonce(r.Context(), req.Nonce)
@@ -600,7 +600,7 @@ func (s *Server) adminRegister(r *http.Request) (any, error) {
 		return nil, err
 	}
 	if !issued {
-		return nil, errorf(http.StatusBadRequest, CodeUnknown, "unrecognised nonce")
+		return nil, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeUnknown, "unrecognised nonce")
 	}
 	mac := hmac.New(sha1.New, []byte(s.cfg.SharedSecret))
 	admin := "notadmin"
@@ -611,7 +611,7 @@ func (s *Server) adminRegister(r *http.Request) (any, error) {
 	want := mac.Sum(nil)
 	got, err := hex.DecodeString(req.MAC)
 	if err != nil || !hmac.Equal(want, got) {
-		return nil, forbidden("HMAC incorrect")
+		return nil, httpapi.Forbidden("HMAC incorrect")
 	}
 	// Synapse lower-cases the name here (after checking the MAC, which
 	// covers it as sent); operators' scripts and Complement's "with shared
@@ -626,7 +626,7 @@ func (s *Server) adminRegister(r *http.Request) (any, error) {
 	}
 	if err := s.store.CreateUser(r.Context(), storage.User{ID: user, PasswordHash: hash, Admin: req.Admin, DisplayName: req.Displayname}, s.clock.Now().UnixMilli()); err != nil {
 		if errors.Is(err, storage.ErrConflict) {
-			return nil, errorf(http.StatusBadRequest, CodeUserInUse, "user ID already taken")
+			return nil, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeUserInUse, "user ID already taken")
 		}
 		return nil, err
 	}

@@ -2,10 +2,10 @@ package api
 
 import (
 	"errors"
-	"net/http"
-
+	"github.com/persistentchat/homeserver/httpapi"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
+	"net/http"
 )
 
 func (s *Server) accountDataRoutes() []route {
@@ -24,14 +24,14 @@ func accountDataTarget(r *http.Request) (roomdag.UserID, roomdag.RoomID, string,
 		return "", "", "", err
 	}
 	var room roomdag.RoomID
-	if pathParam(r, "roomId") != "" {
+	if httpapi.PathParam(r, "roomId") != "" {
 		if room, err = roomParam(r); err != nil {
 			return "", "", "", err
 		}
 	}
-	typ := pathParam(r, "type")
+	typ := httpapi.PathParam(r, "type")
 	if typ == "" || len(typ) > roomdag.MaxFieldBytes {
-		return "", "", "", invalidParam("bad account data type")
+		return "", "", "", httpapi.InvalidParam("bad account data type")
 	}
 	return user, room, typ, nil
 }
@@ -43,9 +43,9 @@ func (s *Server) putAccountData(r *http.Request) (any, error) {
 	}
 	// The server manages these itself (spec: "Server-side behaviour").
 	if typ == "m.fully_read" && room != "" || typ == "m.push_rules" {
-		return nil, errorf(http.StatusMethodNotAllowed, CodeBadJSON, "%s cannot be set through this endpoint", typ)
+		return nil, httpapi.Errorf(http.StatusMethodNotAllowed, httpapi.CodeBadJSON, "%s cannot be set through this endpoint", typ)
 	}
-	content, err := readObject(r)
+	content, err := httpapi.ReadObject(r)
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +66,7 @@ func (s *Server) getAccountData(r *http.Request) (any, error) {
 	}
 	c, err := s.store.AccountData(r.Context(), user, room, typ)
 	if errors.Is(err, storage.ErrNotFound) {
-		return nil, notFoundErr("no account data of that type")
+		return nil, httpapi.NotFound("no account data of that type")
 	}
 	return c, err
 }

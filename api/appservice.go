@@ -4,6 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/persistentchat/homeserver/appservice"
+	"github.com/persistentchat/homeserver/httpapi"
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -11,10 +15,6 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
-
-	"github.com/persistentchat/homeserver/appservice"
-	"github.com/persistentchat/homeserver/roomdag"
-	"github.com/persistentchat/homeserver/storage"
 )
 
 // The client-server extensions for application services (spec:
@@ -88,10 +88,10 @@ func (s *Server) assertIdentity(r *http.Request, reg *appservice.Registration) (
 	if raw := q.Get("user_id"); raw != "" {
 		u, err := roomdag.ParseUserID(raw)
 		if err != nil {
-			return nil, invalidParam("malformed user_id")
+			return nil, httpapi.InvalidParam("malformed user_id")
 		}
 		if !reg.OwnsUser(u) {
-			return nil, forbidden("the application service cannot act as %s: it is not in its namespaces", u)
+			return nil, httpapi.Forbidden("the application service cannot act as %s: it is not in its namespaces", u)
 		}
 		user = u
 	}
@@ -100,9 +100,14 @@ func (s *Server) assertIdentity(r *http.Request, reg *appservice.Registration) (
 		// The holds of the user the service acts as apply too.
 		u, err := s.store.User(r.Context(), user)
 		if errors.Is(err, storage.ErrNotFound) {
-			return nil, forbidden("the application service has not registered %s", user)
+			return nil, httpapi.Forbidden("the application service has not registered %s", user)
 		} else if err != nil {
 			return nil, err
+		}
+		if u.Deactivated {
+			// Deactivation ends every session of the account; a service
+			// acting as it must not keep it alive (as a login would not).
+			return nil, httpapi.Errorf(http.StatusForbidden, httpapi.CodeUserDeactivated, "%s has been deactivated", user)
 		}
 		rq.Locked, rq.Suspended = u.Locked, u.Suspended
 	}
@@ -120,7 +125,7 @@ func (s *Server) assertIdentity(r *http.Request, reg *appservice.Registration) (
 			found = found || d.DeviceID == device
 		}
 		if !found {
-			return nil, errorf(http.StatusBadRequest, CodeUnknownDevice, "%s has no device %s", user, device)
+			return nil, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeUnknownDevice, "%s has no device %s", user, device)
 		}
 		rq.DeviceID = device
 		s.noteSeen(r, rq)
@@ -143,8 +148,8 @@ func (s *Server) rateExempt(r *http.Request) bool {
 	return reg != nil && (!reg.RateLimited || user == reg.Sender)
 }
 
-func exclusiveErr(format string, a ...any) *Error {
-	return errorf(http.StatusBadRequest, CodeExclusive, format, a...)
+func exclusiveErr(format string, a ...any) *httpapi.Error {
+	return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeExclusive, format, a...)
 }
 
 // checkUserClaim refuses with M_EXCLUSIVE a user ID the caller may not
@@ -263,7 +268,7 @@ func (s *Server) queryAliasRoom(ctx context.Context, a roomdag.RoomAlias) (roomd
 // such entity" (the service was asked and said nothing useful).
 func queryErr(err error) error {
 	if err != nil && appservice.IsTimeout(err) {
-		return errorf(http.StatusRequestTimeout, CodeUnknown, "the application service did not answer in time")
+		return httpapi.Errorf(http.StatusRequestTimeout, httpapi.CodeUnknown, "the application service did not answer in time")
 	}
 	return nil
 }
@@ -279,7 +284,7 @@ func massagedTS(r *http.Request) (int64, error) {
 	}
 	ts, err := strconv.ParseInt(raw, 10, 64)
 	if err != nil || ts < 0 || ts > 1<<53-1 {
-		return 0, invalidParam("ts must be a whole number of milliseconds from 0 to 2^53-1")
+		return 0, httpapi.InvalidParam("ts must be a whole number of milliseconds from 0 to 2^53-1")
 	}
 	return ts, nil
 }
@@ -311,44 +316,44 @@ func (s *Server) registerAppServiceUser(r *http.Request, reg *appservice.Registr
 		RefreshToken             bool     `json:"refresh_token"`
 		Auth                     *uiaAuth `json:"auth"`
 	}
-	if err := decodeJSON(r, &req); err != nil {
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
 	if req.Type == "" && req.Auth != nil {
 		req.Type = req.Auth.Type
 	}
 	if req.Type != "" && req.Type != loginTypeAppService {
-		return nil, badJSON("an application service registers users with type %s", loginTypeAppService)
+		return nil, httpapi.BadJSON("an application service registers users with type %s", loginTypeAppService)
 	}
 	name := req.Username
 	if name == "" {
 		name = req.User
 	}
 	if name == "" {
-		return nil, missingParam("username is required")
+		return nil, httpapi.MissingParam("username is required")
 	}
 	var user roomdag.UserID
 	if strings.HasPrefix(name, "@") {
 		u, err := roomdag.ParseUserID(name)
 		if err != nil || u.Server() != s.cfg.ServerName || !roomdag.ValidLocalpart(u.Localpart()) {
-			return nil, errorf(http.StatusBadRequest, CodeInvalidUsername, "invalid user ID %q", name)
+			return nil, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeInvalidUsername, "invalid user ID %q", name)
 		}
 		user = u
 	} else {
 		if !roomdag.ValidLocalpart(name) {
-			return nil, errorf(http.StatusBadRequest, CodeInvalidUsername, "user ID may contain only a-z, 0-9, and . _ = - / +")
+			return nil, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeInvalidUsername, "user ID may contain only a-z, 0-9, and . _ = - / +")
 		}
 		user = roomdag.NewUserID(name, s.cfg.ServerName)
 	}
 	if len(user) > 255 {
-		return nil, errorf(http.StatusBadRequest, CodeInvalidUsername, "user ID is too long")
+		return nil, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeInvalidUsername, "user ID is too long")
 	}
 	if err := s.checkUserClaim(reg, user); err != nil {
 		return nil, err
 	}
 	if err := s.store.CreateUser(r.Context(), storage.User{ID: user}, s.clock.Now().UnixMilli()); err != nil {
 		if errors.Is(err, storage.ErrConflict) {
-			return nil, errorf(http.StatusBadRequest, CodeUserInUse, "user ID already taken")
+			return nil, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeUserInUse, "user ID already taken")
 		}
 		return nil, err
 	}
@@ -373,7 +378,7 @@ type AppServiceDevices interface {
 // The service then acts as it with ?device_id= (MSC4326).
 func (s *Server) createAppServiceDevice(r *http.Request, user roomdag.UserID, device string, name *string) (any, error) {
 	if len(device) > maxDeviceIDBytes || !utf8.ValidString(device) || strings.ContainsFunc(device, unicode.IsControl) {
-		return nil, invalidParam("device IDs are at most %d bytes of printable text", maxDeviceIDBytes)
+		return nil, httpapi.InvalidParam("device IDs are at most %d bytes of printable text", maxDeviceIDBytes)
 	}
 	created, err := s.store.CreateDevice(r.Context(), user, device, name)
 	if err != nil {
@@ -387,7 +392,7 @@ func (s *Server) createAppServiceDevice(r *http.Request, user roomdag.UserID, de
 		}
 		return struct{}{}, nil
 	}
-	return withStatus{status: http.StatusCreated, body: struct{}{}}, nil
+	return httpapi.WithStatus{Status: http.StatusCreated, Body: struct{}{}}, nil
 }
 
 // maxDeviceIDBytes bounds device IDs, as startSession does.
@@ -397,26 +402,26 @@ const maxDeviceIDBytes = 255
 // service's as_token in place of a password, for one of its users.
 func (s *Server) loginAppService(r *http.Request, req loginRequest) (any, error) {
 	if bearer(r) == "" {
-		return nil, errorf(http.StatusUnauthorized, CodeMissingToken, "%s needs the application service's as_token", loginTypeAppService)
+		return nil, httpapi.Errorf(http.StatusUnauthorized, httpapi.CodeMissingToken, "%s needs the application service's as_token", loginTypeAppService)
 	}
 	reg := s.appServiceOf(r)
 	if reg == nil {
-		return nil, errorf(http.StatusUnauthorized, CodeUnknownToken, "unknown application service token")
+		return nil, httpapi.Errorf(http.StatusUnauthorized, httpapi.CodeUnknownToken, "unknown application service token")
 	}
 	user, err := s.loginUser(req.Identifier, req.User)
 	if err != nil {
 		return nil, err
 	}
 	if !reg.OwnsUser(user) {
-		return nil, errorf(http.StatusForbidden, CodeExclusive, "%s is not in the namespaces of application service %s", user, reg.ID)
+		return nil, httpapi.Errorf(http.StatusForbidden, httpapi.CodeExclusive, "%s is not in the namespaces of application service %s", user, reg.ID)
 	}
 	if u, err := s.store.User(r.Context(), user); errors.Is(err, storage.ErrNotFound) {
-		return nil, forbidden("the application service has not registered %s", user)
+		return nil, httpapi.Forbidden("the application service has not registered %s", user)
 	} else if err != nil {
 		return nil, err
 	} else if u.Deactivated {
 		// A deactivated account gets no new session by any login type.
-		return nil, errorf(http.StatusForbidden, CodeUserDeactivated, "%s has been deactivated", user)
+		return nil, httpapi.Errorf(http.StatusForbidden, httpapi.CodeUserDeactivated, "%s has been deactivated", user)
 	}
 	return s.startSession(r, user, req.DeviceID, req.InitialDeviceDisplayName, req.RefreshToken)
 }
@@ -425,14 +430,14 @@ func (s *Server) loginAppService(r *http.Request, req loginRequest) (any, error)
 // (spec v1.7): the homeserver pings the calling service.
 func (s *Server) pingAppService(r *http.Request) (any, error) {
 	rq := requester(r)
-	id := pathParam(r, "appserviceId")
+	id := httpapi.PathParam(r, "appserviceId")
 	if rq.AppService == nil || rq.AppService.ID != id {
-		return nil, forbidden("the access token is not the as_token of application service %q", id)
+		return nil, httpapi.Forbidden("the access token is not the as_token of application service %q", id)
 	}
 	var req struct {
 		TransactionID string `json:"transaction_id"`
 	}
-	if err := decodeJSON(r, &req); err != nil {
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
 	d, err := s.cfg.AppServices.Ping(r.Context(), rq.AppService, req.TransactionID)
@@ -441,17 +446,17 @@ func (s *Server) pingAppService(r *http.Request) (any, error) {
 	case err == nil:
 		return map[string]any{"duration_ms": d.Milliseconds()}, nil
 	case errors.Is(err, appservice.ErrNoURL):
-		return nil, errorf(http.StatusBadRequest, CodeURLNotSet, "the application service has no URL")
+		return nil, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeURLNotSet, "the application service has no URL")
 	case errors.As(err, &se):
-		e := errorf(http.StatusBadGateway, CodeBadStatus, "ping returned status %d", se.Status)
+		e := httpapi.Errorf(http.StatusBadGateway, httpapi.CodeBadStatus, "ping returned status %d", se.Status)
 		e.Extra = map[string]any{"status": se.Status, "body": se.Body}
 		return nil, e
 	case appservice.IsTimeout(err):
-		return nil, errorf(http.StatusGatewayTimeout, CodeConnectionTimeout, "the connection to the application service timed out")
+		return nil, httpapi.Errorf(http.StatusGatewayTimeout, httpapi.CodeConnectionTimeout, "the connection to the application service timed out")
 	case errors.Is(err, context.Canceled):
 		return nil, err
 	}
-	return nil, errorf(http.StatusBadGateway, CodeConnectionFailed, "could not reach the application service: %v", err)
+	return nil, httpapi.Errorf(http.StatusBadGateway, httpapi.CodeConnectionFailed, "could not reach the application service: %v", err)
 }
 
 // Third-party lookups (client-server "Third-party Lookup"), answered by
@@ -518,14 +523,14 @@ func (s *Server) thirdPartyProtocols(r *http.Request) (any, error) {
 }
 
 func (s *Server) thirdPartyProtocol(r *http.Request) (any, error) {
-	p := pathParam(r, "protocol")
+	p := httpapi.PathParam(r, "protocol")
 	regs := s.registry().WithProtocol(p)
 	if len(regs) == 0 || s.cfg.AppServices == nil {
-		return nil, notFoundErr("unknown protocol %q", p)
+		return nil, httpapi.NotFound("unknown protocol %q", p)
 	}
 	m := mergeProtocol(s.cfg.AppServices.ThirdParty(r.Context(), regs, "protocol/"+url.PathEscape(p), nil))
 	if m == nil {
-		return nil, notFoundErr("no application service described protocol %q", p)
+		return nil, httpapi.NotFound("no application service described protocol %q", p)
 	}
 	return m, nil
 }
@@ -544,12 +549,12 @@ func concatLists(results []appservice.ThirdPartyResult) []json.RawMessage {
 
 // thirdPartyLookup forwards GET /thirdparty/{kind}/{protocol} with its
 // search fields to the services of the protocol.
-func (s *Server) thirdPartyLookup(kind string) handlerFunc {
+func (s *Server) thirdPartyLookup(kind string) httpapi.Func {
 	return func(r *http.Request) (any, error) {
-		p := pathParam(r, "protocol")
+		p := httpapi.PathParam(r, "protocol")
 		regs := s.registry().WithProtocol(p)
 		if len(regs) == 0 || s.cfg.AppServices == nil {
-			return nil, notFoundErr("unknown protocol %q", p)
+			return nil, httpapi.NotFound("unknown protocol %q", p)
 		}
 		q := r.URL.Query()
 		q.Del("access_token")
@@ -559,11 +564,11 @@ func (s *Server) thirdPartyLookup(kind string) handlerFunc {
 
 // thirdPartyReverse forwards GET /thirdparty/{kind}?{param}= to every
 // service that declares a protocol.
-func (s *Server) thirdPartyReverse(kind, param string) handlerFunc {
+func (s *Server) thirdPartyReverse(kind, param string) httpapi.Func {
 	return func(r *http.Request) (any, error) {
 		v := r.URL.Query().Get(param)
 		if v == "" {
-			return nil, missingParam("%s is required", param)
+			return nil, httpapi.MissingParam("%s is required", param)
 		}
 		if s.cfg.AppServices == nil {
 			return []json.RawMessage{}, nil

@@ -128,6 +128,12 @@ func TestAppServiceIdentityAssertion(t *testing.T) {
 		t.Errorf("the ghost's login token is %v's", who["user_id"])
 	}
 
+	// Once the ghost is deactivated (a service needs no UIA for its
+	// users), the service can no longer act as it, as no login could.
+	as.MustDo("POST", deactivatePath+q, map[string]any{}, nil)
+	asWantErr(t, as.Do("PUT", csAPI+"/rooms/"+url.PathEscape(room)+"/send/m.room.message/t2"+q, map[string]any{"msgtype": "m.text", "body": "after"}),
+		http.StatusForbidden, "M_USER_DEACTIVATED", "acting as a deactivated ghost")
+
 	// A token that is no service's is an unknown access token.
 	bad := srv.Anonymous()
 	bad.Token = "as-nobody"

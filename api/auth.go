@@ -13,11 +13,11 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"golang.org/x/crypto/bcrypt"
-
+	"github.com/persistentchat/homeserver/httpapi"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
 	"github.com/persistentchat/homeserver/sync"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // randomSource supplies the randomness for tokens and IDs (crypto/rand in
@@ -70,7 +70,7 @@ func (s *Server) authenticate(r *http.Request) (*Requester, error) {
 		return nil, errNoToken
 	}
 	if token == "" {
-		return nil, errorf(http.StatusUnauthorized, CodeMissingToken, "access token must be given as 'Authorization: Bearer <token>' or as the access_token query parameter")
+		return nil, httpapi.Errorf(http.StatusUnauthorized, httpapi.CodeMissingToken, "access token must be given as 'Authorization: Bearer <token>' or as the access_token query parameter")
 	}
 	if err := s.checkQueryToken(r, token); err != nil {
 		return nil, err
@@ -93,13 +93,13 @@ func (s *Server) authenticate(r *http.Request) (*Requester, error) {
 func (s *Server) tokenOwner(ctx context.Context, hash []byte) (storage.TokenOwner, error) {
 	owner, err := s.store.TokenOwner(ctx, hash)
 	if errors.Is(err, storage.ErrNotFound) {
-		return owner, errorf(http.StatusUnauthorized, CodeUnknownToken, "unknown access token")
+		return owner, httpapi.Errorf(http.StatusUnauthorized, httpapi.CodeUnknownToken, "unknown access token")
 	}
 	if err != nil {
 		return owner, err
 	}
 	if owner.ExpiresMS != 0 && s.clock.Now().UnixMilli() >= owner.ExpiresMS {
-		e := errorf(http.StatusUnauthorized, CodeUnknownToken, "access token has expired")
+		e := httpapi.Errorf(http.StatusUnauthorized, httpapi.CodeUnknownToken, "access token has expired")
 		e.Extra = map[string]any{"soft_logout": true}
 		return owner, e
 	}
@@ -119,9 +119,9 @@ func (s *Server) checkQueryToken(r *http.Request, header string) error {
 		return nil
 	}
 	if _, err := s.tokenOwner(r.Context(), hashToken(q)); err != nil {
-		var me *Error
+		var me *httpapi.Error
 		if errors.As(err, &me) {
-			return errorf(http.StatusUnauthorized, CodeUnknownToken,
+			return httpapi.Errorf(http.StatusUnauthorized, httpapi.CodeUnknownToken,
 				"the access_token query parameter is not a valid access token (with an Authorization header too, both must be valid; the header's is used)")
 		}
 		return err
@@ -300,14 +300,14 @@ const maxPasswordLength = 512
 func (s *Server) checkPasswordStrength(pw string) error {
 	n := utf8.RuneCountInString(pw)
 	if n > maxPasswordLength {
-		return invalidParam("password is too long: at most %d characters", maxPasswordLength)
+		return httpapi.InvalidParam("password is too long: at most %d characters", maxPasswordLength)
 	}
 	p := s.cfg.PasswordPolicy
 	if !p.Enabled {
 		return nil
 	}
 	refuse := func(code, format string, a ...any) error {
-		return errorf(http.StatusBadRequest, code, format, a...)
+		return httpapi.Errorf(http.StatusBadRequest, code, format, a...)
 	}
 	has := func(in func(rune) bool) bool { return strings.IndexFunc(pw, in) >= 0 }
 	isDigit := func(c rune) bool { return c >= '0' && c <= '9' }
@@ -315,15 +315,15 @@ func (s *Server) checkPasswordStrength(pw string) error {
 	isUpper := func(c rune) bool { return c >= 'A' && c <= 'Z' }
 	switch {
 	case n < p.MinimumLength:
-		return refuse(CodePasswordTooShort, "password must be at least %d characters long", p.MinimumLength)
+		return refuse(httpapi.CodePasswordTooShort, "password must be at least %d characters long", p.MinimumLength)
 	case p.RequireDigit && !has(isDigit):
-		return refuse(CodePasswordNoDigit, "password must include at least one digit")
+		return refuse(httpapi.CodePasswordNoDigit, "password must include at least one digit")
 	case p.RequireSymbol && !has(func(c rune) bool { return !isDigit(c) && !isLower(c) && !isUpper(c) }):
-		return refuse(CodePasswordNoSymbol, "password must include at least one symbol")
+		return refuse(httpapi.CodePasswordNoSymbol, "password must include at least one symbol")
 	case p.RequireUppercase && !has(isUpper):
-		return refuse(CodePasswordNoUppercase, "password must include at least one upper-case letter")
+		return refuse(httpapi.CodePasswordNoUppercase, "password must include at least one upper-case letter")
 	case p.RequireLowercase && !has(isLower):
-		return refuse(CodePasswordNoLowercase, "password must include at least one lower-case letter")
+		return refuse(httpapi.CodePasswordNoLowercase, "password must include at least one lower-case letter")
 	}
 	return nil
 }

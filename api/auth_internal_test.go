@@ -10,6 +10,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/persistentchat/homeserver/httpapi"
 )
 
 // TestTokensNeverLogged: now that access tokens may come in the query
@@ -27,7 +29,8 @@ func TestTokensNeverLogged(t *testing.T) {
 	} {
 		t.Run(format.name, func(t *testing.T) {
 			var logs bytes.Buffer
-			s := &Server{log: slog.New(format.handler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+			log := slog.New(format.handler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			s := &Server{log: log, http: httpapi.NewAdapter(log, mapError)}
 			for _, rt := range []route{
 				{"GET", v3 + "/fails", func(*http.Request) (any, error) { return nil, errors.New("disk on fire") }, authNone, rateNone},
 				{"GET", v3 + "/panics", func(*http.Request) (any, error) { panic("boom") }, authNone, rateNone},

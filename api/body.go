@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/persistentchat/homeserver/httpapi"
 )
 
 // Request bodies are read against a deadline. http.Server's
@@ -95,7 +97,7 @@ func (b *deadlineBody) Close() error { return b.body.Close() }
 
 // bodyError is a request body that could not be read to its end: the
 // client was too slow (timeout), or it went away before sending all of
-// it. mapError answers it.
+// it. httpapi.MapError answers it (through MatrixError).
 type bodyError struct {
 	err     error
 	timeout bool
@@ -104,13 +106,13 @@ type bodyError struct {
 func (e *bodyError) Error() string { return "reading the request body: " + e.err.Error() }
 func (e *bodyError) Unwrap() error { return e.err }
 
-// matrixError is the answer to a body that could not be read.
-func (e *bodyError) matrixError() *Error {
+// MatrixError is the answer to a body that could not be read.
+func (e *bodyError) MatrixError() *httpapi.Error {
 	switch {
 	case e.timeout:
-		return errorf(http.StatusRequestTimeout, CodeUnknown, "the request body did not arrive in time")
+		return httpapi.Errorf(http.StatusRequestTimeout, httpapi.CodeUnknown, "the request body did not arrive in time")
 	case errors.Is(e.err, io.ErrUnexpectedEOF):
-		return errorf(http.StatusBadRequest, CodeUnknown, "the request body ended before its Content-Length")
+		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeUnknown, "the request body ended before its Content-Length")
 	}
-	return errorf(http.StatusBadRequest, CodeUnknown, "the request body could not be read")
+	return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeUnknown, "the request body could not be read")
 }

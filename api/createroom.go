@@ -4,11 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"maps"
-	"net/http"
-
+	"github.com/persistentchat/homeserver/httpapi"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
+	"maps"
+	"net/http"
 )
 
 type createRoomRequest struct {
@@ -36,7 +36,7 @@ type stateEvent struct {
 // events).
 func (s *Server) createRoom(r *http.Request) (any, error) {
 	var req createRoomRequest
-	if err := decodeJSON(r, &req); err != nil {
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
 	user := requester(r).UserID
@@ -46,10 +46,10 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 	}
 	v, ok := roomdag.LookupRoomVersion(verID)
 	if !ok {
-		return nil, errorf(http.StatusBadRequest, CodeUnsupportedRoomVersion, "room version %q is not supported", verID)
+		return nil, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeUnsupportedRoomVersion, "room version %q is not supported", verID)
 	}
 	if len(req.Invite3PID) > 0 {
-		return nil, errorf(http.StatusBadRequest, CodeUnknown, "third-party invites are not supported")
+		return nil, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeUnknown, "third-party invites are not supported")
 	}
 	preset := req.Preset
 	switch preset {
@@ -60,21 +60,21 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 		}
 	case "private_chat", "public_chat", "trusted_private_chat":
 	default:
-		return nil, invalidParam("unknown preset %q", preset)
+		return nil, httpapi.InvalidParam("unknown preset %q", preset)
 	}
 	switch req.Visibility {
 	case "", "private", "public":
 	default:
-		return nil, invalidParam("visibility must be public or private")
+		return nil, httpapi.InvalidParam("visibility must be public or private")
 	}
 	invites := make([]roomdag.UserID, 0, len(req.Invite))
 	for _, i := range req.Invite {
 		u, err := roomdag.ParseUserID(i)
 		if err != nil {
-			return nil, invalidParam("malformed user ID %q in invite", i)
+			return nil, httpapi.InvalidParam("malformed user ID %q in invite", i)
 		}
 		if u.Server() != s.cfg.ServerName {
-			return nil, forbidden("inviting users of other servers needs federation, which is not built yet")
+			return nil, httpapi.Forbidden("inviting users of other servers needs federation, which is not built yet")
 		}
 		// An invitee blocking invites (v1.18) fails the request with 403
 		// M_INVITE_BLOCKED before anything is made. The spec also allows
@@ -89,13 +89,13 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 	if req.RoomAliasName != "" {
 		a, err := roomdag.ParseRoomAlias("#" + req.RoomAliasName + ":" + string(s.cfg.ServerName))
 		if err != nil {
-			return nil, invalidParam("invalid room_alias_name")
+			return nil, httpapi.InvalidParam("invalid room_alias_name")
 		}
 		if err := s.checkAliasClaim(r, a); err != nil {
 			return nil, err
 		}
 		if _, _, err := s.store.Alias(r.Context(), a); err == nil {
-			return nil, errorf(http.StatusBadRequest, CodeRoomInUse, "room alias %s is taken", a)
+			return nil, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeRoomInUse, "room alias %s is taken", a)
 		} else if !errors.Is(err, storage.ErrNotFound) {
 			return nil, err
 		}
@@ -108,11 +108,11 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 	create := map[string]any{}
 	if len(req.CreationContent) > 0 && string(req.CreationContent) != "null" {
 		if err := roomdag.CheckJSON(v, req.CreationContent); err != nil {
-			return nil, badJSON("creation_content: %v", err)
+			return nil, httpapi.BadJSON("creation_content: %v", err)
 		}
 		var fields map[string]json.RawMessage
 		if err := json.Unmarshal(req.CreationContent, &fields); err != nil {
-			return nil, badJSON("creation_content must be an object")
+			return nil, httpapi.BadJSON("creation_content must be an object")
 		}
 		for k, val := range fields {
 			create[k] = val
@@ -127,7 +127,7 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 		if raw, set := create["additional_creators"]; set {
 			b, _ := json.Marshal(raw)
 			if json.Unmarshal(b, &given) != nil {
-				return nil, badJSON("creation_content.additional_creators must be an array of user IDs")
+				return nil, httpapi.BadJSON("creation_content.additional_creators must be an array of user IDs")
 			}
 		}
 		creators := make([]any, 0, len(given)+len(invites))
@@ -154,11 +154,11 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 	pl := defaultPowerLevels(v, user, preset, invites)
 	if len(req.PowerLevelContentOverride) > 0 && string(req.PowerLevelContentOverride) != "null" {
 		if err := roomdag.CheckJSON(v, req.PowerLevelContentOverride); err != nil {
-			return nil, badJSON("power_level_content_override: %v", err)
+			return nil, httpapi.BadJSON("power_level_content_override: %v", err)
 		}
 		var over map[string]json.RawMessage
 		if err := json.Unmarshal(req.PowerLevelContentOverride, &over); err != nil {
-			return nil, badJSON("power_level_content_override must be an object")
+			return nil, httpapi.BadJSON("power_level_content_override must be an object")
 		}
 		for k, val := range over {
 			pl[k] = val
@@ -166,10 +166,10 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 	}
 	for _, ev := range req.InitialState {
 		if ev.Type == "" || ev.Type == roomdag.TypeCreate || ev.Type == roomdag.TypeMember {
-			return nil, badJSON("initial_state may not hold %q events", ev.Type)
+			return nil, httpapi.BadJSON("initial_state may not hold %q events", ev.Type)
 		}
 		if len(ev.Content) == 0 || ev.Content[0] != '{' {
-			return nil, badJSON("initial_state content must be an object")
+			return nil, httpapi.BadJSON("initial_state content must be an object")
 		}
 		if ev.Type == roomdag.TypeCanonicalAlias {
 			if err := s.checkCanonicalAliasClaim(r, ev.Content); err != nil {
@@ -189,7 +189,7 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 	if roomID != "" {
 		if alias != "" {
 			if err := s.store.PutAlias(r.Context(), alias, roomID, user); errors.Is(err, storage.ErrConflict) {
-				return nil, errorf(http.StatusBadRequest, CodeRoomInUse, "room alias %s is taken", alias)
+				return nil, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeRoomInUse, "room alias %s is taken", alias)
 			} else if err != nil {
 				return nil, err
 			}
@@ -264,7 +264,7 @@ func (s *Server) firstEvents(ctx context.Context, nr newRoom) (roomdag.ProtoEven
 	}
 	createContent, err := json.Marshal(create)
 	if err != nil {
-		return roomdag.ProtoEvent{}, nil, badJSON("bad creation content")
+		return roomdag.ProtoEvent{}, nil, httpapi.BadJSON("bad creation content")
 	}
 	empty := ""
 	createEv := roomdag.ProtoEvent{Type: roomdag.TypeCreate, StateKey: &empty, Sender: user, Content: createContent}
@@ -273,7 +273,7 @@ func (s *Server) firstEvents(ctx context.Context, nr newRoom) (roomdag.ProtoEven
 	state := func(typ, key string, content any) error {
 		b, err := json.Marshal(content)
 		if err != nil {
-			return badJSON("bad content for %s", typ)
+			return httpapi.BadJSON("bad content for %s", typ)
 		}
 		k := key
 		rest = append(rest, roomdag.ProtoEvent{Type: typ, StateKey: &k, Sender: user, Content: b})
@@ -382,9 +382,9 @@ func invalidRoomState(err error) error {
 			// Content the rules refuse whoever sends it (creators listed
 			// in v12 power levels, malformed additional_creators): the
 			// request is bad JSON.
-			return badJSON("%v", err)
+			return httpapi.BadJSON("%v", err)
 		}
-		return errorf(http.StatusBadRequest, CodeInvalidRoomState, "%v", err)
+		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeInvalidRoomState, "%v", err)
 	}
 	return err
 }

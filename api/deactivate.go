@@ -3,10 +3,10 @@ package api
 import (
 	"context"
 	"errors"
-	"net/http"
-
+	"github.com/persistentchat/homeserver/httpapi"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
+	"net/http"
 )
 
 // Account deactivation (spec: POST /account/deactivate), and Synapse's
@@ -70,7 +70,7 @@ func (s *Server) deactivateAccount(r *http.Request) (any, error) {
 		// erase is in the spec since v1.13 (MSC4025); Synapse had it before.
 		Erase bool `json:"erase"`
 	}
-	if err := decodeJSON(r, &req); err != nil {
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
 	rq := requester(r)
@@ -95,23 +95,23 @@ func (s *Server) adminDeactivate(r *http.Request) (any, error) {
 		return nil, err
 	}
 	if !admin.Admin {
-		return nil, forbidden("You are not a server admin")
+		return nil, httpapi.Forbidden("You are not a server admin")
 	}
-	target, err := roomdag.ParseUserID(pathParam(r, "userId"))
+	target, err := roomdag.ParseUserID(httpapi.PathParam(r, "userId"))
 	if err != nil {
-		return nil, invalidParam("malformed user ID")
+		return nil, httpapi.InvalidParam("malformed user ID")
 	}
 	if target.Server() != s.cfg.ServerName {
-		return nil, invalidParam("only local users can be deactivated")
+		return nil, httpapi.InvalidParam("only local users can be deactivated")
 	}
 	var req struct {
 		Erase bool `json:"erase"`
 	}
-	if err := decodeJSON(r, &req); err != nil {
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
 	if err := s.deactivate(r.Context(), target, req.Erase); errors.Is(err, storage.ErrNotFound) {
-		return nil, notFoundErr("User not found")
+		return nil, httpapi.NotFound("User not found")
 	} else if err != nil {
 		return nil, err
 	}

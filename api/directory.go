@@ -4,10 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/http"
-
+	"github.com/persistentchat/homeserver/httpapi"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
+	"net/http"
 )
 
 func (s *Server) directoryRoutes() []route {
@@ -20,9 +20,9 @@ func (s *Server) directoryRoutes() []route {
 }
 
 func (s *Server) aliasParam(r *http.Request) (roomdag.RoomAlias, error) {
-	a, err := roomdag.ParseRoomAlias(pathParam(r, "roomAlias"))
+	a, err := roomdag.ParseRoomAlias(httpapi.PathParam(r, "roomAlias"))
 	if err != nil {
-		return "", invalidParam("malformed room alias")
+		return "", httpapi.InvalidParam("malformed room alias")
 	}
 	return a, nil
 }
@@ -30,7 +30,7 @@ func (s *Server) aliasParam(r *http.Request) (roomdag.RoomAlias, error) {
 // resolveAlias finds the room of a local alias.
 func (s *Server) resolveAlias(ctx context.Context, alias roomdag.RoomAlias) (roomdag.RoomID, error) {
 	if alias.Server() != s.cfg.ServerName {
-		return "", notFoundErr("resolving aliases of other servers needs federation, which is not built yet")
+		return "", httpapi.NotFound("resolving aliases of other servers needs federation, which is not built yet")
 	}
 	room, _, err := s.store.Alias(ctx, alias)
 	if errors.Is(err, storage.ErrNotFound) {
@@ -38,7 +38,7 @@ func (s *Server) resolveAlias(ctx context.Context, alias roomdag.RoomAlias) (roo
 		room, err = s.queryAliasRoom(ctx, alias)
 	}
 	if errors.Is(err, storage.ErrNotFound) {
-		return "", notFoundErr("room alias %s not found", alias)
+		return "", httpapi.NotFound("room alias %s not found", alias)
 	}
 	return room, err
 }
@@ -49,7 +49,7 @@ func (s *Server) putAlias(r *http.Request) (any, error) {
 		return nil, err
 	}
 	if alias.Server() != s.cfg.ServerName {
-		return nil, invalidParam("alias must be on this server")
+		return nil, httpapi.InvalidParam("alias must be on this server")
 	}
 	if err := s.checkAliasClaim(r, alias); err != nil {
 		return nil, err
@@ -57,20 +57,20 @@ func (s *Server) putAlias(r *http.Request) (any, error) {
 	var req struct {
 		RoomID string `json:"room_id"`
 	}
-	if err := decodeJSON(r, &req); err != nil {
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
 	room, err := roomdag.ParseRoomID(req.RoomID)
 	if err != nil {
-		return nil, invalidParam("malformed room_id")
+		return nil, httpapi.InvalidParam("malformed room_id")
 	}
 	if _, err := s.rooms.State(r.Context(), room); errors.Is(err, roomdag.ErrUnknownRoom) {
-		return nil, notFoundErr("unknown room")
+		return nil, httpapi.NotFound("unknown room")
 	} else if err != nil {
 		return nil, err
 	}
 	if err := s.store.PutAlias(r.Context(), alias, room, requester(r).UserID); errors.Is(err, storage.ErrConflict) {
-		return nil, errorf(http.StatusConflict, "M_UNKNOWN", "room alias %s already exists", alias)
+		return nil, httpapi.Errorf(http.StatusConflict, "M_UNKNOWN", "room alias %s already exists", alias)
 	} else if err != nil {
 		return nil, err
 	}
@@ -98,7 +98,7 @@ func (s *Server) deleteAlias(r *http.Request) (any, error) {
 	}
 	room, creator, err := s.store.Alias(r.Context(), alias)
 	if errors.Is(err, storage.ErrNotFound) {
-		return nil, notFoundErr("room alias %s not found", alias)
+		return nil, httpapi.NotFound("room alias %s not found", alias)
 	}
 	if err != nil {
 		return nil, err
@@ -118,7 +118,7 @@ func (s *Server) deleteAlias(r *http.Request) (any, error) {
 		}
 		if st.Membership(user) != roomdag.MembershipJoin ||
 			roomdag.UserLevelIn(st.Version, pl, st.Create(), user) < pl.EventLevel(roomdag.TypeCanonicalAlias, true) {
-			return nil, forbidden("you may not delete this alias")
+			return nil, httpapi.Forbidden("you may not delete this alias")
 		}
 	}
 	if err := s.store.DeleteAlias(r.Context(), alias); err != nil {
@@ -228,7 +228,7 @@ func (s *Server) checkCanonicalAlias(ctx context.Context, room roomdag.RoomID, c
 		AltAliases []string `json:"alt_aliases"`
 	}
 	if err := json.Unmarshal(content, &c); err != nil {
-		return badJSON("invalid m.room.canonical_alias content")
+		return httpapi.BadJSON("invalid m.room.canonical_alias content")
 	}
 	all := c.AltAliases
 	if c.Alias != nil && *c.Alias != "" {
@@ -237,14 +237,14 @@ func (s *Server) checkCanonicalAlias(ctx context.Context, room roomdag.RoomID, c
 	for _, a := range all {
 		alias, err := roomdag.ParseRoomAlias(a)
 		if err != nil {
-			return invalidParam("%q is not a room alias", a)
+			return httpapi.InvalidParam("%q is not a room alias", a)
 		}
 		if alias.Server() != s.cfg.ServerName {
 			continue // remote aliases cannot be checked without federation
 		}
 		got, _, err := s.store.Alias(ctx, alias)
 		if errors.Is(err, storage.ErrNotFound) || err == nil && got != room {
-			return errorf(http.StatusBadRequest, "M_BAD_ALIAS", "alias %s does not point to this room", a)
+			return httpapi.Errorf(http.StatusBadRequest, "M_BAD_ALIAS", "alias %s does not point to this room", a)
 		}
 		if err != nil {
 			return err

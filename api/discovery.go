@@ -2,10 +2,10 @@ package api
 
 import (
 	"errors"
-	"net/http"
-
+	"github.com/persistentchat/homeserver/httpapi"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
+	"net/http"
 )
 
 func (s *Server) discoveryRoutes() []route {
@@ -108,5 +108,5 @@ func (s *Server) capabilities(r *http.Request) (any, error) {
 // authMetadata: we do not run the OAuth 2.0 API, and clients probe this
 // endpoint to choose legacy login, so it must answer 404 M_UNRECOGNIZED.
 func (s *Server) authMetadata(r *http.Request) (any, error) {
-	return nil, errorf(http.StatusNotFound, CodeUnrecognized, "OAuth 2.0 is not supported by this server")
+	return nil, httpapi.Errorf(http.StatusNotFound, httpapi.CodeUnrecognized, "OAuth 2.0 is not supported by this server")
 }

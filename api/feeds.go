@@ -3,12 +3,12 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"github.com/persistentchat/homeserver/httpapi"
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/sync"
 	"net/http"
 	"strconv"
 	"time"
-
-	"github.com/persistentchat/homeserver/roomdag"
-	"github.com/persistentchat/homeserver/sync"
 )
 
 // Topic feeds (sync/feeds.go; README, "Topic feeds"): the feed endpoint,
@@ -38,10 +38,10 @@ func (s *Server) getFeed(r *http.Request) (any, error) {
 	if v := q.Get("since"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
-			return nil, invalidParam("malformed since token")
+			return nil, httpapi.InvalidParam("malformed since token")
 		}
 		if roomdag.StreamPos(n) > s.sync.Notifier().Current().Events {
-			return nil, invalidParam("since token is from the future")
+			return nil, httpapi.InvalidParam("since token is from the future")
 		}
 		p := roomdag.StreamPos(n)
 		since = &p
@@ -50,7 +50,7 @@ func (s *Server) getFeed(r *http.Request) (any, error) {
 	if t := q.Get("timeout"); t != "" {
 		ms, err := strconv.ParseInt(t, 10, 64)
 		if err != nil || ms < 0 {
-			return nil, invalidParam("timeout must be a non-negative integer")
+			return nil, httpapi.InvalidParam("timeout must be a non-negative integer")
 		}
 		timeout = min(time.Duration(ms)*time.Millisecond, maxSyncTimeout)
 	}
@@ -60,11 +60,11 @@ func (s *Server) getFeed(r *http.Request) (any, error) {
 	}
 	limit = min(limit, maxFeedLimit)
 	if limit == 0 {
-		return nil, invalidParam("limit must be positive")
+		return nil, httpapi.InvalidParam("limit must be positive")
 	}
-	resp, err := s.sync.Feed(r.Context(), rq.UserID, rq.DeviceID, s.sessionCheck(rq), pathParam(r, "feedId"), since, timeout, limit)
+	resp, err := s.sync.Feed(r.Context(), rq.UserID, rq.DeviceID, s.sessionCheck(rq), httpapi.PathParam(r, "feedId"), since, timeout, limit)
 	if errors.Is(err, sync.ErrNoFeed) {
-		return nil, notFoundErr("no feed %q in your %s account data", pathParam(r, "feedId"), sync.TypeFeeds)
+		return nil, httpapi.NotFound("no feed %q in your %s account data", httpapi.PathParam(r, "feedId"), sync.TypeFeeds)
 	}
 	return resp, err
 }
@@ -83,7 +83,7 @@ func checkFeedData(room roomdag.RoomID, typ string, content json.RawMessage) err
 		_, err = sync.ParseFollows(content)
 	}
 	if err != nil {
-		return badJSON("%v", err)
+		return httpapi.BadJSON("%v", err)
 	}
 	return nil
 }

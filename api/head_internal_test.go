@@ -7,12 +7,15 @@ import (
 	"testing"
 
 	"github.com/go-chi/chi/v5"
+
+	"github.com/persistentchat/homeserver/httpapi"
 )
 
 // TestEveryGetAnswersHead: every GET route of the client API, r0 forms
 // included, answers HEAD too (TestHeadRequests checks the answers).
 func TestEveryGetAnswersHead(t *testing.T) {
-	s := &Server{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s := &Server{log: log, http: httpapi.NewAdapter(log, mapError)}
 	routes, ok := s.Handler().(chi.Routes)
 	if !ok {
 		t.Fatalf("Handler is a %T, not a chi router", s.Handler())

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/persistentchat/homeserver/httpapi"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
 )
@@ -110,13 +111,13 @@ func (h *hierarchyAPI) hierarchy(r *http.Request) (any, error) {
 	case "true":
 		suggestedOnly = true
 	default:
-		return nil, invalidParam("suggested_only must be true or false")
+		return nil, httpapi.InvalidParam("suggested_only must be true or false")
 	}
 	limit := defaultHierarchyLimit
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
-			return nil, invalidParam("limit must be an integer greater than zero")
+			return nil, httpapi.InvalidParam("limit must be an integer greater than zero")
 		}
 		limit = min(n, defaultHierarchyLimit)
 	}
@@ -124,7 +125,7 @@ func (h *hierarchyAPI) hierarchy(r *http.Request) (any, error) {
 	if v := q.Get("max_depth"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
-			return nil, invalidParam("max_depth must be a non-negative integer")
+			return nil, httpapi.InvalidParam("max_depth must be a non-negative integer")
 		}
 		maxDepth = n
 	}
@@ -137,7 +138,7 @@ func (h *hierarchyAPI) hierarchy(r *http.Request) (any, error) {
 		if err != nil && !errors.Is(err, roomdag.ErrUnknownRoom) {
 			return nil, err
 		}
-		return nil, forbidden("user %s is not in room %s, and room previews are disabled", user, root)
+		return nil, httpapi.Forbidden("user %s is not in room %s, and room previews are disabled", user, root)
 	}
 
 	var sess *hierarchySession
@@ -147,7 +148,7 @@ func (h *hierarchyAPI) hierarchy(r *http.Request) (any, error) {
 			return nil, err
 		}
 		if sess == nil || sess.user != user || sess.root != root || sess.suggestedOnly != suggestedOnly || sess.maxDepth != maxDepth {
-			return nil, invalidParam("unknown pagination token, or suggested_only or max_depth changed since it was issued")
+			return nil, httpapi.InvalidParam("unknown pagination token, or suggested_only or max_depth changed since it was issued")
 		}
 	} else {
 		sess = &hierarchySession{user: user, root: root, suggestedOnly: suggestedOnly, maxDepth: maxDepth,

@@ -4,15 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/persistentchat/homeserver/httpapi"
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
+	"github.com/persistentchat/homeserver/sync"
 	"math"
 	"net/http"
 	"sort"
 	"strconv"
 	"strings"
-
-	"github.com/persistentchat/homeserver/roomdag"
-	"github.com/persistentchat/homeserver/storage"
-	"github.com/persistentchat/homeserver/sync"
 )
 
 func (s *Server) historyRoutes() []route {
@@ -46,7 +46,7 @@ type roomAccess struct {
 func (s *Server) access(ctx context.Context, room roomdag.RoomID, user roomdag.UserID) (*roomAccess, error) {
 	st, err := s.rooms.State(ctx, room)
 	if errors.Is(err, roomdag.ErrUnknownRoom) {
-		return nil, forbidden("you are not in room %s", room)
+		return nil, httpapi.Forbidden("you are not in room %s", room)
 	}
 	if err != nil {
 		return nil, err
@@ -63,7 +63,7 @@ func (s *Server) access(ctx context.Context, room roomdag.RoomID, user roomdag.U
 		if forgot, err := s.forgotten(ctx, room, user); err != nil {
 			return nil, err
 		} else if forgot {
-			return nil, forbidden("you are not in room %s", room)
+			return nil, httpapi.Forbidden("you are not in room %s", room)
 		}
 		ev := st.State.Get(roomdag.TypeMember, string(user))
 		place, err := s.store.EventPlace(ctx, ev.ID())
@@ -73,7 +73,7 @@ func (s *Server) access(ctx context.Context, room roomdag.RoomID, user roomdag.U
 		a.stateSnap = place.StateAfter
 		return a, nil
 	}
-	return nil, forbidden("you are not in room %s", room)
+	return nil, httpapi.Forbidden("you are not in room %s", room)
 }
 
 // forgotten reports whether the user has forgotten the room.
@@ -184,9 +184,9 @@ func (s *Server) clientEvents(r *http.Request, ignored sync.Ignored, evs []*room
 // /context answer "The event was not found or you do not have permission
 // to read this event" alike (spec; Complement TestFetchEventNonWorldReadable).
 func hideForbidden(err error) error {
-	var me *Error
+	var me *httpapi.Error
 	if errors.As(err, &me) && me.Status == http.StatusForbidden {
-		return notFoundErr("event not found")
+		return httpapi.NotFound("event not found")
 	}
 	return err
 }
@@ -195,7 +195,7 @@ func hideForbidden(err error) error {
 func (s *Server) visibleEvent(r *http.Request, a *roomAccess, room roomdag.RoomID, id roomdag.EventID) (*roomdag.StoredEvent, error) {
 	ev, err := s.store.Event(r.Context(), id)
 	if errors.Is(err, storage.ErrNotFound) || err == nil && ev.RoomID() != room {
-		return nil, notFoundErr("event not found")
+		return nil, httpapi.NotFound("event not found")
 	}
 	if err != nil {
 		return nil, err
@@ -205,7 +205,7 @@ func (s *Server) visibleEvent(r *http.Request, a *roomAccess, room roomdag.RoomI
 		return nil, err
 	}
 	if len(ok) == 0 {
-		return nil, notFoundErr("event not found")
+		return nil, httpapi.NotFound("event not found")
 	}
 	return ev, nil
 }
@@ -220,7 +220,7 @@ func (s *Server) shownEvent(r *http.Request, a *roomAccess, room roomdag.RoomID,
 		return nil, err
 	}
 	if ignored.Hides(ev.Event) {
-		return nil, notFoundErr("event not found")
+		return nil, httpapi.NotFound("event not found")
 	}
 	return ev, nil
 }
@@ -235,7 +235,7 @@ func queryLimit(r *http.Request, def int) (int, error) {
 	}
 	n, err := strconv.Atoi(l)
 	if err != nil || n < 0 {
-		return 0, invalidParam("limit must be a non-negative integer")
+		return 0, httpapi.InvalidParam("limit must be a non-negative integer")
 	}
 	return min(n, maxPageLimit), nil
 }
@@ -244,10 +244,10 @@ func queryFilter(r *http.Request) (*sync.RoomEventFilter, error) {
 	f := &sync.RoomEventFilter{}
 	if raw := r.URL.Query().Get("filter"); raw != "" {
 		if len(raw) > sync.MaxFilterBytes {
-			return nil, badJSON("filter is too large")
+			return nil, httpapi.BadJSON("filter is too large")
 		}
 		if err := json.Unmarshal([]byte(raw), f); err != nil {
-			return nil, badJSON("invalid filter: %v", err)
+			return nil, httpapi.BadJSON("invalid filter: %v", err)
 		}
 	}
 	return f, nil
@@ -260,13 +260,13 @@ func (s *Server) topoFrom(ctx context.Context, room roomdag.RoomID, tok string) 
 	if strings.HasPrefix(tok, "t") {
 		t, err := sync.ParseTopoToken(tok)
 		if err != nil {
-			return storage.TopoPos{}, invalidParam("malformed pagination token")
+			return storage.TopoPos{}, httpapi.InvalidParam("malformed pagination token")
 		}
 		return storage.TopoPos{Depth: t.Depth, Pos: t.Pos}, nil
 	}
 	st, err := sync.ParseToken(tok)
 	if err != nil {
-		return storage.TopoPos{}, invalidParam("malformed pagination token")
+		return storage.TopoPos{}, httpapi.InvalidParam("malformed pagination token")
 	}
 	t, err := s.store.TopoAtStream(ctx, room, st.Events)
 	if errors.Is(err, storage.ErrNotFound) {
@@ -300,7 +300,7 @@ func (s *Server) messages(r *http.Request) (any, error) {
 	q := r.URL.Query()
 	dir := q.Get("dir")
 	if dir != "b" && dir != "f" {
-		return nil, invalidParam("dir must be b or f")
+		return nil, httpapi.InvalidParam("dir must be b or f")
 	}
 	backwards := dir == "b"
 	limit, err := queryLimit(r, 10)
@@ -579,9 +579,9 @@ func (s *Server) getStateEvent(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	ev := st.Get(pathParam(r, "eventType"), pathParam(r, "stateKey"))
+	ev := st.Get(httpapi.PathParam(r, "eventType"), httpapi.PathParam(r, "stateKey"))
 	if ev == nil {
-		return nil, notFoundErr("no such state event")
+		return nil, httpapi.NotFound("no such state event")
 	}
 	// format=event (v1.16) returns the whole event instead of its content.
 	if r.URL.Query().Get("format") == "event" {
@@ -616,7 +616,7 @@ func (s *Server) members(r *http.Request) (any, error) {
 			if ok, err := sync.FilterVisible(r.Context(), s.store, requester(r).UserID, a.membership, []*roomdag.StoredEvent{ev}); err != nil {
 				return nil, err
 			} else if len(ok) == 0 {
-				return nil, forbidden("you may not see the room's members at that point")
+				return nil, httpapi.Forbidden("you may not see the room's members at that point")
 			}
 			p, err := s.store.EventPlace(r.Context(), ev.ID())
 			if err != nil {
@@ -689,7 +689,7 @@ func (s *Server) joinedMembers(r *http.Request) (any, error) {
 		return nil, err
 	}
 	if a.membership != roomdag.MembershipJoin && roomdag.HistoryVisibility(a.st.State) != roomdag.VisibilityWorldReadable {
-		return nil, forbidden("you are not joined to this room")
+		return nil, httpapi.Forbidden("you are not joined to this room")
 	}
 	joined := map[string]any{}
 	for k, ev := range a.st.State {

@@ -2,15 +2,11 @@ package api
 
 import (
 	"context"
-	"net/http"
-
+	"github.com/persistentchat/homeserver/httpapi"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/sync"
+	"net/http"
 )
-
-// CodeInviteBlocked: the invitee blocks invites (spec v1.18, "Invite
-// permission", MSC4380).
-const CodeInviteBlocked = "M_INVITE_BLOCKED"
 
 // checkInviteAllowed refuses, with 403 M_INVITE_BLOCKED, an invite of a
 // local user whose m.invite_permission_config blocks invites. The spec
@@ -29,7 +25,7 @@ func (s *Server) checkInviteAllowed(ctx context.Context, invitee roomdag.UserID)
 		return err
 	}
 	if blocked {
-		return errorf(http.StatusForbidden, CodeInviteBlocked, "%s does not accept invites", invitee)
+		return httpapi.Errorf(http.StatusForbidden, httpapi.CodeInviteBlocked, "%s does not accept invites", invitee)
 	}
 	return nil
 }

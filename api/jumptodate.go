@@ -2,10 +2,10 @@ package api
 
 import (
 	"errors"
+	"github.com/persistentchat/homeserver/httpapi"
+	"github.com/persistentchat/homeserver/storage"
 	"net/http"
 	"strconv"
-
-	"github.com/persistentchat/homeserver/storage"
 )
 
 // timestampToEvent is "jump to date" (spec: GET
@@ -24,19 +24,19 @@ func (s *Server) timestampToEvent(r *http.Request) (any, error) {
 		return nil, err
 	}
 	if !q.Has("ts") {
-		return nil, missingParam("ts is required")
+		return nil, httpapi.MissingParam("ts is required")
 	}
 	ts, err := strconv.ParseInt(q.Get("ts"), 10, 64)
 	if err != nil || ts < 0 {
-		return nil, invalidParam("ts must be a non-negative integer of milliseconds")
+		return nil, httpapi.InvalidParam("ts must be a non-negative integer of milliseconds")
 	}
 	dir := q.Get("dir")
 	if dir != "f" && dir != "b" {
-		return nil, invalidParam("dir must be f or b")
+		return nil, httpapi.InvalidParam("dir must be f or b")
 	}
 	id, at, err := s.store.EventNearTimestamp(r.Context(), room, ts, dir == "f")
 	if errors.Is(err, storage.ErrNotFound) {
-		return nil, notFoundErr("no event found %s %d", map[string]string{"f": "after", "b": "before"}[dir], ts)
+		return nil, httpapi.NotFound("no event found %s %d", map[string]string{"f": "after", "b": "before"}[dir], ts)
 	}
 	if err != nil {
 		return nil, err

@@ -2,10 +2,10 @@ package api
 
 import (
 	"errors"
+	"github.com/persistentchat/homeserver/httpapi"
+	"github.com/persistentchat/homeserver/roomdag"
 	"net/http"
 	"strings"
-
-	"github.com/persistentchat/homeserver/roomdag"
 )
 
 // Knocking (spec: client-server API, "Knocking on rooms"; room versions
@@ -26,7 +26,7 @@ func (s *Server) knock(r *http.Request) (any, error) {
 	var req struct {
 		Reason string `json:"reason"`
 	}
-	if err := decodeJSON(r, &req); err != nil {
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
 	st, err := s.rooms.State(r.Context(), room)
@@ -37,7 +37,7 @@ func (s *Server) knock(r *http.Request) (any, error) {
 		} else {
 			msg += "; knocking on rooms of other servers"
 		}
-		return nil, notFoundErr("%s needs federation, which this server does not offer yet", msg)
+		return nil, httpapi.NotFound("%s needs federation, which this server does not offer yet", msg)
 	}
 	if err != nil {
 		return nil, err
@@ -47,22 +47,22 @@ func (s *Server) knock(r *http.Request) (any, error) {
 	// first for clear messages, and because before v7 knock is no
 	// membership at all (a malformed event, not a refusal).
 	if !st.Version.Knock {
-		return nil, forbidden("room version %s does not support knocking (room versions 7 and later do)", st.Version.ID)
+		return nil, httpapi.Forbidden("room version %s does not support knocking (room versions 7 and later do)", st.Version.ID)
 	}
 	switch st.Membership(user) {
 	case roomdag.MembershipJoin:
-		return nil, forbidden("you are already in this room")
+		return nil, httpapi.Forbidden("you are already in this room")
 	case roomdag.MembershipInvite:
-		return nil, forbidden("you are already invited to this room: join it to accept the invite")
+		return nil, httpapi.Forbidden("you are already invited to this room: join it to accept the invite")
 	case roomdag.MembershipBan:
-		return nil, forbidden("you are banned from this room")
+		return nil, httpapi.Forbidden("you are banned from this room")
 	}
 	jr := contentString(st.State, roomdag.TypeJoinRules, "join_rule")
 	if jr != "knock" && !(jr == "knock_restricted" && st.Version.KnockRestricted) {
 		if jr == "" {
 			jr = "invite" // no m.room.join_rules event
 		}
-		return nil, forbidden("this room's join rule is %q: it does not allow knocking", jr)
+		return nil, httpapi.Forbidden("this room's join rule is %q: it does not allow knocking", jr)
 	}
 	// Knocking again (a knock with a new reason) makes a new event, as in
 	// Synapse: Complement's "A user that has already knocked is allowed

@@ -2,15 +2,15 @@ package api
 
 import (
 	"errors"
+	"github.com/persistentchat/homeserver/httpapi"
+	"github.com/persistentchat/homeserver/media"
+	"github.com/persistentchat/homeserver/roomdag"
 	"mime"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/persistentchat/homeserver/media"
-	"github.com/persistentchat/homeserver/roomdag"
 )
 
 // Content repository (spec: client-server API, "Content repository"):
@@ -141,7 +141,7 @@ func (m *mediaAPI) config(r *http.Request) (any, error) {
 
 // GET /_matrix/client/v1/media/download/{serverName}/{mediaId}[/{fileName}],
 // and the deprecated /_matrix/media/v3/download (media.Unauthenticated).
-func (m *mediaAPI) download(access media.Access) handlerFunc {
+func (m *mediaAPI) download(access media.Access) httpapi.Func {
 	return func(r *http.Request) (any, error) {
 		id, err := m.localID(r)
 		if err != nil {
@@ -156,7 +156,7 @@ func (m *mediaAPI) download(access media.Access) handlerFunc {
 			return nil, mediaError(err)
 		}
 		name := rec.FileName
-		if n := pathParam(r, "fileName"); n != "" {
+		if n := httpapi.PathParam(r, "fileName"); n != "" {
 			name = n
 		}
 		return &mediaFile{f: f, ctype: rec.ContentType, name: name, modTime: time.UnixMilli(rec.CreatedMS), public: access == media.Unauthenticated}, nil
@@ -166,7 +166,7 @@ func (m *mediaAPI) download(access media.Access) handlerFunc {
 // GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}?width&height&method
 // (animated is accepted and ignored: thumbnails are still images), and
 // the deprecated /_matrix/media/v3/thumbnail (media.Unauthenticated).
-func (m *mediaAPI) thumbnail(access media.Access) handlerFunc {
+func (m *mediaAPI) thumbnail(access media.Access) httpapi.Func {
 	return func(r *http.Request) (any, error) { return m.thumbnailFor(r, access) }
 }
 
@@ -190,7 +190,7 @@ func (m *mediaAPI) thumbnailFor(r *http.Request, access media.Access) (any, erro
 	case "crop":
 		method = media.Crop
 	default:
-		return nil, invalidParam("method must be crop or scale")
+		return nil, httpapi.InvalidParam("method must be crop or scale")
 	}
 	wait, err := mediaWait(r)
 	if err != nil {
@@ -213,11 +213,11 @@ func (m *mediaAPI) thumbnailFor(r *http.Request, access media.Access) (any, erro
 // Very large values are clamped; nothing is ever upscaled anyway.
 func thumbDimension(v, name string) (int, error) {
 	if v == "" {
-		return 0, missingParam("%s is required", name)
+		return 0, httpapi.MissingParam("%s is required", name)
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || n < 1 {
-		return 0, invalidParam("%s must be a positive integer", name)
+		return 0, httpapi.InvalidParam("%s must be a positive integer", name)
 	}
 	return int(min(n, 1<<16)), nil
 }
@@ -225,12 +225,12 @@ func thumbDimension(v, name string) (int, error) {
 // localID takes the media ID of a request for local media. Media of
 // other servers is not fetched yet (no federation), so it is not found.
 func (m *mediaAPI) localID(r *http.Request) (media.ID, error) {
-	id, err := media.ParseID(pathParam(r, "mediaId"))
+	id, err := media.ParseID(httpapi.PathParam(r, "mediaId"))
 	if err != nil {
-		return "", invalidParam("media IDs contain only A-Z, a-z, 0-9, '_' and '-'")
+		return "", httpapi.InvalidParam("media IDs contain only A-Z, a-z, 0-9, '_' and '-'")
 	}
-	if roomdag.ServerName(pathParam(r, "serverName")) != m.s.cfg.ServerName {
-		return "", notFoundErr("media not found")
+	if roomdag.ServerName(httpapi.PathParam(r, "serverName")) != m.s.cfg.ServerName {
+		return "", httpapi.NotFound("media not found")
 	}
 	return id, nil
 }
@@ -244,7 +244,7 @@ func mediaWait(r *http.Request) (time.Duration, error) {
 	}
 	ms, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || ms < 0 {
-		return 0, invalidParam("timeout_ms must be a non-negative integer")
+		return 0, httpapi.InvalidParam("timeout_ms must be a non-negative integer")
 	}
 	return min(time.Duration(ms)*time.Millisecond, maxMediaWait), nil
 }
@@ -260,14 +260,14 @@ func uploadMeta(r *http.Request) (ctype, name string, err error) {
 		ctype = "application/octet-stream"
 	}
 	if len(ctype) > 255 {
-		return "", "", invalidParam("Content-Type is too long")
+		return "", "", httpapi.InvalidParam("Content-Type is too long")
 	}
 	if !saneHeaderValue(ctype) {
-		return "", "", invalidParam("Content-Type must be printable ASCII")
+		return "", "", httpapi.InvalidParam("Content-Type must be printable ASCII")
 	}
 	name = r.URL.Query().Get("filename")
 	if len(name) > 255 || strings.ContainsAny(name, "\x00\r\n") {
-		return "", "", invalidParam("filename must be at most 255 bytes without control characters")
+		return "", "", httpapi.InvalidParam("filename must be at most 255 bytes without control characters")
 	}
 	return ctype, name, nil
 }
@@ -276,20 +276,20 @@ func uploadMeta(r *http.Request) (ctype, name string, err error) {
 func mediaError(err error) error {
 	switch {
 	case errors.Is(err, media.ErrNotFound):
-		return notFoundErr("media not found")
+		return httpapi.NotFound("media not found")
 	case errors.Is(err, media.ErrTooLarge):
-		return errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "media is too large")
+		return httpapi.Errorf(http.StatusRequestEntityTooLarge, httpapi.CodeTooLarge, "media is too large")
 	case errors.Is(err, media.ErrForbidden):
-		return forbidden("only the user who created this media ID may upload to it")
+		return httpapi.Forbidden("only the user who created this media ID may upload to it")
 	case errors.Is(err, media.ErrCannotOverwrite):
-		return errorf(http.StatusConflict, CodeCannotOverwriteMedia, "media already uploaded")
+		return httpapi.Errorf(http.StatusConflict, httpapi.CodeCannotOverwriteMedia, "media already uploaded")
 	case errors.Is(err, media.ErrNotYetUploaded):
-		return errorf(http.StatusGatewayTimeout, CodeNotYetUploaded, "media has not been uploaded yet")
+		return httpapi.Errorf(http.StatusGatewayTimeout, httpapi.CodeNotYetUploaded, "media has not been uploaded yet")
 	case errors.Is(err, media.ErrTooManyPending):
-		return &Error{Status: http.StatusTooManyRequests, Code: CodeLimitExceeded,
+		return &httpapi.Error{Status: http.StatusTooManyRequests, Code: httpapi.CodeLimitExceeded,
 			Message: "too many media IDs awaiting upload", Extra: map[string]any{"retry_after_ms": int64(60_000)}}
 	case errors.Is(err, media.ErrNotImage):
-		return errorf(http.StatusBadRequest, CodeUnknown, "cannot generate a thumbnail of this content")
+		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeUnknown, "cannot generate a thumbnail of this content")
 	}
 	return err
 }
@@ -319,7 +319,7 @@ type mediaFile struct {
 	public bool
 }
 
-func (m *mediaFile) writeBody(w http.ResponseWriter, r *http.Request) {
+func (m *mediaFile) WriteBody(w http.ResponseWriter, r *http.Request) {
 	defer m.f.Close()
 	h := w.Header()
 	ctype, disposition := servedType(m.ctype)

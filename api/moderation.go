@@ -4,10 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/http"
-
+	"github.com/persistentchat/homeserver/httpapi"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
+	"net/http"
 )
 
 // Account locking (spec v1.12, "Account locking") and suspension (v1.13,
@@ -23,12 +23,6 @@ import (
 // manage its sessions, but not join, knock, invite, create rooms, send
 // events or change its profile (the spec's recommended list, and
 // Synapse's): those answer 403 M_USER_SUSPENDED.
-
-// CodeUserLocked and CodeUserSuspended are the errcodes of the holds.
-const (
-	CodeUserLocked    = "M_USER_LOCKED"
-	CodeUserSuspended = "M_USER_SUSPENDED"
-)
 
 // AccountModeration is what the holds need from storage.
 type AccountModeration interface {
@@ -75,23 +69,23 @@ func (s *Server) holdTarget(r *http.Request) (*storage.User, error) {
 		return nil, err
 	}
 	if !admin.Admin {
-		return nil, forbidden("You are not a server admin")
+		return nil, httpapi.Forbidden("You are not a server admin")
 	}
-	id, err := roomdag.ParseUserID(pathParam(r, "userId"))
+	id, err := roomdag.ParseUserID(httpapi.PathParam(r, "userId"))
 	if err != nil {
-		return nil, invalidParam("malformed user ID")
+		return nil, httpapi.InvalidParam("malformed user ID")
 	}
 	if id.Server() != s.cfg.ServerName {
-		return nil, invalidParam("%s is not a user of this server", id)
+		return nil, httpapi.InvalidParam("%s is not a user of this server", id)
 	}
 	u, err := s.store.User(r.Context(), id)
 	if errors.Is(err, storage.ErrNotFound) || err == nil && u.Deactivated {
-		return nil, notFoundErr("user not found")
+		return nil, httpapi.NotFound("user not found")
 	}
 	return u, err
 }
 
-func (s *Server) getHold(h hold) handlerFunc {
+func (s *Server) getHold(h hold) httpapi.Func {
 	return func(r *http.Request) (any, error) {
 		u, err := s.holdTarget(r)
 		if err != nil {
@@ -101,31 +95,31 @@ func (s *Server) getHold(h hold) handlerFunc {
 	}
 }
 
-func (s *Server) putHold(h hold) handlerFunc {
+func (s *Server) putHold(h hold) httpapi.Func {
 	return func(r *http.Request) (any, error) {
 		u, err := s.holdTarget(r)
 		if err != nil {
 			return nil, err
 		}
 		var body map[string]json.RawMessage
-		if err := decodeJSON(r, &body); err != nil {
+		if err := httpapi.DecodeJSON(r, &body); err != nil {
 			return nil, err
 		}
 		var on bool
 		raw, ok := body[h.key]
 		if !ok {
-			return nil, missingParam("%s is required", h.key)
+			return nil, httpapi.MissingParam("%s is required", h.key)
 		}
 		if json.Unmarshal(raw, &on) != nil {
-			return nil, badJSON("%s must be a boolean", h.key)
+			return nil, httpapi.BadJSON("%s must be a boolean", h.key)
 		}
 		// Spec: administrators may not hold their own account or another
 		// administrator's.
 		if u.ID == requester(r).UserID || u.Admin {
-			return nil, forbidden("administrators' accounts cannot be %s", h.key)
+			return nil, httpapi.Forbidden("administrators' accounts cannot be %s", h.key)
 		}
 		if err := h.set(s, r.Context(), u.ID, on); errors.Is(err, storage.ErrNotFound) {
-			return nil, notFoundErr("user not found")
+			return nil, httpapi.NotFound("user not found")
 		} else if err != nil {
 			return nil, err
 		}
@@ -159,17 +153,17 @@ var suspendedRoutes = map[string]bool{
 // hold forbids. Called by wrap once the requester is known.
 func checkHolds(rt route, r *http.Request, rq *Requester) error {
 	if rq.Locked && !lockExempt[rt.path] {
-		e := errorf(http.StatusUnauthorized, CodeUserLocked, "This account has been locked")
+		e := httpapi.Errorf(http.StatusUnauthorized, httpapi.CodeUserLocked, "This account has been locked")
 		e.Extra = map[string]any{"soft_logout": true}
 		return e
 	}
 	if rq.Suspended && suspendedRoutes[rt.method+" "+rt.path] {
 		// Redacting one's own events stays allowed, also through /send
 		// (spec v1.18); sendRedaction checks the target's sender.
-		if rt.path == v3+"/rooms/{roomId}/send/{eventType}/{txnId}" && pathParam(r, "eventType") == roomdag.TypeRedaction {
+		if rt.path == v3+"/rooms/{roomId}/send/{eventType}/{txnId}" && httpapi.PathParam(r, "eventType") == roomdag.TypeRedaction {
 			return nil
 		}
-		return errorf(http.StatusForbidden, CodeUserSuspended, "You cannot perform this action while suspended.")
+		return httpapi.Errorf(http.StatusForbidden, httpapi.CodeUserSuspended, "You cannot perform this action while suspended.")
 	}
 	return nil
 }

@@ -2,10 +2,10 @@ package api
 
 import (
 	"encoding/base64"
+	"github.com/persistentchat/homeserver/httpapi"
+	"github.com/persistentchat/homeserver/roomdag"
 	"net/http"
 	"sort"
-
-	"github.com/persistentchat/homeserver/roomdag"
 )
 
 // Mutual rooms (spec v1.19, MSC2666): GET /_matrix/client/v1/mutual_rooms.
@@ -27,24 +27,24 @@ const mutualRoomsBatch = 100
 func (s *Server) mutualRooms(r *http.Request) (any, error) {
 	q := r.URL.Query()
 	if len(q["user_id"]) == 0 {
-		return nil, missingParam("user_id is required")
+		return nil, httpapi.MissingParam("user_id is required")
 	}
 	if len(q["user_id"]) > 1 || len(q["from"]) > 1 {
-		return nil, invalidParam("give user_id and from at most once")
+		return nil, httpapi.InvalidParam("give user_id and from at most once")
 	}
 	other, err := roomdag.ParseUserID(q.Get("user_id"))
 	if err != nil {
-		return nil, invalidParam("malformed user_id")
+		return nil, httpapi.InvalidParam("malformed user_id")
 	}
 	me := requester(r).UserID
 	if other == me {
-		return nil, invalidParam("you cannot list the rooms you share with yourself")
+		return nil, httpapi.InvalidParam("you cannot list the rooms you share with yourself")
 	}
 	var after string
 	if from := q.Get("from"); from != "" {
 		b, err := base64.RawURLEncoding.DecodeString(from)
 		if err != nil || len(b) == 0 {
-			return nil, invalidParam("malformed from token")
+			return nil, httpapi.InvalidParam("malformed from token")
 		}
 		after = string(b)
 	}

@@ -2,11 +2,11 @@ package api
 
 import (
 	"encoding/json"
-	"net/http"
-	"strconv"
-
+	"github.com/persistentchat/homeserver/httpapi"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/sync"
+	"net/http"
+	"strconv"
 )
 
 // Notifications (spec: client-server API, "Push Notifications", GET
@@ -38,7 +38,7 @@ func (s *Server) getNotifications(r *http.Request) (any, error) {
 	if from := q.Get("from"); from != "" {
 		n, err := strconv.ParseInt(from, 10, 64)
 		if err != nil || n <= 0 {
-			return nil, invalidParam("malformed from token")
+			return nil, httpapi.InvalidParam("malformed from token")
 		}
 		before = roomdag.StreamPos(n)
 	}
@@ -53,7 +53,7 @@ func (s *Server) getNotifications(r *http.Request) (any, error) {
 	case "highlight":
 		onlyHighlight = true
 	default:
-		return nil, invalidParam("only must be \"highlight\"")
+		return nil, httpapi.InvalidParam("only must be \"highlight\"")
 	}
 	rq := requester(r)
 	out := struct {

@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"net/http"
-
+	"github.com/persistentchat/homeserver/httpapi"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/sync"
+	"net/http"
 )
 
 // Presence (spec: module "Presence"). The syncer keeps presence
@@ -23,9 +23,9 @@ func (s *Server) presenceRoutes() []route {
 
 // presenceUser parses {userId}.
 func presenceUser(r *http.Request) (roomdag.UserID, error) {
-	u, err := roomdag.ParseUserID(pathParam(r, "userId"))
+	u, err := roomdag.ParseUserID(httpapi.PathParam(r, "userId"))
 	if err != nil {
-		return "", invalidParam("malformed user ID")
+		return "", httpapi.InvalidParam("malformed user ID")
 	}
 	return u, nil
 }
@@ -40,7 +40,7 @@ func (s *Server) getPresence(r *http.Request) (any, error) {
 	}
 	c, err := s.sync.GetPresence(r.Context(), requester(r).UserID, target)
 	if errors.Is(err, sync.ErrPresenceHidden) {
-		return nil, forbidden("You are not allowed to see their presence")
+		return nil, httpapi.Forbidden("You are not allowed to see their presence")
 	}
 	return c, err
 }
@@ -53,27 +53,27 @@ func (s *Server) putPresence(r *http.Request) (any, error) {
 		return nil, err
 	}
 	if user != requester(r).UserID {
-		return nil, forbidden("you can only set your own presence")
+		return nil, httpapi.Forbidden("you can only set your own presence")
 	}
 	var body struct {
 		Presence  *string         `json:"presence"`
 		StatusMsg json.RawMessage `json:"status_msg"`
 	}
-	if err := decodeJSON(r, &body); err != nil {
+	if err := httpapi.DecodeJSON(r, &body); err != nil {
 		return nil, err
 	}
 	if body.Presence == nil {
-		return nil, missingParam("presence is required")
+		return nil, httpapi.MissingParam("presence is required")
 	}
 	switch *body.Presence {
 	case sync.PresenceOnline, sync.PresenceUnavailable, sync.PresenceOffline:
 	default:
-		return nil, invalidParam("presence must be online, unavailable or offline")
+		return nil, httpapi.InvalidParam("presence must be online, unavailable or offline")
 	}
 	var msg string
 	if len(body.StatusMsg) > 0 && !bytes.Equal(body.StatusMsg, []byte("null")) {
 		if json.Unmarshal(body.StatusMsg, &msg) != nil {
-			return nil, badJSON("status_msg must be a string")
+			return nil, httpapi.BadJSON("status_msg must be a string")
 		}
 	}
 	// The syncer hands the change to the application services

@@ -2,11 +2,11 @@ package api
 
 import (
 	"errors"
+	"github.com/persistentchat/homeserver/httpapi"
+	"github.com/persistentchat/homeserver/media"
 	"net/http"
 	"strconv"
 	"strings"
-
-	"github.com/persistentchat/homeserver/media"
 )
 
 // URL previews (spec: GET /_matrix/client/v1/media/preview_url), served
@@ -40,22 +40,22 @@ func (p *previewAPI) previewURL(r *http.Request) (any, error) {
 	q := r.URL.Query()
 	raw := q.Get("url")
 	if raw == "" {
-		return nil, missingParam("url is required")
+		return nil, httpapi.MissingParam("url is required")
 	}
 	if ts := q.Get("ts"); ts != "" {
 		if _, err := strconv.ParseInt(ts, 10, 64); err != nil {
-			return nil, invalidParam("ts must be an integer (milliseconds since the epoch)")
+			return nil, httpapi.InvalidParam("ts must be an integer (milliseconds since the epoch)")
 		}
 	}
 	og, err := p.previewer.Preview(r.Context(), requester(r).UserID, raw)
 	switch {
 	case errors.Is(err, media.ErrBadURL):
-		return nil, invalidParam("url must be an absolute http or https URL")
+		return nil, httpapi.InvalidParam("url must be an absolute http or https URL")
 	case errors.Is(err, media.ErrBlockedIP):
 		// Synapse's answer, errcode and message alike.
-		return nil, errorf(http.StatusForbidden, CodeUnknown, "IP address blocked")
+		return nil, httpapi.Errorf(http.StatusForbidden, httpapi.CodeUnknown, "IP address blocked")
 	case errors.Is(err, media.ErrFetch):
-		return nil, errorf(http.StatusBadGateway, CodeUnknown, "Failed to download content: %s",
+		return nil, httpapi.Errorf(http.StatusBadGateway, httpapi.CodeUnknown, "Failed to download content: %s",
 			strings.TrimPrefix(err.Error(), media.ErrFetch.Error()+": "))
 	case err != nil:
 		return nil, err

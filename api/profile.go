@@ -4,11 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/http"
-	"regexp"
-
+	"github.com/persistentchat/homeserver/httpapi"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
+	"net/http"
+	"regexp"
 )
 
 func (s *Server) profileRoutes() []route {
@@ -49,12 +49,6 @@ const (
 	maxProfileKey = 255
 )
 
-// Error codes of extensible profiles (spec v1.16, profile.yaml).
-const (
-	CodeProfileTooLarge = "M_PROFILE_TOO_LARGE"
-	CodeKeyTooLarge     = "M_KEY_TOO_LARGE"
-)
-
 // profileKeyGrammar is the Common Namespaced Identifier Grammar
 // (appendices), which every key follows: displayname, avatar_url and m.tz
 // do. Like Synapse, keys without a namespace are accepted too; the grammar
@@ -63,23 +57,23 @@ var profileKeyGrammar = regexp.MustCompile(`^[a-z][a-z0-9_.-]*$`)
 
 // profileKey checks the {field} path parameter.
 func profileKey(r *http.Request) (string, error) {
-	key := pathParam(r, "field")
+	key := httpapi.PathParam(r, "field")
 	if len(key) > maxProfileKey {
-		return "", errorf(http.StatusBadRequest, CodeKeyTooLarge, "profile keys are at most %d bytes", maxProfileKey)
+		return "", httpapi.Errorf(http.StatusBadRequest, httpapi.CodeKeyTooLarge, "profile keys are at most %d bytes", maxProfileKey)
 	}
 	if !profileKeyGrammar.MatchString(key) {
-		return "", invalidParam("profile key %q does not follow the Common Namespaced Identifier Grammar", key)
+		return "", httpapi.InvalidParam("profile key %q does not follow the Common Namespaced Identifier Grammar", key)
 	}
 	return key, nil
 }
 
 func (s *Server) profileOf(r *http.Request) (*storage.User, error) {
-	u, err := roomdag.ParseUserID(pathParam(r, "userId"))
+	u, err := roomdag.ParseUserID(httpapi.PathParam(r, "userId"))
 	if err != nil {
-		return nil, invalidParam("malformed user ID")
+		return nil, httpapi.InvalidParam("malformed user ID")
 	}
 	if u.Server() != s.cfg.ServerName {
-		return nil, notFoundErr("profiles of remote users need federation, which is not built yet")
+		return nil, httpapi.NotFound("profiles of remote users need federation, which is not built yet")
 	}
 	user, err := s.store.User(r.Context(), u)
 	if errors.Is(err, storage.ErrNotFound) {
@@ -91,7 +85,7 @@ func (s *Server) profileOf(r *http.Request) (*storage.User, error) {
 		}
 	}
 	if errors.Is(err, storage.ErrNotFound) {
-		return nil, notFoundErr("unknown user")
+		return nil, httpapi.NotFound("unknown user")
 	}
 	return user, err
 }
@@ -144,7 +138,7 @@ func (s *Server) getProfileField(r *http.Request) (any, error) {
 	}
 	v, ok := profileBody(p)[key]
 	if !ok {
-		return nil, notFoundErr("no %s set", key)
+		return nil, httpapi.NotFound("no %s set", key)
 	}
 	return map[string]any{key: v}, nil
 }
@@ -164,15 +158,15 @@ func profileValue(key string, raw json.RawMessage) (json.RawMessage, error) {
 		}
 		var v string
 		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, badJSON("%s must be a string", key)
+			return nil, httpapi.BadJSON("%s must be a string", key)
 		}
 		if len(v) > maxProfileField {
-			return nil, invalidParam("%s is too long", key)
+			return nil, httpapi.InvalidParam("%s is too long", key)
 		}
 	case fieldTimeZone:
 		var v string
 		if null || json.Unmarshal(raw, &v) != nil {
-			return nil, badJSON("%s must be a string naming an IANA time zone", key)
+			return nil, httpapi.BadJSON("%s must be a string naming an IANA time zone", key)
 		}
 	}
 	return raw, nil
@@ -188,12 +182,12 @@ func (s *Server) putProfileField(r *http.Request) (any, error) {
 		return nil, err
 	}
 	var body map[string]json.RawMessage
-	if err := decodeJSON(r, &body); err != nil {
+	if err := httpapi.DecodeJSON(r, &body); err != nil {
 		return nil, err
 	}
 	raw, ok := body[key]
 	if !ok {
-		return nil, missingParam("%s is required", key)
+		return nil, httpapi.MissingParam("%s is required", key)
 	}
 	value, err := profileValue(key, raw)
 	if err != nil {
@@ -249,12 +243,12 @@ func (s *Server) changeProfile(ctx context.Context, user roomdag.UserID, key str
 			return err
 		}
 		if len(size) > maxProfileBytes {
-			return errorf(http.StatusBadRequest, CodeProfileTooLarge, "the profile would be %d bytes; profiles are at most %d", len(size), maxProfileBytes)
+			return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeProfileTooLarge, "the profile would be %d bytes; profiles are at most %d", len(size), maxProfileBytes)
 		}
 		return nil
 	})
 	if errors.Is(err, storage.ErrNotFound) {
-		return nil, notFoundErr("unknown user")
+		return nil, httpapi.NotFound("unknown user")
 	}
 	if err != nil {
 		return nil, err

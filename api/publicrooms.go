@@ -5,13 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/persistentchat/homeserver/httpapi"
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
-
-	"github.com/persistentchat/homeserver/roomdag"
-	"github.com/persistentchat/homeserver/storage"
 )
 
 // The room directory (spec: client-server API, "Room discovery").
@@ -37,7 +37,7 @@ func (s *Server) getRoomVisibility(r *http.Request) (any, error) {
 	}
 	published, err := s.store.Published(r.Context(), room)
 	if errors.Is(err, storage.ErrNotFound) {
-		return nil, notFoundErr("room not found")
+		return nil, httpapi.NotFound("room not found")
 	}
 	if err != nil {
 		return nil, err
@@ -60,7 +60,7 @@ func (s *Server) putRoomVisibility(r *http.Request) (any, error) {
 	var req struct {
 		Visibility *string `json:"visibility"`
 	}
-	if err := decodeJSON(r, &req); err != nil {
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
 	published := true // spec: "Defaults to 'public'."
@@ -70,12 +70,12 @@ func (s *Server) putRoomVisibility(r *http.Request) (any, error) {
 		case visibilityPrivate:
 			published = false
 		default:
-			return nil, invalidParam("visibility must be %q or %q", visibilityPublic, visibilityPrivate)
+			return nil, httpapi.InvalidParam("visibility must be %q or %q", visibilityPublic, visibilityPrivate)
 		}
 	}
 	st, err := s.rooms.State(r.Context(), room)
 	if errors.Is(err, roomdag.ErrUnknownRoom) {
-		return nil, notFoundErr("room not found")
+		return nil, httpapi.NotFound("room not found")
 	}
 	if err != nil {
 		return nil, err
@@ -87,7 +87,7 @@ func (s *Server) putRoomVisibility(r *http.Request) (any, error) {
 	}
 	if st.Membership(user) != roomdag.MembershipJoin ||
 		roomdag.UserLevelIn(st.Version, pl, st.Create(), user) < pl.EventLevel(roomdag.TypeCanonicalAlias, true) {
-		return nil, forbidden("you may not change this room's visibility in the directory")
+		return nil, httpapi.Forbidden("you may not change this room's visibility in the directory")
 	}
 	return struct{}{}, s.store.SetPublished(r.Context(), room, published)
 }
@@ -171,7 +171,7 @@ func (s *Server) getPublicRooms(r *http.Request) (any, error) {
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil {
-			return nil, invalidParam("limit must be an integer")
+			return nil, httpapi.InvalidParam("limit must be an integer")
 		}
 		req.Limit = &n
 	}
@@ -180,7 +180,7 @@ func (s *Server) getPublicRooms(r *http.Request) (any, error) {
 
 func (s *Server) postPublicRooms(r *http.Request) (any, error) {
 	var req publicRoomsRequest
-	if err := decodeJSON(r, &req); err != nil {
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
 	return s.publicRooms(r, req)
@@ -190,21 +190,21 @@ func (s *Server) publicRooms(r *http.Request, req publicRoomsRequest) (any, erro
 	if srv := r.URL.Query().Get("server"); srv != "" {
 		name, err := roomdag.ParseServerName(srv)
 		if err != nil {
-			return nil, invalidParam("malformed server name")
+			return nil, httpapi.InvalidParam("malformed server name")
 		}
 		if name != s.cfg.ServerName {
-			return nil, notFoundErr("the room directories of other servers need federation, which is not built yet")
+			return nil, httpapi.NotFound("the room directories of other servers need federation, which is not built yet")
 		}
 	}
 	if req.ThirdPartyInstanceID != "" {
 		// No application service networks exist yet, so no instance does.
-		return nil, notFoundErr("unknown third party instance %q", req.ThirdPartyInstanceID)
+		return nil, httpapi.NotFound("unknown third party instance %q", req.ThirdPartyInstanceID)
 	}
 	limit := defaultPublicRoomsLimit
 	if req.Limit != nil {
 		switch n := *req.Limit; {
 		case n < 0:
-			return nil, invalidParam("limit must not be negative")
+			return nil, httpapi.InvalidParam("limit must not be negative")
 		case n > 0:
 			limit = min(n, maxPublicRoomsLimit)
 		}
@@ -337,7 +337,7 @@ func (c roomsCursor) String() string {
 }
 
 func parseRoomsCursor(tok string) (roomsCursor, error) {
-	bad := invalidParam("malformed since token")
+	bad := httpapi.InvalidParam("malformed since token")
 	if len(tok) < 2 || tok[0] != 'n' && tok[0] != 'p' {
 		return roomsCursor{}, bad
 	}

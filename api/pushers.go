@@ -4,14 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/persistentchat/homeserver/httpapi"
+	"github.com/persistentchat/homeserver/pusher"
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
 	"net/http"
 	"sort"
 	"strings"
 	"unicode/utf8"
-
-	"github.com/persistentchat/homeserver/pusher"
-	"github.com/persistentchat/homeserver/roomdag"
-	"github.com/persistentchat/homeserver/storage"
 )
 
 // Pushers (spec: client-server API, "Push Notifications", GET /pushers
@@ -74,14 +74,14 @@ func (b pusherBody) str(key string) (v string, ok bool, err error) {
 		return "", false, nil
 	}
 	if err := json.Unmarshal(raw, &v); err != nil {
-		return "", false, badJSON("%s must be a string", key)
+		return "", false, httpapi.BadJSON("%s must be a string", key)
 	}
 	return v, true, nil
 }
 
 func (s *Server) setPusher(r *http.Request) (any, error) {
 	var b pusherBody
-	if err := decodeJSON(r, &b); err != nil {
+	if err := httpapi.DecodeJSON(r, &b); err != nil {
 		return nil, err
 	}
 	rq := requester(r)
@@ -108,7 +108,7 @@ func (s *Server) setPusher(r *http.Request) (any, error) {
 	}
 	kind, deleting := fields["kind"], kindGiven && string(b["kind"]) == "null"
 	if kindGiven && !deleting && kind == "" {
-		return nil, invalidParam("kind must be \"http\", or null to delete the pusher")
+		return nil, httpapi.InvalidParam("kind must be \"http\", or null to delete the pusher")
 	}
 	if !deleting {
 		for _, k := range []string{"app_display_name", "device_display_name", "lang"} {
@@ -122,14 +122,14 @@ func (s *Server) setPusher(r *http.Request) (any, error) {
 	}
 	if len(missing) > 0 {
 		sort.Strings(missing)
-		return nil, missingParam("Missing parameters: %s", strings.Join(missing, ", "))
+		return nil, httpapi.MissingParam("Missing parameters: %s", strings.Join(missing, ", "))
 	}
 	appID, pushKey := fields["app_id"], fields["pushkey"]
 	if appID == "" || utf8.RuneCountInString(appID) > maxAppIDChars {
-		return nil, invalidParam("app_id must be 1 to %d characters long", maxAppIDChars)
+		return nil, httpapi.InvalidParam("app_id must be 1 to %d characters long", maxAppIDChars)
 	}
 	if pushKey == "" || len(pushKey) > maxPushKeySize {
-		return nil, invalidParam("pushkey must be 1 to %d bytes long", maxPushKeySize)
+		return nil, httpapi.InvalidParam("pushkey must be 1 to %d bytes long", maxPushKeySize)
 	}
 	if deleting {
 		if err := s.store.DeletePusher(ctx, rq.UserID, appID, pushKey); err != nil {
@@ -140,23 +140,23 @@ func (s *Server) setPusher(r *http.Request) (any, error) {
 	switch kind {
 	case "http":
 	case "email":
-		return nil, invalidParam("email pushers are not supported by this server: use an http pusher")
+		return nil, httpapi.InvalidParam("email pushers are not supported by this server: use an http pusher")
 	default:
-		return nil, invalidParam("unknown pusher kind %q: only \"http\" is supported", kind)
+		return nil, httpapi.InvalidParam("unknown pusher kind %q: only \"http\" is supported", kind)
 	}
 	if _, err := pusher.ParseHTTPData(b["data"]); err != nil {
 		switch {
 		case errors.Is(err, pusher.ErrMissingURL):
-			return nil, missingParam("%v", err)
+			return nil, httpapi.MissingParam("%v", err)
 		case errors.Is(err, pusher.ErrDataNotObject):
-			return nil, badJSON("%v", err)
+			return nil, httpapi.BadJSON("%v", err)
 		}
-		return nil, invalidParam("%v", err)
+		return nil, httpapi.InvalidParam("%v", err)
 	}
 	var appendPusher bool
 	if raw, ok := b["append"]; ok && string(raw) != "null" {
 		if err := json.Unmarshal(raw, &appendPusher); err != nil {
-			return nil, badJSON("append must be a boolean")
+			return nil, httpapi.BadJSON("append must be a boolean")
 		}
 	}
 	removed, err := s.store.SetPusher(ctx, storage.Pusher{

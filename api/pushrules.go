@@ -5,11 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
-	"strings"
-
+	"github.com/persistentchat/homeserver/httpapi"
 	"github.com/persistentchat/homeserver/push"
 	"github.com/persistentchat/homeserver/roomdag"
+	"net/http"
+	"strings"
 )
 
 // Push rules (spec: client-server API, "Push Rules: API"). A user's rules
@@ -67,18 +67,18 @@ func (s *Server) getGlobalPushRules(r *http.Request) (any, error) {
 	return s.ruleset(r)
 }
 
-func (s *Server) getPushRule(part string) handlerFunc {
+func (s *Server) getPushRule(part string) httpapi.Func {
 	return func(r *http.Request) (any, error) {
 		rules, err := s.ruleset(r)
 		if err != nil {
 			return nil, err
 		}
-		list, ok := rules.ByKind(pathParam(r, "kind"))
+		list, ok := rules.ByKind(httpapi.PathParam(r, "kind"))
 		if !ok {
 			// Synapse: "Unknown template", 404 M_NOT_FOUND.
-			return nil, notFoundErr("unknown push rule kind")
+			return nil, httpapi.NotFound("unknown push rule kind")
 		}
-		id := pathParam(r, "ruleId")
+		id := httpapi.PathParam(r, "ruleId")
 		for _, rule := range list {
 			if rule.RuleID != id {
 				continue
@@ -89,9 +89,9 @@ func (s *Server) getPushRule(part string) handlerFunc {
 			case "actions":
 				return map[string]any{"actions": rule.Actions}, nil
 			}
-			return rule.ForKind(pathParam(r, "kind")), nil
+			return rule.ForKind(httpapi.PathParam(r, "kind")), nil
 		}
-		return nil, notFoundErr("the push rule was not found")
+		return nil, httpapi.NotFound("the push rule was not found")
 	}
 }
 
@@ -155,15 +155,15 @@ func pushRuleError(err error) error {
 	switch {
 	case errors.As(err, &rel):
 		// The spec's example answers M_UNKNOWN, as Synapse does.
-		return errorf(http.StatusBadRequest, CodeUnknown, "%s", rel.Error())
+		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeUnknown, "%s", rel.Error())
 	case errors.Is(err, push.ErrNotFound):
-		return notFoundErr("the push rule was not found")
+		return httpapi.NotFound("the push rule was not found")
 	case errors.Is(err, push.ErrUnknownKind):
-		return notFoundErr("unknown push rule kind")
+		return httpapi.NotFound("unknown push rule kind")
 	case errors.Is(err, push.ErrServerDefault):
-		return invalidParam("server-default push rules cannot be deleted or replaced; enable, disable or change their actions instead")
+		return httpapi.InvalidParam("server-default push rules cannot be deleted or replaced; enable, disable or change their actions instead")
 	case errors.Is(err, push.ErrTooMany), errors.Is(err, push.ErrTooLarge):
-		return invalidParam("%v", err)
+		return httpapi.InvalidParam("%v", err)
 	}
 	return err
 }
@@ -172,12 +172,12 @@ func pushRuleError(err error) error {
 // that must exist: an unknown kind is 404 M_NOT_FOUND, as an unknown rule
 // is (Synapse, for GET and DELETE alike).
 func ruleTarget(r *http.Request) (kind, id string, err error) {
-	kind, id = pathParam(r, "kind"), pathParam(r, "ruleId")
+	kind, id = httpapi.PathParam(r, "kind"), httpapi.PathParam(r, "ruleId")
 	if _, ok := (&push.Ruleset{}).ByKind(kind); !ok {
-		return "", "", notFoundErr("unknown push rule kind %q", kind)
+		return "", "", httpapi.NotFound("unknown push rule kind %q", kind)
 	}
 	if id == "" || len(id) > maxRuleIDBytes {
-		return "", "", notFoundErr("the push rule was not found")
+		return "", "", httpapi.NotFound("the push rule was not found")
 	}
 	return kind, id, nil
 }
@@ -190,42 +190,42 @@ type pushRuleBody struct {
 }
 
 func (s *Server) putPushRule(r *http.Request) (any, error) {
-	kind, id := pathParam(r, "kind"), pathParam(r, "ruleId")
+	kind, id := httpapi.PathParam(r, "kind"), httpapi.PathParam(r, "ruleId")
 	// An unknown kind is 404 here too, as on every other push rule path
 	// (the issue asks for 404 throughout; Synapse answers 400 "Unknown
 	// template" for this one path, and no client tells them apart).
 	if _, ok := (&push.Ruleset{}).ByKind(kind); !ok {
-		return nil, notFoundErr("unknown push rule kind %q: one of override, content, room, sender, underride", kind)
+		return nil, httpapi.NotFound("unknown push rule kind %q: one of override, content, room, sender, underride", kind)
 	}
 	if id == "" || len(id) > maxRuleIDBytes {
-		return nil, invalidParam("a rule ID is 1 to %d bytes", maxRuleIDBytes)
+		return nil, httpapi.InvalidParam("a rule ID is 1 to %d bytes", maxRuleIDBytes)
 	}
 	// Spec: IDs starting with "." are the server's; "/" and "\" are refused.
 	if push.IsServerDefaultID(id) {
-		return nil, invalidParam("rule IDs starting with '.' are reserved for server-default rules")
+		return nil, httpapi.InvalidParam("rule IDs starting with '.' are reserved for server-default rules")
 	}
 	if strings.ContainsAny(id, `/\`) {
-		return nil, invalidParam("rule IDs may not contain '/' or '\\'")
+		return nil, httpapi.InvalidParam("rule IDs may not contain '/' or '\\'")
 	}
 	switch kind {
 	case "room":
 		if _, err := roomdag.ParseRoomID(id); err != nil {
-			return nil, invalidParam("the rule ID of a room rule is the room ID")
+			return nil, httpapi.InvalidParam("the rule ID of a room rule is the room ID")
 		}
 	case "sender":
 		if _, err := roomdag.ParseUserID(id); err != nil {
-			return nil, invalidParam("the rule ID of a sender rule is the user ID")
+			return nil, httpapi.InvalidParam("the rule ID of a sender rule is the user ID")
 		}
 	}
 	var body pushRuleBody
-	if err := decodeJSON(r, &body); err != nil {
+	if err := httpapi.DecodeJSON(r, &body); err != nil {
 		return nil, err
 	}
 	if body.Actions == nil {
-		return nil, missingParam("actions is required")
+		return nil, httpapi.MissingParam("actions is required")
 	}
 	if err := push.CheckActions(*body.Actions); err != nil {
-		return nil, badJSON("actions: %v", err)
+		return nil, httpapi.BadJSON("actions: %v", err)
 	}
 	rule := push.Rule{RuleID: id, Actions: *body.Actions}
 	switch kind {
@@ -235,17 +235,17 @@ func (s *Server) putPushRule(r *http.Request) (any, error) {
 			rule.Conditions = *body.Conditions
 		}
 		if err := push.CheckConditions(rule.Conditions); err != nil {
-			return nil, badJSON("conditions: %v", err)
+			return nil, httpapi.BadJSON("conditions: %v", err)
 		}
 	case "content":
 		if body.Pattern == nil {
-			return nil, missingParam("a content rule needs a pattern")
+			return nil, httpapi.MissingParam("a content rule needs a pattern")
 		}
 		if *body.Pattern == "" {
-			return nil, badJSON("the pattern of a content rule may not be empty")
+			return nil, httpapi.BadJSON("the pattern of a content rule may not be empty")
 		}
 		if len(*body.Pattern) > push.MaxPatternBytes {
-			return nil, badJSON("pattern is longer than %d bytes", push.MaxPatternBytes)
+			return nil, httpapi.BadJSON("pattern is longer than %d bytes", push.MaxPatternBytes)
 		}
 		rule.Pattern = *body.Pattern
 	}
@@ -271,11 +271,11 @@ func (s *Server) putPushRuleEnabled(r *http.Request) (any, error) {
 	var body struct {
 		Enabled *bool `json:"enabled"`
 	}
-	if err := decodeJSON(r, &body); err != nil {
+	if err := httpapi.DecodeJSON(r, &body); err != nil {
 		return nil, err
 	}
 	if body.Enabled == nil {
-		return nil, missingParam("enabled is required")
+		return nil, httpapi.MissingParam("enabled is required")
 	}
 	user := requester(r).UserID
 	return s.updateRules(r, func(u *push.UserRules) error { return u.SetEnabled(user, kind, id, *body.Enabled) })
@@ -289,14 +289,14 @@ func (s *Server) putPushRuleActions(r *http.Request) (any, error) {
 	var body struct {
 		Actions *[]any `json:"actions"`
 	}
-	if err := decodeJSON(r, &body); err != nil {
+	if err := httpapi.DecodeJSON(r, &body); err != nil {
 		return nil, err
 	}
 	if body.Actions == nil {
-		return nil, missingParam("actions is required")
+		return nil, httpapi.MissingParam("actions is required")
 	}
 	if err := push.CheckActions(*body.Actions); err != nil {
-		return nil, badJSON("actions: %v", err)
+		return nil, httpapi.BadJSON("actions: %v", err)
 	}
 	user := requester(r).UserID
 	return s.updateRules(r, func(u *push.UserRules) error { return u.SetActions(user, kind, id, *body.Actions) })

@@ -2,11 +2,11 @@ package api
 
 import (
 	"context"
+	"github.com/persistentchat/homeserver/clock"
+	"github.com/persistentchat/homeserver/httpapi"
 	"net/http"
 	"sync"
 	"time"
-
-	"github.com/persistentchat/homeserver/clock"
 )
 
 // RateLimit is a token bucket: a sustained rate and a burst.
@@ -124,7 +124,7 @@ func (l *limiter) sharedUse(ctx context.Context, class rateClass, key string, re
 		return err
 	}
 	if wait > 0 {
-		e := errorf(http.StatusTooManyRequests, CodeLimitExceeded, "too many requests")
+		e := httpapi.Errorf(http.StatusTooManyRequests, httpapi.CodeLimitExceeded, "too many requests")
 		e.Extra = map[string]any{"retry_after_ms": (wait + 999) / 1000}
 		return e
 	}
@@ -154,7 +154,7 @@ func (l *limiter) use(class rateClass, key string, delta float64) error {
 	b.last = now
 	if delta < 0 && b.tokens < 1 {
 		wait := int64((1-b.tokens)/rl.PerSecond*1000) + 1
-		e := errorf(http.StatusTooManyRequests, CodeLimitExceeded, "too many requests")
+		e := httpapi.Errorf(http.StatusTooManyRequests, httpapi.CodeLimitExceeded, "too many requests")
 		e.Extra = map[string]any{"retry_after_ms": wait}
 		return e
 	}

@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"net/http"
-	"time"
-
+	"github.com/persistentchat/homeserver/httpapi"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
 	"github.com/persistentchat/homeserver/sync"
+	"net/http"
+	"time"
 )
 
 // Receipts, read markers and typing notifications (spec: modules
@@ -44,7 +44,7 @@ func (s *Server) joinedRoom(r *http.Request) (roomdag.RoomID, error) {
 		return "", err
 	}
 	if st.Membership(requester(r).UserID) != roomdag.MembershipJoin {
-		return "", forbidden("you are not joined to this room")
+		return "", httpapi.Forbidden("you are not joined to this room")
 	}
 	return room, nil
 }
@@ -54,11 +54,11 @@ func (s *Server) joinedRoom(r *http.Request) (roomdag.RoomID, error) {
 func (s *Server) roomEvent(r *http.Request, room roomdag.RoomID, raw string) (*roomdag.StoredEvent, error) {
 	id, err := roomdag.ParseEventID(raw)
 	if err != nil {
-		return nil, invalidParam("malformed event ID")
+		return nil, httpapi.InvalidParam("malformed event ID")
 	}
 	ev, err := s.store.Event(r.Context(), id)
 	if errors.Is(err, storage.ErrNotFound) || err == nil && ev.RoomID() != room {
-		return nil, notFoundErr("event %s not found in this room", id)
+		return nil, httpapi.NotFound("event %s not found in this room", id)
 	}
 	return ev, err
 }
@@ -79,22 +79,22 @@ func (s *Server) receiptEvent(r *http.Request, room roomdag.RoomID, raw string) 
 		return nil, err
 	}
 	if len(visible) == 0 {
-		return nil, forbidden("you don't have permission to access event %s", ev.ID())
+		return nil, httpapi.Forbidden("you don't have permission to access event %s", ev.ID())
 	}
 	return ev, nil
 }
 
 func (s *Server) postReceipt(r *http.Request) (any, error) {
-	typ := pathParam(r, "receiptType")
+	typ := httpapi.PathParam(r, "receiptType")
 	switch typ {
 	case receiptRead, receiptReadPrivate, markerFullyRead:
 	default:
-		return nil, invalidParam("receipt type must be m.read, m.read.private or m.fully_read")
+		return nil, httpapi.InvalidParam("receipt type must be m.read, m.read.private or m.fully_read")
 	}
 	var body struct {
 		ThreadID json.RawMessage `json:"thread_id"`
 	}
-	if err := decodeJSON(r, &body); err != nil {
+	if err := httpapi.DecodeJSON(r, &body); err != nil {
 		return nil, err
 	}
 	thread, err := threadID(body.ThreadID)
@@ -102,13 +102,13 @@ func (s *Server) postReceipt(r *http.Request) (any, error) {
 		return nil, err
 	}
 	if thread != "" && typ == markerFullyRead {
-		return nil, invalidParam("thread_id is not compatible with m.fully_read")
+		return nil, httpapi.InvalidParam("thread_id is not compatible with m.fully_read")
 	}
 	room, err := s.joinedRoom(r)
 	if err != nil {
 		return nil, err
 	}
-	ev, err := s.receiptEvent(r, room, pathParam(r, "eventId"))
+	ev, err := s.receiptEvent(r, room, httpapi.PathParam(r, "eventId"))
 	if err != nil {
 		return nil, err
 	}
@@ -126,11 +126,11 @@ func threadID(raw json.RawMessage) (string, error) {
 	}
 	var t string
 	if json.Unmarshal(raw, &t) != nil || t == "" {
-		return "", invalidParam("thread_id field must be a non-empty string")
+		return "", httpapi.InvalidParam("thread_id field must be a non-empty string")
 	}
 	if t != "main" {
 		if _, err := roomdag.ParseEventID(t); err != nil {
-			return "", invalidParam("thread_id must be \"main\" or an event ID")
+			return "", httpapi.InvalidParam("thread_id must be \"main\" or an event ID")
 		}
 	}
 	return t, nil
@@ -165,7 +165,7 @@ func (s *Server) postReadMarkers(r *http.Request) (any, error) {
 		Read        *string `json:"m.read"`
 		ReadPrivate *string `json:"m.read.private"`
 	}
-	if err := decodeJSON(r, &body); err != nil {
+	if err := httpapi.DecodeJSON(r, &body); err != nil {
 		return nil, err
 	}
 	room, err := s.joinedRoom(r)
@@ -213,16 +213,16 @@ func (s *Server) putTyping(r *http.Request) (any, error) {
 		Typing  *bool  `json:"typing"`
 		Timeout *int64 `json:"timeout"`
 	}
-	if err := decodeJSON(r, &body); err != nil {
+	if err := httpapi.DecodeJSON(r, &body); err != nil {
 		return nil, err
 	}
 	if body.Typing == nil {
-		return nil, missingParam("typing is required")
+		return nil, httpapi.MissingParam("typing is required")
 	}
 	timeout := defaultTypingTimeout
 	if body.Timeout != nil {
 		if *body.Timeout < 0 {
-			return nil, invalidParam("timeout must not be negative")
+			return nil, httpapi.InvalidParam("timeout must not be negative")
 		}
 		timeout = time.Duration(min(*body.Timeout, int64(time.Hour/time.Millisecond))) * time.Millisecond
 	}

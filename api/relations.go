@@ -4,11 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/http"
-
+	"github.com/persistentchat/homeserver/httpapi"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
 	"github.com/persistentchat/homeserver/sync"
+	"net/http"
 )
 
 // Relations and threads (spec: client-server API, "Relationships API" and
@@ -43,7 +43,7 @@ func (s *Server) getRelations(r *http.Request) (any, error) {
 		dir = "b"
 	}
 	if dir != "b" && dir != "f" {
-		return nil, invalidParam("dir must be b or f")
+		return nil, httpapi.InvalidParam("dir must be b or f")
 	}
 	limit, err := queryLimit(r, defaultRelationsLimit)
 	if err != nil {
@@ -55,7 +55,7 @@ func (s *Server) getRelations(r *http.Request) (any, error) {
 	case "true":
 		recurse = true
 	default:
-		return nil, invalidParam("recurse must be true or false")
+		return nil, httpapi.InvalidParam("recurse must be true or false")
 	}
 	ctx := r.Context()
 	user := requester(r).UserID
@@ -73,8 +73,8 @@ func (s *Server) getRelations(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	query := storage.RelationsQuery{Room: room, Parent: parentID, RelType: pathParam(r, "relType"),
-		EventType: pathParam(r, "eventType"), Recurse: recurse, NoEdits: sync.Redacted(parent),
+	query := storage.RelationsQuery{Room: room, Parent: parentID, RelType: httpapi.PathParam(r, "relType"),
+		EventType: httpapi.PathParam(r, "eventType"), Recurse: recurse, NoEdits: sync.Redacted(parent),
 		Backwards: dir == "b", Limit: max(limit, 1)}
 	// Tokens are /messages tokens (ours, or a sync next_batch), so a
 	// client may bound the relations by what it has seen in the timeline.
@@ -162,20 +162,20 @@ func (s *Server) getThreads(r *http.Request) (any, error) {
 	q := r.URL.Query()
 	include := q.Get("include")
 	if include != "" && include != "all" && include != "participated" {
-		return nil, invalidParam("include must be all or participated")
+		return nil, httpapi.InvalidParam("include must be all or participated")
 	}
 	limit, err := queryLimit(r, defaultThreadsLimit)
 	if err != nil {
 		return nil, err
 	}
 	if limit == 0 {
-		return nil, invalidParam("limit must be greater than zero")
+		return nil, httpapi.InvalidParam("limit must be greater than zero")
 	}
 	var before *storage.TopoPos
 	if from := q.Get("from"); from != "" {
 		t, err := sync.ParseTopoToken(from)
 		if err != nil {
-			return nil, invalidParam("unknown pagination token")
+			return nil, httpapi.InvalidParam("unknown pagination token")
 		}
 		before = &storage.TopoPos{Depth: t.Depth, Pos: t.Pos}
 	}
@@ -272,7 +272,7 @@ func (s *Server) checkRelation(ctx context.Context, room roomdag.RoomID, sender 
 			return err
 		}
 		if _, has := parent.Relation(); has && parent.RoomID() == room {
-			return errorf(http.StatusBadRequest, CodeUnknown, "cannot start a thread from an event with a relation")
+			return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeUnknown, "cannot start a thread from an event with a relation")
 		}
 	case roomdag.RelAnnotation:
 		if rel.Key == "" {
@@ -283,7 +283,7 @@ func (s *Server) checkRelation(ctx context.Context, room roomdag.RoomID, sender 
 			return err
 		}
 		if dup {
-			return errorf(http.StatusBadRequest, CodeDuplicateAnnotation, "you already sent this annotation")
+			return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeDuplicateAnnotation, "you already sent this annotation")
 		}
 	}
 	return nil

@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"github.com/persistentchat/homeserver/httpapi"
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
 	"net/http"
 	"strconv"
 	"unicode/utf8"
-
-	"github.com/persistentchat/homeserver/roomdag"
-	"github.com/persistentchat/homeserver/storage"
 )
 
 // Reporting content (spec: module "Reporting content"): users report
@@ -55,23 +55,23 @@ func reportBody(r *http.Request, allowScore bool) (string, *int, error) {
 		Reason json.RawMessage `json:"reason"`
 		Score  json.RawMessage `json:"score"`
 	}
-	if err := decodeJSON(r, &body); err != nil {
+	if err := httpapi.DecodeJSON(r, &body); err != nil {
 		return "", nil, err
 	}
 	var reason string
 	if len(body.Reason) > 0 && !bytes.Equal(body.Reason, []byte("null")) {
 		if json.Unmarshal(body.Reason, &reason) != nil {
-			return "", nil, badJSON("reason must be a string")
+			return "", nil, httpapi.BadJSON("reason must be a string")
 		}
 	}
 	if n := utf8.RuneCountInString(reason); n > maxReportReason {
-		return "", nil, badJSON("reason must be at most %d characters; it has %d", maxReportReason, n)
+		return "", nil, httpapi.BadJSON("reason must be at most %d characters; it has %d", maxReportReason, n)
 	}
 	var score *int
 	if allowScore && len(body.Score) > 0 && !bytes.Equal(body.Score, []byte("null")) {
 		n, err := strconv.Atoi(string(body.Score))
 		if err != nil || n < minReportScore || n > maxReportScore {
-			return "", nil, invalidParam("score must be an integer from %d (most offensive) to %d (inoffensive)", minReportScore, maxReportScore)
+			return "", nil, httpapi.InvalidParam("score must be an integer from %d (most offensive) to %d (inoffensive)", minReportScore, maxReportScore)
 		}
 		score = &n
 	}
@@ -93,7 +93,7 @@ func (s *Server) reportEvent(r *http.Request) (any, error) {
 		return nil, err
 	}
 	user := requester(r).UserID
-	notFound := notFoundErr("Unable to report event: it does not exist or you aren't able to see it.")
+	notFound := httpapi.NotFound("Unable to report event: it does not exist or you aren't able to see it.")
 	st, err := s.rooms.State(r.Context(), room)
 	if errors.Is(err, roomdag.ErrUnknownRoom) {
 		return nil, notFound
@@ -106,8 +106,8 @@ func (s *Server) reportEvent(r *http.Request) (any, error) {
 	}
 	ev, err := s.visibleEvent(r, &roomAccess{st: st, membership: roomdag.MembershipJoin}, room, id)
 	if err != nil {
-		var me *Error
-		if errors.As(err, &me) && me.Code == CodeNotFound {
+		var me *httpapi.Error
+		if errors.As(err, &me) && me.Code == httpapi.CodeNotFound {
 			return nil, notFound
 		}
 		return nil, err
@@ -157,9 +157,9 @@ func (s *Server) reportRoom(r *http.Request) (any, error) {
 
 // POST /users/{userId}/report
 func (s *Server) reportUser(r *http.Request) (any, error) {
-	target, err := roomdag.ParseUserID(pathParam(r, "userId"))
+	target, err := roomdag.ParseUserID(httpapi.PathParam(r, "userId"))
 	if err != nil {
-		return nil, invalidParam("malformed user ID")
+		return nil, httpapi.InvalidParam("malformed user ID")
 	}
 	reason, _, err := reportBody(r, false)
 	if err != nil {
@@ -197,25 +197,25 @@ type reportJSON struct {
 // listReports is Synapse's admin listing of one kind of report:
 // ?from=<offset>&limit=<n>&dir=b|f, newest first by default; next_token
 // is the offset of the next page. Server administrators only.
-func (s *Server) listReports(kind storage.ReportKind, key string) handlerFunc {
+func (s *Server) listReports(kind storage.ReportKind, key string) httpapi.Func {
 	return func(r *http.Request) (any, error) {
 		u, err := s.store.User(r.Context(), requester(r).UserID)
 		if err != nil {
 			return nil, err
 		}
 		if !u.Admin {
-			return nil, forbidden("You are not a server admin")
+			return nil, httpapi.Forbidden("You are not a server admin")
 		}
 		q := r.URL.Query()
 		from, limit := 0, defaultReportsLimit
 		if v := q.Get("from"); v != "" {
 			if from, err = strconv.Atoi(v); err != nil || from < 0 {
-				return nil, invalidParam("from must be a non-negative integer")
+				return nil, httpapi.InvalidParam("from must be a non-negative integer")
 			}
 		}
 		if v := q.Get("limit"); v != "" {
 			if limit, err = strconv.Atoi(v); err != nil || limit < 0 {
-				return nil, invalidParam("limit must be a non-negative integer")
+				return nil, httpapi.InvalidParam("limit must be a non-negative integer")
 			}
 			limit = min(limit, maxReportsLimit)
 		}
@@ -225,7 +225,7 @@ func (s *Server) listReports(kind storage.ReportKind, key string) handlerFunc {
 		case "f":
 			forward = true
 		default:
-			return nil, invalidParam("dir must be b or f")
+			return nil, httpapi.InvalidParam("dir must be b or f")
 		}
 		reports, total, err := s.store.Reports(r.Context(), kind, from, limit, forward)
 		if err != nil {

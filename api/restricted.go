@@ -4,9 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/http"
-
+	"github.com/persistentchat/homeserver/httpapi"
 	"github.com/persistentchat/homeserver/roomdag"
+	"net/http"
 )
 
 // Restricted rooms (spec: client-server API, "Restricted rooms"; room
@@ -98,7 +98,7 @@ func (s *Server) joinAuthoriser(ctx context.Context, st *roomdag.RoomState, user
 	case roomdag.MembershipJoin, roomdag.MembershipInvite:
 		return "", nil
 	case roomdag.MembershipBan:
-		return "", forbidden("you are banned from this room")
+		return "", httpapi.Forbidden("you are banned from this room")
 	}
 	ok, err := s.inAllowedRoom(ctx, st, user)
 	if err != nil {
@@ -109,7 +109,7 @@ func (s *Server) joinAuthoriser(ctx context.Context, st *roomdag.RoomState, user
 		if contentString(st.State, roomdag.TypeJoinRules, "join_rule") == "knock_restricted" {
 			msg += "; you may knock on it instead"
 		}
-		return "", forbidden("%s", msg)
+		return "", httpapi.Forbidden("%s", msg)
 	}
 	pl, err := roomdag.PowerLevelsFromState(st.State)
 	if err != nil {
@@ -134,7 +134,7 @@ func (s *Server) joinAuthoriser(ctx context.Context, st *roomdag.RoomState, user
 		}
 	}
 	if best == "" {
-		return "", errorf(http.StatusBadRequest, CodeUnableToGrantJoin,
+		return "", httpapi.Errorf(http.StatusBadRequest, httpapi.CodeUnableToGrantJoin,
 			"no user of this server who may invite is in the room, so this server cannot authorise your join")
 	}
 	return best, nil

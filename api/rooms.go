@@ -7,10 +7,10 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/tidwall/gjson"
-
+	"github.com/persistentchat/homeserver/httpapi"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
+	"github.com/tidwall/gjson"
 )
 
 func (s *Server) roomRoutes() []route {
@@ -37,18 +37,18 @@ func (s *Server) roomRoutes() []route {
 
 // roomParam parses the {roomId} path parameter.
 func roomParam(r *http.Request) (roomdag.RoomID, error) {
-	id, err := roomdag.ParseRoomID(pathParam(r, "roomId"))
+	id, err := roomdag.ParseRoomID(httpapi.PathParam(r, "roomId"))
 	if err != nil {
-		return "", invalidParam("malformed room ID")
+		return "", httpapi.InvalidParam("malformed room ID")
 	}
 	return id, nil
 }
 
 // eventParam reads {eventId}.
 func eventParam(r *http.Request) (roomdag.EventID, error) {
-	id, err := roomdag.ParseEventID(pathParam(r, "eventId"))
+	id, err := roomdag.ParseEventID(httpapi.PathParam(r, "eventId"))
 	if err != nil {
-		return "", invalidParam("malformed event ID")
+		return "", httpapi.InvalidParam("malformed event ID")
 	}
 	return id, nil
 }
@@ -91,22 +91,22 @@ func (s *Server) appendMember(r *http.Request, room roomdag.RoomID, target roomd
 
 // roomIDOrAlias resolves the {roomIdOrAlias} path parameter to a room ID.
 func (s *Server) roomIDOrAlias(r *http.Request) (roomdag.RoomID, error) {
-	target := pathParam(r, "roomIdOrAlias")
+	target := httpapi.PathParam(r, "roomIdOrAlias")
 	switch {
 	case strings.HasPrefix(target, "#"):
 		alias, err := roomdag.ParseRoomAlias(target)
 		if err != nil {
-			return "", invalidParam("malformed room alias")
+			return "", httpapi.InvalidParam("malformed room alias")
 		}
 		return s.resolveAlias(r.Context(), alias)
 	case strings.HasPrefix(target, "!"):
 		id, err := roomdag.ParseRoomID(target)
 		if err != nil {
-			return "", invalidParam("malformed room ID")
+			return "", httpapi.InvalidParam("malformed room ID")
 		}
 		return id, nil
 	}
-	return "", invalidParam("expected a room ID or alias")
+	return "", httpapi.InvalidParam("expected a room ID or alias")
 }
 
 func (s *Server) joinByIDOrAlias(r *http.Request) (any, error) {
@@ -130,17 +130,17 @@ func (s *Server) join(r *http.Request, room roomdag.RoomID) (any, error) {
 	// Synapse does ("POST /join/:room_id can join a room with custom
 	// content"); membership is always "join".
 	var body map[string]json.RawMessage
-	if err := decodeJSON(r, &body); err != nil {
+	if err := httpapi.DecodeJSON(r, &body); err != nil {
 		return nil, err
 	}
 	var reason string
 	if raw, ok := body["reason"]; ok && json.Unmarshal(raw, &reason) != nil {
-		return nil, badJSON("reason must be a string")
+		return nil, httpapi.BadJSON("reason must be a string")
 	}
 	st, err := s.rooms.State(r.Context(), room)
 	if errors.Is(err, roomdag.ErrUnknownRoom) {
 		// Joining rooms on other servers needs federation (not built yet).
-		return nil, notFoundErr("no known room %s on this server", room)
+		return nil, httpapi.NotFound("no known room %s on this server", room)
 	}
 	if err != nil {
 		return nil, err
@@ -184,21 +184,21 @@ func (s *Server) readTarget(r *http.Request) (roomdag.RoomID, roomdag.UserID, st
 		return "", "", "", err
 	}
 	var req targetRequest
-	if err := decodeJSON(r, &req); err != nil {
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		return "", "", "", err
 	}
 	if req.UserID == "" {
-		return "", "", "", missingParam("user_id is required")
+		return "", "", "", httpapi.MissingParam("user_id is required")
 	}
 	user, err := roomdag.ParseUserID(req.UserID)
 	if err != nil {
-		return "", "", "", invalidParam("malformed user_id")
+		return "", "", "", httpapi.InvalidParam("malformed user_id")
 	}
 	return room, user, req.Reason, nil
 }
 
 // membershipOf handles invite, kick (leave of another user) and ban.
-func (s *Server) membershipOf(membership string) handlerFunc {
+func (s *Server) membershipOf(membership string) httpapi.Func {
 	return func(r *http.Request) (any, error) {
 		room, target, reason, err := s.readTarget(r)
 		if err != nil {
@@ -209,24 +209,24 @@ func (s *Server) membershipOf(membership string) handlerFunc {
 			return nil, err
 		}
 		if st.Membership(requester(r).UserID) != roomdag.MembershipJoin {
-			return nil, forbidden("you are not joined to this room")
+			return nil, httpapi.Forbidden("you are not joined to this room")
 		}
 		if membership == roomdag.MembershipInvite {
 			if target.Server() != s.cfg.ServerName {
-				return nil, forbidden("inviting users of other servers needs federation, which this server does not offer yet")
+				return nil, httpapi.Forbidden("inviting users of other servers needs federation, which this server does not offer yet")
 			}
 			// An application service may host an unknown user: it is
 			// asked, and may create it (spec: "Querying").
 			if ok, err := s.localUserExists(r.Context(), target); err != nil {
 				return nil, err
 			} else if !ok {
-				return nil, notFoundErr("unknown user %s", target)
+				return nil, httpapi.NotFound("unknown user %s", target)
 			}
 			switch st.Membership(target) {
 			case roomdag.MembershipJoin:
-				return nil, forbidden("%s is already in the room", target)
+				return nil, httpapi.Forbidden("%s is already in the room", target)
 			case roomdag.MembershipBan:
-				return nil, forbidden("%s is banned from the room", target)
+				return nil, httpapi.Forbidden("%s is banned from the room", target)
 			}
 			if err := s.checkInviteAllowed(r.Context(), target); err != nil {
 				return nil, err
@@ -236,7 +236,7 @@ func (s *Server) membershipOf(membership string) handlerFunc {
 			switch st.Membership(target) {
 			case roomdag.MembershipJoin, roomdag.MembershipInvite, roomdag.MembershipKnock:
 			default:
-				return nil, forbidden("%s is not in the room", target)
+				return nil, httpapi.Forbidden("%s is not in the room", target)
 			}
 		}
 		if _, err := s.appendMember(r, room, target, membership, reason); err != nil {
@@ -256,7 +256,7 @@ func (s *Server) unban(r *http.Request) (any, error) {
 		return nil, err
 	}
 	if st.Membership(target) != roomdag.MembershipBan {
-		return nil, forbidden("%s is not banned", target)
+		return nil, httpapi.Forbidden("%s is not banned", target)
 	}
 	if _, err := s.appendMember(r, room, target, roomdag.MembershipLeave, reason); err != nil {
 		return nil, err
@@ -272,12 +272,12 @@ func (s *Server) leave(r *http.Request) (any, error) {
 	var req struct {
 		Reason string `json:"reason"`
 	}
-	if err := decodeJSON(r, &req); err != nil {
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
 	st, err := s.rooms.State(r.Context(), room)
 	if errors.Is(err, roomdag.ErrUnknownRoom) {
-		return nil, notFoundErr("unknown room")
+		return nil, httpapi.NotFound("unknown room")
 	}
 	if err != nil {
 		return nil, err
@@ -287,7 +287,7 @@ func (s *Server) leave(r *http.Request) (any, error) {
 	case roomdag.MembershipLeave:
 		return struct{}{}, nil // already left: nothing to do
 	default:
-		return nil, forbidden("you are not in this room")
+		return nil, httpapi.Forbidden("you are not in this room")
 	}
 	if err := s.checkNoticeRoomLeave(st, requester(r).UserID); err != nil {
 		return nil, err
@@ -309,9 +309,9 @@ func (s *Server) forget(r *http.Request) (any, error) {
 	}
 	switch st.Membership(requester(r).UserID) {
 	case roomdag.MembershipJoin, roomdag.MembershipInvite, roomdag.MembershipKnock:
-		return nil, errorf(http.StatusBadRequest, CodeUnknown, "leave the room before forgetting it")
+		return nil, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeUnknown, "leave the room before forgetting it")
 	case "":
-		return nil, notFoundErr("you were never in this room")
+		return nil, httpapi.NotFound("you were never in this room")
 	}
 	return struct{}{}, s.store.Forget(r.Context(), requester(r).UserID, room)
 }
@@ -330,7 +330,7 @@ func (s *Server) joinedRooms(r *http.Request) (any, error) {
 // checkEventType enforces the spec's size limit on event types.
 func checkEventType(t string) error {
 	if t == "" || len(t) > roomdag.MaxFieldBytes {
-		return invalidParam("event type must be 1 to %d bytes", roomdag.MaxFieldBytes)
+		return httpapi.InvalidParam("event type must be 1 to %d bytes", roomdag.MaxFieldBytes)
 	}
 	return nil
 }
@@ -367,7 +367,7 @@ func (s *Server) sendMessage(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	evType, txnID := pathParam(r, "eventType"), pathParam(r, "txnId")
+	evType, txnID := httpapi.PathParam(r, "eventType"), httpapi.PathParam(r, "txnId")
 	if err := checkEventType(evType); err != nil {
 		return nil, err
 	}
@@ -376,7 +376,7 @@ func (s *Server) sendMessage(r *http.Request) (any, error) {
 	if id, err := s.store.TxnEvent(r.Context(), rq.UserID, *t); err == nil {
 		return map[string]any{"event_id": id}, nil // retried: the body may differ, the answer may not
 	}
-	content, err := readObject(r)
+	content, err := httpapi.ReadObject(r)
 	if err != nil {
 		return nil, err
 	}
@@ -394,7 +394,7 @@ func (s *Server) sendMessage(r *http.Request) (any, error) {
 		// v1.18 (MSC4169): redactions may be sent like any event.
 		target, err := roomdag.ParseEventID(gjson.GetBytes(content, "redacts").String())
 		if err != nil {
-			return nil, badJSON("content.redacts must be an event ID")
+			return nil, httpapi.BadJSON("content.redacts must be an event ID")
 		}
 		return s.sendRedaction(r, room, target, p)
 	}
@@ -409,14 +409,14 @@ func (s *Server) putState(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	evType, stateKey := pathParam(r, "eventType"), pathParam(r, "stateKey")
+	evType, stateKey := httpapi.PathParam(r, "eventType"), httpapi.PathParam(r, "stateKey")
 	if err := checkEventType(evType); err != nil {
 		return nil, err
 	}
 	if len(stateKey) > roomdag.MaxFieldBytes {
-		return nil, invalidParam("state key is longer than %d bytes", roomdag.MaxFieldBytes)
+		return nil, httpapi.InvalidParam("state key is longer than %d bytes", roomdag.MaxFieldBytes)
 	}
-	content, err := readObject(r)
+	content, err := httpapi.ReadObject(r)
 	if err != nil {
 		return nil, err
 	}
@@ -434,7 +434,7 @@ func (s *Server) putState(r *http.Request) (any, error) {
 	// request whatever the sender's power (Synapse; Complement's
 	// TestMSC4291RoomIDAsHashOfCreateEvent_CannotSendCreateEvent).
 	if evType == roomdag.TypeCreate {
-		return nil, badJSON("m.room.create is only the first event of a room; it cannot be sent again")
+		return nil, httpapi.BadJSON("m.room.create is only the first event of a room; it cannot be sent again")
 	}
 	// Setting state to what it already is makes no new event (as Synapse
 	// and Dendrite do), so clients can retry freely.
@@ -457,7 +457,7 @@ func (s *Server) putState(r *http.Request) (any, error) {
 		// v1-v5 rule 4 lets a server set its aliases from outside the
 		// room; like Synapse (require_membership_for_aliases), local
 		// users must be joined to send them.
-		return nil, forbidden("you must be in the room to set its aliases")
+		return nil, httpapi.Forbidden("you must be in the room to set its aliases")
 	}
 	if evType == roomdag.TypeCanonicalAlias {
 		if err := s.checkCanonicalAliasClaim(r, content); err != nil {
@@ -485,7 +485,7 @@ func (s *Server) putState(r *http.Request) (any, error) {
 func (s *Server) memberStateContent(ctx context.Context, st *roomdag.RoomState, sender roomdag.UserID, stateKey string, content []byte) ([]byte, error) {
 	var c map[string]json.RawMessage
 	if err := json.Unmarshal(content, &c); err != nil {
-		return nil, badJSON("content must be a JSON object")
+		return nil, httpapi.BadJSON("content must be a JSON object")
 	}
 	if _, ok := c[keyAuthorisedVia]; !ok && stateKey != string(sender) {
 		return content, nil
@@ -519,14 +519,14 @@ func (s *Server) redact(r *http.Request) (any, error) {
 		return nil, err
 	}
 	rq := requester(r)
-	t := txn(rq, "redact/"+string(room)+"/"+string(target), pathParam(r, "txnId"))
+	t := txn(rq, "redact/"+string(room)+"/"+string(target), httpapi.PathParam(r, "txnId"))
 	if id, err := s.store.TxnEvent(r.Context(), rq.UserID, *t); err == nil {
 		return map[string]any{"event_id": id}, nil
 	}
 	var req struct {
 		Reason string `json:"reason,omitempty"`
 	}
-	if err := decodeJSON(r, &req); err != nil {
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
 	content, _ := json.Marshal(req)
@@ -546,21 +546,21 @@ func (s *Server) sendRedaction(r *http.Request, room roomdag.RoomID, target room
 	}
 	orig, err := s.store.Event(r.Context(), target)
 	if errors.Is(err, storage.ErrNotFound) || err == nil && orig.RoomID() != room {
-		return nil, notFoundErr("unknown event")
+		return nil, httpapi.NotFound("unknown event")
 	}
 	if err != nil {
 		return nil, err
 	}
 	if orig.Sender() != p.Sender {
 		if rq := requester(r); rq != nil && rq.Suspended {
-			return nil, errorf(http.StatusForbidden, CodeUserSuspended, "You can only redact your own events while suspended.")
+			return nil, httpapi.Errorf(http.StatusForbidden, httpapi.CodeUserSuspended, "You can only redact your own events while suspended.")
 		}
 		pl, err := roomdag.PowerLevelsFromState(st.State)
 		if err != nil {
 			return nil, err
 		}
 		if roomdag.UserLevelIn(st.Version, pl, st.Create(), p.Sender) < pl.Redact {
-			return nil, forbidden("you may not redact other users' events")
+			return nil, httpapi.Forbidden("you may not redact other users' events")
 		}
 	}
 	p.RedactTarget = orig.Event

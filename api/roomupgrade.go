@@ -6,6 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/persistentchat/homeserver/clock"
+	"github.com/persistentchat/homeserver/httpapi"
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -14,10 +18,6 @@ import (
 	"strings"
 	gosync "sync"
 	"time"
-
-	"github.com/persistentchat/homeserver/clock"
-	"github.com/persistentchat/homeserver/roomdag"
-	"github.com/persistentchat/homeserver/storage"
 )
 
 // Room upgrades (spec: client-server API, module "Room Upgrades", "Server
@@ -112,7 +112,7 @@ func (u *upgrader) upgrade(ctx context.Context, req upgradeRequest) (roomdag.Roo
 	if c := u.calls[req.room]; c != nil && (c.user == req.user || c.finished.IsZero()) {
 		u.mu.Unlock()
 		if c.user != req.user {
-			return "", errorf(http.StatusBadRequest, CodeUnknown, "an upgrade of this room is already in progress")
+			return "", httpapi.Errorf(http.StatusBadRequest, httpapi.CodeUnknown, "an upgrade of this room is already in progress")
 		}
 		select {
 		case <-c.done:
@@ -162,16 +162,16 @@ func (u *upgrader) upgrade(ctx context.Context, req upgradeRequest) (roomdag.Roo
 func (u *upgrader) run(ctx context.Context, req upgradeRequest) (roomdag.RoomID, error) {
 	st, err := u.rooms.State(ctx, req.room)
 	if errors.Is(err, roomdag.ErrUnknownRoom) {
-		return "", notFoundErr("unknown room %s", req.room)
+		return "", httpapi.NotFound("unknown room %s", req.room)
 	}
 	if err != nil {
 		return "", err
 	}
 	if st.Membership(req.user) != roomdag.MembershipJoin {
-		return "", forbidden("you are not joined to this room")
+		return "", httpapi.Forbidden("you are not joined to this room")
 	}
 	if repl := replacementRoom(st); repl != "" {
-		return "", errorf(http.StatusBadRequest, CodeBadState, "this room has already been replaced by %s", repl)
+		return "", httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadState, "this room has already been replaced by %s", repl)
 	}
 	pl, err := roomdag.PowerLevelsFromState(st.State)
 	if err != nil {
@@ -180,7 +180,7 @@ func (u *upgrader) run(ctx context.Context, req upgradeRequest) (roomdag.RoomID,
 	// spec: the server "checks that the user has permission to send
 	// m.room.tombstone events in the room".
 	if roomdag.UserLevelIn(st.Version, pl, st.Create(), req.user) < pl.EventLevel(roomdag.TypeTombstone, true) {
-		return "", forbidden("you may not send m.room.tombstone in this room, so you may not upgrade it")
+		return "", httpapi.Forbidden("you may not send m.room.tombstone in this room, so you may not upgrade it")
 	}
 
 	plan := u.plan(st, req)
@@ -762,16 +762,16 @@ func (s *Server) withPredecessors(ctx context.Context, rooms []string) []string 
 // room itself.
 func checkTombstone(room roomdag.RoomID, stateKey *string, content json.RawMessage) error {
 	if stateKey == nil {
-		return badJSON("m.room.tombstone must be a state event")
+		return httpapi.BadJSON("m.room.tombstone must be a state event")
 	}
 	var c struct {
 		Replacement *string `json:"replacement_room"`
 	}
 	if json.Unmarshal(content, &c) != nil || c.Replacement == nil {
-		return badJSON("m.room.tombstone needs a replacement_room")
+		return httpapi.BadJSON("m.room.tombstone needs a replacement_room")
 	}
 	if *c.Replacement == string(room) {
-		return badJSON("a tombstone cannot name the room it is sent in")
+		return httpapi.BadJSON("a tombstone cannot name the room it is sent in")
 	}
 	return nil
 }

@@ -5,14 +5,14 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"github.com/persistentchat/homeserver/httpapi"
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
+	"github.com/persistentchat/homeserver/sync"
 	"net/http"
 	"slices"
 	"sort"
 	"strings"
-
-	"github.com/persistentchat/homeserver/roomdag"
-	"github.com/persistentchat/homeserver/storage"
-	"github.com/persistentchat/homeserver/sync"
 )
 
 // Server-side search (spec: client-server API, "Server Side Search"): full
@@ -91,11 +91,11 @@ type searchContextParams struct {
 
 func (s *Server) search(r *http.Request) (any, error) {
 	var req searchRequest
-	if err := decodeJSON(r, &req); err != nil {
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
 	if req.SearchCategories == nil {
-		return nil, badJSON("search_categories is required")
+		return nil, httpapi.BadJSON("search_categories is required")
 	}
 	// room_events is the only category the spec defines. A request for
 	// others only gets no answer for them, as a request for none gets an
@@ -123,28 +123,28 @@ func (s *Server) search(r *http.Request) (any, error) {
 
 func parseRoomSearch(rc *roomEventsCriteria) (*roomSearch, error) {
 	if rc.SearchTerm == nil {
-		return nil, badJSON("search_term is required")
+		return nil, httpapi.BadJSON("search_term is required")
 	}
 	if strings.TrimSpace(*rc.SearchTerm) == "" {
-		return nil, invalidParam("search_term must not be empty")
+		return nil, httpapi.InvalidParam("search_term must not be empty")
 	}
 	q := &roomSearch{phrases: storage.ParseSearchTerm(*rc.SearchTerm), limit: searchDefaultLimit, order: orderRank,
 		includeState: rc.IncludeState}
 	for _, k := range rc.Keys {
 		if storage.SearchKeyType(k) == "" {
-			return nil, invalidParam("unknown search key %q: keys are %s, %s and %s", k, storage.SearchKeyBody, storage.SearchKeyName, storage.SearchKeyTopic)
+			return nil, httpapi.InvalidParam("unknown search key %q: keys are %s, %s and %s", k, storage.SearchKeyBody, storage.SearchKeyName, storage.SearchKeyTopic)
 		}
 		q.keys = append(q.keys, k)
 	}
 	if len(rc.Filter) > 0 && string(rc.Filter) != "null" {
 		if len(rc.Filter) > sync.MaxFilterBytes {
-			return nil, badJSON("filter is too large")
+			return nil, httpapi.BadJSON("filter is too large")
 		}
 		if err := json.Unmarshal(rc.Filter, &q.filter); err != nil {
-			return nil, badJSON("invalid filter: %v", err)
+			return nil, httpapi.BadJSON("invalid filter: %v", err)
 		}
 		if q.filter.Limit < 0 {
-			return nil, invalidParam("filter limit must not be negative")
+			return nil, httpapi.InvalidParam("filter limit must not be negative")
 		}
 		if q.filter.Limit > 0 {
 			q.limit = min(q.filter.Limit, searchMaxLimit)
@@ -155,7 +155,7 @@ func parseRoomSearch(rc *roomEventsCriteria) (*roomSearch, error) {
 	case orderRecent:
 		q.order = orderRecent
 	default:
-		return nil, invalidParam("order_by must be %q or %q", orderRank, orderRecent)
+		return nil, httpapi.InvalidParam("order_by must be %q or %q", orderRank, orderRecent)
 	}
 	if ec := rc.EventContext; ec != nil {
 		q.context = &searchContextParams{before: searchDefaultContext, after: searchDefaultContext, profile: ec.IncludeProfile}
@@ -167,14 +167,14 @@ func parseRoomSearch(rc *roomEventsCriteria) (*roomSearch, error) {
 				continue
 			}
 			if *l.v < 0 {
-				return nil, invalidParam("event_context limits must not be negative")
+				return nil, httpapi.InvalidParam("event_context limits must not be negative")
 			}
 			*l.dst = min(*l.v, searchMaxContext)
 		}
 	}
 	for _, g := range rc.Groupings.GroupBy {
 		if g.Key != groupRoom && g.Key != groupSender {
-			return nil, invalidParam("group_by key must be %q or %q", groupRoom, groupSender)
+			return nil, httpapi.InvalidParam("group_by key must be %q or %q", groupRoom, groupSender)
 		}
 		if !slices.Contains(q.groupBy, g.Key) {
 			q.groupBy = append(q.groupBy, g.Key)
@@ -208,7 +208,7 @@ func (t searchToken) String() string {
 // anything but a token of this server for a search in the same order is
 // M_INVALID_PARAM.
 func parseSearchToken(s, order string) (*searchToken, error) {
-	bad := invalidParam("invalid next_batch")
+	bad := httpapi.InvalidParam("invalid next_batch")
 	raw, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil {
 		return nil, bad
@@ -469,7 +469,7 @@ func (s *Server) searchState(r *http.Request, shown []storage.SearchHit, view ro
 			continue
 		}
 		a, err := s.access(r.Context(), h.Room, requester(r).UserID)
-		var me *Error
+		var me *httpapi.Error
 		if errors.As(err, &me) {
 			continue // left and forgot since the search began
 		}

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
-
 	"github.com/persistentchat/homeserver/clock"
+	"github.com/persistentchat/homeserver/httpapi"
 	"github.com/persistentchat/homeserver/media"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/sync"
@@ -80,6 +80,7 @@ type Server struct {
 	sync   *sync.Syncer
 	clock  clock.Clock
 	log    *slog.Logger
+	http   *httpapi.Adapter
 	limits *limiter
 	uia    *uiaSessions
 	random randomSource
@@ -107,6 +108,7 @@ func NewServer(cfg Config, store Store, rooms *roomdag.Rooms, syncer *sync.Synce
 	}
 	s := &Server{
 		cfg: cfg, store: store, rooms: rooms, sync: syncer, clock: clk, log: log, random: random,
+		http:   httpapi.NewAdapter(log, mapError),
 		limits: newLimiter(cfg.RateLimited, clk, classes, sharedLimits(cfg, store)),
 		uia:    newUIASessions(clk, store),
 	}
@@ -177,10 +179,10 @@ func (s *Server) Handler(middlewares ...func(http.Handler) http.Handler) http.Ha
 		}
 	}
 	r.NotFound(func(w http.ResponseWriter, req *http.Request) {
-		s.writeError(w, req, errorf(http.StatusNotFound, CodeUnrecognized, "unrecognized request"))
+		s.writeError(w, req, httpapi.Errorf(http.StatusNotFound, httpapi.CodeUnrecognized, "unrecognized request"))
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, req *http.Request) {
-		s.writeError(w, req, errorf(http.StatusMethodNotAllowed, CodeUnrecognized, "method not allowed"))
+		s.writeError(w, req, httpapi.Errorf(http.StatusMethodNotAllowed, httpapi.CodeUnrecognized, "method not allowed"))
 	})
 	return r
 }

@@ -5,11 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
-	gosync "sync"
-
+	"github.com/persistentchat/homeserver/httpapi"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
+	"net/http"
+	gosync "sync"
 )
 
 // Server notices (spec: module "Server Notices"), as Synapse sends them
@@ -68,7 +68,7 @@ func (s *Server) sendServerNotice(r *http.Request) (any, error) {
 		return nil, err
 	}
 	if !admin.Admin {
-		return nil, forbidden("You are not a server admin")
+		return nil, httpapi.Forbidden("You are not a server admin")
 	}
 	var body struct {
 		UserID   *string         `json:"user_id"`
@@ -76,47 +76,47 @@ func (s *Server) sendServerNotice(r *http.Request) (any, error) {
 		Type     *string         `json:"type"`
 		StateKey *string         `json:"state_key"`
 	}
-	if err := decodeJSON(r, &body); err != nil {
+	if err := httpapi.DecodeJSON(r, &body); err != nil {
 		return nil, err
 	}
 	if body.UserID == nil || len(body.Content) == 0 || string(body.Content) == "null" {
-		return nil, missingParam("user_id and content are required")
+		return nil, httpapi.MissingParam("user_id and content are required")
 	}
 	if body.Content[0] != '{' {
-		return nil, badJSON("content must be an object")
+		return nil, httpapi.BadJSON("content must be an object")
 	}
 	typ := roomdag.TypeMessage
 	if body.Type != nil {
 		typ = *body.Type
 	}
 	if typ == "" || len(typ) > 255 {
-		return nil, invalidParam("type must be 1 to 255 bytes")
+		return nil, httpapi.InvalidParam("type must be 1 to 255 bytes")
 	}
 	if body.StateKey != nil && len(*body.StateKey) > 255 {
-		return nil, invalidParam("state_key must be at most 255 bytes")
+		return nil, httpapi.InvalidParam("state_key must be at most 255 bytes")
 	}
 	cfg := s.cfg.ServerNotices
 	if cfg == nil {
-		return nil, errorf(http.StatusBadRequest, CodeUnknown, "Server notices are not enabled on this server")
+		return nil, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeUnknown, "Server notices are not enabled on this server")
 	}
 	target, err := roomdag.ParseUserID(*body.UserID)
 	if err != nil {
-		return nil, invalidParam("malformed user_id")
+		return nil, httpapi.InvalidParam("malformed user_id")
 	}
 	if target.Server() != s.cfg.ServerName {
-		return nil, errorf(http.StatusBadRequest, CodeUnknown, "Server notices can only be sent to local users")
+		return nil, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeUnknown, "Server notices can only be sent to local users")
 	}
 	system := roomdag.NewUserID(cfg.Localpart, s.cfg.ServerName)
 	if target == system {
-		return nil, invalidParam("the system user does not get server notices")
+		return nil, httpapi.InvalidParam("the system user does not get server notices")
 	}
 	if _, err := s.store.User(r.Context(), target); errors.Is(err, storage.ErrNotFound) {
-		return nil, notFoundErr("User not found")
+		return nil, httpapi.NotFound("User not found")
 	} else if err != nil {
 		return nil, err
 	}
 	p := roomdag.ProtoEvent{Type: typ, StateKey: body.StateKey, Sender: system, Content: body.Content}
-	if id := pathParam(r, "txnId"); id != "" {
+	if id := httpapi.PathParam(r, "txnId"); id != "" {
 		// Scoped to the administrator's device, like any transaction.
 		p.Txn = &roomdag.Txn{DeviceID: rq.DeviceID, Scope: "send_server_notice/" + string(rq.UserID), TxnID: id}
 		if ev, err := s.store.TxnEvent(r.Context(), system, *p.Txn); err == nil {
@@ -291,7 +291,7 @@ func (s *Server) checkNoticeRoomLeave(st *roomdag.RoomState, target roomdag.User
 	if st.Membership(target) != roomdag.MembershipInvite || !s.isNoticeRoom(st) {
 		return nil
 	}
-	return errorf(http.StatusForbidden, CodeCannotLeaveServerNoticeRoom, "You cannot reject the invite to your server notices room; join it, then you may leave")
+	return httpapi.Errorf(http.StatusForbidden, httpapi.CodeCannotLeaveServerNoticeRoom, "You cannot reject the invite to your server notices room; join it, then you may leave")
 }
 
 // createNoticeRoom makes a private room, as the private_chat preset does,

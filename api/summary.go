@@ -2,10 +2,10 @@ package api
 
 import (
 	"errors"
+	"github.com/persistentchat/homeserver/httpapi"
+	"github.com/persistentchat/homeserver/roomdag"
 	"net/http"
 	"strings"
-
-	"github.com/persistentchat/homeserver/roomdag"
 )
 
 // Room summaries (spec v1.15: GET /_matrix/client/v1/room_summary).
@@ -34,7 +34,7 @@ func (s *Server) roomSummary(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	notFound := notFoundErr("room not found, or you may not see its summary")
+	notFound := httpapi.NotFound("room not found, or you may not see its summary")
 	st, err := s.rooms.State(r.Context(), room)
 	if errors.Is(err, roomdag.ErrUnknownRoom) {
 		return nil, notFound

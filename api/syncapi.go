@@ -3,14 +3,14 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"github.com/persistentchat/homeserver/httpapi"
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
+	"github.com/persistentchat/homeserver/sync"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/persistentchat/homeserver/roomdag"
-	"github.com/persistentchat/homeserver/storage"
-	"github.com/persistentchat/homeserver/sync"
 )
 
 func (s *Server) syncRoutes() []route {
@@ -31,19 +31,19 @@ func (s *Server) syncHandler(r *http.Request) (any, error) {
 	if since := q.Get("since"); since != "" {
 		tok, err := sync.ParseToken(since)
 		if err != nil {
-			return nil, invalidParam("malformed since token")
+			return nil, httpapi.InvalidParam("malformed since token")
 		}
 		// Durable streams only: typing restarts at zero with the server.
 		if cur := s.sync.Notifier().Current(); tok.Events > cur.Events || tok.AccountData > cur.AccountData || tok.Receipts > cur.Receipts ||
 			tok.Presence > cur.Presence {
-			return nil, invalidParam("since token is from the future")
+			return nil, httpapi.InvalidParam("since token is from the future")
 		}
 		req.Since = &tok
 	}
 	if t := q.Get("timeout"); t != "" {
 		ms, err := strconv.ParseInt(t, 10, 64)
 		if err != nil || ms < 0 {
-			return nil, invalidParam("timeout must be a non-negative integer")
+			return nil, httpapi.InvalidParam("timeout must be a non-negative integer")
 		}
 		req.Timeout = min(time.Duration(ms)*time.Millisecond, maxSyncTimeout)
 	}
@@ -60,14 +60,14 @@ func (s *Server) syncHandler(r *http.Request) (any, error) {
 				req.StateAfter = p.key
 			}
 		default:
-			return nil, invalidParam("%s must be true or false", p.name)
+			return nil, httpapi.InvalidParam("%s must be true or false", p.name)
 		}
 	}
 	switch p := q.Get("set_presence"); p {
 	case "", "online", "offline", "unavailable":
 		req.SetPresence = p
 	default:
-		return nil, invalidParam("set_presence must be online, offline or unavailable")
+		return nil, httpapi.InvalidParam("set_presence must be online, offline or unavailable")
 	}
 	if f := q.Get("filter"); f != "" {
 		var raw []byte
@@ -76,17 +76,17 @@ func (s *Server) syncHandler(r *http.Request) (any, error) {
 		} else {
 			id, err := strconv.ParseInt(f, 10, 64)
 			if err != nil {
-				return nil, invalidParam("filter must be a filter ID or a JSON object")
+				return nil, httpapi.InvalidParam("filter must be a filter ID or a JSON object")
 			}
 			if raw, err = s.store.Filter(r.Context(), rq.UserID, id); errors.Is(err, storage.ErrNotFound) {
-				return nil, notFoundErr("unknown filter")
+				return nil, httpapi.NotFound("unknown filter")
 			} else if err != nil {
 				return nil, err
 			}
 		}
 		filter, err := sync.ParseFilter(raw)
 		if err != nil {
-			return nil, badJSON("%v", err)
+			return nil, httpapi.BadJSON("%v", err)
 		}
 		req.Filter = filter
 	}
@@ -95,12 +95,12 @@ func (s *Server) syncHandler(r *http.Request) (any, error) {
 
 // ownUser checks that {userId} is the requester.
 func ownUser(r *http.Request) (roomdag.UserID, error) {
-	u, err := roomdag.ParseUserID(pathParam(r, "userId"))
+	u, err := roomdag.ParseUserID(httpapi.PathParam(r, "userId"))
 	if err != nil {
-		return "", invalidParam("malformed user ID")
+		return "", httpapi.InvalidParam("malformed user ID")
 	}
 	if u != requester(r).UserID {
-		return "", forbidden("you can only do that for your own account")
+		return "", httpapi.Forbidden("you can only do that for your own account")
 	}
 	return u, nil
 }
@@ -110,12 +110,12 @@ func (s *Server) putFilter(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	body, err := readObject(r)
+	body, err := httpapi.ReadObject(r)
 	if err != nil {
 		return nil, err
 	}
 	if _, err := sync.ParseFilter(body); err != nil {
-		return nil, badJSON("%v", err)
+		return nil, httpapi.BadJSON("%v", err)
 	}
 	id, err := s.store.PutFilter(r.Context(), user, json.RawMessage(body))
 	if err != nil {
@@ -129,13 +129,13 @@ func (s *Server) getFilter(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	id, err := strconv.ParseInt(pathParam(r, "filterId"), 10, 64)
+	id, err := strconv.ParseInt(httpapi.PathParam(r, "filterId"), 10, 64)
 	if err != nil {
-		return nil, notFoundErr("unknown filter")
+		return nil, httpapi.NotFound("unknown filter")
 	}
 	f, err := s.store.Filter(r.Context(), user, id)
 	if errors.Is(err, storage.ErrNotFound) {
-		return nil, notFoundErr("unknown filter")
+		return nil, httpapi.NotFound("unknown filter")
 	}
 	if err != nil {
 		return nil, err

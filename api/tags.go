@@ -3,10 +3,10 @@ package api
 import (
 	"encoding/json"
 	"errors"
-	"net/http"
-
+	"github.com/persistentchat/homeserver/httpapi"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
+	"net/http"
 )
 
 // Room tags (spec: client-server API, "Room Tagging"). They are kept as the
@@ -39,9 +39,9 @@ func tagTarget(r *http.Request, withTag bool) (roomdag.UserID, roomdag.RoomID, s
 	if !withTag {
 		return user, room, "", nil
 	}
-	tag := pathParam(r, "tag")
+	tag := httpapi.PathParam(r, "tag")
 	if tag == "" || len(tag) > maxTagBytes {
-		return "", "", "", invalidParam("a tag name must be 1 to %d bytes", maxTagBytes)
+		return "", "", "", httpapi.InvalidParam("a tag name must be 1 to %d bytes", maxTagBytes)
 	}
 	return user, room, tag, nil
 }
@@ -75,7 +75,7 @@ func (s *Server) putTag(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	body, err := readObject(r)
+	body, err := httpapi.ReadObject(r)
 	if err != nil {
 		return nil, err
 	}
@@ -85,10 +85,10 @@ func (s *Server) putTag(r *http.Request) (any, error) {
 		Order *float64 `json:"order"`
 	}
 	if err := json.Unmarshal(body, &info); err != nil {
-		return nil, badJSON("order must be a number")
+		return nil, httpapi.BadJSON("order must be a number")
 	}
 	if info.Order != nil && (*info.Order < 0 || *info.Order > 1) {
-		return nil, invalidParam("order must be a number from 0 to 1")
+		return nil, httpapi.InvalidParam("order must be a number from 0 to 1")
 	}
 	return s.updateTags(r, user, room, func(tags map[string]json.RawMessage) bool {
 		tags[tag] = body

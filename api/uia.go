@@ -4,13 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/persistentchat/homeserver/clock"
+	"github.com/persistentchat/homeserver/httpapi"
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
 	"net/http"
 	"slices"
 	"time"
-
-	"github.com/persistentchat/homeserver/clock"
-	"github.com/persistentchat/homeserver/roomdag"
-	"github.com/persistentchat/homeserver/storage"
 )
 
 // User-interactive authentication (spec: client-server API, "User-Interactive
@@ -67,7 +67,7 @@ type stageCheck func(stage string, a *uiaAuth) (roomdag.UserID, error)
 // errUnknownSession answers a session that is not (or no longer) stored:
 // never begun, expired, or completed by another request.
 func errUnknownSession() error {
-	return errorf(http.StatusBadRequest, CodeUnknown, "unknown or expired user-interactive auth session")
+	return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeUnknown, "unknown or expired user-interactive auth session")
 }
 
 // require runs user-interactive auth for a request. Once a whole flow is
@@ -98,20 +98,20 @@ func (u *uiaSessions) require(r *http.Request, auth *uiaAuth, flows [][]string, 
 			return "", err
 		}
 		if s.Endpoint != endpoint {
-			return "", forbidden("this auth session belongs to another request")
+			return "", httpapi.Forbidden("this auth session belongs to another request")
 		}
 		sess = s
 	} else {
 		sess = &storage.UIASession{ID: newID(), Endpoint: endpoint}
 	}
 
-	var stageErr *Error
+	var stageErr *httpapi.Error
 	if auth != nil && auth.Type != "" {
 		if !stageOffered(flows, auth.Type) {
-			stageErr = errorf(http.StatusBadRequest, CodeUnrecognized, "auth type %q is not offered", auth.Type)
+			stageErr = httpapi.Errorf(http.StatusBadRequest, httpapi.CodeUnrecognized, "auth type %q is not offered", auth.Type)
 		} else if user, err := check(auth.Type, auth); err != nil {
-			me, ok := err.(*Error)
-			if !ok || me.Code == CodeLimitExceeded {
+			me, ok := err.(*httpapi.Error)
+			if !ok || me.Code == httpapi.CodeLimitExceeded {
 				// A rate limit is no failed stage: 429 with
 				// retry_after_ms, as Synapse answers UIA over
 				// rc_login.failed_attempts.
@@ -168,7 +168,7 @@ func (u *uiaSessions) require(r *http.Request, auth *uiaAuth, flows [][]string, 
 	if stageErr != nil {
 		body["errcode"], body["error"] = stageErr.Code, stageErr.Message
 	}
-	return "", &Error{Status: http.StatusUnauthorized, Code: "", Extra: body}
+	return "", &httpapi.Error{Status: http.StatusUnauthorized, Code: "", Extra: body}
 }
 
 // putNonce stores a shared-secret registration nonce

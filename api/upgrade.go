@@ -2,9 +2,9 @@ package api
 
 import (
 	"encoding/json"
-	"net/http"
-
+	"github.com/persistentchat/homeserver/httpapi"
 	"github.com/persistentchat/homeserver/roomdag"
+	"net/http"
 )
 
 // POST /rooms/{roomId}/upgrade (spec: client-server API, "Room Upgrades").
@@ -18,15 +18,15 @@ func (s *Server) upgradeRoom(r *http.Request) (any, error) {
 		NewVersion         *string         `json:"new_version"`
 		AdditionalCreators json.RawMessage `json:"additional_creators"`
 	}
-	if err := decodeJSON(r, &body); err != nil {
+	if err := httpapi.DecodeJSON(r, &body); err != nil {
 		return nil, err
 	}
 	if body.NewVersion == nil {
-		return nil, missingParam("new_version is required")
+		return nil, httpapi.MissingParam("new_version is required")
 	}
 	v, ok := roomdag.LookupRoomVersion(*body.NewVersion)
 	if !ok {
-		return nil, errorf(http.StatusBadRequest, CodeUnsupportedRoomVersion, "room version %q is not supported", *body.NewVersion)
+		return nil, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeUnsupportedRoomVersion, "room version %q is not supported", *body.NewVersion)
 	}
 	req := upgradeRequest{user: requester(r).UserID, room: room, version: v}
 	// spec: "When upgrading to a room version which doesn't support
@@ -48,17 +48,17 @@ func (s *Server) upgradeRoom(r *http.Request) (any, error) {
 func parseCreators(raw json.RawMessage) ([]roomdag.UserID, error) {
 	var list []json.RawMessage
 	if json.Unmarshal(raw, &list) != nil {
-		return nil, badJSON("additional_creators must be an array")
+		return nil, httpapi.BadJSON("additional_creators must be an array")
 	}
 	out := make([]roomdag.UserID, 0, len(list))
 	for _, item := range list {
 		var str string
 		if json.Unmarshal(item, &str) != nil {
-			return nil, badJSON("additional_creators entries must be strings")
+			return nil, httpapi.BadJSON("additional_creators entries must be strings")
 		}
 		u, err := roomdag.ParseUserID(str)
 		if err != nil {
-			return nil, invalidParam("%q in additional_creators is not a valid user ID", str)
+			return nil, httpapi.InvalidParam("%q in additional_creators is not a valid user ID", str)
 		}
 		out = append(out, u)
 	}

@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strings"
 	"unicode"
+
+	"github.com/persistentchat/homeserver/httpapi"
 )
 
 // User directory (spec: client-server API, "User directory"). As in
@@ -49,19 +51,19 @@ func (s *Server) searchUserDirectory(r *http.Request) (any, error) {
 		SearchTerm *string `json:"search_term"`
 		Limit      *int    `json:"limit"`
 	}
-	if err := decodeJSON(r, &req); err != nil {
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
 	if req.SearchTerm == nil {
-		return nil, missingParam("search_term is required")
+		return nil, httpapi.MissingParam("search_term is required")
 	}
 	if len(*req.SearchTerm) > maxSearchTermBytes {
-		return nil, invalidParam("search_term is longer than %d bytes", maxSearchTermBytes)
+		return nil, httpapi.InvalidParam("search_term is longer than %d bytes", maxSearchTermBytes)
 	}
 	limit := defaultUserDirectoryLimit
 	if req.Limit != nil {
 		if *req.Limit < 0 {
-			return nil, invalidParam("limit must not be negative")
+			return nil, httpapi.InvalidParam("limit must not be negative")
 		}
 		limit = min(*req.Limit, maxUserDirectoryLimit)
 	}

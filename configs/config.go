@@ -81,6 +81,22 @@ type Config struct {
 	// Default: "" (<DataDir>/signing.key).
 	SigningKeyFile string `yaml:"signing_key_path"`
 
+	// OldSigningKeys are the public halves of keys this server signed
+	// with before, by key ID ("ed25519:<version>"), Synapse's
+	// old_signing_keys: after a key rotation they are published in
+	// old_verify_keys with their expired_ts, so that other servers can
+	// still verify what the old key signed (configs/federationkeys.go).
+	// Default: {} (none).
+	OldSigningKeys map[string]OldSigningKey `yaml:"old_signing_keys"`
+
+	// TrustedKeyServers are the notaries asked for another server's keys
+	// when that server cannot be reached (Synapse's trusted_key_servers,
+	// configs/federationkeys.go). Synapse's default is matrix.org; ours is
+	// none, so that a federation of departments never depends on, or
+	// talks to, a server outside it unless told to.
+	// Default: [] (none).
+	TrustedKeyServers []TrustedKeyServer `yaml:"trusted_key_servers"`
+
 	// Caches bounds the in-memory caches.
 	// Default: see Caches.
 	Caches Caches `yaml:"caches"`
@@ -673,6 +689,8 @@ func Default() Config {
 		DataDir:                        "./data",
 		Database:                       Database{Name: EngineSQLite, Args: DatabaseArgs{CPMin: 5, CPMax: 10}, WorkerLeaseDuration: Duration(DefaultWorkerLeaseDuration)},
 		SigningKeyFile:                 "",
+		OldSigningKeys:                 map[string]OldSigningKey{},
+		TrustedKeyServers:              []TrustedKeyServer{},
 		Caches:                         Caches{Rooms: 2000},
 		EnableRegistration:             false,
 		RegistrationRequiresToken:      false,

@@ -325,6 +325,7 @@ func (c *Config) validate(lines map[string]int) []*FieldError {
 	}
 
 	c.validateDatabase(bad)
+	c.validateFederationKeys(bad)
 
 	if c.RegistrationRequiresToken && !c.EnableRegistration {
 		bad("registration_requires_token", "is true but enable_registration is false; set enable_registration: true, or remove registration_requires_token")

@@ -340,7 +340,11 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	// may preflight them too.
 	mux := http.NewServeMux()
 	mux.Handle("GET /health", hs.health) // HEAD too
-	fed := api.CORS(federation.NewKeyServer(key, clk, Version).Handler(middlewares...))
+	// The keyring has no client yet: until the federation transport is
+	// wired in, it answers from its cache and this server's own keys.
+	own := federationKeys(cfg, key)
+	keyring := federation.NewKeyring(own, db, nil, notaries(cfg), clk, log)
+	fed := api.CORS(federation.NewKeyServer(own, keyring, clk, log, Version).Handler(middlewares...))
 	mux.Handle("/_matrix/federation/", fed)
 	mux.Handle("/_matrix/key/", fed)
 	if follower != nil {

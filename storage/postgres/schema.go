@@ -375,6 +375,20 @@ CREATE TABLE worker_leases (
 	expires_at BIGINT NOT NULL
 );
 `,
+	// Remote servers' signing keys: SQLite's migration of the same
+	// purpose says what they hold.
+	`
+CREATE TABLE server_keys (
+	server_name    TEXT COLLATE "C" NOT NULL,
+	key_id         TEXT COLLATE "C" NOT NULL,
+	public_key     BYTEA NOT NULL,
+	valid_until_ts BIGINT NOT NULL,
+	expired_ts     BIGINT NOT NULL,
+	fetched_ts     BIGINT NOT NULL,
+	response       TEXT COLLATE "C" NOT NULL,
+	PRIMARY KEY (server_name, key_id)
+);
+`,
 	// Typing across processes: SQLite's migration of the same purpose
 	// says what it holds.
 	`

@@ -465,6 +465,24 @@ CREATE TABLE worker_leases (
 	expires_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 `,
+	// Remote servers' signing keys (federation/keyring.go): one row per
+	// (server, key ID), with the validity the key response gave it and
+	// that response, signed as received, which this server serves again
+	// as a notary (key/v2/query). Federation requests and remote events
+	// are verified against these; old keys stay so that events signed
+	// before a key rotation keep verifying.
+	`
+CREATE TABLE server_keys (
+	server_name    TEXT NOT NULL,
+	key_id         TEXT NOT NULL,
+	public_key     BLOB NOT NULL,
+	valid_until_ts INTEGER NOT NULL,
+	expired_ts     INTEGER NOT NULL,
+	fetched_ts     INTEGER NOT NULL,
+	response       TEXT NOT NULL,
+	PRIMARY KEY (server_name, key_id)
+) WITHOUT ROWID;
+`,
 	// Typing across processes (issue 10): where several processes share
 	// the database (PostgreSQL), each typing change is a row here, one per
 	// room and user (expires_ms 0: stopped), given the next position of

@@ -38,6 +38,7 @@ func Run(t *testing.T, open Opener) {
 		{"StateEntries", testStateEntries},
 		{"UIASessions", testUIASessions},
 		{"RateLimits", testRateLimits},
+		{"ServerKeys", testServerKeys},
 		{"Typing", testTyping},
 		{"HierarchySessions", testHierarchySessions},
 	} {

@@ -1,4 +1,10 @@
-package api
+// Package httpapi holds what the client-server and server-server APIs share
+// at the HTTP edge: the Matrix error type with its error codes, and the
+// adapter that turns a handler's (value, error) into a JSON response (spec:
+// client-server API, "API Standards"; server-server API, "API standards").
+// It knows nothing of routes or authentication: api and federation keep
+// their own.
+package httpapi
 
 import (
 	"fmt"
@@ -17,14 +23,19 @@ type Error struct {
 
 func (e *Error) Error() string { return fmt.Sprintf("%s (%d): %s", e.Code, e.Status, e.Message) }
 
-func errorf(status int, code, format string, a ...any) *Error {
+// Errorf returns a Matrix error with a formatted message.
+func Errorf(status int, code, format string, a ...any) *Error {
 	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, a...)}
 }
 
 // Error codes, in one place (spec: client-server API, "Standard error response").
 const (
-	CodeForbidden              = "M_FORBIDDEN"
-	CodeUnknownToken           = "M_UNKNOWN_TOKEN"
+	CodeForbidden    = "M_FORBIDDEN"
+	CodeUnknownToken = "M_UNKNOWN_TOKEN"
+	// CodeUnauthorized: a federation request is not signed, or not by the
+	// server it claims to come from (server-server API, "Request
+	// Authentication"), answered with 401.
+	CodeUnauthorized           = "M_UNAUTHORIZED"
 	CodeMissingToken           = "M_MISSING_TOKEN"
 	CodeBadJSON                = "M_BAD_JSON"
 	CodeNotJSON                = "M_NOT_JSON"
@@ -56,6 +67,23 @@ const (
 	CodeCannotLeaveServerNoticeRoom = "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM"
 )
 
+// CodeInviteBlocked: the invitee blocks invites (spec v1.18, "Invite
+// permission", MSC4380).
+const CodeInviteBlocked = "M_INVITE_BLOCKED"
+
+// CodeUserLocked and CodeUserSuspended are the errcodes of an account on
+// hold (api/moderation.go).
+const (
+	CodeUserLocked    = "M_USER_LOCKED"
+	CodeUserSuspended = "M_USER_SUSPENDED"
+)
+
+// Error codes of extensible profiles (spec v1.16, profile.yaml).
+const (
+	CodeProfileTooLarge = "M_PROFILE_TOO_LARGE"
+	CodeKeyTooLarge     = "M_KEY_TOO_LARGE"
+)
+
 // Error codes of the password policy (Synapse's, from MSC2000), each with
 // status 400; Server.checkPasswordStrength.
 const (
@@ -77,18 +105,32 @@ const (
 	CodeConnectionTimeout = "M_CONNECTION_TIMEOUT"
 )
 
-func forbidden(format string, a ...any) *Error {
-	return errorf(http.StatusForbidden, CodeForbidden, format, a...)
+// Forbidden is 403 M_FORBIDDEN.
+func Forbidden(format string, a ...any) *Error {
+	return Errorf(http.StatusForbidden, CodeForbidden, format, a...)
 }
-func badJSON(format string, a ...any) *Error {
-	return errorf(http.StatusBadRequest, CodeBadJSON, format, a...)
+
+// BadJSON is 400 M_BAD_JSON: JSON that does not have the expected shape.
+func BadJSON(format string, a ...any) *Error {
+	return Errorf(http.StatusBadRequest, CodeBadJSON, format, a...)
 }
-func notFoundErr(format string, a ...any) *Error {
-	return errorf(http.StatusNotFound, CodeNotFound, format, a...)
+
+// NotFound is 404 M_NOT_FOUND.
+func NotFound(format string, a ...any) *Error {
+	return Errorf(http.StatusNotFound, CodeNotFound, format, a...)
 }
-func invalidParam(format string, a ...any) *Error {
-	return errorf(http.StatusBadRequest, CodeInvalidParam, format, a...)
+
+// InvalidParam is 400 M_INVALID_PARAM.
+func InvalidParam(format string, a ...any) *Error {
+	return Errorf(http.StatusBadRequest, CodeInvalidParam, format, a...)
 }
-func missingParam(format string, a ...any) *Error {
-	return errorf(http.StatusBadRequest, CodeMissingParam, format, a...)
+
+// MissingParam is 400 M_MISSING_PARAM.
+func MissingParam(format string, a ...any) *Error {
+	return Errorf(http.StatusBadRequest, CodeMissingParam, format, a...)
+}
+
+// Unauthorized is 401 M_UNAUTHORIZED (federation request authentication).
+func Unauthorized(format string, a ...any) *Error {
+	return Errorf(http.StatusUnauthorized, CodeUnauthorized, format, a...)
 }
