@@ -6,15 +6,16 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"github.com/persistentchat/homeserver/httpapi"
-	"github.com/persistentchat/homeserver/roomdag"
 	"io"
 	"maps"
 	"net/http"
 	"slices"
 	"strconv"
-	gosync "sync"
 	"time"
+
+	"github.com/persistentchat/homeserver/httpapi"
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
 )
 
 // Spaces (spec: module "Spaces", GET /_matrix/client/v1/rooms/{roomId}/hierarchy):
@@ -27,7 +28,8 @@ import (
 // stack and the rooms already shown under a random token, for
 // hierarchySessionTTL, and next_batch is that token. The walk goes on from
 // there, so a page never repeats a room of an earlier one, whatever
-// changed in between.
+// changed in between. The walks are stored in the database, so that the
+// next page may be asked of any process sharing it.
 
 const (
 	// defaultHierarchyLimit is the page size when the client gives none,
@@ -38,8 +40,8 @@ const (
 	maxChildrenPerSpace = 50
 	// hierarchySessionTTL is how long a next_batch token stays valid.
 	hierarchySessionTTL = 5 * time.Minute
-	// maxHierarchySessions bounds the stored walks.
-	maxHierarchySessions = 1000
+	// maxHierarchySessions bounds the stored walks of one user.
+	maxHierarchySessions = 100
 	// maxChildOrderLen is the longest valid "order" of an m.space.child
 	// event (spec: m.space.child).
 	maxChildOrderLen = 50
@@ -50,7 +52,7 @@ const (
 )
 
 func (s *Server) hierarchyRoutes() []route {
-	h := &hierarchyAPI{s: s, sessions: map[string]*hierarchySession{}}
+	h := &hierarchyAPI{s: s}
 	return []route{
 		{method: http.MethodGet, path: v1 + "/rooms/{roomId}/hierarchy", handler: h.hierarchy, auth: authRequired},
 	}
@@ -58,9 +60,6 @@ func (s *Server) hierarchyRoutes() []route {
 
 type hierarchyAPI struct {
 	s *Server
-
-	mu       gosync.Mutex
-	sessions map[string]*hierarchySession
 }
 
 // hierarchySession is a walk in progress.
@@ -73,7 +72,20 @@ type hierarchySession struct {
 
 	stack   []hierarchyEntry // the next room to visit is last
 	visited map[roomdag.RoomID]bool
-	expires time.Time
+}
+
+// hierarchyWalk is a session's stored form (the user is stored beside it).
+type hierarchyWalk struct {
+	Root          roomdag.RoomID   `json:"root"`
+	SuggestedOnly bool             `json:"suggested_only"`
+	MaxDepth      int              `json:"max_depth"`
+	Stack         []hierarchyStep  `json:"stack"`
+	Visited       []roomdag.RoomID `json:"visited"`
+}
+
+type hierarchyStep struct {
+	Room  roomdag.RoomID `json:"r"`
+	Depth int            `json:"d"`
 }
 
 type hierarchyEntry struct {
@@ -131,7 +143,10 @@ func (h *hierarchyAPI) hierarchy(r *http.Request) (any, error) {
 
 	var sess *hierarchySession
 	if from := q.Get("from"); from != "" {
-		sess = h.takeSession(from)
+		sess, err = h.takeSession(ctx, from)
+		if err != nil {
+			return nil, err
+		}
 		if sess == nil || sess.user != user || sess.root != root || sess.suggestedOnly != suggestedOnly || sess.maxDepth != maxDepth {
 			return nil, httpapi.InvalidParam("unknown pagination token, or suggested_only or max_depth changed since it was issued")
 		}
@@ -185,7 +200,7 @@ func (h *hierarchyAPI) hierarchy(r *http.Request) (any, error) {
 	}
 	out := map[string]any{"rooms": rooms}
 	if len(sess.stack) > 0 {
-		tok, err := h.putSession(sess)
+		tok, err := h.putSession(ctx, sess)
 		if err != nil {
 			return nil, err
 		}
@@ -303,46 +318,53 @@ func validChildOrder(s string) bool {
 }
 
 // putSession stores a walk under a new token.
-func (h *hierarchyAPI) putSession(sess *hierarchySession) (string, error) {
+func (h *hierarchyAPI) putSession(ctx context.Context, sess *hierarchySession) (string, error) {
 	b := make([]byte, 18)
 	if _, err := io.ReadFull(h.s.random, b); err != nil {
 		return "", err
 	}
 	tok := base64.RawURLEncoding.EncodeToString(b)
+	w := hierarchyWalk{Root: sess.root, SuggestedOnly: sess.suggestedOnly, MaxDepth: sess.maxDepth,
+		Stack: make([]hierarchyStep, len(sess.stack)), Visited: slices.Sorted(maps.Keys(sess.visited))}
+	for i, e := range sess.stack {
+		w.Stack[i] = hierarchyStep{Room: e.room, Depth: e.depth}
+	}
+	walk, err := json.Marshal(w)
+	if err != nil {
+		return "", err
+	}
 	now := h.s.clock.Now()
-	sess.expires = now.Add(hierarchySessionTTL)
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for k, old := range h.sessions {
-		if !now.Before(old.expires) {
-			delete(h.sessions, k)
-		}
+	// Stored even if the client has gone: the token may still be retried.
+	err = h.s.store.PutHierarchySession(context.WithoutCancel(ctx), tok, sess.user, walk,
+		now.Add(hierarchySessionTTL).UnixMilli(), now.UnixMilli(), maxHierarchySessions)
+	if err != nil {
+		return "", err
 	}
-	if len(h.sessions) >= maxHierarchySessions {
-		var oldest string
-		for k, old := range h.sessions {
-			if oldest == "" || old.expires.Before(h.sessions[oldest].expires) {
-				oldest = k
-			}
-		}
-		delete(h.sessions, oldest)
-	}
-	h.sessions[tok] = sess
 	return tok, nil
 }
 
-// takeSession returns a copy of the walk stored under tok, if it has not
-// expired. The stored walk stays as it was, so a client that retries a
-// page gets the same page again.
-func (h *hierarchyAPI) takeSession(tok string) *hierarchySession {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	sess := h.sessions[tok]
-	if sess == nil || !h.s.clock.Now().Before(sess.expires) {
-		return nil
+// takeSession returns the walk stored under tok, or nil if it is unknown
+// or has expired. The stored walk stays as it was, so a client that
+// retries a page gets the same page again.
+func (h *hierarchyAPI) takeSession(ctx context.Context, tok string) (*hierarchySession, error) {
+	user, walk, err := h.s.store.HierarchySession(ctx, tok, h.s.clock.Now().UnixMilli())
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, nil
 	}
-	cp := *sess
-	cp.stack = slices.Clone(sess.stack)
-	cp.visited = maps.Clone(sess.visited)
-	return &cp
+	if err != nil {
+		return nil, err
+	}
+	var w hierarchyWalk
+	if err := json.Unmarshal(walk, &w); err != nil {
+		return nil, err
+	}
+	sess := &hierarchySession{user: user, root: w.Root, suggestedOnly: w.SuggestedOnly, maxDepth: w.MaxDepth,
+		stack: make([]hierarchyEntry, len(w.Stack)), visited: make(map[roomdag.RoomID]bool, len(w.Visited))}
+	for i, st := range w.Stack {
+		sess.stack[i] = hierarchyEntry{room: st.Room, depth: st.Depth}
+	}
+	for _, id := range w.Visited {
+		sess.visited[id] = true
+	}
+	return sess, nil
 }

@@ -1,8 +1,11 @@
 package api_test
 
 import (
+	"fmt"
 	"net/http"
+	"net/url"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -108,4 +111,98 @@ func TestLoginLimitAcrossProcesses(t *testing.T) {
 	// One token back on both once a token's time has passed.
 	clk.Advance(6 * time.Second)
 	hsSessionOf(t, hsDo(t, b, "POST", "/_matrix/client/v3/login", "", hsLoginBody(victim.UserID, hsPassword)), "login on B after the wait")
+}
+
+// Notices sent to one user at once through three processes make one
+// notices room, which holds every notice.
+func TestServerNoticesRoomAcrossProcesses(t *testing.T) {
+	t.Parallel()
+	const secret = "notices-admin-secret"
+	hs := testserver.Cluster(t, 3, testserver.Options{Configure: func(c *configs.Config) {
+		c.RegistrationSharedSecret = configs.NewSecret(secret)
+		c.ServerNotices = configs.ServerNotices{SystemMXIDLocalpart: "notices", RoomName: "Server Notices"}
+	}})
+	admin := registerAdmin(t, hs[0], secret)
+	alice := hs[0].Register("alice")
+	const perProcess = 3
+	var wg sync.WaitGroup
+	for k, srv := range hs {
+		for i := range perProcess {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := admin.On(srv).Do("POST", sendNotice, map[string]any{"user_id": alice.UserID,
+					"content": map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("notice %d-%d", k, i)}})
+				if r.Status != http.StatusOK {
+					t.Errorf("notice %d-%d through process %d: %d %s", k, i, k, r.Status, r.Body)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	_, invited := noticeRooms(t, alice)
+	if len(invited) != 1 {
+		t.Fatalf("alice is invited to %d rooms, want one notices room: %v", len(invited), invited)
+	}
+	wantOK(t, alice.Do("POST", csAPI+"/join/"+url.PathEscape(invited[0]), map[string]any{}), nil)
+	joined, _ := noticeRooms(t, alice)
+	if len(joined) != 1 || len(joined[invited[0]]) != len(hs)*perProcess {
+		t.Fatalf("alice's notices rooms after joining: %v, want one with %d notices", joined, len(hs)*perProcess)
+	}
+}
+
+// Two users upgrade one room at once through two processes: the room is
+// replaced once. One request answers with the replacement room; the other
+// with that same room or a refusal, never a second replacement.
+func TestRoomUpgradeAcrossProcesses(t *testing.T) {
+	t.Parallel()
+	hs := testserver.Cluster(t, 2, testserver.Options{})
+	alice := hs[0].Register("alice")
+	bob := hs[1].Register("bob")
+	room := createRoom(t, alice, map[string]any{"preset": "public_chat",
+		"power_level_content_override": map[string]any{"users": map[string]any{alice.UserID: 100, bob.UserID: 100}}})
+	joinRoom(t, bob, room)
+	type answer struct {
+		status int
+		room   string
+		body   string
+	}
+	answers := make([]answer, 2)
+	var wg sync.WaitGroup
+	for i, c := range []*testserver.Client{alice, bob} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := c.Do("POST", roomPath(room, "upgrade"), map[string]any{"new_version": "10"})
+			var out struct {
+				ReplacementRoom string `json:"replacement_room"`
+			}
+			_ = r.JSON(&out)
+			answers[i] = answer{r.Status, out.ReplacementRoom, string(r.Body)}
+		}()
+	}
+	wg.Wait()
+	var tomb struct {
+		ReplacementRoom string `json:"replacement_room"`
+	}
+	wantOK(t, alice.Do("GET", roomPath(room, "state", "m.room.tombstone", ""), nil), &tomb)
+	ok := 0
+	for i, a := range answers {
+		switch {
+		case a.status == http.StatusOK:
+			ok++
+			if a.room != tomb.ReplacementRoom {
+				t.Errorf("upgrade %d answered %s, but the tombstone names %s: two replacement rooms", i, a.room, tomb.ReplacementRoom)
+			}
+		case a.status == http.StatusBadRequest:
+		default:
+			t.Errorf("upgrade %d: %d %s", i, a.status, a.body)
+		}
+	}
+	if ok == 0 {
+		t.Errorf("neither upgrade succeeded: %+v", answers)
+	}
 }

@@ -230,7 +230,9 @@ func (s *Server) putTyping(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.sync.SetTyping(room, user, *body.Typing, timeout)
+	if err := s.sync.SetTyping(r.Context(), room, user, *body.Typing, timeout); err != nil {
+		return nil, err
+	}
 	s.noteTyping(room, user, *body.Typing, timeout)
 	return struct{}{}, nil
 }

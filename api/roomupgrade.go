@@ -49,6 +49,9 @@ type upgradeStore interface {
 	AccountData(ctx context.Context, user roomdag.UserID, room roomdag.RoomID, typ string) (json.RawMessage, error)
 	UpdateAccountData(ctx context.Context, user roomdag.UserID, room roomdag.RoomID, typ string,
 		fn func(cur json.RawMessage) (json.RawMessage, error)) (int64, error)
+	// Exclusive serialises the upgrades of one room across the processes
+	// sharing the database (storage/sqlstore/exclusive.go).
+	Exclusive(ctx context.Context, name string, fn func() error) error
 }
 
 // upgrader carries out room upgrades. Requests to upgrade one room are
@@ -136,7 +139,17 @@ func (u *upgrader) upgrade(ctx context.Context, req upgradeRequest) (roomdag.Roo
 		u.mu.Unlock()
 		close(c.done) // c.room and c.err are read only after this
 	}()
-	c.room, c.err = u.run(context.WithoutCancel(ctx), req)
+	// Across processes: one upgrade of the room at a time, each reading
+	// the room afresh (the last one's tombstone may not have reached this
+	// process's cache yet), so the second finds the room replaced.
+	rctx := context.WithoutCancel(ctx)
+	if err := u.store.Exclusive(rctx, "upgrade of "+string(req.room), func() error {
+		u.rooms.Invalidate(req.room)
+		c.room, c.err = u.run(rctx, req)
+		return nil
+	}); err != nil {
+		c.err = err
+	}
 	ran = true
 	return c.room, c.err
 }

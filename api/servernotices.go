@@ -51,7 +51,9 @@ func (s *Server) serverNoticeRoutes() []route {
 }
 
 // serverNotices serialises the making of notices rooms, so that two
-// notices to the same user at once do not make two rooms.
+// notices to the same user at once do not make two rooms: mu in this
+// process, and the store's Exclusive across the processes that share its
+// database.
 type serverNotices struct {
 	mu gosync.Mutex
 }
@@ -146,6 +148,18 @@ func (s *Server) sendServerNotice(r *http.Request) (any, error) {
 func (s *Server) noticeRoom(ctx context.Context, cfg *ServerNoticesConfig, system, user roomdag.UserID) (roomdag.RoomID, error) {
 	s.notices.mu.Lock()
 	defer s.notices.mu.Unlock()
+	var room roomdag.RoomID
+	err := s.store.Exclusive(ctx, "server notices room of "+string(user), func() error {
+		var err error
+		room, err = s.noticeRoomLocked(ctx, cfg, system, user)
+		return err
+	})
+	return room, err
+}
+
+// noticeRoomLocked is noticeRoom once no other request, in any process,
+// looks for the user's notices room.
+func (s *Server) noticeRoomLocked(ctx context.Context, cfg *ServerNoticesConfig, system, user roomdag.UserID) (roomdag.RoomID, error) {
 	if err := s.ensureSystemUser(ctx, cfg, system); err != nil {
 		return "", err
 	}

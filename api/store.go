@@ -97,6 +97,14 @@ type Store interface {
 	CompleteUIAStage(ctx context.Context, id, stage string, user roomdag.UserID, expiresMS, nowMS int64) (*storage.UIASession, error)
 	DeleteUIASession(ctx context.Context, id string, nowMS int64) (bool, error)
 
+	// Exclusive runs fn while no other process sharing the database runs
+	// an Exclusive of the same name (storage/sqlstore/exclusive.go).
+	Exclusive(ctx context.Context, name string, fn func() error) error
+
+	// Space hierarchy walks between pages (storage/sqlstore/hierarchy.go).
+	PutHierarchySession(ctx context.Context, token string, user roomdag.UserID, walk []byte, expiresMS, nowMS int64, maxPerUser int) error
+	HierarchySession(ctx context.Context, token string, nowMS int64) (roomdag.UserID, []byte, error)
+
 	// Rate limit buckets shared by the processes of one database
 	// (storage/sqlstore/ratelimits.go documents), used when
 	// Config.SharedRateLimits is set.

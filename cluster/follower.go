@@ -89,6 +89,7 @@ const readPage = 200
 // and remembers the event range as this process's own.
 func (f *Follower) Local(c *storage.Change) {
 	f.p.Notifier.Apply(c)
+	f.p.Syncer.TypingCommitted(c.Typing)
 	if c.LastEvent == 0 {
 		return
 	}
@@ -116,8 +117,8 @@ func (f *Follower) Deliver(payload string) {
 		}
 		return
 	}
-	for _, t := range a.Typing {
-		f.p.Syncer.TypingElsewhere(t.Room, t.User, t.On, time.Duration(t.TimeoutMS)*time.Millisecond)
+	for _, act := range a.Activity {
+		f.p.Syncer.PresenceActivityElsewhere(a.Origin, act.User, act.Connected)
 	}
 	if a.Reload {
 		f.catchUp()
@@ -143,6 +144,7 @@ func (f *Follower) Deliver(payload string) {
 		}
 	}
 	f.p.Notifier.Apply(c)
+	f.p.Syncer.TypingCommitted(c.Typing)
 	for _, p := range c.Presence {
 		f.p.Syncer.PresenceElsewhere(p.User, p.Pos)
 	}
@@ -174,6 +176,9 @@ func (f *Follower) catchUp() {
 		log.Error("cluster: catching up", "err", err)
 	}
 	f.p.Syncer.ReloadPresence()
+	if err := f.p.Syncer.TypingCatchUp(ctx); err != nil {
+		log.Error("cluster: catching up with typing", "err", err)
+	}
 	if f.p.Wakers != nil {
 		f.p.Wakers.NotificationsAdded(cur.Notifications, nil)
 	}
@@ -256,17 +261,14 @@ func (f *Follower) advanceLocked(pos roomdag.StreamPos) {
 	f.local = kept
 }
 
-// TypingChanged implements sync.TypingListener: a typing change made here
-// goes to the other processes.
-func (f *Follower) TypingChanged(room roomdag.RoomID, user roomdag.UserID, on bool, timeout time.Duration) {
-	t := storage.TypingChange{Room: room, User: user, On: on}
-	if on {
-		t.TimeoutMS = max(timeout.Milliseconds(), 0)
-	}
+// PresenceActivity implements sync.ActivityAnnouncer: it tells the other
+// processes that a user's clients connected here or left.
+func (f *Follower) PresenceActivity(user roomdag.UserID, connected bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := f.p.Store.AnnounceNow(ctx, storage.EncodeTyping(f.p.Origin, []storage.TypingChange{t})); err != nil {
-		f.p.Log.Warn("cluster: announcing typing", "err", err)
+	payload := storage.EncodeActivity(f.p.Origin, []storage.PresenceActivity{{User: user, Connected: connected}})
+	if err := f.p.Store.AnnounceNow(ctx, payload); err != nil {
+		f.p.Log.Warn("cluster: announcing presence activity", "user", user, "err", err)
 	}
 }
 

@@ -54,6 +54,16 @@ type Config struct {
 	// Default: "127.0.0.1:8008".
 	Listen string `yaml:"listen"`
 
+	// XForwarded makes the listener take each request's client address
+	// from the X-Forwarded-For header that a reverse proxy or load
+	// balancer in front of it sets (Synapse's listener option of the same
+	// name): the address rate limits are keyed by and that logs and the
+	// device list show. Only enable it when every request comes through
+	// such a proxy: a client that reaches the listener directly could
+	// then name any address. Off, the header is ignored.
+	// Default: false.
+	XForwarded bool `yaml:"x_forwarded"`
+
 	// FederationListen is the host:port of the server-server API
 	// listener, served over TLS (spec "Server-Server API", "TLS") with
 	// the certificate of TLSCertificatePath, or a self-signed one. It

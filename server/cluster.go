@@ -4,7 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
-	"time"
+	gosync "sync"
 
 	"github.com/persistentchat/homeserver/cluster"
 	"github.com/persistentchat/homeserver/roomdag"
@@ -32,18 +32,58 @@ func (hs *Homeserver) follow(evPos roomdag.StreamPos, n *sync.Notifier, wakers c
 	dsn := hs.cfg.Database.Postgres().DSN.Reveal()
 	go func() {
 		defer close(hs.listening)
-		postgres.Listen(ctx, dsn, hs.log, f.Connected, f.Deliver)
+		postgres.Listen(ctx, dsn, hs.db.Origin(), hs.log, hs.listenHold.wait, f.Connected, f.Deliver)
 	}()
 	return f
 }
 
-// typingFunc is a sync.TypingListener made of a function: the follower
-// it calls is made after the syncer that calls it.
-type typingFunc func(room roomdag.RoomID, user roomdag.UserID, on bool, timeout time.Duration)
-
-func (t typingFunc) TypingChanged(room roomdag.RoomID, user roomdag.UserID, on bool, timeout time.Duration) {
-	t(room, user, on, timeout)
+// listenHold holds back the listening connection's reconnection while a
+// test has it held (HoldListening).
+type listenHold struct {
+	mu   gosync.Mutex
+	held chan struct{} // nil: not held; closed at release
 }
+
+func (h *listenHold) wait(ctx context.Context) {
+	h.mu.Lock()
+	ch := h.held
+	h.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	}
+}
+
+// HoldListening makes the listening connection, once it has dropped, wait
+// to reconnect until release is called, so that a test can commit in
+// another process while nobody listens here and check the catch-up.
+// Called once at a time; release is idempotent. Without a shared database
+// it does nothing.
+func (hs *Homeserver) HoldListening() (release func()) {
+	h := &hs.listenHold
+	ch := make(chan struct{})
+	h.mu.Lock()
+	h.held = ch
+	h.mu.Unlock()
+	var once gosync.Once
+	return func() {
+		once.Do(func() {
+			h.mu.Lock()
+			h.held = nil
+			h.mu.Unlock()
+			close(ch)
+		})
+	}
+}
+
+// activityFunc is a sync.ActivityAnnouncer made of a function: the
+// follower it calls is made after the syncer that calls it.
+type activityFunc func(user roomdag.UserID, connected bool)
+
+func (a activityFunc) PresenceActivity(user roomdag.UserID, connected bool) { a(user, connected) }
 
 // stopFollowing closes the listening connection. Idempotent.
 func (hs *Homeserver) stopFollowing() {

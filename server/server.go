@@ -93,6 +93,7 @@ type Homeserver struct {
 	// nil on SQLite.
 	stopListen func()
 	listening  chan struct{} // closed when the listener has stopped
+	listenHold listenHold
 }
 
 // openConns counts the client API's open connections, for OpenConns.
@@ -272,15 +273,17 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	// Every presence change, from PUT /presence, /sync or the offline
 	// timeout, reaches the services with receive_ephemeral.
 	// On a database other processes share, the follower applies their
-	// changes here and tells them of this one's typing (cluster.go).
+	// changes here (cluster.go), and typing is stored, so that every
+	// process numbers it alike (sync/typingshared.go).
 	var follower *cluster.Follower
-	var onTyping sync.TypingListener
+	var shared sync.Shared
 	if db.Shared() {
-		onTyping = typingFunc(func(room roomdag.RoomID, user roomdag.UserID, on bool, timeout time.Duration) {
-			follower.TypingChanged(room, user, on, timeout)
+		shared.Typing = db
+		shared.Activity = activityFunc(func(user roomdag.UserID, connected bool) {
+			follower.PresenceActivity(user, connected)
 		})
 	}
-	syncer := sync.NewSyncer(db, hs.Rooms, notifier, clk, log, cfg.BackchatDefault, cfg.BackchatMax, cfg.Presence.Enabled, hs.AppServices, onTyping)
+	syncer := sync.NewSyncer(db, hs.Rooms, notifier, clk, log, cfg.BackchatDefault, cfg.BackchatMax, cfg.Presence.Enabled, hs.AppServices, shared)
 	hs.Syncer = syncer
 	follower = hs.follow(evPos, notifier, push.Wakers{notifier, hs.Pushers})
 	tokens := make([]string, len(cfg.RegistrationTokens))
@@ -379,10 +382,14 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	}
 	mux.Handle("/", client.Handler(middlewares...))
 	hs.Media = client.Media()
+	var handler http.Handler = mux
+	if cfg.XForwarded {
+		handler = forwardedFor(handler)
+	}
 	hs.http = &http.Server{
 		// Headers must arrive within ReadHeaderTimeout, bodies within
 		// request_body_timeout (api/body.go).
-		Handler:           client.BodyDeadlines(mux),
+		Handler:           client.BodyDeadlines(handler),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),

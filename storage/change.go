@@ -27,6 +27,19 @@ type Change struct {
 	SessionsEnded []roomdag.UserID
 	// Erased lists users marked erased.
 	Erased []roomdag.UserID
+	// Typing lists the typing changes the batch stored (on a database
+	// several processes share), in position order.
+	Typing []TypingRow
+}
+
+// TypingRow is a stored typing change: User types in Room until ExpiresMS
+// (milliseconds since the epoch), or, with ExpiresMS 0, stopped; Pos is
+// its position in the typing stream.
+type TypingRow struct {
+	Room      roomdag.RoomID
+	User      roomdag.UserID
+	ExpiresMS int64
+	Pos       int64
 }
 
 // UserPos is a change of a user's entry in a stream, at a position.
@@ -53,7 +66,7 @@ type NotificationsChange struct {
 // Empty reports whether the change announces nothing.
 func (c *Change) Empty() bool {
 	return c.LastEvent == 0 && len(c.AccountData) == 0 && len(c.Receipts) == 0 && len(c.Presence) == 0 &&
-		c.Notifications == nil && len(c.SessionsEnded) == 0 && len(c.Erased) == 0
+		c.Notifications == nil && len(c.SessionsEnded) == 0 && len(c.Erased) == 0 && len(c.Typing) == 0
 }
 
 // Merge appends o, a later change of the same batch, to c.
@@ -76,6 +89,7 @@ func (c *Change) Merge(o *Change) {
 	}
 	c.SessionsEnded = append(c.SessionsEnded, o.SessionsEnded...)
 	c.Erased = append(c.Erased, o.Erased...)
+	c.Typing = append(c.Typing, o.Typing...)
 }
 
 // NoteEvent records that the batch stored an event at pos (positions

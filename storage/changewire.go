@@ -15,7 +15,8 @@ import (
 //	 "r":[{"r":"!room","u":"@u:hs","p":POS,"v":1}], receipts ("v":1: private)
 //	 "p":[{"u":"@u:hs","p":POS}],                  presence
 //	 "n":{"p":POS,"u":["@u:hs"]},                  notification worker step
-//	 "s":["@u:hs"], "x":["@u:hs"]}                 sessions ended, users erased
+//	 "s":["@u:hs"], "x":["@u:hs"],                 sessions ended, users erased
+//	 "t":[{"r":"!room","u":"@u:hs","e":MS,"p":POS}]} typing ("e" absent: stopped)
 //
 // A change whose form would be longer is sent as {"o":..,"f":..,"l":..,"z":1}:
 // "reload", the receiver re-reads every stream from the positions it knows
@@ -36,7 +37,39 @@ type wireChange struct {
 	SessionsEnded []string       `json:"s,omitempty"`
 	Erased        []string       `json:"x,omitempty"`
 	Reload        int            `json:"z,omitempty"`
-	Typing        []TypingChange `json:"t,omitempty"`
+	Typing        []wireTyping   `json:"t,omitempty"`
+	Activity      []wireActivity `json:"pa,omitempty"`
+}
+
+type wireActivity struct {
+	User      string `json:"u"`
+	Connected int    `json:"c,omitempty"`
+}
+
+// PresenceActivity is a change of whether a user has a client connected
+// (syncing, or within the offline timeout of its last sync) to the
+// process that announces it: not stored, sent on its own
+// (EncodeActivity), so that no process takes a user offline while another
+// still serves one of their clients.
+type PresenceActivity struct {
+	User      roomdag.UserID
+	Connected bool
+}
+
+// EncodeActivity is the wire form of presence activity announced by
+// origin: {"o":..,"pa":[{"u":"@u:hs","c":1}]} ("c" absent: disconnected).
+// The caller keeps it short (one user's change).
+func EncodeActivity(origin string, acts []PresenceActivity) string {
+	w := wireChange{Origin: origin}
+	for _, a := range acts {
+		wa := wireActivity{User: string(a.User)}
+		if a.Connected {
+			wa.Connected = 1
+		}
+		w.Activity = append(w.Activity, wa)
+	}
+	b, _ := json.Marshal(w) // strings and numbers: cannot fail
+	return string(b)
 }
 
 type wireUserPos struct {
@@ -56,14 +89,11 @@ type wireNotify struct {
 	Users []string `json:"u,omitempty"`
 }
 
-// TypingChange is a change of whether a user types in a room, sent on its
-// own (typing is not stored): On with the notification's Timeout in
-// milliseconds, or off.
-type TypingChange struct {
-	Room      roomdag.RoomID `json:"r"`
-	User      roomdag.UserID `json:"u"`
-	On        bool           `json:"on,omitempty"`
-	TimeoutMS int64          `json:"ms,omitempty"`
+type wireTyping struct {
+	Room      string `json:"r"`
+	User      string `json:"u"`
+	ExpiresMS int64  `json:"e,omitempty"`
+	Pos       int64  `json:"p"`
 }
 
 // EncodeChange is c's wire form, sent by origin.
@@ -87,17 +117,13 @@ func EncodeChange(origin string, c *Change) string {
 	}
 	w.SessionsEnded = userStrings(c.SessionsEnded)
 	w.Erased = userStrings(c.Erased)
+	for _, t := range c.Typing {
+		w.Typing = append(w.Typing, wireTyping{Room: string(t.Room), User: string(t.User), ExpiresMS: t.ExpiresMS, Pos: t.Pos})
+	}
 	b, _ := json.Marshal(w) // strings and numbers: cannot fail
 	if len(b) > MaxChangePayload {
 		b, _ = json.Marshal(wireChange{Origin: origin, First: w.First, Last: w.Last, Reload: 1})
 	}
-	return string(b)
-}
-
-// EncodeTyping is the wire form of typing changes sent by origin (the
-// caller keeps them few: one request's change).
-func EncodeTyping(origin string, t []TypingChange) string {
-	b, _ := json.Marshal(wireChange{Origin: origin, Typing: t})
 	return string(b)
 }
 
@@ -108,10 +134,11 @@ type Announcement struct {
 	// Reload: the change was too long to send; only its event range is
 	// known, and the receiver must re-read every stream.
 	Reload bool
-	Typing []TypingChange
+	// Activity is presence activity (EncodeActivity).
+	Activity []PresenceActivity
 }
 
-// DecodeChange parses a payload that EncodeChange or EncodeTyping made.
+// DecodeChange parses a payload that EncodeChange or EncodeActivity made.
 func DecodeChange(payload string) (*Announcement, error) {
 	var w wireChange
 	if err := json.Unmarshal([]byte(payload), &w); err != nil {
@@ -120,7 +147,10 @@ func DecodeChange(payload string) (*Announcement, error) {
 	if w.Origin == "" {
 		return nil, errors.New("storage: change payload without origin")
 	}
-	a := &Announcement{Origin: w.Origin, Reload: w.Reload != 0, Typing: w.Typing}
+	a := &Announcement{Origin: w.Origin, Reload: w.Reload != 0}
+	for _, x := range w.Activity {
+		a.Activity = append(a.Activity, PresenceActivity{User: roomdag.UserID(x.User), Connected: x.Connected != 0})
+	}
 	c := &a.Change
 	c.FirstEvent, c.LastEvent = roomdag.StreamPos(w.First), roomdag.StreamPos(w.Last)
 	for _, x := range w.AccountData {
@@ -138,6 +168,9 @@ func DecodeChange(payload string) (*Announcement, error) {
 	}
 	c.SessionsEnded = userIDs(w.SessionsEnded)
 	c.Erased = userIDs(w.Erased)
+	for _, t := range w.Typing {
+		c.Typing = append(c.Typing, TypingRow{Room: roomdag.RoomID(t.Room), User: roomdag.UserID(t.User), ExpiresMS: t.ExpiresMS, Pos: t.Pos})
+	}
 	return a, nil
 }
 

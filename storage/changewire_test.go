@@ -14,7 +14,8 @@ func TestChangeWireRoundTrip(t *testing.T) {
 		Receipts:      []ReceiptChange{{Room: "!r:hs", User: "@a:hs", Private: true, Pos: 7}},
 		Presence:      []UserPos{{"@b:hs", 2}},
 		Notifications: &NotificationsChange{Pos: 9, Users: []roomdag.UserID{"@b:hs"}},
-		SessionsEnded: []roomdag.UserID{"@c:hs"}, Erased: []roomdag.UserID{"@c:hs"}}
+		SessionsEnded: []roomdag.UserID{"@c:hs"}, Erased: []roomdag.UserID{"@c:hs"},
+		Typing: []TypingRow{{Room: "!r:hs", User: "@a:hs", ExpiresMS: 1700000000000, Pos: 4}, {Room: "!r:hs", User: "@b:hs", Pos: 5}}}
 	a, err := DecodeChange(EncodeChange("p1", &c))
 	if err != nil {
 		t.Fatal(err)
@@ -42,5 +43,16 @@ func TestChangeWireOverflow(t *testing.T) {
 	}
 	if !a.Reload || a.Change.FirstEvent != 10 || a.Change.LastEvent != 12 || len(a.Change.AccountData) != 0 {
 		t.Fatalf("decoded %+v", a)
+	}
+}
+
+func TestActivityWireRoundTrip(t *testing.T) {
+	acts := []PresenceActivity{{User: "@a:hs", Connected: true}, {User: "@b:hs"}}
+	a, err := DecodeChange(EncodeActivity("p2", acts))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Origin != "p2" || !reflect.DeepEqual(a.Activity, acts) || !a.Change.Empty() {
+		t.Fatalf("decoded %+v, want %+v", a, acts)
 	}
 }

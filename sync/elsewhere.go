@@ -1,8 +1,6 @@
 package sync
 
 import (
-	"time"
-
 	"github.com/persistentchat/homeserver/roomdag"
 )
 
@@ -11,23 +9,7 @@ import (
 // notifier methods a local change calls (EventCommitted, ReceiptAdded,
 // AccountDataChanged, NotificationsAdded); what follows is what a local
 // change does some other way: presence (this process caches it), ended
-// sessions (a bracket around the local write), typing (not stored), and
-// the catch-up after announcements were lost.
-
-// TypingListener hears of every typing change made in this process (a
-// request), never of those applied from elsewhere, so that it can tell
-// the other processes.
-type TypingListener interface {
-	TypingChanged(room roomdag.RoomID, user roomdag.UserID, on bool, timeout time.Duration)
-}
-
-// TypingElsewhere applies a typing change another process received. Each
-// process expires the notifications in its own table by its own clock from
-// the timeout: no process owns them, so none has to send the expiry, and a
-// process that dies with users typing leaves nothing behind.
-func (s *Syncer) TypingElsewhere(room roomdag.RoomID, user roomdag.UserID, on bool, timeout time.Duration) {
-	s.typing.set(room, user, on, timeout)
-}
+// sessions (a bracket around the local write), and the catch-up after announcements were lost.
 
 // PresenceElsewhere applies a presence change another process stored at
 // pos: this process's cached row for the user is dropped (the next change
@@ -85,8 +67,8 @@ func (n *Notifier) Raise(cur Token) {
 	n.raiseLocked(cur)
 }
 
-// raiseLocked raises each durable stream's position to cur's (typing is
-// per process and stays). The caller holds n.mu.
+// raiseLocked raises each durable stream's position to cur's (typing rises
+// only as its changes are applied, typingshared.go). The caller holds n.mu.
 func (n *Notifier) raiseLocked(cur Token) {
 	n.cur.Events = max(n.cur.Events, cur.Events)
 	n.cur.AccountData = max(n.cur.AccountData, cur.AccountData)
@@ -95,9 +77,11 @@ func (n *Notifier) raiseLocked(cur Token) {
 	n.cur.Notifications = max(n.cur.Notifications, cur.Notifications)
 }
 
-// ReloadPresence drops every cached presence row, after announcements of
-// presence changes may have been lost.
+// ReloadPresence drops every cached presence row and what other processes
+// announced of their clients (activity.go), after announcements may have
+// been lost.
 func (s *Syncer) ReloadPresence() {
+	defer s.presence.forgetActivity()
 	s.presence.mu.Lock()
 	users := make([]*userPresence, 0, len(s.presence.users))
 	for _, u := range s.presence.users {

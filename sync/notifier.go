@@ -169,6 +169,18 @@ func (n *Notifier) typingChanged(room roomdag.RoomID) int64 {
 	return n.cur.Typing
 }
 
+// typingAt raises the typing position to pos, the stored stream's (on a
+// database several processes share), and wakes the room's members (room
+// "": nobody).
+func (n *Notifier) typingAt(room roomdag.RoomID, pos int64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.cur.Typing = max(n.cur.Typing, pos)
+	if room != "" {
+		n.wakeRoomLocked(room)
+	}
+}
+
 // NotificationsAdded implements push.Waker: the notification worker has
 // committed everything up to event position pos, and users got new
 // notifications. Called in order, after the commit.

@@ -128,11 +128,17 @@ type presence struct {
 	clock    clock.Clock
 	notifier *Notifier
 	listener PresenceListener // nil: none
+	// activity tells the other processes sharing the database when a
+	// user's clients connect here or leave (nil: the only process).
+	activity ActivityAnnouncer
 	log      *slog.Logger
 	closing  <-chan struct{}
 
 	mu    gosync.Mutex
 	users map[roomdag.UserID]*userPresence
+	// remote holds, per user, the other processes that announced a
+	// client of theirs connected and not yet that it left (activity.go).
+	remote map[roomdag.UserID]map[string]struct{}
 	// sweeper wakes at the next offline deadline; guarded by mu.
 	sweeper
 }
@@ -153,14 +159,20 @@ type userPresence struct {
 	// user went offline.
 	syncing int
 	seen    time.Time
+	// announced: the other processes were told the user is connected
+	// here (and not yet that they left). deferred: the offline timeout
+	// ran out here while another process still had the user connected,
+	// so it is that process's to take them offline, or this one's again
+	// if it announces its client left while none is connected here.
+	announced, deferred bool
 }
 
 // newPresence loads the users stored as online or unavailable and gives
 // them the offline timeout from now: unless a client syncs, they go
 // offline, as their clients may have gone while the server was down.
-func newPresence(enabled bool, store PresenceStore, clk clock.Clock, n *Notifier, listener PresenceListener, log *slog.Logger, closing <-chan struct{}) *presence {
-	p := &presence{enabled: enabled, store: store, clock: clk, notifier: n, listener: listener, log: log, closing: closing,
-		users: map[roomdag.UserID]*userPresence{}, sweeper: newSweeper(clk)}
+func newPresence(enabled bool, store PresenceStore, clk clock.Clock, n *Notifier, listener PresenceListener, activity ActivityAnnouncer, log *slog.Logger, closing <-chan struct{}) *presence {
+	p := &presence{enabled: enabled, store: store, clock: clk, notifier: n, listener: listener, activity: activity, log: log, closing: closing,
+		users: map[roomdag.UserID]*userPresence{}, remote: map[roomdag.UserID]map[string]struct{}{}, sweeper: newSweeper(clk)}
 	ctx := context.Background()
 	pos, err := store.PresencePos(ctx)
 	if err != nil {
@@ -269,19 +281,25 @@ func (p *presence) set(ctx context.Context, id roomdag.UserID, state, statusMsg 
 // went offline) the timeout is cleared.
 func (p *presence) seen(id roomdag.UserID, now time.Time, connected bool) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	u := p.users[id]
 	if u == nil {
+		p.mu.Unlock()
 		return
 	}
 	if !connected {
 		u.seen = time.Time{}
+		tell := p.leftLocked(u)
+		p.mu.Unlock()
+		tell.announce(p, id)
 		return
 	}
 	u.seen = now
 	if u.syncing == 0 {
 		p.scheduleLocked(now, now.Add(PresenceOfflineTimeout), p.sweep)
 	}
+	tell := p.connectedLocked(u)
+	p.mu.Unlock()
+	tell.announce(p, id)
 }
 
 // syncStarted applies a sync's set_presence and reports whether the sync
@@ -294,7 +312,9 @@ func (p *presence) syncStarted(ctx context.Context, id roomdag.UserID, setPresen
 	u := p.user(id)
 	p.mu.Lock()
 	u.syncing++
+	tell := p.connectedLocked(u)
 	p.mu.Unlock()
+	tell.announce(p, id)
 	now := p.clock.Now()
 	err := p.change(ctx, id, func(cur storage.Presence, explicit bool) (storage.Presence, bool, bool) {
 		switch {
@@ -384,13 +404,34 @@ func (p *presence) expire(id roomdag.UserID, now time.Time) {
 	defer u.mu.Unlock()
 	p.mu.Lock()
 	due := u.syncing == 0 && !u.seen.IsZero() && !u.seen.Add(PresenceOfflineTimeout).After(now)
+	var tell activityNews
+	elsewhere := false
 	if due {
 		u.seen = time.Time{}
+		tell = p.leftLocked(u)
+		// Another process still serves a client of the user's: it takes
+		// them offline when that one leaves.
+		elsewhere = len(p.remote[id]) > 0
+		u.deferred = elsewhere
 	}
 	p.mu.Unlock()
 	if !due {
 		return
 	}
+	if elsewhere {
+		tell.announce(p, id)
+		return
+	}
+	// Stored before the others hear this client left, so that whoever
+	// hears it reads the user offline already (both go through the
+	// database's one channel, in order).
+	defer tell.announce(p, id)
+	p.goOfflineLocked(id, u)
+}
+
+// goOfflineLocked stores the user offline unless they are already; the
+// caller holds u.mu.
+func (p *presence) goOfflineLocked(id roomdag.UserID, u *userPresence) {
 	err := p.changeLocked(context.Background(), id, u, func(cur storage.Presence, _ bool) (storage.Presence, bool, bool) {
 		if cur.State == PresenceOffline {
 			return cur, false, false

@@ -86,7 +86,6 @@ type Syncer struct {
 	closeOnce gosync.Once
 	parked    atomic.Int64 // long-polls waiting right now
 	presence  *presence
-	onTyping  TypingListener // nil: none
 }
 
 // Parked is how many long-polls are waiting for news right now.
@@ -102,27 +101,38 @@ func (s *Syncer) Close() { s.closeOnce.Do(func() { close(s.closing) }) }
 //
 // With presenceEnabled false, /sync carries no presence and set_presence
 // is ignored (config presence.enabled). onPresence (nil: none) hears of
-// every presence change once stored (PresenceListener).
-func NewSyncer(store Store, rooms *roomdag.Rooms, n *Notifier, clk clock.Clock, log *slog.Logger, backchatDefault, backchatMax int, presenceEnabled bool, onPresence PresenceListener, onTyping TypingListener) *Syncer {
+// every presence change once stored (PresenceListener). shared is zero on
+// a database one process has to itself, and holds what the processes
+// sharing one need (Shared).
+func NewSyncer(store Store, rooms *roomdag.Rooms, n *Notifier, clk clock.Clock, log *slog.Logger, backchatDefault, backchatMax int, presenceEnabled bool, onPresence PresenceListener, shared Shared) *Syncer {
 	if pos, err := store.ReceiptPos(context.Background()); err != nil {
 		log.Error("reading the receipt stream position", "err", err)
 	} else {
 		n.receiptsAt(pos)
 	}
 	closing := make(chan struct{})
-	return &Syncer{store: store, rooms: rooms, notifier: n, typing: newTyping(clk, n), onTyping: onTyping, clock: clk, log: log,
+	return &Syncer{store: store, rooms: rooms, notifier: n, typing: newTyping(clk, n, shared.Typing, log), clock: clk, log: log,
 		backchatDefault: backchatDefault, backchatMax: backchatMax, closing: closing,
-		presence: newPresence(presenceEnabled, store, clk, n, onPresence, log, closing)}
+		presence: newPresence(presenceEnabled, store, clk, n, onPresence, shared.Activity, log, closing)}
+}
+
+// Shared is what a syncer needs where several processes share the
+// database; both nil where one process has it to itself.
+type Shared struct {
+	// Typing stores typing changes (typing.go).
+	Typing TypingStore
+	// Activity tells the other processes when users' clients connect
+	// here or leave (activity.go).
+	Activity ActivityAnnouncer
 }
 
 // SetTyping marks user as typing in room for timeout (capped at
 // MaxTypingTimeout), or, with on false, as having stopped; it wakes the
-// room's members. The caller has checked that the user is joined.
-func (s *Syncer) SetTyping(room roomdag.RoomID, user roomdag.UserID, on bool, timeout time.Duration) {
-	s.typing.set(room, user, on, timeout)
-	if s.onTyping != nil {
-		s.onTyping.TypingChanged(room, user, on, timeout)
-	}
+// room's members. The caller has checked that the user is joined. It
+// fails only where typing is stored (several processes share the
+// database) and the store fails.
+func (s *Syncer) SetTyping(ctx context.Context, room roomdag.RoomID, user roomdag.UserID, on bool, timeout time.Duration) error {
+	return s.typing.set(ctx, room, user, on, timeout)
 }
 
 // Notifier returns the notifier the syncer waits on.
@@ -245,7 +255,14 @@ func (s *Syncer) Sync(ctx context.Context, req Request) (*Response, error) {
 	if req.Since != nil {
 		// Typing positions live in memory and restart at zero with the
 		// server: a token from before a restart may be ahead of now.
+		// Where they are stored, a token ahead of this process comes from
+		// another whose changes have not reached this one yet: read them.
 		since := *req.Since
+		if since.Typing > s.notifier.Current().Typing && s.typing.store != nil {
+			if err := s.typing.catchUp(ctx); err != nil {
+				return nil, err
+			}
+		}
 		if since.Typing > s.notifier.Current().Typing {
 			since.Typing = 0
 		}

@@ -1,6 +1,8 @@
 package sync
 
 import (
+	"context"
+	"log/slog"
 	"slices"
 	gosync "sync"
 	"time"
@@ -14,16 +16,31 @@ import (
 // client behaviour).
 const MaxTypingTimeout = 120 * time.Second
 
-// typing tracks who is typing in which room. It lives in memory only:
-// typing notifications are ephemeral, and a restart forgets them (the
-// typing position in tokens restarts at zero; Sync copes with tokens from
-// before the restart).
+// typing tracks who is typing in which room. On a database that one
+// process has to itself it lives in memory only: typing notifications are
+// ephemeral, and a restart forgets them (the typing position in tokens
+// restarts at zero; Sync copes with tokens from before the restart).
+//
+// Where several processes share the database (store set), a sync token
+// from one process must mean the same on every other, so a typing change
+// is stored (TypingStore) and numbered by the database's writer, and every
+// process applies the stored changes, its own and the others', in the
+// order of their positions (typingshared.go): the table here is then a
+// cache of the stored rows, and the typing position is the one up to
+// which every change has been applied.
 type typing struct {
 	clock    clock.Clock
 	notifier *Notifier
+	store    TypingStore // nil: in memory only
+	log      *slog.Logger
 
 	mu    gosync.Mutex
 	rooms map[roomdag.RoomID]*roomTyping
+	// shared is the state of the stored stream (store set).
+	shared sharedTyping
+	// expiring is held while expiries are stored (expireShared); taken
+	// before mu.
+	expiring gosync.Mutex
 	// sweeper wakes at the next expiry, so that a timeout reaches
 	// long-polls without anyone asking; guarded by mu.
 	sweeper
@@ -37,14 +54,26 @@ type roomTyping struct {
 	pos int64
 }
 
-func newTyping(clk clock.Clock, n *Notifier) *typing {
-	return &typing{clock: clk, notifier: n, rooms: map[roomdag.RoomID]*roomTyping{}, sweeper: newSweeper(clk)}
+func newTyping(clk clock.Clock, n *Notifier, store TypingStore, log *slog.Logger) *typing {
+	t := &typing{clock: clk, notifier: n, store: store, log: log, rooms: map[roomdag.RoomID]*roomTyping{}, sweeper: newSweeper(clk)}
+	if store != nil {
+		t.load()
+	}
+	return t
 }
 
 // set marks user as typing in room for timeout (capped at
 // MaxTypingTimeout), or as no longer typing. The caller has checked that
 // the user may (is joined).
-func (t *typing) set(room roomdag.RoomID, user roomdag.UserID, on bool, timeout time.Duration) {
+func (t *typing) set(ctx context.Context, room roomdag.RoomID, user roomdag.UserID, on bool, timeout time.Duration) error {
+	if t.store != nil {
+		return t.setShared(ctx, room, user, on, timeout)
+	}
+	t.setLocal(room, user, on, timeout)
+	return nil
+}
+
+func (t *typing) setLocal(room roomdag.RoomID, user roomdag.UserID, on bool, timeout time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.clock.Now()
@@ -74,8 +103,13 @@ func (t *typing) set(room roomdag.RoomID, user roomdag.UserID, on bool, timeout 
 	t.scheduleLocked(now, until, t.sweep)
 }
 
-// expire drops the notifications that have run out, now.
+// expire drops the notifications that have run out, now. With a store,
+// it stores their expiries (expireShared).
 func (t *typing) expire() {
+	if t.store != nil {
+		t.expireShared()
+		return
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.expireLocked(t.clock.Now())
@@ -99,6 +133,10 @@ func (t *typing) expireLocked(now time.Time) {
 // sweep expires notifications as they run out, so that their end reaches
 // long-polling clients; it exits once nobody is typing.
 func (t *typing) sweep(timer <-chan time.Time) {
+	if t.store != nil {
+		t.sweepShared(timer)
+		return
+	}
 	for {
 		select {
 		case <-timer:

@@ -44,10 +44,19 @@ const (
 // the positions it knows (every payload delivered after connected returns
 // is newer than what that read could miss... or already seen, so the
 // caller must tolerate repeats). It reconnects with backoff.
-func Listen(ctx context.Context, dsn string, log *slog.Logger, connected func(), deliver func(payload string)) {
+//
+// The connection's application_name is ListenAppName(origin), so that an
+// operator (or a test) can tell each process's listening connection in
+// pg_stat_activity. gate, if not nil, runs before each reconnection (not
+// the first connection) and may hold it back: tests use it to commit while
+// nobody listens.
+func Listen(ctx context.Context, dsn, origin string, log *slog.Logger, gate func(context.Context), connected func(), deliver func(payload string)) {
 	backoff := listenMinBackoff
-	for ctx.Err() == nil {
-		err := listenOnce(ctx, dsn, func() { backoff = listenMinBackoff; connected() }, deliver)
+	for first := true; ctx.Err() == nil; first = false {
+		if !first && gate != nil {
+			gate(ctx)
+		}
+		err := listenOnce(ctx, dsn, ListenAppName(origin), func() { backoff = listenMinBackoff; connected() }, deliver)
 		if ctx.Err() != nil {
 			return
 		}
@@ -61,7 +70,11 @@ func Listen(ctx context.Context, dsn string, log *slog.Logger, connected func(),
 	}
 }
 
-func listenOnce(ctx context.Context, dsn string, connected func(), deliver func(string)) error {
+// ListenAppName is the application_name of the listening connection of
+// the process that announces its changes as origin.
+func ListenAppName(origin string) string { return "homeserver-listen-" + origin }
+
+func listenOnce(ctx context.Context, dsn, appName string, connected func(), deliver func(string)) error {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		return err
@@ -69,7 +82,7 @@ func listenOnce(ctx context.Context, dsn string, connected func(), deliver func(
 	if cfg.RuntimeParams == nil {
 		cfg.RuntimeParams = map[string]string{}
 	}
-	cfg.RuntimeParams["application_name"] = "homeserver-listen"
+	cfg.RuntimeParams["application_name"] = appName
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	conn, err := pgx.ConnectConfig(cctx, cfg)
 	cancel()

@@ -389,4 +389,28 @@ CREATE TABLE server_keys (
 	PRIMARY KEY (server_name, key_id)
 );
 `,
+	// Typing across processes: SQLite's migration of the same purpose
+	// says what it holds.
+	`
+CREATE TABLE typing (
+	room_id    TEXT COLLATE "C" NOT NULL,
+	user_id    TEXT COLLATE "C" NOT NULL,
+	expires_ms BIGINT NOT NULL,
+	stream_pos BIGINT NOT NULL,
+	PRIMARY KEY (room_id, user_id)
+);
+CREATE UNIQUE INDEX typing_stream ON typing(stream_pos);
+`,
+	// Space hierarchy pages: SQLite's migration of the same purpose says
+	// what it holds.
+	`
+CREATE TABLE hierarchy_sessions (
+	token      TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+	user_id    TEXT COLLATE "C" NOT NULL,
+	walk       TEXT NOT NULL,
+	expires_ms BIGINT NOT NULL
+);
+CREATE INDEX hierarchy_sessions_expiry ON hierarchy_sessions(expires_ms);
+CREATE INDEX hierarchy_sessions_user ON hierarchy_sessions(user_id, expires_ms);
+`,
 }

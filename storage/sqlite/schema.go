@@ -483,4 +483,37 @@ CREATE TABLE server_keys (
 	PRIMARY KEY (server_name, key_id)
 ) WITHOUT ROWID;
 `,
+	// Typing across processes (issue 10): where several processes share
+	// the database (PostgreSQL), each typing change is a row here, one per
+	// room and user (expires_ms 0: stopped), given the next position of
+	// the typing stream by the writer, so that every process numbers
+	// typing changes alike and a sync token's typing position means the
+	// same on all of them; a process that missed announcements reads back
+	// the rows above the position it knows. A SQLite server is the only
+	// process on its database and keeps typing in memory only; the table
+	// is here so that both schemas stay one.
+	`
+CREATE TABLE typing (
+	room_id    TEXT NOT NULL,
+	user_id    TEXT NOT NULL,
+	expires_ms INTEGER NOT NULL,
+	stream_pos INTEGER NOT NULL,
+	PRIMARY KEY (room_id, user_id)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX typing_stream ON typing(stream_pos);
+`,
+	// Space hierarchy pages (issue 10): the walk a /hierarchy page left
+	// off, under the next_batch token it answered with, until expires_ms,
+	// so that the next page may be asked of any process sharing the
+	// database (api/hierarchy.go). walk is JSON; user_id is whose it is.
+	`
+CREATE TABLE hierarchy_sessions (
+	token      TEXT NOT NULL PRIMARY KEY,
+	user_id    TEXT NOT NULL,
+	walk       TEXT NOT NULL,
+	expires_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX hierarchy_sessions_expiry ON hierarchy_sessions(expires_ms);
+CREATE INDEX hierarchy_sessions_user ON hierarchy_sessions(user_id, expires_ms);
+`,
 }

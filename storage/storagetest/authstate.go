@@ -190,3 +190,38 @@ func testRateLimits(t *testing.T, open Opener) {
 		t.Fatalf("a bucket in use after a purge: wait %d, want %d", w, interval)
 	}
 }
+
+// testHierarchySessions: a stored walk is read back until it expires, and
+// a user keeps at most maxPerUser of them (the newest).
+func testHierarchySessions(t *testing.T, open Opener) {
+	db := open(t)
+	ctx := context.Background()
+	const now = 1_000_000
+	if err := db.PutHierarchySession(ctx, "t1", "@a:hs", []byte(`{"x":1}`), now+100, now, 2); err != nil {
+		t.Fatal(err)
+	}
+	user, walk, err := db.HierarchySession(ctx, "t1", now)
+	if err != nil || user != "@a:hs" || string(walk) != `{"x":1}` {
+		t.Fatalf("HierarchySession = %q, %s, %v", user, walk, err)
+	}
+	if _, _, err := db.HierarchySession(ctx, "t1", now+100); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("expired walk: %v, want ErrNotFound", err)
+	}
+	if _, _, err := db.HierarchySession(ctx, "nope", now); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("unknown walk: %v, want ErrNotFound", err)
+	}
+	for i, tok := range []string{"t2", "t3", "t4"} {
+		if err := db.PutHierarchySession(ctx, tok, "@a:hs", []byte(`{}`), now+200+int64(i), now, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.PutHierarchySession(ctx, "b1", "@b:hs", []byte(`{}`), now+100, now, 2); err != nil {
+		t.Fatal(err)
+	}
+	for tok, kept := range map[string]bool{"t1": false, "t2": false, "t3": true, "t4": true, "b1": true} {
+		_, _, err := db.HierarchySession(ctx, tok, now)
+		if kept != (err == nil) {
+			t.Errorf("walk %s after the cap: %v, want kept %v", tok, err, kept)
+		}
+	}
+}

@@ -39,6 +39,8 @@ func Run(t *testing.T, open Opener) {
 		{"UIASessions", testUIASessions},
 		{"RateLimits", testRateLimits},
 		{"ServerKeys", testServerKeys},
+		{"Typing", testTyping},
+		{"HierarchySessions", testHierarchySessions},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
 	}
