@@ -25,7 +25,7 @@ run: build
 test: lint gotest gotest-postgres e2e
 
 gotest:
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 
 # The whole suite again with every test server on PostgreSQL (see
 # testserver.PostgresEnv): a throwaway cluster in a temporary directory,
@@ -37,7 +37,7 @@ gotest-postgres:
 	trap './scripts/pgcluster.sh stop "$$d"; rm -rf "$$d"' EXIT; trap 'exit 130' INT TERM; \
 	start=$$(date +%s); ./scripts/pgcluster.sh start "$$d" >/dev/null || exit 1; \
 	echo "PostgreSQL cluster started in $$(( $$(date +%s) - start ))s: $$(cat "$$d/dsn")"; \
-	HOMESERVER_TEST_POSTGRES=$$(cat "$$d/dsn") $(GO) test $(PGTESTFLAGS) -count=1 ./...
+	HOMESERVER_TEST_POSTGRES=$$(cat "$$d/dsn") $(GO) test $(PGTESTFLAGS) -count=1 -timeout 30m ./...
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -50,7 +50,7 @@ lint:
 # (e2e/mautrix is a module of its own, kept out of ./... and go.mod).
 e2e: build
 	cd e2e && npm ci --no-audit --no-fund && HOMESERVER_BIN=$(CURDIR)/$(BIN)/homeserver node --test --test-reporter=spec
-	cd e2e/mautrix && HOMESERVER_BIN=$(CURDIR)/$(BIN)/homeserver $(GO) test -race -count=1 ./...
+	cd e2e/mautrix && HOMESERVER_BIN=$(CURDIR)/$(BIN)/homeserver $(GO) test -race -count=1 -timeout 30m ./...
 
 # Go benchmarks of the hot paths, then the load tool against a fresh server.
 bench: build
