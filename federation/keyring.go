@@ -505,7 +505,7 @@ func parseKeyResponse(server roomdag.ServerName, raw []byte, now time.Time) ([]s
 // a bad key version or a malformed key.
 func decodeKey(id, b64 string) (ed25519.PublicKey, bool) {
 	alg, version, _ := strings.Cut(id, ":")
-	if alg != "ed25519" || !validKeyVersion(version) {
+	if alg != "ed25519" || !roomdag.ValidKeyVersion(version) {
 		return nil, false
 	}
 	pub, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(b64, "="))
@@ -513,20 +513,6 @@ func decodeKey(id, b64 string) (ed25519.PublicKey, bool) {
 		return nil, false
 	}
 	return pub, true
-}
-
-// validKeyVersion: [a-zA-Z0-9_]+ (keys.yaml, verify_keys).
-func validKeyVersion(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
-			return false
-		}
-	}
-	return true
 }
 
 // signatureKeyIDs lists the ed25519 key IDs with which server signed a

@@ -79,7 +79,7 @@ func ParseSigningKey(server ServerName, text []byte) (SigningKey, error) {
 		if f[0] != keyAlgEd25519 {
 			return SigningKey{}, fmt.Errorf("signing key: unsupported algorithm %q", f[0])
 		}
-		if !validKeyVersion(f[1]) {
+		if !ValidKeyVersion(f[1]) {
 			return SigningKey{}, fmt.Errorf("signing key: bad key version %q", f[1])
 		}
 		seed, err := decodeBase64(f[2])
@@ -91,9 +91,10 @@ func ParseSigningKey(server ServerName, text []byte) (SigningKey, error) {
 	return SigningKey{}, errors.New("signing key: no key found")
 }
 
-// validKeyVersion: the spec limits key versions to [a-zA-Z0-9_]
+// ValidKeyVersion says whether s may be a key version: the spec limits
+// them to [a-zA-Z0-9_]
 // (server-server API, "Publishing Keys").
-func validKeyVersion(s string) bool {
+func ValidKeyVersion(s string) bool {
 	if s == "" {
 		return false
 	}
