@@ -12,7 +12,7 @@ import (
 
 // Token is a position in every stream a client syncs: the vector of
 // positions it has seen. Its string form is
-// "s<events>_<account data>_<receipts>_<typing>_<notifications>_<presence>";
+// "s<events>_<account data>_<receipts>_<typing>_<notifications>_<presence>_<to-device>_<device lists>";
 // clients treat it as opaque. Parse accepts tokens with fewer fields (older servers wrote
 // "s<events>_<account data>") and fills the missing ones with zero, and
 // tokens with more fields, for streams added later.
@@ -31,10 +31,18 @@ type Token struct {
 	Notifications roomdag.StreamPos
 	// Presence is the durable presence stream (storage.Presence rows).
 	Presence int64
+	// ToDevice is the durable to-device message stream (end-to-end
+	// encryption); a client syncing with a later position acknowledges
+	// the messages up to it.
+	ToDevice int64
+	// DeviceLists is the durable device-list change stream (device keys
+	// and cross-signing keys changed).
+	DeviceLists int64
 }
 
 func (t Token) String() string {
-	return fmt.Sprintf("s%d_%d_%d_%d_%d_%d", t.Events, t.AccountData, t.Receipts, t.Typing, t.Notifications, t.Presence)
+	return fmt.Sprintf("s%d_%d_%d_%d_%d_%d_%d_%d", t.Events, t.AccountData, t.Receipts, t.Typing, t.Notifications, t.Presence,
+		t.ToDevice, t.DeviceLists)
 }
 
 // ParseToken parses a sync token.
@@ -44,7 +52,7 @@ func ParseToken(s string) (Token, error) {
 		return Token{}, fmt.Errorf("malformed sync token")
 	}
 	parts := strings.Split(rest, "_")
-	nums := make([]int64, 6)
+	nums := make([]int64, 8)
 	for i, p := range parts {
 		n, err := strconv.ParseInt(p, 10, 64)
 		if err != nil || n < 0 {
@@ -55,14 +63,14 @@ func ParseToken(s string) (Token, error) {
 		}
 	}
 	return Token{Events: roomdag.StreamPos(nums[0]), AccountData: nums[1], Receipts: nums[2], Typing: nums[3],
-		Notifications: roomdag.StreamPos(nums[4]), Presence: nums[5]}, nil
+		Notifications: roomdag.StreamPos(nums[4]), Presence: nums[5], ToDevice: nums[6], DeviceLists: nums[7]}, nil
 }
 
 // after reports whether t has anything beyond since in any stream.
 func (t Token) after(since Token) bool {
 	return t.Events > since.Events || t.AccountData > since.AccountData ||
 		t.Receipts > since.Receipts || t.Typing > since.Typing || t.Notifications > since.Notifications ||
-		t.Presence > since.Presence
+		t.Presence > since.Presence || t.ToDevice > since.ToDevice || t.DeviceLists > since.DeviceLists
 }
 
 // TopoToken is a position in one room's history for /messages: events are
