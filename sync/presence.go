@@ -172,7 +172,7 @@ type userPresence struct {
 // offline, as their clients may have gone while the server was down.
 func newPresence(enabled bool, store PresenceStore, clk clock.Clock, n *Notifier, listener PresenceListener, activity ActivityAnnouncer, log *slog.Logger, closing <-chan struct{}) *presence {
 	p := &presence{enabled: enabled, store: store, clock: clk, notifier: n, listener: listener, activity: activity, log: log, closing: closing,
-		users: map[roomdag.UserID]*userPresence{}, remote: map[roomdag.UserID]map[string]struct{}{}, sweeper: newSweeper(clk)}
+		users: map[roomdag.UserID]*userPresence{}, remote: map[roomdag.UserID]map[string]struct{}{}, sweeper: newSweeper(clk, closing)}
 	ctx := context.Background()
 	pos, err := store.PresencePos(ctx)
 	if err != nil {

@@ -1,6 +1,7 @@
 package sync
 
 import (
+	gosync "sync"
 	"time"
 
 	"github.com/persistentchat/homeserver/clock"
@@ -17,11 +18,23 @@ type sweeper struct {
 	sweeping bool      // the owner's sweep loop is running
 	next     time.Time // when it wakes next
 	timers   chan (<-chan time.Time)
+	// closing is closed at shutdown: the loop exits at its next wake-up
+	// instead of at its deadline. running counts loops, so that shutdown
+	// waits for a sweep's writes before the database closes.
+	closing <-chan struct{}
+	running *gosync.WaitGroup
+	// closed is set under the owner's mutex at shutdown, after closing:
+	// no loop starts once it is set, so every start happens before wait.
+	closed bool
 }
 
-func newSweeper(clk clock.Clock) sweeper {
-	return sweeper{clock: clk, timers: make(chan (<-chan time.Time), 1)}
+func newSweeper(clk clock.Clock, closing <-chan struct{}) sweeper {
+	return sweeper{clock: clk, timers: make(chan (<-chan time.Time), 1), closing: closing, running: new(gosync.WaitGroup)}
 }
+
+// wait returns once no loop runs: after closing is closed, every loop
+// exits at its next wake-up. Called without the owner's mutex.
+func (s *sweeper) wait() { s.running.Wait() }
 
 // scheduleLocked makes sure a sweep runs by deadline: it starts the
 // owner's loop (go run(timer)) when none runs, or hands the running one
@@ -33,8 +46,15 @@ func (s *sweeper) scheduleLocked(now, deadline time.Time, run func(timer <-chan 
 	timer := s.clock.After(deadline.Sub(now))
 	s.next = deadline
 	if !s.sweeping {
+		if s.closed { // shut down: no loop may start after wait
+			return
+		}
 		s.sweeping = true
-		go run(timer)
+		s.running.Add(1)
+		go func() {
+			defer s.running.Done()
+			run(timer)
+		}()
 		return
 	}
 	select { // replace a timer the loop has not taken yet

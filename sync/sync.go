@@ -91,9 +91,22 @@ type Syncer struct {
 // Parked is how many long-polls are waiting for news right now.
 func (s *Syncer) Parked() int64 { return s.parked.Load() }
 
-// Close makes pending and later long-polls return at once. Called when
-// the server shuts down.
-func (s *Syncer) Close() { s.closeOnce.Do(func() { close(s.closing) }) }
+// Close makes pending and later long-polls return at once and stops the
+// typing and presence timeouts, waiting for a sweep's writes in flight so
+// that none outlives the database. Called when the server shuts down.
+func (s *Syncer) Close() {
+	s.closeOnce.Do(func() { close(s.closing) })
+	// A loop starts under its owner's mutex only until closed is set
+	// (sweeper.scheduleLocked), so every start happens before the wait.
+	s.typing.mu.Lock()
+	s.typing.closed = true
+	s.typing.mu.Unlock()
+	s.typing.wait()
+	s.presence.mu.Lock()
+	s.presence.closed = true
+	s.presence.mu.Unlock()
+	s.presence.wait()
+}
 
 // NewSyncer makes a Syncer. It raises the notifier's receipt position to
 // the newest stored receipt, so tokens handed out before a restart stay
@@ -111,7 +124,7 @@ func NewSyncer(store Store, rooms *roomdag.Rooms, n *Notifier, clk clock.Clock, 
 		n.receiptsAt(pos)
 	}
 	closing := make(chan struct{})
-	return &Syncer{store: store, rooms: rooms, notifier: n, typing: newTyping(clk, n, shared.Typing, log), clock: clk, log: log,
+	return &Syncer{store: store, rooms: rooms, notifier: n, typing: newTyping(clk, n, shared.Typing, log, closing), clock: clk, log: log,
 		backchatDefault: backchatDefault, backchatMax: backchatMax, closing: closing,
 		presence: newPresence(presenceEnabled, store, clk, n, onPresence, shared.Activity, log, closing)}
 }

@@ -54,8 +54,8 @@ type roomTyping struct {
 	pos int64
 }
 
-func newTyping(clk clock.Clock, n *Notifier, store TypingStore, log *slog.Logger) *typing {
-	t := &typing{clock: clk, notifier: n, store: store, log: log, rooms: map[roomdag.RoomID]*roomTyping{}, sweeper: newSweeper(clk)}
+func newTyping(clk clock.Clock, n *Notifier, store TypingStore, log *slog.Logger, closing <-chan struct{}) *typing {
+	t := &typing{clock: clk, notifier: n, store: store, log: log, rooms: map[roomdag.RoomID]*roomTyping{}, sweeper: newSweeper(clk, closing)}
 	if store != nil {
 		t.load()
 	}
@@ -142,6 +142,11 @@ func (t *typing) sweep(timer <-chan time.Time) {
 		case <-timer:
 		case timer = <-t.timers:
 			continue
+		case <-t.closing:
+			t.mu.Lock()
+			t.stopLocked()
+			t.mu.Unlock()
+			return
 		}
 		t.mu.Lock()
 		now := t.clock.Now()

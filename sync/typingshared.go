@@ -221,6 +221,11 @@ func (t *typing) sweepShared(timer <-chan time.Time) {
 		case <-timer:
 		case timer = <-t.timers:
 			continue
+		case <-t.closing:
+			t.mu.Lock()
+			t.stopLocked()
+			t.mu.Unlock()
+			return
 		}
 		t.expireShared()
 		t.mu.Lock()
