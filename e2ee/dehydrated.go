@@ -72,6 +72,9 @@ func (t *ToDevice) putDehydrated(r *http.Request) (any, error) {
 	if body.DeviceID == "" {
 		return nil, httpapi.MissingParam("device_id is required")
 	}
+	if body.DeviceData == nil {
+		return nil, httpapi.MissingParam("device_data is required")
+	}
 	var data map[string]json.RawMessage
 	if json.Unmarshal(body.DeviceData, &data) != nil || data == nil {
 		return nil, httpapi.BadJSON("device_data must be an object")
