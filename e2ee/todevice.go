@@ -9,6 +9,7 @@ import (
 	"net/http"
 
 	"github.com/persistentchat/homeserver/api"
+	"github.com/persistentchat/homeserver/clock"
 	"github.com/persistentchat/homeserver/httpapi"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
@@ -46,6 +47,7 @@ type ToDevice struct {
 	server roomdag.ServerName
 	remote RemoteToDevice
 	keys   KeyUploader
+	clock  clock.Clock
 	log    *slog.Logger
 }
 
@@ -57,8 +59,8 @@ type Store interface {
 
 // NewToDevice makes the endpoints for server. remote and keys may be nil
 // (RemoteToDevice, KeyUploader say what is then left undone).
-func NewToDevice(store Store, server roomdag.ServerName, remote RemoteToDevice, keys KeyUploader, log *slog.Logger) *ToDevice {
-	return &ToDevice{store: store, server: server, remote: remote, keys: keys, log: log}
+func NewToDevice(store Store, server roomdag.ServerName, remote RemoteToDevice, keys KeyUploader, clk clock.Clock, log *slog.Logger) *ToDevice {
+	return &ToDevice{store: store, server: server, remote: remote, keys: keys, clock: clk, log: log}
 }
 
 // Bounds of one send. A message's content is bounded as an event's is
@@ -76,8 +78,8 @@ type sendBody struct {
 }
 
 // send is PUT /sendToDevice/{eventType}/{txnId}. The transaction is the
-// sender's device and txnId: a replay answers {} and stores nothing
-// (spec: "Transaction identifiers").
+// sender's device and txnId: a replay within storage.TxnLifetimeMS
+// answers {} and stores nothing (spec: "Transaction identifiers").
 //
 // Recipients on other servers are handed to RemoteToDevice. Synapse
 // queues them for their servers whether or not it has ever reached them
@@ -138,7 +140,7 @@ func (t *ToDevice) send(r *http.Request) (any, error) {
 		remote[uid.Server()][uid] = byDevice
 	}
 	stored, err := t.store.SendToDevice(r.Context(), storage.ToDeviceSend{Sender: user, SenderDevice: device, TxnID: txnID,
-		Type: evType, Messages: local})
+		NowMS: t.clock.Now().UnixMilli(), Type: evType, Messages: local})
 	if err != nil {
 		return nil, err
 	}

@@ -329,7 +329,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	}
 	// End-to-end encryption: to-device messages and dehydrated devices
 	// (no outbound federation or key server to hand them yet).
-	apiCfg.Routes = append(apiCfg.Routes, e2ee.NewToDevice(db, server, nil, nil, log).Routes()...)
+	apiCfg.Routes = append(apiCfg.Routes, e2ee.NewToDevice(db, server, nil, nil, clk, log).Routes()...)
 	client := api.NewServer(apiCfg, db, hs.Rooms, syncer, clk, log, rand.Reader)
 	hs.API = client
 	if err := client.ResumeDeactivations(ctx); err != nil {

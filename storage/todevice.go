@@ -13,13 +13,21 @@ type ToDeviceSend struct {
 	// SenderDevice and TxnID are the idempotency key: a second send with
 	// the same pair stores nothing.
 	SenderDevice, TxnID string
-	Type                string
+	// NowMS is when the send was made (ms since the epoch): transaction
+	// IDs are remembered for TxnLifetimeMS after it.
+	NowMS int64
+	Type  string
 	// Messages maps recipient user -> device ID -> content; device "*" is
 	// every device of the user. A device named beside "*" gets its own
 	// content rather than the wildcard's. Devices that do not exist (at
 	// the commit) get nothing.
 	Messages map[roomdag.UserID]map[string]json.RawMessage
 }
+
+// TxnLifetimeMS is how long a to-device transaction ID is remembered: a
+// day, well past any client's retries (Synapse's transaction cache keeps
+// them half an hour).
+const TxnLifetimeMS = 24 * 60 * 60 * 1000
 
 // ToDeviceMessage is a to-device message waiting for its device: Event is
 // the event as /sync serves it ({"content", "sender", "type"}), Pos its

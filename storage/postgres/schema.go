@@ -429,11 +429,13 @@ CREATE TABLE to_device_position (
 );
 INSERT INTO to_device_position (id, pos) VALUES (1, 0);
 CREATE TABLE to_device_txns (
-	user_id   TEXT COLLATE "C" NOT NULL,
-	device_id TEXT COLLATE "C" NOT NULL,
-	txn_id    TEXT COLLATE "C" NOT NULL,
+	user_id    TEXT COLLATE "C" NOT NULL,
+	device_id  TEXT COLLATE "C" NOT NULL,
+	txn_id     TEXT COLLATE "C" NOT NULL,
+	created_ms BIGINT NOT NULL,
 	PRIMARY KEY (user_id, device_id, txn_id)
 );
+CREATE INDEX to_device_txns_age ON to_device_txns(user_id, device_id, created_ms);
 CREATE TABLE dehydrated_devices (
 	user_id     TEXT COLLATE "C" NOT NULL PRIMARY KEY,
 	device_id   TEXT COLLATE "C" NOT NULL,

@@ -524,7 +524,8 @@ CREATE INDEX hierarchy_sessions_user ON hierarchy_sessions(user_id, expires_ms);
 	// position cannot be MAX(stream_pos): to_device_position keeps the last
 	// position allocated (by the writer, under the batch lock).
 	// to_device_txns makes PUT /sendToDevice idempotent per sender device
-	// and transaction ID; its rows go with the sender's device.
+	// and transaction ID for a day (created_ms: each send of a device
+	// deletes that device's older rows); its rows go with the device.
 	// dehydrated_devices is MSC3814: a user's one dehydrated device (a
 	// row of devices without an access token) and its opaque data.
 	`
@@ -541,11 +542,13 @@ CREATE TABLE to_device_position (
 );
 INSERT INTO to_device_position (id, pos) VALUES (1, 0);
 CREATE TABLE to_device_txns (
-	user_id   TEXT NOT NULL,
-	device_id TEXT NOT NULL,
-	txn_id    TEXT NOT NULL,
+	user_id    TEXT NOT NULL,
+	device_id  TEXT NOT NULL,
+	txn_id     TEXT NOT NULL,
+	created_ms INTEGER NOT NULL,
 	PRIMARY KEY (user_id, device_id, txn_id)
 ) WITHOUT ROWID;
+CREATE INDEX to_device_txns_age ON to_device_txns(user_id, device_id, created_ms);
 CREATE TABLE dehydrated_devices (
 	user_id     TEXT NOT NULL PRIMARY KEY,
 	device_id   TEXT NOT NULL,

@@ -19,15 +19,20 @@ import (
 
 // SendToDevice stores the messages of one send for the recipients' existing
 // devices, in one transaction, and reports whether it stored them: false
-// when (SenderDevice, TxnID) was used before (a replay; nothing is stored).
+// when (SenderDevice, TxnID) was used in the TxnLifetimeMS before NowMS (a
+// replay; nothing is stored).
 // The recipients are announced with the batch (storage.Change.ToDevice).
-func (db *DB) SendToDevice(ctx context.Context, s storage.ToDeviceSend) (bool, error) {
+func (db *DB) SendToDevice(_ context.Context, s storage.ToDeviceSend) (bool, error) {
 	stored := false
 	err := db.write(func(tx *sql.Tx) error {
 		stored = false
 		if s.TxnID != "" {
-			res, err := tx.Exec(`INSERT INTO to_device_txns (user_id, device_id, txn_id) VALUES (?,?,?)
-				ON CONFLICT (user_id, device_id, txn_id) DO NOTHING`, string(s.Sender), s.SenderDevice, s.TxnID)
+			if _, err := tx.Exec(`DELETE FROM to_device_txns WHERE user_id = ? AND device_id = ? AND created_ms < ?`,
+				string(s.Sender), s.SenderDevice, s.NowMS-storage.TxnLifetimeMS); err != nil {
+				return err
+			}
+			res, err := tx.Exec(`INSERT INTO to_device_txns (user_id, device_id, txn_id, created_ms) VALUES (?,?,?,?)
+				ON CONFLICT (user_id, device_id, txn_id) DO NOTHING`, string(s.Sender), s.SenderDevice, s.TxnID, s.NowMS)
 			if err != nil {
 				return err
 			}
@@ -48,7 +53,9 @@ func (db *DB) SendToDevice(ctx context.Context, s storage.ToDeviceSend) (bool, e
 		slices.Sort(users)
 		for _, u := range users {
 			byDevice := s.Messages[u]
-			existing, err := queryStrings(ctx, tx, `SELECT device_id FROM devices WHERE user_id = ? ORDER BY device_id`, string(u))
+			// Not the request's context: a cancelled statement would fail
+			// the job in the middle of a batch that others share.
+			existing, err := queryStrings(context.Background(), tx, `SELECT device_id FROM devices WHERE user_id = ? ORDER BY device_id`, string(u))
 			if err != nil {
 				return err
 			}
@@ -166,7 +173,7 @@ func deleteDevice(tx *sql.Tx, user roomdag.UserID, device string) error {
 // device (deleteDevice). It returns the replaced device's ID ("" if none).
 // A device ID the user already has as an ordinary device is
 // storage.ErrConflict.
-func (db *DB) PutDehydratedDevice(ctx context.Context, user roomdag.UserID, device string, data json.RawMessage, name *string) (string, error) {
+func (db *DB) PutDehydratedDevice(_ context.Context, user roomdag.UserID, device string, data json.RawMessage, name *string) (string, error) {
 	var old string
 	err := db.write(func(tx *sql.Tx) error {
 		old = ""
@@ -216,7 +223,7 @@ func (db *DB) DehydratedDevice(ctx context.Context, user roomdag.UserID) (storag
 
 // DeleteDehydratedDevice deletes the user's dehydrated device, as a deleted
 // device, and returns its ID, or storage.ErrNotFound if there is none.
-func (db *DB) DeleteDehydratedDevice(ctx context.Context, user roomdag.UserID) (string, error) {
+func (db *DB) DeleteDehydratedDevice(_ context.Context, user roomdag.UserID) (string, error) {
 	var device string
 	err := db.write(func(tx *sql.Tx) error {
 		if err := tx.QueryRow(`SELECT device_id FROM dehydrated_devices WHERE user_id = ?`, string(user)).Scan(&device); err != nil {

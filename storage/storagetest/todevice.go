@@ -13,7 +13,7 @@ import (
 
 // testToDevice: to-device messages go to existing devices only, "*" to
 // each, take dense positions that survive deletes, are announced per
-// user, a replayed transaction stores nothing, an acknowledgement deletes
+// user, a replayed transaction stores nothing (for a day), an acknowledgement deletes
 // what it covers, and a deleted device (dehydrated or not) loses its
 // messages.
 func testToDevice(t *testing.T, open Opener) {
@@ -37,7 +37,7 @@ func testToDevice(t *testing.T, open Opener) {
 		for d, c := range byDevice {
 			m[d] = json.RawMessage(c)
 		}
-		return storage.ToDeviceSend{Sender: "@alice:hs", SenderDevice: "A1", TxnID: txn, Type: "m.test",
+		return storage.ToDeviceSend{Sender: "@alice:hs", SenderDevice: "A1", TxnID: txn, NowMS: 1000, Type: "m.test",
 			Messages: map[roomdag.UserID]map[string]json.RawMessage{bob: m, "@nobody:hs": {"*": json.RawMessage(`{}`)}}}
 	}
 	for _, s := range []struct {
@@ -110,6 +110,19 @@ func testToDevice(t *testing.T, open Opener) {
 		t.Fatal(err)
 	}
 	want("B2", 0, 4)
+	// A transaction ID is forgotten after storage.TxnLifetimeMS.
+	late := msg("t1", map[string]string{"B2": `{}`})
+	late.NowMS += storage.TxnLifetimeMS
+	if stored, err := db.SendToDevice(ctx, late); err != nil || stored {
+		t.Fatalf("a replay at the end of the lifetime = %v, %v; want a replay", stored, err)
+	}
+	late.NowMS++
+	if stored, err := db.SendToDevice(ctx, late); err != nil || !stored {
+		t.Fatalf("the same ID after the lifetime = %v, %v; want a new send", stored, err)
+	}
+	if err := db.AckToDevice(ctx, bob, "B2", 5); err != nil {
+		t.Fatal(err)
+	}
 
 	// Dehydrated devices: one per user; replacing deletes the old.
 	if _, err := db.DehydratedDevice(ctx, bob); !errors.Is(err, storage.ErrNotFound) {
@@ -124,7 +137,7 @@ func testToDevice(t *testing.T, open Opener) {
 	if _, err := db.SendToDevice(ctx, msg("t4", map[string]string{"*": `{}`})); err != nil {
 		t.Fatal(err)
 	}
-	want("D1", 0, 6) // B2 got 5
+	want("D1", 0, 7) // B2 got 6
 	if old, err := db.PutDehydratedDevice(ctx, bob, "D2", json.RawMessage(`{"v":2}`), nil); err != nil || old != "D1" {
 		t.Fatalf("PutDehydratedDevice D2 = %q, %v; want D1 replaced", old, err)
 	}
