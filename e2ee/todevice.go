@@ -153,3 +153,54 @@ func (t *ToDevice) send(r *http.Request) (any, error) {
 	}
 	return struct{}{}, nil
 }
+
+// directToDevice is the content of an m.direct_to_device EDU (spec:
+// server-server API, "Send-to-device messaging").
+type directToDevice struct {
+	Sender    string                                `json:"sender"`
+	Type      string                                `json:"type"`
+	MessageID string                                `json:"message_id"`
+	Messages  map[string]map[string]json.RawMessage `json:"messages"`
+}
+
+// ReceiveEDU stores the to-device messages of an m.direct_to_device EDU
+// that origin sent, for the local users it names (others are ignored: a
+// server delivers only to its own users). The sender must be a user of
+// origin (spec: an EDU claiming another server's user is refused), and
+// message_id makes a retried EDU store nothing new, as a client's
+// transaction ID does (keyed by the sender, for storage.TxnLifetimeMS).
+// The inbound federation transaction handler calls it with the EDU's
+// content; a returned *httpapi.Error means the EDU was malformed.
+func (t *ToDevice) ReceiveEDU(ctx context.Context, origin roomdag.ServerName, content json.RawMessage) error {
+	var edu directToDevice
+	if err := json.Unmarshal(content, &edu); err != nil {
+		return httpapi.BadJSON("m.direct_to_device: %v", err)
+	}
+	sender, err := roomdag.ParseUserID(edu.Sender)
+	if err != nil || sender.Server() != origin {
+		return httpapi.Forbidden("m.direct_to_device: sender %q is not a user of %s", edu.Sender, origin)
+	}
+	if edu.Type == "" || edu.MessageID == "" {
+		return httpapi.BadJSON("m.direct_to_device: type and message_id are required")
+	}
+	local := map[roomdag.UserID]map[string]json.RawMessage{}
+	for u, byDevice := range edu.Messages {
+		uid, err := roomdag.ParseUserID(u)
+		if err != nil || uid.Server() != t.server {
+			continue
+		}
+		kept := map[string]json.RawMessage{}
+		for d, c := range byDevice {
+			var obj map[string]json.RawMessage
+			if d != "" && len(c) <= MaxToDeviceContent && json.Unmarshal(c, &obj) == nil && obj != nil {
+				kept[d] = c
+			}
+		}
+		local[uid] = kept
+	}
+	// Remote users have no devices here: device "" is the federation's
+	// namespace for their message IDs.
+	_, err = t.store.SendToDevice(ctx, storage.ToDeviceSend{Sender: sender, TxnID: edu.MessageID,
+		NowMS: t.clock.Now().UnixMilli(), Type: edu.Type, Messages: local})
+	return err
+}

@@ -2,6 +2,7 @@ package e2ee_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/persistentchat/homeserver/httpapi"
+	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/testserver"
 )
 
@@ -398,5 +401,50 @@ func TestToDeviceAcrossProcesses(t *testing.T) {
 	}
 	if got := syncTD(t, bobB, since).ToDevice.Events; len(got) != 0 {
 		t.Fatalf("B after A's acknowledgement: %v", seqs(got))
+	}
+}
+
+// An m.direct_to_device EDU from another server reaches the local users it
+// names, once per message_id; one claiming a user of a third server is
+// refused.
+func TestReceiveDirectToDeviceEDU(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	bob := srv.Register("edubob")
+	edu := func(sender, id, seq string) json.RawMessage {
+		b, _ := json.Marshal(map[string]any{"sender": sender, "type": "m.room_key_request", "message_id": id,
+			"messages": map[string]any{bob.UserID: map[string]any{"*": map[string]any{"seq": seq}},
+				"@someone:elsewhere.invalid": map[string]any{"*": map[string]any{}}}})
+		return b
+	}
+	ctx := t.Context()
+	for _, tc := range []struct {
+		name    string
+		origin  string
+		content json.RawMessage
+		status  int // of the *httpapi.Error; 0: accepted
+	}{
+		{"from its origin", "remote.invalid", edu("@carol:remote.invalid", "m1", "1"), 0},
+		{"retried", "remote.invalid", edu("@carol:remote.invalid", "m1", "again"), 0},
+		{"another message", "remote.invalid", edu("@carol:remote.invalid", "m2", "2"), 0},
+		{"a user of another server", "remote.invalid", edu("@mallory:third.invalid", "m3", "forged"), 403},
+		{"no message_id", "remote.invalid", edu("@carol:remote.invalid", "", "x"), 400},
+		{"not JSON", "remote.invalid", json.RawMessage(`{"sender":`), 400},
+	} {
+		err := srv.HS.ToDevice.ReceiveEDU(ctx, roomdag.ServerName(tc.origin), tc.content)
+		var he *httpapi.Error
+		switch {
+		case tc.status == 0 && err != nil:
+			t.Fatalf("%s: %v", tc.name, err)
+		case tc.status != 0 && (!errors.As(err, &he) || he.Status != tc.status):
+			t.Fatalf("%s: %v, want status %d", tc.name, err, tc.status)
+		}
+	}
+	got := syncTD(t, bob, "").ToDevice.Events
+	if !slices.Equal(seqs(got), []string{"1", "2"}) {
+		t.Fatalf("bob got %v, want [1 2]", seqs(got))
+	}
+	if got[0].Sender != "@carol:remote.invalid" || got[0].Type != "m.room_key_request" {
+		t.Fatalf("event %+v", got[0])
 	}
 }

@@ -73,6 +73,9 @@ type Homeserver struct {
 	Media *media.Repository
 	// API is the client-server API; tests read its PasswordChecks.
 	API *api.Server
+	// ToDevice serves to-device messages; inbound federation hands it
+	// m.direct_to_device EDUs (ReceiveEDU).
+	ToDevice *e2ee.ToDevice
 
 	// leases are those the background workers run under, one per kind
 	// of worker.
@@ -329,7 +332,8 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	}
 	// End-to-end encryption: to-device messages and dehydrated devices
 	// (no outbound federation or key server to hand them yet).
-	apiCfg.Routes = append(apiCfg.Routes, e2ee.NewToDevice(db, server, nil, nil, clk, log).Routes()...)
+	hs.ToDevice = e2ee.NewToDevice(db, server, nil, nil, clk, log)
+	apiCfg.Routes = append(apiCfg.Routes, hs.ToDevice.Routes()...)
 	client := api.NewServer(apiCfg, db, hs.Rooms, syncer, clk, log, rand.Reader)
 	hs.API = client
 	if err := client.ResumeDeactivations(ctx); err != nil {
