@@ -24,6 +24,7 @@ import (
 	"github.com/persistentchat/homeserver/clock"
 	"github.com/persistentchat/homeserver/cluster"
 	"github.com/persistentchat/homeserver/configs"
+	"github.com/persistentchat/homeserver/e2ee"
 	"github.com/persistentchat/homeserver/federation"
 	"github.com/persistentchat/homeserver/media"
 	"github.com/persistentchat/homeserver/metrics"
@@ -72,6 +73,9 @@ type Homeserver struct {
 	Media *media.Repository
 	// API is the client-server API; tests read its PasswordChecks.
 	API *api.Server
+	// ToDevice serves to-device messages; inbound federation hands it
+	// m.direct_to_device EDUs (ReceiveEDU).
+	ToDevice *e2ee.ToDevice
 
 	// leases are those the background workers run under, one per kind
 	// of worker.
@@ -244,8 +248,12 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	if err != nil {
 		return err
 	}
+	tdPos, err := db.ToDevicePos(ctx)
+	if err != nil {
+		return err
+	}
 	server := roomdag.ServerName(cfg.ServerName)
-	notifier := sync.NewNotifier(server, sync.Token{Events: evPos, AccountData: adPos, Notifications: notifyPos}, members)
+	notifier := sync.NewNotifier(server, sync.Token{Events: evPos, AccountData: adPos, Notifications: notifyPos, ToDevice: tdPos}, members)
 	// The worker hears of commits only as a wake-up signal; it reads the
 	// events back from storage, so none is lost across a restart.
 	// The worker wakes both /sync and the pushers. The pushers read room
@@ -322,6 +330,10 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 			DisplayName: sn.SystemMXIDDisplayName, AvatarURL: sn.SystemMXIDAvatarURL,
 			RoomName: sn.RoomName, RoomAvatarURL: sn.RoomAvatarURL, RoomTopic: sn.RoomTopic, AutoJoin: sn.AutoJoin}
 	}
+	// End-to-end encryption: to-device messages and dehydrated devices
+	// (no outbound federation or key server to hand them yet).
+	hs.ToDevice = e2ee.NewToDevice(db, server, nil, nil, clk, log)
+	apiCfg.Routes = append(apiCfg.Routes, hs.ToDevice.Routes()...)
 	client := api.NewServer(apiCfg, db, hs.Rooms, syncer, clk, log, rand.Reader)
 	hs.API = client
 	if err := client.ResumeDeactivations(ctx); err != nil {

@@ -30,6 +30,9 @@ type Change struct {
 	// Typing lists the typing changes the batch stored (on a database
 	// several processes share), in position order.
 	Typing []TypingRow
+	// ToDevice lists the users to-device messages were stored for, each
+	// with the newest position stored for them (storage.ToDeviceSend).
+	ToDevice []UserPos
 }
 
 // TypingRow is a stored typing change: User types in Room until ExpiresMS
@@ -66,7 +69,8 @@ type NotificationsChange struct {
 // Empty reports whether the change announces nothing.
 func (c *Change) Empty() bool {
 	return c.LastEvent == 0 && len(c.AccountData) == 0 && len(c.Receipts) == 0 && len(c.Presence) == 0 &&
-		c.Notifications == nil && len(c.SessionsEnded) == 0 && len(c.Erased) == 0 && len(c.Typing) == 0
+		c.Notifications == nil && len(c.SessionsEnded) == 0 && len(c.Erased) == 0 && len(c.Typing) == 0 &&
+		len(c.ToDevice) == 0
 }
 
 // Merge appends o, a later change of the same batch, to c.
@@ -90,6 +94,7 @@ func (c *Change) Merge(o *Change) {
 	c.SessionsEnded = append(c.SessionsEnded, o.SessionsEnded...)
 	c.Erased = append(c.Erased, o.Erased...)
 	c.Typing = append(c.Typing, o.Typing...)
+	c.ToDevice = append(c.ToDevice, o.ToDevice...)
 }
 
 // NoteEvent records that the batch stored an event at pos (positions
@@ -108,4 +113,5 @@ type StreamHeads struct {
 	Receipts      int64
 	Presence      int64
 	Notifications roomdag.StreamPos
+	ToDevice      int64
 }

@@ -226,8 +226,8 @@ func (n *Notifier) wakeup(u roomdag.UserID) (<-chan struct{}, Token) {
 	return ch, n.cur
 }
 
-// Apply announces a committed change of the account data and receipt
-// streams, wherever it was committed: the store's commit hook calls it for
+// Apply announces a committed change of the account data, receipt and
+// to-device streams, wherever it was committed: the store's commit hook calls it for
 // this process's commits (on the writer goroutine, in commit order, before
 // the writes return), and the cluster follower for other processes'.
 // Room events reach the notifier as EventCommitted, the notification
@@ -238,5 +238,8 @@ func (n *Notifier) Apply(c *storage.Change) {
 	}
 	for _, r := range c.Receipts {
 		n.ReceiptAdded(r.Room, r.User, r.Private, r.Pos)
+	}
+	for _, d := range c.ToDevice {
+		n.ToDeviceAdded(d.User, d.Pos)
 	}
 }

@@ -67,6 +67,8 @@ type Store interface {
 	PresenceStore
 	// MembershipStore: the viewer's membership history (membership.go).
 	MembershipStore
+	// ToDeviceStore: to-device messages (todevice.go).
+	ToDeviceStore
 }
 
 // Syncer answers /sync requests.
@@ -86,6 +88,9 @@ type Syncer struct {
 	closeOnce gosync.Once
 	parked    atomic.Int64 // long-polls waiting right now
 	presence  *presence
+	// toDeviceAcks: what this process deleted of whose to-device
+	// messages (todevice.go).
+	toDeviceAcks toDeviceAcks
 }
 
 // Parked is how many long-polls are waiting for news right now.
@@ -181,6 +186,8 @@ type Response struct {
 	Rooms       Rooms     `json:"rooms"`
 	AccountData EventList `json:"account_data"`
 	Presence    EventList `json:"presence"`
+	// ToDevice holds the device's to-device messages (todevice.go).
+	ToDevice EventList `json:"to_device"`
 	// Feeds holds new matches of the user's topic feeds, by feed ID
 	// (feeds.go); absent when there are none.
 	Feeds map[string]*FeedSection `json:"org.persistentchat.feeds,omitempty"`
@@ -252,7 +259,7 @@ type LeftRoom struct {
 
 func (r *Response) empty() bool {
 	return len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Leave) == 0 && len(r.Rooms.Knock) == 0 &&
-		len(r.AccountData.Events) == 0 && len(r.Presence.Events) == 0 && len(r.Feeds) == 0
+		len(r.AccountData.Events) == 0 && len(r.Presence.Events) == 0 && len(r.Feeds) == 0 && len(r.ToDevice.Events) == 0
 }
 
 // Sync answers a sync request, long-polling up to req.Timeout when an
@@ -280,6 +287,12 @@ func (s *Syncer) Sync(ctx context.Context, req Request) (*Response, error) {
 			since.Typing = 0
 		}
 		req.Since = &since
+		// The client has what came with its token: delete it
+		// (todevice.go), before anything else, so that even a sync
+		// that finds nothing new acknowledges.
+		if err := s.ackToDevice(ctx, req.User, req.Device, since.ToDevice, s.notifier.Current().ToDevice); err != nil {
+			return nil, err
+		}
 	}
 	if req.Since != nil && req.Timeout > 0 {
 		// Events in followed rooms the user is not joined to must wake
@@ -333,7 +346,7 @@ func (s *Syncer) Sync(ctx context.Context, req Request) (*Response, error) {
 
 func (s *Syncer) emptyResponse(cur Token) *Response {
 	return &Response{NextBatch: cur.String(), Rooms: emptyRooms(), AccountData: EventList{Events: []json.RawMessage{}},
-		Presence: EventList{Events: []json.RawMessage{}}}
+		Presence: EventList{Events: []json.RawMessage{}}, ToDevice: EventList{Events: []json.RawMessage{}}}
 }
 
 func emptyRooms() Rooms {
@@ -487,6 +500,9 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 		}
 	}
 	if resp.Presence.Events, err = s.presenceEvents(ctx, req, since, cur, joiners); err != nil {
+		return nil, err
+	}
+	if err := s.toDeviceEvents(ctx, req, since, cur, resp); err != nil {
 		return nil, err
 	}
 	if err := s.unread(ctx, req, resp.Rooms.Join); err != nil {

@@ -413,4 +413,33 @@ CREATE TABLE hierarchy_sessions (
 CREATE INDEX hierarchy_sessions_expiry ON hierarchy_sessions(expires_ms);
 CREATE INDEX hierarchy_sessions_user ON hierarchy_sessions(user_id, expires_ms);
 `,
+	// To-device messages and dehydrated devices: SQLite's migration of
+	// the same purpose says what they hold.
+	`
+CREATE TABLE to_device (
+	user_id    TEXT COLLATE "C" NOT NULL,
+	device_id  TEXT COLLATE "C" NOT NULL,
+	stream_pos BIGINT NOT NULL,
+	event      TEXT NOT NULL,
+	PRIMARY KEY (user_id, device_id, stream_pos)
+);
+CREATE TABLE to_device_position (
+	id  INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+	pos BIGINT NOT NULL
+);
+INSERT INTO to_device_position (id, pos) VALUES (1, 0);
+CREATE TABLE to_device_txns (
+	user_id    TEXT COLLATE "C" NOT NULL,
+	device_id  TEXT COLLATE "C" NOT NULL,
+	txn_id     TEXT COLLATE "C" NOT NULL,
+	created_ms BIGINT NOT NULL,
+	PRIMARY KEY (user_id, device_id, txn_id)
+);
+CREATE INDEX to_device_txns_age ON to_device_txns(user_id, device_id, created_ms);
+CREATE TABLE dehydrated_devices (
+	user_id     TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+	device_id   TEXT COLLATE "C" NOT NULL,
+	device_data TEXT NOT NULL
+);
+`,
 }

@@ -516,4 +516,43 @@ CREATE TABLE hierarchy_sessions (
 CREATE INDEX hierarchy_sessions_expiry ON hierarchy_sessions(expires_ms);
 CREATE INDEX hierarchy_sessions_user ON hierarchy_sessions(user_id, expires_ms);
 `,
+	// To-device messages (issue 12, e2ee/todevice.go): one row per
+	// message and recipient device, kept until the device's client syncs
+	// with a token past it (the spec's acknowledgement) or the device is
+	// deleted. event is the JSON served in /sync ({"content", "sender",
+	// "type"}), rendered once at send. Rows are deleted, so the stream's
+	// position cannot be MAX(stream_pos): to_device_position keeps the last
+	// position allocated (by the writer, under the batch lock).
+	// to_device_txns makes PUT /sendToDevice idempotent per sender device
+	// and transaction ID for a day (created_ms: each send of a device
+	// deletes that device's older rows); its rows go with the device.
+	// dehydrated_devices is MSC3814: a user's one dehydrated device (a
+	// row of devices without an access token) and its opaque data.
+	`
+CREATE TABLE to_device (
+	user_id    TEXT NOT NULL,
+	device_id  TEXT NOT NULL,
+	stream_pos INTEGER NOT NULL,
+	event      TEXT NOT NULL,
+	PRIMARY KEY (user_id, device_id, stream_pos)
+) WITHOUT ROWID;
+CREATE TABLE to_device_position (
+	id  INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+	pos INTEGER NOT NULL
+);
+INSERT INTO to_device_position (id, pos) VALUES (1, 0);
+CREATE TABLE to_device_txns (
+	user_id    TEXT NOT NULL,
+	device_id  TEXT NOT NULL,
+	txn_id     TEXT NOT NULL,
+	created_ms INTEGER NOT NULL,
+	PRIMARY KEY (user_id, device_id, txn_id)
+) WITHOUT ROWID;
+CREATE INDEX to_device_txns_age ON to_device_txns(user_id, device_id, created_ms);
+CREATE TABLE dehydrated_devices (
+	user_id     TEXT NOT NULL PRIMARY KEY,
+	device_id   TEXT NOT NULL,
+	device_data TEXT NOT NULL
+) WITHOUT ROWID;
+`,
 }

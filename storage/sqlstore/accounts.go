@@ -103,7 +103,7 @@ func (db *DB) Refresh(ctx context.Context, oldRefresh []byte, next storage.Sessi
 	return roomdag.UserID(user), device, err
 }
 
-// DeleteDevices removes devices and all their tokens and pushers. With no
+// DeleteDevices removes devices and all that is theirs (deleteDevice). With no
 // device IDs it removes every device of the user except keep ("" keeps
 // none).
 func (db *DB) DeleteDevices(ctx context.Context, user roomdag.UserID, devices []string, keep string) error {
@@ -115,15 +115,8 @@ func (db *DB) DeleteDevices(ctx context.Context, user roomdag.UserID, devices []
 			}
 		}
 		for _, d := range devices {
-			for _, q := range []string{
-				`DELETE FROM devices WHERE user_id = ? AND device_id = ?`,
-				`DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?`,
-				`DELETE FROM refresh_tokens WHERE user_id = ? AND device_id = ?`,
-				`DELETE FROM pushers WHERE user_id = ? AND device_id = ?`,
-			} {
-				if _, err := tx.Exec(q, string(user), d); err != nil {
-					return err
-				}
+			if err := deleteDevice(tx, user, d); err != nil {
+				return err
 			}
 		}
 		if len(devices) > 0 {
@@ -152,6 +145,9 @@ func (db *DB) DeactivateUser(ctx context.Context, user roomdag.UserID, erase boo
 			`DELETE FROM pushers WHERE user_id = ?`,
 			`DELETE FROM account_data WHERE user_id = ?`,
 			`DELETE FROM push_rules WHERE user_id = ?`,
+			`DELETE FROM to_device WHERE user_id = ?`,
+			`DELETE FROM to_device_txns WHERE user_id = ?`,
+			`DELETE FROM dehydrated_devices WHERE user_id = ?`,
 		}
 		if erase {
 			qs = append(qs, `UPDATE users SET displayname = NULL, avatar_url = NULL WHERE user_id = ?`,

@@ -364,8 +364,8 @@ func (db *DB) ReloadErased(ctx context.Context) error {
 func (db *DB) ForgetEvent(id roomdag.EventID) { db.events.remove(id) }
 
 // StreamHeads is the newest committed position of each stream, read in
-// one query: events, account data, receipts, presence, and the
-// notification worker's event position.
+// one query: events, account data, receipts, presence, the
+// notification worker's event position, and to-device messages.
 func (db *DB) StreamHeads(ctx context.Context) (storage.StreamHeads, error) {
 	var h storage.StreamHeads
 	err := db.r.QueryRowContext(ctx, `SELECT
@@ -373,6 +373,8 @@ func (db *DB) StreamHeads(ctx context.Context) (storage.StreamHeads, error) {
 		(SELECT COALESCE(MAX(stream_pos), 0) FROM account_data),
 		(SELECT COALESCE(MAX(stream_pos), 0) FROM receipts),
 		(SELECT COALESCE(MAX(stream_pos), 0) FROM presence),
-		(SELECT event_pos FROM notify_position WHERE id = 1)`).Scan(&h.Events, &h.AccountData, &h.Receipts, &h.Presence, &h.Notifications)
+		(SELECT event_pos FROM notify_position WHERE id = 1),
+		(SELECT pos FROM to_device_position WHERE id = 1)`).Scan(&h.Events, &h.AccountData, &h.Receipts, &h.Presence, &h.Notifications,
+		&h.ToDevice)
 	return h, err
 }
