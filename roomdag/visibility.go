@@ -85,3 +85,49 @@ func CanSee(ev *Event, before AuthState, user UserID, current string) bool {
 	}
 	return false
 }
+
+// ServerCanSee reports whether server may be sent ev over federation
+// (/event, /state, /backfill and the like), given the room state before
+// ev and the room's current state. The rule is the client one, applied to
+// the server's users, as the spec's "history visibility" and Synapse's
+// filter_events_for_server read it: in a world_readable room every server
+// may; otherwise a server may when one of its users may (CanSee), i.e.
+// it had a member joined at the event (or invited, under "invited"), or,
+// under "shared", it has a member joined now. A server with no user in
+// the room, then or now, sees nothing outside world_readable rooms.
+func ServerCanSee(ev *Event, before, current StateMap, server ServerName) bool {
+	if HistoryVisibility(before) == VisibilityWorldReadable {
+		return true
+	}
+	seen := map[UserID]bool{}
+	try := func(user UserID) bool {
+		if seen[user] {
+			return false
+		}
+		seen[user] = true
+		cur := ""
+		if m := current.Get(TypeMember, string(user)); m != nil {
+			cur = m.Membership()
+		}
+		return CanSee(ev, before, user, cur)
+	}
+	// The event's own target first: a server's user sees their own join.
+	if ev.Type() == TypeMember && ev.StateKey() != nil {
+		if u := UserID(*ev.StateKey()); u.Server() == server && try(u) {
+			return true
+		}
+	}
+	for _, st := range []StateMap{before, current} {
+		for k := range st {
+			if k.Type != TypeMember {
+				continue
+			}
+			if u := UserID(k.StateKey); u.Server() == server && try(u) {
+				return true
+			}
+		}
+	}
+	// A history visibility change is seen under the less restrictive of
+	// the two settings (CanSee): a change to world_readable is public.
+	return CanSee(ev, before, "", "")
+}
