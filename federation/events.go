@@ -1,0 +1,450 @@
+package federation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"slices"
+	"strconv"
+
+	"github.com/persistentchat/homeserver/httpapi"
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
+)
+
+// Events and state for other servers (server-server API, "Retrieving
+// events", "Backfilling and retrieving missing events", "Retrieving event
+// authorisation information"). Each answer holds only what the asking
+// server may see (roomdag.ServerCanSee): asked for an event it may not
+// see, it gets 403 M_FORBIDDEN, as Synapse answers a server not in the
+// room.
+
+const (
+	// maxBackfill bounds one /backfill answer, whatever limit asks.
+	maxBackfill = 100
+	// maxAuthChain bounds an auth chain walk: a chain longer than this is
+	// not one this server built.
+	maxAuthChain = 100_000
+	// eventBatch is how many events one storage read asks for.
+	eventBatch = 500
+)
+
+// txnResponse is a transaction of PDUs as the federation answers hold
+// them (single_pdu_transaction, unlimited_pdu_transaction).
+type txnResponse struct {
+	Origin         roomdag.ServerName `json:"origin"`
+	OriginServerTS int64              `json:"origin_server_ts"`
+	PDUs           []json.RawMessage  `json:"pdus"`
+}
+
+// viewer decides what one request's server may see, reading each state
+// snapshot once.
+type viewer struct {
+	in      *Inbound
+	origin  roomdag.ServerName
+	current roomdag.StateMap
+	before  map[int64]roomdag.StateMap
+}
+
+func (in *Inbound) viewer(r *http.Request, st *roomdag.RoomState) *viewer {
+	return &viewer{in: in, origin: Origin(r.Context()), current: st.State, before: map[int64]roomdag.StateMap{}}
+}
+
+// stateBefore is the state before ev.
+func (v *viewer) stateBefore(ctx context.Context, ev *roomdag.StoredEvent) (roomdag.StateMap, error) {
+	if m, ok := v.before[ev.StateBefore]; ok {
+		return m, nil
+	}
+	m, err := v.in.Store.StateEvents(ctx, ev.StateBefore)
+	if err != nil {
+		return nil, err
+	}
+	v.before[ev.StateBefore] = m
+	return m, nil
+}
+
+func (v *viewer) canSee(ctx context.Context, ev *roomdag.StoredEvent) (bool, error) {
+	before, err := v.stateBefore(ctx, ev)
+	if err != nil {
+		return false, err
+	}
+	return roomdag.ServerCanSee(ev.Event, before, v.current, v.origin), nil
+}
+
+// roomEvent is the event of a room-scoped request: the room's state (ACL
+// applied) and the event, which must be in that room (else 404) and
+// visible to the asking server (else 403).
+func (in *Inbound) roomEvent(r *http.Request, room roomdag.RoomID, rawID string) (*roomdag.RoomState, *roomdag.StoredEvent, *viewer, error) {
+	st, err := in.room(r, room)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if rawID == "" {
+		return nil, nil, nil, httpapi.MissingParam("event_id is required")
+	}
+	id, err := roomdag.ParseEventID(rawID)
+	if err != nil {
+		return nil, nil, nil, httpapi.InvalidParam("%q is not an event ID", rawID)
+	}
+	evs, err := in.Store.Events(r.Context(), []roomdag.EventID{id})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if len(evs) == 0 || evs[0].RoomID() != room {
+		return nil, nil, nil, httpapi.NotFound("could not find event %s", id)
+	}
+	v := in.viewer(r, st)
+	ok, err := v.canSee(r.Context(), evs[0])
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if !ok {
+		return nil, nil, nil, httpapi.Forbidden("server %s may not see event %s", v.origin, id)
+	}
+	return st, evs[0], v, nil
+}
+
+// GET /_matrix/federation/v1/event/{eventId}
+func (in *Inbound) event(r *http.Request) (any, error) {
+	raw := httpapi.PathParam(r, "eventId")
+	id, err := roomdag.ParseEventID(raw)
+	if err != nil {
+		return nil, httpapi.InvalidParam("%q is not an event ID", raw)
+	}
+	evs, err := in.Store.Events(r.Context(), []roomdag.EventID{id})
+	if err != nil {
+		return nil, err
+	}
+	if len(evs) == 0 {
+		return nil, httpapi.NotFound("could not find event %s", id)
+	}
+	if _, _, _, err := in.roomEvent(r, evs[0].RoomID(), raw); err != nil {
+		return nil, err
+	}
+	return in.txn(evs[0].JSON()), nil
+}
+
+func (in *Inbound) txn(pdus ...[]byte) txnResponse {
+	out := txnResponse{Origin: in.Server, OriginServerTS: in.Clock.Now().UnixMilli(), PDUs: make([]json.RawMessage, 0, len(pdus))}
+	for _, p := range pdus {
+		out.PDUs = append(out.PDUs, p)
+	}
+	return out
+}
+
+// stateAt is the state before the event of ?event_id= ("prior to
+// considering any state changes induced by the requested event") and the
+// auth chain of that state.
+func (in *Inbound) stateAt(r *http.Request) (roomdag.StateMap, []*roomdag.StoredEvent, error) {
+	room, err := roomParam(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	_, ev, v, err := in.roomEvent(r, room, r.URL.Query().Get("event_id"))
+	if err != nil {
+		return nil, nil, err
+	}
+	state, err := v.stateBefore(r.Context(), ev)
+	if err != nil {
+		return nil, nil, err
+	}
+	starts := make([]*roomdag.Event, 0, len(state))
+	for _, e := range state {
+		starts = append(starts, e)
+	}
+	chain, err := in.authChain(r.Context(), starts)
+	if err != nil {
+		return nil, nil, err
+	}
+	return state, chain, nil
+}
+
+// GET /_matrix/federation/v1/state/{roomId}?event_id=
+func (in *Inbound) state(r *http.Request) (any, error) {
+	state, chain, err := in.stateAt(r)
+	if err != nil {
+		return nil, err
+	}
+	pdus := make([]json.RawMessage, 0, len(state))
+	for _, e := range sortedState(state) {
+		pdus = append(pdus, e.JSON())
+	}
+	auth := make([]json.RawMessage, 0, len(chain))
+	for _, e := range chain {
+		auth = append(auth, e.JSON())
+	}
+	return map[string]any{"pdus": pdus, "auth_chain": auth}, nil
+}
+
+// GET /_matrix/federation/v1/state_ids/{roomId}?event_id=
+func (in *Inbound) stateIDs(r *http.Request) (any, error) {
+	state, chain, err := in.stateAt(r)
+	if err != nil {
+		return nil, err
+	}
+	pdus := make([]roomdag.EventID, 0, len(state))
+	for _, e := range sortedState(state) {
+		pdus = append(pdus, e.ID())
+	}
+	auth := make([]roomdag.EventID, 0, len(chain))
+	for _, e := range chain {
+		auth = append(auth, e.ID())
+	}
+	return map[string]any{"pdu_ids": pdus, "auth_chain_ids": auth}, nil
+}
+
+// sortedState orders a state map's events by type and state key, so
+// that answers are stable.
+func sortedState(state roomdag.StateMap) []*roomdag.Event {
+	out := make([]*roomdag.Event, 0, len(state))
+	for _, e := range state {
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b *roomdag.Event) int {
+		ka, kb := a.Tuple(), b.Tuple()
+		if ka.Type != kb.Type {
+			if ka.Type < kb.Type {
+				return -1
+			}
+			return 1
+		}
+		if ka.StateKey < kb.StateKey {
+			return -1
+		} else if ka.StateKey > kb.StateKey {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}
+func (in *Inbound) eventAuth(r *http.Request) (any, error) {
+	room, err := roomParam(r)
+	if err != nil {
+		return nil, err
+	}
+	_, ev, _, err := in.roomEvent(r, room, httpapi.PathParam(r, "eventId"))
+	if err != nil {
+		return nil, err
+	}
+	chain, err := in.authChain(r.Context(), []*roomdag.Event{ev.Event})
+	if err != nil {
+		return nil, err
+	}
+	auth := make([]json.RawMessage, 0, len(chain))
+	for _, e := range chain {
+		auth = append(auth, e.JSON())
+	}
+	return map[string]any{"auth_chain": auth}, nil
+}
+
+// authChain is the auth events of starts and theirs, recursively, without
+// starts themselves unless one is another's auth event (as Synapse's
+// get_auth_chain_ids), oldest (lowest depth) first. Auth events this
+// server does not hold are left out.
+func (in *Inbound) authChain(ctx context.Context, starts []*roomdag.Event) ([]*roomdag.StoredEvent, error) {
+	seen := map[roomdag.EventID]bool{}
+	var next []roomdag.EventID
+	for _, e := range starts {
+		for _, a := range e.AuthEvents() {
+			if !seen[a] {
+				seen[a] = true
+				next = append(next, a)
+			}
+		}
+	}
+	var out []*roomdag.StoredEvent
+	for len(next) > 0 {
+		if len(seen) > maxAuthChain {
+			return nil, errors.New("auth chain longer than the bound")
+		}
+		batch := next[:min(len(next), eventBatch)]
+		next = next[len(batch):]
+		evs, err := in.Store.Events(ctx, batch)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range evs {
+			out = append(out, e)
+			for _, a := range e.AuthEvents() {
+				if !seen[a] {
+					seen[a] = true
+					next = append(next, a)
+				}
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b *roomdag.StoredEvent) int {
+		if a.Depth() != b.Depth() {
+			return int(a.Depth() - b.Depth())
+		}
+		return int(a.Pos - b.Pos)
+	})
+	return out, nil
+}
+
+// GET /_matrix/federation/v1/backfill/{roomId}?v=&limit=
+//
+// The events of v and those before them, walked along prev_events
+// highest depth first, up to limit (at most maxBackfill). The asking
+// server must be able to see the events of v; events further back it may
+// not see are sent redacted, as Synapse does, so that its copy of the DAG
+// stays connected without their content.
+func (in *Inbound) backfill(r *http.Request) (any, error) {
+	room, err := roomParam(r)
+	if err != nil {
+		return nil, err
+	}
+	st, err := in.room(r, room)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	if !q.Has("limit") {
+		return nil, httpapi.MissingParam("limit is required")
+	}
+	limit, err := strconv.Atoi(q.Get("limit"))
+	if err != nil || limit < 0 {
+		return nil, httpapi.InvalidParam("limit must be a non-negative integer")
+	}
+	limit = min(limit, maxBackfill)
+	if len(q["v"]) == 0 {
+		return nil, httpapi.MissingParam("v is required")
+	}
+	var from []roomdag.EventID
+	for _, raw := range q["v"] {
+		id, err := roomdag.ParseEventID(raw)
+		if err != nil {
+			return nil, httpapi.InvalidParam("%q is not an event ID", raw)
+		}
+		from = append(from, id)
+	}
+	if len(from) > maxBackfill {
+		return nil, httpapi.InvalidParam("at most %d events in v", maxBackfill)
+	}
+	v := in.viewer(r, st)
+	starts, err := in.Store.Events(r.Context(), from)
+	if err != nil {
+		return nil, err
+	}
+	var frontier []*roomdag.StoredEvent
+	for _, e := range starts {
+		if e.RoomID() != room {
+			continue
+		}
+		ok, err := v.canSee(r.Context(), e)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, httpapi.Forbidden("server %s may not see event %s", v.origin, e.ID())
+		}
+		frontier = append(frontier, e)
+	}
+	if len(frontier) == 0 && len(from) > 0 {
+		return nil, httpapi.NotFound("none of the events of v is in room %s", room)
+	}
+	seen := map[roomdag.EventID]bool{}
+	for _, e := range frontier {
+		seen[e.ID()] = true
+	}
+	var out []*roomdag.StoredEvent
+	for len(frontier) > 0 && len(out) < limit {
+		// Highest depth first (then newest), as a priority queue would.
+		slices.SortFunc(frontier, func(a, b *roomdag.StoredEvent) int {
+			if a.Depth() != b.Depth() {
+				return int(b.Depth() - a.Depth())
+			}
+			return int(b.Pos - a.Pos)
+		})
+		e := frontier[0]
+		frontier = frontier[1:]
+		out = append(out, e)
+		var prev []roomdag.EventID
+		for _, p := range e.PrevEvents() {
+			if !seen[p] {
+				seen[p] = true
+				prev = append(prev, p)
+			}
+		}
+		if len(prev) > 0 {
+			evs, err := in.Store.Events(r.Context(), prev)
+			if err != nil {
+				return nil, err
+			}
+			for _, pe := range evs {
+				if pe.RoomID() == room {
+					frontier = append(frontier, pe)
+				}
+			}
+		}
+	}
+	pdus := make([][]byte, 0, len(out))
+	for _, e := range out {
+		ok, err := v.canSee(r.Context(), e)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			pdus = append(pdus, e.JSON())
+			continue
+		}
+		red, err := roomdag.Redact(e.Version(), e.JSON())
+		if err != nil {
+			return nil, err
+		}
+		pdus = append(pdus, red)
+	}
+	return in.txn(pdus...), nil
+}
+
+// GET /_matrix/federation/v1/timestamp_to_event/{roomId}?ts=&dir=
+//
+// As the client endpoint, on what this server holds; the event found must
+// be one the asking server may see.
+func (in *Inbound) timestampToEvent(r *http.Request) (any, error) {
+	room, err := roomParam(r)
+	if err != nil {
+		return nil, err
+	}
+	st, err := in.room(r, room)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	if !q.Has("ts") {
+		return nil, httpapi.MissingParam("ts is required")
+	}
+	ts, err := strconv.ParseInt(q.Get("ts"), 10, 64)
+	if err != nil || ts < 0 {
+		return nil, httpapi.InvalidParam("ts must be a non-negative integer of milliseconds")
+	}
+	dir := q.Get("dir")
+	if dir != "f" && dir != "b" {
+		return nil, httpapi.InvalidParam("dir must be f or b")
+	}
+	id, at, err := in.Store.EventNearTimestamp(r.Context(), room, ts, dir == "f")
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, httpapi.NotFound("no event found %s %d", map[string]string{"f": "after", "b": "before"}[dir], ts)
+	}
+	if err != nil {
+		return nil, err
+	}
+	evs, err := in.Store.Events(r.Context(), []roomdag.EventID{id})
+	if err != nil {
+		return nil, err
+	}
+	if len(evs) == 0 {
+		return nil, httpapi.NotFound("no event found %s %d", map[string]string{"f": "after", "b": "before"}[dir], ts)
+	}
+	ok, err := in.viewer(r, st).canSee(r.Context(), evs[0])
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, httpapi.Forbidden("server %s may not see room %s", Origin(r.Context()), room)
+	}
+	return map[string]any{"event_id": id, "origin_server_ts": at}, nil
+}
