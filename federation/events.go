@@ -402,8 +402,8 @@ func (in *Inbound) backfill(r *http.Request) (any, error) {
 
 // GET /_matrix/federation/v1/timestamp_to_event/{roomId}?ts=&dir=
 //
-// As the client endpoint, on what this server holds; the event found must
-// be one the asking server may see.
+// As the client endpoint, on what this server holds; the asking server
+// must be able to see the event found, or the room be world readable now.
 func (in *Inbound) timestampToEvent(r *http.Request) (any, error) {
 	room, err := roomParam(r)
 	if err != nil {
@@ -439,9 +439,14 @@ func (in *Inbound) timestampToEvent(r *http.Request) (any, error) {
 	if len(evs) == 0 {
 		return nil, httpapi.NotFound("no event found %s %d", map[string]string{"f": "after", "b": "before"}[dir], ts)
 	}
-	ok, err := in.viewer(r, st).canSee(r.Context(), evs[0])
-	if err != nil {
-		return nil, err
+	// Only an ID and a time are told, so a room readable to all now
+	// (whose first events, before its history visibility was set, are
+	// not) answers too.
+	ok := roomdag.HistoryVisibility(st.State) == roomdag.VisibilityWorldReadable
+	if !ok {
+		if ok, err = in.viewer(r, st).canSee(r.Context(), evs[0]); err != nil {
+			return nil, err
+		}
 	}
 	if !ok {
 		return nil, httpapi.Forbidden("server %s may not see room %s", Origin(r.Context()), room)
