@@ -38,8 +38,8 @@ const (
 	hierarchySessionTTL = 5 * time.Minute
 	// maxHierarchySessions bounds the stored walks of one user.
 	maxHierarchySessions = 100
-	typeSpaceChild = roomdag.TypeSpaceChild
-	roomTypeSpace  = roomdag.RoomTypeSpace
+	typeSpaceChild       = roomdag.TypeSpaceChild
+	roomTypeSpace        = roomdag.RoomTypeSpace
 )
 
 func (s *Server) hierarchyRoutes() []route {

@@ -99,7 +99,9 @@ func contentString(state roomdag.StateMap, typ, field string) string {
 	return roomdag.ContentString(state, typ, field)
 }
 
-func describeRoom(id roomdag.RoomID, st *roomdag.RoomState) roomInfo { return roomdag.DescribeRoom(id, st) }
+func describeRoom(id roomdag.RoomID, st *roomdag.RoomState) roomInfo {
+	return roomdag.DescribeRoom(id, st)
+}
 
 // publicRoomsRequest is the query of GET and the body of POST /publicRooms.
 type publicRoomsRequest struct {
