@@ -367,3 +367,19 @@ func TestInboundReads(t *testing.T) {
 		t.Fatalf("rightly signed: %d %s", r.status, r.body)
 	}
 }
+
+// signedRaw is signedGet with the response left to the caller.
+func signedRaw(t *testing.T, from *testserver.Server, to, path string) *http.Response {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := from.HS.Federation.Do(ctx, roomdag.ServerName(to), req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	return resp
+}
