@@ -114,6 +114,20 @@ func TestInboundReads(t *testing.T) {
 		stateEvent("m.room.server_acl", map[string]any{"allow": []string{"*"}, "deny": []string{"127.0.0.1"}}),
 	}})
 	deniedMsg := alice.SendText(denied, "not for B")
+	// History that became world readable only later: what came before
+	// stays hidden from B, and backfill sends it redacted.
+	later := alice.CreateRoom(map[string]any{"preset": "public_chat",
+		"initial_state": []any{stateEvent("m.room.history_visibility", map[string]any{"history_visibility": "joined"})}})
+	earlyMsg := alice.SendText(later, "early secret")
+	alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(later)+"/state/m.room.history_visibility/", map[string]any{"history_visibility": "world_readable"}, nil)
+	lateMsg := alice.SendText(later, "now public")
+	// A space with a public child, a private one and one A does not know.
+	publicChild := alice.CreateRoom(map[string]any{"preset": "public_chat", "name": "Public child"})
+	space := alice.CreateRoom(map[string]any{"preset": "public_chat", "name": "Space", "creation_content": map[string]any{"type": "m.space"}})
+	for _, child := range []string{publicChild, private, "!unknown:" + a.Name()} {
+		alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(space)+"/state/m.space.child/"+url.PathEscape(child),
+			map[string]any{"via": []string{a.Name()}}, nil)
+	}
 	esc := url.PathEscape
 	q := url.QueryEscape
 
@@ -229,6 +243,69 @@ func TestInboundReads(t *testing.T) {
 				t.Fatalf("got %s", r.body)
 			}
 		}},
+		{"event from before history became world readable", "/_matrix/federation/v1/event/" + esc(earlyMsg), wantCode(403, "M_FORBIDDEN")},
+		{"event after history became world readable", "/_matrix/federation/v1/event/" + esc(lateMsg), func(t *testing.T, r fedResponse) {
+			if r.status != 200 || !bytes.Contains(r.body, []byte("now public")) {
+				t.Fatalf("%d %s", r.status, r.body)
+			}
+		}},
+		{"backfill redacts what B may not see", "/_matrix/federation/v1/backfill/" + esc(later) + "?v=" + q(lateMsg) + "&limit=3", func(t *testing.T, r fedResponse) {
+			var out struct {
+				PDUs []json.RawMessage `json:"pdus"`
+			}
+			decode(t, r, &out)
+			if len(out.PDUs) != 3 {
+				t.Fatalf("%d PDUs, want 3: %s", len(out.PDUs), r.body)
+			}
+			// The late message, the visibility change, the early message.
+			if !bytes.Contains(out.PDUs[0], []byte("now public")) || bytes.Contains(r.body, []byte("early secret")) {
+				t.Fatalf("got %s", r.body)
+			}
+			var early struct {
+				Type    string         `json:"type"`
+				Content map[string]any `json:"content"`
+			}
+			if err := json.Unmarshal(out.PDUs[2], &early); err != nil || early.Type != "m.room.message" || len(early.Content) != 0 {
+				t.Fatalf("the early message is not sent redacted: %s", out.PDUs[2])
+			}
+		}},
+		{"hierarchy of a space", "/_matrix/federation/v1/hierarchy/" + esc(space), func(t *testing.T, r fedResponse) {
+			var out struct {
+				Room struct {
+					RoomID        string            `json:"room_id"`
+					RoomType      string            `json:"room_type"`
+					ChildrenState []json.RawMessage `json:"children_state"`
+				} `json:"room"`
+				Children []struct {
+					RoomID string `json:"room_id"`
+					Name   string `json:"name"`
+				} `json:"children"`
+				Inaccessible []string `json:"inaccessible_children"`
+			}
+			decode(t, r, &out)
+			if out.Room.RoomID != space || out.Room.RoomType != "m.space" || len(out.Room.ChildrenState) != 3 {
+				t.Fatalf("room %s", r.body)
+			}
+			if len(out.Children) != 1 || out.Children[0].RoomID != publicChild || out.Children[0].Name != "Public child" {
+				t.Fatalf("children %s", r.body)
+			}
+			if len(out.Inaccessible) != 1 || out.Inaccessible[0] != private {
+				t.Fatalf("inaccessible children %s", r.body)
+			}
+		}},
+		{"hierarchy suggested only", "/_matrix/federation/v1/hierarchy/" + esc(space) + "?suggested_only=true", func(t *testing.T, r fedResponse) {
+			var out struct {
+				Room struct {
+					ChildrenState []json.RawMessage `json:"children_state"`
+				} `json:"room"`
+				Children []json.RawMessage `json:"children"`
+			}
+			decode(t, r, &out)
+			if len(out.Room.ChildrenState) != 0 || len(out.Children) != 0 {
+				t.Fatalf("got %s", r.body)
+			}
+		}},
+		{"hierarchy with a bad suggested_only", "/_matrix/federation/v1/hierarchy/" + esc(space) + "?suggested_only=yes", wantCode(400, "M_INVALID_PARAM")},
 		{"event of a private room", "/_matrix/federation/v1/event/" + esc(privateMsg), wantCode(403, "M_FORBIDDEN")},
 		{"state of a private room", "/_matrix/federation/v1/state/" + esc(private) + "?event_id=" + q(privateMsg), wantCode(403, "M_FORBIDDEN")},
 		{"backfill of a private room", "/_matrix/federation/v1/backfill/" + esc(private) + "?v=" + q(privateMsg) + "&limit=10", wantCode(403, "M_FORBIDDEN")},
@@ -283,7 +360,7 @@ func TestInboundReads(t *testing.T) {
 				} `json:"chunk"`
 			}
 			decode(t, r, &out)
-			if len(out.Chunk) != 1 || out.Chunk[0].RoomID != world || out.Chunk[0].Name != "World" {
+			if len(out.Chunk) != 1 || out.Chunk[0].RoomID != world || out.Chunk[0].Name != "World" { // the only one published
 				t.Fatalf("got %s", r.body)
 			}
 		}},

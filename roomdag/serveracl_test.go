@@ -45,8 +45,22 @@ func TestServerACL(t *testing.T) {
 	}
 }
 
-func TestServerAllowedWithoutACL(t *testing.T) {
-	if !ServerAllowed(StateMap{}, "anything.example") {
-		t.Fatal("a room without m.room.server_acl must allow every server")
+// TestServerAllowed: the ACL of a room's state, or none.
+func TestServerAllowed(t *testing.T) {
+	empty := ""
+	acl := testEvent(t, TypeServerACL, &empty, "@alice:a.org", `{"allow":["*"],"deny":["evil.com"]}`)
+	for _, tc := range []struct {
+		name   string
+		state  StateMap
+		server ServerName
+		want   bool
+	}{
+		{"no ACL allows all", StateMap{}, "evil.com", true},
+		{"ACL denies", NewStateMap(acl), "evil.com:8448", false},
+		{"ACL allows", NewStateMap(acl), "good.org", true},
+	} {
+		if got := ServerAllowed(tc.state, tc.server); got != tc.want {
+			t.Errorf("%s: ServerAllowed(%s) = %v, want %v", tc.name, tc.server, got, tc.want)
+		}
 	}
 }
