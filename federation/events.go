@@ -1,6 +1,7 @@
 package federation
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -277,10 +278,7 @@ func (in *Inbound) authChain(ctx context.Context, starts []*roomdag.Event) ([]*r
 		}
 	}
 	slices.SortFunc(out, func(a, b *roomdag.StoredEvent) int {
-		if a.Depth() != b.Depth() {
-			return int(a.Depth() - b.Depth())
-		}
-		return int(a.Pos - b.Pos)
+		return cmp.Or(cmp.Compare(a.Depth(), b.Depth()), cmp.Compare(a.Pos, b.Pos))
 	})
 	return out, nil
 }
@@ -325,12 +323,33 @@ func (in *Inbound) backfill(r *http.Request) (any, error) {
 		return nil, httpapi.InvalidParam("at most %d events in v", maxBackfill)
 	}
 	v := in.viewer(r, st)
-	starts, err := in.Store.Events(r.Context(), from)
+	frontier, err := in.visibleStarts(r, v, room, from)
 	if err != nil {
 		return nil, err
 	}
-	var frontier []*roomdag.StoredEvent
-	for _, e := range starts {
+	if len(frontier) == 0 {
+		return nil, httpapi.NotFound("none of the events of v is in room %s", room)
+	}
+	out, err := in.walkPrev(r.Context(), room, frontier, nil, limit, 0)
+	if err != nil {
+		return nil, err
+	}
+	pdus, err := v.redactUnseen(r.Context(), out)
+	if err != nil {
+		return nil, err
+	}
+	return in.txn(pdus...), nil
+}
+
+// visibleStarts are the events of ids in room (others, and unknown ones,
+// skipped); 403 if the asking server may not see one of them.
+func (in *Inbound) visibleStarts(r *http.Request, v *viewer, room roomdag.RoomID, ids []roomdag.EventID) ([]*roomdag.StoredEvent, error) {
+	evs, err := in.Store.Events(r.Context(), ids)
+	if err != nil {
+		return nil, err
+	}
+	var out []*roomdag.StoredEvent
+	for _, e := range evs {
 		if e.RoomID() != room {
 			continue
 		}
@@ -341,23 +360,28 @@ func (in *Inbound) backfill(r *http.Request) (any, error) {
 		if !ok {
 			return nil, httpapi.Forbidden("server %s may not see event %s", v.origin, e.ID())
 		}
-		frontier = append(frontier, e)
+		out = append(out, e)
 	}
-	if len(frontier) == 0 && len(from) > 0 {
-		return nil, httpapi.NotFound("none of the events of v is in room %s", room)
-	}
+	return out, nil
+}
+
+// walkPrev walks room's DAG back along prev_events from frontier
+// (included), highest depth first (then newest), as a priority queue
+// would, skipping the events of skip and not going below minDepth, until
+// it has limit events. Predecessors this server does not hold end the
+// walk there.
+func (in *Inbound) walkPrev(ctx context.Context, room roomdag.RoomID, frontier []*roomdag.StoredEvent, skip map[roomdag.EventID]bool, limit int, minDepth int64) ([]*roomdag.StoredEvent, error) {
 	seen := map[roomdag.EventID]bool{}
+	for id := range skip {
+		seen[id] = true
+	}
 	for _, e := range frontier {
 		seen[e.ID()] = true
 	}
 	var out []*roomdag.StoredEvent
 	for len(frontier) > 0 && len(out) < limit {
-		// Highest depth first (then newest), as a priority queue would.
 		slices.SortFunc(frontier, func(a, b *roomdag.StoredEvent) int {
-			if a.Depth() != b.Depth() {
-				return int(b.Depth() - a.Depth())
-			}
-			return int(b.Pos - a.Pos)
+			return cmp.Or(cmp.Compare(b.Depth(), a.Depth()), cmp.Compare(b.Pos, a.Pos))
 		})
 		e := frontier[0]
 		frontier = frontier[1:]
@@ -369,35 +393,135 @@ func (in *Inbound) backfill(r *http.Request) (any, error) {
 				prev = append(prev, p)
 			}
 		}
-		if len(prev) > 0 {
-			evs, err := in.Store.Events(r.Context(), prev)
-			if err != nil {
-				return nil, err
-			}
-			for _, pe := range evs {
-				if pe.RoomID() == room {
-					frontier = append(frontier, pe)
-				}
+		if len(prev) == 0 {
+			continue
+		}
+		evs, err := in.Store.Events(ctx, prev)
+		if err != nil {
+			return nil, err
+		}
+		for _, pe := range evs {
+			if pe.RoomID() == room && pe.Depth() >= minDepth {
+				frontier = append(frontier, pe)
 			}
 		}
 	}
-	pdus := make([][]byte, 0, len(out))
-	for _, e := range out {
-		ok, err := v.canSee(r.Context(), e)
+	return out, nil
+}
+
+// redactUnseen is evs as the asking server gets them: whole where it may
+// see them, redacted elsewhere (Synapse's filter_events_for_server with
+// redact), so that its copy of the DAG stays connected.
+func (v *viewer) redactUnseen(ctx context.Context, evs []*roomdag.StoredEvent) ([][]byte, error) {
+	out := make([][]byte, 0, len(evs))
+	for _, e := range evs {
+		ok, err := v.canSee(ctx, e)
 		if err != nil {
 			return nil, err
 		}
 		if ok {
-			pdus = append(pdus, e.JSON())
+			out = append(out, e.JSON())
 			continue
 		}
 		red, err := roomdag.Redact(e.Version(), e.JSON())
 		if err != nil {
 			return nil, err
 		}
-		pdus = append(pdus, red)
+		out = append(out, red)
 	}
-	return in.txn(pdus...), nil
+	return out, nil
+}
+
+// maxMissingEvents bounds one /get_missing_events answer.
+const maxMissingEvents = 100
+
+// POST /_matrix/federation/v1/get_missing_events/{roomId}
+//
+// The events before latest_events (not those themselves), breadth first
+// along prev_events, not past earliest_events nor below min_depth, up to
+// limit (default 10, at most maxMissingEvents), oldest first; those the
+// asking server may not see redacted, as /backfill sends them.
+func (in *Inbound) getMissingEvents(r *http.Request) (any, error) {
+	room, err := roomParam(r)
+	if err != nil {
+		return nil, err
+	}
+	st, err := in.room(r, room)
+	if err != nil {
+		return nil, err
+	}
+	var body struct {
+		Limit          *int              `json:"limit"`
+		MinDepth       int64             `json:"min_depth"`
+		EarliestEvents []roomdag.EventID `json:"earliest_events"`
+		LatestEvents   []roomdag.EventID `json:"latest_events"`
+	}
+	if err := httpapi.DecodeJSON(r, &body); err != nil {
+		return nil, err
+	}
+	if body.LatestEvents == nil || body.EarliestEvents == nil {
+		return nil, httpapi.BadJSON("earliest_events and latest_events are required")
+	}
+	if len(body.LatestEvents) > maxMissingEvents || len(body.EarliestEvents) > 10*maxMissingEvents {
+		return nil, httpapi.BadJSON("too many events in earliest_events or latest_events")
+	}
+	limit := 10
+	if body.Limit != nil {
+		if *body.Limit < 0 {
+			return nil, httpapi.BadJSON("limit must not be negative")
+		}
+		limit = min(*body.Limit, maxMissingEvents)
+	}
+	v := in.viewer(r, st)
+	latest, err := in.visibleStarts(r, v, room, body.LatestEvents)
+	if err != nil {
+		return nil, err
+	}
+	skip := map[roomdag.EventID]bool{}
+	for _, id := range body.EarliestEvents {
+		skip[id] = true
+	}
+	// Start from the predecessors of latest_events.
+	var prevIDs []roomdag.EventID
+	for _, e := range latest {
+		skip[e.ID()] = true
+	}
+	for _, e := range latest {
+		for _, p := range e.PrevEvents() {
+			if !skip[p] {
+				skip[p] = true
+				prevIDs = append(prevIDs, p)
+			}
+		}
+	}
+	var frontier []*roomdag.StoredEvent
+	if len(prevIDs) > 0 {
+		evs, err := in.Store.Events(r.Context(), prevIDs)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range evs {
+			if e.RoomID() == room && e.Depth() >= body.MinDepth {
+				frontier = append(frontier, e)
+			}
+		}
+	}
+	out, err := in.walkPrev(r.Context(), room, frontier, skip, limit, body.MinDepth)
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b *roomdag.StoredEvent) int {
+		return cmp.Or(cmp.Compare(a.Depth(), b.Depth()), cmp.Compare(a.Pos, b.Pos))
+	})
+	pdus, err := v.redactUnseen(r.Context(), out)
+	if err != nil {
+		return nil, err
+	}
+	events := make([]json.RawMessage, len(pdus))
+	for i, p := range pdus {
+		events[i] = p
+	}
+	return map[string]any{"events": events}, nil
 }
 
 // GET /_matrix/federation/v1/timestamp_to_event/{roomId}?ts=&dir=

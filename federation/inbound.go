@@ -85,6 +85,7 @@ func (in *Inbound) Routes() []Endpoint {
 		{http.MethodGet, v1 + "/state_ids/{roomId}", in.stateIDs},
 		{http.MethodGet, v1 + "/event_auth/{roomId}/{eventId}", in.eventAuth},
 		{http.MethodGet, v1 + "/backfill/{roomId}", in.backfill},
+		{http.MethodPost, v1 + "/get_missing_events/{roomId}", in.getMissingEvents},
 		{http.MethodGet, v1 + "/timestamp_to_event/{roomId}", in.timestampToEvent},
 		{http.MethodGet, v1 + "/query/directory", in.queryDirectory},
 		{http.MethodGet, v1 + "/query/profile", in.queryProfile},

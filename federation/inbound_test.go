@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -381,6 +382,50 @@ func TestInboundReads(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) { tc.check(t, signedGet(t, b, a.Name(), tc.path)) })
 	}
 
+	gme := "/_matrix/federation/v1/get_missing_events/"
+	for _, tc := range []struct {
+		name  string
+		room  string
+		body  string
+		check check
+	}{
+		{"get_missing_events between two events", world,
+			fmt.Sprintf(`{"latest_events":[%q],"earliest_events":[%q],"limit":10}`, worldMsgs[4], worldMsgs[1]),
+			func(t *testing.T, r fedResponse) {
+				var out struct {
+					Events []json.RawMessage `json:"events"`
+				}
+				decode(t, r, &out)
+				if len(out.Events) != 2 {
+					t.Fatalf("%d events, want the 2 between: %s", len(out.Events), r.body)
+				}
+				for i, want := range worldMsgs[2:4] {
+					if id := eventID(t, a, out.Events[i]); id != want {
+						t.Errorf("event %d is %s, want %s (oldest first)", i, id, want)
+					}
+				}
+			}},
+		{"get_missing_events with a limit", world,
+			fmt.Sprintf(`{"latest_events":[%q],"earliest_events":[],"limit":1}`, worldMsgs[4]),
+			func(t *testing.T, r fedResponse) {
+				var out struct {
+					Events []json.RawMessage `json:"events"`
+				}
+				decode(t, r, &out)
+				if len(out.Events) != 1 || eventID(t, a, out.Events[0]) != worldMsgs[3] {
+					t.Fatalf("got %s", r.body)
+				}
+			}},
+		{"get_missing_events of a private room", private, fmt.Sprintf(`{"latest_events":[%q],"earliest_events":[]}`, privateMsg), wantCode(403, "M_FORBIDDEN")},
+		{"get_missing_events of an ACL-denied room", denied, fmt.Sprintf(`{"latest_events":[%q],"earliest_events":[]}`, deniedMsg), wantCode(403, "M_FORBIDDEN")},
+		{"get_missing_events without latest_events", world, `{"earliest_events":[]}`, wantCode(400, "M_BAD_JSON")},
+		{"get_missing_events with a negative limit", world, fmt.Sprintf(`{"latest_events":[%q],"earliest_events":[],"limit":-1}`, worldMsgs[4]), wantCode(400, "M_BAD_JSON")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.check(t, signedDo(t, b, a.Name(), http.MethodPost, gme+esc(tc.room), []byte(tc.body)))
+		})
+	}
+
 	t.Run("public rooms by POST with a filter", func(t *testing.T) {
 		r := signedDo(t, b, a.Name(), http.MethodPost, "/_matrix/federation/v1/publicRooms", []byte(`{"filter":{"generic_search_term":"nothing like it"}}`))
 		var out struct {
@@ -459,4 +504,19 @@ func signedRaw(t *testing.T, from *testserver.Server, to, path string) *http.Res
 		t.Fatalf("GET %s: %v", path, err)
 	}
 	return resp
+}
+
+// eventID is the ID of a PDU of a room on server s (room version 3 and
+// later: its reference hash).
+func eventID(t *testing.T, s *testserver.Server, pdu json.RawMessage) string {
+	t.Helper()
+	v, ok := roomdag.LookupRoomVersion(s.Config.DefaultRoomVersion)
+	if !ok {
+		t.Fatalf("room version %s", s.Config.DefaultRoomVersion)
+	}
+	ev, err := roomdag.NewEventFromJSON(v, pdu)
+	if err != nil {
+		t.Fatalf("PDU %s: %v", pdu, err)
+	}
+	return string(ev.ID())
 }
