@@ -39,34 +39,56 @@ type txnResponse struct {
 	PDUs           []json.RawMessage  `json:"pdus"`
 }
 
-// viewer decides what one request's server may see, reading each state
-// snapshot once.
+// viewer decides what one request's server may see. Deciding needs only
+// a few events of the state before each event (its history visibility
+// and the memberships of the server's users), which it reads once per
+// state snapshot.
 type viewer struct {
 	in      *Inbound
 	origin  roomdag.ServerName
 	current roomdag.StateMap
-	before  map[int64]roomdag.StateMap
+	before  map[int64]roomdag.StateMap // the parts of snapshots that decide
 }
 
 func (in *Inbound) viewer(r *http.Request, st *roomdag.RoomState) *viewer {
 	return &viewer{in: in, origin: Origin(r.Context()), current: st.State, before: map[int64]roomdag.StateMap{}}
 }
 
-// stateBefore is the state before ev.
+// stateBefore is the whole state before ev.
 func (v *viewer) stateBefore(ctx context.Context, ev *roomdag.StoredEvent) (roomdag.StateMap, error) {
+	return v.in.Store.StateEvents(ctx, ev.StateBefore)
+}
+
+// deciding is the part of the state before ev that ServerCanSee reads.
+func (v *viewer) deciding(ctx context.Context, ev *roomdag.StoredEvent) (roomdag.StateMap, error) {
 	if m, ok := v.before[ev.StateBefore]; ok {
 		return m, nil
 	}
-	m, err := v.in.Store.StateEvents(ctx, ev.StateBefore)
+	ids, err := v.in.Store.Snapshot(ctx, ev.StateBefore)
 	if err != nil {
 		return nil, err
+	}
+	var want []roomdag.EventID
+	for k, id := range ids {
+		if k.Type == roomdag.TypeHistoryVisibility && k.StateKey == "" ||
+			k.Type == roomdag.TypeMember && roomdag.UserID(k.StateKey).Server() == v.origin {
+			want = append(want, id)
+		}
+	}
+	evs, err := v.in.Store.Events(ctx, want)
+	if err != nil {
+		return nil, err
+	}
+	m := make(roomdag.StateMap, len(evs))
+	for _, e := range evs {
+		m[e.Tuple()] = e.Event
 	}
 	v.before[ev.StateBefore] = m
 	return m, nil
 }
 
 func (v *viewer) canSee(ctx context.Context, ev *roomdag.StoredEvent) (bool, error) {
-	before, err := v.stateBefore(ctx, ev)
+	before, err := v.deciding(ctx, ev)
 	if err != nil {
 		return false, err
 	}

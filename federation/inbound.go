@@ -26,6 +26,9 @@ type Store interface {
 	Events(ctx context.Context, ids []roomdag.EventID) ([]*roomdag.StoredEvent, error)
 	// StateEvents returns the state of a snapshot.
 	StateEvents(ctx context.Context, snapshot int64) (roomdag.StateMap, error)
+	// Snapshot returns the state of a snapshot as event IDs (cached by
+	// the store: cheaper than StateEvents when few events are needed).
+	Snapshot(ctx context.Context, snapshot int64) (map[roomdag.StateKey]roomdag.EventID, error)
 	// EventNearTimestamp is the event of room nearest tsMS looking
 	// forwards or backwards, or storage.ErrNotFound.
 	EventNearTimestamp(ctx context.Context, room roomdag.RoomID, tsMS int64, forwards bool) (roomdag.EventID, int64, error)
