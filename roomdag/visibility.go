@@ -95,6 +95,9 @@ func CanSee(ev *Event, before AuthState, user UserID, current string) bool {
 // it had a member joined at the event (or invited, under "invited"), or,
 // under "shared", it has a member joined now. A server with no user in
 // the room, then or now, sees nothing outside world_readable rooms.
+//
+// before need hold only what decides: the m.room.history_visibility event
+// and the server's users' m.room.member events.
 func ServerCanSee(ev *Event, before, current StateMap, server ServerName) bool {
 	if HistoryVisibility(before) == VisibilityWorldReadable {
 		return true
