@@ -196,7 +196,7 @@ func (m MediaFetcher) FetchMedia(ctx context.Context, server roomdag.ServerName,
 		if resp.StatusCode != http.StatusOK {
 			return "", "", nil, statusError(resp.StatusCode, errcode(resp), server)
 		}
-		return m.body(resp.Body, resp.Header, maxSize)
+		return m.body(resp.Body, resp.Header, resp.ContentLength, maxSize)
 	}
 	mt, params, err := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if err != nil || mt != "multipart/mixed" || params["boundary"] == "" {
@@ -223,10 +223,14 @@ func (m MediaFetcher) FetchMedia(ctx context.Context, server roomdag.ServerName,
 		resp.Body.Close()
 		return m.follow(ctx, server, loc, maxSize)
 	}
+	declared := int64(-1)
+	if n, err := strconv.ParseInt(part.Header.Get("Content-Length"), 10, 64); err == nil {
+		declared = n
+	}
 	return m.body(struct {
 		io.Reader
 		io.Closer
-	}{part, resp.Body}, http.Header(part.Header), maxSize)
+	}{part, resp.Body}, http.Header(part.Header), declared, maxSize)
 }
 
 // urlGetter is a client that can fetch a plain URL through the same
@@ -248,7 +252,7 @@ func (m MediaFetcher) follow(ctx context.Context, server roomdag.ServerName, loc
 		resp.Body.Close()
 		return "", "", nil, fmt.Errorf("%w: %s's Location answered %d", media.ErrRemote, server, resp.StatusCode)
 	}
-	return m.body(resp.Body, resp.Header, maxSize)
+	return m.body(resp.Body, resp.Header, resp.ContentLength, maxSize)
 }
 
 func (m MediaFetcher) get(ctx context.Context, server roomdag.ServerName, path string) (*http.Response, error) {
@@ -264,10 +268,10 @@ func (m MediaFetcher) get(ctx context.Context, server roomdag.ServerName, path s
 }
 
 // body is the content with its type and name, refused up front when its
-// declared length passes maxSize (the repository bounds it again while
-// reading).
-func (m MediaFetcher) body(rc io.ReadCloser, h http.Header, maxSize int64) (string, string, io.ReadCloser, error) {
-	if n, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64); err == nil && n > maxSize {
+// declared length (-1: none) passes maxSize (the repository bounds it
+// again while reading).
+func (m MediaFetcher) body(rc io.ReadCloser, h http.Header, declared, maxSize int64) (string, string, io.ReadCloser, error) {
+	if declared > maxSize {
 		rc.Close()
 		return "", "", nil, media.ErrTooLarge
 	}

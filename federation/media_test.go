@@ -2,6 +2,7 @@ package federation_test
 
 import (
 	"bytes"
+	"fmt"
 	"image"
 	"image/color"
 	"image/png"
@@ -132,6 +133,55 @@ func TestRemoteMedia(t *testing.T) {
 	if n := fetches(); n != 2 {
 		t.Fatalf("%d fetches after the thumbnail, want 2", n)
 	}
+
+	t.Run("federation thumbnail is multipart", func(t *testing.T) {
+		r := signedRaw(t, b, a.Name(), "/_matrix/federation/v1/media/thumbnail/"+pngID+"?width=16&height=16&method=scale")
+		defer r.Body.Close()
+		mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+		if r.StatusCode != 200 || err != nil || mt != "multipart/mixed" {
+			t.Fatalf("%d %q", r.StatusCode, r.Header.Get("Content-Type"))
+		}
+		mr := multipart.NewReader(r.Body, params["boundary"])
+		if _, err := mr.NextPart(); err != nil {
+			t.Fatal(err)
+		}
+		p, err := mr.NextPart()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := image.Decode(p); err != nil || !strings.HasPrefix(p.Header.Get("Content-Type"), "image/") {
+			t.Fatalf("thumbnail part %v: %v", p.Header, err)
+		}
+	})
+
+	t.Run("concurrent first downloads", func(t *testing.T) {
+		content := []byte("asked by several at once")
+		id := upload(t, alice, "text/plain", content)
+		errs := make(chan error, 4)
+		for i := 0; i < cap(errs); i++ {
+			go func() {
+				req, _ := http.NewRequest(http.MethodGet, b.URL+dl+id, nil)
+				req.Header.Set("Authorization", "Bearer "+bob.Token)
+				resp, err := bob.HTTP.Do(req)
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer resp.Body.Close()
+				got, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != 200 || !bytes.Equal(got, content) {
+					errs <- fmt.Errorf("%d %q", resp.StatusCode, got)
+					return
+				}
+				errs <- nil
+			}()
+		}
+		for i := 0; i < cap(errs); i++ {
+			if err := <-errs; err != nil {
+				t.Error(err)
+			}
+		}
+	})
 
 	for _, tc := range []struct {
 		name   string
