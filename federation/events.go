@@ -56,7 +56,17 @@ func (in *Inbound) viewer(r *http.Request, st *roomdag.RoomState) *viewer {
 
 // stateBefore is the whole state before ev.
 func (v *viewer) stateBefore(ctx context.Context, ev *roomdag.StoredEvent) (roomdag.StateMap, error) {
-	return v.in.Store.StateEvents(ctx, ev.StateBefore)
+	m, err := v.in.Store.StateEvents(ctx, ev.StateBefore)
+	return m, unknownState(ev, err)
+}
+
+// unknownState: a snapshot the store does not hold is "the server doesn't
+// know about the state at that event" (404), not a failure.
+func unknownState(ev *roomdag.StoredEvent, err error) error {
+	if errors.Is(err, storage.ErrNotFound) {
+		return httpapi.NotFound("the state at event %s is not known", ev.ID())
+	}
+	return err
 }
 
 // deciding is the part of the state before ev that ServerCanSee reads.
@@ -66,7 +76,7 @@ func (v *viewer) deciding(ctx context.Context, ev *roomdag.StoredEvent) (roomdag
 	}
 	ids, err := v.in.Store.Snapshot(ctx, ev.StateBefore)
 	if err != nil {
-		return nil, err
+		return nil, unknownState(ev, err)
 	}
 	var want []roomdag.EventID
 	for k, id := range ids {
