@@ -16,10 +16,10 @@ import (
 
 // Events and state for other servers (server-server API, "Retrieving
 // events", "Backfilling and retrieving missing events", "Retrieving event
-// authorisation information"). Each answer holds only what the asking
-// server may see (roomdag.ServerCanSee): asked for an event it may not
-// see, it gets 403 M_FORBIDDEN, as Synapse answers a server not in the
-// room.
+// authorisation information"). A server may ask about an event it may see
+// (roomdag.ServerCanSee), or any event of a room it is in or that is
+// world readable now (viewer.mayAsk); others get 403 M_FORBIDDEN. Events
+// it may not see are sent redacted, as Synapse sends them.
 
 const (
 	// maxBackfill bounds one /backfill answer, whatever limit asks.
@@ -105,6 +105,16 @@ func (v *viewer) canSee(ctx context.Context, ev *roomdag.StoredEvent) (bool, err
 	return roomdag.ServerCanSee(ev.Event, before, v.current, v.origin), nil
 }
 
+// mayAsk is roomdag.ServerMayAsk: whether the asking server may ask
+// about ev at all.
+func (v *viewer) mayAsk(ctx context.Context, ev *roomdag.StoredEvent) (bool, error) {
+	before, err := v.deciding(ctx, ev)
+	if err != nil {
+		return false, err
+	}
+	return roomdag.ServerMayAsk(ev.Event, before, v.current, v.origin), nil
+}
+
 // roomEvent is the event of a room-scoped request: the room's state (ACL
 // applied) and the event, which must be in that room (else 404) and
 // visible to the asking server (else 403).
@@ -128,7 +138,7 @@ func (in *Inbound) roomEvent(r *http.Request, room roomdag.RoomID, rawID string)
 		return nil, nil, nil, httpapi.NotFound("could not find event %s", id)
 	}
 	v := in.viewer(r, st)
-	ok, err := v.canSee(r.Context(), evs[0])
+	ok, err := v.mayAsk(r.Context(), evs[0])
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -152,10 +162,15 @@ func (in *Inbound) event(r *http.Request) (any, error) {
 	if len(evs) == 0 {
 		return nil, httpapi.NotFound("could not find event %s", id)
 	}
-	if _, _, _, err := in.roomEvent(r, evs[0].RoomID(), raw); err != nil {
+	_, ev, v, err := in.roomEvent(r, evs[0].RoomID(), raw)
+	if err != nil {
 		return nil, err
 	}
-	return in.txn(evs[0].JSON()), nil
+	pdus, err := v.redactUnseen(r.Context(), []*roomdag.StoredEvent{ev})
+	if err != nil {
+		return nil, err
+	}
+	return in.txn(pdus...), nil
 }
 
 func (in *Inbound) txn(pdus ...[]byte) txnResponse {
@@ -319,9 +334,9 @@ func (in *Inbound) authChain(ctx context.Context, starts []*roomdag.Event) ([]*r
 //
 // The events of v and those before them, walked along prev_events
 // highest depth first, up to limit (at most maxBackfill). The asking
-// server must be able to see the events of v; events further back it may
-// not see are sent redacted, as Synapse does, so that its copy of the DAG
-// stays connected without their content.
+// server must be one that may ask about the events of v (viewer.mayAsk);
+// the events it may not see are sent redacted, as Synapse does, so that
+// its copy of the DAG stays connected without their content.
 func (in *Inbound) backfill(r *http.Request) (any, error) {
 	room, err := roomParam(r)
 	if err != nil {
@@ -374,7 +389,7 @@ func (in *Inbound) backfill(r *http.Request) (any, error) {
 }
 
 // visibleStarts are the events of ids in room (others, and unknown ones,
-// skipped); 403 if the asking server may not see one of them.
+// skipped); 403 if the asking server may not ask about one of them.
 func (in *Inbound) visibleStarts(r *http.Request, v *viewer, room roomdag.RoomID, ids []roomdag.EventID) ([]*roomdag.StoredEvent, error) {
 	evs, err := in.Store.Events(r.Context(), ids)
 	if err != nil {
@@ -385,7 +400,7 @@ func (in *Inbound) visibleStarts(r *http.Request, v *viewer, room roomdag.RoomID
 		if e.RoomID() != room {
 			continue
 		}
-		ok, err := v.canSee(r.Context(), e)
+		ok, err := v.mayAsk(r.Context(), e)
 		if err != nil {
 			return nil, err
 		}
@@ -559,7 +574,7 @@ func (in *Inbound) getMissingEvents(r *http.Request) (any, error) {
 // GET /_matrix/federation/v1/timestamp_to_event/{roomId}?ts=&dir=
 //
 // As the client endpoint, on what this server holds; the asking server
-// must be able to see the event found, or the room be world readable now.
+// must be one that may ask about the event found (viewer.mayAsk).
 func (in *Inbound) timestampToEvent(r *http.Request) (any, error) {
 	room, err := roomParam(r)
 	if err != nil {
@@ -595,14 +610,9 @@ func (in *Inbound) timestampToEvent(r *http.Request) (any, error) {
 	if len(evs) == 0 {
 		return nil, httpapi.NotFound("no event found %s %d", map[string]string{"f": "after", "b": "before"}[dir], ts)
 	}
-	// Only an ID and a time are told, so a room readable to all now
-	// (whose first events, before its history visibility was set, are
-	// not) answers too.
-	ok := roomdag.HistoryVisibility(st.State) == roomdag.VisibilityWorldReadable
-	if !ok {
-		if ok, err = in.viewer(r, st).canSee(r.Context(), evs[0]); err != nil {
-			return nil, err
-		}
+	ok, err := in.viewer(r, st).mayAsk(r.Context(), evs[0])
+	if err != nil {
+		return nil, err
 	}
 	if !ok {
 		return nil, httpapi.Forbidden("server %s may not see room %s", Origin(r.Context()), room)

@@ -244,7 +244,20 @@ func TestInboundReads(t *testing.T) {
 				t.Fatalf("got %s", r.body)
 			}
 		}},
-		{"event from before history became world readable", "/_matrix/federation/v1/event/" + esc(earlyMsg), wantCode(403, "M_FORBIDDEN")},
+		{"event from before history became world readable", "/_matrix/federation/v1/event/" + esc(earlyMsg), func(t *testing.T, r fedResponse) {
+			// B may ask (the room is world readable now) but not see it:
+			// it gets the event redacted.
+			var out struct {
+				PDUs []struct {
+					Type    string         `json:"type"`
+					Content map[string]any `json:"content"`
+				} `json:"pdus"`
+			}
+			decode(t, r, &out)
+			if len(out.PDUs) != 1 || out.PDUs[0].Type != "m.room.message" || len(out.PDUs[0].Content) != 0 {
+				t.Fatalf("got %s", r.body)
+			}
+		}},
 		{"event after history became world readable", "/_matrix/federation/v1/event/" + esc(lateMsg), func(t *testing.T, r fedResponse) {
 			if r.status != 200 || !bytes.Contains(r.body, []byte("now public")) {
 				t.Fatalf("%d %s", r.status, r.body)

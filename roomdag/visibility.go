@@ -134,3 +134,21 @@ func ServerCanSee(ev *Event, before, current StateMap, server ServerName) bool {
 	// the two settings (CanSee): a change to world_readable is public.
 	return CanSee(ev, before, "", "")
 }
+
+// ServerMayAsk reports whether server may ask about ev over federation at
+// all (its state, its auth chain, the history before it, the event
+// itself, redacted where ServerCanSee says no): when it may see ev, and,
+// as Synapse's is_host_in_room lets it, whenever it has a member joined
+// now or the room is world readable now. A server in the room needs the
+// state and auth events from before it joined.
+func ServerMayAsk(ev *Event, before, current StateMap, server ServerName) bool {
+	if HistoryVisibility(current) == VisibilityWorldReadable {
+		return true
+	}
+	for k, m := range current {
+		if k.Type == TypeMember && UserID(k.StateKey).Server() == server && m.Membership() == MembershipJoin {
+			return true
+		}
+	}
+	return ServerCanSee(ev, before, current, server)
+}

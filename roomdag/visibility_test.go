@@ -193,3 +193,36 @@ func TestServerCanSee(t *testing.T) {
 		}
 	}
 }
+
+// TestServerMayAsk: servers in the room now may ask about its whole
+// history (and get what they may not see redacted); others only about
+// what they may see.
+func TestServerMayAsk(t *testing.T) {
+	str := func(s string) *string { return &s }
+	member := func(user, m string) *Event {
+		return testEvent(t, TypeMember, str(user), user, fmt.Sprintf(`{"membership":%q}`, m))
+	}
+	vis := func(v string) *Event {
+		return testEvent(t, TypeHistoryVisibility, str(""), "@alice:a.org", fmt.Sprintf(`{"history_visibility":%q}`, v))
+	}
+	msg := testEvent(t, TypeMessage, nil, "@alice:a.org", `{"body":"hi"}`)
+	st := func(evs ...*Event) StateMap { return NewStateMap(evs...) }
+	alice := member("@alice:a.org", "join")
+	for _, tc := range []struct {
+		name            string
+		before, current StateMap
+		server          ServerName
+		want            bool
+	}{
+		{"joined now, not at the event", st(vis("joined"), alice), st(vis("joined"), alice, member("@bob:b.org", "join")), "b.org", true},
+		{"invited now only", st(vis("joined"), alice), st(vis("joined"), alice, member("@bob:b.org", "invite")), "b.org", false},
+		{"left since, joined at the event", st(vis("joined"), alice, member("@bob:b.org", "join")), st(vis("joined"), alice, member("@bob:b.org", "leave")), "b.org", true},
+		{"left since, not joined at the event", st(vis("joined"), alice), st(vis("joined"), alice, member("@bob:b.org", "leave")), "b.org", false},
+		{"world readable now", st(vis("joined"), alice), st(vis("world_readable"), alice), "c.org", true},
+		{"never in a private room", st(vis("joined"), alice), st(vis("joined"), alice), "c.org", false},
+	} {
+		if got := ServerMayAsk(msg, tc.before, tc.current, tc.server); got != tc.want {
+			t.Errorf("%s: ServerMayAsk(%s) = %v, want %v", tc.name, tc.server, got, tc.want)
+		}
+	}
+}
