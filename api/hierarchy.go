@@ -1,7 +1,6 @@
 package api
 
 import (
-	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -35,20 +34,12 @@ const (
 	// defaultHierarchyLimit is the page size when the client gives none,
 	// and the most it may ask for (Synapse's MAX_ROOMS).
 	defaultHierarchyLimit = 50
-	// maxChildrenPerSpace bounds the children followed in one space
-	// (Synapse's MAX_ROOMS_PER_SPACE).
-	maxChildrenPerSpace = 50
 	// hierarchySessionTTL is how long a next_batch token stays valid.
 	hierarchySessionTTL = 5 * time.Minute
 	// maxHierarchySessions bounds the stored walks of one user.
 	maxHierarchySessions = 100
-	// maxChildOrderLen is the longest valid "order" of an m.space.child
-	// event (spec: m.space.child).
-	maxChildOrderLen = 50
-	// typeSpaceChild is the space's edge to a child room.
-	typeSpaceChild = "m.space.child"
-	// roomTypeSpace marks a space in m.room.create's "type".
-	roomTypeSpace = "m.space"
+	typeSpaceChild       = roomdag.TypeSpaceChild
+	roomTypeSpace        = roomdag.RoomTypeSpace
 )
 
 func (s *Server) hierarchyRoutes() []route {
@@ -241,80 +232,9 @@ func (s *Server) mayPreview(ctx context.Context, st *roomdag.RoomState, user roo
 	return false
 }
 
-// spaceChildren returns a space's valid m.space.child events (a "via"
-// list of strings, spec: "m.space.child"; one without is a removed
-// child), suggested ones only if asked, in the spec's order: by "order"
-// where valid, those without last, then by origin_server_ts, then by room
-// ID.
+// spaceChildren is roomdag.SpaceChildren.
 func spaceChildren(state roomdag.StateMap, suggestedOnly bool) []*roomdag.Event {
-	type child struct {
-		ev    *roomdag.Event
-		order string
-		has   bool
-	}
-	var cs []child
-	for k, ev := range state {
-		if k.Type != typeSpaceChild {
-			continue
-		}
-		if _, err := roomdag.ParseRoomID(k.StateKey); err != nil {
-			continue
-		}
-		var c struct {
-			Via       []json.RawMessage `json:"via"`
-			Order     json.RawMessage   `json:"order"`
-			Suggested json.RawMessage   `json:"suggested"`
-		}
-		if json.Unmarshal(ev.Content(), &c) != nil || len(c.Via) == 0 {
-			continue
-		}
-		valid := true
-		for _, v := range c.Via {
-			var s string
-			valid = valid && json.Unmarshal(v, &s) == nil
-		}
-		if !valid || suggestedOnly && string(c.Suggested) != "true" {
-			continue
-		}
-		ch := child{ev: ev}
-		var order string
-		if json.Unmarshal(c.Order, &order) == nil && validChildOrder(order) {
-			ch.order, ch.has = order, true
-		}
-		cs = append(cs, ch)
-	}
-	slices.SortFunc(cs, func(a, b child) int {
-		if a.has != b.has {
-			if a.has {
-				return -1
-			}
-			return 1
-		}
-		return cmp.Or(cmp.Compare(a.order, b.order), cmp.Compare(a.ev.OriginServerTS(), b.ev.OriginServerTS()),
-			cmp.Compare(*a.ev.StateKey(), *b.ev.StateKey()))
-	})
-	if len(cs) > maxChildrenPerSpace {
-		cs = cs[:maxChildrenPerSpace]
-	}
-	out := make([]*roomdag.Event, len(cs))
-	for i, c := range cs {
-		out[i] = c.ev
-	}
-	return out
-}
-
-// validChildOrder: at most 50 characters from U+0020 to U+007E (spec:
-// m.space.child "order").
-func validChildOrder(s string) bool {
-	if len(s) > maxChildOrderLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] > 0x7e {
-			return false
-		}
-	}
-	return true
+	return roomdag.SpaceChildren(state, suggestedOnly)
 }
 
 // putSession stores a walk under a new token.

@@ -143,17 +143,28 @@ func (m *mediaAPI) config(r *http.Request) (any, error) {
 // and the deprecated /_matrix/media/v3/download (media.Unauthenticated).
 func (m *mediaAPI) download(access media.Access) httpapi.Func {
 	return func(r *http.Request) (any, error) {
-		id, err := m.localID(r)
+		server, remoteID, err := m.remoteID(r, access)
 		if err != nil {
 			return nil, err
 		}
-		wait, err := mediaWait(r)
-		if err != nil {
-			return nil, err
-		}
-		rec, f, err := m.repo.Open(r.Context(), id, access, wait)
-		if err != nil {
-			return nil, mediaError(err)
+		var rec *media.Record
+		var f *os.File
+		if server != "" {
+			if rec, f, err = m.repo.OpenRemote(r.Context(), server, remoteID, m.s.cfg.RemoteMedia); err != nil {
+				return nil, remoteMediaError(err)
+			}
+		} else {
+			id, err := m.localID(r)
+			if err != nil {
+				return nil, err
+			}
+			wait, err := mediaWait(r)
+			if err != nil {
+				return nil, err
+			}
+			if rec, f, err = m.repo.Open(r.Context(), id, access, wait); err != nil {
+				return nil, mediaError(err)
+			}
 		}
 		name := rec.FileName
 		if n := httpapi.PathParam(r, "fileName"); n != "" {
@@ -171,9 +182,15 @@ func (m *mediaAPI) thumbnail(access media.Access) httpapi.Func {
 }
 
 func (m *mediaAPI) thumbnailFor(r *http.Request, access media.Access) (any, error) {
-	id, err := m.localID(r)
+	server, remoteID, err := m.remoteID(r, access)
 	if err != nil {
 		return nil, err
+	}
+	var id media.ID
+	if server == "" {
+		if id, err = m.localID(r); err != nil {
+			return nil, err
+		}
 	}
 	q := r.URL.Query()
 	width, err := thumbDimension(q.Get("width"), "width")
@@ -196,8 +213,12 @@ func (m *mediaAPI) thumbnailFor(r *http.Request, access media.Access) (any, erro
 	if err != nil {
 		return nil, err
 	}
-	th, err := m.repo.Thumbnail(r.Context(), id, width, height, method, access, wait)
-	if err != nil {
+	var th *media.Thumb
+	if server != "" {
+		if th, err = m.repo.ThumbnailRemote(r.Context(), server, remoteID, width, height, method, m.s.cfg.RemoteMedia); err != nil {
+			return nil, remoteMediaError(err)
+		}
+	} else if th, err = m.repo.Thumbnail(r.Context(), id, width, height, method, access, wait); err != nil {
 		return nil, mediaError(err)
 	}
 	ext := strings.TrimPrefix(th.ContentType, "image/")
@@ -222,8 +243,42 @@ func thumbDimension(v, name string) (int, error) {
 	return int(min(n, 1<<16)), nil
 }
 
-// localID takes the media ID of a request for local media. Media of
-// other servers is not fetched yet (no federation), so it is not found.
+// remoteID is the server and media ID of an authenticated request for
+// another server's media, which the repository fetches (Config
+// RemoteMedia) and caches; "" for a request for local media, and for
+// every request of the deprecated unauthenticated endpoints (which serve
+// local media only).
+func (m *mediaAPI) remoteID(r *http.Request, access media.Access) (roomdag.ServerName, media.ID, error) {
+	raw := httpapi.PathParam(r, "serverName")
+	if access != media.Authenticated || roomdag.ServerName(raw) == m.s.cfg.ServerName {
+		return "", "", nil
+	}
+	id, err := media.ParseID(httpapi.PathParam(r, "mediaId"))
+	if err != nil {
+		return "", "", httpapi.InvalidParam("media IDs contain only A-Z, a-z, 0-9, '_' and '-'")
+	}
+	server, err := roomdag.ParseServerName(raw)
+	if err != nil {
+		return "", "", httpapi.InvalidParam("%q is not a server name", raw)
+	}
+	return server, id, nil
+}
+
+// remoteMediaError maps the errors of fetching remote media: what the
+// remote server said (404, 504), and 502 for a server that failed or sent
+// more than max_upload_size (M_TOO_LARGE), as Synapse answers.
+func remoteMediaError(err error) error {
+	switch {
+	case errors.Is(err, media.ErrTooLarge):
+		return httpapi.Errorf(http.StatusBadGateway, httpapi.CodeTooLarge, "remote media is larger than this server's limit")
+	case errors.Is(err, media.ErrRemote):
+		return httpapi.Errorf(http.StatusBadGateway, httpapi.CodeUnknown, "could not fetch the media from its server")
+	}
+	return mediaError(err)
+}
+
+// localID takes the media ID of a request for local media; other
+// servers' media (remoteID) is not found here.
 func (m *mediaAPI) localID(r *http.Request) (media.ID, error) {
 	id, err := media.ParseID(httpapi.PathParam(r, "mediaId"))
 	if err != nil {

@@ -3,7 +3,6 @@ package api
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"github.com/persistentchat/homeserver/httpapi"
 	"github.com/persistentchat/homeserver/roomdag"
@@ -92,57 +91,16 @@ func (s *Server) putRoomVisibility(r *http.Request) (any, error) {
 	return struct{}{}, s.store.SetPublished(r.Context(), room, published)
 }
 
-// roomInfo is what a room's current state says about it, as the directory
-// (spec: PublicRoomsChunk) and room summaries show it.
-type roomInfo struct {
-	RoomID           roomdag.RoomID `json:"room_id"`
-	Name             string         `json:"name,omitempty"`
-	Topic            string         `json:"topic,omitempty"`
-	CanonicalAlias   string         `json:"canonical_alias,omitempty"`
-	AvatarURL        string         `json:"avatar_url,omitempty"`
-	NumJoinedMembers int            `json:"num_joined_members"`
-	WorldReadable    bool           `json:"world_readable"`
-	GuestCanJoin     bool           `json:"guest_can_join"`
-	JoinRule         string         `json:"join_rule,omitempty"`
-	RoomType         string         `json:"room_type,omitempty"`
-}
+// roomInfo is what a room's current state says about it (roomdag.PublicRoom).
+type roomInfo = roomdag.PublicRoom
 
-// contentString reads one string field of a state event's content ("" if
-// the event is absent or the field is not a string).
+// contentString is roomdag.ContentString.
 func contentString(state roomdag.StateMap, typ, field string) string {
-	ev := state.Get(typ, "")
-	if ev == nil {
-		return ""
-	}
-	var c map[string]json.RawMessage
-	if json.Unmarshal(ev.Content(), &c) != nil {
-		return ""
-	}
-	var v string
-	if json.Unmarshal(c[field], &v) != nil {
-		return ""
-	}
-	return v
+	return roomdag.ContentString(state, typ, field)
 }
 
 func describeRoom(id roomdag.RoomID, st *roomdag.RoomState) roomInfo {
-	info := roomInfo{
-		RoomID:         id,
-		Name:           contentString(st.State, roomdag.TypeName, "name"),
-		Topic:          contentString(st.State, roomdag.TypeTopic, "topic"),
-		CanonicalAlias: contentString(st.State, roomdag.TypeCanonicalAlias, "alias"),
-		AvatarURL:      contentString(st.State, roomdag.TypeAvatar, "url"),
-		WorldReadable:  roomdag.HistoryVisibility(st.State) == roomdag.VisibilityWorldReadable,
-		GuestCanJoin:   contentString(st.State, roomdag.TypeGuestAccess, "guest_access") == "can_join",
-		JoinRule:       contentString(st.State, roomdag.TypeJoinRules, "join_rule"),
-		RoomType:       contentString(st.State, roomdag.TypeCreate, "type"),
-	}
-	for k, ev := range st.State {
-		if k.Type == roomdag.TypeMember && ev.Membership() == roomdag.MembershipJoin {
-			info.NumJoinedMembers++
-		}
-	}
-	return info
+	return roomdag.DescribeRoom(id, st)
 }
 
 // publicRoomsRequest is the query of GET and the body of POST /publicRooms.
@@ -360,4 +318,12 @@ func parseRoomsCursor(tok string) (roomsCursor, error) {
 // order.
 func compareToCursor(info roomInfo, place roomsCursor) int {
 	return cmp.Or(cmp.Compare(place.joined, info.NumJoinedMembers), cmp.Compare(info.RoomID, place.room))
+}
+
+// PublicRoomsHandlers are the room directory's GET and POST handlers,
+// which the federation serves to other servers as they are, behind its
+// own authentication (server-server API, "Published Room Directory": the
+// same request and response).
+func (s *Server) PublicRoomsHandlers() (get, post httpapi.Func) {
+	return s.getPublicRooms, s.postPublicRooms
 }

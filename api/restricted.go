@@ -34,31 +34,7 @@ func restrictedJoinRule(st *roomdag.RoomState) bool {
 // allow that is not a list allows nobody, as in Synapse
 // (get_rooms_that_allow_join): Complement's "Join should fail with
 // mangled join rules".
-func allowedRooms(state roomdag.StateMap) []string {
-	ev := state.Get(roomdag.TypeJoinRules, "")
-	if ev == nil {
-		return nil
-	}
-	var c struct {
-		Allow json.RawMessage `json:"allow"`
-	}
-	var list []json.RawMessage
-	if json.Unmarshal(ev.Content(), &c) != nil || json.Unmarshal(c.Allow, &list) != nil {
-		return nil
-	}
-	var out []string
-	for _, raw := range list {
-		var a map[string]json.RawMessage
-		var typ, room string
-		if json.Unmarshal(raw, &a) != nil || json.Unmarshal(a["type"], &typ) != nil || json.Unmarshal(a["room_id"], &room) != nil {
-			continue
-		}
-		if typ == "m.room_membership" && room != "" {
-			out = append(out, room)
-		}
-	}
-	return out
-}
+func allowedRooms(state roomdag.StateMap) []string { return roomdag.AllowedRooms(state) }
 
 // inAllowedRoom says whether the user is joined to a room the join rule
 // allows. Rooms this server does not know cannot be checked here; their

@@ -59,6 +59,10 @@ type Config struct {
 	MaxUploadSize int64
 	// AuthenticatedMedia is enable_authenticated_media (api/media.go).
 	AuthenticatedMedia bool
+	// RemoteMedia fetches other servers' media for the authenticated
+	// download and thumbnail endpoints (over federation); nil: other
+	// servers' media is not found.
+	RemoteMedia media.Fetcher
 	// URLPreview configures GET /media/preview_url; nil turns it off.
 	URLPreview *media.PreviewConfig
 	// AppServices is application service support; nil when the server

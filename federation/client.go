@@ -339,3 +339,33 @@ func (r Route) String() string {
 	}
 	return strings.Join(hosts, ",") + " (tls " + r.TLSName + ", host " + r.HostHeader + ")"
 }
+
+// GetURL fetches a plain HTTPS URL, unsigned (the Location of a media
+// download): through the IP deny-list as every request, following at
+// most a few redirects, its body bounded as Do's.
+func (c *HTTPClient) GetURL(ctx context.Context, rawURL string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
+	if err != nil {
+		return nil, err
+	}
+	if req.URL.Scheme != "https" {
+		return nil, fmt.Errorf("%q is not an https URL", rawURL)
+	}
+	cancel := context.CancelFunc(func() {})
+	if _, ok := ctx.Deadline(); !ok {
+		ctx, cancel = context.WithTimeout(ctx, defaultRequestTimeout)
+		req = req.WithContext(ctx)
+	}
+	resp, err := c.resolver.wellKnown.Do(req)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	if resp.ContentLength > c.maxResp {
+		resp.Body.Close()
+		cancel()
+		return nil, ErrResponseTooLarge
+	}
+	resp.Body = &limitedBody{rc: resp.Body, left: c.maxResp, cancel: cancel}
+	return resp, nil
+}

@@ -22,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	gosync "sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/persistentchat/homeserver/clock"
@@ -128,6 +129,8 @@ type Repository struct {
 	waiting map[ID]*waiter // downloads waiting for a created item's upload
 
 	thumbs *thumbnailer
+
+	remoteFetches atomic.Int64 // RemoteFetches
 }
 
 type waiter struct {

@@ -85,3 +85,70 @@ func CanSee(ev *Event, before AuthState, user UserID, current string) bool {
 	}
 	return false
 }
+
+// ServerCanSee reports whether server may be sent ev over federation
+// (/event, /state, /backfill and the like), given the room state before
+// ev and the room's current state. The rule is the client one, applied to
+// the server's users, as the spec's "history visibility" and Synapse's
+// filter_events_for_server read it: in a world_readable room every server
+// may; otherwise a server may when one of its users may (CanSee), i.e.
+// it had a member joined at the event (or invited, under "invited"), or,
+// under "shared", it has a member joined now. A server with no user in
+// the room, then or now, sees nothing outside world_readable rooms.
+//
+// before need hold only what decides: the m.room.history_visibility event
+// and the server's users' m.room.member events.
+func ServerCanSee(ev *Event, before, current StateMap, server ServerName) bool {
+	if HistoryVisibility(before) == VisibilityWorldReadable {
+		return true
+	}
+	seen := map[UserID]bool{}
+	try := func(user UserID) bool {
+		if seen[user] {
+			return false
+		}
+		seen[user] = true
+		cur := ""
+		if m := current.Get(TypeMember, string(user)); m != nil {
+			cur = m.Membership()
+		}
+		return CanSee(ev, before, user, cur)
+	}
+	// The event's own target first: a server's user sees their own join.
+	if ev.Type() == TypeMember && ev.StateKey() != nil {
+		if u := UserID(*ev.StateKey()); u.Server() == server && try(u) {
+			return true
+		}
+	}
+	for _, st := range []StateMap{before, current} {
+		for k := range st {
+			if k.Type != TypeMember {
+				continue
+			}
+			if u := UserID(k.StateKey); u.Server() == server && try(u) {
+				return true
+			}
+		}
+	}
+	// A history visibility change is seen under the less restrictive of
+	// the two settings (CanSee): a change to world_readable is public.
+	return CanSee(ev, before, "", "")
+}
+
+// ServerMayAsk reports whether server may ask about ev over federation at
+// all (its state, its auth chain, the history before it, the event
+// itself, redacted where ServerCanSee says no): when it may see ev, and,
+// as Synapse's is_host_in_room lets it, whenever it has a member joined
+// now or the room is world readable now. A server in the room needs the
+// state and auth events from before it joined.
+func ServerMayAsk(ev *Event, before, current StateMap, server ServerName) bool {
+	if HistoryVisibility(current) == VisibilityWorldReadable {
+		return true
+	}
+	for k, m := range current {
+		if k.Type == TypeMember && UserID(k.StateKey).Server() == server && m.Membership() == MembershipJoin {
+			return true
+		}
+	}
+	return ServerCanSee(ev, before, current, server)
+}

@@ -150,3 +150,79 @@ func TestClientJSONErasedSender(t *testing.T) {
 		}
 	}
 }
+
+// TestServerCanSee: which servers may be sent an event over federation.
+// Alice is on a.org (the room's server), bob on b.org, carol on c.org.
+func TestServerCanSee(t *testing.T) {
+	str := func(s string) *string { return &s }
+	member := func(user, m string) *Event {
+		return testEvent(t, TypeMember, str(user), user, fmt.Sprintf(`{"membership":%q}`, m))
+	}
+	vis := func(v string) *Event {
+		return testEvent(t, TypeHistoryVisibility, str(""), "@alice:a.org", fmt.Sprintf(`{"history_visibility":%q}`, v))
+	}
+	msg := testEvent(t, TypeMessage, nil, "@alice:a.org", `{"body":"hi"}`)
+	st := func(evs ...*Event) StateMap { return NewStateMap(evs...) }
+	alice := member("@alice:a.org", "join")
+	for _, tc := range []struct {
+		name            string
+		ev              *Event
+		before, current StateMap
+		server          ServerName
+		want            bool
+	}{
+		{"world readable, server never in the room", msg, st(vis("world_readable"), alice), st(vis("world_readable"), alice), "c.org", true},
+		{"shared, server joined at the event", msg, st(vis("shared"), alice, member("@bob:b.org", "join")), st(vis("shared"), alice), "b.org", true},
+		{"shared, server joined later and still in", msg, st(vis("shared"), alice), st(vis("shared"), alice, member("@bob:b.org", "join")), "b.org", true},
+		{"shared, server never in the room", msg, st(vis("shared"), alice), st(vis("shared"), alice), "c.org", false},
+		{"shared, server left before the event", msg, st(vis("shared"), alice, member("@bob:b.org", "leave")), st(vis("shared"), alice, member("@bob:b.org", "leave")), "b.org", false},
+		{"default visibility is shared", msg, st(alice), st(alice, member("@bob:b.org", "join")), "b.org", true},
+		{"joined, server joined later", msg, st(vis("joined"), alice), st(vis("joined"), alice, member("@bob:b.org", "join")), "b.org", false},
+		{"joined, server joined at the event, left since", msg, st(vis("joined"), alice, member("@bob:b.org", "join")), st(vis("joined"), alice, member("@bob:b.org", "leave")), "b.org", true},
+		{"joined, one of several users joined", msg, st(vis("joined"), alice, member("@bob:b.org", "leave"), member("@bo:b.org", "join")), st(vis("joined"), alice), "b.org", true},
+		{"invited, server's user invited at the event", msg, st(vis("invited"), alice, member("@bob:b.org", "invite")), st(vis("invited"), alice), "b.org", true},
+		{"joined, invited is not enough", msg, st(vis("joined"), alice, member("@bob:b.org", "invite")), st(vis("joined"), alice), "b.org", false},
+		{"joined, the server's own join", member("@bob:b.org", "join"), st(vis("joined"), alice), st(vis("joined"), alice, member("@bob:b.org", "join")), "b.org", true},
+		{"joined, another server's join", member("@bob:b.org", "join"), st(vis("joined"), alice), st(vis("joined"), alice, member("@bob:b.org", "join")), "c.org", false},
+		{"a user of the same name elsewhere does not count", msg, st(vis("joined"), alice, member("@bob:b.org.evil", "join")), st(vis("joined"), alice), "b.org", false},
+		{"a change to world_readable is public", vis("world_readable"), st(vis("joined"), alice), st(vis("world_readable"), alice), "c.org", true},
+		{"a change away from world_readable is still public", vis("joined"), st(vis("world_readable"), alice), st(vis("joined"), alice), "c.org", true},
+	} {
+		if got := ServerCanSee(tc.ev, tc.before, tc.current, tc.server); got != tc.want {
+			t.Errorf("%s: ServerCanSee(%s) = %v, want %v", tc.name, tc.server, got, tc.want)
+		}
+	}
+}
+
+// TestServerMayAsk: servers in the room now may ask about its whole
+// history (and get what they may not see redacted); others only about
+// what they may see.
+func TestServerMayAsk(t *testing.T) {
+	str := func(s string) *string { return &s }
+	member := func(user, m string) *Event {
+		return testEvent(t, TypeMember, str(user), user, fmt.Sprintf(`{"membership":%q}`, m))
+	}
+	vis := func(v string) *Event {
+		return testEvent(t, TypeHistoryVisibility, str(""), "@alice:a.org", fmt.Sprintf(`{"history_visibility":%q}`, v))
+	}
+	msg := testEvent(t, TypeMessage, nil, "@alice:a.org", `{"body":"hi"}`)
+	st := func(evs ...*Event) StateMap { return NewStateMap(evs...) }
+	alice := member("@alice:a.org", "join")
+	for _, tc := range []struct {
+		name            string
+		before, current StateMap
+		server          ServerName
+		want            bool
+	}{
+		{"joined now, not at the event", st(vis("joined"), alice), st(vis("joined"), alice, member("@bob:b.org", "join")), "b.org", true},
+		{"invited now only", st(vis("joined"), alice), st(vis("joined"), alice, member("@bob:b.org", "invite")), "b.org", false},
+		{"left since, joined at the event", st(vis("joined"), alice, member("@bob:b.org", "join")), st(vis("joined"), alice, member("@bob:b.org", "leave")), "b.org", true},
+		{"left since, not joined at the event", st(vis("joined"), alice), st(vis("joined"), alice, member("@bob:b.org", "leave")), "b.org", false},
+		{"world readable now", st(vis("joined"), alice), st(vis("world_readable"), alice), "c.org", true},
+		{"never in a private room", st(vis("joined"), alice), st(vis("joined"), alice), "c.org", false},
+	} {
+		if got := ServerMayAsk(msg, tc.before, tc.current, tc.server); got != tc.want {
+			t.Errorf("%s: ServerMayAsk(%s) = %v, want %v", tc.name, tc.server, got, tc.want)
+		}
+	}
+}

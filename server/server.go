@@ -299,6 +299,9 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		tokens[i] = t.Reveal()
 	}
 	rl := cfg.RateLimiting
+	// The outbound federation transport: keys, remote media, and
+	// whatever else this server asks of others.
+	hs.Federation = federationClient(cfg, key, clk)
 	apiCfg := api.Config{
 		ServerName: server, BaseURL: strings.TrimSuffix(cfg.BaseURL(), "/"),
 		EnableRegistration: cfg.EnableRegistration, RequiresToken: cfg.RegistrationRequiresToken,
@@ -306,6 +309,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		PasswordPolicy:     api.PasswordPolicy(cfg.PasswordConfig.Policy),
 		DefaultRoomVersion: v.ID, MaxRequestSize: int64(cfg.MaxRequestSize),
 		MediaDir: cfg.MediaDir(), MaxUploadSize: int64(cfg.MaxUploadSize), AuthenticatedMedia: cfg.EnableAuthenticatedMedia,
+		RemoteMedia:         federation.MediaFetcher{Client: hs.Federation},
 		URLPreview:          urlPreview(cfg),
 		AppServices:         hs.AppServices,
 		Pushers:             hs.Pushers,
@@ -361,10 +365,16 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	mux := http.NewServeMux()
 	mux.Handle("GET /health", hs.health) // HEAD too
 	own := federationKeys(cfg, key)
-	hs.Federation = federationClient(cfg, key, clk)
 	keyring := federation.NewKeyring(own, db, hs.Federation, notaries(cfg), clk, log)
 	hs.Keyring = keyring
-	fed := api.CORS(federation.NewKeyServer(own, keyring, clk, log, Version).Handler(middlewares...))
+	// Every federation endpoint but the key and version ones is signed
+	// by its origin (federation/auth.go).
+	fedAuth := federation.NewAuthenticator(server, keyring, int64(cfg.MaxRequestSize),
+		func(s roomdag.ServerName) bool { return cfg.FederationAllowed(string(s)) })
+	publicGet, publicPost := client.PublicRoomsHandlers()
+	inbound := federation.NewInbound(federation.InboundOptions{Server: server, Store: db, Rooms: hs.Rooms, Auth: fedAuth,
+		Media: client.Media(), PublicRoomsGet: publicGet, PublicRoomsPost: publicPost, Clock: clk, Log: log})
+	fed := api.CORS(federation.NewKeyServer(own, keyring, clk, log, Version).Handler(inbound.Routes(), middlewares...))
 	// The federation endpoints stay on the client listener too: clients
 	// and tools read the keys and version there, and a server without a
 	// federation listener still publishes its keys.
