@@ -70,6 +70,9 @@ type Config struct {
 	// ServerNotices configures server notices (api/servernotices.go);
 	// nil turns them off.
 	ServerNotices *ServerNoticesConfig
+	// ExtraRoutes are endpoints other packages serve behind the client
+	// API's authentication (api/extra.go): end-to-end encryption's.
+	ExtraRoutes []ExtraRoute
 }
 
 // Server serves the client-server API.
@@ -156,6 +159,7 @@ func (s *Server) Handler(middlewares ...func(http.Handler) http.Handler) http.Ha
 		s.mediaRoutes(),
 		s.serverNoticeRoutes(), s.moderationRoutes(),
 		s.mutualRoomRoutes(),
+		s.extraRoutes(),
 	}
 	for _, table := range tables {
 		for _, rt := range table {

@@ -24,6 +24,7 @@ import (
 	"github.com/persistentchat/homeserver/clock"
 	"github.com/persistentchat/homeserver/cluster"
 	"github.com/persistentchat/homeserver/configs"
+	"github.com/persistentchat/homeserver/e2ee"
 	"github.com/persistentchat/homeserver/federation"
 	"github.com/persistentchat/homeserver/media"
 	"github.com/persistentchat/homeserver/metrics"
@@ -283,7 +284,10 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 			follower.PresenceActivity(user, connected)
 		})
 	}
-	syncer := sync.NewSyncer(db, hs.Rooms, notifier, clk, log, cfg.BackchatDefault, cfg.BackchatMax, cfg.Presence.Enabled, hs.AppServices, shared)
+	// End-to-end encryption: the key server is read by /sync and serves
+	// its endpoints behind the client API's authentication.
+	e2 := e2ee.New(e2ee.Config{Server: server, Store: db, Current: notifier.Current, Log: log})
+	syncer := sync.NewSyncer(db, hs.Rooms, notifier, clk, log, cfg.BackchatDefault, cfg.BackchatMax, cfg.Presence.Enabled, hs.AppServices, shared, e2.Keys())
 	hs.Syncer = syncer
 	follower = hs.follow(evPos, notifier, push.Wakers{notifier, hs.Pushers})
 	tokens := make([]string, len(cfg.RegistrationTokens))
@@ -317,6 +321,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 			"registration":  {PerSecond: rl.Registration.PerSecond, BurstCount: rl.Registration.BurstCount},
 		},
 	}
+	apiCfg.ExtraRoutes = e2.Routes()
 	if sn := cfg.ServerNotices; sn.Enabled() {
 		apiCfg.ServerNotices = &api.ServerNoticesConfig{Localpart: sn.SystemMXIDLocalpart,
 			DisplayName: sn.SystemMXIDDisplayName, AvatarURL: sn.SystemMXIDAvatarURL,

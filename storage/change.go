@@ -30,6 +30,10 @@ type Change struct {
 	// Typing lists the typing changes the batch stored (on a database
 	// several processes share), in position order.
 	Typing []TypingRow
+	// DeviceLists lists users whose device list (device keys, devices,
+	// cross-signing keys) changed, at their new position in the
+	// device-list stream.
+	DeviceLists []UserPos
 }
 
 // TypingRow is a stored typing change: User types in Room until ExpiresMS
@@ -66,7 +70,8 @@ type NotificationsChange struct {
 // Empty reports whether the change announces nothing.
 func (c *Change) Empty() bool {
 	return c.LastEvent == 0 && len(c.AccountData) == 0 && len(c.Receipts) == 0 && len(c.Presence) == 0 &&
-		c.Notifications == nil && len(c.SessionsEnded) == 0 && len(c.Erased) == 0 && len(c.Typing) == 0
+		c.Notifications == nil && len(c.SessionsEnded) == 0 && len(c.Erased) == 0 && len(c.Typing) == 0 &&
+		len(c.DeviceLists) == 0
 }
 
 // Merge appends o, a later change of the same batch, to c.
@@ -90,6 +95,7 @@ func (c *Change) Merge(o *Change) {
 	c.SessionsEnded = append(c.SessionsEnded, o.SessionsEnded...)
 	c.Erased = append(c.Erased, o.Erased...)
 	c.Typing = append(c.Typing, o.Typing...)
+	c.DeviceLists = append(c.DeviceLists, o.DeviceLists...)
 }
 
 // NoteEvent records that the batch stored an event at pos (positions
@@ -108,4 +114,5 @@ type StreamHeads struct {
 	Receipts      int64
 	Presence      int64
 	Notifications roomdag.StreamPos
+	DeviceLists   int64
 }

@@ -16,7 +16,8 @@ import (
 //	 "p":[{"u":"@u:hs","p":POS}],                  presence
 //	 "n":{"p":POS,"u":["@u:hs"]},                  notification worker step
 //	 "s":["@u:hs"], "x":["@u:hs"],                 sessions ended, users erased
-//	 "t":[{"r":"!room","u":"@u:hs","e":MS,"p":POS}]} typing ("e" absent: stopped)
+//	 "t":[{"r":"!room","u":"@u:hs","e":MS,"p":POS}], typing ("e" absent: stopped)
+//	 "d":[{"u":"@u:hs","p":POS}]}                  device lists changed
 //
 // A change whose form would be longer is sent as {"o":..,"f":..,"l":..,"z":1}:
 // "reload", the receiver re-reads every stream from the positions it knows
@@ -39,6 +40,7 @@ type wireChange struct {
 	Reload        int            `json:"z,omitempty"`
 	Typing        []wireTyping   `json:"t,omitempty"`
 	Activity      []wireActivity `json:"pa,omitempty"`
+	DeviceLists   []wireUserPos  `json:"d,omitempty"`
 }
 
 type wireActivity struct {
@@ -120,6 +122,9 @@ func EncodeChange(origin string, c *Change) string {
 	for _, t := range c.Typing {
 		w.Typing = append(w.Typing, wireTyping{Room: string(t.Room), User: string(t.User), ExpiresMS: t.ExpiresMS, Pos: t.Pos})
 	}
+	for _, d := range c.DeviceLists {
+		w.DeviceLists = append(w.DeviceLists, wireUserPos{string(d.User), d.Pos})
+	}
 	b, _ := json.Marshal(w) // strings and numbers: cannot fail
 	if len(b) > MaxChangePayload {
 		b, _ = json.Marshal(wireChange{Origin: origin, First: w.First, Last: w.Last, Reload: 1})
@@ -170,6 +175,9 @@ func DecodeChange(payload string) (*Announcement, error) {
 	c.Erased = userIDs(w.Erased)
 	for _, t := range w.Typing {
 		c.Typing = append(c.Typing, TypingRow{Room: roomdag.RoomID(t.Room), User: roomdag.UserID(t.User), ExpiresMS: t.ExpiresMS, Pos: t.Pos})
+	}
+	for _, x := range w.DeviceLists {
+		c.DeviceLists = append(c.DeviceLists, UserPos{roomdag.UserID(x.User), x.Pos})
 	}
 	return a, nil
 }

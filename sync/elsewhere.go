@@ -75,6 +75,7 @@ func (n *Notifier) raiseLocked(cur Token) {
 	n.cur.Receipts = max(n.cur.Receipts, cur.Receipts)
 	n.cur.Presence = max(n.cur.Presence, cur.Presence)
 	n.cur.Notifications = max(n.cur.Notifications, cur.Notifications)
+	n.cur.DeviceLists = max(n.cur.DeviceLists, cur.DeviceLists)
 }
 
 // ReloadPresence drops every cached presence row and what other processes

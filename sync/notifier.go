@@ -239,4 +239,7 @@ func (n *Notifier) Apply(c *storage.Change) {
 	for _, r := range c.Receipts {
 		n.ReceiptAdded(r.Room, r.User, r.Private, r.Pos)
 	}
+	for _, d := range c.DeviceLists {
+		n.DeviceListChanged(d.User, d.Pos)
+	}
 }

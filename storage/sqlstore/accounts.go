@@ -125,9 +125,18 @@ func (db *DB) DeleteDevices(ctx context.Context, user roomdag.UserID, devices []
 					return err
 				}
 			}
+			// A deleted device's end-to-end keys go with it (spec:
+			// "DELETE /devices/{deviceId}" invalidates them).
+			if err := db.deleteDeviceKeys(tx, user, d); err != nil {
+				return err
+			}
 		}
 		if len(devices) > 0 {
 			db.change.SessionsEnded = append(db.change.SessionsEnded, user)
+			// Everyone who shares a room with the user learns of it.
+			if err := db.deviceListChanged(tx, user); err != nil {
+				return err
+			}
 		}
 		return nil
 	}, nil)
@@ -152,6 +161,9 @@ func (db *DB) DeactivateUser(ctx context.Context, user roomdag.UserID, erase boo
 			`DELETE FROM pushers WHERE user_id = ?`,
 			`DELETE FROM account_data WHERE user_id = ?`,
 			`DELETE FROM push_rules WHERE user_id = ?`,
+			`DELETE FROM e2e_device_keys WHERE user_id = ?`,
+			`DELETE FROM e2e_one_time_keys WHERE user_id = ?`,
+			`DELETE FROM e2e_fallback_keys WHERE user_id = ?`,
 		}
 		if erase {
 			qs = append(qs, `UPDATE users SET displayname = NULL, avatar_url = NULL WHERE user_id = ?`,
@@ -163,6 +175,9 @@ func (db *DB) DeactivateUser(ctx context.Context, user roomdag.UserID, erase boo
 			}
 		}
 		db.change.SessionsEnded = append(db.change.SessionsEnded, user)
+		if err := db.deviceListChanged(tx, user); err != nil {
+			return err
+		}
 		if erase {
 			db.change.Erased = append(db.change.Erased, user)
 		}
