@@ -702,3 +702,32 @@ func TestDeletedDeviceLosesKeys(t *testing.T) {
 		})
 	}
 }
+
+// Across processes sharing one PostgreSQL database: a key upload through
+// one wakes a room-mate's long-poll on the other, and a claim on either
+// takes keys from the same pool.
+func TestDeviceListsAcrossProcesses(t *testing.T) {
+	hs := testserver.Cluster(t, 2, testserver.Options{})
+	a, b := hs[0], hs[1]
+	alice := newDevice(t, a.Register("alice"))
+	bob := a.Register("bob")
+	room := alice.CreateRoom(map[string]any{"preset": "public_chat"})
+	bob.Join(room)
+	bobB := bob.On(b)
+	tok := bobB.Sync("timeout=0")["next_batch"].(string)
+	done := make(chan map[string]any, 1)
+	go func() { done <- syncSince(t, bobB, tok, 60000) }()
+	waitParked(t, b, 1)
+	alice.upload(t, map[string]any{"device_keys": alice.deviceKeys(t), "one_time_keys": alice.otks(t, "K1", "K2")})
+	s := <-done
+	if changed, _ := deviceLists(s); !contains(changed, alice.UserID) {
+		t.Fatalf("bob's long-poll on the other process: device_lists %v", s["device_lists"])
+	}
+	got := map[string]bool{}
+	for _, c := range []*testserver.Client{bob, bobB} {
+		got[claim(t, c, map[string][]string{alice.UserID: {alice.DeviceID}})[alice.UserID][alice.DeviceID]] = true
+	}
+	if !got["signed_curve25519:K1"] || !got["signed_curve25519:K2"] {
+		t.Fatalf("claims on the two processes: %v", got)
+	}
+}
