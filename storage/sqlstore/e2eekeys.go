@@ -173,13 +173,23 @@ func (db *DB) ClaimKeys(ctx context.Context, claims []storage.KeyClaim) ([]stora
 	var out []storage.ClaimedKey
 	err := db.write(func(tx *sql.Tx) error {
 		out = out[:0]
+		// The statements run once per claim: prepared once for all.
+		oldest, err := tx.Prepare(`SELECT key_id, key_json FROM e2e_one_time_keys
+			WHERE user_id = ? AND device_id = ? AND algorithm = ? ORDER BY seq LIMIT 1`)
+		if err != nil {
+			return err
+		}
+		defer oldest.Close()
+		del, err := tx.Prepare(`DELETE FROM e2e_one_time_keys WHERE user_id = ? AND device_id = ? AND algorithm = ? AND key_id = ?`)
+		if err != nil {
+			return err
+		}
+		defer del.Close()
 		for _, c := range claims {
 			var keyID, js string
-			err := tx.QueryRow(`SELECT key_id, key_json FROM e2e_one_time_keys WHERE user_id = ? AND device_id = ? AND algorithm = ?
-				ORDER BY seq LIMIT 1`, string(c.User), c.Device, c.Algorithm).Scan(&keyID, &js)
+			err := oldest.QueryRow(string(c.User), c.Device, c.Algorithm).Scan(&keyID, &js)
 			if err == nil {
-				if _, err := tx.Exec(`DELETE FROM e2e_one_time_keys WHERE user_id = ? AND device_id = ? AND algorithm = ? AND key_id = ?`,
-					string(c.User), c.Device, c.Algorithm, keyID); err != nil {
+				if _, err := del.Exec(string(c.User), c.Device, c.Algorithm, keyID); err != nil {
 					return err
 				}
 				out = append(out, storage.ClaimedKey{KeyClaim: c, KeyID: keyID, JSON: json.RawMessage(js)})
@@ -188,16 +198,12 @@ func (db *DB) ClaimKeys(ctx context.Context, claims []storage.KeyClaim) ([]stora
 			if err != sql.ErrNoRows {
 				return err
 			}
-			err = tx.QueryRow(`SELECT key_id, key_json FROM e2e_fallback_keys WHERE user_id = ? AND device_id = ? AND algorithm = ?`,
-				string(c.User), c.Device, c.Algorithm).Scan(&keyID, &js)
+			err = tx.QueryRow(`UPDATE e2e_fallback_keys SET used = 1 WHERE user_id = ? AND device_id = ? AND algorithm = ?
+				RETURNING key_id, key_json`, string(c.User), c.Device, c.Algorithm).Scan(&keyID, &js)
 			if err == sql.ErrNoRows {
 				continue
 			}
 			if err != nil {
-				return err
-			}
-			if _, err := tx.Exec(`UPDATE e2e_fallback_keys SET used = 1 WHERE user_id = ? AND device_id = ? AND algorithm = ?`,
-				string(c.User), c.Device, c.Algorithm); err != nil {
 				return err
 			}
 			out = append(out, storage.ClaimedKey{KeyClaim: c, KeyID: keyID, JSON: json.RawMessage(js)})
