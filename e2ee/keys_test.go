@@ -542,6 +542,11 @@ func TestDeviceListsChangedAndLeft(t *testing.T) {
 		{"bob joined alice's room", func() {}, []string{alice.UserID}, nil, []string{bob.UserID}, nil},
 		{"alice uploads device keys", func() { alice.upload(t, map[string]any{"device_keys": alice.deviceKeys(t)}) },
 			[]string{alice.UserID}, nil, []string{alice.UserID}, nil},
+		{"alice logs in a new device", func() { login(t, hs, alice.UserID) },
+			[]string{alice.UserID}, nil, []string{alice.UserID}, nil},
+		{"alice renames a device", func() {
+			alice.MustDo("PUT", "/_matrix/client/v3/devices/"+alice.DeviceID, map[string]any{"display_name": "laptop"}, nil)
+		}, []string{alice.UserID}, nil, []string{alice.UserID}, nil},
 		{"a stranger uploads keys", func() { stranger.upload(t, map[string]any{"device_keys": stranger.deviceKeys(t)}) },
 			nil, nil, nil, nil},
 		{"bob leaves the last shared room", func() {

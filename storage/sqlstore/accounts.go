@@ -50,16 +50,24 @@ func (db *DB) SetProfile(ctx context.Context, id roomdag.UserID, displayName, av
 
 // CreateSession creates the device if new and stores its token(s).
 func (db *DB) CreateSession(ctx context.Context, s storage.Session) error {
-	return db.write(func(tx *sql.Tx) error { return insertSession(tx, s) }, nil)
+	return db.write(func(tx *sql.Tx) error { return db.insertSession(tx, s) }, nil)
 }
 
-func insertSession(tx *sql.Tx, s storage.Session) error {
+func (db *DB) insertSession(tx *sql.Tx, s storage.Session) error {
 	// A known device keeps its name: the spec ignores
 	// initial_device_display_name when the device exists.
-	if _, err := tx.Exec(`INSERT INTO devices (user_id, device_id, display_name) VALUES (?,?,?)
+	res, err := tx.Exec(`INSERT INTO devices (user_id, device_id, display_name) VALUES (?,?,?)
 		ON CONFLICT (user_id, device_id) DO NOTHING`,
-		string(s.UserID), s.DeviceID, s.DisplayName); err != nil {
+		string(s.UserID), s.DeviceID, s.DisplayName)
+	if err != nil {
 		return err
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		// A new device: the user's other devices and room-mates see it
+		// in device_lists.changed (as Synapse announces new devices).
+		if err := db.deviceListChanged(tx, s.UserID); err != nil {
+			return err
+		}
 	}
 	if _, err := tx.Exec(`INSERT INTO access_tokens (token_hash, user_id, device_id, expires_ts, refresh_hash) VALUES (?,?,?,?,?)`,
 		s.TokenHash, string(s.UserID), s.DeviceID, s.ExpiresMS, s.RefreshHash); err != nil {
@@ -98,7 +106,7 @@ func (db *DB) Refresh(ctx context.Context, oldRefresh []byte, next storage.Sessi
 			return err
 		}
 		next.UserID, next.DeviceID = roomdag.UserID(user), device
-		return insertSession(tx, next)
+		return db.insertSession(tx, next)
 	}, nil)
 	return roomdag.UserID(user), device, err
 }
@@ -272,7 +280,9 @@ func (db *DB) SetDeviceName(ctx context.Context, user roomdag.UserID, device str
 		if n, _ := res.RowsAffected(); n == 0 {
 			return storage.ErrNotFound
 		}
-		return nil
+		// The name is in /keys/query's unsigned.device_display_name:
+		// those who track the user's devices refetch them.
+		return db.deviceListChanged(tx, user)
 	}, nil)
 }
 
