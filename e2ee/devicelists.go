@@ -5,6 +5,7 @@ import (
 	"sort"
 
 	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
 	"github.com/persistentchat/homeserver/sync"
 )
 
@@ -28,69 +29,72 @@ func (k *Keys) DeviceListChanges(ctx context.Context, user roomdag.UserID, since
 	if cur.DeviceLists <= since.DeviceLists && cur.Events <= since.Events {
 		return nil, nil, nil
 	}
+	var users []roomdag.UserID
+	if cur.DeviceLists > since.DeviceLists {
+		if users, err = k.store.DeviceListsChangedSince(ctx, since.DeviceLists, cur.DeviceLists); err != nil {
+			return nil, nil, err
+		}
+	}
+	var mcs []storage.MemberChange
+	if cur.Events > since.Events {
+		if mcs, err = k.store.MembershipChangesSince(ctx, user, since.Events, cur.Events); err != nil {
+			return nil, nil, err
+		}
+	}
+	if len(users) == 0 && len(mcs) == 0 {
+		return nil, nil, nil // most syncs: nothing to look up
+	}
 	peers, err := k.store.RoomPeers(ctx, user)
 	if err != nil {
 		return nil, nil, err
 	}
 	ch, lf := map[roomdag.UserID]bool{}, map[roomdag.UserID]bool{}
-	if cur.DeviceLists > since.DeviceLists {
-		users, err := k.store.DeviceListsChangedSince(ctx, since.DeviceLists, cur.DeviceLists)
-		if err != nil {
-			return nil, nil, err
+	for _, u := range users {
+		if u == user || peers[u] {
+			ch[u] = true
 		}
-		for _, u := range users {
-			if u == user || peers[u] {
-				ch[u] = true
+	}
+	// The user's own joins and leaves in the range, by room.
+	mine := map[roomdag.RoomID]string{}
+	for _, mc := range mcs {
+		if mc.User == user {
+			mine[mc.Room] = mc.Membership
+		}
+	}
+	for _, mc := range mcs {
+		if mc.User == user {
+			continue
+		}
+		_, leftHere := mine[mc.Room]
+		if mc.Mine != roomdag.MembershipJoin && !(leftHere && mc.Mine != roomdag.MembershipInvite) {
+			continue // a room the user only was invited to, or long left
+		}
+		switch mc.Membership {
+		case roomdag.MembershipJoin:
+			if peers[mc.User] {
+				ch[mc.User] = true
+			}
+		case roomdag.MembershipLeave, roomdag.MembershipBan:
+			if !peers[mc.User] {
+				lf[mc.User] = true
 			}
 		}
 	}
-	if cur.Events > since.Events {
-		mcs, err := k.store.MembershipChangesSince(ctx, user, since.Events, cur.Events)
+	for room, m := range mine {
+		if m != roomdag.MembershipJoin && m != roomdag.MembershipLeave && m != roomdag.MembershipBan {
+			continue
+		}
+		members, err := k.store.JoinedMembersOf(ctx, room)
 		if err != nil {
 			return nil, nil, err
 		}
-		// The user's own joins and leaves in the range, by room.
-		mine := map[roomdag.RoomID]string{}
-		for _, mc := range mcs {
-			if mc.User == user {
-				mine[mc.Room] = mc.Membership
-			}
-		}
-		for _, mc := range mcs {
-			if mc.User == user {
-				continue
-			}
-			_, leftHere := mine[mc.Room]
-			if mc.Mine != roomdag.MembershipJoin && !(leftHere && mc.Mine != roomdag.MembershipInvite) {
-				continue // a room the user only was invited to, or long left
-			}
-			switch mc.Membership {
-			case roomdag.MembershipJoin:
-				if peers[mc.User] {
-					ch[mc.User] = true
-				}
-			case roomdag.MembershipLeave, roomdag.MembershipBan:
-				if !peers[mc.User] {
-					lf[mc.User] = true
-				}
-			}
-		}
-		for room, m := range mine {
-			if m != roomdag.MembershipJoin && m != roomdag.MembershipLeave && m != roomdag.MembershipBan {
-				continue
-			}
-			members, err := k.store.JoinedMembersOf(ctx, room)
-			if err != nil {
-				return nil, nil, err
-			}
-			for _, u := range members {
-				switch {
-				case u == user:
-				case m == roomdag.MembershipJoin:
-					ch[u] = true
-				case !peers[u]:
-					lf[u] = true
-				}
+		for _, u := range members {
+			switch {
+			case u == user:
+			case m == roomdag.MembershipJoin:
+				ch[u] = true
+			case !peers[u]:
+				lf[u] = true
 			}
 		}
 	}

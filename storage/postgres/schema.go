@@ -446,5 +446,8 @@ CREATE TABLE device_lists (
 	stream_pos BIGINT NOT NULL
 );
 CREATE UNIQUE INDEX device_lists_pos ON device_lists(stream_pos);
+-- Membership changes since a sync token, room by room of the user's
+-- (e2ee/devicelists.go), without reading every member of every room.
+CREATE INDEX memberships_room_pos ON memberships(room_nid, event_pos);
 `,
 }
