@@ -65,6 +65,17 @@ type CrossSigningKeys interface {
 	KeysFor(ctx context.Context, requester roomdag.UserID, users []roomdag.UserID) (master, selfSigning, userSigning map[roomdag.UserID]json.RawMessage, err error)
 }
 
+// DeviceKeySignatures may be implemented by a CrossSigningKeys that also
+// holds signatures of device keys made with cross-signing keys (POST
+// /keys/signatures/upload): /keys/query adds them to the served device
+// keys' signatures.
+type DeviceKeySignatures interface {
+	// DeviceSignatures returns, for the given devices (all of a user's
+	// when mapped to none), the stored signatures of their device keys:
+	// user -> device -> signing user -> key ID -> signature.
+	DeviceSignatures(ctx context.Context, devices map[roomdag.UserID][]string) (map[roomdag.UserID]map[string]map[string]map[string]string, error)
+}
+
 // Keys is the key server.
 type Keys struct {
 	server roomdag.ServerName
@@ -341,8 +352,14 @@ func (k *Keys) query(r *http.Request) (any, error) {
 	for u := range want {
 		deviceKeys[u] = map[string]json.RawMessage{}
 	}
+	var extra map[roomdag.UserID]map[string]map[string]map[string]string
+	if ds, ok := k.cross.(DeviceKeySignatures); ok && len(stored) > 0 {
+		if extra, err = ds.DeviceSignatures(r.Context(), want); err != nil {
+			return nil, err
+		}
+	}
 	for _, dk := range stored {
-		deviceKeys[dk.User][dk.Device] = withDisplayName(dk.JSON, dk.DisplayName)
+		deviceKeys[dk.User][dk.Device] = served(dk, extra[dk.User][dk.Device])
 	}
 	resp := map[string]any{"device_keys": deviceKeys, "failures": failures}
 	master, self, usk := map[roomdag.UserID]json.RawMessage{}, map[roomdag.UserID]json.RawMessage{}, map[roomdag.UserID]json.RawMessage{}
@@ -367,21 +384,41 @@ func (k *Keys) query(r *http.Request) (any, error) {
 	return resp, nil
 }
 
-// withDisplayName adds unsigned.device_display_name to a stored device
-// keys object (spec: "UnsignedDeviceInfo").
-func withDisplayName(keys json.RawMessage, name string) json.RawMessage {
-	if name == "" {
-		return keys
+// served is a stored device keys object as /keys/query serves it: with
+// the signatures others made of it (cross-signing) added, and the device's
+// display name in unsigned.device_display_name (spec: "UnsignedDeviceInfo").
+func served(dk storage.DeviceKeys, sigs map[string]map[string]string) json.RawMessage {
+	if dk.DisplayName == "" && len(sigs) == 0 {
+		return dk.JSON
 	}
 	var obj map[string]json.RawMessage
-	if json.Unmarshal(keys, &obj) != nil {
-		return keys
+	if json.Unmarshal(dk.JSON, &obj) != nil {
+		return dk.JSON
 	}
-	u, _ := json.Marshal(map[string]string{"device_display_name": name})
-	obj["unsigned"] = u
+	if len(sigs) > 0 {
+		var all map[string]map[string]string
+		_ = json.Unmarshal(obj["signatures"], &all) // stored after checking: an object of objects
+		if all == nil {
+			all = map[string]map[string]string{}
+		}
+		for signer, bykey := range sigs {
+			if all[signer] == nil {
+				all[signer] = map[string]string{}
+			}
+			for id, sig := range bykey {
+				if _, own := all[signer][id]; !own { // the device's own signature stays
+					all[signer][id] = sig
+				}
+			}
+		}
+		obj["signatures"], _ = json.Marshal(all)
+	}
+	if dk.DisplayName != "" {
+		obj["unsigned"], _ = json.Marshal(map[string]string{"device_display_name": dk.DisplayName})
+	}
 	b, err := json.Marshal(obj)
 	if err != nil {
-		return keys
+		return dk.JSON
 	}
 	return b
 }
