@@ -228,8 +228,13 @@ func TestKeysUploadIdempotentAndConflicts(t *testing.T) {
 			t.Fatalf("%s: counts %v, want %d signed_curve25519", st.name, counts.Counts, st.want)
 		}
 	}
-	// The counts in /sync too.
+	// The counts in /sync too, an incremental one with nothing new
+	// included.
 	s := alice.Sync("timeout=0")
+	s = syncSince(t, alice.Client, s["next_batch"].(string), 0)
+	if s["device_lists"] != nil {
+		t.Fatalf("device_lists with nothing new: %v", s["device_lists"])
+	}
 	counts, _ := s["device_one_time_keys_count"].(map[string]any)
 	if counts["signed_curve25519"] != 4.0 || counts["curve25519"] != 1.0 {
 		t.Fatalf("sync device_one_time_keys_count: %v", s["device_one_time_keys_count"])

@@ -95,3 +95,15 @@ func (n *Notifier) deviceListsAt(pos int64) {
 	defer n.mu.Unlock()
 	n.cur.DeviceLists = max(n.cur.DeviceLists, pos)
 }
+
+// idleResponse is the answer of a sync with nothing new: empty sections,
+// and the device's key counts, which clients expect in every response
+// (they upload keys when the count is missing or low).
+func (s *Syncer) idleResponse(ctx context.Context, req Request, cur Token) (*Response, error) {
+	resp := s.emptyResponse(cur)
+	req.Since = nil // no device list changes: there are none
+	if err := s.deviceKeySections(ctx, req, cur, cur, resp); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}

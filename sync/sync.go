@@ -316,7 +316,7 @@ func (s *Syncer) Sync(ctx context.Context, req Request) (*Response, error) {
 			}
 		}
 		if req.Timeout <= 0 {
-			return s.emptyResponse(cur), nil
+			return s.idleResponse(ctx, req, cur)
 		}
 		if deadline == nil {
 			deadline = s.clock.After(req.Timeout)
@@ -326,10 +326,10 @@ func (s *Syncer) Sync(ctx context.Context, req Request) (*Response, error) {
 		case <-wake:
 		case <-deadline:
 			s.parked.Add(-1)
-			return s.emptyResponse(s.notifier.Current()), nil
+			return s.idleResponse(ctx, req, s.notifier.Current())
 		case <-s.closing:
 			s.parked.Add(-1)
-			return s.emptyResponse(s.notifier.Current()), nil
+			return s.idleResponse(ctx, req, s.notifier.Current())
 		case <-ctx.Done():
 			s.parked.Add(-1)
 			return nil, ctx.Err()
