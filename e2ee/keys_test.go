@@ -679,16 +679,23 @@ func TestDeletedDeviceLosesKeys(t *testing.T) {
 	tests := []struct {
 		name   string
 		delete func(second *testserver.Client)
+		// deactivates: alice also leaves the room, so bob may hear of
+		// her in left rather than changed.
+		deactivates bool
 	}{
 		{"logout", func(second *testserver.Client) {
 			second.MustDo("POST", "/_matrix/client/v3/logout", map[string]any{}, nil)
-		}},
+		}, false},
 		{"DELETE /devices/{id}", func(second *testserver.Client) {
 			withUIA(alice.Client, "DELETE", "/_matrix/client/v3/devices/"+second.DeviceID, map[string]any{})
-		}},
+		}, false},
 		{"delete_devices", func(second *testserver.Client) {
 			withUIA(alice.Client, "POST", "/_matrix/client/v3/delete_devices", map[string]any{"devices": []string{second.DeviceID}})
-		}},
+		}, false},
+		// Last: alice is gone afterwards.
+		{"deactivation", func(second *testserver.Client) {
+			withUIA(second, "POST", "/_matrix/client/v3/account/deactivate", map[string]any{})
+		}, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -706,7 +713,8 @@ func TestDeletedDeviceLosesKeys(t *testing.T) {
 			if got := claim(t, bob.Client, map[string][]string{alice.UserID: {second.DeviceID}}); len(got[alice.UserID]) != 0 {
 				t.Fatalf("deleted device's one-time or fallback key claimed: %v", got)
 			}
-			if changed, _ := deviceLists(syncSince(t, bob.Client, tok, 0)); !contains(changed, alice.UserID) {
+			changed, left := deviceLists(syncSince(t, bob.Client, tok, 0))
+			if !contains(changed, alice.UserID) && !(tc.deactivates && contains(left, alice.UserID)) {
 				t.Fatalf("bob not told of alice's deleted device")
 			}
 		})
