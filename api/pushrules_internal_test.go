@@ -57,7 +57,7 @@ func TestCopyRoomPushRules(t *testing.T) {
 	store := &rulesStore{doc: doc}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	n := sync.NewNotifier("test.local", sync.Token{}, nil)
-	s := &Server{store: store, sync: sync.NewSyncer(noSync{}, nil, n, clock.Real{}, log, 50, 1000, false, nil, sync.Shared{})}
+	s := &Server{store: store, sync: sync.NewSyncer(noSync{}, nil, n, clock.Real{}, log, 50, 1000, false, nil, sync.Shared{}, nil)}
 	ctx := context.Background()
 	if err := s.copyRoomPushRules(ctx, user, old, new); err != nil {
 		t.Fatal(err)

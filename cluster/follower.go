@@ -274,7 +274,7 @@ func (f *Follower) PresenceActivity(user roomdag.UserID, connected bool) {
 
 func tokenOf(h storage.StreamHeads) sync.Token {
 	return sync.Token{Events: h.Events, AccountData: h.AccountData, Receipts: h.Receipts, Presence: h.Presence,
-		Notifications: h.Notifications, ToDevice: h.ToDevice}
+		Notifications: h.Notifications, ToDevice: h.ToDevice, DeviceLists: h.DeviceLists}
 }
 
 // Barrier brings this process up to what every process has committed

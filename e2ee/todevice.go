@@ -43,7 +43,7 @@ type RemoteToDevice interface {
 // "Send-to-Device messaging") and, for MSC3814, the dehydrated device
 // endpoints (dehydrated.go). Delivery is sync's (sync/todevice.go).
 type ToDevice struct {
-	store  Store
+	store  MessageStore
 	server roomdag.ServerName
 	remote RemoteToDevice
 	keys   KeyUploader
@@ -51,15 +51,15 @@ type ToDevice struct {
 	log    *slog.Logger
 }
 
-// Store is what the to-device and dehydrated device endpoints need.
-type Store interface {
+// MessageStore is what the to-device and dehydrated device endpoints need.
+type MessageStore interface {
 	ToDeviceStore
 	DehydratedStore
 }
 
 // NewToDevice makes the endpoints for server. remote and keys may be nil
 // (RemoteToDevice, KeyUploader say what is then left undone).
-func NewToDevice(store Store, server roomdag.ServerName, remote RemoteToDevice, keys KeyUploader, clk clock.Clock, log *slog.Logger) *ToDevice {
+func NewToDevice(store MessageStore, server roomdag.ServerName, remote RemoteToDevice, keys KeyUploader, clk clock.Clock, log *slog.Logger) *ToDevice {
 	return &ToDevice{store: store, server: server, remote: remote, keys: keys, clock: clk, log: log}
 }
 

@@ -337,7 +337,7 @@ type syncResult struct {
 
 // waitParked waits until srv holds n long-polls, failing if the poll
 // answers first.
-func waitParked(t *testing.T, srv *testserver.Server, n int64, poll <-chan syncResult) {
+func waitPollParked(t *testing.T, srv *testserver.Server, n int64, poll <-chan syncResult) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for srv.HS.Syncer.Parked() < n {
@@ -374,7 +374,7 @@ func TestToDeviceWakesLongPoll(t *testing.T) {
 	bob := srv.Register("wakebob")
 	since := syncTD(t, bob, "").NextBatch
 	poll := longPoll(bob, since)
-	waitParked(t, srv, 1, poll)
+	waitPollParked(t, srv, 1, poll)
 	send(t, alice, "m.test", map[string]map[string]any{bob.UserID: {bob.DeviceID: map[string]any{"seq": "1"}}})
 	waitDelivered(t, poll, []string{"1"})
 }
@@ -391,7 +391,7 @@ func TestToDeviceAcrossProcesses(t *testing.T) {
 	bobB := bobA.On(b)
 	since := syncTD(t, bobB, "").NextBatch
 	poll := longPoll(bobB, since)
-	waitParked(t, b, 1, poll)
+	waitPollParked(t, b, 1, poll)
 	send(t, alice, "m.test", map[string]map[string]any{bobA.UserID: {"*": map[string]any{"seq": "1"}}})
 	waitDelivered(t, poll, []string{"1"})
 	// Delivered through B, acknowledged through A.

@@ -291,7 +291,10 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 			follower.PresenceActivity(user, connected)
 		})
 	}
-	syncer := sync.NewSyncer(db, hs.Rooms, notifier, clk, log, cfg.BackchatDefault, cfg.BackchatMax, cfg.Presence.Enabled, hs.AppServices, shared)
+	// End-to-end encryption: the key server is read by /sync and serves
+	// its endpoints behind the client API's authentication.
+	e2 := e2ee.New(e2ee.Config{Server: server, Store: db, Current: notifier.Current, Log: log})
+	syncer := sync.NewSyncer(db, hs.Rooms, notifier, clk, log, cfg.BackchatDefault, cfg.BackchatMax, cfg.Presence.Enabled, hs.AppServices, shared, e2.Keys())
 	hs.Syncer = syncer
 	follower = hs.follow(evPos, notifier, push.Wakers{notifier, hs.Pushers})
 	tokens := make([]string, len(cfg.RegistrationTokens))
@@ -329,6 +332,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 			"registration":  {PerSecond: rl.Registration.PerSecond, BurstCount: rl.Registration.BurstCount},
 		},
 	}
+	apiCfg.Routes = e2.Routes()
 	if sn := cfg.ServerNotices; sn.Enabled() {
 		apiCfg.ServerNotices = &api.ServerNoticesConfig{Localpart: sn.SystemMXIDLocalpart,
 			DisplayName: sn.SystemMXIDDisplayName, AvatarURL: sn.SystemMXIDAvatarURL,
@@ -336,7 +340,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	}
 	// End-to-end encryption: to-device messages and dehydrated devices
 	// (no outbound federation or key server to hand them yet).
-	hs.ToDevice = e2ee.NewToDevice(db, server, nil, nil, clk, log)
+	hs.ToDevice = e2ee.NewToDevice(db, server, nil, e2.Keys(), clk, log)
 	apiCfg.Routes = append(apiCfg.Routes, hs.ToDevice.Routes()...)
 	client := api.NewServer(apiCfg, db, hs.Rooms, syncer, clk, log, rand.Reader)
 	hs.API = client

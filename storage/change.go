@@ -33,6 +33,10 @@ type Change struct {
 	// ToDevice lists the users to-device messages were stored for, each
 	// with the newest position stored for them (storage.ToDeviceSend).
 	ToDevice []UserPos
+	// DeviceLists lists users whose device list (device keys, devices,
+	// cross-signing keys) changed, at their new position in the
+	// device-list stream.
+	DeviceLists []UserPos
 }
 
 // TypingRow is a stored typing change: User types in Room until ExpiresMS
@@ -70,7 +74,7 @@ type NotificationsChange struct {
 func (c *Change) Empty() bool {
 	return c.LastEvent == 0 && len(c.AccountData) == 0 && len(c.Receipts) == 0 && len(c.Presence) == 0 &&
 		c.Notifications == nil && len(c.SessionsEnded) == 0 && len(c.Erased) == 0 && len(c.Typing) == 0 &&
-		len(c.ToDevice) == 0
+		len(c.ToDevice) == 0 && len(c.DeviceLists) == 0
 }
 
 // Merge appends o, a later change of the same batch, to c.
@@ -95,6 +99,7 @@ func (c *Change) Merge(o *Change) {
 	c.Erased = append(c.Erased, o.Erased...)
 	c.Typing = append(c.Typing, o.Typing...)
 	c.ToDevice = append(c.ToDevice, o.ToDevice...)
+	c.DeviceLists = append(c.DeviceLists, o.DeviceLists...)
 }
 
 // NoteEvent records that the batch stored an event at pos (positions
@@ -114,4 +119,5 @@ type StreamHeads struct {
 	Presence      int64
 	Notifications roomdag.StreamPos
 	ToDevice      int64
+	DeviceLists   int64
 }

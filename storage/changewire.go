@@ -17,7 +17,8 @@ import (
 //	 "n":{"p":POS,"u":["@u:hs"]},                  notification worker step
 //	 "s":["@u:hs"], "x":["@u:hs"],                 sessions ended, users erased
 //	 "t":[{"r":"!room","u":"@u:hs","e":MS,"p":POS}], typing ("e" absent: stopped)
-//	 "d":[{"u":"@u:hs","p":POS}]}                  to-device messages stored for users
+//	 "d":[{"u":"@u:hs","p":POS}],                  to-device messages stored for users
+//	 "dl":[{"u":"@u:hs","p":POS}]}                 device lists changed
 //
 // A change whose form would be longer is sent as {"o":..,"f":..,"l":..,"z":1}:
 // "reload", the receiver re-reads every stream from the positions it knows
@@ -41,6 +42,7 @@ type wireChange struct {
 	Typing        []wireTyping   `json:"t,omitempty"`
 	Activity      []wireActivity `json:"pa,omitempty"`
 	ToDevice      []wireUserPos  `json:"d,omitempty"`
+	DeviceLists   []wireUserPos  `json:"dl,omitempty"`
 }
 
 type wireActivity struct {
@@ -125,6 +127,9 @@ func EncodeChange(origin string, c *Change) string {
 	for _, d := range c.ToDevice {
 		w.ToDevice = append(w.ToDevice, wireUserPos{string(d.User), d.Pos})
 	}
+	for _, d := range c.DeviceLists {
+		w.DeviceLists = append(w.DeviceLists, wireUserPos{string(d.User), d.Pos})
+	}
 	b, _ := json.Marshal(w) // strings and numbers: cannot fail
 	if len(b) > MaxChangePayload {
 		b, _ = json.Marshal(wireChange{Origin: origin, First: w.First, Last: w.Last, Reload: 1})
@@ -178,6 +183,9 @@ func DecodeChange(payload string) (*Announcement, error) {
 	}
 	for _, x := range w.ToDevice {
 		c.ToDevice = append(c.ToDevice, UserPos{roomdag.UserID(x.User), x.Pos})
+	}
+	for _, x := range w.DeviceLists {
+		c.DeviceLists = append(c.DeviceLists, UserPos{roomdag.UserID(x.User), x.Pos})
 	}
 	return a, nil
 }

@@ -15,8 +15,9 @@ func TestChangeWireRoundTrip(t *testing.T) {
 		Presence:      []UserPos{{"@b:hs", 2}},
 		Notifications: &NotificationsChange{Pos: 9, Users: []roomdag.UserID{"@b:hs"}},
 		SessionsEnded: []roomdag.UserID{"@c:hs"}, Erased: []roomdag.UserID{"@c:hs"},
-		Typing:   []TypingRow{{Room: "!r:hs", User: "@a:hs", ExpiresMS: 1700000000000, Pos: 4}, {Room: "!r:hs", User: "@b:hs", Pos: 5}},
-		ToDevice: []UserPos{{"@a:hs", 6}, {"@b:hs", 8}}}
+		Typing:      []TypingRow{{Room: "!r:hs", User: "@a:hs", ExpiresMS: 1700000000000, Pos: 4}, {Room: "!r:hs", User: "@b:hs", Pos: 5}},
+		ToDevice:    []UserPos{{"@a:hs", 6}, {"@b:hs", 8}},
+		DeviceLists: []UserPos{{User: "@a:hs", Pos: 9}}}
 	a, err := DecodeChange(EncodeChange("p1", &c))
 	if err != nil {
 		t.Fatal(err)

@@ -76,6 +76,7 @@ func (n *Notifier) raiseLocked(cur Token) {
 	n.cur.Presence = max(n.cur.Presence, cur.Presence)
 	n.cur.Notifications = max(n.cur.Notifications, cur.Notifications)
 	n.cur.ToDevice = max(n.cur.ToDevice, cur.ToDevice)
+	n.cur.DeviceLists = max(n.cur.DeviceLists, cur.DeviceLists)
 }
 
 // ReloadPresence drops every cached presence row and what other processes

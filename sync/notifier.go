@@ -242,4 +242,7 @@ func (n *Notifier) Apply(c *storage.Change) {
 	for _, d := range c.ToDevice {
 		n.ToDeviceAdded(d.User, d.Pos)
 	}
+	for _, d := range c.DeviceLists {
+		n.DeviceListChanged(d.User, d.Pos)
+	}
 }

@@ -91,6 +91,8 @@ type Syncer struct {
 	// toDeviceAcks: what this process deleted of whose to-device
 	// messages (todevice.go).
 	toDeviceAcks toDeviceAcks
+	// keys serves the device key sections (devicelists.go); nil: none.
+	keys DeviceKeys
 }
 
 // Parked is how many long-polls are waiting for news right now.
@@ -122,15 +124,28 @@ func (s *Syncer) Close() {
 // every presence change once stored (PresenceListener). shared is zero on
 // a database one process has to itself, and holds what the processes
 // sharing one need (Shared).
-func NewSyncer(store Store, rooms *roomdag.Rooms, n *Notifier, clk clock.Clock, log *slog.Logger, backchatDefault, backchatMax int, presenceEnabled bool, onPresence PresenceListener, shared Shared) *Syncer {
+//
+// keys (nil: none) serves the device key sections of end-to-end
+// encryption (devicelists.go); if it has a DeviceListPos method, the
+// notifier's device-list position starts there.
+func NewSyncer(store Store, rooms *roomdag.Rooms, n *Notifier, clk clock.Clock, log *slog.Logger, backchatDefault, backchatMax int, presenceEnabled bool, onPresence PresenceListener, shared Shared, keys DeviceKeys) *Syncer {
 	if pos, err := store.ReceiptPos(context.Background()); err != nil {
 		log.Error("reading the receipt stream position", "err", err)
 	} else {
 		n.receiptsAt(pos)
 	}
+	if p, ok := keys.(interface {
+		DeviceListPos(context.Context) (int64, error)
+	}); ok {
+		if pos, err := p.DeviceListPos(context.Background()); err != nil {
+			log.Error("reading the device-list stream position", "err", err)
+		} else {
+			n.deviceListsAt(pos)
+		}
+	}
 	closing := make(chan struct{})
 	return &Syncer{store: store, rooms: rooms, notifier: n, typing: newTyping(clk, n, shared.Typing, log, closing), clock: clk, log: log,
-		backchatDefault: backchatDefault, backchatMax: backchatMax, closing: closing,
+		backchatDefault: backchatDefault, backchatMax: backchatMax, closing: closing, keys: keys,
 		presence: newPresence(presenceEnabled, store, clk, n, onPresence, shared.Activity, log, closing)}
 }
 
@@ -191,6 +206,11 @@ type Response struct {
 	// Feeds holds new matches of the user's topic feeds, by feed ID
 	// (feeds.go); absent when there are none.
 	Feeds map[string]*FeedSection `json:"org.persistentchat.feeds,omitempty"`
+	// The device key sections (devicelists.go); absent without a key
+	// server.
+	DeviceLists            *DeviceLists     `json:"device_lists,omitempty"`
+	OneTimeKeysCount       map[string]int64 `json:"device_one_time_keys_count,omitempty"`
+	UnusedFallbackKeyTypes *[]string        `json:"device_unused_fallback_key_types,omitempty"`
 }
 
 // Rooms holds the per-membership sections.
@@ -259,7 +279,8 @@ type LeftRoom struct {
 
 func (r *Response) empty() bool {
 	return len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Leave) == 0 && len(r.Rooms.Knock) == 0 &&
-		len(r.AccountData.Events) == 0 && len(r.Presence.Events) == 0 && len(r.Feeds) == 0 && len(r.ToDevice.Events) == 0
+		len(r.AccountData.Events) == 0 && len(r.Presence.Events) == 0 && len(r.Feeds) == 0 && len(r.ToDevice.Events) == 0 &&
+		r.DeviceLists == nil
 }
 
 // Sync answers a sync request, long-polling up to req.Timeout when an
@@ -322,7 +343,7 @@ func (s *Syncer) Sync(ctx context.Context, req Request) (*Response, error) {
 			}
 		}
 		if req.Timeout <= 0 {
-			return s.emptyResponse(cur), nil
+			return s.idleResponse(ctx, req, cur)
 		}
 		if deadline == nil {
 			deadline = s.clock.After(req.Timeout)
@@ -332,10 +353,10 @@ func (s *Syncer) Sync(ctx context.Context, req Request) (*Response, error) {
 		case <-wake:
 		case <-deadline:
 			s.parked.Add(-1)
-			return s.emptyResponse(s.notifier.Current()), nil
+			return s.idleResponse(ctx, req, s.notifier.Current())
 		case <-s.closing:
 			s.parked.Add(-1)
-			return s.emptyResponse(s.notifier.Current()), nil
+			return s.idleResponse(ctx, req, s.notifier.Current())
 		case <-ctx.Done():
 			s.parked.Add(-1)
 			return nil, ctx.Err()
@@ -506,6 +527,9 @@ func (s *Syncer) build(ctx context.Context, req Request, cur Token) (*Response, 
 		return nil, err
 	}
 	if err := s.unread(ctx, req, resp.Rooms.Join); err != nil {
+		return nil, err
+	}
+	if err := s.deviceKeySections(ctx, req, since, cur, resp); err != nil {
 		return nil, err
 	}
 	return resp, nil

@@ -442,4 +442,41 @@ CREATE TABLE dehydrated_devices (
 	device_data TEXT NOT NULL
 );
 `,
+	// End-to-end encryption keys (issue 12): as in SQLite's schema, which
+	// says why.
+	`
+CREATE TABLE e2e_device_keys (
+	user_id   TEXT COLLATE "C" NOT NULL,
+	device_id TEXT COLLATE "C" NOT NULL,
+	key_json  TEXT NOT NULL,
+	PRIMARY KEY (user_id, device_id)
+);
+CREATE TABLE e2e_one_time_keys (
+	user_id   TEXT COLLATE "C" NOT NULL,
+	device_id TEXT COLLATE "C" NOT NULL,
+	algorithm TEXT COLLATE "C" NOT NULL,
+	key_id    TEXT COLLATE "C" NOT NULL,
+	key_json  TEXT NOT NULL,
+	seq       BIGINT NOT NULL,
+	PRIMARY KEY (user_id, device_id, algorithm, key_id)
+);
+CREATE INDEX e2e_one_time_keys_order ON e2e_one_time_keys(user_id, device_id, algorithm, seq);
+CREATE TABLE e2e_fallback_keys (
+	user_id   TEXT COLLATE "C" NOT NULL,
+	device_id TEXT COLLATE "C" NOT NULL,
+	algorithm TEXT COLLATE "C" NOT NULL,
+	key_id    TEXT COLLATE "C" NOT NULL,
+	key_json  TEXT NOT NULL,
+	used      INTEGER NOT NULL DEFAULT 0,
+	PRIMARY KEY (user_id, device_id, algorithm)
+);
+CREATE TABLE device_lists (
+	user_id    TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+	stream_pos BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX device_lists_pos ON device_lists(stream_pos);
+-- Membership changes since a sync token, room by room of the user's
+-- (e2ee/devicelists.go), without reading every member of every room.
+CREATE INDEX memberships_room_pos ON memberships(room_nid, event_pos);
+`,
 }

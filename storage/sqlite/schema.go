@@ -555,4 +555,49 @@ CREATE TABLE dehydrated_devices (
 	device_data TEXT NOT NULL
 ) WITHOUT ROWID;
 `,
+	// End-to-end encryption keys (issue 12, e2ee/keys.go). Device keys:
+	// one signed JSON object per device, as uploaded. One-time keys: each
+	// given once to a claimer and deleted by the claim; seq orders a
+	// device's keys by upload, so the oldest is claimed first. Fallback
+	// keys: one per device and algorithm, handed out when the one-time
+	// keys run out and then marked used (kept until replaced). The
+	// device-list stream: one row per user whose devices or keys changed,
+	// at the stream position of the newest change (as presence), so the
+	// table stays as small as the user table and a sync reads the users
+	// changed since its token with one range scan.
+	`
+CREATE TABLE e2e_device_keys (
+	user_id   TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	key_json  TEXT NOT NULL,
+	PRIMARY KEY (user_id, device_id)
+) WITHOUT ROWID;
+CREATE TABLE e2e_one_time_keys (
+	user_id   TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	algorithm TEXT NOT NULL,
+	key_id    TEXT NOT NULL,
+	key_json  TEXT NOT NULL,
+	seq       INTEGER NOT NULL,
+	PRIMARY KEY (user_id, device_id, algorithm, key_id)
+) WITHOUT ROWID;
+CREATE INDEX e2e_one_time_keys_order ON e2e_one_time_keys(user_id, device_id, algorithm, seq);
+CREATE TABLE e2e_fallback_keys (
+	user_id   TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	algorithm TEXT NOT NULL,
+	key_id    TEXT NOT NULL,
+	key_json  TEXT NOT NULL,
+	used      INTEGER NOT NULL DEFAULT 0,
+	PRIMARY KEY (user_id, device_id, algorithm)
+) WITHOUT ROWID;
+CREATE TABLE device_lists (
+	user_id    TEXT NOT NULL PRIMARY KEY,
+	stream_pos INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX device_lists_pos ON device_lists(stream_pos);
+-- Membership changes since a sync token, room by room of the user's
+-- (e2ee/devicelists.go), without reading every member of every room.
+CREATE INDEX memberships_room_pos ON memberships(room_nid, event_pos);
+`,
 }

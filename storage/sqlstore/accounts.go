@@ -50,16 +50,24 @@ func (db *DB) SetProfile(ctx context.Context, id roomdag.UserID, displayName, av
 
 // CreateSession creates the device if new and stores its token(s).
 func (db *DB) CreateSession(ctx context.Context, s storage.Session) error {
-	return db.write(func(tx *sql.Tx) error { return insertSession(tx, s) }, nil)
+	return db.write(func(tx *sql.Tx) error { return db.insertSession(tx, s) }, nil)
 }
 
-func insertSession(tx *sql.Tx, s storage.Session) error {
+func (db *DB) insertSession(tx *sql.Tx, s storage.Session) error {
 	// A known device keeps its name: the spec ignores
 	// initial_device_display_name when the device exists.
-	if _, err := tx.Exec(`INSERT INTO devices (user_id, device_id, display_name) VALUES (?,?,?)
+	res, err := tx.Exec(`INSERT INTO devices (user_id, device_id, display_name) VALUES (?,?,?)
 		ON CONFLICT (user_id, device_id) DO NOTHING`,
-		string(s.UserID), s.DeviceID, s.DisplayName); err != nil {
+		string(s.UserID), s.DeviceID, s.DisplayName)
+	if err != nil {
 		return err
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		// A new device: the user's other devices and room-mates see it
+		// in device_lists.changed (as Synapse announces new devices).
+		if err := db.deviceListChanged(tx, s.UserID); err != nil {
+			return err
+		}
 	}
 	if _, err := tx.Exec(`INSERT INTO access_tokens (token_hash, user_id, device_id, expires_ts, refresh_hash) VALUES (?,?,?,?,?)`,
 		s.TokenHash, string(s.UserID), s.DeviceID, s.ExpiresMS, s.RefreshHash); err != nil {
@@ -98,7 +106,7 @@ func (db *DB) Refresh(ctx context.Context, oldRefresh []byte, next storage.Sessi
 			return err
 		}
 		next.UserID, next.DeviceID = roomdag.UserID(user), device
-		return insertSession(tx, next)
+		return db.insertSession(tx, next)
 	}, nil)
 	return roomdag.UserID(user), device, err
 }
@@ -115,12 +123,16 @@ func (db *DB) DeleteDevices(ctx context.Context, user roomdag.UserID, devices []
 			}
 		}
 		for _, d := range devices {
-			if err := deleteDevice(tx, user, d); err != nil {
+			if err := db.deleteDevice(tx, user, d); err != nil {
 				return err
 			}
 		}
 		if len(devices) > 0 {
 			db.change.SessionsEnded = append(db.change.SessionsEnded, user)
+			// Everyone who shares a room with the user learns of it.
+			if err := db.deviceListChanged(tx, user); err != nil {
+				return err
+			}
 		}
 		return nil
 	}, nil)
@@ -148,6 +160,9 @@ func (db *DB) DeactivateUser(ctx context.Context, user roomdag.UserID, erase boo
 			`DELETE FROM to_device WHERE user_id = ?`,
 			`DELETE FROM to_device_txns WHERE user_id = ?`,
 			`DELETE FROM dehydrated_devices WHERE user_id = ?`,
+			`DELETE FROM e2e_device_keys WHERE user_id = ?`,
+			`DELETE FROM e2e_one_time_keys WHERE user_id = ?`,
+			`DELETE FROM e2e_fallback_keys WHERE user_id = ?`,
 		}
 		if erase {
 			qs = append(qs, `UPDATE users SET displayname = NULL, avatar_url = NULL WHERE user_id = ?`,
@@ -159,6 +174,9 @@ func (db *DB) DeactivateUser(ctx context.Context, user roomdag.UserID, erase boo
 			}
 		}
 		db.change.SessionsEnded = append(db.change.SessionsEnded, user)
+		if err := db.deviceListChanged(tx, user); err != nil {
+			return err
+		}
 		if erase {
 			db.change.Erased = append(db.change.Erased, user)
 		}
@@ -253,7 +271,9 @@ func (db *DB) SetDeviceName(ctx context.Context, user roomdag.UserID, device str
 		if n, _ := res.RowsAffected(); n == 0 {
 			return storage.ErrNotFound
 		}
-		return nil
+		// The name is in /keys/query's unsigned.device_display_name:
+		// those who track the user's devices refetch them.
+		return db.deviceListChanged(tx, user)
 	}, nil)
 }
 

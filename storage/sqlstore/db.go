@@ -374,7 +374,8 @@ func (db *DB) StreamHeads(ctx context.Context) (storage.StreamHeads, error) {
 		(SELECT COALESCE(MAX(stream_pos), 0) FROM receipts),
 		(SELECT COALESCE(MAX(stream_pos), 0) FROM presence),
 		(SELECT event_pos FROM notify_position WHERE id = 1),
-		(SELECT pos FROM to_device_position WHERE id = 1)`).Scan(&h.Events, &h.AccountData, &h.Receipts, &h.Presence, &h.Notifications,
-		&h.ToDevice)
+		(SELECT pos FROM to_device_position WHERE id = 1),
+		(SELECT COALESCE(MAX(stream_pos), 0) FROM device_lists)`).Scan(&h.Events, &h.AccountData, &h.Receipts, &h.Presence, &h.Notifications,
+		&h.ToDevice, &h.DeviceLists)
 	return h, err
 }

@@ -158,7 +158,13 @@ var deviceDeletes = []string{
 	`DELETE FROM dehydrated_devices WHERE user_id = ? AND device_id = ?`,
 }
 
-func deleteDevice(tx *sql.Tx, user roomdag.UserID, device string) error {
+func (db *DB) deleteDevice(tx *sql.Tx, user roomdag.UserID, device string) error {
+	// A deleted device's end-to-end keys go with it (spec: "DELETE
+	// /devices/{deviceId}" invalidates them), and its user's device list
+	// changes.
+	if err := db.deleteDeviceKeys(tx, user, device); err != nil {
+		return err
+	}
 	for _, q := range deviceDeletes {
 		if _, err := tx.Exec(q, string(user), device); err != nil {
 			return err
@@ -191,7 +197,7 @@ func (db *DB) PutDehydratedDevice(_ context.Context, user roomdag.UserID, device
 				return err
 			}
 			if old != "" {
-				if err := deleteDevice(tx, user, old); err != nil {
+				if err := db.deleteDevice(tx, user, old); err != nil {
 					return err
 				}
 			}
@@ -232,7 +238,7 @@ func (db *DB) DeleteDehydratedDevice(_ context.Context, user roomdag.UserID) (st
 		if _, err := tx.Exec(`DELETE FROM dehydrated_devices WHERE user_id = ?`, string(user)); err != nil {
 			return err
 		}
-		return deleteDevice(tx, user, device)
+		return db.deleteDevice(tx, user, device)
 	}, nil)
 	return device, err
 }
