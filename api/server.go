@@ -3,6 +3,7 @@
 package api
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -70,6 +71,36 @@ type Config struct {
 	// ServerNotices configures server notices (api/servernotices.go);
 	// nil turns them off.
 	ServerNotices *ServerNoticesConfig
+	// ExtraRoutes are routes of other packages (retention's admin API)
+	// served on the client listener with an access token required; their
+	// handlers read the user with RequesterID.
+	ExtraRoutes []ExtraRoute
+	// Erasure, if set, is asked before an account is deactivated with
+	// erase: true (api/deactivate.go); an error it returns refuses the
+	// request. Nil allows every erasure.
+	Erasure ErasureGuard
+}
+
+// ExtraRoute is one route of Config.ExtraRoutes.
+type ExtraRoute struct {
+	Method, Path string
+	Handler      httpapi.Func
+}
+
+// ErasureGuard says whether an account may be erased.
+type ErasureGuard interface {
+	// CheckErasure returns nil when user's account may be erased, else
+	// the Matrix error that refuses it.
+	CheckErasure(ctx context.Context, user roomdag.UserID) error
+}
+
+// RequesterID is the user who made an authenticated request, for the
+// handlers of ExtraRoutes; "" when the request was not authenticated.
+func RequesterID(r *http.Request) roomdag.UserID {
+	if rq := requester(r); rq != nil {
+		return rq.UserID
+	}
+	return ""
 }
 
 // Server serves the client-server API.
@@ -156,6 +187,7 @@ func (s *Server) Handler(middlewares ...func(http.Handler) http.Handler) http.Ha
 		s.mediaRoutes(),
 		s.serverNoticeRoutes(), s.moderationRoutes(),
 		s.mutualRoomRoutes(),
+		s.extraRoutes(),
 	}
 	for _, table := range tables {
 		for _, rt := range table {
@@ -210,3 +242,12 @@ const (
 	v1 = "/_matrix/client/v1"
 	r0 = "/_matrix/client/r0"
 )
+
+// extraRoutes are Config.ExtraRoutes as routes that need an access token.
+func (s *Server) extraRoutes() []route {
+	out := make([]route, len(s.cfg.ExtraRoutes))
+	for i, e := range s.cfg.ExtraRoutes {
+		out[i] = route{e.Method, e.Path, e.Handler, authRequired, rateNone}
+	}
+	return out
+}

@@ -30,6 +30,7 @@ import (
 	"github.com/persistentchat/homeserver/netguard"
 	"github.com/persistentchat/homeserver/push"
 	"github.com/persistentchat/homeserver/pusher"
+	"github.com/persistentchat/homeserver/retention"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage/postgres"
 	"github.com/persistentchat/homeserver/storage/sqlstore"
@@ -72,6 +73,10 @@ type Homeserver struct {
 	Media *media.Repository
 	// API is the client-server API; tests read its PasswordChecks.
 	API *api.Server
+	// Holds are the legal holds; Retention the purge jobs, nil when
+	// retention is off (tests wait on its WaitStats).
+	Holds     *retention.Holds
+	Retention *retention.Purger
 
 	// leases are those the background workers run under, one per kind
 	// of worker.
@@ -322,6 +327,15 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 			DisplayName: sn.SystemMXIDDisplayName, AvatarURL: sn.SystemMXIDAvatarURL,
 			RoomName: sn.RoomName, RoomAvatarURL: sn.RoomAvatarURL, RoomTopic: sn.RoomTopic, AutoJoin: sn.AutoJoin}
 	}
+	// Legal holds exist whether or not retention is on: they also stop
+	// erasure. The compliance archive, when it lands, records the admin
+	// actions (retention.AdminActionRecorder) and purges its records
+	// (retention.ArchivePurger); until then both are nil.
+	hs.Holds = retention.NewHolds(db, clk, log, nil)
+	apiCfg.Erasure = hs.Holds
+	for _, rt := range retention.NewAPI(hs.Holds, db, api.RequesterID).Routes() {
+		apiCfg.ExtraRoutes = append(apiCfg.ExtraRoutes, api.ExtraRoute{Method: rt.Method, Path: rt.Path, Handler: rt.Handler})
+	}
 	client := api.NewServer(apiCfg, db, hs.Rooms, syncer, clk, log, rand.Reader)
 	hs.API = client
 	if err := client.ResumeDeactivations(ctx); err != nil {
@@ -382,6 +396,18 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	}
 	mux.Handle("/", client.Handler(middlewares...))
 	hs.Media = client.Media()
+	if rc := cfg.Retention; rc.Enabled {
+		pc := retention.PurgerConfig{Server: server, Lease: hs.lease("retention", clk),
+			Policy: retention.Policy{DefaultMin: rc.DefaultPolicy.MinLifetime.Std(), DefaultMax: rc.DefaultPolicy.MaxLifetime.Std(),
+				AllowedMin: rc.AllowedLifetimeMin.Std(), AllowedMax: rc.AllowedLifetimeMax.Std()}}
+		for _, j := range rc.PurgeJobs {
+			pc.Jobs = append(pc.Jobs, retention.Job{Shortest: j.ShortestMaxLifetime.Std(), Longest: j.LongestMaxLifetime.Std(), Interval: j.Interval.Std()})
+		}
+		if hs.Media != nil {
+			pc.Files = hs.Media
+		}
+		hs.Retention = retention.NewPurger(pc, db, hs.Holds, clk, log)
+	}
 	var handler http.Handler = mux
 	if cfg.XForwarded {
 		handler = forwardedFor(handler)
@@ -416,6 +442,9 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	if err := hs.Pushers.Start(ctx); err != nil {
 		hs.stopWorkers()
 		return err
+	}
+	if hs.Retention != nil {
+		hs.Retention.Start()
 	}
 	return nil
 }
@@ -463,6 +492,9 @@ func (hs *Homeserver) stopWorkers() {
 	hs.Notifications.Stop()
 	hs.Pushers.Stop()
 	hs.AppServices.Stop()
+	if hs.Retention != nil {
+		hs.Retention.Stop()
+	}
 	for _, l := range hs.leases {
 		l.Stop()
 	}

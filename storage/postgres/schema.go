@@ -413,4 +413,19 @@ CREATE TABLE hierarchy_sessions (
 CREATE INDEX hierarchy_sessions_expiry ON hierarchy_sessions(expires_ms);
 CREATE INDEX hierarchy_sessions_user ON hierarchy_sessions(user_id, expires_ms);
 `,
+	// Legal holds: SQLite's migration of the same purpose says what they
+	// hold.
+	`
+CREATE TABLE legal_holds (
+	hold_id     BIGINT PRIMARY KEY,
+	user_id     TEXT COLLATE "C" NOT NULL DEFAULT '',
+	room_id     TEXT COLLATE "C" NOT NULL DEFAULT '',
+	reason      TEXT NOT NULL DEFAULT '',
+	created_by  TEXT COLLATE "C" NOT NULL,
+	created_ts  BIGINT NOT NULL,
+	released_by TEXT COLLATE "C" NOT NULL DEFAULT '',
+	released_ts BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX legal_holds_active ON legal_holds(released_ts, hold_id);
+`,
 }

@@ -516,4 +516,21 @@ CREATE TABLE hierarchy_sessions (
 CREATE INDEX hierarchy_sessions_expiry ON hierarchy_sessions(expires_ms);
 CREATE INDEX hierarchy_sessions_user ON hierarchy_sessions(user_id, expires_ms);
 `,
+	// Retention and legal holds (package retention): a hold on a user's
+	// events (user_id) or a room (room_id; the other ''), active while
+	// released_ts is 0. Released holds stay, for the record of who held
+	// what and when.
+	`
+CREATE TABLE legal_holds (
+	hold_id     INTEGER PRIMARY KEY,
+	user_id     TEXT NOT NULL DEFAULT '',
+	room_id     TEXT NOT NULL DEFAULT '',
+	reason      TEXT NOT NULL DEFAULT '',
+	created_by  TEXT NOT NULL,
+	created_ts  INTEGER NOT NULL,
+	released_by TEXT NOT NULL DEFAULT '',
+	released_ts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX legal_holds_active ON legal_holds(released_ts, hold_id);
+`,
 }
