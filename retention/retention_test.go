@@ -3,9 +3,13 @@ package retention_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -37,11 +41,14 @@ type env struct {
 	runs  int
 }
 
-func start(t *testing.T) *env {
+func start(t *testing.T) *env { return startWith(t, true) }
+
+// startWith is start with the server's own purge jobs on or off.
+func startWith(t *testing.T, jobs bool) *env {
 	t.Helper()
 	clk := clock.NewFake(time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC))
 	srv := testserver.Start(t, testserver.Options{Clock: clk, Configure: func(c *configs.Config) {
-		c.Retention.Enabled = true
+		c.Retention.Enabled = jobs
 		c.Retention.AllowedLifetimeMin = configs.Duration(time.Hour)
 		c.Retention.AllowedLifetimeMax = configs.Duration(30 * 24 * time.Hour)
 		c.Retention.PurgeJobs = []configs.PurgeJob{{Interval: configs.Duration(interval)}}
@@ -231,6 +238,15 @@ func TestPurge(t *testing.T) {
 	if st := download(alice, kept); st != http.StatusOK {
 		t.Errorf("media still referred to: download status %d, want 200", st)
 	}
+	for content, want := range map[string]bool{"an image that expires": false, "an image still in use": true} {
+		sum := fmt.Sprintf("%x", sha256.Sum256([]byte(content)))
+		_, err := os.Stat(filepath.Join(e.srv.Config.MediaDir(), "content", sum[:2], sum[2:4], sum))
+		if exists := err == nil; exists != want {
+			t.Errorf("content file of %q exists: %v, want %v (%v)", content, exists, want, err)
+		}
+	}
+	// Notifications of purged events are left out, not an error.
+	alice.MustDo("GET", cs+"/notifications", nil, nil)
 	r := alice.Do("GET", cs+"/rooms/"+url.PathEscape(room)+"/event/"+url.PathEscape(old), nil)
 	if r.Status != http.StatusNotFound {
 		t.Errorf("purged event: status %d %s, want 404", r.Status, r.Body)
