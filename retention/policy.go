@@ -23,6 +23,8 @@ package retention
 import (
 	"encoding/json"
 	"time"
+
+	"github.com/persistentchat/homeserver/httpapi"
 )
 
 // EventType is the room retention policy's state event type.
@@ -102,4 +104,34 @@ type Job struct {
 // covers reports whether the job purges rooms of max_lifetime max.
 func (j Job) covers(max time.Duration) bool {
 	return max != 0 && (j.Shortest == 0 || max >= j.Shortest) && (j.Longest == 0 || max <= j.Longest)
+}
+
+// ValidateContent checks the content of an m.room.retention event a
+// local user sends, as Synapse does: max_lifetime and min_lifetime, where
+// present and not null, are non-negative integers of milliseconds, and
+// min_lifetime is at most max_lifetime. It returns 400 M_BAD_JSON
+// otherwise. (Events from elsewhere that break it are read by Effective
+// as if the bad field were absent.)
+func ValidateContent(content []byte) error {
+	var c map[string]json.RawMessage
+	if json.Unmarshal(content, &c) != nil {
+		return httpapi.BadJSON("m.room.retention content must be an object")
+	}
+	var got [2]int64
+	for i, field := range []string{"max_lifetime", "min_lifetime"} {
+		raw, ok := c[field]
+		if !ok || string(raw) == "null" {
+			got[i] = -1
+			continue
+		}
+		ms, ok := lifetimeMS(raw)
+		if !ok {
+			return httpapi.BadJSON("'%s' must be a non-negative integer of milliseconds", field)
+		}
+		got[i] = ms
+	}
+	if got[0] >= 0 && got[1] > got[0] {
+		return httpapi.BadJSON("'min_lifetime' can't be greater than 'max_lifetime'")
+	}
+	return nil
 }

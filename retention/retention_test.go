@@ -428,3 +428,37 @@ func TestEraseHeldUser(t *testing.T) {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// TestRetentionEventChecked: a local m.room.retention event must carry
+// integer lifetimes, min no greater than max (as Synapse checks), in
+// PUT /state and in createRoom's initial_state alike.
+func TestRetentionEventChecked(t *testing.T) {
+	e := start(t)
+	alice := e.srv.Register("alice")
+	room := e.room(alice, time.Hour.Milliseconds())
+	path := cs + "/rooms/" + url.PathEscape(room) + "/state/m.room.retention/"
+	for _, c := range []struct {
+		content any
+		status  int
+	}{
+		{map[string]any{"max_lifetime": 86400000}, 200},
+		{map[string]any{"max_lifetime": 86400000, "min_lifetime": 3600000}, 200},
+		{map[string]any{"max_lifetime": nil}, 200},
+		{map[string]any{}, 200},
+		{map[string]any{"max_lifetime": "86400000"}, 400},
+		{map[string]any{"max_lifetime": 1.5}, 400},
+		{map[string]any{"max_lifetime": -1}, 400},
+		{map[string]any{"min_lifetime": true}, 400},
+		{map[string]any{"max_lifetime": 1000, "min_lifetime": 2000}, 400},
+	} {
+		r := alice.Do("PUT", path, c.content)
+		if r.Status != c.status || (c.status == 400 && r.Errcode() != "M_BAD_JSON") {
+			t.Errorf("PUT %v: %d %s, want %d", c.content, r.Status, r.Body, c.status)
+		}
+	}
+	r := alice.Do("POST", cs+"/createRoom", map[string]any{"initial_state": []any{
+		map[string]any{"type": "m.room.retention", "state_key": "", "content": map[string]any{"max_lifetime": "soon"}}}})
+	if r.Status != 400 || r.Errcode() != "M_BAD_JSON" {
+		t.Errorf("createRoom with a bad retention event: %d %s", r.Status, r.Body)
+	}
+}
