@@ -245,6 +245,10 @@ func TestPurge(t *testing.T) {
 			t.Errorf("content file of %q exists: %v, want %v (%v)", content, exists, want, err)
 		}
 	}
+	// An initial sync's timeline has none of it either.
+	if b, _ := json.Marshal(alice.Sync("timeout=0")); strings.Contains(string(b), "expiring walrus") {
+		t.Error("initial sync serves a purged event")
+	}
 	// Notifications of purged events are left out, not an error.
 	alice.MustDo("GET", cs+"/notifications", nil, nil)
 	r := alice.Do("GET", cs+"/rooms/"+url.PathEscape(room)+"/event/"+url.PathEscape(old), nil)
