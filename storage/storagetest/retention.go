@@ -149,3 +149,49 @@ func testLegalHolds(t *testing.T, open Opener) {
 		t.Errorf("all holds %+v %v", hs, err)
 	}
 }
+
+// testRetentionThreads: a purge drops the threads whose root or whose
+// every reply it deleted, and points the others at their newest reply
+// left.
+func testRetentionThreads(t *testing.T, open Opener) {
+	db := open(t)
+	rooms := NewRooms(t, db)
+	ctx := context.Background()
+	room := roomdag.RoomID("!threads:test.local")
+	owner := CreateRoom(t, rooms, room)
+	held := roomdag.UserID("@held:test.local")
+	send := func(sender roomdag.UserID, content string) (*roomdag.Event, roomdag.StreamPos) {
+		t.Helper()
+		ev, pos, err := rooms.Append(ctx, room, roomdag.ProtoEvent{Type: roomdag.TypeMessage, Sender: sender, Content: json.RawMessage(content)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ev, pos
+	}
+	reply := func(sender roomdag.UserID, root *roomdag.Event) roomdag.StreamPos {
+		t.Helper()
+		_, pos := send(sender, `{"msgtype":"m.text","body":"r","m.relates_to":{"rel_type":"m.thread","event_id":"`+string(root.ID())+`"}}`)
+		return pos
+	}
+	if _, _, err := rooms.Append(ctx, room, roomdag.ProtoEvent{Type: roomdag.TypeMember, StateKey: sk(string(held)), Sender: held, Content: json.RawMessage(`{"membership":"join"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := send(owner, `{"msgtype":"m.text","body":"root a"}`)
+	reply(held, a)
+	b, _ := send(held, `{"msgtype":"m.text","body":"root b"}`)
+	kept := reply(held, b)
+	reply(owner, b)
+	c, _ := send(held, `{"msgtype":"m.text","body":"root c"}`)
+	reply(owner, c)
+	send(owner, `{"msgtype":"m.text","body":"newest"}`)
+	if ts, _, err := db.Threads(ctx, room, "", nil, 10); err != nil || len(ts) != 3 {
+		t.Fatalf("threads before: %+v %v", ts, err)
+	}
+	if res, err := db.PurgeHistory(ctx, room, 1<<50, []roomdag.UserID{held}, 100); err != nil || res.Events != 3 {
+		t.Fatalf("purge: %+v %v", res, err)
+	}
+	ts, _, err := db.Threads(ctx, room, "", nil, 10)
+	if err != nil || len(ts) != 1 || ts[0].Root != b.ID() || ts[0].Latest.Pos != kept {
+		t.Errorf("threads after: %+v %v, want %s with latest %d", ts, err, b.ID(), kept)
+	}
+}
