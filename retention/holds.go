@@ -44,8 +44,11 @@ type AdminAction struct {
 }
 
 // AdminActionRecorder records admin actions, for the compliance archive
-// (package compliance implements it). It is called after the action is
-// durable; an error is logged, the action stands.
+// (package compliance implements it): holds made and released, and
+// purges. It is called after the action is durable; an error is logged,
+// the action stands. A change of a room's retention policy is an
+// m.room.retention state event, which the archive records as it records
+// every event, so it is not told here.
 type AdminActionRecorder interface {
 	RecordAdminAction(ctx context.Context, a AdminAction) error
 }

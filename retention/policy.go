@@ -13,8 +13,9 @@
 // there is one, to purge its records of the room before the same time.
 //
 // Legal holds (Holds) are on a user's events or on a room: a held room is
-// not purged at all, a held user's events in any room are not purged,
-// and a held user's account cannot be erased (CheckErasure). Holds are
+// not purged at all, a held user's events in any room are not purged, nor
+// the media they uploaded, and a held user's account cannot be erased
+// (CheckErasure). Holds are
 // made and released by server administrators only, through the admin API
 // (Routes) or the command line; every hold, release and purge is told to
 // the AdminActionRecorder, if there is one, for the compliance archive.

@@ -24,9 +24,10 @@ type Store interface {
 	// PurgeHistory deletes up to limit events of room sent before
 	// beforeMS, never state, the newest event, nor events by keep.
 	PurgeHistory(ctx context.Context, room roomdag.RoomID, beforeMS int64, keep []roomdag.UserID, limit int) (storage.PurgeResult, error)
-	// PurgeMedia deletes the local media among ids nothing refers to,
-	// returning them and the content files no record uses.
-	PurgeMedia(ctx context.Context, server roomdag.ServerName, ids []media.ID) ([]media.ID, []string, error)
+	// PurgeMedia deletes the local media among ids nothing refers to and
+	// no user in keep uploaded, returning them and the content files no
+	// record uses.
+	PurgeMedia(ctx context.Context, server roomdag.ServerName, ids []media.ID, keep []roomdag.UserID) ([]media.ID, []string, error)
 	// HasEventsBy reports whether room holds an event by one of users.
 	HasEventsBy(ctx context.Context, room roomdag.RoomID, users []roomdag.UserID) (bool, error)
 }
@@ -198,7 +199,7 @@ func (p *Purger) purgeRoom(ctx context.Context, room roomdag.RoomID, before time
 			break
 		}
 	}
-	if err := p.purgeMedia(ctx, uris); err != nil {
+	if err := p.purgeMedia(ctx, uris, keep); err != nil {
 		return err
 	}
 	if total > 0 {
@@ -215,8 +216,9 @@ func (p *Purger) purgeRoom(ctx context.Context, room roomdag.RoomID, before time
 	return p.archive.PurgeBefore(ctx, room, before)
 }
 
-// purgeMedia deletes the local media of uris that nothing refers to now.
-func (p *Purger) purgeMedia(ctx context.Context, uris []string) error {
+// purgeMedia deletes the local media of uris that nothing refers to now
+// and that no held user (keep) uploaded.
+func (p *Purger) purgeMedia(ctx context.Context, uris []string, keep []roomdag.UserID) error {
 	prefix := "mxc://" + string(p.server) + "/"
 	seen := map[media.ID]bool{}
 	var ids []media.ID
@@ -230,7 +232,7 @@ func (p *Purger) purgeMedia(ctx context.Context, uris []string) error {
 	}
 	for len(ids) > 0 {
 		n := min(len(ids), batchSize)
-		deleted, files, err := p.store.PurgeMedia(ctx, p.server, ids[:n])
+		deleted, files, err := p.store.PurgeMedia(ctx, p.server, ids[:n], keep)
 		if err != nil {
 			return err
 		}

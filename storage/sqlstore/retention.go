@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"slices"
 	"strings"
 
 	"github.com/persistentchat/homeserver/media"
@@ -155,11 +156,12 @@ func (db *DB) PurgeHistory(ctx context.Context, room roomdag.RoomID, beforeMS in
 
 // PurgeMedia deletes the records of the local media among ids (media
 // IDs of this server) that no stored event, user avatar or profile field
-// refers to any more, in one write transaction, so that no event stored
+// refers to any more and that no user in keep uploaded (legal holds), in
+// one write transaction, so that no event stored
 // meanwhile can start referring to one. server is this server's name. It
 // returns the deleted IDs and the SHA-256 sums of the content files no
 // record uses any more, which the caller deletes from disk.
-func (db *DB) PurgeMedia(ctx context.Context, server roomdag.ServerName, ids []media.ID) (deleted []media.ID, unusedFiles []string, err error) {
+func (db *DB) PurgeMedia(ctx context.Context, server roomdag.ServerName, ids []media.ID, keep []roomdag.UserID) (deleted []media.ID, unusedFiles []string, err error) {
 	if len(ids) == 0 {
 		return nil, nil, nil
 	}
@@ -239,13 +241,16 @@ func (db *DB) PurgeMedia(ctx context.Context, server roomdag.ServerName, ids []m
 			if used[u.(string)] {
 				continue
 			}
-			var sum string
-			err := tx.QueryRow(`SELECT sha256 FROM media WHERE media_id = ?`, string(id)).Scan(&sum)
+			var sum, uploader string
+			err := tx.QueryRow(`SELECT sha256, uploader FROM media WHERE media_id = ?`, string(id)).Scan(&sum, &uploader)
 			if err == sql.ErrNoRows {
 				continue
 			}
 			if err != nil {
 				return err
+			}
+			if slices.Contains(keep, roomdag.UserID(uploader)) {
+				continue
 			}
 			if _, err := tx.Exec(`DELETE FROM media WHERE media_id = ?`, string(id)); err != nil {
 				return err

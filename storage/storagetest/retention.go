@@ -94,7 +94,11 @@ func testRetentionPurge(t *testing.T, open Opener) {
 		t.Errorf("purge without keep: %+v %v", res, err)
 	}
 
-	deleted, files, err := db.PurgeMedia(ctx, "test.local", []media.ID{"gone", "thumb", "kept", "missing"})
+	// Media a held user uploaded stays.
+	if err := db.InsertMedia(ctx, media.Record{ID: "heldup", Uploader: held, SHA256: "sum-heldup", CreatedMS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	deleted, files, err := db.PurgeMedia(ctx, "test.local", []media.ID{"gone", "thumb", "kept", "missing", "heldup"}, []roomdag.UserID{held})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +109,7 @@ func testRetentionPurge(t *testing.T, open Opener) {
 	if want := []string{"sum-gone"}; !slices.Equal(files, want) {
 		t.Errorf("unused files %q, want %q (twin still uses sum-thumb)", files, want)
 	}
-	for id, want := range map[media.ID]bool{"gone": false, "thumb": false, "kept": true, "other": true, "twin": true} {
+	for id, want := range map[media.ID]bool{"gone": false, "thumb": false, "kept": true, "other": true, "twin": true, "heldup": true} {
 		_, err := db.MediaRecord(ctx, id)
 		if (err == nil) != want {
 			t.Errorf("media %s: %v, want kept %v", id, err, want)
