@@ -156,53 +156,49 @@ func (db *DB) PurgeHistory(ctx context.Context, room roomdag.RoomID, beforeMS in
 
 // PurgeMedia deletes the records of the local media among ids (media
 // IDs of this server) that no stored event, user avatar or profile field
-// refers to any more and that no user in keep uploaded (legal holds), in
-// one write transaction, so that no event stored
-// meanwhile can start referring to one. server is this server's name. It
+// refers to any more and that no user in keep uploaded (legal holds). The
+// deletion and the check of the events stored since the main scan are
+// one write transaction, so that no event stored meanwhile can start
+// referring to a deleted one. server is this server's name. It
 // returns the deleted IDs and the SHA-256 sums of the content files no
 // record uses any more, which the caller deletes from disk.
 func (db *DB) PurgeMedia(ctx context.Context, server roomdag.ServerName, ids []media.ID, keep []roomdag.UserID) (deleted []media.ID, unusedFiles []string, err error) {
 	if len(ids) == 0 {
 		return nil, nil, nil
 	}
+	uris := make([]any, len(ids))
+	byURI := map[string]media.ID{}
+	for i, id := range ids {
+		u := "mxc://" + string(server) + "/" + string(id)
+		uris[i] = u
+		byURI[u] = id
+	}
+	in := placeholders(len(uris))
+	// The scan of every event runs on a read snapshot, outside the
+	// writer, up to the newest position it sees; the write transaction
+	// scans only the events stored since. Events up to that position can
+	// only lose references meanwhile (redactions, purges).
+	var upTo int64
+	var early map[string]bool
+	err = db.readTx(ctx, func(tx *sql.Tx) error {
+		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(stream_pos), 0) FROM events`).Scan(&upTo); err != nil {
+			return err
+		}
+		var err error
+		early, err = db.mediaRefs(tx, uris, `stream_pos <= ?`, upTo)
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
 	err = db.write(func(tx *sql.Tx) error {
 		deleted, unusedFiles = nil, nil
-		uris := make([]any, len(ids))
-		byURI := map[string]media.ID{}
-		for i, id := range ids {
-			u := "mxc://" + string(server) + "/" + string(id)
-			uris[i] = u
-			byURI[u] = id
-		}
-		in := placeholders(len(uris))
-		used := map[string]bool{}
-		var conds []string
-		var args []any
-		for _, path := range [][]string{{"content", "url"}, {"content", "info", "thumbnail_url"}, {"content", "file", "url"}, {"content", "info", "thumbnail_file", "url"}} {
-			conds = append(conds, db.d.JSONText("json", path...)+` IN (`+in+`)`)
-			args = append(args, uris...)
-		}
-		// One scan of the events for the whole batch.
-		q := `SELECT ` + db.d.JSONText("json", "content", "url") + `, ` + db.d.JSONText("json", "content", "info", "thumbnail_url") + `, ` +
-			db.d.JSONText("json", "content", "file", "url") + `, ` + db.d.JSONText("json", "content", "info", "thumbnail_file", "url") +
-			` FROM events WHERE ` + strings.Join(conds, " OR ")
-		rows, err := tx.Query(q, args...)
+		used, err := db.mediaRefs(tx, uris, `stream_pos > ?`, upTo)
 		if err != nil {
 			return err
 		}
-		for rows.Next() {
-			var a, b, c, d sql.NullString
-			if err := rows.Scan(&a, &b, &c, &d); err != nil {
-				rows.Close()
-				return err
-			}
-			for _, s := range []sql.NullString{a, b, c, d} {
-				used[s.String] = true
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
+		for u := range early {
+			used[u] = true
 		}
 		for _, q := range []string{`SELECT avatar_url FROM users WHERE avatar_url IN (` + in + `)`,
 			`SELECT value FROM profile_fields WHERE value IN (` + in + `)`} {
@@ -272,6 +268,38 @@ func (db *DB) PurgeMedia(ctx context.Context, server roomdag.ServerName, ids []m
 		return nil
 	}, nil)
 	return deleted, unusedFiles, err
+}
+
+// mediaRefs returns which of uris the events matching where (with its
+// one argument) refer to, in one scan for the whole batch.
+func (db *DB) mediaRefs(tx *sql.Tx, uris []any, where string, arg any) (map[string]bool, error) {
+	in := placeholders(len(uris))
+	var conds []string
+	args := []any{arg}
+	paths := [][]string{{"content", "url"}, {"content", "info", "thumbnail_url"}, {"content", "file", "url"}, {"content", "info", "thumbnail_file", "url"}}
+	var cols []string
+	for _, path := range paths {
+		col := db.d.JSONText("json", path...)
+		cols = append(cols, col)
+		conds = append(conds, col+` IN (`+in+`)`)
+		args = append(args, uris...)
+	}
+	rows, err := tx.Query(`SELECT `+strings.Join(cols, ", ")+` FROM events WHERE `+where+` AND (`+strings.Join(conds, " OR ")+`)`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	used := map[string]bool{}
+	for rows.Next() {
+		var a, b, c, d sql.NullString
+		if err := rows.Scan(&a, &b, &c, &d); err != nil {
+			return nil, err
+		}
+		for _, s := range []sql.NullString{a, b, c, d} {
+			used[s.String] = true
+		}
+	}
+	return used, rows.Err()
 }
 
 // HasEventsBy reports whether room holds an event sent by one of users.
