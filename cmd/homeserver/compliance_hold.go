@@ -40,14 +40,14 @@ var complianceCommands = map[string]func(args []string, out io.Writer) error{
 
 func compliance(args []string, out io.Writer) error {
 	if len(args) == 0 || complianceCommands[args[0]] == nil {
-		return errors.New("usage: homeserver compliance hold create|list|release --config FILE ...")
+		return errors.New("usage: homeserver compliance hold create|list|release --config FILE [flags]")
 	}
 	return complianceCommands[args[0]](args[1:], out)
 }
 
 func complianceHold(args []string, out io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: homeserver compliance hold create|list|release --config FILE ...")
+		return errors.New("usage: homeserver compliance hold create|list|release --config FILE [flags]")
 	}
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("compliance hold "+sub, flag.ContinueOnError)
