@@ -93,7 +93,8 @@ type PurgerConfig struct {
 	Files ContentRemover
 	// Archive purges the compliance archive; nil when there is none.
 	Archive ArchivePurger
-	// Lease is the "retention" lease the jobs run under.
+	// Lease is the "retention" lease the jobs run under; nil runs them
+	// in this process regardless (a process alone on its database).
 	Lease *streamworker.Holder
 }
 
@@ -131,16 +132,19 @@ func (p *Purger) run(j Job) {
 			return
 		case <-timer:
 		}
-		if !p.lease.Holding() {
-			continue // another process runs the jobs
-		}
-		held, _, err := p.lease.Held(p.ctx)
-		if err != nil {
-			continue
+		held := p.ctx // no lease: the only process
+		if p.lease != nil {
+			if !p.lease.Holding() {
+				continue // another process runs the jobs
+			}
+			var err error
+			if held, _, err = p.lease.Held(p.ctx); err != nil {
+				continue
+			}
 		}
 		ctx, cancel := context.WithCancel(held)
 		stop := context.AfterFunc(p.ctx, cancel)
-		err = p.RunJob(ctx, j)
+		err := p.RunJob(ctx, j)
 		stop()
 		cancel()
 		p.update(func(s *Stats) {
