@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"github.com/persistentchat/homeserver/httpapi"
+	"github.com/persistentchat/homeserver/retention"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
 	"maps"
@@ -170,6 +171,11 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 		}
 		if len(ev.Content) == 0 || ev.Content[0] != '{' {
 			return nil, httpapi.BadJSON("initial_state content must be an object")
+		}
+		if ev.Type == retention.EventType && ev.StateKey == "" {
+			if err := retention.ValidateContent(ev.Content); err != nil {
+				return nil, err
+			}
 		}
 		if ev.Type == roomdag.TypeCanonicalAlias {
 			if err := s.checkCanonicalAliasClaim(r, ev.Content); err != nil {

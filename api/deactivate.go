@@ -119,7 +119,16 @@ func (s *Server) adminDeactivate(r *http.Request) (any, error) {
 }
 
 // deactivate deactivates user's account (see the top of this file).
+//
+// An erasure the Erasure guard refuses (a legal hold on the user) fails
+// before anything changes: the account stays active, so that the user or
+// admin can deactivate it without erase instead.
 func (s *Server) deactivate(ctx context.Context, user roomdag.UserID, erase bool) error {
+	if erase && s.cfg.Erasure != nil {
+		if err := s.cfg.Erasure.CheckErasure(ctx, user); err != nil {
+			return err
+		}
+	}
 	committed := s.sync.Notifier().EndSessions(user)
 	err := s.store.DeactivateUser(ctx, user, erase)
 	committed()

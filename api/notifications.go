@@ -98,7 +98,7 @@ func (s *Server) getNotifications(r *http.Request) (any, error) {
 	for _, n := range ns {
 		ev := byID[n.EventID]
 		if ev == nil {
-			continue // events are never deleted; be safe anyway
+			continue // purged by retention since (package retention)
 		}
 		out.Notifications = append(out.Notifications, notificationJSON{
 			Actions: n.Actions, Event: ev.ClientJSON(view), Read: n.Read, RoomID: n.Room, TS: n.TS,

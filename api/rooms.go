@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/persistentchat/homeserver/httpapi"
+	"github.com/persistentchat/homeserver/retention"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
 	"github.com/tidwall/gjson"
@@ -440,6 +441,11 @@ func (s *Server) putState(r *http.Request) (any, error) {
 	// and Dendrite do), so clients can retry freely.
 	if cur := st.State.Get(evType, stateKey); cur != nil && cur.Sender() == rq.UserID && jsonEqual(cur.Content(), content) {
 		return map[string]any{"event_id": cur.ID()}, nil
+	}
+	if evType == retention.EventType && stateKey == "" {
+		if err := retention.ValidateContent(content); err != nil {
+			return nil, err
+		}
 	}
 	if evType == roomdag.TypeTombstone {
 		if err := checkTombstone(room, &stateKey, content); err != nil {

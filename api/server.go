@@ -3,6 +3,7 @@
 package api
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -77,6 +78,17 @@ type Config struct {
 	// Routes are served beside the API's own, by other packages
 	// (api/extroutes.go).
 	Routes []Route
+	// Erasure, if set, is asked before an account is deactivated with
+	// erase: true (api/deactivate.go); an error it returns refuses the
+	// request. Nil allows every erasure.
+	Erasure ErasureGuard
+}
+
+// ErasureGuard says whether an account may be erased.
+type ErasureGuard interface {
+	// CheckErasure returns nil when user's account may be erased, else
+	// the Matrix error that refuses it.
+	CheckErasure(ctx context.Context, user roomdag.UserID) error
 }
 
 // Server serves the client-server API.

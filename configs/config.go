@@ -327,6 +327,12 @@ type Config struct {
 	// Default: see ServerNotices (off).
 	ServerNotices ServerNotices `yaml:"server_notices"`
 
+	// Retention configures message retention: how long rooms keep their
+	// history before a purge job deletes it, with Synapse's keys
+	// (configs/retention.go).
+	// Default: see Retention (off).
+	Retention Retention `yaml:"retention"`
+
 	// AppServiceConfigFiles are the registration files of application
 	// services (configs/appservice-registration.yaml documents one). The
 	// server reads and checks them at start (package appservice) and
@@ -765,6 +771,7 @@ func Default() Config {
 		MaxSpiderSize:                  10 * MiB,
 		Presence:                       Presence{Enabled: true},
 		ServerNotices:                  ServerNotices{RoomName: "Server Notices"},
+		Retention:                      DefaultRetention(),
 		RateLimiting: RateLimiting{
 			Enabled: true,
 			Message: RateLimit{PerSecond: 10, BurstCount: 50},

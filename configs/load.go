@@ -448,6 +448,7 @@ func (c *Config) validate(lines map[string]int) []*FieldError {
 		bad("refreshable_access_token_lifetime", "is %v; must not be negative", c.RefreshableAccessTokenLifetime.Std())
 	}
 
+	problems = append(problems, c.Retention.validate(lines)...)
 	if sn := c.ServerNotices; sn.Enabled() {
 		if !validLocalpart(sn.SystemMXIDLocalpart) {
 			bad("server_notices.system_mxid_localpart", "%q is not a user ID localpart (a-z, 0-9, . _ = - / +)", sn.SystemMXIDLocalpart)

@@ -19,8 +19,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	gosync "sync"
 	"sync/atomic"
 	"time"
@@ -386,4 +388,22 @@ func (r *Repository) storeContent(body io.Reader) (sum string, size int64, err e
 // from our own hashing, never from a request.
 func (r *Repository) contentPath(sum string) string {
 	return filepath.Join(r.cfg.Dir, "content", sum[:2], sum[2:4], sum)
+}
+
+// RemoveContent deletes the content file with the hex SHA-256 sum, and
+// its thumbnails, once no record uses it (the caller, retention's purge,
+// has deleted the last in the same step that found it unused). A missing
+// file is no error. An upload of the very same bytes that finds the file
+// just before it goes would keep a record without content; the purge
+// runs rarely and such an upload is one of media that expired, so the
+// window is accepted rather than locked.
+func (r *Repository) RemoveContent(sum string) error {
+	if len(sum) != 64 || strings.Trim(sum, "0123456789abcdef") != "" {
+		return fmt.Errorf("media: %q is not a SHA-256 sum", sum)
+	}
+	err := os.Remove(r.contentPath(sum))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return os.RemoveAll(filepath.Join(r.cfg.Dir, "thumbnails", sum[:2], sum))
 }

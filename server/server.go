@@ -31,6 +31,7 @@ import (
 	"github.com/persistentchat/homeserver/netguard"
 	"github.com/persistentchat/homeserver/push"
 	"github.com/persistentchat/homeserver/pusher"
+	"github.com/persistentchat/homeserver/retention"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage/postgres"
 	"github.com/persistentchat/homeserver/storage/sqlstore"
@@ -76,6 +77,10 @@ type Homeserver struct {
 	// ToDevice serves to-device messages; inbound federation hands it
 	// m.direct_to_device EDUs (ReceiveEDU).
 	ToDevice *e2ee.ToDevice
+	// Holds are the legal holds; Retention the purge jobs, nil when
+	// retention is off (tests wait on its WaitStats).
+	Holds     *retention.Holds
+	Retention *retention.Purger
 
 	// leases are those the background workers run under, one per kind
 	// of worker.
@@ -342,6 +347,15 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	// (no outbound federation or key server to hand them yet).
 	hs.ToDevice = e2ee.NewToDevice(db, server, nil, e2.Keys(), clk, log)
 	apiCfg.Routes = append(apiCfg.Routes, hs.ToDevice.Routes()...)
+	// Legal holds exist whether or not retention is on: they also stop
+	// erasure. The compliance archive, when it lands, records the admin
+	// actions (retention.AdminActionRecorder) and purges its records
+	// (retention.ArchivePurger); until then both are nil.
+	hs.Holds = retention.NewHolds(db, clk, log, nil)
+	apiCfg.Erasure = hs.Holds
+	for _, rt := range retention.NewAPI(hs.Holds, db, requesterID).Routes() {
+		apiCfg.Routes = append(apiCfg.Routes, api.Route{Method: rt.Method, Path: rt.Path, Handler: rt.Handler})
+	}
 	client := api.NewServer(apiCfg, db, hs.Rooms, syncer, clk, log, rand.Reader)
 	hs.API = client
 	if err := client.ResumeDeactivations(ctx); err != nil {
@@ -408,6 +422,18 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	}
 	mux.Handle("/", client.Handler(middlewares...))
 	hs.Media = client.Media()
+	if rc := cfg.Retention; rc.Enabled {
+		pc := retention.PurgerConfig{Server: server, Lease: hs.lease("retention", clk),
+			Policy: retention.Policy{DefaultMin: rc.DefaultPolicy.MinLifetime.Std(), DefaultMax: rc.DefaultPolicy.MaxLifetime.Std(),
+				AllowedMin: rc.AllowedLifetimeMin.Std(), AllowedMax: rc.AllowedLifetimeMax.Std()}}
+		for _, j := range rc.PurgeJobs {
+			pc.Jobs = append(pc.Jobs, retention.Job{Shortest: j.ShortestMaxLifetime.Std(), Longest: j.LongestMaxLifetime.Std(), Interval: j.Interval.Std()})
+		}
+		if hs.Media != nil {
+			pc.Files = hs.Media
+		}
+		hs.Retention = retention.NewPurger(pc, db, hs.Holds, clk, log)
+	}
 	var handler http.Handler = mux
 	if cfg.XForwarded {
 		handler = forwardedFor(handler)
@@ -442,6 +468,9 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	if err := hs.Pushers.Start(ctx); err != nil {
 		hs.stopWorkers()
 		return err
+	}
+	if hs.Retention != nil {
+		hs.Retention.Start()
 	}
 	return nil
 }
@@ -489,6 +518,9 @@ func (hs *Homeserver) stopWorkers() {
 	hs.Notifications.Stop()
 	hs.Pushers.Stop()
 	hs.AppServices.Stop()
+	if hs.Retention != nil {
+		hs.Retention.Stop()
+	}
 	for _, l := range hs.leases {
 		l.Stop()
 	}
@@ -701,4 +733,11 @@ func LoadOrCreateKey(path string, server roomdag.ServerName) (roomdag.SigningKey
 		return roomdag.SigningKey{}, err
 	}
 	return k, nil
+}
+
+// requesterID is the user an authenticated client request was made by
+// ("" for none), for the retention admin API.
+func requesterID(r *http.Request) roomdag.UserID {
+	user, _, _ := api.Caller(r)
+	return user
 }

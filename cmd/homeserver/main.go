@@ -6,6 +6,7 @@
 //	homeserver generate-keys --server-name NAME --out FILE
 //	homeserver register-user --config FILE --user NAME --password PW [--admin]
 //	homeserver migrate-sqlite-to-postgres (alias port-db) [--config FILE] [--sqlite PATH] [--postgres DSN]
+//	homeserver compliance hold create|list|release --config FILE ... (compliance_hold.go)
 package main
 
 import (
@@ -46,8 +47,10 @@ func main() {
 		err = registerUser(args)
 	case "migrate-sqlite-to-postgres", "port-db":
 		err = portDB(args, os.Stdout)
+	case "compliance":
+		err = compliance(args, os.Stdout)
 	default:
-		err = fmt.Errorf("unknown command %q (serve, generate-config, generate-keys, register-user, migrate-sqlite-to-postgres)", cmd)
+		err = fmt.Errorf("unknown command %q (serve, generate-config, generate-keys, register-user, migrate-sqlite-to-postgres, compliance)", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "homeserver:", err)

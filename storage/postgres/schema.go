@@ -479,4 +479,19 @@ CREATE UNIQUE INDEX device_lists_pos ON device_lists(stream_pos);
 -- (e2ee/devicelists.go), without reading every member of every room.
 CREATE INDEX memberships_room_pos ON memberships(room_nid, event_pos);
 `,
+	// Legal holds: SQLite's migration of the same purpose says what they
+	// hold.
+	`
+CREATE TABLE legal_holds (
+	hold_id     BIGINT PRIMARY KEY,
+	user_id     TEXT COLLATE "C" NOT NULL DEFAULT '',
+	room_id     TEXT COLLATE "C" NOT NULL DEFAULT '',
+	reason      TEXT NOT NULL DEFAULT '',
+	created_by  TEXT COLLATE "C" NOT NULL,
+	created_ts  BIGINT NOT NULL,
+	released_by TEXT COLLATE "C" NOT NULL DEFAULT '',
+	released_ts BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX legal_holds_active ON legal_holds(released_ts, hold_id);
+`,
 }

@@ -600,4 +600,21 @@ CREATE UNIQUE INDEX device_lists_pos ON device_lists(stream_pos);
 -- (e2ee/devicelists.go), without reading every member of every room.
 CREATE INDEX memberships_room_pos ON memberships(room_nid, event_pos);
 `,
+	// Retention and legal holds (package retention): a hold on a user's
+	// events (user_id) or a room (room_id; the other ''), active while
+	// released_ts is 0. Released holds stay, for the record of who held
+	// what and when.
+	`
+CREATE TABLE legal_holds (
+	hold_id     INTEGER PRIMARY KEY,
+	user_id     TEXT NOT NULL DEFAULT '',
+	room_id     TEXT NOT NULL DEFAULT '',
+	reason      TEXT NOT NULL DEFAULT '',
+	created_by  TEXT NOT NULL,
+	created_ts  INTEGER NOT NULL,
+	released_by TEXT NOT NULL DEFAULT '',
+	released_ts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX legal_holds_active ON legal_holds(released_ts, hold_id);
+`,
 }

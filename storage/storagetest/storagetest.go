@@ -43,6 +43,9 @@ func Run(t *testing.T, open Opener) {
 		{"HierarchySessions", testHierarchySessions},
 		{"ToDevice", testToDevice},
 		{"E2EEKeys", testE2EEKeys},
+		{"RetentionPurge", testRetentionPurge},
+		{"RetentionThreads", testRetentionThreads},
+		{"LegalHolds", testLegalHolds},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
 	}
