@@ -413,4 +413,29 @@ CREATE TABLE hierarchy_sessions (
 CREATE INDEX hierarchy_sessions_expiry ON hierarchy_sessions(expires_ms);
 CREATE INDEX hierarchy_sessions_user ON hierarchy_sessions(user_id, expires_ms);
 `,
+	// The room DAG: SQLite's migration of the same purpose says what
+	// these hold.
+	`
+CREATE TABLE event_edges (
+	event_id      TEXT COLLATE "C" NOT NULL,
+	prev_event_id TEXT COLLATE "C" NOT NULL,
+	PRIMARY KEY (event_id, prev_event_id)
+);
+CREATE INDEX event_edges_prev ON event_edges(prev_event_id);
+CREATE TABLE event_auth_edges (
+	event_id      TEXT COLLATE "C" NOT NULL,
+	auth_event_id TEXT COLLATE "C" NOT NULL,
+	PRIMARY KEY (event_id, auth_event_id)
+);
+CREATE TABLE dag_events (
+	event_id     TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+	room_nid     BIGINT NOT NULL,
+	kind         TEXT COLLATE "C" NOT NULL,
+	reason       TEXT,
+	depth        BIGINT NOT NULL,
+	json         BYTEA NOT NULL,
+	state_before BIGINT NOT NULL,
+	state_after  BIGINT NOT NULL
+);
+`,
 }
