@@ -342,7 +342,7 @@ func (rs *Rooms) prepareReceived(ctx context.Context, head *RoomState, ev *Event
 		return nil, nil, err
 	}
 	res := &ReceiveResult{Event: ev}
-	per := &Persist{Event: ev, Kind: opts.Kind, KeepExtremities: true, ExtremitiesBefore: head.Extremities}
+	per := &Persist{Event: ev, Received: true, Kind: opts.Kind, KeepExtremities: true, ExtremitiesBefore: head.Extremities}
 	next := head
 	pr := &prepared{per: per, next: next}
 	reject := func(why error, before int64) (*prepared, *ReceiveResult, error) {
