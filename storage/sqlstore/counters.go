@@ -36,7 +36,7 @@ const loadCountersQuery = `SELECT
 	(SELECT COALESCE(MAX(room_nid), 0) FROM rooms),
 	(SELECT COALESCE(MAX(stream_pos), 0) FROM account_data),
 	(SELECT COALESCE(MAX(report_id), 0) FROM reports),
-	(SELECT COALESCE(MIN(stream_pos), 0) FROM events)`
+	(SELECT COALESCE(MIN(stream_pos), 0) FROM events WHERE stream_pos < 0)`
 
 // load reads the highest stored value of each counter.
 func (c *counters) load(ctx context.Context, q querier) error {

@@ -1,0 +1,245 @@
+package storagetest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"math"
+	"slices"
+	"testing"
+
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
+)
+
+// remoteServer builds events of @bob:remote.test, signed with its own
+// key, on top of states the test names.
+type remoteServer struct {
+	t      *testing.T
+	room   roomdag.RoomID
+	v      *roomdag.RoomVersion
+	key    roomdag.SigningKey
+	keys   roomdag.KeySet
+	bob    roomdag.UserID
+	events map[string]*roomdag.Event
+	states map[string]roomdag.StateMap
+	ts     int64
+}
+
+func newRemoteServer(t *testing.T, room roomdag.RoomID, start *roomdag.RoomState) *remoteServer {
+	key, err := roomdag.GenerateSigningKey("remote.test", rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &remoteServer{t: t, room: room, v: start.Version, key: key, keys: roomdag.KeySet{}, bob: "@bob:remote.test",
+		events: map[string]*roomdag.Event{}, states: map[string]roomdag.StateMap{}, ts: 1_700_000_000_000}
+	r.keys.Add(key)
+	r.states["start"] = start.State
+	for _, id := range start.Extremities {
+		for _, ev := range start.State {
+			if ev.ID() == id {
+				r.events["start"] = ev
+			}
+		}
+	}
+	if r.events["start"] == nil {
+		t.Fatal("the room's extremity is not a state event")
+	}
+	return r
+}
+
+// build makes bob's event name citing prev, with the auth events the
+// state after authFrom selects.
+func (r *remoteServer) build(name, authFrom, typ string, stateKey *string, content string, prev ...string) *roomdag.Event {
+	r.t.Helper()
+	state := r.states[authFrom]
+	var auth []roomdag.EventID
+	for _, k := range roomdag.AuthEventTuples(r.v, typ, stateKey, r.bob, []byte(content)) {
+		if ev := state[k]; ev != nil {
+			auth = append(auth, ev.ID())
+		}
+	}
+	var prevIDs []roomdag.EventID
+	depth := int64(0)
+	for _, p := range prev {
+		prevIDs = append(prevIDs, r.events[p].ID())
+		depth = max(depth, r.events[p].Depth())
+	}
+	r.ts++
+	ev, err := roomdag.BuildEvent(r.v, r.key, roomdag.EventTemplate{RoomID: r.room, Sender: r.bob, Type: typ, StateKey: stateKey,
+		Content: json.RawMessage(content), PrevEvents: prevIDs, AuthEvents: auth, Depth: depth + 1, OriginServerTS: r.ts})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.events[name] = ev
+	r.states[name] = state
+	if ev.IsState() {
+		r.states[name] = state.With(ev)
+	}
+	return ev
+}
+
+func receive(t *testing.T, rooms *roomdag.Rooms, r *remoteServer, ev *roomdag.Event, kind roomdag.EventKind, want roomdag.DAGStatus) *roomdag.ReceiveResult {
+	t.Helper()
+	res, err := rooms.Receive(context.Background(), ev, roomdag.ReceiveOptions{Kind: kind, Verifier: r.keys})
+	if err != nil {
+		t.Fatalf("Receive: %v", err)
+	}
+	if res.Status != want {
+		t.Fatalf("status %s (%v), want %s", res.Status, res.Rejection, want)
+	}
+	return res
+}
+
+func sortedIDs(evs ...*roomdag.Event) []roomdag.EventID {
+	out := make([]roomdag.EventID, len(evs))
+	for i, ev := range evs {
+		out[i] = ev.ID()
+	}
+	slices.Sort(out)
+	return out
+}
+
+// testDAG: the DAG as stored: edges, forward extremities as a set through
+// a fork and its merge, current state resolved over the fork (as another
+// process loads it), rejected and outlier events kept out of the
+// timeline, backfill under negative positions in its topological place.
+func testDAG(t *testing.T, open Opener) {
+	ctx := context.Background()
+	db := open(t)
+	rooms := NewRooms(t, db)
+	room := roomdag.RoomID("!dag:test.local")
+	owner := roomdag.UserID("@owner:test.local")
+	v, _ := roomdag.LookupRoomVersion("11")
+	if _, err := rooms.CreateRoom(ctx, v, room,
+		roomdag.ProtoEvent{Type: roomdag.TypeCreate, StateKey: sk(""), Sender: owner, Content: json.RawMessage(`{"room_version":"11"}`)},
+		[]roomdag.ProtoEvent{
+			{Type: roomdag.TypeMember, StateKey: sk(string(owner)), Sender: owner, Content: json.RawMessage(`{"membership":"join"}`)},
+			{Type: roomdag.TypePowerLevels, StateKey: sk(""), Sender: owner,
+				Content: json.RawMessage(`{"users":{"@owner:test.local":100,"@bob:remote.test":50},"state_default":50}`)},
+			{Type: roomdag.TypeJoinRules, StateKey: sk(""), Sender: owner, Content: json.RawMessage(`{"join_rule":"public"}`)},
+		}); err != nil {
+		t.Fatal(err)
+	}
+	start, err := rooms.State(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRemoteServer(t, room, start)
+
+	join := r.build("join", "start", roomdag.TypeMember, sk(string(r.bob)), `{"membership":"join"}`, "start")
+	res := receive(t, rooms, r, join, roomdag.KindLive, roomdag.StatusTimeline)
+	if res.Pos <= 0 {
+		t.Errorf("live event at %d", res.Pos)
+	}
+	if prev, err := db.PrevEvents(ctx, join.ID()); err != nil || !slices.Equal(prev, join.PrevEvents()) {
+		t.Errorf("prev edges %v, %v; want %v", prev, err, join.PrevEvents())
+	}
+	wantAuth := slices.Clone(join.AuthEvents())
+	slices.Sort(wantAuth)
+	if auth, err := db.AuthEventIDs(ctx, join.ID()); err != nil || !slices.Equal(auth, wantAuth) {
+		t.Errorf("auth edges %v, %v; want %v", auth, err, wantAuth)
+	}
+
+	// A fork: two branches on join.
+	topic := r.build("topic", "join", roomdag.TypeTopic, sk(""), `{"topic":"one"}`, "join")
+	name := r.build("name", "join", roomdag.TypeName, sk(""), `{"name":"two"}`, "join")
+	receive(t, rooms, r, topic, roomdag.KindLive, roomdag.StatusTimeline)
+	receive(t, rooms, r, name, roomdag.KindLive, roomdag.StatusTimeline)
+	if ext, err := db.Extremities(ctx, room); err != nil || !slices.Equal(ext, sortedIDs(topic, name)) {
+		t.Errorf("extremities %v, %v; want both branches", ext, err)
+	}
+	// Another process loads the resolved current state.
+	loaded, err := db.LoadRoom(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if loaded.State.Get(roomdag.TypeTopic, "") == nil || loaded.State.Get(roomdag.TypeName, "") == nil ||
+		loaded.Membership(r.bob) != roomdag.MembershipJoin {
+		t.Errorf("stored current state lacks a branch: %v", loaded.State.IDs())
+	}
+	snap, err := db.StateEvents(ctx, loaded.Snapshot)
+	if err != nil || len(snap) != len(loaded.State) {
+		t.Errorf("current snapshot %d holds %d events, %v; current state %d", loaded.Snapshot, len(snap), err, len(loaded.State))
+	}
+	merge, _, err := NewRooms(t, db).Append(ctx, room, roomdag.ProtoEvent{Type: roomdag.TypeMessage, Sender: owner, Content: json.RawMessage(`{"body":"merge"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := slices.Clone(merge.PrevEvents())
+	slices.Sort(got)
+	if !slices.Equal(got, sortedIDs(topic, name)) {
+		t.Errorf("merging event cites %v", got)
+	}
+	if ext, _ := db.Extremities(ctx, room); !slices.Equal(ext, []roomdag.EventID{merge.ID()}) {
+		t.Errorf("extremities after the merge %v", ext)
+	}
+	rooms.Invalidate(room) // the other process wrote
+
+	// Rejected: bob may not give himself a level above his own.
+	pl := r.build("pl", "join", roomdag.TypePowerLevels, sk(""), `{"users":{"@bob:remote.test":100}}`, "join")
+	res = receive(t, rooms, r, pl, roomdag.KindLive, roomdag.StatusRejected)
+	dag, err := db.DAGEvents(ctx, []roomdag.EventID{pl.ID(), join.ID()})
+	if err != nil || dag[pl.ID()] == nil || dag[pl.ID()].Status != roomdag.StatusRejected || dag[pl.ID()].Reason != res.Rejection.Error() {
+		t.Errorf("rejected event stored as %+v, %v", dag[pl.ID()], err)
+	}
+	if dag[join.ID()] == nil || dag[join.ID()].Status != roomdag.StatusTimeline || dag[join.ID()].StateAfter == 0 {
+		t.Errorf("join stored as %+v", dag[join.ID()])
+	}
+	if _, err := db.Event(ctx, pl.ID()); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("rejected event is in the timeline: %v", err)
+	}
+
+	// An outlier: known, not in the timeline, no state.
+	ghost := r.build("ghost", "join", roomdag.TypeMessage, nil, `{"body":"outlier"}`, "join")
+	receive(t, rooms, r, ghost, roomdag.KindOutlier, roomdag.StatusOutlier)
+	if _, err := db.Event(ctx, ghost.ID()); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("outlier is in the timeline: %v", err)
+	}
+	// Received again live, with its history known, it joins the timeline.
+	receive(t, rooms, r, ghost, roomdag.KindLive, roomdag.StatusTimeline)
+	if _, err := db.Event(ctx, ghost.ID()); err != nil {
+		t.Errorf("outlier received live: %v", err)
+	}
+
+	// Backfill: an old event under a negative position, in /messages'
+	// order by depth and not in the stream.
+	old := r.build("old", "join", roomdag.TypeMessage, nil, `{"body":"history"}`, "join")
+	res = receive(t, rooms, r, old, roomdag.KindBackfill, roomdag.StatusTimeline)
+	if res.Pos >= 0 {
+		t.Errorf("backfilled event at %d", res.Pos)
+	}
+	stream, err := db.StreamEvents(ctx, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range stream {
+		if ev.ID() == old.ID() {
+			t.Error("the backfilled event is in the stream")
+		}
+	}
+	page, _, err := db.RoomEventsTopo(ctx, room, storage.TopoPos{Depth: math.MaxInt64, Pos: math.MaxInt64}, true, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for i, ev := range page {
+		if ev.ID() == old.ID() {
+			found = true
+			if i+1 < len(page) && page[i+1].Depth() > old.Depth() {
+				t.Errorf("backfilled event out of topological order")
+			}
+		}
+	}
+	if !found {
+		t.Error("the backfilled event is not in /messages' order")
+	}
+	// A second backfilled event goes lower still, also after a reopen
+	// of the counters (a fresh write path on the same database).
+	older := r.build("older", "join", roomdag.TypeMessage, nil, `{"body":"more history"}`, "join")
+	res2 := receive(t, NewRooms(t, db), r, older, roomdag.KindBackfill, roomdag.StatusTimeline)
+	if res2.Pos >= res.Pos {
+		t.Errorf("second backfilled event at %d, first at %d", res2.Pos, res.Pos)
+	}
+}
