@@ -496,7 +496,7 @@ func (rs *Rooms) prepareReceived(ctx context.Context, head *RoomState, ev *Event
 
 	// 4. Soft failure: the current state (6). Backfilled history is not
 	// judged by the present.
-	if opts.Kind == KindLive && len(head.State) > 0 && !sameState(before, head.State) {
+	if opts.Kind == KindLive && len(head.State) > 0 && beforeSnap != head.Snapshot && !sameState(before, head.State) {
 		if err := Authorise(ev, head.State); err != nil {
 			res.Status, res.Rejection = StatusSoftFailed, err
 			per.Status = StatusSoftFailed
@@ -575,7 +575,7 @@ func (rs *Rooms) prepareReceived(ctx context.Context, head *RoomState, ev *Event
 		for _, id := range ext {
 			if id == ev.ID() {
 				nx.ExtremityEvents = append(nx.ExtremityEvents, ev)
-			} else if d := extEvs(ctx, rs.store, id, head); d != nil {
+			} else if d := extremityEvent(ctx, rs.store, id, head); d != nil {
 				nx.ExtremityEvents = append(nx.ExtremityEvents, d)
 			}
 		}
@@ -584,8 +584,9 @@ func (rs *Rooms) prepareReceived(ctx context.Context, head *RoomState, ev *Event
 	return pr, res, nil
 }
 
-// extEvs finds the event of a forward extremity: the head's, or stored.
-func extEvs(ctx context.Context, store Store, id EventID, head *RoomState) *Event {
+// extremityEvent finds the event of a forward extremity: the head's, or
+// stored.
+func extremityEvent(ctx context.Context, store Store, id EventID, head *RoomState) *Event {
 	for _, e := range head.ExtremityEvents {
 		if e.ID() == id {
 			return e

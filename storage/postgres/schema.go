@@ -416,6 +416,7 @@ CREATE INDEX hierarchy_sessions_user ON hierarchy_sessions(user_id, expires_ms);
 	// The room DAG: SQLite's migration of the same purpose says what
 	// these hold.
 	`
+ALTER TABLE events ADD COLUMN dag_state_after BIGINT;
 CREATE TABLE event_edges (
 	event_id      TEXT COLLATE "C" NOT NULL,
 	prev_event_id TEXT COLLATE "C" NOT NULL,

@@ -530,7 +530,12 @@ CREATE INDEX hierarchy_sessions_user ON hierarchy_sessions(user_id, expires_ms);
 	// never shown to clients). Timeline events stay in events, backfilled
 	// ones under negative stream positions, which no stream reader asks
 	// for: /sync never reports them as new, /messages finds them by depth.
+	// A live event received while the room's DAG is forked keeps the
+	// room's resolved current state in events.state_after, which is what
+	// clients are shown after it, and the state after it in the DAG (what
+	// its successors build on) in dag_state_after.
 	`
+ALTER TABLE events ADD COLUMN dag_state_after INTEGER;
 CREATE TABLE event_edges (
 	event_id      TEXT NOT NULL,
 	prev_event_id TEXT NOT NULL,

@@ -77,14 +77,19 @@ func (db *DB) insertReceived(tx *sql.Tx, nid int64, p *roomdag.Persist) (roomdag
 		db.ctr.backfill--
 		pos = roomdag.StreamPos(db.ctr.backfill)
 	}
-	var unsigned any
+	var unsigned, dagAfter any
 	if len(p.Unsigned) > 0 {
 		unsigned = string(p.Unsigned)
 	}
+	shown := p.StateAfter
+	if live && p.CurrentSnapshot != p.StateAfter {
+		// The DAG is forked: clients see the resolved state after it.
+		shown, dagAfter = p.CurrentSnapshot, p.StateAfter
+	}
 	if _, err := tx.Exec(`INSERT INTO events (stream_pos, event_id, room_nid, type, state_key, sender, depth, origin_ts, json,
-		state_before, state_after, unsigned) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)`,
+		state_before, state_after, unsigned, dag_state_after) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		int64(pos), string(ev.ID()), nid, ev.Type(), ev.StateKey(), string(ev.Sender()), ev.Depth(), ev.OriginServerTS(),
-		ev.JSON(), p.StateBefore, p.StateAfter, unsigned); err != nil {
+		ev.JSON(), p.StateBefore, shown, unsigned, dagAfter); err != nil {
 		if db.d.IsUniqueViolation(err) {
 			return 0, 0, storage.ErrConflict
 		}
@@ -200,8 +205,8 @@ func (db *DB) DAGEvents(ctx context.Context, ids []roomdag.EventID) (map[roomdag
 		}
 		ids = ids[n:]
 		epoch := db.events.currentEpoch()
-		rows, err := db.r.QueryContext(ctx, `SELECT `+eventCols+`, e.state_after, COALESCE(s.chain_len, 0) FROM events e
-			LEFT JOIN state_snapshots s ON s.snapshot_id = e.state_after
+		rows, err := db.r.QueryContext(ctx, `SELECT `+eventCols+`, COALESCE(e.dag_state_after, e.state_after), COALESCE(s.chain_len, 0)
+			FROM events e LEFT JOIN state_snapshots s ON s.snapshot_id = COALESCE(e.dag_state_after, e.state_after)
 			WHERE e.event_id IN (?`+strings.Repeat(",?", n-1)+`)`, chunk...)
 		if err != nil {
 			return nil, err

@@ -146,7 +146,23 @@ func testDAG(t *testing.T, open Opener) {
 	topic := r.build("topic", "join", roomdag.TypeTopic, sk(""), `{"topic":"one"}`, "join")
 	name := r.build("name", "join", roomdag.TypeName, sk(""), `{"name":"two"}`, "join")
 	receive(t, rooms, r, topic, roomdag.KindLive, roomdag.StatusTimeline)
-	receive(t, rooms, r, name, roomdag.KindLive, roomdag.StatusTimeline)
+	nameRes := receive(t, rooms, r, name, roomdag.KindLive, roomdag.StatusTimeline)
+	// Clients are shown the resolved state after it; the DAG keeps the
+	// state after it on its branch.
+	shown, err := db.StateAtStream(ctx, room, nameRes.Pos)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := db.StateEvents(ctx, shown); err != nil || m.Get(roomdag.TypeTopic, "") == nil || m.Get(roomdag.TypeName, "") == nil {
+		t.Errorf("state shown after the fork's second branch lacks a branch: %v, %v", m.IDs(), err)
+	}
+	dagName, err := db.DAGEvents(ctx, []roomdag.EventID{name.ID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := db.StateEvents(ctx, dagName[name.ID()].StateAfter); err != nil || m.Get(roomdag.TypeTopic, "") != nil || m.Get(roomdag.TypeName, "") == nil {
+		t.Errorf("the DAG's state after the name branch: %v, %v", m.IDs(), err)
+	}
 	if ext, err := db.Extremities(ctx, room); err != nil || !slices.Equal(ext, sortedIDs(topic, name)) {
 		t.Errorf("extremities %v, %v; want both branches", ext, err)
 	}
