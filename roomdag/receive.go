@@ -174,6 +174,15 @@ const maxPrevEvents = 10
 // the store's. A rejected or soft-failed event is not an error: it is
 // stored as such and reported in the result. Receiving an event already
 // stored returns what was made of it then.
+//
+// Receive sees committed events only: the events of one room must be
+// received one at a time, each after those it cites (the order
+// /get_missing_events and /backfill give, oldest first); an event
+// received while its predecessor's Receive has not returned may find it
+// missing. Only a live timeline event is announced to the listeners and
+// moves the room on; redactions apply to timeline events as Append's do
+// (a redacted state event is not stripped in the current state here: the
+// local path does that).
 func (rs *Rooms) Receive(ctx context.Context, ev *Event, opts ReceiveOptions) (*ReceiveResult, error) {
 	if opts.Verifier == nil {
 		return nil, ErrNoVerifier

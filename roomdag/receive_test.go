@@ -424,3 +424,32 @@ func TestReceiveRedaction(t *testing.T) {
 		t.Errorf("redacted message content %s", c)
 	}
 }
+
+// TestAppendCitesAtMostTenExtremities: twelve branches; a local event
+// cites ten, and the two it leaves stay extremities beside it.
+func TestAppendCitesAtMostTenExtremities(t *testing.T) {
+	d := newDAGRoom(t)
+	d.join()
+	for i := range 12 {
+		d.mustReceive(d.build("b"+string(rune('a'+i)), TypeMessage, nil, `{"body":"branch"}`, "join"), KindLive, StatusTimeline)
+	}
+	if n := len(d.state().Extremities); n != 12 {
+		t.Fatalf("%d extremities, want 12", n)
+	}
+	ev, _, err := d.rooms.Append(context.Background(), d.id, message(d.owner, "merge"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(ev.PrevEvents()); n != maxPrevEvents {
+		t.Errorf("local event cites %d prev_events, want %d", n, maxPrevEvents)
+	}
+	ext := d.state().Extremities
+	if len(ext) != 3 || !slices.Contains(ext, ev.ID()) {
+		t.Errorf("extremities after the capped merge: %v", ext)
+	}
+	for _, id := range ext {
+		if id != ev.ID() && slices.Contains(ev.PrevEvents(), id) {
+			t.Errorf("cited event %s is still an extremity", id)
+		}
+	}
+}

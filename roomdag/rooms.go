@@ -217,7 +217,9 @@ var ErrRoomBusy = errors.New("the room is busy: try again")
 // snapshotFullEvery bounds the delta chain a state lookup walks.
 const snapshotFullEvery = 64
 
-// Rooms is the one door into every room: all events are appended here.
+// Rooms is the way into every room, with two doors: local events are
+// appended by Append (and CreateRoom), events built elsewhere taken in by
+// Receive (receive.go); both share the same preparation and store.
 //
 // Each cached room has two states. Its head is what the next event is
 // built on: the state after every event queued so far, committed or not, so
