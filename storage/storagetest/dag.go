@@ -259,3 +259,67 @@ func testDAG(t *testing.T, open Opener) {
 		t.Errorf("second backfilled event at %d, first at %d", res2.Pos, res.Pos)
 	}
 }
+
+// testDAGJoinedLate: a room this server first hears of from another one,
+// as a send_join gives it: the room's state as outliers, then an event
+// accepted with that state before it (a gap behind). The room is made by
+// the first write; its current state, of outliers, loads from storage.
+func testDAGJoinedLate(t *testing.T, open Opener) {
+	ctx := context.Background()
+	db := open(t)
+	rooms := NewRooms(t, db)
+	key, err := roomdag.GenerateSigningKey("remote.test", rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := roomdag.KeySet{}
+	keys.Add(key)
+	v, _ := roomdag.LookupRoomVersion("12")
+	bob := roomdag.UserID("@bob:remote.test")
+	ts := int64(1_700_000_000_000)
+	build := func(room roomdag.RoomID, typ string, stateKey *string, content string, prev []roomdag.EventID, auth []roomdag.EventID, depth int64) *roomdag.Event {
+		t.Helper()
+		ts++
+		ev, err := roomdag.BuildEvent(v, key, roomdag.EventTemplate{RoomID: room, Sender: bob, Type: typ, StateKey: stateKey,
+			Content: json.RawMessage(content), PrevEvents: prev, AuthEvents: auth, Depth: depth, OriginServerTS: ts})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ev
+	}
+	create := build("", roomdag.TypeCreate, sk(""), `{"room_version":"12"}`, nil, nil, 1)
+	room := create.RoomID()
+	join := build(room, roomdag.TypeMember, sk(string(bob)), `{"membership":"join"}`, []roomdag.EventID{create.ID()}, nil, 2)
+	rules := build(room, roomdag.TypeJoinRules, sk(""), `{"join_rule":"public"}`, []roomdag.EventID{join.ID()}, []roomdag.EventID{join.ID()}, 3)
+	msg := build(room, roomdag.TypeMessage, nil, `{"body":"after the gap"}`, []roomdag.EventID{"$unknownpredecessor"}, []roomdag.EventID{join.ID()}, 10)
+	state := []*roomdag.Event{create, join, rules}
+	for _, ev := range state {
+		res, err := rooms.Receive(ctx, ev, roomdag.ReceiveOptions{Kind: roomdag.KindOutlier, Verifier: keys})
+		if err != nil || res.Status != roomdag.StatusOutlier {
+			t.Fatalf("outlier %s: %+v, %v", ev.Type(), res, err)
+		}
+	}
+	_, err = rooms.Receive(ctx, msg, roomdag.ReceiveOptions{Verifier: keys})
+	var missing *roomdag.MissingEventsError
+	if !errors.As(err, &missing) || !slices.Equal(missing.Prev, []roomdag.EventID{"$unknownpredecessor"}) {
+		t.Fatalf("Receive across a gap without the state: %v", err)
+	}
+	res, err := rooms.Receive(ctx, msg, roomdag.ReceiveOptions{Verifier: keys, StateBefore: sortedIDs(state...)})
+	if err != nil || res.Status != roomdag.StatusTimeline || res.Pos <= 0 {
+		t.Fatalf("Receive with the state before: %+v, %v", res, err)
+	}
+	loaded, err := db.LoadRoom(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(loaded.State) != 3 || loaded.Membership(bob) != roomdag.MembershipJoin || !slices.Equal(loaded.Extremities, []roomdag.EventID{msg.ID()}) {
+		t.Errorf("room as loaded: state %v, extremities %v", loaded.State.IDs(), loaded.Extremities)
+	}
+	if ev, err := db.Event(ctx, msg.ID()); err != nil || ev.StateBefore == 0 {
+		t.Errorf("the event after the gap: %v, %v", ev, err)
+	}
+	// The state events stay outliers, out of the timeline.
+	if _, err := db.Event(ctx, rules.ID()); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("an outlier is in the timeline: %v", err)
+	}
+}

@@ -42,6 +42,7 @@ func Run(t *testing.T, open Opener) {
 		{"Typing", testTyping},
 		{"HierarchySessions", testHierarchySessions},
 		{"DAG", testDAG},
+		{"DAGJoinedLate", testDAGJoinedLate},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
 	}
