@@ -39,8 +39,10 @@ func (m *memStore) applyReceived(p *Persist, st *RoomState) StreamPos {
 	for _, w := range p.Snapshots {
 		m.writeSnap(w)
 	}
-	for _, id := range ev.PrevEvents() {
-		m.children[id] = true
+	if p.Status == StatusTimeline {
+		for _, id := range ev.PrevEvents() {
+			m.children[id] = true
+		}
 	}
 	id := ev.RoomID()
 	if st == nil {

@@ -290,6 +290,16 @@ func TestReceiveRejected(t *testing.T) {
 	if slices.Contains(ev.PrevEvents(), d.named["pl"].ID()) {
 		t.Error("a local event cites the rejected event")
 	}
+	// A rejected child does not keep its late parent from being an
+	// extremity.
+	d.named["local"] = ev
+	d.states["local"] = d.state().State
+	late := d.buildFrom("late", "local", TypeMessage, nil, `{"body":"late"}`, "local")
+	d.mustReceive(d.buildFrom("pl2", "local", TypePowerLevels, strp(""), pl, "late"), KindLive, StatusRejected)
+	d.mustReceive(late, KindLive, StatusTimeline)
+	if got := d.extremities(); !slices.Equal(got, []string{"late"}) {
+		t.Errorf("extremities %v, want [late]", got)
+	}
 }
 
 // TestReceiveSoftFail: the owner bans bob; bob's message built on the

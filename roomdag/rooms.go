@@ -49,8 +49,8 @@ type Store interface {
 	DAGEvents(ctx context.Context, ids []EventID) (map[EventID]*DAGEvent, error)
 	// StateEvents returns the state of a snapshot (0: empty).
 	StateEvents(ctx context.Context, snapshot int64) (StateMap, error)
-	// HasChildren reports whether a stored event cites id among its
-	// prev_events.
+	// HasChildren reports whether a stored timeline event (live or
+	// backfilled) cites id among its prev_events.
 	HasChildren(ctx context.Context, id EventID) (bool, error)
 }
 

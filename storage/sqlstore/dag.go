@@ -297,10 +297,13 @@ func (db *DB) nidVersion(ctx context.Context, nid int64) (*roomdag.RoomVersion, 
 	return v, nil
 }
 
-// HasChildren reports whether a stored event cites id as a prev_event.
+// HasChildren reports whether a stored timeline event cites id as a
+// prev_event (rejected, soft-failed and outlier children do not count:
+// none of them is an extremity in its parent's place).
 func (db *DB) HasChildren(ctx context.Context, id roomdag.EventID) (bool, error) {
 	var one int
-	err := db.r.QueryRowContext(ctx, `SELECT 1 FROM event_edges WHERE prev_event_id = ? LIMIT 1`, string(id)).Scan(&one)
+	err := db.r.QueryRowContext(ctx, `SELECT 1 FROM event_edges ed JOIN events e ON e.event_id = ed.event_id
+		WHERE ed.prev_event_id = ? LIMIT 1`, string(id)).Scan(&one)
 	if err == sql.ErrNoRows {
 		return false, nil
 	}

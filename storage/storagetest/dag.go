@@ -206,6 +206,18 @@ func testDAG(t *testing.T, open Opener) {
 	if _, err := db.Event(ctx, pl.ID()); !errors.Is(err, storage.ErrNotFound) {
 		t.Errorf("rejected event is in the timeline: %v", err)
 	}
+	// A rejected child (rejected by its own auth events, before its
+	// unknown parent is looked for) leaves its parent free to be an
+	// extremity when it arrives.
+	if has, err := db.HasChildren(ctx, join.ID()); err != nil || !has {
+		t.Errorf("HasChildren(join) = %v, %v", has, err)
+	}
+	lateParent := r.build("lateparent", "join", roomdag.TypeMessage, nil, `{"body":"late"}`, "join")
+	receive(t, rooms, r, r.build("rejchild", "join", roomdag.TypePowerLevels, sk(""), `{"users":{"@bob:remote.test":100}}`, "lateparent"),
+		roomdag.KindLive, roomdag.StatusRejected)
+	if has, err := db.HasChildren(ctx, lateParent.ID()); err != nil || has {
+		t.Errorf("HasChildren counts a rejected child: %v, %v", has, err)
+	}
 
 	// An outlier: known, not in the timeline, no state.
 	ghost := r.build("ghost", "join", roomdag.TypeMessage, nil, `{"body":"outlier"}`, "join")
