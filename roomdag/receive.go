@@ -180,9 +180,10 @@ const maxPrevEvents = 10
 // /get_missing_events and /backfill give, oldest first); an event
 // received while its predecessor's Receive has not returned may find it
 // missing. Only a live timeline event is announced to the listeners and
-// moves the room on; redactions apply to timeline events as Append's do
-// (a redacted state event is not stripped in the current state here: the
-// local path does that).
+// moves the room on; redactions apply to timeline events as Append's do,
+// a redacted current state event staying in the state, stripped (for a
+// backfilled redaction, in storage: the cached state keeps the unredacted
+// copy until the room is next loaded).
 func (rs *Rooms) Receive(ctx context.Context, ev *Event, opts ReceiveOptions) (*ReceiveResult, error) {
 	if opts.Verifier == nil {
 		return nil, ErrNoVerifier
@@ -577,9 +578,18 @@ func (rs *Rooms) prepareReceived(ctx context.Context, head *RoomState, ev *Event
 		curChain = 0
 		per.Snapshots = append(per.Snapshots, SnapshotWrite{ID: curSnap, Entries: current.IDs()})
 	}
+	per.CurrentChanges, per.CurrentRemoved = stateDiff(head.State, current)
+	if rd := per.Redaction; rd != nil {
+		// A redacted state event stays in the state, stripped, as for a
+		// local redaction (the store redacts its stored copy).
+		if old := current[redactedKey(current, rd.Target)]; old != nil && old.ID() == rd.Target {
+			if rev, err := EventFromTrustedJSON(old.Version(), old.ID(), rd.JSON); err == nil {
+				current = current.With(rev)
+			}
+		}
+	}
 	nx.State, nx.Snapshot, nx.ChainLen = current, curSnap, curChain
 	per.CurrentSnapshot, per.CurrentChainLen = curSnap, curChain
-	per.CurrentChanges, per.CurrentRemoved = stateDiff(head.State, current)
 	if v.EventFormat == EventFormatV1 {
 		for _, id := range ext {
 			if id == ev.ID() {
@@ -676,4 +686,15 @@ func (rs *Rooms) receivedRedaction(ctx context.Context, per *Persist, state Stat
 	because := (&StoredEvent{Event: ev}).ClientJSON(ClientView{NowMS: ev.OriginServerTS()})
 	per.Redaction = &Redaction{Target: t.ID(), JSON: redacted, Because: because}
 	return nil
+}
+
+// redactedKey is the state key under which state holds the event id, if
+// it does.
+func redactedKey(state StateMap, id EventID) StateKey {
+	for k, ev := range state {
+		if ev.ID() == id {
+			return k
+		}
+	}
+	return StateKey{}
 }

@@ -433,6 +433,22 @@ func TestReceiveRedaction(t *testing.T) {
 	if c := string(known[m.ID()].Event.Content()); c != "{}" {
 		t.Errorf("redacted message content %s", c)
 	}
+	// A redacted state event stays in the current state, stripped.
+	d.named["red"] = red
+	d.states["red"] = d.states["m"]
+	topic := d.build("topic", TypeTopic, strp(""), `{"topic":"secret"}`, "red")
+	d.mustReceive(topic, KindLive, StatusTimeline)
+	d.ts++
+	red2, err := BuildEvent(d.v, d.key, EventTemplate{RoomID: d.id, Sender: d.bob, Type: TypeRedaction, Redacts: topic.ID(),
+		PrevEvents: []EventID{topic.ID()}, AuthEvents: d.named["m"].AuthEvents(), Depth: topic.Depth() + 1, OriginServerTS: d.ts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.mustReceive(red2, KindLive, StatusTimeline)
+	cur := d.state().State.Get(TypeTopic, "")
+	if cur == nil || cur.ID() != topic.ID() || string(cur.Content()) != "{}" {
+		t.Errorf("current topic after its redaction: %v", cur)
+	}
 }
 
 // TestAppendCitesAtMostTenExtremities: twelve branches; a local event
