@@ -84,7 +84,7 @@ func TestBackfilledEventInMessagesNotSync(t *testing.T) {
 		return out
 	}
 	st := state()
-	join := remoteEvent(t, st, rid, key, bob, roomdag.TypeMember, strp(string(bob)), `{"membership":"join"}`, head(st), 1_700_000_000_000)
+	join := remoteEvent(t, st, rid, key, bob, roomdag.TypeMember, remoteStateKey(string(bob)), `{"membership":"join"}`, head(st), 1_700_000_000_000)
 	receive(join, roomdag.KindLive)
 
 	_, next := syncRoom(t, alice, room, 10)
@@ -122,4 +122,5 @@ func TestBackfilledEventInMessagesNotSync(t *testing.T) {
 	}
 }
 
-func strp(s string) *string { return &s }
+// remoteStateKey is a state key for remoteEvent.
+func remoteStateKey(s string) *string { return &s }
