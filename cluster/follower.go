@@ -223,7 +223,7 @@ func (f *Follower) readEvents(ctx context.Context, upTo roomdag.StreamPos) error
 }
 
 // invalidate drops what this process caches of what ev changed: the
-// room's state for a state event or a redaction (a redacted state event
+// room's state for a state event, a merge of forks or a redaction (a redacted state event
 // stays in the state, stripped), the redacted event.
 func (f *Follower) invalidate(ev *roomdag.StoredEvent) {
 	if ev.Type() == roomdag.TypeRedaction && ev.Redacts() != "" {
@@ -231,7 +231,9 @@ func (f *Follower) invalidate(ev *roomdag.StoredEvent) {
 		f.p.Rooms.Invalidate(ev.RoomID())
 		return
 	}
-	if ev.IsState() {
+	// An event that merges forks of the DAG (several prev_events) may
+	// change the resolved current state without being a state event.
+	if ev.IsState() || len(ev.PrevEvents()) > 1 {
 		f.p.Rooms.Invalidate(ev.RoomID())
 	}
 }

@@ -57,7 +57,12 @@ func (rs *Rooms) build(v *RoomVersion, room RoomID, p ProtoEvent, cur *RoomState
 	var prev []EventID
 	depth := int64(1)
 	if cur != nil {
+		// Every forward extremity, so that the DAG merges (up to
+		// maxPrevEvents; prepare keeps the rest as extremities).
 		prev, depth = cur.Extremities, min(cur.Depth+1, maxCanonicalInt)
+		if len(prev) > maxPrevEvents {
+			prev = prev[:maxPrevEvents]
+		}
 	}
 	e := pdu{
 		Content: content, Depth: depth, OriginServerTS: ts,

@@ -122,6 +122,7 @@ const (
 	rulePLUserCurrent
 	rulePLUserNew
 	ruleRedactionLevel
+	ruleAuthRejected
 	numRules
 )
 
@@ -176,7 +177,10 @@ var ruleNumbers = [numRules][numLists]string{
 	ruleAuthDuplicate:    {"2.1", "2.1", "2.1", "2.1", "2.1", "2.1", "3.1"},
 	ruleAuthUnexpected:   {"2.2", "2.2", "2.2", "2.2", "2.2", "2.2", "3.2"},
 	ruleAuthRoomMismatch: {"2.5", "2.5", "2.5", "2.5", "2.5", "2.5", "3.4"},
-	ruleFederate:         {"3", "3", "3", "3", "3", "3", "4"},
+	// An auth event that was itself rejected (applied by Receive, which
+	// knows what was rejected).
+	ruleAuthRejected: {"2.3", "2.3", "2.3", "2.3", "2.3", "2.3", "3.3"},
+	ruleFederate:     {"3", "3", "3", "3", "3", "3", "4"},
 	// m.room.aliases: rule 4 of v1-v5, removed in v6.
 	ruleAliasesNoStateKey: {"4.1", "4.1", "", "", "", "", ""},
 	ruleAliasesDomain:     {"4.2", "4.2", "", "", "", "", ""},

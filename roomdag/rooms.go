@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -41,6 +42,16 @@ type Store interface {
 	// the race for its room several times (see Append), never the common
 	// path. The channel yields the result once durable, as EnqueueEvent's.
 	EnqueueBuilt(id RoomID, build func(st *RoomState) (*Persist, error)) <-chan error
+
+	// DAGEvents returns what is stored of the events among ids, in any
+	// room and of any status; unknown ones are absent from the map. It
+	// sees committed writes only.
+	DAGEvents(ctx context.Context, ids []EventID) (map[EventID]*DAGEvent, error)
+	// StateEvents returns the state of a snapshot (0: empty).
+	StateEvents(ctx context.Context, snapshot int64) (StateMap, error)
+	// HasChildren reports whether a stored timeline event (live or
+	// backfilled) cites id among its prev_events.
+	HasChildren(ctx context.Context, id EventID) (bool, error)
 }
 
 // Persist is one event to store with everything the store must write
@@ -81,6 +92,40 @@ type Persist struct {
 	// of its target to store in the same transaction.
 	Redaction *Redaction
 	Committed func(pos StreamPos)
+
+	// The fields below are set by Receive only (Received true); local
+	// events leave them zero and are stored as before.
+	Received bool
+	// Kind is how the event came (live, backfill, outlier) and Status what
+	// was made of it. Only a live timeline event gets a stream position
+	// /sync reads; a backfilled one gets a negative one; the others none
+	// (they are kept out of the timeline, with Reason for a rejection).
+	Kind   EventKind
+	Status DAGStatus
+	Reason string
+	// KeepExtremities: the room's forward extremities, current state and
+	// head do not change (every received event but a live timeline one).
+	KeepExtremities bool
+	// Snapshots are state snapshots to write (StateBefore and StateAfter
+	// among them when new), in order: a delta on Parent, or a full copy
+	// when Parent is 0.
+	Snapshots []SnapshotWrite
+	// CurrentSnapshot is the snapshot of the room's current state after
+	// the event (StateAfter unless the DAG is forked), CurrentChainLen its
+	// delta chain length; CurrentChanges are the state events that become
+	// current and CurrentRemoved the keys that leave the current state.
+	CurrentSnapshot int64
+	CurrentChainLen int
+	CurrentChanges  []*Event
+	CurrentRemoved  []StateKey
+}
+
+// SnapshotWrite is one state snapshot for the store to write.
+type SnapshotWrite struct {
+	ID       int64
+	Parent   int64
+	ChainLen int
+	Entries  map[StateKey]EventID
 }
 
 // Redaction replaces the stored copy of Target with JSON and records the
@@ -172,7 +217,9 @@ var ErrRoomBusy = errors.New("the room is busy: try again")
 // snapshotFullEvery bounds the delta chain a state lookup walks.
 const snapshotFullEvery = 64
 
-// Rooms is the one door into every room: all events are appended here.
+// Rooms is the way into every room, with two doors: local events are
+// appended by Append (and CreateRoom), events built elsewhere taken in by
+// Receive (receive.go); both share the same preparation and store.
 //
 // Each cached room has two states. Its head is what the next event is
 // built on: the state after every event queued so far, committed or not, so
@@ -563,12 +610,23 @@ func (rs *Rooms) prepareProto(ctx context.Context, id RoomID, cur *RoomState, p 
 // prepare computes the state after ev and what to persist. It changes
 // nothing but allocating a snapshot ID (enqueue sets the generation).
 func (rs *Rooms) prepare(ctx context.Context, cur *RoomState, ev *Event, p ProtoEvent, newRoom bool) (*prepared, error) {
+	// The event cites the first maxPrevEvents extremities (build); any
+	// beyond stay extremities.
+	ext := []EventID{ev.ID()}
+	if len(cur.Extremities) > maxPrevEvents {
+		ext = append(ext, cur.Extremities[maxPrevEvents:]...)
+	}
 	next := &RoomState{
-		Version: cur.Version, State: cur.State, Extremities: []EventID{ev.ID()},
+		Version: cur.Version, State: cur.State, Extremities: ext,
 		Depth: ev.Depth(), Snapshot: cur.Snapshot, ChainLen: cur.ChainLen,
 	}
 	if cur.Version.EventFormat == EventFormatV1 {
 		next.ExtremityEvents = []*Event{ev}
+		for _, e := range cur.ExtremityEvents {
+			if slices.Contains(ext[1:], e.ID()) {
+				next.ExtremityEvents = append(next.ExtremityEvents, e)
+			}
+		}
 	}
 	per := &Persist{
 		Event: ev, NewRoom: newRoom, Txn: p.Txn,
@@ -578,9 +636,7 @@ func (rs *Rooms) prepare(ctx context.Context, cur *RoomState, ev *Event, p Proto
 	if ev.IsState() {
 		k := ev.Tuple()
 		if old := cur.State[k]; old != nil {
-			per.Unsigned, _ = json.Marshal(map[string]any{
-				"replaces_state": old.ID(), "prev_content": old.Content(), "prev_sender": old.Sender(),
-			})
+			per.Unsigned = replacesState(old)
 		}
 		next.State = cur.State.With(ev)
 		snap, err := rs.store.NewSnapshotID(ctx)
@@ -662,4 +718,13 @@ func (q *queuedEvent) wait(r *room) (*Event, StreamPos, error) {
 		return nil, 0, err
 	}
 	return q.ev, q.pos, nil
+}
+
+// replacesState is the unsigned fields a state event that replaces old
+// keeps for clients.
+func replacesState(old *Event) json.RawMessage {
+	b, _ := json.Marshal(map[string]any{
+		"replaces_state": old.ID(), "prev_content": old.Content(), "prev_sender": old.Sender(),
+	})
+	return b
 }

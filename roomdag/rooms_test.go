@@ -47,6 +47,12 @@ type memStore struct {
 	// Committed hook runs: a reader that sees an event's effects and then
 	// finds it has none has seen them before they were durable.
 	pos map[EventID]StreamPos
+	// The DAG (receive_test.go): every stored event by ID with its
+	// status, snapshots by ID, and which events have children.
+	dag       map[EventID]*DAGEvent
+	snapshots map[int64]map[StateKey]EventID
+	children  map[EventID]bool
+	backfill  StreamPos
 }
 
 type pendingWrite struct {
@@ -56,7 +62,8 @@ type pendingWrite struct {
 
 func newMemStore() *memStore {
 	return &memStore{rooms: map[RoomID]*RoomState{}, failedGen: map[RoomID]uint64{}, rejected: map[error]int{},
-		queued: make(chan *Persist, 100), pos: map[EventID]StreamPos{}}
+		queued: make(chan *Persist, 100), pos: map[EventID]StreamPos{},
+		dag: map[EventID]*DAGEvent{}, snapshots: map[int64]map[StateKey]EventID{}, children: map[EventID]bool{}}
 }
 
 func (m *memStore) LoadRoom(ctx context.Context, id RoomID) (*RoomState, error) {
@@ -162,7 +169,7 @@ func (m *memStore) apply(p *Persist, fail error, checkGen bool) error {
 		err = ErrRoomExists
 	case !p.NewRoom && st == nil:
 		err = ErrUnknownRoom
-	case !p.NewRoom && !sameEventIDs(st.Extremities, p.ExtremitiesBefore):
+	case !p.NewRoom && !p.KeepExtremities && !sameEventIDs(st.Extremities, p.ExtremitiesBefore):
 		err = ErrRoomChanged
 	}
 	if err != nil {
@@ -173,6 +180,15 @@ func (m *memStore) apply(p *Persist, fail error, checkGen bool) error {
 		m.mu.Unlock()
 		return err
 	}
+	if p.Received {
+		pos := m.applyReceived(p, st)
+		m.mu.Unlock()
+		if p.Committed != nil {
+			p.Committed(pos)
+		}
+		return nil
+	}
+	m.recordLocal(p)
 	m.events = append(m.events, p)
 	pos := StreamPos(len(m.events))
 	if st == nil {

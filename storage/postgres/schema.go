@@ -494,4 +494,30 @@ CREATE TABLE legal_holds (
 );
 CREATE INDEX legal_holds_active ON legal_holds(released_ts, hold_id);
 `,
+	// The room DAG: SQLite's migration of the same purpose says what
+	// these hold.
+	`
+ALTER TABLE events ADD COLUMN dag_state_after BIGINT;
+CREATE TABLE event_edges (
+	event_id      TEXT COLLATE "C" NOT NULL,
+	prev_event_id TEXT COLLATE "C" NOT NULL,
+	PRIMARY KEY (event_id, prev_event_id)
+);
+CREATE INDEX event_edges_prev ON event_edges(prev_event_id);
+CREATE TABLE event_auth_edges (
+	event_id      TEXT COLLATE "C" NOT NULL,
+	auth_event_id TEXT COLLATE "C" NOT NULL,
+	PRIMARY KEY (event_id, auth_event_id)
+);
+CREATE TABLE dag_events (
+	event_id     TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+	room_nid     BIGINT NOT NULL,
+	kind         TEXT COLLATE "C" NOT NULL,
+	reason       TEXT,
+	depth        BIGINT NOT NULL,
+	json         BYTEA NOT NULL,
+	state_before BIGINT NOT NULL,
+	state_after  BIGINT NOT NULL
+);
+`,
 }

@@ -617,4 +617,46 @@ CREATE TABLE legal_holds (
 );
 CREATE INDEX legal_holds_active ON legal_holds(released_ts, hold_id);
 `,
+	// The room DAG (issue 11): events received from other servers
+	// (roomdag.Rooms.Receive) need the graph, not only the line local
+	// events form. event_edges holds each event's prev_events,
+	// event_auth_edges its auth_events, both for every stored event
+	// (timeline or not), keyed by the citing event, with an index the
+	// other way to find an event's children (an event whose successor is
+	// already stored never becomes a forward extremity). dag_events holds
+	// the events that are not in the timeline: outliers (known without
+	// their history: auth chains and state from a join), rejected events
+	// (with the reason; never state, never a prev_event of ours) and
+	// soft-failed ones (accepted by the DAG, with the state at them, but
+	// never shown to clients). Timeline events stay in events, backfilled
+	// ones under negative stream positions, which no stream reader asks
+	// for: /sync never reports them as new, /messages finds them by depth.
+	// A live event received while the room's DAG is forked keeps the
+	// room's resolved current state in events.state_after, which is what
+	// clients are shown after it, and the state after it in the DAG (what
+	// its successors build on) in dag_state_after.
+	`
+ALTER TABLE events ADD COLUMN dag_state_after INTEGER;
+CREATE TABLE event_edges (
+	event_id      TEXT NOT NULL,
+	prev_event_id TEXT NOT NULL,
+	PRIMARY KEY (event_id, prev_event_id)
+) WITHOUT ROWID;
+CREATE INDEX event_edges_prev ON event_edges(prev_event_id);
+CREATE TABLE event_auth_edges (
+	event_id      TEXT NOT NULL,
+	auth_event_id TEXT NOT NULL,
+	PRIMARY KEY (event_id, auth_event_id)
+) WITHOUT ROWID;
+CREATE TABLE dag_events (
+	event_id     TEXT NOT NULL PRIMARY KEY,
+	room_nid     INTEGER NOT NULL,
+	kind         TEXT NOT NULL, -- outlier, rejected or soft_failed
+	reason       TEXT,          -- why a rejected event was rejected
+	depth        INTEGER NOT NULL,
+	json         BLOB NOT NULL,
+	state_before INTEGER NOT NULL, -- 0 for outliers and rejected events
+	state_after  INTEGER NOT NULL
+) WITHOUT ROWID;
+`,
 }

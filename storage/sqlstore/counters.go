@@ -23,20 +23,24 @@ type counters struct {
 	room        int64 // rooms.room_nid
 	accountData int64 // account_data.stream_pos
 	report      int64 // reports.report_id
+	// backfill is the lowest stream position used, counting down from 0:
+	// backfilled events sit below every position a stream reader asks for.
+	backfill int64
 }
 
-// loadCountersQuery reads every counter in one round trip; each MAX is the
-// last entry of a B-tree (account_data_stream is the index for
+// loadCountersQuery reads every counter in one round trip; each MAX (and
+// the MIN) is the end of a B-tree (account_data_stream is the index for
 // account_data's).
 const loadCountersQuery = `SELECT
 	(SELECT COALESCE(MAX(stream_pos), 0) FROM events),
 	(SELECT COALESCE(MAX(room_nid), 0) FROM rooms),
 	(SELECT COALESCE(MAX(stream_pos), 0) FROM account_data),
-	(SELECT COALESCE(MAX(report_id), 0) FROM reports)`
+	(SELECT COALESCE(MAX(report_id), 0) FROM reports),
+	(SELECT COALESCE(MIN(stream_pos), 0) FROM events WHERE stream_pos < 0)`
 
 // load reads the highest stored value of each counter.
 func (c *counters) load(ctx context.Context, q querier) error {
-	if err := q.QueryRowContext(ctx, loadCountersQuery).Scan(&c.event, &c.room, &c.accountData, &c.report); err != nil {
+	if err := q.QueryRowContext(ctx, loadCountersQuery).Scan(&c.event, &c.room, &c.accountData, &c.report, &c.backfill); err != nil {
 		return fmt.Errorf("loading counters: %w", err)
 	}
 	return nil

@@ -304,13 +304,13 @@ func (db *DB) StateEvents(ctx context.Context, snapshot int64) (roomdag.StateMap
 	for _, id := range ids {
 		list = append(list, id)
 	}
-	evs, err := db.eventsByID(ctx, db.r, list)
+	evs, err := db.stateEventsByID(ctx, db.r, list)
 	if err != nil {
 		return nil, err
 	}
 	m := make(roomdag.StateMap, len(evs))
 	for _, ev := range evs {
-		m[ev.Tuple()] = ev.Event
+		m[ev.Tuple()] = ev
 	}
 	return m, nil
 }

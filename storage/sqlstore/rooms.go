@@ -119,13 +119,13 @@ func (db *DB) loadRoom(ctx context.Context, tx *sql.Tx, id roomdag.RoomID) (*roo
 		if err != nil {
 			return err
 		}
-		evs, err := db.eventsByID(ctx, tx, toEventIDs(ids))
+		evs, err := db.stateEventsByID(ctx, tx, toEventIDs(ids))
 		if err != nil {
 			return err
 		}
 		st.State = make(roomdag.StateMap, len(evs))
 		for _, ev := range evs {
-			st.State[ev.Tuple()] = ev.Event
+			st.State[ev.Tuple()] = ev
 		}
 		ext, err := queryStrings(ctx, tx, `SELECT event_id FROM forward_extremities WHERE room_nid = ? ORDER BY event_id`, nid)
 		if err != nil {
@@ -246,9 +246,14 @@ func (db *DB) insertEvent(tx *sql.Tx, p *roomdag.Persist) (roomdag.StreamPos, in
 		if nid, _, err = db.roomNID(ctx, tx, ev.RoomID()); err != nil {
 			return 0, 0, err
 		}
-		if err := takeExtremities(tx, nid, p.ExtremitiesBefore); err != nil {
-			return 0, 0, err
+		if !p.KeepExtremities {
+			if err := takeExtremities(tx, nid, p.ExtremitiesBefore); err != nil {
+				return 0, 0, err
+			}
 		}
+	}
+	if p.Received {
+		return db.insertReceived(tx, nid, p)
 	}
 	var txnDevice, txnScope, txnID, unsigned any
 	if p.Txn != nil {
@@ -273,20 +278,14 @@ func (db *DB) insertEvent(tx *sql.Tx, p *roomdag.Persist) (roomdag.StreamPos, in
 			return 0, 0, err
 		}
 	}
+	if err := insertEdges(tx, ev); err != nil {
+		return 0, 0, err
+	}
 	if err := db.indexEvent(tx, nid, p, pos); err != nil {
 		return 0, 0, err
 	}
-	if rd := p.Redaction; rd != nil {
-		// unsigned is {"redacted_because": <the redaction>}, built here
-		// rather than with the engine's JSON functions.
-		because := `{"redacted_because":` + string(rd.Because) + `}`
-		if _, err := tx.Exec(`UPDATE events SET json = ?, redacted = 1, unsigned = ? WHERE event_id = ?`,
-			rd.JSON, because, string(rd.Target)); err != nil {
-			return 0, 0, err
-		}
-		if err := db.d.UnindexEvent(tx, rd.Target); err != nil {
-			return 0, 0, err
-		}
+	if err := db.applyRedaction(tx, p); err != nil {
+		return 0, 0, err
 	}
 	if err := db.insertRelation(tx, nid, p, pos); err != nil {
 		return 0, 0, err

@@ -46,6 +46,8 @@ func Run(t *testing.T, open Opener) {
 		{"RetentionPurge", testRetentionPurge},
 		{"RetentionThreads", testRetentionThreads},
 		{"LegalHolds", testLegalHolds},
+		{"DAG", testDAG},
+		{"DAGJoinedLate", testDAGJoinedLate},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
 	}
