@@ -138,6 +138,11 @@ func (db *DB) PurgeHistory(ctx context.Context, room roomdag.RoomID, beforeMS in
 				latest_pos = (SELECT r.event_pos FROM event_relations r WHERE r.relates_to = threads.root_id AND r.rel_type = 'm.thread' ORDER BY r.depth DESC, r.event_pos DESC LIMIT 1)
 				WHERE room_nid = ? AND latest_id IN (` + in + `) AND EXISTS (SELECT 1 FROM event_relations r WHERE r.relates_to = threads.root_id AND r.rel_type = 'm.thread')`, append([]any{nid}, ids...)},
 			{`DELETE FROM threads WHERE room_nid = ? AND latest_id IN (` + in + `)`, append([]any{nid}, ids...)},
+			// The DAG's edges out of purged events go with them, as in
+			// Synapse's purge; edges into them from events kept remain,
+			// so the kept events' prev_events still name them.
+			{`DELETE FROM event_edges WHERE event_id IN (` + in + `)`, ids},
+			{`DELETE FROM event_auth_edges WHERE event_id IN (` + in + `)`, ids},
 			{`DELETE FROM events WHERE stream_pos IN (` + in + `)`, positions},
 		} {
 			if _, err := tx.Exec(stmt.q, stmt.args...); err != nil {
