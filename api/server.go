@@ -70,6 +70,9 @@ type Config struct {
 	// ServerNotices configures server notices (api/servernotices.go);
 	// nil turns them off.
 	ServerNotices *ServerNoticesConfig
+	// Routes are served beside the API's own, by other packages
+	// (api/extroutes.go).
+	Routes []Route
 }
 
 // Server serves the client-server API.
@@ -156,6 +159,7 @@ func (s *Server) Handler(middlewares ...func(http.Handler) http.Handler) http.Ha
 		s.mediaRoutes(),
 		s.serverNoticeRoutes(), s.moderationRoutes(),
 		s.mutualRoomRoutes(),
+		s.extraRoutes(),
 	}
 	for _, table := range tables {
 		for _, rt := range table {

@@ -24,6 +24,7 @@ import (
 	"github.com/persistentchat/homeserver/clock"
 	"github.com/persistentchat/homeserver/cluster"
 	"github.com/persistentchat/homeserver/configs"
+	"github.com/persistentchat/homeserver/e2ee"
 	"github.com/persistentchat/homeserver/federation"
 	"github.com/persistentchat/homeserver/media"
 	"github.com/persistentchat/homeserver/metrics"
@@ -322,6 +323,13 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 			DisplayName: sn.SystemMXIDDisplayName, AvatarURL: sn.SystemMXIDAvatarURL,
 			RoomName: sn.RoomName, RoomAvatarURL: sn.RoomAvatarURL, RoomTopic: sn.RoomTopic, AutoJoin: sn.AutoJoin}
 	}
+	// Cross-signing and key backup (e2ee/crosssign.go, e2ee/backup.go).
+	// No key server yet to read device keys from or to carry device-list
+	// changes: signatures of devices fail as of unknown devices until the
+	// key server's store is passed here, and its device-list stream as
+	// the notifier.
+	apiCfg.Routes = append(apiCfg.Routes, e2ee.NewCrossSigning(db, nil, nil).Routes()...)
+	apiCfg.Routes = append(apiCfg.Routes, e2ee.NewKeyBackup(db).Routes()...)
 	client := api.NewServer(apiCfg, db, hs.Rooms, syncer, clk, log, rand.Reader)
 	hs.API = client
 	if err := client.ResumeDeactivations(ctx); err != nil {
