@@ -60,6 +60,9 @@ type Homeserver struct {
 	// benchmarks and tests.
 	Rooms  *roomdag.Rooms
 	Syncer *sync.Syncer
+	// CrossSigning holds users' cross-signing keys and signatures; the
+	// key server's /keys/query asks it (e2ee.CrossSigningKeys), tests too.
+	CrossSigning *e2ee.CrossSigning
 	// Notifications is the push rule worker; tests wait on it with
 	// Wait(ctx, pos) instead of sleeping.
 	Notifications *push.Worker
@@ -328,7 +331,8 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	// changes: signatures of devices fail as of unknown devices until the
 	// key server's store is passed here, and its device-list stream as
 	// the notifier.
-	apiCfg.Routes = append(apiCfg.Routes, e2ee.NewCrossSigning(db, nil, nil).Routes()...)
+	hs.CrossSigning = e2ee.NewCrossSigning(db, nil, nil)
+	apiCfg.Routes = append(apiCfg.Routes, hs.CrossSigning.Routes()...)
 	apiCfg.Routes = append(apiCfg.Routes, e2ee.NewKeyBackup(db).Routes()...)
 	client := api.NewServer(apiCfg, db, hs.Rooms, syncer, clk, log, rand.Reader)
 	hs.API = client
