@@ -301,6 +301,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		Tokens: tokens, SharedSecret: cfg.RegistrationSharedSecret.Reveal(), BcryptCost: cfg.BcryptRounds,
 		PasswordPolicy:     api.PasswordPolicy(cfg.PasswordConfig.Policy),
 		DefaultRoomVersion: v.ID, MaxRequestSize: int64(cfg.MaxRequestSize),
+		EncryptionByDefault: cfg.EncryptionEnabledByDefaultForRoomType, RefuseRoomEncryption: cfg.RefuseRoomEncryption != nil && *cfg.RefuseRoomEncryption,
 		MediaDir: cfg.MediaDir(), MaxUploadSize: int64(cfg.MaxUploadSize), AuthenticatedMedia: cfg.EnableAuthenticatedMedia,
 		URLPreview:          urlPreview(cfg),
 		AppServices:         hs.AppServices,
