@@ -52,34 +52,22 @@ type DeviceKeySource interface {
 
 // DeviceListNotifier hears that a user's device list changed: their
 // cross-signing keys or the signatures of their keys. It is called after
-// the change is durable; the device-list stream (/sync device_lists,
-// federation's m.signing_key_update) carries it on.
+// the change is durable, and advances the user's device list (returning
+// its new position), which /sync's device_lists and federation's
+// m.signing_key_update carry on. The key server's store implements it
+// (storage/sqlstore, DeviceListChanged).
 type DeviceListNotifier interface {
-	DeviceListChanged(ctx context.Context, userID roomdag.UserID) error
+	DeviceListChanged(ctx context.Context, userID roomdag.UserID) (int64, error)
 }
 
-// CrossSigningKeys is what /keys/query asks of cross-signing.
-type CrossSigningKeys interface {
-	// KeysFor returns the cross-signing keys of users as requester may
-	// see them, and the uploaded signatures of their devices.
-	KeysFor(ctx context.Context, requester roomdag.UserID, users []roomdag.UserID) (*QueryKeys, error)
-}
-
-// QueryKeys is the cross-signing part of a /keys/query response. Keys
-// carry the uploaded signatures that the requester may see: those of the
-// key's owner and the requester's own. UserSigningKeys holds only the
-// requester's own. DeviceSignatures, user to device to signer to key ID
-// to signature, are to be merged into the device keys' "signatures"
-// (MergeSignatures).
-type QueryKeys struct {
-	MasterKeys       map[roomdag.UserID]json.RawMessage                                 `json:"master_keys"`
-	SelfSigningKeys  map[roomdag.UserID]json.RawMessage                                 `json:"self_signing_keys"`
-	UserSigningKeys  map[roomdag.UserID]json.RawMessage                                 `json:"user_signing_keys"`
-	DeviceSignatures map[roomdag.UserID]map[string]map[roomdag.UserID]map[string]string `json:"-"`
-}
+// DeviceSignatures are uploaded signatures of devices: user to device to
+// signer to signing key ID to signature, to be merged into the device
+// keys' "signatures" (MergeSignatures).
+type DeviceSignatures map[roomdag.UserID]map[string]map[roomdag.UserID]map[string]string
 
 // CrossSigning serves /keys/device_signing/upload and
-// /keys/signatures/upload and answers KeysFor.
+// /keys/signatures/upload, and gives /keys/query the keys and signatures
+// (KeysFor, DeviceSignatures).
 type CrossSigning struct {
 	store   CrossSigningStore
 	devices DeviceKeySource
@@ -100,8 +88,6 @@ func (c *CrossSigning) Routes() []api.Route {
 		{Method: "POST", Path: "/_matrix/client/v3/keys/signatures/upload", Handler: c.uploadSignatures},
 	}
 }
-
-var _ CrossSigningKeys = (*CrossSigning)(nil)
 
 // signingKey is a parsed cross-signing key.
 type signingKey struct {
@@ -264,7 +250,8 @@ func (c *CrossSigning) changed(ctx context.Context, user roomdag.UserID) error {
 	if c.notify == nil {
 		return nil
 	}
-	return c.notify.DeviceListChanged(ctx, user)
+	_, err := c.notify.DeviceListChanged(ctx, user)
+	return err
 }
 
 // failure is one key's entry of a signature upload's failures.
@@ -481,21 +468,71 @@ func signatureOf(obj []byte, user roomdag.UserID, keyID string) string {
 	return body.Signatures[string(user)][keyID]
 }
 
-// KeysFor implements CrossSigningKeys.
-func (c *CrossSigning) KeysFor(ctx context.Context, requester roomdag.UserID, users []roomdag.UserID) (*QueryKeys, error) {
-	out := &QueryKeys{MasterKeys: map[roomdag.UserID]json.RawMessage{}, SelfSigningKeys: map[roomdag.UserID]json.RawMessage{},
-		UserSigningKeys: map[roomdag.UserID]json.RawMessage{}, DeviceSignatures: map[roomdag.UserID]map[string]map[roomdag.UserID]map[string]string{}}
+// KeysFor returns the master, self-signing and user-signing keys of
+// users, each its stored signed JSON object, as requester may see them:
+// user-signing keys only the requester's own; master keys with the
+// uploaded signatures of their owner's devices and of the requester's
+// user-signing key (nobody learns whom else a user verified). Users
+// without a key of a kind are absent from that map. It is the key
+// server's CrossSigningKeys (e2ee/keys.go).
+func (c *CrossSigning) KeysFor(ctx context.Context, requester roomdag.UserID, users []roomdag.UserID) (master, selfSigning, userSigning map[roomdag.UserID]json.RawMessage, err error) {
+	master, selfSigning, userSigning = map[roomdag.UserID]json.RawMessage{}, map[roomdag.UserID]json.RawMessage{}, map[roomdag.UserID]json.RawMessage{}
+	keys, err := c.store.CrossSigningKeys(ctx, users)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	byKey, err := c.signatures(ctx, requester, users)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	for _, k := range keys {
+		switch k.Usage {
+		case UsageMaster:
+			master[k.User] = MergeSignatures(k.JSON, byKey[k.User][k.KeyID])
+		case UsageSelfSigning:
+			selfSigning[k.User] = k.JSON
+		case UsageUserSigning:
+			if k.User == requester {
+				userSigning[k.User] = k.JSON
+			}
+		}
+	}
+	return master, selfSigning, userSigning, nil
+}
+
+// DeviceSignatures returns the uploaded signatures of users' devices (by
+// their self-signing keys), for /keys/query to merge into the device
+// keys it returns.
+func (c *CrossSigning) DeviceSignatures(ctx context.Context, requester roomdag.UserID, users []roomdag.UserID) (DeviceSignatures, error) {
 	keys, err := c.store.CrossSigningKeys(ctx, users)
 	if err != nil {
 		return nil, err
 	}
+	byKey, err := c.signatures(ctx, requester, users)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range keys {
+		delete(byKey[k.User], k.KeyID)
+	}
+	out := DeviceSignatures{}
+	for u, m := range byKey {
+		if len(m) > 0 {
+			out[u] = m
+		}
+	}
+	return out, nil
+}
+
+// signatures returns the uploaded signatures of users' keys that
+// requester may see, by user and signed key ID: the owner's own, and
+// another user's only for that user.
+func (c *CrossSigning) signatures(ctx context.Context, requester roomdag.UserID, users []roomdag.UserID) (DeviceSignatures, error) {
 	sigs, err := c.store.KeySignatures(ctx, users)
 	if err != nil {
 		return nil, err
 	}
-	// Signatures of a user's keys: the owner's own, and another user's
-	// only for that user (nobody learns whom else a user verified).
-	byKey := map[roomdag.UserID]map[string]map[roomdag.UserID]map[string]string{}
+	byKey := DeviceSignatures{}
 	for _, s := range sigs {
 		if s.Signer != s.TargetUser && s.Signer != requester {
 			continue
@@ -513,35 +550,7 @@ func (c *CrossSigning) KeysFor(ctx context.Context, requester roomdag.UserID, us
 		}
 		m[s.TargetKeyID][s.Signer][s.SignerKeyID] = s.Signature
 	}
-	ownKey := map[roomdag.UserID]map[string]bool{}
-	for _, k := range keys {
-		if ownKey[k.User] == nil {
-			ownKey[k.User] = map[string]bool{}
-		}
-		ownKey[k.User][k.KeyID] = true
-		switch k.Usage {
-		case UsageMaster:
-			out.MasterKeys[k.User] = MergeSignatures(k.JSON, byKey[k.User][k.KeyID])
-		case UsageSelfSigning:
-			out.SelfSigningKeys[k.User] = k.JSON
-		case UsageUserSigning:
-			if k.User == requester {
-				out.UserSigningKeys[k.User] = k.JSON
-			}
-		}
-	}
-	for u, m := range byKey {
-		for id, s := range m {
-			if ownKey[u][id] {
-				continue
-			}
-			if out.DeviceSignatures[u] == nil {
-				out.DeviceSignatures[u] = map[string]map[roomdag.UserID]map[string]string{}
-			}
-			out.DeviceSignatures[u][id] = s
-		}
-	}
-	return out, nil
+	return byKey, nil
 }
 
 // MergeSignatures returns a key object (device keys, a cross-signing key)

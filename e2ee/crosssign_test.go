@@ -147,14 +147,14 @@ func TestCrossSigningUploadAuth(t *testing.T) {
 // masterOf is the master public key of user that KeysFor gives requester.
 func masterOf(t *testing.T, srv *testserver.Server, requester, user string) string {
 	t.Helper()
-	q, err := srv.HS.CrossSigning.KeysFor(context.Background(), roomdag.UserID(requester), []roomdag.UserID{roomdag.UserID(user)})
+	master, _, _, err := srv.HS.CrossSigning.KeysFor(context.Background(), roomdag.UserID(requester), []roomdag.UserID{roomdag.UserID(user)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var k struct {
 		Keys map[string]string `json:"keys"`
 	}
-	if raw, ok := q.MasterKeys[roomdag.UserID(user)]; ok {
+	if raw, ok := master[roomdag.UserID(user)]; ok {
 		if err := json.Unmarshal(raw, &k); err != nil {
 			t.Fatal(err)
 		}
@@ -275,20 +275,20 @@ func TestSignatureUpload(t *testing.T) {
 	// The stored signature is bob's master key's for alice, not for carol
 	// or bob.
 	sigs := func(requester string) map[string]map[string]string {
-		q, err := srv.HS.CrossSigning.KeysFor(context.Background(), roomdag.UserID(requester), []roomdag.UserID{roomdag.UserID(b)})
+		master, ssk, usk, err := srv.HS.CrossSigning.KeysFor(context.Background(), roomdag.UserID(requester), []roomdag.UserID{roomdag.UserID(b)})
 		if err != nil {
 			t.Fatal(err)
 		}
 		var k struct {
 			Signatures map[string]map[string]string `json:"signatures"`
 		}
-		if err := json.Unmarshal(q.MasterKeys[roomdag.UserID(b)], &k); err != nil {
+		if err := json.Unmarshal(master[roomdag.UserID(b)], &k); err != nil {
 			t.Fatal(err)
 		}
-		if _, ok := q.UserSigningKeys[roomdag.UserID(b)]; ok != (requester == b) {
+		if _, ok := usk[roomdag.UserID(b)]; ok != (requester == b) {
 			t.Errorf("user-signing key of %s given to %s: %v", b, requester, ok)
 		}
-		if _, ok := q.SelfSigningKeys[roomdag.UserID(b)]; !ok {
+		if _, ok := ssk[roomdag.UserID(b)]; !ok {
 			t.Errorf("no self-signing key of %s for %s", b, requester)
 		}
 		return k.Signatures
