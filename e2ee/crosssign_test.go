@@ -316,3 +316,74 @@ func TestSignatureUpload(t *testing.T) {
 		t.Fatal("the signature of a replaced user-signing key is still given out")
 	}
 }
+
+// TestDeviceSignatures: signatures of one's own devices by the
+// self-signing key and of one's master key by a device, verified against
+// the device keys /keys/upload stored. It needs the key server's
+// /keys/upload, and skips where that is not served.
+func TestDeviceSignatures(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	alice := newXSUser(t, srv.Register("xsdev"))
+	a, dev := alice.c.UserID, alice.c.DeviceID
+	devKey, curve := newXSKey(t), newXSKey(t)
+	deviceKeys := xsSign(t, map[string]any{"user_id": a, "device_id": dev,
+		"algorithms": []any{"m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"},
+		"keys":       map[string]any{"curve25519:" + dev: curve.pub, "ed25519:" + dev: devKey.pub}}, a, dev, devKey)
+	r := alice.c.Do("POST", "/_matrix/client/v3/keys/upload", map[string]any{"device_keys": deviceKeys})
+	if r.Status == http.StatusNotFound {
+		t.Skip("no /keys/upload served here (the key server, e2ee/keys*.go)")
+	}
+	if r.Status != http.StatusOK {
+		t.Fatalf("keys/upload: %d %s", r.Status, r.Body)
+	}
+	alice.c.MustDo("POST", signingUpload, alice.body(), nil)
+	stranger := newXSKey(t)
+	altered := map[string]any{}
+	for k, v := range deviceKeys {
+		altered[k] = v
+	}
+	altered["algorithms"] = []any{"m.megolm.v1.aes-sha2"}
+
+	for _, tc := range []struct {
+		name  string
+		keyID string
+		obj   map[string]any
+		code  string
+	}{
+		{"device by a stranger's key under the self-signing key's ID", dev, xsSign(t, deviceKeys, a, alice.ssk.pub, stranger), "M_INVALID_SIGNATURE"},
+		{"altered device keys", dev, xsSign(t, altered, a, alice.ssk.pub, alice.ssk), "M_INVALID_PARAM"},
+		{"master by a forged device signature", alice.master.pub, xsSign(t, alice.masterObj, a, dev, stranger), "M_INVALID_SIGNATURE"},
+		{"device by the self-signing key", dev, xsSign(t, deviceKeys, a, alice.ssk.pub, alice.ssk), ""},
+		{"master by the device", alice.master.pub, xsSign(t, alice.masterObj, a, dev, devKey), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out struct {
+				Failures map[string]map[string]struct {
+					Errcode string `json:"errcode"`
+				} `json:"failures"`
+			}
+			alice.c.MustDo("POST", sigUpload, map[string]any{a: map[string]any{tc.keyID: tc.obj}}, &out)
+			if got := out.Failures[a][tc.keyID].Errcode; got != tc.code {
+				t.Fatalf("failure %q, want %q (%v)", got, tc.code, out.Failures)
+			}
+		})
+	}
+	ctx, users := context.Background(), []roomdag.UserID{roomdag.UserID(a)}
+	ds, err := srv.HS.CrossSigning.DeviceSignatures(ctx, roomdag.UserID(a), users)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ds[roomdag.UserID(a)][dev][roomdag.UserID(a)]["ed25519:"+alice.ssk.pub] == "" {
+		t.Fatalf("device signatures: %v, want the self-signing key's of %s", ds, dev)
+	}
+	master, _, _, err := srv.HS.CrossSigning.KeysFor(ctx, roomdag.UserID(a), users)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mk struct {
+		Signatures map[string]map[string]string `json:"signatures"`
+	}
+	if err := json.Unmarshal(master[roomdag.UserID(a)], &mk); err != nil || mk.Signatures[a]["ed25519:"+dev] == "" {
+		t.Fatalf("master key %s: want the device's signature", master[roomdag.UserID(a)])
+	}
+}
