@@ -41,6 +41,8 @@ func Run(t *testing.T, open Opener) {
 		{"ServerKeys", testServerKeys},
 		{"Typing", testTyping},
 		{"HierarchySessions", testHierarchySessions},
+		{"CrossSigningStore", testCrossSigningStore},
+		{"KeyBackupStore", testKeyBackupStore},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
 	}
