@@ -169,6 +169,9 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 		if ev.Type == "" || ev.Type == roomdag.TypeCreate || ev.Type == roomdag.TypeMember {
 			return nil, httpapi.BadJSON("initial_state may not hold %q events", ev.Type)
 		}
+		if err := s.checkRoomEncryption(ev.Type); err != nil {
+			return nil, err
+		}
 		if len(ev.Content) == 0 || ev.Content[0] != '{' {
 			return nil, httpapi.BadJSON("initial_state content must be an object")
 		}
@@ -183,6 +186,7 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 			}
 		}
 	}
+	req.InitialState = s.withDefaultEncryption(preset, req.InitialState)
 	createEv, rest, err := s.firstEvents(r.Context(), newRoom{
 		version: v, creator: user, create: create, powerLevels: pl, alias: alias, preset: preset,
 		initial: req.InitialState, name: req.Name, topic: req.Topic, invites: invites, isDirect: req.IsDirect,

@@ -97,7 +97,7 @@ func (s *Server) wrap(rt route) http.HandlerFunc {
 					return nil, err
 				}
 				if rq != nil {
-					r = r.WithContext(context.WithValue(r.Context(), ctxRequester, rq))
+					r = r.WithContext(context.WithValue(context.WithValue(r.Context(), ctxRequester, rq), ctxServerKey{}, s))
 					if err := checkHolds(rt, r, rq); err != nil {
 						return nil, err
 					}

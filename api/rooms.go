@@ -414,6 +414,9 @@ func (s *Server) putState(r *http.Request) (any, error) {
 	if err := checkEventType(evType); err != nil {
 		return nil, err
 	}
+	if err := s.checkRoomEncryption(evType); err != nil {
+		return nil, err
+	}
 	if len(stateKey) > roomdag.MaxFieldBytes {
 		return nil, httpapi.InvalidParam("state key is longer than %d bytes", roomdag.MaxFieldBytes)
 	}

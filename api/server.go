@@ -75,6 +75,11 @@ type Config struct {
 	// ServerNotices configures server notices (api/servernotices.go);
 	// nil turns them off.
 	ServerNotices *ServerNoticesConfig
+	// EncryptionByDefault is encryption_enabled_by_default_for_room_type
+	// (EncryptionAll, EncryptionInvite, EncryptionOff; api/encryption.go),
+	// and RefuseRoomEncryption refuses m.room.encryption in rooms.
+	EncryptionByDefault  string
+	RefuseRoomEncryption bool
 	// Routes are served beside the API's own, by other packages
 	// (api/extroutes.go).
 	Routes []Route

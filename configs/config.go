@@ -183,6 +183,25 @@ type Config struct {
 	// Default: "11".
 	DefaultRoomVersion string `yaml:"default_room_version"`
 
+	// EncryptionEnabledByDefaultForRoomType, under Synapse's key and with
+	// its meaning, turns end-to-end encryption on in new rooms: "all"
+	// rooms, rooms created with the private_chat or trusted_private_chat
+	// preset ("invite"), or none ("off"). createRoom then adds an
+	// m.room.encryption event (m.megolm.v1.aes-sha2) to the initial state
+	// unless the request has one. RefuseRoomEncryption overrides it.
+	// Default: "off".
+	EncryptionEnabledByDefaultForRoomType string `yaml:"encryption_enabled_by_default_for_room_type"`
+
+	// RefuseRoomEncryption, when true, refuses end-to-end encryption in
+	// rooms, for organisations whose rules require a readable archive:
+	// m.room.encryption in a new room's initial state and sent as a state
+	// event later are answered 403 M_FORBIDDEN, and
+	// EncryptionEnabledByDefaultForRoomType adds nothing. Rooms that are
+	// encrypted already stay so. A pointer so that a deployment's own
+	// default (the compliance service's: on) applies when it is unset.
+	// Default: unset (false).
+	RefuseRoomEncryption *bool `yaml:"refuse_room_encryption"`
+
 	// BackchatDefault is how many recent events a member gets in /sync for
 	// a room it has just joined or is catching up on after a gap, when
 	// neither its filter nor the room sets a number. At least 1 and at most
@@ -734,44 +753,45 @@ type RateLimit struct {
 // sample homeserver.yaml decodes to. It is valid as it is.
 func Default() Config {
 	return Config{
-		ServerName:                     "localhost:8008",
-		PublicBaseURL:                  "",
-		Listen:                         "127.0.0.1:8008",
-		FederationListen:               "",
-		FederationVerifyCertificates:   true,
-		FederationDomainWhitelist:      []string{},
-		DataDir:                        "./data",
-		Database:                       Database{Name: EngineSQLite, Args: DatabaseArgs{CPMin: 5, CPMax: 10}, WorkerLeaseDuration: Duration(DefaultWorkerLeaseDuration)},
-		SigningKeyFile:                 "",
-		OldSigningKeys:                 map[string]OldSigningKey{},
-		TrustedKeyServers:              []TrustedKeyServer{},
-		Caches:                         Caches{Rooms: 2000},
-		EnableRegistration:             false,
-		RegistrationRequiresToken:      false,
-		RegistrationTokens:             []Secret{},
-		RegistrationSharedSecret:       Secret{},
-		BcryptRounds:                   12,
-		PasswordConfig:                 PasswordConfig{Policy: PasswordPolicy{Enabled: true, MinimumLength: 8}},
-		DefaultRoomVersion:             "11",
-		BackchatDefault:                50,
-		BackchatMax:                    1000,
-		MaxRequestSize:                 1 * MiB,
-		MaxUploadSize:                  50 * MiB,
-		EnableAuthenticatedMedia:       true,
-		RefreshableAccessTokenLifetime: 0,
-		URLPreviewEnabled:              false,
-		URLPreviewIPRangeBlacklist:     DefaultIPRangeBlacklist(),
-		URLPreviewIPRangeWhitelist:     []string{},
-		ThumbnailSizes:                 DefaultThumbnailSizes(),
-		MaxThumbnailMemory:             256 * MiB,
-		RequestBodyTimeout:             Duration(30 * time.Second),
-		MinUploadRate:                  1 * KiB,
-		IPRangeBlacklist:               DefaultIPRangeBlacklist(),
-		IPRangeWhitelist:               []string{},
-		MaxSpiderSize:                  10 * MiB,
-		Presence:                       Presence{Enabled: true},
-		ServerNotices:                  ServerNotices{RoomName: "Server Notices"},
-		Retention:                      DefaultRetention(),
+		ServerName:                            "localhost:8008",
+		PublicBaseURL:                         "",
+		Listen:                                "127.0.0.1:8008",
+		FederationListen:                      "",
+		FederationVerifyCertificates:          true,
+		FederationDomainWhitelist:             []string{},
+		DataDir:                               "./data",
+		Database:                              Database{Name: EngineSQLite, Args: DatabaseArgs{CPMin: 5, CPMax: 10}, WorkerLeaseDuration: Duration(DefaultWorkerLeaseDuration)},
+		SigningKeyFile:                        "",
+		OldSigningKeys:                        map[string]OldSigningKey{},
+		TrustedKeyServers:                     []TrustedKeyServer{},
+		Caches:                                Caches{Rooms: 2000},
+		EnableRegistration:                    false,
+		RegistrationRequiresToken:             false,
+		RegistrationTokens:                    []Secret{},
+		RegistrationSharedSecret:              Secret{},
+		BcryptRounds:                          12,
+		PasswordConfig:                        PasswordConfig{Policy: PasswordPolicy{Enabled: true, MinimumLength: 8}},
+		DefaultRoomVersion:                    "11",
+		EncryptionEnabledByDefaultForRoomType: "off",
+		BackchatDefault:                       50,
+		BackchatMax:                           1000,
+		MaxRequestSize:                        1 * MiB,
+		MaxUploadSize:                         50 * MiB,
+		EnableAuthenticatedMedia:              true,
+		RefreshableAccessTokenLifetime:        0,
+		URLPreviewEnabled:                     false,
+		URLPreviewIPRangeBlacklist:            DefaultIPRangeBlacklist(),
+		URLPreviewIPRangeWhitelist:            []string{},
+		ThumbnailSizes:                        DefaultThumbnailSizes(),
+		MaxThumbnailMemory:                    256 * MiB,
+		RequestBodyTimeout:                    Duration(30 * time.Second),
+		MinUploadRate:                         1 * KiB,
+		IPRangeBlacklist:                      DefaultIPRangeBlacklist(),
+		IPRangeWhitelist:                      []string{},
+		MaxSpiderSize:                         10 * MiB,
+		Presence:                              Presence{Enabled: true},
+		ServerNotices:                         ServerNotices{RoomName: "Server Notices"},
+		Retention:                             DefaultRetention(),
 		RateLimiting: RateLimiting{
 			Enabled: true,
 			Message: RateLimit{PerSecond: 10, BurstCount: 50},

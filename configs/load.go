@@ -326,6 +326,12 @@ func (c *Config) validate(lines map[string]int) []*FieldError {
 		bad("data_dir", "must not be empty")
 	}
 
+	switch c.EncryptionEnabledByDefaultForRoomType {
+	case "all", "invite", "off":
+	default:
+		bad("encryption_enabled_by_default_for_room_type", "%q: must be all, invite or off", c.EncryptionEnabledByDefaultForRoomType)
+	}
+
 	c.validateDatabase(bad)
 	c.validateFederationKeys(bad)
 	c.validateFederation(bad)

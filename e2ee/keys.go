@@ -73,7 +73,8 @@ type DeviceKeySignatures interface {
 	// DeviceSignatures returns, for the given devices (all of a user's
 	// when mapped to none), the stored signatures of their device keys:
 	// user -> device -> signing user -> key ID -> signature.
-	DeviceSignatures(ctx context.Context, devices map[roomdag.UserID][]string) (map[roomdag.UserID]map[string]map[string]map[string]string, error)
+	// Only signatures requester may see are returned (CrossSigning's).
+	DeviceSignatures(ctx context.Context, requester roomdag.UserID, users []roomdag.UserID) (DeviceSignatures, error)
 }
 
 // Keys is the key server.
@@ -374,14 +375,21 @@ func (k *Keys) query(r *http.Request) (any, error) {
 	for u := range want {
 		deviceKeys[u] = map[string]json.RawMessage{}
 	}
-	var extra map[roomdag.UserID]map[string]map[string]map[string]string
+	var extra DeviceSignatures
 	if ds, ok := k.cross.(DeviceKeySignatures); ok && len(stored) > 0 {
-		if extra, err = ds.DeviceSignatures(r.Context(), want); err != nil {
+		if extra, err = ds.DeviceSignatures(r.Context(), caller, users); err != nil {
 			return nil, err
 		}
 	}
 	for _, dk := range stored {
-		deviceKeys[dk.User][dk.Device] = served(dk, extra[dk.User][dk.Device])
+		var sigs map[string]map[string]string
+		for signer, byKey := range extra[dk.User][dk.Device] {
+			if sigs == nil {
+				sigs = map[string]map[string]string{}
+			}
+			sigs[string(signer)] = byKey
+		}
+		deviceKeys[dk.User][dk.Device] = served(dk, sigs)
 	}
 	resp := map[string]any{"device_keys": deviceKeys, "failures": failures}
 	master, self, usk := map[roomdag.UserID]json.RawMessage{}, map[roomdag.UserID]json.RawMessage{}, map[roomdag.UserID]json.RawMessage{}

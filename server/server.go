@@ -61,6 +61,9 @@ type Homeserver struct {
 	// benchmarks and tests.
 	Rooms  *roomdag.Rooms
 	Syncer *sync.Syncer
+	// CrossSigning holds users' cross-signing keys and signatures; the
+	// key server's /keys/query asks it (e2ee.CrossSigningKeys), tests too.
+	CrossSigning *e2ee.CrossSigning
 	// Notifications is the push rule worker; tests wait on it with
 	// Wait(ctx, pos) instead of sleeping.
 	Notifications *push.Worker
@@ -298,7 +301,10 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	}
 	// End-to-end encryption: the key server is read by /sync and serves
 	// its endpoints behind the client API's authentication.
-	e2 := e2ee.New(e2ee.Config{Server: server, Store: db, Current: notifier.Current, Log: log})
+	// Cross-signing checks signatures against the key server's device
+	// keys and announces its changes on the device-list stream.
+	hs.CrossSigning = e2ee.NewCrossSigning(db, e2ee.StoreDeviceKeys{Store: db}, db)
+	e2 := e2ee.New(e2ee.Config{Server: server, Store: db, CrossSigning: hs.CrossSigning, Current: notifier.Current, Log: log})
 	syncer := sync.NewSyncer(db, hs.Rooms, notifier, clk, log, cfg.BackchatDefault, cfg.BackchatMax, cfg.Presence.Enabled, hs.AppServices, shared, e2.Keys())
 	hs.Syncer = syncer
 	follower = hs.follow(evPos, notifier, push.Wakers{notifier, hs.Pushers})
@@ -316,6 +322,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		Tokens: tokens, SharedSecret: cfg.RegistrationSharedSecret.Reveal(), BcryptCost: cfg.BcryptRounds,
 		PasswordPolicy:     api.PasswordPolicy(cfg.PasswordConfig.Policy),
 		DefaultRoomVersion: v.ID, MaxRequestSize: int64(cfg.MaxRequestSize),
+		EncryptionByDefault: cfg.EncryptionEnabledByDefaultForRoomType, RefuseRoomEncryption: cfg.RefuseRoomEncryption != nil && *cfg.RefuseRoomEncryption,
 		MediaDir: cfg.MediaDir(), MaxUploadSize: int64(cfg.MaxUploadSize), AuthenticatedMedia: cfg.EnableAuthenticatedMedia,
 		RemoteMedia:         federation.MediaFetcher{Client: hs.Federation},
 		URLPreview:          urlPreview(cfg),
@@ -344,7 +351,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 			RoomName: sn.RoomName, RoomAvatarURL: sn.RoomAvatarURL, RoomTopic: sn.RoomTopic, AutoJoin: sn.AutoJoin}
 	}
 	// End-to-end encryption: to-device messages and dehydrated devices
-	// (no outbound federation or key server to hand them yet).
+	// (no outbound federation to hand remote recipients to yet).
 	hs.ToDevice = e2ee.NewToDevice(db, server, nil, e2.Keys(), clk, log)
 	apiCfg.Routes = append(apiCfg.Routes, hs.ToDevice.Routes()...)
 	// Legal holds exist whether or not retention is on: they also stop
@@ -356,6 +363,9 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	for _, rt := range retention.NewAPI(hs.Holds, db, requesterID).Routes() {
 		apiCfg.Routes = append(apiCfg.Routes, api.Route{Method: rt.Method, Path: rt.Path, Handler: rt.Handler})
 	}
+	// Cross-signing and key backup (e2ee/crosssign.go, e2ee/backup.go).
+	apiCfg.Routes = append(apiCfg.Routes, hs.CrossSigning.Routes()...)
+	apiCfg.Routes = append(apiCfg.Routes, e2ee.NewKeyBackup(db).Routes()...)
 	client := api.NewServer(apiCfg, db, hs.Rooms, syncer, clk, log, rand.Reader)
 	hs.API = client
 	if err := client.ResumeDeactivations(ctx); err != nil {

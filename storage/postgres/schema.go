@@ -520,4 +520,44 @@ CREATE TABLE dag_events (
 	state_after  BIGINT NOT NULL
 );
 `,
+	// Cross-signing keys and key backup (issue 12): as in SQLite's
+	// schema, which says why.
+	`
+CREATE TABLE e2e_cross_signing_keys (
+	user_id  TEXT COLLATE "C" NOT NULL,
+	usage    TEXT COLLATE "C" NOT NULL,
+	key_id   TEXT COLLATE "C" NOT NULL,
+	key_json TEXT COLLATE "C" NOT NULL,
+	PRIMARY KEY (user_id, usage)
+);
+CREATE TABLE e2e_cross_signing_sigs (
+	target_user   TEXT COLLATE "C" NOT NULL,
+	target_key_id TEXT COLLATE "C" NOT NULL,
+	signer_user   TEXT COLLATE "C" NOT NULL,
+	signer_key_id TEXT COLLATE "C" NOT NULL,
+	signature     TEXT COLLATE "C" NOT NULL,
+	PRIMARY KEY (target_user, target_key_id, signer_user, signer_key_id)
+);
+CREATE INDEX e2e_cross_signing_sigs_signer ON e2e_cross_signing_sigs(signer_user, signer_key_id);
+CREATE TABLE e2e_backup_versions (
+	user_id   TEXT COLLATE "C" NOT NULL,
+	version   BIGINT NOT NULL,
+	algorithm TEXT COLLATE "C" NOT NULL,
+	auth_data TEXT COLLATE "C" NOT NULL,
+	etag      BIGINT NOT NULL DEFAULT 0,
+	deleted   BIGINT NOT NULL DEFAULT 0,
+	PRIMARY KEY (user_id, version)
+);
+CREATE TABLE e2e_backup_sessions (
+	user_id             TEXT COLLATE "C" NOT NULL,
+	version             BIGINT NOT NULL,
+	room_id             TEXT COLLATE "C" NOT NULL,
+	session_id          TEXT COLLATE "C" NOT NULL,
+	first_message_index BIGINT NOT NULL,
+	forwarded_count     BIGINT NOT NULL,
+	is_verified         BIGINT NOT NULL,
+	session_data        TEXT COLLATE "C" NOT NULL,
+	PRIMARY KEY (user_id, version, room_id, session_id)
+);
+`,
 }

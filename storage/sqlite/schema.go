@@ -659,4 +659,53 @@ CREATE TABLE dag_events (
 	state_after  INTEGER NOT NULL
 ) WITHOUT ROWID;
 `,
+	// Cross-signing keys and key backup (issue 12, e2ee/crosssign.go and
+	// e2ee/backup.go). A user's cross-signing keys: one row per usage
+	// (master, self_signing, user_signing) as uploaded, key_id its public
+	// key. Signatures uploaded through /keys/signatures/upload: one row
+	// per signed key (a device ID or a cross-signing public key of
+	// target_user) and signing key, merged into the keys /keys/query
+	// returns. Backup versions: per user, numbered from 1 and never reused
+	// (deleted marks one gone), etag bumped by every change of its
+	// sessions. Backup sessions: one row per room and session of a
+	// version, the replacement rules' three fields beside the opaque
+	// session_data.
+	`
+CREATE TABLE e2e_cross_signing_keys (
+	user_id  TEXT NOT NULL,
+	usage    TEXT NOT NULL,
+	key_id   TEXT NOT NULL,
+	key_json TEXT NOT NULL,
+	PRIMARY KEY (user_id, usage)
+) WITHOUT ROWID;
+CREATE TABLE e2e_cross_signing_sigs (
+	target_user   TEXT NOT NULL,
+	target_key_id TEXT NOT NULL,
+	signer_user   TEXT NOT NULL,
+	signer_key_id TEXT NOT NULL,
+	signature     TEXT NOT NULL,
+	PRIMARY KEY (target_user, target_key_id, signer_user, signer_key_id)
+) WITHOUT ROWID;
+CREATE INDEX e2e_cross_signing_sigs_signer ON e2e_cross_signing_sigs(signer_user, signer_key_id);
+CREATE TABLE e2e_backup_versions (
+	user_id   TEXT NOT NULL,
+	version   INTEGER NOT NULL,
+	algorithm TEXT NOT NULL,
+	auth_data TEXT NOT NULL,
+	etag      INTEGER NOT NULL DEFAULT 0,
+	deleted   INTEGER NOT NULL DEFAULT 0,
+	PRIMARY KEY (user_id, version)
+) WITHOUT ROWID;
+CREATE TABLE e2e_backup_sessions (
+	user_id             TEXT NOT NULL,
+	version             INTEGER NOT NULL,
+	room_id             TEXT NOT NULL,
+	session_id          TEXT NOT NULL,
+	first_message_index INTEGER NOT NULL,
+	forwarded_count     INTEGER NOT NULL,
+	is_verified         INTEGER NOT NULL,
+	session_data        TEXT NOT NULL,
+	PRIMARY KEY (user_id, version, room_id, session_id)
+) WITHOUT ROWID;
+`,
 }

@@ -48,6 +48,8 @@ func Run(t *testing.T, open Opener) {
 		{"LegalHolds", testLegalHolds},
 		{"DAG", testDAG},
 		{"DAGJoinedLate", testDAGJoinedLate},
+		{"CrossSigningStore", testCrossSigningStore},
+		{"KeyBackupStore", testKeyBackupStore},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
 	}
