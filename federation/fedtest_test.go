@@ -142,7 +142,7 @@ func startNode(t *testing.T, n *network, clk clock.Clock, notaries ...federation
 // setKeys replaces the node's keys (a key rotation) and notaries.
 func (nd *node) setKeys(n *network, own federation.OwnKeys, notaries []federation.Notary) {
 	kr := federation.NewKeyring(own, nd.store, n, notaries, nd.clock, discard())
-	h := federation.NewKeyServer(own, kr, nd.clock, discard(), "test").Handler()
+	h := federation.NewKeyServer(own, kr, nd.clock, discard(), "test").Handler(nil)
 	nd.mu.Lock()
 	defer nd.mu.Unlock()
 	nd.own, nd.keyring, nd.handler = own, kr, h

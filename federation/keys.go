@@ -74,12 +74,13 @@ func NewKeyServer(own OwnKeys, keys *Keyring, clk clock.Clock, log *slog.Logger,
 	return &KeyServer{own: own, keys: keys, clock: clk, version: version, http: httpapi.NewAdapter(log, nil)}
 }
 
-// Handler serves the key and version endpoints. It is meant for every path
+// Handler serves the key and version endpoints, and the endpoints of
+// routes (Inbound.Routes, already authenticated). It is meant for every path
 // under /_matrix/federation/ and /_matrix/key/: what it does not serve is
 // answered as the client API answers it, 405 M_UNRECOGNIZED for a known
 // path asked with another method and 404 M_UNRECOGNIZED for an unknown
 // path (spec: "API Standards").
-func (k *KeyServer) Handler(middlewares ...func(http.Handler) http.Handler) http.Handler {
+func (k *KeyServer) Handler(routes []Endpoint, middlewares ...func(http.Handler) http.Handler) http.Handler {
 	r := chi.NewRouter()
 	r.Use(middlewares...) // as api.Server.Handler's
 	// Every GET answers HEAD too, as on the client API (api.Server.Handler).
@@ -93,6 +94,13 @@ func (k *KeyServer) Handler(middlewares ...func(http.Handler) http.Handler) http
 	get("/_matrix/key/v2/query/{serverName}/{keyId}", k.queryOne) // deprecated form, as above
 	r.Post("/_matrix/key/v2/query", k.http.Handler("/_matrix/key/v2/query", k.queryMany))
 	get("/_matrix/federation/v1/version", k.serverVersion)
+	for _, e := range routes {
+		if e.Method == http.MethodGet {
+			get(e.Path, e.Handler)
+		} else {
+			r.Method(e.Method, e.Path, k.http.Handler(e.Path, e.Handler))
+		}
+	}
 	r.NotFound(func(w http.ResponseWriter, req *http.Request) {
 		k.http.WriteError(w, req, httpapi.Errorf(http.StatusNotFound, httpapi.CodeUnrecognized, "unrecognized request"))
 	})

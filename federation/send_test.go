@@ -1,0 +1,198 @@
+package federation_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/testserver"
+)
+
+// txnAnswer is an answer to a federation request.
+type txnAnswer struct {
+	status int
+	body   []byte
+}
+
+func (r txnAnswer) errcode() string {
+	var e struct {
+		Errcode string `json:"errcode"`
+	}
+	json.Unmarshal(r.body, &e)
+	return e.Errcode
+}
+
+// txnPut sends PUT path with body, signed by from's own transport, to
+// server to.
+func txnPut(t *testing.T, from *testserver.Server, to, path string, body []byte) txnAnswer {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := from.HS.Federation.Do(ctx, roomdag.ServerName(to), req)
+	if err != nil {
+		t.Fatalf("PUT %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return txnAnswer{resp.StatusCode, b}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// fakePDU is a PDU of room as B would build it; A cannot accept it (it
+// takes no remote events yet), so it needs no valid signature.
+func fakePDU(room, sender string, n int) map[string]any {
+	return map[string]any{
+		"room_id": room, "sender": sender, "type": "m.room.message", "origin_server_ts": 1000 + n,
+		"content": map[string]any{"body": fmt.Sprint("pdu ", n)}, "depth": 10 + n,
+		"prev_events": []string{}, "auth_events": []string{}, "hashes": map[string]string{"sha256": "x"},
+		"signatures": map[string]any{},
+	}
+}
+
+// TestInboundTransaction: B's transactions to A over the real transport.
+// Unsigned ones are refused; malformed bodies and oversized ones get 400
+// with an errcode; every PDU gets a result (an error, since A takes no
+// remote PDUs yet, for a room A knows as for one it does not); EDUs for
+// a room where B has no member, or claiming a user of another server,
+// are ignored; a replay returns the stored answer and does nothing again.
+func TestInboundTransaction(t *testing.T) {
+	fed := testserver.Federation(t, 2, testserver.Options{})
+	a, b := fed[0], fed[1]
+	alice := a.Register("alice")
+	room := alice.CreateRoom(map[string]any{})
+	bob := "@bob:" + b.Name()
+
+	// Unsigned: 401, through A's client listener as through any.
+	if resp := a.Anonymous().Do("PUT", "/_matrix/federation/v1/send/t0", map[string]any{"pdus": []any{}}); resp.Status != http.StatusUnauthorized || resp.Errcode() != "M_UNAUTHORIZED" {
+		t.Fatalf("unsigned: %d %s", resp.Status, resp.Body)
+	}
+
+	base := func() map[string]any {
+		return map[string]any{"origin": b.Name(), "origin_server_ts": 1, "pdus": []any{}}
+	}
+	many := func(n int) []any {
+		out := make([]any, n)
+		for i := range out {
+			out[i] = fakePDU(room, bob, i)
+		}
+		return out
+	}
+	manyEDUs := make([]any, 101)
+	for i := range manyEDUs {
+		manyEDUs[i] = map[string]any{"edu_type": "m.typing", "content": map[string]any{}}
+	}
+	for _, tc := range []struct {
+		name string
+		body func() map[string]any
+		code string
+	}{
+		{"no pdus", func() map[string]any { m := base(); delete(m, "pdus"); return m }, "M_BAD_JSON"},
+		{"pdus not a list", func() map[string]any { m := base(); m["pdus"] = "x"; return m }, "M_BAD_JSON"},
+		{"pdu not an object", func() map[string]any { m := base(); m["pdus"] = []any{1}; return m }, "M_BAD_JSON"},
+		{"no origin", func() map[string]any { m := base(); delete(m, "origin"); return m }, "M_BAD_JSON"},
+		{"no origin_server_ts", func() map[string]any { m := base(); delete(m, "origin_server_ts"); return m }, "M_BAD_JSON"},
+		{"edu without type", func() map[string]any { m := base(); m["edus"] = []any{map[string]any{}}; return m }, "M_BAD_JSON"},
+		{"51 pdus", func() map[string]any { m := base(); m["pdus"] = many(51); return m }, "M_BAD_JSON"},
+		{"101 edus", func() map[string]any { m := base(); m["edus"] = manyEDUs; return m }, "M_BAD_JSON"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := txnPut(t, b, a.Name(), "/_matrix/federation/v1/send/bad-"+strings.ReplaceAll(tc.name, " ", "-"), mustJSON(t, tc.body()))
+			if resp.status != http.StatusBadRequest || resp.errcode() != tc.code {
+				t.Fatalf("got %d %s, want 400 %s", resp.status, resp.body, tc.code)
+			}
+		})
+	}
+	if st := a.HS.FedTxns.Stats(); st.Processed != 0 || st.PDUs != 0 {
+		t.Fatalf("refused transactions were processed: %+v", st)
+	}
+
+	// 50 PDUs is the limit, not over it.
+	txn := base()
+	pdus := many(50)
+	pdus = append(pdus[:49], fakePDU("!nowhere:"+b.Name(), bob, 99))
+	txn["pdus"] = pdus
+	txn["edus"] = []any{
+		// B has no member in the room: ignored.
+		map[string]any{"edu_type": "m.typing", "content": map[string]any{"room_id": room, "user_id": bob, "typing": true}},
+		// A user of A's, claimed by B: ignored.
+		map[string]any{"edu_type": "m.typing", "content": map[string]any{"room_id": room, "user_id": alice.UserID, "typing": true}},
+		map[string]any{"edu_type": "m.receipt", "content": map[string]any{room: map[string]any{"m.read": map[string]any{
+			bob: map[string]any{"event_ids": []string{"$x"}, "data": map[string]any{"ts": 1}}}}}},
+		// An EDU type nobody handles yet: ignored.
+		map[string]any{"edu_type": "m.device_list_update", "content": map[string]any{}},
+	}
+	body := mustJSON(t, txn)
+	first := txnPut(t, b, a.Name(), "/_matrix/federation/v1/send/txn1", body)
+	if first.status != http.StatusOK {
+		t.Fatalf("transaction: %d %s", first.status, first.body)
+	}
+	var out struct {
+		PDUs map[string]struct {
+			Error *string `json:"error"`
+		} `json:"pdus"`
+	}
+	if err := json.Unmarshal(first.body, &out); err != nil {
+		t.Fatal(err)
+	}
+	if len(out.PDUs) != 50 {
+		t.Fatalf("%d PDU results, want 50: %s", len(out.PDUs), first.body)
+	}
+	for id, r := range out.PDUs {
+		if r.Error == nil || *r.Error == "" {
+			t.Errorf("PDU %s accepted; A takes no remote PDUs yet", id)
+		}
+	}
+	st := a.HS.FedTxns.Stats()
+	// 49 PDUs of a known room reach the handler; the unknown room's does
+	// not. No EDU applies.
+	if st.Processed != 1 || st.PDUs != 49 || st.EDUs != 0 {
+		t.Fatalf("stats after the transaction: %+v", st)
+	}
+
+	// The replay: same answer, nothing done again.
+	again := txnPut(t, b, a.Name(), "/_matrix/federation/v1/send/txn1", body)
+	if again.status != http.StatusOK || !bytes.Equal(again.body, first.body) {
+		t.Fatalf("replay answered %d %s, first %s", again.status, again.body, first.body)
+	}
+	if st2 := a.HS.FedTxns.Stats(); st2.Processed != 1 || st2.PDUs != 49 || st2.Replayed != 1 {
+		t.Fatalf("stats after the replay: %+v", st2)
+	}
+	// The same ID from another origin would be another transaction; the
+	// same ID with another body from B is still the replay.
+	other := txnPut(t, b, a.Name(), "/_matrix/federation/v1/send/txn1", mustJSON(t, base()))
+	if other.status != http.StatusOK || !bytes.Equal(other.body, first.body) {
+		t.Fatalf("replay with another body answered %d %s", other.status, other.body)
+	}
+
+	// Alice's sync shows no typing from B.
+	s := alice.Sync("")
+	rooms, _ := s["rooms"].(map[string]any)
+	join, _ := rooms["join"].(map[string]any)
+	r, _ := join[room].(map[string]any)
+	eph, _ := r["ephemeral"].(map[string]any)
+	if evs, _ := eph["events"].([]any); len(evs) != 0 {
+		t.Fatalf("ephemeral events from a server with no member: %v", evs)
+	}
+}
