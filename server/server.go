@@ -57,6 +57,9 @@ type Homeserver struct {
 	Keyring    *federation.Keyring
 	// FedTxns serves inbound transactions; tests read its Stats.
 	FedTxns *federation.Transactions
+	// FedSender sends local events and EDUs to other servers; tests
+	// read its Stats.
+	FedSender *federation.Sender
 	// Rooms is the write path and Syncer the /sync assembly, exposed for
 	// benchmarks and tests.
 	Rooms  *roomdag.Rooms
@@ -264,7 +267,18 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	hs.AppServices = appservice.New(registry, db, appservice.RoomStatesFunc(func(ctx context.Context, id roomdag.RoomID) (*roomdag.RoomState, error) {
 		return rooms.State(ctx, id)
 	}), clk, log, nil, hs.lease("appservices", clk))
-	listeners := []roomdag.Listener{notifier, hs.Notifications, hs.AppServices}
+	// The federation sender queues each local event for the servers in
+	// its room; it reads room state through the write path too.
+	roomStates := federation.StateSourceFunc(func(ctx context.Context, id roomdag.RoomID) (*roomdag.RoomState, error) {
+		return rooms.State(ctx, id)
+	})
+	hs.Federation = federationClient(cfg, key, clk)
+	// Server ACLs: fedread's roomdag.ServerAllowed goes in
+	// JoinedServers.ServerAllowed once merged.
+	hs.FedSender = federation.NewSender(federation.SenderOptions{Server: server, Store: db, Client: hs.Federation,
+		Destinations: federation.JoinedServers{Server: server, Rooms: roomStates}, Rooms: roomStates,
+		Holder: hs.lease("federation_sender", clk), Clock: clk, Log: log})
+	listeners := []roomdag.Listener{notifier, hs.Notifications, hs.AppServices, hs.FedSender}
 	var events *metrics.Events
 	if cfg.Metrics.Enabled {
 		events = metrics.NewEvents(server)
@@ -301,7 +315,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		DefaultRoomVersion: v.ID, MaxRequestSize: int64(cfg.MaxRequestSize),
 		MediaDir: cfg.MediaDir(), MaxUploadSize: int64(cfg.MaxUploadSize), AuthenticatedMedia: cfg.EnableAuthenticatedMedia,
 		URLPreview:          urlPreview(cfg),
-		AppServices:         hs.AppServices,
+		AppServices:         ephemeralTee{hs.AppServices, hs.FedSender},
 		Pushers:             hs.Pushers,
 		BodyTimeout:         cfg.RequestBodyTimeout.Std(),
 		MinUploadRate:       int64(cfg.MinUploadRate),
@@ -351,7 +365,6 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	mux := http.NewServeMux()
 	mux.Handle("GET /health", hs.health) // HEAD too
 	own := federationKeys(cfg, key)
-	hs.Federation = federationClient(cfg, key, clk)
 	keyring := federation.NewKeyring(own, db, hs.Federation, notaries(cfg), clk, log)
 	hs.Keyring = keyring
 	// Every federation endpoint but the key and version ones is signed
@@ -424,6 +437,10 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		hs.stopWorkers()
 		return err
 	}
+	if err := hs.FedSender.Start(ctx); err != nil {
+		hs.stopWorkers()
+		return err
+	}
 	// Last: it starts nothing when it fails.
 	if err := hs.Pushers.Start(ctx); err != nil {
 		hs.stopWorkers()
@@ -475,6 +492,7 @@ func (hs *Homeserver) stopWorkers() {
 	hs.Notifications.Stop()
 	hs.Pushers.Stop()
 	hs.AppServices.Stop()
+	hs.FedSender.Stop()
 	for _, l := range hs.leases {
 		l.Stop()
 	}
@@ -687,4 +705,21 @@ func LoadOrCreateKey(path string, server roomdag.ServerName) (roomdag.SigningKey
 		return roomdag.SigningKey{}, err
 	}
 	return k, nil
+}
+
+// ephemeralTee hands the client API's typing and receipt changes to the
+// application services and to the federation sender both.
+type ephemeralTee struct {
+	*appservice.Service
+	fed *federation.Sender
+}
+
+func (e ephemeralTee) Typing(room roomdag.RoomID, user roomdag.UserID, typing bool, timeout time.Duration) {
+	e.Service.Typing(room, user, typing, timeout)
+	e.fed.Typing(room, user, typing, timeout)
+}
+
+func (e ephemeralTee) Receipt(room roomdag.RoomID, user roomdag.UserID, typ, thread string, event roomdag.EventID, tsMS int64) {
+	e.Service.Receipt(room, user, typ, thread, event, tsMS)
+	e.fed.Receipt(room, user, typ, thread, event, tsMS)
 }

@@ -67,8 +67,11 @@ var errFederationMoved = errors.New("federation sender position moved")
 
 // QueueFederationPDUs appends items to their destinations' queues and
 // moves the sender's position from from to to, in one transaction; it
-// fails, storing nothing, when the position is not from.
-func (db *DB) QueueFederationPDUs(ctx context.Context, from, to roomdag.StreamPos, items map[roomdag.ServerName][]storage.FederationItem) error {
+// fails, storing nothing, when the position is not from. A destination
+// met for the first time numbers its transactions from nowMS, so that
+// IDs stay unique to it even if this database is ever started afresh
+// (the destination keeps the IDs it saw, to deduplicate).
+func (db *DB) QueueFederationPDUs(ctx context.Context, from, to roomdag.StreamPos, items map[roomdag.ServerName][]storage.FederationItem, nowMS int64) error {
 	return db.write(func(tx *sql.Tx) error {
 		res, err := tx.Exec(`UPDATE federation_sender SET event_pos = ? WHERE id = 1 AND event_pos = ?`, int64(to), int64(from))
 		if err != nil {
@@ -77,22 +80,22 @@ func (db *DB) QueueFederationPDUs(ctx context.Context, from, to roomdag.StreamPo
 		if n, _ := res.RowsAffected(); n != 1 {
 			return fmt.Errorf("%w: not at %d", errFederationMoved, from)
 		}
-		return queueFederation(tx, items)
+		return queueFederation(tx, items, nowMS)
 	}, nil)
 }
 
 // QueueFederationEDUs appends EDUs to their destinations' queues.
-func (db *DB) QueueFederationEDUs(ctx context.Context, items map[roomdag.ServerName][]storage.FederationItem) error {
-	return db.write(func(tx *sql.Tx) error { return queueFederation(tx, items) }, nil)
+func (db *DB) QueueFederationEDUs(ctx context.Context, items map[roomdag.ServerName][]storage.FederationItem, nowMS int64) error {
+	return db.write(func(tx *sql.Tx) error { return queueFederation(tx, items, nowMS) }, nil)
 }
 
-func queueFederation(tx *sql.Tx, items map[roomdag.ServerName][]storage.FederationItem) error {
+func queueFederation(tx *sql.Tx, items map[roomdag.ServerName][]storage.FederationItem, nowMS int64) error {
 	for dest, list := range items {
 		if len(list) == 0 {
 			continue
 		}
 		if _, err := tx.Exec(`INSERT INTO federation_destinations (destination, last_txn, failures, retry_at_ms, down_since_ms)
-			VALUES (?, 0, 0, 0, 0) ON CONFLICT (destination) DO NOTHING`, string(dest)); err != nil {
+			VALUES (?, ?, 0, 0, 0) ON CONFLICT (destination) DO NOTHING`, string(dest), nowMS); err != nil {
 			return err
 		}
 		var next int64
