@@ -269,7 +269,7 @@ func TestSenderQueue(t *testing.T) {
 		send(5)
 		wait("a failure", func(s federation.SenderStats) bool { return s.Failed == 3 && s.Waiting == 1 })
 		sender.Stop()
-		send(3) // while no sender runs
+		send(3)              // while no sender runs
 		sender = newSender() // its counts start again at 0
 		wait("the restarted sender waiting", func(s federation.SenderStats) bool { return s.Waiting == 1 })
 		rcv.up(t)
