@@ -7,11 +7,18 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/go-chi/chi/v5"
+
+	"github.com/persistentchat/homeserver/clock"
+	"github.com/persistentchat/homeserver/federation"
+	"github.com/persistentchat/homeserver/httpapi"
 	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/server"
 	"github.com/persistentchat/homeserver/testserver"
 )
 
@@ -194,5 +201,160 @@ func TestInboundTransaction(t *testing.T) {
 	eph, _ := r["ephemeral"].(map[string]any)
 	if evs, _ := eph["events"].([]any); len(evs) != 0 {
 		t.Fatalf("ephemeral events from a server with no member: %v", evs)
+	}
+}
+
+// withMember is A's real room state with one more joined member: the
+// join of a remote user, which only joins over federation (not built
+// yet) can put in a room.
+type withMember struct {
+	rooms  federation.StateSource
+	room   roomdag.RoomID
+	member *roomdag.Event
+}
+
+func (w withMember) State(ctx context.Context, id roomdag.RoomID) (*roomdag.RoomState, error) {
+	st, err := w.rooms.State(ctx, id)
+	if err != nil || id != w.room {
+		return st, err
+	}
+	cp := *st
+	cp.State = st.State.With(w.member)
+	return &cp, nil
+}
+
+// TestInboundEDUs: typing, receipts and presence from B land in A's
+// sync, storage and presence, for a room in which B has a joined
+// member. No join over federation exists yet, so B's member is added to
+// the room state A's transactions read (withMember, a real join event
+// signed by B); everything else is A's: its keyring authenticates B, its
+// syncer and database take the EDUs, and alice reads them through A's
+// /sync. EDUs claiming users of another server, and any for a room where
+// B has no member, are ignored.
+func TestInboundEDUs(t *testing.T) {
+	fed := testserver.Federation(t, 2, testserver.Options{})
+	a, b := fed[0], fed[1]
+	alice := a.Register("alice")
+	bob := roomdag.UserID("@bob:" + b.Name())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	room := roomdag.RoomID(alice.CreateRoom(map[string]any{"preset": "public_chat"}))
+	other := alice.CreateRoom(map[string]any{})
+	msg := alice.SendText(string(room), "read me")
+
+	bKey, err := server.LoadOrCreateKey(b.Config.SigningKeyPath(), roomdag.ServerName(b.Name()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := a.HS.Rooms.State(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	create := st.State.Get(roomdag.TypeCreate, "")
+	jr := st.State.Get(roomdag.TypeJoinRules, "")
+	join := mustJSON(t, map[string]any{"room_id": room, "sender": bob, "type": roomdag.TypeMember, "state_key": bob,
+		"content": map[string]any{"membership": "join"}, "origin_server_ts": 1, "depth": st.Depth + 1,
+		"prev_events": st.Extremities, "auth_events": []roomdag.EventID{create.ID(), jr.ID()}})
+	join, err = roomdag.AddContentHash(st.Version, join)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if join, err = roomdag.SignEvent(st.Version, bKey, join); err != nil {
+		t.Fatal(err)
+	}
+	member, err := roomdag.NewEventFromJSON(st.Version, join)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	auth := federation.NewAuthenticator(roomdag.ServerName(a.Name()), a.HS.Keyring, 1<<20, nil)
+	txns := federation.NewTransactions(federation.TxnOptions{Server: roomdag.ServerName(a.Name()), Auth: auth, Store: a.HS.DB(),
+		Rooms: withMember{a.HS.Rooms, room, member}, Ephemeral: a.HS.Syncer, Clock: clock.Real{}, Log: discard()})
+	router := chi.NewRouter()
+	adapter := httpapi.NewAdapter(discard(), nil)
+	for _, e := range txns.Routes() {
+		router.Method(e.Method, e.Path, adapter.Handler(e.Path, e.Handler))
+	}
+	put := func(id string, edus ...any) {
+		t.Helper()
+		body := mustJSON(t, map[string]any{"origin": b.Name(), "origin_server_ts": 1, "pdus": []any{}, "edus": edus})
+		uri := "/_matrix/federation/v1/send/" + id
+		x, err := federation.SignRequest(bKey, roomdag.ServerName(a.Name()), http.MethodPut, uri, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := httptest.NewRequestWithContext(ctx, http.MethodPut, uri, bytes.NewReader(body))
+		req.Header.Set("Authorization", x.String())
+		rec := httptest.NewRecorder()
+		router.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			t.Fatalf("transaction %s: %d %s", id, rec.Code, rec.Body)
+		}
+	}
+	typingEDU := func(room any, user any) any {
+		return map[string]any{"edu_type": "m.typing", "content": map[string]any{"room_id": room, "user_id": user, "typing": true}}
+	}
+	put("ignored",
+		typingEDU(room, "@carol:"+a.Name()), // not B's user
+		typingEDU(other, bob),               // B has no member there
+		map[string]any{"edu_type": "m.presence", "content": map[string]any{"push": []any{
+			map[string]any{"user_id": "@mallory:" + a.Name(), "presence": "online", "last_active_ago": 0}}}},
+	)
+	if st := txns.Stats(); st.Processed != 1 || st.EDUs != 0 {
+		t.Fatalf("EDUs applied that should not be: %+v", st)
+	}
+	put("applied",
+		typingEDU(room, bob),
+		map[string]any{"edu_type": "m.receipt", "content": map[string]any{string(room): map[string]any{"m.read": map[string]any{
+			string(bob): map[string]any{"event_ids": []string{msg}, "data": map[string]any{"ts": 1234}}}}}},
+		map[string]any{"edu_type": "m.presence", "content": map[string]any{"push": []any{
+			map[string]any{"user_id": bob, "presence": "online", "status_msg": "from B", "last_active_ago": 1000, "currently_active": true}}}},
+	)
+	if st := txns.Stats(); st.Processed != 2 || st.EDUs != 3 {
+		t.Fatalf("EDUs applied: %+v, want 3", st)
+	}
+
+	var s struct {
+		Rooms struct {
+			Join map[string]struct {
+				Ephemeral struct {
+					Events []struct {
+						Type    string         `json:"type"`
+						Content map[string]any `json:"content"`
+					} `json:"events"`
+				} `json:"ephemeral"`
+			} `json:"join"`
+		} `json:"rooms"`
+	}
+	alice.MustDo("GET", "/_matrix/client/v3/sync", nil, &s)
+	var typing []any
+	var readBy map[string]any
+	for _, e := range s.Rooms.Join[string(room)].Ephemeral.Events {
+		switch e.Type {
+		case "m.typing":
+			typing, _ = e.Content["user_ids"].([]any)
+		case "m.receipt":
+			if m, _ := e.Content[msg].(map[string]any); m != nil {
+				readBy, _ = m["m.read"].(map[string]any)
+			}
+		}
+	}
+	if len(typing) != 1 || typing[0] != string(bob) {
+		t.Errorf("typing in A's sync: %v, want only %s", typing, bob)
+	}
+	if readBy[string(bob)] == nil {
+		t.Errorf("no receipt of %s's on %s in A's sync: %v", bob, msg, readBy)
+	}
+	for _, e := range s.Rooms.Join[other].Ephemeral.Events {
+		if e.Type == "m.typing" && len(e.Content["user_ids"].([]any)) > 0 {
+			t.Errorf("typing in the room B has no member in: %v", e.Content)
+		}
+	}
+	p, err := a.HS.DB().Presence(ctx, bob)
+	if err != nil || p.State != "online" || p.StatusMsg != "from B" {
+		t.Errorf("B's user's presence on A: %+v %v", p, err)
+	}
+	if _, err := a.HS.DB().Presence(ctx, roomdag.UserID("@mallory:"+a.Name())); err == nil {
+		t.Error("presence stored for a user of A's, claimed by B")
 	}
 }
