@@ -8,7 +8,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	gosync "sync"
 	"testing"
 	"time"
 
@@ -204,6 +206,47 @@ func TestInboundTransaction(t *testing.T) {
 	}
 }
 
+// txnRouter serves A's transactions with o (on A's keyring, clock
+// and log) in the test, and returns a function that sends one of B's,
+// signed with bKey, with edus (and pdus, when the first "edu" is a
+// []any of PDUs), failing the test unless it is answered 200, and
+// returns the answer.
+func txnRouter(t *testing.T, ctx context.Context, a, b *testserver.Server, bKey roomdag.SigningKey, o federation.TxnOptions) (*federation.Transactions, func(string, ...any) []byte) {
+	o.Server = roomdag.ServerName(a.Name())
+	o.Auth = federation.NewAuthenticator(o.Server, a.HS.Keyring, 1<<20, nil)
+	o.Clock, o.Log = clock.Real{}, discard()
+	txns := federation.NewTransactions(o)
+	router := chi.NewRouter()
+	adapter := httpapi.NewAdapter(discard(), nil)
+	for _, e := range txns.Routes() {
+		router.Method(e.Method, e.Path, adapter.Handler(e.Path, e.Handler))
+	}
+	return txns, func(id string, edus ...any) []byte {
+		t.Helper()
+		pdus := []any{}
+		if len(edus) > 0 {
+			if p, ok := edus[0].([]any); ok {
+				pdus, edus = p, edus[1:]
+			}
+		}
+		body := mustJSON(t, map[string]any{"origin": b.Name(), "origin_server_ts": 1, "pdus": pdus, "edus": edus})
+		uri := "/_matrix/federation/v1/send/" + id
+		x, err := federation.SignRequest(bKey, o.Server, http.MethodPut, uri, body)
+		if err != nil {
+			t.Error(err)
+			return nil
+		}
+		req := httptest.NewRequestWithContext(ctx, http.MethodPut, uri, bytes.NewReader(body))
+		req.Header.Set("Authorization", x.String())
+		rec := httptest.NewRecorder()
+		router.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			t.Errorf("transaction %s: %d %s", id, rec.Code, rec.Body)
+		}
+		return rec.Body.Bytes()
+	}
+}
+
 // withMember is A's real room state with one more joined member: the
 // join of a remote user, which only joins over federation (not built
 // yet) can put in a room.
@@ -267,30 +310,8 @@ func TestInboundEDUs(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	auth := federation.NewAuthenticator(roomdag.ServerName(a.Name()), a.HS.Keyring, 1<<20, nil)
-	txns := federation.NewTransactions(federation.TxnOptions{Server: roomdag.ServerName(a.Name()), Auth: auth, Store: a.HS.DB(),
-		Rooms: withMember{a.HS.Rooms, room, member}, Ephemeral: a.HS.Syncer, Clock: clock.Real{}, Log: discard()})
-	router := chi.NewRouter()
-	adapter := httpapi.NewAdapter(discard(), nil)
-	for _, e := range txns.Routes() {
-		router.Method(e.Method, e.Path, adapter.Handler(e.Path, e.Handler))
-	}
-	put := func(id string, edus ...any) {
-		t.Helper()
-		body := mustJSON(t, map[string]any{"origin": b.Name(), "origin_server_ts": 1, "pdus": []any{}, "edus": edus})
-		uri := "/_matrix/federation/v1/send/" + id
-		x, err := federation.SignRequest(bKey, roomdag.ServerName(a.Name()), http.MethodPut, uri, body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req := httptest.NewRequestWithContext(ctx, http.MethodPut, uri, bytes.NewReader(body))
-		req.Header.Set("Authorization", x.String())
-		rec := httptest.NewRecorder()
-		router.ServeHTTP(rec, req)
-		if rec.Code != http.StatusOK {
-			t.Fatalf("transaction %s: %d %s", id, rec.Code, rec.Body)
-		}
-	}
+	txns, put := txnRouter(t, ctx, a, b, bKey, federation.TxnOptions{Store: a.HS.DB(),
+		Rooms: withMember{a.HS.Rooms, room, member}, Ephemeral: a.HS.Syncer})
 	typingEDU := func(room any, user any) any {
 		return map[string]any{"edu_type": "m.typing", "content": map[string]any{"room_id": room, "user_id": user, "typing": true}}
 	}
@@ -356,5 +377,95 @@ func TestInboundEDUs(t *testing.T) {
 	}
 	if _, err := a.HS.DB().Presence(ctx, roomdag.UserID("@mallory:"+a.Name())); err == nil {
 		t.Error("presence stored for a user of A's, claimed by B")
+	}
+}
+
+// slowRoom handles PDUs, holding those of one room until released, and
+// records the order each room's PDUs came in.
+type slowRoom struct {
+	slow    roomdag.RoomID
+	entered chan struct{}
+	release chan struct{}
+
+	mu    gosync.Mutex
+	order map[roomdag.RoomID][]roomdag.EventID
+}
+
+func (s *slowRoom) HandlePDU(_ context.Context, _ roomdag.ServerName, room roomdag.RoomID, _ *roomdag.RoomVersion, id roomdag.EventID, _ json.RawMessage) error {
+	if room == s.slow {
+		select {
+		case s.entered <- struct{}{}:
+		default:
+		}
+		<-s.release
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.order[room] = append(s.order[room], id)
+	return nil
+}
+
+// TestInboundRoomQueues: while one room's PDUs are slow, a transaction
+// for another room is answered; a later transaction for the slow room
+// waits behind the first, and each room's PDUs are handled in order.
+func TestInboundRoomQueues(t *testing.T) {
+	fed := testserver.Federation(t, 2, testserver.Options{})
+	a, b := fed[0], fed[1]
+	alice := a.Register("alice")
+	bob := "@bob:" + b.Name()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	slow, fast := alice.CreateRoom(map[string]any{}), alice.CreateRoom(map[string]any{})
+	bKey, err := server.LoadOrCreateKey(b.Config.SigningKeyPath(), roomdag.ServerName(b.Name()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &slowRoom{slow: roomdag.RoomID(slow), entered: make(chan struct{}, 1), release: make(chan struct{}),
+		order: map[roomdag.RoomID][]roomdag.EventID{}}
+	_, put := txnRouter(t, ctx, a, b, bKey, federation.TxnOptions{Store: a.HS.DB(), Rooms: a.HS.Rooms, PDUs: h, Ephemeral: a.HS.Syncer})
+	id := func(p map[string]any) roomdag.EventID {
+		id, err := roomdag.EventIDFromJSON(v11, mustJSON(t, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	s1, s2, s3 := fakePDU(slow, bob, 1), fakePDU(slow, bob, 2), fakePDU(slow, bob, 3)
+	f1, f2 := fakePDU(fast, bob, 4), fakePDU(fast, bob, 5)
+
+	first := make(chan []byte, 1)
+	go func() { first <- put("slow1", []any{s1, f1, s2}) }()
+	select {
+	case <-h.entered:
+	case <-ctx.Done():
+		t.Fatal("the slow room's PDU never reached the handler")
+	}
+	// Another transaction, of the fast room only, is answered meanwhile.
+	var out struct {
+		PDUs map[roomdag.EventID]map[string]any `json:"pdus"`
+	}
+	if err := json.Unmarshal(put("fast", []any{f2}), &out); err != nil || len(out.PDUs) != 1 || out.PDUs[id(f2)] == nil {
+		t.Fatalf("fast transaction: %v %v", out, err)
+	}
+	third := make(chan []byte, 1)
+	go func() { third <- put("slow2", []any{s3}) }()
+	close(h.release)
+	out.PDUs = nil
+	if err := json.Unmarshal(<-first, &out); err != nil || len(out.PDUs) != 3 {
+		t.Fatalf("first transaction: %v %v", out, err)
+	}
+	for pid, r := range out.PDUs {
+		if len(r) != 0 {
+			t.Errorf("PDU %s: %v", pid, r)
+		}
+	}
+	<-third
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if got, want := h.order[roomdag.RoomID(slow)], []roomdag.EventID{id(s1), id(s2), id(s3)}; !slices.Equal(got, want) {
+		t.Errorf("slow room's PDUs handled as %v, want %v", got, want)
+	}
+	if got := h.order[roomdag.RoomID(fast)]; len(got) != 2 || !slices.Contains(got, id(f1)) || !slices.Contains(got, id(f2)) {
+		t.Errorf("fast room's PDUs: %v", got)
 	}
 }
