@@ -34,6 +34,10 @@ const (
 // waiting for a slot holds up no other room beyond that bound.
 const maxActiveRooms = 16
 
+// keepTxnResponses is how long a transaction's response is kept for its
+// replays: senders retry for minutes to hours, and Synapse keeps a day.
+const keepTxnResponses = 24 * time.Hour
+
 // remoteTypingTimeout is how long a remote user's typing notice lasts: an
 // m.typing EDU has no timeout, and the origin sends another while the
 // user keeps typing (Synapse's FEDERATION_TIMEOUT is 60 s).
@@ -77,6 +81,8 @@ type TxnStore interface {
 	FederationInboundTxn(ctx context.Context, origin roomdag.ServerName, txnID string) ([]byte, error)
 	// PutFederationInboundTxn stores it; the first stored stays.
 	PutFederationInboundTxn(ctx context.Context, origin roomdag.ServerName, txnID string, response []byte, nowMS int64) error
+	// PruneFederationInboundTxns forgets responses stored before beforeMS.
+	PruneFederationInboundTxns(ctx context.Context, beforeMS int64) error
 	// Event returns a stored event, or storage.ErrNotFound.
 	Event(ctx context.Context, id roomdag.EventID) (*roomdag.StoredEvent, error)
 	// PutReceipt records a receipt (sqlstore.DB.PutReceipt); its commit
@@ -134,9 +140,10 @@ type Transactions struct {
 	o     TxnOptions
 	rooms *roomQueues
 
-	mu       gosync.Mutex
-	inflight map[txnKey]*inflightTxn
-	stats    TxnStats
+	mu        gosync.Mutex
+	inflight  map[txnKey]*inflightTxn
+	stats     TxnStats
+	lastPrune time.Time
 }
 
 type txnKey struct {
@@ -269,9 +276,19 @@ func (t *Transactions) once(ctx context.Context, key txnKey, process func() ([]b
 		in.err = t.o.Store.PutFederationInboundTxn(ctx, key.origin, key.id, in.resp, t.o.Clock.Now().UnixMilli())
 	}
 	if in.err == nil {
+		now := t.o.Clock.Now()
 		t.mu.Lock()
 		t.stats.Processed++
+		prune := now.Sub(t.lastPrune) >= time.Hour
+		if prune {
+			t.lastPrune = now
+		}
 		t.mu.Unlock()
+		if prune {
+			if err := t.o.Store.PruneFederationInboundTxns(ctx, now.Add(-keepTxnResponses).UnixMilli()); err != nil {
+				t.o.Log.Error("federation: pruning transaction responses", "err", err)
+			}
+		}
 	}
 	return in.resp, in.err
 }

@@ -41,6 +41,7 @@ func Run(t *testing.T, open Opener) {
 		{"ServerKeys", testServerKeys},
 		{"Typing", testTyping},
 		{"HierarchySessions", testHierarchySessions},
+		{"FederationTxns", testFederationTxns},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
 	}
