@@ -118,6 +118,8 @@ type SenderStore interface {
 	FederationTxnFailed(ctx context.Context, d storage.FederationDestination) error
 	DropFederationItems(ctx context.Context, dest roomdag.ServerName, seqs []int64) error
 	Event(ctx context.Context, id roomdag.EventID) (*roomdag.StoredEvent, error)
+	// JoinedRooms lists the rooms a local user is joined to.
+	JoinedRooms(ctx context.Context, user roomdag.UserID) ([]roomdag.RoomID, error)
 }
 
 // SenderOptions configure NewSender.
@@ -137,7 +139,10 @@ type SenderOptions struct {
 	// CatchUpAfter: a destination failing for longer than this is sent
 	// only the rooms' latest events when it comes back. Default 1 h.
 	CatchUpAfter time.Duration
-	Clock        clock.Clock
+	// Presence sends local users' presence (presence.federate); off, it
+	// stays local.
+	Presence bool
+	Clock    clock.Clock
 	Log          *slog.Logger
 }
 
@@ -157,6 +162,11 @@ type Sender struct {
 	quit chan struct{}
 	done chan struct{}
 
+	// presence holds local presence changes for the goroutine that
+	// queues them (PresenceChanged must not block).
+	presence   chan presenceChange
+	presenceWG gosync.WaitGroup
+
 	mu      gosync.Mutex
 	held    context.Context // nil while the lease is not held
 	running map[roomdag.ServerName]chan struct{}
@@ -174,7 +184,8 @@ func NewSender(o SenderOptions) *Sender {
 		o.CatchUpAfter = time.Hour
 	}
 	s := &Sender{o: o, quit: make(chan struct{}), done: make(chan struct{}),
-		running: map[roomdag.ServerName]chan struct{}{}, changed: make(chan struct{})}
+		running: map[roomdag.ServerName]chan struct{}{}, changed: make(chan struct{}),
+		presence: make(chan presenceChange, presenceBuffer)}
 	s.loop = streamworker.New(s, streamworker.Options{Name: "federation sender", Clock: o.Clock, Log: o.Log, Holder: o.Holder})
 	return s
 }
@@ -185,6 +196,87 @@ func (s *Sender) Start(ctx context.Context) error {
 		return err
 	}
 	go s.hold()
+	if s.o.Presence {
+		s.presenceWG.Add(1)
+		go s.queuePresence()
+	}
+	return nil
+}
+
+// presenceBuffer bounds the presence changes waiting to be queued; past
+// it changes are dropped (presence is best effort: the next change, or
+// the remote server's own timeout, corrects it).
+const presenceBuffer = 1024
+
+type presenceChange struct {
+	user    roomdag.UserID
+	content json.RawMessage
+}
+
+// PresenceChanged implements sync.PresenceListener: with Presence on, a
+// local user's change goes, as an m.presence EDU, to every server that
+// shares a room with them.
+func (s *Sender) PresenceChanged(user roomdag.UserID, content json.RawMessage) {
+	if !s.o.Presence || user.Server() != s.o.Server {
+		return
+	}
+	select {
+	case s.presence <- presenceChange{user, content}:
+	default:
+		s.o.Log.Warn("federation sender: presence change dropped, queue full", "user", user)
+	}
+}
+
+// queuePresence queues the presence changes, in order.
+func (s *Sender) queuePresence() {
+	defer s.presenceWG.Done()
+	for {
+		select {
+		case <-s.quit:
+			return
+		case c := <-s.presence:
+			if err := s.queuePresenceChange(context.Background(), c); err != nil {
+				s.o.Log.Error("federation sender: queueing presence", "user", c.user, "err", err)
+			}
+		}
+	}
+}
+
+func (s *Sender) queuePresenceChange(ctx context.Context, c presenceChange) error {
+	var p map[string]any
+	if err := json.Unmarshal(c.content, &p); err != nil {
+		return err
+	}
+	p["user_id"] = c.user
+	b, err := json.Marshal(map[string]any{"edu_type": "m.presence", "content": map[string]any{"push": []any{p}}})
+	if err != nil {
+		return err
+	}
+	rooms, err := s.o.Store.JoinedRooms(ctx, c.user)
+	if err != nil {
+		return err
+	}
+	items := map[roomdag.ServerName][]storage.FederationItem{}
+	for _, room := range rooms {
+		dests, err := s.o.Destinations.RoomServers(ctx, room)
+		if err != nil {
+			return err
+		}
+		for _, d := range dests {
+			if len(items[d]) == 0 {
+				items[d] = []storage.FederationItem{{EDU: b}}
+			}
+		}
+	}
+	if len(items) == 0 {
+		return nil
+	}
+	if err := s.o.Store.QueueFederationEDUs(ctx, items, s.o.Clock.Now().UnixMilli()); err != nil {
+		return err
+	}
+	for d := range items {
+		s.wake(d)
+	}
 	return nil
 }
 
@@ -199,6 +291,7 @@ func (s *Sender) Stop() {
 	s.loop.Stop()
 	<-s.done
 	s.wg.Wait()
+	s.presenceWG.Wait()
 }
 
 // EventCommitted implements roomdag.Listener: the worker reads the
@@ -263,16 +356,24 @@ func (s *Sender) hold() {
 		s.mu.Lock()
 		s.held = ctx
 		s.mu.Unlock()
-		if dests, err := s.o.Store.FederationDestinations(ctx); err != nil {
-			s.o.Log.Error("federation sender: listing destinations", "err", err)
-		} else {
-			for _, d := range dests {
-				s.wake(d.Server)
+		// EDUs may be queued by any process sharing the database (typing
+		// is set wherever the client is): the holder looks for queues it
+		// was not told of every rescanEvery.
+		for rescan := true; rescan; {
+			if dests, err := s.o.Store.FederationDestinations(ctx); err != nil {
+				s.o.Log.Error("federation sender: listing destinations", "err", err)
+			} else {
+				for _, d := range dests {
+					s.wake(d.Server)
+				}
 			}
-		}
-		select {
-		case <-held.Done():
-		case <-s.quit:
+			select {
+			case <-held.Done():
+				rescan = false
+			case <-s.quit:
+				rescan = false
+			case <-s.o.Clock.After(rescanEvery):
+			}
 		}
 		s.mu.Lock()
 		s.held = nil
@@ -318,6 +419,10 @@ func (s *Sender) wake(dest roomdag.ServerName) {
 func (s *Sender) Resume(ctx context.Context) (roomdag.StreamPos, error) {
 	return s.o.Store.FederationSenderPos(ctx)
 }
+
+// rescanEvery is how often the holder looks for queues of destinations
+// it was not woken for.
+const rescanEvery = 5 * time.Second
 
 // stepEvents bounds the events one step queues.
 const stepEvents = 200

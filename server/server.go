@@ -7,6 +7,7 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -277,7 +278,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	// JoinedServers.ServerAllowed once merged.
 	hs.FedSender = federation.NewSender(federation.SenderOptions{Server: server, Store: db, Client: hs.Federation,
 		Destinations: federation.JoinedServers{Server: server, Rooms: roomStates}, Rooms: roomStates,
-		Holder: hs.lease("federation_sender", clk), Clock: clk, Log: log})
+		Holder: hs.lease("federation_sender", clk), Presence: cfg.Presence.Federate, Clock: clk, Log: log})
 	listeners := []roomdag.Listener{notifier, hs.Notifications, hs.AppServices, hs.FedSender}
 	var events *metrics.Events
 	if cfg.Metrics.Enabled {
@@ -299,7 +300,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 			follower.PresenceActivity(user, connected)
 		})
 	}
-	syncer := sync.NewSyncer(db, hs.Rooms, notifier, clk, log, cfg.BackchatDefault, cfg.BackchatMax, cfg.Presence.Enabled, hs.AppServices, shared)
+	syncer := sync.NewSyncer(db, hs.Rooms, notifier, clk, log, cfg.BackchatDefault, cfg.BackchatMax, cfg.Presence.Enabled, presenceTee{hs.AppServices, hs.FedSender}, shared)
 	hs.Syncer = syncer
 	follower = hs.follow(evPos, notifier, push.Wakers{notifier, hs.Pushers})
 	tokens := make([]string, len(cfg.RegistrationTokens))
@@ -722,4 +723,16 @@ func (e ephemeralTee) Typing(room roomdag.RoomID, user roomdag.UserID, typing bo
 func (e ephemeralTee) Receipt(room roomdag.RoomID, user roomdag.UserID, typ, thread string, event roomdag.EventID, tsMS int64) {
 	e.Service.Receipt(room, user, typ, thread, event, tsMS)
 	e.fed.Receipt(room, user, typ, thread, event, tsMS)
+}
+
+// presenceTee hands presence changes to the application services and to
+// the federation sender both.
+type presenceTee struct {
+	as  *appservice.Service
+	fed *federation.Sender
+}
+
+func (p presenceTee) PresenceChanged(user roomdag.UserID, content json.RawMessage) {
+	p.as.PresenceChanged(user, content)
+	p.fed.PresenceChanged(user, content)
 }
