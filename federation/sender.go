@@ -143,7 +143,7 @@ type SenderOptions struct {
 	// stays local.
 	Presence bool
 	Clock    clock.Clock
-	Log          *slog.Logger
+	Log      *slog.Logger
 }
 
 // SenderStats count what the sender did, for tests.
