@@ -67,6 +67,9 @@ type receiver struct {
 	txns   map[string]int // txn ID → PDUs
 	events []roomdag.EventID
 	origin []string
+	edus   []json.RawMessage
+	// maxEDUs is the most EDUs one transaction carried.
+	maxEDUs int
 }
 
 func newReceiver(t *testing.T) *receiver {
@@ -101,6 +104,7 @@ func (r *receiver) up(t *testing.T) {
 		b, _ := io.ReadAll(req.Body)
 		var body struct {
 			PDUs []json.RawMessage `json:"pdus"`
+			EDUs []json.RawMessage `json:"edus"`
 		}
 		if err := json.Unmarshal(b, &body); err != nil {
 			http.Error(w, `{"errcode":"M_BAD_JSON"}`, http.StatusBadRequest)
@@ -111,6 +115,8 @@ func (r *receiver) up(t *testing.T) {
 		r.origin = append(r.origin, string(x.Origin))
 		if _, seen := r.txns[txnID]; !seen { // as a server deduplicates
 			r.txns[txnID] = len(body.PDUs)
+			r.edus = append(r.edus, body.EDUs...)
+			r.maxEDUs = max(r.maxEDUs, len(body.EDUs))
 			for _, p := range body.PDUs {
 				id, err := roomdag.EventIDFromJSON(v11, p)
 				if err != nil {
@@ -339,5 +345,92 @@ func checkReceived(t *testing.T, got, want []roomdag.EventID) {
 		if got[i] != want[i] {
 			t.Fatalf("event %d: received %s, sent %s", i, got[i], want[i])
 		}
+	}
+}
+
+// TestSenderEDUs: typing, receipts and (with Presence on) presence of
+// local users go to the room's servers as EDUs, at most 100 a
+// transaction; remote users' changes are not relayed.
+func TestSenderEDUs(t *testing.T) {
+	dir := t.TempDir()
+	db, err := sqlite.Open(filepath.Join(dir, "hs.db"), discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
+	const us = roomdag.ServerName("test.local")
+	key, err := roomdag.GenerateSigningKey(us, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rooms := roomdag.NewRooms(db, key, clk, rand.Reader, 0)
+	roomID := roomdag.RoomID("!e:test.local")
+	owner := storagetest.CreateRoom(t, rooms, roomID)
+	rcv := newReceiver(t)
+	rcv.up(t)
+	dest := roomdag.ServerName(rcv.addr)
+	client := federation.NewClient(federation.ClientOptions{Key: key, Clock: clk,
+		Guard: netguard.Guard{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}})
+	defer client.CloseIdleConnections()
+	states := federation.StateSourceFunc(rooms.State)
+	sender := federation.NewSender(federation.SenderOptions{Server: us, Store: db, Client: client,
+		Destinations: withDest{federation.JoinedServers{Server: us, Rooms: states}, dest}, Rooms: states,
+		Backoff: streamworkerBackoff(), Presence: true, Clock: clk, Log: discard()})
+	if err := sender.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer sender.Stop()
+
+	for i := 0; i < 149; i++ {
+		sender.Typing(roomID, owner, i%2 == 0, 0)
+	}
+	sender.Typing(roomID, "@remote:other.test", true, 0) // not ours: not relayed
+	sender.Receipt(roomID, owner, "m.read", "", "$ev", 77)
+	sender.Receipt(roomID, owner, "m.read.private", "", "$ev", 78) // never leaves
+	sender.PresenceChanged(owner, json.RawMessage(`{"presence":"online","last_active_ago":5}`))
+	sender.PresenceChanged("@remote:other.test", json.RawMessage(`{"presence":"online"}`))
+
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n := sender.Stats().Sent
+		rcv.mu.Lock()
+		got := len(rcv.edus)
+		rcv.mu.Unlock()
+		if got >= 151 || time.Now().After(deadline) {
+			break
+		}
+		if err := sender.WaitStats(ctx, func(s federation.SenderStats) bool { return s.Sent > n }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rcv.mu.Lock()
+	defer rcv.mu.Unlock()
+	counts := map[string]int{}
+	for _, raw := range rcv.edus {
+		var e struct {
+			Type    string `json:"edu_type"`
+			Content struct {
+				UserID string `json:"user_id"`
+				Push   []struct {
+					UserID string `json:"user_id"`
+				} `json:"push"`
+			} `json:"content"`
+		}
+		if err := json.Unmarshal(raw, &e); err != nil {
+			t.Fatal(err)
+		}
+		counts[e.Type]++
+		if e.Type == "m.typing" && e.Content.UserID != string(owner) || e.Type == "m.presence" && e.Content.Push[0].UserID != string(owner) {
+			t.Errorf("relayed %s", raw)
+		}
+	}
+	if counts["m.typing"] != 149 || counts["m.receipt"] != 1 || counts["m.presence"] != 1 || len(rcv.edus) != 151 {
+		t.Errorf("EDUs received: %v (%d)", counts, len(rcv.edus))
+	}
+	if rcv.maxEDUs > federation.MaxTxnEDUs {
+		t.Errorf("a transaction carried %d EDUs", rcv.maxEDUs)
 	}
 }
