@@ -581,6 +581,14 @@ type Presence struct {
 	// ignored, and /sync carries no presence, as in Synapse.
 	// Default: true.
 	Enabled bool `yaml:"enabled"`
+
+	// Federate sends local users' presence to the servers that share a
+	// room with them (m.presence EDUs). Fan-out over federation is
+	// costly (one EDU per change to every such server), so presence
+	// stays local unless this is on; remote servers' presence is taken
+	// whenever Enabled is on.
+	// Default: false.
+	Federate bool `yaml:"federate"`
 }
 
 // ServerNotices configures server notices, with Synapse's keys. They are

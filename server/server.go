@@ -7,6 +7,7 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -57,6 +58,11 @@ type Homeserver struct {
 	// other servers' keys fetched through it; exposed for tests.
 	Federation *federation.HTTPClient
 	Keyring    *federation.Keyring
+	// FedTxns serves inbound transactions; tests read its Stats.
+	FedTxns *federation.Transactions
+	// FedSender sends local events and EDUs to other servers; tests
+	// read its Stats.
+	FedSender *federation.Sender
 	// Rooms is the write path and Syncer the /sync assembly, exposed for
 	// benchmarks and tests.
 	Rooms  *roomdag.Rooms
@@ -278,7 +284,18 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	hs.AppServices = appservice.New(registry, db, appservice.RoomStatesFunc(func(ctx context.Context, id roomdag.RoomID) (*roomdag.RoomState, error) {
 		return rooms.State(ctx, id)
 	}), clk, log, nil, hs.lease("appservices", clk))
-	listeners := []roomdag.Listener{notifier, hs.Notifications, hs.AppServices}
+	// The federation sender queues each local event for the servers in
+	// its room; it reads room state through the write path too.
+	roomStates := federation.StateSourceFunc(func(ctx context.Context, id roomdag.RoomID) (*roomdag.RoomState, error) {
+		return rooms.State(ctx, id)
+	})
+	hs.Federation = federationClient(cfg, key, clk)
+	// Server ACLs: fedread's roomdag.ServerAllowed goes in
+	// JoinedServers.ServerAllowed once merged.
+	hs.FedSender = federation.NewSender(federation.SenderOptions{Server: server, Store: db, Client: hs.Federation,
+		Destinations: federation.JoinedServers{Server: server, Rooms: roomStates}, Rooms: roomStates,
+		Holder: hs.lease("federation_sender", clk), Presence: cfg.Presence.Federate, Clock: clk, Log: log})
+	listeners := []roomdag.Listener{notifier, hs.Notifications, hs.AppServices, hs.FedSender}
 	var events *metrics.Events
 	if cfg.Metrics.Enabled {
 		events = metrics.NewEvents(server)
@@ -305,7 +322,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	// keys and announces its changes on the device-list stream.
 	hs.CrossSigning = e2ee.NewCrossSigning(db, e2ee.StoreDeviceKeys{Store: db}, db)
 	e2 := e2ee.New(e2ee.Config{Server: server, Store: db, CrossSigning: hs.CrossSigning, Current: notifier.Current, Log: log})
-	syncer := sync.NewSyncer(db, hs.Rooms, notifier, clk, log, cfg.BackchatDefault, cfg.BackchatMax, cfg.Presence.Enabled, hs.AppServices, shared, e2.Keys())
+	syncer := sync.NewSyncer(db, hs.Rooms, notifier, clk, log, cfg.BackchatDefault, cfg.BackchatMax, cfg.Presence.Enabled, presenceTee{hs.AppServices, hs.FedSender}, shared, e2.Keys())
 	hs.Syncer = syncer
 	follower = hs.follow(evPos, notifier, push.Wakers{notifier, hs.Pushers})
 	tokens := make([]string, len(cfg.RegistrationTokens))
@@ -326,7 +343,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		MediaDir: cfg.MediaDir(), MaxUploadSize: int64(cfg.MaxUploadSize), AuthenticatedMedia: cfg.EnableAuthenticatedMedia,
 		RemoteMedia:         federation.MediaFetcher{Client: hs.Federation},
 		URLPreview:          urlPreview(cfg),
-		AppServices:         hs.AppServices,
+		AppServices:         ephemeralTee{hs.AppServices, hs.FedSender},
 		Pushers:             hs.Pushers,
 		BodyTimeout:         cfg.RequestBodyTimeout.Std(),
 		MinUploadRate:       int64(cfg.MinUploadRate),
@@ -402,7 +419,13 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	publicGet, publicPost := client.PublicRoomsHandlers()
 	inbound := federation.NewInbound(federation.InboundOptions{Server: server, Store: db, Rooms: hs.Rooms, Auth: fedAuth,
 		Media: client.Media(), PublicRoomsGet: publicGet, PublicRoomsPost: publicPost, Clock: clk, Log: log})
-	fed := api.CORS(federation.NewKeyServer(own, keyring, clk, log, Version).Handler(inbound.Routes(), middlewares...))
+	// PDUs: until joins over federation hand rooms to roomdag.Rooms.Receive,
+	// federation.NoRoomsPDUs answers each with an error (it is true that
+	// this server cannot take them), never a fake success.
+	hs.FedTxns = federation.NewTransactions(federation.TxnOptions{Server: server, Auth: fedAuth, Store: db, Rooms: hs.Rooms,
+		PDUs: federation.NoRoomsPDUs{}, Ephemeral: syncer, Clock: clk, Log: log,
+		ServerAllowed: func(st roomdag.StateMap, s roomdag.ServerName) bool { return roomdag.ServerAllowed(st, s) }})
+	fed := api.CORS(federation.NewKeyServer(own, keyring, clk, log, Version).Handler(append(inbound.Routes(), hs.FedTxns.Routes()...), middlewares...))
 	// The federation endpoints stay on the client listener too: clients
 	// and tools read the keys and version there, and a server without a
 	// federation listener still publishes its keys.
@@ -474,6 +497,10 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		hs.stopWorkers()
 		return err
 	}
+	if err := hs.FedSender.Start(ctx); err != nil {
+		hs.stopWorkers()
+		return err
+	}
 	// Last: it starts nothing when it fails.
 	if err := hs.Pushers.Start(ctx); err != nil {
 		hs.stopWorkers()
@@ -531,6 +558,7 @@ func (hs *Homeserver) stopWorkers() {
 	if hs.Retention != nil {
 		hs.Retention.Stop()
 	}
+	hs.FedSender.Stop()
 	for _, l := range hs.leases {
 		l.Stop()
 	}
@@ -750,4 +778,33 @@ func LoadOrCreateKey(path string, server roomdag.ServerName) (roomdag.SigningKey
 func requesterID(r *http.Request) roomdag.UserID {
 	user, _, _ := api.Caller(r)
 	return user
+}
+
+// ephemeralTee hands the client API's typing and receipt changes to the
+// application services and to the federation sender both.
+type ephemeralTee struct {
+	*appservice.Service
+	fed *federation.Sender
+}
+
+func (e ephemeralTee) Typing(room roomdag.RoomID, user roomdag.UserID, typing bool, timeout time.Duration) {
+	e.Service.Typing(room, user, typing, timeout)
+	e.fed.Typing(room, user, typing, timeout)
+}
+
+func (e ephemeralTee) Receipt(room roomdag.RoomID, user roomdag.UserID, typ, thread string, event roomdag.EventID, tsMS int64) {
+	e.Service.Receipt(room, user, typ, thread, event, tsMS)
+	e.fed.Receipt(room, user, typ, thread, event, tsMS)
+}
+
+// presenceTee hands presence changes to the application services and to
+// the federation sender both.
+type presenceTee struct {
+	as  *appservice.Service
+	fed *federation.Sender
+}
+
+func (p presenceTee) PresenceChanged(user roomdag.UserID, content json.RawMessage) {
+	p.as.PresenceChanged(user, content)
+	p.fed.PresenceChanged(user, content)
 }

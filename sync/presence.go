@@ -473,6 +473,21 @@ func (s *Syncer) SetPresence(ctx context.Context, user roomdag.UserID, state, st
 	return s.presence.set(ctx, user, state, statusMsg)
 }
 
+// RemotePresence sets a remote user's presence as their server reports
+// it in an m.presence EDU (federation): stored and announced as a local
+// change is, but with no offline timeout of ours, as the user's own
+// server says when they go offline. With presence off it does nothing.
+func (s *Syncer) RemotePresence(ctx context.Context, user roomdag.UserID, state, statusMsg string, lastActiveMS int64) error {
+	if !s.presence.enabled {
+		return nil
+	}
+	return s.presence.change(ctx, user, func(cur storage.Presence, _ bool) (storage.Presence, bool, bool) {
+		changed := cur.State != state || cur.StatusMsg != statusMsg || cur.LastActiveMS != lastActiveMS
+		cur.State, cur.StatusMsg, cur.LastActiveMS = state, statusMsg, lastActiveMS
+		return cur, false, changed
+	})
+}
+
 // GetPresence is GET /presence/{userId}/status: target's presence as
 // viewer sees it, or ErrPresenceHidden unless they share a room. With
 // presence off everyone is offline, as Synapse answers.

@@ -560,4 +560,36 @@ CREATE TABLE e2e_backup_sessions (
 	PRIMARY KEY (user_id, version, room_id, session_id)
 );
 `,
+	// Federation transactions: SQLite's migration of the same purpose
+	// says what it holds.
+	`
+CREATE TABLE federation_inbound_txns (
+	origin      TEXT COLLATE "C" NOT NULL,
+	txn_id      TEXT COLLATE "C" NOT NULL,
+	response    BYTEA NOT NULL,
+	received_ms BIGINT NOT NULL,
+	PRIMARY KEY (origin, txn_id)
+);
+CREATE INDEX federation_inbound_txns_age ON federation_inbound_txns(received_ms);
+CREATE TABLE federation_sender (
+	id        INTEGER PRIMARY KEY CHECK (id = 1),
+	event_pos BIGINT NOT NULL
+);
+CREATE TABLE federation_destinations (
+	destination   TEXT COLLATE "C" PRIMARY KEY,
+	last_txn      BIGINT NOT NULL,
+	failures      BIGINT NOT NULL,
+	retry_at_ms   BIGINT NOT NULL,
+	down_since_ms BIGINT NOT NULL
+);
+CREATE TABLE federation_queue (
+	destination TEXT COLLATE "C" NOT NULL,
+	seq         BIGINT NOT NULL,
+	room_id     TEXT COLLATE "C" NOT NULL,
+	event_id    TEXT COLLATE "C" NOT NULL,
+	edu         BYTEA NOT NULL,
+	txn_id      BIGINT NOT NULL,
+	PRIMARY KEY (destination, seq)
+);
+`,
 }

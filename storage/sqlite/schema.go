@@ -708,4 +708,49 @@ CREATE TABLE e2e_backup_sessions (
 	PRIMARY KEY (user_id, version, room_id, session_id)
 ) WITHOUT ROWID;
 `,
+	// Federation transactions (issue 11). federation_inbound_txns: the
+	// response given to each (origin, txn_id) received, so that a
+	// transaction the origin sends again is answered the same and
+	// processed only once (server-server API, "Transactions": the
+	// transaction ID is for idempotence); pruned by received_ms.
+	// federation_sender: the event stream position up to which every
+	// event was queued for its destinations (federation.Sender).
+	// federation_destinations: per destination, the last transaction ID
+	// handed out (IDs never repeat for a destination) and the back-off
+	// state, persisted so a restart neither forgets a dead server nor
+	// hammers it. federation_queue: what waits for a destination, in
+	// order (seq); event_id names a PDU (its JSON is read from events
+	// when sent), edu holds an EDU's JSON otherwise; txn_id is the
+	// transaction an item was put in (0: none yet), so a retry resends
+	// the same items under the same ID.
+	`
+CREATE TABLE federation_inbound_txns (
+	origin      TEXT NOT NULL,
+	txn_id      TEXT NOT NULL,
+	response    BLOB NOT NULL,
+	received_ms INTEGER NOT NULL,
+	PRIMARY KEY (origin, txn_id)
+) WITHOUT ROWID;
+CREATE INDEX federation_inbound_txns_age ON federation_inbound_txns(received_ms);
+CREATE TABLE federation_sender (
+	id        INTEGER PRIMARY KEY CHECK (id = 1),
+	event_pos INTEGER NOT NULL
+);
+CREATE TABLE federation_destinations (
+	destination   TEXT PRIMARY KEY,
+	last_txn      INTEGER NOT NULL,
+	failures      INTEGER NOT NULL,
+	retry_at_ms   INTEGER NOT NULL,
+	down_since_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE federation_queue (
+	destination TEXT NOT NULL,
+	seq         INTEGER NOT NULL,
+	room_id     TEXT NOT NULL,
+	event_id    TEXT NOT NULL,
+	edu         BLOB NOT NULL,
+	txn_id      INTEGER NOT NULL,
+	PRIMARY KEY (destination, seq)
+) WITHOUT ROWID;
+`,
 }

@@ -50,6 +50,7 @@ func Run(t *testing.T, open Opener) {
 		{"DAGJoinedLate", testDAGJoinedLate},
 		{"CrossSigningStore", testCrossSigningStore},
 		{"KeyBackupStore", testKeyBackupStore},
+		{"FederationTxns", testFederationTxns},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
 	}
