@@ -241,6 +241,11 @@ describe("matrix-js-sdk with Rust crypto against the homeserver", () => {
                 what: `${name}'s /sync to count her uploaded one-time keys`,
                 state: () => JSON.stringify(rawSyncs(name).map((b) => b?.device_one_time_keys_count)),
             });
+            // and the fallback key it uploaded, not used yet.
+            await until(() => rawSyncs(name).some((b) => b?.device_unused_fallback_key_types?.includes("signed_curve25519")), {
+                what: `${name}'s /sync to list her unused fallback key`,
+                state: () => JSON.stringify(rawSyncs(name).map((b) => b?.device_unused_fallback_key_types)),
+            });
         }
     });
 
@@ -325,5 +330,59 @@ describe("matrix-js-sdk with Rust crypto against the homeserver", () => {
         const fromSecond = ["written on alice's second device"];
         const secondIds = await sendAll("alice2", fromSecond);
         await awaitDecrypted("bob", "alice", fromSecond, secondIds);
+    });
+
+    step("5. alice's second device logs out; bob's client drops it and alice's first device still decrypts", async () => {
+        const gone = accounts.alice2.deviceId;
+        const changedBefore = rawSyncs("bob").filter((b) => b?.device_lists?.changed?.includes(userId("alice"))).length;
+        await clients.alice2.logout(true);
+        delete clients.alice2; // stopped by logout
+        assert.equal(await serverDeviceKeys("bob", "alice2"), undefined, "the server no longer lists the logged-out device's keys");
+        await until(async () => JSON.stringify(await deviceIdsSeenBy("bob", "alice")) === JSON.stringify([accounts.alice.deviceId]), {
+            timeout: 30000,
+            what: `bob's client to forget alice's logged-out device ${gone}`,
+            state: () => `bob's /sync device_lists: ${JSON.stringify(rawSyncs("bob").map((b) => b?.device_lists).filter(Boolean))}`,
+        });
+        assert.ok(
+            rawSyncs("bob").filter((b) => b?.device_lists?.changed?.includes(userId("alice"))).length > changedBefore,
+            "bob's /sync said alice's device list changed again",
+        );
+        const bodies = ["after the logout"];
+        const ids = await sendAll("bob", bodies);
+        await awaitDecrypted("alice", "bob", bodies, ids);
+    });
+
+    step("6. carol, a new user with Rust crypto, joins: alice's /sync lists her as changed, and alice's next message reaches her decryptable", async () => {
+        const n = rawSyncs("alice").length;
+        const anon = sdk.createClient({ baseUrl: hs.baseUrl, fetchFn: recordingFetch("carol-anon") });
+        await startCryptoClient("carol", await registerWithDummyAuth(anon, "carol", PASSWORD));
+        await clients.carol.joinRoom(roomId);
+        await until(() => rawSyncs("alice").slice(n).some((b) => b?.device_lists?.changed?.includes(userId("carol"))), {
+            what: "alice's /sync to list carol in device_lists.changed once they share a room",
+            state: () => `alice's /sync device_lists since: ${JSON.stringify(rawSyncs("alice").slice(n).map((b) => b?.device_lists).filter(Boolean))}`,
+        });
+        await until(() => clients.alice.getRoom(roomId)?.getJoinedMemberCount() === 3, { what: "alice to see carol joined" });
+        const bodies = ["welcome carol"];
+        const ids = await sendAll("alice", bodies);
+        await awaitDecrypted("carol", "alice", bodies, ids);
+        await awaitDecrypted("bob", "alice", bodies, ids);
+    });
+
+    step("7. bob leaves the only room he shares with alice: her /sync lists him in device_lists.left", async () => {
+        const n = rawSyncs("alice").length;
+        await clients.bob.leave(roomId);
+        await until(() => rawSyncs("alice").slice(n).some((b) => b?.device_lists?.left?.includes(userId("bob"))), {
+            timeout: 20000,
+            what: "alice's /sync to list bob in device_lists.left",
+            state: () => `alice's /sync device_lists since: ${JSON.stringify(rawSyncs("alice").slice(n).map((b) => b?.device_lists).filter(Boolean))}`,
+        });
+        // alice's client sees the leave, and her next message goes in a new
+        // megolm session, which carol decrypts.
+        await until(() => clients.alice.getRoom(roomId)?.getJoinedMemberCount() === 2, { what: "alice to see bob gone" });
+        const before = encryptedFrom("carol", "alice").at(-1).getWireContent().session_id;
+        const bodies = ["bob has gone"];
+        const ids = await sendAll("alice", bodies);
+        const [ev] = await awaitDecrypted("carol", "alice", bodies, ids);
+        assert.notEqual(ev.getWireContent().session_id, before, "a new megolm session after a member left");
     });
 });
