@@ -23,6 +23,7 @@ import (
 	"github.com/persistentchat/homeserver/appservice"
 	"github.com/persistentchat/homeserver/clock"
 	"github.com/persistentchat/homeserver/cluster"
+	"github.com/persistentchat/homeserver/compliance"
 	"github.com/persistentchat/homeserver/configs"
 	"github.com/persistentchat/homeserver/federation"
 	"github.com/persistentchat/homeserver/media"
@@ -72,6 +73,12 @@ type Homeserver struct {
 	Media *media.Repository
 	// API is the client-server API; tests read its PasswordChecks.
 	API *api.Server
+	// Compliance is the compliance archiver, nil when compliance is off;
+	// tests wait on it with Wait(ctx, pos). ComplianceRecorder queues
+	// the records that are not events (nil: off).
+	Compliance         *compliance.Archiver
+	ComplianceRecorder *compliance.Recorder
+	key                roomdag.SigningKey
 
 	// leases are those the background workers run under, one per kind
 	// of worker.
@@ -263,6 +270,16 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		return rooms.State(ctx, id)
 	}), clk, log, nil, hs.lease("appservices", clk))
 	listeners := []roomdag.Listener{notifier, hs.Notifications, hs.AppServices}
+	hs.key = key
+	if cc := cfg.Compliance; cc.Enabled {
+		// Redactions keep what they remove where the archiver, which
+		// runs after commit, can read it.
+		db.SetKeepUnredacted(true)
+		hs.Compliance = compliance.NewArchiver(db, key, clk, log, hs.lease("compliance", clk), compliance.Options{
+			CheckpointRecords: cc.CheckpointRecords, CheckpointInterval: cc.CheckpointInterval.Std()})
+		hs.ComplianceRecorder = compliance.NewRecorder(db, clk, hs.Compliance.Notify)
+		listeners = append(listeners, hs.Compliance)
+	}
 	var events *metrics.Events
 	if cfg.Metrics.Enabled {
 		events = metrics.NewEvents(server)
@@ -321,6 +338,9 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		apiCfg.ServerNotices = &api.ServerNoticesConfig{Localpart: sn.SystemMXIDLocalpart,
 			DisplayName: sn.SystemMXIDDisplayName, AvatarURL: sn.SystemMXIDAvatarURL,
 			RoomName: sn.RoomName, RoomAvatarURL: sn.RoomAvatarURL, RoomTopic: sn.RoomTopic, AutoJoin: sn.AutoJoin}
+	}
+	if hs.Compliance != nil {
+		apiCfg.Compliance = hs.ComplianceService()
 	}
 	client := api.NewServer(apiCfg, db, hs.Rooms, syncer, clk, log, rand.Reader)
 	hs.API = client
@@ -412,6 +432,12 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		hs.stopWorkers()
 		return err
 	}
+	if hs.Compliance != nil {
+		if err := hs.Compliance.Start(ctx); err != nil {
+			hs.stopWorkers()
+			return err
+		}
+	}
 	// Last: it starts nothing when it fails.
 	if err := hs.Pushers.Start(ctx); err != nil {
 		hs.stopWorkers()
@@ -463,6 +489,9 @@ func (hs *Homeserver) stopWorkers() {
 	hs.Notifications.Stop()
 	hs.Pushers.Stop()
 	hs.AppServices.Stop()
+	if hs.Compliance != nil {
+		hs.Compliance.Stop()
+	}
 	for _, l := range hs.leases {
 		l.Stop()
 	}
@@ -492,6 +521,10 @@ func (hs *Homeserver) workerPositions() []metrics.WorkerPosition {
 	ps := []metrics.WorkerPosition{
 		{Worker: "notifications", Pos: hs.Notifications.Pos()},
 		{Worker: "pushers", Pos: hs.Pushers.Pos()},
+	}
+	if hs.Compliance != nil {
+		// Its lag behind the head is the compliance archive's lag.
+		ps = append(ps, metrics.WorkerPosition{Worker: "compliance", Pos: hs.Compliance.Pos()})
 	}
 	for id, pos := range hs.AppServices.Positions() {
 		ps = append(ps, metrics.WorkerPosition{Worker: "appservice", Queue: id, Pos: pos})
@@ -645,6 +678,21 @@ func (hs *Homeserver) Shutdown(ctx context.Context) error {
 	hs.stopWorkers()
 	hs.closeLeases()
 	return errors.Join(err, hs.db.Close())
+}
+
+// ComplianceExporter writes compliance exports signed by this server's
+// key.
+func (hs *Homeserver) ComplianceExporter() *compliance.Exporter {
+	return &compliance.Exporter{Store: hs.db, Key: hs.key, Server: roomdag.ServerName(hs.cfg.ServerName)}
+}
+
+// ComplianceService is the archive's status, verify and export, nil
+// when compliance is off.
+func (hs *Homeserver) ComplianceService() *compliance.Service {
+	if hs.ComplianceRecorder == nil {
+		return nil
+	}
+	return &compliance.Service{Store: hs.db, Recorder: hs.ComplianceRecorder, Exporter: hs.ComplianceExporter(), Public: hs.key.Public()}
 }
 
 // DB is the storage, for tests and operator commands.
