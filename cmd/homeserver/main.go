@@ -44,10 +44,12 @@ func main() {
 		err = generateKeys(args)
 	case "register-user":
 		err = registerUser(args)
+	case "compliance":
+		err = complianceCmd(args, os.Stdout)
 	case "migrate-sqlite-to-postgres", "port-db":
 		err = portDB(args, os.Stdout)
 	default:
-		err = fmt.Errorf("unknown command %q (serve, generate-config, generate-keys, register-user, migrate-sqlite-to-postgres)", cmd)
+		err = fmt.Errorf("unknown command %q (serve, generate-config, generate-keys, register-user, compliance, migrate-sqlite-to-postgres)", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "homeserver:", err)

@@ -37,9 +37,18 @@ func (db *DB) keepOriginal(tx *sql.Tx, target roomdag.EventID) error {
 	if !db.keep.on.Load() {
 		return nil
 	}
-	_, err := tx.Exec(`INSERT INTO compliance_unredacted (event_id, json)
-		SELECT event_id, json FROM events WHERE event_id = ? AND redacted = 0
-		ON CONFLICT (event_id) DO NOTHING`, string(target))
+	// Read and written as text: the engines store events.json as
+	// different types (BLOB, BYTEA).
+	var raw []byte
+	err := tx.QueryRow(`SELECT json FROM events WHERE event_id = ? AND redacted = 0`, string(target)).Scan(&raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil // already redacted, or unknown
+	}
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(`INSERT INTO compliance_unredacted (event_id, json) VALUES (?, ?) ON CONFLICT (event_id) DO NOTHING`,
+		string(target), string(raw))
 	return err
 }
 
