@@ -4,6 +4,7 @@ package api
 
 import (
 	"context"
+	"github.com/persistentchat/homeserver/compliance"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -21,6 +22,10 @@ import (
 
 // Config is what the API needs from the homeserver's configuration.
 type Config struct {
+	// Compliance, when set, is the compliance archive: media access and
+	// history reads are recorded, and its admin API is served
+	// (compliance.go). Nil: compliance is off.
+	Compliance *compliance.Service
 	ServerName roomdag.ServerName
 	// BaseURL is the client API's public URL, for /.well-known/matrix/client.
 	BaseURL string
@@ -181,9 +186,13 @@ func (s *Server) Handler(middlewares ...func(http.Handler) http.Handler) http.Ha
 		s.serverNoticeRoutes(), s.moderationRoutes(),
 		s.mutualRoomRoutes(),
 		s.extraRoutes(),
+		s.complianceRoutes(),
 	}
 	for _, table := range tables {
 		for _, rt := range table {
+			if kind := auditKind(rt); kind != "" && s.cfg.Compliance != nil {
+				rt.handler = s.audited(kind, rt.handler)
+			}
 			h := s.wrap(rt)
 			paths := []string{rt.path}
 			// Older bots still use the r0 prefix; it is the same API.

@@ -199,7 +199,7 @@ type Config struct {
 	// EncryptionEnabledByDefaultForRoomType adds nothing. Rooms that are
 	// encrypted already stay so. A pointer so that a deployment's own
 	// default (the compliance service's: on) applies when it is unset.
-	// Default: unset (false).
+	// Default: unset (true when compliance is enabled, else false).
 	RefuseRoomEncryption *bool `yaml:"refuse_room_encryption"`
 
 	// BackchatDefault is how many recent events a member gets in /sync for
@@ -376,6 +376,33 @@ type Config struct {
 	// enable_metrics and its listener of type metrics, in one section).
 	// Default: see Metrics (off).
 	Metrics Metrics `yaml:"metrics"`
+
+	// Compliance configures the compliance archive (package compliance):
+	// a hash-chained, signed record of every stored event, media upload
+	// and download, history read and admin action, for export and
+	// verification (homeserver compliance ...).
+	// Default: see Compliance (off).
+	Compliance Compliance `yaml:"compliance"`
+}
+
+// Compliance configures the compliance archive.
+type Compliance struct {
+	// Enabled archives. Off, nothing is recorded, and redactions keep no
+	// copy of what they remove.
+	// Default: false.
+	Enabled bool `yaml:"enabled"`
+
+	// CheckpointInterval is the longest the archive goes without a
+	// signed checkpoint while records arrive: the first archiver step
+	// this long after the last checkpoint makes one. An export holds
+	// only records a checkpoint seals.
+	// Default: "1m".
+	CheckpointInterval Duration `yaml:"checkpoint_interval"`
+
+	// CheckpointRecords is the most records the archive appends before
+	// it signs a checkpoint (checked at the end of each archiver step).
+	// Default: 1000.
+	CheckpointRecords int64 `yaml:"checkpoint_records"`
 }
 
 // Metrics configures the Prometheus metrics, served at /metrics in the
@@ -812,6 +839,7 @@ func Default() Config {
 		LogLevel:              "info",
 		LogFormat:             "text",
 		Metrics:               Metrics{Enabled: false, Listen: "127.0.0.1:9000"},
+		Compliance:            Compliance{Enabled: false, CheckpointInterval: Duration(time.Minute), CheckpointRecords: 1000},
 	}
 }
 

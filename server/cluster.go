@@ -106,3 +106,13 @@ func barrier(f *cluster.Follower, log *slog.Logger) func(http.Handler) http.Hand
 		})
 	}
 }
+
+// followListeners are the listeners that hear of the other processes'
+// commits: the notifier and every after-commit worker.
+func (hs *Homeserver) followListeners(n *sync.Notifier) []roomdag.Listener {
+	ls := []roomdag.Listener{n, hs.Notifications, hs.AppServices}
+	if hs.Compliance != nil {
+		ls = append(ls, hs.Compliance)
+	}
+	return ls
+}

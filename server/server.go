@@ -24,6 +24,7 @@ import (
 	"github.com/persistentchat/homeserver/appservice"
 	"github.com/persistentchat/homeserver/clock"
 	"github.com/persistentchat/homeserver/cluster"
+	"github.com/persistentchat/homeserver/compliance"
 	"github.com/persistentchat/homeserver/configs"
 	"github.com/persistentchat/homeserver/e2ee"
 	"github.com/persistentchat/homeserver/federation"
@@ -90,6 +91,12 @@ type Homeserver struct {
 	// retention is off (tests wait on its WaitStats).
 	Holds     *retention.Holds
 	Retention *retention.Purger
+	// Compliance is the compliance archiver, nil when compliance is off;
+	// tests wait on it with Wait(ctx, pos). ComplianceRecorder queues
+	// the records that are not events (nil: off).
+	Compliance         *compliance.Archiver
+	ComplianceRecorder *compliance.Recorder
+	key                roomdag.SigningKey
 
 	// leases are those the background workers run under, one per kind
 	// of worker.
@@ -296,6 +303,16 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		Destinations: federation.JoinedServers{Server: server, Rooms: roomStates}, Rooms: roomStates,
 		Holder: hs.lease("federation_sender", clk), Presence: cfg.Presence.Federate, Clock: clk, Log: log})
 	listeners := []roomdag.Listener{notifier, hs.Notifications, hs.AppServices, hs.FedSender}
+	hs.key = key
+	if cc := cfg.Compliance; cc.Enabled {
+		// Redactions keep what they remove where the archiver, which
+		// runs after commit, can read it.
+		db.SetKeepUnredacted(true)
+		hs.Compliance = compliance.NewArchiver(db, key, clk, log, hs.lease("compliance", clk), compliance.Options{
+			CheckpointRecords: cc.CheckpointRecords, CheckpointInterval: cc.CheckpointInterval.Std()})
+		hs.ComplianceRecorder = compliance.NewRecorder(db, clk, hs.Compliance.Notify)
+		listeners = append(listeners, hs.Compliance)
+	}
 	var events *metrics.Events
 	if cfg.Metrics.Enabled {
 		events = metrics.NewEvents(server)
@@ -339,7 +356,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		Tokens: tokens, SharedSecret: cfg.RegistrationSharedSecret.Reveal(), BcryptCost: cfg.BcryptRounds,
 		PasswordPolicy:     api.PasswordPolicy(cfg.PasswordConfig.Policy),
 		DefaultRoomVersion: v.ID, MaxRequestSize: int64(cfg.MaxRequestSize),
-		EncryptionByDefault: cfg.EncryptionEnabledByDefaultForRoomType, RefuseRoomEncryption: cfg.RefuseRoomEncryption != nil && *cfg.RefuseRoomEncryption,
+		EncryptionByDefault: cfg.EncryptionEnabledByDefaultForRoomType, RefuseRoomEncryption: refuseRoomEncryption(cfg),
 		MediaDir: cfg.MediaDir(), MaxUploadSize: int64(cfg.MaxUploadSize), AuthenticatedMedia: cfg.EnableAuthenticatedMedia,
 		RemoteMedia:         federation.MediaFetcher{Client: hs.Federation},
 		URLPreview:          urlPreview(cfg),
@@ -372,10 +389,14 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	hs.ToDevice = e2ee.NewToDevice(db, server, nil, e2.Keys(), clk, log)
 	apiCfg.Routes = append(apiCfg.Routes, hs.ToDevice.Routes()...)
 	// Legal holds exist whether or not retention is on: they also stop
-	// erasure. The compliance archive, when it lands, records the admin
-	// actions (retention.AdminActionRecorder) and purges its records
-	// (retention.ArchivePurger); until then both are nil.
-	hs.Holds = retention.NewHolds(db, clk, log, nil)
+	// erasure. The compliance archive, when on, records the holds made
+	// and released (retention.AdminActionRecorder). Purging the archive's
+	// own records by retention (retention.ArchivePurger) is not wired yet.
+	var adminActions retention.AdminActionRecorder
+	if hs.ComplianceRecorder != nil {
+		adminActions = archivedAdminActions{hs.ComplianceRecorder}
+	}
+	hs.Holds = retention.NewHolds(db, clk, log, adminActions)
 	apiCfg.Erasure = hs.Holds
 	for _, rt := range retention.NewAPI(hs.Holds, db, requesterID).Routes() {
 		apiCfg.Routes = append(apiCfg.Routes, api.Route{Method: rt.Method, Path: rt.Path, Handler: rt.Handler})
@@ -383,6 +404,9 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	// Cross-signing and key backup (e2ee/crosssign.go, e2ee/backup.go).
 	apiCfg.Routes = append(apiCfg.Routes, hs.CrossSigning.Routes()...)
 	apiCfg.Routes = append(apiCfg.Routes, e2ee.NewKeyBackup(db).Routes()...)
+	if hs.Compliance != nil {
+		apiCfg.Compliance = hs.ComplianceService()
+	}
 	client := api.NewServer(apiCfg, db, hs.Rooms, syncer, clk, log, rand.Reader)
 	hs.API = client
 	if err := client.ResumeDeactivations(ctx); err != nil {
@@ -501,6 +525,12 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		hs.stopWorkers()
 		return err
 	}
+	if hs.Compliance != nil {
+		if err := hs.Compliance.Start(ctx); err != nil {
+			hs.stopWorkers()
+			return err
+		}
+	}
 	// Last: it starts nothing when it fails.
 	if err := hs.Pushers.Start(ctx); err != nil {
 		hs.stopWorkers()
@@ -559,6 +589,9 @@ func (hs *Homeserver) stopWorkers() {
 		hs.Retention.Stop()
 	}
 	hs.FedSender.Stop()
+	if hs.Compliance != nil {
+		hs.Compliance.Stop()
+	}
 	for _, l := range hs.leases {
 		l.Stop()
 	}
@@ -588,6 +621,10 @@ func (hs *Homeserver) workerPositions() []metrics.WorkerPosition {
 	ps := []metrics.WorkerPosition{
 		{Worker: "notifications", Pos: hs.Notifications.Pos()},
 		{Worker: "pushers", Pos: hs.Pushers.Pos()},
+	}
+	if hs.Compliance != nil {
+		// Its lag behind the head is the compliance archive's lag.
+		ps = append(ps, metrics.WorkerPosition{Worker: "compliance", Pos: hs.Compliance.Pos()})
 	}
 	for id, pos := range hs.AppServices.Positions() {
 		ps = append(ps, metrics.WorkerPosition{Worker: "appservice", Queue: id, Pos: pos})
@@ -743,6 +780,21 @@ func (hs *Homeserver) Shutdown(ctx context.Context) error {
 	return errors.Join(err, hs.db.Close())
 }
 
+// ComplianceExporter writes compliance exports signed by this server's
+// key.
+func (hs *Homeserver) ComplianceExporter() *compliance.Exporter {
+	return &compliance.Exporter{Store: hs.db, Key: hs.key, Server: roomdag.ServerName(hs.cfg.ServerName)}
+}
+
+// ComplianceService is the archive's status, verify and export, nil
+// when compliance is off.
+func (hs *Homeserver) ComplianceService() *compliance.Service {
+	if hs.ComplianceRecorder == nil {
+		return nil
+	}
+	return &compliance.Service{Store: hs.db, Recorder: hs.ComplianceRecorder, Exporter: hs.ComplianceExporter(), Public: hs.key.Public()}
+}
+
 // DB is the storage, for tests and operator commands.
 func (hs *Homeserver) DB() *sqlstore.DB { return hs.db }
 
@@ -807,4 +859,32 @@ type presenceTee struct {
 func (p presenceTee) PresenceChanged(user roomdag.UserID, content json.RawMessage) {
 	p.as.PresenceChanged(user, content)
 	p.fed.PresenceChanged(user, content)
+}
+
+// refuseRoomEncryption is refuse_room_encryption, which defaults to on
+// when the compliance archive is: encrypted rooms cannot be archived
+// readably (issue 13).
+func refuseRoomEncryption(cfg *configs.Config) bool {
+	if cfg.RefuseRoomEncryption != nil {
+		return *cfg.RefuseRoomEncryption
+	}
+	return cfg.Compliance.Enabled
+}
+
+// archivedAdminActions records retention's admin actions (legal holds
+// made and released, purges) in the compliance archive.
+type archivedAdminActions struct{ r *compliance.Recorder }
+
+func (a archivedAdminActions) RecordAdminAction(ctx context.Context, x retention.AdminAction) error {
+	payload := map[string]any{"action": x.Action}
+	if x.User != "" {
+		payload["user_id"] = x.User
+	}
+	if x.HoldID != 0 {
+		payload["hold_id"], payload["reason"] = x.HoldID, x.Reason
+	}
+	if !x.Before.IsZero() {
+		payload["before_ms"], payload["events"] = x.Before.UnixMilli(), x.Events
+	}
+	return a.r.Record(ctx, compliance.KindAdminAction, x.Actor, x.Room, payload)
 }

@@ -38,11 +38,16 @@ var complianceCommands = map[string]func(args []string, out io.Writer) error{
 	"hold": complianceHold,
 }
 
-func compliance(args []string, out io.Writer) error {
-	if len(args) == 0 || complianceCommands[args[0]] == nil {
-		return errors.New("usage: homeserver compliance hold create|list|release --config FILE [flags]")
+// complianceMain runs a compliance subcommand: hold here, the archive's
+// (status, verify, export) in compliance.go.
+func complianceMain(args []string, out io.Writer) error {
+	if len(args) > 0 && complianceCommands[args[0]] != nil {
+		return complianceCommands[args[0]](args[1:], out)
 	}
-	return complianceCommands[args[0]](args[1:], out)
+	if len(args) > 0 && (args[0] == "status" || args[0] == "verify" || args[0] == "export") {
+		return complianceCmd(args, out)
+	}
+	return errors.New("usage: homeserver compliance status|verify|export|hold ... --config FILE [flags]")
 }
 
 func complianceHold(args []string, out io.Writer) error {

@@ -35,7 +35,7 @@ func TestComplianceHoldCommands(t *testing.T) {
 	}
 	run := func(args ...string) (string, error) {
 		var out bytes.Buffer
-		err := compliance(append(args, "--config", cfgPath), &out)
+		err := complianceMain(append(args, "--config", cfgPath), &out)
 		return out.String(), err
 	}
 	for _, c := range []struct {

@@ -48,7 +48,7 @@ func main() {
 	case "migrate-sqlite-to-postgres", "port-db":
 		err = portDB(args, os.Stdout)
 	case "compliance":
-		err = compliance(args, os.Stdout)
+		err = complianceMain(args, os.Stdout)
 	default:
 		err = fmt.Errorf("unknown command %q (serve, generate-config, generate-keys, register-user, migrate-sqlite-to-postgres, compliance)", cmd)
 	}

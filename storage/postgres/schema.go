@@ -592,4 +592,44 @@ CREATE TABLE federation_queue (
 	PRIMARY KEY (destination, seq)
 );
 `,
+	// The compliance archive: SQLite's migration of the same purpose
+	// says what it holds.
+	`
+CREATE TABLE compliance_records (
+	seq         BIGINT NOT NULL PRIMARY KEY,
+	ts          BIGINT NOT NULL,
+	kind        TEXT COLLATE "C" NOT NULL,
+	actor       TEXT COLLATE "C" NOT NULL,
+	room        TEXT COLLATE "C" NOT NULL,
+	payload     TEXT,
+	record_hash TEXT COLLATE "C" NOT NULL,
+	prev_hash   TEXT COLLATE "C" NOT NULL,
+	hash        TEXT COLLATE "C" NOT NULL
+);
+CREATE INDEX compliance_records_ts ON compliance_records(ts);
+CREATE TABLE compliance_checkpoints (
+	seq       BIGINT NOT NULL PRIMARY KEY,
+	head      TEXT COLLATE "C" NOT NULL,
+	ts        BIGINT NOT NULL,
+	key_id    TEXT COLLATE "C" NOT NULL,
+	signature TEXT COLLATE "C" NOT NULL
+);
+CREATE TABLE compliance_position (
+	id        BIGINT NOT NULL PRIMARY KEY,
+	event_pos BIGINT NOT NULL
+);
+INSERT INTO compliance_position (id, event_pos) VALUES (1, 0);
+CREATE TABLE compliance_queue (
+	id      BIGSERIAL PRIMARY KEY,
+	ts      BIGINT NOT NULL,
+	kind    TEXT COLLATE "C" NOT NULL,
+	actor   TEXT COLLATE "C" NOT NULL,
+	room    TEXT COLLATE "C" NOT NULL,
+	payload TEXT NOT NULL
+);
+CREATE TABLE compliance_unredacted (
+	event_id TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+	json     TEXT NOT NULL
+);
+`,
 }

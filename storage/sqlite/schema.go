@@ -753,4 +753,55 @@ CREATE TABLE federation_queue (
 	PRIMARY KEY (destination, seq)
 ) WITHOUT ROWID;
 `,
+	// The compliance archive (issue 13, package compliance): an
+	// append-only hash chain of records (compliance_records), each
+	// digest-linked to the one before (record_hash is sha256 of the
+	// record's canonical JSON, hash sha256 of prev_hash and record_hash,
+	// so that a purge may drop a record's content and keep its link);
+	// signed checkpoints over the chain head; the archiver's position in
+	// the event stream (one row); the queue of records that are not events
+	// (media access, history reads, admin actions), written in the request
+	// path and drained into the chain by the one archiver; and the
+	// original JSON of events a redaction overwrote, copied in the
+	// redaction's own transaction when compliance is on, so that an
+	// archiver running after commit still reads what was removed. Nothing
+	// but the archiver and the retention purge writes these tables.
+	`
+CREATE TABLE compliance_records (
+	seq         INTEGER NOT NULL PRIMARY KEY,
+	ts          INTEGER NOT NULL,
+	kind        TEXT NOT NULL,
+	actor       TEXT NOT NULL,
+	room        TEXT NOT NULL,
+	payload     TEXT,
+	record_hash TEXT NOT NULL,
+	prev_hash   TEXT NOT NULL,
+	hash        TEXT NOT NULL
+);
+CREATE INDEX compliance_records_ts ON compliance_records(ts);
+CREATE TABLE compliance_checkpoints (
+	seq       INTEGER NOT NULL PRIMARY KEY,
+	head      TEXT NOT NULL,
+	ts        INTEGER NOT NULL,
+	key_id    TEXT NOT NULL,
+	signature TEXT NOT NULL
+);
+CREATE TABLE compliance_position (
+	id        INTEGER NOT NULL PRIMARY KEY,
+	event_pos INTEGER NOT NULL
+);
+INSERT INTO compliance_position (id, event_pos) VALUES (1, 0);
+CREATE TABLE compliance_queue (
+	id      INTEGER PRIMARY KEY AUTOINCREMENT,
+	ts      INTEGER NOT NULL,
+	kind    TEXT NOT NULL,
+	actor   TEXT NOT NULL,
+	room    TEXT NOT NULL,
+	payload TEXT NOT NULL
+);
+CREATE TABLE compliance_unredacted (
+	event_id TEXT NOT NULL PRIMARY KEY,
+	json     TEXT NOT NULL
+) WITHOUT ROWID;
+`,
 }

@@ -185,6 +185,9 @@ func (db *DB) applyRedaction(tx *sql.Tx, p *roomdag.Persist) error {
 	// unsigned is {"redacted_because": <the redaction>}, built here
 	// rather than with the engine's JSON functions.
 	because := `{"redacted_because":` + string(rd.Because) + `}`
+	if err := db.keepOriginal(tx, rd.Target); err != nil {
+		return err
+	}
 	if _, err := tx.Exec(`UPDATE events SET json = ?, redacted = 1, unsigned = ? WHERE event_id = ?`,
 		rd.JSON, because, string(rd.Target)); err != nil {
 		return err

@@ -66,6 +66,9 @@ type DB struct {
 	origin string
 	// onCommit hears of every committed batch's change (SetCommitHook).
 	onCommit atomic.Pointer[func(*storage.Change)]
+	// keep says whether redactions keep their target's original JSON for
+	// the compliance archive (compliance.go).
+	keep keepUnredacted
 }
 
 // CommitAnnouncer is implemented by an engine whose database other

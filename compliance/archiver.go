@@ -1,0 +1,265 @@
+package compliance
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/persistentchat/homeserver/clock"
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
+	"github.com/persistentchat/homeserver/streamworker"
+)
+
+// Store is what the archive reads and writes (storage/sqlstore).
+type Store interface {
+	CompliancePos(ctx context.Context) (roomdag.StreamPos, error)
+	// ComplianceHead is the chain's last record and the newest
+	// checkpoint (zero values when there is none).
+	ComplianceHead(ctx context.Context) (seq int64, hash string, cp storage.ComplianceCheckpoint, err error)
+	ComplianceEvents(ctx context.Context, after roomdag.StreamPos, limit int) ([]storage.ComplianceEvent, error)
+	// ComplianceOriginal is a redacted event's original JSON, or
+	// storage.ErrNotFound.
+	ComplianceOriginal(ctx context.Context, id roomdag.EventID) ([]byte, error)
+	QueueCompliance(ctx context.Context, e storage.ComplianceEntry) error
+	ComplianceQueued(ctx context.Context, limit int) ([]storage.ComplianceEntry, error)
+	// AppendCompliance commits a step, or fails storing nothing when the
+	// position or head moved.
+	AppendCompliance(ctx context.Context, b storage.ComplianceBatch) error
+	ScanCompliance(ctx context.Context, f storage.ComplianceFilter, fn func(storage.ComplianceRecord) error) error
+	ComplianceCheckpoints(ctx context.Context, from int64, fn func(storage.ComplianceCheckpoint) error) error
+	ComplianceCheckpointCovering(ctx context.Context, seq int64, last bool) (*storage.ComplianceCheckpoint, error)
+	ComplianceDistinct(ctx context.Context, column string, f storage.ComplianceFilter) ([]string, error)
+	ComplianceStats(ctx context.Context) (storage.ComplianceStats, error)
+	EncryptedRooms(ctx context.Context) ([]roomdag.RoomID, error)
+}
+
+// Options configure the archiver.
+type Options struct {
+	// CheckpointRecords: a step that leaves at least this many records
+	// after the last checkpoint makes one. 0: 1000.
+	CheckpointRecords int64
+	// CheckpointInterval: the first step this long after the last
+	// checkpoint makes one. 0: one minute.
+	CheckpointInterval time.Duration
+	// Batch bounds the events and the queued entries one step reads.
+	// 0: 256.
+	Batch int
+}
+
+// Archiver appends every committed event and every queued entry to the
+// chain, after commit, on a streamworker loop: it resumes from its stored
+// position after a crash or restart, and with several processes runs in
+// the one holding the "compliance" lease.
+type Archiver struct {
+	store Store
+	key   roomdag.SigningKey
+	clock clock.Clock
+	opts  Options
+	loop  *streamworker.Loop
+}
+
+// NewArchiver makes the archiver; holder is its lease (nil: always).
+func NewArchiver(store Store, key roomdag.SigningKey, clk clock.Clock, log *slog.Logger, holder *streamworker.Holder, opts Options) *Archiver {
+	if opts.CheckpointRecords <= 0 {
+		opts.CheckpointRecords = 1000
+	}
+	if opts.CheckpointInterval <= 0 {
+		opts.CheckpointInterval = time.Minute
+	}
+	if opts.Batch <= 0 {
+		opts.Batch = 256
+	}
+	a := &Archiver{store: store, key: key, clock: clk, opts: opts}
+	a.loop = streamworker.New((*steps)(a), streamworker.Options{Name: "compliance archiver", Clock: clk, Log: log,
+		Coalesce: 20 * time.Millisecond, Retry: time.Second, Holder: holder})
+	return a
+}
+
+// EventCommitted implements roomdag.Listener: a wake-up signal only.
+func (a *Archiver) EventCommitted(*roomdag.Event, roomdag.StreamPos) { a.loop.Notify() }
+
+// Notify wakes the archiver (an entry was queued).
+func (a *Archiver) Notify() { a.loop.Notify() }
+
+// Start reads the stored position and starts the loop.
+func (a *Archiver) Start(ctx context.Context) error { return a.loop.Start(ctx) }
+
+// Stop stops the loop after its step in progress. Idempotent.
+func (a *Archiver) Stop() { a.loop.Stop() }
+
+// Pos is the event stream position archived and committed.
+func (a *Archiver) Pos() roomdag.StreamPos { return a.loop.Pos() }
+
+// Wait returns once every event up to pos is archived.
+func (a *Archiver) Wait(ctx context.Context, pos roomdag.StreamPos) error {
+	return a.loop.Wait(ctx, pos)
+}
+
+// Loop is the archiver's loop, for tests (WaitStats) and StepOnce.
+func (a *Archiver) Loop() *streamworker.Loop { return a.loop }
+
+type steps Archiver
+
+// Resume implements streamworker.Stepper.
+func (s *steps) Resume(ctx context.Context) (roomdag.StreamPos, error) {
+	return s.store.CompliancePos(ctx)
+}
+
+// Step implements streamworker.Stepper: the queued entries, then the
+// events after from, appended after the stored head and committed with
+// the new position; a checkpoint when due.
+func (s *steps) Step(ctx context.Context, from roomdag.StreamPos) (roomdag.StreamPos, bool, error) {
+	a := (*Archiver)(s)
+	ctx = context.WithoutCancel(ctx)
+	queued, err := a.store.ComplianceQueued(ctx, a.opts.Batch)
+	if err != nil {
+		return from, false, err
+	}
+	evs, err := a.store.ComplianceEvents(ctx, from, a.opts.Batch)
+	if err != nil {
+		return from, false, err
+	}
+	if len(queued) == 0 && len(evs) == 0 {
+		return from, false, nil
+	}
+	seq, head, cp, err := a.store.ComplianceHead(ctx)
+	if err != nil {
+		return from, false, err
+	}
+	if head == "" {
+		head = zeroHash
+	}
+	b := storage.ComplianceBatch{From: from, To: from}
+	add := func(r storage.ComplianceRecord) error {
+		seq++
+		r.Seq = seq
+		if err := seal(&r, head); err != nil {
+			return err
+		}
+		head = r.Hash
+		b.Records = append(b.Records, r)
+		return nil
+	}
+	for _, q := range queued {
+		b.Drained = append(b.Drained, q.ID)
+		if err := add(storage.ComplianceRecord{TS: q.TS, Kind: q.Kind, Actor: q.Actor, Room: q.Room, Payload: q.Payload}); err != nil {
+			return from, false, err
+		}
+	}
+	for _, e := range evs {
+		payload, err := a.eventPayload(ctx, e)
+		if err != nil {
+			return from, false, err
+		}
+		if err := add(storage.ComplianceRecord{TS: e.TS, Kind: KindEvent, Actor: string(e.Sender), Room: string(e.Room), Payload: payload}); err != nil {
+			return from, false, err
+		}
+		b.To = e.Pos
+	}
+	now := a.clock.Now()
+	if seq-cp.Seq >= a.opts.CheckpointRecords || now.Sub(time.UnixMilli(cp.TS)) >= a.opts.CheckpointInterval {
+		c, err := SignCheckpoint(a.key, seq, head, now.UnixMilli())
+		if err != nil {
+			return from, false, err
+		}
+		b.Checkpoint = &c
+	}
+	if err := a.store.AppendCompliance(ctx, b); err != nil {
+		return from, false, err
+	}
+	return b.To, len(queued) == a.opts.Batch || len(evs) == a.opts.Batch, nil
+}
+
+// eventPayload is an event record's payload: {"event_id", "type",
+// "event": the event as first stored (its original when a redaction
+// has since overwritten it), "redacted": whether it has been}, and for a
+// redaction "removed": the original of the event it redacted.
+func (a *Archiver) eventPayload(ctx context.Context, e storage.ComplianceEvent) (string, error) {
+	ev := e.JSON
+	if e.Redacted && e.Original != nil {
+		ev = e.Original
+	}
+	p := map[string]any{"event_id": string(e.ID), "type": e.Type, "event": json.RawMessage(ev), "redacted": e.Redacted}
+	if e.Redacted && e.Original == nil {
+		p["original_lost"] = true // redacted while compliance was off
+	}
+	if e.Type == roomdag.TypeRedaction {
+		if target := redactsOf(ev); target != "" {
+			p["redacts"] = target
+			orig, err := a.store.ComplianceOriginal(ctx, roomdag.EventID(target))
+			switch {
+			case err == nil:
+				p["removed"] = json.RawMessage(orig)
+			case !errors.Is(err, storage.ErrNotFound):
+				return "", err
+			}
+		}
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return "", err
+	}
+	c, err := roomdag.CanonicalJSON(b)
+	return string(c), err
+}
+
+// redactsOf is a redaction's target: top-level "redacts" (room versions
+// 1 to 10) or content.redacts (11 on).
+func redactsOf(ev []byte) string {
+	var r struct {
+		Redacts string `json:"redacts"`
+		Content struct {
+			Redacts string `json:"redacts"`
+		} `json:"content"`
+	}
+	if json.Unmarshal(ev, &r) != nil {
+		return ""
+	}
+	if r.Content.Redacts != "" {
+		return r.Content.Redacts
+	}
+	return r.Redacts
+}
+
+// Recorder queues the records that are not events, in the request's
+// path: the entry is durable when Record returns, and the archiver
+// appends it to the chain. A nil *Recorder records nothing (compliance
+// off).
+type Recorder struct {
+	store Store
+	clock clock.Clock
+	wake  func()
+}
+
+// NewRecorder makes a recorder whose entries wake (may be nil) announces.
+func NewRecorder(store Store, clk clock.Clock, wake func()) *Recorder {
+	return &Recorder{store: store, clock: clk, wake: wake}
+}
+
+// Record queues one record; payload is marshalled to canonical JSON.
+func (r *Recorder) Record(ctx context.Context, kind string, actor roomdag.UserID, room roomdag.RoomID, payload any) error {
+	if r == nil {
+		return nil
+	}
+	b, err := json.Marshal(payload)
+	if err != nil {
+		return err
+	}
+	c, err := roomdag.CanonicalJSON(b)
+	if err != nil {
+		return err
+	}
+	if err := r.store.QueueCompliance(ctx, storage.ComplianceEntry{TS: r.clock.Now().UnixMilli(), Kind: kind,
+		Actor: string(actor), Room: string(room), Payload: string(c)}); err != nil {
+		return err
+	}
+	if r.wake != nil {
+		r.wake()
+	}
+	return nil
+}
+
+var _ streamworker.Stepper = (*steps)(nil)

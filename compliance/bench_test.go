@@ -1,0 +1,121 @@
+package compliance_test
+
+import (
+	"fmt"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/persistentchat/homeserver/compliance"
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/testserver"
+)
+
+// BenchmarkSend is send throughput at 8 concurrent senders, each in a
+// room of its own, with the archive off and on (the archiver keeps up
+// inside the timing: the benchmark ends once it has archived every
+// event).
+func BenchmarkSend(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		b.Run(fmt.Sprint("archive=", on), func(b *testing.B) {
+			opts := testserver.Options{}
+			if on {
+				opts.Configure = archiving
+			}
+			srv := testserver.Start(b, opts)
+			const senders = 8
+			cs := make([]*testserver.Client, senders)
+			rooms := make([]string, senders)
+			for i := range cs {
+				cs[i] = srv.Register("sender")
+				rooms[i] = cs[i].CreateRoom(map[string]any{"preset": "public_chat"})
+			}
+			b.ResetTimer()
+			var wg sync.WaitGroup
+			for i := range senders {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for j := i; j < b.N; j += senders {
+						cs[i].SendText(rooms[i], fmt.Sprint("message ", j))
+					}
+				}()
+			}
+			wg.Wait()
+			if on {
+				pos, _ := srv.HS.DB().EventPos(b.Context())
+				if err := srv.HS.Compliance.Wait(b.Context(), pos); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}
+
+// archived is a server with n messages archived and sealed.
+func archived(b *testing.B, n int) *testserver.Server {
+	srv := testserver.Start(b, testserver.Options{Configure: archiving})
+	c := srv.Register("alice")
+	room := c.CreateRoom(map[string]any{"preset": "public_chat"})
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := i; j < n; j += 8 {
+				c.SendText(room, fmt.Sprint("message ", j))
+			}
+		}()
+	}
+	wg.Wait()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		st, err := srv.HS.ComplianceService().Status(b.Context())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if st.Lag == 0 && st.Queued == 0 && st.SealedSeq == st.HeadSeq {
+			return srv
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("not settled: %+v", st)
+		}
+		pos, _ := srv.HS.DB().EventPos(b.Context())
+		srv.HS.Compliance.Wait(b.Context(), pos)
+	}
+}
+
+// BenchmarkExport is export speed in records per second (jsonl, every
+// record, with its links and manifest).
+func BenchmarkExport(b *testing.B) {
+	srv := archived(b, 2000)
+	x := srv.HS.ComplianceExporter()
+	b.ResetTimer()
+	var recs int64
+	for range b.N {
+		m, err := x.Export(b.Context(), io.Discard, compliance.Query{Format: "jsonl"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		recs += m.Records
+	}
+	b.ReportMetric(float64(recs)/b.Elapsed().Seconds(), "records/s")
+}
+
+// BenchmarkVerify is verify speed in records per second.
+func BenchmarkVerify(b *testing.B) {
+	srv := archived(b, 2000)
+	pub := srv.HS.ComplianceService().Public
+	b.ResetTimer()
+	var recs int64
+	for range b.N {
+		rep, err := compliance.Verify(b.Context(), srv.HS.DB(), roomdag.ServerName(srv.Config.ServerName), pub, 0)
+		if err != nil || !rep.OK() {
+			b.Fatal(rep, err)
+		}
+		recs += rep.Records
+	}
+	b.ReportMetric(float64(recs)/b.Elapsed().Seconds(), "records/s")
+}

@@ -1,0 +1,146 @@
+// Package compliance is the compliance archive (issue 13): an
+// append-only, hash-chained record of every event the server stores and
+// of every media upload and download, history read and admin action;
+// signed checkpoints over the chain; its verification; and exports that
+// a recipient can check without the server.
+//
+// The chain: record n has a canonical JSON form (Canonical: seq, ts,
+// kind, actor, room, payload), record_hash = sha256(canonical), and
+// hash = sha256(prev_hash || record_hash) over the raw 32-byte digests,
+// prev_hash of record 1 being 32 zero bytes. Hashing the record's digest
+// rather than its bytes lets the retention purge drop a payload
+// (storage's PurgeCompliance) while the chain still verifies. A
+// checkpoint is the server's ed25519 signature (Matrix JSON signing,
+// the server's signing key) over {"seq", "head", "ts", "server"}: the
+// chain had seq records and its last hash was head.
+//
+// One archiver appends (Archiver, a streamworker loop under the lease
+// "compliance"); request paths only queue records (Recorder).
+package compliance
+
+import (
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
+)
+
+// Kinds of record.
+const (
+	KindEvent         = "event"
+	KindMediaUpload   = "media_upload"
+	KindMediaDownload = "media_download"
+	KindHistoryRead   = "history_read"
+	KindAdminAction   = "admin_action"
+)
+
+// zeroHash is the prev_hash of the first record.
+var zeroHash = hex.EncodeToString(make([]byte, sha256.Size))
+
+// canonicalRecord is the hashed form of a record.
+type canonicalRecord struct {
+	Seq     int64           `json:"seq"`
+	TS      int64           `json:"ts"`
+	Kind    string          `json:"kind"`
+	Actor   string          `json:"actor"`
+	Room    string          `json:"room"`
+	Payload json.RawMessage `json:"payload"`
+}
+
+// Canonical is the record's canonical JSON, the bytes record_hash
+// covers.
+func Canonical(r storage.ComplianceRecord) ([]byte, error) {
+	b, err := json.Marshal(canonicalRecord{r.Seq, r.TS, r.Kind, r.Actor, r.Room, json.RawMessage(r.Payload)})
+	if err != nil {
+		return nil, err
+	}
+	return roomdag.CanonicalJSON(b)
+}
+
+// RecordHash is the hex sha256 of the record's canonical JSON.
+func RecordHash(r storage.ComplianceRecord) (string, error) {
+	c, err := Canonical(r)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(c)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// Link is sha256(prev || record), over the decoded digests, in hex.
+func Link(prev, record string) (string, error) {
+	p, err := hex.DecodeString(prev)
+	if err != nil || len(p) != sha256.Size {
+		return "", fmt.Errorf("compliance: bad hash %q", prev)
+	}
+	r, err := hex.DecodeString(record)
+	if err != nil || len(r) != sha256.Size {
+		return "", fmt.Errorf("compliance: bad hash %q", record)
+	}
+	sum := sha256.Sum256(append(p, r...))
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// seal fills in r's hashes after prev.
+func seal(r *storage.ComplianceRecord, prev string) error {
+	rh, err := RecordHash(*r)
+	if err != nil {
+		return err
+	}
+	h, err := Link(prev, rh)
+	if err != nil {
+		return err
+	}
+	r.RecordHash, r.PrevHash, r.Hash = rh, prev, h
+	return nil
+}
+
+// checkpointBody is what a checkpoint signs.
+type checkpointBody struct {
+	Seq    int64  `json:"seq"`
+	Head   string `json:"head"`
+	TS     int64  `json:"ts"`
+	Server string `json:"server"`
+}
+
+// SignCheckpoint signs that the chain had seq records ending in head.
+func SignCheckpoint(key roomdag.SigningKey, seq int64, head string, ts int64) (storage.ComplianceCheckpoint, error) {
+	b, _ := json.Marshal(checkpointBody{seq, head, ts, string(key.ServerName)})
+	signed, err := roomdag.SignJSON(key, b)
+	if err != nil {
+		return storage.ComplianceCheckpoint{}, err
+	}
+	var s struct {
+		Signatures map[string]map[string]string `json:"signatures"`
+	}
+	if err := json.Unmarshal(signed, &s); err != nil {
+		return storage.ComplianceCheckpoint{}, err
+	}
+	return storage.ComplianceCheckpoint{Seq: seq, Head: head, TS: ts, KeyID: key.KeyID,
+		Signature: s.Signatures[string(key.ServerName)][key.KeyID]}, nil
+}
+
+// SignedCheckpoint is a checkpoint as Matrix signed JSON: what a
+// manifest carries, checkable with any Matrix signing library against
+// the server's key (/_matrix/key/v2/server).
+func SignedCheckpoint(server roomdag.ServerName, c storage.ComplianceCheckpoint) json.RawMessage {
+	b, _ := json.Marshal(map[string]any{"seq": c.Seq, "head": c.Head, "ts": c.TS, "server": string(server),
+		"signatures": map[string]map[string]string{string(server): {c.KeyID: c.Signature}}})
+	return b
+}
+
+// ErrBadSignature says a checkpoint's signature does not verify.
+var ErrBadSignature = errors.New("compliance: checkpoint signature does not verify")
+
+// VerifyCheckpoint checks c's signature by server's key pub.
+func VerifyCheckpoint(server roomdag.ServerName, pub ed25519.PublicKey, c storage.ComplianceCheckpoint) error {
+	if err := roomdag.VerifyJSON(server, c.KeyID, pub, SignedCheckpoint(server, c)); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadSignature, err)
+	}
+	return nil
+}
