@@ -127,17 +127,25 @@ func (db *DB) insertReceived(tx *sql.Tx, nid int64, p *roomdag.Persist) (roomdag
 			return 0, 0, err
 		}
 	}
-	for _, id := range p.Extremities {
-		if _, err := tx.Exec(`INSERT INTO forward_extremities (room_nid, event_id) VALUES (?, ?)`, nid, string(id)); err != nil {
-			return 0, 0, err
-		}
-	}
-	if _, err := tx.Exec(`UPDATE rooms SET last_pos = ?, cur_snapshot = ?, chain_len = ?,
-		max_depth = CASE WHEN max_depth > ? THEN max_depth ELSE ? END WHERE room_nid = ?`,
-		int64(pos), p.CurrentSnapshot, p.CurrentChainLen, ev.Depth(), ev.Depth(), nid); err != nil {
+	if err := setRoomHead(tx, nid, pos, p.Extremities, p.CurrentSnapshot, p.CurrentChainLen, ev.Depth()); err != nil {
 		return 0, 0, err
 	}
 	return pos, nid, nil
+}
+
+// setRoomHead records a room write's new forward extremities (added to
+// the set, the caller having removed those it replaces), its last stream
+// position, current state snapshot and greatest depth.
+func setRoomHead(tx *sql.Tx, nid int64, pos roomdag.StreamPos, extremities []roomdag.EventID, snapshot int64, chainLen int, depth int64) error {
+	for _, id := range extremities {
+		if _, err := tx.Exec(`INSERT INTO forward_extremities (room_nid, event_id) VALUES (?, ?)`, nid, string(id)); err != nil {
+			return err
+		}
+	}
+	_, err := tx.Exec(`UPDATE rooms SET last_pos = ?, cur_snapshot = ?, chain_len = ?,
+		max_depth = CASE WHEN max_depth > ? THEN max_depth ELSE ? END WHERE room_nid = ?`,
+		int64(pos), snapshot, chainLen, depth, depth, nid)
+	return err
 }
 
 // setCurrent makes ev the room's current state for its key, as of pos.

@@ -290,14 +290,7 @@ func (db *DB) insertEvent(tx *sql.Tx, p *roomdag.Persist) (roomdag.StreamPos, in
 	if err := db.insertRelation(tx, nid, p, pos); err != nil {
 		return 0, 0, err
 	}
-	for _, id := range p.Extremities {
-		if _, err := tx.Exec(`INSERT INTO forward_extremities (room_nid, event_id) VALUES (?, ?)`, nid, string(id)); err != nil {
-			return 0, 0, err
-		}
-	}
-	if _, err := tx.Exec(`UPDATE rooms SET last_pos = ?, cur_snapshot = ?, chain_len = ?,
-		max_depth = CASE WHEN max_depth > ? THEN max_depth ELSE ? END WHERE room_nid = ?`,
-		int64(pos), p.StateAfter, p.ChainLen, ev.Depth(), ev.Depth(), nid); err != nil {
+	if err := setRoomHead(tx, nid, pos, p.Extremities, p.StateAfter, p.ChainLen, ev.Depth()); err != nil {
 		return 0, 0, err
 	}
 	return pos, nid, nil
