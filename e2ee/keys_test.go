@@ -483,13 +483,7 @@ func syncSince(t testing.TB, c *testserver.Client, since string, timeoutMS int) 
 
 func deviceLists(s map[string]any) (changed, left []string) {
 	dl, _ := s["device_lists"].(map[string]any)
-	for _, u := range asList(dl["changed"]) {
-		changed = append(changed, u)
-	}
-	for _, u := range asList(dl["left"]) {
-		left = append(left, u)
-	}
-	return changed, left
+	return asList(dl["changed"]), asList(dl["left"])
 }
 
 func asList(v any) []string {

@@ -24,7 +24,7 @@ func (hs *Homeserver) follow(evPos roomdag.StreamPos, n *sync.Notifier, wakers c
 	}
 	f := cluster.New(cluster.Parts{Origin: hs.db.Origin(), Store: hs.db, Rooms: hs.Rooms, Notifier: n, Syncer: hs.Syncer,
 		// Not the metrics: each process counts the events it persisted.
-		Listeners: []roomdag.Listener{n, hs.Notifications, hs.AppServices},
+		Listeners: hs.followListeners(n),
 		Wakers:    wakers, Log: hs.log}, evPos)
 	hs.db.SetCommitHook(f.Local)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -108,9 +108,10 @@ func barrier(f *cluster.Follower, log *slog.Logger) func(http.Handler) http.Hand
 }
 
 // followListeners are the listeners that hear of the other processes'
-// commits: the notifier and every after-commit worker.
+// commits: the notifier and every after-commit worker, whichever process
+// holds its lease.
 func (hs *Homeserver) followListeners(n *sync.Notifier) []roomdag.Listener {
-	ls := []roomdag.Listener{n, hs.Notifications, hs.AppServices}
+	ls := []roomdag.Listener{n, hs.Notifications, hs.AppServices, hs.FedSender}
 	if hs.Compliance != nil {
 		ls = append(ls, hs.Compliance)
 	}
