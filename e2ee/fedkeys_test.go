@@ -6,11 +6,13 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"testing"
 	"time"
 
+	"github.com/persistentchat/homeserver/configs"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/testserver"
 )
@@ -218,4 +220,83 @@ func TestKeysOverFederation(t *testing.T) {
 			t.Fatalf("claim from a stopped server: %+v", c)
 		}
 	})
+}
+
+// TestKeysQueryRemoteTimeout: a server that never answers holds
+// /keys/query and /keys/claim up for the request's timeout only, and is
+// then in failures, while the other servers' keys are served.
+func TestKeysQueryRemoteTimeout(t *testing.T) {
+	// Accepts connections and never says a word, not even TLS's.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	silent := l.Addr().String()
+	fed := testserver.Federation(t, 2, testserver.Options{Configure: func(c *configs.Config) {
+		c.FederationDomainWhitelist = append(c.FederationDomainWhitelist, silent)
+	}})
+	a, b := fed[0], fed[1]
+	alice := newDevice(t, a.Register("toalice"))
+	alice.upload(t, map[string]any{"device_keys": alice.deviceKeys(t), "one_time_keys": alice.otks(t, "T1")})
+	bob := b.Register("tobob")
+	someone := "@someone:" + silent
+
+	for _, tc := range []struct {
+		name, path string
+		body       map[string]any
+		found      func(r *testserver.Response) bool
+	}{
+		{"query", "/_matrix/client/v3/keys/query", map[string]any{"timeout": 300, "device_keys": map[string]any{
+			someone: []string{}, alice.UserID: []string{}}}, func(r *testserver.Response) bool {
+			var out remoteQuery
+			return r.JSON(&out) == nil && out.DeviceKeys[alice.UserID][alice.DeviceID] != nil
+		}},
+		{"claim", "/_matrix/client/v3/keys/claim", map[string]any{"timeout": 300, "one_time_keys": map[string]any{
+			someone: map[string]any{"DEV": "signed_curve25519"}, alice.UserID: map[string]any{alice.DeviceID: "signed_curve25519"}}},
+			func(r *testserver.Response) bool {
+				var out struct {
+					Keys map[string]map[string]map[string]any `json:"one_time_keys"`
+				}
+				return r.JSON(&out) == nil && out.Keys[alice.UserID][alice.DeviceID]["signed_curve25519:T1"] != nil
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			r := bob.Do("POST", tc.path, tc.body)
+			took := time.Since(start)
+			var out struct {
+				Failures map[string]map[string]any `json:"failures"`
+			}
+			if r.Status != http.StatusOK || r.JSON(&out) != nil {
+				t.Fatalf("%d %s", r.Status, r.Body)
+			}
+			if f := out.Failures[silent]; f == nil || f["status"] != float64(503) {
+				t.Fatalf("failures %v: want %s with 503", out.Failures, silent)
+			}
+			if len(out.Failures) != 1 || !tc.found(r) {
+				t.Fatalf("%s: want alice's keys from %s", r.Body, a.Name())
+			}
+			// The default timeout is 10 s: 300 ms it is, with room for a
+			// slow machine.
+			if took > 5*time.Second {
+				t.Fatalf("took %v with a timeout of 300 ms", took)
+			}
+		})
+	}
 }
