@@ -109,8 +109,9 @@ type remoteQueryAnswer struct {
 }
 
 // queryRemote asks each server for the keys of its users in want and
-// adds them to res: only the users asked about, and device keys whose
-// user and device are the ones they are served as. It returns the
+// adds them to res: only the users asked about, and device and
+// cross-signing keys whose user (and device) are the ones they are served
+// as. Signatures are the client's to check. It returns the
 // failures.
 func (k *Keys) queryRemote(ctx context.Context, want map[roomdag.ServerName]map[roomdag.UserID][]string, timeout time.Duration, res *queryResult) map[string]any {
 	var mu gosync.Mutex
@@ -148,10 +149,10 @@ func (k *Keys) queryRemote(ctx context.Context, want map[roomdag.ServerName]map[
 				devices[d] = obj
 			}
 			res.DeviceKeys[u] = devices
-			if m, ok := ans.MasterKeys[u]; ok && isObject(m) {
+			if m, ok := ans.MasterKeys[u]; ok && keyOf(m, u) {
 				res.Master[u] = m
 			}
-			if m, ok := ans.SelfSigningKeys[u]; ok && isObject(m) {
+			if m, ok := ans.SelfSigningKeys[u]; ok && keyOf(m, u) {
 				res.SelfSigning[u] = m
 			}
 		}
@@ -199,10 +200,12 @@ func (k *Keys) claimRemote(ctx context.Context, want map[roomdag.ServerName]map[
 	})
 }
 
-// isObject says whether raw is a JSON object.
-func isObject(raw json.RawMessage) bool {
-	var obj map[string]json.RawMessage
-	return json.Unmarshal(raw, &obj) == nil && obj != nil
+// keyOf says whether raw is a cross-signing key object of user.
+func keyOf(raw json.RawMessage, user roomdag.UserID) bool {
+	var obj struct {
+		UserID *string `json:"user_id"`
+	}
+	return json.Unmarshal(raw, &obj) == nil && obj.UserID != nil && *obj.UserID == string(user)
 }
 
 // FederationRoutes are the key server's federation endpoints; the caller
