@@ -19,13 +19,16 @@ import (
 
 // Config is what the end-to-end encryption endpoints need.
 type Config struct {
-	// Server is this homeserver's name: users of other servers are
-	// reported in failures (their keys come over federation).
+	// Server is this homeserver's name: keys of users of other servers
+	// come over federation (Remote).
 	Server roomdag.ServerName
 	// Store is the key store.
 	Store Store
 	// CrossSigning supplies /keys/query's cross-signing keys; nil: none.
 	CrossSigning CrossSigningKeys
+	// Remote asks other servers for their users' keys (federation.UserKeys);
+	// nil: their servers are reported in failures.
+	Remote RemoteKeys
 	// Current is the sync position now (sync.Notifier.Current).
 	Current func() sync.Token
 	Log     *slog.Logger
@@ -38,7 +41,7 @@ type Server struct {
 
 // New builds the endpoints.
 func New(cfg Config) *Server {
-	return &Server{keys: NewKeys(cfg.Server, cfg.Store, cfg.CrossSigning, cfg.Current, cfg.Log)}
+	return &Server{keys: NewKeys(cfg.Server, cfg.Store, cfg.CrossSigning, cfg.Current, cfg.Log).WithRemote(cfg.Remote)}
 }
 
 // Keys is the key server, which /sync also reads (sync.DeviceKeys).

@@ -82,6 +82,8 @@ type Keys struct {
 	server roomdag.ServerName
 	store  Store
 	cross  CrossSigningKeys
+	// remote asks other servers for their users' keys; nil: nobody.
+	remote RemoteKeys
 	log    *slog.Logger
 	// current is the sync position now (GET /keys/changes); nil: the
 	// device-list stream's stored head, events unknown.
@@ -92,6 +94,14 @@ type Keys struct {
 // position now (the notifier's Current).
 func NewKeys(server roomdag.ServerName, store Store, cross CrossSigningKeys, current func() sync.Token, log *slog.Logger) *Keys {
 	return &Keys{server: server, store: store, cross: cross, current: current, log: log}
+}
+
+// WithRemote makes /keys/query and /keys/claim ask other servers for
+// their users' keys through remote; without, those servers are reported
+// in failures. It returns k.
+func (k *Keys) WithRemote(remote RemoteKeys) *Keys {
+	k.remote = remote
+	return k
 }
 
 // Bounds of one request, so that nobody ties the server up with one.
@@ -330,6 +340,8 @@ func checkOneTimeKeys(keys map[string]json.RawMessage, user roomdag.UserID, devi
 // by hand: they must be lists.
 type queryBody struct {
 	DeviceKeys map[string]json.RawMessage `json:"device_keys"`
+	// Timeout is how long, in milliseconds, to wait for other servers.
+	Timeout *int64 `json:"timeout"`
 }
 
 func (k *Keys) query(r *http.Request) (any, error) {
@@ -344,9 +356,12 @@ func (k *Keys) query(r *http.Request) (any, error) {
 	if len(body.DeviceKeys) > maxQueried {
 		return nil, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeTooLarge, "at most %d users per query", maxQueried)
 	}
+	timeout, err := remoteTimeout(body.Timeout)
+	if err != nil {
+		return nil, err
+	}
 	want := map[roomdag.UserID][]string{}
-	failures := map[string]any{}
-	var users []roomdag.UserID
+	remote := map[roomdag.ServerName]map[roomdag.UserID][]string{}
 	for u, raw := range body.DeviceKeys {
 		var devices []string
 		// As Synapse: "'device_keys' values must be a list of strings".
@@ -358,26 +373,53 @@ func (k *Keys) query(r *http.Request) (any, error) {
 			return nil, httpapi.InvalidParam("invalid user ID %q", u)
 		}
 		if uid.Server() != k.server {
-			// Remote users' keys come over federation, which the key
-			// server does not ask yet: the server is reported
-			// unreachable, as the spec has clients expect.
-			failures[string(uid.Server())] = map[string]any{"status": 503, "message": "keys of remote users are not available"}
+			if remote[uid.Server()] == nil {
+				remote[uid.Server()] = map[roomdag.UserID][]string{}
+			}
+			remote[uid.Server()][uid] = devices
 			continue
 		}
 		want[uid] = devices
-		users = append(users, uid)
 	}
-	stored, err := k.store.DeviceKeysOf(r.Context(), want)
+	res, err := k.localQuery(r.Context(), caller, want, false)
 	if err != nil {
 		return nil, err
 	}
-	deviceKeys := map[roomdag.UserID]map[string]json.RawMessage{}
+	failures := k.queryRemote(r.Context(), remote, timeout, res)
+	return map[string]any{"device_keys": res.DeviceKeys, "failures": failures,
+		"master_keys": res.Master, "self_signing_keys": res.SelfSigning, "user_signing_keys": res.UserSigning}, nil
+}
+
+// queryResult is what a key query found: device keys by user and device,
+// and cross-signing keys by user.
+type queryResult struct {
+	DeviceKeys                       map[roomdag.UserID]map[string]json.RawMessage
+	Master, SelfSigning, UserSigning map[roomdag.UserID]json.RawMessage
+}
+
+// localQuery reads the keys of local users' devices (all of a user's when
+// mapped to none) as requester may see them: user-signing keys only the
+// requester's own. For another server (federation), the requester is ""
+// and devices' display names are left out.
+func (k *Keys) localQuery(ctx context.Context, requester roomdag.UserID, want map[roomdag.UserID][]string, federated bool) (*queryResult, error) {
+	res := &queryResult{DeviceKeys: map[roomdag.UserID]map[string]json.RawMessage{},
+		Master: map[roomdag.UserID]json.RawMessage{}, SelfSigning: map[roomdag.UserID]json.RawMessage{},
+		UserSigning: map[roomdag.UserID]json.RawMessage{}}
+	if len(want) == 0 {
+		return res, nil
+	}
+	users := make([]roomdag.UserID, 0, len(want))
 	for u := range want {
-		deviceKeys[u] = map[string]json.RawMessage{}
+		users = append(users, u)
+		res.DeviceKeys[u] = map[string]json.RawMessage{}
+	}
+	stored, err := k.store.DeviceKeysOf(ctx, want)
+	if err != nil {
+		return nil, err
 	}
 	var extra DeviceSignatures
 	if ds, ok := k.cross.(DeviceKeySignatures); ok && len(stored) > 0 {
-		if extra, err = ds.DeviceSignatures(r.Context(), caller, users); err != nil {
+		if extra, err = ds.DeviceSignatures(ctx, requester, users); err != nil {
 			return nil, err
 		}
 	}
@@ -389,29 +431,29 @@ func (k *Keys) query(r *http.Request) (any, error) {
 			}
 			sigs[string(signer)] = byKey
 		}
-		deviceKeys[dk.User][dk.Device] = served(dk, sigs)
+		if federated {
+			dk.DisplayName = "" // device names stay on this server
+		}
+		res.DeviceKeys[dk.User][dk.Device] = served(dk, sigs)
 	}
-	resp := map[string]any{"device_keys": deviceKeys, "failures": failures}
-	master, self, usk := map[roomdag.UserID]json.RawMessage{}, map[roomdag.UserID]json.RawMessage{}, map[roomdag.UserID]json.RawMessage{}
-	if k.cross != nil && len(users) > 0 {
-		m, s, u, err := k.cross.KeysFor(r.Context(), caller, users)
+	if k.cross != nil {
+		m, s, u, err := k.cross.KeysFor(ctx, requester, users)
 		if err != nil {
 			return nil, err
 		}
 		for id, v := range m {
-			master[id] = v
+			res.Master[id] = v
 		}
 		for id, v := range s {
-			self[id] = v
+			res.SelfSigning[id] = v
 		}
 		for id, v := range u {
-			if id == caller { // only ever the requester's own
-				usk[id] = v
+			if requester != "" && id == requester { // only ever the requester's own
+				res.UserSigning[id] = v
 			}
 		}
 	}
-	resp["master_keys"], resp["self_signing_keys"], resp["user_signing_keys"] = master, self, usk
-	return resp, nil
+	return res, nil
 }
 
 // served is a stored device keys object as /keys/query serves it: with
@@ -456,6 +498,8 @@ func served(dk storage.DeviceKeys, sigs map[string]map[string]string) json.RawMe
 // claimBody is POST /keys/claim's body.
 type claimBody struct {
 	OneTimeKeys map[string]json.RawMessage `json:"one_time_keys"`
+	// Timeout is how long, in milliseconds, to wait for other servers.
+	Timeout *int64 `json:"timeout"`
 }
 
 func (k *Keys) claim(r *http.Request) (any, error) {
@@ -466,8 +510,13 @@ func (k *Keys) claim(r *http.Request) (any, error) {
 	if body.OneTimeKeys == nil {
 		return nil, httpapi.BadJSON("one_time_keys must be a JSON object")
 	}
-	failures := map[string]any{}
+	timeout, err := remoteTimeout(body.Timeout)
+	if err != nil {
+		return nil, err
+	}
 	var claims []storage.KeyClaim
+	remote := map[roomdag.ServerName]map[roomdag.UserID]map[string]string{}
+	n := 0
 	for u, raw := range body.OneTimeKeys {
 		var devices map[string]string
 		if err := json.Unmarshal(raw, &devices); err != nil || devices == nil {
@@ -477,20 +526,40 @@ func (k *Keys) claim(r *http.Request) (any, error) {
 		if err != nil {
 			return nil, httpapi.InvalidParam("invalid user ID %q", u)
 		}
-		if uid.Server() != k.server {
-			failures[string(uid.Server())] = map[string]any{"status": 503, "message": "keys of remote users are not available"}
-			continue
-		}
 		for d, alg := range devices {
 			if alg == "" {
 				return nil, httpapi.InvalidParam("one_time_keys.%s.%s: no algorithm", u, d)
 			}
-			claims = append(claims, storage.KeyClaim{User: uid, Device: d, Algorithm: alg})
 		}
-		if len(claims) > maxClaims {
+		if n += len(devices); n > maxClaims {
 			return nil, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeTooLarge, "at most %d devices per claim", maxClaims)
 		}
+		if uid.Server() != k.server {
+			if remote[uid.Server()] == nil {
+				remote[uid.Server()] = map[roomdag.UserID]map[string]string{}
+			}
+			remote[uid.Server()][uid] = devices
+			continue
+		}
+		for d, alg := range devices {
+			claims = append(claims, storage.KeyClaim{User: uid, Device: d, Algorithm: alg})
+		}
 	}
+	keys, err := k.claimLocal(r.Context(), claims)
+	if err != nil {
+		return nil, err
+	}
+	failures := k.claimRemote(r.Context(), remote, timeout, keys)
+	return map[string]any{"one_time_keys": keys, "failures": failures}, nil
+}
+
+// claimedKeys are claimed keys: user to device to "<algorithm>:<key ID>"
+// to key.
+type claimedKeys = map[roomdag.UserID]map[string]map[string]json.RawMessage
+
+// claimLocal claims one key per claim of local devices, in one
+// transaction.
+func (k *Keys) claimLocal(ctx context.Context, claims []storage.KeyClaim) (claimedKeys, error) {
 	// A stable order: the claims run in one transaction, in this order.
 	sort.Slice(claims, func(i, j int) bool {
 		if claims[i].User != claims[j].User {
@@ -498,20 +567,21 @@ func (k *Keys) claim(r *http.Request) (any, error) {
 		}
 		return claims[i].Device < claims[j].Device
 	})
-	keys := map[roomdag.UserID]map[string]map[string]json.RawMessage{}
-	if len(claims) > 0 {
-		got, err := k.store.ClaimKeys(r.Context(), claims)
-		if err != nil {
-			return nil, err
-		}
-		for _, c := range got {
-			if keys[c.User] == nil {
-				keys[c.User] = map[string]map[string]json.RawMessage{}
-			}
-			keys[c.User][c.Device] = map[string]json.RawMessage{c.Algorithm + ":" + c.KeyID: c.JSON}
-		}
+	keys := claimedKeys{}
+	if len(claims) == 0 {
+		return keys, nil
 	}
-	return map[string]any{"one_time_keys": keys, "failures": failures}, nil
+	got, err := k.store.ClaimKeys(ctx, claims)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range got {
+		if keys[c.User] == nil {
+			keys[c.User] = map[string]map[string]json.RawMessage{}
+		}
+		keys[c.User][c.Device] = map[string]json.RawMessage{c.Algorithm + ":" + c.KeyID: c.JSON}
+	}
+	return keys, nil
 }
 
 func (k *Keys) changes(r *http.Request) (any, error) {

@@ -338,7 +338,10 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	// Cross-signing checks signatures against the key server's device
 	// keys and announces its changes on the device-list stream.
 	hs.CrossSigning = e2ee.NewCrossSigning(db, e2ee.StoreDeviceKeys{Store: db}, db)
-	e2 := e2ee.New(e2ee.Config{Server: server, Store: db, CrossSigning: hs.CrossSigning, Current: notifier.Current, Log: log})
+	// Remote users' keys come from their servers, over the outbound
+	// federation transport (signed, IP deny-list).
+	e2 := e2ee.New(e2ee.Config{Server: server, Store: db, CrossSigning: hs.CrossSigning,
+		Remote: federation.UserKeys{Client: hs.Federation}, Current: notifier.Current, Log: log})
 	syncer := sync.NewSyncer(db, hs.Rooms, notifier, clk, log, cfg.BackchatDefault, cfg.BackchatMax, cfg.Presence.Enabled, presenceTee{hs.AppServices, hs.FedSender}, shared, e2.Keys())
 	hs.Syncer = syncer
 	follower = hs.follow(evPos, notifier, push.Wakers{notifier, hs.Pushers})
@@ -347,9 +350,8 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		tokens[i] = t.Reveal()
 	}
 	rl := cfg.RateLimiting
-	// The outbound federation transport: keys, remote media, and
-	// whatever else this server asks of others.
-	hs.Federation = federationClient(cfg, key, clk)
+	// hs.Federation, made above, is the outbound federation transport:
+	// keys, remote media, and whatever else this server asks of others.
 	apiCfg := api.Config{
 		ServerName: server, BaseURL: strings.TrimSuffix(cfg.BaseURL(), "/"),
 		EnableRegistration: cfg.EnableRegistration, RequiresToken: cfg.RegistrationRequiresToken,
@@ -449,7 +451,12 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	hs.FedTxns = federation.NewTransactions(federation.TxnOptions{Server: server, Auth: fedAuth, Store: db, Rooms: hs.Rooms,
 		PDUs: federation.NoRoomsPDUs{}, Ephemeral: syncer, Clock: clk, Log: log,
 		ServerAllowed: func(st roomdag.StateMap, s roomdag.ServerName) bool { return roomdag.ServerAllowed(st, s) }})
-	fed := api.CORS(federation.NewKeyServer(own, keyring, clk, log, Version).Handler(append(inbound.Routes(), hs.FedTxns.Routes()...), middlewares...))
+	fedRoutes := append(inbound.Routes(), hs.FedTxns.Routes()...)
+	// End-to-end keys of local users, for other servers (e2ee/fedkeys.go).
+	for _, rt := range e2.Keys().FederationRoutes() {
+		fedRoutes = append(fedRoutes, federation.Endpoint{Method: rt.Method, Path: rt.Path, Handler: fedAuth.Wrap(rt.Handler)})
+	}
+	fed := api.CORS(federation.NewKeyServer(own, keyring, clk, log, Version).Handler(fedRoutes, middlewares...))
 	// The federation endpoints stay on the client listener too: clients
 	// and tools read the keys and version there, and a server without a
 	// federation listener still publishes its keys.
