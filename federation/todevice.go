@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"maps"
+	"slices"
 
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
@@ -40,22 +42,82 @@ func (s *Sender) QueueServerEDUs(ctx context.Context, eduType string, byDest map
 	return nil
 }
 
-// SendToDevice implements e2ee.RemoteToDevice: one m.direct_to_device
-// EDU (server-server API, "Send-to-device messaging") per server, each
-// with a random message_id of its own, by which the receiver drops a
-// retried transaction's copy. The EDUs are queued in one database
-// transaction, so either every server is sent its messages or, on an
-// error, none is.
+// SoftMaxToDeviceEDU is the size an m.direct_to_device EDU's messages
+// are kept under: a send's messages for one server are split, between
+// users and between one user's devices, into EDUs of at most this many
+// bytes of messages, so that a transaction stays small whatever a send
+// names (the spec gives EDUs no limit; Synapse splits at the same size).
+// One message larger than this (a content is at most 65536 bytes) goes
+// alone in an EDU of its own.
+const SoftMaxToDeviceEDU = 65536
+
+// SendToDevice implements e2ee.RemoteToDevice: m.direct_to_device EDUs
+// (server-server API, "Send-to-device messaging") for each server, split
+// at SoftMaxToDeviceEDU, each with a random message_id of its own, by
+// which the receiver drops a retried transaction's copy. The EDUs are
+// queued in one database transaction, so either every server is sent
+// its messages or, on an error, none is.
 func (s *Sender) SendToDevice(ctx context.Context, sender roomdag.UserID, evType string, byServer map[roomdag.ServerName]map[roomdag.UserID]map[string]json.RawMessage) error {
-	byDest := make(map[roomdag.ServerName]any, len(byServer))
+	items := map[roomdag.ServerName][]storage.FederationItem{}
 	for d, msgs := range byServer {
-		id, err := messageID()
-		if err != nil {
-			return err
+		if d == s.o.Server || d == "" {
+			continue
 		}
-		byDest[d] = directToDevice{Sender: sender, Type: evType, MessageID: id, Messages: msgs}
+		for _, part := range splitToDevice(msgs, SoftMaxToDeviceEDU) {
+			id, err := messageID()
+			if err != nil {
+				return err
+			}
+			b, err := json.Marshal(map[string]any{"edu_type": "m.direct_to_device",
+				"content": directToDevice{Sender: sender, Type: evType, MessageID: id, Messages: part}})
+			if err != nil {
+				return err
+			}
+			items[d] = append(items[d], storage.FederationItem{EDU: b})
+		}
 	}
-	return s.QueueServerEDUs(ctx, "m.direct_to_device", byDest)
+	if len(items) == 0 {
+		return nil
+	}
+	if err := s.o.Store.QueueFederationEDUs(ctx, items, s.o.Clock.Now().UnixMilli()); err != nil {
+		return err
+	}
+	for d := range items {
+		s.wake(d)
+	}
+	return nil
+}
+
+// splitToDevice splits msgs into parts whose messages take at most max
+// bytes (estimated from the IDs' and contents' lengths), in the order of
+// users and then devices; a message larger than max is a part alone.
+func splitToDevice(msgs map[roomdag.UserID]map[string]json.RawMessage, max int) []map[roomdag.UserID]map[string]json.RawMessage {
+	var parts []map[roomdag.UserID]map[string]json.RawMessage
+	var cur map[roomdag.UserID]map[string]json.RawMessage
+	size := 0
+	for _, u := range slices.Sorted(maps.Keys(msgs)) {
+		devices := msgs[u]
+		for _, d := range slices.Sorted(maps.Keys(devices)) {
+			c := devices[d]
+			n := len(u) + len(d) + len(c) + 16 // quotes, colons, commas, braces
+			if cur != nil && size+n > max {
+				parts = append(parts, cur)
+				cur, size = nil, 0
+			}
+			if cur == nil {
+				cur = map[roomdag.UserID]map[string]json.RawMessage{}
+			}
+			if cur[u] == nil {
+				cur[u] = map[string]json.RawMessage{}
+			}
+			cur[u][d] = c
+			size += n
+		}
+	}
+	if cur != nil {
+		parts = append(parts, cur)
+	}
+	return parts
 }
 
 // directToDevice is the content of an m.direct_to_device EDU.

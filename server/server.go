@@ -450,7 +450,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	hs.FedTxns = federation.NewTransactions(federation.TxnOptions{Server: server, Auth: fedAuth, Store: db, Rooms: hs.Rooms,
 		PDUs: federation.NoRoomsPDUs{}, Ephemeral: syncer, Clock: clk, Log: log,
 		// To-device messages are about no room: no server ACL applies.
-		EDUs: map[string]federation.EDUHandler{"m.direct_to_device": hs.ToDevice.ReceiveEDU},
+		EDUs:          map[string]federation.EDUHandler{"m.direct_to_device": hs.ToDevice.ReceiveEDU},
 		ServerAllowed: func(st roomdag.StateMap, s roomdag.ServerName) bool { return roomdag.ServerAllowed(st, s) }})
 	fed := api.CORS(federation.NewKeyServer(own, keyring, clk, log, Version).Handler(append(inbound.Routes(), hs.FedTxns.Routes()...), middlewares...))
 	// The federation endpoints stay on the client listener too: clients
