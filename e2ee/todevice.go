@@ -30,11 +30,11 @@ type ToDeviceStore interface {
 
 // RemoteToDevice sends to-device messages to the users of other servers:
 // federation's m.direct_to_device EDU (spec: server-server API,
-// "Send-to-device messaging"), one per destination server, with a
-// message_id of its own, queued and retried as federation's other
-// transactions are. It is given the messages already split from the
-// local ones, grouped by server. Nil while this server has no outbound
-// federation queue: remote recipients then get nothing (see send).
+// "Send-to-device messaging"), one or more per destination server, each
+// with a message_id of its own, queued and retried as federation's other
+// transactions are (federation.Sender implements it). It is given the
+// messages already split from the local ones, grouped by server. Nil:
+// remote recipients get nothing (see send).
 type RemoteToDevice interface {
 	SendToDevice(ctx context.Context, sender roomdag.UserID, evType string, byServer map[roomdag.ServerName]map[roomdag.UserID]map[string]json.RawMessage) error
 }
@@ -81,9 +81,12 @@ type sendBody struct {
 // sender's device and txnId: a replay within storage.TxnLifetimeMS
 // answers {} and stores nothing (spec: "Transaction identifiers").
 //
-// Recipients on other servers are handed to RemoteToDevice. Synapse
-// queues them for their servers whether or not it has ever reached them
-// (device_federation_outbox); without outbound federation here they are
+// Recipients on other servers are handed to RemoteToDevice, after the
+// local messages and the transaction are stored: it queues them for
+// their servers whether or not they have ever been reached, as Synapse
+// does (device_federation_outbox). Should queueing fail, the client is
+// answered with the error, but its retry is a replay and the remote
+// recipients miss the messages. Without a RemoteToDevice they are
 // dropped, which the sender cannot tell from a server that is down: the
 // spec gives no error for either.
 func (t *ToDevice) send(r *http.Request) (any, error) {

@@ -621,9 +621,14 @@ func (s *Sender) catchUp(ctx context.Context, dest roomdag.ServerName, items []s
 	return true, nil
 }
 
+// MaxTxnEDUBytes bounds the bytes of a new transaction's EDUs (the
+// first EDU excepted): the spec bounds only their number, and servers
+// refuse requests past their own size limit (1 MiB by default here).
+const MaxTxnEDUBytes = 512 << 10
+
 // sendOne sends dest one transaction: the one in progress if a failed
 // attempt left one, else a new one of the first items (at most 50 PDUs
-// and 100 EDUs, in queue order).
+// and 100 EDUs of MaxTxnEDUBytes, in queue order).
 func (s *Sender) sendOne(ctx context.Context, dest roomdag.ServerName, d storage.FederationDestination, items []storage.FederationItem) error {
 	var txn int64
 	var batch []storage.FederationItem
@@ -635,7 +640,7 @@ func (s *Sender) sendOne(ctx context.Context, dest roomdag.ServerName, d storage
 			}
 		}
 	} else {
-		pdus, edus := 0, 0
+		pdus, edus, eduBytes := 0, 0, 0
 		var seqs []int64
 		for _, it := range items {
 			if it.Txn != 0 {
@@ -647,10 +652,14 @@ func (s *Sender) sendOne(ctx context.Context, dest roomdag.ServerName, d storage
 				}
 				pdus++
 			} else {
-				if edus == MaxTxnEDUs {
+				// The byte bound keeps a transaction of large EDUs (to-device
+				// messages) under the receivers' request size limits; an EDU
+				// larger than it goes alone.
+				if edus == MaxTxnEDUs || edus > 0 && eduBytes+len(it.EDU) > MaxTxnEDUBytes {
 					break
 				}
 				edus++
+				eduBytes += len(it.EDU)
 			}
 			batch = append(batch, it)
 			seqs = append(seqs, it.Seq)

@@ -386,9 +386,10 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 			DisplayName: sn.SystemMXIDDisplayName, AvatarURL: sn.SystemMXIDAvatarURL,
 			RoomName: sn.RoomName, RoomAvatarURL: sn.RoomAvatarURL, RoomTopic: sn.RoomTopic, AutoJoin: sn.AutoJoin}
 	}
-	// End-to-end encryption: to-device messages and dehydrated devices
-	// (no outbound federation to hand remote recipients to yet).
-	hs.ToDevice = e2ee.NewToDevice(db, server, nil, e2.Keys(), clk, log)
+	// End-to-end encryption: to-device messages and dehydrated devices;
+	// remote recipients' messages go out through the federation sender's
+	// queues as m.direct_to_device EDUs (inbound ones: FedTxns below).
+	hs.ToDevice = e2ee.NewToDevice(db, server, hs.FedSender, e2.Keys(), clk, log)
 	apiCfg.Routes = append(apiCfg.Routes, hs.ToDevice.Routes()...)
 	// Legal holds exist whether or not retention is on: they also stop
 	// erasure. The compliance archive, when on, records the holds made
@@ -450,6 +451,8 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	// this server cannot take them), never a fake success.
 	hs.FedTxns = federation.NewTransactions(federation.TxnOptions{Server: server, Auth: fedAuth, Store: db, Rooms: hs.Rooms,
 		PDUs: federation.NoRoomsPDUs{}, Ephemeral: syncer, Clock: clk, Log: log,
+		// To-device messages are about no room: no server ACL applies.
+		EDUs:          map[string]federation.EDUHandler{"m.direct_to_device": hs.ToDevice.ReceiveEDU},
 		ServerAllowed: func(st roomdag.StateMap, s roomdag.ServerName) bool { return roomdag.ServerAllowed(st, s) }})
 	fedRoutes := append(inbound.Routes(), hs.FedTxns.Routes()...)
 	// End-to-end keys of local users, for other servers (e2ee/fedkeys.go).
