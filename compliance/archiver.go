@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	gosync "sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/persistentchat/homeserver/clock"
@@ -42,7 +44,10 @@ type Options struct {
 	// after the last checkpoint makes one. 0: 1000.
 	CheckpointRecords int64
 	// CheckpointInterval: the first step this long after the last
-	// checkpoint makes one. 0: one minute.
+	// checkpoint makes one, and a timer of this period seals the records
+	// appended since the last checkpoint on a quiet server, where no
+	// step would otherwise run: every record is sealed within about one
+	// interval of its append. 0: one minute.
 	CheckpointInterval time.Duration
 	// Batch bounds the events and the queued entries one step reads.
 	// 0: 256.
@@ -59,6 +64,17 @@ type Archiver struct {
 	clock clock.Clock
 	opts  Options
 	loop  *streamworker.Loop
+
+	// sealDue is set by the checkpoint timer: the next step seals the
+	// head if records follow the last checkpoint.
+	sealDue atomic.Bool
+	quit    chan struct{}
+	stop    gosync.Once
+	wg      gosync.WaitGroup
+
+	mu      gosync.Mutex
+	timers  int           // checkpoint timers set so far
+	changed chan struct{} // closed and replaced when timers changes
 }
 
 // NewArchiver makes the archiver; holder is its lease (nil: always).
@@ -72,7 +88,7 @@ func NewArchiver(store Store, key roomdag.SigningKey, clk clock.Clock, log *slog
 	if opts.Batch <= 0 {
 		opts.Batch = 256
 	}
-	a := &Archiver{store: store, key: key, clock: clk, opts: opts}
+	a := &Archiver{store: store, key: key, clock: clk, opts: opts, quit: make(chan struct{}), changed: make(chan struct{})}
 	a.loop = streamworker.New((*steps)(a), streamworker.Options{Name: "compliance archiver", Clock: clk, Log: log,
 		Coalesce: 20 * time.Millisecond, Retry: time.Second, Holder: holder})
 	return a
@@ -84,11 +100,65 @@ func (a *Archiver) EventCommitted(*roomdag.Event, roomdag.StreamPos) { a.loop.No
 // Notify wakes the archiver (an entry was queued).
 func (a *Archiver) Notify() { a.loop.Notify() }
 
-// Start reads the stored position and starts the loop.
-func (a *Archiver) Start(ctx context.Context) error { return a.loop.Start(ctx) }
+// Start reads the stored position and starts the loop and the
+// checkpoint timer.
+func (a *Archiver) Start(ctx context.Context) error {
+	if err := a.loop.Start(ctx); err != nil {
+		return err
+	}
+	a.wg.Add(1)
+	go a.tick()
+	return nil
+}
 
-// Stop stops the loop after its step in progress. Idempotent.
-func (a *Archiver) Stop() { a.loop.Stop() }
+// Stop stops the timer, then the loop after its step in progress.
+// Idempotent.
+func (a *Archiver) Stop() {
+	a.stop.Do(func() { close(a.quit) })
+	a.wg.Wait()
+	a.loop.Stop()
+}
+
+// tick wakes the loop to seal every CheckpointInterval on the clock. In
+// a process without the lease the wake-up waits, harmless, for the
+// lease.
+func (a *Archiver) tick() {
+	defer a.wg.Done()
+	for {
+		timer := a.clock.After(a.opts.CheckpointInterval)
+		a.mu.Lock()
+		a.timers++
+		close(a.changed)
+		a.changed = make(chan struct{})
+		a.mu.Unlock()
+		select {
+		case <-a.quit:
+			return
+		case <-timer:
+		}
+		a.sealDue.Store(true)
+		a.loop.Notify()
+	}
+}
+
+// WaitTimers returns once the checkpoint timer has been set n times (a
+// test may then move a fake clock by CheckpointInterval to fire the
+// n-th), or with ctx's error.
+func (a *Archiver) WaitTimers(ctx context.Context, n int) error {
+	for {
+		a.mu.Lock()
+		ok, ch := a.timers >= n, a.changed
+		a.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
 
 // Pos is the event stream position archived and committed.
 func (a *Archiver) Pos() roomdag.StreamPos { return a.loop.Pos() }
@@ -110,10 +180,17 @@ func (s *steps) Resume(ctx context.Context) (roomdag.StreamPos, error) {
 
 // Step implements streamworker.Stepper: the queued entries, then the
 // events after from, appended after the stored head and committed with
-// the new position; a checkpoint when due.
-func (s *steps) Step(ctx context.Context, from roomdag.StreamPos) (roomdag.StreamPos, bool, error) {
+// the new position; a checkpoint when due, also alone when the timer
+// fired and records follow the last checkpoint.
+func (s *steps) Step(ctx context.Context, from roomdag.StreamPos) (_ roomdag.StreamPos, _ bool, err error) {
 	a := (*Archiver)(s)
 	ctx = context.WithoutCancel(ctx)
+	due := a.sealDue.Swap(false)
+	defer func() {
+		if err != nil && due {
+			a.sealDue.Store(true) // the retry seals
+		}
+	}()
 	queued, err := a.store.ComplianceQueued(ctx, a.opts.Batch)
 	if err != nil {
 		return from, false, err
@@ -122,12 +199,15 @@ func (s *steps) Step(ctx context.Context, from roomdag.StreamPos) (roomdag.Strea
 	if err != nil {
 		return from, false, err
 	}
-	if len(queued) == 0 && len(evs) == 0 {
+	if len(queued) == 0 && len(evs) == 0 && !due {
 		return from, false, nil
 	}
 	seq, head, cp, err := a.store.ComplianceHead(ctx)
 	if err != nil {
 		return from, false, err
+	}
+	if len(queued) == 0 && len(evs) == 0 && seq <= cp.Seq {
+		return from, false, nil // all sealed already
 	}
 	if head == "" {
 		head = zeroHash
@@ -160,7 +240,7 @@ func (s *steps) Step(ctx context.Context, from roomdag.StreamPos) (roomdag.Strea
 		b.To = e.Pos
 	}
 	now := a.clock.Now()
-	if seq-cp.Seq >= a.opts.CheckpointRecords || now.Sub(time.UnixMilli(cp.TS)) >= a.opts.CheckpointInterval {
+	if due || seq-cp.Seq >= a.opts.CheckpointRecords || now.Sub(time.UnixMilli(cp.TS)) >= a.opts.CheckpointInterval {
 		c, err := SignCheckpoint(a.key, seq, head, now.UnixMilli())
 		if err != nil {
 			return from, false, err

@@ -394,7 +394,8 @@ type Compliance struct {
 
 	// CheckpointInterval is the longest the archive goes without a
 	// signed checkpoint while records arrive: the first archiver step
-	// this long after the last checkpoint makes one. An export holds
+	// this long after the last checkpoint makes one, and a timer of this
+	// period seals the newest records on a quiet server. An export holds
 	// only records a checkpoint seals.
 	// Default: "1m".
 	CheckpointInterval Duration `yaml:"checkpoint_interval"`

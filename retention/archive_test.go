@@ -18,11 +18,11 @@ type archive struct {
 	purges map[roomdag.RoomID]time.Time
 }
 
-func (a *archive) PurgeBefore(ctx context.Context, room roomdag.RoomID, before time.Time) error {
+func (a *archive) PurgeBefore(ctx context.Context, room roomdag.RoomID, before time.Time) (int, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.purges[room] = before
-	return nil
+	return 0, nil
 }
 
 type recorder struct {

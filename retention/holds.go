@@ -27,7 +27,8 @@ type HoldStore interface {
 // AdminAction is an administrator's action, or the server's own (a
 // purge, Actor ""), told to the AdminActionRecorder.
 type AdminAction struct {
-	// Action is "hold.create", "hold.release" or "retention.purge".
+	// Action is "hold.create", "hold.release", "retention.purge" or
+	// "retention.archive_purge" (the compliance archive's records).
 	Action string
 	Actor  roomdag.UserID
 	// The target: the hold's user or room, the purged room.
@@ -40,7 +41,9 @@ type AdminAction struct {
 	// were purged) and how many events went.
 	Before time.Time
 	Events int
-	AtMS   int64
+	// Records, for an archive purge: the records whose content went.
+	Records int
+	AtMS    int64
 }
 
 // AdminActionRecorder records admin actions, for the compliance archive
@@ -148,6 +151,19 @@ func (h *Holds) active(ctx context.Context) (active, error) {
 		}
 	}
 	return a, nil
+}
+
+// Held returns what the active holds cover now: held(user, room) reports
+// whether a hold covers user or room ("" matches no hold). The answer is
+// a snapshot, quick and safe to call from any goroutine.
+func (h *Holds) Held(ctx context.Context) (held func(user roomdag.UserID, room roomdag.RoomID) bool, err error) {
+	a, err := h.active(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return func(user roomdag.UserID, room roomdag.RoomID) bool {
+		return user != "" && a.users[user] || room != "" && a.rooms[room]
+	}, nil
 }
 
 // CheckErasure refuses to erase a user under a legal hold, with 403

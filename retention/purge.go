@@ -33,13 +33,13 @@ type Store interface {
 }
 
 // ArchivePurger purges the compliance archive's records of a room (the
-// compliance package implements it): PurgeBefore deletes its records of
-// room from before before. The purge job calls it after purging the
+// compliance package implements it): PurgeBefore drops the content of its
+// records of room from before before, and returns how many. The purge job calls it after purging the
 // room's history, never for a held room, and never for a room where a
 // held user's events remain (the archive's records of them are evidence
 // under the hold too), so the archive needs no view of the holds.
 type ArchivePurger interface {
-	PurgeBefore(ctx context.Context, room roomdag.RoomID, before time.Time) error
+	PurgeBefore(ctx context.Context, room roomdag.RoomID, before time.Time) (int, error)
 }
 
 // ContentRemover deletes media content files (media.Repository).
@@ -217,7 +217,15 @@ func (p *Purger) purgeRoom(ctx context.Context, room roomdag.RoomID, before time
 	if heldLeft, err := p.store.HasEventsBy(ctx, room, keep); err != nil || heldLeft {
 		return err
 	}
-	return p.archive.PurgeBefore(ctx, room, before)
+	n, err := p.archive.PurgeBefore(ctx, room, before)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		p.log.Info("retention purged archive records", "room", room, "before", before.UTC().Format(time.RFC3339), "records", n)
+		p.holds.record(ctx, AdminAction{Action: "retention.archive_purge", Room: room, Before: before, Records: n, AtMS: p.clock.Now().UnixMilli()})
+	}
+	return nil
 }
 
 // purgeMedia deletes the local media of uris that nothing refers to now

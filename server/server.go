@@ -393,8 +393,9 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	apiCfg.Routes = append(apiCfg.Routes, hs.ToDevice.Routes()...)
 	// Legal holds exist whether or not retention is on: they also stop
 	// erasure. The compliance archive, when on, records the holds made
-	// and released (retention.AdminActionRecorder). Purging the archive's
-	// own records by retention (retention.ArchivePurger) is not wired yet.
+	// and released (retention.AdminActionRecorder); the purge jobs purge
+	// the archive's records of the rooms they purge
+	// (compliance.ArchivePurge, below).
 	var adminActions retention.AdminActionRecorder
 	if hs.ComplianceRecorder != nil {
 		adminActions = archivedAdminActions{hs.ComplianceRecorder}
@@ -498,6 +499,9 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		}
 		if hs.Media != nil {
 			pc.Files = hs.Media
+		}
+		if hs.Compliance != nil {
+			pc.Archive = compliance.ArchivePurge{Store: db, Held: hs.Holds.Held}
 		}
 		hs.Retention = retention.NewPurger(pc, db, hs.Holds, clk, log)
 	}
@@ -894,7 +898,12 @@ func (a archivedAdminActions) RecordAdminAction(ctx context.Context, x retention
 		payload["hold_id"], payload["reason"] = x.HoldID, x.Reason
 	}
 	if !x.Before.IsZero() {
-		payload["before_ms"], payload["events"] = x.Before.UnixMilli(), x.Events
+		payload["before_ms"] = x.Before.UnixMilli()
+		if x.Action == "retention.archive_purge" {
+			payload["records"] = x.Records
+		} else {
+			payload["events"] = x.Events
+		}
 	}
 	return a.r.Record(ctx, compliance.KindAdminAction, x.Actor, x.Room, payload)
 }

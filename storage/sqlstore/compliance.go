@@ -163,12 +163,14 @@ func (db *DB) AppendCompliance(ctx context.Context, b storage.ComplianceBatch) e
 		if roomdag.StreamPos(pos) != b.From {
 			return ErrComplianceMoved
 		}
-		if len(b.Records) > 0 {
+		if len(b.Records) > 0 || b.Checkpoint != nil {
 			var head int64
 			if err := tx.QueryRow(`SELECT COALESCE(MAX(seq), 0) FROM compliance_records`).Scan(&head); err != nil {
 				return err
 			}
-			if head != b.Records[0].Seq-1 {
+			// A batch of records follows the head; a checkpoint alone
+			// (the archiver's timer) seals the head itself.
+			if len(b.Records) > 0 && head != b.Records[0].Seq-1 || len(b.Records) == 0 && head != b.Checkpoint.Seq {
 				return ErrComplianceMoved
 			}
 		}
@@ -323,18 +325,28 @@ func (db *DB) EncryptedRooms(ctx context.Context) ([]roomdag.RoomID, error) {
 
 // PurgeCompliance is the retention purge's one entry point into the
 // archive: it drops the payload of every record older than beforeTS (ms)
-// for which held(actor, room) is false, and returns how many it dropped.
+// for which keep(kind, actor, room) is false, and returns how many it
+// dropped. room, when not "", limits it to the records of that room.
 // The record's sequence number, time, kind, actor, room and hashes stay,
 // so the chain and its checkpoints still verify (a purged record's
 // record_hash stands for its content) and a hold can still be checked
-// against it. held is called on the caller's goroutine, outside any
+// against it. keep is called on the caller's goroutine, outside any
 // transaction; it must be quick (an in-memory set of held users and
 // rooms). Records are purged a page at a time.
-func (db *DB) PurgeCompliance(ctx context.Context, beforeTS int64, held func(actor, room string) bool) (int, error) {
+func (db *DB) PurgeCompliance(ctx context.Context, room string, beforeTS int64, keep func(kind, actor, room string) bool) (int, error) {
 	total := 0
+	q := `SELECT seq, kind, actor, room FROM compliance_records
+			WHERE seq > ? AND ts < ? AND payload IS NOT NULL ORDER BY seq LIMIT ?`
+	if room != "" {
+		q = `SELECT seq, kind, actor, room FROM compliance_records
+			WHERE seq > ? AND ts < ? AND payload IS NOT NULL AND room = ? ORDER BY seq LIMIT ?`
+	}
 	for after := int64(0); ; {
-		rows, err := db.r.QueryContext(ctx, `SELECT seq, actor, room FROM compliance_records
-			WHERE seq > ? AND ts < ? AND payload IS NOT NULL ORDER BY seq LIMIT ?`, after, beforeTS, complianceRecordPage)
+		args := []any{after, beforeTS, complianceRecordPage}
+		if room != "" {
+			args = []any{after, beforeTS, room, complianceRecordPage}
+		}
+		rows, err := db.r.QueryContext(ctx, q, args...)
 		if err != nil {
 			return total, err
 		}
@@ -342,14 +354,14 @@ func (db *DB) PurgeCompliance(ctx context.Context, beforeTS int64, held func(act
 		n := 0
 		for rows.Next() {
 			var seq int64
-			var actor, room string
-			if err := rows.Scan(&seq, &actor, &room); err != nil {
+			var kind, actor, room string
+			if err := rows.Scan(&seq, &kind, &actor, &room); err != nil {
 				rows.Close()
 				return total, err
 			}
 			n++
 			after = seq
-			if held == nil || !held(actor, room) {
+			if keep == nil || !keep(kind, actor, room) {
 				drop = append(drop, seq)
 			}
 		}
