@@ -48,7 +48,8 @@ func TestHeadRequests(t *testing.T) {
 		{"an event of a room alice is not in", alice, roomPath("!nosuchroom:localhost", "event", "$x"), http.StatusNotFound},
 		{"unknown path", alice, csAPI + "/nosuchthing", http.StatusNotFound},
 		{"POST-only path", alice, csAPI + "/createRoom", http.StatusMethodNotAllowed},
-		{"federation path not served", anon, "/_matrix/federation/v1/send/1", http.StatusNotFound},
+		{"federation path not served", anon, "/_matrix/federation/v1/nosuchthing", http.StatusNotFound},
+		{"PUT-only federation path", anon, "/_matrix/federation/v1/send/1", http.StatusMethodNotAllowed},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
