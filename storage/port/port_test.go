@@ -129,7 +129,7 @@ func TestEmptySourceLeavesNoTrace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sum.Rows != 2 || sum.LastEventPos != 0 { // the one row of notify_position and of to_device_position
+	if sum.Rows != 3 || sum.LastEventPos != 0 { // the one row of notify_position, to_device_position and compliance_position
 		t.Errorf("summary of an empty database: %+v", sum)
 	}
 	after, _ := os.ReadFile(src)

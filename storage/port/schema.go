@@ -33,8 +33,9 @@ var (
 // seeds another table must add it here; TestFreshTargetIsEmpty fails until
 // it does.
 var seeded = map[string]string{
-	"notify_position":    "id = 1 AND event_pos = 0",
-	"to_device_position": "id = 1 AND pos = 0",
+	"notify_position":     "id = 1 AND event_pos = 0",
+	"to_device_position":  "id = 1 AND pos = 0",
+	"compliance_position": "id = 1 AND event_pos = 0",
 }
 
 // column is a column of the PostgreSQL table, in its order.
