@@ -8,7 +8,6 @@ import (
 	"mime"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -34,12 +33,6 @@ import (
 const (
 	mediaV3 = "/_matrix/media/v3"
 	mediaV1 = "/_matrix/media/v1"
-
-	// Download waits for a created item's upload this long unless the
-	// client says otherwise, and never longer than the maximum (spec:
-	// timeout_ms).
-	defaultMediaWait = 20 * time.Second
-	maxMediaWait     = 120 * time.Second
 
 	// mediaCSP is the spec's recommended policy for served content.
 	mediaCSP = "sandbox; default-src 'none'; script-src 'none'; plugin-types application/pdf; style-src 'unsafe-inline'; object-src 'self';"
@@ -158,7 +151,7 @@ func (m *mediaAPI) download(access media.Access) httpapi.Func {
 			if err != nil {
 				return nil, err
 			}
-			wait, err := mediaWait(r)
+			wait, err := media.WaitQuery(r.URL.Query())
 			if err != nil {
 				return nil, err
 			}
@@ -192,24 +185,11 @@ func (m *mediaAPI) thumbnailFor(r *http.Request, access media.Access) (any, erro
 			return nil, err
 		}
 	}
-	q := r.URL.Query()
-	width, err := thumbDimension(q.Get("width"), "width")
+	width, height, method, err := media.ThumbnailQuery(r.URL.Query())
 	if err != nil {
 		return nil, err
 	}
-	height, err := thumbDimension(q.Get("height"), "height")
-	if err != nil {
-		return nil, err
-	}
-	method := media.Scale
-	switch q.Get("method") {
-	case "", "scale":
-	case "crop":
-		method = media.Crop
-	default:
-		return nil, httpapi.InvalidParam("method must be crop or scale")
-	}
-	wait, err := mediaWait(r)
+	wait, err := media.WaitQuery(r.URL.Query())
 	if err != nil {
 		return nil, err
 	}
@@ -228,19 +208,6 @@ func (m *mediaAPI) thumbnailFor(r *http.Request, access media.Access) (any, erro
 		return nil, err
 	}
 	return &mediaFile{f: th.File, ctype: th.ContentType, name: "thumbnail." + ext, modTime: st.ModTime(), public: access == media.Unauthenticated}, nil
-}
-
-// thumbDimension parses width or height: required, a positive integer.
-// Very large values are clamped; nothing is ever upscaled anyway.
-func thumbDimension(v, name string) (int, error) {
-	if v == "" {
-		return 0, httpapi.MissingParam("%s is required", name)
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 1 {
-		return 0, httpapi.InvalidParam("%s must be a positive integer", name)
-	}
-	return int(min(n, 1<<16)), nil
 }
 
 // remoteID is the server and media ID of an authenticated request for
@@ -288,20 +255,6 @@ func (m *mediaAPI) localID(r *http.Request) (media.ID, error) {
 		return "", httpapi.NotFound("media not found")
 	}
 	return id, nil
-}
-
-// mediaWait reads timeout_ms: how long to wait for an upload that has not
-// happened yet.
-func mediaWait(r *http.Request) (time.Duration, error) {
-	v := r.URL.Query().Get("timeout_ms")
-	if v == "" {
-		return defaultMediaWait, nil
-	}
-	ms, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || ms < 0 {
-		return 0, httpapi.InvalidParam("timeout_ms must be a non-negative integer")
-	}
-	return min(time.Duration(ms)*time.Millisecond, maxMediaWait), nil
 }
 
 // uploadMeta reads an upload's content type and file name. The content

@@ -14,7 +14,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/persistentchat/homeserver/httpapi"
 	"github.com/persistentchat/homeserver/media"
@@ -26,14 +25,6 @@ import (
 // (/_matrix/federation/v1/media/download and /thumbnail, answered as
 // multipart/mixed: a JSON part, then the bytes), and MediaFetcher, which
 // fetches other servers' media for this server's clients.
-
-const (
-	// defaultMediaWait and maxMediaWait bound how long a download waits
-	// for an item created but not yet uploaded (timeout_ms), as on the
-	// client API.
-	defaultMediaWait = 20 * time.Second
-	maxMediaWait     = 120 * time.Second
-)
 
 // multipartFile is a download in the federation's form.
 type multipartFile struct {
@@ -76,18 +67,6 @@ func mediaParam(r *http.Request) (media.ID, error) {
 	return id, nil
 }
 
-func mediaWait(r *http.Request) (time.Duration, error) {
-	v := r.URL.Query().Get("timeout_ms")
-	if v == "" {
-		return defaultMediaWait, nil
-	}
-	ms, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || ms < 0 {
-		return 0, httpapi.InvalidParam("timeout_ms must be a non-negative integer")
-	}
-	return min(time.Duration(ms)*time.Millisecond, maxMediaWait), nil
-}
-
 // mediaError maps the repository's errors as the client API does.
 func mediaError(err error) error {
 	switch {
@@ -112,7 +91,7 @@ func (in *Inbound) mediaDownload(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	wait, err := mediaWait(r)
+	wait, err := media.WaitQuery(r.URL.Query())
 	if err != nil {
 		return nil, err
 	}
@@ -129,24 +108,11 @@ func (in *Inbound) mediaThumbnail(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	q := r.URL.Query()
-	width, err := thumbDimension(q.Get("width"), "width")
+	width, height, method, err := media.ThumbnailQuery(r.URL.Query())
 	if err != nil {
 		return nil, err
 	}
-	height, err := thumbDimension(q.Get("height"), "height")
-	if err != nil {
-		return nil, err
-	}
-	method := media.Scale
-	switch q.Get("method") {
-	case "", "scale":
-	case "crop":
-		method = media.Crop
-	default:
-		return nil, httpapi.InvalidParam("method must be crop or scale")
-	}
-	wait, err := mediaWait(r)
+	wait, err := media.WaitQuery(r.URL.Query())
 	if err != nil {
 		return nil, err
 	}
@@ -155,17 +121,6 @@ func (in *Inbound) mediaThumbnail(r *http.Request) (any, error) {
 		return nil, mediaError(err)
 	}
 	return &multipartFile{f: th.File, contentType: th.ContentType}, nil
-}
-
-func thumbDimension(v, name string) (int, error) {
-	if v == "" {
-		return 0, httpapi.MissingParam("%s is required", name)
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 1 {
-		return 0, httpapi.InvalidParam("%s must be a positive integer", name)
-	}
-	return int(min(n, 1<<16)), nil
 }
 
 // MediaFetcher fetches other servers' media over federation for this
