@@ -158,8 +158,8 @@ func (cc *cryptoClient) awaitClear(t *testing.T, evID id.EventID) *event.Event {
 func TestCrypto(t *testing.T) {
 	hs := startHomeserver(t, nil)
 	ctx := t.Context()
-	alice := startCrypto(t, ctx, hs.register(t, ctx, "alice", "alice-password-1"))
-	bob := startCrypto(t, ctx, hs.register(t, ctx, "bob", "bob-password-1"))
+	alice := startCrypto(t, ctx, hs.register(t, ctx, "alice", passwords["alice"]))
+	bob := startCrypto(t, ctx, hs.register(t, ctx, "bob", passwords["bob"]))
 
 	// 1. Each one's device keys come back from /keys/query as the other
 	// sees them, with the identity keys the OlmMachine holds; the server
@@ -256,4 +256,86 @@ func TestCrypto(t *testing.T) {
 	if got := alice.awaitClear(t, reply).Content.AsMessage().Body; got != "hello from bob, over megolm" {
 		t.Fatalf("alice decrypted %q", got)
 	}
+
+	// 5. Cross-signing as mautrix does it: keys generated, stored in
+	// secret storage (account data) and published, the first upload
+	// without user-interactive auth; alice then replaces hers, which
+	// takes her password (mautrix sends the deprecated "user" field, not
+	// "identifier"). Each signs their own device and master key.
+	recovery := map[*cryptoClient]string{}
+	for _, cc := range []*cryptoClient{alice, bob, alice} {
+		uia := 0
+		key, _, err := cc.mach.GenerateAndUploadCrossSigningKeys(ctx, func(r *mautrix.RespUserInteractive) any {
+			uia++
+			return &mautrix.ReqUIAuthLogin{BaseAuthData: mautrix.BaseAuthData{Type: mautrix.AuthTypePassword, Session: r.Session},
+				User: cc.cli.UserID.String(), Password: passwords[cc.cli.UserID.Localpart()]}
+		}, "")
+		if err != nil {
+			t.Fatalf("%s GenerateAndUploadCrossSigningKeys: %v", cc.cli.UserID, err)
+		}
+		if _, again := recovery[cc]; again != (uia == 1) {
+			t.Fatalf("%s: %d user-interactive auth rounds; want one only when replacing keys", cc.cli.UserID, uia)
+		}
+		recovery[cc] = key
+		if err := cc.mach.SignOwnDevice(ctx, cc.mach.OwnIdentity()); err != nil {
+			t.Fatalf("%s SignOwnDevice: %v", cc.cli.UserID, err)
+		}
+		if err := cc.mach.SignOwnMasterKey(ctx); err != nil {
+			t.Fatalf("%s SignOwnMasterKey: %v", cc.cli.UserID, err)
+		}
+	}
+	aliceMaster, err := alice.mach.GetOwnCrossSigningPublicKeys(ctx)
+	if err != nil || aliceMaster == nil {
+		t.Fatalf("alice's own cross-signing public keys: %v", err)
+	}
+
+	// 6. bob sees alice's device signed by her (but not verified by him);
+	// once he signs her master key with his user-signing key, he trusts
+	// her device through cross-signing.
+	trust := func(asker, who *cryptoClient, device id.DeviceID) id.TrustState {
+		t.Helper()
+		devs, err := asker.mach.FetchKeys(ctx, []id.UserID{who.cli.UserID}, true)
+		if err != nil {
+			t.Fatalf("FetchKeys: %v", err)
+		}
+		dev := devs[who.cli.UserID][device]
+		if dev == nil {
+			t.Fatalf("%s does not know %s's device %s", asker.cli.UserID, who.cli.UserID, device)
+		}
+		st, err := asker.mach.ResolveTrustContext(ctx, dev)
+		if err != nil {
+			t.Fatalf("ResolveTrust: %v", err)
+		}
+		return st
+	}
+	// Signed by her master key's chain, not verified: TOFU if bob's
+	// machine first saw her current master key, untrusted if it saw the
+	// one she replaced (its device-list sync may have fetched it).
+	if st := trust(bob, alice, alice.cli.DeviceID); st != id.TrustStateCrossSignedTOFU && st != id.TrustStateCrossSignedUntrusted {
+		t.Fatalf("bob's trust in alice's device before he signs her: %s, want cross-signed but not verified", st)
+	}
+	if err := bob.mach.SignUser(ctx, alice.cli.UserID, aliceMaster.MasterKey); err != nil {
+		t.Fatalf("bob SignUser(alice): %v", err)
+	}
+	if st := trust(bob, alice, alice.cli.DeviceID); st != id.TrustStateCrossSignedVerified {
+		t.Fatalf("bob's trust in alice's device after signing her master key: %s, want %s", st, id.TrustStateCrossSignedVerified)
+	}
+
+	// 7. A new device of alice, with her recovery key, fetches the
+	// cross-signing keys from secret storage and signs itself: bob trusts
+	// it too.
+	second := hs.newClient(t)
+	if _, err := second.Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword, StoreCredentials: true,
+		Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: "alice"}, Password: passwords["alice"]}); err != nil {
+		t.Fatalf("alice's second login: %v", err)
+	}
+	alice2 := startCrypto(t, ctx, second)
+	if err := alice2.mach.VerifyWithRecoveryKey(ctx, recovery[alice]); err != nil {
+		t.Fatalf("VerifyWithRecoveryKey on alice's new device: %v", err)
+	}
+	if st := trust(bob, alice, second.DeviceID); st != id.TrustStateCrossSignedVerified {
+		t.Fatalf("bob's trust in alice's new device: %s, want %s", st, id.TrustStateCrossSignedVerified)
+	}
 }
+
+var passwords = map[string]string{"alice": "alice-password-1", "bob": "bob-password-1"}
