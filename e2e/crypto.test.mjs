@@ -640,6 +640,13 @@ describe("matrix-js-sdk with Rust crypto against the homeserver", () => {
         // Its cross-signing keys come from secret storage; it signs itself
         // (so it trusts the backup alice's identity signed), and bob, who
         // verified alice, trusts it.
+        // The import needs alice's public cross-signing keys, which the
+        // device downloads (/keys/query) after its first sync: wait for
+        // them as an app waits before offering to verify.
+        await until(async () => (await crypto.getCrossSigningStatus()).publicKeysOnDevice, {
+            what: "alice3 to download her cross-signing public keys",
+            state: () => `recent HTTP: ${formatHttpLog(httpLog.filter((e) => e.who === "alice3").slice(-5))}`,
+        });
         await crypto.bootstrapCrossSigning({});
         assert.equal(await crypto.isCrossSigningReady(), true);
         await until(async () => (await clients.bob.getCrypto().getDeviceVerificationStatus(userId("alice"), login.device_id))?.crossSigningVerified, {
