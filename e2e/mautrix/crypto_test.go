@@ -5,6 +5,7 @@ package mautrixe2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -27,6 +28,41 @@ type cryptoClient struct {
 	decrypted events
 	members   events
 	failures  chan error
+}
+
+// lockedStore is mautrix's MemoryStore with its key signatures behind a
+// lock of their own: v0.32.0's PutSignature and DropSignaturesByKey write
+// the map under its read lock, and GetSignaturesForKeyBy hands out the
+// map itself, so the sync loop's key downloads race (go test -race) with
+// the test's trust checks on the same machine.
+type lockedStore struct {
+	*crypto.MemoryStore
+	sigs sync.RWMutex
+}
+
+func (s *lockedStore) PutSignature(ctx context.Context, signedUser id.UserID, signedKey id.Ed25519, signerUser id.UserID, signerKey id.Ed25519, signature string) error {
+	s.sigs.Lock()
+	defer s.sigs.Unlock()
+	return s.MemoryStore.PutSignature(ctx, signedUser, signedKey, signerUser, signerKey, signature)
+}
+
+func (s *lockedStore) DropSignaturesByKey(ctx context.Context, user id.UserID, key id.Ed25519) (int64, error) {
+	s.sigs.Lock()
+	defer s.sigs.Unlock()
+	return s.MemoryStore.DropSignaturesByKey(ctx, user, key)
+}
+
+func (s *lockedStore) GetSignaturesForKeyBy(ctx context.Context, user id.UserID, key id.Ed25519, signer id.UserID) (map[id.Ed25519]string, error) {
+	s.sigs.RLock()
+	defer s.sigs.RUnlock()
+	m, err := s.MemoryStore.GetSignaturesForKeyBy(ctx, user, key, signer)
+	return maps.Clone(m), err
+}
+
+func (s *lockedStore) IsKeySignedBy(ctx context.Context, user id.UserID, key id.Ed25519, signer id.UserID, signerKey id.Ed25519) (bool, error) {
+	s.sigs.RLock()
+	defer s.sigs.RUnlock()
+	return s.MemoryStore.IsKeySignedBy(ctx, user, key, signer, signerKey)
 }
 
 // wireLog records "METHOD path status" of every request a client makes.
@@ -85,7 +121,7 @@ func startCrypto(t *testing.T, ctx context.Context, cli *mautrix.Client) *crypto
 		}
 	})
 	log := zerolog.New(zerolog.ConsoleWriter{Out: logs, NoColor: true}).With().Timestamp().Logger()
-	cc.mach = crypto.NewOlmMachine(cli, &log, crypto.NewMemoryStore(nil), cli.StateStore.(crypto.StateStore))
+	cc.mach = crypto.NewOlmMachine(cli, &log, &lockedStore{MemoryStore: crypto.NewMemoryStore(nil)}, cli.StateStore.(crypto.StateStore))
 	if err := cc.mach.Load(ctx); err != nil {
 		t.Fatalf("OlmMachine.Load for %s: %v", cli.UserID, err)
 	}
