@@ -8,8 +8,9 @@
 // /keys/claim, device_lists and one-time key counts in /sync, /sendToDevice
 // and to_device in /sync; then cross-signing (/keys/device_signing/upload
 // with user-interactive auth, /keys/signatures/upload, the keys and
-// signatures in /keys/query), secret storage in account data and the key
-// backup (/room_keys/version, /room_keys/keys).
+// signatures in /keys/query), secret storage in account data, the key
+// backup (/room_keys/version, /room_keys/keys) and dehydrated devices
+// (MSC3814).
 //
 // The steps share state and run in order; after a failed step the rest are
 // skipped. On a failure the server's log, the clients' HTTP exchanges and
@@ -239,6 +240,21 @@ function passwordAuth(name, uia) {
     };
 }
 
+// A new device of a user with secret storage imports the cross-signing
+// keys from it and signs itself (bootstrapCrossSigning). The import needs
+// the user's public cross-signing keys, which the device downloads
+// (/keys/query) after its first sync: it waits for them, as an app waits
+// before offering to verify.
+async function crossSignFromSecretStorage(name) {
+    const crypto = clients[name].getCrypto();
+    await until(async () => (await crypto.getCrossSigningStatus()).publicKeysOnDevice, {
+        what: `${name} to download the cross-signing public keys`,
+        state: () => `recent HTTP: ${formatHttpLog(httpLog.filter((e) => e.who === name).slice(-5))}`,
+    });
+    await crypto.bootstrapCrossSigning({});
+    assert.equal(await crypto.isCrossSigningReady(), true, `${name}'s cross-signing is ready`);
+}
+
 async function serverQuery(asker, who) {
     return clients[asker].http.authedRequest(sdk.Method.Post, "/keys/query", undefined, { device_keys: { [userId(who)]: [] } });
 }
@@ -271,6 +287,9 @@ describe("matrix-js-sdk with Rust crypto against the homeserver", () => {
                 e.status >= 400 &&
                 !(e.status === 401 && e.method === "POST" && e.path.endsWith("/register")) &&
                 !(e.status === 404 && e.path.includes("/room_keys/version")) &&
+                // isDehydrationSupported: M_NOT_FOUND means supported, with
+                // no dehydrated device yet.
+                !(e.status === 404 && e.path.endsWith("/org.matrix.msc3814.v1/dehydrated_device") && e.body?.includes("M_NOT_FOUND")) &&
                 // The UIA 401s of replacing cross-signing keys (one of them
                 // for the wrong password, on purpose) and the 404s of
                 // account data the SDK looks for before secret storage
@@ -433,6 +452,12 @@ describe("matrix-js-sdk with Rust crypto against the homeserver", () => {
         const n = rawSyncs("alice").length;
         const anon = sdk.createClient({ baseUrl: hs.baseUrl, fetchFn: recordingFetch("carol-anon") });
         await startCryptoClient("carol", await registerWithDummyAuth(anon, "carol", PASSWORD));
+        // The SDK uploads carol's device keys in the background after her
+        // first sync; joining first would let alice look her up before
+        // they exist and encrypt her next message for nobody (correctly:
+        // keys are not shared again for messages already sent). An app
+        // uploads at start-up, well before the user joins anything.
+        await until(() => serverDeviceKeys("alice", "carol"), { what: "carol's device keys on the server" });
         await clients.carol.joinRoom(roomId);
         await until(() => rawSyncs("alice").slice(n).some((b) => b?.device_lists?.changed?.includes(userId("carol"))), {
             what: "alice's /sync to list carol in device_lists.changed once they share a room",
@@ -640,15 +665,7 @@ describe("matrix-js-sdk with Rust crypto against the homeserver", () => {
         // Its cross-signing keys come from secret storage; it signs itself
         // (so it trusts the backup alice's identity signed), and bob, who
         // verified alice, trusts it.
-        // The import needs alice's public cross-signing keys, which the
-        // device downloads (/keys/query) after its first sync: wait for
-        // them as an app waits before offering to verify.
-        await until(async () => (await crypto.getCrossSigningStatus()).publicKeysOnDevice, {
-            what: "alice3 to download her cross-signing public keys",
-            state: () => `recent HTTP: ${formatHttpLog(httpLog.filter((e) => e.who === "alice3").slice(-5))}`,
-        });
-        await crypto.bootstrapCrossSigning({});
-        assert.equal(await crypto.isCrossSigningReady(), true);
+        await crossSignFromSecretStorage("alice3");
         await until(async () => (await clients.bob.getCrypto().getDeviceVerificationStatus(userId("alice"), login.device_id))?.crossSigningVerified, {
             timeout: 30000,
             what: "bob to trust alice's new device through her cross-signing",
@@ -669,5 +686,68 @@ describe("matrix-js-sdk with Rust crypto against the homeserver", () => {
         for (const e of old()) {
             assert.equal(e.getClearContent().body, sent.find((m) => m.id === e.getId()).body, "the clear body");
         }
+    });
+
+    step("12. alice dehydrates a device (MSC3814); bob's next message reaches it, and a new device of alice rehydrates it and decrypts that message", async () => {
+        const crypto = clients.alice.getCrypto();
+        assert.equal(await crypto.isDehydrationSupported(), true, "the server serves MSC3814");
+        await crypto.startDehydration({ createNewKey: true });
+        const dehydrated = await clients.alice.http.authedRequest(sdk.Method.Get, "/dehydrated_device", undefined, undefined, {
+            prefix: "/_matrix/client/unstable/org.matrix.msc3814.v1",
+        });
+        const dehydratedId = dehydrated.device_id;
+        assert.equal(typeof dehydratedId, "string");
+        const keys = await until(async () => (await serverQuery("bob", "alice")).device_keys[userId("alice")][dehydratedId], {
+            what: "the dehydrated device's keys on the server",
+        });
+        assert.equal(keys.dehydrated, true, `marked dehydrated in /keys/query: ${JSON.stringify(keys)}`);
+        // bob's client learns of it (device_lists.changed) before he writes.
+        await until(async () => (await deviceIdsSeenBy("bob", "alice")).includes(dehydratedId), {
+            timeout: 30000,
+            what: "bob's client to know alice's dehydrated device",
+        });
+        const bodies = ["for alice's dehydrated device"];
+        const ids = await sendAll("bob", bodies);
+        await awaitDecrypted("alice", "bob", bodies, ids);
+
+        // A new device, offline when bob wrote: its initial sync has the
+        // message, which it cannot decrypt until it rehydrates.
+        const anon = sdk.createClient({ baseUrl: hs.baseUrl, fetchFn: recordingFetch("alice4-anon") });
+        const login = await anon.loginRequest({
+            type: "m.login.password",
+            identifier: { type: "m.id.user", user: "alice" },
+            password: PASSWORD,
+            initial_device_display_name: "alice rehydrating",
+        });
+        await startCryptoClient("alice4", { userId: login.user_id, deviceId: login.device_id, accessToken: login.access_token });
+        const msg = () => timelineEncrypted("alice4").find((e) => e.getId() === ids[0]);
+        await until(() => msg() && !msg().isBeingDecrypted() && msg().isDecryptionFailure(), {
+            what: "alice4 to have bob's message, undecryptable",
+            state: () => describeEncrypted(timelineEncrypted("alice4")),
+        });
+        let roomKeys = 0;
+        clients.alice4.on(CryptoEvent.RehydrationProgress, (n) => (roomKeys = n));
+        const completed = new Promise((resolve) => clients.alice4.once(CryptoEvent.RehydrationCompleted, resolve));
+        // Like the app: it is verified with the recovery key first
+        // (dehydration needs cross-signing); the dehydration key comes from
+        // secret storage.
+        await crossSignFromSecretStorage("alice4");
+        await clients.alice4.getCrypto().startDehydration();
+        await completed;
+        assert.ok(roomKeys >= 1, `room keys received by the dehydrated device: ${roomKeys}`);
+        assert.ok(
+            httpLog.some((e) => e.who === "alice4" && e.method === "POST" && e.path.includes(`/dehydrated_device/${encodeURIComponent(dehydratedId)}/events`) && e.status === 200),
+            "alice4 fetched the dehydrated device's to-device events",
+        );
+        await until(() => msg().getClearContent()?.body === bodies[0], {
+            timeout: 30000,
+            what: "alice4 to decrypt bob's message with the rehydrated key",
+            state: () => describeEncrypted([msg()]),
+        });
+        // And it dehydrated a new device in place of the one it used.
+        const next = await clients.alice4.http.authedRequest(sdk.Method.Get, "/dehydrated_device", undefined, undefined, {
+            prefix: "/_matrix/client/unstable/org.matrix.msc3814.v1",
+        });
+        assert.notEqual(next.device_id, dehydratedId, "a new dehydrated device");
     });
 });
