@@ -5,7 +5,6 @@ package mautrixe2e
 import (
 	"context"
 	"fmt"
-	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -21,48 +20,20 @@ import (
 // cryptoClient is a mautrix client with its OlmMachine (goolm, in-memory
 // crypto store), syncing; decrypted receives the room events it
 // decrypted, failures the errors of those it could not.
+//
+// mu serialises the machine's use between the sync loop and the test:
+// mautrix's MemoryStore is not safe for concurrent use (v0.32.0 writes
+// key signatures under its read lock and hands out its maps), which -race
+// catches when the test checks trust while the sync loop downloads keys.
+// A bot driving its machine from the sync loop alone never needs it.
 type cryptoClient struct {
 	cli       *mautrix.Client
+	mu        sync.Mutex
 	mach      *crypto.OlmMachine
 	wire      *wireLog
 	decrypted events
 	members   events
 	failures  chan error
-}
-
-// lockedStore is mautrix's MemoryStore with its key signatures behind a
-// lock of their own: v0.32.0's PutSignature and DropSignaturesByKey write
-// the map under its read lock, and GetSignaturesForKeyBy hands out the
-// map itself, so the sync loop's key downloads race (go test -race) with
-// the test's trust checks on the same machine.
-type lockedStore struct {
-	*crypto.MemoryStore
-	sigs sync.RWMutex
-}
-
-func (s *lockedStore) PutSignature(ctx context.Context, signedUser id.UserID, signedKey id.Ed25519, signerUser id.UserID, signerKey id.Ed25519, signature string) error {
-	s.sigs.Lock()
-	defer s.sigs.Unlock()
-	return s.MemoryStore.PutSignature(ctx, signedUser, signedKey, signerUser, signerKey, signature)
-}
-
-func (s *lockedStore) DropSignaturesByKey(ctx context.Context, user id.UserID, key id.Ed25519) (int64, error) {
-	s.sigs.Lock()
-	defer s.sigs.Unlock()
-	return s.MemoryStore.DropSignaturesByKey(ctx, user, key)
-}
-
-func (s *lockedStore) GetSignaturesForKeyBy(ctx context.Context, user id.UserID, key id.Ed25519, signer id.UserID) (map[id.Ed25519]string, error) {
-	s.sigs.RLock()
-	defer s.sigs.RUnlock()
-	m, err := s.MemoryStore.GetSignaturesForKeyBy(ctx, user, key, signer)
-	return maps.Clone(m), err
-}
-
-func (s *lockedStore) IsKeySignedBy(ctx context.Context, user id.UserID, key id.Ed25519, signer id.UserID, signerKey id.Ed25519) (bool, error) {
-	s.sigs.RLock()
-	defer s.sigs.RUnlock()
-	return s.MemoryStore.IsKeySignedBy(ctx, user, key, signer, signerKey)
 }
 
 // wireLog records "METHOD path status" of every request a client makes.
@@ -121,7 +92,7 @@ func startCrypto(t *testing.T, ctx context.Context, cli *mautrix.Client) *crypto
 		}
 	})
 	log := zerolog.New(zerolog.ConsoleWriter{Out: logs, NoColor: true}).With().Timestamp().Logger()
-	cc.mach = crypto.NewOlmMachine(cli, &log, &lockedStore{MemoryStore: crypto.NewMemoryStore(nil)}, cli.StateStore.(crypto.StateStore))
+	cc.mach = crypto.NewOlmMachine(cli, &log, crypto.NewMemoryStore(nil), cli.StateStore.(crypto.StateStore))
 	if err := cc.mach.Load(ctx); err != nil {
 		t.Fatalf("OlmMachine.Load for %s: %v", cli.UserID, err)
 	}
@@ -129,13 +100,23 @@ func startCrypto(t *testing.T, ctx context.Context, cli *mautrix.Client) *crypto
 		t.Fatalf("ShareKeys (device and one-time keys) for %s: %v", cli.UserID, err)
 	}
 	startSync(t, cli, func(s *mautrix.DefaultSyncer) {
-		s.OnSync(cc.mach.ProcessSyncResponse)
+		s.OnSync(func(ctx context.Context, resp *mautrix.RespSync, since string) bool {
+			cc.mu.Lock()
+			defer cc.mu.Unlock()
+			return cc.mach.ProcessSyncResponse(ctx, resp, since)
+		})
 		s.OnEvent(cli.StateStoreSyncHandler)
-		s.OnEventType(event.StateMember, cc.mach.HandleMemberEvent)
+		s.OnEventType(event.StateMember, func(ctx context.Context, evt *event.Event) {
+			cc.mu.Lock()
+			defer cc.mu.Unlock()
+			cc.mach.HandleMemberEvent(ctx, evt)
+		})
 		s.OnEventType(event.StateMember, cc.members.handler)
 		s.OnEventType(event.EventEncrypted, func(ctx context.Context, evt *event.Event) {
 			// The room key comes as an Olm to-device message, in the
 			// same /sync as the event or an earlier one; wait for it.
+			cc.mu.Lock()
+			defer cc.mu.Unlock()
 			content := evt.Content.AsEncrypted()
 			if !cc.mach.WaitForSession(ctx, evt.RoomID, content.SenderKey, content.SessionID, waitTimeout) {
 				cc.failures <- fmt.Errorf("%s: no megolm session %s for %s", cli.UserID, content.SessionID, evt.ID)
@@ -161,6 +142,8 @@ func (cc *cryptoClient) send(t *testing.T, ctx context.Context, roomID id.RoomID
 	if err != nil {
 		t.Fatalf("members of %s: %v", roomID, err)
 	}
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
 	if err := cc.mach.ShareGroupSession(ctx, roomID, members); err != nil {
 		t.Fatalf("%s ShareGroupSession to %v: %v", cc.cli.UserID, members, err)
 	}
@@ -201,7 +184,9 @@ func TestCrypto(t *testing.T) {
 	// sees them, with the identity keys the OlmMachine holds; the server
 	// counts the one-time keys uploaded.
 	for _, p := range []struct{ asker, who *cryptoClient }{{bob, alice}, {alice, bob}} {
+		p.asker.mu.Lock()
 		devs, err := p.asker.mach.FetchKeys(ctx, []id.UserID{p.who.cli.UserID}, true)
+		p.asker.mu.Unlock()
 		if err != nil {
 			t.Fatalf("FetchKeys: %v", err)
 		}
@@ -299,7 +284,9 @@ func TestCrypto(t *testing.T) {
 	// takes her password (mautrix sends the deprecated "user" field, not
 	// "identifier"). Each signs their own device and master key.
 	recovery := map[*cryptoClient]string{}
-	for _, cc := range []*cryptoClient{alice, bob, alice} {
+	bootstrap := func(cc *cryptoClient) {
+		cc.mu.Lock()
+		defer cc.mu.Unlock()
 		uia := 0
 		key, _, err := cc.mach.GenerateAndUploadCrossSigningKeys(ctx, func(r *mautrix.RespUserInteractive) any {
 			uia++
@@ -320,7 +307,12 @@ func TestCrypto(t *testing.T) {
 			t.Fatalf("%s SignOwnMasterKey: %v", cc.cli.UserID, err)
 		}
 	}
+	for _, cc := range []*cryptoClient{alice, bob, alice} {
+		bootstrap(cc)
+	}
+	alice.mu.Lock()
 	aliceMaster, err := alice.mach.GetOwnCrossSigningPublicKeys(ctx)
+	alice.mu.Unlock()
 	if err != nil || aliceMaster == nil {
 		t.Fatalf("alice's own cross-signing public keys: %v", err)
 	}
@@ -330,6 +322,8 @@ func TestCrypto(t *testing.T) {
 	// her device through cross-signing.
 	trust := func(asker, who *cryptoClient, device id.DeviceID) id.TrustState {
 		t.Helper()
+		asker.mu.Lock()
+		defer asker.mu.Unlock()
 		devs, err := asker.mach.FetchKeys(ctx, []id.UserID{who.cli.UserID}, true)
 		if err != nil {
 			t.Fatalf("FetchKeys: %v", err)
@@ -350,7 +344,10 @@ func TestCrypto(t *testing.T) {
 	if st := trust(bob, alice, alice.cli.DeviceID); st != id.TrustStateCrossSignedTOFU && st != id.TrustStateCrossSignedUntrusted {
 		t.Fatalf("bob's trust in alice's device before he signs her: %s, want cross-signed but not verified", st)
 	}
-	if err := bob.mach.SignUser(ctx, alice.cli.UserID, aliceMaster.MasterKey); err != nil {
+	bob.mu.Lock()
+	err = bob.mach.SignUser(ctx, alice.cli.UserID, aliceMaster.MasterKey)
+	bob.mu.Unlock()
+	if err != nil {
 		t.Fatalf("bob SignUser(alice): %v", err)
 	}
 	if st := trust(bob, alice, alice.cli.DeviceID); st != id.TrustStateCrossSignedVerified {
@@ -366,7 +363,10 @@ func TestCrypto(t *testing.T) {
 		t.Fatalf("alice's second login: %v", err)
 	}
 	alice2 := startCrypto(t, ctx, second)
-	if err := alice2.mach.VerifyWithRecoveryKey(ctx, recovery[alice]); err != nil {
+	alice2.mu.Lock()
+	err = alice2.mach.VerifyWithRecoveryKey(ctx, recovery[alice])
+	alice2.mu.Unlock()
+	if err != nil {
 		t.Fatalf("VerifyWithRecoveryKey on alice's new device: %v", err)
 	}
 	if st := trust(bob, alice, second.DeviceID); st != id.TrustStateCrossSignedVerified {
