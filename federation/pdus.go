@@ -37,6 +37,10 @@ const (
 	maxStatePrevs = 5
 	// maxFetchedEvents bounds the events fetched for one PDU.
 	maxFetchedEvents = 5000
+	// MaxPDURequests bounds the requests one PDU makes of its origin: a
+	// large state comes in one /state, so only a hostile origin (auth
+	// chains it invents one event at a time) meets it.
+	MaxPDURequests = 500
 	// bulkStateAfter: more state events missing than this are fetched
 	// with one /state request rather than one /event each.
 	bulkStateAfter = 50
@@ -132,6 +136,9 @@ type pduWork struct {
 	room    roomdag.RoomID
 	v       *roomdag.RoomVersion
 	fetched int
+
+	mu       gosync.Mutex
+	requests int
 }
 
 // receiveRounds bounds the retries of one event after fetching what it
@@ -387,6 +394,12 @@ func (w *pduWork) fetchEvents(ctx context.Context, ids []roomdag.EventID) (map[r
 	if w.fetched += len(ids); w.fetched > maxFetchedEvents {
 		return nil, fmt.Errorf("more than %d events fetched", maxFetchedEvents)
 	}
+	w.mu.Lock()
+	spent := w.requests >= MaxPDURequests
+	w.mu.Unlock()
+	if spent {
+		return nil, fmt.Errorf("more than %d requests to %s for one PDU", MaxPDURequests, w.origin)
+	}
 	out := map[roomdag.EventID]*roomdag.Event{}
 	var mu gosync.Mutex
 	var wg gosync.WaitGroup
@@ -491,6 +504,13 @@ func (w *pduWork) storeOutliers(ctx context.Context, evs map[roomdag.EventID]*ro
 
 // do sends a request to the origin and decodes its 200 answer into out.
 func (w *pduWork) do(ctx context.Context, method, path string, body []byte, out any) error {
+	w.mu.Lock()
+	w.requests++
+	n := w.requests
+	w.mu.Unlock()
+	if n > MaxPDURequests {
+		return fmt.Errorf("more than %d requests to %s for one PDU", MaxPDURequests, w.origin)
+	}
 	var rd io.Reader
 	if body != nil {
 		rd = strings.NewReader(string(body))

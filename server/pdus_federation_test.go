@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
@@ -14,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/persistentchat/homeserver/federation"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/server"
 	"github.com/persistentchat/homeserver/testserver"
@@ -456,5 +459,100 @@ func TestFederatedPDUsRefused(t *testing.T) {
 	}
 	if on(denied).Membership(bob) != "" && on(denied).Membership(bob) != roomdag.MembershipLeave {
 		t.Error("the denied join landed")
+	}
+}
+
+// hostileOrigin is a Client that sends every request to one test
+// server, whatever its destination, and counts them.
+type hostileOrigin struct {
+	url   string
+	calls atomic.Int64
+}
+
+func (h *hostileOrigin) Do(ctx context.Context, _ roomdag.ServerName, req *http.Request) (*http.Response, error) {
+	h.calls.Add(1)
+	out := req.Clone(ctx)
+	u, err := url.Parse(h.url + req.URL.RequestURI())
+	if err != nil {
+		return nil, err
+	}
+	out.URL, out.RequestURI, out.Host = u, "", u.Host
+	return http.DefaultClient.Do(out)
+}
+
+// TestFederatedPDUsHostileOrigin: an origin that answers with an auth
+// chain it feeds one event at a time, deeper than any bound, makes this
+// server give up on the PDU after at most federation.MaxPDURequests
+// requests, with an error for it; the room goes on taking PDUs.
+func TestFederatedPDUsHostileOrigin(t *testing.T) {
+	ctx := context.Background()
+	fed := testserver.Federation(t, 2, testserver.Options{})
+	a, b := fed[0], fed[1]
+	pb := playServer(t, b)
+	b.HS.FedSender.Stop()
+	alice := a.Register("alice")
+	bob := roomdag.UserID("@bob:" + b.Name())
+	room := roomdag.RoomID(alice.CreateRoom(map[string]any{"preset": "public_chat"}))
+	st, err := a.HS.Rooms.State(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := st.Version
+	join := pb.build(v, room, st.State, bob, roomdag.TypeMember, sk(string(bob)), `{"membership":"join"}`, st.Depth+1, st.Extremities...)
+	if res := sendPDUs(t, b, a, join.JSON()); res[string(join.ID())] != "" {
+		t.Fatalf("join: %v", res)
+	}
+	st, _ = a.HS.Rooms.State(ctx, room)
+
+	// A chain of events each citing the one before as its auth event.
+	chain := map[string]json.RawMessage{}
+	var prev []roomdag.EventID
+	for i := range federation.MaxPDURequests + 50 {
+		pb.ts++
+		e, err := roomdag.BuildEvent(v, pb.key, roomdag.EventTemplate{RoomID: room, Sender: bob, Type: "m.room.message",
+			Content: json.RawMessage(fmt.Sprintf(`{"body":"chain %d"}`, i)), PrevEvents: prev, AuthEvents: prev, Depth: int64(i + 1), OriginServerTS: pb.ts})
+		if err != nil {
+			t.Fatal(err)
+		}
+		chain[string(e.ID())] = e.JSON()
+		prev = []roomdag.EventID{e.ID()}
+	}
+	top := prev[0]
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /_matrix/federation/v1/get_missing_events/{room}", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"events":[{},{"type":1},"x"]}`))
+	})
+	mux.HandleFunc("GET /_matrix/federation/v1/state_ids/{room}", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]any{"pdu_ids": []roomdag.EventID{top}, "auth_chain_ids": []string{}})
+	})
+	mux.HandleFunc("GET /_matrix/federation/v1/event/{id}", func(w http.ResponseWriter, r *http.Request) {
+		raw, ok := chain[r.PathValue("id")]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]any{"origin": b.Name(), "origin_server_ts": 1, "pdus": []json.RawMessage{raw}})
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	origin := &hostileOrigin{url: srv.URL}
+	pdus := &federation.RoomPDUs{Server: roomdag.ServerName(a.Name()), Rooms: a.HS.Rooms, Store: a.HS.DB(), Client: origin,
+		Verifier: a.HS.Keyring, Log: slog.New(slog.DiscardHandler)}
+	msg := pb.build(v, room, st.State, bob, "m.room.message", nil, `{"body":"after the chain"}`, int64(len(chain)+1), top)
+	err = pdus.HandlePDU(ctx, roomdag.ServerName(b.Name()), room, v, msg.ID(), msg.JSON())
+	if err == nil {
+		t.Fatal("a PDU behind an endless auth chain was accepted")
+	}
+	t.Logf("refused after %d requests: %v", origin.calls.Load(), err)
+	if n := origin.calls.Load(); n > federation.MaxPDURequests {
+		t.Errorf("%d requests to the origin for one PDU, bound %d", n, federation.MaxPDURequests)
+	}
+	if dag, err := a.HS.DB().DAGEvents(ctx, []roomdag.EventID{msg.ID(), top}); err != nil || len(dag) != 0 {
+		t.Errorf("stored: %v, %v", dag, err)
+	}
+	// The room still takes B's PDUs.
+	next := pb.build(v, room, st.State, bob, "m.room.message", nil, `{"body":"fine"}`, st.Depth+1, st.Extremities...)
+	if res := sendPDUs(t, b, a, next.JSON()); res[string(next.ID())] != "" {
+		t.Fatalf("next: %v", res)
 	}
 }
