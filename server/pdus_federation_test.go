@@ -16,9 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/persistentchat/homeserver/configs"
 	"github.com/persistentchat/homeserver/federation"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/server"
+	"github.com/persistentchat/homeserver/storage"
 	"github.com/persistentchat/homeserver/testserver"
 )
 
@@ -177,7 +179,7 @@ func sk(s string) *string { return &s }
 // of B's events comes back to B as if A's.
 func TestFederatedPDUs(t *testing.T) {
 	ctx := context.Background()
-	fed := testserver.Federation(t, 2, testserver.Options{})
+	fed := testserver.Federation(t, 2, testserver.Options{Configure: func(c *configs.Config) { c.Compliance.Enabled = true }})
 	a, b := fed[0], fed[1]
 	pb := playServer(t, b)
 	// The test decides what B sends.
@@ -268,6 +270,13 @@ func TestFederatedPDUs(t *testing.T) {
 	alice.MustDo("GET", "/_matrix/client/v3/sync?timeout=0", nil, &counts)
 	if n := counts.Rooms.Join[string(room)].Unread.Notifications; n < 1 {
 		t.Errorf("alice's notification count for B's message: %d", n)
+	}
+	// And A's compliance archive holds it.
+	if err := a.HS.Compliance.Wait(ctx, a.HS.Syncer.Notifier().Current().Events); err != nil {
+		t.Fatal(err)
+	}
+	if actors, err := a.HS.DB().ComplianceDistinct(ctx, "actor", storage.ComplianceFilter{Room: string(room)}); err != nil || !slices.Contains(actors, string(bob)) {
+		t.Errorf("archived actors of the room %v, %v; want bob among them", actors, err)
 	}
 
 	// A gap: only the last of three is sent; A fetches the others.
