@@ -176,7 +176,8 @@ func sk(s string) *string { return &s }
 // /get_missing_events, a fork is merged, a gap too long for that is
 // bridged with the state before it from /state_ids; an event the auth
 // rules reject counts as processed; A's user's reply reaches B, and none
-// of B's events comes back to B as if A's.
+// of B's events comes back to B as if A's; paging back through the gap,
+// A's user's /messages backfills it from B.
 func TestFederatedPDUs(t *testing.T) {
 	ctx := context.Background()
 	fed := testserver.Federation(t, 2, testserver.Options{Configure: func(c *configs.Config) { c.Compliance.Enabled = true }})
@@ -367,6 +368,49 @@ func TestFederatedPDUs(t *testing.T) {
 	}
 	if n := b.HS.FedTxns.Stats().PDUs; n != 1 {
 		t.Errorf("B was sent %d PDUs, want 1 (alice's reply only)", n)
+	}
+
+	// Paging back through the long gap, alice's /messages asks B for the
+	// history A lacks (/backfill) and shows it in its place.
+	var paged []string
+	from := ""
+	for range 50 {
+		var page struct {
+			Chunk []struct {
+				EventID string `json:"event_id"`
+			} `json:"chunk"`
+			End string `json:"end"`
+		}
+		alice.MustDo("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(string(room))+"/messages?dir=b&limit=7&from="+url.QueryEscape(from), nil, &page)
+		for _, e := range page.Chunk {
+			paged = append(paged, e.EventID)
+		}
+		if page.End == "" || len(page.Chunk) == 0 {
+			break
+		}
+		from = page.End
+	}
+	slices.Reverse(paged)
+	at := slices.Index(paged, string(rename.ID()))
+	if at < 0 || len(paged) < at+32 || paged[at+30] != string(last.ID()) || paged[at+31] != reply {
+		var desc []string
+		for _, id := range paged {
+			d := id
+			if ev, err := a.HS.DB().Event(ctx, roomdag.EventID(id)); err == nil {
+				d = fmt.Sprintf("%s(%d,%d)", ev.Content(), ev.Depth(), ev.Pos)
+			}
+			desc = append(desc, d)
+		}
+		t.Fatalf("alice's history around the gap (rename at %d):\n%s", at, strings.Join(desc, "\n"))
+	}
+	// Backfilled history is not news: alice's /sync brings the reply alone.
+	if got := watch.until(t, reply); !slices.Equal(got, []string{reply}) {
+		t.Errorf("alice's /sync after the backfill: %v, want only her reply", got)
+	}
+	for i, id := range paged[at+1 : at+31] {
+		if ev, err := b.HS.DB().Event(ctx, roomdag.EventID(id)); err != nil || !strings.Contains(string(ev.Content()), fmt.Sprintf(`"far %d"`, i)) {
+			t.Errorf("event %d after the rename in alice's history: %s, %v", i, id, err)
+		}
 	}
 }
 
