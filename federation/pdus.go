@@ -131,10 +131,10 @@ func ownMembership(ev *roomdag.Event, origin roomdag.ServerName) bool {
 
 // pduWork is the work one PDU causes, and its bounds.
 type pduWork struct {
-	p       *RoomPDUs
-	origin  roomdag.ServerName
-	room    roomdag.RoomID
-	v       *roomdag.RoomVersion
+	p      *RoomPDUs
+	origin roomdag.ServerName
+	room   roomdag.RoomID
+	v      *roomdag.RoomVersion
 	// kind is how the events are received: live (a /send PDU and what
 	// fills the gap before it) or backfill.
 	kind    roomdag.EventKind
