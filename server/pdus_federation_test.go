@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	gosync "sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -167,6 +168,50 @@ func ids(evs ...*roomdag.Event) []string {
 
 func sk(s string) *string { return &s }
 
+// joinFromB has B's user join A's room with a join B's test code builds
+// and sends (/send), then gives B the room's history from A (/backfill,
+// which B may ask once joined), as a send_join answer would.
+func joinFromB(t *testing.T, a, b *testserver.Server, pb *playedServer, bob roomdag.UserID, room roomdag.RoomID) (*roomdag.RoomVersion, *roomdag.Event) {
+	t.Helper()
+	ctx := context.Background()
+	// A's sender has seen A's events while B had no one in the room.
+	if err := a.HS.FedSender.Loop().Wait(ctx, a.HS.Syncer.Notifier().Current().Events); err != nil {
+		t.Fatal(err)
+	}
+	// The join, citing A's forward extremities, as make_join would.
+	st, err := a.HS.Rooms.State(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := st.Version
+	join := pb.build(v, room, st.State, bob, roomdag.TypeMember, sk(string(bob)), `{"membership":"join"}`, st.Depth+1, st.Extremities...)
+	if res := sendPDUs(t, b, a, join.JSON()); res[string(join.ID())] != "" || len(res) != 1 {
+		t.Fatalf("join: %v", res)
+	}
+	if st, err := a.HS.Rooms.State(ctx, room); err != nil || st.Membership(bob) != roomdag.MembershipJoin {
+		t.Fatalf("bob on A: %v", err)
+	}
+	var hist struct {
+		PDUs []json.RawMessage `json:"pdus"`
+	}
+	fedGet(t, b, a, "/_matrix/federation/v1/backfill/"+url.PathEscape(string(room))+"?limit=100&v="+url.QueryEscape(string(join.ID())), &hist)
+	var evs []*roomdag.Event
+	for _, raw := range hist.PDUs {
+		e, err := roomdag.NewEventFromJSON(v, raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs = append(evs, e)
+	}
+	slices.SortFunc(evs, func(x, y *roomdag.Event) int { return cmp.Compare(x.Depth(), y.Depth()) })
+	for _, e := range evs {
+		if res, err := b.HS.Rooms.Receive(ctx, e, roomdag.ReceiveOptions{Verifier: b.HS.Keyring}); err != nil || res.Status != roomdag.StatusTimeline {
+			t.Fatalf("B receiving %s: %+v, %v", e.ID(), res, err)
+		}
+	}
+	return v, join
+}
+
 // TestFederatedPDUs: PDUs a remote server sends with /send land in a room
 // of this server. Server B is played by the test (its events built and
 // signed with B's key) and also runs: it holds the room too, and its real
@@ -189,46 +234,8 @@ func TestFederatedPDUs(t *testing.T) {
 	bob := roomdag.UserID(b.Register("bob").UserID)
 	room := roomdag.RoomID(alice.CreateRoom(map[string]any{"preset": "public_chat"}))
 	watch := watchTimeline(alice, string(room))
-	// A's sender has seen alice's events while B had no one in the room.
-	if err := a.HS.FedSender.Loop().Wait(ctx, a.HS.Syncer.Notifier().Current().Events); err != nil {
-		t.Fatal(err)
-	}
-
-	// The join, citing A's forward extremities, as make_join would.
-	st, err := a.HS.Rooms.State(ctx, room)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v := st.Version
-	join := pb.build(v, room, st.State, bob, roomdag.TypeMember, sk(string(bob)), `{"membership":"join"}`, st.Depth+1, st.Extremities...)
-	if res := sendPDUs(t, b, a, join.JSON()); res[string(join.ID())] != "" || len(res) != 1 {
-		t.Fatalf("join: %v", res)
-	}
-	if st, err := a.HS.Rooms.State(ctx, room); err != nil || st.Membership(bob) != roomdag.MembershipJoin {
-		t.Fatalf("bob on A: %v", err)
-	}
+	v, join := joinFromB(t, a, b, pb, bob, room)
 	watch.until(t, string(join.ID()))
-
-	// B takes the room's history from A (/backfill, which it may ask
-	// now), as a send_join answer would give it.
-	var hist struct {
-		PDUs []json.RawMessage `json:"pdus"`
-	}
-	fedGet(t, b, a, "/_matrix/federation/v1/backfill/"+url.PathEscape(string(room))+"?limit=100&v="+url.QueryEscape(string(join.ID())), &hist)
-	var evs []*roomdag.Event
-	for _, raw := range hist.PDUs {
-		e, err := roomdag.NewEventFromJSON(v, raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		evs = append(evs, e)
-	}
-	slices.SortFunc(evs, func(x, y *roomdag.Event) int { return cmp.Compare(x.Depth(), y.Depth()) })
-	for _, e := range evs {
-		if res, err := b.HS.Rooms.Receive(ctx, e, roomdag.ReceiveOptions{Verifier: b.HS.Keyring}); err != nil || res.Status != roomdag.StatusTimeline {
-			t.Fatalf("B receiving %s: %+v, %v", e.ID(), res, err)
-		}
-	}
 	appendB := func(body string) *roomdag.Event {
 		t.Helper()
 		ev, _, err := b.HS.Rooms.Append(ctx, room, roomdag.ProtoEvent{Type: "m.room.message", Sender: bob,
@@ -336,7 +343,7 @@ func TestFederatedPDUs(t *testing.T) {
 	}
 	send(last)
 	watch.until(t, string(last.ID()))
-	st, err = a.HS.Rooms.State(ctx, room)
+	st, err := a.HS.Rooms.State(ctx, room)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -607,5 +614,94 @@ func TestFederatedPDUsHostileOrigin(t *testing.T) {
 	next := pb.build(v, room, st.State, bob, "m.room.message", nil, `{"body":"fine"}`, st.Depth+1, st.Extremities...)
 	if res := sendPDUs(t, b, a, next.JSON()); res[string(next.ID())] != "" {
 		t.Fatalf("next: %v", res)
+	}
+}
+
+// lazyOrigin is a Client that forwards requests over the real transport
+// but answers /get_missing_events with 404 (a server that does not
+// serve it), and counts requests by kind.
+type lazyOrigin struct {
+	next  federation.Client
+	mu    gosync.Mutex
+	calls map[string]int
+}
+
+func (l *lazyOrigin) Do(ctx context.Context, dest roomdag.ServerName, req *http.Request) (*http.Response, error) {
+	kind := strings.Split(strings.TrimPrefix(req.URL.Path, "/_matrix/federation/v1/"), "/")[0]
+	l.mu.Lock()
+	l.calls[kind]++
+	l.mu.Unlock()
+	if kind == "get_missing_events" {
+		return &http.Response{StatusCode: http.StatusNotFound, Body: io.NopCloser(strings.NewReader(`{"errcode":"M_UNRECOGNIZED"}`))}, nil
+	}
+	return l.next.Do(ctx, dest, req)
+}
+
+// TestFederatedPDUsForkedGap: a merge of two branches this server lacks,
+// from an origin that does not serve /get_missing_events, is placed with
+// the state after each branch's tip (/state_ids at each, the tips and
+// their state fetched as outliers) resolved together: both branches'
+// state changes are in the room's state.
+func TestFederatedPDUsForkedGap(t *testing.T) {
+	ctx := context.Background()
+	fed := testserver.Federation(t, 2, testserver.Options{})
+	a, b := fed[0], fed[1]
+	pb := playServer(t, b)
+	b.HS.FedSender.Stop()
+	alice := a.Register("alice")
+	bob := roomdag.UserID(b.Register("bob").UserID)
+	room := roomdag.RoomID(alice.CreateRoom(map[string]any{"preset": "public_chat",
+		"power_level_content_override": map[string]any{"users": map[string]any{alice.UserID: 100, string(bob): 50}}}))
+	v, _ := joinFromB(t, a, b, pb, bob, room)
+
+	bst, err := b.HS.Rooms.State(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic := pb.build(v, room, bst.State, bob, roomdag.TypeTopic, sk(""), `{"topic":"branch one"}`, bst.Depth+1, bst.Extremities...)
+	name := pb.build(v, room, bst.State, bob, roomdag.TypeName, sk(""), `{"name":"branch two"}`, bst.Depth+1, bst.Extremities...)
+	for _, e := range []*roomdag.Event{topic, name} {
+		if res, err := b.HS.Rooms.Receive(ctx, e, roomdag.ReceiveOptions{Verifier: b.HS.Keyring}); err != nil || res.Status != roomdag.StatusTimeline {
+			t.Fatalf("B receiving %s: %+v, %v", e.ID(), res, err)
+		}
+	}
+	merge, _, err := b.HS.Rooms.Append(ctx, room, roomdag.ProtoEvent{Type: "m.room.message", Sender: bob, Content: json.RawMessage(`{"body":"merge"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(merge.PrevEvents()) != 2 {
+		t.Fatalf("the merge cites %v", merge.PrevEvents())
+	}
+
+	origin := &lazyOrigin{next: a.HS.Federation, calls: map[string]int{}}
+	pdus := &federation.RoomPDUs{Server: roomdag.ServerName(a.Name()), Rooms: a.HS.Rooms, Store: a.HS.DB(), Client: origin,
+		Verifier: a.HS.Keyring, Log: slog.New(slog.DiscardHandler)}
+	if err := pdus.HandlePDU(ctx, roomdag.ServerName(b.Name()), room, v, merge.ID(), merge.JSON()); err != nil {
+		t.Fatal(err)
+	}
+	if origin.calls["get_missing_events"] != 1 || origin.calls["state_ids"] != 2 {
+		t.Errorf("requests to the origin: %v; want one /get_missing_events, then /state_ids at each branch", origin.calls)
+	}
+	st, err := a.HS.Rooms.State(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := st.State.Get(roomdag.TypeTopic, ""); e == nil || e.ID() != topic.ID() {
+		t.Errorf("topic on A: %v, want branch one's", e)
+	}
+	if e := st.State.Get(roomdag.TypeName, ""); e == nil || e.ID() != name.ID() {
+		t.Errorf("name on A: %v, want branch two's", e)
+	}
+	dag, err := a.HS.DB().DAGEvents(ctx, []roomdag.EventID{topic.ID(), name.ID(), merge.ID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []*roomdag.Event{topic, name} {
+		if d := dag[e.ID()]; d == nil || d.Status != roomdag.StatusOutlier {
+			t.Errorf("branch tip %s on A: %+v, want an outlier", e.ID(), d)
+		}
+	}
+	if d := dag[merge.ID()]; d == nil || d.Status != roomdag.StatusTimeline {
+		t.Errorf("the merge on A: %+v", d)
 	}
 }
