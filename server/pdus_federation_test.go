@@ -517,6 +517,21 @@ func TestFederatedPDUsRefused(t *testing.T) {
 	if on(room).Membership(bob) != roomdag.MembershipJoin {
 		t.Error("the good join did not land")
 	}
+	// Bob leaves: B's own user's leave lands; then B has no one in the
+	// room and its messages are refused again.
+	st = on(room)
+	leave := pb.build(v, room, st.State, bob, roomdag.TypeMember, sk(string(bob)), `{"membership":"leave"}`, st.Depth+1, st.Extremities...)
+	if res := sendPDUs(t, b, a, leave.JSON()); res[string(leave.ID())] != "" {
+		t.Fatalf("leave: %v", res)
+	}
+	st = on(room)
+	if st.Membership(bob) != roomdag.MembershipLeave {
+		t.Errorf("bob's membership after the leave: %q", st.Membership(bob))
+	}
+	after := pb.build(v, room, st.State, bob, "m.room.message", nil, `{"body":"gone"}`, st.Depth+1, st.Extremities...)
+	if res := sendPDUs(t, b, a, after.JSON()); !strings.Contains(res[string(after.ID())], "not in room") {
+		t.Errorf("a message after the leave: %v", res)
+	}
 	if on(denied).Membership(bob) != "" && on(denied).Membership(bob) != roomdag.MembershipLeave {
 		t.Error("the denied join landed")
 	}
