@@ -273,6 +273,14 @@ func (j *RemoteJoiner) TakeJoin(ctx context.Context, v *roomdag.RoomVersion, joi
 // reports which were stored and not rejected.
 func (j *RemoteJoiner) receiveOutliers(ctx context.Context, evs map[roomdag.EventID]*roomdag.Event) (map[roomdag.EventID]bool, error) {
 	level := make(map[roomdag.EventID]int, len(evs))
+	// The create event comes first: from v12 no event cites it among its
+	// auth events, which the room ID implies.
+	var create roomdag.EventID
+	for id, ev := range evs {
+		if ev.IsCreate() {
+			create = id
+		}
+	}
 	var depthOf func(id roomdag.EventID) int
 	depthOf = func(id roomdag.EventID) int {
 		if l, ok := level[id]; ok {
@@ -280,6 +288,9 @@ func (j *RemoteJoiner) receiveOutliers(ctx context.Context, evs map[roomdag.Even
 		}
 		level[id] = 0 // cuts cycles, which no valid auth chain has
 		l := 0
+		if create != "" && id != create {
+			l = 1
+		}
 		for _, a := range evs[id].AuthEvents() {
 			if evs[a] != nil {
 				l = max(l, depthOf(a)+1)
