@@ -351,3 +351,45 @@ func TestFederatedJoinRoomVersions(t *testing.T) {
 		}
 	}
 }
+
+// TestFederatedJoinMessages: once B's user has joined over federation,
+// messages go both ways through /send, a second user of B joins through
+// B's own copy of the room (its join reaching A as a PDU), and a leave
+// reaches A the same way.
+func TestFederatedJoinMessages(t *testing.T) {
+	fed := testserver.Federation(t, 2, testserver.Options{})
+	a, b := fed[0], fed[1]
+	alice := a.Register("alice")
+	room := alice.CreateRoom(map[string]any{"preset": "public_chat"})
+	bob := b.Register("bob")
+	bob.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?via="+url.QueryEscape(a.Name()), map[string]any{}, nil)
+	onA, onB := watchTimeline(alice, room), watchTimeline(bob, room)
+
+	onB.until(t, alice.SendText(room, "hello from A"))
+	onA.until(t, bob.SendText(room, "hello from B"))
+
+	carol := b.Register("carol")
+	carol.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room), map[string]any{}, nil)
+	waitMember(t, alice, room, carol.UserID, "join")
+	bob.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/leave", map[string]any{}, nil)
+	waitMember(t, alice, room, bob.UserID, "leave")
+}
+
+// waitMember waits until c's server has user's membership in room.
+func waitMember(t *testing.T, c *testserver.Client, room, user, membership string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		var m struct {
+			Membership string `json:"membership"`
+		}
+		r := c.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.member/"+url.PathEscape(user), nil)
+		if r.Status == http.StatusOK && r.JSON(&m) == nil && m.Membership == membership {
+			return
+		}
+		last = string(r.Body)
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s's membership in %s on %s: %s, want %s", user, room, c.Base, last, membership)
+}
