@@ -463,7 +463,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		ServerAllowed: func(st roomdag.StateMap, s roomdag.ServerName) bool { return roomdag.ServerAllowed(st, s) }})
 	fedRoutes := append(inbound.Routes(), hs.FedTxns.Routes()...)
 	// Joins, leaves and knocks of other servers' users (federation/joins.go).
-	fedRoutes = append(fedRoutes, federation.NewMemberships(inbound, hs.Rooms, key, keyring).Routes()...)
+	fedRoutes = append(fedRoutes, federation.NewHandshakes(inbound, hs.Rooms, key, keyring).Routes()...)
 	// End-to-end keys of local users, for other servers (e2ee/fedkeys.go).
 	for _, rt := range e2.Keys().FederationRoutes() {
 		fedRoutes = append(fedRoutes, federation.Endpoint{Method: rt.Method, Path: rt.Path, Handler: fedAuth.Wrap(rt.Handler)})
