@@ -74,6 +74,9 @@ type Config struct {
 	// asks it when paging back reaches the oldest event held. Nil: history
 	// ends there.
 	Backfill Backfiller
+	// RemoteJoins joins rooms this server is not in and resolves other
+	// servers' aliases, over federation; nil: those are not found.
+	RemoteJoins RemoteJoiner
 	// URLPreview configures GET /media/preview_url; nil turns it off.
 	URLPreview *media.PreviewConfig
 	// AppServices is application service support; nil when the server
