@@ -1011,7 +1011,8 @@ func (s *Syncer) membersAt(ctx context.Context, room roomdag.RoomID, st *roomdag
 			memberIDs = append(memberIDs, id)
 		}
 	}
-	evs, err := s.store.Events(ctx, memberIDs)
+	// The state of a room joined over federation is held as outliers.
+	evs, err := s.store.EventsWithOutliers(ctx, memberIDs)
 	if err != nil {
 		return nil, err
 	}
