@@ -524,3 +524,45 @@ func TestFederatedRestrictedJoin(t *testing.T) {
 		t.Errorf("B's joined members: %v", got)
 	}
 }
+
+// TestFederatedJoinThroughJoinedServer: a server that itself joined over
+// federation lets a third one join through it: its answer carries the
+// state and auth chain it holds as outliers. The third server's join
+// then reaches the first.
+func TestFederatedJoinThroughJoinedServer(t *testing.T) {
+	fed := testserver.Federation(t, 3, testserver.Options{})
+	a, b, c := fed[0], fed[1], fed[2]
+	alice := a.Register("alice")
+	// v12: the room ID names no server C could fall back to.
+	room := alice.CreateRoom(map[string]any{"preset": "public_chat", "name": "Three servers", "room_version": "12"})
+	// A superseded power levels event, which only the auth chain holds:
+	// the current one cites it.
+	var pl map[string]any
+	alice.MustDo("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.power_levels/", nil, &pl)
+	pl["state_default"] = 60
+	alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.power_levels/", pl, nil)
+	bob := b.Register("bob")
+	bob.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?via="+url.QueryEscape(a.Name()), map[string]any{}, nil)
+	carol := c.Register("carol")
+	carol.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?via="+url.QueryEscape(b.Name()), map[string]any{}, nil)
+	want := []string{alice.UserID, bob.UserID, carol.UserID}
+	slices.Sort(want)
+	if got := joinedMembers(t, carol, room); !slices.Equal(got, want) {
+		t.Errorf("C's joined members: %v, want %v", got, want)
+	}
+	if got := joinedMembers(t, bob, room); !slices.Equal(got, want) {
+		t.Errorf("B's joined members: %v, want %v", got, want)
+	}
+	waitMember(t, alice, room, carol.UserID, "join")
+	var name struct {
+		Name string `json:"name"`
+	}
+	carol.MustDo("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.name/", nil, &name)
+	if name.Name != "Three servers" {
+		t.Errorf("C's room name: %+v", name)
+	}
+	carol.MustDo("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.power_levels/", nil, &pl)
+	if pl["state_default"] != float64(60) {
+		t.Errorf("C's power levels: %v", pl)
+	}
+}
