@@ -320,6 +320,11 @@ func (m *Handshakes) sendMember(r *http.Request, membership string) (any, error)
 		if via.Server() != m.in.Server {
 			return nil, httpapi.Forbidden("the join is authorised by %s, not by a user of this server", via)
 		}
+		// Only what make_join would have authorised: send_join may come
+		// without it.
+		if _, err := m.joinAuthoriser(ctx, st, ev.Sender()); err != nil {
+			return nil, err
+		}
 		// This server vouches for the join it authorised with its
 		// signature (rule 4.3.5.2 reads join_authorised_via_users_server,
 		// and the signature check requires that server's signature).

@@ -509,6 +509,19 @@ func TestFederatedRestrictedJoin(t *testing.T) {
 	if r := join(room); r.Status != http.StatusBadRequest || r.Errcode() != "M_UNABLE_TO_AUTHORISE_JOIN" {
 		t.Errorf("restricted join before joining the space: %d %s", r.Status, r.Body)
 	}
+	// Nor does a join naming alice that skipped make_join: A does not
+	// vouch for it.
+	pb := playServer(t, b)
+	st, err := a.HS.Rooms.State(context.Background(), roomdag.RoomID(room))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sneaky := pb.build(st.Version, roomdag.RoomID(room), st.State, roomdag.UserID(bob.UserID), roomdag.TypeMember, sk(bob.UserID),
+		`{"membership":"join","join_authorised_via_users_server":"`+alice.UserID+`"}`, st.Depth+1, st.Extremities...)
+	status, body := fedDo(t, b, a, "PUT", "/_matrix/federation/v2/send_join/"+url.PathEscape(room)+"/"+url.PathEscape(string(sneaky.ID())), sneaky.JSON())
+	if status != http.StatusBadRequest || errcode(body) != "M_UNABLE_TO_AUTHORISE_JOIN" {
+		t.Errorf("send_join naming alice without make_join: %d %s", status, body)
+	}
 	if r := join(space); r.Status != http.StatusOK {
 		t.Fatalf("joining the space: %d %s", r.Status, r.Body)
 	}
