@@ -579,3 +579,82 @@ func TestFederatedJoinThroughJoinedServer(t *testing.T) {
 		t.Errorf("C's power levels: %v", pl)
 	}
 }
+
+// TestSendJoinOmitMembers: send_join v2 with omit_members=true leaves the
+// member events out of the state (but the heroes' in a room without a
+// name), says so, and names the servers in the room; the auth chain
+// keeps the members that authorise the rest.
+func TestSendJoinOmitMembers(t *testing.T) {
+	fed := testserver.Federation(t, 2, testserver.Options{})
+	a, b := fed[0], fed[1]
+	pb := playServer(t, b)
+	alice := a.Register("alice")
+	var others []*testserver.Client
+	for range 6 {
+		others = append(others, a.Register("member"))
+	}
+	named := alice.CreateRoom(map[string]any{"preset": "public_chat", "name": "Named"})
+	unnamed := alice.CreateRoom(map[string]any{"preset": "public_chat"})
+	for _, c := range others {
+		c.Join(named)
+		c.Join(unnamed)
+	}
+	type answer struct {
+		State []struct {
+			Type     string `json:"type"`
+			StateKey string `json:"state_key"`
+		} `json:"state"`
+		AuthChain []struct {
+			Type     string `json:"type"`
+			StateKey string `json:"state_key"`
+		} `json:"auth_chain"`
+		MembersOmitted bool     `json:"members_omitted"`
+		ServersInRoom  []string `json:"servers_in_room"`
+	}
+	join := func(room string, user string) answer {
+		t.Helper()
+		status, body := fedDo(t, b, a, "GET", "/_matrix/federation/v1/make_join/"+url.PathEscape(room)+"/"+url.PathEscape(user)+"?ver=10&ver=11&ver=12", nil)
+		if status != http.StatusOK {
+			t.Fatalf("make_join: %d %s", status, body)
+		}
+		_, ev := memberFromTemplate(t, pb, body)
+		status, body = fedDo(t, b, a, "PUT", "/_matrix/federation/v2/send_join/"+url.PathEscape(room)+"/"+url.PathEscape(string(ev.ID()))+"?omit_members=true", ev.JSON())
+		var out answer
+		if status != http.StatusOK || json.Unmarshal(body, &out) != nil {
+			t.Fatalf("send_join: %d %s", status, body)
+		}
+		if !out.MembersOmitted || !slices.Equal(out.ServersInRoom, []string{a.Name(), b.Name()}) {
+			t.Errorf("members_omitted %v, servers_in_room %v", out.MembersOmitted, out.ServersInRoom)
+		}
+		return out
+	}
+	members := func(evs []struct {
+		Type     string `json:"type"`
+		StateKey string `json:"state_key"`
+	}) []string {
+		var out []string
+		for _, e := range evs {
+			if e.Type == roomdag.TypeMember {
+				out = append(out, e.StateKey)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	got := join(named, "@nina:"+b.Name())
+	if m := members(got.State); len(m) != 0 {
+		t.Errorf("named room: members in the state %v", m)
+	}
+	if m := members(got.AuthChain); !slices.Contains(m, alice.UserID) {
+		t.Errorf("named room: the auth chain lacks the creator's join: %v", m)
+	}
+	got = join(unnamed, "@una:"+b.Name())
+	all := []string{alice.UserID}
+	for _, c := range others {
+		all = append(all, c.UserID)
+	}
+	slices.Sort(all)
+	if m := members(got.State); !slices.Equal(m, all[:5]) {
+		t.Errorf("unnamed room: members in the state %v, want the heroes %v", m, all[:5])
+	}
+}
