@@ -337,23 +337,32 @@ func (j *RemoteJoiner) receiveOutliers(ctx context.Context, evs map[roomdag.Even
 		checked.verdicts[ev.ID()] = verdicts[i]
 	}
 
-	results, err := j.Rooms.ReceiveOutliers(ctx, order, checked)
-	if err != nil {
-		return nil, err
-	}
+	// In chunks, in order: each shares commits, and the writes queued at
+	// once stay bounded.
 	ok := make(map[roomdag.EventID]bool, len(evs))
-	for i, r := range results {
-		switch {
-		case r.Err == nil:
-			ok[order[i].ID()] = r.Result.Status != roomdag.StatusRejected
-		case isBadEvent(r.Err):
-			j.Log.Info("send_join answer: event left out", "event", order[i].ID(), "err", r.Err)
-		default:
-			return nil, r.Err
+	for len(order) > 0 {
+		chunk := order[:min(len(order), outlierChunk)]
+		order = order[len(chunk):]
+		results, err := j.Rooms.ReceiveOutliers(ctx, chunk, checked)
+		if err != nil {
+			return nil, err
+		}
+		for i, r := range results {
+			switch {
+			case r.Err == nil:
+				ok[chunk[i].ID()] = r.Result.Status != roomdag.StatusRejected
+			case isBadEvent(r.Err):
+				j.Log.Info("send_join answer: event left out", "event", chunk[i].ID(), "err", r.Err)
+			default:
+				return nil, r.Err
+			}
 		}
 	}
 	return ok, nil
 }
+
+// outlierChunk is how many events one ReceiveOutliers takes.
+const outlierChunk = 2000
 
 // checkedSignatures is a SignatureVerifier over verdicts already reached
 // (concurrently, before the events are received), next for others.
