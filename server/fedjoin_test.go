@@ -658,3 +658,30 @@ func TestSendJoinOmitMembers(t *testing.T) {
 		t.Errorf("unnamed room: members in the state %v, want the heroes %v", m, all[:5])
 	}
 }
+
+// TestFederatedJoinConcurrent: two users of B join the same room of A at
+// once; both get in (the second's join waits for the first's).
+func TestFederatedJoinConcurrent(t *testing.T) {
+	fed := testserver.Federation(t, 2, testserver.Options{})
+	a, b := fed[0], fed[1]
+	alice := a.Register("alice")
+	room := alice.CreateRoom(map[string]any{"preset": "public_chat"})
+	users := []*testserver.Client{b.Register("bob"), b.Register("carol")}
+	status := make(chan *testserver.Response, len(users))
+	for _, u := range users {
+		go func() {
+			status <- u.Do("POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?via="+url.QueryEscape(a.Name()), map[string]any{})
+		}()
+	}
+	for range users {
+		if r := <-status; r.Status != http.StatusOK {
+			t.Errorf("concurrent join: %d %s", r.Status, r.Body)
+		}
+	}
+	for _, u := range users {
+		waitMember(t, alice, room, u.UserID, "join")
+		if got := joinedMembers(t, u, room); !slices.Contains(got, u.UserID) {
+			t.Errorf("B's joined members for %s: %v", u.UserID, got)
+		}
+	}
+}
