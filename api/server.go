@@ -69,6 +69,11 @@ type Config struct {
 	// download and thumbnail endpoints (over federation); nil: other
 	// servers' media is not found.
 	RemoteMedia media.Fetcher
+	// RemoteMemberships sends local users' invites of other servers'
+	// users, and their rejections of invites from other servers, over
+	// federation (api/remoteinvite.go); nil: remote users cannot be
+	// invited and invites from other servers are rejected locally only.
+	RemoteMemberships RemoteMemberships
 	// URLPreview configures GET /media/preview_url; nil turns it off.
 	URLPreview *media.PreviewConfig
 	// AppServices is application service support; nil when the server

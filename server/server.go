@@ -297,6 +297,9 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		return rooms.State(ctx, id)
 	})
 	hs.Federation = federationClient(cfg, key, clk)
+	own := federationKeys(cfg, key)
+	keyring := federation.NewKeyring(own, db, hs.Federation, notaries(cfg), clk, log)
+	hs.Keyring = keyring
 	// Server ACLs: fedread's roomdag.ServerAllowed goes in
 	// JoinedServers.ServerAllowed once merged.
 	hs.FedSender = federation.NewSender(federation.SenderOptions{Server: server, Store: db, Client: hs.Federation,
@@ -360,7 +363,10 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		DefaultRoomVersion: v.ID, MaxRequestSize: int64(cfg.MaxRequestSize),
 		EncryptionByDefault: cfg.EncryptionEnabledByDefaultForRoomType, RefuseRoomEncryption: refuseRoomEncryption(cfg),
 		MediaDir: cfg.MediaDir(), MaxUploadSize: int64(cfg.MaxUploadSize), AuthenticatedMedia: cfg.EnableAuthenticatedMedia,
-		RemoteMedia:         federation.MediaFetcher{Client: hs.Federation},
+		RemoteMedia: federation.MediaFetcher{Client: hs.Federation},
+		// Invites of other servers' users and rejections of their
+		// invites (federation/membership.go).
+		RemoteMemberships:   federation.Memberships{Client: hs.Federation, Signatures: keyring, Templates: hs.Rooms},
 		URLPreview:          urlPreview(cfg),
 		AppServices:         ephemeralTee{hs.AppServices, hs.FedSender},
 		Pushers:             hs.Pushers,
@@ -437,9 +443,6 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	// may preflight them too.
 	mux := http.NewServeMux()
 	mux.Handle("GET /health", hs.health) // HEAD too
-	own := federationKeys(cfg, key)
-	keyring := federation.NewKeyring(own, db, hs.Federation, notaries(cfg), clk, log)
-	hs.Keyring = keyring
 	// Every federation endpoint but the key and version ones is signed
 	// by its origin (federation/auth.go).
 	fedAuth := federation.NewAuthenticator(server, keyring, int64(cfg.MaxRequestSize),
@@ -456,6 +459,9 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		EDUs:          map[string]federation.EDUHandler{"m.direct_to_device": hs.ToDevice.ReceiveEDU},
 		ServerAllowed: func(st roomdag.StateMap, s roomdag.ServerName) bool { return roomdag.ServerAllowed(st, s) }})
 	fedRoutes := append(inbound.Routes(), hs.FedTxns.Routes()...)
+	// Invites from other servers' users (federation/invite.go).
+	fedRoutes = append(fedRoutes, federation.NewInvites(federation.InviteOptions{Key: key, Rooms: hs.Rooms, Users: db,
+		Verifier: keyring, Auth: fedAuth, Log: log}).Routes()...)
 	// End-to-end keys of local users, for other servers (e2ee/fedkeys.go).
 	for _, rt := range e2.Keys().FederationRoutes() {
 		fedRoutes = append(fedRoutes, federation.Endpoint{Method: rt.Method, Path: rt.Path, Handler: fedAuth.Wrap(rt.Handler)})
