@@ -138,7 +138,7 @@ func (m Memberships) Invite(ctx context.Context, ev *roomdag.Event, inviteState 
 		Event json.RawMessage `json:"event"`
 	}
 	err = m.call(ctx, dest, http.MethodPut, "/_matrix/federation/v2/invite"+path,
-		map[string]any{"event": ev.JSON(), "invite_room_state": inviteState, "room_version": v.ID}, &answer)
+		map[string]any{"event": json.RawMessage(ev.JSON()), "invite_room_state": inviteState, "room_version": v.ID}, &answer)
 	var re *RemoteError
 	if errors.As(err, &re) && re.unrecognized() && (v.ID == "1" || v.ID == "2") {
 		// v1 carries the stripped state in the event's unsigned.
