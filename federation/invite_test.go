@@ -205,11 +205,12 @@ func TestInboundInvite(t *testing.T) {
 	v, _ := roomdag.LookupRoomVersion("10")
 	room := "!remote:" + b.Name()
 	carol := roomdag.UserID("@carol:" + b.Name())
+	now := time.Now().UnixMilli() // one timestamp: building an event twice gives one ID
 	invite := func(key roomdag.SigningKey, sender roomdag.UserID, target, membership string) *roomdag.Event {
 		ev, err := roomdag.BuildEvent(v, key, roomdag.EventTemplate{RoomID: roomdag.RoomID(room), Sender: sender,
 			Type: roomdag.TypeMember, StateKey: &target, Content: json.RawMessage(`{"membership":"` + membership + `"}`),
 			PrevEvents: []roomdag.EventID{"$prev"}, AuthEvents: []roomdag.EventID{"$create", "$carol"}, Depth: 3,
-			OriginServerTS: time.Now().UnixMilli()})
+			OriginServerTS: now})
 		if err != nil {
 			t.Fatal(err)
 		}
