@@ -127,8 +127,8 @@ func (s *Server) leaveOutOfBand(ctx context.Context, room roomdag.RoomID, user r
 	return true, err
 }
 
-// leaveServers are the servers to reject invite through, in order: the
-// inviter's, then the room ID's (rooms before v12 name one).
+// leaveServers are the servers to reject (or accept) invite through, in
+// order: the inviter's, then the room ID's (rooms before v12 name one).
 func leaveServers(invite *roomdag.Event, own roomdag.ServerName) []roomdag.ServerName {
 	var out []roomdag.ServerName
 	_, roomServer, _ := strings.Cut(string(invite.RoomID()), ":")
@@ -138,4 +138,19 @@ func leaveServers(invite *roomdag.Event, own roomdag.ServerName) []roomdag.Serve
 		}
 	}
 	return out
+}
+
+// inviteServers are the servers to join room through to accept user's
+// invite from another server (kept out of band): the inviter's, then the
+// room ID's; none if there is no such invite.
+func (s *Server) inviteServers(ctx context.Context, room roomdag.RoomID, user roomdag.UserID) []roomdag.ServerName {
+	m, err := s.store.UserMembership(ctx, user, room)
+	if err != nil || m.Membership != roomdag.MembershipInvite {
+		return nil
+	}
+	evs, err := s.store.EventsAt(ctx, []roomdag.StreamPos{m.Pos})
+	if err != nil || len(evs) != 1 {
+		return nil
+	}
+	return leaveServers(evs[0].Event, s.cfg.ServerName)
 }

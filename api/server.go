@@ -69,6 +69,9 @@ type Config struct {
 	// download and thumbnail endpoints (over federation); nil: other
 	// servers' media is not found.
 	RemoteMedia media.Fetcher
+	// RemoteJoins joins rooms this server is not in and resolves other
+	// servers' aliases, over federation; nil: those are not found.
+	RemoteJoins RemoteJoiner
 	// RemoteMemberships sends local users' invites of other servers'
 	// users, and their rejections of invites from other servers, over
 	// federation (api/remoteinvite.go); nil: remote users cannot be

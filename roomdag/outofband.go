@@ -102,49 +102,6 @@ func (rs *Rooms) BuildLocalRejection(invite *Event, reason string) (*Event, erro
 		ProtoEvent{Type: TypeMember, StateKey: &user, Sender: UserID(user), Content: c}, cur, []*Event{invite})
 }
 
-// SignTemplate completes an event another server prepared for a local
-// user (the answer of make_join, make_leave): it sets origin and
-// origin_server_ts, hashes and signs it as this server, and, in room
-// versions v1 and v2, gives it an event ID of this server. The sender must
-// be local; the caller checks the rest of the template (type, state_key,
-// membership).
-func (rs *Rooms) SignTemplate(v *RoomVersion, template json.RawMessage) (*Event, error) {
-	var t map[string]json.RawMessage
-	if err := json.Unmarshal(template, &t); err != nil || t == nil {
-		return nil, fmt.Errorf("%w: the event template is not an object", ErrEventFormat)
-	}
-	var sender UserID
-	if err := json.Unmarshal(t["sender"], &sender); err != nil || sender.Server() != rs.key.ServerName {
-		return nil, fmt.Errorf("%w: the template's sender %s is not local", ErrEventFormat, t["sender"])
-	}
-	for _, k := range []string{"signatures", "unsigned", "hashes", "event_id"} {
-		delete(t, k)
-	}
-	t["origin"], _ = json.Marshal(rs.key.ServerName)
-	t["origin_server_ts"], _ = json.Marshal(rs.clock.Now().UnixMilli())
-	if v.EventFormat == EventFormatV1 {
-		local, err := randomAlnum(rs.random, 18)
-		if err != nil {
-			return nil, fmt.Errorf("event ID: %w", err)
-		}
-		t["event_id"], _ = json.Marshal("$" + local + ":" + string(rs.key.ServerName))
-	}
-	raw, err := json.Marshal(t)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrEventFormat, err)
-	}
-	if raw, err = canonicalJSONFor(v, raw); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrEventFormat, err)
-	}
-	if raw, err = AddContentHash(v, raw); err != nil {
-		return nil, err
-	}
-	if raw, err = SignEvent(v, rs.key, raw); err != nil {
-		return nil, err
-	}
-	return NewEventFromJSON(v, raw)
-}
-
 // WithSignatures returns ev with the signatures of server taken from
 // other, the same event as another server returned it (an invite its
 // invitee's server signed). Nothing else of other is taken, so whatever

@@ -297,9 +297,6 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		return rooms.State(ctx, id)
 	})
 	hs.Federation = federationClient(cfg, key, clk)
-	own := federationKeys(cfg, key)
-	keyring := federation.NewKeyring(own, db, hs.Federation, notaries(cfg), clk, log)
-	hs.Keyring = keyring
 	// Server ACLs: fedread's roomdag.ServerAllowed goes in
 	// JoinedServers.ServerAllowed once merged.
 	hs.FedSender = federation.NewSender(federation.SenderOptions{Server: server, Store: db, Client: hs.Federation,
@@ -352,6 +349,13 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	for i, t := range cfg.RegistrationTokens {
 		tokens[i] = t.Reveal()
 	}
+	// The keyring checks other servers' signatures: on requests, and on
+	// the events of rooms joined over federation.
+	own := federationKeys(cfg, key)
+	keyring := federation.NewKeyring(own, db, hs.Federation, notaries(cfg), clk, log)
+	hs.Keyring = keyring
+	joiner := &federation.RemoteJoiner{Server: server, Key: key, Client: hs.Federation, Verifier: keyring,
+		Rooms: hs.Rooms, Clock: clk, Log: log}
 	rl := cfg.RateLimiting
 	// hs.Federation, made above, is the outbound federation transport:
 	// keys, remote media, and whatever else this server asks of others.
@@ -364,9 +368,10 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		EncryptionByDefault: cfg.EncryptionEnabledByDefaultForRoomType, RefuseRoomEncryption: refuseRoomEncryption(cfg),
 		MediaDir: cfg.MediaDir(), MaxUploadSize: int64(cfg.MaxUploadSize), AuthenticatedMedia: cfg.EnableAuthenticatedMedia,
 		RemoteMedia: federation.MediaFetcher{Client: hs.Federation},
+		RemoteJoins:  joiner,
 		// Invites of other servers' users and rejections of their
-		// invites (federation/membership.go).
-		RemoteMemberships:   federation.Memberships{Client: hs.Federation, Signatures: keyring, Templates: hs.Rooms},
+		// invites (federation/inviteremote.go).
+		RemoteMemberships: &federation.RemoteInviter{RemoteJoiner: joiner, Signatures: keyring},
 		URLPreview:          urlPreview(cfg),
 		AppServices:         ephemeralTee{hs.AppServices, hs.FedSender},
 		Pushers:             hs.Pushers,
@@ -450,15 +455,19 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	publicGet, publicPost := client.PublicRoomsHandlers()
 	inbound := federation.NewInbound(federation.InboundOptions{Server: server, Store: db, Rooms: hs.Rooms, Auth: fedAuth,
 		Media: client.Media(), PublicRoomsGet: publicGet, PublicRoomsPost: publicPost, Clock: clk, Log: log})
-	// PDUs: until joins over federation hand rooms to roomdag.Rooms.Receive,
-	// federation.NoRoomsPDUs answers each with an error (it is true that
-	// this server cannot take them), never a fake success.
+	// PDUs go into the DAG through roomdag.Rooms.Receive, which announces
+	// the live ones to the same listeners as local events (/sync, push,
+	// appservices, compliance); what they lack is fetched from their
+	// origin over the outbound transport.
+	pdus := &federation.RoomPDUs{Server: server, Rooms: hs.Rooms, Store: db, Client: hs.Federation, Verifier: keyring, Log: log}
 	hs.FedTxns = federation.NewTransactions(federation.TxnOptions{Server: server, Auth: fedAuth, Store: db, Rooms: hs.Rooms,
-		PDUs: federation.NoRoomsPDUs{}, Ephemeral: syncer, Clock: clk, Log: log,
+		PDUs: pdus, Ephemeral: syncer, Clock: clk, Log: log,
 		// To-device messages are about no room: no server ACL applies.
 		EDUs:          map[string]federation.EDUHandler{"m.direct_to_device": hs.ToDevice.ReceiveEDU},
 		ServerAllowed: func(st roomdag.StateMap, s roomdag.ServerName) bool { return roomdag.ServerAllowed(st, s) }})
 	fedRoutes := append(inbound.Routes(), hs.FedTxns.Routes()...)
+	// Joins, leaves and knocks of other servers' users (federation/joins.go).
+	fedRoutes = append(fedRoutes, federation.NewMemberships(inbound, hs.Rooms, key, keyring).Routes()...)
 	// Invites from other servers' users (federation/invite.go).
 	fedRoutes = append(fedRoutes, federation.NewInvites(federation.InviteOptions{Key: key, Rooms: hs.Rooms, Users: db,
 		Verifier: keyring, Auth: fedAuth, Log: log}).Routes()...)
