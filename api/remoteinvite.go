@@ -112,7 +112,7 @@ func (s *Server) leaveOutOfBand(ctx context.Context, room roomdag.RoomID, user r
 		for _, server := range leaveServers(invite, s.cfg.ServerName) {
 			leave, err := s.cfg.RemoteMemberships.Leave(ctx, server, room, user, invite.Version(), reason)
 			if err != nil {
-				s.log.Info("rejecting an invite through another server failed", "room", room, "server", server, "err", err)
+				s.log.Warn("rejecting an invite through another server failed", "room", room, "server", server, "err", err)
 				continue
 			}
 			_, err = s.rooms.StoreOutOfBand(ctx, leave, nil)

@@ -297,12 +297,55 @@ func TestInboundInvite(t *testing.T) {
 	if len(rooms.Joined) != 0 {
 		t.Fatalf("an invite made alice joined: %v", rooms.Joined)
 	}
-	// Rejecting: B serves no make_leave yet (404), so A rejects locally.
+	// Rejecting: B does not hold the room (make_leave: 404), so A
+	// rejects locally.
 	alice.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/leave", map[string]any{"reason": "no"}, nil)
 	if _, ok := inviteState(t, alice.Sync("timeout=0"), room); ok {
 		t.Fatal("the rejected invite is still listed")
 	}
 	if !strings.HasPrefix(room, "!") {
 		t.Fatal(room)
+	}
+}
+
+// TestInviteThenJoinOrReject: two users of B invited to A's invite-only
+// room. One rejects: the leave goes through A (make_leave, send_leave),
+// whose state then says so. The other accepts: the join goes through A
+// (make_join, send_join), which lets him in on the invite it holds, and
+// B, which knew the room by its invites only, now holds it.
+func TestInviteThenJoinOrReject(t *testing.T) {
+	fed := testserver.Federation(t, 2, testserver.Options{})
+	a, b := fed[0], fed[1]
+	alice, bob, carol := a.Register("alice"), b.Register("bob"), b.Register("carol")
+	room := alice.CreateRoom(map[string]any{"preset": "private_chat", "name": "Accept or not"})
+	for _, u := range []string{bob.UserID, carol.UserID} {
+		alice.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/invite", map[string]any{"user_id": u}, nil)
+	}
+
+	carol.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/leave", map[string]any{"reason": "busy"}, nil)
+	ev := memberEvent(t, a, room, carol.UserID)
+	if ev == nil || ev.Membership() != roomdag.MembershipLeave || ev.Sender() != roomdag.UserID(carol.UserID) {
+		t.Fatalf("A's state after carol rejected: %s", ev.JSON())
+	}
+	var c struct {
+		Reason string `json:"reason"`
+	}
+	if json.Unmarshal(ev.Content(), &c); c.Reason != "busy" {
+		t.Errorf("the rejection's reason: %s", ev.Content())
+	}
+	if _, ok := inviteState(t, carol.Sync("timeout=0"), room); ok {
+		t.Fatal("carol's rejected invite is still listed")
+	}
+
+	bob.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room), map[string]any{}, nil)
+	if ev := memberEvent(t, a, room, bob.UserID); ev == nil || ev.Membership() != roomdag.MembershipJoin {
+		t.Fatalf("A's state after bob accepted: %v", ev)
+	}
+	s := bob.Sync("timeout=0")
+	if _, ok := inviteState(t, s, room); ok {
+		t.Fatal("bob's accepted invite is still listed")
+	}
+	if joined, _ := s["rooms"].(map[string]any)["join"].(map[string]any); joined[room] == nil {
+		t.Fatalf("bob's /sync does not list the room joined: %v", s["rooms"])
 	}
 }
