@@ -44,6 +44,10 @@ type InviteOptions struct {
 	Users InviteUsers
 	// Verifier checks the signatures of the inviting server (Keyring).
 	Verifier roomdag.SignatureVerifier
+	// InvitesBlocked reports whether a local user refuses every invite
+	// (m.invite_permission_config, sync.InvitesBlocked); nil: nobody
+	// does.
+	InvitesBlocked func(ctx context.Context, user roomdag.UserID) (bool, error)
 	// Auth authenticates every request.
 	Auth *Authenticator
 	Log  *slog.Logger
@@ -177,6 +181,15 @@ func (in *Invites) invite(r *http.Request, versionID string, raw, inviteState js
 		return nil, httpapi.NotFound("no user %s here", invitee)
 	} else if err != nil {
 		return nil, err
+	}
+	if in.InvitesBlocked != nil {
+		// Spec (v1.18, invite blocking): the invitee's server refuses
+		// with 403 M_INVITE_BLOCKED.
+		if blocked, err := in.InvitesBlocked(ctx, invitee); err != nil {
+			return nil, err
+		} else if blocked {
+			return nil, httpapi.Errorf(http.StatusForbidden, httpapi.CodeInviteBlocked, "%s does not accept invites", invitee)
+		}
 	}
 	if err := roomdag.CheckContentHash(v, ev.JSON()); err != nil {
 		return nil, httpapi.BadJSON("the invite's content hash does not match: %v", err)

@@ -255,6 +255,14 @@ func TestInboundInvite(t *testing.T) {
 			}
 		})
 	}
+	// An invitee who blocks invites (v1.18): 403 M_INVITE_BLOCKED.
+	blocker := a.Register("blocker")
+	blocker.MustDo("PUT", "/_matrix/client/v3/user/"+url.PathEscape(blocker.UserID)+"/account_data/m.invite_permission_config",
+		map[string]any{"default_action": "block"}, nil)
+	blocked := invite(bKey, carol, blocker.UserID, "invite")
+	if resp := put(v2(blocked), map[string]any{"event": json.RawMessage(blocked.JSON()), "room_version": "10"}); resp.status != http.StatusForbidden || resp.errcode() != "M_INVITE_BLOCKED" {
+		t.Fatalf("invite of a user who blocks invites: %d %s", resp.status, resp.body)
+	}
 	if _, ok := inviteState(t, alice.Sync("timeout=0"), room); ok {
 		t.Fatal("a refused invite reached alice's /sync")
 	}

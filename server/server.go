@@ -470,7 +470,9 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	fedRoutes = append(fedRoutes, federation.NewMemberships(inbound, hs.Rooms, key, keyring).Routes()...)
 	// Invites from other servers' users (federation/invite.go).
 	fedRoutes = append(fedRoutes, federation.NewInvites(federation.InviteOptions{Key: key, Rooms: hs.Rooms, Users: db,
-		Verifier: keyring, Auth: fedAuth, Log: log}).Routes()...)
+		Verifier: keyring, Auth: fedAuth, Log: log, InvitesBlocked: func(ctx context.Context, u roomdag.UserID) (bool, error) {
+			return sync.InvitesBlocked(ctx, db, u)
+		}}).Routes()...)
 	// End-to-end keys of local users, for other servers (e2ee/fedkeys.go).
 	for _, rt := range e2.Keys().FederationRoutes() {
 		fedRoutes = append(fedRoutes, federation.Endpoint{Method: rt.Method, Path: rt.Path, Handler: fedAuth.Wrap(rt.Handler)})
