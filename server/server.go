@@ -368,10 +368,10 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		EncryptionByDefault: cfg.EncryptionEnabledByDefaultForRoomType, RefuseRoomEncryption: refuseRoomEncryption(cfg),
 		MediaDir: cfg.MediaDir(), MaxUploadSize: int64(cfg.MaxUploadSize), AuthenticatedMedia: cfg.EnableAuthenticatedMedia,
 		RemoteMedia: federation.MediaFetcher{Client: hs.Federation},
-		RemoteJoins:  joiner,
+		RemoteJoins: joiner,
 		// Invites of other servers' users and rejections of their
 		// invites (federation/inviteremote.go).
-		RemoteMemberships: &federation.RemoteInviter{RemoteJoiner: joiner, Signatures: keyring},
+		RemoteMemberships:   &federation.RemoteInviter{RemoteJoiner: joiner, Signatures: keyring},
 		URLPreview:          urlPreview(cfg),
 		AppServices:         ephemeralTee{hs.AppServices, hs.FedSender},
 		Pushers:             hs.Pushers,
