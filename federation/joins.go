@@ -18,31 +18,31 @@ import (
 // the room; send_* takes the event it built and signed into the room
 // (roomdag.Rooms.Receive, live) and answers with what the new member needs.
 
-// MembershipRooms is what the handshakes need of the write path
+// HandshakeRooms is what the handshakes need of the write path
 // (roomdag.Rooms).
-type MembershipRooms interface {
+type HandshakeRooms interface {
 	RoomStates
 	Receive(ctx context.Context, ev *roomdag.Event, opts roomdag.ReceiveOptions) (*roomdag.ReceiveResult, error)
 }
 
-// Memberships serves make_join/send_join, make_leave/send_leave and
+// Handshakes serves make_join/send_join, make_leave/send_leave and
 // make_knock/send_knock.
-type Memberships struct {
+type Handshakes struct {
 	in       *Inbound
-	rooms    MembershipRooms
+	rooms    HandshakeRooms
 	key      roomdag.SigningKey
 	verifier roomdag.SignatureVerifier
 }
 
-// NewMemberships serves the handshakes from in's store, taking events
+// NewHandshakes serves the handshakes from in's store, taking events
 // into rooms, checking their signatures with verifier and co-signing
 // restricted joins this server authorises with key.
-func NewMemberships(in *Inbound, rooms MembershipRooms, key roomdag.SigningKey, verifier roomdag.SignatureVerifier) *Memberships {
-	return &Memberships{in: in, rooms: rooms, key: key, verifier: verifier}
+func NewHandshakes(in *Inbound, rooms HandshakeRooms, key roomdag.SigningKey, verifier roomdag.SignatureVerifier) *Handshakes {
+	return &Handshakes{in: in, rooms: rooms, key: key, verifier: verifier}
 }
 
 // Routes are the handshake endpoints, each behind the Authenticator.
-func (m *Memberships) Routes() []Endpoint {
+func (m *Handshakes) Routes() []Endpoint {
 	const v1, v2 = "/_matrix/federation/v1", "/_matrix/federation/v2"
 	routes := []Endpoint{
 		{http.MethodGet, v1 + "/make_join/{roomId}/{userId}", m.make(roomdag.MembershipJoin)},
@@ -90,7 +90,7 @@ type memberTemplate struct {
 const maxTemplatePrev = 10
 
 // GET /_matrix/federation/v1/make_{join,leave,knock}/{roomId}/{userId}?ver=
-func (m *Memberships) make(membership string) httpapi.Func {
+func (m *Handshakes) make(membership string) httpapi.Func {
 	return func(r *http.Request) (any, error) {
 		room, err := roomParam(r)
 		if err != nil {
@@ -158,7 +158,7 @@ func jsonString(s string) json.RawMessage {
 
 // template is the member event of user with content on top of st, once
 // the auth rules would allow it there (else 403).
-func (m *Memberships) template(st *roomdag.RoomState, user roomdag.UserID, content map[string]json.RawMessage) (*memberTemplate, error) {
+func (m *Handshakes) template(st *roomdag.RoomState, user roomdag.UserID, content map[string]json.RawMessage) (*memberTemplate, error) {
 	v := st.Version
 	key := string(user)
 	rawContent, _ := json.Marshal(content)
@@ -197,7 +197,7 @@ func (m *Memberships) template(st *roomdag.RoomState, user roomdag.UserID, conte
 // not restricted, or the user is invited or joined. A user this server
 // cannot see in an allowed room gets M_UNABLE_TO_AUTHORISE_JOIN; with no
 // local user who may invite, M_UNABLE_TO_GRANT_JOIN.
-func (m *Memberships) joinAuthoriser(ctx context.Context, st *roomdag.RoomState, user roomdag.UserID) (roomdag.UserID, error) {
+func (m *Handshakes) joinAuthoriser(ctx context.Context, st *roomdag.RoomState, user roomdag.UserID) (roomdag.UserID, error) {
 	v := st.Version
 	rule := ""
 	if jr := st.State.Get(roomdag.TypeJoinRules, ""); jr != nil {
@@ -266,7 +266,7 @@ func (m *Memberships) joinAuthoriser(ctx context.Context, st *roomdag.RoomState,
 // PUT /_matrix/federation/v{1,2}/send_{join,leave,knock}/{roomId}/{eventId}
 //
 // v1 answers [200, body], as the old endpoints did.
-func (m *Memberships) send(membership string, v1 bool) httpapi.Func {
+func (m *Handshakes) send(membership string, v1 bool) httpapi.Func {
 	return func(r *http.Request) (any, error) {
 		out, err := m.sendMember(r, membership)
 		if err != nil || !v1 {
@@ -276,7 +276,7 @@ func (m *Memberships) send(membership string, v1 bool) httpapi.Func {
 	}
 }
 
-func (m *Memberships) sendMember(r *http.Request, membership string) (any, error) {
+func (m *Handshakes) sendMember(r *http.Request, membership string) (any, error) {
 	ctx := r.Context()
 	room, err := roomParam(r)
 	if err != nil {
@@ -361,7 +361,7 @@ func (m *Memberships) sendMember(r *http.Request, membership string) (any, error
 // joinAnswer is send_join's answer: the state before the join (the whole
 // of it: members_omitted false), its auth chain, and the join as this
 // server holds it (co-signed, for a restricted join).
-func (m *Memberships) joinAnswer(ctx context.Context, join *roomdag.Event) (any, error) {
+func (m *Handshakes) joinAnswer(ctx context.Context, join *roomdag.Event) (any, error) {
 	stored, err := m.in.Store.Events(ctx, []roomdag.EventID{join.ID()})
 	if err != nil {
 		return nil, err

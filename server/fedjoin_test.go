@@ -393,3 +393,134 @@ func waitMember(t *testing.T, c *testserver.Client, room, user, membership strin
 	}
 	t.Fatalf("%s's membership in %s on %s: %s, want %s", user, room, c.Base, last, membership)
 }
+
+// memberFromTemplate fills in a make_* answer as the asking server p:
+// p's key signs it.
+func memberFromTemplate(t *testing.T, p *playedServer, body []byte) (*roomdag.RoomVersion, *roomdag.Event) {
+	t.Helper()
+	var mk struct {
+		RoomVersion string `json:"room_version"`
+		Event       struct {
+			RoomID     roomdag.RoomID    `json:"room_id"`
+			Sender     roomdag.UserID    `json:"sender"`
+			StateKey   string            `json:"state_key"`
+			Content    json.RawMessage   `json:"content"`
+			PrevEvents []roomdag.EventID `json:"prev_events"`
+			AuthEvents []roomdag.EventID `json:"auth_events"`
+			Depth      int64             `json:"depth"`
+		} `json:"event"`
+	}
+	if err := json.Unmarshal(body, &mk); err != nil {
+		t.Fatalf("template %s: %v", body, err)
+	}
+	v, ok := roomdag.LookupRoomVersion(mk.RoomVersion)
+	if !ok {
+		t.Fatalf("template of version %q", mk.RoomVersion)
+	}
+	e := mk.Event
+	p.ts++
+	ev, err := roomdag.BuildEvent(v, p.key, roomdag.EventTemplate{RoomID: e.RoomID, Sender: e.Sender, Type: roomdag.TypeMember,
+		StateKey: &e.StateKey, Content: e.Content, PrevEvents: e.PrevEvents, AuthEvents: e.AuthEvents, Depth: e.Depth, OriginServerTS: p.ts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v, ev
+}
+
+// TestFederatedKnockAndLeave: the resident server's make_knock and
+// send_knock (v1), then make_leave and send_leave (v1 and v2), played by
+// the knocking server.
+func TestFederatedKnockAndLeave(t *testing.T) {
+	fed := testserver.Federation(t, 2, testserver.Options{})
+	a, b := fed[0], fed[1]
+	pb := playServer(t, b)
+	alice := a.Register("alice")
+	room := alice.CreateRoom(map[string]any{"preset": "private_chat", "room_version": "11",
+		"initial_state": []any{map[string]any{"type": "m.room.join_rules", "state_key": "", "content": map[string]any{"join_rule": "knock"}}}})
+	kim := "@kim:" + b.Name()
+	esc := url.PathEscape(room) + "/" + url.PathEscape(kim)
+
+	status, body := fedDo(t, b, a, "GET", "/_matrix/federation/v1/make_knock/"+esc+"?ver=10", nil)
+	if status != http.StatusBadRequest || errcode(body) != "M_INCOMPATIBLE_ROOM_VERSION" {
+		t.Errorf("make_knock without the room's version: %d %s", status, body)
+	}
+	status, body = fedDo(t, b, a, "GET", "/_matrix/federation/v1/make_knock/"+esc+"?ver=11", nil)
+	if status != http.StatusOK {
+		t.Fatalf("make_knock: %d %s", status, body)
+	}
+	_, knock := memberFromTemplate(t, pb, body)
+	if knock.Membership() != roomdag.MembershipKnock {
+		t.Fatalf("knock template's membership: %q", knock.Membership())
+	}
+	status, body = fedDo(t, b, a, "PUT", "/_matrix/federation/v1/send_knock/"+url.PathEscape(room)+"/"+url.PathEscape(string(knock.ID())), knock.JSON())
+	var knocked struct {
+		State []struct {
+			Type string `json:"type"`
+		} `json:"knock_room_state"`
+	}
+	if status != http.StatusOK || json.Unmarshal(body, &knocked) != nil || len(knocked.State) == 0 {
+		t.Fatalf("send_knock: %d %s", status, body)
+	}
+	waitMember(t, alice, room, kim, "knock")
+	// A join is not what a knock room lets B's users make.
+	status, body = fedDo(t, b, a, "GET", "/_matrix/federation/v1/make_join/"+esc+"?ver=11", nil)
+	if status != http.StatusForbidden {
+		t.Errorf("make_join of a knock room: %d %s", status, body)
+	}
+
+	// Withdrawing the knock: v2 send_leave answers {}, v1 [200, {}].
+	status, body = fedDo(t, b, a, "GET", "/_matrix/federation/v1/make_leave/"+esc, nil)
+	if status != http.StatusOK {
+		t.Fatalf("make_leave: %d %s", status, body)
+	}
+	_, leave := memberFromTemplate(t, pb, body)
+	status, body = fedDo(t, b, a, "PUT", "/_matrix/federation/v1/send_leave/"+url.PathEscape(room)+"/"+url.PathEscape(string(leave.ID())), leave.JSON())
+	if status != http.StatusOK || string(body) != `[200,{}]` {
+		t.Errorf("v1 send_leave: %d %s", status, body)
+	}
+	waitMember(t, alice, room, kim, "leave")
+	// A leave sent as a join is refused.
+	status, body = fedDo(t, b, a, "PUT", "/_matrix/federation/v2/send_join/"+url.PathEscape(room)+"/"+url.PathEscape(string(leave.ID())), leave.JSON())
+	if status != http.StatusBadRequest {
+		t.Errorf("a leave to send_join: %d %s", status, body)
+	}
+	status, body = fedDo(t, b, a, "PUT", "/_matrix/federation/v2/send_leave/"+url.PathEscape(room)+"/"+url.PathEscape(string(leave.ID())), leave.JSON())
+	if status != http.StatusOK || string(body) != `{}` {
+		t.Errorf("v2 send_leave of the same leave again: %d %s", status, body)
+	}
+}
+
+// TestFederatedRestrictedJoin: a restricted room lets in B's user who is
+// joined to the room its join rule allows: A names its own user as the
+// authoriser in the template and co-signs the join, which B then checks.
+// Without that membership, A cannot authorise the join.
+func TestFederatedRestrictedJoin(t *testing.T) {
+	fed := testserver.Federation(t, 2, testserver.Options{})
+	a, b := fed[0], fed[1]
+	alice := a.Register("alice")
+	space := alice.CreateRoom(map[string]any{"preset": "public_chat", "room_version": "10"})
+	room := alice.CreateRoom(map[string]any{"preset": "private_chat", "room_version": "10",
+		"initial_state": []any{map[string]any{"type": "m.room.join_rules", "state_key": "", "content": map[string]any{
+			"join_rule": "restricted", "allow": []any{map[string]any{"type": "m.room_membership", "room_id": space}}}}}})
+	bob := b.Register("bob")
+	join := func(room string) *testserver.Response {
+		return bob.Do("POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?via="+url.QueryEscape(a.Name()), map[string]any{})
+	}
+	if r := join(room); r.Status != http.StatusBadRequest || r.Errcode() != "M_UNABLE_TO_AUTHORISE_JOIN" {
+		t.Errorf("restricted join before joining the space: %d %s", r.Status, r.Body)
+	}
+	if r := join(space); r.Status != http.StatusOK {
+		t.Fatalf("joining the space: %d %s", r.Status, r.Body)
+	}
+	if r := join(room); r.Status != http.StatusOK {
+		t.Fatalf("restricted join: %d %s", r.Status, r.Body)
+	}
+	var m map[string]any
+	alice.MustDo("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.member/"+url.PathEscape(bob.UserID), nil, &m)
+	if m["membership"] != "join" || m["join_authorised_via_users_server"] != alice.UserID {
+		t.Errorf("bob's join on A: %v", m)
+	}
+	if got := joinedMembers(t, bob, room); !slices.Contains(got, bob.UserID) {
+		t.Errorf("B's joined members: %v", got)
+	}
+}

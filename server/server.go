@@ -467,7 +467,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		ServerAllowed: func(st roomdag.StateMap, s roomdag.ServerName) bool { return roomdag.ServerAllowed(st, s) }})
 	fedRoutes := append(inbound.Routes(), hs.FedTxns.Routes()...)
 	// Joins, leaves and knocks of other servers' users (federation/joins.go).
-	fedRoutes = append(fedRoutes, federation.NewMemberships(inbound, hs.Rooms, key, keyring).Routes()...)
+	fedRoutes = append(fedRoutes, federation.NewHandshakes(inbound, hs.Rooms, key, keyring).Routes()...)
 	// Invites from other servers' users (federation/invite.go).
 	fedRoutes = append(fedRoutes, federation.NewInvites(federation.InviteOptions{Key: key, Rooms: hs.Rooms, Users: db,
 		Verifier: keyring, Auth: fedAuth, Log: log, InvitesBlocked: func(ctx context.Context, u roomdag.UserID) (bool, error) {
