@@ -357,3 +357,59 @@ func TestInviteThenJoinOrReject(t *testing.T) {
 		t.Fatalf("bob's /sync does not list the room joined: %v", s["rooms"])
 	}
 }
+
+// waitForInvite long-polls c's /sync until it lists an invite to room.
+func waitForInvite(t *testing.T, c *testserver.Client, room string) map[string]map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	since := ""
+	for time.Now().Before(deadline) {
+		q := "timeout=5000"
+		if since != "" {
+			q += "&since=" + since
+		}
+		s := c.Sync(q)
+		if got, ok := inviteState(t, s, room); ok {
+			return got
+		}
+		since, _ = s["next_batch"].(string)
+	}
+	t.Fatalf("%s's /sync never listed an invite to %s", c.UserID, room)
+	return nil
+}
+
+// TestInviteToARoomBothServersAreIn: once bob of B is in alice's room,
+// alice's invite of dave, another user of B, is an event of a room B
+// holds: B takes it into the room's DAG, and dave sees it with the
+// stripped state B computes. The room's server ACL then denies B: A
+// refuses B's invite of one of A's users (403), and B stores nothing.
+func TestInviteToARoomBothServersAreIn(t *testing.T) {
+	fed := testserver.Federation(t, 2, testserver.Options{})
+	a, b := fed[0], fed[1]
+	alice, erin := a.Register("alice"), a.Register("erin")
+	bob, dave := b.Register("bob"), b.Register("dave")
+	room := alice.CreateRoom(map[string]any{"preset": "public_chat", "name": "Both"})
+	bob.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?server_name="+url.QueryEscape(a.Name()), map[string]any{}, nil)
+
+	alice.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/invite", map[string]any{"user_id": dave.UserID}, nil)
+	got := waitForInvite(t, dave, room)
+	if got["m.room.name|"] == nil || got["m.room.member|"+dave.UserID] == nil {
+		t.Fatalf("dave's invite_state: %v", got)
+	}
+	if ev := memberEvent(t, b, room, dave.UserID); ev == nil || ev.Membership() != roomdag.MembershipInvite {
+		t.Fatalf("B's state of the room has no invite of dave: %v", ev)
+	}
+
+	alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.server_acl/",
+		map[string]any{"allow": []string{"*"}, "deny": []string{"127.0.0.1"}, "allow_ip_literals": true}, nil) // hosts without ports: A and B alike, but an ACL applies to other servers only
+	resp := bob.Do("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/invite", map[string]any{"user_id": erin.UserID})
+	if resp.Status != http.StatusForbidden || resp.Errcode() != "M_FORBIDDEN" || !strings.Contains(string(resp.Body), "server ACL") {
+		t.Fatalf("an invite from a server the ACL denies: %d %s", resp.Status, resp.Body)
+	}
+	if ev := memberEvent(t, b, room, erin.UserID); ev != nil {
+		t.Fatalf("B stored the refused invite: %s", ev.JSON())
+	}
+	if trail, err := b.HS.DB().MembershipChanges(context.Background(), roomdag.RoomID(room), roomdag.UserID(erin.UserID)); err != nil || len(trail) != 0 {
+		t.Fatalf("B stored a membership of erin: %v %v", trail, err)
+	}
+}
