@@ -233,8 +233,10 @@ func (in *Invites) invite(r *http.Request, versionID string, raw, inviteState js
 		}
 		return ev, nil
 	}
-	if _, err := in.Rooms.StoreOutOfBand(ctx, ev, inviteState); err != nil {
+	if _, err := in.Rooms.StoreOutOfBand(ctx, ev, inviteState); err != nil && !errors.Is(err, roomdag.ErrRoomHere) {
 		return nil, err
 	}
+	// (ErrRoomHere: a join of ours made the room here meanwhile; the
+	// transaction that brings the invite into its DAG follows.)
 	return ev, nil
 }
