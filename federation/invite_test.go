@@ -356,6 +356,19 @@ func TestInviteThenJoinOrReject(t *testing.T) {
 	if joined, _ := s["rooms"].(map[string]any)["join"].(map[string]any); joined[room] == nil {
 		t.Fatalf("bob's /sync does not list the room joined: %v", s["rooms"])
 	}
+
+	// createRoom's invite list, for a direct chat: signed by B too.
+	dm := alice.CreateRoom(map[string]any{"preset": "trusted_private_chat", "is_direct": true, "invite": []string{carol.UserID}})
+	got, ok := inviteState(t, carol.Sync("timeout=0"), dm)
+	if !ok {
+		t.Fatal("carol's /sync has no invite to the direct chat")
+	}
+	if inv := got["m.room.member|"+carol.UserID]; inv == nil || inv["content"].(map[string]any)["is_direct"] != true {
+		t.Fatalf("the direct chat's invite: %v", inv)
+	}
+	if ev := memberEvent(t, a, dm, carol.UserID); ev == nil || ev.Membership() != roomdag.MembershipInvite {
+		t.Fatalf("A's state of the direct chat: %v", ev)
+	}
 }
 
 // waitForInvite long-polls c's /sync until it lists an invite to room.
@@ -411,5 +424,28 @@ func TestInviteToARoomBothServersAreIn(t *testing.T) {
 	}
 	if trail, err := b.HS.DB().MembershipChanges(context.Background(), roomdag.RoomID(room), roomdag.UserID(erin.UserID)); err != nil || len(trail) != 0 {
 		t.Fatalf("B stored a membership of erin: %v %v", trail, err)
+	}
+}
+
+// BenchmarkInvite: one invite, of a user of the same server and of a user
+// of another (signed there first, over TLS on loopback), each a fresh
+// invitee in one room.
+func BenchmarkInvite(b *testing.B) {
+	fed := testserver.Federation(b, 2, testserver.Options{})
+	for _, bc := range []struct {
+		name string
+		on   *testserver.Server
+	}{{"local", fed[0]}, {"remote", fed[1]}} {
+		b.Run(bc.name, func(b *testing.B) {
+			alice := fed[0].Register("alice")
+			room := alice.CreateRoom(map[string]any{"preset": "private_chat"})
+			path := "/_matrix/client/v3/rooms/" + url.PathEscape(room) + "/invite"
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				u := bc.on.Register("guest")
+				b.StartTimer()
+				alice.MustDo("POST", path, map[string]any{"user_id": u.UserID}, nil)
+			}
+		})
 	}
 }
