@@ -111,8 +111,8 @@ func TestInviteAcrossServers(t *testing.T) {
 		if inv := got["m.room.member|"+bob.UserID]; inv != nil && (inv["event_id"] != string(ev.ID()) || inv["sender"] != alice.UserID) {
 			t.Errorf("the invite in invite_state is %v, want %s from %s", inv, ev.ID(), alice.UserID)
 		}
-		if n := got["m.room.name|"]; n != nil && n["content"].(map[string]any)["name"] != "Across" {
-			t.Errorf("room name in invite_state: %v", n)
+		if n := got["m.room.name|"]; n != nil && (n["content"].(map[string]any)["name"] != "Across" || n["signatures"] != nil) {
+			t.Errorf("room name in invite_state (stripped, for clients): %v", n)
 		}
 	}
 	checkInvite(b, bob, "timeout=0&since="+since)
@@ -216,8 +216,19 @@ func TestInboundInvite(t *testing.T) {
 		}
 		return ev
 	}
+	// invite_room_state as PDUs (MSC4311), and in the stripped form of
+	// servers from before v1.16.
+	pdu := func(key roomdag.SigningKey, room roomdag.RoomID, typ, content string) json.RawMessage {
+		ev, err := roomdag.BuildEvent(v, key, roomdag.EventTemplate{RoomID: room, Sender: carol, Type: typ, StateKey: new(string),
+			Content: json.RawMessage(content), Depth: 1, OriginServerTS: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ev.JSON()
+	}
 	stripped := []any{
-		map[string]any{"type": "m.room.name", "state_key": "", "sender": string(carol), "content": map[string]any{"name": "Remote"}},
+		pdu(bKey, roomdag.RoomID(room), roomdag.TypeCreate, `{"room_version":"10","creator":"`+string(carol)+`"}`),
+		pdu(bKey, roomdag.RoomID(room), roomdag.TypeName, `{"name":"Remote"}`),
 		map[string]any{"type": "m.room.join_rules", "state_key": "", "sender": string(carol), "content": map[string]any{"join_rule": "invite"}},
 	}
 	put := func(path string, body any) txnAnswer {
@@ -246,6 +257,12 @@ func TestInboundInvite(t *testing.T) {
 		{"bad signature", v2(invite(otherKey, carol, alice.UserID, "invite")), map[string]any{"event": json.RawMessage(invite(otherKey, carol, alice.UserID, "invite").JSON()), "room_version": "10"}, 403, "M_FORBIDDEN"},
 		{"user of another server", v2(invite(bKey, carol, "@dave:"+b.Name(), "invite")), map[string]any{"event": json.RawMessage(invite(bKey, carol, "@dave:"+b.Name(), "invite").JSON()), "room_version": "10"}, 403, "M_FORBIDDEN"},
 		{"unknown local user", v2(invite(bKey, carol, "@nobody:"+a.Name(), "invite")), map[string]any{"event": json.RawMessage(invite(bKey, carol, "@nobody:"+a.Name(), "invite").JSON()), "room_version": "10"}, 404, "M_NOT_FOUND"},
+		{"stripped state of another room", v2(good), map[string]any{"event": json.RawMessage(good.JSON()), "room_version": "10",
+			"invite_room_state": []any{pdu(bKey, "!other:"+roomdag.RoomID(b.Name()), roomdag.TypeCreate, `{}`)}}, 400, "M_MISSING_PARAM"},
+		{"stripped state badly signed", v2(good), map[string]any{"event": json.RawMessage(good.JSON()), "room_version": "10",
+			"invite_room_state": []any{pdu(otherKey, roomdag.RoomID(room), roomdag.TypeCreate, `{}`)}}, 400, "M_MISSING_PARAM"},
+		{"stripped state not a PDU", v2(good), map[string]any{"event": json.RawMessage(good.JSON()), "room_version": "10",
+			"invite_room_state": []any{map[string]any{"type": "m.room.create", "signatures": map[string]any{}}}}, 400, "M_MISSING_PARAM"},
 		{"v1 with a v3+ event", "/_matrix/federation/v1/invite/" + url.PathEscape(room) + "/" + url.PathEscape(string(good.ID())), json.RawMessage(good.JSON()), 400, "M_BAD_JSON"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -295,8 +312,11 @@ func TestInboundInvite(t *testing.T) {
 	if !ok {
 		t.Fatal("alice's /sync has no invite")
 	}
-	if got["m.room.name|"] == nil || got["m.room.join_rules|"] == nil || got["m.room.member|"+alice.UserID]["event_id"] != string(good.ID()) {
+	if got["m.room.create|"] == nil || got["m.room.name|"] == nil || got["m.room.join_rules|"] == nil || got["m.room.member|"+alice.UserID]["event_id"] != string(good.ID()) {
 		t.Fatalf("alice's invite_state: %v", got)
+	}
+	if got["m.room.name|"]["signatures"] != nil || got["m.room.name|"]["content"].(map[string]any)["name"] != "Remote" {
+		t.Fatalf("the room name a client sees: %v", got["m.room.name|"])
 	}
 	var rooms struct {
 		Joined []string `json:"joined_rooms"`
