@@ -325,6 +325,18 @@ func TestInboundInvite(t *testing.T) {
 	if len(rooms.Joined) != 0 {
 		t.Fatalf("an invite made alice joined: %v", rooms.Joined)
 	}
+	// A deactivated account's pending invites are rejected too.
+	frank := a.Register("frank")
+	franks := invite(bKey, carol, frank.UserID, "invite")
+	if resp := put(v2(franks), map[string]any{"event": json.RawMessage(franks.JSON()), "room_version": "10"}); resp.status != http.StatusOK {
+		t.Fatalf("invite of frank: %d %s", resp.status, resp.body)
+	}
+	frank.MustDo("POST", "/_matrix/client/v3/account/deactivate", map[string]any{"auth": map[string]any{
+		"type": "m.login.password", "user": frank.UserID, "password": "correct horse battery"}}, nil)
+	if m, err := a.HS.DB().UserMembership(context.Background(), roomdag.UserID(frank.UserID), roomdag.RoomID(room)); err != nil || m.Membership != roomdag.MembershipLeave {
+		t.Fatalf("a deactivated account's invite: %+v, %v", m, err)
+	}
+
 	// Rejecting: B does not hold the room (make_leave: 404), so A
 	// rejects locally.
 	alice.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/leave", map[string]any{"reason": "no"}, nil)
