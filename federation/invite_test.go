@@ -481,3 +481,36 @@ func BenchmarkInvite(b *testing.B) {
 		})
 	}
 }
+
+// TestInviteRoomVersions: invites across servers in rooms of the first
+// event format (v1: event IDs of the sending server), of v11, and of v12
+// (room IDs without a server: the create event in invite_room_state is
+// what B checks the room by). Each is rejected through A but v1's, which
+// joins over federation do not take: rejected locally.
+func TestInviteRoomVersions(t *testing.T) {
+	fed := testserver.Federation(t, 2, testserver.Options{})
+	a, b := fed[0], fed[1]
+	alice := a.Register("alice")
+	for _, ver := range []string{"1", "11", "12"} {
+		t.Run("v"+ver, func(t *testing.T) {
+			bob := b.Register("bob")
+			room := alice.CreateRoom(map[string]any{"preset": "private_chat", "room_version": ver, "name": "v" + ver})
+			alice.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/invite", map[string]any{"user_id": bob.UserID}, nil)
+			got, ok := inviteState(t, bob.Sync("timeout=0"), room)
+			if !ok || got["m.room.create|"] == nil || got["m.room.name|"] == nil || got["m.room.member|"+bob.UserID] == nil {
+				t.Fatalf("bob's invite_state: %v (listed %v)", got, ok)
+			}
+			bob.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/leave", map[string]any{}, nil)
+			if _, ok := inviteState(t, bob.Sync("timeout=0"), room); ok {
+				t.Fatal("the rejected invite is still listed")
+			}
+			want := roomdag.MembershipLeave
+			if ver == "1" {
+				want = roomdag.MembershipInvite // rejected on B only
+			}
+			if ev := memberEvent(t, a, room, bob.UserID); ev == nil || ev.Membership() != want {
+				t.Fatalf("A's state of bob after his rejection: %v, want %s", ev, want)
+			}
+		})
+	}
+}
