@@ -56,9 +56,9 @@ type InviteOptions struct {
 // NewInvites serves o.
 func NewInvites(o InviteOptions) *Invites { return &Invites{o} }
 
-// maxInviteState bounds the invite_room_state kept with an invite (the
-// stripped state of a handful of events).
-const maxInviteState = 64 << 10
+// maxInviteState bounds the invite_room_state kept with an invite: a
+// handful of state events, full PDUs since v1.16.
+const maxInviteState = 256 << 10
 
 // Routes are the invite endpoints, each behind the Authenticator.
 func (in *Invites) Routes() []Endpoint {
