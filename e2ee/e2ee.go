@@ -29,6 +29,9 @@ type Config struct {
 	// Remote asks other servers for their users' keys (federation.UserKeys);
 	// nil: their servers are reported in failures.
 	Remote RemoteKeys
+	// Cache holds other servers' users' device lists, which /keys/query
+	// answers from while they share a room with a local user; nil: none.
+	Cache RemoteDeviceStore
 	// Current is the sync position now (sync.Notifier.Current).
 	Current func() sync.Token
 	Log     *slog.Logger
@@ -41,7 +44,7 @@ type Server struct {
 
 // New builds the endpoints.
 func New(cfg Config) *Server {
-	return &Server{keys: NewKeys(cfg.Server, cfg.Store, cfg.CrossSigning, cfg.Current, cfg.Log).WithRemote(cfg.Remote)}
+	return &Server{keys: NewKeys(cfg.Server, cfg.Store, cfg.CrossSigning, cfg.Current, cfg.Log).WithRemote(cfg.Remote).WithCache(cfg.Cache)}
 }
 
 // Keys is the key server, which /sync also reads (sync.DeviceKeys).

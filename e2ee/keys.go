@@ -46,6 +46,9 @@ type Store interface {
 	// in (after, upTo] of the device-list stream.
 	DeviceListsChangedSince(ctx context.Context, after, upTo int64) ([]roomdag.UserID, error)
 	DeviceListPos(ctx context.Context) (int64, error)
+	// DevicePos is a local user's latest position at which a device
+	// changed (0: none): the stream_id of the last m.device_list_update.
+	DevicePos(ctx context.Context, user roomdag.UserID) (int64, error)
 	// MembershipChangesSince returns the latest memberships changed in
 	// (after, upTo] in the rooms user is or was in.
 	MembershipChangesSince(ctx context.Context, user roomdag.UserID, after, upTo roomdag.StreamPos) ([]storage.MemberChange, error)
@@ -84,6 +87,9 @@ type Keys struct {
 	cross  CrossSigningKeys
 	// remote asks other servers for their users' keys; nil: nobody.
 	remote RemoteKeys
+	// cache holds other servers' users' device lists (devicelistfed.go);
+	// nil: every query of them asks their server.
+	cache RemoteDeviceStore
 	log    *slog.Logger
 	// current is the sync position now (GET /keys/changes); nil: the
 	// device-list stream's stored head, events unknown.
@@ -383,6 +389,9 @@ func (k *Keys) query(r *http.Request) (any, error) {
 	}
 	res, err := k.localQuery(r.Context(), caller, want, false)
 	if err != nil {
+		return nil, err
+	}
+	if remote, err = k.cachedRemote(r.Context(), remote, res); err != nil {
 		return nil, err
 	}
 	failures := k.queryRemote(r.Context(), remote, timeout, res)
