@@ -51,6 +51,8 @@ func Run(t *testing.T, open Opener) {
 		{"CrossSigningStore", testCrossSigningStore},
 		{"KeyBackupStore", testKeyBackupStore},
 		{"FederationTxns", testFederationTxns},
+		{"DeviceListOutbox", testDeviceListOutbox},
+		{"RemoteDeviceLists", testRemoteDeviceLists},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
 	}
