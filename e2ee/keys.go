@@ -90,7 +90,7 @@ type Keys struct {
 	// cache holds other servers' users' device lists (devicelistfed.go);
 	// nil: every query of them asks their server.
 	cache RemoteDeviceStore
-	log    *slog.Logger
+	log   *slog.Logger
 	// current is the sync position now (GET /keys/changes); nil: the
 	// device-list stream's stored head, events unknown.
 	current func() sync.Token
