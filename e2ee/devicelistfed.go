@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	gosync "sync"
 	"time"
 
@@ -33,7 +34,13 @@ type RemoteDeviceStore interface {
 	PutRemoteCrossSigningKeys(ctx context.Context, user roomdag.UserID, master, selfSigning json.RawMessage) error
 	DropRemoteDeviceList(ctx context.Context, user roomdag.UserID) error
 	RemoteDeviceLists(ctx context.Context, users []roomdag.UserID) (map[roomdag.UserID]*storage.RemoteDeviceList, error)
-	SharesRoomWithLocal(ctx context.Context, user roomdag.UserID) (bool, error)
+	SharedSince(ctx context.Context, user roomdag.UserID, pos roomdag.StreamPos) (bool, error)
+}
+
+// Resyncer rebuilds a cached device list from the user's server
+// (DeviceListUpdates).
+type Resyncer interface {
+	Resync(ctx context.Context, user roomdag.UserID) error
 }
 
 // RemoteDevices fetches a user's devices from their server (GET
@@ -167,6 +174,14 @@ func (d *DeviceListUpdates) HandleDeviceListUpdate(ctx context.Context, origin r
 	return d.resync(ctx, user)
 }
 
+// Resync implements Resyncer: it rebuilds user's cached device list from
+// their server, one update or resync of theirs at a time.
+func (d *DeviceListUpdates) Resync(ctx context.Context, user roomdag.UserID) error {
+	unlock := d.lock(user)
+	defer unlock()
+	return d.resync(ctx, user)
+}
+
 // resync replaces the cached device list of user with their server's
 // answer; when it fails the cache is dropped, so that /keys/query asks
 // their server until an update resyncs again.
@@ -269,9 +284,18 @@ func (d *DeviceListUpdates) HandleSigningKeyUpdate(ctx context.Context, origin r
 	return d.store.PutRemoteCrossSigningKeys(ctx, user, master, ssk)
 }
 
-// cachedRemote answers, from the cache, the users of want whose device
-// lists are cached and who share a room with a local user, into res,
-// and returns the rest, still to be asked of their servers.
+// maxQueryResyncs bounds the resyncs one /keys/query waits for; the
+// other users it cannot answer from the cache are asked of their servers
+// in one request per server.
+const maxQueryResyncs = 10
+
+// cachedRemote answers, from the cache, the users of want whose cached
+// device list is fresh, into res, and returns the rest, still to be
+// asked of their servers. A list is fresh while the user has shared a
+// room with a local user since its resync (their server sends this
+// server every change then). A user who shares a room now but whose list
+// is missing or stale is resynced first, up to maxQueryResyncs of them
+// at once, within ctx.
 func (k *Keys) cachedRemote(ctx context.Context, want map[roomdag.ServerName]map[roomdag.UserID][]string, res *queryResult) (map[roomdag.ServerName]map[roomdag.UserID][]string, error) {
 	if k.cache == nil || len(want) == 0 {
 		return want, nil
@@ -286,19 +310,59 @@ func (k *Keys) cachedRemote(ctx context.Context, want map[roomdag.ServerName]map
 	if err != nil {
 		return nil, err
 	}
+	fresh := map[roomdag.UserID]*storage.RemoteDeviceList{}
+	var stale []roomdag.UserID
+	for _, u := range users {
+		if l := lists[u]; l != nil {
+			ok, err := k.cache.SharedSince(ctx, u, l.ValidFrom)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				fresh[u] = l
+				continue
+			}
+		}
+		if k.resync == nil || len(stale) == maxQueryResyncs {
+			continue
+		}
+		ok, err := k.cache.SharedSince(ctx, u, math.MaxInt64)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			stale = append(stale, u)
+		}
+	}
+	if len(stale) > 0 {
+		var wg gosync.WaitGroup
+		for _, u := range stale {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := k.resync.Resync(ctx, u); err != nil && k.log != nil {
+					k.log.Info("e2ee: resyncing a device list for /keys/query", "user", u, "err", err)
+				}
+			}()
+		}
+		wg.Wait()
+		again, err := k.cache.RemoteDeviceLists(ctx, stale)
+		if err != nil {
+			return nil, err
+		}
+		for u, l := range again {
+			// Just resynced: fresh if the room is still shared.
+			if ok, err := k.cache.SharedSince(ctx, u, l.ValidFrom); err != nil {
+				return nil, err
+			} else if ok {
+				fresh[u] = l
+			}
+		}
+	}
 	rest := map[roomdag.ServerName]map[roomdag.UserID][]string{}
 	for s, us := range want {
 		for u, devices := range us {
-			l := lists[u]
-			if l != nil {
-				tracked, err := k.cache.SharesRoomWithLocal(ctx, u)
-				if err != nil {
-					return nil, err
-				}
-				if !tracked {
-					l = nil
-				}
-			}
+			l := fresh[u]
 			if l == nil {
 				if rest[s] == nil {
 					rest[s] = map[roomdag.UserID][]string{}
@@ -334,9 +398,10 @@ func containsString(list []string, s string) bool {
 }
 
 // WithCache makes /keys/query answer from cache for other servers'
-// users it holds while they share a room with a local user. It returns k.
-func (k *Keys) WithCache(cache RemoteDeviceStore) *Keys {
-	k.cache = cache
+// users whose lists it holds fresh, resyncing them through resync (nil:
+// none) when they are missing or stale. It returns k.
+func (k *Keys) WithCache(cache RemoteDeviceStore, resync Resyncer) *Keys {
+	k.cache, k.resync = cache, resync
 	return k
 }
 

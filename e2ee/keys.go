@@ -90,7 +90,9 @@ type Keys struct {
 	// cache holds other servers' users' device lists (devicelistfed.go);
 	// nil: every query of them asks their server.
 	cache RemoteDeviceStore
-	log   *slog.Logger
+	// resync rebuilds a missing or stale cached list; nil: none.
+	resync Resyncer
+	log    *slog.Logger
 	// current is the sync position now (GET /keys/changes); nil: the
 	// device-list stream's stored head, events unknown.
 	current func() sync.Token
@@ -391,7 +393,10 @@ func (k *Keys) query(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if remote, err = k.cachedRemote(r.Context(), remote, res); err != nil {
+	cctx, cancel := context.WithTimeout(r.Context(), timeout) // resyncs wait as long as other servers' answers
+	remote, err = k.cachedRemote(cctx, remote, res)
+	cancel()
+	if err != nil {
 		return nil, err
 	}
 	failures := k.queryRemote(r.Context(), remote, timeout, res)

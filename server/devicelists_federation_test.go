@@ -47,6 +47,13 @@ func signedDeviceKeys(t *testing.T, user, device string) map[string]any {
 // the event such a join ends with.)
 func joinFrom(t *testing.T, host, from *testserver.Server, room string, user string) {
 	t.Helper()
+	memberFrom(t, host, from, room, user, `{"membership":"join"}`)
+}
+
+// memberFrom sends user's membership event with content to host as
+// their server, from, would (joinFrom).
+func memberFrom(t *testing.T, host, from *testserver.Server, room string, user string, member string) {
+	t.Helper()
 	ctx := context.Background()
 	key, err := server.LoadOrCreateKey(from.Config.SigningKeyPath(), roomdag.ServerName(from.Name()))
 	if err != nil {
@@ -57,7 +64,7 @@ func joinFrom(t *testing.T, host, from *testserver.Server, room string, user str
 		t.Fatal(err)
 	}
 	sk := user
-	content := []byte(`{"membership":"join"}`)
+	content := []byte(member)
 	var auth []roomdag.EventID
 	for _, k := range roomdag.AuthEventTuples(st.Version, roomdag.TypeMember, &sk, roomdag.UserID(user), content) {
 		if ev := st.State[k]; ev != nil {
@@ -144,7 +151,9 @@ func (w *deviceListWatch) next(t *testing.T, user string) bool {
 // /user/devices; one that follows what A holds is applied as it is (a
 // device only the EDU names shows in /keys/query, so the answer comes
 // from A's cache, not from B); deletions drop devices; signing key
-// updates set the cross-signing keys; a gap in prev_id resyncs again;
+// updates set the cross-signing keys; a cache gone stale (bob's
+// membership changed after its resync) is resynced by /keys/query; a gap
+// in prev_id resyncs again;
 // updates for users not of B and malformed ones are ignored without
 // failing the transaction; a user who shares no room with A's users is
 // still asked of B. A's users see the changes in device_lists.changed.
@@ -238,8 +247,21 @@ func TestDeviceListEDUs(t *testing.T) {
 	watch.until(t, bob.UserID)
 	expect("after the ignored ones and a deletion", bob.UserID, []string{bob.DeviceID}, true)
 
+	// A cache gone stale: bob's membership changed (a new join event)
+	// after it was resynced, so A cannot know it heard every change
+	// meanwhile: /keys/query resyncs, which drops what only the EDUs said.
+	send(update(bob.UserID, "FAKE6", held+3, []int64{held + 2}, false))
+	watch.until(t, bob.UserID)
+	expect("before the cache goes stale", bob.UserID, []string{bob.DeviceID, "FAKE6"}, true)
+	memberFrom(t, a, b, room, bob.UserID, `{"membership":"join","displayname":"Bob"}`)
+	expect("with the cache stale", bob.UserID, []string{bob.DeviceID}, false)
+	// Resynced, it answers for itself again.
+	send(update(bob.UserID, "FAKE7", held+1000, []int64{held}, false))
+	watch.until(t, bob.UserID)
+	expect("after the stale resync", bob.UserID, []string{bob.DeviceID, "FAKE7"}, false)
+
 	// A gap: resynced, which drops what only the EDUs said.
-	send(update(bob.UserID, "FAKE3", held+60, []int64{held + 50}, false))
+	send(update(bob.UserID, "FAKE3", held+2000, []int64{held + 1500}, false))
 	watch.until(t, bob.UserID)
 	expect("after a gap", bob.UserID, []string{bob.DeviceID}, false)
 

@@ -344,10 +344,13 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	hs.CrossSigning = e2ee.NewCrossSigning(db, e2ee.StoreDeviceKeys{Store: db}, db)
 	// Remote users' keys come from their servers, over the outbound
 	// federation transport (signed, IP deny-list).
-	// Other servers' users' device lists are cached (their EDUs below),
-	// and /keys/query answers from the cache while it is kept current.
+	// Other servers' users' device lists are cached, filled by their
+	// EDUs (FedTxns below), a gap resynced from the origin's
+	// /user/devices (e2ee/devicelistfed.go); /keys/query answers from the
+	// cache while it is kept current.
+	devUpdates := e2ee.NewDeviceListUpdates(server, db, federation.UserKeys{Client: hs.Federation}, log)
 	e2 := e2ee.New(e2ee.Config{Server: server, Store: db, CrossSigning: hs.CrossSigning,
-		Remote: federation.UserKeys{Client: hs.Federation}, Cache: db, Current: notifier.Current, Log: log})
+		Remote: federation.UserKeys{Client: hs.Federation}, Cache: db, Resync: devUpdates, Current: notifier.Current, Log: log})
 	// Local device-list changes go to the servers sharing a room with
 	// the user, through the sender's queues (federation/devicelists.go);
 	// the commit hook wakes it (follow).
@@ -466,9 +469,6 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	// PDUs: until joins over federation hand rooms to roomdag.Rooms.Receive,
 	// federation.NoRoomsPDUs answers each with an error (it is true that
 	// this server cannot take them), never a fake success.
-	// Other servers' device-list EDUs fill the cache; a gap is resynced
-	// from the origin's /user/devices (e2ee/devicelistfed.go).
-	devUpdates := e2ee.NewDeviceListUpdates(server, db, federation.UserKeys{Client: hs.Federation}, log)
 	hs.FedTxns = federation.NewTransactions(federation.TxnOptions{Server: server, Auth: fedAuth, Store: db, Rooms: hs.Rooms,
 		PDUs: federation.NoRoomsPDUs{}, Ephemeral: syncer, Clock: clk, Log: log,
 		// To-device messages are about no room: no server ACL applies.

@@ -127,8 +127,12 @@ type RemoteDevice struct {
 // StreamID is the last update applied (their server's numbering), Devices
 // the device keys by device ID, Master and SelfSigning their
 // cross-signing keys (nil: none).
+//
+// ValidFrom is the event stream position at the last resync, as read
+// back (it is set when the list is stored).
 type RemoteDeviceList struct {
 	StreamID            int64
+	ValidFrom           roomdag.StreamPos
 	Devices             map[string]json.RawMessage
 	Master, SelfSigning json.RawMessage
 }

@@ -639,7 +639,10 @@ CREATE TABLE compliance_unredacted (
 	// so that the next update's prev_id matches it. The outbox holds each
 	// local change (device_id '' for the cross-signing keys) until the
 	// sender has queued its EDUs. remote_* cache other servers' users'
-	// devices and cross-signing keys, with the last stream_id applied.
+	// devices and cross-signing keys, with the last stream_id applied
+	// and the event stream position of the last resync (valid_from): the
+	// cache holds while the user has shared a room with a local user
+	// since then.
 	`
 ALTER TABLE device_lists ADD COLUMN device_pos BIGINT NOT NULL DEFAULT 0;
 CREATE TABLE device_list_outbox (
@@ -655,8 +658,9 @@ CREATE TABLE device_list_sender (
 	pos BIGINT NOT NULL
 );
 CREATE TABLE remote_device_lists (
-	user_id   TEXT COLLATE "C" NOT NULL PRIMARY KEY,
-	stream_id BIGINT NOT NULL
+	user_id    TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+	stream_id  BIGINT NOT NULL,
+	valid_from BIGINT NOT NULL
 );
 CREATE TABLE remote_device_keys (
 	user_id   TEXT COLLATE "C" NOT NULL,

@@ -811,7 +811,10 @@ CREATE TABLE compliance_unredacted (
 	// so that the next update's prev_id matches it. The outbox holds each
 	// local change (device_id '' for the cross-signing keys) until the
 	// sender has queued its EDUs. remote_* cache other servers' users'
-	// devices and cross-signing keys, with the last stream_id applied.
+	// devices and cross-signing keys, with the last stream_id applied
+	// and the event stream position of the last resync (valid_from): the
+	// cache holds while the user has shared a room with a local user
+	// since then.
 	`
 ALTER TABLE device_lists ADD COLUMN device_pos INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE device_list_outbox (
@@ -827,8 +830,9 @@ CREATE TABLE device_list_sender (
 	pos INTEGER NOT NULL
 );
 CREATE TABLE remote_device_lists (
-	user_id   TEXT NOT NULL PRIMARY KEY,
-	stream_id INTEGER NOT NULL
+	user_id    TEXT NOT NULL PRIMARY KEY,
+	stream_id  INTEGER NOT NULL,
+	valid_from INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE remote_device_keys (
 	user_id   TEXT NOT NULL,

@@ -141,7 +141,8 @@ func putRemoteDevice(tx *sql.Tx, user roomdag.UserID, d storage.RemoteDevice) er
 
 // ReplaceRemoteDeviceList stores a resync (GET /user/devices) of another
 // server's user as their cached device list, replacing what was cached,
-// in one transaction, and advances the user's device list.
+// in one transaction, and advances the user's device list. The list is
+// valid from the event stream's head at the time (ValidFrom).
 func (db *DB) ReplaceRemoteDeviceList(ctx context.Context, user roomdag.UserID, list storage.RemoteDeviceList) error {
 	return db.write(func(tx *sql.Tx) error {
 		for _, q := range []string{`DELETE FROM remote_device_keys WHERE user_id = ?`, `DELETE FROM remote_cross_signing_keys WHERE user_id = ?`} {
@@ -149,8 +150,11 @@ func (db *DB) ReplaceRemoteDeviceList(ctx context.Context, user roomdag.UserID, 
 				return err
 			}
 		}
-		if _, err := tx.Exec(`INSERT INTO remote_device_lists (user_id, stream_id) VALUES (?,?)
-			ON CONFLICT (user_id) DO UPDATE SET stream_id = excluded.stream_id`, string(user), list.StreamID); err != nil {
+		// The resync holds from the event stream's head now: memberships
+		// that change later are checked against it (SharedSince).
+		if _, err := tx.Exec(`INSERT INTO remote_device_lists (user_id, stream_id, valid_from)
+			SELECT ?, ?, COALESCE(MAX(stream_pos), 0) FROM events WHERE true
+			ON CONFLICT (user_id) DO UPDATE SET stream_id = excluded.stream_id, valid_from = excluded.valid_from`, string(user), list.StreamID); err != nil {
 			return err
 		}
 		for d, keys := range list.Devices {
@@ -219,13 +223,14 @@ func (db *DB) RemoteDeviceLists(ctx context.Context, users []roomdag.UserID) (ma
 		for i, u := range part {
 			args[i] = string(u)
 		}
-		if err := scanRows(ctx, db.r, `SELECT user_id, stream_id FROM remote_device_lists WHERE user_id IN `+in, args, func(rows *sql.Rows) error {
+		if err := scanRows(ctx, db.r, `SELECT user_id, stream_id, valid_from FROM remote_device_lists WHERE user_id IN `+in, args, func(rows *sql.Rows) error {
 			var u string
 			var l storage.RemoteDeviceList
-			if err := rows.Scan(&u, &l.StreamID); err != nil {
+			var from int64
+			if err := rows.Scan(&u, &l.StreamID, &from); err != nil {
 				return err
 			}
-			l.Devices = map[string]json.RawMessage{}
+			l.Devices, l.ValidFrom = map[string]json.RawMessage{}, roomdag.StreamPos(from)
 			out[roomdag.UserID(u)] = &l
 			return nil
 		}); err != nil {
@@ -264,14 +269,17 @@ func (db *DB) RemoteDeviceLists(ctx context.Context, users []roomdag.UserID) (ma
 	return out, nil
 }
 
-// SharesRoomWithLocal reports whether user is joined to a room that a
-// local user (one with an account here) is joined to: this server then
-// hears of their device changes from their server.
-func (db *DB) SharesRoomWithLocal(ctx context.Context, user roomdag.UserID) (bool, error) {
+// SharedSince reports whether user (of another server) and a local user
+// (one with an account here) are joined to one room whose memberships
+// of both have not changed after pos: they have shared it since then, so
+// the user's server has sent this server their device changes since.
+// With pos at the head, it says whether they share a room now.
+func (db *DB) SharedSince(ctx context.Context, user roomdag.UserID, pos roomdag.StreamPos) (bool, error) {
 	var one int
 	err := db.r.QueryRowContext(ctx, `SELECT 1 FROM memberships a JOIN memberships b ON b.room_nid = a.room_nid
 		JOIN users u ON u.user_id = b.user_id
-		WHERE a.user_id = ? AND a.membership = 'join' AND b.membership = 'join' LIMIT 1`, string(user)).Scan(&one)
+		WHERE a.user_id = ? AND a.membership = 'join' AND b.membership = 'join' AND a.event_pos <= ? AND b.event_pos <= ? LIMIT 1`,
+		string(user), int64(pos), int64(pos)).Scan(&one)
 	if err == sql.ErrNoRows {
 		return false, nil
 	}

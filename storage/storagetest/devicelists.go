@@ -97,8 +97,9 @@ func testDeviceListOutbox(t *testing.T, open Opener) {
 // nothing to update before a resync; a resync replaces the list; updates
 // store and drop devices and never lower the stream_id; cross-signing
 // updates keep the other key; each change advances the user's device
-// list; dropping forgets everything. SharesRoomWithLocal follows the
-// joined members of rooms with a local account.
+// list; dropping forgets everything; a resync is valid from the event
+// stream's head. SharedSince follows the joined members of rooms with a
+// local account, and when their memberships last changed.
 func testRemoteDeviceLists(t *testing.T, open Opener) {
 	db := open(t)
 	ctx := context.Background()
@@ -171,7 +172,7 @@ func testRemoteDeviceLists(t *testing.T, open Opener) {
 	}
 
 	// Sharing a room: carol's server joins her to a room of a local
-	// account's; then she leaves.
+	// account's; she changes her name (a new join); then she leaves.
 	rooms := NewRooms(t, db)
 	room := roomdag.RoomID("!shared:test.local")
 	owner := CreateRoom(t, rooms, room)
@@ -181,29 +182,41 @@ func testRemoteDeviceLists(t *testing.T, open Opener) {
 	}
 	r := newRemoteServer(t, room, st)
 	r.bob = carol
-	receive(t, rooms, r, r.build("join", "start", roomdag.TypeMember, sk(string(carol)), `{"membership":"join"}`, "start"), roomdag.KindLive, roomdag.StatusTimeline)
-	shares := func() bool {
+	join := receive(t, rooms, r, r.build("join", "start", roomdag.TypeMember, sk(string(carol)), `{"membership":"join"}`, "start"), roomdag.KindLive, roomdag.StatusTimeline)
+	shared := func(pos roomdag.StreamPos) bool {
 		t.Helper()
-		ok, err := db.SharesRoomWithLocal(ctx, carol)
+		ok, err := db.SharedSince(ctx, carol, pos)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return ok
 	}
-	if shares() {
+	const now = roomdag.StreamPos(1 << 60)
+	if shared(now) {
 		t.Fatal("shares a room whose only other member has no account here")
 	}
 	if err := db.CreateUser(ctx, storage.User{ID: owner}, 0); err != nil {
 		t.Fatal(err)
 	}
-	if !shares() {
-		t.Fatal("does not share the room with its local owner")
+	if !shared(now) || !shared(join.Pos) || shared(join.Pos-1) {
+		t.Fatalf("shared now %t, since her join %t, since before it %t; want true, true, false", shared(now), shared(join.Pos), shared(join.Pos-1))
 	}
-	if ok, _ := db.SharesRoomWithLocal(ctx, "@dave:remote.test"); ok {
+	if ok, _ := db.SharedSince(ctx, "@dave:remote.test", now); ok {
 		t.Fatal("a user in no room shares one")
 	}
-	receive(t, rooms, r, r.build("leave", "join", roomdag.TypeMember, sk(string(carol)), `{"membership":"leave"}`, "join"), roomdag.KindLive, roomdag.StatusTimeline)
-	if shares() {
+	// A resync now holds from the head: her join.
+	if err := db.ReplaceRemoteDeviceList(ctx, carol, storage.RemoteDeviceList{StreamID: 8}); err != nil {
+		t.Fatal(err)
+	}
+	if l := get(); l == nil || l.ValidFrom != join.Pos {
+		t.Fatalf("resynced list %+v, want valid from %d", l, join.Pos)
+	}
+	rename := receive(t, rooms, r, r.build("rename", "join", roomdag.TypeMember, sk(string(carol)), `{"membership":"join","displayname":"C"}`, "join"), roomdag.KindLive, roomdag.StatusTimeline)
+	if shared(join.Pos) || !shared(rename.Pos) {
+		t.Fatalf("after a new join event: since the first %t, since the second %t", shared(join.Pos), shared(rename.Pos))
+	}
+	receive(t, rooms, r, r.build("leave", "rename", roomdag.TypeMember, sk(string(carol)), `{"membership":"leave"}`, "rename"), roomdag.KindLive, roomdag.StatusTimeline)
+	if shared(now) {
 		t.Fatal("shares the room after leaving it")
 	}
 	if _, err := db.RemoteDeviceLists(ctx, nil); err != nil && !errors.Is(err, storage.ErrNotFound) {
