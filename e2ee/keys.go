@@ -39,8 +39,9 @@ type Store interface {
 	// oldest one-time key (deleted), else the fallback key (marked used).
 	ClaimKeys(ctx context.Context, claims []storage.KeyClaim) ([]storage.ClaimedKey, error)
 
-	// DeviceListChanged advances user's device list and returns its new
-	// position, durable and announced.
+	// DeviceListChanged advances user's device list for a change of
+	// their cross-signing keys and returns its new position, durable and
+	// announced (other servers are sent an m.signing_key_update).
 	DeviceListChanged(ctx context.Context, user roomdag.UserID) (int64, error)
 	// DeviceListsChangedSince returns the users whose device list changed
 	// in (after, upTo] of the device-list stream.

@@ -319,6 +319,7 @@ func TestDeviceListsAcrossServers(t *testing.T) {
 	joinFrom(t, b, a, roomB, alice.UserID)
 	watch := watchDeviceLists(alice)
 
+	changedAt := time.Now()
 	bob.MustDo("POST", "/_matrix/client/v3/keys/upload", map[string]any{"device_keys": signedDeviceKeys(t, bob.UserID, bob.DeviceID)}, nil)
 	watch.until(t, bob.UserID)
 	waitDevices := func(step string, want []string, wantMaster bool) {
@@ -327,6 +328,7 @@ func TestDeviceListsAcrossServers(t *testing.T) {
 		for {
 			got, master, failures := keysOf(t, alice, bob.UserID)
 			if slices.Equal(got, want) && (master != nil) == wantMaster && len(failures) == 0 {
+				t.Logf("%s: in A's /keys/query %v after the change on B", step, time.Since(changedAt))
 				return
 			}
 			if time.Now().After(deadline) {
@@ -346,6 +348,7 @@ func TestDeviceListsAcrossServers(t *testing.T) {
 		"identifier": map[string]any{"type": "m.id.user", "user": bob.UserID}, "password": "correct horse battery"}, &login)
 	bob2 := *bob
 	bob2.Token, bob2.DeviceID = login.AccessToken, login.DeviceID
+	changedAt = time.Now()
 	bob2.MustDo("POST", "/_matrix/client/v3/keys/upload", map[string]any{"device_keys": signedDeviceKeys(t, bob.UserID, bob2.DeviceID)}, nil)
 	both := []string{bob.DeviceID, bob2.DeviceID}
 	sort.Strings(both)
@@ -354,6 +357,7 @@ func TestDeviceListsAcrossServers(t *testing.T) {
 	// Cross-signing keys: a master key, uploaded first without UIA.
 	mpub, _, _ := ed25519.GenerateKey(rand.Reader)
 	mid := base64.RawStdEncoding.EncodeToString(mpub)
+	changedAt = time.Now()
 	bob.MustDo("POST", "/_matrix/client/v3/keys/device_signing/upload", map[string]any{"master_key": map[string]any{
 		"user_id": bob.UserID, "usage": []string{"master"}, "keys": map[string]any{"ed25519:" + mid: mid}}}, nil)
 	waitDevices("master key", both, true)
@@ -364,6 +368,7 @@ func TestDeviceListsAcrossServers(t *testing.T) {
 		Session string `json:"session"`
 	}
 	_ = del.JSON(&uia)
+	changedAt = time.Now()
 	bob.MustDo("POST", "/_matrix/client/v3/delete_devices", map[string]any{"devices": []string{bob2.DeviceID},
 		"auth": map[string]any{"type": "m.login.password", "session": uia.Session, "password": "correct horse battery",
 			"identifier": map[string]any{"type": "m.id.user", "user": bob.UserID}}}, nil)

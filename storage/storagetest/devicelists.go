@@ -91,6 +91,22 @@ func testDeviceListOutbox(t *testing.T, open Opener) {
 	if err != nil || len(q) != 1 || string(q[0].EDU) != string(edu) {
 		t.Fatalf("queue of %s: %+v %v", dest, q, err)
 	}
+	// A dehydrated device replaced, then deleted: each a deletion.
+	for _, d := range []string{"DH1", "DH2"} {
+		if _, err := db.PutDehydratedDevice(ctx, alice, d, json.RawMessage(`{}`), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.DeleteDehydratedDevice(ctx, alice); err != nil {
+		t.Fatal(err)
+	}
+	rest, _ := db.DeviceListOutbox(ctx, 6, 100)
+	if fmt.Sprint(rest) != fmt.Sprint([]storage.DeviceListOutboxEntry{
+		{Pos: 8, User: alice, DeviceChange: storage.DeviceChange{Device: "DH1", Deleted: true}, Prev: 6},
+		{Pos: 9, User: alice, DeviceChange: storage.DeviceChange{Device: "DH2", Deleted: true}, Prev: 8},
+	}) {
+		t.Fatalf("dehydrated devices' deletions: %v", rest)
+	}
 }
 
 // testRemoteDeviceLists: the cache of remote users' device lists:
