@@ -156,7 +156,8 @@ func (w *deviceListWatch) next(t *testing.T, user string) bool {
 // in prev_id resyncs again;
 // updates for users not of B and malformed ones are ignored without
 // failing the transaction; a user who shares no room with A's users is
-// still asked of B. A's users see the changes in device_lists.changed.
+// still asked of B; a resync that fails drops the cache. A's users see
+// the changes in device_lists.changed.
 func TestDeviceListEDUs(t *testing.T) {
 	fed := testserver.Federation(t, 2, testserver.Options{})
 	a, b := fed[0], fed[1]
@@ -282,6 +283,15 @@ func TestDeviceListEDUs(t *testing.T) {
 		t.Fatalf("carol's cached list: %+v %v", lists, err)
 	}
 	expect("an untracked user", carol.UserID, []string{carol.DeviceID}, false)
+
+	// B down: a gap cannot be resynced, so the cache is dropped rather
+	// than trusted, and /keys/query asks B, which fails.
+	b.Stop()
+	send(update(bob.UserID, "FAKE8", held+5000, []int64{held + 4000}, false))
+	got, _, failures := keysOf(t, alice, bob.UserID)
+	if len(got) != 0 || failures[b.Name()] == nil {
+		t.Fatalf("with B down after a failed resync: devices %v, failures %v", got, failures)
+	}
 }
 
 // fedDo sends a signed federation request from one server to another.
