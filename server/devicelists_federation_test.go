@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"sort"
@@ -171,7 +170,7 @@ func TestDeviceListEDUs(t *testing.T) {
 	watch := watchDeviceLists(alice)
 
 	// B's stream_id for bob's devices, which a resync holds.
-	status, body := fedDo(t, a, b.Name(), http.MethodGet, "/_matrix/federation/v1/user/devices/"+bob.UserID)
+	status, body := fedDo(t, a, b, http.MethodGet, "/_matrix/federation/v1/user/devices/"+bob.UserID, nil)
 	if status != http.StatusOK {
 		t.Fatalf("/user/devices: %d %s", status, body)
 	}
@@ -268,7 +267,7 @@ func TestDeviceListEDUs(t *testing.T) {
 
 	// carol shares no room with A's users: her cached list (resynced,
 	// then updated with a device B does not have) is not used.
-	cs, _ := fedDo(t, a, b.Name(), http.MethodGet, "/_matrix/federation/v1/user/devices/"+carol.UserID)
+	cs, _ := fedDo(t, a, b, http.MethodGet, "/_matrix/federation/v1/user/devices/"+carol.UserID, nil)
 	if cs != http.StatusOK {
 		t.Fatalf("/user/devices of carol: %d", cs)
 	}
@@ -292,24 +291,6 @@ func TestDeviceListEDUs(t *testing.T) {
 	if len(got) != 0 || failures[b.Name()] == nil {
 		t.Fatalf("with B down after a failed resync: devices %v, failures %v", got, failures)
 	}
-}
-
-// fedDo sends a signed federation request from one server to another.
-func fedDo(t *testing.T, from *testserver.Server, to, method, path string) (int, []byte) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := from.HS.Federation.Do(ctx, roomdag.ServerName(to), req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, b
 }
 
 // TestDeviceListsAcrossServers: with bob of B and alice of A in a room
