@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"sort"
 	"testing"
@@ -369,5 +370,52 @@ func TestDeviceListsAcrossServers(t *testing.T) {
 	b.Stop()
 	if got, master, failures := keysOf(t, alice, bob.UserID); !slices.Equal(got, []string{bob.DeviceID}) || master == nil || len(failures) != 0 {
 		t.Fatalf("with B down: %v %s %v", got, master, failures)
+	}
+}
+
+// TestDeviceListsInJoinedRoom: bob of B joins alice's room on A over
+// federation (make_join/send_join); then each one's new device keys
+// reach the other's server unasked: alice sees bob in
+// device_lists.changed and his device in /keys/query, answered from A's
+// cache (it still answers with B down), and bob sees alice's.
+func TestDeviceListsInJoinedRoom(t *testing.T) {
+	fed := testserver.Federation(t, 2, testserver.Options{})
+	a, b := fed[0], fed[1]
+	alice := a.Register("alice")
+	bob := b.Register("bob")
+	room := alice.CreateRoom(map[string]any{"preset": "public_chat"})
+	bob.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?server_name="+url.QueryEscape(a.Name()), map[string]any{}, nil)
+	watchA, watchB := watchDeviceLists(alice), watchDeviceLists(bob)
+
+	bob.MustDo("POST", "/_matrix/client/v3/keys/upload", map[string]any{"device_keys": signedDeviceKeys(t, bob.UserID, bob.DeviceID)}, nil)
+	alice.MustDo("POST", "/_matrix/client/v3/keys/upload", map[string]any{"device_keys": signedDeviceKeys(t, alice.UserID, alice.DeviceID)}, nil)
+	for _, tc := range []struct {
+		watch     *deviceListWatch
+		c         *testserver.Client
+		of        *testserver.Client
+		ofDevices []string
+	}{{watchA, alice, bob, []string{bob.DeviceID}}, {watchB, bob, alice, []string{alice.DeviceID}}} {
+		tc.watch.until(t, tc.of.UserID) // the other server told this one
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			got, _, failures := keysOf(t, tc.c, tc.of.UserID)
+			if slices.Equal(got, tc.ofDevices) && len(failures) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s's /keys/query of %s: %v (failures %v), want %v", tc.c.UserID, tc.of.UserID, got, failures, tc.ofDevices)
+			}
+			tc.watch.until(t, tc.of.UserID)
+		}
+	}
+	// B holds alice's device in its cache; A answers from its own with B
+	// down.
+	lists, err := b.HS.DB().RemoteDeviceLists(context.Background(), []roomdag.UserID{roomdag.UserID(alice.UserID)})
+	if err != nil || lists[roomdag.UserID(alice.UserID)] == nil || lists[roomdag.UserID(alice.UserID)].Devices[alice.DeviceID] == nil {
+		t.Fatalf("B's cache of alice's devices: %+v %v", lists, err)
+	}
+	b.Stop()
+	if got, _, failures := keysOf(t, alice, bob.UserID); !slices.Equal(got, []string{bob.DeviceID}) || len(failures) != 0 {
+		t.Fatalf("with B down: %v %v", got, failures)
 	}
 }
