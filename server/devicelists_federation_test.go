@@ -377,7 +377,10 @@ func TestDeviceListsAcrossServers(t *testing.T) {
 // federation (make_join/send_join); then each one's new device keys
 // reach the other's server unasked: alice sees bob in
 // device_lists.changed and his device in /keys/query, answered from A's
-// cache (it still answers with B down), and bob sees alice's.
+// cache (it still answers with B down), and bob sees alice's. (B's
+// notifier knows the room's members only from outliers, so alice's
+// change does not wake bob's long-poll; its timed-out answer must still
+// report her, not skip past her.)
 func TestDeviceListsInJoinedRoom(t *testing.T) {
 	fed := testserver.Federation(t, 2, testserver.Options{})
 	a, b := fed[0], fed[1]

@@ -99,9 +99,31 @@ func (n *Notifier) deviceListsAt(pos int64) {
 // idleResponse is the answer of a sync with nothing new: empty sections,
 // and the device's key counts, which clients expect in every response
 // (they upload keys when the count is missing or low).
+//
+// The token moves to cur, past device-list changes that woke nobody here
+// (those of a remote user whom the notifier knows in no room: the state
+// of a room joined over federation reaches it only as outliers): those
+// of the user's room-mates are reported, not skipped.
 func (s *Syncer) idleResponse(ctx context.Context, req Request, cur Token) (*Response, error) {
 	resp := s.emptyResponse(cur)
-	req.Since = nil // no device list changes: there are none
+	if req.Since != nil && s.keys != nil && cur.DeviceLists > req.Since.DeviceLists {
+		upTo := *req.Since // the device-list stream only: no room event is news here
+		upTo.DeviceLists = cur.DeviceLists
+		changed, left, err := s.keys.DeviceListChanges(ctx, req.User, *req.Since, upTo)
+		if err != nil {
+			return nil, err
+		}
+		if len(changed) > 0 || len(left) > 0 {
+			if changed == nil {
+				changed = []roomdag.UserID{}
+			}
+			if left == nil {
+				left = []roomdag.UserID{}
+			}
+			resp.DeviceLists = &DeviceLists{Changed: changed, Left: left}
+		}
+	}
+	req.Since = nil // no other device list changes: there are none
 	if err := s.deviceKeySections(ctx, req, cur, cur, resp); err != nil {
 		return nil, err
 	}
