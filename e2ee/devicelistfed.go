@@ -35,6 +35,13 @@ type RemoteDeviceStore interface {
 	DropRemoteDeviceList(ctx context.Context, user roomdag.UserID) error
 	RemoteDeviceLists(ctx context.Context, users []roomdag.UserID) (map[roomdag.UserID]*storage.RemoteDeviceList, error)
 	SharedSince(ctx context.Context, user roomdag.UserID, pos roomdag.StreamPos) (bool, error)
+	// RoomPeers returns the users sharing a joined room with user.
+	RoomPeers(ctx context.Context, user roomdag.UserID) (map[roomdag.UserID]bool, error)
+}
+
+// Waker wakes local users' long-polls (sync.Notifier.Wake).
+type Waker interface {
+	Wake(users []roomdag.UserID)
 }
 
 // Resyncer rebuilds a cached device list from the user's server
@@ -58,6 +65,7 @@ type DeviceListUpdates struct {
 	server roomdag.ServerName
 	store  RemoteDeviceStore
 	remote RemoteDevices
+	wake   Waker
 	log    *slog.Logger
 
 	// Updates of one user are applied one at a time (a resync and an
@@ -71,9 +79,33 @@ type userLock struct {
 	n int // holders and waiters
 }
 
-// NewDeviceListUpdates makes the EDU handlers; remote resyncs.
-func NewDeviceListUpdates(server roomdag.ServerName, store RemoteDeviceStore, remote RemoteDevices, log *slog.Logger) *DeviceListUpdates {
-	return &DeviceListUpdates{server: server, store: store, remote: remote, log: log, users: map[roomdag.UserID]*userLock{}}
+// NewDeviceListUpdates makes the EDU handlers; remote resyncs. wake,
+// unless nil, is told the local users sharing a room with a user whose
+// cached list changed: the notifier wakes only members of rooms it knows,
+// and it knows the members of a room joined over federation only once
+// their membership events pass through it.
+func NewDeviceListUpdates(server roomdag.ServerName, store RemoteDeviceStore, remote RemoteDevices, wake Waker, log *slog.Logger) *DeviceListUpdates {
+	return &DeviceListUpdates{server: server, store: store, remote: remote, wake: wake, log: log, users: map[roomdag.UserID]*userLock{}}
+}
+
+// changed wakes the local users sharing a room with user, after a
+// change of their cached list committed.
+func (d *DeviceListUpdates) changed(ctx context.Context, user roomdag.UserID) {
+	if d.wake == nil {
+		return
+	}
+	peers, err := d.store.RoomPeers(ctx, user)
+	if err != nil {
+		d.log.Info("e2ee: the room-mates of a user whose devices changed", "user", user, "err", err)
+		return
+	}
+	var local []roomdag.UserID
+	for u := range peers {
+		if u.Server() == d.server {
+			local = append(local, u)
+		}
+	}
+	d.wake.Wake(local)
 }
 
 func (d *DeviceListUpdates) lock(user roomdag.UserID) func() {
@@ -161,17 +193,19 @@ func (d *DeviceListUpdates) HandleDeviceListUpdate(ctx context.Context, origin r
 		if u.StreamID < held {
 			return nil // old news: the cache is newer
 		}
-		if keys == nil && !u.Deleted {
-			// A change without keys (a new device that has none yet, or
-			// a rename): the cached keys stay, only the position moves.
-			_, err := d.store.ApplyRemoteDeviceUpdates(ctx, user, u.StreamID, nil)
-			return err
+		var updates []storage.RemoteDevice
+		if keys != nil || u.Deleted {
+			updates = []storage.RemoteDevice{{Device: u.DeviceID, Deleted: u.Deleted, Keys: keys}}
+		} // else a change without keys (a new device without any yet, a rename): the cached keys stay, the position moves
+		applied, err := d.store.ApplyRemoteDeviceUpdates(ctx, user, u.StreamID, updates)
+		if applied {
+			d.changed(ctx, user)
 		}
-		_, err := d.store.ApplyRemoteDeviceUpdates(ctx, user, u.StreamID,
-			[]storage.RemoteDevice{{Device: u.DeviceID, Deleted: u.Deleted, Keys: keys}})
 		return err
 	}
-	return d.resync(ctx, user)
+	err = d.resync(ctx, user)
+	d.changed(ctx, user) // resynced or dropped
+	return err
 }
 
 // Resync implements Resyncer: it rebuilds user's cached device list from
@@ -179,7 +213,9 @@ func (d *DeviceListUpdates) HandleDeviceListUpdate(ctx context.Context, origin r
 func (d *DeviceListUpdates) Resync(ctx context.Context, user roomdag.UserID) error {
 	unlock := d.lock(user)
 	defer unlock()
-	return d.resync(ctx, user)
+	err := d.resync(ctx, user)
+	d.changed(ctx, user)
+	return err
 }
 
 // resync replaces the cached device list of user with their server's
@@ -281,7 +317,11 @@ func (d *DeviceListUpdates) HandleSigningKeyUpdate(ctx context.Context, origin r
 	}
 	unlock := d.lock(user)
 	defer unlock()
-	return d.store.PutRemoteCrossSigningKeys(ctx, user, master, ssk)
+	if err := d.store.PutRemoteCrossSigningKeys(ctx, user, master, ssk); err != nil {
+		return err
+	}
+	d.changed(ctx, user)
+	return nil
 }
 
 // maxQueryResyncs bounds the resyncs one /keys/query waits for; the

@@ -377,10 +377,10 @@ func TestDeviceListsAcrossServers(t *testing.T) {
 // federation (make_join/send_join); then each one's new device keys
 // reach the other's server unasked: alice sees bob in
 // device_lists.changed and his device in /keys/query, answered from A's
-// cache (it still answers with B down), and bob sees alice's. (B's
-// notifier knows the room's members only from outliers, so alice's
-// change does not wake bob's long-poll; its timed-out answer must still
-// report her, not skip past her.)
+// cache (it still answers with B down), and bob sees alice's. B's
+// notifier knows the room's members only from outliers: a change of
+// alice's that does not wake bob's long-poll is still in its timed-out
+// answer.
 func TestDeviceListsInJoinedRoom(t *testing.T) {
 	fed := testserver.Federation(t, 2, testserver.Options{})
 	a, b := fed[0], fed[1]
@@ -417,6 +417,36 @@ func TestDeviceListsInJoinedRoom(t *testing.T) {
 	if err != nil || lists[roomdag.UserID(alice.UserID)] == nil || lists[roomdag.UserID(alice.UserID)].Devices[alice.DeviceID] == nil {
 		t.Fatalf("B's cache of alice's devices: %+v %v", lists, err)
 	}
+
+	// A change of alice's list on B that wakes nobody (written to B's
+	// store directly, while bob's long-poll waits): the long-poll's
+	// timed-out answer still reports her rather than moving past her.
+	since := bob.Sync("timeout=0")["next_batch"].(string)
+	type syncOut struct {
+		DeviceLists struct {
+			Changed []string `json:"changed"`
+		} `json:"device_lists"`
+	}
+	done := make(chan syncOut, 1)
+	parked := b.HS.Syncer.Parked()
+	go func() {
+		var out syncOut
+		bob.MustDo("GET", "/_matrix/client/v3/sync?timeout=1000&since="+since, nil, &out)
+		done <- out
+	}()
+	for deadline := time.Now().Add(10 * time.Second); b.HS.Syncer.Parked() == parked; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("bob's long-poll never parked")
+		}
+	}
+	if err := b.HS.DB().PutRemoteCrossSigningKeys(context.Background(), roomdag.UserID(alice.UserID),
+		json.RawMessage(`{"user_id":"`+alice.UserID+`","usage":["master"],"keys":{}}`), nil); err != nil {
+		t.Fatal(err)
+	}
+	if out := <-done; !slices.Equal(out.DeviceLists.Changed, []string{alice.UserID}) {
+		t.Fatalf("bob's timed-out long-poll: device_lists.changed %v, want alice", out.DeviceLists.Changed)
+	}
+
 	b.Stop()
 	if got, _, failures := keysOf(t, alice, bob.UserID); !slices.Equal(got, []string{bob.DeviceID}) || len(failures) != 0 {
 		t.Fatalf("with B down: %v %v", got, failures)

@@ -348,7 +348,7 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	// EDUs (FedTxns below), a gap resynced from the origin's
 	// /user/devices (e2ee/devicelistfed.go); /keys/query answers from the
 	// cache while it is kept current.
-	devUpdates := e2ee.NewDeviceListUpdates(server, db, federation.UserKeys{Client: hs.Federation}, log)
+	devUpdates := e2ee.NewDeviceListUpdates(server, db, federation.UserKeys{Client: hs.Federation}, notifier, log)
 	e2 := e2ee.New(e2ee.Config{Server: server, Store: db, CrossSigning: hs.CrossSigning,
 		Remote: federation.UserKeys{Client: hs.Federation}, Cache: db, Resync: devUpdates, Current: notifier.Current, Log: log})
 	// Local device-list changes go to the servers sharing a room with

@@ -88,6 +88,16 @@ func (n *Notifier) DeviceListChanged(user roomdag.UserID, pos int64) {
 	}
 }
 
+// Wake wakes the users' pending requests: a change of theirs that the
+// notifier cannot place in a room it knows (e2ee.Waker).
+func (n *Notifier) Wake(users []roomdag.UserID) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, u := range users {
+		n.wakeLocked(u)
+	}
+}
+
 // deviceListsAt raises the device-list position to pos (at start-up,
 // from storage).
 func (n *Notifier) deviceListsAt(pos int64) {
