@@ -152,12 +152,13 @@ type deviceListUpdate struct {
 }
 
 // HandleDeviceListUpdate is the federation.EDUHandler of
-// m.device_list_update. The update is applied when it follows what is
-// cached: every prev_id is at most the cached stream_id (stream IDs only
-// grow, so the cache already reflects it); an update at or below the
-// cached stream_id with no newer prev_id is old news. Otherwise (nothing
-// cached, no prev_id, a prev_id the cache has not seen) the user's
-// devices are fetched anew from the origin.
+// m.device_list_update. Updates of a user who shares no room with a
+// local user are ignored (nobody here tracks them; as Synapse does). The
+// update is applied when it follows what is cached: every prev_id is at
+// most the cached stream_id (stream IDs only grow, so the cache already
+// reflects it); one below the cached stream_id is old news. Otherwise
+// (nothing cached, no prev_id, a prev_id the cache has not seen) the
+// user's devices are fetched anew from the origin.
 func (d *DeviceListUpdates) HandleDeviceListUpdate(ctx context.Context, origin roomdag.ServerName, content json.RawMessage) error {
 	var u deviceListUpdate
 	if err := json.Unmarshal(content, &u); err != nil {
@@ -176,6 +177,9 @@ func (d *DeviceListUpdates) HandleDeviceListUpdate(ctx context.Context, origin r
 			return fmt.Errorf("m.device_list_update: keys are not %s's device %s's", user, u.DeviceID)
 		}
 		keys = u.Keys
+	}
+	if ok, err := d.tracked(ctx, user); !ok || err != nil {
+		return err
 	}
 	unlock := d.lock(user)
 	defer unlock()
@@ -206,6 +210,16 @@ func (d *DeviceListUpdates) HandleDeviceListUpdate(ctx context.Context, origin r
 	err = d.resync(ctx, user)
 	d.changed(ctx, user) // resynced or dropped
 	return err
+}
+
+// tracked says whether user shares a room with a local user now; an
+// update of one who does not is ignored, and logged.
+func (d *DeviceListUpdates) tracked(ctx context.Context, user roomdag.UserID) (bool, error) {
+	ok, err := d.store.SharedSince(ctx, user, math.MaxInt64)
+	if err == nil && !ok {
+		d.log.Info("e2ee: device list update of a user who shares no room with this server's users, ignored", "user", user)
+	}
+	return ok, err
 }
 
 // Resync implements Resyncer: it rebuilds user's cached device list from
@@ -314,6 +328,9 @@ func (d *DeviceListUpdates) HandleSigningKeyUpdate(ctx context.Context, origin r
 	}
 	if master == nil && ssk == nil {
 		return errors.New("m.signing_key_update without keys")
+	}
+	if ok, err := d.tracked(ctx, user); !ok || err != nil {
+		return err
 	}
 	unlock := d.lock(user)
 	defer unlock()
