@@ -252,21 +252,13 @@ func (s *Sender) queuePresenceChange(ctx context.Context, c presenceChange) erro
 	if err != nil {
 		return err
 	}
-	rooms, err := s.o.Store.JoinedRooms(ctx, c.user)
+	dests, err := UserServers(ctx, s.o.Store, s.o.Destinations, c.user)
 	if err != nil {
 		return err
 	}
 	items := map[roomdag.ServerName][]storage.FederationItem{}
-	for _, room := range rooms {
-		dests, err := s.o.Destinations.RoomServers(ctx, room)
-		if err != nil {
-			return err
-		}
-		for _, d := range dests {
-			if len(items[d]) == 0 {
-				items[d] = []storage.FederationItem{{EDU: b}}
-			}
-		}
+	for _, d := range dests {
+		items[d] = []storage.FederationItem{{EDU: b}}
 	}
 	if len(items) == 0 {
 		return nil

@@ -64,6 +64,10 @@ type Homeserver struct {
 	// FedSender sends local events and EDUs to other servers; tests
 	// read its Stats.
 	FedSender *federation.Sender
+	// DeviceLists queues local device-list changes for other servers
+	// (m.device_list_update, m.signing_key_update); tests wait on its
+	// Loop.
+	DeviceLists *federation.DeviceListSender
 	// Rooms is the write path and Syncer the /sync assembly, exposed for
 	// benchmarks and tests.
 	Rooms  *roomdag.Rooms
@@ -340,8 +344,23 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	hs.CrossSigning = e2ee.NewCrossSigning(db, e2ee.StoreDeviceKeys{Store: db}, db)
 	// Remote users' keys come from their servers, over the outbound
 	// federation transport (signed, IP deny-list).
+	// Other servers' users' device lists are cached, filled by their
+	// EDUs (FedTxns below), a gap resynced from the origin's
+	// /user/devices (e2ee/devicelistfed.go); /keys/query answers from the
+	// cache while it is kept current.
+	devUpdates := e2ee.NewDeviceListUpdates(server, db, federation.UserKeys{Client: hs.Federation}, notifier, log)
 	e2 := e2ee.New(e2ee.Config{Server: server, Store: db, CrossSigning: hs.CrossSigning,
-		Remote: federation.UserKeys{Client: hs.Federation}, Current: notifier.Current, Log: log})
+		Remote: federation.UserKeys{Client: hs.Federation}, Cache: db, Resync: devUpdates, Current: notifier.Current, Log: log})
+	// Local device-list changes go to the servers sharing a room with
+	// the user, through the sender's queues (federation/devicelists.go);
+	// the commit hook wakes it (follow).
+	var rescan time.Duration
+	if db.Shared() {
+		rescan = 5 * time.Second // other processes' changes
+	}
+	hs.DeviceLists = federation.NewDeviceListSender(federation.DeviceListOptions{Server: server, Store: db, Keys: e2.Keys(),
+		Destinations: federation.JoinedServers{Server: server, Rooms: roomStates}, Sender: hs.FedSender,
+		Holder: hs.lease("device_list_sender", clk), Rescan: rescan, Clock: clk, Log: log})
 	syncer := sync.NewSyncer(db, hs.Rooms, notifier, clk, log, cfg.BackchatDefault, cfg.BackchatMax, cfg.Presence.Enabled, presenceTee{hs.AppServices, hs.FedSender}, shared, e2.Keys())
 	hs.Syncer = syncer
 	follower = hs.follow(evPos, notifier, push.Wakers{notifier, hs.Pushers})
@@ -465,7 +484,8 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	hs.FedTxns = federation.NewTransactions(federation.TxnOptions{Server: server, Auth: fedAuth, Store: db, Rooms: hs.Rooms,
 		PDUs: pdus, Ephemeral: syncer, Clock: clk, Log: log,
 		// To-device messages are about no room: no server ACL applies.
-		EDUs:          map[string]federation.EDUHandler{"m.direct_to_device": hs.ToDevice.ReceiveEDU},
+		EDUs: map[string]federation.EDUHandler{"m.direct_to_device": hs.ToDevice.ReceiveEDU,
+			"m.device_list_update": devUpdates.HandleDeviceListUpdate, "m.signing_key_update": devUpdates.HandleSigningKeyUpdate},
 		ServerAllowed: func(st roomdag.StateMap, s roomdag.ServerName) bool { return roomdag.ServerAllowed(st, s) }})
 	fedRoutes := append(inbound.Routes(), hs.FedTxns.Routes()...)
 	// Joins, leaves and knocks of other servers' users (federation/joins.go).
@@ -558,6 +578,10 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		hs.stopWorkers()
 		return err
 	}
+	if err := hs.DeviceLists.Start(ctx); err != nil {
+		hs.stopWorkers()
+		return err
+	}
 	if hs.Compliance != nil {
 		if err := hs.Compliance.Start(ctx); err != nil {
 			hs.stopWorkers()
@@ -621,6 +645,7 @@ func (hs *Homeserver) stopWorkers() {
 	if hs.Retention != nil {
 		hs.Retention.Stop()
 	}
+	hs.DeviceLists.Stop()
 	hs.FedSender.Stop()
 	if hs.Compliance != nil {
 		hs.Compliance.Stop()
