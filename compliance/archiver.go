@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"strconv"
 	gosync "sync"
 	"sync/atomic"
 	"time"
@@ -71,6 +72,10 @@ type Archiver struct {
 	quit    chan struct{}
 	stop    gosync.Once
 	wg      gosync.WaitGroup
+
+	// known is the head after the last append, nil when unknown: read
+	// and written by the loop's goroutine only.
+	known *chainHead
 
 	mu      gosync.Mutex
 	timers  int           // checkpoint timers set so far
@@ -175,7 +180,27 @@ type steps Archiver
 
 // Resume implements streamworker.Stepper.
 func (s *steps) Resume(ctx context.Context) (roomdag.StreamPos, error) {
+	s.known = nil // another process may have appended while we did not hold the lease
 	return s.store.CompliancePos(ctx)
+}
+
+// chainHead is the chain's last record and last checkpoint as the
+// archiver's own last append left them.
+type chainHead struct {
+	seq  int64
+	hash string
+	cp   storage.ComplianceCheckpoint
+}
+
+// head is the chain head: as the last append left it, or read. Only the
+// loop's goroutine calls it. A head that another process moved since is
+// harmless: AppendCompliance refuses a batch not built on the stored
+// head, and the failed step reads it afresh.
+func (a *Archiver) head(ctx context.Context) (int64, string, storage.ComplianceCheckpoint, error) {
+	if k := a.known; k != nil {
+		return k.seq, k.hash, k.cp, nil
+	}
+	return a.store.ComplianceHead(ctx)
 }
 
 // Step implements streamworker.Stepper: the queued entries, then the
@@ -202,7 +227,7 @@ func (s *steps) Step(ctx context.Context, from roomdag.StreamPos) (_ roomdag.Str
 	if len(queued) == 0 && len(evs) == 0 && !due {
 		return from, false, nil
 	}
-	seq, head, cp, err := a.store.ComplianceHead(ctx)
+	seq, head, cp, err := a.head(ctx)
 	if err != nil {
 		return from, false, err
 	}
@@ -225,7 +250,11 @@ func (s *steps) Step(ctx context.Context, from roomdag.StreamPos) (_ roomdag.Str
 	}
 	for _, q := range queued {
 		b.Drained = append(b.Drained, q.ID)
-		if err := add(storage.ComplianceRecord{TS: q.TS, Kind: q.Kind, Actor: q.Actor, Room: q.Room, Payload: q.Payload}); err != nil {
+		p, err := roomdag.CanonicalJSON([]byte(q.Payload)) // as the Recorder wrote it, unless stored otherwise
+		if err != nil {
+			return from, false, err
+		}
+		if err := add(storage.ComplianceRecord{TS: q.TS, Kind: q.Kind, Actor: q.Actor, Room: q.Room, Payload: string(p)}); err != nil {
 			return from, false, err
 		}
 	}
@@ -247,8 +276,13 @@ func (s *steps) Step(ctx context.Context, from roomdag.StreamPos) (_ roomdag.Str
 		}
 		b.Checkpoint = &c
 	}
+	a.known = nil // until the append is known to have committed
 	if err := a.store.AppendCompliance(ctx, b); err != nil {
 		return from, false, err
+	}
+	a.known = &chainHead{seq: seq, hash: head, cp: cp}
+	if b.Checkpoint != nil {
+		a.known.cp = *b.Checkpoint
 	}
 	return b.To, len(queued) == a.opts.Batch || len(evs) == a.opts.Batch, nil
 }
@@ -256,34 +290,60 @@ func (s *steps) Step(ctx context.Context, from roomdag.StreamPos) (_ roomdag.Str
 // eventPayload is an event record's payload: {"event_id", "type",
 // "event": the event as first stored (its original when a redaction
 // has since overwritten it), "redacted": whether it has been}, and for a
-// redaction "removed": the original of the event it redacted.
+// redaction "removed": the original of the event it redacted. It is
+// written in canonical form directly (keys in order, the events made
+// canonical), so that sealing needs no further pass over it.
 func (a *Archiver) eventPayload(ctx context.Context, e storage.ComplianceEvent) (string, error) {
 	ev := e.JSON
 	if e.Redacted && e.Original != nil {
 		ev = e.Original
 	}
-	p := map[string]any{"event_id": string(e.ID), "type": e.Type, "event": json.RawMessage(ev), "redacted": e.Redacted}
-	if e.Redacted && e.Original == nil {
-		p["original_lost"] = true // redacted while compliance was off
+	cev, err := roomdag.CanonicalJSON(ev)
+	if err != nil {
+		return "", err
 	}
+	var redacts string
+	var removed []byte
 	if e.Type == roomdag.TypeRedaction {
-		if target := redactsOf(ev); target != "" {
-			p["redacts"] = target
-			orig, err := a.store.ComplianceOriginal(ctx, roomdag.EventID(target))
+		if redacts = redactsOf(ev); redacts != "" {
+			orig, err := a.store.ComplianceOriginal(ctx, roomdag.EventID(redacts))
 			switch {
 			case err == nil:
-				p["removed"] = json.RawMessage(orig)
+				if removed, err = roomdag.CanonicalJSON(orig); err != nil {
+					return "", err
+				}
 			case !errors.Is(err, storage.ErrNotFound):
 				return "", err
 			}
 		}
 	}
-	b, err := json.Marshal(p)
-	if err != nil {
+	b := make([]byte, 0, len(cev)+len(removed)+len(e.ID)+len(e.Type)+96)
+	b = append(b, `{"event":`...)
+	b = append(b, cev...)
+	b = append(b, `,"event_id":`...)
+	if b, err = appendString(b, string(e.ID)); err != nil {
 		return "", err
 	}
-	c, err := roomdag.CanonicalJSON(b)
-	return string(c), err
+	if e.Redacted && e.Original == nil {
+		b = append(b, `,"original_lost":true`...) // redacted while compliance was off
+	}
+	b = append(b, `,"redacted":`...)
+	b = strconv.AppendBool(b, e.Redacted)
+	if redacts != "" {
+		b = append(b, `,"redacts":`...)
+		if b, err = appendString(b, redacts); err != nil {
+			return "", err
+		}
+	}
+	if removed != nil {
+		b = append(b, `,"removed":`...)
+		b = append(b, removed...)
+	}
+	b = append(b, `,"type":`...)
+	if b, err = appendString(b, e.Type); err != nil {
+		return "", err
+	}
+	return string(append(b, '}')), nil
 }
 
 // redactsOf is a redaction's target: top-level "redacts" (room versions
