@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/persistentchat/homeserver/compliance"
+	"github.com/persistentchat/homeserver/configs"
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/testserver"
 )
@@ -71,7 +72,8 @@ func BenchmarkArchiveCost(b *testing.B) {
 	mk := func(on bool) *side {
 		opts := testserver.Options{}
 		if on {
-			opts.Configure = archiving
+			// The defaults: a checkpoint per 1000 records or minute.
+			opts.Configure = func(c *configs.Config) { c.Compliance.Enabled = true }
 		}
 		s := &side{srv: testserver.Start(b, opts)}
 		for range senders {
