@@ -23,6 +23,10 @@ type Store interface {
 	// checkpoint (zero values when there is none).
 	ComplianceHead(ctx context.Context) (seq int64, hash string, cp storage.ComplianceCheckpoint, err error)
 	ComplianceEvents(ctx context.Context, after roomdag.StreamPos, limit int) ([]storage.ComplianceEvent, error)
+	// ComplianceBackfillPos and ComplianceBackfill are the same for
+	// backfilled events, at negative positions, read going down.
+	ComplianceBackfillPos(ctx context.Context) (roomdag.StreamPos, error)
+	ComplianceBackfill(ctx context.Context, below roomdag.StreamPos, limit int) ([]storage.ComplianceEvent, error)
 	// ComplianceOriginal is a redacted event's original JSON, or
 	// storage.ErrNotFound.
 	ComplianceOriginal(ctx context.Context, id roomdag.EventID) ([]byte, error)
@@ -187,9 +191,10 @@ func (s *steps) Resume(ctx context.Context) (roomdag.StreamPos, error) {
 // chainHead is the chain's last record and last checkpoint as the
 // archiver's own last append left them.
 type chainHead struct {
-	seq  int64
-	hash string
-	cp   storage.ComplianceCheckpoint
+	seq      int64
+	hash     string
+	cp       storage.ComplianceCheckpoint
+	backfill roomdag.StreamPos
 }
 
 // head is the chain head: as the last append left it, or read. Only the
@@ -203,10 +208,20 @@ func (a *Archiver) head(ctx context.Context) (int64, string, storage.ComplianceC
 	return a.store.ComplianceHead(ctx)
 }
 
+// backfillPos is the position among backfilled events: as the last
+// append left it, or read.
+func (a *Archiver) backfillPos(ctx context.Context) (roomdag.StreamPos, error) {
+	if k := a.known; k != nil {
+		return k.backfill, nil
+	}
+	return a.store.ComplianceBackfillPos(ctx)
+}
+
 // Step implements streamworker.Stepper: the queued entries, then the
-// events after from, appended after the stored head and committed with
-// the new position; a checkpoint when due, also alone when the timer
-// fired and records follow the last checkpoint.
+// events after from, then the backfilled events below the backfill
+// position, appended after the stored head and committed with the new
+// positions; a checkpoint when due, also alone when the timer fired and
+// records follow the last checkpoint.
 func (s *steps) Step(ctx context.Context, from roomdag.StreamPos) (_ roomdag.StreamPos, _ bool, err error) {
 	a := (*Archiver)(s)
 	ctx = context.WithoutCancel(ctx)
@@ -224,20 +239,28 @@ func (s *steps) Step(ctx context.Context, from roomdag.StreamPos) (_ roomdag.Str
 	if err != nil {
 		return from, false, err
 	}
-	if len(queued) == 0 && len(evs) == 0 && !due {
+	below, err := a.backfillPos(ctx)
+	if err != nil {
+		return from, false, err
+	}
+	backfilled, err := a.store.ComplianceBackfill(ctx, below, a.opts.Batch)
+	if err != nil {
+		return from, false, err
+	}
+	if len(queued) == 0 && len(evs) == 0 && len(backfilled) == 0 && !due {
 		return from, false, nil
 	}
 	seq, head, cp, err := a.head(ctx)
 	if err != nil {
 		return from, false, err
 	}
-	if len(queued) == 0 && len(evs) == 0 && seq <= cp.Seq {
+	if len(queued) == 0 && len(evs) == 0 && len(backfilled) == 0 && seq <= cp.Seq {
 		return from, false, nil // all sealed already
 	}
 	if head == "" {
 		head = zeroHash
 	}
-	b := storage.ComplianceBatch{From: from, To: from}
+	b := storage.ComplianceBatch{From: from, To: from, BackfillFrom: below, BackfillTo: below}
 	add := func(r storage.ComplianceRecord) error {
 		seq++
 		r.Seq = seq
@@ -268,6 +291,16 @@ func (s *steps) Step(ctx context.Context, from roomdag.StreamPos) (_ roomdag.Str
 		}
 		b.To = e.Pos
 	}
+	for _, e := range backfilled {
+		payload, err := a.eventPayload(ctx, e)
+		if err != nil {
+			return from, false, err
+		}
+		if err := add(storage.ComplianceRecord{TS: e.TS, Kind: KindEvent, Actor: string(e.Sender), Room: string(e.Room), Payload: payload}); err != nil {
+			return from, false, err
+		}
+		b.BackfillTo = e.Pos
+	}
 	now := a.clock.Now()
 	if due || seq-cp.Seq >= a.opts.CheckpointRecords || now.Sub(time.UnixMilli(cp.TS)) >= a.opts.CheckpointInterval {
 		c, err := SignCheckpoint(a.key, seq, head, now.UnixMilli())
@@ -280,11 +313,11 @@ func (s *steps) Step(ctx context.Context, from roomdag.StreamPos) (_ roomdag.Str
 	if err := a.store.AppendCompliance(ctx, b); err != nil {
 		return from, false, err
 	}
-	a.known = &chainHead{seq: seq, hash: head, cp: cp}
+	a.known = &chainHead{seq: seq, hash: head, cp: cp, backfill: b.BackfillTo}
 	if b.Checkpoint != nil {
 		a.known.cp = *b.Checkpoint
 	}
-	return b.To, len(queued) == a.opts.Batch || len(evs) == a.opts.Batch, nil
+	return b.To, len(queued) == a.opts.Batch || len(evs) == a.opts.Batch || len(backfilled) == a.opts.Batch, nil
 }
 
 // eventPayload is an event record's payload: {"event_id", "type",

@@ -632,4 +632,10 @@ CREATE TABLE compliance_unredacted (
 	json     TEXT NOT NULL
 );
 `,
+	// The compliance archiver's position among backfilled events, which
+	// take negative stream positions, going down: it archives them as it
+	// archives live ones (0: none yet).
+	`
+ALTER TABLE compliance_position ADD COLUMN backfill_pos BIGINT NOT NULL DEFAULT 0;
+`,
 }

@@ -804,4 +804,10 @@ CREATE TABLE compliance_unredacted (
 	json     TEXT NOT NULL
 ) WITHOUT ROWID;
 `,
+	// The compliance archiver's position among backfilled events, which
+	// take negative stream positions, going down: it archives them as it
+	// archives live ones (0: none yet).
+	`
+ALTER TABLE compliance_position ADD COLUMN backfill_pos INTEGER NOT NULL DEFAULT 0;
+`,
 }
