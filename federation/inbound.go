@@ -24,6 +24,9 @@ import (
 type Store interface {
 	// Events returns the stored events among ids (unknown ones skipped).
 	Events(ctx context.Context, ids []roomdag.EventID) ([]*roomdag.StoredEvent, error)
+	// EventsWithOutliers is Events that also finds outliers: the state
+	// of a room joined over federation from before the join.
+	EventsWithOutliers(ctx context.Context, ids []roomdag.EventID) ([]*roomdag.StoredEvent, error)
 	// StateEvents returns the state of a snapshot.
 	StateEvents(ctx context.Context, snapshot int64) (roomdag.StateMap, error)
 	// Snapshot returns the state of a snapshot as event IDs (cached by

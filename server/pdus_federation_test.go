@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/persistentchat/homeserver/appservice/astest"
 	"github.com/persistentchat/homeserver/configs"
 	"github.com/persistentchat/homeserver/federation"
 	"github.com/persistentchat/homeserver/roomdag"
@@ -240,7 +241,19 @@ func joinFromB(t testing.TB, a, b *testserver.Server, pb *playedServer, bob room
 // A's user's /messages backfills it from B.
 func TestFederatedPDUs(t *testing.T) {
 	ctx := context.Background()
-	fed := testserver.Federation(t, 2, testserver.Options{Configure: func(c *configs.Config) { c.Compliance.Enabled = true }})
+	// A (the first configured) archives, and has an application service
+	// interested in every room.
+	as := astest.NewAS(t, "hs-watcher")
+	reg := astest.Registration{ID: "watcher", URL: as.URL, ASToken: "as-watcher", HSToken: "hs-watcher", SenderLocalpart: "watcher",
+		Rooms: []astest.Namespace{{Regex: ".*"}}}.Write(t, t.TempDir())
+	first := true
+	fed := testserver.Federation(t, 2, testserver.Options{Configure: func(c *configs.Config) {
+		if first {
+			first = false
+			c.Compliance.Enabled = true
+			c.AppServiceConfigFiles = append(c.AppServiceConfigFiles, reg)
+		}
+	}})
 	a, b := fed[0], fed[1]
 	pb := playServer(t, b)
 	// The test decides what B sends.
@@ -294,6 +307,8 @@ func TestFederatedPDUs(t *testing.T) {
 	if n := counts.Rooms.Join[string(room)].Unread.Notifications; n < 1 {
 		t.Errorf("alice's notification count for B's message: %d", n)
 	}
+	// A's application service is sent it.
+	as.WaitEvent("B's message", func(e astest.Event) bool { return e.EventID == string(m1.ID()) })
 	// And A's compliance archive holds it.
 	if err := a.HS.Compliance.Wait(ctx, a.HS.Syncer.Notifier().Current().Events); err != nil {
 		t.Fatal(err)
