@@ -448,6 +448,11 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	// the same.
 	pdus := &federation.RoomPDUs{Server: server, Rooms: hs.Rooms, Store: db, Client: hs.Federation, Verifier: keyring, Log: log}
 	apiCfg.Backfill = federation.Backfiller{PDUs: pdus}
+	if hs.Compliance != nil {
+		// Backfilled events are not announced to the listeners: wake the
+		// archiver for them.
+		apiCfg.Backfill = archivedBackfill{apiCfg.Backfill, hs.Compliance.Notify}
+	}
 	client := api.NewServer(apiCfg, db, hs.Rooms, syncer, clk, log, rand.Reader)
 	hs.API = client
 	if err := client.ResumeDeactivations(ctx); err != nil {
@@ -931,6 +936,21 @@ func refuseRoomEncryption(cfg *configs.Config) bool {
 
 // archivedAdminActions records retention's admin actions (legal holds
 // made and released, purges) in the compliance archive.
+// archivedBackfill wakes the compliance archiver after a backfill stored
+// events.
+type archivedBackfill struct {
+	api.Backfiller
+	wake func()
+}
+
+func (b archivedBackfill) Backfill(ctx context.Context, room roomdag.RoomID, evs []*roomdag.Event, limit int) (int, error) {
+	n, err := b.Backfiller.Backfill(ctx, room, evs, limit)
+	if n > 0 {
+		b.wake()
+	}
+	return n, err
+}
+
 type archivedAdminActions struct{ r *compliance.Recorder }
 
 func (a archivedAdminActions) RecordAdminAction(ctx context.Context, x retention.AdminAction) error {

@@ -847,4 +847,10 @@ CREATE TABLE remote_cross_signing_keys (
 	PRIMARY KEY (user_id, usage)
 ) WITHOUT ROWID;
 `,
+	// The compliance archiver's position among backfilled events, which
+	// take negative stream positions, going down: it archives them as it
+	// archives live ones (0: none yet).
+	`
+ALTER TABLE compliance_position ADD COLUMN backfill_pos INTEGER NOT NULL DEFAULT 0;
+`,
 }
