@@ -69,14 +69,24 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 		return nil, httpapi.InvalidParam("visibility must be public or private")
 	}
 	invites := make([]roomdag.UserID, 0, len(req.Invite))
+	var localInvites, remoteInvites []roomdag.UserID
 	for _, i := range req.Invite {
 		u, err := roomdag.ParseUserID(i)
 		if err != nil {
 			return nil, httpapi.InvalidParam("malformed user ID %q in invite", i)
 		}
 		if u.Server() != s.cfg.ServerName {
-			return nil, httpapi.Forbidden("inviting users of other servers needs federation, which is not built yet")
+			// Invited over federation once the room is made (their
+			// servers sign the invites); their power levels and
+			// co-creation are settled with the local invitees'.
+			if s.cfg.RemoteMemberships == nil {
+				return nil, httpapi.Forbidden("this server does not federate: users of other servers cannot be invited")
+			}
+			remoteInvites = append(remoteInvites, u)
+			invites = append(invites, u)
+			continue
 		}
+		localInvites = append(localInvites, u)
 		// An invitee blocking invites (v1.18) fails the request with 403
 		// M_INVITE_BLOCKED before anything is made. The spec also allows
 		// making the room without that invite, but then the client would
@@ -189,7 +199,7 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 	req.InitialState = s.withDefaultEncryption(preset, req.InitialState)
 	createEv, rest, err := s.firstEvents(r.Context(), newRoom{
 		version: v, creator: user, create: create, powerLevels: pl, alias: alias, preset: preset,
-		initial: req.InitialState, name: req.Name, topic: req.Topic, invites: invites, isDirect: req.IsDirect,
+		initial: req.InitialState, name: req.Name, topic: req.Topic, invites: localInvites, isDirect: req.IsDirect,
 	})
 	if err != nil {
 		return nil, err
@@ -229,6 +239,13 @@ func (s *Server) createRoom(r *http.Request) (any, error) {
 	// carries their settings over as any join of a replacement room does.
 	if old := predecessorOf(createEv.Content); old != "" {
 		s.upgrades.copyUserState(r.Context(), user, old, roomID)
+	}
+	// As in Synapse, a refused remote invite fails the request after the
+	// room is made.
+	for _, u := range remoteInvites {
+		if err := s.inviteRemote(r.Context(), roomID, user, u, "", req.IsDirect); err != nil {
+			return nil, err
+		}
 	}
 	return map[string]any{"room_id": roomID}, nil
 }

@@ -151,6 +151,10 @@ func (s *Server) join(r *http.Request, room roomdag.RoomID, aliasServers []roomd
 	}
 	user := requester(r).UserID
 	if st == nil || st.Create() == nil || !s.inRoom(st) {
+		if st == nil || st.Create() == nil {
+			// Accepting an invite from another server: join through it.
+			aliasServers = append(aliasServers, s.inviteServers(r.Context(), room, user)...)
+		}
 		servers := s.joinServers(r, room, aliasServers, st)
 		if s.cfg.RemoteJoins != nil && len(servers) > 0 {
 			return s.joinRemote(r, room, servers, body, reason)
@@ -244,10 +248,19 @@ func (s *Server) membershipOf(membership string) httpapi.Func {
 		if st.Membership(requester(r).UserID) != roomdag.MembershipJoin {
 			return nil, httpapi.Forbidden("you are not joined to this room")
 		}
-		if membership == roomdag.MembershipInvite {
-			if target.Server() != s.cfg.ServerName {
-				return nil, httpapi.Forbidden("inviting users of other servers needs federation, which this server does not offer yet")
+		if membership == roomdag.MembershipInvite && target.Server() != s.cfg.ServerName {
+			switch st.Membership(target) {
+			case roomdag.MembershipJoin:
+				return nil, httpapi.Forbidden("%s is already in the room", target)
+			case roomdag.MembershipBan:
+				return nil, httpapi.Forbidden("%s is banned from the room", target)
 			}
+			if err := s.inviteRemote(r.Context(), room, requester(r).UserID, target, reason, false); err != nil {
+				return nil, err
+			}
+			return struct{}{}, nil
+		}
+		if membership == roomdag.MembershipInvite {
 			// An application service may host an unknown user: it is
 			// asked, and may create it (spec: "Querying").
 			if ok, err := s.localUserExists(r.Context(), target); err != nil {
@@ -309,7 +322,13 @@ func (s *Server) leave(r *http.Request) (any, error) {
 		return nil, err
 	}
 	st, err := s.rooms.State(r.Context(), room)
-	if errors.Is(err, roomdag.ErrUnknownRoom) {
+	if errors.Is(err, roomdag.ErrUnknownRoom) || err == nil && st.Create() == nil {
+		// A room known only by an invite from another server.
+		if handled, err := s.leaveOutOfBand(r.Context(), room, requester(r).UserID, req.Reason); err != nil {
+			return nil, err
+		} else if handled {
+			return struct{}{}, nil
+		}
 		return nil, httpapi.NotFound("unknown room")
 	}
 	if err != nil {
@@ -340,7 +359,17 @@ func (s *Server) forget(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	switch st.Membership(requester(r).UserID) {
+	membership := st.Membership(requester(r).UserID)
+	if st.Create() == nil {
+		// A room known only by an invite from another server (and its
+		// rejection): the membership is out of band.
+		m, err := s.store.UserMembership(r.Context(), requester(r).UserID, room)
+		if err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return nil, err
+		}
+		membership = m.Membership
+	}
+	switch membership {
 	case roomdag.MembershipJoin, roomdag.MembershipInvite, roomdag.MembershipKnock:
 		return nil, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeUnknown, "leave the room before forgetting it")
 	case "":

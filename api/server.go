@@ -77,6 +77,11 @@ type Config struct {
 	// RemoteJoins joins rooms this server is not in and resolves other
 	// servers' aliases, over federation; nil: those are not found.
 	RemoteJoins RemoteJoiner
+	// RemoteMemberships sends local users' invites of other servers'
+	// users, and their rejections of invites from other servers, over
+	// federation (api/remoteinvite.go); nil: remote users cannot be
+	// invited and invites from other servers are rejected locally only.
+	RemoteMemberships RemoteMemberships
 	// URLPreview configures GET /media/preview_url; nil turns it off.
 	URLPreview *media.PreviewConfig
 	// AppServices is application service support; nil when the server

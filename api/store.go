@@ -126,6 +126,10 @@ type Store interface {
 	// in some events, and a few entries of a state snapshot.
 	SearchEvents(ctx context.Context, q storage.SearchQuery) ([]storage.SearchHit, error)
 	EventsAt(ctx context.Context, positions []roomdag.StreamPos) ([]*roomdag.StoredEvent, error)
+	// UserMembership returns the user's membership in one room (also an
+	// out-of-band one: roomdag.Rooms.StoreOutOfBand), or
+	// storage.ErrNotFound.
+	UserMembership(ctx context.Context, user roomdag.UserID, room roomdag.RoomID) (storage.RoomMembership, error)
 	SearchMatches(ctx context.Context, phrases []storage.SearchPhrase, positions []roomdag.StreamPos) ([]string, error)
 	StateEntries(ctx context.Context, snapshot int64, keys []roomdag.StateKey) (map[roomdag.StateKey]roomdag.EventID, error)
 }

@@ -27,36 +27,46 @@ import (
 // wrong, ErrUnknownKey when no key of a server could be had; other errors
 // are the store's.
 func (k *Keyring) VerifyEventSignatures(ctx context.Context, ev *roomdag.Event, atTS int64) error {
-	v := ev.Version()
 	for _, server := range requiredSigners(ev) {
-		ids, err := signatureKeyIDs(ev.JSON(), server)
+		if err := k.VerifyServerSignature(ctx, ev, server, atTS); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// VerifyServerSignature checks the signatures of one server on ev, as
+// VerifyEventSignatures does for each server it requires: for a
+// signature other than those (an invitee's server's on an invite).
+func (k *Keyring) VerifyServerSignature(ctx context.Context, ev *roomdag.Event, server roomdag.ServerName, atTS int64) error {
+	v := ev.Version()
+	ids, err := signatureKeyIDs(ev.JSON(), server)
+	if err != nil {
+		return err
+	}
+	if len(ids) == 0 {
+		return fmt.Errorf("%w: event %s is not signed by %s", roomdag.ErrSignature, ev.ID(), server)
+	}
+	// "If a signature is from an unknown or expired key, it is
+	// skipped", and every other one must be valid; at least one is.
+	var skipped []error
+	verified := 0
+	for _, id := range ids {
+		pub, err := k.EventKey(ctx, server, id, atTS, v.EnforceKeyValidity)
+		if errors.Is(err, ErrUnknownKey) {
+			skipped = append(skipped, err)
+			continue
+		}
 		if err != nil {
 			return err
 		}
-		if len(ids) == 0 {
-			return fmt.Errorf("%w: event %s is not signed by %s", roomdag.ErrSignature, ev.ID(), server)
+		if err := roomdag.VerifyEventSignature(v, server, id, pub, ev.JSON()); err != nil {
+			return fmt.Errorf("event %s: %w", ev.ID(), err)
 		}
-		// "If a signature is from an unknown or expired key, it is
-		// skipped", and every other one must be valid; at least one is.
-		var skipped []error
-		verified := 0
-		for _, id := range ids {
-			pub, err := k.EventKey(ctx, server, id, atTS, v.EnforceKeyValidity)
-			if errors.Is(err, ErrUnknownKey) {
-				skipped = append(skipped, err)
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			if err := roomdag.VerifyEventSignature(v, server, id, pub, ev.JSON()); err != nil {
-				return fmt.Errorf("event %s: %w", ev.ID(), err)
-			}
-			verified++
-		}
-		if verified == 0 {
-			return fmt.Errorf("event %s has no signature of %s with a key valid at %d: %w", ev.ID(), server, atTS, errors.Join(skipped...))
-		}
+		verified++
+	}
+	if verified == 0 {
+		return fmt.Errorf("event %s has no signature of %s with a key valid at %d: %w", ev.ID(), server, atTS, errors.Join(skipped...))
 	}
 	return nil
 }

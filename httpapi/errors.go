@@ -52,12 +52,15 @@ const (
 	CodeWeakPassword           = "M_WEAK_PASSWORD"
 	CodeUserDeactivated        = "M_USER_DEACTIVATED"
 	CodeUnsupportedRoomVersion = "M_UNSUPPORTED_ROOM_VERSION"
-	CodeGuestAccessForbidden   = "M_GUEST_ACCESS_FORBIDDEN"
-	CodeInvalidRoomState       = "M_INVALID_ROOM_STATE"
-	CodeCannotOverwriteMedia   = "M_CANNOT_OVERWRITE_MEDIA"
-	CodeNotYetUploaded         = "M_NOT_YET_UPLOADED"
-	CodeDuplicateAnnotation    = "M_DUPLICATE_ANNOTATION"
-	CodeBadState               = "M_BAD_STATE"
+	// CodeIncompatibleRoomVersion: a federation request (invite, join)
+	// for a room whose version this server does not support.
+	CodeIncompatibleRoomVersion = "M_INCOMPATIBLE_ROOM_VERSION"
+	CodeGuestAccessForbidden    = "M_GUEST_ACCESS_FORBIDDEN"
+	CodeInvalidRoomState        = "M_INVALID_ROOM_STATE"
+	CodeCannotOverwriteMedia    = "M_CANNOT_OVERWRITE_MEDIA"
+	CodeNotYetUploaded          = "M_NOT_YET_UPLOADED"
+	CodeDuplicateAnnotation     = "M_DUPLICATE_ANNOTATION"
+	CodeBadState                = "M_BAD_STATE"
 	// CodeUnableToGrantJoin: no user of this server who may invite is in
 	// the room, so it cannot vouch for a restricted join (the errcode the
 	// spec gives make_join for that case; Synapse answers it with 400).

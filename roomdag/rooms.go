@@ -93,6 +93,12 @@ type Persist struct {
 	Redaction *Redaction
 	Committed func(pos StreamPos)
 
+	// OutOfBand is a local user's membership event in a room the server
+	// holds no state of (Rooms.StoreOutOfBand): stored with a stream
+	// position and the user's membership (and InviteState), nothing of
+	// the room's DAG, state or extremities.
+	OutOfBand bool
+
 	// The fields below are set by Receive only (Received true); local
 	// events leave them zero and are stored as before.
 	Received bool
@@ -587,6 +593,15 @@ type prepared struct {
 
 // prepareProto builds and authorises a local event on top of cur.
 func (rs *Rooms) prepareProto(ctx context.Context, id RoomID, cur *RoomState, p ProtoEvent) (*prepared, error) {
+	ev, err := rs.buildOn(id, cur, p)
+	if err != nil {
+		return nil, err
+	}
+	return rs.prepare(ctx, cur, ev, p, false)
+}
+
+// buildOn builds a local event on top of cur and authorises it there.
+func (rs *Rooms) buildOn(id RoomID, cur *RoomState, p ProtoEvent) (*Event, error) {
 	if p.Type == TypeCreate && p.StateKey != nil && *p.StateKey == "" {
 		return nil, &AuthError{Rule: "1", Reason: "the room already has a create event"}
 	}
@@ -604,7 +619,68 @@ func (rs *Rooms) prepareProto(ctx context.Context, id RoomID, cur *RoomState, p 
 	if err := Authorise(ev, cur.State); err != nil {
 		return nil, err
 	}
-	return rs.prepare(ctx, cur, ev, p, false)
+	return ev, nil
+}
+
+// Build builds, signs and authorises a local event on the room's head
+// without storing it, for an event another server must sign before it is
+// stored (an invite of a remote user: server-server API, "Inviting to a
+// room"). AppendBuilt stores it afterwards; until then the room may move
+// on, and AppendBuilt then refuses it with ErrRoomChanged.
+func (rs *Rooms) Build(ctx context.Context, id RoomID, p ProtoEvent) (*Event, error) {
+	r := rs.cache.acquire(id)
+	defer rs.cache.release(r)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	head, err := rs.headLocked(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	return rs.buildOn(id, head, p)
+}
+
+// AppendBuilt appends an event Build made (other servers' signatures
+// added since, nothing else changed), and returns once it is durable. If
+// the room's head is no longer the state Build built the event on, it
+// stores nothing and returns ErrRoomChanged: the event names its
+// prev_events and cannot be rebuilt here, so the caller builds another.
+func (rs *Rooms) AppendBuilt(ctx context.Context, ev *Event) (StreamPos, error) {
+	if ev.Sender().Server() != rs.key.ServerName {
+		return 0, fmt.Errorf("%w: sender %s is not local", ErrEventFormat, ev.Sender())
+	}
+	r := rs.cache.acquire(ev.RoomID())
+	defer rs.cache.release(r)
+	r.mu.Lock()
+	head, err := rs.headLocked(ctx, r)
+	var q *queuedEvent
+	if err == nil {
+		err = builtOn(ev, head)
+	}
+	if err == nil {
+		var pr *prepared
+		if pr, err = rs.prepare(ctx, head, ev, ProtoEvent{}, false); err == nil {
+			q = rs.enqueue(r, pr)
+		}
+	}
+	r.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	_, pos, err := q.wait(r)
+	return pos, err
+}
+
+// builtOn checks that ev was built on head (as buildOn builds): it cites
+// head's extremities and is allowed there.
+func builtOn(ev *Event, head *RoomState) error {
+	prev := head.Extremities
+	if len(prev) > maxPrevEvents {
+		prev = prev[:maxPrevEvents]
+	}
+	if ev.Version().ID != head.Version.ID || !slices.Equal(ev.PrevEvents(), prev) || ev.Depth() != min(head.Depth+1, maxCanonicalInt) {
+		return ErrRoomChanged
+	}
+	return Authorise(ev, head.State)
 }
 
 // prepare computes the state after ev and what to persist. It changes

@@ -180,6 +180,22 @@ func (m *memStore) apply(p *Persist, fail error, checkGen bool) error {
 		m.mu.Unlock()
 		return err
 	}
+	if p.OutOfBand {
+		// Stored with a position, outside the DAG: the room (made if
+		// new, with no state) does not change.
+		m.events = append(m.events, p)
+		pos := StreamPos(len(m.events))
+		if st == nil {
+			m.rooms[id] = &RoomState{Version: p.Event.Version(), State: StateMap{}}
+		}
+		m.dag[p.Event.ID()] = &DAGEvent{Event: p.Event, Status: StatusTimeline}
+		m.pos[p.Event.ID()] = pos
+		m.mu.Unlock()
+		if p.Committed != nil {
+			p.Committed(pos)
+		}
+		return nil
+	}
 	if p.Received {
 		pos := m.applyReceived(p, st)
 		m.mu.Unlock()

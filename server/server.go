@@ -354,6 +354,8 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	own := federationKeys(cfg, key)
 	keyring := federation.NewKeyring(own, db, hs.Federation, notaries(cfg), clk, log)
 	hs.Keyring = keyring
+	joiner := &federation.RemoteJoiner{Server: server, Key: key, Client: hs.Federation, Verifier: keyring,
+		Rooms: hs.Rooms, Clock: clk, Log: log}
 	rl := cfg.RateLimiting
 	// hs.Federation, made above, is the outbound federation transport:
 	// keys, remote media, and whatever else this server asks of others.
@@ -366,8 +368,10 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		EncryptionByDefault: cfg.EncryptionEnabledByDefaultForRoomType, RefuseRoomEncryption: refuseRoomEncryption(cfg),
 		MediaDir: cfg.MediaDir(), MaxUploadSize: int64(cfg.MaxUploadSize), AuthenticatedMedia: cfg.EnableAuthenticatedMedia,
 		RemoteMedia: federation.MediaFetcher{Client: hs.Federation},
-		RemoteJoins: &federation.RemoteJoiner{Server: server, Key: key, Client: hs.Federation, Verifier: keyring,
-			Rooms: hs.Rooms, Clock: clk, Log: log},
+		RemoteJoins: joiner,
+		// Invites of other servers' users and rejections of their
+		// invites (federation/inviteremote.go).
+		RemoteMemberships:   &federation.RemoteInviter{RemoteJoiner: joiner, Signatures: keyring},
 		URLPreview:          urlPreview(cfg),
 		AppServices:         ephemeralTee{hs.AppServices, hs.FedSender},
 		Pushers:             hs.Pushers,
@@ -466,6 +470,11 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	fedRoutes := append(inbound.Routes(), hs.FedTxns.Routes()...)
 	// Joins, leaves and knocks of other servers' users (federation/joins.go).
 	fedRoutes = append(fedRoutes, federation.NewHandshakes(inbound, hs.Rooms, key, keyring).Routes()...)
+	// Invites from other servers' users (federation/invite.go).
+	fedRoutes = append(fedRoutes, federation.NewInvites(federation.InviteOptions{Key: key, Rooms: hs.Rooms, Users: db,
+		Verifier: keyring, Auth: fedAuth, Log: log, InvitesBlocked: func(ctx context.Context, u roomdag.UserID) (bool, error) {
+			return sync.InvitesBlocked(ctx, db, u)
+		}}).Routes()...)
 	// End-to-end keys of local users, for other servers (e2ee/fedkeys.go).
 	for _, rt := range e2.Keys().FederationRoutes() {
 		fedRoutes = append(fedRoutes, federation.Endpoint{Method: rt.Method, Path: rt.Path, Handler: fedAuth.Wrap(rt.Handler)})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
@@ -455,6 +456,19 @@ func (db *DB) UserRooms(ctx context.Context, user roomdag.UserID) ([]storage.Roo
 		out = append(out, m)
 	}
 	return out, rows.Err()
+}
+
+// UserMembership returns the user's membership in one room, or
+// storage.ErrNotFound if they have none there.
+func (db *DB) UserMembership(ctx context.Context, user roomdag.UserID, room roomdag.RoomID) (storage.RoomMembership, error) {
+	m := storage.RoomMembership{RoomID: room}
+	err := db.r.QueryRowContext(ctx, `SELECT m.membership, m.event_pos, m.forgotten FROM memberships m
+		JOIN rooms r ON r.room_nid = m.room_nid WHERE m.user_id = ? AND r.room_id = ?`, string(user), string(room)).
+		Scan(&m.Membership, &m.Pos, &m.Forgotten)
+	if errors.Is(err, sql.ErrNoRows) {
+		return m, storage.ErrNotFound
+	}
+	return m, err
 }
 
 // JoinedRooms lists the rooms the user is joined to.

@@ -156,13 +156,46 @@ func setCurrent(tx *sql.Tx, nid int64, ev *roomdag.Event, pos roomdag.StreamPos)
 		return err
 	}
 	if ev.Type() == roomdag.TypeMember {
-		if _, err := tx.Exec(`INSERT INTO memberships (room_nid, user_id, membership, event_pos, forgotten) VALUES (?,?,?,?,0)
-			ON CONFLICT (room_nid, user_id) DO UPDATE SET membership = excluded.membership, event_pos = excluded.event_pos, forgotten = 0`,
-			nid, *ev.StateKey(), ev.Membership(), int64(pos)); err != nil {
-			return err
-		}
+		return setMembership(tx, nid, ev, pos)
 	}
 	return nil
+}
+
+// setMembership records ev, a membership event at pos, as its user's
+// membership in the room.
+func setMembership(tx *sql.Tx, nid int64, ev *roomdag.Event, pos roomdag.StreamPos) error {
+	_, err := tx.Exec(`INSERT INTO memberships (room_nid, user_id, membership, event_pos, forgotten) VALUES (?,?,?,?,0)
+		ON CONFLICT (room_nid, user_id) DO UPDATE SET membership = excluded.membership, event_pos = excluded.event_pos, forgotten = 0`,
+		nid, *ev.StateKey(), ev.Membership(), int64(pos))
+	return err
+}
+
+// insertOutOfBand stores an out-of-band membership (roomdag.Persist
+// OutOfBand): the event at a new stream position, without state, and the
+// membership it sets, with its stripped state if any. The room's state
+// and extremities stay as they are.
+func (db *DB) insertOutOfBand(tx *sql.Tx, nid int64, p *roomdag.Persist) (roomdag.StreamPos, error) {
+	ev := p.Event
+	pos := roomdag.StreamPos(next(&db.ctr.event))
+	db.change.NoteEvent(pos)
+	if _, err := tx.Exec(`INSERT INTO events (stream_pos, event_id, room_nid, type, state_key, sender, depth, origin_ts, json,
+		state_before, state_after) VALUES (?,?,?,?,?,?,?,?,?,0,0)`,
+		int64(pos), string(ev.ID()), nid, ev.Type(), ev.StateKey(), string(ev.Sender()), ev.Depth(), ev.OriginServerTS(),
+		ev.JSON()); err != nil {
+		if db.d.IsUniqueViolation(err) {
+			return 0, storage.ErrConflict
+		}
+		return 0, err
+	}
+	if err := setMembership(tx, nid, ev, pos); err != nil {
+		return 0, err
+	}
+	if len(p.InviteState) > 0 {
+		if _, err := tx.Exec(`INSERT INTO invite_state (event_pos, stripped) VALUES (?, ?)`, int64(pos), string(p.InviteState)); err != nil {
+			return 0, err
+		}
+	}
+	return pos, nil
 }
 
 // writeSnapshot writes one state snapshot.

@@ -252,6 +252,10 @@ func (db *DB) insertEvent(tx *sql.Tx, p *roomdag.Persist) (roomdag.StreamPos, in
 			}
 		}
 	}
+	if p.OutOfBand {
+		pos, err := db.insertOutOfBand(tx, nid, p)
+		return pos, nid, err
+	}
 	if p.Received {
 		return db.insertReceived(tx, nid, p)
 	}
@@ -318,9 +322,7 @@ func (db *DB) insertState(tx *sql.Tx, nid int64, p *roomdag.Persist, pos roomdag
 		return err
 	}
 	if ev.Type() == roomdag.TypeMember {
-		if _, err := tx.Exec(`INSERT INTO memberships (room_nid, user_id, membership, event_pos, forgotten) VALUES (?,?,?,?,0)
-			ON CONFLICT (room_nid, user_id) DO UPDATE SET membership = excluded.membership, event_pos = excluded.event_pos, forgotten = 0`,
-			nid, *ev.StateKey(), ev.Membership(), int64(pos)); err != nil {
+		if err := setMembership(tx, nid, ev, pos); err != nil {
 			return err
 		}
 		if len(p.InviteState) > 0 {

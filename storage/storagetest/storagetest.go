@@ -51,6 +51,7 @@ func Run(t *testing.T, open Opener) {
 		{"CrossSigningStore", testCrossSigningStore},
 		{"KeyBackupStore", testKeyBackupStore},
 		{"FederationTxns", testFederationTxns},
+		{"OutOfBand", testOutOfBand},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
 	}
