@@ -1,0 +1,377 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/http"
+	"net/url"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/persistentchat/homeserver/configs"
+	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/testserver"
+)
+
+// Scenarios of issue 11 across real federating servers: kicks and bans,
+// a server down and catching up, concurrent state changes converging,
+// and a late joiner's backchat and history.
+
+// syncEvent is an event as /sync and /messages show it.
+type syncEvent struct {
+	EventID  string          `json:"event_id"`
+	Type     string          `json:"type"`
+	Sender   string          `json:"sender"`
+	StateKey *string         `json:"state_key"`
+	Content  json.RawMessage `json:"content"`
+}
+
+func (e syncEvent) membership() string {
+	var c struct {
+		Membership string `json:"membership"`
+	}
+	json.Unmarshal(e.Content, &c)
+	return c.Membership
+}
+
+func (e syncEvent) body() string {
+	var c struct {
+		Body string `json:"body"`
+	}
+	json.Unmarshal(e.Content, &c)
+	return c.Body
+}
+
+type syncRoom struct {
+	Timeline struct {
+		Events    []syncEvent `json:"events"`
+		Limited   bool        `json:"limited"`
+		PrevBatch string      `json:"prev_batch"`
+	} `json:"timeline"`
+	State struct {
+		Events []syncEvent `json:"events"`
+	} `json:"state"`
+}
+
+type syncResp struct {
+	NextBatch string `json:"next_batch"`
+	Rooms     struct {
+		Join  map[string]syncRoom `json:"join"`
+		Leave map[string]syncRoom `json:"leave"`
+	} `json:"rooms"`
+}
+
+// syncUntil long-polls c's /sync from since until cond holds for one
+// response, and returns that response.
+func syncUntil(t *testing.T, c *testserver.Client, since string, what string, cond func(*syncResp) bool) *syncResp {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		var s syncResp
+		q := "timeout=2000"
+		if since != "" {
+			q += "&since=" + url.QueryEscape(since)
+		}
+		c.MustDo("GET", "/_matrix/client/v3/sync?"+q, nil, &s)
+		since = s.NextBatch
+		if cond(&s) {
+			return &s
+		}
+	}
+	t.Fatalf("%s: no /sync of %s within the deadline", c.UserID, what)
+	return nil
+}
+
+func nextBatch(t *testing.T, c *testserver.Client) string {
+	t.Helper()
+	return c.Sync("timeout=0")["next_batch"].(string)
+}
+
+// memberIn finds user's membership event in evs.
+func memberIn(evs []syncEvent, user string) *syncEvent {
+	for i := len(evs) - 1; i >= 0; i-- {
+		if e := evs[i]; e.Type == roomdag.TypeMember && e.StateKey != nil && *e.StateKey == user {
+			return &e
+		}
+	}
+	return nil
+}
+
+func joinVia(t *testing.T, c *testserver.Client, room string, via *testserver.Server) {
+	t.Helper()
+	c.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?via="+url.QueryEscape(via.Name()), map[string]any{}, nil)
+}
+
+func roomPath(room, rest string) string {
+	return "/_matrix/client/v3/rooms/" + url.PathEscape(room) + "/" + rest
+}
+
+// hasEvents reports whether s's database holds every one of ids.
+func hasEvents(t *testing.T, s *testserver.Server, ids ...string) bool {
+	t.Helper()
+	var evIDs []roomdag.EventID
+	for _, id := range ids {
+		evIDs = append(evIDs, roomdag.EventID(id))
+	}
+	got, err := s.HS.DB().DAGEvents(context.Background(), evIDs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(got) == len(ids)
+}
+
+// TestFederatedKickBan: A's moderator kicks, then bans, B's user. B's
+// user sees each in /sync (rooms.leave, with the reason); after the kick
+// they may rejoin, after the ban they may not (403 M_FORBIDDEN, from A
+// over make_join). Once B's last user is out, B's server is sent none of
+// the room's events (a room B stays in carries a marker sent after, so
+// the test knows B would have had it by then). After an unban the user
+// rejoins and messages flow again.
+func TestFederatedKickBan(t *testing.T) {
+	fed := testserver.Federation(t, 2, testserver.Options{})
+	a, b := fed[0], fed[1]
+	alice, bob := a.Register("alice"), b.Register("bob")
+	room := alice.CreateRoom(map[string]any{"preset": "public_chat"})
+	control := alice.CreateRoom(map[string]any{"preset": "public_chat"})
+	joinVia(t, bob, room, a)
+	joinVia(t, bob, control, a)
+
+	leftWith := func(since, membership, reason string) string {
+		t.Helper()
+		s := syncUntil(t, bob, since, "the "+membership, func(s *syncResp) bool {
+			lr, ok := s.Rooms.Leave[room]
+			if !ok {
+				return false
+			}
+			m := memberIn(lr.Timeline.Events, bob.UserID)
+			if m == nil || m.membership() != membership || m.Sender != alice.UserID {
+				t.Errorf("bob's leave of the room in /sync: %+v", lr.Timeline.Events)
+				return true
+			}
+			var c struct {
+				Reason string `json:"reason"`
+			}
+			json.Unmarshal(m.Content, &c)
+			if c.Reason != reason {
+				t.Errorf("%s reason %q, want %q", membership, c.Reason, reason)
+			}
+			return true
+		})
+		if _, ok := s.Rooms.Join[room]; ok {
+			t.Errorf("the room is still under rooms.join after the %s", membership)
+		}
+		return s.NextBatch
+	}
+
+	since := nextBatch(t, bob)
+	alice.MustDo("POST", roomPath(room, "kick"), map[string]any{"user_id": bob.UserID, "reason": "cool off"}, nil)
+	since = leftWith(since, roomdag.MembershipLeave, "cool off")
+	joinVia(t, bob, room, a)
+	waitMember(t, alice, room, bob.UserID, roomdag.MembershipJoin)
+
+	alice.MustDo("POST", roomPath(room, "ban"), map[string]any{"user_id": bob.UserID, "reason": "spam"}, nil)
+	leftWith(since, roomdag.MembershipBan, "spam")
+	r := bob.Do("POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?via="+url.QueryEscape(a.Name()), map[string]any{})
+	if r.Status != http.StatusForbidden || r.Errcode() != "M_FORBIDDEN" {
+		t.Errorf("banned bob's join: %d %s, want 403 M_FORBIDDEN", r.Status, r.Body)
+	}
+
+	// No leak: B has no one in the room now.
+	secret := alice.SendText(room, "after the ban")
+	onB := watchTimeline(bob, control)
+	onB.until(t, alice.SendText(control, "marker"))
+	if hasEvents(t, b, secret) {
+		t.Error("B's server was sent a message of the room after its last user was banned")
+	}
+
+	alice.MustDo("POST", roomPath(room, "unban"), map[string]any{"user_id": bob.UserID}, nil)
+	// B, with no one in the room, takes none of its PDUs (as Synapse):
+	// the unban reaches bob when he joins again, through A.
+	joinVia(t, bob, room, a)
+	onB = watchTimeline(bob, room)
+	onB.until(t, alice.SendText(room, "welcome back"))
+	onA := watchTimeline(alice, room)
+	onA.until(t, bob.SendText(room, "thanks"))
+}
+
+// startAgain starts a stopped server of a federation again on its data
+// directory, under its name and federation address; its client API gets
+// a new port.
+func startAgain(t *testing.T, s *testserver.Server) *testserver.Server {
+	t.Helper()
+	old := *s.Config
+	return testserver.Start(t, testserver.Options{DataDir: s.DataDir, Configure: func(c *configs.Config) {
+		c.ServerName, c.FederationListen = old.ServerName, old.FederationListen
+		c.FederationVerifyCertificates = false
+		c.IPRangeWhitelist = old.IPRangeWhitelist
+		c.FederationDomainWhitelist = old.FederationDomainWhitelist
+	}})
+}
+
+// on is c, a user of a server that restarted, as a client of s.
+func on(s *testserver.Server, c *testserver.Client) *testserver.Client {
+	n := s.Anonymous()
+	n.UserID, n.DeviceID, n.Token = c.UserID, c.DeviceID, c.Token
+	return n
+}
+
+// historyUntil pages c's /messages of room back to its start until the
+// message bodies are want (oldest first), and fails the test with the
+// last history otherwise.
+func historyUntil(t *testing.T, c *testserver.Client, room string, want []string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	var got []string
+	for time.Now().Before(deadline) {
+		if got = pageBack(t, c, room); slices.Equal(got, want) {
+			return
+		}
+		if len(got) > len(want) {
+			break // duplicates or strays: waiting will not mend it
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s's history of %s:\n got %q\nwant %q", c.UserID, room, got, want)
+}
+
+func topicOf(t *testing.T, c *testserver.Client, room string) string {
+	t.Helper()
+	var tp struct {
+		Topic string `json:"topic"`
+	}
+	r := c.Do("GET", roomPath(room, "state/m.room.topic/"), nil)
+	if r.Status == http.StatusOK {
+		r.JSON(&tp)
+	}
+	return tp.Topic
+}
+
+// TestFederatedServerDown: while B is down, A's user sends messages and
+// changes the topic; B restarts on its data and ends up with exactly
+// those messages, in order, once each, in its user's /messages, and the
+// new topic. The same the other way round with A down while B's user
+// sends.
+func TestFederatedServerDown(t *testing.T) {
+	const n = 30
+	fed := testserver.Federation(t, 2, testserver.Options{})
+	a, b := fed[0], fed[1]
+	alice, bob := a.Register("alice"), b.Register("bob")
+	room := alice.CreateRoom(map[string]any{"preset": "public_chat",
+		"power_level_content_override": map[string]any{"users": map[string]any{alice.UserID: 100, bob.UserID: 50}}})
+	joinVia(t, bob, room, a)
+	want := []string{"before"}
+	onB := watchTimeline(bob, room)
+	onB.until(t, alice.SendText(room, "before"))
+
+	b.Stop()
+	for i := range n {
+		want = append(want, fmt.Sprintf("while B was down %d", i))
+		alice.SendText(room, want[len(want)-1])
+	}
+	alice.MustDo("PUT", roomPath(room, "state/m.room.topic/"), map[string]any{"topic": "set while B was down"}, nil)
+	b = startAgain(t, b)
+	bob = on(b, bob)
+	historyUntil(t, bob, room, want)
+	if got := topicOf(t, bob, room); got != "set while B was down" {
+		t.Errorf("topic on B: %q", got)
+	}
+
+	a.Stop()
+	for i := range n {
+		want = append(want, fmt.Sprintf("while A was down %d", i))
+		bob.SendText(room, want[len(want)-1])
+	}
+	bob.MustDo("PUT", roomPath(room, "state/m.room.topic/"), map[string]any{"topic": "set while A was down"}, nil)
+	a = startAgain(t, a)
+	alice = on(a, alice)
+	historyUntil(t, alice, room, want)
+	if got := topicOf(t, alice, room); got != "set while A was down" {
+		t.Errorf("topic on A: %q", got)
+	}
+}
+
+// roomState is a room's current state as c's server serves it: (type,
+// state key) → event ID.
+func roomState(t *testing.T, c *testserver.Client, room string) map[string]string {
+	t.Helper()
+	var evs []syncEvent
+	c.MustDo("GET", roomPath(room, "state"), nil, &evs)
+	out := map[string]string{}
+	for _, e := range evs {
+		out[e.Type+"|"+*e.StateKey] = e.EventID
+	}
+	return out
+}
+
+// TestFederatedStateConverges: users on A and B change the topic, the
+// power levels and the join rules at the same time: B's changes are made
+// while A's are still queued for it (B was down, A's sender waits out its
+// back-off), so the room forks. Both servers then hold both branches and
+// resolve them (state resolution v2) to the same current state, event
+// for event.
+func TestFederatedStateConverges(t *testing.T) {
+	fed := testserver.Federation(t, 2, testserver.Options{})
+	a, b := fed[0], fed[1]
+	alice, bob := a.Register("alice"), b.Register("bob")
+	room := alice.CreateRoom(map[string]any{"preset": "public_chat", "room_version": "11",
+		"power_level_content_override": map[string]any{"users": map[string]any{alice.UserID: 100, bob.UserID: 100}}})
+	joinVia(t, bob, room, a)
+	onB := watchTimeline(bob, room)
+	onB.until(t, alice.SendText(room, "before the fork"))
+
+	b.Stop()
+	var fromA []string
+	put := func(c *testserver.Client, typ string, content map[string]any) string {
+		var out struct {
+			EventID string `json:"event_id"`
+		}
+		c.MustDo("PUT", roomPath(room, "state/"+typ+"/"), content, &out)
+		return out.EventID
+	}
+	fromA = append(fromA,
+		put(alice, "m.room.topic", map[string]any{"topic": "A's topic"}),
+		put(alice, "m.room.join_rules", map[string]any{"join_rule": "invite"}),
+		put(alice, "m.room.power_levels", map[string]any{"users": map[string]any{alice.UserID: 100, bob.UserID: 100}, "state_default": 60}))
+	b = startAgain(t, b)
+	bob = on(b, bob)
+	fromB := []string{
+		put(bob, "m.room.topic", map[string]any{"topic": "B's topic"}),
+		put(bob, "m.room.join_rules", map[string]any{"join_rule": "knock"}),
+		put(bob, "m.room.power_levels", map[string]any{"users": map[string]any{alice.UserID: 100, bob.UserID: 100}, "events_default": 10}),
+	}
+	all := append(slices.Clone(fromA), fromB...)
+	deadline := time.Now().Add(60 * time.Second)
+	for !hasEvents(t, a, all...) || !hasEvents(t, b, all...) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the branches did not reach both servers: A %v, B %v", hasEvents(t, a, all...), hasEvents(t, b, all...))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	ctx := context.Background()
+	stA, err := a.HS.Rooms.State(ctx, roomdag.RoomID(room))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stA.Extremities) < 2 {
+		t.Errorf("A's forward extremities %v: no fork", stA.Extremities)
+	}
+	onA, stB := roomState(t, alice, room), roomState(t, bob, room)
+	if !maps.Equal(onA, stB) {
+		t.Errorf("current state differs:\nA %v\nB %v", onA, stB)
+	}
+	// The resolved state is one of the branches' for each key, and a
+	// message on top (merging the fork) keeps both servers agreeing.
+	for _, k := range []string{"m.room.topic|", "m.room.join_rules|", "m.room.power_levels|"} {
+		if !slices.Contains(all, onA[k]) {
+			t.Errorf("resolved %s is %s, of neither branch", k, onA[k])
+		}
+	}
+	onBTimeline := watchTimeline(bob, room)
+	onBTimeline.until(t, alice.SendText(room, "after the merge"))
+	if a2, b2 := roomState(t, alice, room), roomState(t, bob, room); !maps.Equal(a2, b2) || !maps.Equal(a2, onA) {
+		t.Errorf("state after the merge:\nA %v\nB %v", a2, b2)
+	}
+}
