@@ -313,15 +313,38 @@ func roomState(t *testing.T, c *testserver.Client, room string) map[string]strin
 // resolve them (state resolution v2) to the same current state, event
 // for event.
 func TestFederatedStateConverges(t *testing.T) {
+	for _, version := range []string{"11", "12"} { // state resolution v2, v2.1
+		t.Run("v"+version, func(t *testing.T) { stateConverges(t, version) })
+	}
+}
+
+func stateConverges(t *testing.T, version string) {
 	fed := testserver.Federation(t, 2, testserver.Options{})
 	a, b := fed[0], fed[1]
 	alice, bob := a.Register("alice"), b.Register("bob")
-	room := alice.CreateRoom(map[string]any{"preset": "public_chat", "room_version": "11",
-		"power_level_content_override": map[string]any{"users": map[string]any{alice.UserID: 100, bob.UserID: 100}}})
+	// From v12 the creator's power is not listed.
+	users := func() map[string]any {
+		u := map[string]any{bob.UserID: 100}
+		if version != "12" {
+			u[alice.UserID] = 100
+		}
+		return u
+	}
+	room := alice.CreateRoom(map[string]any{"preset": "public_chat", "room_version": version,
+		"power_level_content_override": map[string]any{"users": users()}})
 	joinVia(t, bob, room, a)
 	onB := watchTimeline(bob, room)
 	onB.until(t, alice.SendText(room, "before the fork"))
 
+	// Each side's power levels change one field of the levels before the
+	// fork (v12's tombstone level of 150 must stay).
+	pl := func(k string, v int) map[string]any {
+		var c map[string]any
+		alice.MustDo("GET", roomPath(room, "state/m.room.power_levels/"), nil, &c)
+		c[k] = v
+		return c
+	}
+	plA, plB := pl("state_default", 60), pl("events_default", 10)
 	b.Stop()
 	var fromA []string
 	put := func(c *testserver.Client, typ string, content map[string]any) string {
@@ -334,13 +357,13 @@ func TestFederatedStateConverges(t *testing.T) {
 	fromA = append(fromA,
 		put(alice, "m.room.topic", map[string]any{"topic": "A's topic"}),
 		put(alice, "m.room.join_rules", map[string]any{"join_rule": "invite"}),
-		put(alice, "m.room.power_levels", map[string]any{"users": map[string]any{alice.UserID: 100, bob.UserID: 100}, "state_default": 60}))
+		put(alice, "m.room.power_levels", plA))
 	b = startAgain(t, b)
 	bob = on(b, bob)
 	fromB := []string{
 		put(bob, "m.room.topic", map[string]any{"topic": "B's topic"}),
 		put(bob, "m.room.join_rules", map[string]any{"join_rule": "knock"}),
-		put(bob, "m.room.power_levels", map[string]any{"users": map[string]any{alice.UserID: 100, bob.UserID: 100}, "events_default": 10}),
+		put(bob, "m.room.power_levels", plB),
 	}
 	all := append(slices.Clone(fromA), fromB...)
 	deadline := time.Now().Add(60 * time.Second)
