@@ -398,3 +398,101 @@ func stateConverges(t *testing.T, version string) {
 		t.Errorf("state after the merge:\nA %v\nB %v", a2, b2)
 	}
 }
+
+// messagesBack pages c's /messages of room backwards from from to the
+// start and returns the events, oldest first.
+func messagesBack(t *testing.T, c *testserver.Client, room, from string) []syncEvent {
+	t.Helper()
+	var out []syncEvent
+	for range 200 {
+		var page struct {
+			Chunk []syncEvent `json:"chunk"`
+			End   string      `json:"end"`
+		}
+		c.MustDo("GET", roomPath(room, "messages?dir=b&limit=20&from="+url.QueryEscape(from)), nil, &page)
+		out = append(out, page.Chunk...)
+		if page.End == "" || len(page.Chunk) == 0 {
+			slices.Reverse(out)
+			return out
+		}
+		from = page.End
+	}
+	t.Fatal("/messages did not reach the start of the room")
+	return nil
+}
+
+// TestFederatedBackchatLateJoiner: a room on A with the backchat setting
+// (org.persistentchat.backchat, limit 7) and many messages; a user of B
+// joins late. Their first /sync after the join holds the room's last 7
+// events, limited, ending with the join, and its prev_batch pages back
+// through /messages to the room's create event, every message once and
+// in order, though B held none of it (backfilled from A). In a "joined"
+// room the same user sees nothing from before the join.
+func TestFederatedBackchatLateJoiner(t *testing.T) {
+	const n = 45
+	fed := testserver.Federation(t, 2, testserver.Options{})
+	a, b := fed[0], fed[1]
+	alice := a.Register("alice")
+	for _, vis := range []string{"shared", "joined"} {
+		t.Run(vis, func(t *testing.T) {
+			room := alice.CreateRoom(map[string]any{"preset": "public_chat", "initial_state": []any{
+				map[string]any{"type": "m.room.history_visibility", "state_key": "", "content": map[string]any{"history_visibility": vis}},
+				map[string]any{"type": roomdag.TypeBackchat, "state_key": "", "content": map[string]any{"limit": 7}},
+			}})
+			var want []string
+			for i := range n {
+				want = append(want, fmt.Sprintf("message %d", i))
+				alice.SendText(room, want[i])
+			}
+			bob := b.Register("bob")
+			since := nextBatch(t, bob)
+			joinVia(t, bob, room, a)
+			s := syncUntil(t, bob, since, "the join", func(s *syncResp) bool { _, ok := s.Rooms.Join[room]; return ok })
+			tl := s.Rooms.Join[room].Timeline
+			var bodies []string
+			for _, e := range tl.Events {
+				if e.Type == "m.room.message" {
+					bodies = append(bodies, e.body())
+				}
+			}
+			last := tl.Events[len(tl.Events)-1]
+			if last.Type != roomdag.TypeMember || last.StateKey == nil || *last.StateKey != bob.UserID {
+				t.Errorf("the first sync's timeline ends with %+v, not bob's join", last)
+			}
+			wantTail := want[n-6:]
+			if vis == "joined" {
+				wantTail = nil
+			} else if len(tl.Events) != 7 || !tl.Limited {
+				t.Errorf("backchat: %d events, limited %v; want 7, limited", len(tl.Events), tl.Limited)
+			}
+			if !slices.Equal(bodies, wantTail) {
+				t.Errorf("backchat messages %q, want %q", bodies, wantTail)
+			}
+
+			hist := messagesBack(t, bob, room, tl.PrevBatch)
+			hist = append(hist, tl.Events...)
+			var got []string
+			seen := map[string]bool{}
+			for _, e := range hist {
+				if seen[e.EventID] {
+					t.Errorf("event %s twice in the history", e.EventID)
+				}
+				seen[e.EventID] = true
+				if e.Type == "m.room.message" {
+					got = append(got, e.body())
+				}
+			}
+			if vis == "joined" {
+				want = nil
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("history messages:\n got %q\nwant %q", got, want)
+			}
+			// The create event comes before any history visibility is set:
+			// it is visible ("shared", the default) in both rooms.
+			if first := hist[0]; first.Type != roomdag.TypeCreate {
+				t.Errorf("history starts with %s %s, not the create event", first.Type, first.EventID)
+			}
+		})
+	}
+}
