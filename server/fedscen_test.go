@@ -496,3 +496,140 @@ func TestFederatedBackchatLateJoiner(t *testing.T) {
 		})
 	}
 }
+
+// typingIn reports whether c's /sync shows user typing in room, waiting
+// for it when want is true; for want false it reads one sync.
+func typingIn(t *testing.T, c *testserver.Client, room, user string, want bool) bool {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var s struct {
+			Rooms struct {
+				Join map[string]struct {
+					Ephemeral struct {
+						Events []struct {
+							Type    string `json:"type"`
+							Content struct {
+								UserIDs []string `json:"user_ids"`
+							} `json:"content"`
+						} `json:"events"`
+					} `json:"ephemeral"`
+				} `json:"join"`
+			} `json:"rooms"`
+		}
+		c.MustDo("GET", "/_matrix/client/v3/sync?timeout=0", nil, &s)
+		for _, e := range s.Rooms.Join[room].Ephemeral.Events {
+			if e.Type == "m.typing" && slices.Contains(e.Content.UserIDs, user) {
+				return true
+			}
+		}
+		if !want || time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestFederatedServerACL: once A's room denies B's host
+// (m.room.server_acl), A takes none of B's EDUs about the room (typing,
+// receipts), answers B's queries about it 403 M_FORBIDDEN, and sends B
+// none of the room's events; before the ACL, B's typing reached A.
+// (Forged signatures, wrong origins and bad JSON on /send PDUs and EDUs
+// are TestFederatedPDUsRefused's, TestInboundTransaction's and
+// TestInboundEDUs'.)
+func TestFederatedServerACL(t *testing.T) {
+	fed := testserver.Federation(t, 2, testserver.Options{})
+	a, b := fed[0], fed[1]
+	alice, bob := a.Register("alice"), b.Register("bob")
+	room := alice.CreateRoom(map[string]any{"preset": "public_chat"})
+	control := alice.CreateRoom(map[string]any{"preset": "public_chat"})
+	joinVia(t, bob, room, a)
+	joinVia(t, bob, control, a)
+	bob.MustDo("PUT", roomPath(room, "typing/"+url.PathEscape(bob.UserID)), map[string]any{"typing": true, "timeout": 30000}, nil)
+	if !typingIn(t, alice, room, bob.UserID, true) {
+		t.Fatal("before the ACL, B's typing did not reach A")
+	}
+	bob.MustDo("PUT", roomPath(room, "typing/"+url.PathEscape(bob.UserID)), map[string]any{"typing": false}, nil)
+	deadline := time.Now().Add(30 * time.Second)
+	for typingIn(t, alice, room, bob.UserID, false) {
+		if time.Now().After(deadline) {
+			t.Fatal("B's typing did not stop on A")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	msg := alice.SendText(room, "read me")
+
+	// ACLs match hosts, not ports: both servers are 127.0.0.1, and a
+	// server's ACL never applies to itself.
+	alice.MustDo("PUT", roomPath(room, "state/m.room.server_acl/"), map[string]any{"allow": []string{"*"}, "deny": []string{"127.0.0.1"}}, nil)
+
+	before := a.HS.FedTxns.Stats()
+	status, body := fedPut(t, b, a.Name(), fmt.Sprintf("/_matrix/federation/v1/send/acltest%d", fedTxnCounter.Add(1)), map[string]any{
+		"origin": b.Name(), "origin_server_ts": time.Now().UnixMilli(), "pdus": []any{}, "edus": []any{
+			map[string]any{"edu_type": "m.typing", "content": map[string]any{"room_id": room, "user_id": bob.UserID, "typing": true}},
+			map[string]any{"edu_type": "m.receipt", "content": map[string]any{room: map[string]any{"m.read": map[string]any{
+				bob.UserID: map[string]any{"event_ids": []string{msg}, "data": map[string]any{"ts": 1}}}}}},
+		}})
+	if status != http.StatusOK {
+		t.Fatalf("/send: %d %s", status, body)
+	}
+	if st := a.HS.FedTxns.Stats(); st.Processed != before.Processed+1 || st.EDUs != before.EDUs {
+		t.Errorf("EDUs of a denied server applied: %+v, then %+v", before, st)
+	}
+	if typingIn(t, alice, room, bob.UserID, false) {
+		t.Error("a denied server's typing shows in A's /sync")
+	}
+	var receipts struct {
+		Rooms struct {
+			Join map[string]struct {
+				Ephemeral struct {
+					Events []struct {
+						Type    string                    `json:"type"`
+						Content map[string]map[string]any `json:"content"`
+					} `json:"events"`
+				} `json:"ephemeral"`
+			} `json:"join"`
+		} `json:"rooms"`
+	}
+	alice.MustDo("GET", "/_matrix/client/v3/sync?timeout=0", nil, &receipts)
+	for _, e := range receipts.Rooms.Join[room].Ephemeral.Events {
+		if e.Type == "m.receipt" && e.Content[msg] != nil {
+			t.Errorf("a denied server's receipt shows in A's /sync: %v", e.Content)
+		}
+	}
+
+	esc := url.PathEscape
+	for _, path := range []string{
+		"/_matrix/federation/v1/state_ids/" + esc(room) + "?event_id=" + url.QueryEscape(msg),
+		"/_matrix/federation/v1/state/" + esc(room) + "?event_id=" + url.QueryEscape(msg),
+		"/_matrix/federation/v1/event/" + esc(msg),
+		"/_matrix/federation/v1/backfill/" + esc(room) + "?limit=10&v=" + url.QueryEscape(msg),
+		"/_matrix/federation/v1/make_join/" + esc(room) + "/" + esc("@carol:"+b.Name()) + "?ver=10&ver=11",
+	} {
+		if status, body := fedDo(t, b, a, http.MethodGet, path, nil); status != http.StatusForbidden || errcode(body) != "M_FORBIDDEN" {
+			t.Errorf("GET %s of a denied server: %d %s, want 403 M_FORBIDDEN", path, status, body)
+		}
+	}
+
+	// A no longer sends B the room's events. (B would refuse them anyway,
+	// A's host being denied too, so A's queue tells: with B down, what A
+	// queued for B stays queued.)
+	b.Stop()
+	ctx := context.Background()
+	secret := alice.SendText(room, "not for B")
+	marker := alice.SendText(control, "marker")
+	if err := a.HS.FedSender.Loop().Wait(ctx, a.HS.Syncer.Notifier().Current().Events); err != nil {
+		t.Fatal(err)
+	}
+	queued, err := a.HS.DB().FederationQueue(ctx, roomdag.ServerName(b.Name()), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events []string
+	for _, it := range queued {
+		events = append(events, string(it.Event))
+	}
+	if slices.Contains(events, secret) || !slices.Contains(events, marker) {
+		t.Errorf("A's queue for B %v: want the control room's %s, not the denied room's %s", events, marker, secret)
+	}
+}
