@@ -237,6 +237,10 @@ func historyUntil(t *testing.T, c *testserver.Client, room string, want []string
 	t.Fatalf("%s's history of %s:\n got %q\nwant %q", c.UserID, room, got, want)
 }
 
+func typing(c *testserver.Client, room string) {
+	c.MustDo("PUT", roomPath(room, "typing/"+url.PathEscape(c.UserID)), map[string]any{"typing": true, "timeout": 30000}, nil)
+}
+
 func topicOf(t *testing.T, c *testserver.Client, room string) string {
 	t.Helper()
 	var tp struct {
@@ -274,6 +278,9 @@ func TestFederatedServerDown(t *testing.T) {
 	alice.MustDo("PUT", roomPath(room, "state/m.room.topic/"), map[string]any{"topic": "set while B was down"}, nil)
 	b = startAgain(t, b)
 	bob = on(b, bob)
+	// Bob comes back typing: A hears from B and stops waiting out its
+	// back-off (Sender.ServerUp).
+	typing(bob, room)
 	historyUntil(t, bob, room, want)
 	if got := topicOf(t, bob, room); got != "set while B was down" {
 		t.Errorf("topic on B: %q", got)
@@ -287,6 +294,7 @@ func TestFederatedServerDown(t *testing.T) {
 	bob.MustDo("PUT", roomPath(room, "state/m.room.topic/"), map[string]any{"topic": "set while A was down"}, nil)
 	a = startAgain(t, a)
 	alice = on(a, alice)
+	typing(alice, room)
 	historyUntil(t, alice, room, want)
 	if got := topicOf(t, alice, room); got != "set while A was down" {
 		t.Errorf("topic on A: %q", got)
@@ -307,9 +315,9 @@ func roomState(t *testing.T, c *testserver.Client, room string) map[string]strin
 }
 
 // TestFederatedStateConverges: users on A and B change the topic, the
-// power levels and the join rules at the same time: B's changes are made
-// while A's are still queued for it (B was down, A's sender waits out its
-// back-off), so the room forks. Both servers then hold both branches and
+// power levels and the join rules at the same time: B's first change is
+// made while A's are still queued for it (B was down, A's sender waits
+// out its back-off until B's first transaction), so the room forks. Both servers then hold both branches and
 // resolve them (state resolution v2) to the same current state, event
 // for event.
 func TestFederatedStateConverges(t *testing.T) {
@@ -373,13 +381,13 @@ func stateConverges(t *testing.T, version string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	ctx := context.Background()
-	stA, err := a.HS.Rooms.State(ctx, roomdag.RoomID(room))
+	// The fork: each side's first change follows the same event.
+	dag, err := a.HS.DB().DAGEvents(context.Background(), []roomdag.EventID{roomdag.EventID(fromA[0]), roomdag.EventID(fromB[0])})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(stA.Extremities) < 2 {
-		t.Errorf("A's forward extremities %v: no fork", stA.Extremities)
+	if pa, pb := dag[roomdag.EventID(fromA[0])].Event.PrevEvents(), dag[roomdag.EventID(fromB[0])].Event.PrevEvents(); !slices.Equal(pa, pb) {
+		t.Errorf("no fork: A's first change follows %v, B's %v", pa, pb)
 	}
 	onA, stB := roomState(t, alice, room), roomState(t, bob, room)
 	if !maps.Equal(onA, stB) {

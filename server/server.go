@@ -467,7 +467,8 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		PDUs: pdus, Ephemeral: syncer, Clock: clk, Log: log,
 		// To-device messages are about no room: no server ACL applies.
 		EDUs:          map[string]federation.EDUHandler{"m.direct_to_device": hs.ToDevice.ReceiveEDU},
-		ServerAllowed: func(st roomdag.StateMap, s roomdag.ServerName) bool { return roomdag.ServerAllowed(st, s) }})
+		ServerAllowed: func(st roomdag.StateMap, s roomdag.ServerName) bool { return roomdag.ServerAllowed(st, s) },
+		OriginUp:      hs.FedSender.ServerUp})
 	fedRoutes := append(inbound.Routes(), hs.FedTxns.Routes()...)
 	// Joins, leaves and knocks of other servers' users (federation/joins.go).
 	fedRoutes = append(fedRoutes, federation.NewHandshakes(inbound, hs.Rooms, key, keyring).Routes()...)
