@@ -50,7 +50,7 @@ lint:
 # (e2e/mautrix is a module of its own, kept out of ./... and go.mod).
 e2e: build
 	cd e2e && npm ci --no-audit --no-fund && HOMESERVER_BIN=$(CURDIR)/$(BIN)/homeserver node --test --test-reporter=spec
-	cd e2e/mautrix && HOMESERVER_BIN=$(CURDIR)/$(BIN)/homeserver $(GO) test -race -count=1 -timeout 30m ./...
+	cd e2e/mautrix && HOMESERVER_BIN=$(CURDIR)/$(BIN)/homeserver $(GO) test -tags goolm -race -count=1 -timeout 30m ./...
 
 # Go benchmarks of the hot paths, then the load tool against a fresh server.
 bench: build

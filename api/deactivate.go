@@ -162,9 +162,15 @@ func (s *Server) partRooms(ctx context.Context, user roomdag.UserID) {
 		default:
 			continue
 		}
-		p, err := s.memberEvent(ctx, user, user, roomdag.MembershipLeave, "")
-		if err == nil {
-			_, _, err = s.rooms.Append(ctx, m.RoomID, p)
+		var err error
+		if st, serr := s.rooms.State(ctx, m.RoomID); serr == nil && st.Create() == nil {
+			// An invite from another server, kept out of band.
+			_, err = s.leaveOutOfBand(ctx, m.RoomID, user, "")
+		} else {
+			var p roomdag.ProtoEvent
+			if p, err = s.memberEvent(ctx, user, user, roomdag.MembershipLeave, ""); err == nil {
+				_, _, err = s.rooms.Append(ctx, m.RoomID, p)
+			}
 		}
 		if err == nil {
 			err = s.store.Forget(ctx, user, m.RoomID)

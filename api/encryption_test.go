@@ -126,3 +126,56 @@ func TestRefuseRoomEncryption(t *testing.T) {
 		})
 	}
 }
+
+// TestUpgradeEncryptedRoomRefused: an upgrade copies m.room.encryption
+// into the replacement room; with refuse_room_encryption on (here set
+// after the rooms were made, over the same data), upgrading an encrypted
+// room is 403 M_FORBIDDEN saying why, and nothing changes: no replacement,
+// no tombstone, the room still usable. An unencrypted room upgrades as
+// before, and its replacement is not encrypted.
+func TestUpgradeEncryptedRoomRefused(t *testing.T) {
+	const megolm = "m.megolm.v1.aes-sha2"
+	yes := true
+	srv := testserver.Start(t, testserver.Options{})
+	alice := srv.Register("encupgrade")
+	encrypted := func() string {
+		return alice.CreateRoom(map[string]any{"initial_state": []any{map[string]any{"type": "m.room.encryption", "state_key": "",
+			"content": map[string]any{"algorithm": megolm}}}})
+	}
+	// Without the switch the encryption is carried over.
+	if got := encryptionOf(t, alice, upgrade(t, alice, encrypted(), "11")); got != megolm {
+		t.Fatalf("replacement of an encrypted room: encryption %q, want %q", got, megolm)
+	}
+	enc, plain := encrypted(), alice.CreateRoom(map[string]any{})
+	srv.Stop()
+
+	srv = testserver.Start(t, testserver.Options{DataDir: srv.DataDir, Configure: func(c *configs.Config) { c.RefuseRoomEncryption = &yes }})
+	alice.Base, alice.HTTP = srv.URL, srv.Anonymous().HTTP
+	r := upgradeRaw(alice, enc, map[string]any{"new_version": "11"})
+	if r.Status != http.StatusForbidden || r.Errcode() != "M_FORBIDDEN" || !strings.Contains(string(r.Body), "encryption is disabled") ||
+		!strings.Contains(string(r.Body), "this room is encrypted") {
+		t.Fatalf("upgrading an encrypted room with encryption refused: %d %s, want 403 M_FORBIDDEN saying why", r.Status, r.Body)
+	}
+	if r := alice.Do("GET", csAPI+"/rooms/"+url.PathEscape(enc)+"/state/m.room.tombstone/", nil); r.Status != http.StatusNotFound || r.Errcode() != "M_NOT_FOUND" {
+		t.Fatalf("the refused upgrade left a tombstone: %d %s", r.Status, r.Body)
+	}
+	var joined struct {
+		Rooms []string `json:"joined_rooms"`
+	}
+	wantOK(t, alice.Do("GET", csAPI+"/joined_rooms", nil), &joined)
+	if len(joined.Rooms) != 4 { // the first encrypted room, its replacement, enc and plain
+		t.Fatalf("joined rooms after the refused upgrade: %v, want no new room", joined.Rooms)
+	}
+	alice.MustDo("PUT", csAPI+"/rooms/"+url.PathEscape(enc)+"/send/m.room.encrypted/t1", map[string]any{"algorithm": megolm, "ciphertext": "x",
+		"sender_key": "k", "session_id": "s", "device_id": alice.DeviceID}, nil)
+	// Asking again gets the same answer (a refusal is not cached as an
+	// upgrade in progress).
+	if r := upgradeRaw(alice, enc, map[string]any{"new_version": "11"}); r.Status != http.StatusForbidden {
+		t.Fatalf("second attempt: %d %s", r.Status, r.Body)
+	}
+
+	repl := upgrade(t, alice, plain, "11")
+	if got := encryptionOf(t, alice, repl); got != "" {
+		t.Fatalf("replacement of an unencrypted room is encrypted: %q", got)
+	}
+}

@@ -60,7 +60,7 @@ func (s *Server) inviteRemote(ctx context.Context, room roomdag.RoomID, sender, 
 		if err != nil {
 			return err
 		}
-		signed, err := s.cfg.RemoteMemberships.Invite(ctx, ev, roomdag.StrippedState(st.State.With(ev), ev))
+		signed, err := s.cfg.RemoteMemberships.Invite(ctx, ev, roomdag.StrippedStatePDUs(st.State.With(ev), ev))
 		if err != nil {
 			if httpapi.MapError(err) == nil && !errors.As(err, new(*httpapi.Error)) {
 				s.log.Warn("remote invite failed", "room", room, "invitee", target, "err", err)

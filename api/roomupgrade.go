@@ -73,6 +73,9 @@ type upgrader struct {
 	// copyPushRules copies a user's rules for one room to another and
 	// stores them with their m.push_rules account data (Server.copyRoomPushRules).
 	copyPushRules func(ctx context.Context, user roomdag.UserID, from, to roomdag.RoomID) error
+	// refuseEncryption is Config.RefuseRoomEncryption: an encrypted room
+	// is then not upgraded (run).
+	refuseEncryption bool
 
 	mu    gosync.Mutex
 	calls map[roomdag.RoomID]*upgradeCall
@@ -183,6 +186,16 @@ func (u *upgrader) run(ctx context.Context, req upgradeRequest) (roomdag.RoomID,
 		return "", httpapi.Forbidden("you may not send m.room.tombstone in this room, so you may not upgrade it")
 	}
 
+	// The replacement of an encrypted room would be encrypted too: with
+	// encryption refused it is not made, rather than made unencrypted.
+	// Members who chose an encrypted room are not moved into a readable
+	// one behind their backs, and createRoom refuses m.room.encryption the
+	// same way instead of dropping it (a Synapse module refusing the event
+	// fails the upgrade alike). The operator's way out is a new room.
+	if u.refuseEncryption && st.State.Get(roomdag.TypeEncryption, "") != nil {
+		return "", httpapi.Forbidden("end-to-end encryption is disabled on this server and this room is encrypted: " +
+			"its replacement would have to be encrypted, so it is not upgraded; create a new room instead")
+	}
 	plan := u.plan(st, req)
 	createEv, rest, err := u.firstEvents(ctx, plan.room)
 	if err != nil {

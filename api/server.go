@@ -158,6 +158,7 @@ func NewServer(cfg Config, store Store, rooms *roomdag.Rooms, syncer *sync.Synce
 		firstEvents: s.firstEvents, roomID: s.localRoomID,
 		accountDataChanged: func(user roomdag.UserID, pos int64) { s.sync.Notifier().AccountDataChanged(user, pos) },
 		copyPushRules:      s.copyRoomPushRules,
+		refuseEncryption:   cfg.RefuseRoomEncryption,
 		calls:              map[roomdag.RoomID]*upgradeCall{}}
 	if cfg.MediaDir != "" {
 		s.media = media.New(media.Config{Dir: cfg.MediaDir, MaxUploadSize: cfg.MaxUploadSize,

@@ -387,3 +387,91 @@ func TestDeviceSignatures(t *testing.T) {
 		t.Fatalf("master key %s: want the device's signature", master[roomdag.UserID(a)])
 	}
 }
+
+// TestDeletedDeviceSignatures: a deleted device leaves /keys/query, and so
+// do the signatures of its keys (a device later created with the same ID
+// does not inherit the self-signing key's signature of the old keys); the
+// signature the device made on its user's master key stays, as Synapse
+// keeps it (clients ignore signatures by devices they do not know).
+func TestDeletedDeviceSignatures(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	alice := newXSUser(t, srv.Register("xsgone"))
+	bob := srv.Register("xsgonebob")
+	a := alice.c.UserID
+	alice.c.MustDo("POST", signingUpload, alice.body(), nil)
+
+	const gone = "XSGONE"
+	login := func() *device {
+		var out struct {
+			AccessToken string `json:"access_token"`
+			DeviceID    string `json:"device_id"`
+		}
+		c := srv.Anonymous()
+		c.MustDo("POST", "/_matrix/client/v3/login", map[string]any{"type": "m.login.password", "device_id": gone,
+			"identifier": map[string]any{"type": "m.id.user", "user": a}, "password": xsPassword}, &out)
+		if out.DeviceID != gone {
+			t.Fatalf("login with device_id %s got %s", gone, out.DeviceID)
+		}
+		c.UserID, c.Token, c.DeviceID = a, out.AccessToken, out.DeviceID
+		d := newDevice(t, c)
+		d.upload(t, map[string]any{"device_keys": d.deviceKeys(t)})
+		return d
+	}
+	sigsOf := func(obj map[string]any) map[string]any {
+		s, _ := obj["signatures"].(map[string]any)
+		m, _ := s[a].(map[string]any)
+		return m
+	}
+	query := func(c *testserver.Client) (devices map[string]map[string]any, master map[string]any) {
+		var out struct {
+			DeviceKeys map[string]map[string]map[string]any `json:"device_keys"`
+			MasterKeys map[string]map[string]any            `json:"master_keys"`
+		}
+		c.MustDo("POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{a: []string{}}}, &out)
+		return out.DeviceKeys[a], out.MasterKeys[a]
+	}
+
+	old := login()
+	oldKeys := old.deviceKeys(t)
+	var up struct {
+		Failures map[string]any `json:"failures"`
+	}
+	alice.c.MustDo("POST", sigUpload, map[string]any{a: map[string]any{
+		gone:             xsSign(t, oldKeys, a, alice.ssk.pub, alice.ssk),
+		alice.master.pub: signWith(t, old.priv, a, "ed25519:"+gone, alice.masterObj),
+	}}, &up)
+	if len(up.Failures) != 0 {
+		t.Fatalf("signature upload failures: %v", up.Failures)
+	}
+	sskSig, devSig := "ed25519:"+alice.ssk.pub, "ed25519:"+gone
+	devs, master := query(bob)
+	if sigsOf(devs[gone])[sskSig] == nil || sigsOf(master)[devSig] == nil {
+		t.Fatalf("before the deletion: device %v, master %v; want the self-signing key's and the device's signatures", devs[gone], master)
+	}
+	masterSig := sigsOf(master)[devSig]
+
+	old.MustDo("POST", "/_matrix/client/v3/logout", map[string]any{}, nil)
+	for name, c := range map[string]*testserver.Client{"bob": bob, "alice": alice.c} {
+		devs, master = query(c)
+		if _, ok := devs[gone]; ok {
+			t.Fatalf("%s's /keys/query still lists the deleted device: %v", name, devs[gone])
+		}
+		if got := sigsOf(master)[devSig]; got != masterSig {
+			t.Fatalf("%s's /keys/query: the deleted device's signature of the master key is %v, want it kept (%v)", name, got, masterSig)
+		}
+	}
+
+	// A new device with the same ID and new keys: no signature of the
+	// self-signing key comes with it until one is uploaded for its keys.
+	fresh := login()
+	devs, _ = query(bob)
+	if devs[gone] == nil {
+		t.Fatalf("the new %s is not listed", gone)
+	}
+	if got := sigsOf(devs[gone]); got[sskSig] != nil || len(got) != 1 {
+		t.Fatalf("the new %s's signatures: %v; want its own only (the old keys' self-signing signature went with them)", gone, got)
+	}
+	if k := devs[gone]["keys"].(map[string]any)["ed25519:"+gone]; k != b64(fresh.pub) {
+		t.Fatalf("the new device's key %v, want %s", k, b64(fresh.pub))
+	}
+}

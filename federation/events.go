@@ -85,7 +85,9 @@ func (v *viewer) deciding(ctx context.Context, ev *roomdag.StoredEvent) (roomdag
 			want = append(want, id)
 		}
 	}
-	evs, err := v.in.Store.Events(ctx, want)
+	// In a room joined over federation, the state from before the join
+	// is held as outliers.
+	evs, err := v.in.Store.EventsWithOutliers(ctx, want)
 	if err != nil {
 		return nil, err
 	}
@@ -310,7 +312,7 @@ func (in *Inbound) authChain(ctx context.Context, starts []*roomdag.Event) ([]*r
 		}
 		batch := next[:min(len(next), eventBatch)]
 		next = next[len(batch):]
-		evs, err := in.Store.Events(ctx, batch)
+		evs, err := in.Store.EventsWithOutliers(ctx, batch)
 		if err != nil {
 			return nil, err
 		}

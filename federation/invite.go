@@ -56,9 +56,9 @@ type InviteOptions struct {
 // NewInvites serves o.
 func NewInvites(o InviteOptions) *Invites { return &Invites{o} }
 
-// maxInviteState bounds the invite_room_state kept with an invite (the
-// stripped state of a handful of events).
-const maxInviteState = 64 << 10
+// maxInviteState bounds the invite_room_state kept with an invite: a
+// handful of state events, full PDUs since v1.16.
+const maxInviteState = 256 << 10
 
 // Routes are the invite endpoints, each behind the Authenticator.
 func (in *Invites) Routes() []Endpoint {
@@ -143,18 +143,16 @@ func (in *Invites) invite(r *http.Request, versionID string, raw, inviteState js
 	if len(inviteState) > maxInviteState {
 		return nil, httpapi.Errorf(http.StatusRequestEntityTooLarge, httpapi.CodeTooLarge, "invite_room_state is over %d bytes", maxInviteState)
 	}
+	var stripped []json.RawMessage
 	if len(inviteState) > 0 && string(inviteState) != "null" {
-		var evs []json.RawMessage
-		if err := json.Unmarshal(inviteState, &evs); err != nil {
+		if err := json.Unmarshal(inviteState, &stripped); err != nil {
 			return nil, httpapi.BadJSON("invite_room_state must be a list of events")
 		}
-		for _, e := range evs {
+		for _, e := range stripped {
 			if len(e) == 0 || e[0] != '{' {
 				return nil, httpapi.BadJSON("invite_room_state must be a list of events")
 			}
 		}
-	} else {
-		inviteState = nil
 	}
 	ev, err := roomdag.NewEventFromJSON(v, raw)
 	if err != nil {
@@ -200,6 +198,9 @@ func (in *Invites) invite(r *http.Request, versionID string, raw, inviteState js
 		}
 		return nil, err
 	}
+	if inviteState, err = in.strippedState(ctx, v, room, stripped); err != nil {
+		return nil, err
+	}
 	st, err := in.Rooms.State(ctx, room)
 	here := err == nil && st.Create() != nil
 	if err != nil && !errors.Is(err, roomdag.ErrUnknownRoom) {
@@ -233,8 +234,64 @@ func (in *Invites) invite(r *http.Request, versionID string, raw, inviteState js
 		}
 		return ev, nil
 	}
-	if _, err := in.Rooms.StoreOutOfBand(ctx, ev, inviteState); err != nil {
+	if _, err := in.Rooms.StoreOutOfBand(ctx, ev, inviteState); err != nil && !errors.Is(err, roomdag.ErrRoomHere) {
 		return nil, err
 	}
+	// (ErrRoomHere: a join of ours made the room here meanwhile; the
+	// transaction that brings the invite into its DAG follows.)
 	return ev, nil
+}
+
+// strippedState checks an invite's invite_room_state and returns it as
+// the invitee's clients see it (roomdag.StrippedEvents). Since v1.16
+// (MSC4311) its events are PDUs of the room, the m.room.create event among
+// them: one that is not of the room, or whose hashes or signatures do not
+// check, fails the invite with 400 M_MISSING_PARAM. As MSC4311's
+// migration asks, stripped events (of servers from before v1.16) and a
+// missing create event are taken with a warning for now.
+func (in *Invites) strippedState(ctx context.Context, v *roomdag.RoomVersion, room roomdag.RoomID, raw []json.RawMessage) (json.RawMessage, error) {
+	bad := func(format string, a ...any) error {
+		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeMissingParam, "invite_room_state: "+format, a...)
+	}
+	out := make([]json.RawMessage, 0, len(raw))
+	legacy, create := 0, false
+	for _, e := range raw {
+		var probe struct {
+			Signatures json.RawMessage `json:"signatures"`
+		}
+		if json.Unmarshal(e, &probe) != nil || probe.Signatures == nil {
+			legacy++
+			out = append(out, e)
+			continue
+		}
+		ev, err := roomdag.NewEventFromJSON(v, e)
+		if err != nil {
+			return nil, bad("not a PDU of room version %s: %v", v.ID, err)
+		}
+		if ev.RoomID() != room || !ev.IsState() {
+			return nil, bad("%s is not a state event of %s", ev.ID(), room)
+		}
+		if err := roomdag.CheckContentHash(v, ev.JSON()); err != nil {
+			return nil, bad("%s: %v", ev.ID(), err)
+		}
+		if err := in.Verifier.VerifyEventSignatures(ctx, ev, ev.OriginServerTS()); err != nil {
+			if errors.Is(err, roomdag.ErrSignature) || errors.Is(err, ErrUnknownKey) {
+				return nil, bad("%s: %v", ev.ID(), err)
+			}
+			return nil, err
+		}
+		create = create || ev.IsCreate()
+		var one []json.RawMessage
+		_ = json.Unmarshal(roomdag.StrippedEvents([]*roomdag.Event{ev}), &one)
+		out = append(out, one...)
+	}
+	if legacy > 0 || !create {
+		in.Log.Warn("invite_room_state without PDUs or without the room's create event (MSC4311)", "room", room,
+			"stripped_events", legacy, "create", create)
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	b, _ := json.Marshal(out)
+	return b, nil
 }

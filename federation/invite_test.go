@@ -111,8 +111,8 @@ func TestInviteAcrossServers(t *testing.T) {
 		if inv := got["m.room.member|"+bob.UserID]; inv != nil && (inv["event_id"] != string(ev.ID()) || inv["sender"] != alice.UserID) {
 			t.Errorf("the invite in invite_state is %v, want %s from %s", inv, ev.ID(), alice.UserID)
 		}
-		if n := got["m.room.name|"]; n != nil && n["content"].(map[string]any)["name"] != "Across" {
-			t.Errorf("room name in invite_state: %v", n)
+		if n := got["m.room.name|"]; n != nil && (n["content"].(map[string]any)["name"] != "Across" || n["signatures"] != nil) {
+			t.Errorf("room name in invite_state (stripped, for clients): %v", n)
 		}
 	}
 	checkInvite(b, bob, "timeout=0&since="+since)
@@ -216,8 +216,19 @@ func TestInboundInvite(t *testing.T) {
 		}
 		return ev
 	}
+	// invite_room_state as PDUs (MSC4311), and in the stripped form of
+	// servers from before v1.16.
+	pdu := func(key roomdag.SigningKey, room roomdag.RoomID, typ, content string) json.RawMessage {
+		ev, err := roomdag.BuildEvent(v, key, roomdag.EventTemplate{RoomID: room, Sender: carol, Type: typ, StateKey: new(string),
+			Content: json.RawMessage(content), Depth: 1, OriginServerTS: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ev.JSON()
+	}
 	stripped := []any{
-		map[string]any{"type": "m.room.name", "state_key": "", "sender": string(carol), "content": map[string]any{"name": "Remote"}},
+		pdu(bKey, roomdag.RoomID(room), roomdag.TypeCreate, `{"room_version":"10","creator":"`+string(carol)+`"}`),
+		pdu(bKey, roomdag.RoomID(room), roomdag.TypeName, `{"name":"Remote"}`),
 		map[string]any{"type": "m.room.join_rules", "state_key": "", "sender": string(carol), "content": map[string]any{"join_rule": "invite"}},
 	}
 	put := func(path string, body any) txnAnswer {
@@ -246,6 +257,12 @@ func TestInboundInvite(t *testing.T) {
 		{"bad signature", v2(invite(otherKey, carol, alice.UserID, "invite")), map[string]any{"event": json.RawMessage(invite(otherKey, carol, alice.UserID, "invite").JSON()), "room_version": "10"}, 403, "M_FORBIDDEN"},
 		{"user of another server", v2(invite(bKey, carol, "@dave:"+b.Name(), "invite")), map[string]any{"event": json.RawMessage(invite(bKey, carol, "@dave:"+b.Name(), "invite").JSON()), "room_version": "10"}, 403, "M_FORBIDDEN"},
 		{"unknown local user", v2(invite(bKey, carol, "@nobody:"+a.Name(), "invite")), map[string]any{"event": json.RawMessage(invite(bKey, carol, "@nobody:"+a.Name(), "invite").JSON()), "room_version": "10"}, 404, "M_NOT_FOUND"},
+		{"stripped state of another room", v2(good), map[string]any{"event": json.RawMessage(good.JSON()), "room_version": "10",
+			"invite_room_state": []any{pdu(bKey, "!other:"+roomdag.RoomID(b.Name()), roomdag.TypeCreate, `{}`)}}, 400, "M_MISSING_PARAM"},
+		{"stripped state badly signed", v2(good), map[string]any{"event": json.RawMessage(good.JSON()), "room_version": "10",
+			"invite_room_state": []any{pdu(otherKey, roomdag.RoomID(room), roomdag.TypeCreate, `{}`)}}, 400, "M_MISSING_PARAM"},
+		{"stripped state not a PDU", v2(good), map[string]any{"event": json.RawMessage(good.JSON()), "room_version": "10",
+			"invite_room_state": []any{map[string]any{"type": "m.room.create", "signatures": map[string]any{}}}}, 400, "M_MISSING_PARAM"},
 		{"v1 with a v3+ event", "/_matrix/federation/v1/invite/" + url.PathEscape(room) + "/" + url.PathEscape(string(good.ID())), json.RawMessage(good.JSON()), 400, "M_BAD_JSON"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -295,8 +312,11 @@ func TestInboundInvite(t *testing.T) {
 	if !ok {
 		t.Fatal("alice's /sync has no invite")
 	}
-	if got["m.room.name|"] == nil || got["m.room.join_rules|"] == nil || got["m.room.member|"+alice.UserID]["event_id"] != string(good.ID()) {
+	if got["m.room.create|"] == nil || got["m.room.name|"] == nil || got["m.room.join_rules|"] == nil || got["m.room.member|"+alice.UserID]["event_id"] != string(good.ID()) {
 		t.Fatalf("alice's invite_state: %v", got)
+	}
+	if got["m.room.name|"]["signatures"] != nil || got["m.room.name|"]["content"].(map[string]any)["name"] != "Remote" {
+		t.Fatalf("the room name a client sees: %v", got["m.room.name|"])
 	}
 	var rooms struct {
 		Joined []string `json:"joined_rooms"`
@@ -305,6 +325,18 @@ func TestInboundInvite(t *testing.T) {
 	if len(rooms.Joined) != 0 {
 		t.Fatalf("an invite made alice joined: %v", rooms.Joined)
 	}
+	// A deactivated account's pending invites are rejected too.
+	frank := a.Register("frank")
+	franks := invite(bKey, carol, frank.UserID, "invite")
+	if resp := put(v2(franks), map[string]any{"event": json.RawMessage(franks.JSON()), "room_version": "10"}); resp.status != http.StatusOK {
+		t.Fatalf("invite of frank: %d %s", resp.status, resp.body)
+	}
+	frank.MustDo("POST", "/_matrix/client/v3/account/deactivate", map[string]any{"auth": map[string]any{
+		"type": "m.login.password", "user": frank.UserID, "password": "correct horse battery"}}, nil)
+	if m, err := a.HS.DB().UserMembership(context.Background(), roomdag.UserID(frank.UserID), roomdag.RoomID(room)); err != nil || m.Membership != roomdag.MembershipLeave {
+		t.Fatalf("a deactivated account's invite: %+v, %v", m, err)
+	}
+
 	// Rejecting: B does not hold the room (make_leave: 404), so A
 	// rejects locally.
 	alice.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/leave", map[string]any{"reason": "no"}, nil)
@@ -355,5 +387,130 @@ func TestInviteThenJoinOrReject(t *testing.T) {
 	}
 	if joined, _ := s["rooms"].(map[string]any)["join"].(map[string]any); joined[room] == nil {
 		t.Fatalf("bob's /sync does not list the room joined: %v", s["rooms"])
+	}
+
+	// createRoom's invite list, for a direct chat: signed by B too.
+	dm := alice.CreateRoom(map[string]any{"preset": "trusted_private_chat", "is_direct": true, "invite": []string{carol.UserID}})
+	got, ok := inviteState(t, carol.Sync("timeout=0"), dm)
+	if !ok {
+		t.Fatal("carol's /sync has no invite to the direct chat")
+	}
+	if inv := got["m.room.member|"+carol.UserID]; inv == nil || inv["content"].(map[string]any)["is_direct"] != true {
+		t.Fatalf("the direct chat's invite: %v", inv)
+	}
+	if ev := memberEvent(t, a, dm, carol.UserID); ev == nil || ev.Membership() != roomdag.MembershipInvite {
+		t.Fatalf("A's state of the direct chat: %v", ev)
+	}
+}
+
+// waitForInvite long-polls c's /sync until it lists an invite to room.
+func waitForInvite(t *testing.T, c *testserver.Client, room string) map[string]map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	since := ""
+	for time.Now().Before(deadline) {
+		q := "timeout=5000"
+		if since != "" {
+			q += "&since=" + since
+		}
+		s := c.Sync(q)
+		if got, ok := inviteState(t, s, room); ok {
+			return got
+		}
+		since, _ = s["next_batch"].(string)
+	}
+	t.Fatalf("%s's /sync never listed an invite to %s", c.UserID, room)
+	return nil
+}
+
+// TestInviteToARoomBothServersAreIn: once bob of B is in alice's room,
+// alice's invite of dave, another user of B, is an event of a room B
+// holds: B takes it into the room's DAG, and dave sees it with the
+// stripped state B computes. The room's server ACL then denies B: A
+// refuses B's invite of one of A's users (403), and B stores nothing.
+func TestInviteToARoomBothServersAreIn(t *testing.T) {
+	fed := testserver.Federation(t, 2, testserver.Options{})
+	a, b := fed[0], fed[1]
+	alice, erin := a.Register("alice"), a.Register("erin")
+	bob, dave := b.Register("bob"), b.Register("dave")
+	room := alice.CreateRoom(map[string]any{"preset": "public_chat", "name": "Both"})
+	bob.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?server_name="+url.QueryEscape(a.Name()), map[string]any{}, nil)
+
+	alice.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/invite", map[string]any{"user_id": dave.UserID}, nil)
+	got := waitForInvite(t, dave, room)
+	if got["m.room.name|"] == nil || got["m.room.member|"+dave.UserID] == nil {
+		t.Fatalf("dave's invite_state: %v", got)
+	}
+	if ev := memberEvent(t, b, room, dave.UserID); ev == nil || ev.Membership() != roomdag.MembershipInvite {
+		t.Fatalf("B's state of the room has no invite of dave: %v", ev)
+	}
+
+	alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.server_acl/",
+		map[string]any{"allow": []string{"*"}, "deny": []string{"127.0.0.1"}, "allow_ip_literals": true}, nil) // hosts without ports: A and B alike, but an ACL applies to other servers only
+	resp := bob.Do("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/invite", map[string]any{"user_id": erin.UserID})
+	if resp.Status != http.StatusForbidden || resp.Errcode() != "M_FORBIDDEN" || !strings.Contains(string(resp.Body), "server ACL") {
+		t.Fatalf("an invite from a server the ACL denies: %d %s", resp.Status, resp.Body)
+	}
+	if ev := memberEvent(t, b, room, erin.UserID); ev != nil {
+		t.Fatalf("B stored the refused invite: %s", ev.JSON())
+	}
+	if trail, err := b.HS.DB().MembershipChanges(context.Background(), roomdag.RoomID(room), roomdag.UserID(erin.UserID)); err != nil || len(trail) != 0 {
+		t.Fatalf("B stored a membership of erin: %v %v", trail, err)
+	}
+}
+
+// BenchmarkInvite: one invite, of a user of the same server and of a user
+// of another (signed there first, over TLS on loopback), each a fresh
+// invitee in one room.
+func BenchmarkInvite(b *testing.B) {
+	fed := testserver.Federation(b, 2, testserver.Options{})
+	for _, bc := range []struct {
+		name string
+		on   *testserver.Server
+	}{{"local", fed[0]}, {"remote", fed[1]}} {
+		b.Run(bc.name, func(b *testing.B) {
+			alice := fed[0].Register("alice")
+			room := alice.CreateRoom(map[string]any{"preset": "private_chat"})
+			path := "/_matrix/client/v3/rooms/" + url.PathEscape(room) + "/invite"
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				u := bc.on.Register("guest")
+				b.StartTimer()
+				alice.MustDo("POST", path, map[string]any{"user_id": u.UserID}, nil)
+			}
+		})
+	}
+}
+
+// TestInviteRoomVersions: invites across servers in rooms of the first
+// event format (v1: event IDs of the sending server), of v11, and of v12
+// (room IDs without a server: the create event in invite_room_state is
+// what B checks the room by). Each is rejected through A but v1's, which
+// joins over federation do not take: rejected locally.
+func TestInviteRoomVersions(t *testing.T) {
+	fed := testserver.Federation(t, 2, testserver.Options{})
+	a, b := fed[0], fed[1]
+	alice := a.Register("alice")
+	for _, ver := range []string{"1", "11", "12"} {
+		t.Run("v"+ver, func(t *testing.T) {
+			bob := b.Register("bob")
+			room := alice.CreateRoom(map[string]any{"preset": "private_chat", "room_version": ver, "name": "v" + ver})
+			alice.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/invite", map[string]any{"user_id": bob.UserID}, nil)
+			got, ok := inviteState(t, bob.Sync("timeout=0"), room)
+			if !ok || got["m.room.create|"] == nil || got["m.room.name|"] == nil || got["m.room.member|"+bob.UserID] == nil {
+				t.Fatalf("bob's invite_state: %v (listed %v)", got, ok)
+			}
+			bob.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/leave", map[string]any{}, nil)
+			if _, ok := inviteState(t, bob.Sync("timeout=0"), room); ok {
+				t.Fatal("the rejected invite is still listed")
+			}
+			want := roomdag.MembershipLeave
+			if ver == "1" {
+				want = roomdag.MembershipInvite // rejected on B only
+			}
+			if ev := memberEvent(t, a, room, bob.UserID); ev == nil || ev.Membership() != want {
+				t.Fatalf("A's state of bob after his rejection: %v, want %s", ev, want)
+			}
+		})
 	}
 }

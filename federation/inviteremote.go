@@ -42,9 +42,12 @@ type RemoteInviter struct {
 func (ri *RemoteInviter) Invite(ctx context.Context, ev *roomdag.Event, inviteState json.RawMessage) (*roomdag.Event, error) {
 	signed, err := ri.invite(ctx, ev, inviteState)
 	var re *remoteError
-	if errors.As(err, &re) {
+	if errors.As(err, &re) && !(re.status == http.StatusBadRequest && re.code == httpapi.CodeMissingParam) {
 		return nil, re.matrix()
 	}
+	// (400 M_MISSING_PARAM: the invitee's server found our
+	// invite_room_state wanting, which the client cannot mend: MSC4311
+	// asks for a 5xx.)
 	if err != nil {
 		ri.Log.Info("remote invite failed", "room", ev.RoomID(), "event", ev.ID(), "err", err)
 		return nil, httpapi.Errorf(http.StatusBadGateway, httpapi.CodeUnknown, "the invitee's server did not sign the invite: %v", err)

@@ -47,6 +47,41 @@ type RemoteJoiner struct {
 	// Parallel bounds the signatures of a send_join answer's events
 	// checked at once; 0 is 8.
 	Parallel int
+
+	mu      gosync.Mutex
+	joining map[roomdag.RoomID]*roomJoin
+}
+
+// roomJoin serialises the joins of one room: a second would take in the
+// same answer while the first does.
+type roomJoin struct {
+	mu   gosync.Mutex
+	refs int
+}
+
+// lockRoom waits for the other joins of room to end, and returns the
+// unlock.
+func (j *RemoteJoiner) lockRoom(room roomdag.RoomID) func() {
+	j.mu.Lock()
+	if j.joining == nil {
+		j.joining = map[roomdag.RoomID]*roomJoin{}
+	}
+	l := j.joining[room]
+	if l == nil {
+		l = &roomJoin{}
+		j.joining[room] = l
+	}
+	l.refs++
+	j.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		j.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(j.joining, room)
+		}
+		j.mu.Unlock()
+	}
 }
 
 // ResolveAlias asks the alias's server which room it names and which
@@ -82,6 +117,7 @@ func (j *RemoteJoiner) Join(ctx context.Context, room roomdag.RoomID, user roomd
 	if len(servers) == 0 {
 		return nil, httpapi.NotFound("no server to join %s through is known", room)
 	}
+	defer j.lockRoom(room)()
 	var last error
 	for _, s := range servers {
 		if s == j.Server {
@@ -337,23 +373,32 @@ func (j *RemoteJoiner) receiveOutliers(ctx context.Context, evs map[roomdag.Even
 		checked.verdicts[ev.ID()] = verdicts[i]
 	}
 
-	results, err := j.Rooms.ReceiveOutliers(ctx, order, checked)
-	if err != nil {
-		return nil, err
-	}
+	// In chunks, in order: each shares commits, and the writes queued at
+	// once stay bounded.
 	ok := make(map[roomdag.EventID]bool, len(evs))
-	for i, r := range results {
-		switch {
-		case r.Err == nil:
-			ok[order[i].ID()] = r.Result.Status != roomdag.StatusRejected
-		case isBadEvent(r.Err):
-			j.Log.Info("send_join answer: event left out", "event", order[i].ID(), "err", r.Err)
-		default:
-			return nil, r.Err
+	for len(order) > 0 {
+		chunk := order[:min(len(order), outlierChunk)]
+		order = order[len(chunk):]
+		results, err := j.Rooms.ReceiveOutliers(ctx, chunk, checked)
+		if err != nil {
+			return nil, err
+		}
+		for i, r := range results {
+			switch {
+			case r.Err == nil:
+				ok[chunk[i].ID()] = r.Result.Status != roomdag.StatusRejected
+			case isBadEvent(r.Err):
+				j.Log.Info("send_join answer: event left out", "event", chunk[i].ID(), "err", r.Err)
+			default:
+				return nil, r.Err
+			}
 		}
 	}
 	return ok, nil
 }
+
+// outlierChunk is how many events one ReceiveOutliers takes.
+const outlierChunk = 2000
 
 // checkedSignatures is a SignatureVerifier over verdicts already reached
 // (concurrently, before the events are received), next for others.

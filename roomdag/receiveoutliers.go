@@ -118,6 +118,21 @@ func (rs *Rooms) receiveOutliersOnce(ctx context.Context, room RoomID, checked [
 		r.mu.Unlock()
 		return err
 	}
+	// Another Receive may have stored some since they were read.
+	ids := make([]EventID, 0, len(checked))
+	for _, ev := range checked {
+		if ev != nil && known[ev.ID()] == nil {
+			ids = append(ids, ev.ID())
+		}
+	}
+	fresh, err := rs.store.DAGEvents(ctx, ids)
+	if err != nil {
+		r.mu.Unlock()
+		return err
+	}
+	for id, d := range fresh {
+		known[id] = d
+	}
 	type pending struct {
 		i int
 		q *queuedEvent

@@ -48,31 +48,55 @@ type StrippedEvent struct {
 }
 
 // StrippedState is the invite_room_state for an invite, or the
-// knock_room_state for a knock: the room's stripped state plus the
-// membership event of the invite's sender (for a knock, the knock itself,
-// which the caller shows whole, so it is left out here). In rooms with
-// DomainlessRoomIDs (v12) the m.room.create event is the full event, as
-// Synapse sends it: the room ID is its reference hash, so the invitee can
-// check which room, and which server's creator, the invite is for (MSC4311).
+// knock_room_state for a knock, as clients see it: the room's stripped
+// state plus the membership event of the invite's sender (for a knock,
+// the knock itself, which the caller shows whole, so it is left out
+// here). In rooms with DomainlessRoomIDs (v12) the m.room.create event is
+// the full event, as Synapse sends it: the room ID is its reference hash,
+// so the invitee can check which room, and which server's creator, the
+// invite is for (MSC4311).
 func StrippedState(state StateMap, membership *Event) json.RawMessage {
+	return StrippedEvents(strippedEvents(state, membership))
+}
+
+// StrippedStatePDUs is the invite_room_state of an invite sent over
+// federation: the events StrippedState shows, as full PDUs, so that the
+// invitee's server can check them (MSC4311, Matrix v1.16).
+func StrippedStatePDUs(state StateMap, membership *Event) json.RawMessage {
 	out := []json.RawMessage{}
-	add := func(ev StrippedEvent) {
-		b, _ := json.Marshal(ev)
-		out = append(out, b)
-	}
-	for _, t := range strippedTypes {
-		ev := state.Get(t, "")
-		switch {
-		case ev == nil:
-		case ev.IsCreate() && ev.Version().DomainlessRoomIDs:
-			out = append(out, ev.JSON())
-		default:
-			add(StrippedEvent{Type: t, Sender: ev.Sender(), Content: ev.Content()})
-		}
-	}
-	if ev := state.Get(TypeMember, string(membership.Sender())); ev != nil && ev.ID() != membership.ID() {
-		add(StrippedEvent{Type: TypeMember, StateKey: string(membership.Sender()), Sender: ev.Sender(), Content: ev.Content()})
+	for _, ev := range strippedEvents(state, membership) {
+		out = append(out, ev.JSON())
 	}
 	b, _ := json.Marshal(out)
 	return b
+}
+
+// StrippedEvents renders stripped state events for clients, as
+// StrippedState does.
+func StrippedEvents(evs []*Event) json.RawMessage {
+	out := []json.RawMessage{}
+	for _, ev := range evs {
+		if ev.IsCreate() && ev.Version().DomainlessRoomIDs {
+			out = append(out, ev.JSON())
+			continue
+		}
+		b, _ := json.Marshal(StrippedEvent{Type: ev.Type(), StateKey: *ev.StateKey(), Sender: ev.Sender(), Content: ev.Content()})
+		out = append(out, b)
+	}
+	b, _ := json.Marshal(out)
+	return b
+}
+
+// strippedEvents are the events of the stripped state of membership.
+func strippedEvents(state StateMap, membership *Event) []*Event {
+	var out []*Event
+	for _, t := range strippedTypes {
+		if ev := state.Get(t, ""); ev != nil {
+			out = append(out, ev)
+		}
+	}
+	if ev := state.Get(TypeMember, string(membership.Sender())); ev != nil && ev.ID() != membership.ID() {
+		out = append(out, ev)
+	}
+	return out
 }

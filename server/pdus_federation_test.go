@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/persistentchat/homeserver/appservice/astest"
 	"github.com/persistentchat/homeserver/configs"
 	"github.com/persistentchat/homeserver/federation"
 	"github.com/persistentchat/homeserver/roomdag"
@@ -28,13 +30,13 @@ import (
 // playedServer is a test playing a federating server: it builds events
 // signed with that server's own key, as that server would.
 type playedServer struct {
-	t   *testing.T
+	t   testing.TB
 	s   *testserver.Server
 	key roomdag.SigningKey
 	ts  int64
 }
 
-func playServer(t *testing.T, s *testserver.Server) *playedServer {
+func playServer(t testing.TB, s *testserver.Server) *playedServer {
 	key, err := server.LoadOrCreateKey(s.Config.SigningKeyPath(), roomdag.ServerName(s.Name()))
 	if err != nil {
 		t.Fatal(err)
@@ -65,12 +67,26 @@ var fedTxnCounter atomic.Int64
 
 // sendPDUs sends a transaction of pdus from one server to another and
 // returns its per-PDU results (event ID → error, "" for none).
-func sendPDUs(t *testing.T, from, to *testserver.Server, pdus ...json.RawMessage) map[string]string {
+func sendPDUs(t testing.TB, from, to *testserver.Server, pdus ...json.RawMessage) map[string]string {
 	t.Helper()
-	status, body := fedPut(t, from, to.Name(), fmt.Sprintf("/_matrix/federation/v1/send/pdutest%d", fedTxnCounter.Add(1)),
-		map[string]any{"origin": from.Name(), "origin_server_ts": time.Now().UnixMilli(), "pdus": pdus})
-	if status != http.StatusOK {
-		t.Fatalf("/send: %d %s", status, body)
+	txn, err := json.Marshal(map[string]any{"origin": from.Name(), "origin_server_ts": time.Now().UnixMilli(), "pdus": pdus})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, fmt.Sprintf("/_matrix/federation/v1/send/pdutest%d", fedTxnCounter.Add(1)), bytes.NewReader(txn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := from.HS.Federation.Do(ctx, roomdag.ServerName(to.Name()), req)
+	if err != nil {
+		t.Fatalf("/send: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/send: %d %s", resp.StatusCode, body)
 	}
 	var out struct {
 		PDUs map[string]struct {
@@ -91,7 +107,7 @@ func sendPDUs(t *testing.T, from, to *testserver.Server, pdus ...json.RawMessage
 }
 
 // fedGet sends a signed federation GET and decodes its 200 answer.
-func fedGet(t *testing.T, from, to *testserver.Server, path string, out any) {
+func fedGet(t testing.TB, from, to *testserver.Server, path string, out any) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -171,7 +187,7 @@ func sk(s string) *string { return &s }
 // joinFromB has B's user join A's room with a join B's test code builds
 // and sends (/send), then gives B the room's history from A (/backfill,
 // which B may ask once joined), as a send_join answer would.
-func joinFromB(t *testing.T, a, b *testserver.Server, pb *playedServer, bob roomdag.UserID, room roomdag.RoomID) (*roomdag.RoomVersion, *roomdag.Event) {
+func joinFromB(t testing.TB, a, b *testserver.Server, pb *playedServer, bob roomdag.UserID, room roomdag.RoomID) (*roomdag.RoomVersion, *roomdag.Event) {
 	t.Helper()
 	ctx := context.Background()
 	// A's sender has seen A's events while B had no one in the room.
@@ -225,7 +241,19 @@ func joinFromB(t *testing.T, a, b *testserver.Server, pb *playedServer, bob room
 // A's user's /messages backfills it from B.
 func TestFederatedPDUs(t *testing.T) {
 	ctx := context.Background()
-	fed := testserver.Federation(t, 2, testserver.Options{Configure: func(c *configs.Config) { c.Compliance.Enabled = true }})
+	// A (the first configured) archives, and has an application service
+	// interested in every room.
+	as := astest.NewAS(t, "hs-watcher")
+	reg := astest.Registration{ID: "watcher", URL: as.URL, ASToken: "as-watcher", HSToken: "hs-watcher", SenderLocalpart: "watcher",
+		Rooms: []astest.Namespace{{Regex: ".*"}}}.Write(t, t.TempDir())
+	first := true
+	fed := testserver.Federation(t, 2, testserver.Options{Configure: func(c *configs.Config) {
+		if first {
+			first = false
+			c.Compliance.Enabled = true
+			c.AppServiceConfigFiles = append(c.AppServiceConfigFiles, reg)
+		}
+	}})
 	a, b := fed[0], fed[1]
 	pb := playServer(t, b)
 	// The test decides what B sends.
@@ -279,6 +307,8 @@ func TestFederatedPDUs(t *testing.T) {
 	if n := counts.Rooms.Join[string(room)].Unread.Notifications; n < 1 {
 		t.Errorf("alice's notification count for B's message: %d", n)
 	}
+	// A's application service is sent it.
+	as.WaitEvent("B's message", func(e astest.Event) bool { return e.EventID == string(m1.ID()) })
 	// And A's compliance archive holds it.
 	if err := a.HS.Compliance.Wait(ctx, a.HS.Syncer.Notifier().Current().Events); err != nil {
 		t.Fatal(err)
@@ -719,4 +749,45 @@ func TestFederatedPDUsForkedGap(t *testing.T) {
 	if d := dag[merge.ID()]; d == nil || d.Status != roomdag.StatusTimeline {
 		t.Errorf("the merge on A: %+v", d)
 	}
+}
+
+// BenchmarkFederatedPDUs: transactions of 50 chained messages from B, each
+// PDU received into A's room (signatures, auth, state, commit, /sync
+// wake-up), no gaps. Reports PDUs per second.
+func BenchmarkFederatedPDUs(bm *testing.B) {
+	ctx := context.Background()
+	fed := testserver.Federation(bm, 2, testserver.Options{})
+	a, b := fed[0], fed[1]
+	pb := playServer(bm, b)
+	b.HS.FedSender.Stop()
+	alice := a.Register("alice")
+	bob := roomdag.UserID("@bob:" + b.Name())
+	room := roomdag.RoomID(alice.CreateRoom(map[string]any{"preset": "public_chat"}))
+	st, err := a.HS.Rooms.State(ctx, room)
+	if err != nil {
+		bm.Fatal(err)
+	}
+	v := st.Version
+	join := pb.build(v, room, st.State, bob, roomdag.TypeMember, sk(string(bob)), `{"membership":"join"}`, st.Depth+1, st.Extremities...)
+	sendPDUs(bm, b, a, join.JSON())
+	st, _ = a.HS.Rooms.State(ctx, room)
+	prev, depth := join.ID(), join.Depth()
+	bm.ResetTimer()
+	for i := 0; i < bm.N; i++ {
+		bm.StopTimer()
+		pdus := make([]json.RawMessage, federation.MaxTxnPDUs)
+		for j := range pdus {
+			depth++
+			e := pb.build(v, room, st.State, bob, "m.room.message", nil, fmt.Sprintf(`{"body":"%d.%d"}`, i, j), depth, prev)
+			pdus[j], prev = e.JSON(), e.ID()
+		}
+		bm.StartTimer()
+		res := sendPDUs(bm, b, a, pdus...)
+		for id, r := range res {
+			if r != "" {
+				bm.Fatalf("PDU %s: %s", id, r)
+			}
+		}
+	}
+	bm.ReportMetric(float64(bm.N*federation.MaxTxnPDUs)/bm.Elapsed().Seconds(), "PDUs/s")
 }

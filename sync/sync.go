@@ -784,8 +784,12 @@ func (s *Syncer) joinedRoom(ctx context.Context, req Request, m storage.RoomMemb
 		State:       EventList{Events: []json.RawMessage{}},
 		AccountData: EventList{Events: []json.RawMessage{}},
 		Ephemeral:   EventList{Events: []json.RawMessage{}},
-		Summary:     summary(st, req.User),
 	}
+	members, err := s.membersAt(ctx, m.RoomID, st, cur.Events)
+	if err != nil {
+		return nil, nil, err
+	}
+	jr.Summary = summary(members, req.User)
 	view := roomdag.ClientView{NowMS: s.clock.Now().UnixMilli(), UserID: req.User, DeviceID: req.Device}
 	if newHere || limited {
 		// spec: bundled aggregations go with limited timelines; a room new
@@ -844,7 +848,7 @@ func (s *Syncer) joinedRoom(ctx context.Context, req Request, m storage.RoomMemb
 	switch {
 	case req.Since == nil:
 	case newHere:
-		for k, ev := range st.State {
+		for k, ev := range members {
 			if k.Type == roomdag.TypeMember && ev.Membership() == roomdag.MembershipJoin {
 				joined = append(joined, roomdag.UserID(k.StateKey))
 			}
@@ -1041,11 +1045,49 @@ func (s *Syncer) stateEvents(ctx context.Context, ids []roomdag.EventID, sf *Roo
 	return out, nil
 }
 
-// summary is the room summary clients name rooms with (spec: m.heroes).
-func summary(st *roomdag.RoomState, user roomdag.UserID) map[string]any {
+// membersAt returns the room's member events as of stream position pos,
+// from st, its current state, unless events after pos changed that state
+// (committed while this sync was being built): then from the snapshot at
+// pos. What a response says of the members must agree with the timeline
+// it stops at; matrix-js-sdk takes the summary's count as the members'.
+func (s *Syncer) membersAt(ctx context.Context, room roomdag.RoomID, st *roomdag.RoomState, pos roomdag.StreamPos) (roomdag.StateMap, error) {
+	if st.LastPos <= pos {
+		return st.State, nil
+	}
+	snap, err := s.store.StateAtStream(ctx, room, pos)
+	if err != nil {
+		return nil, err
+	}
+	ids, err := s.store.Snapshot(ctx, snap)
+	if err != nil {
+		return nil, err
+	}
+	var memberIDs []roomdag.EventID
+	for k, id := range ids {
+		if k.Type == roomdag.TypeMember {
+			memberIDs = append(memberIDs, id)
+		}
+	}
+	// The state of a room joined over federation is held as outliers.
+	evs, err := s.store.EventsWithOutliers(ctx, memberIDs)
+	if err != nil {
+		return nil, err
+	}
+	out := roomdag.StateMap{}
+	for _, ev := range evs {
+		if key := ev.StateKey(); key != nil {
+			out[roomdag.StateKey{Type: roomdag.TypeMember, StateKey: *key}] = ev.Event
+		}
+	}
+	return out, nil
+}
+
+// summary is the room summary clients name rooms with (spec: m.heroes),
+// from the room's member events.
+func summary(state roomdag.StateMap, user roomdag.UserID) map[string]any {
 	joined, invited := 0, 0
 	var heroes []string
-	for k, ev := range st.State {
+	for k, ev := range state {
 		if k.Type != roomdag.TypeMember {
 			continue
 		}

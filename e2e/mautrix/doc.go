@@ -8,5 +8,8 @@
 // names the built homeserver binary:
 //
 //	make build
-//	cd e2e/mautrix && HOMESERVER_BIN=$PWD/../../bin/homeserver go test -race -count=1 ./...
+//	cd e2e/mautrix && HOMESERVER_BIN=$PWD/../../bin/homeserver go test -tags goolm -race -count=1 ./...
+//
+// The goolm tag selects mautrix's pure-Go Olm for TestCrypto; without it
+// that test skips (mautrix's default links libolm through cgo).
 package mautrixe2e

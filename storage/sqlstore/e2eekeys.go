@@ -263,7 +263,17 @@ func (db *DB) deleteDeviceKeys(tx *sql.Tx, user roomdag.UserID, device string) e
 			return err
 		}
 	}
-	return nil
+	// Signatures of the device's keys (by the self-signing key) go too:
+	// they sign keys that no longer exist, and a device later created
+	// with the same ID has new keys they would be merged into. A device
+	// ID and a cross-signing key ID share the signed keys' namespace, so
+	// a device named like one of the user's cross-signing keys leaves
+	// that key's signatures alone. Signatures made by the device (on the
+	// master key) are kept, as Synapse keeps them: clients ignore a
+	// signature by a device they do not know.
+	_, err := tx.Exec(`DELETE FROM e2e_cross_signing_sigs WHERE target_user = ? AND target_key_id = ?
+		AND target_key_id NOT IN (SELECT key_id FROM e2e_cross_signing_keys WHERE user_id = ?)`, string(user), device, string(user))
+	return err
 }
 
 // DeviceListsChangedSince returns the users whose device list changed in
