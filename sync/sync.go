@@ -922,10 +922,11 @@ func (s *Syncer) timeline(ctx context.Context, req Request, room roomdag.RoomID,
 		}
 		top = batch[0].Pos - 1
 	}
-	if after == 0 && !hidden && len(out) <= limit {
+	if after == 0 && !hidden && len(out) <= limit && (len(out) == 0 || !out[len(out)-1].IsCreate()) {
 		// The live stream ran out before the backchat did: a room joined
 		// over federation has its history before the join backfilled, under
 		// negative stream positions, which only a topological read finds.
+		// (Nothing comes before a create event: a local room ends there.)
 		var err error
 		if out, err = s.backfilledBefore(ctx, req, room, out, limit, check, vis); err != nil {
 			return nil, false, err
