@@ -1,9 +1,11 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"net/url"
@@ -12,7 +14,9 @@ import (
 	"time"
 
 	"github.com/persistentchat/homeserver/configs"
+	"github.com/persistentchat/homeserver/federation"
 	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/server"
 	"github.com/persistentchat/homeserver/testserver"
 )
 
@@ -542,8 +546,9 @@ func typingIn(t *testing.T, c *testserver.Client, room, user string, want bool) 
 // (m.room.server_acl), A takes none of B's EDUs about the room (typing,
 // receipts), answers B's queries about it 403 M_FORBIDDEN, and sends B
 // none of the room's events; before the ACL, B's typing reached A.
-// (Forged signatures, wrong origins and bad JSON on /send PDUs and EDUs
-// are TestFederatedPDUsRefused's, TestInboundTransaction's and
+// (Forged requests are TestFederatedForgedRequests'; forged PDU
+// signatures, wrong origins and bad JSON in transactions are
+// TestFederatedPDUsRefused's, TestInboundTransaction's and
 // TestInboundEDUs'.)
 func TestFederatedServerACL(t *testing.T) {
 	fed := testserver.Federation(t, 2, testserver.Options{})
@@ -639,5 +644,119 @@ func TestFederatedServerACL(t *testing.T) {
 	}
 	if slices.Contains(events, secret) || !slices.Contains(events, marker) {
 		t.Errorf("A's queue for B %v: want the control room's %s, not the denied room's %s", events, marker, secret)
+	}
+}
+
+// TestFederatedForgedRequests: requests to A's federation API claiming
+// to come from B are refused unless B's key signed them for A: a body
+// other than the signed one, an origin B's key does not belong to, a
+// destination other than A are 401 M_UNAUTHORIZED on /send (PDUs and
+// EDUs alike: the transaction is refused whole), queries and room reads;
+// a signed body that is not JSON is 400 M_NOT_JSON. The same requests
+// signed properly are served.
+func TestFederatedForgedRequests(t *testing.T) {
+	fed := testserver.Federation(t, 2, testserver.Options{})
+	a, b := fed[0], fed[1]
+	alice, bob := a.Register("alice"), b.Register("bob")
+	room := alice.CreateRoom(map[string]any{"preset": "public_chat"})
+	joinVia(t, bob, room, a)
+	key, err := server.LoadOrCreateKey(b.Config.SigningKeyPath(), roomdag.ServerName(b.Name()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dest := roomdag.ServerName(a.Name())
+	do := func(method, uri string, signed, sent []byte, edit func(*federation.XMatrix)) (int, string) {
+		t.Helper()
+		x, err := federation.SignRequest(key, dest, method, uri, signed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if edit != nil {
+			edit(&x)
+		}
+		var body io.Reader
+		if sent != nil {
+			body = bytes.NewReader(sent)
+		}
+		req, err := http.NewRequest(method, a.URL+uri, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", x.String())
+		if sent != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		rb, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, errcode(rb)
+	}
+	txn := func(n int) (string, []byte) {
+		body, _ := json.Marshal(map[string]any{"origin": b.Name(), "origin_server_ts": time.Now().UnixMilli(), "pdus": []any{},
+			"edus": []any{map[string]any{"edu_type": "m.typing", "content": map[string]any{"room_id": room, "user_id": bob.UserID, "typing": true}}}})
+		return fmt.Sprintf("/_matrix/federation/v1/send/forged%d-%d", fedTxnCounter.Add(1), n), body
+	}
+	gets := []string{
+		"/_matrix/federation/v1/query/profile?user_id=" + url.QueryEscape(alice.UserID),
+		"/_matrix/federation/v1/state_ids/" + url.PathEscape(room) + "?event_id=" + url.QueryEscape(alice.SendText(room, "hi")),
+	}
+	other := roomdag.ServerName("127.0.0.1:1")
+	for _, c := range []struct {
+		name string
+		body func([]byte) []byte
+		edit func(*federation.XMatrix)
+	}{
+		{"body other than signed", func(b []byte) []byte {
+			if b == nil {
+				return nil
+			}
+			return bytes.Replace(b, []byte(`"typing":true`), []byte(`"typing":false`), 1)
+		}, nil},
+		{"signature of another request", nil, func(x *federation.XMatrix) {
+			y, _ := federation.SignRequest(key, dest, "GET", "/_matrix/federation/v1/version", nil)
+			x.Sig = y.Sig
+		}},
+		{"origin A (B's key)", nil, func(x *federation.XMatrix) { x.Origin = dest }},
+		{"destination elsewhere", nil, func(x *federation.XMatrix) { x.Destination = other }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			before := a.HS.FedTxns.Stats()
+			uri, body := txn(0)
+			sent := body
+			if c.body != nil {
+				sent = c.body(body)
+			}
+			if status, code := do("PUT", uri, body, sent, c.edit); status != http.StatusUnauthorized || code != "M_UNAUTHORIZED" {
+				t.Errorf("/send: %d %s, want 401 M_UNAUTHORIZED", status, code)
+			}
+			if st := a.HS.FedTxns.Stats(); st != before {
+				t.Errorf("a forged transaction was processed: %+v, then %+v", before, st)
+			}
+			if c.body != nil {
+				return // GETs have no body to change
+			}
+			for _, g := range gets {
+				if status, code := do("GET", g, nil, nil, c.edit); status != http.StatusUnauthorized || code != "M_UNAUTHORIZED" {
+					t.Errorf("GET %s: %d %s, want 401 M_UNAUTHORIZED", g, status, code)
+				}
+			}
+		})
+	}
+	uri, _ := txn(1)
+	if status, code := do("PUT", uri, nil, []byte(`{"origin": `), nil); status != http.StatusBadRequest || code != "M_NOT_JSON" {
+		t.Errorf("/send of a body that is not JSON: %d %s, want 400 M_NOT_JSON", status, code)
+	}
+	// Signed properly, the same requests are served.
+	uri, body := txn(2)
+	if status, code := do("PUT", uri, body, body, nil); status != http.StatusOK {
+		t.Errorf("a signed /send: %d %s", status, code)
+	}
+	for _, g := range gets {
+		if status, code := do("GET", g, nil, nil, nil); status != http.StatusOK {
+			t.Errorf("a signed GET %s: %d %s", g, status, code)
+		}
 	}
 }
