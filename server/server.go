@@ -301,10 +301,11 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		return rooms.State(ctx, id)
 	})
 	hs.Federation = federationClient(cfg, key, clk)
-	// Server ACLs: fedread's roomdag.ServerAllowed goes in
-	// JoinedServers.ServerAllowed once merged.
+	// Servers the room's ACL denies are sent none of its events.
 	hs.FedSender = federation.NewSender(federation.SenderOptions{Server: server, Store: db, Client: hs.Federation,
-		Destinations: federation.JoinedServers{Server: server, Rooms: roomStates}, Rooms: roomStates,
+		Destinations: federation.JoinedServers{Server: server, Rooms: roomStates, ServerAllowed: func(st roomdag.StateMap, s roomdag.ServerName) bool {
+			return roomdag.ServerAllowed(st, s)
+		}}, Rooms: roomStates,
 		Holder: hs.lease("federation_sender", clk), Presence: cfg.Presence.Federate, Clock: clk, Log: log})
 	listeners := []roomdag.Listener{notifier, hs.Notifications, hs.AppServices, hs.FedSender}
 	hs.key = key
@@ -491,7 +492,8 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		// To-device messages are about no room: no server ACL applies.
 		EDUs: map[string]federation.EDUHandler{"m.direct_to_device": hs.ToDevice.ReceiveEDU,
 			"m.device_list_update": devUpdates.HandleDeviceListUpdate, "m.signing_key_update": devUpdates.HandleSigningKeyUpdate},
-		ServerAllowed: func(st roomdag.StateMap, s roomdag.ServerName) bool { return roomdag.ServerAllowed(st, s) }})
+		ServerAllowed: func(st roomdag.StateMap, s roomdag.ServerName) bool { return roomdag.ServerAllowed(st, s) },
+		OriginUp:      hs.FedSender.ServerUp})
 	fedRoutes := append(inbound.Routes(), hs.FedTxns.Routes()...)
 	// Joins, leaves and knocks of other servers' users (federation/joins.go).
 	fedRoutes = append(fedRoutes, federation.NewHandshakes(inbound, hs.Rooms, key, keyring).Routes()...)
