@@ -4,18 +4,26 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
+	gosync "sync"
 	"testing"
 	"time"
 
+	"github.com/persistentchat/homeserver/clock"
 	"github.com/persistentchat/homeserver/configs"
+	"github.com/persistentchat/homeserver/federation"
 	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
 	"github.com/persistentchat/homeserver/testserver"
 )
 
@@ -187,6 +195,35 @@ func TestInterop(t *testing.T) {
 		checkNotarySigned(t, relayed, ours, ourKeys)
 	})
 
+	t.Run("KeyringThroughPeerNotary", func(t *testing.T) {
+		// A keyring of a third server, "interop.invalid", that cannot
+		// reach ours directly and asks the peer as its notary instead.
+		third, err := roomdag.GenerateSigningKey("interop.invalid", rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		noDirect := clientFunc(func(ctx context.Context, dest roomdag.ServerName, req *http.Request) (*http.Response, error) {
+			if dest != in.peer {
+				return nil, fmt.Errorf("%s is unreachable in this step", dest)
+			}
+			return in.ours.HS.Federation.Do(ctx, dest, req)
+		})
+		if len(ourKeys) == 0 {
+			t.Fatal("our keys are not known (PeerAsNotaryForUs failed or did not run)")
+		}
+		kr := federation.NewKeyring(federation.OwnKeys{Key: third}, &keyMap{}, noDirect,
+			[]federation.Notary{{ServerName: in.peer}}, clock.Real{}, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+		for id, want := range ourKeys {
+			got, err := kr.RequestKey(ctx, roomdag.ServerName(ours), id)
+			if err != nil {
+				t.Fatalf("our key %s through the peer: %v", id, err)
+			}
+			if !got.Equal(want) {
+				t.Fatalf("the peer relays %x as our %s, we publish %x", got, id, want)
+			}
+		}
+	})
+
 	t.Run("ProfileQueryToPeer", func(t *testing.T) {
 		in.bob.MustDo("PUT", "/_matrix/client/v3/profile/"+url.PathEscape(in.bob.UserID)+"/displayname",
 			map[string]any{"displayname": "Bob on the peer"}, nil)
@@ -312,6 +349,49 @@ func checkNotarySigned(t *testing.T, raw []byte, notary string, keys map[string]
 		}
 	}
 	t.Fatalf("relayed keys not signed by the notary %s: %s", notary, raw)
+}
+
+// clientFunc is a federation.Client.
+type clientFunc func(ctx context.Context, dest roomdag.ServerName, req *http.Request) (*http.Response, error)
+
+func (f clientFunc) Do(ctx context.Context, dest roomdag.ServerName, req *http.Request) (*http.Response, error) {
+	return f(ctx, dest, req)
+}
+
+// keyMap is a federation.KeyStore in memory.
+type keyMap struct {
+	mu   gosync.Mutex
+	keys []storage.ServerKey
+}
+
+func (m *keyMap) ServerKeys(_ context.Context, server roomdag.ServerName) ([]storage.ServerKey, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []storage.ServerKey
+	for _, k := range m.keys {
+		if k.ServerName == server {
+			out = append(out, k)
+		}
+	}
+	return out, nil
+}
+
+func (m *keyMap) StoreServerKeys(_ context.Context, keys []storage.ServerKey) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, k := range keys {
+		m.keys = slices.DeleteFunc(m.keys, func(o storage.ServerKey) bool { return o.ServerName == k.ServerName && o.KeyID == k.KeyID })
+		m.keys = append(m.keys, k)
+	}
+	return nil
+}
+
+// testWriter writes to the test's log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
 
 func contains(list []string, s string) bool {
