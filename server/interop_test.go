@@ -283,6 +283,51 @@ func TestInterop(t *testing.T) {
 		}
 	})
 
+	// Device keys: each side uploads signed device keys and a one-time
+	// key, and the other side's user queries and claims them (the
+	// servers ask each other with /user/keys/query and /user/keys/claim).
+	aliceKeys := uploadDeviceKeys(t, in.alice)
+	bobKeys := uploadDeviceKeys(t, in.bob)
+	t.Run("DeviceKeysQueryFromPeer", func(t *testing.T) {
+		checkQueriedKeys(t, in.bob, in.alice, aliceKeys)
+	})
+	t.Run("DeviceKeysQueryToPeer", func(t *testing.T) {
+		checkQueriedKeys(t, in.alice, in.bob, bobKeys)
+	})
+	t.Run("OneTimeKeyClaimFromPeer", func(t *testing.T) {
+		checkClaimedKey(t, in.bob, in.alice, aliceKeys)
+	})
+	t.Run("OneTimeKeyClaimToPeer", func(t *testing.T) {
+		checkClaimedKey(t, in.alice, in.bob, bobKeys)
+	})
+	t.Run("UserDevicesOfPeer", func(t *testing.T) {
+		status, body := in.fed("GET", "/_matrix/federation/v1/user/devices/"+url.PathEscape(in.bob.UserID), nil)
+		var d struct {
+			UserID  string `json:"user_id"`
+			Devices []struct {
+				DeviceID string `json:"device_id"`
+			} `json:"devices"`
+		}
+		if status != http.StatusOK || json.Unmarshal(body, &d) != nil || d.UserID != in.bob.UserID {
+			t.Fatalf("user/devices: %d %s", status, body)
+		}
+		for _, dev := range d.Devices {
+			if dev.DeviceID == in.bob.DeviceID {
+				return
+			}
+		}
+		t.Fatalf("user/devices lacks %s: %s", in.bob.DeviceID, body)
+	})
+
+	// Media: each side downloads what the other's user uploaded, through
+	// its own server, which fetches it over federation.
+	t.Run("MediaFromPeer", func(t *testing.T) {
+		checkRemoteMedia(t, in.alice, in.bob)
+	})
+	t.Run("MediaToPeer", func(t *testing.T) {
+		checkRemoteMedia(t, in.bob, in.alice)
+	})
+
 	t.Run("ToDeviceToPeer", func(t *testing.T) {
 		inbox := newInbox(in.bob)
 		in.alice.MustDo("PUT", "/_matrix/client/v3/sendToDevice/m.interop.test/ours1", map[string]any{"messages": map[string]any{
@@ -349,6 +394,127 @@ func checkNotarySigned(t *testing.T, raw []byte, notary string, keys map[string]
 		}
 	}
 	t.Fatalf("relayed keys not signed by the notary %s: %s", notary, raw)
+}
+
+// deviceKeys are what uploadDeviceKeys uploaded for a device.
+type deviceKeys struct {
+	ed25519 string // the device's fingerprint key, unpadded base64
+	otkID   string // "signed_curve25519:AAAA"
+}
+
+// signAs signs obj (without signatures and unsigned) as user's device
+// key, the way clients do.
+func signAs(t *testing.T, obj map[string]any, user, keyID string, priv ed25519.PrivateKey) {
+	t.Helper()
+	b, err := json.Marshal(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	canon, err := roomdag.CanonicalJSON(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj["signatures"] = map[string]any{user: map[string]string{keyID: base64.RawStdEncoding.EncodeToString(ed25519.Sign(priv, canon))}}
+}
+
+// uploadDeviceKeys uploads c's device keys and one signed one-time key.
+func uploadDeviceKeys(t *testing.T, c *testserver.Client) deviceKeys {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	curve := make([]byte, 32)
+	rand.Read(curve)
+	fp := base64.RawStdEncoding.EncodeToString(pub)
+	keyID := "ed25519:" + c.DeviceID
+	dk := map[string]any{
+		"user_id": c.UserID, "device_id": c.DeviceID,
+		"algorithms": []string{"m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"},
+		"keys":       map[string]string{"curve25519:" + c.DeviceID: base64.RawStdEncoding.EncodeToString(curve), keyID: fp},
+	}
+	signAs(t, dk, c.UserID, keyID, priv)
+	otk := map[string]any{"key": base64.RawStdEncoding.EncodeToString(curve)}
+	signAs(t, otk, c.UserID, keyID, priv)
+	otkID := "signed_curve25519:AAAAAQ"
+	c.MustDo("POST", "/_matrix/client/v3/keys/upload", map[string]any{"device_keys": dk, "one_time_keys": map[string]any{otkID: otk}}, nil)
+	return deviceKeys{ed25519: fp, otkID: otkID}
+}
+
+// checkQueriedKeys: asker's /keys/query finds owner's device keys.
+func checkQueriedKeys(t *testing.T, asker, owner *testserver.Client, want deviceKeys) {
+	t.Helper()
+	var out struct {
+		Failures   map[string]any `json:"failures"`
+		DeviceKeys map[string]map[string]struct {
+			Keys map[string]string `json:"keys"`
+		} `json:"device_keys"`
+	}
+	asker.MustDo("POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{owner.UserID: []string{}}}, &out)
+	got := out.DeviceKeys[owner.UserID][owner.DeviceID].Keys["ed25519:"+owner.DeviceID]
+	if got != want.ed25519 {
+		t.Fatalf("keys/query by %s for %s: ed25519 %q, want %q (failures %v)", asker.UserID, owner.UserID, got, want.ed25519, out.Failures)
+	}
+}
+
+// checkClaimedKey: asker's /keys/claim gets owner's one-time key.
+func checkClaimedKey(t *testing.T, asker, owner *testserver.Client, want deviceKeys) {
+	t.Helper()
+	var out struct {
+		Failures    map[string]any                       `json:"failures"`
+		OneTimeKeys map[string]map[string]map[string]any `json:"one_time_keys"`
+	}
+	asker.MustDo("POST", "/_matrix/client/v3/keys/claim", map[string]any{"one_time_keys": map[string]any{
+		owner.UserID: map[string]string{owner.DeviceID: "signed_curve25519"}}}, &out)
+	if _, ok := out.OneTimeKeys[owner.UserID][owner.DeviceID][want.otkID]; !ok {
+		t.Fatalf("keys/claim by %s for %s/%s: %v (failures %v)", asker.UserID, owner.UserID, owner.DeviceID, out.OneTimeKeys, out.Failures)
+	}
+}
+
+// checkRemoteMedia: uploader uploads a file on its server, and
+// downloader fetches it through its own.
+func checkRemoteMedia(t *testing.T, downloader, uploader *testserver.Client) {
+	t.Helper()
+	server := roomdag.UserID(uploader.UserID).Server()
+	content := []byte("interop media " + uploader.UserID)
+	status, body, _ := raw(t, uploader, "POST", "/_matrix/media/v3/upload?filename=hello.txt", "text/plain", content)
+	var up struct {
+		ContentURI string `json:"content_uri"`
+	}
+	if status != http.StatusOK || json.Unmarshal(body, &up) != nil || !strings.HasPrefix(up.ContentURI, "mxc://"+string(server)+"/") {
+		t.Fatalf("upload on %s: %d %s", server, status, body)
+	}
+	id := strings.TrimPrefix(up.ContentURI, "mxc://"+string(server)+"/")
+	status, body, h := raw(t, downloader, "GET", "/_matrix/client/v1/media/download/"+string(server)+"/"+id, "", nil)
+	if status != http.StatusOK || !bytes.Equal(body, content) {
+		t.Fatalf("download of %s by %s: %d %q", up.ContentURI, downloader.UserID, status, body)
+	}
+	if ct := h.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+		t.Errorf("download of %s: Content-Type %q, uploaded as text/plain", up.ContentURI, ct)
+	}
+}
+
+// raw sends a request with a body of any type as c.
+func raw(t *testing.T, c *testserver.Client, method, path, ctype string, body []byte) (int, []byte, http.Header) {
+	t.Helper()
+	req, err := http.NewRequest(method, c.Base+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b, resp.Header
 }
 
 // clientFunc is a federation.Client.
