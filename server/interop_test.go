@@ -283,6 +283,142 @@ func TestInterop(t *testing.T) {
 		}
 	})
 
+	// Events of a world-readable room on the peer, fetched by our
+	// server: each must parse, hash, have the ID we compute and carry a
+	// signature of the peer that verifies (canonical JSON, content and
+	// reference hashes, redaction algorithm and signatures, as the peer
+	// builds them).
+	t.Run("PeerRoomEventsVerify", func(t *testing.T) {
+		room := in.bob.CreateRoom(map[string]any{"preset": "public_chat", "initial_state": []any{
+			map[string]any{"type": "m.room.history_visibility", "state_key": "", "content": map[string]any{"history_visibility": "world_readable"}}}})
+		in.bob.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.topic/", map[string]any{"topic": "interop topic"}, nil)
+		var ids []string
+		for _, text := range []string{"plain", "unicode h\u00e9llo \u2603 \U0001F600 \u2028 \"quoted\" \\ /", "numbers"} {
+			ids = append(ids, in.bob.SendText(room, text))
+		}
+		var create struct {
+			RoomVersion string `json:"room_version"`
+		}
+		in.bob.MustDo("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.create/", nil, &create)
+		if create.RoomVersion == "" {
+			create.RoomVersion = "1"
+		}
+		v, ok := roomdag.LookupRoomVersion(create.RoomVersion)
+		if !ok {
+			t.Fatalf("the peer's room version %q is not one we know", create.RoomVersion)
+		}
+		last := ids[len(ids)-1]
+		redacted := map[roomdag.EventID]bool{}
+		check := func(raw json.RawMessage) *roomdag.Event {
+			t.Helper()
+			ev, err := roomdag.NewEventFromJSON(v, raw)
+			if err != nil {
+				t.Fatalf("peer event does not parse: %v: %s", err, raw)
+			}
+			if err := roomdag.CheckContentHash(v, raw); err != nil {
+				// Events a server may not see are served redacted
+				// (Dendrite, as Synapse): then what came must be its own
+				// redaction, which the signature covers.
+				red, rerr := roomdag.Redact(v, raw)
+				if rerr != nil {
+					t.Fatalf("peer event %s: %v, and redacting it: %v", ev.ID(), err, rerr)
+				}
+				rev, rerr := roomdag.NewEventFromJSON(v, red)
+				if rerr != nil || !bytes.Equal(canonical(t, rev.Content()), canonical(t, ev.Content())) {
+					t.Fatalf("peer event %s: %v, and it is not redacted: %s", ev.ID(), err, raw)
+				}
+				redacted[ev.ID()] = true
+			}
+			if err := in.ours.HS.Keyring.VerifyEventSignatures(ctx, ev, ev.OriginServerTS()); err != nil {
+				t.Fatalf("peer event %s: %v", ev.ID(), err)
+			}
+			return ev
+		}
+		var one struct {
+			PDUs []json.RawMessage `json:"pdus"`
+		}
+		status, body := in.fed("GET", "/_matrix/federation/v1/event/"+url.PathEscape(last), nil)
+		if status != http.StatusOK || json.Unmarshal(body, &one) != nil || len(one.PDUs) != 1 {
+			t.Fatalf("GET /event: %d %s", status, body)
+		}
+		if ev := check(one.PDUs[0]); string(ev.ID()) != last {
+			t.Fatalf("we compute ID %s for the event the peer calls %s", ev.ID(), last)
+		}
+		// The whole history by /backfill, back to the create event.
+		status, body = in.fed("GET", "/_matrix/federation/v1/backfill/"+url.PathEscape(room)+"?limit=100&v="+url.QueryEscape(last), nil)
+		var bf struct {
+			PDUs []json.RawMessage `json:"pdus"`
+		}
+		if status != http.StatusOK || json.Unmarshal(body, &bf) != nil {
+			t.Fatalf("GET /backfill: %d %s", status, body)
+		}
+		seen := map[roomdag.EventID]bool{}
+		sawCreate := false
+		for _, raw := range bf.PDUs {
+			ev := check(raw)
+			seen[ev.ID()] = true
+			sawCreate = sawCreate || ev.IsCreate()
+		}
+		for _, id := range ids {
+			if !seen[roomdag.EventID(id)] {
+				t.Errorf("/backfill lacks %s (or we compute another ID for it)", id)
+			}
+			if redacted[roomdag.EventID(id)] {
+				t.Errorf("%s, sent when the room was world-readable, came redacted", id)
+			}
+		}
+		t.Logf("/backfill: %d events, %d of them redacted (sent before the room was world-readable)", len(bf.PDUs), len(redacted))
+		if !sawCreate {
+			t.Errorf("/backfill from the latest event did not reach the create event (%d events)", len(bf.PDUs))
+		}
+		// The state at the last event, whole and as IDs, and its auth chain.
+		var st struct {
+			PDUs      []json.RawMessage `json:"pdus"`
+			AuthChain []json.RawMessage `json:"auth_chain"`
+		}
+		status, body = in.fed("GET", "/_matrix/federation/v1/state/"+url.PathEscape(room)+"?event_id="+url.QueryEscape(last), nil)
+		if status != http.StatusOK || json.Unmarshal(body, &st) != nil || len(st.PDUs) == 0 {
+			t.Fatalf("GET /state: %d %s", status, body)
+		}
+		sawTopic := false
+		for _, raw := range append(st.PDUs, st.AuthChain...) {
+			ev := check(raw)
+			if ev.Type() == "m.room.topic" {
+				sawTopic = strings.Contains(string(ev.Content()), "interop topic")
+			}
+		}
+		if !sawTopic {
+			t.Errorf("/state lacks the topic")
+		}
+		var sids struct {
+			PDUIDs       []string `json:"pdu_ids"`
+			AuthChainIDs []string `json:"auth_chain_ids"`
+		}
+		status, body = in.fed("GET", "/_matrix/federation/v1/state_ids/"+url.PathEscape(room)+"?event_id="+url.QueryEscape(last), nil)
+		if status != http.StatusOK || json.Unmarshal(body, &sids) != nil || len(sids.PDUIDs) != len(st.PDUs) {
+			t.Errorf("GET /state_ids: %d %s (/state had %d events)", status, body, len(st.PDUs))
+		}
+		var ea struct {
+			AuthChain []json.RawMessage `json:"auth_chain"`
+		}
+		status, body = in.fed("GET", "/_matrix/federation/v1/event_auth/"+url.PathEscape(room)+"/"+url.PathEscape(last), nil)
+		if status != http.StatusOK || json.Unmarshal(body, &ea) != nil || len(ea.AuthChain) == 0 {
+			t.Errorf("GET /event_auth: %d %s", status, body)
+		}
+		for _, raw := range ea.AuthChain {
+			check(raw)
+		}
+		var ts struct {
+			EventID string `json:"event_id"`
+		}
+		status, body = in.fed("GET", fmt.Sprintf("/_matrix/federation/v1/timestamp_to_event/%s?dir=b&ts=%d", url.PathEscape(room), time.Now().Add(time.Minute).UnixMilli()), nil)
+		if status == http.StatusNotFound && strings.Contains(string(body), "M_UNRECOGNIZED") {
+			t.Logf("the peer does not serve timestamp_to_event (spec v1.6): %s", body)
+		} else if status != http.StatusOK || json.Unmarshal(body, &ts) != nil || ts.EventID != last {
+			t.Errorf("GET /timestamp_to_event: %d %s, want %s", status, body, last)
+		}
+	})
+
 	// Device keys: each side uploads signed device keys and a one-time
 	// key, and the other side's user queries and claims them (the
 	// servers ask each other with /user/keys/query and /user/keys/claim).
@@ -515,6 +651,16 @@ func raw(t *testing.T, c *testserver.Client, method, path, ctype string, body []
 		t.Fatal(err)
 	}
 	return resp.StatusCode, b, resp.Header
+}
+
+// canonical is raw in canonical JSON.
+func canonical(t *testing.T, raw []byte) []byte {
+	t.Helper()
+	b, err := roomdag.CanonicalJSON(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // clientFunc is a federation.Client.
