@@ -419,6 +419,49 @@ func TestInterop(t *testing.T) {
 		}
 	})
 
+	// The published room directories and space hierarchies, each side
+	// asking the other's over federation.
+	t.Run("PublicRoomsOfPeer", func(t *testing.T) {
+		room := in.bob.CreateRoom(map[string]any{"preset": "public_chat", "visibility": "public", "name": "Peer directory room"})
+		status, body := in.fed("GET", "/_matrix/federation/v1/publicRooms?limit=100", nil)
+		if status != http.StatusOK || !strings.Contains(string(body), room) {
+			t.Fatalf("publicRooms of the peer: %d %s, want %s listed", status, body, room)
+		}
+	})
+	t.Run("PublicRoomsFromPeer", func(t *testing.T) {
+		room := in.alice.CreateRoom(map[string]any{"preset": "public_chat", "visibility": "public", "name": "Our directory room"})
+		r := in.bob.Do("GET", "/_matrix/client/v3/publicRooms?limit=100&server="+url.QueryEscape(ours), nil)
+		if r.Status != http.StatusOK || !strings.Contains(string(r.Body), room) {
+			t.Fatalf("the peer's publicRooms?server=ours: %d %s, want %s listed", r.Status, r.Body, room)
+		}
+	})
+	space := func(c *testserver.Client, server string) (string, string) {
+		child := c.CreateRoom(map[string]any{"preset": "public_chat", "name": "child"})
+		sp := c.CreateRoom(map[string]any{"preset": "public_chat", "name": "space",
+			"creation_content": map[string]any{"type": "m.space"},
+			"initial_state":    []any{map[string]any{"type": "m.space.child", "state_key": child, "content": map[string]any{"via": []string{server}}}}})
+		return sp, child
+	}
+	t.Run("HierarchyOfPeer", func(t *testing.T) {
+		sp, child := space(in.bob, peer)
+		status, body := in.fed("GET", "/_matrix/federation/v1/hierarchy/"+url.PathEscape(sp), nil)
+		if status != http.StatusOK || !strings.Contains(string(body), child) {
+			t.Fatalf("hierarchy of the peer's space: %d %s, want child %s", status, body, child)
+		}
+	})
+	t.Run("HierarchyFromPeer", func(t *testing.T) {
+		// Dendrite walks only spaces it knows, asking over federation for
+		// the children it does not: a space on the peer with a child here.
+		ourSp, ourChild := space(in.alice, ours)
+		sp := in.bob.CreateRoom(map[string]any{"preset": "public_chat", "name": "space with a remote child",
+			"creation_content": map[string]any{"type": "m.space"},
+			"initial_state":    []any{map[string]any{"type": "m.space.child", "state_key": ourSp, "content": map[string]any{"via": []string{ours}}}}})
+		r := in.bob.Do("GET", "/_matrix/client/v1/rooms/"+url.PathEscape(sp)+"/hierarchy", nil)
+		if r.Status != http.StatusOK || !strings.Contains(string(r.Body), `"room_id":"`+ourSp+`"`) || !strings.Contains(string(r.Body), ourChild) {
+			t.Fatalf("the peer's hierarchy of its space holding ours: %d %s, want %s and its child %s", r.Status, r.Body, ourSp, ourChild)
+		}
+	})
+
 	// Device keys: each side uploads signed device keys and a one-time
 	// key, and the other side's user queries and claims them (the
 	// servers ask each other with /user/keys/query and /user/keys/claim).
