@@ -532,6 +532,128 @@ func TestInterop(t *testing.T) {
 	})
 }
 
+// TestInteropRooms: rooms shared with the peer. Our user joins a room
+// of the peer's and the peer's user joins ours; in each, history from
+// before the join, messages both ways, a topic change and typing
+// notifications are seen on both sides, and the late joiner pages back
+// through the history its server did not have.
+func TestInteropRooms(t *testing.T) {
+	in := startInterop(t)
+	ours := in.ours.Name()
+	peer := string(in.peer)
+	for _, tc := range []struct {
+		name string
+		// host created the room; guest's server joins it late.
+		host, guest *testserver.Client
+		hostServer  string
+	}{
+		{"OurUserJoinsPeerRoom", in.bob, in.alice, peer},
+		{"PeerUserJoinsOurRoom", in.alice, in.bob, ours},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			host, guest := tc.host, tc.guest
+			room := host.CreateRoom(map[string]any{"preset": "public_chat", "name": "interop " + tc.name})
+			var before []string
+			for i := range 3 {
+				before = append(before, host.SendText(room, fmt.Sprintf("before the join %d", i)))
+			}
+			r := guest.Do("POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?server_name="+url.QueryEscape(tc.hostServer), map[string]any{})
+			if r.Status != http.StatusOK {
+				t.Fatalf("%s joining %s through %s: %d %s", guest.UserID, room, tc.hostServer, r.Status, r.Body)
+			}
+			// The host's server has the guest's join.
+			waitFor(t, interopWait, "the join at the host", func() bool {
+				var m struct {
+					Membership string `json:"membership"`
+				}
+				r := host.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.member/"+url.PathEscape(guest.UserID), nil)
+				return r.Status == http.StatusOK && r.JSON(&m) == nil && m.Membership == "join"
+			})
+
+			t.Run("MessageHostToGuest", func(t *testing.T) {
+				id := host.SendText(room, "from the host")
+				waitEvent(t, guest, room, id, "from the host")
+			})
+			t.Run("MessageGuestToHost", func(t *testing.T) {
+				id := guest.SendText(room, "from the guest")
+				waitEvent(t, host, room, id, "from the guest")
+			})
+			t.Run("TopicChange", func(t *testing.T) {
+				// The host created the room: only it may set the topic.
+				host.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.topic/", map[string]any{"topic": "set by the host"}, nil)
+				waitFor(t, interopWait, "the topic at the guest", func() bool {
+					var tp struct {
+						Topic string `json:"topic"`
+					}
+					r := guest.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.topic/", nil)
+					return r.Status == http.StatusOK && r.JSON(&tp) == nil && tp.Topic == "set by the host"
+				})
+			})
+			t.Run("TypingGuestToHost", func(t *testing.T) {
+				since := host.Sync("timeout=0")["next_batch"].(string)
+				guest.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/typing/"+url.PathEscape(guest.UserID), map[string]any{"typing": true, "timeout": 30000}, nil)
+				waitFor(t, interopWait, "the guest typing at the host", func() bool {
+					out := host.Sync("timeout=2000&since=" + since)
+					since = out["next_batch"].(string)
+					b, _ := json.Marshal(out)
+					return strings.Contains(string(b), `"m.typing"`) && strings.Contains(string(b), guest.UserID)
+				})
+			})
+			t.Run("BackfillBeforeJoin", func(t *testing.T) {
+				// The guest pages back from the end: its server fetches what
+				// came before it joined from the host's.
+				seen := map[string]bool{}
+				from := ""
+				for page := 0; page < 10 && len(seen) < len(before); page++ {
+					q := "dir=b&limit=10"
+					if from != "" {
+						q += "&from=" + url.QueryEscape(from)
+					}
+					var out struct {
+						Chunk []struct {
+							EventID string `json:"event_id"`
+						} `json:"chunk"`
+						End string `json:"end"`
+					}
+					guest.MustDo("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/messages?"+q, nil, &out)
+					for _, ev := range out.Chunk {
+						seen[ev.EventID] = true
+					}
+					if out.End == "" || len(out.Chunk) == 0 {
+						break
+					}
+					from = out.End
+				}
+				for _, id := range before {
+					if !seen[id] {
+						t.Errorf("the guest's /messages lacks %s, sent before its server joined (saw %d events)", id, len(seen))
+					}
+				}
+			})
+		})
+	}
+}
+
+// interopWait bounds each wait for the peer (a deadline, not a sleep).
+const interopWait = 30 * time.Second
+
+// waitEvent waits until c's server has event id in room, with body.
+func waitEvent(t *testing.T, c *testserver.Client, room, id, body string) {
+	t.Helper()
+	var ev struct {
+		Content struct {
+			Body string `json:"body"`
+		} `json:"content"`
+	}
+	waitFor(t, interopWait, "event "+id+" at "+c.UserID, func() bool {
+		r := c.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/event/"+url.PathEscape(id), nil)
+		return r.Status == http.StatusOK && r.JSON(&ev) == nil
+	})
+	if ev.Content.Body != body {
+		t.Fatalf("event %s at %s has body %q, want %q", id, c.UserID, ev.Content.Body, body)
+	}
+}
+
 // checkRelayed finds server's key response in a notary's answer, checks
 // it is self-signed with the keys want and returns it.
 func checkRelayed(t *testing.T, answer []byte, server string, want map[string]ed25519.PublicKey) []byte {
