@@ -27,10 +27,14 @@ func (s *Server) aliasParam(r *http.Request) (roomdag.RoomAlias, error) {
 	return a, nil
 }
 
-// resolveAlias finds the room of a local alias.
-func (s *Server) resolveAlias(ctx context.Context, alias roomdag.RoomAlias) (roomdag.RoomID, error) {
+// resolveAlias finds the room of an alias and the servers in it: a local
+// alias here, another server's by asking it (RemoteJoins).
+func (s *Server) resolveAlias(ctx context.Context, alias roomdag.RoomAlias) (roomdag.RoomID, []roomdag.ServerName, error) {
 	if alias.Server() != s.cfg.ServerName {
-		return "", httpapi.NotFound("resolving aliases of other servers needs federation, which is not built yet")
+		if s.cfg.RemoteJoins == nil {
+			return "", nil, httpapi.NotFound("resolving aliases of other servers needs federation, which is off")
+		}
+		return s.cfg.RemoteJoins.ResolveAlias(ctx, alias)
 	}
 	room, _, err := s.store.Alias(ctx, alias)
 	if errors.Is(err, storage.ErrNotFound) {
@@ -38,9 +42,9 @@ func (s *Server) resolveAlias(ctx context.Context, alias roomdag.RoomAlias) (roo
 		room, err = s.queryAliasRoom(ctx, alias)
 	}
 	if errors.Is(err, storage.ErrNotFound) {
-		return "", httpapi.NotFound("room alias %s not found", alias)
+		return "", nil, httpapi.NotFound("room alias %s not found", alias)
 	}
-	return room, err
+	return room, []roomdag.ServerName{s.cfg.ServerName}, err
 }
 
 func (s *Server) putAlias(r *http.Request) (any, error) {
@@ -82,11 +86,11 @@ func (s *Server) getAlias(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	room, err := s.resolveAlias(r.Context(), alias)
+	room, servers, err := s.resolveAlias(r.Context(), alias)
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"room_id": room, "servers": []roomdag.ServerName{s.cfg.ServerName}}, nil
+	return map[string]any{"room_id": room, "servers": servers}, nil
 }
 
 // deleteAlias: the alias's creator, or a room member with the power to

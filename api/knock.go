@@ -19,7 +19,7 @@ import (
 // (ignored when via is given) name servers to knock through, which only
 // matters for rooms of other servers.
 func (s *Server) knock(r *http.Request) (any, error) {
-	room, err := s.roomIDOrAlias(r)
+	room, _, err := s.roomIDOrAlias(r)
 	if err != nil {
 		return nil, err
 	}

@@ -90,32 +90,33 @@ func (s *Server) appendMember(r *http.Request, room roomdag.RoomID, target roomd
 	return ev, err
 }
 
-// roomIDOrAlias resolves the {roomIdOrAlias} path parameter to a room ID.
-func (s *Server) roomIDOrAlias(r *http.Request) (roomdag.RoomID, error) {
+// roomIDOrAlias resolves the {roomIdOrAlias} path parameter to a room ID,
+// and for an alias, the servers its lookup says are in the room.
+func (s *Server) roomIDOrAlias(r *http.Request) (roomdag.RoomID, []roomdag.ServerName, error) {
 	target := httpapi.PathParam(r, "roomIdOrAlias")
 	switch {
 	case strings.HasPrefix(target, "#"):
 		alias, err := roomdag.ParseRoomAlias(target)
 		if err != nil {
-			return "", httpapi.InvalidParam("malformed room alias")
+			return "", nil, httpapi.InvalidParam("malformed room alias")
 		}
 		return s.resolveAlias(r.Context(), alias)
 	case strings.HasPrefix(target, "!"):
 		id, err := roomdag.ParseRoomID(target)
 		if err != nil {
-			return "", httpapi.InvalidParam("malformed room ID")
+			return "", nil, httpapi.InvalidParam("malformed room ID")
 		}
-		return id, nil
+		return id, nil, nil
 	}
-	return "", httpapi.InvalidParam("expected a room ID or alias")
+	return "", nil, httpapi.InvalidParam("expected a room ID or alias")
 }
 
 func (s *Server) joinByIDOrAlias(r *http.Request) (any, error) {
-	room, err := s.roomIDOrAlias(r)
+	room, servers, err := s.roomIDOrAlias(r)
 	if err != nil {
 		return nil, err
 	}
-	return s.join(r, room)
+	return s.join(r, room, servers)
 }
 
 func (s *Server) joinRoom(r *http.Request) (any, error) {
@@ -123,10 +124,13 @@ func (s *Server) joinRoom(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.join(r, room)
+	return s.join(r, room, nil)
 }
 
-func (s *Server) join(r *http.Request, room roomdag.RoomID) (any, error) {
+// join joins the requester to room: here, when a user of this server is
+// in it, else through a server that is (aliasServers, from the alias
+// lookup, and those joinServers adds).
+func (s *Server) join(r *http.Request, room roomdag.RoomID, aliasServers []roomdag.ServerName) (any, error) {
 	// Other fields of the body go into the join event's content, as
 	// Synapse does ("POST /join/:room_id can join a room with custom
 	// content"); membership is always "join".
@@ -140,13 +144,21 @@ func (s *Server) join(r *http.Request, room roomdag.RoomID) (any, error) {
 	}
 	st, err := s.rooms.State(r.Context(), room)
 	if errors.Is(err, roomdag.ErrUnknownRoom) {
-		// Joining rooms on other servers needs federation (not built yet).
-		return nil, httpapi.NotFound("no known room %s on this server", room)
+		st, err = nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
 	user := requester(r).UserID
+	if st == nil || st.Create() == nil || !s.inRoom(st) {
+		servers := s.joinServers(r, room, aliasServers, st)
+		if s.cfg.RemoteJoins != nil && len(servers) > 0 {
+			return s.joinRemote(r, room, servers, body, reason)
+		}
+		if st == nil || st.Create() == nil {
+			return nil, httpapi.NotFound("no known room %s on this server", room)
+		}
+	}
 	// Joining again is a no-op, as in Synapse: no new event.
 	if st.Membership(user) == roomdag.MembershipJoin {
 		return map[string]any{"room_id": room}, nil
@@ -171,6 +183,26 @@ func (s *Server) join(r *http.Request, room roomdag.RoomID) (any, error) {
 		return nil, err
 	}
 	s.upgrades.joined(r.Context(), requester(r).UserID, room, st)
+	return map[string]any{"room_id": room}, nil
+}
+
+// joinRemote joins the requester to a room through other servers.
+func (s *Server) joinRemote(r *http.Request, room roomdag.RoomID, servers []roomdag.ServerName, body map[string]json.RawMessage, reason string) (any, error) {
+	user := requester(r).UserID
+	p, err := s.memberEvent(r.Context(), user, user, roomdag.MembershipJoin, reason)
+	if err != nil {
+		return nil, err
+	}
+	var content map[string]json.RawMessage
+	_ = json.Unmarshal(p.Content, &content)
+	for k, v := range body {
+		if k != "membership" && k != keyAuthorisedVia {
+			content[k] = v
+		}
+	}
+	if _, err := s.cfg.RemoteJoins.Join(r.Context(), room, user, servers, content); err != nil {
+		return nil, err
+	}
 	return map[string]any{"room_id": room}, nil
 }
 

@@ -69,6 +69,9 @@ type Config struct {
 	// download and thumbnail endpoints (over federation); nil: other
 	// servers' media is not found.
 	RemoteMedia media.Fetcher
+	// RemoteJoins joins rooms this server is not in and resolves other
+	// servers' aliases, over federation; nil: those are not found.
+	RemoteJoins RemoteJoiner
 	// URLPreview configures GET /media/preview_url; nil turns it off.
 	URLPreview *media.PreviewConfig
 	// AppServices is application service support; nil when the server

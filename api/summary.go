@@ -30,7 +30,7 @@ type roomSummary struct {
 // Everyone else gets 404, as for a room that does not exist, so the
 // endpoint does not reveal which private rooms exist.
 func (s *Server) roomSummary(r *http.Request) (any, error) {
-	room, err := s.roomIDOrAlias(r)
+	room, _, err := s.roomIDOrAlias(r)
 	if err != nil {
 		return nil, err
 	}

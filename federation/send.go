@@ -43,9 +43,8 @@ const keepTxnResponses = 24 * time.Hour
 // user keeps typing (Synapse's FEDERATION_TIMEOUT is 60 s).
 const remoteTypingTimeout = 60 * time.Second
 
-// PDUHandler takes the PDUs a remote server sends. roomdag.Rooms.Receive
-// will implement it (the DAG branch); until then NoRoomsPDUs answers each
-// PDU with an error.
+// PDUHandler takes the PDUs a remote server sends. RoomPDUs (pdus.go)
+// receives them into the DAG; NoRoomsPDUs, the default, refuses each.
 type PDUHandler interface {
 	// HandlePDU receives one PDU of room, whose version is v, from
 	// origin; id is the PDU's event ID for v. It returns nil when the
@@ -56,8 +55,8 @@ type PDUHandler interface {
 	HandlePDU(ctx context.Context, origin roomdag.ServerName, room roomdag.RoomID, v *roomdag.RoomVersion, id roomdag.EventID, pdu json.RawMessage) error
 }
 
-// NoRoomsPDUs is the PDUHandler of a server that cannot yet take part in
-// rooms built elsewhere (no roomdag.Rooms.Receive): every PDU is
+// NoRoomsPDUs is the PDUHandler of a server that takes part in no
+// rooms built elsewhere (tests of the transaction layer): every PDU is
 // answered with an error that says it was not accepted, never a fake
 // success, so the origin knows the PDU did not land.
 type NoRoomsPDUs struct{}

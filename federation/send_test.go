@@ -170,7 +170,7 @@ func TestInboundTransaction(t *testing.T) {
 	}
 	for id, r := range out.PDUs {
 		if r.Error == nil || *r.Error == "" {
-			t.Errorf("PDU %s accepted; A takes no remote PDUs yet", id)
+			t.Errorf("PDU %s of a server with no member in the room accepted", id)
 		}
 	}
 	st := a.HS.FedTxns.Stats()

@@ -349,6 +349,11 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	for i, t := range cfg.RegistrationTokens {
 		tokens[i] = t.Reveal()
 	}
+	// The keyring checks other servers' signatures: on requests, and on
+	// the events of rooms joined over federation.
+	own := federationKeys(cfg, key)
+	keyring := federation.NewKeyring(own, db, hs.Federation, notaries(cfg), clk, log)
+	hs.Keyring = keyring
 	rl := cfg.RateLimiting
 	// hs.Federation, made above, is the outbound federation transport:
 	// keys, remote media, and whatever else this server asks of others.
@@ -360,7 +365,9 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		DefaultRoomVersion: v.ID, MaxRequestSize: int64(cfg.MaxRequestSize),
 		EncryptionByDefault: cfg.EncryptionEnabledByDefaultForRoomType, RefuseRoomEncryption: refuseRoomEncryption(cfg),
 		MediaDir: cfg.MediaDir(), MaxUploadSize: int64(cfg.MaxUploadSize), AuthenticatedMedia: cfg.EnableAuthenticatedMedia,
-		RemoteMedia:         federation.MediaFetcher{Client: hs.Federation},
+		RemoteMedia: federation.MediaFetcher{Client: hs.Federation},
+		RemoteJoins: &federation.RemoteJoiner{Server: server, Key: key, Client: hs.Federation, Verifier: keyring,
+			Rooms: hs.Rooms, Clock: clk, Log: log},
 		URLPreview:          urlPreview(cfg),
 		AppServices:         ephemeralTee{hs.AppServices, hs.FedSender},
 		Pushers:             hs.Pushers,
@@ -437,9 +444,6 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	// may preflight them too.
 	mux := http.NewServeMux()
 	mux.Handle("GET /health", hs.health) // HEAD too
-	own := federationKeys(cfg, key)
-	keyring := federation.NewKeyring(own, db, hs.Federation, notaries(cfg), clk, log)
-	hs.Keyring = keyring
 	// Every federation endpoint but the key and version ones is signed
 	// by its origin (federation/auth.go).
 	fedAuth := federation.NewAuthenticator(server, keyring, int64(cfg.MaxRequestSize),
@@ -447,15 +451,19 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	publicGet, publicPost := client.PublicRoomsHandlers()
 	inbound := federation.NewInbound(federation.InboundOptions{Server: server, Store: db, Rooms: hs.Rooms, Auth: fedAuth,
 		Media: client.Media(), PublicRoomsGet: publicGet, PublicRoomsPost: publicPost, Clock: clk, Log: log})
-	// PDUs: until joins over federation hand rooms to roomdag.Rooms.Receive,
-	// federation.NoRoomsPDUs answers each with an error (it is true that
-	// this server cannot take them), never a fake success.
+	// PDUs go into the DAG through roomdag.Rooms.Receive, which announces
+	// the live ones to the same listeners as local events (/sync, push,
+	// appservices, compliance); what they lack is fetched from their
+	// origin over the outbound transport.
+	pdus := &federation.RoomPDUs{Server: server, Rooms: hs.Rooms, Store: db, Client: hs.Federation, Verifier: keyring, Log: log}
 	hs.FedTxns = federation.NewTransactions(federation.TxnOptions{Server: server, Auth: fedAuth, Store: db, Rooms: hs.Rooms,
-		PDUs: federation.NoRoomsPDUs{}, Ephemeral: syncer, Clock: clk, Log: log,
+		PDUs: pdus, Ephemeral: syncer, Clock: clk, Log: log,
 		// To-device messages are about no room: no server ACL applies.
 		EDUs:          map[string]federation.EDUHandler{"m.direct_to_device": hs.ToDevice.ReceiveEDU},
 		ServerAllowed: func(st roomdag.StateMap, s roomdag.ServerName) bool { return roomdag.ServerAllowed(st, s) }})
 	fedRoutes := append(inbound.Routes(), hs.FedTxns.Routes()...)
+	// Joins, leaves and knocks of other servers' users (federation/joins.go).
+	fedRoutes = append(fedRoutes, federation.NewHandshakes(inbound, hs.Rooms, key, keyring).Routes()...)
 	// End-to-end keys of local users, for other servers (e2ee/fedkeys.go).
 	for _, rt := range e2.Keys().FederationRoutes() {
 		fedRoutes = append(fedRoutes, federation.Endpoint{Method: rt.Method, Path: rt.Path, Handler: fedAuth.Wrap(rt.Handler)})

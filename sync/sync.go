@@ -26,6 +26,9 @@ type Store interface {
 	Snapshot(ctx context.Context, id int64) (map[roomdag.StateKey]roomdag.EventID, error)
 	StateAtStream(ctx context.Context, room roomdag.RoomID, pos roomdag.StreamPos) (int64, error)
 	Events(ctx context.Context, ids []roomdag.EventID) ([]*roomdag.StoredEvent, error)
+	// EventsWithOutliers is Events that also finds outliers: the state
+	// of a room joined over federation is held as outliers.
+	EventsWithOutliers(ctx context.Context, ids []roomdag.EventID) ([]*roomdag.StoredEvent, error)
 	AccountDataSince(ctx context.Context, user roomdag.UserID, after, upTo int64) ([]storage.AccountDataItem, error)
 	// PushRules returns the user's push.UserRules document, nil if none.
 	PushRules(ctx context.Context, user roomdag.UserID) (json.RawMessage, error)
@@ -964,7 +967,7 @@ func (s *Syncer) stateDelta(ctx context.Context, req Request, from, to int64, tl
 // stateEvents loads the state events ids that the state filter lets
 // through, in stream order, the newest sf.Limit of them when it sets one.
 func (s *Syncer) stateEvents(ctx context.Context, ids []roomdag.EventID, sf *RoomEventFilter) ([]*roomdag.StoredEvent, error) {
-	evs, err := s.store.Events(ctx, ids)
+	evs, err := s.store.EventsWithOutliers(ctx, ids)
 	if err != nil {
 		return nil, err
 	}

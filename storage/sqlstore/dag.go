@@ -345,6 +345,36 @@ func (db *DB) Extremities(ctx context.Context, room roomdag.RoomID) ([]roomdag.E
 	return toEventIDs(ss), err
 }
 
+// EventsWithOutliers is Events that also finds events held as outliers
+// (the state of a room joined over federation, which has no place in the
+// timeline): those have stream position 0 and no state snapshot.
+func (db *DB) EventsWithOutliers(ctx context.Context, ids []roomdag.EventID) ([]*roomdag.StoredEvent, error) {
+	out, err := db.eventsByID(ctx, db.r, ids)
+	if err != nil || len(out) == len(ids) {
+		return out, err
+	}
+	have := make(map[roomdag.EventID]bool, len(out))
+	for _, ev := range out {
+		have[ev.ID()] = true
+	}
+	var missing []roomdag.EventID
+	for _, id := range ids {
+		if !have[id] {
+			missing = append(missing, id)
+		}
+	}
+	m, err := db.DAGEvents(ctx, missing)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range missing {
+		if d := m[id]; d != nil && d.Status == roomdag.StatusOutlier {
+			out = append(out, &roomdag.StoredEvent{Event: d.Event})
+		}
+	}
+	return out, nil
+}
+
 // stateEventsByID is eventsByID for the events of a state, which may be
 // outliers (state taken from another server with a gap behind it).
 func (db *DB) stateEventsByID(ctx context.Context, q querier, ids []roomdag.EventID) ([]*roomdag.Event, error) {
