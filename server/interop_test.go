@@ -634,6 +634,62 @@ func TestInteropRooms(t *testing.T) {
 	}
 }
 
+// TestInteropInvites: each side's user invites the other's to a private
+// room; the invitee sees the invite in /sync, joins through it and
+// messages go both ways; a second invite is rejected and the inviter's
+// server sees the rejection.
+func TestInteropInvites(t *testing.T) {
+	in := startInterop(t)
+	for _, tc := range []struct {
+		name             string
+		inviter, invitee *testserver.Client
+		inviteeServer    func() *testserver.Client // a second user of the invitee's server
+	}{
+		{"OurUserInvitesPeerUser", in.alice, in.bob, func() *testserver.Client { return in.pc.Register("rejecter") }},
+		{"PeerUserInvitesOurUser", in.bob, in.alice, func() *testserver.Client { return in.ours.Register("rejecter") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			room := tc.inviter.CreateRoom(map[string]any{"preset": "private_chat", "name": "invite " + tc.name})
+			r := tc.inviter.Do("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/invite", map[string]any{"user_id": tc.invitee.UserID})
+			if r.Status != http.StatusOK {
+				t.Fatalf("inviting %s: %d %s", tc.invitee.UserID, r.Status, r.Body)
+			}
+			waitFor(t, interopWait, "the invite in the invitee's /sync", func() bool {
+				out := tc.invitee.Sync("timeout=0")
+				rooms, _ := out["rooms"].(map[string]any)
+				inv, _ := rooms["invite"].(map[string]any)
+				_, ok := inv[room]
+				return ok
+			})
+			// Joining through the invite: no server named, the invite says.
+			r = tc.invitee.Do("POST", "/_matrix/client/v3/join/"+url.PathEscape(room), map[string]any{})
+			if r.Status != http.StatusOK {
+				t.Fatalf("joining through the invite: %d %s", r.Status, r.Body)
+			}
+			waitEvent(t, tc.inviter, room, tc.invitee.SendText(room, "joined by invite"), "joined by invite")
+			waitEvent(t, tc.invitee, room, tc.inviter.SendText(room, "welcome"), "welcome")
+
+			other := tc.inviteeServer()
+			tc.inviter.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/invite", map[string]any{"user_id": other.UserID}, nil)
+			waitFor(t, interopWait, "the second invite", func() bool {
+				out := other.Sync("timeout=0")
+				rooms, _ := out["rooms"].(map[string]any)
+				inv, _ := rooms["invite"].(map[string]any)
+				_, ok := inv[room]
+				return ok
+			})
+			other.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/leave", map[string]any{}, nil)
+			waitFor(t, interopWait, "the rejection at the inviter", func() bool {
+				var m struct {
+					Membership string `json:"membership"`
+				}
+				r := tc.inviter.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.member/"+url.PathEscape(other.UserID), nil)
+				return r.Status == http.StatusOK && r.JSON(&m) == nil && m.Membership == "leave"
+			})
+		})
+	}
+}
+
 // TestInteropRoomVersions: for every room version both servers support,
 // a room of each side is joined by the other's user and a message goes
 // each way: event formats, IDs, hashes, redaction algorithms and auth
