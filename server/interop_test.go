@@ -599,6 +599,48 @@ func TestInteropRooms(t *testing.T) {
 					return strings.Contains(string(b), `"m.typing"`) && strings.Contains(string(b), guest.UserID)
 				})
 			})
+			t.Run("ReceiptGuestToHost", func(t *testing.T) {
+				id := host.SendText(room, "to be read")
+				waitEvent(t, guest, room, id, "to be read")
+				since := host.Sync("timeout=0")["next_batch"].(string)
+				guest.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/receipt/m.read/"+url.PathEscape(id), map[string]any{}, nil)
+				waitFor(t, interopWait, "the guest's receipt at the host", func() bool {
+					out := host.Sync("timeout=2000&since=" + since)
+					since = out["next_batch"].(string)
+					b, _ := json.Marshal(out)
+					return strings.Contains(string(b), `"m.receipt"`) && strings.Contains(string(b), guest.UserID)
+				})
+			})
+			t.Run("GuestStateChange", func(t *testing.T) {
+				// The host raises the guest to 100; the guest's server then
+				// builds a state event the host's server must accept.
+				var pl map[string]any
+				host.MustDo("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.power_levels/", nil, &pl)
+				users, _ := pl["users"].(map[string]any)
+				if users == nil {
+					users = map[string]any{}
+				}
+				users[guest.UserID] = 100
+				pl["users"] = users
+				host.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.power_levels/", pl, nil)
+				waitFor(t, interopWait, "the guest's power at the guest's server", func() bool {
+					var got map[string]any
+					r := guest.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.power_levels/", nil)
+					if r.Status != http.StatusOK || r.JSON(&got) != nil {
+						return false
+					}
+					u, _ := got["users"].(map[string]any)
+					return u[guest.UserID] == float64(100)
+				})
+				guest.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.name/", map[string]any{"name": "named by the guest"}, nil)
+				waitFor(t, interopWait, "the guest's room name at the host", func() bool {
+					var n struct {
+						Name string `json:"name"`
+					}
+					r := host.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.name/", nil)
+					return r.Status == http.StatusOK && r.JSON(&n) == nil && n.Name == "named by the guest"
+				})
+			})
 			t.Run("BackfillBeforeJoin", func(t *testing.T) {
 				// The guest pages back from the end: its server fetches what
 				// came before it joined from the host's.
@@ -628,6 +670,37 @@ func TestInteropRooms(t *testing.T) {
 					if !seen[id] {
 						t.Errorf("the guest's /messages lacks %s, sent before its server joined (saw %d events)", id, len(seen))
 					}
+				}
+			})
+			t.Run("KickAndBan", func(t *testing.T) {
+				// A second guest of the same server, so that the guest's
+				// server stays in the room: kicked, it rejoins; banned, it
+				// cannot.
+				var other *testserver.Client
+				if guest == in.alice {
+					other = in.ours.Register("kicked")
+				} else {
+					other = in.pc.Register("kicked")
+				}
+				other.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?server_name="+url.QueryEscape(tc.hostServer), map[string]any{}, nil)
+				member := func(c *testserver.Client, want string) func() bool {
+					return func() bool {
+						var m struct {
+							Membership string `json:"membership"`
+						}
+						r := c.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.member/"+url.PathEscape(other.UserID), nil)
+						return r.Status == http.StatusOK && r.JSON(&m) == nil && m.Membership == want
+					}
+				}
+				waitFor(t, interopWait, "the second guest joined at the host", member(host, "join"))
+				host.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/kick", map[string]any{"user_id": other.UserID, "reason": "interop"}, nil)
+				waitFor(t, interopWait, "the kick at the guest's server", member(guest, "leave"))
+				other.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?server_name="+url.QueryEscape(tc.hostServer), map[string]any{}, nil)
+				waitFor(t, interopWait, "the rejoin at the host", member(host, "join"))
+				host.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/ban", map[string]any{"user_id": other.UserID, "reason": "interop"}, nil)
+				waitFor(t, interopWait, "the ban at the guest's server", member(guest, "ban"))
+				if r := other.Do("POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?server_name="+url.QueryEscape(tc.hostServer), map[string]any{}); r.Status != http.StatusForbidden {
+					t.Errorf("a banned user's join: %d %s, want 403", r.Status, r.Body)
 				}
 			})
 		})
