@@ -578,6 +578,74 @@ func TestInteropRooms(t *testing.T) {
 				id := guest.SendText(room, "from the guest")
 				waitEvent(t, host, room, id, "from the guest")
 			})
+			t.Run("ContentBothWays", func(t *testing.T) {
+				// Content that canonical JSON must get right on both sides
+				// (sorted keys, non-ASCII left as UTF-8, escapes, the
+				// largest integers allowed), each way.
+				content := map[string]any{"msgtype": "m.text", "body": "h\u00e9llo \u2603 \U0001F600 \u2028 \"q\" \\ / \u0007 <>&",
+					"zz": map[string]any{"b": []any{1, -9007199254740991, 9007199254740991, "x", nil, true}, "a": ""}, "\u00e9": "key"}
+				want, _ := json.Marshal(content)
+				for _, pair := range [][2]*testserver.Client{{host, guest}, {guest, host}} {
+					from, to := pair[0], pair[1]
+					var out struct {
+						EventID string `json:"event_id"`
+					}
+					from.MustDo("PUT", fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/c%d", url.PathEscape(room), time.Now().UnixNano()), content, &out)
+					var ev struct {
+						Content json.RawMessage `json:"content"`
+					}
+					waitFor(t, interopWait, "the message at "+to.UserID, func() bool {
+						r := to.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/event/"+url.PathEscape(out.EventID), nil)
+						return r.Status == http.StatusOK && r.JSON(&ev) == nil
+					})
+					sameJSON(t, ev.Content, string(want))
+				}
+			})
+			t.Run("RedactionHostToGuest", func(t *testing.T) {
+				id := host.SendText(room, "to be redacted")
+				waitEvent(t, guest, room, id, "to be redacted")
+				host.MustDo("PUT", fmt.Sprintf("/_matrix/client/v3/rooms/%s/redact/%s/r%d", url.PathEscape(room), url.PathEscape(id), time.Now().UnixNano()), map[string]any{"reason": "interop"}, nil)
+				var last []byte
+				defer func() {
+					if t.Failed() {
+						t.Logf("the guest's last view of %s: %s", id, last)
+					}
+				}()
+				waitFor(t, interopWait, "the redaction at the guest", func() bool {
+					var ev struct {
+						Content map[string]any `json:"content"`
+					}
+					r := guest.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/event/"+url.PathEscape(id), nil)
+					last = r.Body
+					return r.Status == http.StatusOK && r.JSON(&ev) == nil && len(ev.Content) == 0
+				})
+			})
+			t.Run("DeviceListGuestToHost", func(t *testing.T) {
+				since := host.Sync("timeout=0")["next_batch"].(string)
+				// A new device of the guest's user, with keys.
+				var login struct {
+					AccessToken string `json:"access_token"`
+					DeviceID    string `json:"device_id"`
+				}
+				anon := *guest
+				anon.Token = ""
+				anon.MustDo("POST", "/_matrix/client/v3/login", map[string]any{"type": "m.login.password",
+					"identifier": map[string]any{"type": "m.id.user", "user": guest.UserID}, "password": "correct horse battery"}, &login)
+				dev := *guest
+				dev.Token, dev.DeviceID = login.AccessToken, login.DeviceID
+				uploadDeviceKeys(t, &dev)
+				waitFor(t, interopWait, "the guest's device list change at the host", func() bool {
+					var out struct {
+						NextBatch   string `json:"next_batch"`
+						DeviceLists struct {
+							Changed []string `json:"changed"`
+						} `json:"device_lists"`
+					}
+					host.MustDo("GET", "/_matrix/client/v3/sync?timeout=2000&since="+url.QueryEscape(since), nil, &out)
+					since = out.NextBatch
+					return contains(out.DeviceLists.Changed, guest.UserID)
+				})
+			})
 			t.Run("TopicChange", func(t *testing.T) {
 				// The host created the room: only it may set the topic.
 				host.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.topic/", map[string]any{"topic": "set by the host"}, nil)
@@ -646,7 +714,15 @@ func TestInteropRooms(t *testing.T) {
 				// came before it joined from the host's.
 				seen := map[string]bool{}
 				from := ""
-				for page := 0; page < 10 && len(seen) < len(before); page++ {
+				found := func() bool {
+					for _, id := range before {
+						if !seen[id] {
+							return false
+						}
+					}
+					return true
+				}
+				for page := 0; page < 20 && !found(); page++ {
 					q := "dir=b&limit=10"
 					if from != "" {
 						q += "&from=" + url.QueryEscape(from)
