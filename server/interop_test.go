@@ -709,6 +709,34 @@ func TestInteropRooms(t *testing.T) {
 					return r.Status == http.StatusOK && r.JSON(&n) == nil && n.Name == "named by the guest"
 				})
 			})
+			t.Run("ConcurrentStateConverges", func(t *testing.T) {
+				// Both (at power 100 since GuestStateChange) rename the room
+				// at once, each on its own server: the DAG forks, and both
+				// servers' state resolution must pick the same name.
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					host.Do("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.name/", map[string]any{"name": "host's name"})
+				}()
+				guest.Do("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.name/", map[string]any{"name": "guest's name"})
+				<-done
+				name := func(c *testserver.Client) string {
+					var n struct {
+						Name string `json:"name"`
+					}
+					c.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.name/", nil).JSON(&n)
+					return n.Name
+				}
+				// Messages after the fork merge it on both sides.
+				waitEvent(t, guest, room, host.SendText(room, "after the fork"), "after the fork")
+				waitEvent(t, host, room, guest.SendText(room, "after the fork too"), "after the fork too")
+				var h, g string
+				waitFor(t, interopWait, "the same room name on both servers", func() bool {
+					h, g = name(host), name(guest)
+					return h == g && (h == "host's name" || h == "guest's name")
+				})
+				t.Logf("both servers resolved the name to %q", h)
+			})
 			t.Run("BackfillBeforeJoin", func(t *testing.T) {
 				// The guest pages back from the end: its server fetches what
 				// came before it joined from the host's.
@@ -747,6 +775,16 @@ func TestInteropRooms(t *testing.T) {
 						t.Errorf("the guest's /messages lacks %s, sent before its server joined (saw %d events)", id, len(seen))
 					}
 				}
+			})
+			t.Run("GuestLeaves", func(t *testing.T) {
+				leaver := in.pc.Register("leaver")
+				if guest == in.alice {
+					leaver = in.ours.Register("leaver")
+				}
+				leaver.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?server_name="+url.QueryEscape(tc.hostServer), map[string]any{}, nil)
+				waitFor(t, interopWait, "the leaver joined at the host", memberIs(host, room, leaver.UserID, "join"))
+				leaver.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/leave", map[string]any{}, nil)
+				waitFor(t, interopWait, "the leave at the host", memberIs(host, room, leaver.UserID, "leave"))
 			})
 			t.Run("KickAndBan", func(t *testing.T) {
 				// A second guest of the same server, so that the guest's
@@ -887,6 +925,17 @@ func cmpNum(a, b string) int {
 		return len(a) - len(b)
 	}
 	return strings.Compare(a, b)
+}
+
+// memberIs is a condition: c's server has user's membership in room.
+func memberIs(c *testserver.Client, room, user, want string) func() bool {
+	return func() bool {
+		var m struct {
+			Membership string `json:"membership"`
+		}
+		r := c.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.member/"+url.PathEscape(user), nil)
+		return r.Status == http.StatusOK && r.JSON(&m) == nil && m.Membership == want
+	}
 }
 
 // interopWait bounds each wait for the peer (a deadline, not a sleep).
