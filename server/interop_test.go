@@ -578,6 +578,24 @@ func TestInteropRooms(t *testing.T) {
 				id := guest.SendText(room, "from the guest")
 				waitEvent(t, host, room, id, "from the guest")
 			})
+			t.Run("BurstBothWays", func(t *testing.T) {
+				// 60 messages each way as fast as the client sends them
+				// (several transactions, batched): every one arrives.
+				for _, pair := range [][2]*testserver.Client{{host, guest}, {guest, host}} {
+					from, to := pair[0], pair[1]
+					var ids []string
+					for i := range 60 {
+						ids = append(ids, from.SendText(room, fmt.Sprintf("burst %d", i)))
+					}
+					waitEvent(t, to, room, ids[len(ids)-1], "burst 59")
+					for i, id := range ids {
+						r := to.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/event/"+url.PathEscape(id), nil)
+						if r.Status != http.StatusOK {
+							t.Errorf("burst message %d from %s missing at %s: %d %s", i, from.UserID, to.UserID, r.Status, r.Body)
+						}
+					}
+				}
+			})
 			t.Run("ContentBothWays", func(t *testing.T) {
 				// Content that canonical JSON must get right on both sides
 				// (sorted keys, non-ASCII left as UTF-8, escapes, the
