@@ -352,10 +352,6 @@ func (s *Server) messages(r *http.Request) (any, error) {
 	if !backwards && q.Get("from") != "" {
 		cursor.Pos--
 	}
-	// Paging back past the oldest event held asks the room's other
-	// servers for older ones, once per call.
-	var oldest *roomdag.StoredEvent
-	backfilled := !backwards || to != nil
 	for len(kept) < limit && more && scanned < maxScan {
 		var batch []*roomdag.StoredEvent
 		batch, more, err = s.store.RoomEventsTopo(r.Context(), room, cursor, backwards, min(limit-len(kept), 200)+1)
@@ -369,11 +365,6 @@ func (s *Server) messages(r *http.Request) (any, error) {
 		if len(batch) > 0 {
 			last := batch[len(batch)-1]
 			cursor = storage.TopoPos{Depth: last.Depth(), Pos: last.Pos}
-			oldest = last
-		}
-		if !more && !backfilled && cursor.Depth != math.MaxInt64 {
-			backfilled = true
-			more = s.backfill(r.Context(), room, oldest, cursor)
 		}
 		visible, err := sync.FilterVisible(r.Context(), s.store, user, a.membership, batch)
 		if err != nil {

@@ -72,9 +72,6 @@ type Config struct {
 	// RemoteJoins joins rooms this server is not in and resolves other
 	// servers' aliases, over federation; nil: those are not found.
 	RemoteJoins RemoteJoiner
-	// RemoteBackfill fetches history older than this server holds when
-	// /messages pages back to its oldest event; nil: no backfill.
-	RemoteBackfill RemoteBackfiller
 	// URLPreview configures GET /media/preview_url; nil turns it off.
 	URLPreview *media.PreviewConfig
 	// AppServices is application service support; nil when the server

@@ -136,9 +136,6 @@ type pduWork struct {
 	room    roomdag.RoomID
 	v       *roomdag.RoomVersion
 	fetched int
-	// kind is how receive takes events: KindLive for /send, KindBackfill
-	// for history fetched by /backfill (backfillremote.go).
-	kind roomdag.EventKind
 
 	mu       gosync.Mutex
 	requests int
@@ -152,7 +149,7 @@ const receiveRounds = 5
 // /get_missing_events first (not for the events that request returned,
 // which fall back to the state before them).
 func (w *pduWork) receive(ctx context.Context, ev *roomdag.Event, missing bool) (*roomdag.ReceiveResult, error) {
-	opts := roomdag.ReceiveOptions{Kind: w.kind, Verifier: w.p.Verifier}
+	opts := roomdag.ReceiveOptions{Kind: roomdag.KindLive, Verifier: w.p.Verifier}
 	for round := 0; ; round++ {
 		res, err := w.p.Rooms.Receive(ctx, ev, opts)
 		var me *roomdag.MissingEventsError

@@ -368,8 +368,6 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		RemoteMedia: federation.MediaFetcher{Client: hs.Federation},
 		RemoteJoins: &federation.RemoteJoiner{Server: server, Key: key, Client: hs.Federation, Verifier: keyring,
 			Rooms: hs.Rooms, Clock: clk, Log: log},
-		RemoteBackfill: &federation.RoomPDUs{Server: server, Rooms: hs.Rooms, Store: db, Client: hs.Federation,
-			Verifier: keyring, Log: log},
 		URLPreview:          urlPreview(cfg),
 		AppServices:         ephemeralTee{hs.AppServices, hs.FedSender},
 		Pushers:             hs.Pushers,

@@ -95,9 +95,7 @@ func ParseTopoToken(s string) (TopoToken, error) {
 	}
 	depth, err1 := strconv.ParseInt(d, 10, 64)
 	pos, err2 := strconv.ParseInt(p, 10, 64)
-	// Backfilled events sit at negative stream positions: a page that
-	// ends on one names it.
-	if err1 != nil || err2 != nil || depth < 0 {
+	if err1 != nil || err2 != nil || depth < 0 || pos < 0 {
 		return TopoToken{}, fmt.Errorf("malformed pagination token")
 	}
 	return TopoToken{Depth: depth, Pos: roomdag.StreamPos(pos)}, nil

@@ -38,19 +38,3 @@ func TestParseToken(t *testing.T) {
 		}
 	}
 }
-
-// A /messages token round-trips, a backfilled event's negative stream
-// position included (a page of backfilled history ends on one).
-func TestParseTopoToken(t *testing.T) {
-	for _, tok := range []sync.TopoToken{{Depth: 102, Pos: 27}, {Depth: 102, Pos: -27}, {Depth: 0, Pos: 0}} {
-		back, err := sync.ParseTopoToken(tok.String())
-		if err != nil || back != tok {
-			t.Errorf("ParseTopoToken(%q) = %+v, %v", tok.String(), back, err)
-		}
-	}
-	for _, bad := range []string{"", "t", "t1", "s1_2", "t-1_2", "t1_x", "tx_1"} {
-		if _, err := sync.ParseTopoToken(bad); err == nil {
-			t.Errorf("ParseTopoToken(%q) accepted", bad)
-		}
-	}
-}
