@@ -320,7 +320,7 @@ func (in *Inbound) authChain(ctx context.Context, starts []*roomdag.Event) ([]*r
 		}
 		batch := next[:min(len(next), eventBatch)]
 		next = next[len(batch):]
-		evs, err := in.Store.Events(ctx, batch)
+		evs, err := in.Store.EventsWithOutliers(ctx, batch)
 		if err != nil {
 			return nil, err
 		}

@@ -24,6 +24,10 @@ import (
 type Store interface {
 	// Events returns the stored events among ids (unknown ones skipped).
 	Events(ctx context.Context, ids []roomdag.EventID) ([]*roomdag.StoredEvent, error)
+	// EventsWithOutliers is Events that also finds events held as
+	// outliers: the state and auth chain of a room this server joined
+	// over federation, which it serves on to others.
+	EventsWithOutliers(ctx context.Context, ids []roomdag.EventID) ([]*roomdag.StoredEvent, error)
 	// StateEvents returns the state of a snapshot.
 	StateEvents(ctx context.Context, snapshot int64) (roomdag.StateMap, error)
 	// Snapshot returns the state of a snapshot as event IDs (cached by

@@ -2,6 +2,7 @@ package federation
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -31,6 +32,7 @@ import (
 // (roomdag.Rooms).
 type RoomReceiver interface {
 	Receive(ctx context.Context, ev *roomdag.Event, opts roomdag.ReceiveOptions) (*roomdag.ReceiveResult, error)
+	ReceiveOutliers(ctx context.Context, evs []*roomdag.Event, verifier roomdag.SignatureVerifier) ([]roomdag.OutlierResult, error)
 }
 
 // RemoteJoiner joins local users to rooms on other servers.
@@ -42,9 +44,44 @@ type RemoteJoiner struct {
 	Rooms    RoomReceiver
 	Clock    clock.Clock
 	Log      *slog.Logger
-	// Parallel bounds the events of a send_join answer checked at once
-	// (signatures are the cost); 0 is 8.
+	// Parallel bounds the signatures of a send_join answer's events
+	// checked at once; 0 is 8.
 	Parallel int
+
+	mu      gosync.Mutex
+	joining map[roomdag.RoomID]*roomJoin
+}
+
+// roomJoin serialises the joins of one room: a second would take in the
+// same answer while the first does.
+type roomJoin struct {
+	mu   gosync.Mutex
+	refs int
+}
+
+// lockRoom waits for the other joins of room to end, and returns the
+// unlock.
+func (j *RemoteJoiner) lockRoom(room roomdag.RoomID) func() {
+	j.mu.Lock()
+	if j.joining == nil {
+		j.joining = map[roomdag.RoomID]*roomJoin{}
+	}
+	l := j.joining[room]
+	if l == nil {
+		l = &roomJoin{}
+		j.joining[room] = l
+	}
+	l.refs++
+	j.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		j.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(j.joining, room)
+		}
+		j.mu.Unlock()
+	}
 }
 
 // ResolveAlias asks the alias's server which room it names and which
@@ -80,6 +117,7 @@ func (j *RemoteJoiner) Join(ctx context.Context, room roomdag.RoomID, user roomd
 	if len(servers) == 0 {
 		return nil, httpapi.NotFound("no server to join %s through is known", room)
 	}
+	defer j.lockRoom(room)()
 	var last error
 	for _, s := range servers {
 		if s == j.Server {
@@ -267,10 +305,11 @@ func (j *RemoteJoiner) TakeJoin(ctx context.Context, v *roomdag.RoomVersion, joi
 	return res.Event, nil
 }
 
-// receiveOutliers receives evs as outliers in levels: an event's level is
-// one more than its auth events' among evs, so that each is received
-// after those it cites, and those of one level at once (Parallel). It
-// reports which were stored and not rejected.
+// receiveOutliers receives evs as outliers, each after its auth events
+// among evs (ordered by level: one more than the highest of its auth
+// events'), all in one roomdag.Rooms.ReceiveOutliers so that they share
+// commits. Their signatures, the costly part, are checked first,
+// Parallel at once. It reports which were stored and not rejected.
 func (j *RemoteJoiner) receiveOutliers(ctx context.Context, evs map[roomdag.EventID]*roomdag.Event) (map[roomdag.EventID]bool, error) {
 	level := make(map[roomdag.EventID]int, len(evs))
 	// The create event comes first: from v12 no event cites it among its
@@ -299,53 +338,80 @@ func (j *RemoteJoiner) receiveOutliers(ctx context.Context, evs map[roomdag.Even
 		level[id] = l
 		return l
 	}
-	var levels [][]*roomdag.Event
+	order := make([]*roomdag.Event, 0, len(evs))
 	for id, ev := range evs {
-		l := depthOf(id)
-		for len(levels) <= l {
-			levels = append(levels, nil)
-		}
-		levels[l] = append(levels[l], ev)
+		depthOf(id)
+		order = append(order, ev)
 	}
+	slices.SortFunc(order, func(a, b *roomdag.Event) int {
+		return cmp.Or(cmp.Compare(level[a.ID()], level[b.ID()]), strings.Compare(string(a.ID()), string(b.ID())))
+	})
+
 	par := j.Parallel
 	if par <= 0 {
 		par = 8
 	}
+	verdicts := make([]error, len(order))
+	work := make(chan int)
+	var wg gosync.WaitGroup
+	for range min(par, len(order)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				verdicts[i] = j.Verifier.VerifyEventSignatures(ctx, order[i], order[i].OriginServerTS())
+			}
+		}()
+	}
+	for i := range order {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	checked := checkedSignatures{verdicts: make(map[roomdag.EventID]error, len(order)), next: j.Verifier}
+	for i, ev := range order {
+		checked.verdicts[ev.ID()] = verdicts[i]
+	}
+
+	// In chunks, in order: each shares commits, and the writes queued at
+	// once stay bounded.
 	ok := make(map[roomdag.EventID]bool, len(evs))
-	var mu gosync.Mutex
-	var firstErr error
-	for _, batch := range levels {
-		work := make(chan *roomdag.Event)
-		var wg gosync.WaitGroup
-		for range min(par, len(batch)) {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for ev := range work {
-					res, err := j.Rooms.Receive(ctx, ev, roomdag.ReceiveOptions{Kind: roomdag.KindOutlier, Verifier: j.Verifier})
-					mu.Lock()
-					switch {
-					case err == nil:
-						ok[ev.ID()] = res.Status != roomdag.StatusRejected
-					case isBadEvent(err):
-						j.Log.Info("send_join answer: event left out", "event", ev.ID(), "err", err)
-					case firstErr == nil:
-						firstErr = err
-					}
-					mu.Unlock()
-				}
-			}()
+	for len(order) > 0 {
+		chunk := order[:min(len(order), outlierChunk)]
+		order = order[len(chunk):]
+		results, err := j.Rooms.ReceiveOutliers(ctx, chunk, checked)
+		if err != nil {
+			return nil, err
 		}
-		for _, ev := range batch {
-			work <- ev
-		}
-		close(work)
-		wg.Wait()
-		if firstErr != nil {
-			return nil, firstErr
+		for i, r := range results {
+			switch {
+			case r.Err == nil:
+				ok[chunk[i].ID()] = r.Result.Status != roomdag.StatusRejected
+			case isBadEvent(r.Err):
+				j.Log.Info("send_join answer: event left out", "event", chunk[i].ID(), "err", r.Err)
+			default:
+				return nil, r.Err
+			}
 		}
 	}
 	return ok, nil
+}
+
+// outlierChunk is how many events one ReceiveOutliers takes.
+const outlierChunk = 2000
+
+// checkedSignatures is a SignatureVerifier over verdicts already reached
+// (concurrently, before the events are received), next for others.
+type checkedSignatures struct {
+	verdicts map[roomdag.EventID]error
+	next     roomdag.SignatureVerifier
+}
+
+func (c checkedSignatures) VerifyEventSignatures(ctx context.Context, ev *roomdag.Event, atTS int64) error {
+	if err, ok := c.verdicts[ev.ID()]; ok {
+		return err
+	}
+	return c.next.VerifyEventSignatures(ctx, ev, atTS)
 }
 
 // isBadEvent says whether Receive refused an event for what it is (a

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/persistentchat/homeserver/httpapi"
 	"github.com/persistentchat/homeserver/roomdag"
@@ -320,6 +321,11 @@ func (m *Handshakes) sendMember(r *http.Request, membership string) (any, error)
 		if via.Server() != m.in.Server {
 			return nil, httpapi.Forbidden("the join is authorised by %s, not by a user of this server", via)
 		}
+		// Only what make_join would have authorised: send_join may come
+		// without it.
+		if _, err := m.joinAuthoriser(ctx, st, ev.Sender()); err != nil {
+			return nil, err
+		}
 		// This server vouches for the join it authorised with its
 		// signature (rule 4.3.5.2 reads join_authorised_via_users_server,
 		// and the signature check requires that server's signature).
@@ -355,13 +361,19 @@ func (m *Handshakes) sendMember(r *http.Request, membership string) (any, error)
 		}
 		return map[string]any{"knock_room_state": roomdag.StrippedState(after.State, res.Event)}, nil
 	}
-	return m.joinAnswer(ctx, res.Event)
+	// omit_members (v2, MSC3706 "faster joins"): the joining server
+	// takes the state without its member events.
+	omit := r.URL.Query().Get("omit_members") == "true" && strings.Contains(r.URL.Path, "/v2/")
+	return m.joinAnswer(ctx, res.Event, omit)
 }
 
-// joinAnswer is send_join's answer: the state before the join (the whole
-// of it: members_omitted false), its auth chain, and the join as this
-// server holds it (co-signed, for a restricted join).
-func (m *Handshakes) joinAnswer(ctx context.Context, join *roomdag.Event) (any, error) {
+// joinAnswer is send_join's answer: the state before the join, its auth
+// chain (and the join's), and the join as this server holds it
+// (co-signed, for a restricted join). With omit, the state leaves out
+// member events but those of the room's heroes when it has neither name
+// nor canonical alias (server-server API, send_join v2 omit_members);
+// the auth chain still holds what authorises the rest and the join.
+func (m *Handshakes) joinAnswer(ctx context.Context, join *roomdag.Event, omit bool) (any, error) {
 	stored, err := m.in.Store.Events(ctx, []roomdag.EventID{join.ID()})
 	if err != nil {
 		return nil, err
@@ -372,6 +384,9 @@ func (m *Handshakes) joinAnswer(ctx context.Context, join *roomdag.Event) (any, 
 	state, err := m.in.Store.StateEvents(ctx, stored[0].StateBefore)
 	if err != nil {
 		return nil, err
+	}
+	if omit {
+		state = withoutMembers(state, join.Sender())
 	}
 	starts := make([]*roomdag.Event, 0, len(state)+1)
 	for _, e := range state {
@@ -396,6 +411,36 @@ func (m *Handshakes) joinAnswer(ctx context.Context, join *roomdag.Event) (any, 
 	return map[string]any{
 		"origin": m.in.Server, "event": json.RawMessage(join.JSON()),
 		"state": pdus, "auth_chain": auth,
-		"members_omitted": false, "servers_in_room": joinedServers(cur.State, m.in.Server),
+		"members_omitted": omit, "servers_in_room": joinedServers(cur.State, m.in.Server),
 	}, nil
+}
+
+// maxHeroes is how many members name a room without a name (client-server
+// API, m.heroes).
+const maxHeroes = 5
+
+// withoutMembers is state without its member events, but for those of the
+// heroes (joined or invited members other than joiner, the first five by
+// user ID) when the room has neither name nor canonical alias.
+func withoutMembers(state roomdag.StateMap, joiner roomdag.UserID) roomdag.StateMap {
+	out := make(roomdag.StateMap, len(state))
+	var heroes []string
+	for k, ev := range state {
+		if k.Type != roomdag.TypeMember {
+			out[k] = ev
+			continue
+		}
+		if m := ev.Membership(); (m == roomdag.MembershipJoin || m == roomdag.MembershipInvite) && k.StateKey != string(joiner) {
+			heroes = append(heroes, k.StateKey)
+		}
+	}
+	if state.Get(roomdag.TypeName, "") != nil || state.Get(roomdag.TypeCanonicalAlias, "") != nil {
+		return out
+	}
+	slices.Sort(heroes)
+	for _, h := range heroes[:min(len(heroes), maxHeroes)] {
+		k := roomdag.StateKey{Type: roomdag.TypeMember, StateKey: h}
+		out[k] = state[k]
+	}
+	return out
 }

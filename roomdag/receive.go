@@ -364,54 +364,15 @@ func (rs *Rooms) prepareReceived(ctx context.Context, head *RoomState, ev *Event
 
 	// 1. The event's own auth events (server-server API, "Checks performed
 	// on receipt of a PDU", 4).
-	var missingAuth []EventID
-	authEvs := make([]*Event, 0, len(ev.AuthEvents()))
-	var authRejected *Event
-	for _, id := range ev.AuthEvents() {
-		d := known[id]
-		if d == nil {
-			missingAuth = append(missingAuth, id)
-			continue
-		}
-		if d.Status == StatusRejected && authRejected == nil {
-			authRejected = d.Event
-		}
-		authEvs = append(authEvs, d.Event)
-	}
-	var create *Event
-	if createID != "" {
-		if d := known[createID]; d != nil {
-			create = d.Event
-		} else if !slices.Contains(missingAuth, createID) {
-			missingAuth = append(missingAuth, createID)
-		}
-	}
-	for _, id := range opts.StateBefore {
-		if known[id] == nil && !slices.Contains(missingAuth, id) {
-			missingAuth = append(missingAuth, id)
-		}
+	missingAuth, why, err := checkOwnAuth(ev, known, createID, opts.StateBefore)
+	if err != nil {
+		return nil, nil, err
 	}
 	if len(missingAuth) > 0 {
 		return nil, nil, &MissingEventsError{Event: ev.ID(), Auth: missingAuth}
 	}
-	if !ev.IsCreate() {
-		if err := CheckAuthEvents(ev, authEvs); err != nil {
-			var ae *AuthError
-			if !errors.As(err, &ae) {
-				return nil, nil, err
-			}
-			return reject(err, 0)
-		}
-		if authRejected != nil {
-			return reject(reject2(v, authRejected), 0)
-		}
-	}
-	authState := NewStateMap(authEvs...)
-	if create != nil {
-		authState = authState.With(create)
-	}
-	if err := Authorise(ev, authState); err != nil {
-		return reject(err, 0)
+	if why != nil {
+		return reject(why, 0)
 	}
 	if opts.Kind == KindOutlier {
 		res.Status, per.Status = StatusOutlier, StatusOutlier
@@ -601,6 +562,62 @@ func (rs *Rooms) prepareReceived(ctx context.Context, head *RoomState, ev *Event
 	}
 	pr.next = nx
 	return pr, res, nil
+}
+
+// checkOwnAuth is the auth rules against ev's own auth events (and, from
+// v12, the create event its room ID names, createID): the auth events
+// (and entries of also) that are not stored, else why the rules reject
+// it, else nothing. err is for failures other than the rules'.
+func checkOwnAuth(ev *Event, known map[EventID]*DAGEvent, createID EventID, also []EventID) (missing []EventID, why error, err error) {
+	authEvs := make([]*Event, 0, len(ev.AuthEvents()))
+	var authRejected *Event
+	for _, id := range ev.AuthEvents() {
+		d := known[id]
+		if d == nil {
+			missing = append(missing, id)
+			continue
+		}
+		if d.Status == StatusRejected && authRejected == nil {
+			authRejected = d.Event
+		}
+		authEvs = append(authEvs, d.Event)
+	}
+	var create *Event
+	if createID != "" {
+		if d := known[createID]; d != nil {
+			create = d.Event
+		} else if !slices.Contains(missing, createID) {
+			missing = append(missing, createID)
+		}
+	}
+	for _, id := range also {
+		if known[id] == nil && !slices.Contains(missing, id) {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) > 0 {
+		return missing, nil, nil
+	}
+	if !ev.IsCreate() {
+		if err := CheckAuthEvents(ev, authEvs); err != nil {
+			var ae *AuthError
+			if !errors.As(err, &ae) {
+				return nil, nil, err
+			}
+			return nil, err, nil
+		}
+		if authRejected != nil {
+			return nil, reject2(ev.Version(), authRejected), nil
+		}
+	}
+	authState := NewStateMap(authEvs...)
+	if create != nil {
+		authState = authState.With(create)
+	}
+	if err := Authorise(ev, authState); err != nil {
+		return nil, err, nil
+	}
+	return nil, nil, nil
 }
 
 // extremityEvent finds the event of a forward extremity: the head's, or

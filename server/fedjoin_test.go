@@ -509,6 +509,19 @@ func TestFederatedRestrictedJoin(t *testing.T) {
 	if r := join(room); r.Status != http.StatusBadRequest || r.Errcode() != "M_UNABLE_TO_AUTHORISE_JOIN" {
 		t.Errorf("restricted join before joining the space: %d %s", r.Status, r.Body)
 	}
+	// Nor does a join naming alice that skipped make_join: A does not
+	// vouch for it.
+	pb := playServer(t, b)
+	st, err := a.HS.Rooms.State(context.Background(), roomdag.RoomID(room))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sneaky := pb.build(st.Version, roomdag.RoomID(room), st.State, roomdag.UserID(bob.UserID), roomdag.TypeMember, sk(bob.UserID),
+		`{"membership":"join","join_authorised_via_users_server":"`+alice.UserID+`"}`, st.Depth+1, st.Extremities...)
+	status, body := fedDo(t, b, a, "PUT", "/_matrix/federation/v2/send_join/"+url.PathEscape(room)+"/"+url.PathEscape(string(sneaky.ID())), sneaky.JSON())
+	if status != http.StatusBadRequest || errcode(body) != "M_UNABLE_TO_AUTHORISE_JOIN" {
+		t.Errorf("send_join naming alice without make_join: %d %s", status, body)
+	}
 	if r := join(space); r.Status != http.StatusOK {
 		t.Fatalf("joining the space: %d %s", r.Status, r.Body)
 	}
@@ -522,5 +535,153 @@ func TestFederatedRestrictedJoin(t *testing.T) {
 	}
 	if got := joinedMembers(t, bob, room); !slices.Contains(got, bob.UserID) {
 		t.Errorf("B's joined members: %v", got)
+	}
+}
+
+// TestFederatedJoinThroughJoinedServer: a server that itself joined over
+// federation lets a third one join through it: its answer carries the
+// state and auth chain it holds as outliers. The third server's join
+// then reaches the first.
+func TestFederatedJoinThroughJoinedServer(t *testing.T) {
+	fed := testserver.Federation(t, 3, testserver.Options{})
+	a, b, c := fed[0], fed[1], fed[2]
+	alice := a.Register("alice")
+	// v12: the room ID names no server C could fall back to.
+	room := alice.CreateRoom(map[string]any{"preset": "public_chat", "name": "Three servers", "room_version": "12"})
+	// A superseded power levels event, which only the auth chain holds:
+	// the current one cites it.
+	var pl map[string]any
+	alice.MustDo("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.power_levels/", nil, &pl)
+	pl["state_default"] = 60
+	alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.power_levels/", pl, nil)
+	bob := b.Register("bob")
+	bob.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?via="+url.QueryEscape(a.Name()), map[string]any{}, nil)
+	carol := c.Register("carol")
+	carol.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?via="+url.QueryEscape(b.Name()), map[string]any{}, nil)
+	want := []string{alice.UserID, bob.UserID, carol.UserID}
+	slices.Sort(want)
+	if got := joinedMembers(t, carol, room); !slices.Equal(got, want) {
+		t.Errorf("C's joined members: %v, want %v", got, want)
+	}
+	if got := joinedMembers(t, bob, room); !slices.Equal(got, want) {
+		t.Errorf("B's joined members: %v, want %v", got, want)
+	}
+	waitMember(t, alice, room, carol.UserID, "join")
+	var name struct {
+		Name string `json:"name"`
+	}
+	carol.MustDo("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.name/", nil, &name)
+	if name.Name != "Three servers" {
+		t.Errorf("C's room name: %+v", name)
+	}
+	carol.MustDo("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.power_levels/", nil, &pl)
+	if pl["state_default"] != float64(60) {
+		t.Errorf("C's power levels: %v", pl)
+	}
+}
+
+// TestSendJoinOmitMembers: send_join v2 with omit_members=true leaves the
+// member events out of the state (but the heroes' in a room without a
+// name), says so, and names the servers in the room; the auth chain
+// keeps the members that authorise the rest.
+func TestSendJoinOmitMembers(t *testing.T) {
+	fed := testserver.Federation(t, 2, testserver.Options{})
+	a, b := fed[0], fed[1]
+	pb := playServer(t, b)
+	alice := a.Register("alice")
+	var others []*testserver.Client
+	for range 6 {
+		others = append(others, a.Register("member"))
+	}
+	named := alice.CreateRoom(map[string]any{"preset": "public_chat", "name": "Named"})
+	unnamed := alice.CreateRoom(map[string]any{"preset": "public_chat"})
+	for _, c := range others {
+		c.Join(named)
+		c.Join(unnamed)
+	}
+	type answer struct {
+		State []struct {
+			Type     string `json:"type"`
+			StateKey string `json:"state_key"`
+		} `json:"state"`
+		AuthChain []struct {
+			Type     string `json:"type"`
+			StateKey string `json:"state_key"`
+		} `json:"auth_chain"`
+		MembersOmitted bool     `json:"members_omitted"`
+		ServersInRoom  []string `json:"servers_in_room"`
+	}
+	join := func(room string, user string) answer {
+		t.Helper()
+		status, body := fedDo(t, b, a, "GET", "/_matrix/federation/v1/make_join/"+url.PathEscape(room)+"/"+url.PathEscape(user)+"?ver=10&ver=11&ver=12", nil)
+		if status != http.StatusOK {
+			t.Fatalf("make_join: %d %s", status, body)
+		}
+		_, ev := memberFromTemplate(t, pb, body)
+		status, body = fedDo(t, b, a, "PUT", "/_matrix/federation/v2/send_join/"+url.PathEscape(room)+"/"+url.PathEscape(string(ev.ID()))+"?omit_members=true", ev.JSON())
+		var out answer
+		if status != http.StatusOK || json.Unmarshal(body, &out) != nil {
+			t.Fatalf("send_join: %d %s", status, body)
+		}
+		if !out.MembersOmitted || !slices.Equal(out.ServersInRoom, []string{a.Name(), b.Name()}) {
+			t.Errorf("members_omitted %v, servers_in_room %v", out.MembersOmitted, out.ServersInRoom)
+		}
+		return out
+	}
+	members := func(evs []struct {
+		Type     string `json:"type"`
+		StateKey string `json:"state_key"`
+	}) []string {
+		var out []string
+		for _, e := range evs {
+			if e.Type == roomdag.TypeMember {
+				out = append(out, e.StateKey)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	got := join(named, "@nina:"+b.Name())
+	if m := members(got.State); len(m) != 0 {
+		t.Errorf("named room: members in the state %v", m)
+	}
+	if m := members(got.AuthChain); !slices.Contains(m, alice.UserID) {
+		t.Errorf("named room: the auth chain lacks the creator's join: %v", m)
+	}
+	got = join(unnamed, "@una:"+b.Name())
+	all := []string{alice.UserID}
+	for _, c := range others {
+		all = append(all, c.UserID)
+	}
+	slices.Sort(all)
+	if m := members(got.State); !slices.Equal(m, all[:5]) {
+		t.Errorf("unnamed room: members in the state %v, want the heroes %v", m, all[:5])
+	}
+}
+
+// TestFederatedJoinConcurrent: two users of B join the same room of A at
+// once; both get in (the second's join waits for the first's).
+func TestFederatedJoinConcurrent(t *testing.T) {
+	fed := testserver.Federation(t, 2, testserver.Options{})
+	a, b := fed[0], fed[1]
+	alice := a.Register("alice")
+	room := alice.CreateRoom(map[string]any{"preset": "public_chat"})
+	users := []*testserver.Client{b.Register("bob"), b.Register("carol")}
+	status := make(chan *testserver.Response, len(users))
+	for _, u := range users {
+		go func() {
+			status <- u.Do("POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?via="+url.QueryEscape(a.Name()), map[string]any{})
+		}()
+	}
+	for range users {
+		if r := <-status; r.Status != http.StatusOK {
+			t.Errorf("concurrent join: %d %s", r.Status, r.Body)
+		}
+	}
+	for _, u := range users {
+		waitMember(t, alice, room, u.UserID, "join")
+		if got := joinedMembers(t, u, room); !slices.Contains(got, u.UserID) {
+			t.Errorf("B's joined members for %s: %v", u.UserID, got)
+		}
 	}
 }

@@ -334,4 +334,14 @@ func testDAGJoinedLate(t *testing.T, open Opener) {
 	if _, err := db.Event(ctx, rules.ID()); !errors.Is(err, storage.ErrNotFound) {
 		t.Errorf("an outlier is in the timeline: %v", err)
 	}
+	// /sync's state section finds them with the timeline's events.
+	evs, err := db.EventsWithOutliers(ctx, []roomdag.EventID{rules.ID(), msg.ID(), "$unknown"})
+	if err != nil || len(evs) != 2 {
+		t.Fatalf("EventsWithOutliers: %d events, %v", len(evs), err)
+	}
+	for _, ev := range evs {
+		if ev.ID() == rules.ID() && ev.Pos != 0 || ev.ID() == msg.ID() && ev.Pos != res.Pos {
+			t.Errorf("EventsWithOutliers: %s at %d", ev.ID(), ev.Pos)
+		}
+	}
 }
