@@ -352,6 +352,10 @@ func (s *Server) messages(r *http.Request) (any, error) {
 	if !backwards && q.Get("from") != "" {
 		cursor.Pos--
 	}
+	// Paging back to events whose prev_events this server lacks asks
+	// other servers for what lies before them, once per call
+	// (Config.Backfill); the batch is then read again, with what came.
+	backfilled := !backwards || to != nil || s.cfg.Backfill == nil
 	for len(kept) < limit && more && scanned < maxScan {
 		var batch []*roomdag.StoredEvent
 		batch, more, err = s.store.RoomEventsTopo(r.Context(), room, cursor, backwards, min(limit-len(kept), 200)+1)
@@ -360,6 +364,20 @@ func (s *Server) messages(r *http.Request) (any, error) {
 		}
 		if to != nil {
 			batch, more = cutAt(batch, *to, backwards, more)
+		}
+		if !backfilled && len(batch) > 0 {
+			evs := make([]*roomdag.Event, len(batch))
+			for i, ev := range batch {
+				evs[i] = ev.Event
+			}
+			n, err := s.cfg.Backfill.Backfill(r.Context(), room, evs, min(max(limit-len(kept), minBackfill), maxPageLimit))
+			if err != nil {
+				s.log.Info("backfill failed", "room", room, "err", err)
+			}
+			if n > 0 {
+				backfilled, more = true, true
+				continue
+			}
 		}
 		scanned += len(batch)
 		if len(batch) > 0 {
@@ -415,6 +433,18 @@ func (s *Server) messages(r *http.Request) (any, error) {
 	}
 	return resp, nil
 }
+
+// Backfiller fetches history from other servers: for the first of evs
+// (events of room a page read, newest first) whose prev_events this
+// server lacks, up to limit events before it. It returns how many events
+// it stored.
+type Backfiller interface {
+	Backfill(ctx context.Context, room roomdag.RoomID, evs []*roomdag.Event, limit int) (int, error)
+}
+
+// minBackfill is the least one backfill asks for: each costs the other
+// server a walk and this one a look at the state before the oldest.
+const minBackfill = 50
 
 // cutAt drops the events of batch beyond the `to` token.
 func cutAt(batch []*roomdag.StoredEvent, to storage.TopoPos, backwards, more bool) ([]*roomdag.StoredEvent, bool) {

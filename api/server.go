@@ -69,6 +69,11 @@ type Config struct {
 	// download and thumbnail endpoints (over federation); nil: other
 	// servers' media is not found.
 	RemoteMedia media.Fetcher
+	// Backfill fetches history older than what this server holds of a
+	// room from the other servers in it (federation.Backfiller): /messages
+	// asks it when paging back reaches the oldest event held. Nil: history
+	// ends there.
+	Backfill Backfiller
 	// RemoteJoins joins rooms this server is not in and resolves other
 	// servers' aliases, over federation; nil: those are not found.
 	RemoteJoins RemoteJoiner

@@ -85,7 +85,9 @@ func (v *viewer) deciding(ctx context.Context, ev *roomdag.StoredEvent) (roomdag
 			want = append(want, id)
 		}
 	}
-	evs, err := v.in.Store.Events(ctx, want)
+	// In a room joined over federation, the state from before the join
+	// is held as outliers.
+	evs, err := v.in.Store.EventsWithOutliers(ctx, want)
 	if err != nil {
 		return nil, err
 	}

@@ -105,7 +105,7 @@ func (p *RoomPDUs) HandlePDU(ctx context.Context, origin roomdag.ServerName, roo
 	}
 	ctx, cancel := context.WithTimeout(ctx, pduTimeout)
 	defer cancel()
-	w := &pduWork{p: p, origin: origin, room: room, v: v}
+	w := &pduWork{p: p, origin: origin, room: room, v: v, kind: roomdag.KindLive}
 	res, err := w.receive(ctx, ev, true)
 	if err != nil {
 		return err
@@ -131,10 +131,13 @@ func ownMembership(ev *roomdag.Event, origin roomdag.ServerName) bool {
 
 // pduWork is the work one PDU causes, and its bounds.
 type pduWork struct {
-	p       *RoomPDUs
-	origin  roomdag.ServerName
-	room    roomdag.RoomID
-	v       *roomdag.RoomVersion
+	p      *RoomPDUs
+	origin roomdag.ServerName
+	room   roomdag.RoomID
+	v      *roomdag.RoomVersion
+	// kind is how the events are received: live (a /send PDU and what
+	// fills the gap before it) or backfill.
+	kind    roomdag.EventKind
 	fetched int
 
 	mu       gosync.Mutex
@@ -145,11 +148,12 @@ type pduWork struct {
 // lacked: its auth events, its prev_events, then the state before it.
 const receiveRounds = 5
 
-// receive takes ev live, fetching what it lacks; missing asks
+// receive takes ev as w.kind, fetching what it lacks; missing asks
 // /get_missing_events first (not for the events that request returned,
-// which fall back to the state before them).
+// which fall back to the state before them, nor for backfill, which takes
+// the state before the event from /state_ids at it).
 func (w *pduWork) receive(ctx context.Context, ev *roomdag.Event, missing bool) (*roomdag.ReceiveResult, error) {
-	opts := roomdag.ReceiveOptions{Kind: roomdag.KindLive, Verifier: w.p.Verifier}
+	opts := roomdag.ReceiveOptions{Kind: w.kind, Verifier: w.p.Verifier}
 	for round := 0; ; round++ {
 		res, err := w.p.Rooms.Receive(ctx, ev, opts)
 		var me *roomdag.MissingEventsError
@@ -167,7 +171,13 @@ func (w *pduWork) receive(ctx context.Context, ev *roomdag.Event, missing bool) 
 				w.p.Log.Info("federation: /get_missing_events failed", "origin", w.origin, "room", w.room, "event", ev.ID(), "err", err)
 			}
 		case opts.StateBefore == nil:
-			before, err := w.stateBefore(ctx, ev)
+			var before []roomdag.EventID
+			var err error
+			if w.kind == roomdag.KindBackfill {
+				before, err = w.stateAt(ctx, ev)
+			} else {
+				before, err = w.stateBefore(ctx, ev)
+			}
 			if err != nil {
 				return nil, fmt.Errorf("%w (fetching the state before it: %w)", me, err)
 			}
@@ -235,6 +245,25 @@ func (w *pduWork) parse(raws []json.RawMessage, limit int) []*roomdag.Event {
 	return out
 }
 
+// stateAt is the state before ev as the origin tells it at ev: for
+// history, whose prev_events are older still.
+func (w *pduWork) stateAt(ctx context.Context, ev *roomdag.Event) ([]roomdag.EventID, error) {
+	st, err := w.remoteState(ctx, ev.ID(), false)
+	if err != nil {
+		return nil, err
+	}
+	return stateIDs(st), nil
+}
+
+func stateIDs(state roomdag.StateMap) []roomdag.EventID {
+	ids := make([]roomdag.EventID, 0, len(state))
+	for _, e := range state {
+		ids = append(ids, e.ID())
+	}
+	slices.Sort(ids)
+	return ids
+}
+
 // stateBefore is the state before ev, whose prev_events this server
 // lacks: the state after each prev_event (its state before, as the
 // origin's /state_ids tells, with the prev_event itself if it is a state
@@ -263,7 +292,7 @@ func (w *pduWork) stateBefore(ctx context.Context, ev *roomdag.Event) ([]roomdag
 		if fetches++; fetches > maxStatePrevs {
 			return nil, fmt.Errorf("more than %d prev_events of %s to fetch the state of", maxStatePrevs, ev.ID())
 		}
-		st, err := w.stateAfter(ctx, prev)
+		st, err := w.remoteState(ctx, prev, true)
 		if err != nil {
 			return nil, fmt.Errorf("state after %s: %w", prev, err)
 		}
@@ -275,31 +304,29 @@ func (w *pduWork) stateBefore(ctx context.Context, ev *roomdag.Event) ([]roomdag
 			return nil, err
 		}
 	}
-	ids := make([]roomdag.EventID, 0, len(state))
-	for _, e := range state {
-		ids = append(ids, e.ID())
-	}
-	slices.Sort(ids)
-	return ids, nil
+	return stateIDs(state), nil
 }
 
-// stateAfter is the state after prev, an event this server lacks, as the
-// origin tells: /state_ids before prev, plus prev. The events named are
-// fetched and stored as outliers; those that fail their checks are left
-// out.
-func (w *pduWork) stateAfter(ctx context.Context, prev roomdag.EventID) (roomdag.StateMap, error) {
+// remoteState is the state before the event at as the origin tells
+// (/state_ids), or with after the state after it (at itself added, if a
+// state event). The events named are fetched and stored as outliers
+// (at too, with after); those that fail their checks are left out.
+func (w *pduWork) remoteState(ctx context.Context, at roomdag.EventID, after bool) (roomdag.StateMap, error) {
 	var ids struct {
 		PDUIDs  []roomdag.EventID `json:"pdu_ids"`
 		AuthIDs []roomdag.EventID `json:"auth_chain_ids"`
 	}
-	q := url.Values{"event_id": {string(prev)}}
+	q := url.Values{"event_id": {string(at)}}
 	if err := w.do(ctx, http.MethodGet, "/_matrix/federation/v1/state_ids/"+url.PathEscape(string(w.room))+"?"+q.Encode(), nil, &ids); err != nil {
 		return nil, err
 	}
 	if len(ids.PDUIDs)+len(ids.AuthIDs) > maxFetchedEvents {
-		return nil, fmt.Errorf("the state at %s names more than %d events", prev, maxFetchedEvents)
+		return nil, fmt.Errorf("the state at %s names more than %d events", at, maxFetchedEvents)
 	}
-	want := append(append([]roomdag.EventID{prev}, ids.PDUIDs...), ids.AuthIDs...)
+	want := append(slices.Clone(ids.PDUIDs), ids.AuthIDs...)
+	if after {
+		want = append(want, at)
+	}
 	known, err := w.p.Store.DAGEvents(ctx, want)
 	if err != nil {
 		return nil, err
@@ -312,14 +339,14 @@ func (w *pduWork) stateAfter(ctx context.Context, prev roomdag.EventID) (roomdag
 	}
 	if len(missing) > bulkStateAfter {
 		// One /state for the lot.
-		if err := w.fetchState(ctx, prev, missing); err != nil {
+		if err := w.fetchState(ctx, at, missing); err != nil {
 			return nil, err
 		}
 	}
 	if _, err := w.fetchOutliers(ctx, missing); err != nil {
 		return nil, err
 	}
-	stored, err := w.p.Store.DAGEvents(ctx, append(slices.Clone(ids.PDUIDs), prev))
+	stored, err := w.p.Store.DAGEvents(ctx, append(slices.Clone(ids.PDUIDs), at))
 	if err != nil {
 		return nil, err
 	}
@@ -329,9 +356,12 @@ func (w *pduWork) stateAfter(ctx context.Context, prev roomdag.EventID) (roomdag
 			state[d.Event.Tuple()] = d.Event
 		}
 	}
-	d := stored[prev]
+	if !after {
+		return state, nil
+	}
+	d := stored[at]
 	if d == nil {
-		return nil, fmt.Errorf("prev_event %s could not be had", prev)
+		return nil, fmt.Errorf("event %s could not be had", at)
 	}
 	if d.Event.IsState() && d.Status != roomdag.StatusRejected {
 		state[d.Event.Tuple()] = d.Event

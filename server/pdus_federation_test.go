@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -12,10 +13,12 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	gosync "sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/persistentchat/homeserver/appservice/astest"
 	"github.com/persistentchat/homeserver/configs"
 	"github.com/persistentchat/homeserver/federation"
 	"github.com/persistentchat/homeserver/roomdag"
@@ -27,13 +30,13 @@ import (
 // playedServer is a test playing a federating server: it builds events
 // signed with that server's own key, as that server would.
 type playedServer struct {
-	t   *testing.T
+	t   testing.TB
 	s   *testserver.Server
 	key roomdag.SigningKey
 	ts  int64
 }
 
-func playServer(t *testing.T, s *testserver.Server) *playedServer {
+func playServer(t testing.TB, s *testserver.Server) *playedServer {
 	key, err := server.LoadOrCreateKey(s.Config.SigningKeyPath(), roomdag.ServerName(s.Name()))
 	if err != nil {
 		t.Fatal(err)
@@ -64,12 +67,26 @@ var fedTxnCounter atomic.Int64
 
 // sendPDUs sends a transaction of pdus from one server to another and
 // returns its per-PDU results (event ID → error, "" for none).
-func sendPDUs(t *testing.T, from, to *testserver.Server, pdus ...json.RawMessage) map[string]string {
+func sendPDUs(t testing.TB, from, to *testserver.Server, pdus ...json.RawMessage) map[string]string {
 	t.Helper()
-	status, body := fedPut(t, from, to.Name(), fmt.Sprintf("/_matrix/federation/v1/send/pdutest%d", fedTxnCounter.Add(1)),
-		map[string]any{"origin": from.Name(), "origin_server_ts": time.Now().UnixMilli(), "pdus": pdus})
-	if status != http.StatusOK {
-		t.Fatalf("/send: %d %s", status, body)
+	txn, err := json.Marshal(map[string]any{"origin": from.Name(), "origin_server_ts": time.Now().UnixMilli(), "pdus": pdus})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, fmt.Sprintf("/_matrix/federation/v1/send/pdutest%d", fedTxnCounter.Add(1)), bytes.NewReader(txn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := from.HS.Federation.Do(ctx, roomdag.ServerName(to.Name()), req)
+	if err != nil {
+		t.Fatalf("/send: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/send: %d %s", resp.StatusCode, body)
 	}
 	var out struct {
 		PDUs map[string]struct {
@@ -90,7 +107,7 @@ func sendPDUs(t *testing.T, from, to *testserver.Server, pdus ...json.RawMessage
 }
 
 // fedGet sends a signed federation GET and decodes its 200 answer.
-func fedGet(t *testing.T, from, to *testserver.Server, path string, out any) {
+func fedGet(t testing.TB, from, to *testserver.Server, path string, out any) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -167,32 +184,16 @@ func ids(evs ...*roomdag.Event) []string {
 
 func sk(s string) *string { return &s }
 
-// TestFederatedPDUs: PDUs a remote server sends with /send land in a room
-// of this server. Server B is played by the test (its events built and
-// signed with B's key) and also runs: it holds the room too, and its real
-// federation endpoints answer A's /get_missing_events, /state_ids and
-// /event. B's user joins A's public room with a join sent over /send; B's
-// messages reach A's user's /sync and notifications, a gap is filled with
-// /get_missing_events, a fork is merged, a gap too long for that is
-// bridged with the state before it from /state_ids; an event the auth
-// rules reject counts as processed; A's user's reply reaches B, and none
-// of B's events comes back to B as if A's.
-func TestFederatedPDUs(t *testing.T) {
+// joinFromB has B's user join A's room with a join B's test code builds
+// and sends (/send), then gives B the room's history from A (/backfill,
+// which B may ask once joined), as a send_join answer would.
+func joinFromB(t testing.TB, a, b *testserver.Server, pb *playedServer, bob roomdag.UserID, room roomdag.RoomID) (*roomdag.RoomVersion, *roomdag.Event) {
+	t.Helper()
 	ctx := context.Background()
-	fed := testserver.Federation(t, 2, testserver.Options{Configure: func(c *configs.Config) { c.Compliance.Enabled = true }})
-	a, b := fed[0], fed[1]
-	pb := playServer(t, b)
-	// The test decides what B sends.
-	b.HS.FedSender.Stop()
-	alice := a.Register("alice")
-	bob := roomdag.UserID(b.Register("bob").UserID)
-	room := roomdag.RoomID(alice.CreateRoom(map[string]any{"preset": "public_chat"}))
-	watch := watchTimeline(alice, string(room))
-	// A's sender has seen alice's events while B had no one in the room.
+	// A's sender has seen A's events while B had no one in the room.
 	if err := a.HS.FedSender.Loop().Wait(ctx, a.HS.Syncer.Notifier().Current().Events); err != nil {
 		t.Fatal(err)
 	}
-
 	// The join, citing A's forward extremities, as make_join would.
 	st, err := a.HS.Rooms.State(ctx, room)
 	if err != nil {
@@ -206,10 +207,6 @@ func TestFederatedPDUs(t *testing.T) {
 	if st, err := a.HS.Rooms.State(ctx, room); err != nil || st.Membership(bob) != roomdag.MembershipJoin {
 		t.Fatalf("bob on A: %v", err)
 	}
-	watch.until(t, string(join.ID()))
-
-	// B takes the room's history from A (/backfill, which it may ask
-	// now), as a send_join answer would give it.
 	var hist struct {
 		PDUs []json.RawMessage `json:"pdus"`
 	}
@@ -228,6 +225,45 @@ func TestFederatedPDUs(t *testing.T) {
 			t.Fatalf("B receiving %s: %+v, %v", e.ID(), res, err)
 		}
 	}
+	return v, join
+}
+
+// TestFederatedPDUs: PDUs a remote server sends with /send land in a room
+// of this server. Server B is played by the test (its events built and
+// signed with B's key) and also runs: it holds the room too, and its real
+// federation endpoints answer A's /get_missing_events, /state_ids and
+// /event. B's user joins A's public room with a join sent over /send; B's
+// messages reach A's user's /sync and notifications, a gap is filled with
+// /get_missing_events, a fork is merged, a gap too long for that is
+// bridged with the state before it from /state_ids; an event the auth
+// rules reject counts as processed; A's user's reply reaches B, and none
+// of B's events comes back to B as if A's; paging back through the gap,
+// A's user's /messages backfills it from B.
+func TestFederatedPDUs(t *testing.T) {
+	ctx := context.Background()
+	// A (the first configured) archives, and has an application service
+	// interested in every room.
+	as := astest.NewAS(t, "hs-watcher")
+	reg := astest.Registration{ID: "watcher", URL: as.URL, ASToken: "as-watcher", HSToken: "hs-watcher", SenderLocalpart: "watcher",
+		Rooms: []astest.Namespace{{Regex: ".*"}}}.Write(t, t.TempDir())
+	first := true
+	fed := testserver.Federation(t, 2, testserver.Options{Configure: func(c *configs.Config) {
+		if first {
+			first = false
+			c.Compliance.Enabled = true
+			c.AppServiceConfigFiles = append(c.AppServiceConfigFiles, reg)
+		}
+	}})
+	a, b := fed[0], fed[1]
+	pb := playServer(t, b)
+	// The test decides what B sends.
+	b.HS.FedSender.Stop()
+	alice := a.Register("alice")
+	bob := roomdag.UserID(b.Register("bob").UserID)
+	room := roomdag.RoomID(alice.CreateRoom(map[string]any{"preset": "public_chat"}))
+	watch := watchTimeline(alice, string(room))
+	v, join := joinFromB(t, a, b, pb, bob, room)
+	watch.until(t, string(join.ID()))
 	appendB := func(body string) *roomdag.Event {
 		t.Helper()
 		ev, _, err := b.HS.Rooms.Append(ctx, room, roomdag.ProtoEvent{Type: "m.room.message", Sender: bob,
@@ -271,6 +307,8 @@ func TestFederatedPDUs(t *testing.T) {
 	if n := counts.Rooms.Join[string(room)].Unread.Notifications; n < 1 {
 		t.Errorf("alice's notification count for B's message: %d", n)
 	}
+	// A's application service is sent it.
+	as.WaitEvent("B's message", func(e astest.Event) bool { return e.EventID == string(m1.ID()) })
 	// And A's compliance archive holds it.
 	if err := a.HS.Compliance.Wait(ctx, a.HS.Syncer.Notifier().Current().Events); err != nil {
 		t.Fatal(err)
@@ -335,7 +373,7 @@ func TestFederatedPDUs(t *testing.T) {
 	}
 	send(last)
 	watch.until(t, string(last.ID()))
-	st, err = a.HS.Rooms.State(ctx, room)
+	st, err := a.HS.Rooms.State(ctx, room)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,6 +405,49 @@ func TestFederatedPDUs(t *testing.T) {
 	}
 	if n := b.HS.FedTxns.Stats().PDUs; n != 1 {
 		t.Errorf("B was sent %d PDUs, want 1 (alice's reply only)", n)
+	}
+
+	// Paging back through the long gap, alice's /messages asks B for the
+	// history A lacks (/backfill) and shows it in its place.
+	var paged []string
+	from := ""
+	for range 50 {
+		var page struct {
+			Chunk []struct {
+				EventID string `json:"event_id"`
+			} `json:"chunk"`
+			End string `json:"end"`
+		}
+		alice.MustDo("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(string(room))+"/messages?dir=b&limit=7&from="+url.QueryEscape(from), nil, &page)
+		for _, e := range page.Chunk {
+			paged = append(paged, e.EventID)
+		}
+		if page.End == "" || len(page.Chunk) == 0 {
+			break
+		}
+		from = page.End
+	}
+	slices.Reverse(paged)
+	at := slices.Index(paged, string(rename.ID()))
+	if at < 0 || len(paged) < at+32 || paged[at+30] != string(last.ID()) || paged[at+31] != reply {
+		var desc []string
+		for _, id := range paged {
+			d := id
+			if ev, err := a.HS.DB().Event(ctx, roomdag.EventID(id)); err == nil {
+				d = fmt.Sprintf("%s(%d,%d)", ev.Content(), ev.Depth(), ev.Pos)
+			}
+			desc = append(desc, d)
+		}
+		t.Fatalf("alice's history around the gap (rename at %d):\n%s", at, strings.Join(desc, "\n"))
+	}
+	// Backfilled history is not news: alice's /sync brings the reply alone.
+	if got := watch.until(t, reply); !slices.Equal(got, []string{reply}) {
+		t.Errorf("alice's /sync after the backfill: %v, want only her reply", got)
+	}
+	for i, id := range paged[at+1 : at+31] {
+		if ev, err := b.HS.DB().Event(ctx, roomdag.EventID(id)); err != nil || !strings.Contains(string(ev.Content()), fmt.Sprintf(`"far %d"`, i)) {
+			t.Errorf("event %d after the rename in alice's history: %s, %v", i, id, err)
+		}
 	}
 }
 
@@ -466,6 +547,21 @@ func TestFederatedPDUsRefused(t *testing.T) {
 	if on(room).Membership(bob) != roomdag.MembershipJoin {
 		t.Error("the good join did not land")
 	}
+	// Bob leaves: B's own user's leave lands; then B has no one in the
+	// room and its messages are refused again.
+	st = on(room)
+	leave := pb.build(v, room, st.State, bob, roomdag.TypeMember, sk(string(bob)), `{"membership":"leave"}`, st.Depth+1, st.Extremities...)
+	if res := sendPDUs(t, b, a, leave.JSON()); res[string(leave.ID())] != "" {
+		t.Fatalf("leave: %v", res)
+	}
+	st = on(room)
+	if st.Membership(bob) != roomdag.MembershipLeave {
+		t.Errorf("bob's membership after the leave: %q", st.Membership(bob))
+	}
+	after := pb.build(v, room, st.State, bob, "m.room.message", nil, `{"body":"gone"}`, st.Depth+1, st.Extremities...)
+	if res := sendPDUs(t, b, a, after.JSON()); !strings.Contains(res[string(after.ID())], "not in room") {
+		t.Errorf("a message after the leave: %v", res)
+	}
 	if on(denied).Membership(bob) != "" && on(denied).Membership(bob) != roomdag.MembershipLeave {
 		t.Error("the denied join landed")
 	}
@@ -564,4 +660,134 @@ func TestFederatedPDUsHostileOrigin(t *testing.T) {
 	if res := sendPDUs(t, b, a, next.JSON()); res[string(next.ID())] != "" {
 		t.Fatalf("next: %v", res)
 	}
+}
+
+// lazyOrigin is a Client that forwards requests over the real transport
+// but answers /get_missing_events with 404 (a server that does not
+// serve it), and counts requests by kind.
+type lazyOrigin struct {
+	next  federation.Client
+	mu    gosync.Mutex
+	calls map[string]int
+}
+
+func (l *lazyOrigin) Do(ctx context.Context, dest roomdag.ServerName, req *http.Request) (*http.Response, error) {
+	kind := strings.Split(strings.TrimPrefix(req.URL.Path, "/_matrix/federation/v1/"), "/")[0]
+	l.mu.Lock()
+	l.calls[kind]++
+	l.mu.Unlock()
+	if kind == "get_missing_events" {
+		return &http.Response{StatusCode: http.StatusNotFound, Body: io.NopCloser(strings.NewReader(`{"errcode":"M_UNRECOGNIZED"}`))}, nil
+	}
+	return l.next.Do(ctx, dest, req)
+}
+
+// TestFederatedPDUsForkedGap: a merge of two branches this server lacks,
+// from an origin that does not serve /get_missing_events, is placed with
+// the state after each branch's tip (/state_ids at each, the tips and
+// their state fetched as outliers) resolved together: both branches'
+// state changes are in the room's state.
+func TestFederatedPDUsForkedGap(t *testing.T) {
+	ctx := context.Background()
+	fed := testserver.Federation(t, 2, testserver.Options{})
+	a, b := fed[0], fed[1]
+	pb := playServer(t, b)
+	b.HS.FedSender.Stop()
+	alice := a.Register("alice")
+	bob := roomdag.UserID(b.Register("bob").UserID)
+	room := roomdag.RoomID(alice.CreateRoom(map[string]any{"preset": "public_chat",
+		"power_level_content_override": map[string]any{"users": map[string]any{alice.UserID: 100, string(bob): 50}}}))
+	v, _ := joinFromB(t, a, b, pb, bob, room)
+
+	bst, err := b.HS.Rooms.State(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic := pb.build(v, room, bst.State, bob, roomdag.TypeTopic, sk(""), `{"topic":"branch one"}`, bst.Depth+1, bst.Extremities...)
+	name := pb.build(v, room, bst.State, bob, roomdag.TypeName, sk(""), `{"name":"branch two"}`, bst.Depth+1, bst.Extremities...)
+	for _, e := range []*roomdag.Event{topic, name} {
+		if res, err := b.HS.Rooms.Receive(ctx, e, roomdag.ReceiveOptions{Verifier: b.HS.Keyring}); err != nil || res.Status != roomdag.StatusTimeline {
+			t.Fatalf("B receiving %s: %+v, %v", e.ID(), res, err)
+		}
+	}
+	merge, _, err := b.HS.Rooms.Append(ctx, room, roomdag.ProtoEvent{Type: "m.room.message", Sender: bob, Content: json.RawMessage(`{"body":"merge"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(merge.PrevEvents()) != 2 {
+		t.Fatalf("the merge cites %v", merge.PrevEvents())
+	}
+
+	origin := &lazyOrigin{next: a.HS.Federation, calls: map[string]int{}}
+	pdus := &federation.RoomPDUs{Server: roomdag.ServerName(a.Name()), Rooms: a.HS.Rooms, Store: a.HS.DB(), Client: origin,
+		Verifier: a.HS.Keyring, Log: slog.New(slog.DiscardHandler)}
+	if err := pdus.HandlePDU(ctx, roomdag.ServerName(b.Name()), room, v, merge.ID(), merge.JSON()); err != nil {
+		t.Fatal(err)
+	}
+	if origin.calls["get_missing_events"] != 1 || origin.calls["state_ids"] != 2 {
+		t.Errorf("requests to the origin: %v; want one /get_missing_events, then /state_ids at each branch", origin.calls)
+	}
+	st, err := a.HS.Rooms.State(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := st.State.Get(roomdag.TypeTopic, ""); e == nil || e.ID() != topic.ID() {
+		t.Errorf("topic on A: %v, want branch one's", e)
+	}
+	if e := st.State.Get(roomdag.TypeName, ""); e == nil || e.ID() != name.ID() {
+		t.Errorf("name on A: %v, want branch two's", e)
+	}
+	dag, err := a.HS.DB().DAGEvents(ctx, []roomdag.EventID{topic.ID(), name.ID(), merge.ID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []*roomdag.Event{topic, name} {
+		if d := dag[e.ID()]; d == nil || d.Status != roomdag.StatusOutlier {
+			t.Errorf("branch tip %s on A: %+v, want an outlier", e.ID(), d)
+		}
+	}
+	if d := dag[merge.ID()]; d == nil || d.Status != roomdag.StatusTimeline {
+		t.Errorf("the merge on A: %+v", d)
+	}
+}
+
+// BenchmarkFederatedPDUs: transactions of 50 chained messages from B, each
+// PDU received into A's room (signatures, auth, state, commit, /sync
+// wake-up), no gaps. Reports PDUs per second.
+func BenchmarkFederatedPDUs(bm *testing.B) {
+	ctx := context.Background()
+	fed := testserver.Federation(bm, 2, testserver.Options{})
+	a, b := fed[0], fed[1]
+	pb := playServer(bm, b)
+	b.HS.FedSender.Stop()
+	alice := a.Register("alice")
+	bob := roomdag.UserID("@bob:" + b.Name())
+	room := roomdag.RoomID(alice.CreateRoom(map[string]any{"preset": "public_chat"}))
+	st, err := a.HS.Rooms.State(ctx, room)
+	if err != nil {
+		bm.Fatal(err)
+	}
+	v := st.Version
+	join := pb.build(v, room, st.State, bob, roomdag.TypeMember, sk(string(bob)), `{"membership":"join"}`, st.Depth+1, st.Extremities...)
+	sendPDUs(bm, b, a, join.JSON())
+	st, _ = a.HS.Rooms.State(ctx, room)
+	prev, depth := join.ID(), join.Depth()
+	bm.ResetTimer()
+	for i := 0; i < bm.N; i++ {
+		bm.StopTimer()
+		pdus := make([]json.RawMessage, federation.MaxTxnPDUs)
+		for j := range pdus {
+			depth++
+			e := pb.build(v, room, st.State, bob, "m.room.message", nil, fmt.Sprintf(`{"body":"%d.%d"}`, i, j), depth, prev)
+			pdus[j], prev = e.JSON(), e.ID()
+		}
+		bm.StartTimer()
+		res := sendPDUs(bm, b, a, pdus...)
+		for id, r := range res {
+			if r != "" {
+				bm.Fatalf("PDU %s: %s", id, r)
+			}
+		}
+	}
+	bm.ReportMetric(float64(bm.N*federation.MaxTxnPDUs)/bm.Elapsed().Seconds(), "PDUs/s")
 }

@@ -418,6 +418,13 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	if hs.Compliance != nil {
 		apiCfg.Compliance = hs.ComplianceService()
 	}
+	// PDUs go into the DAG through roomdag.Rooms.Receive, which announces
+	// the live ones to the same listeners as local events (/sync, push,
+	// appservices, compliance); what they lack is fetched from their
+	// origin over the outbound transport. /messages backfills through
+	// the same.
+	pdus := &federation.RoomPDUs{Server: server, Rooms: hs.Rooms, Store: db, Client: hs.Federation, Verifier: keyring, Log: log}
+	apiCfg.Backfill = federation.Backfiller{PDUs: pdus}
 	client := api.NewServer(apiCfg, db, hs.Rooms, syncer, clk, log, rand.Reader)
 	hs.API = client
 	if err := client.ResumeDeactivations(ctx); err != nil {
@@ -451,11 +458,6 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	publicGet, publicPost := client.PublicRoomsHandlers()
 	inbound := federation.NewInbound(federation.InboundOptions{Server: server, Store: db, Rooms: hs.Rooms, Auth: fedAuth,
 		Media: client.Media(), PublicRoomsGet: publicGet, PublicRoomsPost: publicPost, Clock: clk, Log: log})
-	// PDUs go into the DAG through roomdag.Rooms.Receive, which announces
-	// the live ones to the same listeners as local events (/sync, push,
-	// appservices, compliance); what they lack is fetched from their
-	// origin over the outbound transport.
-	pdus := &federation.RoomPDUs{Server: server, Rooms: hs.Rooms, Store: db, Client: hs.Federation, Verifier: keyring, Log: log}
 	hs.FedTxns = federation.NewTransactions(federation.TxnOptions{Server: server, Auth: fedAuth, Store: db, Rooms: hs.Rooms,
 		PDUs: pdus, Ephemeral: syncer, Clock: clk, Log: log,
 		// To-device messages are about no room: no server ACL applies.

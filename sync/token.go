@@ -4,6 +4,7 @@ package sync
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
@@ -75,7 +76,7 @@ func (t Token) after(since Token) bool {
 
 // TopoToken is a position in one room's history for /messages: events are
 // ordered by depth, then stream position. Its string form is
-// "t<depth>_<pos>".
+// "t<depth>_<pos>"; pos is negative among backfilled events.
 type TopoToken struct {
 	Depth int64
 	Pos   roomdag.StreamPos
@@ -95,7 +96,9 @@ func ParseTopoToken(s string) (TopoToken, error) {
 	}
 	depth, err1 := strconv.ParseInt(d, 10, 64)
 	pos, err2 := strconv.ParseInt(p, 10, 64)
-	if err1 != nil || err2 != nil || depth < 0 || pos < 0 {
+	// Backfilled history has negative stream positions (roomdag
+	// KindBackfill), so a place in it may too; depths never are.
+	if err1 != nil || err2 != nil || depth < 0 || pos == math.MinInt64 {
 		return TopoToken{}, fmt.Errorf("malformed pagination token")
 	}
 	return TopoToken{Depth: depth, Pos: roomdag.StreamPos(pos)}, nil

@@ -38,3 +38,18 @@ func TestParseToken(t *testing.T) {
 		}
 	}
 }
+
+// A /messages token names a place by depth and stream position; among
+// backfilled history the position is negative.
+func TestParseTopoToken(t *testing.T) {
+	for _, tok := range []sync.TopoToken{{Depth: 17, Pos: 40}, {Depth: 17, Pos: -5}, {Depth: 0, Pos: 0}} {
+		if back, err := sync.ParseTopoToken(tok.String()); err != nil || back != tok {
+			t.Errorf("round trip of %+v: %+v, %v", tok, back, err)
+		}
+	}
+	for _, bad := range []string{"", "t", "t1", "t-1_2", "t1_x", "s1_2", "t1_-9223372036854775808"} {
+		if _, err := sync.ParseTopoToken(bad); err == nil {
+			t.Errorf("ParseTopoToken(%q) accepted", bad)
+		}
+	}
+}

@@ -34,7 +34,9 @@ func (s *snapshotState) Get(evType, stateKey string) *roomdag.Event {
 	if !ok {
 		return nil
 	}
-	evs, err := s.store.Events(s.ctx, []roomdag.EventID{id})
+	// In a room joined over federation the state from before the join is
+	// held as outliers.
+	evs, err := s.store.EventsWithOutliers(s.ctx, []roomdag.EventID{id})
 	if err != nil {
 		s.err = err
 		return nil
