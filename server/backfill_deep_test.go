@@ -44,12 +44,11 @@ func pageBackAll(t *testing.T, c *testserver.Client, room string, limit int) (ty
 }
 
 // TestFederatedBackfillDeep (beside TestFederatedBackfill): a user of B,
-// which joined A's room late, pages
-// back through /messages to the room's creation: B fetches the history
-// from A with /backfill (more than one request's worth, so the pages
-// after the first backfill ask again from where they ended), in order;
-// none of it reaches B's /sync as new. With A down, B answers what it
-// holds.
+// which joined A's room late, pages back through /messages to the room's
+// creation: B fetches the history from A with /backfill (more than one
+// request's worth, so later pages ask again from where they ended), in
+// order; none of it reaches B's /sync as new. With A down, B answers
+// what it holds.
 func TestFederatedBackfillDeep(t *testing.T) {
 	fed := testserver.Federation(t, 2, testserver.Options{})
 	a, b := fed[0], fed[1]
