@@ -86,7 +86,7 @@ type memberTemplate struct {
 	OriginServerTS int64                      `json:"origin_server_ts"`
 }
 
-// maxPrevEvents caps a template's prev_events, as roomdag caps a local
+// maxTemplatePrev caps a template's prev_events, as roomdag caps a local
 // event's.
 const maxTemplatePrev = 10
 
