@@ -294,11 +294,21 @@ func (in *Inbound) eventAuth(r *http.Request) (any, error) {
 // starts themselves unless one is another's auth event (as Synapse's
 // get_auth_chain_ids), oldest (lowest depth) first. Auth events this
 // server does not hold are left out.
+//
+// From room version 12 no event lists the create event among its
+// auth_events (the room ID names it), yet it authorises every one: it is
+// in the chain of any event but itself. Dendrite refuses a send_join
+// answer whose auth_chain lacks it ("sanityCheckAuthChain: response is
+// missing m.room.create event").
 func (in *Inbound) authChain(ctx context.Context, starts []*roomdag.Event) ([]*roomdag.StoredEvent, error) {
 	seen := map[roomdag.EventID]bool{}
 	var next []roomdag.EventID
 	for _, e := range starts {
-		for _, a := range e.AuthEvents() {
+		auth := e.AuthEvents()
+		if e.Version().DomainlessRoomIDs && !e.IsCreate() {
+			auth = append(slices.Clip(auth), roomdag.EventID("$"+string(e.RoomID())[1:]))
+		}
+		for _, a := range auth {
 			if !seen[a] {
 				seen[a] = true
 				next = append(next, a)

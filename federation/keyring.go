@@ -11,7 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	gosync "sync"
@@ -170,7 +169,7 @@ func (k *Keyring) key(ctx context.Context, server roomdag.ServerName, keyID stri
 	if u.at > now {
 		minValid = u.at
 	}
-	ferr := k.refresh(ctx, server, minValid)
+	ferr := k.refresh(ctx, server, keyID, minValid)
 	if found, err := k.stored(ctx, server, keyID, u, now); err != nil || found != nil {
 		return found, err
 	}
@@ -209,7 +208,7 @@ func (k *Keyring) responses(ctx context.Context, server roomdag.ServerName, minV
 		fresh = fresh || sk.ExpiredTS == 0 && sk.ValidUntilTS >= minValid
 	}
 	if !fresh {
-		if err := k.refresh(ctx, server, minValid); err != nil {
+		if err := k.refresh(ctx, server, "", minValid); err != nil {
 			k.log.Info("notary: fetching keys failed, serving the cache", "server", server, "err", err)
 		} else if keys, err = k.store.ServerKeys(ctx, server); err != nil {
 			return nil, err
@@ -227,10 +226,11 @@ func (k *Keyring) responses(ctx context.Context, server roomdag.ServerName, minV
 	return out, nil
 }
 
-// refresh fetches server's keys, directly and else through the notaries,
-// and stores what it learns. Concurrent calls for one server share one
-// fetch, and a server is fetched at most once per refetchInterval.
-func (k *Keyring) refresh(ctx context.Context, server roomdag.ServerName, minValid int64) error {
+// refresh fetches server's keys, directly and else through the notaries
+// (asking them for keyID, "" for any), and stores what it learns.
+// Concurrent calls for one server share one fetch, and a server is
+// fetched at most once per refetchInterval.
+func (k *Keyring) refresh(ctx context.Context, server roomdag.ServerName, keyID string, minValid int64) error {
 	if k.client == nil {
 		return errors.New("no federation client to fetch keys with")
 	}
@@ -254,7 +254,7 @@ func (k *Keyring) refresh(ctx context.Context, server roomdag.ServerName, minVal
 		// it, and its result is worth storing.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), keyFetchTimeout)
 		defer cancel()
-		return nil, k.fetch(ctx, server, minValid)
+		return nil, k.fetch(ctx, server, keyID, minValid)
 	})
 	select {
 	case res := <-ch:
@@ -264,7 +264,7 @@ func (k *Keyring) refresh(ctx context.Context, server roomdag.ServerName, minVal
 	}
 }
 
-func (k *Keyring) fetch(ctx context.Context, server roomdag.ServerName, minValid int64) error {
+func (k *Keyring) fetch(ctx context.Context, server roomdag.ServerName, keyID string, minValid int64) error {
 	derr := k.fetchDirect(ctx, server)
 	if derr == nil {
 		return nil
@@ -275,7 +275,7 @@ func (k *Keyring) fetch(ctx context.Context, server roomdag.ServerName, minValid
 		if n.ServerName == server {
 			continue
 		}
-		err := k.fetchFromNotary(ctx, n, server, minValid)
+		err := k.fetchFromNotary(ctx, n, server, keyID, minValid)
 		if err == nil {
 			return nil
 		}
@@ -305,14 +305,23 @@ func (k *Keyring) fetchDirect(ctx context.Context, server roomdag.ServerName) er
 // fetchFromNotary asks notary n for server's keys (POST
 // /_matrix/key/v2/query) and stores those of the answers that both n and
 // server signed.
-func (k *Keyring) fetchFromNotary(ctx context.Context, n Notary, server roomdag.ServerName, minValid int64) error {
-	// The GET form: it carries minimum_valid_until_ts for the server as
-	// a whole, where the POST form needs key IDs to hang it on.
-	target := "/_matrix/key/v2/query/" + url.PathEscape(string(server)) + fmt.Sprintf("?minimum_valid_until_ts=%d", minValid)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+func (k *Keyring) fetchFromNotary(ctx context.Context, n Notary, server roomdag.ServerName, keyID string, minValid int64) error {
+	// The POST form: Dendrite serves no GET /query/{serverName}, only the
+	// deprecated GET form with a key ID. minimum_valid_until_ts hangs on
+	// a key ID; without one the notary answers every key it has.
+	criteria := map[string]any{}
+	if keyID != "" {
+		criteria[keyID] = map[string]int64{"minimum_valid_until_ts": minValid}
+	}
+	q, err := json.Marshal(map[string]any{"server_keys": map[roomdag.ServerName]any{server: criteria}})
 	if err != nil {
 		return err
 	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "/_matrix/key/v2/query", bytes.NewReader(q))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
 	body, err := k.do(ctx, n.ServerName, req)
 	if err != nil {
 		return err

@@ -116,9 +116,11 @@ func (rs *Rooms) build(v *RoomVersion, room RoomID, p ProtoEvent, cur *RoomState
 			}
 			c["redacts"], _ = json.Marshal(p.Redacts)
 			e.Content, _ = json.Marshal(c)
-		} else {
-			e.Redacts = p.Redacts
 		}
+		// The top-level copy too, in v11+ as Synapse sends it: Dendrite
+		// (gomatrixserverlib) reads only the top-level key, in every
+		// version, and drops a v11 redaction without it.
+		e.Redacts = p.Redacts
 	}
 	raw, err := json.Marshal(e)
 	if err != nil {
