@@ -45,6 +45,7 @@ const syncStates = {};
 let roomId;
 let alias;
 const sent = []; // {body, eventId, sender} of every m.room.message, in the order sent
+const FED = "/_matrix/federation";
 let failed = null;
 
 function step(name, fn, timeout = 30000) {
@@ -67,6 +68,27 @@ const uid = (name) => `@${name}:${home[name].serverName}`;
 function errText(e) {
     if (e?.httpStatus) return `HTTP ${e.httpStatus} ${e.errcode ?? ""} ${JSON.stringify(e.data ?? {})}`;
     return e?.message ?? String(e);
+}
+
+// Runs fn and checks that hs answered each of routes (e.g. "GET
+// /_matrix/federation/v1/backfill/{roomId}") meanwhile: what went between
+// the servers, which no client sees. The counts come from hs's metrics,
+// counted as each handler returns, which may be just after its answer
+// arrived: hence the wait. Returns fn's result and every route's increase.
+async function expectFederation(hs, routes, fn) {
+    const before = await hs.requestCounts();
+    const result = await fn();
+    let diff = {};
+    await until(
+        async () => {
+            const after = await hs.requestCounts();
+            diff = {};
+            for (const [k, n] of Object.entries(after)) if (n > (before[k] ?? 0)) diff[k] = n - (before[k] ?? 0);
+            return routes.every((r) => diff[r] > 0);
+        },
+        { timeout: 5000, what: `${hs.serverName} to have answered ${routes.join(", ")}`, state: () => `it answered ${JSON.stringify(diff)}` },
+    );
+    return { result, diff };
 }
 
 function httpErrorsOf(who) {
@@ -197,7 +219,11 @@ describe("matrix-js-sdk on two federating homeservers", () => {
         assert.equal(resolved.room_id, roomId, "B resolves A's alias");
         assert.ok(resolved.servers.includes(A.serverName), `the alias names A among its servers: ${JSON.stringify(resolved.servers)}`);
         // A join over federation: make_join/send_join through A.
-        const room = await clients.bob.joinRoom(alias);
+        const { result: room } = await expectFederation(
+            A,
+            [`GET ${FED}/v1/make_join/{roomId}/{userId}`, `PUT ${FED}/v2/send_join/{roomId}/{eventId}`],
+            () => clients.bob.joinRoom(alias),
+        );
         assert.equal(room.roomId, roomId);
         assert.deepEqual((await clients.bob.getJoinedRooms()).joined_rooms, [roomId]);
     });
@@ -277,6 +303,7 @@ describe("matrix-js-sdk on two federating homeservers", () => {
             // Back to the room's creation, which happened on A before B was in
             // the room: B backfills it from A.
             let pages = 0;
+            const { diff } = await expectFederation(A, [`GET ${FED}/v1/backfill/{roomId}`], async () => {
             while (room.oldState.paginationToken !== null) {
                 const lenBefore = room.getLiveTimeline().getEvents().length;
                 await carol.scrollback(room, 30);
@@ -287,6 +314,8 @@ describe("matrix-js-sdk on two federating homeservers", () => {
                 );
                 assert.ok(pages <= 20, "the start of the room is reached within 20 pages");
             }
+            });
+            t.diagnostic(`A answered during carol's scrollback: ${JSON.stringify(diff)}`);
             const all = room.getLiveTimeline().getEvents();
             t.diagnostic(`carol back-paginated ${pages} page(s); her timeline holds ${all.length} events`);
             const ids = all.map((e) => e.getId());
@@ -318,7 +347,8 @@ describe("matrix-js-sdk on two federating homeservers", () => {
     step("6. alice invites dave on B; dave sees the invite and joins", async () => {
         const dave = await makeUser("dave", B);
         await startSyncing("dave", {});
-        await clients.alice.invite(roomId, uid("dave"), "come and chat");
+        // B signs the invite of its user (PUT /v2/invite) before A stores it.
+        await expectFederation(B, [`PUT ${FED}/v2/invite/{roomId}/{eventId}`], () => clients.alice.invite(roomId, uid("dave"), "come and chat"));
         await until(() => dave.getRoom(roomId)?.getMyMembership() === "invite", {
             what: "dave to see the invite",
             state: () => `rooms ${JSON.stringify(dave.getRooms().map((r) => [r.roomId, r.getMyMembership()]))}`,

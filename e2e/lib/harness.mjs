@@ -224,8 +224,8 @@ export class Homeserver {
 
     // editConfig, if given, rewrites the generated config text before the
     // server reads it (the application service test lists its registration).
-    // federation, if given ({port, clientPort, peers}: this server's ports
-    // and the names of every server of the test federation), adds a TLS
+    // federation, if given ({port, clientPort, metricsPort, peers}: this
+    // server's ports and the names of every server of the test federation), adds a TLS
     // federation listener on 127.0.0.1:port and names the server after it,
     // as testserver.Federation does for the Go tests: self-signed
     // certificates accepted, loopback allowed, requests only to the peers.
@@ -248,6 +248,11 @@ export class Homeserver {
         if (federation) args.push("--federation-listen", this.serverName);
         let { stdout } = await execFileP(this.bin, args);
         if (federation) stdout = federationConfig(stdout, federation.peers);
+        if (federation?.metricsPort) {
+            this.metricsUrl = `http://127.0.0.1:${federation.metricsPort}/metrics`;
+            stdout = editLine(stdout, "  enabled: false", "  enabled: true", "metrics:");
+            stdout = editLine(stdout, '  listen: "127.0.0.1:9000"', `  listen: "127.0.0.1:${federation.metricsPort}"`, "metrics:");
+        }
         // The generated config keeps rate limiting on (message 10/s, burst
         // 50; registration and login 1/s, burst 10), and this test leaves it
         // on: the SDK's scheduler retries sends answered with M_LIMIT_EXCEEDED
@@ -319,6 +324,22 @@ export class Homeserver {
         return this.exit;
     }
 
+    // The server's HTTP request counts (metrics on), by "METHOD route"
+    // (the router's pattern), summed over status classes; the federation
+    // listener's requests included, so a test can tell what servers asked
+    // of each other.
+    async requestCounts() {
+        if (!this.metricsUrl) throw new Error("metrics are off for this server");
+        const text = await (await fetch(this.metricsUrl)).text();
+        const counts = {};
+        for (const m of text.matchAll(/^homeserver_http_requests_total\{(.*)\} (\S+)$/gm)) {
+            const labels = Object.fromEntries([...m[1].matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
+            const key = `${labels.method} ${labels.route}`;
+            counts[key] = (counts[key] ?? 0) + Number(m[2]);
+        }
+        return counts;
+    }
+
     removeDataDir() {
         if (this.dir) fs.rmSync(this.dir, { recursive: true, force: true });
     }
@@ -332,23 +353,34 @@ function federationConfig(text, peers) {
         ["federation_domain_whitelist: []", `federation_domain_whitelist: ${JSON.stringify(peers)}`],
         ["ip_range_whitelist: []", `ip_range_whitelist: ["127.0.0.0/8"]`],
     ];
-    for (const [from, to] of edits) {
-        const re = new RegExp(`^${from.replace(/[[\]]/g, "\\$&")}$`, "m");
-        if (!re.test(text)) throw new Error(`generated config has no line "${from}"`);
-        text = text.replace(re, to);
-    }
+    for (const [from, to] of edits) text = editLine(text, from, to);
     return text;
+}
+
+// Replaces the first line that is exactly from (after the line section, if
+// given) with to; the line must be there.
+function editLine(text, from, to, section) {
+    const lines = text.split("\n");
+    const start = section === undefined ? 0 : lines.indexOf(section);
+    const i = start < 0 ? -1 : lines.indexOf(from, start);
+    if (i < 0) throw new Error(`generated config has no line "${from}"${section ? ` after "${section}"` : ""}`);
+    lines[i] = to;
+    return lines.join("\n");
 }
 
 // Starts n homeservers federating with each other over loopback TLS, each
 // named 127.0.0.1:PORT after its federation listener (so the name resolves
-// to it directly). Every name is known before any server starts, for the
-// domain whitelist.
+// to it directly), with metrics on (requestCounts). Every name is known
+// before any server starts, for the domain whitelist.
 export async function startFederation(bin, n, opts = {}) {
-    const ports = await freePorts(2 * n); // federation ports, then client ports
+    const ports = await freePorts(3 * n); // federation, client and metrics ports
     const peers = ports.slice(0, n).map((p) => `127.0.0.1:${p}`);
     const servers = peers.map(() => new Homeserver(bin));
-    await Promise.all(servers.map((hs, i) => hs.start({ ...opts, federation: { port: ports[i], clientPort: ports[n + i], peers } })));
+    await Promise.all(
+        servers.map((hs, i) =>
+            hs.start({ ...opts, federation: { port: ports[i], clientPort: ports[n + i], metricsPort: ports[2 * n + i], peers } }),
+        ),
+    );
     return servers;
 }
 
