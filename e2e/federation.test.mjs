@@ -340,6 +340,7 @@ describe("matrix-js-sdk on two federating homeservers", () => {
 
             // alice sees carol's join through A.
             await until(() => clients.alice.getRoom(roomId).getJoinedMemberCount() === 3, { what: "alice to see carol joined" });
+            await sendAndSee("carol", ["carol here, late"], ["alice", "bob"]);
         },
         120000,
     );
