@@ -365,10 +365,25 @@ func (s *Server) messages(r *http.Request) (any, error) {
 		if to != nil {
 			batch, more = cutAt(batch, *to, backwards, more)
 		}
-		if !backfilled && len(batch) > 0 {
+		if !backfilled {
 			evs := make([]*roomdag.Event, len(batch))
 			for i, ev := range batch {
 				evs[i] = ev.Event
+			}
+			if len(batch) == 0 {
+				// Nothing before the token: the event at it (a sync's
+				// prev_batch, a page's end) may be the oldest held.
+				at := cursor
+				at.Pos--
+				edge, _, err := s.store.RoomEventsTopo(r.Context(), room, at, false, 1)
+				if err != nil {
+					return nil, err
+				}
+				for _, ev := range edge {
+					if ev.Depth() == cursor.Depth && ev.Pos == cursor.Pos {
+						evs = append(evs, ev.Event)
+					}
+				}
 			}
 			n, err := s.cfg.Backfill.Backfill(r.Context(), room, evs, min(max(limit-len(kept), minBackfill), maxPageLimit))
 			if err != nil {

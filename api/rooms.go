@@ -204,10 +204,36 @@ func (s *Server) joinRemote(r *http.Request, room roomdag.RoomID, servers []room
 			content[k] = v
 		}
 	}
-	if _, err := s.cfg.RemoteJoins.Join(r.Context(), room, user, servers, content); err != nil {
+	join, err := s.cfg.RemoteJoins.Join(r.Context(), room, user, servers, content)
+	if err != nil {
 		return nil, err
 	}
+	s.backfillBackchat(r.Context(), room, join)
 	return map[string]any{"room_id": room}, nil
+}
+
+// backfillBackchat fetches the history just before a remote join, so that
+// the joiner's first /sync holds the room's backchat (the room's setting,
+// at least minBackfill) although this server held none of the room. A
+// failure leaves the history to /messages, which backfills too.
+func (s *Server) backfillBackchat(ctx context.Context, room roomdag.RoomID, join *roomdag.Event) {
+	if s.cfg.Backfill == nil || join == nil {
+		return
+	}
+	n := minBackfill
+	if st, err := s.rooms.State(ctx, room); err == nil {
+		if ev := st.State.Get(roomdag.TypeBackchat, ""); ev != nil {
+			var c struct {
+				Limit int `json:"limit"`
+			}
+			if json.Unmarshal(ev.Content(), &c) == nil {
+				n = max(n, c.Limit)
+			}
+		}
+	}
+	if _, err := s.cfg.Backfill.Backfill(ctx, room, []*roomdag.Event{join}, min(n, maxPageLimit)); err != nil {
+		s.log.Info("backfilling the backchat after a remote join", "room", room, "err", err)
+	}
 }
 
 type targetRequest struct {

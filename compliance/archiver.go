@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"strconv"
 	gosync "sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +23,10 @@ type Store interface {
 	// checkpoint (zero values when there is none).
 	ComplianceHead(ctx context.Context) (seq int64, hash string, cp storage.ComplianceCheckpoint, err error)
 	ComplianceEvents(ctx context.Context, after roomdag.StreamPos, limit int) ([]storage.ComplianceEvent, error)
+	// ComplianceBackfillPos and ComplianceBackfill are the same for
+	// backfilled events, at negative positions, read going down.
+	ComplianceBackfillPos(ctx context.Context) (roomdag.StreamPos, error)
+	ComplianceBackfill(ctx context.Context, below roomdag.StreamPos, limit int) ([]storage.ComplianceEvent, error)
 	// ComplianceOriginal is a redacted event's original JSON, or
 	// storage.ErrNotFound.
 	ComplianceOriginal(ctx context.Context, id roomdag.EventID) ([]byte, error)
@@ -71,6 +76,10 @@ type Archiver struct {
 	quit    chan struct{}
 	stop    gosync.Once
 	wg      gosync.WaitGroup
+
+	// known is the head after the last append, nil when unknown: read
+	// and written by the loop's goroutine only.
+	known *chainHead
 
 	mu      gosync.Mutex
 	timers  int           // checkpoint timers set so far
@@ -175,13 +184,44 @@ type steps Archiver
 
 // Resume implements streamworker.Stepper.
 func (s *steps) Resume(ctx context.Context) (roomdag.StreamPos, error) {
+	s.known = nil // another process may have appended while we did not hold the lease
 	return s.store.CompliancePos(ctx)
 }
 
+// chainHead is the chain's last record and last checkpoint as the
+// archiver's own last append left them.
+type chainHead struct {
+	seq      int64
+	hash     string
+	cp       storage.ComplianceCheckpoint
+	backfill roomdag.StreamPos
+}
+
+// head is the chain head: as the last append left it, or read. Only the
+// loop's goroutine calls it. A head that another process moved since is
+// harmless: AppendCompliance refuses a batch not built on the stored
+// head, and the failed step reads it afresh.
+func (a *Archiver) head(ctx context.Context) (int64, string, storage.ComplianceCheckpoint, error) {
+	if k := a.known; k != nil {
+		return k.seq, k.hash, k.cp, nil
+	}
+	return a.store.ComplianceHead(ctx)
+}
+
+// backfillPos is the position among backfilled events: as the last
+// append left it, or read.
+func (a *Archiver) backfillPos(ctx context.Context) (roomdag.StreamPos, error) {
+	if k := a.known; k != nil {
+		return k.backfill, nil
+	}
+	return a.store.ComplianceBackfillPos(ctx)
+}
+
 // Step implements streamworker.Stepper: the queued entries, then the
-// events after from, appended after the stored head and committed with
-// the new position; a checkpoint when due, also alone when the timer
-// fired and records follow the last checkpoint.
+// events after from, then the backfilled events below the backfill
+// position, appended after the stored head and committed with the new
+// positions; a checkpoint when due, also alone when the timer fired and
+// records follow the last checkpoint.
 func (s *steps) Step(ctx context.Context, from roomdag.StreamPos) (_ roomdag.StreamPos, _ bool, err error) {
 	a := (*Archiver)(s)
 	ctx = context.WithoutCancel(ctx)
@@ -199,20 +239,28 @@ func (s *steps) Step(ctx context.Context, from roomdag.StreamPos) (_ roomdag.Str
 	if err != nil {
 		return from, false, err
 	}
-	if len(queued) == 0 && len(evs) == 0 && !due {
-		return from, false, nil
-	}
-	seq, head, cp, err := a.store.ComplianceHead(ctx)
+	below, err := a.backfillPos(ctx)
 	if err != nil {
 		return from, false, err
 	}
-	if len(queued) == 0 && len(evs) == 0 && seq <= cp.Seq {
+	backfilled, err := a.store.ComplianceBackfill(ctx, below, a.opts.Batch)
+	if err != nil {
+		return from, false, err
+	}
+	if len(queued) == 0 && len(evs) == 0 && len(backfilled) == 0 && !due {
+		return from, false, nil
+	}
+	seq, head, cp, err := a.head(ctx)
+	if err != nil {
+		return from, false, err
+	}
+	if len(queued) == 0 && len(evs) == 0 && len(backfilled) == 0 && seq <= cp.Seq {
 		return from, false, nil // all sealed already
 	}
 	if head == "" {
 		head = zeroHash
 	}
-	b := storage.ComplianceBatch{From: from, To: from}
+	b := storage.ComplianceBatch{From: from, To: from, BackfillFrom: below, BackfillTo: below}
 	add := func(r storage.ComplianceRecord) error {
 		seq++
 		r.Seq = seq
@@ -225,7 +273,11 @@ func (s *steps) Step(ctx context.Context, from roomdag.StreamPos) (_ roomdag.Str
 	}
 	for _, q := range queued {
 		b.Drained = append(b.Drained, q.ID)
-		if err := add(storage.ComplianceRecord{TS: q.TS, Kind: q.Kind, Actor: q.Actor, Room: q.Room, Payload: q.Payload}); err != nil {
+		p, err := roomdag.CanonicalJSON([]byte(q.Payload)) // as the Recorder wrote it, unless stored otherwise
+		if err != nil {
+			return from, false, err
+		}
+		if err := add(storage.ComplianceRecord{TS: q.TS, Kind: q.Kind, Actor: q.Actor, Room: q.Room, Payload: string(p)}); err != nil {
 			return from, false, err
 		}
 	}
@@ -239,6 +291,16 @@ func (s *steps) Step(ctx context.Context, from roomdag.StreamPos) (_ roomdag.Str
 		}
 		b.To = e.Pos
 	}
+	for _, e := range backfilled {
+		payload, err := a.eventPayload(ctx, e)
+		if err != nil {
+			return from, false, err
+		}
+		if err := add(storage.ComplianceRecord{TS: e.TS, Kind: KindEvent, Actor: string(e.Sender), Room: string(e.Room), Payload: payload}); err != nil {
+			return from, false, err
+		}
+		b.BackfillTo = e.Pos
+	}
 	now := a.clock.Now()
 	if due || seq-cp.Seq >= a.opts.CheckpointRecords || now.Sub(time.UnixMilli(cp.TS)) >= a.opts.CheckpointInterval {
 		c, err := SignCheckpoint(a.key, seq, head, now.UnixMilli())
@@ -247,43 +309,74 @@ func (s *steps) Step(ctx context.Context, from roomdag.StreamPos) (_ roomdag.Str
 		}
 		b.Checkpoint = &c
 	}
+	a.known = nil // until the append is known to have committed
 	if err := a.store.AppendCompliance(ctx, b); err != nil {
 		return from, false, err
 	}
-	return b.To, len(queued) == a.opts.Batch || len(evs) == a.opts.Batch, nil
+	a.known = &chainHead{seq: seq, hash: head, cp: cp, backfill: b.BackfillTo}
+	if b.Checkpoint != nil {
+		a.known.cp = *b.Checkpoint
+	}
+	return b.To, len(queued) == a.opts.Batch || len(evs) == a.opts.Batch || len(backfilled) == a.opts.Batch, nil
 }
 
 // eventPayload is an event record's payload: {"event_id", "type",
 // "event": the event as first stored (its original when a redaction
 // has since overwritten it), "redacted": whether it has been}, and for a
-// redaction "removed": the original of the event it redacted.
+// redaction "removed": the original of the event it redacted. It is
+// written in canonical form directly (keys in order, the events made
+// canonical), so that sealing needs no further pass over it.
 func (a *Archiver) eventPayload(ctx context.Context, e storage.ComplianceEvent) (string, error) {
 	ev := e.JSON
 	if e.Redacted && e.Original != nil {
 		ev = e.Original
 	}
-	p := map[string]any{"event_id": string(e.ID), "type": e.Type, "event": json.RawMessage(ev), "redacted": e.Redacted}
-	if e.Redacted && e.Original == nil {
-		p["original_lost"] = true // redacted while compliance was off
+	cev, err := roomdag.CanonicalJSON(ev)
+	if err != nil {
+		return "", err
 	}
+	var redacts string
+	var removed []byte
 	if e.Type == roomdag.TypeRedaction {
-		if target := redactsOf(ev); target != "" {
-			p["redacts"] = target
-			orig, err := a.store.ComplianceOriginal(ctx, roomdag.EventID(target))
+		if redacts = redactsOf(ev); redacts != "" {
+			orig, err := a.store.ComplianceOriginal(ctx, roomdag.EventID(redacts))
 			switch {
 			case err == nil:
-				p["removed"] = json.RawMessage(orig)
+				if removed, err = roomdag.CanonicalJSON(orig); err != nil {
+					return "", err
+				}
 			case !errors.Is(err, storage.ErrNotFound):
 				return "", err
 			}
 		}
 	}
-	b, err := json.Marshal(p)
-	if err != nil {
+	b := make([]byte, 0, len(cev)+len(removed)+len(e.ID)+len(e.Type)+96)
+	b = append(b, `{"event":`...)
+	b = append(b, cev...)
+	b = append(b, `,"event_id":`...)
+	if b, err = appendString(b, string(e.ID)); err != nil {
 		return "", err
 	}
-	c, err := roomdag.CanonicalJSON(b)
-	return string(c), err
+	if e.Redacted && e.Original == nil {
+		b = append(b, `,"original_lost":true`...) // redacted while compliance was off
+	}
+	b = append(b, `,"redacted":`...)
+	b = strconv.AppendBool(b, e.Redacted)
+	if redacts != "" {
+		b = append(b, `,"redacts":`...)
+		if b, err = appendString(b, redacts); err != nil {
+			return "", err
+		}
+	}
+	if removed != nil {
+		b = append(b, `,"removed":`...)
+		b = append(b, removed...)
+	}
+	b = append(b, `,"type":`...)
+	if b, err = appendString(b, e.Type); err != nil {
+		return "", err
+	}
+	return string(append(b, '}')), nil
 }
 
 // redactsOf is a redaction's target: top-level "redacts" (room versions

@@ -75,7 +75,7 @@ func settle(t *testing.T, srv *testserver.Server) *compliance.Status {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.Lag == 0 && st.Queued == 0 && st.SealedSeq == st.HeadSeq {
+		if st.Lag == 0 && st.BackfillLag == 0 && st.Queued == 0 && st.SealedSeq == st.HeadSeq {
 			return st
 		}
 		pos, err := srv.HS.DB().EventPos(ctx)
@@ -232,9 +232,14 @@ func TestScenario(t *testing.T) {
 				t.Errorf("no %s record with %q", want.kind, want.sub)
 			}
 		}
+		// Others' events in r1, where alice was joined throughout, are in
+		// her conversations; bob's room r2 and his own reads are not.
+		if !has(rs, compliance.KindEvent, `"membership":"join"`, `"sender":"`+bob.UserID) {
+			t.Error("bob's join of alice's room is not in her export")
+		}
 		for _, r := range rs {
-			if r.Actor != alice.UserID {
-				t.Errorf("record %d is %s's", r.Seq, r.Actor)
+			if r.Actor != alice.UserID && (r.Kind != compliance.KindEvent || r.Room != r1) {
+				t.Errorf("record %d (%s of %s in %s) is not of alice's conversations", r.Seq, r.Kind, r.Actor, r.Room)
 			}
 		}
 	})

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -29,8 +30,13 @@ var ErrNotSealed = errors.New("compliance: no checkpoint covers the archive yet"
 // ErrFormat says the export format is not one of Formats.
 var ErrFormat = errors.New("compliance: unknown export format")
 
-// Query selects an export's records: Actor and Room when not empty,
-// time in [From, To) when not zero.
+// Query selects an export's records: Room when not empty, time in
+// [From, To) when not zero, and, when Actor is not empty, that user's
+// conversations: the user's own records of every kind, the membership
+// events about the user (invites, kicks and bans by others too), and the
+// events others sent in a room while the user was joined to it (what the
+// user saw as it happened; history visibility may have shown the user
+// more).
 type Query struct {
 	Actor, Room string
 	From, To    time.Time
@@ -76,12 +82,15 @@ func (x *Exporter) Export(ctx context.Context, w io.Writer, q Query) (*Manifest,
 	if err != nil {
 		return nil, err
 	}
-	f := storage.ComplianceFilter{Actor: q.Actor, Room: q.Room, ToSeq: cp.Seq}
+	f := storage.ComplianceFilter{Room: q.Room, ToSeq: cp.Seq}
 	if !q.From.IsZero() {
 		f.FromTS = q.From.UnixMilli()
 	}
 	if !q.To.IsZero() {
 		f.ToTS = q.To.UnixMilli()
+	}
+	scan := func(f storage.ComplianceFilter, fn func(storage.ComplianceRecord) error) error {
+		return x.scan(ctx, f, q.Actor, fn)
 	}
 	var enc encoder
 	bw := bufio.NewWriterSize(w, 64<<10)
@@ -118,21 +127,20 @@ func (x *Exporter) Export(ctx context.Context, w io.Writer, q Query) (*Manifest,
 	}
 	if g, ok := enc.(grouping); ok {
 		// By conversation: one pass per room.
-		rooms, err := x.Store.ComplianceDistinct(ctx, "room", f)
+		rooms, err := x.conversations(ctx, f, q.Actor)
 		if err != nil {
 			return nil, err
 		}
-		for _, room := range rooms {
+		for _, c := range rooms {
 			rf := f
-			rf.Room = room
-			people, err := x.Store.ComplianceDistinct(ctx, "actor", rf)
-			if err != nil {
+			rf.Room = c.room
+			if err := g.conversation(c.room, c.people); err != nil {
 				return nil, err
 			}
-			if err := g.conversation(room, people); err != nil {
-				return nil, err
-			}
-			if err := x.Store.ScanCompliance(ctx, rf, func(r storage.ComplianceRecord) error {
+			if err := scan(rf, func(r storage.ComplianceRecord) error {
+				if r.Room != c.room {
+					return nil // the records of no room: a filter of "" is none
+				}
 				if m.Records == 0 || r.Seq < m.FirstSeq {
 					// Conversations interleave: the first and last are
 					// by sequence, not by order written.
@@ -154,7 +162,7 @@ func (x *Exporter) Export(ctx context.Context, w io.Writer, q Query) (*Manifest,
 				return nil, err
 			}
 		}
-	} else if err := x.Store.ScanCompliance(ctx, f, func(r storage.ComplianceRecord) error {
+	} else if err := scan(f, func(r storage.ComplianceRecord) error {
 		note(r)
 		return enc.record(r)
 	}); err != nil {
@@ -179,6 +187,104 @@ func (x *Exporter) Export(ctx context.Context, w io.Writer, q Query) (*Manifest,
 		return nil, err
 	}
 	return m, bw.Flush()
+}
+
+// scan calls fn with the records f selects, and with user not empty
+// only those of the user's conversations (Query). The user's membership
+// in each room is followed from the chain's start, whatever f's times,
+// so the scan then reads every record up to f's end and filters the
+// times itself; it keeps one flag per room.
+func (x *Exporter) scan(ctx context.Context, f storage.ComplianceFilter, user string, fn func(storage.ComplianceRecord) error) error {
+	if user == "" {
+		return x.Store.ScanCompliance(ctx, f, fn)
+	}
+	all := f
+	all.FromTS, all.ToTS, all.FromSeq = 0, 0, 0
+	joined := map[string]bool{}
+	return x.Store.ScanCompliance(ctx, all, func(r storage.ComplianceRecord) error {
+		see := r.Actor == user
+		if membership, ok := membershipOf(r, user); ok {
+			joined[r.Room] = membership == "join"
+			see = true
+		} else if !see {
+			see = r.Kind == KindEvent && joined[r.Room]
+		}
+		if !see || r.Seq < f.FromSeq || f.FromTS != 0 && r.TS < f.FromTS || f.ToTS != 0 && r.TS >= f.ToTS {
+			return nil
+		}
+		return fn(r)
+	})
+}
+
+// membershipOf is the membership an event record sets for user, if it
+// is an m.room.member event about user.
+func membershipOf(r storage.ComplianceRecord, user string) (string, bool) {
+	if r.Kind != KindEvent || r.Purged || !strings.Contains(r.Payload, `"m.room.member"`) {
+		return "", false
+	}
+	var p struct {
+		Type  string `json:"type"`
+		Event struct {
+			StateKey *string `json:"state_key"`
+			Content  struct {
+				Membership string `json:"membership"`
+			} `json:"content"`
+		} `json:"event"`
+	}
+	if json.Unmarshal([]byte(r.Payload), &p) != nil || p.Type != roomdag.TypeMember || p.Event.StateKey == nil || *p.Event.StateKey != user {
+		return "", false
+	}
+	return p.Event.Content.Membership, true
+}
+
+// conversation is one room of a grouped export and the people in its
+// records.
+type conversation struct {
+	room   string
+	people []string
+}
+
+// conversations are the rooms of the records f (and user) select, in
+// order, each with its people.
+func (x *Exporter) conversations(ctx context.Context, f storage.ComplianceFilter, user string) ([]conversation, error) {
+	var out []conversation
+	if user == "" {
+		rooms, err := x.Store.ComplianceDistinct(ctx, "room", f)
+		if err != nil {
+			return nil, err
+		}
+		for _, room := range rooms {
+			rf := f
+			rf.Room = room
+			people, err := x.Store.ComplianceDistinct(ctx, "actor", rf)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, conversation{room, people})
+		}
+		return out, nil
+	}
+	// A user's view: one pass finds its rooms and people.
+	people := map[string]map[string]bool{}
+	if err := x.scan(ctx, f, user, func(r storage.ComplianceRecord) error {
+		if people[r.Room] == nil {
+			people[r.Room] = map[string]bool{}
+		}
+		people[r.Room][r.Actor] = true
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	for room, ps := range people {
+		c := conversation{room: room}
+		for p := range ps {
+			c.people = append(c.people, p)
+		}
+		slices.Sort(c.people)
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b conversation) int { return strings.Compare(a.room, b.room) })
+	return out, nil
 }
 
 // encoder writes one format.

@@ -3,6 +3,8 @@ package compliance_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -212,5 +214,104 @@ func TestCheckpointTimer(t *testing.T) {
 	rep, err := svc.Verify(ctx, "@alice:localhost", "test", 0)
 	if err != nil || !rep.OK() || rep.Head != st.HeadSeq {
 		t.Fatalf("verify: %+v, %v", rep, err)
+	}
+}
+
+// TestHeldUserRecordsSurvivePurge: in a room whose history expires, a
+// legal hold on one user keeps that user's messages, in the room and in
+// the archive, record by record, while the others' are purged from both;
+// the chain still verifies, and the held user's export still holds the
+// messages. Once the hold is released the next purge takes them too.
+func TestHeldUserRecordsSurvivePurge(t *testing.T) {
+	const jobInterval = time.Hour
+	clk := clock.NewFake(time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC))
+	srv := startArchiving(t, testserver.Options{Clock: clk, Configure: func(c *configs.Config) {
+		c.Retention.Enabled = true
+		c.Retention.AllowedLifetimeMin = configs.Duration(time.Hour)
+		c.Retention.PurgeJobs = []configs.PurgeJob{{Interval: configs.Duration(jobInterval)}}
+		c.Compliance.CheckpointInterval = configs.Duration(24 * time.Hour)
+	}})
+	admin := registerAdmin(t, srv, "holdadmin")
+	alice, bob := srv.Register("alice"), srv.Register("bob")
+	room := alice.CreateRoom(map[string]any{"preset": "public_chat", "initial_state": []any{map[string]any{
+		"type": "m.room.retention", "state_key": "", "content": map[string]any{"max_lifetime": time.Hour.Milliseconds()}}}})
+	bob.Join(room)
+	for i := range 3 {
+		alice.SendText(room, fmt.Sprint("alice old ", i))
+		bob.SendText(room, fmt.Sprint("bob held ", i))
+	}
+	var hold struct {
+		ID int64 `json:"hold_id"`
+	}
+	admin.MustDo("POST", retention.AdminPrefix+"/holds", map[string]any{"user_id": bob.UserID, "reason": "matter 9"}, &hold)
+	settle(t, srv)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	p := srv.HS.Retention
+	runs := 0
+	run := func() {
+		t.Helper()
+		runs++
+		if err := p.WaitStats(ctx, func(s retention.Stats) bool { return s.Waits >= runs }); err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(jobInterval)
+		if err := p.WaitStats(ctx, func(s retention.Stats) bool { return s.Runs >= runs }); err != nil {
+			t.Fatal(err)
+		}
+		if s := p.Stats(); s.Failures > 0 {
+			t.Fatalf("purge stats %+v", s)
+		}
+		settle(t, srv)
+	}
+	run()
+	run() // now less an hour is past every message
+	cutoff := clk.Now().Add(-time.Hour).UnixMilli()
+
+	got := strings.Join(bodies(t, alice, room), "|")
+	for i := range 3 {
+		if !strings.Contains(got, fmt.Sprint("bob held ", i)) {
+			t.Errorf("the held user's message %d is gone from the room: %q", i, got)
+		}
+	}
+	if strings.Contains(got, "alice old 0") {
+		t.Errorf("the unheld user's messages stay in the room: %q", got)
+	}
+
+	db, q := rw(t, srv)
+	byActor := func(actor string) (kept, purged int) {
+		t.Helper()
+		if err := db.QueryRow(q(`SELECT COUNT(payload), COUNT(*) - COUNT(payload) FROM compliance_records
+			WHERE room = ? AND kind = ? AND actor = ? AND ts < ?`), room, compliance.KindEvent, actor, cutoff).Scan(&kept, &purged); err != nil {
+			t.Fatal(err)
+		}
+		return kept, purged
+	}
+	if kept, purged := byActor(bob.UserID); kept < 4 || purged != 0 { // his join and three messages
+		t.Errorf("the held user's records: %d kept, %d purged; want all kept", kept, purged)
+	}
+	if kept, purged := byActor(alice.UserID); kept != 0 || purged < 3 {
+		t.Errorf("the unheld user's records: %d kept, %d purged; want all purged", kept, purged)
+	}
+	rep, err := srv.HS.ComplianceService().Verify(ctx, "@holdadmin:localhost", "test", 0)
+	if err != nil || !rep.OK() {
+		t.Fatalf("verify after the purge: %+v, %v", rep, err)
+	}
+	rs, _ := records(t, export(t, admin, "user="+url.QueryEscape(bob.UserID)))
+	for i := range 3 {
+		if !archivedIn(rs, compliance.KindEvent, fmt.Sprint("bob held ", i)) {
+			t.Errorf("the held user's export lacks message %d", i)
+		}
+	}
+
+	admin.MustDo("DELETE", retention.AdminPrefix+"/holds/"+strconv.FormatInt(hold.ID, 10), nil, nil)
+	alice.SendText(room, "newest") // so that bob's last message is not the room's newest
+	run()
+	if kept, _ := byActor(bob.UserID); kept != 0 {
+		t.Errorf("after the release: %d of the user's old records kept", kept)
+	}
+	if rep, err := srv.HS.ComplianceService().Verify(ctx, "@holdadmin:localhost", "test", 0); err != nil || !rep.OK() {
+		t.Fatalf("verify after the second purge: %+v, %v", rep, err)
 	}
 }

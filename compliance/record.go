@@ -25,6 +25,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"unicode/utf8"
 
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
@@ -42,24 +44,64 @@ const (
 // zeroHash is the prev_hash of the first record.
 var zeroHash = hex.EncodeToString(make([]byte, sha256.Size))
 
-// canonicalRecord is the hashed form of a record.
-type canonicalRecord struct {
-	Seq     int64           `json:"seq"`
-	TS      int64           `json:"ts"`
-	Kind    string          `json:"kind"`
-	Actor   string          `json:"actor"`
-	Room    string          `json:"room"`
-	Payload json.RawMessage `json:"payload"`
-}
-
 // Canonical is the record's canonical JSON, the bytes record_hash
-// covers.
+// covers: {"actor", "kind", "payload", "room", "seq", "ts"}, the payload
+// made canonical.
 func Canonical(r storage.ComplianceRecord) ([]byte, error) {
-	b, err := json.Marshal(canonicalRecord{r.Seq, r.TS, r.Kind, r.Actor, r.Room, json.RawMessage(r.Payload)})
+	p, err := roomdag.CanonicalJSON([]byte(r.Payload))
 	if err != nil {
 		return nil, err
 	}
-	return roomdag.CanonicalJSON(b)
+	return canonicalRecord(r, p)
+}
+
+// canonicalRecord is r's canonical JSON around payload, which must be
+// canonical already: the archiver's payloads are built so, and it then
+// hashes without another pass over them.
+func canonicalRecord(r storage.ComplianceRecord, payload []byte) ([]byte, error) {
+	b := make([]byte, 0, len(payload)+len(r.Actor)+len(r.Room)+len(r.Kind)+80)
+	b = append(b, `{"actor":`...)
+	b, err := appendString(b, r.Actor)
+	if err != nil {
+		return nil, err
+	}
+	b = append(b, `,"kind":`...)
+	if b, err = appendString(b, r.Kind); err != nil {
+		return nil, err
+	}
+	b = append(b, `,"payload":`...)
+	b = append(b, payload...)
+	b = append(b, `,"room":`...)
+	if b, err = appendString(b, r.Room); err != nil {
+		return nil, err
+	}
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendInt(b, r.Seq, 10)
+	b = append(b, `,"ts":`...)
+	b = strconv.AppendInt(b, r.TS, 10)
+	return append(b, '}'), nil
+}
+
+// appendString appends s as a canonical JSON string, as encoding/json
+// then CanonicalJSON would write it (invalid UTF-8 becoming U+FFFD), at
+// once for the plain strings that IDs and types are.
+func appendString(dst []byte, s string) ([]byte, error) {
+	plain := true
+	for i := 0; i < len(s) && plain; i++ {
+		c := s[i]
+		plain = c >= 0x20 && c != '"' && c != '\\'
+	}
+	if plain && utf8.ValidString(s) {
+		dst = append(dst, '"')
+		dst = append(dst, s...)
+		return append(dst, '"'), nil
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		return nil, err
+	}
+	c, err := roomdag.CanonicalJSON(b)
+	return append(dst, c...), err
 }
 
 // RecordHash is the hex sha256 of the record's canonical JSON.
@@ -86,12 +128,14 @@ func Link(prev, record string) (string, error) {
 	return hex.EncodeToString(sum[:]), nil
 }
 
-// seal fills in r's hashes after prev.
+// seal fills in r's hashes after prev; r.Payload must be canonical.
 func seal(r *storage.ComplianceRecord, prev string) error {
-	rh, err := RecordHash(*r)
+	c, err := canonicalRecord(*r, []byte(r.Payload))
 	if err != nil {
 		return err
 	}
+	sum := sha256.Sum256(c)
+	rh := hex.EncodeToString(sum[:])
 	h, err := Link(prev, rh)
 	if err != nil {
 		return err

@@ -42,6 +42,9 @@ type Status struct {
 	// committed after it.
 	ArchivedPos int64 `json:"archived_pos"`
 	Lag         int64 `json:"lag_events"`
+	// BackfillLag is the backfilled events (history fetched from other
+	// servers, at negative positions) not archived yet.
+	BackfillLag int64 `json:"lag_backfilled_events"`
 	// EncryptedRooms are archived as ciphertext: not readable.
 	EncryptedRooms []roomdag.RoomID `json:"encrypted_rooms"`
 }
@@ -62,7 +65,7 @@ func (s *Service) Status(ctx context.Context) (*Status, error) {
 	}
 	out := &Status{Records: st.Records, Bytes: st.Bytes, FirstSeq: st.FirstSeq, HeadSeq: st.HeadSeq, OldestTS: st.OldestTS,
 		Queued: st.Queued, Checkpoints: st.Checkpoints, SealedSeq: st.LastCheckSeq, ArchivedPos: int64(st.Pos),
-		Lag: int64(head - st.Pos), EncryptedRooms: append([]roomdag.RoomID{}, enc...)}
+		Lag: int64(head - st.Pos), BackfillLag: int64(max(st.BackfillPos-st.Lowest, 0)), EncryptedRooms: append([]roomdag.RoomID{}, enc...)}
 	if st.OldestTS != 0 {
 		out.Oldest = time.UnixMilli(st.OldestTS).UTC().Format(time.RFC3339)
 	}

@@ -254,6 +254,22 @@ func (c *CrossSigning) changed(ctx context.Context, user roomdag.UserID) error {
 	return err
 }
 
+// DevicesNotifier may be implemented by a DeviceListNotifier: it hears
+// that the keys of some of a user's devices changed (signatures were
+// uploaded for them), which other servers are then sent as device
+// updates rather than as a cross-signing key update.
+type DevicesNotifier interface {
+	DevicesChanged(ctx context.Context, user roomdag.UserID, devices []string) (int64, error)
+}
+
+func (c *CrossSigning) devicesChanged(ctx context.Context, user roomdag.UserID, devices []string) error {
+	if n, ok := c.notify.(DevicesNotifier); ok {
+		_, err := n.DevicesChanged(ctx, user, devices)
+		return err
+	}
+	return c.changed(ctx, user)
+}
+
 // failure is one key's entry of a signature upload's failures.
 type failure struct {
 	Errcode string `json:"errcode"`
@@ -288,6 +304,7 @@ func (c *CrossSigning) uploadSignatures(r *http.Request) (any, error) {
 		failures[u][id] = failure{code, msg}
 	}
 	var sigs []storage.KeySignature
+	var ownDevices []string
 	changed := map[roomdag.UserID]bool{}
 	for target, objs := range req {
 		targetUser, err := roomdag.ParseUserID(target)
@@ -310,11 +327,20 @@ func (c *CrossSigning) uploadSignatures(r *http.Request) (any, error) {
 				continue
 			}
 			sigs = append(sigs, got...)
+			if m := mine[UsageMaster]; targetUser == user && (m == nil || m.id != id) {
+				ownDevices = append(ownDevices, id) // a device's keys changed, not the cross-signing keys
+				continue
+			}
 			changed[targetUser] = true
 		}
 	}
 	if len(sigs) > 0 {
 		if err := c.store.PutKeySignatures(ctx, sigs); err != nil {
+			return nil, err
+		}
+	}
+	if len(ownDevices) > 0 {
+		if err := c.devicesChanged(ctx, user, ownDevices); err != nil {
 			return nil, err
 		}
 	}

@@ -29,6 +29,13 @@ type Config struct {
 	// Remote asks other servers for their users' keys (federation.UserKeys);
 	// nil: their servers are reported in failures.
 	Remote RemoteKeys
+	// Cache holds other servers' users' device lists, which /keys/query
+	// answers from while they share a room with a local user; nil: none.
+	Cache RemoteDeviceStore
+	// Resync rebuilds a cached device list that is missing or stale for
+	// /keys/query (DeviceListUpdates); nil: such users are asked of
+	// their servers.
+	Resync Resyncer
 	// Current is the sync position now (sync.Notifier.Current).
 	Current func() sync.Token
 	Log     *slog.Logger
@@ -41,7 +48,7 @@ type Server struct {
 
 // New builds the endpoints.
 func New(cfg Config) *Server {
-	return &Server{keys: NewKeys(cfg.Server, cfg.Store, cfg.CrossSigning, cfg.Current, cfg.Log).WithRemote(cfg.Remote)}
+	return &Server{keys: NewKeys(cfg.Server, cfg.Store, cfg.CrossSigning, cfg.Current, cfg.Log).WithRemote(cfg.Remote).WithCache(cfg.Cache, cfg.Resync)}
 }
 
 // Keys is the key server, which /sync also reads (sync.DeviceKeys).

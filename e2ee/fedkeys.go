@@ -300,7 +300,9 @@ func (k *Keys) fedClaim(r *http.Request) (any, error) {
 // GET /_matrix/federation/v1/user/devices/{userId}
 //
 // A local user's devices with keys, and their master and self-signing
-// keys. stream_id is the device-list stream's position, which only grows.
+// keys. stream_id is the user's latest device-list position at which a
+// device changed: the stream_id of the last m.device_list_update sent
+// about them, so that the next one's prev_id is what the asker holds.
 // Devices that never uploaded keys are not listed; display names stay on
 // this server.
 func (k *Keys) fedDevices(r *http.Request) (any, error) {
@@ -311,7 +313,7 @@ func (k *Keys) fedDevices(r *http.Request) (any, error) {
 	if uid.Server() != k.server {
 		return nil, httpapi.InvalidParam("%s is not a user of this server", uid)
 	}
-	pos, err := k.store.DeviceListPos(r.Context())
+	pos, err := k.store.DevicePos(r.Context(), uid)
 	if err != nil {
 		return nil, err
 	}

@@ -39,13 +39,17 @@ type Store interface {
 	// oldest one-time key (deleted), else the fallback key (marked used).
 	ClaimKeys(ctx context.Context, claims []storage.KeyClaim) ([]storage.ClaimedKey, error)
 
-	// DeviceListChanged advances user's device list and returns its new
-	// position, durable and announced.
+	// DeviceListChanged advances user's device list for a change of
+	// their cross-signing keys and returns its new position, durable and
+	// announced (other servers are sent an m.signing_key_update).
 	DeviceListChanged(ctx context.Context, user roomdag.UserID) (int64, error)
 	// DeviceListsChangedSince returns the users whose device list changed
 	// in (after, upTo] of the device-list stream.
 	DeviceListsChangedSince(ctx context.Context, after, upTo int64) ([]roomdag.UserID, error)
 	DeviceListPos(ctx context.Context) (int64, error)
+	// DevicePos is a local user's latest position at which a device
+	// changed (0: none): the stream_id of the last m.device_list_update.
+	DevicePos(ctx context.Context, user roomdag.UserID) (int64, error)
 	// MembershipChangesSince returns the latest memberships changed in
 	// (after, upTo] in the rooms user is or was in.
 	MembershipChangesSince(ctx context.Context, user roomdag.UserID, after, upTo roomdag.StreamPos) ([]storage.MemberChange, error)
@@ -84,6 +88,11 @@ type Keys struct {
 	cross  CrossSigningKeys
 	// remote asks other servers for their users' keys; nil: nobody.
 	remote RemoteKeys
+	// cache holds other servers' users' device lists (devicelistfed.go);
+	// nil: every query of them asks their server.
+	cache RemoteDeviceStore
+	// resync rebuilds a missing or stale cached list; nil: none.
+	resync Resyncer
 	log    *slog.Logger
 	// current is the sync position now (GET /keys/changes); nil: the
 	// device-list stream's stored head, events unknown.
@@ -382,6 +391,12 @@ func (k *Keys) query(r *http.Request) (any, error) {
 		want[uid] = devices
 	}
 	res, err := k.localQuery(r.Context(), caller, want, false)
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(r.Context(), timeout) // resyncs wait as long as other servers' answers
+	remote, err = k.cachedRemote(cctx, remote, res)
+	cancel()
 	if err != nil {
 		return nil, err
 	}

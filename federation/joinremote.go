@@ -295,7 +295,7 @@ func (j *RemoteJoiner) TakeJoin(ctx context.Context, v *roomdag.RoomVersion, joi
 	}
 	slices.Sort(before)
 	before = slices.Compact(before)
-	res, err := j.Rooms.Receive(ctx, join, roomdag.ReceiveOptions{Kind: roomdag.KindLive, Verifier: j.Verifier, StateBefore: before})
+	res, err := j.Rooms.Receive(ctx, join, roomdag.ReceiveOptions{Kind: roomdag.KindLive, Verifier: j.Verifier, StateBefore: before, NoSoftFail: true})
 	if err != nil {
 		return nil, fmt.Errorf("taking in the join: %w", err)
 	}

@@ -121,8 +121,11 @@ type TxnOptions struct {
 	// work's roomdag.ServerAllowed): PDUs and EDUs of a denied origin are
 	// refused (spec: "Server Access Control Lists", EDUs since v1.13).
 	ServerAllowed func(state roomdag.StateMap, server roomdag.ServerName) bool
-	Clock         clock.Clock
-	Log           *slog.Logger
+	// OriginUp, unless nil, hears of every authenticated transaction's
+	// origin: a server that sends is up (Sender.ServerUp).
+	OriginUp func(roomdag.ServerName)
+	Clock    clock.Clock
+	Log      *slog.Logger
 }
 
 // TxnStats count what inbound transactions did, for tests.
@@ -196,6 +199,9 @@ func (b rawJSON) MarshalJSON() ([]byte, error) { return b, nil }
 
 func (t *Transactions) send(r *http.Request) (any, error) {
 	origin := Origin(r.Context())
+	if t.o.OriginUp != nil {
+		t.o.OriginUp(origin)
+	}
 	txnID := httpapi.PathParam(r, "txnId")
 	var body txnBody
 	if err := httpapi.DecodeJSON(r, &body); err != nil {

@@ -170,6 +170,8 @@ type Sender struct {
 	mu      gosync.Mutex
 	held    context.Context // nil while the lease is not held
 	running map[roomdag.ServerName]chan struct{}
+	// waiting are the destinations whose delivery waits out a back-off.
+	waiting map[roomdag.ServerName]bool
 	wg      gosync.WaitGroup
 	stats   SenderStats
 	changed chan struct{}
@@ -184,7 +186,7 @@ func NewSender(o SenderOptions) *Sender {
 		o.CatchUpAfter = time.Hour
 	}
 	s := &Sender{o: o, quit: make(chan struct{}), done: make(chan struct{}),
-		running: map[roomdag.ServerName]chan struct{}{}, changed: make(chan struct{}),
+		running: map[roomdag.ServerName]chan struct{}{}, waiting: map[roomdag.ServerName]bool{}, changed: make(chan struct{}),
 		presence: make(chan presenceChange, presenceBuffer)}
 	s.loop = streamworker.New(s, streamworker.Options{Name: "federation sender", Clock: o.Clock, Log: o.Log, Holder: o.Holder})
 	return s
@@ -252,21 +254,13 @@ func (s *Sender) queuePresenceChange(ctx context.Context, c presenceChange) erro
 	if err != nil {
 		return err
 	}
-	rooms, err := s.o.Store.JoinedRooms(ctx, c.user)
+	dests, err := UserServers(ctx, s.o.Store, s.o.Destinations, c.user)
 	if err != nil {
 		return err
 	}
 	items := map[roomdag.ServerName][]storage.FederationItem{}
-	for _, room := range rooms {
-		dests, err := s.o.Destinations.RoomServers(ctx, room)
-		if err != nil {
-			return err
-		}
-		for _, d := range dests {
-			if len(items[d]) == 0 {
-				items[d] = []storage.FederationItem{{EDU: b}}
-			}
-		}
+	for _, d := range dests {
+		items[d] = []storage.FederationItem{{EDU: b}}
 	}
 	if len(items) == 0 {
 		return nil
@@ -415,6 +409,30 @@ func (s *Sender) wake(dest roomdag.ServerName) {
 	}()
 }
 
+// ServerUp tells the sender that dest was heard from (it sent a
+// transaction): if its delivery waits out a back-off, it is tried now
+// rather than at the back-off's end, as Synapse does on an inbound
+// request. Its failures stay counted, for catch-up.
+func (s *Sender) ServerUp(dest roomdag.ServerName) {
+	s.mu.Lock()
+	waiting := s.waiting[dest]
+	s.mu.Unlock()
+	if !waiting {
+		return
+	}
+	ctx := context.Background()
+	d, err := s.o.Store.FederationDestination(ctx, dest)
+	if err != nil || d.RetryAtMS == 0 {
+		return
+	}
+	d.RetryAtMS = 0
+	if err := s.o.Store.FederationTxnFailed(ctx, d); err != nil {
+		s.o.Log.Error("federation sender: destination up", "dest", dest, "err", err)
+		return
+	}
+	s.wake(dest)
+}
+
 // Resume implements streamworker.Stepper.
 func (s *Sender) Resume(ctx context.Context) (roomdag.StreamPos, error) {
 	return s.o.Store.FederationSenderPos(ctx)
@@ -531,11 +549,18 @@ func (s *Sender) deliver(ctx context.Context, dest roomdag.ServerName, wake chan
 		}
 		if wait := time.Duration(d.RetryAtMS-s.o.Clock.Now().UnixMilli()) * time.Millisecond; wait > 0 {
 			timer := s.o.Clock.After(wait) // set before the stats say so: a test advances its clock on them
+			s.mu.Lock()
+			s.waiting[dest] = true
+			s.mu.Unlock()
 			s.update(func(st *SenderStats) { st.Waiting++ })
 			select {
 			case <-timer:
+			case <-wake: // ServerUp, or more queued: look again
 			case <-ctx.Done():
 			}
+			s.mu.Lock()
+			delete(s.waiting, dest)
+			s.mu.Unlock()
 			s.update(func(st *SenderStats) { st.Waiting-- })
 			continue
 		}

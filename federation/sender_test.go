@@ -174,8 +174,8 @@ func (w withDest) RoomServers(ctx context.Context, room roomdag.RoomID) ([]roomd
 }
 
 // TestSenderQueue: events for a destination that is down are queued and
-// retried with growing back-off; when it comes up everything arrives,
-// once, in order, in transactions of at most 50 PDUs under IDs never
+// retried with growing back-off, cut short when it is heard from; when
+// it comes up everything arrives, once, in order, in transactions of at most 50 PDUs under IDs never
 // reused; the queue and its back-off survive a restart of the sender;
 // after an outage longer than CatchUpAfter only the room's latest event
 // is sent.
@@ -270,10 +270,21 @@ func TestSenderQueue(t *testing.T) {
 			}
 		}
 
+		// Down again: the back-off ends when the destination is heard
+		// from (ServerUp), the clock standing still.
+		rcv.down()
+		send(2)
+		wait("a failure", func(s federation.SenderStats) bool { return s.Failed == 3 && s.Waiting == 1 })
+		rcv.up(t)
+		sender.ServerUp(dest)
+		drain(len(sent))
+		got, _ = rcv.received()
+		checkReceived(t, got, sent)
+
 		// Down again; the queue and back-off survive a restart.
 		rcv.down()
 		send(5)
-		wait("a failure", func(s federation.SenderStats) bool { return s.Failed == 3 && s.Waiting == 1 })
+		wait("a failure", func(s federation.SenderStats) bool { return s.Failed == 4 && s.Waiting == 1 })
 		sender.Stop()
 		send(3)              // while no sender runs
 		sender = newSender() // its counts start again at 0

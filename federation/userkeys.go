@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 
 	"github.com/persistentchat/homeserver/roomdag"
 )
@@ -41,6 +42,10 @@ func (u UserKeys) post(ctx context.Context, dest roomdag.ServerName, path string
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	return u.do(ctx, dest, req)
+}
+
+func (u UserKeys) do(ctx context.Context, dest roomdag.ServerName, req *http.Request) (json.RawMessage, error) {
 	resp, err := u.Client.Do(ctx, dest, req)
 	if err != nil {
 		return nil, err
@@ -61,4 +66,15 @@ func (u UserKeys) post(ctx context.Context, dest roomdag.ServerName, path string
 		return nil, fmt.Errorf("%s's answer is not a JSON object", dest)
 	}
 	return b, nil
+}
+
+// UserDevices asks dest for a user's devices (GET
+// /_matrix/federation/v1/user/devices/{userId}) and returns its answer,
+// a JSON object. Any status but 200 is an error.
+func (u UserKeys) UserDevices(ctx context.Context, dest roomdag.ServerName, user roomdag.UserID) (json.RawMessage, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "/_matrix/federation/v1/user/devices/"+url.PathEscape(string(user)), nil)
+	if err != nil {
+		return nil, err
+	}
+	return u.do(ctx, dest, req)
 }

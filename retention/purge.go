@@ -28,16 +28,14 @@ type Store interface {
 	// no user in keep uploaded, returning them and the content files no
 	// record uses.
 	PurgeMedia(ctx context.Context, server roomdag.ServerName, ids []media.ID, keep []roomdag.UserID) ([]media.ID, []string, error)
-	// HasEventsBy reports whether room holds an event by one of users.
-	HasEventsBy(ctx context.Context, room roomdag.RoomID, users []roomdag.UserID) (bool, error)
 }
 
 // ArchivePurger purges the compliance archive's records of a room (the
 // compliance package implements it): PurgeBefore drops the content of its
-// records of room from before before, and returns how many. The purge job calls it after purging the
-// room's history, never for a held room, and never for a room where a
-// held user's events remain (the archive's records of them are evidence
-// under the hold too), so the archive needs no view of the holds.
+// records of room from before before, except those of held users, which
+// it keeps record by record (it reads the holds itself, at the purge), and
+// returns how many it dropped. The purge job calls it after purging the
+// room's history, never for a held room.
 type ArchivePurger interface {
 	PurgeBefore(ctx context.Context, room roomdag.RoomID, before time.Time) (int, error)
 }
@@ -213,9 +211,6 @@ func (p *Purger) purgeRoom(ctx context.Context, room roomdag.RoomID, before time
 	}
 	if p.archive == nil {
 		return nil
-	}
-	if heldLeft, err := p.store.HasEventsBy(ctx, room, keep); err != nil || heldLeft {
-		return err
 	}
 	n, err := p.archive.PurgeBefore(ctx, room, before)
 	if err != nil {

@@ -304,7 +304,7 @@ func TestReceiveRejected(t *testing.T) {
 
 // TestReceiveSoftFail: the owner bans bob; bob's message built on the
 // state before the ban passes its auth events and the state before it but
-// not the current state.
+// not the current state; with NoSoftFail it would be accepted.
 //
 //	join ─┬─ (ban, local)
 //	      └─ late
@@ -326,6 +326,13 @@ func TestReceiveSoftFail(t *testing.T) {
 	}
 	if after.Membership(d.bob) != MembershipBan {
 		t.Error("bob is no longer banned")
+	}
+	// NoSoftFail (a send_join's join, whose server held a stale present)
+	// judges it by its auth events and the state before it only.
+	res, err := d.rooms.Receive(context.Background(), d.build("late2", TypeMessage, nil, `{"body":"judged by its past"}`, "join"),
+		ReceiveOptions{Kind: KindLive, Verifier: d.keys, NoSoftFail: true})
+	if err != nil || res.Status != StatusTimeline {
+		t.Errorf("with NoSoftFail: %+v, %v; want it in the timeline", res, err)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/persistentchat/homeserver/cluster"
 	"github.com/persistentchat/homeserver/roomdag"
+	"github.com/persistentchat/homeserver/storage"
 	"github.com/persistentchat/homeserver/storage/postgres"
 	"github.com/persistentchat/homeserver/sync"
 )
@@ -19,14 +20,20 @@ import (
 // the others', which it hears on a LISTEN connection of its own.
 func (hs *Homeserver) follow(evPos roomdag.StreamPos, n *sync.Notifier, wakers cluster.Waker) *cluster.Follower {
 	if !hs.db.Shared() {
-		hs.db.SetCommitHook(n.Apply)
+		hs.db.SetCommitHook(func(c *storage.Change) {
+			n.Apply(c)
+			hs.deviceListsChanged(c)
+		})
 		return nil
 	}
 	f := cluster.New(cluster.Parts{Origin: hs.db.Origin(), Store: hs.db, Rooms: hs.Rooms, Notifier: n, Syncer: hs.Syncer,
 		// Not the metrics: each process counts the events it persisted.
 		Listeners: hs.followListeners(n),
 		Wakers:    wakers, Log: hs.log}, evPos)
-	hs.db.SetCommitHook(f.Local)
+	hs.db.SetCommitHook(func(c *storage.Change) {
+		f.Local(c)
+		hs.deviceListsChanged(c)
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	hs.stopListen, hs.listening = cancel, make(chan struct{})
 	dsn := hs.cfg.Database.Postgres().DSN.Reveal()
@@ -35,6 +42,14 @@ func (hs *Homeserver) follow(evPos roomdag.StreamPos, n *sync.Notifier, wakers c
 		postgres.Listen(ctx, dsn, hs.db.Origin(), hs.log, hs.listenHold.wait, f.Connected, f.Deliver)
 	}()
 	return f
+}
+
+// deviceListsChanged wakes the device-list sender after a commit that
+// changed device lists.
+func (hs *Homeserver) deviceListsChanged(c *storage.Change) {
+	if len(c.DeviceLists) > 0 {
+		hs.DeviceLists.Notify()
+	}
 }
 
 // listenHold holds back the listening connection's reconnection while a

@@ -395,7 +395,10 @@ func TestFederatedPDUs(t *testing.T) {
 	reply := alice.SendText(string(room), "hello B")
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if _, err := b.HS.DB().Event(ctx, roomdag.EventID(reply)); err == nil {
+		// B counts a PDU after storing it: wait for both, or the count
+		// may be read in between. PDUs A wrongly sent back would come
+		// before the reply (stream order), so they are counted by then.
+		if _, err := b.HS.DB().Event(ctx, roomdag.EventID(reply)); err == nil && b.HS.FedTxns.Stats().PDUs >= 1 {
 			break
 		}
 		if time.Now().After(deadline) {

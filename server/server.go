@@ -64,6 +64,10 @@ type Homeserver struct {
 	// FedSender sends local events and EDUs to other servers; tests
 	// read its Stats.
 	FedSender *federation.Sender
+	// DeviceLists queues local device-list changes for other servers
+	// (m.device_list_update, m.signing_key_update); tests wait on its
+	// Loop.
+	DeviceLists *federation.DeviceListSender
 	// Rooms is the write path and Syncer the /sync assembly, exposed for
 	// benchmarks and tests.
 	Rooms  *roomdag.Rooms
@@ -297,10 +301,11 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		return rooms.State(ctx, id)
 	})
 	hs.Federation = federationClient(cfg, key, clk)
-	// Server ACLs: fedread's roomdag.ServerAllowed goes in
-	// JoinedServers.ServerAllowed once merged.
+	// Servers the room's ACL denies are sent none of its events.
 	hs.FedSender = federation.NewSender(federation.SenderOptions{Server: server, Store: db, Client: hs.Federation,
-		Destinations: federation.JoinedServers{Server: server, Rooms: roomStates}, Rooms: roomStates,
+		Destinations: federation.JoinedServers{Server: server, Rooms: roomStates, ServerAllowed: func(st roomdag.StateMap, s roomdag.ServerName) bool {
+			return roomdag.ServerAllowed(st, s)
+		}}, Rooms: roomStates,
 		Holder: hs.lease("federation_sender", clk), Presence: cfg.Presence.Federate, Clock: clk, Log: log})
 	listeners := []roomdag.Listener{notifier, hs.Notifications, hs.AppServices, hs.FedSender}
 	hs.key = key
@@ -340,8 +345,23 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	hs.CrossSigning = e2ee.NewCrossSigning(db, e2ee.StoreDeviceKeys{Store: db}, db)
 	// Remote users' keys come from their servers, over the outbound
 	// federation transport (signed, IP deny-list).
+	// Other servers' users' device lists are cached, filled by their
+	// EDUs (FedTxns below), a gap resynced from the origin's
+	// /user/devices (e2ee/devicelistfed.go); /keys/query answers from the
+	// cache while it is kept current.
+	devUpdates := e2ee.NewDeviceListUpdates(server, db, federation.UserKeys{Client: hs.Federation}, notifier, log)
 	e2 := e2ee.New(e2ee.Config{Server: server, Store: db, CrossSigning: hs.CrossSigning,
-		Remote: federation.UserKeys{Client: hs.Federation}, Current: notifier.Current, Log: log})
+		Remote: federation.UserKeys{Client: hs.Federation}, Cache: db, Resync: devUpdates, Current: notifier.Current, Log: log})
+	// Local device-list changes go to the servers sharing a room with
+	// the user, through the sender's queues (federation/devicelists.go);
+	// the commit hook wakes it (follow).
+	var rescan time.Duration
+	if db.Shared() {
+		rescan = 5 * time.Second // other processes' changes
+	}
+	hs.DeviceLists = federation.NewDeviceListSender(federation.DeviceListOptions{Server: server, Store: db, Keys: e2.Keys(),
+		Destinations: federation.JoinedServers{Server: server, Rooms: roomStates}, Sender: hs.FedSender,
+		Holder: hs.lease("device_list_sender", clk), Rescan: rescan, Clock: clk, Log: log})
 	syncer := sync.NewSyncer(db, hs.Rooms, notifier, clk, log, cfg.BackchatDefault, cfg.BackchatMax, cfg.Presence.Enabled, presenceTee{hs.AppServices, hs.FedSender}, shared, e2.Keys())
 	hs.Syncer = syncer
 	follower = hs.follow(evPos, notifier, push.Wakers{notifier, hs.Pushers})
@@ -429,6 +449,11 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	// the same.
 	pdus := &federation.RoomPDUs{Server: server, Rooms: hs.Rooms, Store: db, Client: hs.Federation, Verifier: keyring, Log: log}
 	apiCfg.Backfill = federation.Backfiller{PDUs: pdus}
+	if hs.Compliance != nil {
+		// Backfilled events are not announced to the listeners: wake the
+		// archiver for them.
+		apiCfg.Backfill = archivedBackfill{apiCfg.Backfill, hs.Compliance.Notify}
+	}
 	client := api.NewServer(apiCfg, db, hs.Rooms, syncer, clk, log, rand.Reader)
 	hs.API = client
 	if err := client.ResumeDeactivations(ctx); err != nil {
@@ -465,8 +490,10 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 	hs.FedTxns = federation.NewTransactions(federation.TxnOptions{Server: server, Auth: fedAuth, Store: db, Rooms: hs.Rooms,
 		PDUs: pdus, Ephemeral: syncer, Clock: clk, Log: log,
 		// To-device messages are about no room: no server ACL applies.
-		EDUs:          map[string]federation.EDUHandler{"m.direct_to_device": hs.ToDevice.ReceiveEDU},
-		ServerAllowed: func(st roomdag.StateMap, s roomdag.ServerName) bool { return roomdag.ServerAllowed(st, s) }})
+		EDUs: map[string]federation.EDUHandler{"m.direct_to_device": hs.ToDevice.ReceiveEDU,
+			"m.device_list_update": devUpdates.HandleDeviceListUpdate, "m.signing_key_update": devUpdates.HandleSigningKeyUpdate},
+		ServerAllowed: func(st roomdag.StateMap, s roomdag.ServerName) bool { return roomdag.ServerAllowed(st, s) },
+		OriginUp:      hs.FedSender.ServerUp})
 	fedRoutes := append(inbound.Routes(), hs.FedTxns.Routes()...)
 	// Joins, leaves and knocks of other servers' users (federation/joins.go).
 	fedRoutes = append(fedRoutes, federation.NewHandshakes(inbound, hs.Rooms, key, keyring).Routes()...)
@@ -558,6 +585,10 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		hs.stopWorkers()
 		return err
 	}
+	if err := hs.DeviceLists.Start(ctx); err != nil {
+		hs.stopWorkers()
+		return err
+	}
 	if hs.Compliance != nil {
 		if err := hs.Compliance.Start(ctx); err != nil {
 			hs.stopWorkers()
@@ -621,6 +652,7 @@ func (hs *Homeserver) stopWorkers() {
 	if hs.Retention != nil {
 		hs.Retention.Stop()
 	}
+	hs.DeviceLists.Stop()
 	hs.FedSender.Stop()
 	if hs.Compliance != nil {
 		hs.Compliance.Stop()
@@ -906,6 +938,21 @@ func refuseRoomEncryption(cfg *configs.Config) bool {
 
 // archivedAdminActions records retention's admin actions (legal holds
 // made and released, purges) in the compliance archive.
+// archivedBackfill wakes the compliance archiver after a backfill stored
+// events.
+type archivedBackfill struct {
+	api.Backfiller
+	wake func()
+}
+
+func (b archivedBackfill) Backfill(ctx context.Context, room roomdag.RoomID, evs []*roomdag.Event, limit int) (int, error) {
+	n, err := b.Backfiller.Backfill(ctx, room, evs, limit)
+	if n > 0 {
+		b.wake()
+	}
+	return n, err
+}
+
 type archivedAdminActions struct{ r *compliance.Recorder }
 
 func (a archivedAdminActions) RecordAdminAction(ctx context.Context, x retention.AdminAction) error {

@@ -68,6 +68,10 @@ type ComplianceBatch struct {
 	Records    []ComplianceRecord
 	Drained    []int64
 	Checkpoint *ComplianceCheckpoint
+	// BackfillFrom and BackfillTo are the position among backfilled
+	// events (negative, going down) before and after the step; the
+	// batch commits only if the stored one is still BackfillFrom.
+	BackfillFrom, BackfillTo roomdag.StreamPos
 }
 
 // ComplianceFilter selects records for an export: empty fields match
@@ -81,13 +85,16 @@ type ComplianceFilter struct {
 
 // ComplianceStats summarise the archive.
 type ComplianceStats struct {
-	Records      int64
-	Bytes        int64 // payload bytes
-	FirstSeq     int64
-	HeadSeq      int64
-	OldestTS     int64
-	Queued       int64
-	Pos          roomdag.StreamPos
-	Checkpoints  int64
-	LastCheckSeq int64
+	Records  int64
+	Bytes    int64 // payload bytes
+	FirstSeq int64
+	HeadSeq  int64
+	OldestTS int64
+	Queued   int64
+	Pos      roomdag.StreamPos
+	// BackfillPos is the archiver's position among backfilled events,
+	// Lowest the lowest event position stored (0 when none is negative).
+	BackfillPos, Lowest roomdag.StreamPos
+	Checkpoints         int64
+	LastCheckSeq        int64
 }

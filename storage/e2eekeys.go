@@ -95,3 +95,44 @@ func KeyMatch(raw json.RawMessage) string {
 	b, _ := json.Marshal(obj) // map keys sorted: a canonical order
 	return string(b)
 }
+
+// DeviceChange is one device's part in a change of a local user's device
+// list: its keys or name changed, or it was deleted. A change with no
+// device ("") is of the user's cross-signing keys.
+type DeviceChange struct {
+	Device  string
+	Deleted bool
+}
+
+// DeviceListOutboxEntry is a local device-list change waiting to be sent
+// to other servers (m.device_list_update, m.signing_key_update): at Pos
+// of the device-list stream; Prev is the user's previous position at
+// which a device changed (0: none), the update's prev_id.
+type DeviceListOutboxEntry struct {
+	Pos  int64
+	User roomdag.UserID
+	DeviceChange
+	Prev int64
+}
+
+// RemoteDevice is a device of another server's user as its server
+// reported it: Keys nil for a device without keys (not cached).
+type RemoteDevice struct {
+	Device  string
+	Deleted bool
+	Keys    json.RawMessage
+}
+
+// RemoteDeviceList is the cached device list of another server's user:
+// StreamID is the last update applied (their server's numbering), Devices
+// the device keys by device ID, Master and SelfSigning their
+// cross-signing keys (nil: none).
+//
+// ValidFrom is the event stream position at the last resync, as read
+// back (it is set when the list is stored).
+type RemoteDeviceList struct {
+	StreamID            int64
+	ValidFrom           roomdag.StreamPos
+	Devices             map[string]json.RawMessage
+	Master, SelfSigning json.RawMessage
+}

@@ -88,6 +88,16 @@ func (n *Notifier) DeviceListChanged(user roomdag.UserID, pos int64) {
 	}
 }
 
+// Wake wakes the users' pending requests: a change of theirs that the
+// notifier cannot place in a room it knows (e2ee.Waker).
+func (n *Notifier) Wake(users []roomdag.UserID) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, u := range users {
+		n.wakeLocked(u)
+	}
+}
+
 // deviceListsAt raises the device-list position to pos (at start-up,
 // from storage).
 func (n *Notifier) deviceListsAt(pos int64) {
@@ -99,9 +109,31 @@ func (n *Notifier) deviceListsAt(pos int64) {
 // idleResponse is the answer of a sync with nothing new: empty sections,
 // and the device's key counts, which clients expect in every response
 // (they upload keys when the count is missing or low).
+//
+// The token moves to cur, past device-list changes that woke nobody here
+// (those of a remote user whom the notifier knows in no room: the state
+// of a room joined over federation reaches it only as outliers): those
+// of the user's room-mates are reported, not skipped.
 func (s *Syncer) idleResponse(ctx context.Context, req Request, cur Token) (*Response, error) {
 	resp := s.emptyResponse(cur)
-	req.Since = nil // no device list changes: there are none
+	if req.Since != nil && s.keys != nil && cur.DeviceLists > req.Since.DeviceLists {
+		upTo := *req.Since // the device-list stream only: no room event is news here
+		upTo.DeviceLists = cur.DeviceLists
+		changed, left, err := s.keys.DeviceListChanges(ctx, req.User, *req.Since, upTo)
+		if err != nil {
+			return nil, err
+		}
+		if len(changed) > 0 || len(left) > 0 {
+			if changed == nil {
+				changed = []roomdag.UserID{}
+			}
+			if left == nil {
+				left = []roomdag.UserID{}
+			}
+			resp.DeviceLists = &DeviceLists{Changed: changed, Left: left}
+		}
+	}
+	req.Since = nil // no other device list changes: there are none
 	if err := s.deviceKeySections(ctx, req, cur, cur, resp); err != nil {
 		return nil, err
 	}

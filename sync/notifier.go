@@ -60,18 +60,21 @@ func (n *Notifier) EventCommitted(ev *roomdag.Event, pos roomdag.StreamPos) {
 	room := ev.RoomID()
 	set := n.members[room]
 	if ev.Type() == roomdag.TypeMember && ev.StateKey() != nil {
+		// Members of other servers count too (as at start-up): a change
+		// of theirs (device list, presence) wakes the room's local
+		// members. Only local users ever wait.
 		target := roomdag.UserID(*ev.StateKey())
-		if target.Server() == n.server {
-			switch ev.Membership() {
-			case roomdag.MembershipJoin, roomdag.MembershipInvite, roomdag.MembershipKnock:
-				if set == nil {
-					set = map[roomdag.UserID]struct{}{}
-					n.members[room] = set
-				}
-				set[target] = struct{}{}
-			default:
-				delete(set, target)
+		switch ev.Membership() {
+		case roomdag.MembershipJoin, roomdag.MembershipInvite, roomdag.MembershipKnock:
+			if set == nil {
+				set = map[roomdag.UserID]struct{}{}
+				n.members[room] = set
 			}
+			set[target] = struct{}{}
+		default:
+			delete(set, target)
+		}
+		if target.Server() == n.server {
 			n.wakeLocked(target) // a user who left still hears of it
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"maps"
+	"math"
 	"sort"
 	gosync "sync"
 	"sync/atomic"
@@ -23,6 +24,9 @@ type Store interface {
 	UserRooms(ctx context.Context, user roomdag.UserID) ([]storage.RoomMembership, error)
 	RoomsWithEventsSince(ctx context.Context, user roomdag.UserID, after roomdag.StreamPos) (map[roomdag.RoomID]bool, error)
 	RecentEvents(ctx context.Context, room roomdag.RoomID, after, upTo roomdag.StreamPos, limit int) ([]*roomdag.StoredEvent, bool, error)
+	// RoomEventsTopo pages a room's timeline in topological order, the
+	// backfilled history (negative stream positions) in its place.
+	RoomEventsTopo(ctx context.Context, room roomdag.RoomID, from storage.TopoPos, backwards bool, limit int) ([]*roomdag.StoredEvent, bool, error)
 	Snapshot(ctx context.Context, id int64) (map[roomdag.StateKey]roomdag.EventID, error)
 	StateAtStream(ctx context.Context, room roomdag.RoomID, pos roomdag.StreamPos) (int64, error)
 	Events(ctx context.Context, ids []roomdag.EventID) ([]*roomdag.StoredEvent, error)
@@ -888,6 +892,7 @@ func (s *Syncer) timeline(ctx context.Context, req Request, room roomdag.RoomID,
 	var out []*roomdag.StoredEvent
 	top := upTo
 	vis := newVisibility(s.store, req.User, current)
+	hidden := false
 	for len(out) < limit {
 		batch, more, err := s.store.RecentEvents(ctx, room, after, top, limit)
 		if err != nil {
@@ -906,7 +911,7 @@ func (s *Syncer) timeline(ctx context.Context, req Request, room roomdag.RoomID,
 				if !ok {
 					// Older events are hidden too unless the user was
 					// joined before: stop at the visibility boundary.
-					more = false
+					more, hidden = false, true
 					break
 				}
 			}
@@ -916,6 +921,16 @@ func (s *Syncer) timeline(ctx context.Context, req Request, room roomdag.RoomID,
 			break
 		}
 		top = batch[0].Pos - 1
+	}
+	if after == 0 && !hidden && len(out) <= limit && (len(out) == 0 || !out[len(out)-1].IsCreate()) {
+		// The live stream ran out before the backchat did: a room joined
+		// over federation has its history before the join backfilled, under
+		// negative stream positions, which only a topological read finds.
+		// (Nothing comes before a create event: a local room ends there.)
+		var err error
+		if out, err = s.backfilledBefore(ctx, req, room, out, limit, check, vis); err != nil {
+			return nil, false, err
+		}
 	}
 	limited := len(out) > limit
 	if limited {
@@ -930,6 +945,49 @@ func (s *Syncer) timeline(ctx context.Context, req Request, room roomdag.RoomID,
 	}
 	reverseEvents(out)
 	return out, limited, nil
+}
+
+// backfilledBefore appends to out (newest first) the backfilled events
+// before its oldest, newest first, up to limit+1 in all.
+func (s *Syncer) backfilledBefore(ctx context.Context, req Request, room roomdag.RoomID, out []*roomdag.StoredEvent, limit int, check bool, vis *visibility) ([]*roomdag.StoredEvent, error) {
+	from := storage.TopoPos{Depth: math.MaxInt64, Pos: math.MaxInt64}
+	if len(out) > 0 {
+		oldest := out[len(out)-1]
+		from = storage.TopoPos{Depth: oldest.Depth(), Pos: oldest.Pos}
+	}
+	f := &req.Filter.Room.Timeline
+	for range 10 { // bounds the scan past filtered-out events
+		batch, more, err := s.store.RoomEventsTopo(ctx, room, from, true, limit+1-len(out))
+		if err != nil {
+			return nil, err
+		}
+		for _, ev := range batch {
+			from = storage.TopoPos{Depth: ev.Depth(), Pos: ev.Pos}
+			if ev.Pos > 0 {
+				continue // live: the stream read had it, or it is past upTo
+			}
+			if !f.AllowsEvent(ev.Event) || req.ignored.Hides(ev.Event) {
+				continue
+			}
+			if check {
+				ok, err := vis.canSee(ctx, ev)
+				if err != nil {
+					return nil, err
+				}
+				if !ok {
+					return out, nil
+				}
+			}
+			out = append(out, ev)
+			if len(out) > limit {
+				return out, nil
+			}
+		}
+		if !more || len(batch) == 0 {
+			break
+		}
+	}
+	return out, nil
 }
 
 func reverseEvents(s []*roomdag.StoredEvent) {

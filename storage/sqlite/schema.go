@@ -804,4 +804,53 @@ CREATE TABLE compliance_unredacted (
 	json     TEXT NOT NULL
 ) WITHOUT ROWID;
 `,
+	// Device lists over federation (e2ee/devicelistfed.go,
+	// federation/devicelists.go). device_lists.device_pos is a local
+	// user's latest position at which a device changed: the stream_id of
+	// the last m.device_list_update sent, which GET /user/devices reports
+	// so that the next update's prev_id matches it. The outbox holds each
+	// local change (device_id '' for the cross-signing keys) until the
+	// sender has queued its EDUs. remote_* cache other servers' users'
+	// devices and cross-signing keys, with the last stream_id applied
+	// and the event stream position of the last resync (valid_from): the
+	// cache holds while the user has shared a room with a local user
+	// since then.
+	`
+ALTER TABLE device_lists ADD COLUMN device_pos INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE device_list_outbox (
+	stream_pos INTEGER NOT NULL,
+	user_id    TEXT NOT NULL,
+	device_id  TEXT NOT NULL,
+	deleted    INTEGER NOT NULL,
+	prev_pos   INTEGER NOT NULL,
+	PRIMARY KEY (stream_pos, device_id)
+) WITHOUT ROWID;
+CREATE TABLE device_list_sender (
+	id  INTEGER NOT NULL PRIMARY KEY,
+	pos INTEGER NOT NULL
+);
+CREATE TABLE remote_device_lists (
+	user_id    TEXT NOT NULL PRIMARY KEY,
+	stream_id  INTEGER NOT NULL,
+	valid_from INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE remote_device_keys (
+	user_id   TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	key_json  TEXT NOT NULL,
+	PRIMARY KEY (user_id, device_id)
+) WITHOUT ROWID;
+CREATE TABLE remote_cross_signing_keys (
+	user_id  TEXT NOT NULL,
+	usage    TEXT NOT NULL,
+	key_json TEXT NOT NULL,
+	PRIMARY KEY (user_id, usage)
+) WITHOUT ROWID;
+`,
+	// The compliance archiver's position among backfilled events, which
+	// take negative stream positions, going down: it archives them as it
+	// archives live ones (0: none yet).
+	`
+ALTER TABLE compliance_position ADD COLUMN backfill_pos INTEGER NOT NULL DEFAULT 0;
+`,
 }

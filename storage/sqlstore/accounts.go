@@ -66,7 +66,7 @@ func (db *DB) insertSession(tx *sql.Tx, s storage.Session) error {
 	if n, _ := res.RowsAffected(); n == 1 {
 		// A new device: the user's other devices and room-mates see it
 		// in device_lists.changed (as Synapse announces new devices).
-		if err := db.deviceListChanged(tx, s.UserID); err != nil {
+		if err := db.deviceListChanged(tx, s.UserID, storage.DeviceChange{Device: s.DeviceID}); err != nil {
 			return err
 		}
 	}
@@ -131,7 +131,11 @@ func (db *DB) DeleteDevices(ctx context.Context, user roomdag.UserID, devices []
 		if len(devices) > 0 {
 			db.change.SessionsEnded = append(db.change.SessionsEnded, user)
 			// Everyone who shares a room with the user learns of it.
-			if err := db.deviceListChanged(tx, user); err != nil {
+			changes := make([]storage.DeviceChange, len(devices))
+			for i, d := range devices {
+				changes[i] = storage.DeviceChange{Device: d, Deleted: true}
+			}
+			if err := db.deviceListChanged(tx, user, changes...); err != nil {
 				return err
 			}
 		}
@@ -150,6 +154,12 @@ func (db *DB) DeactivateUser(ctx context.Context, user roomdag.UserID, erase boo
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
 			return storage.ErrNotFound
+		}
+		// Other servers hear of each device's deletion.
+		gone, err := queryStrings(ctx, tx, `SELECT device_id FROM devices WHERE user_id = ?
+			UNION SELECT device_id FROM e2e_device_keys WHERE user_id = ?`, string(user), string(user))
+		if err != nil {
+			return err
 		}
 		qs := []string{
 			`DELETE FROM devices WHERE user_id = ?`,
@@ -175,7 +185,11 @@ func (db *DB) DeactivateUser(ctx context.Context, user roomdag.UserID, erase boo
 			}
 		}
 		db.change.SessionsEnded = append(db.change.SessionsEnded, user)
-		if err := db.deviceListChanged(tx, user); err != nil {
+		changes := make([]storage.DeviceChange, len(gone))
+		for i, d := range gone {
+			changes[i] = storage.DeviceChange{Device: d, Deleted: true}
+		}
+		if err := db.deviceListChanged(tx, user, changes...); err != nil {
 			return err
 		}
 		if erase {
@@ -274,7 +288,7 @@ func (db *DB) SetDeviceName(ctx context.Context, user roomdag.UserID, device str
 		}
 		// The name is in /keys/query's unsigned.device_display_name:
 		// those who track the user's devices refetch them.
-		return db.deviceListChanged(tx, user)
+		return db.deviceListChanged(tx, user, storage.DeviceChange{Device: device})
 	}, nil)
 }
 

@@ -80,13 +80,34 @@ func (db *DB) ComplianceHead(ctx context.Context) (seq int64, hash string, cp st
 	return seq, hash, cp, nil
 }
 
+// ComplianceBackfillPos is the archiver's stored position among
+// backfilled events (negative, going down; 0 before the first).
+func (db *DB) ComplianceBackfillPos(ctx context.Context) (roomdag.StreamPos, error) {
+	var p int64
+	err := db.r.QueryRowContext(ctx, `SELECT backfill_pos FROM compliance_position WHERE id = 1`).Scan(&p)
+	return roomdag.StreamPos(p), err
+}
+
+const complianceEventColumns = `SELECT e.stream_pos, e.event_id, r.room_id, e.type, e.sender, e.origin_ts, e.json, e.redacted, u.json
+		FROM events e JOIN rooms r ON r.room_nid = e.room_nid
+		LEFT JOIN compliance_unredacted u ON u.event_id = e.event_id`
+
 // ComplianceEvents returns up to limit committed events after pos, in
 // stream order, with the original JSON of those since redacted.
 func (db *DB) ComplianceEvents(ctx context.Context, after roomdag.StreamPos, limit int) ([]storage.ComplianceEvent, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT e.stream_pos, e.event_id, r.room_id, e.type, e.sender, e.origin_ts, e.json, e.redacted, u.json
-		FROM events e JOIN rooms r ON r.room_nid = e.room_nid
-		LEFT JOIN compliance_unredacted u ON u.event_id = e.event_id
-		WHERE e.stream_pos > ? ORDER BY e.stream_pos LIMIT ?`, int64(after), limit)
+	return db.complianceEvents(ctx, complianceEventColumns+` WHERE e.stream_pos > ? ORDER BY e.stream_pos LIMIT ?`, int64(after), limit)
+}
+
+// ComplianceBackfill returns up to limit backfilled events below pos
+// (negative positions), in the order they were stored (going down), as
+// ComplianceEvents does. Backfill positions are allocated in commit
+// order too, so a reader that sees one sees every one above it.
+func (db *DB) ComplianceBackfill(ctx context.Context, below roomdag.StreamPos, limit int) ([]storage.ComplianceEvent, error) {
+	return db.complianceEvents(ctx, complianceEventColumns+` WHERE e.stream_pos < ? ORDER BY e.stream_pos DESC LIMIT ?`, int64(min(below, 0)), limit)
+}
+
+func (db *DB) complianceEvents(ctx context.Context, q string, args ...any) ([]storage.ComplianceEvent, error) {
+	rows, err := db.r.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -156,11 +177,11 @@ func (db *DB) ComplianceQueued(ctx context.Context, limit int) ([]storage.Compli
 // ErrComplianceMoved when the position or head moved.
 func (db *DB) AppendCompliance(ctx context.Context, b storage.ComplianceBatch) error {
 	return db.write(func(tx *sql.Tx) error {
-		var pos int64
-		if err := tx.QueryRow(`SELECT event_pos FROM compliance_position WHERE id = 1`).Scan(&pos); err != nil {
+		var pos, backfill int64
+		if err := tx.QueryRow(`SELECT event_pos, backfill_pos FROM compliance_position WHERE id = 1`).Scan(&pos, &backfill); err != nil {
 			return err
 		}
-		if roomdag.StreamPos(pos) != b.From {
+		if roomdag.StreamPos(pos) != b.From || roomdag.StreamPos(backfill) != b.BackfillFrom {
 			return ErrComplianceMoved
 		}
 		if len(b.Records) > 0 || b.Checkpoint != nil {
@@ -191,7 +212,7 @@ func (db *DB) AppendCompliance(ctx context.Context, b storage.ComplianceBatch) e
 				return err
 			}
 		}
-		_, err := tx.Exec(`UPDATE compliance_position SET event_pos = ? WHERE id = 1`, int64(b.To))
+		_, err := tx.Exec(`UPDATE compliance_position SET event_pos = ?, backfill_pos = ? WHERE id = 1`, int64(b.To), int64(b.BackfillTo))
 		return err
 	}, nil)
 }
@@ -303,9 +324,12 @@ func (db *DB) ComplianceStats(ctx context.Context) (storage.ComplianceStats, err
 		if err := tx.QueryRow(`SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM compliance_checkpoints`).Scan(&s.Checkpoints, &s.LastCheckSeq); err != nil {
 			return err
 		}
-		var p int64
-		err := tx.QueryRow(`SELECT event_pos FROM compliance_position WHERE id = 1`).Scan(&p)
-		s.Pos = roomdag.StreamPos(p)
+		var p, bf, low int64
+		if err := tx.QueryRow(`SELECT COALESCE(MIN(stream_pos), 0) FROM events`).Scan(&low); err != nil {
+			return err
+		}
+		err := tx.QueryRow(`SELECT event_pos, backfill_pos FROM compliance_position WHERE id = 1`).Scan(&p, &bf)
+		s.Pos, s.BackfillPos, s.Lowest = roomdag.StreamPos(p), roomdag.StreamPos(bf), roomdag.StreamPos(min(low, 0))
 		return err
 	})
 	return s, err

@@ -35,7 +35,7 @@ func (db *DB) UploadKeys(ctx context.Context, user roomdag.UserID, device string
 					string(user), device, string(up.DeviceKeys)); err != nil {
 					return err
 				}
-				if err := db.deviceListChanged(tx, user); err != nil {
+				if err := db.deviceListChanged(tx, user, storage.DeviceChange{Device: device}); err != nil {
 					return err
 				}
 			}
@@ -216,24 +216,76 @@ func (db *DB) ClaimKeys(ctx context.Context, claims []storage.KeyClaim) ([]stora
 	return out, nil
 }
 
-// DeviceListChanged advances user's device list (their devices or
-// cross-signing keys changed) and returns its new position in the
-// device-list stream, once durable; the change is announced to every
-// process.
+// DeviceListChanged advances user's device list for a change of their
+// cross-signing keys (or of signatures of them) and returns its new
+// position in the device-list stream, once durable; the change is
+// announced to every process, and, for a local user, other servers are
+// sent the keys (m.signing_key_update).
 func (db *DB) DeviceListChanged(ctx context.Context, user roomdag.UserID) (int64, error) {
+	return db.devicesChanged(user, []storage.DeviceChange{{}})
+}
+
+// DevicesChanged advances a local user's device list for a change of
+// the keys of devices (signatures uploaded for them), as DeviceListChanged,
+// and other servers are sent the devices' keys (m.device_list_update).
+func (db *DB) DevicesChanged(ctx context.Context, user roomdag.UserID, devices []string) (int64, error) {
+	changes := make([]storage.DeviceChange, len(devices))
+	for i, d := range devices {
+		changes[i] = storage.DeviceChange{Device: d}
+	}
+	return db.devicesChanged(user, changes)
+}
+
+func (db *DB) devicesChanged(user roomdag.UserID, changes []storage.DeviceChange) (int64, error) {
 	var pos int64
 	err := db.write(func(tx *sql.Tx) error {
 		var err error
-		pos, err = db.deviceListPos(tx, user)
+		pos, err = db.deviceListChange(tx, user, changes)
 		return err
 	}, nil)
 	return pos, err
 }
 
-// deviceListChanged is DeviceListChanged within a writer transaction.
-func (db *DB) deviceListChanged(tx *sql.Tx, user roomdag.UserID) error {
-	_, err := db.deviceListPos(tx, user)
+// deviceListChanged advances user's device list within a writer
+// transaction. changes, for a local user, are what changed: each goes
+// in the outbox for other servers, at the new position, with the user's
+// previous device position as its prev_id. A remote user (their server
+// told us) has none.
+func (db *DB) deviceListChanged(tx *sql.Tx, user roomdag.UserID, changes ...storage.DeviceChange) error {
+	_, err := db.deviceListChange(tx, user, changes)
 	return err
+}
+
+func (db *DB) deviceListChange(tx *sql.Tx, user roomdag.UserID, changes []storage.DeviceChange) (int64, error) {
+	var prev int64
+	if len(changes) > 0 {
+		err := tx.QueryRow(`SELECT device_pos FROM device_lists WHERE user_id = ?`, string(user)).Scan(&prev)
+		if err != nil && err != sql.ErrNoRows {
+			return 0, err
+		}
+	}
+	pos, err := db.deviceListPos(tx, user)
+	if err != nil {
+		return 0, err
+	}
+	devices := false
+	for _, c := range changes {
+		deleted := 0
+		if c.Deleted {
+			deleted = 1
+		}
+		if _, err := tx.Exec(`INSERT INTO device_list_outbox (stream_pos, user_id, device_id, deleted, prev_pos) VALUES (?,?,?,?,?)
+			ON CONFLICT (stream_pos, device_id) DO NOTHING`, pos, string(user), c.Device, deleted, prev); err != nil {
+			return 0, err
+		}
+		devices = devices || c.Device != ""
+	}
+	if devices {
+		if _, err := tx.Exec(`UPDATE device_lists SET device_pos = ? WHERE user_id = ?`, pos, string(user)); err != nil {
+			return 0, err
+		}
+	}
+	return pos, nil
 }
 
 func (db *DB) deviceListPos(tx *sql.Tx, user roomdag.UserID) (int64, error) {

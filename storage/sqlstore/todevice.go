@@ -200,6 +200,11 @@ func (db *DB) PutDehydratedDevice(_ context.Context, user roomdag.UserID, device
 				if err := db.deleteDevice(tx, user, old); err != nil {
 					return err
 				}
+				// Those tracking the user's devices (other servers too)
+				// learn that the replaced one is gone.
+				if err := db.deviceListChanged(tx, user, storage.DeviceChange{Device: old, Deleted: true}); err != nil {
+					return err
+				}
 			}
 			if _, err := tx.Exec(`INSERT INTO devices (user_id, device_id, display_name) VALUES (?,?,?)`, string(user), device, name); err != nil {
 				return err
@@ -238,7 +243,10 @@ func (db *DB) DeleteDehydratedDevice(_ context.Context, user roomdag.UserID) (st
 		if _, err := tx.Exec(`DELETE FROM dehydrated_devices WHERE user_id = ?`, string(user)); err != nil {
 			return err
 		}
-		return db.deleteDevice(tx, user, device)
+		if err := db.deleteDevice(tx, user, device); err != nil {
+			return err
+		}
+		return db.deviceListChanged(tx, user, storage.DeviceChange{Device: device, Deleted: true})
 	}, nil)
 	return device, err
 }

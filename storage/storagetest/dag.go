@@ -11,6 +11,7 @@ import (
 
 	"github.com/persistentchat/homeserver/roomdag"
 	"github.com/persistentchat/homeserver/storage"
+	"github.com/persistentchat/homeserver/storage/sqlstore"
 )
 
 // remoteServer builds events of @bob:remote.test, signed with its own
@@ -269,6 +270,41 @@ func testDAG(t *testing.T, open Opener) {
 	res2 := receive(t, NewRooms(t, db), r, older, roomdag.KindBackfill, roomdag.StatusTimeline)
 	if res2.Pos >= res.Pos {
 		t.Errorf("second backfilled event at %d, first at %d", res2.Pos, res.Pos)
+	}
+
+	// The compliance archiver reads backfilled events below its backfill
+	// position, going down, and stores that position with its append,
+	// refusing a batch built on another.
+	backfilled := func(below roomdag.StreamPos) []roomdag.EventID {
+		t.Helper()
+		evs, err := db.ComplianceBackfill(ctx, below, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []roomdag.EventID
+		for _, e := range evs {
+			ids = append(ids, e.ID)
+		}
+		return ids
+	}
+	if got := backfilled(0); !slices.Equal(got, []roomdag.EventID{old.ID(), older.ID()}) {
+		t.Errorf("ComplianceBackfill(0) = %v, want %v then %v", got, old.ID(), older.ID())
+	}
+	if got := backfilled(res.Pos); !slices.Equal(got, []roomdag.EventID{older.ID()}) {
+		t.Errorf("ComplianceBackfill(%d) = %v, want %v", res.Pos, got, older.ID())
+	}
+	pos, err := db.CompliancePos(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.AppendCompliance(ctx, storage.ComplianceBatch{From: pos, To: pos, BackfillFrom: -1, BackfillTo: res.Pos}); !errors.Is(err, sqlstore.ErrComplianceMoved) {
+		t.Errorf("an append built on another backfill position: %v, want ErrComplianceMoved", err)
+	}
+	if err := db.AppendCompliance(ctx, storage.ComplianceBatch{From: pos, To: pos, BackfillTo: res.Pos}); err != nil {
+		t.Fatal(err)
+	}
+	if bf, err := db.ComplianceBackfillPos(ctx); err != nil || bf != res.Pos {
+		t.Errorf("ComplianceBackfillPos = %d, %v; want %d", bf, err, res.Pos)
 	}
 }
 

@@ -52,6 +52,8 @@ func Run(t *testing.T, open Opener) {
 		{"KeyBackupStore", testKeyBackupStore},
 		{"FederationTxns", testFederationTxns},
 		{"OutOfBand", testOutOfBand},
+		{"DeviceListOutbox", testDeviceListOutbox},
+		{"RemoteDeviceLists", testRemoteDeviceLists},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
 	}
