@@ -35,7 +35,8 @@ const ROOM_TOPIC = "Two servers, one room";
 const NEW_TOPIC = "The topic, changed on A";
 const ALIAS_LOCALPART = "fedchat";
 const PASSWORD = "correct horse battery staple";
-const BACKCHAT_LIMIT = 25; // the room's org.persistentchat.backchat setting
+const BACKCHAT_LIMIT = 25; // the rooms' org.persistentchat.backchat setting
+const QUIET_MESSAGES = 40; // sent in the second room before any user of B is in it
 
 let A, B; // the two homeservers
 const home = {}; // name -> its Homeserver
@@ -349,7 +350,59 @@ describe("matrix-js-sdk on two federating homeservers", () => {
         120000,
     );
 
-    step("6. alice invites dave on B; dave sees the invite and joins", async () => {
+    step(
+        `6. erin on B is the first of B in a room with ${QUIET_MESSAGES} messages on A: her initial sync holds its backchat, scrollback reaches m.room.create`,
+        async (t) => {
+            const quietAlias = `#quiet:${A.serverName}`;
+            const { room_id: quiet } = await clients.alice.createRoom({
+                name: "Quiet room",
+                preset: sdk.Preset.PublicChat,
+                room_alias_name: "quiet",
+                initial_state: [{ type: "org.persistentchat.backchat", state_key: "", content: { limit: BACKCHAT_LIMIT } }],
+            });
+            const res = await Promise.all(
+                Array.from({ length: QUIET_MESSAGES }, (_, i) => clients.alice.sendTextMessage(quiet, `quiet ${i + 1}`)),
+            );
+            const quietSent = res.map((r) => r.event_id);
+            const erin = await makeUser("erin", B);
+            // B holds nothing of the room before this join: the backchat must
+            // come from A.
+            await expectFederation(A, [`PUT ${FED}/v2/send_join/{roomId}/{eventId}`], () => erin.joinRoom(quietAlias));
+            await startSyncing("erin", { initialSyncLimit: undefined }); // the room's setting applies, as for carol
+            const room = erin.getRoom(quiet);
+            assert.ok(room, "erin has the room");
+            const initial = room.getLiveTimeline().getEvents();
+            assert.equal(initial.length, BACKCHAT_LIMIT, `erin's live timeline after the initial sync: ${describeEvs(initial)}`);
+            assert.equal(initial[initial.length - 1].getStateKey(), uid("erin"), "her join last");
+            assert.deepEqual(
+                initial.slice(0, -1).map((e) => e.getId()),
+                quietSent.slice(quietSent.length - (BACKCHAT_LIMIT - 1)),
+                "the last messages sent on A, in order",
+            );
+            let pages = 0;
+            while (room.oldState.paginationToken !== null) {
+                const lenBefore = room.getLiveTimeline().getEvents().length;
+                await erin.scrollback(room, 30);
+                pages++;
+                assert.ok(
+                    room.getLiveTimeline().getEvents().length > lenBefore || room.oldState.paginationToken === null,
+                    `scrollback page ${pages} added no event but left a token ${room.oldState.paginationToken}`,
+                );
+                assert.ok(pages <= 20, "the start of the room is reached within 20 pages");
+            }
+            const all = room.getLiveTimeline().getEvents();
+            t.diagnostic(`erin back-paginated ${pages} page(s); her timeline holds ${all.length} events`);
+            const ids = all.map((e) => e.getId());
+            assert.equal(new Set(ids).size, ids.length, "no event twice in erin's timeline");
+            assert.equal(all[0].getType(), "m.room.create", `the timeline starts with the creation event: ${describeEvs(all.slice(0, 5))}`);
+            assert.deepEqual(all.filter((e) => e.getType() === "m.room.message").map((e) => e.getId()), quietSent, "every message once, in order");
+            const joins = all.filter((e) => e.getType() === "m.room.member" && e.getContent().membership === "join").map((e) => e.getStateKey());
+            assert.deepEqual(joins, [uid("alice"), uid("erin")]);
+        },
+        120000,
+    );
+
+    step("7. alice invites dave on B; dave sees the invite and joins", async () => {
         const dave = await makeUser("dave", B);
         await startSyncing("dave", {});
         // B signs the invite of its user (PUT /v2/invite) before A stores it.
@@ -373,7 +426,7 @@ describe("matrix-js-sdk on two federating homeservers", () => {
         assert.ok(m.eventId);
     });
 
-    step("7. clients stop and both servers shut down cleanly on SIGTERM", async () => {
+    step("8. clients stop and both servers shut down cleanly on SIGTERM", async () => {
         for (const c of Object.values(clients)) c.stopClient();
         for (const hs of [A, B]) {
             const exit = await hs.stop({ killAfter: 15000 });
