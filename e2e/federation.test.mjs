@@ -252,7 +252,24 @@ describe("matrix-js-sdk on two federating homeservers", () => {
         assert.equal(got.getSender(), uid("bob"), "bob's message reaches alice with his (B) user ID");
     });
 
-    step("4. alice changes the topic on A; bob sees it through B", async () => {
+    step("4. typing and read receipts cross the servers (EDUs)", async () => {
+        const aliceRoom = clients.alice.getRoom(roomId);
+        const bobRoom = clients.bob.getRoom(roomId);
+        await clients.bob.sendTyping(roomId, true, 20000);
+        await until(() => aliceRoom.getMember(uid("bob"))?.typing === true, { what: "alice to see bob typing" });
+        await clients.bob.sendTyping(roomId, false);
+        await until(() => aliceRoom.getMember(uid("bob"))?.typing === false, { what: "alice to see bob stop typing" });
+        const last = messagesOf("alice").find((e) => e.getSender() === uid("bob"));
+        await clients.alice.sendReadReceipt(last);
+        const bobsCopy = bobRoom.findEventById(last.getId());
+        assert.ok(bobsCopy, "bob holds his own message");
+        await until(() => bobRoom.getUsersReadUpTo(bobsCopy).includes(uid("alice")), {
+            what: "bob to see alice's read receipt on his message",
+            state: () => `read up to it: ${JSON.stringify(bobRoom.getUsersReadUpTo(bobsCopy))}`,
+        });
+    });
+
+    step("5. alice changes the topic on A; bob sees it through B", async () => {
         const res = await clients.alice.setRoomTopic(roomId, NEW_TOPIC);
         for (const name of ["alice", "bob"]) {
             const room = clients[name].getRoom(roomId);
@@ -267,7 +284,7 @@ describe("matrix-js-sdk on two federating homeservers", () => {
     });
 
     step(
-        `5. after ~60 more messages, carol joins on B: her initial sync holds the room's backchat (${BACKCHAT_LIMIT}); scrollback reaches m.room.create`,
+        `6. after ~60 more messages, carol joins on B: her initial sync holds the room's backchat (${BACKCHAT_LIMIT}); scrollback reaches m.room.create`,
         async (t) => {
             // In phases, each seen by the other side before the next, so that
             // both servers hold one order of the messages.
@@ -351,7 +368,7 @@ describe("matrix-js-sdk on two federating homeservers", () => {
     );
 
     step(
-        `6. erin on B is the first of B in a room with ${QUIET_MESSAGES} messages on A: her initial sync holds its backchat, scrollback reaches m.room.create`,
+        `7. erin on B is the first of B in a room with ${QUIET_MESSAGES} messages on A: her initial sync holds its backchat, scrollback reaches m.room.create`,
         async (t) => {
             const quietAlias = `#quiet:${A.serverName}`;
             const { room_id: quiet } = await clients.alice.createRoom({
@@ -402,7 +419,7 @@ describe("matrix-js-sdk on two federating homeservers", () => {
         120000,
     );
 
-    step("7. alice invites dave on B; dave sees the invite and joins", async () => {
+    step("8. alice invites dave on B; dave sees the invite and joins", async () => {
         const dave = await makeUser("dave", B);
         await startSyncing("dave", {});
         // B signs the invite of its user (PUT /v2/invite) before A stores it.
@@ -426,7 +443,7 @@ describe("matrix-js-sdk on two federating homeservers", () => {
         assert.ok(m.eventId);
     });
 
-    step("8. clients stop and both servers shut down cleanly on SIGTERM", async () => {
+    step("9. clients stop and both servers shut down cleanly on SIGTERM", async () => {
         for (const c of Object.values(clients)) c.stopClient();
         for (const hs of [A, B]) {
             const exit = await hs.stop({ killAfter: 15000 });
