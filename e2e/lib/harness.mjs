@@ -224,22 +224,35 @@ export class Homeserver {
 
     // editConfig, if given, rewrites the generated config text before the
     // server reads it (the application service test lists its registration).
-    async start({ timeout = 30000, editConfig = (text) => text } = {}) {
+    // federation, if given ({port, clientPort, metricsPort, peers}: this
+    // server's ports and the names of every server of the test federation), adds a TLS
+    // federation listener on 127.0.0.1:port and names the server after it,
+    // as testserver.Federation does for the Go tests: self-signed
+    // certificates accepted, loopback allowed, requests only to the peers.
+    async start({ timeout = 30000, editConfig = (text) => text, federation } = {}) {
         if (!this.bin) throw new Error("HOMESERVER_BIN is not set: point it at the built homeserver binary");
         if (!path.isAbsolute(this.bin)) this.bin = path.resolve(this.bin);
         if (!fs.existsSync(this.bin)) throw new Error(`HOMESERVER_BIN ${this.bin} does not exist (run go build first)`);
-        this.port = await freePort();
-        this.serverName = `127.0.0.1:${this.port}`;
+        this.port = federation?.clientPort ?? (await freePort());
+        this.serverName = federation ? `127.0.0.1:${federation.port}` : `127.0.0.1:${this.port}`;
         this.baseUrl = `http://127.0.0.1:${this.port}`;
         this.dir = fs.mkdtempSync(path.join(os.tmpdir(), "homeserver-e2e-"));
         this.configPath = path.join(this.dir, "homeserver.yaml");
-        const { stdout } = await execFileP(this.bin, [
+        const args = [
             "generate-config",
             "--server-name", this.serverName,
-            "--listen", this.serverName,
+            "--listen", `127.0.0.1:${this.port}`,
             "--data-dir", path.join(this.dir, "data"),
             "--registration", "open",
-        ]);
+        ];
+        if (federation) args.push("--federation-listen", this.serverName);
+        let { stdout } = await execFileP(this.bin, args);
+        if (federation) stdout = federationConfig(stdout, federation.peers);
+        if (federation?.metricsPort) {
+            this.metricsUrl = `http://127.0.0.1:${federation.metricsPort}/metrics`;
+            stdout = editLine(stdout, "  enabled: false", "  enabled: true", "metrics:");
+            stdout = editLine(stdout, '  listen: "127.0.0.1:9000"', `  listen: "127.0.0.1:${federation.metricsPort}"`, "metrics:");
+        }
         // The generated config keeps rate limiting on (message 10/s, burst
         // 50; registration and login 1/s, burst 10), and this test leaves it
         // on: the SDK's scheduler retries sends answered with M_LIMIT_EXCEEDED
@@ -311,8 +324,81 @@ export class Homeserver {
         return this.exit;
     }
 
+    // The server's HTTP request counts (metrics on), by "METHOD route"
+    // (the router's pattern), summed over status classes; the federation
+    // listener's requests included, so a test can tell what servers asked
+    // of each other.
+    async requestCounts() {
+        if (!this.metricsUrl) throw new Error("metrics are off for this server");
+        const text = await (await fetch(this.metricsUrl)).text();
+        const counts = {};
+        for (const m of text.matchAll(/^homeserver_http_requests_total\{(.*)\} (\S+)$/gm)) {
+            const labels = Object.fromEntries([...m[1].matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
+            const key = `${labels.method} ${labels.route}`;
+            counts[key] = (counts[key] ?? 0) + Number(m[2]);
+        }
+        return counts;
+    }
+
     removeDataDir() {
         if (this.dir) fs.rmSync(this.dir, { recursive: true, force: true });
+    }
+}
+
+// The settings of a test federation on loopback, edited into a generated
+// config; each line must be there as generated.
+function federationConfig(text, peers) {
+    const edits = [
+        ["federation_verify_certificates: true", "federation_verify_certificates: false"],
+        ["federation_domain_whitelist: []", `federation_domain_whitelist: ${JSON.stringify(peers)}`],
+        ["ip_range_whitelist: []", `ip_range_whitelist: ["127.0.0.0/8"]`],
+    ];
+    for (const [from, to] of edits) text = editLine(text, from, to);
+    return text;
+}
+
+// Replaces the first line that is exactly from (after the line section, if
+// given) with to; the line must be there.
+function editLine(text, from, to, section) {
+    const lines = text.split("\n");
+    const start = section === undefined ? 0 : lines.indexOf(section);
+    const i = start < 0 ? -1 : lines.indexOf(from, start);
+    if (i < 0) throw new Error(`generated config has no line "${from}"${section ? ` after "${section}"` : ""}`);
+    lines[i] = to;
+    return lines.join("\n");
+}
+
+// Starts n homeservers federating with each other over loopback TLS, each
+// named 127.0.0.1:PORT after its federation listener (so the name resolves
+// to it directly), with metrics on (requestCounts). Every name is known
+// before any server starts, for the domain whitelist.
+export async function startFederation(bin, n, opts = {}) {
+    const ports = await freePorts(3 * n); // federation, client and metrics ports
+    const peers = ports.slice(0, n).map((p) => `127.0.0.1:${p}`);
+    const servers = peers.map(() => new Homeserver(bin));
+    await Promise.all(
+        servers.map((hs, i) =>
+            hs.start({ ...opts, federation: { port: ports[i], clientPort: ports[n + i], metricsPort: ports[2 * n + i], peers } }),
+        ),
+    );
+    return servers;
+}
+
+// k distinct free ports: all held open at once, then released.
+async function freePorts(k) {
+    const held = [];
+    try {
+        for (let i = 0; i < k; i++) {
+            const srv = net.createServer();
+            await new Promise((resolve, reject) => {
+                srv.on("error", reject);
+                srv.listen(0, "127.0.0.1", resolve);
+            });
+            held.push(srv);
+        }
+        return held.map((s) => s.address().port);
+    } finally {
+        await Promise.all(held.map((s) => new Promise((resolve) => s.close(resolve))));
     }
 }
 
