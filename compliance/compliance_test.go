@@ -75,7 +75,7 @@ func settle(t *testing.T, srv *testserver.Server) *compliance.Status {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.Lag == 0 && st.BackfillLag == 0 && st.Queued == 0 && st.SealedSeq == st.HeadSeq {
+		if st.Lag == 0 && st.BackfillLag == 0 && st.ReceivedLag == 0 && st.Queued == 0 && st.SealedSeq == st.HeadSeq {
 			return st
 		}
 		pos, err := srv.HS.DB().EventPos(ctx)
