@@ -103,7 +103,7 @@ func TestFederatedEventsArchived(t *testing.T) {
 		t.Fatal(err)
 	}
 	var recs int64
-	if err := b.SQL().QueryRow(`SELECT COUNT(*) FROM compliance_records WHERE kind = ?`, compliance.KindReceived).Scan(&recs); err != nil {
+	if err := b.SQL().QueryRow(`SELECT COUNT(*) FROM compliance_records WHERE kind = 'received_event'`).Scan(&recs); err != nil {
 		t.Fatal(err)
 	}
 	if unarchived != 0 || recs < received {
