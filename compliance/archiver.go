@@ -45,6 +45,9 @@ type Store interface {
 	ComplianceDistinct(ctx context.Context, column string, f storage.ComplianceFilter) ([]string, error)
 	ComplianceStats(ctx context.Context) (storage.ComplianceStats, error)
 	EncryptedRooms(ctx context.Context) ([]roomdag.RoomID, error)
+	// JoinedRooms is the rooms the server has user joined to (export
+	// falls back on it where the archive holds no join).
+	JoinedRooms(ctx context.Context, user roomdag.UserID) ([]roomdag.RoomID, error)
 }
 
 // Options configure the archiver.
