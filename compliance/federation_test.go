@@ -85,17 +85,49 @@ func TestFederatedEventsArchived(t *testing.T) {
 	}
 	// A message A sends for a user of A's who never joined: B rejects
 	// it, and archives it with its status, as received.
+	stateOnB := func() *roomdag.RoomState {
+		t.Helper()
+		st, err := b.HS.Rooms.State(t.Context(), roomdag.RoomID(room))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	statusOnB := func(ev *roomdag.Event) roomdag.DAGStatus {
+		t.Helper()
+		dag, err := b.HS.DB().DAGEvents(t.Context(), []roomdag.EventID{ev.ID()})
+		if err != nil || dag[ev.ID()] == nil {
+			t.Fatalf("%s on B: %v", ev.ID(), err)
+		}
+		return dag[ev.ID()].Status
+	}
 	mallory := roomdag.UserID("@mallory:" + a.Name())
-	bad := buildAs(t, a, b, roomdag.RoomID(room), mallory, "m.room.message", `{"msgtype":"m.text","body":"not a member"}`)
+	bad := buildAs(t, a, roomdag.RoomID(room), stateOnB(), mallory, "m.room.message", `{"msgtype":"m.text","body":"not a member"}`)
 	sendPDU(t, a, b, bad)
-	dag, err := b.HS.DB().DAGEvents(t.Context(), []roomdag.EventID{bad.ID()})
-	if err != nil || dag[bad.ID()] == nil || dag[bad.ID()].Status != roomdag.StatusRejected {
-		t.Fatalf("mallory's message on B: %+v, %v; want rejected", dag[bad.ID()], err)
+	if s := statusOnB(bad); s != roomdag.StatusRejected {
+		t.Fatalf("mallory's message on B: %v, want rejected", s)
+	}
+	// Carol of A joins, then alice bans her; a message of carol's built
+	// on the room before the ban passes its own auth but not the room's
+	// current state: B soft-fails it, and archives it so.
+	carol := a.Register("carol")
+	carol.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room), map[string]any{}, nil)
+	waitFor(t, "carol's join reaches B", func() bool { return stateOnB().Membership(roomdag.UserID(carol.UserID)) == roomdag.MembershipJoin })
+	beforeBan := stateOnB()
+	alice.MustDo("POST", roomPath(room, "ban"), map[string]any{"user_id": carol.UserID}, nil)
+	waitFor(t, "carol's ban reaches B", func() bool { return stateOnB().Membership(roomdag.UserID(carol.UserID)) == roomdag.MembershipBan })
+	late := buildAs(t, a, roomdag.RoomID(room), beforeBan, roomdag.UserID(carol.UserID), "m.room.message", `{"msgtype":"m.text","body":"sent past the ban"}`)
+	sendPDU(t, a, b, late)
+	if s := statusOnB(late); s != roomdag.StatusSoftFailed {
+		t.Fatalf("carol's message past the ban on B: %v, want soft-failed", s)
 	}
 	settle(t, b)
 	rs, _ = records(t, export(t, admin, "room="+url.QueryEscape(room)))
 	if !archivedIn(rs, compliance.KindReceived, `"event_id":"`+string(bad.ID()), `"status":"rejected"`, `"reason":"`, "not a member") {
 		t.Error("B's archive lacks the rejected message with its status")
+	}
+	if !archivedIn(rs, compliance.KindReceived, `"event_id":"`+string(late.ID()), `"status":"soft_failed"`, "sent past the ban") {
+		t.Error("B's archive lacks the soft-failed message with its status")
 	}
 	wantEventRecords(t, b)
 	var received, unarchived int64
@@ -115,14 +147,10 @@ func TestFederatedEventsArchived(t *testing.T) {
 }
 
 // buildAs builds an event of A's server (signed with its key) on top of
-// B's state of room.
-func buildAs(t *testing.T, a, b *testserver.Server, room roomdag.RoomID, sender roomdag.UserID, typ, content string) *roomdag.Event {
+// st, a state of room on B.
+func buildAs(t *testing.T, a *testserver.Server, room roomdag.RoomID, st *roomdag.RoomState, sender roomdag.UserID, typ, content string) *roomdag.Event {
 	t.Helper()
 	key, err := server.LoadOrCreateKey(a.Config.SigningKeyPath(), roomdag.ServerName(a.Name()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := b.HS.Rooms.State(t.Context(), room)
 	if err != nil {
 		t.Fatal(err)
 	}
