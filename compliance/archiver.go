@@ -27,6 +27,10 @@ type Store interface {
 	// backfilled events, at negative positions, read going down.
 	ComplianceBackfillPos(ctx context.Context) (roomdag.StreamPos, error)
 	ComplianceBackfill(ctx context.Context, below roomdag.StreamPos, limit int) ([]storage.ComplianceEvent, error)
+	// ComplianceReceived is the received events outside the timeline
+	// (outliers, rejected, soft-failed) not archived yet; AppendCompliance
+	// marks those a batch names.
+	ComplianceReceived(ctx context.Context, limit int) ([]storage.ComplianceReceived, error)
 	// ComplianceOriginal is a redacted event's original JSON, or
 	// storage.ErrNotFound.
 	ComplianceOriginal(ctx context.Context, id roomdag.EventID) ([]byte, error)
@@ -41,6 +45,9 @@ type Store interface {
 	ComplianceDistinct(ctx context.Context, column string, f storage.ComplianceFilter) ([]string, error)
 	ComplianceStats(ctx context.Context) (storage.ComplianceStats, error)
 	EncryptedRooms(ctx context.Context) ([]roomdag.RoomID, error)
+	// JoinedRooms is the rooms the server has user joined to (export
+	// falls back on it where the archive holds no join).
+	JoinedRooms(ctx context.Context, user roomdag.UserID) ([]roomdag.RoomID, error)
 }
 
 // Options configure the archiver.
@@ -247,14 +254,18 @@ func (s *steps) Step(ctx context.Context, from roomdag.StreamPos) (_ roomdag.Str
 	if err != nil {
 		return from, false, err
 	}
-	if len(queued) == 0 && len(evs) == 0 && len(backfilled) == 0 && !due {
+	received, err := a.store.ComplianceReceived(ctx, a.opts.Batch)
+	if err != nil {
+		return from, false, err
+	}
+	if len(queued) == 0 && len(evs) == 0 && len(backfilled) == 0 && len(received) == 0 && !due {
 		return from, false, nil
 	}
 	seq, head, cp, err := a.head(ctx)
 	if err != nil {
 		return from, false, err
 	}
-	if len(queued) == 0 && len(evs) == 0 && len(backfilled) == 0 && seq <= cp.Seq {
+	if len(queued) == 0 && len(evs) == 0 && len(backfilled) == 0 && len(received) == 0 && seq <= cp.Seq {
 		return from, false, nil // all sealed already
 	}
 	if head == "" {
@@ -301,6 +312,16 @@ func (s *steps) Step(ctx context.Context, from roomdag.StreamPos) (_ roomdag.Str
 		}
 		b.BackfillTo = e.Pos
 	}
+	for _, e := range received {
+		r, err := receivedRecord(e)
+		if err != nil {
+			return from, false, err
+		}
+		if err := add(r); err != nil {
+			return from, false, err
+		}
+		b.Received = append(b.Received, e.ID)
+	}
 	now := a.clock.Now()
 	if due || seq-cp.Seq >= a.opts.CheckpointRecords || now.Sub(time.UnixMilli(cp.TS)) >= a.opts.CheckpointInterval {
 		c, err := SignCheckpoint(a.key, seq, head, now.UnixMilli())
@@ -317,7 +338,8 @@ func (s *steps) Step(ctx context.Context, from roomdag.StreamPos) (_ roomdag.Str
 	if b.Checkpoint != nil {
 		a.known.cp = *b.Checkpoint
 	}
-	return b.To, len(queued) == a.opts.Batch || len(evs) == a.opts.Batch || len(backfilled) == a.opts.Batch, nil
+	return b.To, len(queued) == a.opts.Batch || len(evs) == a.opts.Batch || len(backfilled) == a.opts.Batch ||
+		len(received) == a.opts.Batch, nil
 }
 
 // eventPayload is an event record's payload: {"event_id", "type",
@@ -377,6 +399,44 @@ func (a *Archiver) eventPayload(ctx context.Context, e storage.ComplianceEvent) 
 		return "", err
 	}
 	return string(append(b, '}')), nil
+}
+
+// receivedRecord is the record of an event received from another server
+// and kept outside the timeline: kind KindReceived, payload {"event",
+// "event_id", "type", "status": outlier (a room's state or auth chain
+// received without its history, as a join's answer brings it),
+// rejected or soft_failed, "reason" for a rejected one}. Its own kind
+// keeps it out of what export follows as membership: a rejected or
+// soft-failed join never made anyone a member, and the state of a room
+// joined is its members as received, not as changed then.
+func receivedRecord(e storage.ComplianceReceived) (storage.ComplianceRecord, error) {
+	var ev struct {
+		Type   string `json:"type"`
+		Sender string `json:"sender"`
+		TS     int64  `json:"origin_server_ts"`
+	}
+	if err := json.Unmarshal(e.JSON, &ev); err != nil {
+		return storage.ComplianceRecord{}, err
+	}
+	cev, err := roomdag.CanonicalJSON(e.JSON)
+	if err != nil {
+		return storage.ComplianceRecord{}, err
+	}
+	p := struct {
+		Event   json.RawMessage `json:"event"`
+		EventID string          `json:"event_id"`
+		Type    string          `json:"type"`
+		Status  string          `json:"status"`
+		Reason  string          `json:"reason,omitempty"`
+	}{cev, string(e.ID), ev.Type, e.Status, e.Reason}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return storage.ComplianceRecord{}, err
+	}
+	if b, err = roomdag.CanonicalJSON(b); err != nil {
+		return storage.ComplianceRecord{}, err
+	}
+	return storage.ComplianceRecord{TS: ev.TS, Kind: KindReceived, Actor: ev.Sender, Room: string(e.Room), Payload: string(b)}, nil
 }
 
 // redactsOf is a redaction's target: top-level "redacts" (room versions

@@ -75,7 +75,7 @@ func settle(t *testing.T, srv *testserver.Server) *compliance.Status {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.Lag == 0 && st.BackfillLag == 0 && st.Queued == 0 && st.SealedSeq == st.HeadSeq {
+		if st.Lag == 0 && st.BackfillLag == 0 && st.ReceivedLag == 0 && st.Queued == 0 && st.SealedSeq == st.HeadSeq {
 			return st
 		}
 		pos, err := srv.HS.DB().EventPos(ctx)
@@ -536,5 +536,50 @@ func TestRedactionKeepsOriginal(t *testing.T) {
 				t.Errorf("the events table kept the content: %s", stored)
 			}
 		})
+	}
+}
+
+// TestUserExportJoinedBeforeArchiving: bob joined alice's room and they
+// chatted while compliance was off. Switched on, the archiver archives
+// that history too; once retention has purged those records, bob's join
+// among them, the archive holds no join of bob's, and his export
+// follows the server's membership instead: alice's later messages in the
+// room are in it, and not in the export of carol, who never joined.
+func TestUserExportJoinedBeforeArchiving(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	alice := srv.Register("alice")
+	bob := srv.Register("bob")
+	carol := srv.Register("carol")
+	room := alice.CreateRoom(map[string]any{"preset": "public_chat"})
+	bob.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room), map[string]any{}, nil)
+	alice.SendText(room, "before archiving began")
+	bob.SendText(room, "bob before archiving began")
+	srv.Stop()
+
+	srv = startArchiving(t, testserver.Options{DataDir: srv.DataDir})
+	alice.Base, bob.Base = srv.URL, srv.URL
+	admin := registerAdmin(t, srv, "auditor")
+	settle(t, srv)
+	rs, _ := records(t, export(t, admin, "user="+url.QueryEscape(bob.UserID)))
+	if !archivedIn(rs, compliance.KindEvent, "before archiving began", `"sender":"`+alice.UserID) {
+		t.Error("bob's export lacks alice's message from before archiving began")
+	}
+	var cut int64
+	if err := srv.SQL().QueryRow(`SELECT MAX(ts) FROM compliance_records WHERE kind = 'event'`).Scan(&cut); err != nil {
+		t.Fatal(err)
+	}
+	n, err := srv.HS.DB().PurgeCompliance(t.Context(), "", cut+1, func(string, string, string) bool { return false })
+	if err != nil || n == 0 {
+		t.Fatalf("purged %d, %v", n, err)
+	}
+	later := alice.SendText(room, "after archiving began")
+	settle(t, srv)
+	rs, _ = records(t, export(t, admin, "user="+url.QueryEscape(bob.UserID)))
+	if !archivedIn(rs, compliance.KindEvent, `"event_id":"`+later) {
+		t.Error("bob's export lacks alice's message sent while he was in the room, his join purged from the archive")
+	}
+	rs, _ = records(t, export(t, admin, "user="+url.QueryEscape(carol.UserID)))
+	if archivedIn(rs, compliance.KindEvent, `"event_id":"`+later) {
+		t.Error("carol's export holds a message of a room she never joined")
 	}
 }

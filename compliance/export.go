@@ -200,20 +200,52 @@ func (x *Exporter) scan(ctx context.Context, f storage.ComplianceFilter, user st
 	}
 	all := f
 	all.FromTS, all.ToTS, all.FromSeq = 0, 0, 0
-	joined := map[string]bool{}
+	joined, err := x.joinedUnrecorded(ctx, all, user)
+	if err != nil {
+		return err
+	}
 	return x.Store.ScanCompliance(ctx, all, func(r storage.ComplianceRecord) error {
 		see := r.Actor == user
 		if membership, ok := membershipOf(r, user); ok {
 			joined[r.Room] = membership == "join"
 			see = true
 		} else if !see {
-			see = r.Kind == KindEvent && joined[r.Room]
+			see = (r.Kind == KindEvent || r.Kind == KindReceived) && joined[r.Room]
 		}
 		if !see || r.Seq < f.FromSeq || f.FromTS != 0 && r.TS < f.FromTS || f.ToTS != 0 && r.TS >= f.ToTS {
 			return nil
 		}
 		return fn(r)
 	})
+}
+
+// joinedUnrecorded are the rooms (of those f selects) the server has
+// user joined to although the archive holds no readable membership
+// record of user's there: joined before archiving began, or the join's
+// record purged by retention since. The server's membership is then all
+// there is to go by, and the user counts as joined from the chain's
+// start. One pass over f's records finds those with a record, when the
+// user is joined anywhere.
+func (x *Exporter) joinedUnrecorded(ctx context.Context, f storage.ComplianceFilter, user string) (map[string]bool, error) {
+	rooms, err := x.Store.JoinedRooms(ctx, roomdag.UserID(user))
+	if err != nil || len(rooms) == 0 {
+		return map[string]bool{}, err
+	}
+	joined := make(map[string]bool, len(rooms))
+	for _, r := range rooms {
+		if f.Room == "" || f.Room == string(r) {
+			joined[string(r)] = true
+		}
+	}
+	if err := x.Store.ScanCompliance(ctx, f, func(r storage.ComplianceRecord) error {
+		if _, ok := membershipOf(r, user); ok {
+			delete(joined, r.Room)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	return joined, nil
 }
 
 // membershipOf is the membership an event record sets for user, if it

@@ -35,6 +35,7 @@ import (
 // Kinds of record.
 const (
 	KindEvent         = "event"
+	KindReceived      = "received_event" // from another server, outside the timeline (archiver.go)
 	KindMediaUpload   = "media_upload"
 	KindMediaDownload = "media_download"
 	KindHistoryRead   = "history_read"

@@ -45,6 +45,9 @@ type Status struct {
 	// BackfillLag is the backfilled events (history fetched from other
 	// servers, at negative positions) not archived yet.
 	BackfillLag int64 `json:"lag_backfilled_events"`
+	// ReceivedLag is the events received outside the timeline
+	// (outliers, rejected, soft-failed) not archived yet.
+	ReceivedLag int64 `json:"lag_received_events"`
 	// EncryptedRooms are archived as ciphertext: not readable.
 	EncryptedRooms []roomdag.RoomID `json:"encrypted_rooms"`
 }
@@ -65,7 +68,7 @@ func (s *Service) Status(ctx context.Context) (*Status, error) {
 	}
 	out := &Status{Records: st.Records, Bytes: st.Bytes, FirstSeq: st.FirstSeq, HeadSeq: st.HeadSeq, OldestTS: st.OldestTS,
 		Queued: st.Queued, Checkpoints: st.Checkpoints, SealedSeq: st.LastCheckSeq, ArchivedPos: int64(st.Pos),
-		Lag: int64(head - st.Pos), BackfillLag: int64(max(st.BackfillPos-st.Lowest, 0)), EncryptedRooms: append([]roomdag.RoomID{}, enc...)}
+		Lag: int64(head - st.Pos), BackfillLag: int64(max(st.BackfillPos-st.Lowest, 0)), ReceivedLag: st.Received, EncryptedRooms: append([]roomdag.RoomID{}, enc...)}
 	if st.OldestTS != 0 {
 		out.Oldest = time.UnixMilli(st.OldestTS).UTC().Format(time.RFC3339)
 	}

@@ -19,6 +19,18 @@ type ComplianceEvent struct {
 	Original []byte
 }
 
+// ComplianceReceived is an event received from another server and
+// stored outside the timeline (an outlier, a rejected or a soft-failed
+// event), as the compliance archiver reads it: Status is "outlier",
+// "rejected" or "soft_failed", Reason why a rejected one was.
+type ComplianceReceived struct {
+	ID     roomdag.EventID
+	Room   roomdag.RoomID
+	Status string
+	Reason string
+	JSON   []byte
+}
+
 // ComplianceEntry is a record that is not an event (a media upload or
 // download, a history read, an admin action), queued in the request's
 // path until the archiver appends it to the chain. ID is the queue's.
@@ -72,6 +84,9 @@ type ComplianceBatch struct {
 	// events (negative, going down) before and after the step; the
 	// batch commits only if the stored one is still BackfillFrom.
 	BackfillFrom, BackfillTo roomdag.StreamPos
+	// Received are the received events outside the timeline the
+	// records archive, marked archived in the same transaction.
+	Received []roomdag.EventID
 }
 
 // ComplianceFilter selects records for an export: empty fields match
@@ -91,6 +106,7 @@ type ComplianceStats struct {
 	HeadSeq  int64
 	OldestTS int64
 	Queued   int64
+	Received int64 // received events outside the timeline not archived yet
 	Pos      roomdag.StreamPos
 	// BackfillPos is the archiver's position among backfilled events,
 	// Lowest the lowest event position stored (0 when none is negative).

@@ -853,4 +853,13 @@ CREATE TABLE remote_cross_signing_keys (
 	`
 ALTER TABLE compliance_position ADD COLUMN backfill_pos INTEGER NOT NULL DEFAULT 0;
 `,
+	// Events received from other servers that are not in the timeline
+	// (dag_events: outliers, such as a joined room's state from the join's
+	// answer, and rejected and soft-failed events) have no stream position:
+	// archived marks those the compliance archiver has appended, and the
+	// partial index is its queue of the others, in room and depth order.
+	`
+ALTER TABLE dag_events ADD COLUMN archived INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX dag_events_unarchived ON dag_events(room_nid, depth, event_id) WHERE archived = 0;
+`,
 }

@@ -132,6 +132,33 @@ func (db *DB) complianceEvents(ctx context.Context, q string, args ...any) ([]st
 	return out, rows.Err()
 }
 
+// ComplianceReceived returns up to limit received events outside the
+// timeline (dag_events) not archived yet, in room and depth order. They
+// have no position: AppendCompliance marks those it archives.
+func (db *DB) ComplianceReceived(ctx context.Context, limit int) ([]storage.ComplianceReceived, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT d.event_id, r.room_id, d.kind, d.reason, d.json
+		FROM dag_events d JOIN rooms r ON r.room_nid = d.room_nid
+		WHERE d.archived = 0 ORDER BY d.room_nid, d.depth, d.event_id LIMIT ?`, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []storage.ComplianceReceived
+	for rows.Next() {
+		var (
+			e        storage.ComplianceReceived
+			id, room string
+			reason   sql.NullString
+		)
+		if err := rows.Scan(&id, &room, &e.Status, &reason, &e.JSON); err != nil {
+			return nil, err
+		}
+		e.ID, e.Room, e.Reason = roomdag.EventID(id), roomdag.RoomID(room), reason.String
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
 // ComplianceOriginal returns the original JSON of a redacted event, or
 // storage.ErrNotFound.
 func (db *DB) ComplianceOriginal(ctx context.Context, id roomdag.EventID) ([]byte, error) {
@@ -198,6 +225,13 @@ func (db *DB) AppendCompliance(ctx context.Context, b storage.ComplianceBatch) e
 		for _, r := range b.Records {
 			if _, err := tx.Exec(`INSERT INTO compliance_records (seq, ts, kind, actor, room, payload, record_hash, prev_hash, hash)
 				VALUES (?,?,?,?,?,?,?,?,?)`, r.Seq, r.TS, r.Kind, r.Actor, r.Room, r.Payload, r.RecordHash, r.PrevHash, r.Hash); err != nil {
+				return err
+			}
+		}
+		for _, id := range b.Received {
+			// An outlier that has since entered the timeline is gone
+			// from dag_events: the live or backfill position archives it.
+			if _, err := tx.Exec(`UPDATE dag_events SET archived = 1 WHERE event_id = ?`, string(id)); err != nil {
 				return err
 			}
 		}
@@ -319,6 +353,9 @@ func (db *DB) ComplianceStats(ctx context.Context) (storage.ComplianceStats, err
 			return err
 		}
 		if err := tx.QueryRow(`SELECT COUNT(*) FROM compliance_queue`).Scan(&s.Queued); err != nil {
+			return err
+		}
+		if err := tx.QueryRow(`SELECT COUNT(*) FROM dag_events WHERE archived = 0`).Scan(&s.Received); err != nil {
 			return err
 		}
 		if err := tx.QueryRow(`SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM compliance_checkpoints`).Scan(&s.Checkpoints, &s.LastCheckSeq); err != nil {

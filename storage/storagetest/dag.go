@@ -1,6 +1,7 @@
 package storagetest
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -305,6 +306,31 @@ func testDAG(t *testing.T, open Opener) {
 	}
 	if bf, err := db.ComplianceBackfillPos(ctx); err != nil || bf != res.Pos {
 		t.Errorf("ComplianceBackfillPos = %d, %v; want %d", bf, err, res.Pos)
+	}
+
+	// Received events outside the timeline wait for the archiver, the
+	// rejected ones with their reason; the outlier that has joined the
+	// timeline since is archived from there. An append marks those it
+	// names.
+	recv, err := db.ComplianceReceived(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[roomdag.EventID]storage.ComplianceReceived{}
+	var ids []roomdag.EventID
+	for _, e := range recv {
+		seen[e.ID] = e
+		ids = append(ids, e.ID)
+	}
+	if e := seen[pl.ID()]; len(seen) != 2 || e.Status != "rejected" || e.Reason == "" || e.Room != room || !bytes.Equal(e.JSON, pl.JSON()) ||
+		seen[ghost.ID()].ID != "" {
+		t.Errorf("ComplianceReceived = %+v, want the two rejected events", recv)
+	}
+	if err := db.AppendCompliance(ctx, storage.ComplianceBatch{From: pos, To: pos, BackfillFrom: res.Pos, BackfillTo: res.Pos, Received: ids}); err != nil {
+		t.Fatal(err)
+	}
+	if recv, err := db.ComplianceReceived(ctx, 10); err != nil || len(recv) != 0 {
+		t.Errorf("ComplianceReceived after the append = %+v, %v", recv, err)
 	}
 }
 
