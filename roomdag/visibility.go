@@ -114,9 +114,13 @@ func ServerCanSee(ev *Event, before, current StateMap, server ServerName) bool {
 		}
 		return CanSee(ev, before, user, cur)
 	}
-	// The event's own target first: a server's user sees their own join.
+	// A server may always see its own users' membership events: an
+	// invite is sent to the invitee's server, which then asks for its
+	// auth chain (/event_auth, as Dendrite does) before it can trust it,
+	// whatever the history visibility; a kick or ban tells the server
+	// its user is gone.
 	if ev.Type() == TypeMember && ev.StateKey() != nil {
-		if u := UserID(*ev.StateKey()); u.Server() == server && try(u) {
+		if u := UserID(*ev.StateKey()); u.Server() == server {
 			return true
 		}
 	}

@@ -225,4 +225,15 @@ func TestServerMayAsk(t *testing.T) {
 			t.Errorf("%s: ServerMayAsk(%s) = %v, want %v", tc.name, tc.server, got, tc.want)
 		}
 	}
+	// The invitee's server asks about the invite (its /event_auth) in a
+	// shared room it has never been in, as Dendrite does; another server
+	// may not.
+	invite := testEvent(t, TypeMember, str("@bob:b.org"), "@alice:a.org", `{"membership":"invite"}`)
+	before, current := st(vis("shared"), alice), st(vis("shared"), alice, invite)
+	if !ServerMayAsk(invite, before, current, "b.org") {
+		t.Error("the invitee's server may not ask about the invite")
+	}
+	if ServerMayAsk(invite, before, current, "c.org") {
+		t.Error("a server with no user in the room may ask about an invite of another server's user")
+	}
 }
