@@ -80,7 +80,7 @@ func (ri *RemoteInviter) knockVia(ctx context.Context, server roomdag.ServerName
 	}
 	c, _ := json.Marshal(content)
 	knock, err := roomdag.BuildEvent(v, ri.Key, roomdag.EventTemplate{RoomID: room, Sender: user, Type: roomdag.TypeMember,
-		StateKey: t.StateKey, Content: c, PrevEvents: t.PrevEvents, AuthEvents: t.AuthEvents, Depth: t.Depth,
+		StateKey: t.StateKey, Content: c, PrevRefs: t.PrevEvents, AuthRefs: t.AuthEvents, Depth: t.Depth,
 		OriginServerTS: ri.Clock.Now().UnixMilli()})
 	if err != nil {
 		return nil, nil, fmt.Errorf("building the knock from %s's template: %w", server, err)

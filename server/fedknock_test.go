@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/persistentchat/homeserver/roomdag"
@@ -162,5 +163,30 @@ func TestFederatedKnockRefused(t *testing.T) {
 		if k, _ := rooms["knock"].(map[string]any); len(k) > 0 {
 			t.Errorf("B lists knocks after refusals: %v", k)
 		}
+	}
+}
+
+// TestFederatedJoinV1Room: rooms v1 and v2, whose event IDs are the
+// sender's server's "$opaque:server" and whose events cite others as [id,
+// hashes] pairs, are joined, talked in and left across servers.
+func TestFederatedJoinV1Room(t *testing.T) {
+	fed := testserver.Federation(t, 2, testserver.Options{})
+	a, b := fed[0], fed[1]
+	alice := a.Register("alice")
+	bob := b.Register("bob")
+	for _, v := range []string{"1", "2"} {
+		room := alice.CreateRoom(map[string]any{"preset": "public_chat", "room_version": v})
+		alice.SendText(room, "hello in v"+v)
+		joinVia(t, bob, room, a)
+		waitMember(t, alice, room, bob.UserID, roomdag.MembershipJoin)
+		onA, onB := watchTimeline(alice, room), watchTimeline(bob, room)
+		onB.until(t, alice.SendText(room, "from A in v"+v))
+		mine := bob.SendText(room, "from B in v"+v)
+		if !strings.HasSuffix(mine, ":"+b.Name()) {
+			t.Errorf("v%s: B's event ID %s does not name B", v, mine)
+		}
+		onA.until(t, mine)
+		bob.MustDo("POST", roomPath(room, "leave"), map[string]any{}, nil)
+		waitMember(t, alice, room, bob.UserID, roomdag.MembershipLeave)
 	}
 }
