@@ -5,7 +5,6 @@ import (
 	"github.com/persistentchat/homeserver/httpapi"
 	"github.com/persistentchat/homeserver/roomdag"
 	"net/http"
-	"strings"
 )
 
 // Knocking (spec: client-server API, "Knocking on rooms"; room versions
@@ -19,7 +18,7 @@ import (
 // (ignored when via is given) name servers to knock through, which only
 // matters for rooms of other servers.
 func (s *Server) knock(r *http.Request) (any, error) {
-	room, _, err := s.roomIDOrAlias(r)
+	room, aliasServers, err := s.roomIDOrAlias(r)
 	if err != nil {
 		return nil, err
 	}
@@ -30,14 +29,9 @@ func (s *Server) knock(r *http.Request) (any, error) {
 		return nil, err
 	}
 	st, err := s.rooms.State(r.Context(), room)
-	if errors.Is(err, roomdag.ErrUnknownRoom) {
-		msg := "room " + string(room) + " is not known to this server"
-		if via := viaServers(r); len(via) > 0 {
-			msg += "; knocking through " + strings.Join(via, ", ")
-		} else {
-			msg += "; knocking on rooms of other servers"
-		}
-		return nil, httpapi.NotFound("%s needs federation, which this server does not offer yet", msg)
+	if errors.Is(err, roomdag.ErrUnknownRoom) || err == nil && (st.Create() == nil || !s.inRoom(st)) {
+		// No user of this server is in the room: knock through one that is.
+		return s.knockRemote(r, room, aliasServers, st, req.Reason)
 	}
 	if err != nil {
 		return nil, err
@@ -69,6 +63,42 @@ func (s *Server) knock(r *http.Request) (any, error) {
 	// to knock again on the same room".
 	if _, err := s.appendMember(r, room, user, roomdag.MembershipKnock, req.Reason); err != nil {
 		return nil, err
+	}
+	return map[string]any{"room_id": room}, nil
+}
+
+// knockRemote knocks on room through the servers in it (the request's
+// via, the alias's servers, the room ID's): the knock and the state the
+// room answered with are kept out of band, so that the knocker's /sync
+// lists the room under rooms.knock.
+func (s *Server) knockRemote(r *http.Request, room roomdag.RoomID, aliasServers []roomdag.ServerName, st *roomdag.RoomState, reason string) (any, error) {
+	servers := s.joinServers(r, room, aliasServers, nil)
+	if s.cfg.RemoteMemberships == nil || len(servers) == 0 {
+		msg := "room " + string(room) + " is not known to this server"
+		if s.cfg.RemoteMemberships == nil {
+			return nil, httpapi.NotFound("%s, and this server does not federate", msg)
+		}
+		return nil, httpapi.NotFound("%s and no server to knock through is known: give one with via", msg)
+	}
+	user := requester(r).UserID
+	if st != nil && st.Create() != nil {
+		// This server holds the room but none of its users is in it:
+		// the room's servers decide, and take the knock into its DAG.
+		if st.Membership(user) == roomdag.MembershipBan {
+			return nil, httpapi.Forbidden("you are banned from this room")
+		}
+	}
+	knock, state, err := s.cfg.RemoteMemberships.Knock(r.Context(), room, user, servers, reason)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.rooms.StoreOutOfBand(r.Context(), knock, state); err != nil {
+		if !errors.Is(err, roomdag.ErrRoomHere) {
+			return nil, err
+		}
+		// The room's servers send the knock to this server's copy of the
+		// room with their next transaction.
+		s.log.Info("knock on a room held here, left to the room's transactions", "room", room, "event", knock.ID())
 	}
 	return map[string]any{"room_id": room}, nil
 }

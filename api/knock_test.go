@@ -241,7 +241,7 @@ func TestKnockRefused(t *testing.T) {
 		{"knock_restricted before v10", v8, "", map[string]any{}, 403, "M_FORBIDDEN"},
 		{"public room", public, "", map[string]any{}, 403, "M_FORBIDDEN"},
 		{"unknown room", "!nowhere:localhost", "", map[string]any{}, 404, "M_NOT_FOUND"},
-		{"room of another server", "!elsewhere:example.org", "server_name=example.org", map[string]any{}, 404, "M_NOT_FOUND"},
+		{"room of an unreachable server", "!elsewhere:127.0.0.1:1", "server_name=127.0.0.1:1", map[string]any{}, 502, "M_UNKNOWN"},
 		{"unknown alias", "#nobody:localhost", "", map[string]any{}, 404, "M_NOT_FOUND"},
 		{"neither ID nor alias", "knock-knock", "", map[string]any{}, 400, "M_INVALID_PARAM"},
 		{"malformed room ID", "!", "", map[string]any{}, 400, "M_INVALID_PARAM"},

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/persistentchat/homeserver/httpapi"
@@ -27,6 +28,11 @@ type RemoteMemberships interface {
 	// Leave makes user leave room through server (make_leave,
 	// send_leave) and returns the leave event server accepted.
 	Leave(ctx context.Context, server roomdag.ServerName, room roomdag.RoomID, user roomdag.UserID, v *roomdag.RoomVersion, reason string) (*roomdag.Event, error)
+	// Knock knocks on room as user through the first of servers that
+	// takes the knock (make_knock, send_knock) and returns the knock and
+	// the room's stripped state the server answered; a refusal is an
+	// error with the remote's Matrix error.
+	Knock(ctx context.Context, room roomdag.RoomID, user roomdag.UserID, servers []roomdag.ServerName, reason string) (*roomdag.Event, json.RawMessage, error)
 }
 
 // remoteInviteAttempts bounds how often an invite is built and sent
@@ -77,9 +83,10 @@ func (s *Server) inviteRemote(ctx context.Context, room roomdag.RoomID, sender, 
 	return roomdag.ErrRoomBusy
 }
 
-// leaveOutOfBand rejects user's invite to room when this server holds no
-// state of the room (the invite came from another server). handled is
-// false when the user has no membership there at all.
+// leaveOutOfBand rejects user's invite to room, or rescinds user's knock
+// on it, when this server holds no state of the room (the invite came
+// from another server, the knock went to one). handled is false when the
+// user has no membership there at all.
 //
 // The leave goes through the inviting server, then the room's; if none
 // can be reached or all refuse, the invite is rejected here alone, as
@@ -96,7 +103,7 @@ func (s *Server) leaveOutOfBand(ctx context.Context, room roomdag.RoomID, user r
 	switch m.Membership {
 	case roomdag.MembershipLeave:
 		return true, nil // already left: nothing to do
-	case roomdag.MembershipInvite:
+	case roomdag.MembershipInvite, roomdag.MembershipKnock:
 	default:
 		return true, httpapi.Forbidden("you are not in this room")
 	}
@@ -105,11 +112,15 @@ func (s *Server) leaveOutOfBand(ctx context.Context, room roomdag.RoomID, user r
 		return true, err
 	}
 	if len(evs) != 1 {
-		return true, httpapi.NotFound("your invite to %s is gone", room)
+		return true, httpapi.NotFound("your %s of %s is gone", m.Membership, room)
 	}
 	invite := evs[0].Event
+	servers := leaveServers(invite, s.cfg.ServerName)
+	if m.Membership == roomdag.MembershipKnock {
+		servers = s.knockServers(ctx, invite, m.Pos)
+	}
 	if s.cfg.RemoteMemberships != nil {
-		for _, server := range leaveServers(invite, s.cfg.ServerName) {
+		for _, server := range servers {
 			leave, err := s.cfg.RemoteMemberships.Leave(ctx, server, room, user, invite.Version(), reason)
 			if err != nil {
 				s.log.Warn("rejecting an invite through another server failed", "room", room, "server", server, "err", err)
@@ -153,4 +164,25 @@ func (s *Server) inviteServers(ctx context.Context, room roomdag.RoomID, user ro
 		return nil
 	}
 	return leaveServers(evs[0].Event, s.cfg.ServerName)
+}
+
+// knockServers are the servers to rescind knock (kept out of band at
+// pos) through: the room ID's, then those of the senders of the room's
+// state the knock was answered with.
+func (s *Server) knockServers(ctx context.Context, knock *roomdag.Event, pos roomdag.StreamPos) []roomdag.ServerName {
+	out := leaveServers(knock, s.cfg.ServerName)
+	stripped, err := s.store.InviteState(ctx, pos)
+	if err != nil {
+		return out
+	}
+	var evs []struct {
+		Sender roomdag.UserID `json:"sender"`
+	}
+	_ = json.Unmarshal(stripped, &evs)
+	for _, e := range evs {
+		if sv := e.Sender.Server(); sv != "" && sv != s.cfg.ServerName && !slices.Contains(out, sv) {
+			out = append(out, sv)
+		}
+	}
+	return out
 }

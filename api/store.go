@@ -130,6 +130,9 @@ type Store interface {
 	// out-of-band one: roomdag.Rooms.StoreOutOfBand), or
 	// storage.ErrNotFound.
 	UserMembership(ctx context.Context, user roomdag.UserID, room roomdag.RoomID) (storage.RoomMembership, error)
+	// InviteState is the stripped state kept with the out-of-band
+	// membership at pos (an invite's, a knock's), or nil.
+	InviteState(ctx context.Context, pos roomdag.StreamPos) (json.RawMessage, error)
 	SearchMatches(ctx context.Context, phrases []storage.SearchPhrase, positions []roomdag.StreamPos) ([]string, error)
 	StateEntries(ctx context.Context, snapshot int64, keys []roomdag.StateKey) (map[roomdag.StateKey]roomdag.EventID, error)
 }

@@ -109,22 +109,18 @@ func (ri *RemoteInviter) invite(ctx context.Context, ev *roomdag.Event, inviteSt
 // Leave makes user leave room (of version v) through server: make_leave
 // there, the template hashed and signed here, then send_leave (v2). It
 // returns the leave event server accepted; any failure is an error and
-// nothing was left. Rooms v1 and v2 are not left this way (their event
-// IDs are not hashes; BuildEvent does not make them).
+// nothing was left.
 func (ri *RemoteInviter) Leave(ctx context.Context, server roomdag.ServerName, room roomdag.RoomID, user roomdag.UserID, v *roomdag.RoomVersion, reason string) (*roomdag.Event, error) {
-	if v.EventFormat == roomdag.EventFormatV1 {
-		return nil, fmt.Errorf("leaving a room of version %s over federation is not supported", v.ID)
-	}
 	var mk struct {
 		RoomVersion string `json:"room_version"`
 		Event       struct {
-			RoomID     roomdag.RoomID    `json:"room_id"`
-			Sender     roomdag.UserID    `json:"sender"`
-			Type       string            `json:"type"`
-			StateKey   *string           `json:"state_key"`
-			PrevEvents []roomdag.EventID `json:"prev_events"`
-			AuthEvents []roomdag.EventID `json:"auth_events"`
-			Depth      int64             `json:"depth"`
+			RoomID     roomdag.RoomID  `json:"room_id"`
+			Sender     roomdag.UserID  `json:"sender"`
+			Type       string          `json:"type"`
+			StateKey   *string         `json:"state_key"`
+			PrevEvents json.RawMessage `json:"prev_events"`
+			AuthEvents json.RawMessage `json:"auth_events"`
+			Depth      int64           `json:"depth"`
 		} `json:"event"`
 	}
 	path := "/_matrix/federation/v1/make_leave/" + url.PathEscape(string(room)) + "/" + url.PathEscape(string(user))
@@ -144,7 +140,7 @@ func (ri *RemoteInviter) Leave(ctx context.Context, server roomdag.ServerName, r
 	}
 	c, _ := json.Marshal(content)
 	leave, err := roomdag.BuildEvent(v, ri.Key, roomdag.EventTemplate{RoomID: room, Sender: user, Type: roomdag.TypeMember,
-		StateKey: t.StateKey, Content: c, PrevEvents: t.PrevEvents, AuthEvents: t.AuthEvents, Depth: t.Depth,
+		EventID: newEventID(v, ri.Server), StateKey: t.StateKey, Content: c, PrevRefs: t.PrevEvents, AuthRefs: t.AuthEvents, Depth: t.Depth,
 		OriginServerTS: ri.Clock.Now().UnixMilli()})
 	if err != nil {
 		return nil, fmt.Errorf("building the leave from %s's template: %w", server, err)

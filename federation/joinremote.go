@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/rand"
+	"encoding/base32"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -153,8 +155,8 @@ type makeJoinAnswer struct {
 		Type       string                     `json:"type"`
 		StateKey   *string                    `json:"state_key"`
 		Content    map[string]json.RawMessage `json:"content"`
-		PrevEvents []roomdag.EventID          `json:"prev_events"`
-		AuthEvents []roomdag.EventID          `json:"auth_events"`
+		PrevEvents json.RawMessage            `json:"prev_events"`
+		AuthEvents json.RawMessage            `json:"auth_events"`
 		Depth      int64                      `json:"depth"`
 	} `json:"event"`
 }
@@ -170,9 +172,7 @@ type SendJoinAnswer struct {
 func (j *RemoteJoiner) joinVia(ctx context.Context, server roomdag.ServerName, room roomdag.RoomID, user roomdag.UserID, content map[string]json.RawMessage) (*roomdag.Event, error) {
 	q := url.Values{}
 	for _, v := range roomdag.RoomVersions() {
-		if v.EventFormat != roomdag.EventFormatV1 {
-			q.Add("ver", v.ID)
-		}
+		q.Add("ver", v.ID)
 	}
 	var mj makeJoinAnswer
 	path := "/_matrix/federation/v1/make_join/" + url.PathEscape(string(room)) + "/" + url.PathEscape(string(user)) + "?" + q.Encode()
@@ -183,7 +183,7 @@ func (j *RemoteJoiner) joinVia(ctx context.Context, server roomdag.ServerName, r
 		mj.RoomVersion = "1"
 	}
 	v, ok := roomdag.LookupRoomVersion(mj.RoomVersion)
-	if !ok || v.EventFormat == roomdag.EventFormatV1 {
+	if !ok {
 		return nil, fmt.Errorf("%s offers a join to a room of version %q, which this server cannot join", server, mj.RoomVersion)
 	}
 	t := mj.Event
@@ -201,8 +201,8 @@ func (j *RemoteJoiner) joinVia(ctx context.Context, server roomdag.ServerName, r
 	c["membership"] = jsonString(roomdag.MembershipJoin)
 	rawContent, _ := json.Marshal(c)
 	join, err := roomdag.BuildEvent(v, j.Key, roomdag.EventTemplate{RoomID: room, Sender: user, Type: roomdag.TypeMember,
-		StateKey: t.StateKey, Content: rawContent, PrevEvents: t.PrevEvents, AuthEvents: t.AuthEvents, Depth: t.Depth,
-		OriginServerTS: j.Clock.Now().UnixMilli()})
+		EventID: newEventID(v, j.Server), StateKey: t.StateKey, Content: rawContent, PrevRefs: t.PrevEvents, AuthRefs: t.AuthEvents,
+		Depth: t.Depth, OriginServerTS: j.Clock.Now().UnixMilli()})
 	if err != nil {
 		return nil, fmt.Errorf("building the join from %s's template: %w", server, err)
 	}
@@ -490,4 +490,16 @@ func (j *RemoteJoiner) call(ctx context.Context, server roomdag.ServerName, meth
 		return fmt.Errorf("%s's answer to %s: %w", server, strings.SplitN(path, "?", 2)[0], err)
 	}
 	return nil
+}
+
+// newEventID is the ID this server gives an event of version v it
+// builds from a template: in rooms v1 and v2 "$opaque:server", opaque
+// and unique (rooms/v1 "Event IDs"); "" from v3, where the ID is a hash.
+func newEventID(v *roomdag.RoomVersion, server roomdag.ServerName) roomdag.EventID {
+	if v.EventFormat != roomdag.EventFormatV1 {
+		return ""
+	}
+	var b [15]byte
+	_, _ = rand.Read(b[:])
+	return roomdag.EventID("$" + base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]) + ":" + string(server))
 }

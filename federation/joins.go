@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -79,8 +80,8 @@ type memberTemplate struct {
 	Type           string                     `json:"type"`
 	StateKey       string                     `json:"state_key"`
 	Content        map[string]json.RawMessage `json:"content"`
-	PrevEvents     []roomdag.EventID          `json:"prev_events"`
-	AuthEvents     []roomdag.EventID          `json:"auth_events"`
+	PrevEvents     json.RawMessage            `json:"prev_events"`
+	AuthEvents     json.RawMessage            `json:"auth_events"`
 	Depth          int64                      `json:"depth"`
 	Origin         roomdag.ServerName         `json:"origin,omitempty"`
 	OriginServerTS int64                      `json:"origin_server_ts"`
@@ -128,12 +129,6 @@ func (m *Handshakes) make(membership string) httpapi.Func {
 			e.Extra = map[string]any{"room_version": v.ID}
 			return nil, e
 		}
-		if v.EventFormat == roomdag.EventFormatV1 {
-			// Templates cite events by ID only; v1 and v2 cite them with
-			// their hashes, which this server does not build for others.
-			return nil, httpapi.Errorf(http.StatusBadRequest, codeIncompatibleRoomVersion,
-				"this server does not offer membership templates for rooms of version %s", v.ID)
-		}
 		content := map[string]json.RawMessage{"membership": jsonString(membership)}
 		if membership == roomdag.MembershipJoin {
 			via, err := m.joinAuthoriser(r.Context(), st, user)
@@ -163,19 +158,40 @@ func (m *Handshakes) template(st *roomdag.RoomState, user roomdag.UserID, conten
 	v := st.Version
 	key := string(user)
 	rawContent, _ := json.Marshal(content)
-	var auth []roomdag.EventID
+	var authEvs []*roomdag.Event
 	for _, k := range roomdag.AuthEventTuples(v, roomdag.TypeMember, &key, user, rawContent) {
 		if ev := st.State[k]; ev != nil {
-			auth = append(auth, ev.ID())
+			authEvs = append(authEvs, ev)
 		}
 	}
-	slices.Sort(auth)
+	slices.SortFunc(authEvs, func(a, b *roomdag.Event) int { return strings.Compare(string(a.ID()), string(b.ID())) })
 	prev := slices.Clone(st.Extremities)
 	if len(prev) > maxTemplatePrev {
 		prev = prev[:maxTemplatePrev]
 	}
+	// Rooms v1 and v2 cite events with their hashes: the extremities'
+	// events, which the room's state holds for them.
+	prevRefs, _ := json.Marshal(prev)
+	if v.EventFormat == roomdag.EventFormatV1 {
+		var prevEvs []*roomdag.Event
+		for _, id := range prev {
+			i := slices.IndexFunc(st.ExtremityEvents, func(ev *roomdag.Event) bool { return ev.ID() == id })
+			if i < 0 {
+				return nil, fmt.Errorf("federation: forward extremity %s of a v%s room was not loaded", id, v.ID)
+			}
+			prevEvs = append(prevEvs, st.ExtremityEvents[i])
+		}
+		var err error
+		if prevRefs, err = roomdag.CiteEvents(v, prevEvs); err != nil {
+			return nil, err
+		}
+	}
+	authRefs, err := roomdag.CiteEvents(v, authEvs)
+	if err != nil {
+		return nil, err
+	}
 	t := &memberTemplate{RoomID: st.Create().RoomID(), Sender: user, Type: roomdag.TypeMember, StateKey: key,
-		Content: content, PrevEvents: prev, AuthEvents: auth, Depth: st.Depth + 1,
+		Content: content, PrevEvents: prevRefs, AuthEvents: authRefs, Depth: st.Depth + 1,
 		Origin: user.Server(), OriginServerTS: m.in.Clock.Now().UnixMilli()}
 	if t.RoomID == "" {
 		return nil, errors.New("federation: room state without a create event")
@@ -183,7 +199,8 @@ func (m *Handshakes) template(st *roomdag.RoomState, user roomdag.UserID, conten
 	// Would the auth rules take it? The event is built (signed with this
 	// server's key, which the rules do not read) only to ask them.
 	probe, err := roomdag.BuildEvent(v, m.key, roomdag.EventTemplate{RoomID: t.RoomID, Sender: user, Type: t.Type,
-		StateKey: &key, Content: rawContent, PrevEvents: prev, AuthEvents: auth, Depth: t.Depth, OriginServerTS: t.OriginServerTS})
+		EventID:  roomdag.EventID("$template:" + string(user.Server())),
+		StateKey: &key, Content: rawContent, PrevRefs: prevRefs, AuthRefs: authRefs, Depth: t.Depth, OriginServerTS: t.OriginServerTS})
 	if err != nil {
 		return nil, err
 	}

@@ -81,14 +81,14 @@ func (rs *Rooms) StoreOutOfBand(ctx context.Context, ev *Event, inviteState json
 	return pos, err
 }
 
-// BuildLocalRejection builds the leave that rejects invite locally, when
-// no server in the room could be reached to reject it there (Synapse's
-// "locally generated out-of-band leave"): signed by this server, citing
-// the invite as its only prev and auth event. No other server will accept
-// it; it is for StoreOutOfBand only.
+// BuildLocalRejection builds the leave that rejects invite (or rescinds a
+// knock) locally, when no server in the room could be reached to reject
+// it there (Synapse's "locally generated out-of-band leave"): signed by
+// this server, citing the invite as its only prev and auth event. No
+// other server will accept it; it is for StoreOutOfBand only.
 func (rs *Rooms) BuildLocalRejection(invite *Event, reason string) (*Event, error) {
-	if invite.Type() != TypeMember || invite.Membership() != MembershipInvite || invite.StateKey() == nil {
-		return nil, fmt.Errorf("%w: %s is not an invite", ErrEventFormat, invite.ID())
+	if m := invite.Membership(); invite.Type() != TypeMember || m != MembershipInvite && m != MembershipKnock || invite.StateKey() == nil {
+		return nil, fmt.Errorf("%w: %s is not an invite or a knock", ErrEventFormat, invite.ID())
 	}
 	content := map[string]string{"membership": MembershipLeave}
 	if reason != "" {
