@@ -56,9 +56,16 @@ func (in *Inbound) viewer(r *http.Request, st *roomdag.RoomState) *viewer {
 
 // stateBefore is the whole state before ev.
 func (v *viewer) stateBefore(ctx context.Context, ev *roomdag.StoredEvent) (roomdag.StateMap, error) {
+	if isOutlier(ev) {
+		return nil, httpapi.NotFound("the state at event %s is not known", ev.ID())
+	}
 	m, err := v.in.Store.StateEvents(ctx, ev.StateBefore)
 	return m, unknownState(ev, err)
 }
+
+// isOutlier: ev is held with no place in the timeline and no state
+// (EventsWithOutliers).
+func isOutlier(ev *roomdag.StoredEvent) bool { return ev.Pos == 0 && ev.StateBefore == 0 }
 
 // unknownState: a snapshot the store does not hold is "the server doesn't
 // know about the state at that event" (404), not a failure.
@@ -74,9 +81,20 @@ func (v *viewer) deciding(ctx context.Context, ev *roomdag.StoredEvent) (roomdag
 	if m, ok := v.before[ev.StateBefore]; ok {
 		return m, nil
 	}
-	ids, err := v.in.Store.Snapshot(ctx, ev.StateBefore)
-	if err != nil {
-		return nil, unknownState(ev, err)
+	var ids map[roomdag.StateKey]roomdag.EventID
+	if isOutlier(ev) {
+		// An outlier (the state and auth chain of a room joined over
+		// federation): the state before it is not known here, the
+		// room's current state decides.
+		ids = make(map[roomdag.StateKey]roomdag.EventID, len(v.current))
+		for k, e := range v.current {
+			ids[k] = e.ID()
+		}
+	} else {
+		var err error
+		if ids, err = v.in.Store.Snapshot(ctx, ev.StateBefore); err != nil {
+			return nil, unknownState(ev, err)
+		}
 	}
 	var want []roomdag.EventID
 	for k, id := range ids {
@@ -132,7 +150,7 @@ func (in *Inbound) roomEvent(r *http.Request, room roomdag.RoomID, rawID string)
 	if err != nil {
 		return nil, nil, nil, httpapi.InvalidParam("%q is not an event ID", rawID)
 	}
-	evs, err := in.Store.Events(r.Context(), []roomdag.EventID{id})
+	evs, err := in.Store.EventsWithOutliers(r.Context(), []roomdag.EventID{id})
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -157,7 +175,7 @@ func (in *Inbound) event(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, httpapi.InvalidParam("%q is not an event ID", raw)
 	}
-	evs, err := in.Store.Events(r.Context(), []roomdag.EventID{id})
+	evs, err := in.Store.EventsWithOutliers(r.Context(), []roomdag.EventID{id})
 	if err != nil {
 		return nil, err
 	}
@@ -403,7 +421,7 @@ func (in *Inbound) backfill(r *http.Request) (any, error) {
 // visibleStarts are the events of ids in room (others, and unknown ones,
 // skipped); 403 if the asking server may not ask about one of them.
 func (in *Inbound) visibleStarts(r *http.Request, v *viewer, room roomdag.RoomID, ids []roomdag.EventID) ([]*roomdag.StoredEvent, error) {
-	evs, err := in.Store.Events(r.Context(), ids)
+	evs, err := in.Store.EventsWithOutliers(r.Context(), ids)
 	if err != nil {
 		return nil, err
 	}
@@ -455,7 +473,7 @@ func (in *Inbound) walkPrev(ctx context.Context, room roomdag.RoomID, frontier [
 		if len(prev) == 0 {
 			continue
 		}
-		evs, err := in.Store.Events(ctx, prev)
+		evs, err := in.Store.EventsWithOutliers(ctx, prev)
 		if err != nil {
 			return nil, err
 		}
@@ -555,7 +573,7 @@ func (in *Inbound) getMissingEvents(r *http.Request) (any, error) {
 	}
 	var frontier []*roomdag.StoredEvent
 	if len(prevIDs) > 0 {
-		evs, err := in.Store.Events(r.Context(), prevIDs)
+		evs, err := in.Store.EventsWithOutliers(r.Context(), prevIDs)
 		if err != nil {
 			return nil, err
 		}

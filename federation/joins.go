@@ -34,6 +34,9 @@ type Handshakes struct {
 	rooms    HandshakeRooms
 	key      roomdag.SigningKey
 	verifier roomdag.SignatureVerifier
+	// Forward, unless nil, queues an event taken in for the room's other
+	// servers (Sender.Forward).
+	Forward func(ctx context.Context, ev *roomdag.Event, origin roomdag.ServerName) error
 }
 
 // NewHandshakes serves the handshakes from in's store, taking events
@@ -367,6 +370,11 @@ func (m *Handshakes) sendMember(r *http.Request, membership string) (any, error)
 	switch res.Status {
 	case roomdag.StatusRejected, roomdag.StatusSoftFailed:
 		return nil, httpapi.Forbidden("the event is not allowed: %v", res.Rejection)
+	}
+	if m.Forward != nil {
+		if err := m.Forward(ctx, res.Event, origin); err != nil {
+			return nil, err
+		}
 	}
 	switch membership {
 	case roomdag.MembershipLeave:

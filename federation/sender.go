@@ -478,6 +478,35 @@ func (s *Sender) Step(ctx context.Context, from roomdag.StreamPos) (roomdag.Stre
 	return to, len(evs) == stepEvents, nil
 }
 
+// Forward queues ev, another server's event this server took into a
+// room through a membership handshake (send_join, send_leave,
+// send_knock), for the room's other servers: the origin knows only this
+// server, so the others would not hear of it (Synapse sends such events
+// "on behalf of" the origin). The origin is not sent its own event back.
+// Events received over /send are not forwarded: their origin sends them.
+func (s *Sender) Forward(ctx context.Context, ev *roomdag.Event, origin roomdag.ServerName) error {
+	dests, err := s.o.Destinations.Servers(ctx, &roomdag.StoredEvent{Event: ev})
+	if err != nil {
+		return err
+	}
+	items := map[roomdag.ServerName][]storage.FederationItem{}
+	for _, d := range dests {
+		if d != origin && d != s.o.Server {
+			items[d] = []storage.FederationItem{{Room: ev.RoomID(), Event: ev.ID()}}
+		}
+	}
+	if len(items) == 0 {
+		return nil
+	}
+	if err := s.o.Store.QueueFederationEDUs(context.WithoutCancel(ctx), items, s.o.Clock.Now().UnixMilli()); err != nil {
+		return err
+	}
+	for d := range items {
+		s.wake(d)
+	}
+	return nil
+}
+
 // QueueEDU sends an EDU about room to the room's other servers. Typing
 // and receipts come here from the client API, after their change is
 // made.

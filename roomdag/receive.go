@@ -219,7 +219,18 @@ func (rs *Rooms) Receive(ctx context.Context, ev *Event, opts ReceiveOptions) (*
 	}
 	for attempt := 0; ; attempt++ {
 		res, err := rs.receiveOnce(ctx, ev, opts)
-		if errors.Is(err, ErrStale) || errors.Is(err, ErrRoomChanged) {
+		if errors.Is(err, ErrEventExists) {
+			// Stored meanwhile by another path: what it made of the event
+			// is the answer (an outlier stored so is taken again live).
+			known, kerr := rs.store.DAGEvents(ctx, []EventID{ev.ID()})
+			if kerr != nil {
+				return nil, kerr
+			}
+			if d := known[ev.ID()]; d != nil && !(d.Status == StatusOutlier && opts.Kind != KindOutlier) {
+				return &ReceiveResult{Event: d.Event, Status: d.Status, Rejection: reasonErr(d.Reason)}, nil
+			}
+		}
+		if errors.Is(err, ErrStale) || errors.Is(err, ErrRoomChanged) || errors.Is(err, ErrEventExists) {
 			if attempt < staleRetries {
 				continue
 			}

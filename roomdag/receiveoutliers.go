@@ -88,7 +88,9 @@ func (rs *Rooms) ReceiveOutliers(ctx context.Context, evs []*Event, verifier Sig
 	}
 	for attempt := 0; ; attempt++ {
 		err := rs.receiveOutliersOnce(ctx, room, checked, known, createID, out)
-		if errors.Is(err, ErrStale) || errors.Is(err, ErrRoomChanged) {
+		// ErrEventExists: another path stored one of the events since it
+		// was read; read back, it is known.
+		if errors.Is(err, ErrStale) || errors.Is(err, ErrRoomChanged) || errors.Is(err, ErrEventExists) {
 			if attempt < staleRetries {
 				// What was stored is stored: read it back, and go on.
 				if known, err = rs.store.DAGEvents(ctx, want); err != nil {

@@ -196,6 +196,11 @@ var (
 	// ErrStale is what a store returns for an event built on an earlier
 	// event that failed to persist (see Persist.Generation).
 	ErrStale = errors.New("event was built on an event that failed to persist")
+	// ErrEventExists is what a store returns for a received event that
+	// another write stored since it was read as unknown (a /send PDU and
+	// a join storing the same event, another process): Receive and
+	// ReceiveOutliers then take it as known.
+	ErrEventExists = errors.New("event already stored")
 	// ErrRoomChanged is what a store returns for an event built on a state
 	// of the room that is no longer its stored one: another writer (another
 	// process) has appended to the room since (see

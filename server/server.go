@@ -496,7 +496,10 @@ func (hs *Homeserver) build(key roomdag.SigningKey, v *roomdag.RoomVersion, clk 
 		OriginUp:      hs.FedSender.ServerUp})
 	fedRoutes := append(inbound.Routes(), hs.FedTxns.Routes()...)
 	// Joins, leaves and knocks of other servers' users (federation/joins.go).
-	fedRoutes = append(fedRoutes, federation.NewHandshakes(inbound, hs.Rooms, key, keyring).Routes()...)
+	// The events they take in go on to the room's other servers too.
+	handshakes := federation.NewHandshakes(inbound, hs.Rooms, key, keyring)
+	handshakes.Forward = hs.FedSender.Forward
+	fedRoutes = append(fedRoutes, handshakes.Routes()...)
 	// Invites from other servers' users (federation/invite.go).
 	fedRoutes = append(fedRoutes, federation.NewInvites(federation.InviteOptions{Key: key, Rooms: hs.Rooms, Users: db,
 		Verifier: keyring, Auth: fedAuth, Log: log, InvitesBlocked: func(ctx context.Context, u roomdag.UserID) (bool, error) {

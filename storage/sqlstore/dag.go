@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"strings"
 
 	"github.com/persistentchat/homeserver/roomdag"
@@ -34,6 +35,9 @@ func insertEdges(tx *sql.Tx, ev *roomdag.Event) error {
 	return nil
 }
 
+// errEventExists: a received event another write stored first.
+var errEventExists = fmt.Errorf("%w (%w)", storage.ErrConflict, roomdag.ErrEventExists)
+
 // insertReceived stores an event of Receive's, after insertEvent has made
 // the room and taken the extremities it replaces (a live timeline event
 // only). It returns the event's stream position: positive for a live
@@ -59,7 +63,7 @@ func (db *DB) insertReceived(tx *sql.Tx, nid int64, p *roomdag.Persist) (roomdag
 			VALUES (?,?,?,?,?,?,?,?)`, string(ev.ID()), nid, p.Status.String(), reason, ev.Depth(), ev.JSON(),
 			p.StateBefore, p.StateAfter); err != nil {
 			if db.d.IsUniqueViolation(err) {
-				return 0, 0, storage.ErrConflict
+				return 0, 0, errEventExists
 			}
 			return 0, 0, err
 		}
@@ -91,7 +95,7 @@ func (db *DB) insertReceived(tx *sql.Tx, nid int64, p *roomdag.Persist) (roomdag
 		int64(pos), string(ev.ID()), nid, ev.Type(), ev.StateKey(), string(ev.Sender()), ev.Depth(), ev.OriginServerTS(),
 		ev.JSON(), p.StateBefore, shown, unsigned, dagAfter); err != nil {
 		if db.d.IsUniqueViolation(err) {
-			return 0, 0, storage.ErrConflict
+			return 0, 0, errEventExists
 		}
 		return 0, 0, err
 	}

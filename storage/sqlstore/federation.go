@@ -84,7 +84,8 @@ func (db *DB) QueueFederationPDUs(ctx context.Context, from, to roomdag.StreamPo
 	}, nil)
 }
 
-// QueueFederationEDUs appends EDUs to their destinations' queues.
+// QueueFederationEDUs appends items to their destinations' queues outside
+// the event stream: EDUs, and PDUs forwarded for another server.
 func (db *DB) QueueFederationEDUs(ctx context.Context, items map[roomdag.ServerName][]storage.FederationItem, nowMS int64) error {
 	return db.write(func(tx *sql.Tx) error { return queueFederation(tx, items, nowMS) }, nil)
 }

@@ -48,6 +48,7 @@ func Run(t *testing.T, open Opener) {
 		{"LegalHolds", testLegalHolds},
 		{"DAG", testDAG},
 		{"DAGJoinedLate", testDAGJoinedLate},
+		{"DAGStoredConcurrently", testDAGStoredConcurrently},
 		{"CrossSigningStore", testCrossSigningStore},
 		{"KeyBackupStore", testKeyBackupStore},
 		{"FederationTxns", testFederationTxns},
