@@ -87,27 +87,9 @@ func (s *Server) joinAuthoriser(ctx context.Context, st *roomdag.RoomState, user
 		}
 		return "", httpapi.Forbidden("%s", msg)
 	}
-	pl, err := roomdag.PowerLevelsFromState(st.State)
+	best, err := roomdag.JoinAuthoriser(st.State, s.cfg.ServerName)
 	if err != nil {
 		return "", err
-	}
-	var best roomdag.UserID
-	var bestLevel int64
-	for k, ev := range st.State {
-		if k.Type != roomdag.TypeMember || ev.Membership() != roomdag.MembershipJoin {
-			continue
-		}
-		u, err := roomdag.ParseUserID(k.StateKey)
-		if err != nil || u.Server() != s.cfg.ServerName {
-			continue
-		}
-		l := pl.UserLevel(u)
-		if l < pl.Invite {
-			continue
-		}
-		if best == "" || l > bestLevel || l == bestLevel && u < best {
-			best, bestLevel = u, l
-		}
 	}
 	if best == "" {
 		return "", httpapi.Errorf(http.StatusBadRequest, httpapi.CodeUnableToGrantJoin,

@@ -234,14 +234,7 @@ func (in *Inbound) state(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	pdus := make([]json.RawMessage, 0, len(state))
-	for _, e := range sortedState(state) {
-		pdus = append(pdus, e.JSON())
-	}
-	auth := make([]json.RawMessage, 0, len(chain))
-	for _, e := range chain {
-		auth = append(auth, e.JSON())
-	}
+	pdus, auth := eventsJSON(sortedState(state)), eventsJSON(chain)
 	return map[string]any{"pdus": pdus, "auth_chain": auth}, nil
 }
 
@@ -260,6 +253,15 @@ func (in *Inbound) stateIDs(r *http.Request) (any, error) {
 		auth = append(auth, e.ID())
 	}
 	return map[string]any{"pdu_ids": pdus, "auth_chain_ids": auth}, nil
+}
+
+// eventsJSON is the events' JSON, in order, for a response body.
+func eventsJSON[E interface{ JSON() []byte }](evs []E) []json.RawMessage {
+	out := make([]json.RawMessage, 0, len(evs))
+	for _, e := range evs {
+		out = append(out, e.JSON())
+	}
+	return out
 }
 
 // sortedState orders a state map's events by type and state key, so

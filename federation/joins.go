@@ -259,23 +259,9 @@ func (m *Handshakes) joinAuthoriser(ctx context.Context, st *roomdag.RoomState, 
 		return "", httpapi.Errorf(http.StatusBadRequest, codeUnableToAuthoriseJoin,
 			"this server cannot see %s joined to a room the join rule allows", user)
 	}
-	pl, err := roomdag.PowerLevelsFromState(st.State)
+	best, err := roomdag.JoinAuthoriser(st.State, m.in.Server)
 	if err != nil {
 		return "", err
-	}
-	var best roomdag.UserID
-	var bestLevel int64
-	for k, ev := range st.State {
-		if k.Type != roomdag.TypeMember || ev.Membership() != roomdag.MembershipJoin {
-			continue
-		}
-		u, err := roomdag.ParseUserID(k.StateKey)
-		if err != nil || u.Server() != m.in.Server {
-			continue
-		}
-		if l := pl.UserLevel(u); l >= pl.Invite && (best == "" || l > bestLevel || l == bestLevel && u < best) {
-			best, bestLevel = u, l
-		}
 	}
 	if best == "" {
 		return "", httpapi.Errorf(http.StatusBadRequest, httpapi.CodeUnableToGrantJoin,
@@ -421,14 +407,7 @@ func (m *Handshakes) joinAnswer(ctx context.Context, join *roomdag.Event, omit b
 	if err != nil {
 		return nil, err
 	}
-	pdus := make([]json.RawMessage, 0, len(state))
-	for _, e := range sortedState(state) {
-		pdus = append(pdus, e.JSON())
-	}
-	auth := make([]json.RawMessage, 0, len(chain))
-	for _, e := range chain {
-		auth = append(auth, e.JSON())
-	}
+	pdus, auth := eventsJSON(sortedState(state)), eventsJSON(chain)
 	cur, err := m.rooms.State(ctx, join.RoomID())
 	if err != nil {
 		return nil, err

@@ -594,3 +594,29 @@ func stringField(obj []byte, key string) (string, bool) {
 	}
 	return s, true
 }
+
+// JoinAuthoriser picks the user of server who authorises a restricted
+// join (join_authorised_via_users_server): a joined member who may
+// invite, the most powerful, ties broken by user ID so that every call
+// picks the same one. It returns "" when there is none.
+func JoinAuthoriser(state StateMap, server ServerName) (UserID, error) {
+	pl, err := PowerLevelsFromState(state)
+	if err != nil {
+		return "", err
+	}
+	var best UserID
+	var bestLevel int64
+	for k, ev := range state {
+		if k.Type != TypeMember || ev.Membership() != MembershipJoin {
+			continue
+		}
+		u, err := ParseUserID(k.StateKey)
+		if err != nil || u.Server() != server {
+			continue
+		}
+		if l := pl.UserLevel(u); l >= pl.Invite && (best == "" || l > bestLevel || l == bestLevel && u < best) {
+			best, bestLevel = u, l
+		}
+	}
+	return best, nil
+}
