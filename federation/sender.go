@@ -43,8 +43,12 @@ type Destinations interface {
 }
 
 // JoinedServers are the destinations the spec gives: the servers with a
-// user joined to the room now, and for a membership event the server of
-// its target too (a server whose last user leaves still hears of it).
+// user joined to the room now, and for a kick, ban or rescinded invite
+// the server of its target too (a server whose last user goes still
+// hears of it). Not for an invite: the invitee's server had it over
+// /invite, and the same event again over /send, in a room it does not
+// hold, makes Dendrite fetch the room's history as it joins, racing the
+// join into a broken room (as Synapse, which adds only leaves).
 type JoinedServers struct {
 	Server roomdag.ServerName
 	Rooms  StateSource
@@ -59,7 +63,7 @@ func (j JoinedServers) Servers(ctx context.Context, ev *roomdag.StoredEvent) ([]
 	if err != nil {
 		return nil, err
 	}
-	if ev.Type() == roomdag.TypeMember && ev.StateKey() != nil {
+	if m := ev.Membership(); ev.Type() == roomdag.TypeMember && ev.StateKey() != nil && (m == roomdag.MembershipLeave || m == roomdag.MembershipBan) {
 		if s := roomdag.UserID(*ev.StateKey()).Server(); s != j.Server && s != "" && !slices.Contains(out, s) {
 			out = append(out, s)
 		}

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	gosync "sync"
 	"testing"
 	"time"
@@ -443,5 +444,53 @@ func TestSenderEDUs(t *testing.T) {
 	}
 	if rcv.maxEDUs > federation.MaxTxnEDUs {
 		t.Errorf("a transaction carried %d EDUs", rcv.maxEDUs)
+	}
+}
+
+// TestJoinedServersMembershipTarget: a membership event goes to the
+// room's joined servers, and for a kick, ban or rescinded invite to its
+// target's server too, which may have no user left in the room; an
+// invite does not go to the invitee's server, which had it over
+// /invite (sent again over /send, Dendrite took it for a live event of
+// a room it did not hold and broke its join through the invite).
+func TestJoinedServersMembershipTarget(t *testing.T) {
+	const us = roomdag.ServerName("test.local")
+	const alice = roomdag.UserID("@alice:test.local")
+	room := roomdag.RoomID("!r:test.local")
+	key, err := roomdag.GenerateSigningKey(us, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	member := func(sender, target roomdag.UserID, membership string) *roomdag.StoredEvent {
+		sk := string(target)
+		ev, err := roomdag.BuildEvent(v11, key, roomdag.EventTemplate{RoomID: room, Sender: sender, Type: roomdag.TypeMember, StateKey: &sk,
+			Content: json.RawMessage(fmt.Sprintf(`{"membership":%q}`, membership)), Depth: 1, OriginServerTS: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &roomdag.StoredEvent{Event: ev}
+	}
+	st := roomdag.StateMap{}
+	for _, u := range []roomdag.UserID{alice, "@bob:b.test"} {
+		st[roomdag.StateKey{Type: roomdag.TypeMember, StateKey: string(u)}] = member(u, u, "join").Event
+	}
+	dests := federation.JoinedServers{Server: us, Rooms: federation.StateSourceFunc(func(context.Context, roomdag.RoomID) (*roomdag.RoomState, error) {
+		return &roomdag.RoomState{Version: v11, State: st}, nil
+	})}
+	for _, tc := range []struct {
+		name string
+		ev   *roomdag.StoredEvent
+		want []roomdag.ServerName
+	}{
+		{"invite", member(alice, "@dave:d.test", "invite"), []roomdag.ServerName{"b.test"}},
+		{"rescinded invite or kick", member(alice, "@dave:d.test", "leave"), []roomdag.ServerName{"b.test", "d.test"}},
+		{"ban", member(alice, "@erin:e.test", "ban"), []roomdag.ServerName{"b.test", "e.test"}},
+		{"kick of a joined server's user", member(alice, "@bob:b.test", "leave"), []roomdag.ServerName{"b.test"}},
+		{"own join", member(alice, alice, "join"), []roomdag.ServerName{"b.test"}},
+	} {
+		got, err := dests.Servers(context.Background(), tc.ev)
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("%s: destinations %v %v, want %v", tc.name, got, err, tc.want)
+		}
 	}
 }
