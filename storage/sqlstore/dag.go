@@ -258,8 +258,8 @@ func (db *DB) DAGEvents(ctx context.Context, ids []roomdag.EventID) (map[roomdag
 	if len(rest) == 0 {
 		return out, nil
 	}
-	if dagEventsBetweenReads != nil {
-		dagEventsBetweenReads()
+	if f := db.betweenDAGReads; f != nil {
+		f()
 	}
 	if err := db.otherDAGEvents(ctx, rest, out); err != nil {
 		return nil, err
@@ -276,9 +276,10 @@ func (db *DB) DAGEvents(ctx context.Context, ids []roomdag.EventID) (map[roomdag
 	return out, nil
 }
 
-// dagEventsBetweenReads, if set (by tests), runs between DAGEvents'
-// read of the timeline and its read of dag_events.
-var dagEventsBetweenReads func()
+// BetweenDAGReads sets f to run in DAGEvents between its read of the
+// timeline and its read of dag_events, for tests of a write that commits
+// there. Set it before the DB is shared.
+func (db *DB) BetweenDAGReads(f func()) { db.betweenDAGReads = f }
 
 // timelineDAGEvents adds to out the timeline events among ids, and
 // returns the others.
