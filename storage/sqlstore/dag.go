@@ -241,10 +241,50 @@ func (db *DB) applyRedaction(tx *sql.Tx, p *roomdag.Persist) error {
 }
 
 // DAGEvents returns what is stored of the events among ids: timeline
-// events first, then the others (dag_events).
+// events first, then the others (dag_events), then the timeline again
+// for those found in neither. The two tables are read by separate
+// statements, and an outlier leaves dag_events for the timeline
+// (insertReceived) in one commit: one that commits between the reads is
+// in neither, and would be reported unknown though it was stored all
+// along (a backfill taking the events a concurrent send_join answer has
+// as outliers). Events only ever move that way, so the third read finds
+// it.
 func (db *DB) DAGEvents(ctx context.Context, ids []roomdag.EventID) (map[roomdag.EventID]*roomdag.DAGEvent, error) {
 	out := make(map[roomdag.EventID]*roomdag.DAGEvent, len(ids))
-	var rest []any
+	rest, err := db.timelineDAGEvents(ctx, ids, out)
+	if err != nil {
+		return nil, err
+	}
+	if len(rest) == 0 {
+		return out, nil
+	}
+	if f := db.betweenDAGReads; f != nil {
+		f()
+	}
+	if err := db.otherDAGEvents(ctx, rest, out); err != nil {
+		return nil, err
+	}
+	var again []roomdag.EventID
+	for _, id := range rest {
+		if out[id] == nil {
+			again = append(again, id)
+		}
+	}
+	if _, err := db.timelineDAGEvents(ctx, again, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// BetweenDAGReads sets f to run in DAGEvents between its read of the
+// timeline and its read of dag_events, for tests of a write that commits
+// there. Set it before the DB is shared.
+func (db *DB) BetweenDAGReads(f func()) { db.betweenDAGReads = f }
+
+// timelineDAGEvents adds to out the timeline events among ids, and
+// returns the others.
+func (db *DB) timelineDAGEvents(ctx context.Context, ids []roomdag.EventID, out map[roomdag.EventID]*roomdag.DAGEvent) ([]roomdag.EventID, error) {
+	var rest []roomdag.EventID
 	for len(ids) > 0 {
 		n := min(len(ids), 500)
 		chunk := make([]any, n)
@@ -275,9 +315,18 @@ func (db *DB) DAGEvents(ctx context.Context, ids []roomdag.EventID) (map[roomdag
 		}
 		for _, id := range chunk {
 			if out[roomdag.EventID(id.(string))] == nil {
-				rest = append(rest, id)
+				rest = append(rest, roomdag.EventID(id.(string)))
 			}
 		}
+	}
+	return rest, nil
+}
+
+// otherDAGEvents adds to out the events among ids held in dag_events.
+func (db *DB) otherDAGEvents(ctx context.Context, ids []roomdag.EventID, out map[roomdag.EventID]*roomdag.DAGEvent) error {
+	rest := make([]any, len(ids))
+	for i, id := range ids {
+		rest[i] = string(id)
 	}
 	for len(rest) > 0 {
 		n := min(len(rest), 500)
@@ -287,7 +336,7 @@ func (db *DB) DAGEvents(ctx context.Context, ids []roomdag.EventID) (map[roomdag
 			FROM dag_events d LEFT JOIN state_snapshots s ON s.snapshot_id = d.state_after
 			WHERE d.event_id IN (?`+strings.Repeat(",?", n-1)+`)`, chunk...)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for rows.Next() {
 			var id, kind string
@@ -297,17 +346,17 @@ func (db *DB) DAGEvents(ctx context.Context, ids []roomdag.EventID) (map[roomdag
 			var raw []byte
 			if err := rows.Scan(&id, &nid, &kind, &reason, &raw, &after, &chain); err != nil {
 				rows.Close()
-				return nil, err
+				return err
 			}
 			v, err := db.nidVersion(ctx, nid)
 			if err != nil {
 				rows.Close()
-				return nil, err
+				return err
 			}
 			ev, err := roomdag.EventFromTrustedJSON(v, roomdag.EventID(id), raw)
 			if err != nil {
 				rows.Close()
-				return nil, err
+				return err
 			}
 			d := &roomdag.DAGEvent{Event: ev, StateAfter: after, ChainLen: chain, Reason: reason.String}
 			switch kind {
@@ -322,10 +371,10 @@ func (db *DB) DAGEvents(ctx context.Context, ids []roomdag.EventID) (map[roomdag
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // nidVersion is the version of room nid.

@@ -69,6 +69,8 @@ type DB struct {
 	// keep says whether redactions keep their target's original JSON for
 	// the compliance archive (compliance.go).
 	keep keepUnredacted
+	// betweenDAGReads is BetweenDAGReads's hook (tests).
+	betweenDAGReads func()
 }
 
 // CommitAnnouncer is implemented by an engine whose database other

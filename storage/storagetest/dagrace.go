@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"maps"
 	gosync "sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -102,5 +103,42 @@ func testDAGStoredConcurrently(t *testing.T, open Opener) {
 	if _, _, err := other.Append(ctx, room, roomdag.ProtoEvent{Type: roomdag.TypeMessage, Sender: "@owner:test.local",
 		Content: json.RawMessage(`{"body":"after"}`)}); err != nil {
 		t.Fatalf("Append after: %v", err)
+	}
+}
+
+// testDAGEventMovedBetweenReads: an outlier taken into the timeline while
+// DAGEvents reads (a backfill of the events a concurrent send_join answer
+// holds as outliers) is found, not reported unknown: Receive would call
+// it a missing auth event.
+func testDAGEventMovedBetweenReads(t *testing.T, open Opener) {
+	ctx := context.Background()
+	db := open(t)
+	rooms := NewRooms(t, db)
+	room := roomdag.RoomID("!moved:test.local")
+	CreateRoom(t, rooms, room)
+	start, err := rooms.State(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRemoteServer(t, room, start)
+	join := r.build("join", "start", roomdag.TypeMember, sk(string(r.bob)), `{"membership":"join"}`, "start")
+	receive(t, rooms, r, join, roomdag.KindOutlier, roomdag.StatusOutlier)
+
+	var armed atomic.Bool
+	db.BetweenDAGReads(func() {
+		if armed.CompareAndSwap(true, false) {
+			receive(t, rooms, r, join, roomdag.KindLive, roomdag.StatusTimeline)
+		}
+	})
+	armed.Store(true)
+	got, err := db.DAGEvents(ctx, []roomdag.EventID{join.ID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if armed.Load() {
+		t.Fatal("DAGEvents did not read dag_events")
+	}
+	if d := got[join.ID()]; d == nil || d.Status != roomdag.StatusTimeline {
+		t.Errorf("an event moved to the timeline between DAGEvents' reads: %+v, want it in the timeline", d)
 	}
 }

@@ -49,6 +49,7 @@ func Run(t *testing.T, open Opener) {
 		{"DAG", testDAG},
 		{"DAGJoinedLate", testDAGJoinedLate},
 		{"DAGStoredConcurrently", testDAGStoredConcurrently},
+		{"DAGEventMovedBetweenReads", testDAGEventMovedBetweenReads},
 		{"CrossSigningStore", testCrossSigningStore},
 		{"KeyBackupStore", testKeyBackupStore},
 		{"FederationTxns", testFederationTxns},
