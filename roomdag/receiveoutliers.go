@@ -169,6 +169,13 @@ func (rs *Rooms) receiveOutliersOnce(ctx context.Context, room RoomID, checked [
 		per := &Persist{Event: ev, Received: true, Kind: KindOutlier, KeepExtremities: true, ExtremitiesBefore: head.Extremities,
 			Status: StatusOutlier, NewRoom: newRoom}
 		res := out[i].Result
+		if res == nil {
+			// An earlier attempt found it wanting (an auth event then
+			// missing, since stored by another path).
+			res = &ReceiveResult{Event: ev}
+			out[i].Result = res
+		}
+		out[i].Err = nil
 		res.Status = StatusOutlier
 		if why != nil {
 			res.Status, res.Rejection = StatusRejected, why
