@@ -439,17 +439,11 @@ func (db *DB) EventsWithOutliers(ctx context.Context, ids []roomdag.EventID) ([]
 	if err != nil || len(out) == len(ids) {
 		return out, err
 	}
-	have := make(map[roomdag.EventID]bool, len(out))
+	found := make([]roomdag.EventID, 0, len(out))
 	for _, ev := range out {
-		have[ev.ID()] = true
+		found = append(found, ev.ID())
 	}
-	var missing []roomdag.EventID
-	for _, id := range ids {
-		if !have[id] {
-			missing = append(missing, id)
-		}
-	}
-	m, err := db.DAGEvents(ctx, missing)
+	missing, m, err := db.dagEventsNotIn(ctx, ids, found)
 	if err != nil {
 		return nil, err
 	}
@@ -459,6 +453,23 @@ func (db *DB) EventsWithOutliers(ctx context.Context, ids []roomdag.EventID) ([]
 		}
 	}
 	return out, nil
+}
+
+// dagEventsNotIn reads from the DAG the ids that found does not hold
+// (events outside the timeline), and returns those ids in order too.
+func (db *DB) dagEventsNotIn(ctx context.Context, ids, found []roomdag.EventID) ([]roomdag.EventID, map[roomdag.EventID]*roomdag.DAGEvent, error) {
+	have := make(map[roomdag.EventID]bool, len(found))
+	for _, id := range found {
+		have[id] = true
+	}
+	var missing []roomdag.EventID
+	for _, id := range ids {
+		if !have[id] {
+			missing = append(missing, id)
+		}
+	}
+	m, err := db.DAGEvents(ctx, missing)
+	return missing, m, err
 }
 
 // stateEventsByID is eventsByID for the events of a state, which may be
@@ -475,17 +486,11 @@ func (db *DB) stateEventsByID(ctx context.Context, q querier, ids []roomdag.Even
 	if len(out) == len(ids) {
 		return out, nil
 	}
-	have := make(map[roomdag.EventID]bool, len(out))
+	found := make([]roomdag.EventID, 0, len(out))
 	for _, ev := range out {
-		have[ev.ID()] = true
+		found = append(found, ev.ID())
 	}
-	var missing []roomdag.EventID
-	for _, id := range ids {
-		if !have[id] {
-			missing = append(missing, id)
-		}
-	}
-	m, err := db.DAGEvents(ctx, missing)
+	_, m, err := db.dagEventsNotIn(ctx, ids, found)
 	if err != nil {
 		return nil, err
 	}
