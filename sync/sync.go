@@ -712,13 +712,13 @@ func (s *Syncer) ephemeral(ctx context.Context, req Request, memberships []stora
 	}
 	if wantTyping {
 		for _, room := range fresh {
-			if users, ok := s.typing.changedSince(room, 0, true); ok {
+			if users, ok := s.typing.changedSince(room, 0, cur.Typing, true); ok {
 				add(room, TypeTyping, map[string]any{"user_ids": users})
 			}
 		}
 		if cur.Typing > since.Typing {
 			for _, room := range old {
-				if users, ok := s.typing.changedSince(room, since.Typing, false); ok {
+				if users, ok := s.typing.changedSince(room, since.Typing, cur.Typing, false); ok {
 					add(room, TypeTyping, map[string]any{"user_ids": users})
 				}
 			}

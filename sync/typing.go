@@ -168,13 +168,17 @@ func (t *typing) sweep(timer <-chan time.Time) {
 }
 
 // changedSince returns who is typing in room and whether a sync from
-// typing position since should hear of it: when the set changed after
-// since, or, for a full sync (all), when anyone is typing.
-func (t *typing) changedSince(room roomdag.RoomID, since int64, all bool) ([]roomdag.UserID, bool) {
+// typing position since to upto (the position its token gives) should
+// hear of it: when the set changed after since, or, for a full sync (all),
+// when anyone is typing. A set changed after upto is left to the sync
+// from that token: told now, under a token from before the change, the
+// set would reach the client again (and, on another process that has not
+// applied the change yet, a stale set after the newer one).
+func (t *typing) changedSince(room roomdag.RoomID, since, upto int64, all bool) ([]roomdag.UserID, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	rt := t.rooms[room]
-	if rt == nil || (all && len(rt.users) == 0) || (!all && rt.pos <= since) {
+	if rt == nil || rt.pos > upto || (all && len(rt.users) == 0) || (!all && rt.pos <= since) {
 		return nil, false
 	}
 	users := make([]roomdag.UserID, 0, len(rt.users))
