@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -414,9 +415,26 @@ func TestAppServiceDeviceManagement(t *testing.T) {
 		return m
 	}
 
+	// bob shares a room with the ghost: he tracks its devices.
+	bob := srv.Register("bob")
+	var created struct {
+		RoomID string `json:"room_id"`
+	}
+	as.MustDo("POST", csAPI+"/createRoom"+q, map[string]any{"preset": "public_chat"}, &created)
+	bob.Join(created.RoomID)
+	since, _ := bob.Sync("timeout=0")["next_batch"].(string)
+
 	r := as.Do("PUT", csAPI+"/devices/BRIDGEDEV"+q, map[string]any{"display_name": "Bridge"})
 	if r.Status != http.StatusCreated || string(r.Body) != "{}" {
 		t.Fatalf("creating a device: %d %s, want 201 {}", r.Status, r.Body)
+	}
+	// The new device changes the ghost's device list, as a login's does
+	// (and goes to the servers sharing its rooms).
+	s := bob.Sync("timeout=0&since=" + url.QueryEscape(since))
+	lists, _ := s["device_lists"].(map[string]any)
+	changed, _ := lists["changed"].([]any)
+	if !slices.Contains(changed, any(ghost)) {
+		t.Errorf("bob's device_lists after the ghost's new device: %v, want %s changed", s["device_lists"], ghost)
 	}
 	if d := devices(); len(d) != 1 || d["BRIDGEDEV"] != "Bridge" {
 		t.Errorf("devices after creation: %v", d)

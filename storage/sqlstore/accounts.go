@@ -270,8 +270,13 @@ func (db *DB) CreateDevice(ctx context.Context, user roomdag.UserID, device stri
 			return err
 		}
 		n, err := res.RowsAffected()
-		created = n == 1
-		return err
+		if err != nil || n != 1 {
+			return err
+		}
+		created = true
+		// A new device of a local user: servers sharing a room with them
+		// hear of it, as of one made by a login.
+		return db.deviceListChanged(tx, user, storage.DeviceChange{Device: device})
 	}, nil)
 	return created, err
 }

@@ -107,6 +107,19 @@ func testDeviceListOutbox(t *testing.T, open Opener) {
 	}) {
 		t.Fatalf("dehydrated devices' deletions: %v", rest)
 	}
+	// A device an application service creates (no session): announced
+	// once, when it is new.
+	for range 2 {
+		if _, err := db.CreateDevice(ctx, alice, "AS", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rest, _ = db.DeviceListOutbox(ctx, 9, 100)
+	if fmt.Sprint(rest) != fmt.Sprint([]storage.DeviceListOutboxEntry{
+		{Pos: 10, User: alice, DeviceChange: storage.DeviceChange{Device: "AS"}, Prev: 9},
+	}) {
+		t.Fatalf("application service's device: %v", rest)
+	}
 }
 
 // testRemoteDeviceLists: the cache of remote users' device lists:
