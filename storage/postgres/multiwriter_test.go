@@ -227,3 +227,81 @@ func TestSeveralProcessesWriteOneDatabase(t *testing.T) {
 	}
 	t.Logf("events per room: %v", perRoom)
 }
+
+// A process reading events of a room another process created learns the
+// room's version from the rooms table. It must not do so while it holds
+// the connection its event query runs on: with every read connection held
+// by a reader waiting for another, the process stops for good (it did:
+// the room-upgrade test across processes hung with its three read
+// connections held by two stream readers and a named lock, each waiting).
+// The reading process here has one read connection, so one nested
+// acquisition is enough to hang.
+func TestReadsOfAnotherProcessesRoomHoldOneConnection(t *testing.T) {
+	dsn := testDSN(t)
+	a := openProcesses(t, dsn, 1)[0]
+	room := roomdag.RoomID("!created-elsewhere:test.local")
+	storagetest.CreateRoom(t, a.rooms, room)
+	ctx := context.Background()
+	evs, err := a.db.StreamEvents(ctx, 0, 100)
+	if err != nil || len(evs) == 0 {
+		t.Fatalf("stream on the creating process: %d events, %v", len(evs), err)
+	}
+	ids := make([]roomdag.EventID, len(evs))
+	for i, ev := range evs {
+		ids[i] = ev.ID()
+	}
+	for _, tc := range []struct {
+		name string
+		read func(b *sqlstore.DB) (int, error)
+	}{
+		{"StreamEvents", func(b *sqlstore.DB) (int, error) {
+			got, err := b.StreamEvents(ctx, 0, 100)
+			return len(got), err
+		}},
+		{"Events", func(b *sqlstore.DB) (int, error) {
+			got, err := b.Events(ctx, ids)
+			return len(got), err
+		}},
+		{"DAGEvents", func(b *sqlstore.DB) (int, error) {
+			got, err := b.DAGEvents(ctx, ids)
+			return len(got), err
+		}},
+		{"LoadRoom", func(b *sqlstore.DB) (int, error) {
+			st, err := b.LoadRoom(ctx, room)
+			if err != nil {
+				return 0, err
+			}
+			if len(st.State) == 0 {
+				return 0, fmt.Errorf("no state")
+			}
+			return len(evs), nil
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// A fresh process each time: what one read puts in the
+			// room index and the event cache would hide the next's.
+			b, err := Open(Options{DSN: dsn, MinConns: 1, MaxConns: 2}, discard())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			type result struct {
+				n   int
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				n, err := tc.read(b)
+				done <- result{n, err}
+			}()
+			select {
+			case r := <-done:
+				if r.err != nil || r.n != len(evs) {
+					t.Fatalf("%d of %d events, %v", r.n, len(evs), r.err)
+				}
+			case <-time.After(time.Minute):
+				t.Fatal("no answer in a minute: the read waits for a second connection while holding the only one")
+			}
+		})
+	}
+}

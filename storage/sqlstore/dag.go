@@ -250,8 +250,15 @@ func (db *DB) applyRedaction(tx *sql.Tx, p *roomdag.Persist) error {
 // as outliers). Events only ever move that way, so the third read finds
 // it.
 func (db *DB) DAGEvents(ctx context.Context, ids []roomdag.EventID) (map[roomdag.EventID]*roomdag.DAGEvent, error) {
+	return db.dagEvents(ctx, db.r, ids)
+}
+
+// dagEvents is DAGEvents through q: a read transaction's, for a read that
+// holds one (a second connection of the read pool would be one more a
+// reader waits for while holding one).
+func (db *DB) dagEvents(ctx context.Context, q querier, ids []roomdag.EventID) (map[roomdag.EventID]*roomdag.DAGEvent, error) {
 	out := make(map[roomdag.EventID]*roomdag.DAGEvent, len(ids))
-	rest, err := db.timelineDAGEvents(ctx, ids, out)
+	rest, err := db.timelineDAGEvents(ctx, q, ids, out)
 	if err != nil {
 		return nil, err
 	}
@@ -261,7 +268,7 @@ func (db *DB) DAGEvents(ctx context.Context, ids []roomdag.EventID) (map[roomdag
 	if f := db.betweenDAGReads; f != nil {
 		f()
 	}
-	if err := db.otherDAGEvents(ctx, rest, out); err != nil {
+	if err := db.otherDAGEvents(ctx, q, rest, out); err != nil {
 		return nil, err
 	}
 	var again []roomdag.EventID
@@ -270,7 +277,7 @@ func (db *DB) DAGEvents(ctx context.Context, ids []roomdag.EventID) (map[roomdag
 			again = append(again, id)
 		}
 	}
-	if _, err := db.timelineDAGEvents(ctx, again, out); err != nil {
+	if _, err := db.timelineDAGEvents(ctx, q, again, out); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -283,7 +290,7 @@ func (db *DB) BetweenDAGReads(f func()) { db.betweenDAGReads = f }
 
 // timelineDAGEvents adds to out the timeline events among ids, and
 // returns the others.
-func (db *DB) timelineDAGEvents(ctx context.Context, ids []roomdag.EventID, out map[roomdag.EventID]*roomdag.DAGEvent) ([]roomdag.EventID, error) {
+func (db *DB) timelineDAGEvents(ctx context.Context, q querier, ids []roomdag.EventID, out map[roomdag.EventID]*roomdag.DAGEvent) ([]roomdag.EventID, error) {
 	var rest []roomdag.EventID
 	for len(ids) > 0 {
 		n := min(len(ids), 500)
@@ -293,25 +300,35 @@ func (db *DB) timelineDAGEvents(ctx context.Context, ids []roomdag.EventID, out 
 		}
 		ids = ids[n:]
 		epoch := db.events.currentEpoch()
-		rows, err := db.r.QueryContext(ctx, `SELECT `+eventCols+`, COALESCE(e.dag_state_after, e.state_after), COALESCE(s.chain_len, 0)
+		rows, err := q.QueryContext(ctx, `SELECT `+eventCols+`, COALESCE(e.dag_state_after, e.state_after), COALESCE(s.chain_len, 0)
 			FROM events e LEFT JOIN state_snapshots s ON s.snapshot_id = COALESCE(e.dag_state_after, e.state_after)
 			WHERE e.event_id IN (?`+strings.Repeat(",?", n-1)+`)`, chunk...)
 		if err != nil {
 			return nil, err
 		}
+		var rs []eventRow
+		var after []int64
+		var chain []int
 		for rows.Next() {
-			var after int64
-			var chain int
-			se, err := db.scanEvent(appendScanner{rows, []any{&after, &chain}}, epoch)
+			var a int64
+			var c int
+			r, err := scanEventRow(appendScanner{rows, []any{&a, &c}})
 			if err != nil {
 				rows.Close()
 				return nil, err
 			}
-			out[se.ID()] = &roomdag.DAGEvent{Event: se.Event, Status: roomdag.StatusTimeline, StateAfter: after, ChainLen: chain}
+			rs, after, chain = append(rs, r), append(after, a), append(chain, c)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return nil, err
+		}
+		evs, err := db.eventsOfRows(ctx, q, rs, epoch)
+		if err != nil {
+			return nil, err
+		}
+		for i, se := range evs {
+			out[se.ID()] = &roomdag.DAGEvent{Event: se.Event, Status: roomdag.StatusTimeline, StateAfter: after[i], ChainLen: chain[i]}
 		}
 		for _, id := range chunk {
 			if out[roomdag.EventID(id.(string))] == nil {
@@ -323,7 +340,7 @@ func (db *DB) timelineDAGEvents(ctx context.Context, ids []roomdag.EventID, out 
 }
 
 // otherDAGEvents adds to out the events among ids held in dag_events.
-func (db *DB) otherDAGEvents(ctx context.Context, ids []roomdag.EventID, out map[roomdag.EventID]*roomdag.DAGEvent) error {
+func (db *DB) otherDAGEvents(ctx context.Context, q querier, ids []roomdag.EventID, out map[roomdag.EventID]*roomdag.DAGEvent) error {
 	rest := make([]any, len(ids))
 	for i, id := range ids {
 		rest[i] = string(id)
@@ -332,34 +349,53 @@ func (db *DB) otherDAGEvents(ctx context.Context, ids []roomdag.EventID, out map
 		n := min(len(rest), 500)
 		chunk := rest[:n]
 		rest = rest[n:]
-		rows, err := db.r.QueryContext(ctx, `SELECT d.event_id, d.room_nid, d.kind, d.reason, d.json, d.state_after, COALESCE(s.chain_len, 0)
+		rows, err := q.QueryContext(ctx, `SELECT d.event_id, d.room_nid, d.kind, d.reason, d.json, d.state_after, COALESCE(s.chain_len, 0)
 			FROM dag_events d LEFT JOIN state_snapshots s ON s.snapshot_id = d.state_after
 			WHERE d.event_id IN (?`+strings.Repeat(",?", n-1)+`)`, chunk...)
 		if err != nil {
 			return err
 		}
+		type dagRow struct {
+			id, kind   string
+			reason     sql.NullString
+			nid, after int64
+			chain      int
+			raw        []byte
+		}
+		var rs []dagRow
+		var unknown []any
 		for rows.Next() {
-			var id, kind string
-			var reason sql.NullString
-			var nid, after int64
-			var chain int
-			var raw []byte
-			if err := rows.Scan(&id, &nid, &kind, &reason, &raw, &after, &chain); err != nil {
+			var r dagRow
+			if err := rows.Scan(&r.id, &r.nid, &r.kind, &r.reason, &r.raw, &r.after, &r.chain); err != nil {
 				rows.Close()
 				return err
 			}
-			v, err := db.nidVersion(ctx, nid)
+			if db.rooms.version(r.nid) == nil {
+				unknown = append(unknown, r.nid)
+			}
+			rs = append(rs, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		// Room versions only now, the rows closed (see eventsOfRows).
+		if len(unknown) > 0 {
+			if err := db.loadRoomVersions(ctx, q, unknown); err != nil {
+				return err
+			}
+		}
+		for _, r := range rs {
+			v := db.rooms.version(r.nid)
+			if v == nil {
+				return storage.ErrNotFound
+			}
+			ev, err := roomdag.EventFromTrustedJSON(v, roomdag.EventID(r.id), r.raw)
 			if err != nil {
-				rows.Close()
 				return err
 			}
-			ev, err := roomdag.EventFromTrustedJSON(v, roomdag.EventID(id), raw)
-			if err != nil {
-				rows.Close()
-				return err
-			}
-			d := &roomdag.DAGEvent{Event: ev, StateAfter: after, ChainLen: chain, Reason: reason.String}
-			switch kind {
+			d := &roomdag.DAGEvent{Event: ev, StateAfter: r.after, ChainLen: r.chain, Reason: r.reason.String}
+			switch r.kind {
 			case "outlier":
 				d.Status = roomdag.StatusOutlier
 			case "rejected":
@@ -369,29 +405,8 @@ func (db *DB) otherDAGEvents(ctx context.Context, ids []roomdag.EventID, out map
 			}
 			out[ev.ID()] = d
 		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
 	}
 	return nil
-}
-
-// nidVersion is the version of room nid.
-func (db *DB) nidVersion(ctx context.Context, nid int64) (*roomdag.RoomVersion, error) {
-	if v := db.rooms.version(nid); v != nil {
-		return v, nil
-	}
-	var ver, rid string
-	if err := db.r.QueryRowContext(ctx, `SELECT version, room_id FROM rooms WHERE room_nid = ?`, nid).Scan(&ver, &rid); err != nil {
-		return nil, err
-	}
-	v, ok := roomdag.LookupRoomVersion(ver)
-	if !ok {
-		return nil, storage.ErrNotFound
-	}
-	db.rooms.put(roomdag.RoomID(rid), nid, v)
-	return v, nil
 }
 
 // HasChildren reports whether a stored timeline event cites id as a
@@ -443,7 +458,7 @@ func (db *DB) EventsWithOutliers(ctx context.Context, ids []roomdag.EventID) ([]
 	for _, ev := range out {
 		found = append(found, ev.ID())
 	}
-	missing, m, err := db.dagEventsNotIn(ctx, ids, found)
+	missing, m, err := db.dagEventsNotIn(ctx, db.r, ids, found)
 	if err != nil {
 		return nil, err
 	}
@@ -457,7 +472,7 @@ func (db *DB) EventsWithOutliers(ctx context.Context, ids []roomdag.EventID) ([]
 
 // dagEventsNotIn reads from the DAG the ids that found does not hold
 // (events outside the timeline), and returns those ids in order too.
-func (db *DB) dagEventsNotIn(ctx context.Context, ids, found []roomdag.EventID) ([]roomdag.EventID, map[roomdag.EventID]*roomdag.DAGEvent, error) {
+func (db *DB) dagEventsNotIn(ctx context.Context, q querier, ids, found []roomdag.EventID) ([]roomdag.EventID, map[roomdag.EventID]*roomdag.DAGEvent, error) {
 	have := make(map[roomdag.EventID]bool, len(found))
 	for _, id := range found {
 		have[id] = true
@@ -468,7 +483,7 @@ func (db *DB) dagEventsNotIn(ctx context.Context, ids, found []roomdag.EventID) 
 			missing = append(missing, id)
 		}
 	}
-	m, err := db.DAGEvents(ctx, missing)
+	m, err := db.dagEvents(ctx, q, missing)
 	return missing, m, err
 }
 
@@ -490,7 +505,7 @@ func (db *DB) stateEventsByID(ctx context.Context, q querier, ids []roomdag.Even
 	for _, ev := range out {
 		found = append(found, ev.ID())
 	}
-	_, m, err := db.dagEventsNotIn(ctx, ids, found)
+	_, m, err := db.dagEventsNotIn(ctx, q, ids, found)
 	if err != nil {
 		return nil, err
 	}

@@ -14,45 +14,95 @@ const eventCols = `e.stream_pos, e.event_id, e.room_nid, e.json, e.unsigned, e.t
 
 type rowScanner interface{ Scan(dest ...any) error }
 
-// scanEvent reads one event row; epoch is the event cache's epoch read
-// before the query ran.
-func (db *DB) scanEvent(row rowScanner, epoch uint64) (*roomdag.StoredEvent, error) {
-	var (
-		pos                  int64
-		id                   string
-		nid                  int64
-		raw                  []byte
-		unsigned, dev, txnID sql.NullString
-		before               int64
-	)
-	if err := row.Scan(&pos, &id, &nid, &raw, &unsigned, &dev, &txnID, &before); err != nil {
-		return nil, err
+// eventRow is an event row as read, before it becomes an event: that may
+// need its room's version, which is read only once the rows are closed.
+type eventRow struct {
+	pos, nid, before     int64
+	id                   string
+	raw                  []byte
+	unsigned, dev, txnID sql.NullString
+}
+
+func scanEventRow(row rowScanner) (eventRow, error) {
+	var r eventRow
+	err := row.Scan(&r.pos, &r.id, &r.nid, &r.raw, &r.unsigned, &r.dev, &r.txnID, &r.before)
+	return r, err
+}
+
+// eventsOfRows turns rows read by a query that is now closed into events,
+// in order, cache first; epoch is the event cache's epoch read before the
+// query ran. The versions of rooms this process has not seen yet (another
+// process created them) are read through q in one query. Never while the
+// rows are open: a reader holding a connection of the read pool while it
+// waits for another deadlocks once every connection is held that way.
+func (db *DB) eventsOfRows(ctx context.Context, q querier, rows []eventRow, epoch uint64) ([]*roomdag.StoredEvent, error) {
+	out := make([]*roomdag.StoredEvent, len(rows))
+	var unknown []any
+	seen := map[int64]bool{}
+	for i, r := range rows {
+		if ev, ok := db.events.get(roomdag.EventID(r.id)); ok {
+			out[i] = ev
+		} else if db.rooms.version(r.nid) == nil && !seen[r.nid] {
+			seen[r.nid] = true
+			unknown = append(unknown, r.nid)
+		}
 	}
-	if ev, ok := db.events.get(roomdag.EventID(id)); ok {
-		return ev, nil
-	}
-	v := db.rooms.version(nid)
-	if v == nil {
-		var ver, rid string
-		if err := db.r.QueryRow(`SELECT version, room_id FROM rooms WHERE room_nid = ?`, nid).Scan(&ver, &rid); err != nil {
+	if len(unknown) > 0 {
+		if err := db.loadRoomVersions(ctx, q, unknown); err != nil {
 			return nil, err
 		}
-		var ok bool
-		if v, ok = roomdag.LookupRoomVersion(ver); !ok {
+	}
+	for i, r := range rows {
+		if out[i] != nil {
+			continue
+		}
+		v := db.rooms.version(r.nid)
+		if v == nil {
 			return nil, storage.ErrNotFound
 		}
-		db.rooms.put(roomdag.RoomID(rid), nid, v)
+		ev, err := roomdag.EventFromTrustedJSON(v, roomdag.EventID(r.id), r.raw)
+		if err != nil {
+			return nil, err
+		}
+		se := &roomdag.StoredEvent{Event: ev, Pos: roomdag.StreamPos(r.pos), TxnDevice: r.dev.String, TxnID: r.txnID.String, StateBefore: r.before}
+		if r.unsigned.Valid {
+			se.Unsigned = []byte(r.unsigned.String)
+		}
+		db.events.putIfEpoch(se.ID(), se, epoch)
+		out[i] = se
 	}
-	ev, err := roomdag.EventFromTrustedJSON(v, roomdag.EventID(id), raw)
-	if err != nil {
-		return nil, err
+	return out, nil
+}
+
+// loadRoomVersions adds the rooms of nids to the room index (a room of an
+// unknown version is left out).
+func (db *DB) loadRoomVersions(ctx context.Context, q querier, nids []any) error {
+	for len(nids) > 0 {
+		n := min(len(nids), 500)
+		chunk := nids[:n]
+		nids = nids[n:]
+		rows, err := q.QueryContext(ctx, `SELECT room_nid, version, room_id FROM rooms WHERE room_nid IN (?`+
+			strings.Repeat(",?", n-1)+`)`, chunk...)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var nid int64
+			var ver, rid string
+			if err := rows.Scan(&nid, &ver, &rid); err != nil {
+				rows.Close()
+				return err
+			}
+			if v, ok := roomdag.LookupRoomVersion(ver); ok {
+				db.rooms.put(roomdag.RoomID(rid), nid, v)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
 	}
-	se := &roomdag.StoredEvent{Event: ev, Pos: roomdag.StreamPos(pos), TxnDevice: dev.String, TxnID: txnID.String, StateBefore: before}
-	if unsigned.Valid {
-		se.Unsigned = []byte(unsigned.String)
-	}
-	db.events.putIfEpoch(se.ID(), se, epoch)
-	return se, nil
+	return nil
 }
 
 // queryEvents runs an event query and scans its rows.
@@ -62,16 +112,20 @@ func (db *DB) queryEvents(ctx context.Context, q querier, query string, args ...
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	var out []*roomdag.StoredEvent
+	var rs []eventRow
 	for rows.Next() {
-		ev, err := db.scanEvent(rows, epoch)
+		r, err := scanEventRow(rows)
 		if err != nil {
+			rows.Close()
 			return nil, err
 		}
-		out = append(out, ev)
+		rs = append(rs, r)
 	}
-	return out, rows.Err()
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return db.eventsOfRows(ctx, q, rs, epoch)
 }
 
 // eventsByID returns the events that exist among ids, cache first.
@@ -340,17 +394,30 @@ func (db *DB) StreamEvents(ctx context.Context, after roomdag.StreamPos, limit i
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	var out []storage.StreamEvent
+	var rs []eventRow
+	var stateAfter []int64
 	for rows.Next() {
-		var stateAfter int64
-		ev, err := db.scanEvent(appendScanner{rows, []any{&stateAfter}}, epoch)
+		var sa int64
+		r, err := scanEventRow(appendScanner{rows, []any{&sa}})
 		if err != nil {
+			rows.Close()
 			return nil, err
 		}
-		out = append(out, storage.StreamEvent{StoredEvent: ev, StateAfter: stateAfter})
+		rs, stateAfter = append(rs, r), append(stateAfter, sa)
 	}
-	return out, rows.Err()
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	evs, err := db.eventsOfRows(ctx, db.r, rs, epoch)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]storage.StreamEvent, len(evs))
+	for i, ev := range evs {
+		out[i] = storage.StreamEvent{StoredEvent: ev, StateAfter: stateAfter[i]}
+	}
+	return out, nil
 }
 
 // appendScanner adds columns after an event row's.
