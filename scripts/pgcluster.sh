@@ -18,7 +18,8 @@ usage() { echo "usage: $0 start|stop DIR" >&2; exit 2; }
 [ $# -eq 2 ] || usage
 cmd=$1 dir=$2
 
-# max_connections: every test server opens up to cp_max (4) + 2 connections,
+# max_connections: every test server opens up to cp_max (4) + 2 connections
+# (and up to 4 more while it holds named locks, which few tests do),
 # test binaries run in parallel (go test -p, up to the number of cores) and a
 # test may run several servers, plus servers that are still closing.
 max_connections=${PGCLUSTER_MAX_CONNECTIONS:-500}

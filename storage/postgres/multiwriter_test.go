@@ -305,3 +305,36 @@ func TestReadsOfAnotherProcessesRoomHoldOneConnection(t *testing.T) {
 		})
 	}
 }
+
+// Exclusive's lock is held by a connection that is not the read pool's:
+// what runs under it reads, and waits for writes whose writer may need a
+// read connection (snapshot IDs), so a lock holding one of them could
+// stop the process. Here the process has one read connection, which the
+// reads under the lock need.
+func TestExclusiveHoldsNoReadConnection(t *testing.T) {
+	b, err := Open(Options{DSN: testDSN(t), MinConns: 1, MaxConns: 2}, discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	rooms := storagetest.NewRooms(t, b)
+	done := make(chan error, 1)
+	go func() {
+		done <- b.Exclusive(context.Background(), "a room's creation", func() error {
+			storagetest.CreateRoom(t, rooms, "!under-lock:test.local")
+			evs, err := b.StreamEvents(context.Background(), 0, 100)
+			if err == nil && len(evs) == 0 {
+				err = fmt.Errorf("no events read under the lock")
+			}
+			return err
+		})
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("no answer in a minute: the reads under the lock wait for the connection that holds it")
+	}
+}

@@ -58,7 +58,66 @@ func Open(opts Options, log *slog.Logger) (*sqlstore.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	return sqlstore.New(w, r, Dialect{}, log)
+	locks, err := openLockPool(opts)
+	if err != nil {
+		w.Close()
+		r.Close()
+		return nil, err
+	}
+	db, err := sqlstore.New(w, r, Dialect{}, log)
+	if err != nil {
+		locks.Close()
+		return nil, err
+	}
+	db.UseLockPool(locks)
+	return db, nil
+}
+
+// openLockPool opens the connections that hold sqlstore.DB.Exclusive's
+// session locks. They are not the read pool's: a holder runs reads and
+// waits for writes, and a read connection held that way is one the
+// writer (which reserves snapshot IDs through the read pool) and every
+// reader may be waiting for. Exclusive is rare: no connection is kept
+// idle for it for long.
+func openLockPool(opts Options) (*sql.DB, error) {
+	base, err := pgx.ParseConfig(opts.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: DSN: %w", err)
+	}
+	db := sql.OpenDB(newConnector(withParams(base, map[string]string{
+		"application_name":              "homeserver-locks",
+		"default_transaction_isolation": "read committed",
+	})))
+	db.SetMaxOpenConns(lockConns)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxIdleTime(time.Minute)
+	return db, nil
+}
+
+// lockConns bounds the lock pool: one Exclusive per name at a time per
+// process, and a few names at once (room upgrades, server notices).
+const lockConns = 4
+
+// withParams is base with the server-side settings every connection of
+// ours has, unless the DSN sets them, and then params.
+func withParams(base *pgx.ConnConfig, params map[string]string) *pgx.ConnConfig {
+	cfg := base.Copy()
+	if cfg.RuntimeParams == nil {
+		cfg.RuntimeParams = map[string]string{}
+	}
+	for k, v := range map[string]string{
+		"application_name":                    "homeserver",
+		"statement_timeout":                   statementTimeout,
+		"idle_in_transaction_session_timeout": idleInTransactionTimeout,
+	} {
+		if _, set := cfg.RuntimeParams[k]; !set {
+			cfg.RuntimeParams[k] = v
+		}
+	}
+	for k, v := range params {
+		cfg.RuntimeParams[k] = v
+	}
+	return cfg
 }
 
 // openMigrated opens the pools and migrates the database.
@@ -97,26 +156,7 @@ func openPools(opts Options) (w, r *sql.DB, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("postgres: DSN: %w", err)
 	}
-	withParams := func(params map[string]string) *pgx.ConnConfig {
-		cfg := base.Copy()
-		if cfg.RuntimeParams == nil {
-			cfg.RuntimeParams = map[string]string{}
-		}
-		for k, v := range map[string]string{
-			"application_name":                    "homeserver",
-			"statement_timeout":                   statementTimeout,
-			"idle_in_transaction_session_timeout": idleInTransactionTimeout,
-		} {
-			if _, set := cfg.RuntimeParams[k]; !set {
-				cfg.RuntimeParams[k] = v
-			}
-		}
-		for k, v := range params {
-			cfg.RuntimeParams[k] = v
-		}
-		return cfg
-	}
-	w = sql.OpenDB(newConnector(withParams(map[string]string{
+	w = sql.OpenDB(newConnector(withParams(base, map[string]string{
 		// The writer's transactions are READ COMMITTED (the default), like
 		// every PostgreSQL application's: it sees other processes' commits
 		// as they land, and the batch lock orders the writers.
@@ -125,7 +165,7 @@ func openPools(opts Options) (w, r *sql.DB, err error) {
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
-	r = sql.OpenDB(newConnector(withParams(map[string]string{
+	r = sql.OpenDB(newConnector(withParams(base, map[string]string{
 		"default_transaction_isolation": "repeatable read",
 	})))
 	r.SetMaxOpenConns(maxConns - 1)

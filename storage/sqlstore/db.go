@@ -24,6 +24,7 @@ import (
 type DB struct {
 	w         *sql.DB // one connection, used only by the writer goroutine
 	r         *sql.DB // read pool
+	locks     *sql.DB // Exclusive's sessions, if the engine has a pool for them (UseLockPool)
 	d         Dialect
 	jobs      chan *job
 	quit      chan struct{}
@@ -131,7 +132,11 @@ func (db *DB) Close() error {
 	})
 	err1 := db.w.Close()
 	err2 := db.r.Close()
-	return errors.Join(err1, err2)
+	var err3 error
+	if db.locks != nil {
+		err3 = db.locks.Close()
+	}
+	return errors.Join(err1, err2, err3)
 }
 
 type job struct {

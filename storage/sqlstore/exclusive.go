@@ -21,9 +21,8 @@ type NamedLocker interface {
 // exclude each other too, which only costs waiting. Where one process has
 // the database to itself it runs fn at once. Either way the caller
 // serialises its own goroutines (a mutex around the call): each call waits
-// holding a connection of the read pool, which fn needs too, so many
-// waiting in one process could starve the holder. fn must not call
-// Exclusive.
+// holding a connection, so many waiting in one process could starve the
+// holder of one. fn must not call Exclusive.
 func (db *DB) Exclusive(ctx context.Context, name string, fn func() error) error {
 	l, ok := db.d.(NamedLocker)
 	if !ok {
@@ -32,9 +31,15 @@ func (db *DB) Exclusive(ctx context.Context, name string, fn func() error) error
 	h := fnv.New32a()
 	h.Write([]byte(name))
 	key := int32(h.Sum32())
-	// A connection of the read pool holds the lock for fn's duration:
-	// the lock belongs to its session.
-	c, err := db.r.Conn(ctx)
+	// A connection holds the lock for fn's duration: the lock belongs to
+	// its session. The engine's lock pool's if it has one, so that fn's
+	// reads and the writes it waits for never wait for the connection
+	// it holds.
+	pool := db.r
+	if db.locks != nil {
+		pool = db.locks
+	}
+	c, err := pool.Conn(ctx)
 	if err != nil {
 		return err
 	}
@@ -52,3 +57,8 @@ func (db *DB) Exclusive(ctx context.Context, name string, fn func() error) error
 	}()
 	return fn()
 }
+
+// UseLockPool gives Exclusive a pool of its own for the connections that
+// hold its locks (instead of the read pool's); Close closes it. Call it
+// before the DB is shared.
+func (db *DB) UseLockPool(p *sql.DB) { db.locks = p }
